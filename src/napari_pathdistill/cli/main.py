@@ -1,0 +1,52 @@
+"""``pathdistill`` command line: a thin dispatcher over the core.
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers)``; the module registers a
+``func(args) -> int`` with ``parser.set_defaults(func=...)``. Heavy imports (torch, napari) happen inside
+``func`` so ``pathdistill --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from napari_pathdistill import __version__
+
+#: sub-command modules, in the order shown by --help
+SUBCOMMANDS = ("view", "tiles", "embed", "eval", "models")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available sub-command."""
+    parser = argparse.ArgumentParser(prog="pathdistill", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"napari_pathdistill.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"napari_pathdistill.cli.{name}":
+                continue  # sub-command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pathdistill``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,19 @@
+"""User-facing error types: their messages say what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class PathDistillError(Exception):
+    """Base class of every error meant to be shown to a user (napari notification or CLI message)."""
+
+
+class WSIError(PathDistillError):
+    """A slide cannot be opened or read: unsupported, corrupt, truncated, missing metadata."""
+
+
+class ModelLoadError(PathDistillError):
+    """A model or checkpoint cannot be found or loaded."""
+
+
+class Cancelled(PathDistillError):
+    """Long work was cancelled by the user; nothing half-written was left behind."""

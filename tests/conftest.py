@@ -1,0 +1,83 @@
+"""Shared fixtures and marker handling.
+
+Markers: ``gpu`` (needs CUDA), ``slow`` (opt in with ``--runslow`` or ``PATHDISTILL_RUN_SLOW=1``) and ``napari``
+(needs an X display with OpenGL, i.e. ``xvfb-run -a pytest``). They skip themselves with a reason.
+Real data live in ``../shared/data`` beside the repository (override with ``PATHDISTILL_SHARED_DATA``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PATHDISTILL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = config.getoption("--runslow") or os.environ.get("PATHDISTILL_RUN_SLOW") == "1"
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    has_gpu = None
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow: pass --runslow or set PATHDISTILL_RUN_SLOW=1"))
+        if "napari" in item.keywords and not has_display:
+            item.add_marker(pytest.mark.skip(reason="napari: needs a display with OpenGL (run under xvfb-run -a)"))
+        if "gpu" in item.keywords:
+            if has_gpu is None:
+                has_gpu = _cuda_available()
+            if not has_gpu:
+                item.add_marker(pytest.mark.skip(reason="gpu: no CUDA device"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real, read-only test data (../shared/data)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared test data not found at {SHARED_DATA}; set PATHDISTILL_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cmu_svs(shared_data: Path) -> Path:
+    """Aperio SVS (JPEG), 1 level, 2220x2967 at 0.499 um/px, H&E."""
+    return shared_data / "wsi" / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="session")
+def tcga_svs(shared_data: Path) -> Path:
+    """Aperio SVS (JPEG 2000), 2 levels, no MPP property."""
+    return shared_data / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
+
+
+@pytest.fixture(scope="session")
+def cmu_dicom_dir(shared_data: Path) -> Path:
+    """DICOM WSI series of CMU-1-Small-Region (a folder)."""
+    return shared_data / "wsi" / "CMU-1-Small-Region_DICOM"
+
+
+@pytest.fixture(scope="session")
+def os2_pair(shared_data: Path) -> tuple[Path, Path]:
+    """The same Ki67 region scanned by Hamamatsu (NDPI) and Olympus (VSI), as OME-TIFFs."""
+    d = shared_data / "paired" / "openslide_OS-2_ndpi_vs_vsi"
+    return d / "OS-2-ndpi.ome.tif", d / "OS-2-vsi.ome.tif"
+
+
+@pytest.fixture(scope="session")
+def histolab_tiles(shared_data: Path) -> Path:
+    """33 real H&E/IHC tiles with weak labels in their file names."""
+    return shared_data / "tiles" / "histolab_tiles"

@@ -1,0 +1,1 @@
+"""Distillation training package (DINO + iBOT, H0-mini recipe)."""
