@@ -17,3 +17,7 @@ class ModelLoadError(PathDistillError):
 
 class Cancelled(PathDistillError):
     """Long work was cancelled by the user; nothing half-written was left behind."""
+
+
+class EvaluationError(PathDistillError):
+    """Evaluation inputs are inconsistent (feature shapes, manifests, labels); the message says what to fix."""

@@ -1,0 +1,106 @@
+"""Read per-slide tile features: our HDF5 files and plismbench's ``features.npy`` layout.
+
+* HDF5 (written by ``inference.embed_slide``): datasets ``features`` (N, D) and ``coords`` (N, 2) (x, y) in
+  level-0 px.
+* plismbench: ``<features_dir>/<extractor>/<stain>_<scanner>_to_GMH_S60.tif/features.npy``, an (N, 3 + D)
+  array whose first three columns are the tile coordinates (identical across slides, since PLISM slides are
+  registered) and the rest the features.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.manifest import SlideEntry
+
+PLISM_SUFFIX = "_to_GMH_S60.tif"
+
+
+def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Load one slide's features.
+
+    Args:
+        path: ``.h5``/``.hdf5`` (our format) or ``.npy`` (plismbench layout).
+
+    Returns:
+        ``(features, coords)``: (N, D) float32 and (N, C) coordinates (C = 2 for HDF5, 3 for plismbench).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"features file not found: {path}")
+    if path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+        if arr.ndim != 2 or arr.shape[1] < 4:
+            raise EvaluationError(
+                f"{path}: expected plismbench (N, 3 + D) features.npy, got shape {arr.shape}"
+            )
+        return arr[:, 3:].astype(np.float32), arr[:, :3]
+    if path.suffix in (".h5", ".hdf5"):
+        return _load_h5(path)
+    raise EvaluationError(f"{path}: unsupported features file (use .h5 with features/coords, or .npy)")
+
+
+def _load_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f or "coords" not in f:
+                raise EvaluationError(
+                    f"{path}: HDF5 needs datasets 'features' and 'coords' (found {list(f)})"
+                )
+            feats, coords = f["features"][()], f["coords"][()]
+    except OSError as err:
+        raise EvaluationError(f"{path}: not a readable HDF5 file ({err}); re-run the embedding") from err
+    if feats.ndim != 2 or len(feats) != len(coords):
+        raise EvaluationError(f"{path}: features {feats.shape} and coords {coords.shape} do not match")
+    return feats.astype(np.float32), coords
+
+
+@lru_cache(maxsize=8)
+def cached_features(path: str) -> np.ndarray:
+    """(N, D) features of ``path``, cached (a slide takes part in many pairs)."""
+    return load_features(path)[0]
+
+
+def match_by_coords(coords_a: np.ndarray, coords_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(ia, ib)`` of the tiles whose coordinates are equal in both slides, sorted by coordinate.
+
+    Args:
+        coords_a: (Na, C) coordinates of slide a.
+        coords_b: (Nb, C) coordinates of slide b, in the same (registered) frame.
+    """
+    a = np.ascontiguousarray(coords_a).view([("", coords_a.dtype)] * coords_a.shape[1]).ravel()
+    b = np.ascontiguousarray(coords_b.astype(coords_a.dtype)).view([("", coords_a.dtype)] * coords_a.shape[1])
+    _, ia, ib = np.intersect1d(a, b.ravel(), return_indices=True)
+    return ia, ib
+
+
+def discover_plism(features_dir: str | Path) -> list[SlideEntry]:
+    """Slides of a plismbench feature export (``<dir>/<stain>_<scanner>_to_GMH_S60.tif/features.npy``)."""
+    root = Path(features_dir)
+    entries = []
+    for fp in sorted(root.glob(f"*{PLISM_SUFFIX}/features.npy")):
+        name = fp.parent.name
+        stain, scanner = name.split("_")[:2]
+        entries.append(SlideEntry(name, stain, scanner, fp))
+    if not entries:
+        raise EvaluationError(
+            f"no plismbench features under {root} (expected <stain>_<scanner>{PLISM_SUFFIX}/features.npy; "
+            "run `plismbench extract` first, or use a manifest CSV)"
+        )
+    return entries
+
+
+def load_tile_subset(path: str | Path | None) -> np.ndarray | None:
+    """Optional tile subset (e.g. plismbench's ``assets/tiles_subset_8139.npy``): (n,) int indices."""
+    if path is None:
+        return None
+    idx = np.load(Path(path), allow_pickle=False)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise EvaluationError(f"{path}: tile subset must be a 1-D integer array")
+    return idx

@@ -1,0 +1,149 @@
+"""Slide manifests, plismbench pair grouping and aggregation (medians, IQR, leaderboard metric).
+
+A manifest is a CSV with at least the columns ``slide, stain, scanner`` (one row per slide, plismbench's
+``staining``/``scanner`` naming is accepted too) and optionally ``path`` (features file, relative to the CSV).
+Every unordered pair of distinct slides is evaluated and falls in one group, as in
+``plismbench.utils.aggregate.get_results``:
+
+* ``cross-scanner``: same stain, different scanner (plismbench "inter-scanner");
+* ``cross-staining``: same scanner, different stain (plismbench "inter-staining");
+* ``cross-both``: different stain and different scanner;
+* ``all``: every pair (pairs of slides sharing both labels are only counted here).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathdistill.errors import EvaluationError
+
+GROUPS: tuple[str, ...] = ("cross-scanner", "cross-staining", "cross-both", "all")
+
+
+@dataclass(frozen=True)
+class SlideEntry:
+    """One manifest row."""
+
+    slide: str
+    stain: str
+    scanner: str
+    path: Path | None = None
+
+
+def read_manifest(path: str | Path) -> list[SlideEntry]:
+    """Read a ``slide,stain,scanner[,path]`` CSV; relative paths resolve against the CSV's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"manifest not found: {path}")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise EvaluationError(f"manifest {path} has no rows")
+    cols = {c.strip().lower() for c in rows[0]}
+    stain_col = "stain" if "stain" in cols else "staining"
+    if not {"slide", stain_col, "scanner"} <= cols:
+        raise EvaluationError(f"manifest {path} needs columns slide, stain, scanner (found {sorted(cols)})")
+    out = []
+    for row in rows:
+        row = {k.strip().lower(): (v or "").strip() for k, v in row.items()}
+        p = Path(row["path"]) if row.get("path") else None
+        out.append(
+            SlideEntry(
+                row["slide"],
+                row[stain_col],
+                row["scanner"],
+                p if p is None or p.is_absolute() else path.parent / p,
+            )
+        )
+    names = [e.slide for e in out]
+    if len(set(names)) != len(names):
+        raise EvaluationError(f"manifest {path} lists a slide twice")
+    return out
+
+
+def write_manifest(entries: Iterable[SlideEntry], path: str | Path) -> Path:
+    """Write a manifest CSV (paths written relative to the CSV when possible)."""
+    path = Path(path)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["slide", "stain", "scanner", "path"])
+        for e in entries:
+            p = "" if e.path is None else str(_relative(e.path, path.parent))
+            w.writerow([e.slide, e.stain, e.scanner, p])
+    return path
+
+
+def _relative(p: Path, root: Path) -> Path:
+    try:
+        return Path(p).resolve().relative_to(root.resolve())
+    except ValueError:
+        return Path(p)
+
+
+def pair_group(a: SlideEntry, b: SlideEntry) -> str | None:
+    """Group of a pair: "cross-scanner", "cross-staining", "cross-both" or None (same stain and scanner)."""
+    same_stain, same_scanner = a.stain == b.stain, a.scanner == b.scanner
+    if same_stain and not same_scanner:
+        return "cross-scanner"
+    if same_scanner and not same_stain:
+        return "cross-staining"
+    if not same_stain and not same_scanner:
+        return "cross-both"
+    return None
+
+
+def all_pairs(entries: list[SlideEntry]) -> list[tuple[SlideEntry, SlideEntry]]:
+    """Every unordered pair of distinct slides, in manifest order (91 slides -> 4,095 pairs)."""
+    return list(itertools.combinations(entries, 2))
+
+
+def iqr(x: np.ndarray) -> float:
+    """Inter-quartile range ``q75 - q25`` (numpy's linear interpolation, as plismbench)."""
+    return float(np.quantile(x, 0.75) - np.quantile(x, 0.25))
+
+
+def aggregate(rows: list[Mapping[str, object]], metrics: Iterable[str]) -> dict[str, dict[str, dict]]:
+    """Mean, std, median and IQR of every metric over the pairs of each group.
+
+    Args:
+        rows: one dict per pair with a ``group`` key and the metric values.
+        metrics: metric column names, e.g. ``cosine_similarity``, ``top_10_accuracy``.
+
+    Returns:
+        ``{group: {metric: {"mean", "std", "median", "iqr", "n_pairs"}}}``; groups without pairs are omitted.
+    """
+    metrics = list(metrics)
+    out: dict[str, dict[str, dict]] = {}
+    for group in GROUPS:
+        sel = [r for r in rows if group == "all" or r["group"] == group]
+        if not sel:
+            continue
+        out[group] = {}
+        for m in metrics:
+            v = np.asarray([float(r[m]) for r in sel])  # type: ignore[arg-type]
+            out[group][m] = {
+                "mean": float(v.mean()),
+                "std": float(v.std()),
+                "median": float(np.median(v)),
+                "iqr": iqr(v),
+                "n_pairs": len(v),
+            }
+    return out
+
+
+def leaderboard_metric(
+    agg: Mapping[str, Mapping[str, Mapping[str, float]]], metric: str = "top_10_accuracy"
+) -> float:
+    """Mean of the four medians of ``metric`` over cross-scanner, cross-staining, cross-both and all pairs.
+
+    This is the PLISM leaderboard's summary (median top-10 accuracy averaged over the four robustness
+    types). Groups missing from ``agg`` (e.g. a manifest with a single scanner) are skipped; NaN when none.
+    """
+    meds = [agg[g][metric]["median"] for g in GROUPS if g in agg and metric in agg[g]]
+    return float(np.mean(meds)) if meds else float("nan")

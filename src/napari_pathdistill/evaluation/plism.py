@@ -1,0 +1,144 @@
+"""Run the PLISM robustness protocol over a manifest of slides: every pair, grouped and aggregated."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.features_io import cached_features
+from napari_pathdistill.evaluation.manifest import (
+    SlideEntry,
+    aggregate,
+    all_pairs,
+    leaderboard_metric,
+    pair_group,
+)
+from napari_pathdistill.evaluation.robustness import DEFAULT_KS, iter_pair_metrics
+from napari_pathdistill.inference.progress import Progress
+
+
+@dataclass
+class RobustnessResult:
+    """Per-pair rows, their aggregation and timing.
+
+    Attributes:
+        rows: one dict per pair: slide_a, slide_b, stain/scanner of both, group, cosine_similarity,
+            top_{k}_accuracy.
+        summary: ``{group: {metric: {mean, std, median, iqr, n_pairs}}}``.
+        leaderboard: mean of the four medians of top-10 accuracy (see ``manifest.leaderboard_metric``).
+        seconds_per_pair: wall time per pair (metrics only, loading included).
+    """
+
+    rows: list[dict]
+    summary: dict
+    leaderboard: float
+    seconds_per_pair: float
+
+    def save(self, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write ``pairs.csv`` (one row per pair) and ``summary.json``; returns both paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path, json_path = out / "pairs.csv", out / "summary.json"
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(csv_path)
+        payload = {
+            "summary": self.summary,
+            "leaderboard_top10_mean_of_medians": self.leaderboard,
+            "seconds_per_pair": self.seconds_per_pair,
+            "n_pairs": len(self.rows),
+        }
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.replace(json_path)
+        return csv_path, json_path
+
+
+def _loader(entries: Sequence[SlideEntry], subset: np.ndarray | None):
+    paths = {e.slide: e.path for e in entries}
+
+    def load(slide: str) -> np.ndarray:
+        if paths[slide] is None:
+            raise EvaluationError(f"manifest row {slide!r} has no features path")
+        feats = cached_features(str(paths[slide]))
+        return feats if subset is None else feats[subset]
+
+    return load
+
+
+def iter_robustness(
+    entries: Sequence[SlideEntry],
+    ks: Sequence[int] = DEFAULT_KS,
+    *,
+    subset: np.ndarray | None = None,
+    device: str | torch.device | None = "auto",
+    block: int = 2048,
+    cancel: threading.Event | None = None,
+) -> Iterator[Progress | RobustnessResult]:
+    """PLISM metrics for every pair of ``entries`` (features in matching row order), then aggregation.
+
+    Args:
+        entries: slides with a features ``path`` (.h5 or plismbench .npy); all with the same tiles.
+        ks: top-k values.
+        subset: optional (n,) tile indices used for every slide (plismbench's 8,139-tile subset).
+        device: torch device ("auto" = CUDA when present).
+        block: queries per matmul.
+        cancel: optional event that stops the run (raises ``Cancelled``).
+
+    Yields:
+        ``Progress`` items, then one ``RobustnessResult``.
+    """
+    if len(entries) < 2:
+        raise EvaluationError("the manifest needs at least two slides")
+    by_name = {e.slide: e for e in entries}
+    pairs = all_pairs(list(entries))
+    load = _loader(entries, subset)
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    names = [(a.slide, b.slide) for a, b in pairs]
+    for item in iter_pair_metrics(names, load, ks, device=device, block=block, cancel=cancel):
+        if isinstance(item, Progress):
+            yield item
+            continue
+        sa, sb, m = item
+        a, b = by_name[sa], by_name[sb]
+        rows.append(
+            {
+                "slide_a": sa,
+                "slide_b": sb,
+                "stain_a": a.stain,
+                "stain_b": b.stain,
+                "scanner_a": a.scanner,
+                "scanner_b": b.scanner,
+                "group": pair_group(a, b) or "same",
+                "n_tiles": m.n_tiles,
+                **m.as_row(),
+            }
+        )
+    elapsed = time.perf_counter() - t0
+    metrics = ["cosine_similarity"] + [f"top_{k}_accuracy" for k in ks]
+    summary = aggregate(rows, metrics)
+    board = leaderboard_metric(summary) if 10 in ks else float("nan")
+    yield RobustnessResult(rows, summary, board, elapsed / max(1, len(rows)))
+
+
+def run_robustness(entries: Sequence[SlideEntry], ks: Sequence[int] = DEFAULT_KS, **kw) -> RobustnessResult:
+    """Blocking wrapper of :func:`iter_robustness` (returns its final result)."""
+    result = None
+    for item in iter_robustness(entries, ks, **kw):
+        if isinstance(item, RobustnessResult):
+            result = item
+    assert result is not None
+    return result

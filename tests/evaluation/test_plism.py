@@ -1,0 +1,112 @@
+"""Manifest grouping, aggregation and the HDF5 / plismbench feature layouts."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.features_io import discover_plism, load_features, match_by_coords
+from napari_pathdistill.evaluation.manifest import (
+    SlideEntry,
+    aggregate,
+    leaderboard_metric,
+    pair_group,
+    read_manifest,
+    write_manifest,
+)
+from napari_pathdistill.evaluation.plism import run_robustness
+from napari_pathdistill.evaluation.robustness import pair_metrics
+
+
+def test_pair_groups_follow_plismbench():
+    e = SlideEntry
+    assert pair_group(e("a", "GM", "AT2"), e("b", "GM", "S60")) == "cross-scanner"
+    assert pair_group(e("a", "GM", "AT2"), e("b", "HR", "AT2")) == "cross-staining"
+    assert pair_group(e("a", "GM", "AT2"), e("b", "HR", "S60")) == "cross-both"
+    assert pair_group(e("a", "GM", "AT2"), e("b", "GM", "AT2")) is None
+
+
+def test_aggregate_median_iqr_and_leaderboard():
+    rows = [
+        {"group": g, "m": v}
+        for g, v in [
+            ("cross-scanner", 1.0),
+            ("cross-scanner", 2.0),
+            ("cross-scanner", 4.0),
+            ("cross-staining", 10.0),
+            ("cross-both", 0.0),
+        ]
+    ]
+    agg = aggregate(rows, ["m"])
+    assert agg["cross-scanner"]["m"]["median"] == 2.0
+    assert agg["cross-scanner"]["m"]["iqr"] == pytest.approx(3.0 - 1.5)  # q75=3, q25=1.5 (linear)
+    assert agg["all"]["m"]["median"] == 2.0 and agg["all"]["m"]["n_pairs"] == 5
+    assert leaderboard_metric(agg, "m") == pytest.approx((2.0 + 10.0 + 0.0 + 2.0) / 4)
+
+
+def _slides(tmp_path, rng, n=30, d=12):
+    base = rng.normal(size=(n, d)).astype(np.float32)
+    coords = np.stack(np.meshgrid(np.arange(5), np.arange(6)), -1).reshape(-1, 2) * 224
+    entries = []
+    for stain in ("GM", "HR"):
+        for scanner in ("AT2", "S60"):
+            shift = (stain == "HR") * 1.0 + (scanner == "S60") * 0.3
+            feats = base + shift * rng.normal(size=base.shape).astype(np.float32)
+            path = tmp_path / f"{stain}_{scanner}.h5"
+            with h5py.File(path, "w") as f:
+                f["features"], f["coords"] = feats, coords
+            entries.append(SlideEntry(f"{stain}_{scanner}", stain, scanner, path))
+    return entries
+
+
+def test_run_robustness_over_manifest(tmp_path):
+    entries = _slides(tmp_path, np.random.default_rng(0))
+    manifest = write_manifest(entries, tmp_path / "manifest.csv")
+    back = read_manifest(manifest)
+    assert [e.slide for e in back] == [e.slide for e in entries]
+    assert back[0].path.resolve() == entries[0].path.resolve()
+    res = run_robustness(back, device="cpu")
+    assert len(res.rows) == 6
+    assert {r["group"] for r in res.rows} == {"cross-scanner", "cross-staining", "cross-both"}
+    # each row equals pair_metrics on the two files
+    r = res.rows[0]
+    fa, fb = load_features(entries[0].path)[0], load_features(entries[1].path)[0]
+    assert r["cosine_similarity"] == pytest.approx(pair_metrics(fa, fb, device="cpu").cosine)
+    # scanner shifts are smaller than stain shifts -> better cross-scanner retrieval
+    s = res.summary
+    assert s["cross-scanner"]["top_1_accuracy"]["median"] > s["cross-both"]["top_1_accuracy"]["median"]
+    csv_path, json_path = res.save(tmp_path / "out")
+    assert csv_path.read_text().count("\n") == 7 and json_path.is_file()
+
+
+def test_plismbench_npy_layout(tmp_path):
+    rng = np.random.default_rng(1)
+    coords = np.c_[np.zeros(20), rng.integers(0, 1000, (20, 2))]
+    for name in ("GM_AT2_to_GMH_S60.tif", "HR_S60_to_GMH_S60.tif"):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "features.npy", np.c_[coords, rng.normal(size=(20, 7))].astype(np.float32))
+    entries = discover_plism(tmp_path)
+    assert [(e.stain, e.scanner) for e in entries] == [("GM", "AT2"), ("HR", "S60")]
+    feats, c = load_features(entries[0].path)
+    assert feats.shape == (20, 7) and c.shape == (20, 3)
+
+
+def test_match_by_coords():
+    a = np.array([[0, 0], [224, 0], [448, 0]])
+    b = np.array([[448, 0], [0, 0], [0, 224]])
+    ia, ib = match_by_coords(a, b)
+    assert (a[ia] == b[ib]).all() and len(ia) == 2
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(EvaluationError, match="not found"):
+        load_features(tmp_path / "nope.h5")
+    (tmp_path / "m.csv").write_text("slide,colour\na,b\n")
+    with pytest.raises(EvaluationError, match="needs columns"):
+        read_manifest(tmp_path / "m.csv")
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(EvaluationError, match="HDF5"):
+        load_features(bad)
