@@ -1,0 +1,157 @@
+"""Shared widget machinery: run one core generator in a napari thread worker with progress and Cancel.
+
+Core generators (pure, no Qt) yield :class:`~napari_pathdistill.inference.progress.Progress` objects while they
+work and yield (or return) one result object at the end. :class:`TaskRunner` runs such a generator in a napari
+``GeneratorWorker``, mirrors the progress in a napari progress bar and a status label, and hands the result to a
+callback on the **main thread** (the ``yielded``/``returned``/``finished`` signals are delivered there), so the
+viewer is never touched from the worker. Cancel sets a :class:`threading.Event` that the core generator checks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+from magicgui.widgets import Label, PushButton
+from napari.qt.threading import GeneratorWorker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+
+from napari_pathdistill.errors import Cancelled, PathDistillError
+from napari_pathdistill.inference.progress import Progress
+
+GeneratorFactory = Callable[[threading.Event], Iterator[Any]]
+
+
+def error_message(exc: BaseException, what: str) -> str:
+    """A message for a notification: user errors verbatim, anything else prefixed with what failed."""
+    if isinstance(exc, PathDistillError):
+        return str(exc)
+    return f"{what} failed: {type(exc).__name__}: {exc}"
+
+
+def _drive(factory: GeneratorFactory, cancel: threading.Event) -> Generator[Any, None, Any]:
+    """Run ``factory(cancel)`` and re-yield its items; a generator ``return`` value is yielded last."""
+    result = yield from factory(cancel)
+    if result is not None:
+        yield result
+    return None
+
+
+class TaskRunner:
+    """Runs one long core computation at a time for a widget.
+
+    Args:
+        run_button: the widget's Run button (disabled while a task runs).
+        cancel_button: the Cancel button (enabled only while a task runs).
+        status: a label showing the stage and progress.
+    """
+
+    def __init__(self, run_button: PushButton, cancel_button: PushButton, status: Label) -> None:
+        self.run_button = run_button
+        self.cancel_button = cancel_button
+        self.status = status
+        self.cancel_event = threading.Event()
+        self.worker: GeneratorWorker | None = None
+        self._bar: progress | None = None
+        self._result: Any = None
+        self._failed = False
+        self.cancel_button.enabled = False
+        self.cancel_button.changed.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        """Whether a task is in flight."""
+        return self.worker is not None
+
+    def start(
+        self, factory: GeneratorFactory, on_result: Callable[[Any], None], what: str
+    ) -> GeneratorWorker:
+        """Start ``factory(cancel_event)`` in a worker thread; call ``on_result(result)`` on the main thread.
+
+        Args:
+            factory: builds the core generator; it must check the event it is given and stop when it is set.
+            on_result: applied to the last non-Progress item, on the main thread, unless cancelled or failed.
+            what: short task name for the progress bar and error messages, e.g. ``"Embedding"``.
+
+        Returns:
+            The started napari worker (tests may wait on its ``finished`` signal).
+        """
+        if self.running:
+            raise RuntimeError("a task is already running; cancel it first")
+        self.cancel_event = threading.Event()
+        self._result, self._failed = None, False
+        self._bar = progress(total=0, desc=what)
+        # Built directly (not create_worker): errors are ours to report, and napari 0.9.2's task-status hook
+        # connected by create_worker raises a TypeError on `errored`.
+        worker = GeneratorWorker(_drive, factory, self.cancel_event)
+        worker.yielded.connect(lambda item: self._on_yielded(item, worker))
+        worker.errored.connect(lambda exc: self._on_error(exc, what))
+        worker.finished.connect(lambda: self._on_finished(on_result, what))
+        self.worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.status.value = f"{what}: starting..."
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running core generator to stop (it checks the event between batches)."""
+        if self.worker is not None:
+            self.cancel_event.set()
+            self.status.value = "cancelling..."
+
+    def _on_yielded(self, item: Any, worker: GeneratorWorker) -> None:
+        if worker is not self.worker:  # a late signal of a finished task
+            return
+        if isinstance(item, Progress):
+            pct = f" {100 * item.fraction:.0f}%" if item.total else ""
+            self.status.value = f"{item.stage or 'working'}: {item.done}/{item.total or '?'}{pct}"
+            self._update_bar(item)  # last: napari's bar may process events (re-entrant signals)
+        else:
+            self._result = item
+
+    def _update_bar(self, item: Progress) -> None:
+        bar = self._bar
+        if bar is None:
+            return
+        if bar.total != item.total:
+            bar.total = item.total
+        bar.n = item.done
+        if item.stage:
+            bar.set_description(item.stage)
+        bar.refresh()
+
+    def _on_error(self, exc: BaseException, what: str) -> None:
+        self._failed = True
+        if isinstance(exc, Cancelled):
+            return
+        msg = error_message(exc, what)
+        self.status.value = msg
+        show_error(msg)
+
+    def _on_finished(self, on_result: Callable[[Any], None], what: str) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        if self.cancel_event.is_set():
+            self.status.value = f"{what} cancelled"
+            show_info(f"{what} cancelled; nothing was added.")
+        elif not self._failed:
+            self._apply(on_result, what)
+
+    def _apply(self, on_result: Callable[[Any], None], what: str) -> None:
+        if self._result is None:
+            self.status.value = f"{what}: no result"
+            show_error(f"{what} produced no result.")
+            return
+        try:
+            on_result(self._result)
+        except Exception as exc:
+            msg = error_message(exc, f"{what} (showing results)")
+            self.status.value = msg
+            show_error(msg)
+            return
+        self.status.value = f"{what}: done"
