@@ -1,0 +1,97 @@
+"""Layer helpers shared by the widgets: choosers listing our slide layers and add-or-update of result layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import ComboBox
+from napari.layers import Image, Labels, Layer, Points
+
+from napari_pathdistill.errors import PathDistillError
+
+_KINDS: dict[str, type[Layer]] = {"image": Image, "labels": Labels, "points": Points}
+
+
+class LayerInputError(PathDistillError):
+    """The chosen layer cannot be used (wrong type, not a slide opened by napari-pathdistill, removed)."""
+
+
+def is_slide_layer(layer: Layer) -> bool:
+    """Whether ``layer`` is an image layer opened by our reader (it carries the slide path)."""
+    meta = layer.metadata.get("pathdistill", {}) if isinstance(layer, Image) else {}
+    return isinstance(meta, dict) and bool(meta.get("path"))
+
+
+def slide_layers(viewer: napari.viewer.Viewer) -> list[Image]:
+    """Image layers of ``viewer`` opened by the napari-pathdistill reader, in stacking order."""
+    return [layer for layer in viewer.layers if is_slide_layer(layer)]
+
+
+def slide_path(layer: Layer | None) -> Path:
+    """The slide file behind a layer, or a clear :class:`LayerInputError`."""
+    if layer is None:
+        raise LayerInputError(
+            "No slide chosen: open a slide with File > Open (napari-pathdistill reader) first."
+        )
+    if not isinstance(layer, Image):
+        raise LayerInputError(
+            f"Layer '{layer.name}' is a {type(layer).__name__} layer; choose a slide image layer."
+        )
+    if not is_slide_layer(layer):
+        raise LayerInputError(
+            f"Layer '{layer.name}' was not opened by the napari-pathdistill reader, so its slide file is unknown; "
+            "open the slide with File > Open and choose the 'napari-pathdistill' reader."
+        )
+    return Path(layer.metadata["pathdistill"]["path"])
+
+
+class SlideLayerChooser(ComboBox):
+    """A combo box listing the slide layers of a viewer, kept current as layers are added/removed/renamed."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, label: str = "slide", **kwargs: Any) -> None:
+        self._viewer = viewer
+        super().__init__(label=label, choices=self._choices, nullable=False, **kwargs)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved):
+            ev.connect(self._refresh)
+
+    def _choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in slide_layers(self._viewer)]
+
+    def _refresh(self, _event: Any = None) -> None:
+        self.reset_choices()
+
+
+class LayerChooser(ComboBox):
+    """A combo box listing the viewer's layers of one kind (e.g. Points for landmarks), with an empty entry."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, kind: type[Layer], label: str, **kwargs: Any) -> None:
+        self._viewer, self._kind = viewer, kind
+        super().__init__(label=label, choices=self._choices, nullable=True, **kwargs)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed):
+            ev.connect(lambda _e=None: self.reset_choices())
+
+    def _choices(self, _widget: Any = None) -> list[tuple[str, Layer]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, self._kind)]
+
+
+def upsert_layer(viewer: napari.viewer.Viewer, kind: str, data: Any, name: str, **kwargs: Any) -> Layer:
+    """Replace the layer called ``name`` (same kind) by a new one, or add it: re-runs do not pile up.
+
+    Args:
+        viewer: the viewer.
+        kind: ``"image"``, ``"labels"`` or ``"points"``.
+        data: layer data.
+        name: layer name (results of a re-run replace the previous ones instead of piling up).
+        **kwargs: layer properties (``scale``, ``translate``, ``features``, ``colormap``...).
+
+    Returns:
+        The layer.
+    """
+    if name in viewer.layers and isinstance(viewer.layers[name], _KINDS[kind]):
+        viewer.layers.remove(name)
+    add = {"image": viewer.add_image, "labels": viewer.add_labels, "points": viewer.add_points}[kind]
+    return add(data, name=name, **kwargs)

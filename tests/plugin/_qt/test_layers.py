@@ -1,0 +1,69 @@
+"""Layer choosers and the slide-path lookup behind every widget."""
+
+from __future__ import annotations
+
+import numpy as np
+import openslide
+import pytest
+from napari.layers import Points
+
+from napari_pathdistill._qt._layers import (
+    LayerChooser,
+    LayerInputError,
+    SlideLayerChooser,
+    slide_layers,
+    slide_path,
+    upsert_layer,
+)
+
+pytestmark = pytest.mark.napari
+
+
+@pytest.fixture
+def cmu_rgb(cmu_svs):
+    with openslide.OpenSlide(str(cmu_svs)) as s:
+        return np.asarray(s.read_region((0, 0), 0, (256, 192)).convert("RGB"))
+
+
+def _as_reader_layer(viewer, rgb, path, name):
+    """An image layer carrying the metadata our reader attaches (contract in docs/architecture.md)."""
+    return viewer.add_image(rgb, rgb=True, name=name, scale=(0.499, 0.499),
+                            metadata={"pathdistill": {"path": str(path), "mpp": (0.499, 0.499)}})  # fmt: skip
+
+
+def test_chooser_lists_only_slide_layers_and_follows_the_layer_list(make_napari_viewer, cmu_rgb, cmu_svs):
+    viewer = make_napari_viewer()
+    chooser = SlideLayerChooser(viewer)
+    points = LayerChooser(viewer, Points, "lm")
+    assert chooser.choices == ()
+    plain = viewer.add_image(cmu_rgb, rgb=True, name="plain png")
+    slide = _as_reader_layer(viewer, cmu_rgb, cmu_svs, "CMU")
+    viewer.add_labels(np.zeros((4, 4), np.int32), name="labels")
+    viewer.add_points(np.zeros((3, 2)), name="landmarks")
+    assert chooser.choices == (slide,)
+    assert slide_layers(viewer) == [slide]
+    assert [c.name for c in points.choices if c is not None] == ["landmarks"]
+    viewer.layers.remove(slide)
+    assert chooser.choices == ()
+    assert plain in viewer.layers
+
+
+def test_slide_path_errors_say_what_to_do(make_napari_viewer, cmu_rgb, cmu_svs):
+    viewer = make_napari_viewer()
+    with pytest.raises(LayerInputError, match="open a slide"):
+        slide_path(None)
+    labels = viewer.add_labels(np.zeros((4, 4), np.int32), name="lab")
+    with pytest.raises(LayerInputError, match="Labels layer"):
+        slide_path(labels)
+    plain = viewer.add_image(cmu_rgb, rgb=True, name="plain")
+    with pytest.raises(LayerInputError, match="not opened by the napari-pathdistill reader"):
+        slide_path(plain)
+    assert slide_path(_as_reader_layer(viewer, cmu_rgb, cmu_svs, "CMU")) == cmu_svs
+
+
+def test_upsert_replaces_results_instead_of_piling_up(make_napari_viewer):
+    viewer = make_napari_viewer()
+    first = upsert_layer(viewer, "labels", np.ones((3, 3), np.int32), "clusters", scale=(2.0, 2.0))
+    second = upsert_layer(viewer, "labels", np.full((3, 3), 2, np.int32), "clusters", scale=(4.0, 4.0))
+    assert len(viewer.layers) == 1 and viewer.layers["clusters"] is second and first is not second
+    np.testing.assert_array_equal(second.scale, (4.0, 4.0))
