@@ -1,0 +1,66 @@
+"""Teacher-vs-student agreement: linear CKA of embeddings and correlation of attention maps."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.transform import resize
+
+from napari_pathdistill.errors import EvaluationError
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019), feature-space formula.
+
+    ``CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with column-centred ``Xc``, ``Yc``. Invariant to
+    orthogonal transforms and isotropic scaling; the dimensions of x and y may differ.
+
+    Args:
+        x: (n, D1) embeddings of n tiles by model 1 (e.g. teacher).
+        y: (n, D2) embeddings of the same tiles by model 2 (e.g. student).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or len(x) < 2:
+        raise EvaluationError(
+            f"CKA needs (n, D) matrices for the same n >= 2 tiles, got {x.shape}, {y.shape}"
+        )
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    num = np.linalg.norm(yc.T @ xc, "fro") ** 2
+    den = np.linalg.norm(xc.T @ xc, "fro") * np.linalg.norm(yc.T @ yc, "fro")
+    return float(num / den) if den > 0 else float("nan")
+
+
+def _to_grid(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if maps.shape[1:] == shape:
+        return maps.astype(np.float64)
+    return np.stack([resize(m.astype(np.float64), shape, order=1, anti_aliasing=True) for m in maps])
+
+
+def attention_agreement(
+    maps_a: np.ndarray, maps_b: np.ndarray, grid: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Per-tile Pearson correlation between two models' attention maps.
+
+    Maps are resized (bilinear) to a common grid first: the finer of the two by default, e.g. a ViT-B/14
+    16x16 map against a ViT-g/14 16x16 map, or a CNN 7x7 Grad-CAM against a 16x16 ViT map.
+
+    Args:
+        maps_a: (B, ha, wa) attention maps of model a.
+        maps_b: (B, hb, wb) maps of the same tiles by model b.
+        grid: (h, w) common grid; default the larger of the two.
+
+    Returns:
+        (B,) Pearson r per tile (NaN for a constant map).
+    """
+    if maps_a.ndim != 3 or maps_b.ndim != 3 or len(maps_a) != len(maps_b):
+        raise EvaluationError(
+            f"attention maps must be (B, h, w) for the same tiles: {maps_a.shape}, {maps_b.shape}"
+        )
+    if grid is None:
+        grid = max(maps_a.shape[1:], maps_b.shape[1:], key=lambda s: s[0] * s[1])
+    a = _to_grid(maps_a, grid).reshape(len(maps_a), -1)
+    b = _to_grid(maps_b, grid).reshape(len(maps_b), -1)
+    a -= a.mean(1, keepdims=True)
+    b -= b.mean(1, keepdims=True)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a * b).sum(1) / den, np.nan)

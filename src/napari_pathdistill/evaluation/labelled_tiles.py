@@ -1,0 +1,85 @@
+"""Labelled tile sets for the probes: folder-per-class, a ``path,label`` CSV, or histolab file-name labels.
+
+histolab naming (../shared/data/tiles/histolab_tiles): files whose name starts with ``no-tissue`` or
+``almost-white`` are labelled ``background``, every other tile ``tissue``. It is a weak, tiny label set (34
+tiles) meant to exercise the protocol, not to rank models.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.inference.progress import Progress
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def histolab_label(path: Path) -> str:
+    """``background`` for no-tissue / almost-white tiles, else ``tissue``."""
+    return "background" if path.stem.startswith(("no-tissue", "almost-white")) else "tissue"
+
+
+def list_labelled_tiles(
+    source: str | Path, label_from_name: Callable[[Path], str] | None = None
+) -> tuple[list[Path], np.ndarray]:
+    """Tile paths and labels.
+
+    Args:
+        source: a folder of class sub-folders, a flat folder (then ``label_from_name`` is required, default
+            :func:`histolab_label`), or a CSV with columns ``path,label`` (paths relative to the CSV).
+        label_from_name: labelling rule for a flat folder.
+
+    Returns:
+        ``(paths, labels)`` with labels an (N,) str array.
+    """
+    src = Path(source)
+    if src.is_file() and src.suffix.lower() == ".csv":
+        with src.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or not {"path", "label"} <= set(rows[0]):
+            raise EvaluationError(f"{src}: CSV needs columns path,label")
+        paths = [p if (p := Path(r["path"])).is_absolute() else src.parent / p for r in rows]
+        return paths, np.asarray([r["label"] for r in rows])
+    if not src.is_dir():
+        raise EvaluationError(f"labelled tiles not found: {src} (give a folder or a path,label CSV)")
+    subdirs = sorted(d for d in src.iterdir() if d.is_dir())
+    if subdirs:
+        pairs = [
+            (p, d.name) for d in subdirs for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    else:
+        rule = label_from_name or histolab_label
+        pairs = [(p, rule(p)) for p in sorted(src.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not pairs:
+        raise EvaluationError(f"no image tiles under {src}")
+    return [p for p, _ in pairs], np.asarray([lab for _, lab in pairs])
+
+
+def load_tile(path: Path, size: int) -> np.ndarray:
+    """RGB(A) image -> (size, size, 3) uint8, alpha composited on white, centre-cropped then resized."""
+    with Image.open(path) as im:
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(bg, im).convert("RGB")
+    w, h = rgb.size
+    s = min(w, h)
+    rgb = rgb.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return np.asarray(rgb.resize((size, size), Image.BILINEAR))
+
+
+def iter_embed_tiles(model, paths: list[Path], *, batch_size: int = 16) -> Iterator[Progress | np.ndarray]:
+    """Embed tile images with an ``EmbeddingModel``; yields Progress, then the (N, D) float32 features."""
+    size = int(getattr(getattr(model, "spec", None), "tile_px", 224))
+    feats = []
+    for start in range(0, len(paths), batch_size):
+        yield Progress(start, len(paths), "embedding tiles")
+        batch = np.stack([load_tile(p, size) for p in paths[start : start + batch_size]])
+        feats.append(np.asarray(model.embed(batch), dtype=np.float32))
+    yield Progress(len(paths), len(paths), "embedding tiles")
+    yield np.concatenate(feats)

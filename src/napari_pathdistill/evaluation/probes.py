@@ -1,0 +1,131 @@
+"""Frozen-feature probes: logistic-regression linear probe, kNN, and HEST-style PCA + ridge regression.
+
+All use stratified / plain K-fold cross-validation with fixed seeds, so a run is reproducible bit for bit.
+Classification is scored by balanced accuracy (mean per-class recall), regression by Pearson r per target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from napari_pathdistill.errors import EvaluationError
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Cross-validated score of one probe.
+
+    Attributes:
+        name: "linear", "knn" or "ridge".
+        fold_scores: (n_folds,) balanced accuracy (classification) or mean Pearson r (regression) per fold.
+        per_target: (T,) out-of-fold Pearson r per regression target (empty for classifiers).
+    """
+
+    name: str
+    fold_scores: np.ndarray
+    per_target: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        """Mean of the fold scores."""
+        return float(np.mean(self.fold_scores))
+
+    @property
+    def std(self) -> float:
+        """Standard deviation of the fold scores."""
+        return float(np.std(self.fold_scores))
+
+
+def _folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    _, counts = np.unique(labels, return_counts=True)
+    if len(counts) < 2:
+        raise EvaluationError("classification probes need at least two classes")
+    if counts.min() < n_splits:
+        raise EvaluationError(
+            f"the smallest class has {counts.min()} samples, fewer than n_splits={n_splits}; lower n_splits"
+        )
+    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(skf.split(np.zeros(len(labels)), labels))
+
+
+def _classify(name: str, model, x: np.ndarray, y: np.ndarray, n_splits: int, seed: int) -> ProbeResult:
+    scores = []
+    for train, test in _folds(y, n_splits, seed):
+        model.fit(x[train], y[train])
+        scores.append(balanced_accuracy_score(y[test], model.predict(x[test])))
+    return ProbeResult(name, np.asarray(scores), np.empty(0))
+
+
+def linear_probe(
+    features: np.ndarray, labels: np.ndarray, *, n_splits: int = 5, seed: int = 0, c: float = 1.0
+) -> ProbeResult:
+    """Logistic regression on standardised (N, D) features; balanced accuracy per stratified fold."""
+    model = make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced", random_state=seed)
+    )
+    return _classify("linear", model, np.asarray(features), np.asarray(labels), n_splits, seed)
+
+
+def knn_probe(
+    features: np.ndarray, labels: np.ndarray, *, k: int = 20, n_splits: int = 5, seed: int = 0
+) -> ProbeResult:
+    """Cosine kNN (k capped at the training-set size) on (N, D) features; balanced accuracy per fold."""
+    x, y = np.asarray(features, dtype=np.float64), np.asarray(labels)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    k_eff = max(1, min(k, len(y) - len(y) // n_splits - 1))
+    model = KNeighborsClassifier(n_neighbors=k_eff, metric="cosine", weights="distance")
+    return _classify("knn", model, x, y, n_splits, seed)
+
+
+def pearson_per_column(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """(N, T), (N, T) -> (T,) Pearson r per column (NaN for a constant column)."""
+    a = y_true - y_true.mean(0)
+    b = y_pred - y_pred.mean(0)
+    den = np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a * b).sum(0) / den, np.nan)
+
+
+def pca_ridge(
+    features: np.ndarray,
+    targets: np.ndarray,
+    *,
+    n_components: int = 256,
+    alpha: float = 1.0,
+    n_splits: int = 5,
+    seed: int = 0,
+) -> ProbeResult:
+    """HEST-style regression: standardise, PCA(256) (capped at min(n_train, D)), ridge; Pearson r per target.
+
+    Args:
+        features: (N, D) tile embeddings.
+        targets: (N,) or (N, T) continuous targets (e.g. log1p gene expression of the top-50 genes).
+        n_components: PCA dimension before capping.
+        alpha: ridge strength.
+        n_splits: K-fold splits (shuffled, seeded).
+        seed: random seed.
+
+    Returns:
+        fold scores = mean Pearson r over targets per fold; ``per_target`` = out-of-fold r per target.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64).reshape(len(x), -1)
+    oof = np.zeros_like(y)
+    scores = []
+    for train, test in KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(x):
+        n_comp = min(n_components, len(train), x.shape[1])
+        model = make_pipeline(
+            StandardScaler(), PCA(n_components=n_comp, random_state=seed), Ridge(alpha=alpha)
+        )
+        oof[test] = model.fit(x[train], y[train]).predict(x[test]).reshape(len(test), -1)
+        scores.append(np.nanmean(pearson_per_column(y[test], oof[test])))
+    return ProbeResult("ridge", np.asarray(scores), pearson_per_column(y, oof))

