@@ -21,3 +21,15 @@ class Cancelled(PathDistillError):
 
 class EvaluationError(PathDistillError):
     """Evaluation inputs are inconsistent (feature shapes, manifests, labels); the message says what to fix."""
+
+
+class LayerInputError(PathDistillError):
+    """A widget input layer is unusable: wrong layer type, not a slide opened by our reader, mismatched pair."""
+
+
+class EmptyTissueError(PathDistillError):
+    """No tile passes the tissue threshold (empty tissue mask or too strict 'min tissue')."""
+
+
+class RegistrationError(PathDistillError):
+    """Two slides cannot be registered: missing MPP, degenerate or unpaired landmarks, no overlap."""

@@ -9,13 +9,9 @@ import napari
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer, Points
 
-from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.errors import LayerInputError
 
 _KINDS: dict[str, type[Layer]] = {"image": Image, "labels": Labels, "points": Points}
-
-
-class LayerInputError(PathDistillError):
-    """The chosen layer cannot be used (wrong type, not a slide opened by napari-pathdistill, removed)."""
 
 
 def is_slide_layer(layer: Layer) -> bool:
