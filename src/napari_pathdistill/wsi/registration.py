@@ -1,0 +1,199 @@
+"""Automatic rigid / affine registration of two slides' low-resolution images, with a landmark override.
+
+Both images are resampled to a common ``work_mpp`` and turned into an optical-density image (background 0,
+stained tissue > 0, comparable across H&E and IHC). A coarse search over rotations with phase correlation
+gives the initial pose; it is refined by maximising the normalised cross-correlation (NCC) of the warped
+images with Powell's method (an intensity-based, ECC-like refinement). The result is a 3x3 affine matrix that
+maps **moving** coordinates to **fixed** coordinates, in micrometres (or in level-0 pixels when a slide has no
+MPP, pass ``mpp=1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+from skimage.filters import gaussian
+from skimage.registration import phase_cross_correlation
+from skimage.transform import AffineTransform, rescale, warp
+
+from napari_pathdistill.errors import PathDistillError
+
+
+class RegistrationError(PathDistillError):
+    """Two images could not be registered (too little tissue, too few landmarks)."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Result of a registration.
+
+    Attributes:
+        matrix: (3, 3) affine mapping moving (x, y) -> fixed (x, y), in micrometres.
+        ncc: NCC of the grey-level images on their overlap after warping, at ``work_mpp``.
+        method: "auto-rigid", "auto-affine" or "landmarks".
+        work_mpp: resolution (um/px) the automatic registration ran at.
+    """
+
+    matrix: np.ndarray
+    ncc: float
+    method: str
+    work_mpp: float
+
+
+def density(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) float optical density summed over channels (background ~ 0)."""
+    return (-np.log((rgb.astype(np.float64) + 1.0) / 256.0)).sum(-1)
+
+
+def _resample(img: np.ndarray, mpp: float, work_mpp: float) -> np.ndarray:
+    return rescale(img, mpp / work_mpp, order=1, anti_aliasing=mpp < work_mpp, channel_axis=None)
+
+
+def _pad_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, dtype=a.dtype)
+    out[: a.shape[0], : a.shape[1]] = a
+    return out
+
+
+def warp_moving(moving: np.ndarray, matrix_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Warp a (H, W[, C]) moving image into the fixed frame of ``shape`` (outside = NaN)."""
+    inv = AffineTransform(matrix=np.linalg.inv(matrix_px))
+    return warp(moving.astype(np.float64), inv, output_shape=shape, order=1, cval=np.nan)
+
+
+def overlap_ncc(fixed: np.ndarray, warped: np.ndarray) -> float:
+    """NCC over pixels where the warped image is defined (NaN outside)."""
+    ok = ~np.isnan(warped)
+    if ok.sum() < 16:
+        return -1.0
+    a, b = fixed[ok] - fixed[ok].mean(), warped[ok] - warped[ok].mean()
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / den) if den > 0 else -1.0
+
+
+def _rotation_about(center: np.ndarray, angle_deg: float) -> np.ndarray:
+    t = np.deg2rad(angle_deg)
+    r = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    tr, back = np.eye(3), np.eye(3)
+    tr[:2, 2], back[:2, 2] = -center, center
+    return back @ r @ tr
+
+
+def coarse_pose(fixed: np.ndarray, moving: np.ndarray, angles) -> np.ndarray:
+    """Best rotation (about the moving centre) + phase-correlation translation, by overlap NCC."""
+    shape = tuple(np.maximum(fixed.shape, moving.shape) * 2)
+    f = _pad_to(fixed, shape)
+    centre = np.array(moving.shape[::-1]) / 2.0
+    best, best_m = -2.0, np.eye(3)
+    for ang in angles:
+        rot = _rotation_about(centre, ang)
+        m_rot = np.nan_to_num(warp_moving(moving, rot, shape))
+        shift = phase_cross_correlation(f, m_rot, normalization=None)[0]
+        m = np.eye(3)
+        m[:2, 2] = shift[::-1]
+        m = m @ rot
+        score = overlap_ncc(fixed, warp_moving(moving, m, fixed.shape))
+        if score > best:
+            best, best_m = score, m
+    return best_m
+
+
+def refine(fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, affine: bool) -> np.ndarray:
+    """Maximise overlap NCC over rigid (angle, tx, ty) or affine (6) parameters around ``init``."""
+    centre = np.array(fixed.shape[::-1]) / 2.0
+
+    def matrix(p: np.ndarray) -> np.ndarray:
+        if affine:
+            d = np.array([[1 + p[0], p[1], p[4]], [p[2], 1 + p[3], p[5]], [0, 0, 1]])
+        else:
+            d = _rotation_about(centre, p[0])
+            d[:2, 2] += p[1:3]
+        return d @ init
+
+    x0 = np.zeros(6 if affine else 3)
+    res = minimize(
+        lambda p: -overlap_ncc(fixed, warp_moving(moving, matrix(p), fixed.shape)),
+        x0,
+        method="Powell",
+        options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": 3000},
+    )
+    return matrix(res.x)
+
+
+def _px_to_um(m_px: np.ndarray, work_mpp: float) -> np.ndarray:
+    s = np.diag([work_mpp, work_mpp, 1.0])
+    return s @ m_px @ np.linalg.inv(s)
+
+
+def register_images(
+    fixed_rgb: np.ndarray,
+    moving_rgb: np.ndarray,
+    *,
+    fixed_mpp: float,
+    moving_mpp: float,
+    work_mpp: float = 4.0,
+    transform: str = "affine",
+    angles=range(0, 360, 15),
+    landmarks: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Registration:
+    """Register ``moving_rgb`` onto ``fixed_rgb``.
+
+    Args:
+        fixed_rgb: (H, W, 3) uint8 low-resolution image of the fixed slide (e.g. a thumbnail).
+        moving_rgb: (H', W', 3) uint8 image of the moving slide.
+        fixed_mpp: um per pixel of ``fixed_rgb`` (thumbnail downsample x slide MPP).
+        moving_mpp: um per pixel of ``moving_rgb``.
+        work_mpp: common resolution of the automatic registration.
+        transform: "rigid" or "affine".
+        angles: rotations (degrees) tried by the coarse search; ``(0,)`` for same-orientation scans.
+        landmarks: optional ``(fixed_um, moving_um)`` (n, 2) point pairs; when given they define the affine
+            (manual override) and the automatic search is skipped.
+
+    Returns:
+        The :class:`Registration` (matrix in micrometres).
+    """
+    fixed_g = _resample(density(fixed_rgb), fixed_mpp, work_mpp)
+    moving_g = _resample(density(moving_rgb), moving_mpp, work_mpp)
+    if landmarks is not None:
+        m_um, method = landmark_affine(*landmarks), "landmarks"
+        s = np.diag([work_mpp, work_mpp, 1.0])
+        m_px = np.linalg.inv(s) @ m_um @ s
+    else:
+        f_s, m_s = gaussian(fixed_g, 1.0), gaussian(moving_g, 1.0)
+        if f_s.max() <= 0.05 or m_s.max() <= 0.05:
+            raise RegistrationError("an image has no visible tissue at this resolution; lower work_mpp")
+        m_px = refine(f_s, m_s, coarse_pose(f_s, m_s, angles), affine=transform == "affine")
+        m_um, method = _px_to_um(m_px, work_mpp), f"auto-{transform}"
+    score = overlap_ncc(fixed_g, warp_moving(moving_g, m_px, fixed_g.shape))
+    return Registration(m_um, score, method, work_mpp)
+
+
+def landmark_affine(fixed_pts: np.ndarray, moving_pts: np.ndarray) -> np.ndarray:
+    """Least-squares affine (3, 3) mapping moving (n, 2) points onto fixed (n, 2) points (n >= 3)."""
+    fixed_pts, moving_pts = np.asarray(fixed_pts, float), np.asarray(moving_pts, float)
+    if len(fixed_pts) < 3 or fixed_pts.shape != moving_pts.shape:
+        raise RegistrationError("manual registration needs >= 3 matching landmark pairs (x, y)")
+    if hasattr(AffineTransform, "from_estimate"):  # scikit-image >= 0.26
+        tf = AffineTransform.from_estimate(moving_pts, fixed_pts)
+        ok = bool(tf)
+    else:  # pragma: no cover - older scikit-image
+        tf = AffineTransform()
+        ok = tf.estimate(moving_pts, fixed_pts)
+    if not ok or not np.isfinite(tf.params).all():
+        raise RegistrationError("landmarks are degenerate (collinear?); add non-collinear points")
+    return tf.params
+
+
+def apply_affine(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a (3, 3) affine to (n, 2) points."""
+    pts = np.asarray(pts, dtype=np.float64)
+    return pts @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+def target_registration_error(
+    matrix: np.ndarray, fixed_pts: np.ndarray, moving_pts: np.ndarray
+) -> np.ndarray:
+    """(n,) Euclidean distance between mapped moving landmarks and their fixed counterparts (same units)."""
+    return np.linalg.norm(apply_affine(matrix, moving_pts) - np.asarray(fixed_pts, float), axis=1)

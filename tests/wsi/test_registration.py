@@ -1,0 +1,59 @@
+"""Registration on the real cross-scanner OS-2 pair and a BIRL/ANHIR H&E vs IHC pair with landmarks."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_pathdistill.wsi.registration import (
+    RegistrationError,
+    landmark_affine,
+    register_images,
+    target_registration_error,
+)
+
+
+def _landmarks(path):
+    with open(path, newline="") as fh:
+        return {row[""]: (float(row["X"]), float(row["Y"])) for row in csv.DictReader(fh)}
+
+
+def test_os2_cross_scanner_pair_registers(os2_pair):
+    ndpi, vsi = (tifffile.imread(p) for p in os2_pair)
+    reg = register_images(ndpi, vsi, fixed_mpp=0.227, moving_mpp=0.346, work_mpp=4.0, angles=(0,))
+    assert reg.ncc > 0.9
+    # same 500 um field: the transform is close to the identity in micrometres
+    assert np.allclose(reg.matrix[:2, :2], np.eye(2), atol=0.03)
+    assert np.abs(reg.matrix[:2, 2]).max() < 15.0
+
+
+def test_birl_he_vs_ihc_target_registration_error(shared_data):
+    d = shared_data / "paired" / "birl_anhir" / "lesions_"
+    fixed = np.asarray(Image.open(d / "Izd2-29-041-w35_HE.jpg").convert("RGB"))
+    moving = np.asarray(Image.open(d / "Izd2-29-041-w35_proSPC.jpg").convert("RGB"))
+    lf, lm = _landmarks(d / "Izd2-29-041-w35_HE.csv"), _landmarks(d / "Izd2-29-041-w35_proSPC.csv")
+    keys = sorted(set(lf) & set(lm), key=int)
+    fp, mp = np.array([lf[k] for k in keys]), np.array([lm[k] for k in keys])
+    reg = register_images(fixed, moving, fixed_mpp=1.0, moving_mpp=1.0, work_mpp=4.0, transform="affine")
+    tre = target_registration_error(reg.matrix, fp, mp)
+    identity = target_registration_error(np.eye(3), fp, mp)
+    best = target_registration_error(landmark_affine(fp, mp), fp, mp)
+    assert identity.mean() > 50  # the sections are far apart before registration
+    assert tre.mean() < 12.0 and tre.mean() < 1.5 * best.mean()
+    manual = register_images(fixed, moving, fixed_mpp=1.0, moving_mpp=1.0, landmarks=(fp, mp))
+    assert manual.method == "landmarks"
+    assert target_registration_error(manual.matrix, fp, mp).mean() == pytest.approx(best.mean())
+
+
+def test_landmark_affine_recovers_known_transform():
+    rng = np.random.default_rng(0)
+    m = np.array([[1.1, 0.2, 30.0], [-0.1, 0.9, -12.0], [0, 0, 1]])
+    moving = rng.uniform(0, 500, (6, 2))
+    fixed = moving @ m[:2, :2].T + m[:2, 2]
+    assert np.allclose(landmark_affine(fixed, moving), m)
+    with pytest.raises(RegistrationError, match=">= 3"):
+        landmark_affine(fixed[:2], moving[:2])
