@@ -18,11 +18,9 @@ from skimage.filters import gaussian
 from skimage.registration import phase_cross_correlation
 from skimage.transform import AffineTransform, rescale, warp
 
-from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.errors import RegistrationError
 
-
-class RegistrationError(PathDistillError):
-    """Two images could not be registered (too little tissue, too few landmarks)."""
+__all__ = ["Registration", "RegistrationError", "landmark_affine", "register_images", "target_registration_error"]
 
 
 @dataclass(frozen=True)
