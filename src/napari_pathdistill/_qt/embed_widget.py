@@ -1,0 +1,112 @@
+"""Embed slide widget: embedding map (PCA RGB), k-means clusters with a legend, click a tile for similar tiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
+from qtpy.QtWidgets import QLabel
+
+from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
+from napari_pathdistill._qt._model_picker import ModelPicker
+from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill.inference.slide_maps import SlideMap, iter_slide_map
+
+
+class EmbedWidget(Container):
+    """Dock widget: embed the tiles of a slide and show the embedding map, clusters and similar tiles.
+
+    Args:
+        viewer: the napari viewer (injected by npe2).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.slide = SlideLayerChooser(viewer)
+        self.model = ModelPicker()
+        self.tile_px = SpinBox(label="tile px", value=224, min=32, max=1024, step=16)
+        self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=10.0, step=0.25)
+        self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
+        self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
+        self.k = SpinBox(label="clusters (k)", value=6, min=1, max=64)
+        self.top_k = SpinBox(label="similar tiles", value=10, min=1, max=500)
+        self.run_button = PushButton(text="Embed")
+        self.cancel_button = PushButton(text="Cancel")
+        self.status = Label(value="")
+        self.legend = Label(value="")
+        widgets = [self.slide, self.model, self.tile_px, self.mpp, self.min_tissue, self.batch_size, self.k,
+                   self.top_k, self.run_button, self.cancel_button, self.status, self.legend]  # fmt: skip
+        super().__init__(widgets=widgets, labels=True)
+        self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
+        self.run_button.changed.connect(self.run)
+        self.result: SlideMap | None = None
+        legend_label: QLabel = self.legend.native
+        legend_label.setTextFormat(1)  # Qt.RichText
+        if hasattr(self.mpp, "tooltip"):
+            self.mpp.tooltip = "Physical size of the tiles fed to the model (the model's training um/px)."
+
+    def run(self) -> None:
+        """Start embedding the chosen slide (handler of the Embed button)."""
+        try:
+            path = slide_path(self.slide.value)
+            request = self.model.request()
+        except Exception as exc:
+            napari.utils.notifications.show_error(error_message(exc, "Embedding"))
+            return
+        kw = {"tile_px": self.tile_px.value, "mpp": self.mpp.value, "min_tissue": self.min_tissue.value,
+              "batch_size": self.batch_size.value, "k": self.k.value}  # fmt: skip
+
+        def factory(cancel: Any) -> Any:
+            return iter_slide_map(request.load(), path, cancel=cancel, **kw)
+
+        self.runner.start(factory, self.show_result, "Embedding")
+
+    def show_result(self, result: SlideMap) -> None:
+        """Add the embedding map, the cluster labels (with features) and connect tile clicks (main thread)."""
+        self.result = result
+        name = self.slide.value.name if self.slide.value is not None else "slide"
+        geo = {"scale": result.scale, "translate": result.translate}
+        rgba = np.concatenate([result.raster(result.rgb), (result.index_image > 0)[..., None]], axis=-1)
+        upsert_layer(self.viewer, "image", rgba.astype(np.float32), f"{name} embedding map", rgb=True, **geo,
+                     opacity=0.7, metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
+        labels = upsert_layer(self.viewer, "labels", result.raster(result.clusters).astype(np.int32),
+                              f"{name} clusters", opacity=0.5, features=result.feature_table(), **geo)  # fmt: skip
+        self._set_legend(labels, result)
+        labels.mouse_drag_callbacks.append(self._on_click)
+        self.viewer.layers.selection.active = labels
+
+    def _set_legend(self, labels: Any, result: SlideMap) -> None:
+        ids, counts = np.unique(result.clusters, return_counts=True)
+        rows = []
+        for i, n in zip(ids, counts, strict=True):
+            r, g, b, _ = (np.asarray(labels.get_color(int(i))) * 255).astype(int)
+            rows.append(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span> cluster {i}: {n} tiles")
+        self.legend.value = "<br>".join(rows)
+
+    def _on_click(self, layer: Any, event: Any) -> None:
+        """Mouse press on the clusters layer: show the most similar tiles of the slide as points."""
+        if self.result is None or event.type != "mouse_press":
+            return
+        row, col = layer.world_to_data(event.position)[-2:]
+        index = self.result.tile_at(row, col)
+        if index is not None:
+            self.show_similar(index)
+
+    def show_similar(self, index: int) -> napari.layers.Points:
+        """Put the query tile and its top-k most similar tiles (cosine) in a Points layer."""
+        assert self.result is not None
+        idx, cos = self.result.most_similar(index, self.top_k.value)
+        centers = self.result.tile_centers()
+        pts = np.concatenate([centers[[index]], centers[idx]])
+        features = {
+            "tile": np.r_[index, idx],
+            "cosine": np.r_[1.0, cos],
+            "query": np.r_[True, np.zeros(len(idx), bool)],
+        }
+        size = float(min(self.result.scale)) * 0.6
+        layer = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
+                             face_color="cosine", face_colormap="magma", border_color="white")  # fmt: skip
+        self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
+        return layer

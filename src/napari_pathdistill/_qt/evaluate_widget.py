@@ -1,0 +1,140 @@
+"""Evaluate widget: launch robustness / linear-probe / teacher-vs-student runs, show table + plot, save reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
+
+from napari_pathdistill._qt._model_picker import ModelPicker
+from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.suite import (
+    Report,
+    iter_linear_probe,
+    iter_pair_robustness,
+    iter_teacher_student,
+    write_report,
+)
+
+TASKS = {
+    "robustness (slide pairs CSV)": "robustness",
+    "linear probe (labelled tiles folder/CSV)": "probe",
+    "teacher vs student (tiles folder)": "teacher_student",
+}
+
+
+class EvaluateWidget(Container):
+    """Dock widget: run one evaluation, stream progress, show the result table and a plot, save CSV/JSON.
+
+    Args:
+        viewer: the napari viewer (injected by npe2).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.task = ComboBox(label="evaluation", choices=list(TASKS), value=next(iter(TASKS)))
+        self.inputs = FileEdit(label="pairs CSV / tiles folder", mode="r")
+        self.model = ModelPicker(label="model")
+        self.teacher = ModelPicker(label="teacher", default="h-optimus-0", visible=False)
+        self.out_dir = FileEdit(label="save reports to", mode="d")
+        self.run_button = PushButton(text="Run evaluation")
+        self.cancel_button = PushButton(text="Cancel")
+        self.status = Label(value="")
+        self.summary = Label(value="")
+        widgets = [self.task, self.inputs, self.teacher, self.model, self.out_dir, self.run_button,
+                   self.cancel_button, self.status, self.summary]  # fmt: skip
+        super().__init__(widgets=widgets, labels=True)
+        self.table = QTableWidget()
+        self.figure = Figure(figsize=(4, 3), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(220)
+        self.native.layout().addWidget(self.table)
+        self.native.layout().addWidget(self.canvas)
+        self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
+        self.run_button.changed.connect(self.run)
+        self.task.changed.connect(self._on_task)
+        self.report: Report | None = None
+        self.saved: tuple[Path, Path] | None = None
+        self._on_task(self.task.value)
+
+    def _on_task(self, value: str) -> None:
+        kind = TASKS[value]
+        self.inputs.mode = "r" if kind == "robustness" else "d"
+        self.teacher.visible = kind == "teacher_student"
+
+    def _factory(self) -> Any:
+        kind = TASKS[self.task.value]
+        src = Path(self.inputs.value)
+        if not str(self.inputs.value).strip(". ") or not src.exists():
+            raise EvaluationError(f"Input '{src}' does not exist: choose a pairs CSV or a tiles folder.")
+        student = self.model.request()
+        teacher = self.teacher.request() if kind == "teacher_student" else None
+        if kind == "robustness":
+            return lambda cancel: iter_pair_robustness(student.load(), src, cancel=cancel)
+        if kind == "probe":
+            return lambda cancel: iter_linear_probe(student.load(), src, cancel=cancel)
+        assert teacher is not None
+        return lambda cancel: iter_teacher_student(teacher.load(), student.load(), src, cancel=cancel)
+
+    def run(self) -> None:
+        """Start the chosen evaluation (handler of the Run button)."""
+        try:
+            factory = self._factory()
+        except Exception as exc:
+            napari.utils.notifications.show_error(error_message(exc, "Evaluation"))
+            return
+        self.saved = None
+        self.runner.start(factory, self.show_result, "Evaluation")
+
+    def show_result(self, report: Report) -> None:
+        """Fill the table, draw the plot and save the reports (main thread; written only on success)."""
+        self.report = report
+        self._fill_table(report)
+        self._plot(report)
+        self.summary.value = "; ".join(f"{k} {v:.3f}" for k, v in report.summary.items())
+        if str(self.out_dir.value).strip(". "):
+            self.saved = write_report(report, self.out_dir.value)
+            self.status.value = (
+                f"saved {self.saved[0].name} and {self.saved[1].name} in {self.saved[0].parent}"
+            )
+
+    def _fill_table(self, report: Report) -> None:
+        keys = list(dict.fromkeys(k for r in report.rows for k in r))
+        self.table.clear()
+        self.table.setRowCount(len(report.rows))
+        self.table.setColumnCount(len(keys))
+        self.table.setHorizontalHeaderLabels(keys)
+        for i, row in enumerate(report.rows):
+            for j, key in enumerate(keys):
+                v = row.get(key, "")
+                self.table.setItem(i, j, QTableWidgetItem(f"{v:.4f}" if isinstance(v, float) else str(v)))
+        self.table.resizeColumnsToContents()
+
+    def _plot(self, report: Report) -> None:
+        self.figure.clear()
+        ax = self.figure.add_subplot(111)
+        numeric = (
+            [k for k in report.rows[0] if isinstance(report.rows[0][k], (float, np.floating))]
+            if report.rows
+            else []
+        )
+        if report.name == "linear_probe":
+            folds = [f"fold {r['fold']}" for r in report.rows]
+            ax.bar(folds, [float(r["balanced_accuracy"]) for r in report.rows], color="tab:blue")
+            ax.set_ylabel("balanced accuracy")
+            ax.set_ylim(0, 1)
+        elif numeric:
+            key = numeric[0]
+            ax.barh([str(r.get("tile", r.get("slide_a", i))) for i, r in enumerate(report.rows)],
+                    [float(r[key]) for r in report.rows], color="tab:green")  # fmt: skip
+            ax.set_xlabel(key)
+            ax.tick_params(axis="y", labelsize=6)
+        ax.set_title(report.name.replace("_", " "))
+        self.canvas.draw_idle()

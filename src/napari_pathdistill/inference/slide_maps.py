@@ -1,0 +1,170 @@
+"""Slide-level embedding maps for the Embed widget: tiles -> embeddings -> PCA colours, k-means clusters.
+
+Pure core (no Qt/napari). One generator, :func:`iter_slide_map`, yields :class:`Progress` while it embeds and
+finally one :class:`SlideMap` holding everything the widget turns into layers, already rasterised on the tile
+grid with napari ``scale``/``translate`` in the units of the slide layer (see ``wsi.grid_to_image``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathdistill.errors import Cancelled, EmptyTissueError
+from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings
+from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.inference.visualize import cosine_to, kmeans_labels, pca_rgb
+from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.wsi.pyramid import open_pyramid
+from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
+
+
+@dataclass
+class SlideMap:
+    """Embedding map of one slide.
+
+    Attributes:
+        features: (N, D) float32 tile embeddings.
+        grid: the tile grid (N tiles).
+        rgb: (N, 3) PCA colours in [0, 1].
+        clusters: (N,) int k-means labels in 1..k.
+        pcs: (N, P) first principal components (P <= 3).
+        index_image: (rows, cols) int32 tile index + 1 per grid cell, 0 = no tile.
+        scale: napari scale (y, x) of the rasterised maps, in slide-layer units per grid cell.
+        translate: napari translate (y, x) of the rasterised maps.
+        model_name: the model that made the embeddings.
+    """
+
+    features: np.ndarray
+    grid: TileGrid
+    rgb: np.ndarray
+    clusters: np.ndarray
+    pcs: np.ndarray
+    index_image: np.ndarray
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+    model_name: str
+
+    def raster(self, values: np.ndarray, fill: float = 0) -> np.ndarray:
+        """Per-tile values (N,) or (N, C) -> (rows, cols[, C]) image on the grid (same scale/translate)."""
+        return grid_to_image(self.grid, values, fill=fill)[0]
+
+    def feature_table(self) -> dict[str, np.ndarray]:
+        """Columns for ``layer.features``; row i describes label value i (row 0 = background)."""
+        n = len(self.clusters)
+        xy = self.grid.coords.astype(np.float64)
+        cols: dict[str, np.ndarray] = {
+            "tile": np.arange(-1, n),
+            "x": np.r_[np.nan, xy[:, 0]],
+            "y": np.r_[np.nan, xy[:, 1]],
+            "cluster": np.r_[0, self.clusters],
+            "tissue_fraction": np.r_[np.nan, self.grid.tissue_fraction],
+        }
+        for j in range(self.pcs.shape[1]):
+            cols[f"pc{j + 1}"] = np.r_[np.nan, self.pcs[:, j]]
+        return cols
+
+    def tile_at(self, row: float, col: float) -> int | None:
+        """Index of the tile under a grid-image position (data coordinates), or None outside tiles."""
+        r, c = int(np.floor(row)), int(np.floor(col))
+        rows, cols = self.index_image.shape
+        if not (0 <= r < rows and 0 <= c < cols):
+            return None
+        value = int(self.index_image[r, c])
+        return value - 1 if value > 0 else None
+
+    def tile_centers(self) -> np.ndarray:
+        """(N, 2) centres (y, x) of the tiles in slide-layer (world) units."""
+        rr, cc = np.nonzero(self.index_image)
+        centers = np.zeros((len(self.clusters), 2))
+        idx = self.index_image[rr, cc] - 1
+        centers[idx, 0] = self.translate[0] + (rr + 0.5) * self.scale[0]
+        centers[idx, 1] = self.translate[1] + (cc + 0.5) * self.scale[1]
+        return centers
+
+    def most_similar(self, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` tiles most similar to tile ``index`` by cosine (itself excluded): (indices, cosines)."""
+        cos = cosine_to(self.features, index)
+        order = [i for i in np.argsort(-cos, kind="stable") if i != index][:k]
+        return np.asarray(order, dtype=np.int64), cos[order]
+
+
+def _principal_components(features: np.ndarray, n: int = 3) -> np.ndarray:
+    """(N, D) -> (N, min(n, N, D)) PCA scores (centred SVD)."""
+    x = features.astype(np.float64) - features.mean(axis=0, keepdims=True)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    p = min(n, *x.shape)
+    return (u[:, :p] * s[:p]).astype(np.float32)
+
+
+def build_slide_map(result: EmbeddingResult, k: int, seed: int = 0) -> SlideMap:
+    """Turn an :class:`EmbeddingResult` into a :class:`SlideMap` (PCA colours, k-means, index raster)."""
+    feats, grid = result.features, result.grid
+    n = len(feats)
+    k = max(1, min(k, n))
+    index_image, scale, translate = grid_to_image(grid, np.arange(1, n + 1, dtype=np.int32), fill=0)
+    return SlideMap(
+        features=feats,
+        grid=grid,
+        rgb=pca_rgb(feats),
+        clusters=kmeans_labels(feats, k, seed=seed),
+        pcs=_principal_components(feats),
+        index_image=index_image.astype(np.int32),
+        scale=tuple(scale),  # type: ignore[arg-type]
+        translate=tuple(translate),  # type: ignore[arg-type]
+        model_name=result.model_name,
+    )
+
+
+def iter_slide_map(
+    model: EmbeddingModel,
+    slide: str | Path,
+    *,
+    tile_px: int = 224,
+    mpp: float = 0.5,
+    min_tissue: float = 0.5,
+    batch_size: int = 32,
+    k: int = 8,
+    max_tiles: int | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[Progress | SlideMap]:
+    """Detect tissue, tile, embed and summarise one slide; yields Progress, then one SlideMap.
+
+    Raises:
+        WSIError: the slide cannot be read.
+        EmptyTissueError: no tile has at least ``min_tissue`` tissue.
+        Cancelled: ``cancel`` was set.
+    """
+    with open_pyramid(slide) as pyramid:
+        yield Progress(0, 0, "tissue detection")
+        grid = make_tile_grid(
+            pyramid, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=detect_tissue(pyramid)
+        )
+        if len(grid.coords) == 0:
+            raise EmptyTissueError(
+                f"No {tile_px}px tile of {Path(slide).name} has >= {min_tissue:.0%} tissue; "
+                "lower 'min tissue' or check the tissue mask with the Tissue widget."
+            )
+        if max_tiles is not None and len(grid.coords) > max_tiles:
+            grid = _subset_grid(grid, np.arange(max_tiles))
+        result = None
+        for item in iter_embeddings(model, pyramid, grid, batch_size=batch_size, cancel=cancel):
+            if isinstance(item, Progress):
+                yield item
+            else:
+                result = item
+    if (cancel is not None and cancel.is_set()) or result is None:
+        raise Cancelled("Embedding cancelled.")
+    yield Progress(0, 0, "PCA and k-means")
+    yield build_slide_map(result, k)
+
+
+def _subset_grid(grid: TileGrid, idx: np.ndarray) -> TileGrid:
+    """A grid holding only the tiles ``idx`` (same geometry)."""
+    from dataclasses import replace
+
+    return replace(grid, coords=grid.coords[idx], tissue_fraction=grid.tissue_fraction[idx])

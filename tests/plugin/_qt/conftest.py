@@ -1,0 +1,44 @@
+"""Helpers for the widget tests: open real slides through our reader and wait for a widget's task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def open_slide(viewer, path: Path):
+    """Add the slide at ``path`` to ``viewer`` exactly as File > Open with our reader does."""
+    reader_mod = pytest.importorskip("napari_pathdistill._reader", reason="reader (issue 2) not merged yet")
+    reader = reader_mod.get_reader(str(path))
+    assert reader is not None, f"our reader refuses {path}"
+    data, kwargs, kind = reader(str(path))[0]
+    assert kind == "image"
+    return viewer.add_image(data, **kwargs)
+
+
+def wait_for(widget, qtbot, timeout: int = 120_000) -> None:
+    """Wait until the widget's TaskRunner has finished (results are applied on the main thread by then)."""
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+
+
+@pytest.fixture
+def tiny_vit():
+    """A tiny randomly initialised ViT of the project's architecture family (fast on CPU)."""
+    testing = pytest.importorskip(
+        "napari_pathdistill.models.testing", reason="models (issue 7) not merged yet"
+    )
+    return testing.tiny_model()
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Collects the messages of napari error notifications raised by the widgets."""
+    import napari.utils.notifications as notifications
+
+    from napari_pathdistill._qt import _workers
+
+    seen: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", seen.append)
+    monkeypatch.setattr(_workers, "show_error", seen.append)
+    return seen

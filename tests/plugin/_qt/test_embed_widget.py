@@ -1,0 +1,95 @@
+"""Embed widget on the real CMU-1-Small-Region slide with a tiny ViT: layers, alignment, features, clicks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari_pathdistill.wsi.tiling", reason="wsi core (issue 2) not merged yet")
+pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
+
+from napari_pathdistill._qt.embed_widget import EmbedWidget
+
+from .conftest import open_slide, wait_for
+
+pytestmark = pytest.mark.napari
+
+
+@pytest.fixture
+def embedded(make_napari_viewer, qtbot, cmu_svs, tiny_vit):
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value = tiny_vit.spec.tile_px
+    widget.mpp.value = 2.0  # ~6 tiles of 448 um on this 1.1 x 1.5 mm region: fast on CPU
+    widget.min_tissue.value = 0.1
+    widget.k.value = 3
+    widget.top_k.value = 2
+    widget.slide.value = slide
+    widget.run()
+    wait_for(widget, qtbot)
+    assert widget.result is not None, widget.status.value
+    return viewer, slide, widget
+
+
+def test_layers_are_aligned_and_carry_features(embedded):
+    viewer, slide, widget = embedded
+    res = widget.result
+    n = len(res.features)
+    labels = viewer.layers[f"{slide.name} clusters"]
+    emap = viewer.layers[f"{slide.name} embedding map"]
+    for layer in (labels, emap):
+        np.testing.assert_allclose(layer.scale[-2:], res.scale)
+        np.testing.assert_allclose(layer.translate[-2:], res.translate)
+    # every tile's centre in world units (um) is its level-0 centre times the slide's um/px, within half a cell
+    mpp = np.asarray(slide.scale[-2:])
+    size = res.grid.size_level0
+    expected = (res.grid.coords[:, ::-1] + size / 2) * mpp
+    np.testing.assert_allclose(res.tile_centers(), expected, atol=0.5 * size * mpp.max())
+    # the features table has one row per label value (0 = background) and matches the clusters raster
+    table = labels.features
+    assert len(table) == n + 1 and list(table.columns[:5]) == ["tile", "x", "y", "cluster", "tissue_fraction"]
+    assert set(np.unique(labels.data)) - {0} <= set(range(1, 4))
+    for i in range(n):
+        r, c = np.argwhere(res.index_image == i + 1)[0]
+        assert labels.data[r, c] == table["cluster"][i + 1] == res.clusters[i]
+    assert "cluster 1" in widget.legend.value or "cluster 2" in widget.legend.value
+
+
+def test_click_shows_most_similar_tiles(embedded):
+    viewer, slide, widget = embedded
+    res = widget.result
+    labels = viewer.layers[f"{slide.name} clusters"]
+    query = len(res.features) - 1
+    row, col = labels.world_to_data(res.tile_centers()[query])[-2:]
+    assert res.tile_at(row, col) == query
+    points = widget.show_similar(query)
+    f = res.features / np.linalg.norm(res.features, axis=1, keepdims=True)
+    cos = f @ f[query]
+    cos[query] = -np.inf
+    expected = np.argsort(-cos, kind="stable")[:2]
+    np.testing.assert_array_equal(points.features["tile"].to_numpy()[1:], expected)
+    np.testing.assert_allclose(points.features["cosine"].to_numpy()[1:], cos[expected], rtol=1e-5)
+    np.testing.assert_allclose(points.data[0], res.tile_centers()[query])
+
+
+def test_bad_input_and_cancel(make_napari_viewer, qtbot, cmu_svs, tiny_vit, errors):
+    viewer = make_napari_viewer()
+    widget = EmbedWidget(viewer)
+    widget.run()  # no slide layer at all
+    assert errors and "open a slide" in errors[-1]
+    slide = open_slide(viewer, cmu_svs)
+    widget.model.set_model(tiny_vit)
+    widget.slide.value = slide
+    widget.min_tissue.value = 1.0
+    widget.mpp.value = 8.0  # one huge tile that is not 100 % tissue: empty grid
+    widget.run()
+    wait_for(widget, qtbot)
+    assert "tissue" in errors[-1].lower()
+    n_layers = len(viewer.layers)
+    widget.min_tissue.value, widget.mpp.value = 0.0, 0.5
+    widget.run()
+    widget.runner.cancel()
+    wait_for(widget, qtbot)
+    assert len(viewer.layers) == n_layers and "cancel" in widget.status.value
