@@ -1,0 +1,66 @@
+"""Small shared pieces of the WSI backends: the level record and colour conversion to RGB uint8."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PyramidLevel:
+    """One resolution level of a slide.
+
+    Attributes:
+        shape: (height, width) in pixels of this level.
+        downsample: true float downsample with respect to level 0 (e.g. 4.000326).
+        tile_shape: (tile_h, tile_w) native tile size, used as the dask chunk size.
+    """
+
+    shape: tuple[int, int]
+    downsample: float
+    tile_shape: tuple[int, int]
+
+
+def composite_rgba(rgba: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Composite non-premultiplied RGBA over an opaque background colour.
+
+    openslide-python un-premultiplies OpenSlide's ARGB, so ``out = rgb * a + bg * (1 - a)`` (a in [0, 1]),
+    rounded to nearest. Where alpha is 255 the result equals ``Image.convert("RGB")`` exactly; where alpha
+    is 0 (outside the scanned region) it is the background.
+
+    Args:
+        rgba: (h, w, 4) or (h, w, 3) uint8.
+        background: RGB background colour.
+
+    Returns:
+        (h, w, 3) uint8 RGB, C-contiguous.
+    """
+    if rgba.ndim != 3 or rgba.shape[2] not in (3, 4):
+        raise ValueError(f"expected (h, w, 3|4) image, got shape {rgba.shape}")
+    rgb = rgba[..., :3]
+    if rgba.shape[2] == 3:
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    alpha = rgba[..., 3:4]
+    if alpha.min(initial=255) == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha.astype(np.uint32)
+    bg = np.asarray(background, dtype=np.uint32)
+    out = (rgb.astype(np.uint32) * a + bg * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def to_rgb(arr: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Convert a decoded TIFF block (h, w), (h, w, 1|2|3|4) of any integer dtype to (h, w, 3) uint8 RGB."""
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.dtype != np.uint8:
+        info = np.iinfo(arr.dtype) if arr.dtype.kind in "ui" else None
+        scale = 255.0 / float(info.max) if info is not None else 255.0
+        arr = np.clip(np.rint(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    channels = arr.shape[2]
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(arr, 3, axis=2))
+    if channels == 2:  # grey + alpha
+        arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=2), arr[..., 1:2]], axis=2)
+    return composite_rgba(arr[..., :4], background)

@@ -1,0 +1,120 @@
+"""OpenSlide backend: every format OpenSlide reads (SVS, NDPI, MRXS, SCN, BIF, VMS, generic tiled TIFF, DICOM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathdistill.errors import WSIError
+from napari_pathdistill.wsi._common import PyramidLevel, composite_rgba
+
+DEFAULT_TILE = 256
+
+
+def find_dicom_file(folder: Path) -> Path | None:
+    """Return a file of a DICOM WSI series in ``folder`` that OpenSlide recognises, or None."""
+    import openslide
+
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and openslide.OpenSlide.detect_format(str(f)) == "dicom":
+            return f
+    return None
+
+
+def detect_vendor(path: Path) -> str | None:
+    """OpenSlide's vendor string for ``path`` (file, or folder of DICOM files), or None; never raises."""
+    try:
+        import openslide
+
+        if path.is_dir():
+            return "dicom" if find_dicom_file(path) is not None else None
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception:
+        return None
+
+
+def _background(props: dict[str, str]) -> tuple[int, int, int]:
+    """The slide's declared background colour (``openslide.background-color``), white when absent."""
+    hexcol = props.get("openslide.background-color")
+    if hexcol and len(hexcol) == 6:
+        try:
+            return (int(hexcol[0:2], 16), int(hexcol[2:4], 16), int(hexcol[4:6], 16))
+        except ValueError:
+            pass
+    return (255, 255, 255)
+
+
+class OpenSlideBackend:
+    """Thin, thread-safe wrapper around ``openslide.OpenSlide`` returning RGB numpy arrays."""
+
+    name = "openslide"
+
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        target = path
+        if path.is_dir():
+            found = find_dicom_file(path)
+            if found is None:
+                raise WSIError(
+                    f"{path} is a folder without a DICOM whole-slide series that OpenSlide can read."
+                )
+            target = found
+        try:
+            self._slide = openslide.OpenSlide(str(target))
+        except openslide.OpenSlideError as exc:
+            raise WSIError(
+                f"OpenSlide cannot read {path}: {exc}. The file may be truncated or corrupt."
+            ) from exc
+        self.properties: dict[str, str] = dict(self._slide.properties)
+        self.background = _background(self.properties)
+        self.levels = [self._level(i) for i in range(self._slide.level_count)]
+        self.mpp = self._mpp()
+
+    def _level(self, i: int) -> PyramidLevel:
+        w, h = self._slide.level_dimensions[i]
+        tw = int(self.properties.get(f"openslide.level[{i}].tile-width", DEFAULT_TILE))
+        th = int(self.properties.get(f"openslide.level[{i}].tile-height", DEFAULT_TILE))
+        return PyramidLevel(
+            shape=(h, w), downsample=float(self._slide.level_downsamples[i]), tile_shape=(th, tw)
+        )
+
+    def _mpp(self) -> tuple[float, float] | None:
+        try:
+            mx = float(self.properties["openslide.mpp-x"])
+            my = float(self.properties["openslide.mpp-y"])
+        except (KeyError, ValueError):
+            return None
+        return (my, mx) if mx > 0 and my > 0 else None
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """OpenSlide ``read_region`` -> (h, w, 3) uint8, alpha composited on the background colour."""
+        import openslide
+
+        try:
+            img = self._slide.read_region((int(location[0]), int(location[1])), int(level), tuple(size))
+        except openslide.OpenSlideError as exc:
+            raise WSIError(
+                f"Reading {location} at level {level} failed: {exc}. The slide may be corrupt."
+            ) from exc
+        return composite_rgba(np.asarray(img), self.background)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Read a block given in *level* pixel coordinates (used for dask chunks)."""
+        ds = self.levels[level].downsample
+        return self.read_region((round(x * ds), round(y * ds)), level, (w, h))
+
+    def associated_image_names(self) -> list[str]:
+        return sorted(self._slide.associated_images.keys())
+
+    def read_associated(self, name: str) -> np.ndarray:
+        try:
+            img = self._slide.associated_images[name]
+        except KeyError as exc:
+            names = ", ".join(self.associated_image_names()) or "none"
+            raise WSIError(f"No associated image {name!r}; this slide has: {names}.") from exc
+        return composite_rgba(np.asarray(img.convert("RGBA")), self.background)
+
+    def close(self) -> None:
+        self._slide.close()

@@ -1,0 +1,147 @@
+"""tifffile backend: OME-TIFF and generic (pyramidal or not) TIFF that OpenSlide rejects.
+
+Blocks are decoded tile by tile (or strip by strip) from the page's data offsets, so opening a file reads
+only its IFDs and a read touches only the tiles it overlaps. Sparse tiles (offset/bytecount 0) read as white.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathdistill.errors import WSIError
+from napari_pathdistill.wsi._common import PyramidLevel, to_rgb
+
+_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def _ome_mpp(ome_xml: str | None) -> tuple[float, float] | None:
+    if not ome_xml:
+        return None
+    vals = {}
+    for ax in ("X", "Y"):
+        m = re.search(rf'PhysicalSize{ax}="([^"]+)"', ome_xml)
+        u = re.search(rf'PhysicalSize{ax}Unit="([^"]+)"', ome_xml)
+        if m is None:
+            return None
+        vals[ax] = float(m.group(1)) * _UNIT_TO_UM.get(u.group(1) if u else "µm", 1.0)
+    return (vals["Y"], vals["X"])
+
+
+def _tag_mpp(page) -> tuple[float, float] | None:
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    per_unit = {2: 25400.0, 3: 10000.0}.get(int(tags["ResolutionUnit"].value))
+    if per_unit is None:
+        return None
+    res = []
+    for name in ("YResolution", "XResolution"):
+        num, den = tags[name].value
+        res.append(per_unit * den / num if num else 0.0)
+    # 72/96 dpi placeholders give > 250 um/px: not a microscope resolution
+    return (res[0], res[1]) if all(0 < r < 50 for r in res) else None
+
+
+class TiffFileBackend:
+    """Lazy reader of the first image series of a TIFF (its pyramid levels via tifffile)."""
+
+    name = "tifffile"
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        try:
+            self._tif = tifffile.TiffFile(str(path))
+            series = self._tif.series[0]
+            self._pages = [lvl.keyframe for lvl in series.levels]
+        except Exception as exc:
+            raise WSIError(
+                f"{path} is not a readable TIFF: {exc}. The file may be truncated or corrupt."
+            ) from exc
+        for page in self._pages:
+            self._check_page(path, page)
+        self._lock = threading.Lock()
+        self.background = (255, 255, 255)
+        h0, w0 = self._pages[0].shape[:2]
+        self.levels = [self._level(p, h0, w0) for p in self._pages]
+        self.properties = {"tifffile.series": series.kind, "tifffile.axes": series.axes}
+        self.mpp = _ome_mpp(self._tif.ome_metadata) or _tag_mpp(self._pages[0])
+
+    @staticmethod
+    def _check_page(path: Path, page) -> None:
+        samples = page.samplesperpixel
+        if page.ndim not in (2, 3) or (page.ndim == 3 and page.shape[2] != samples):
+            raise WSIError(
+                f"{path}: unsupported TIFF layout {page.shape} (axes {page.axes}); expected YX or YXS."
+            )
+        if samples > 1 and page.planarconfig != 1:
+            raise WSIError(
+                f"{path}: planar (separate-plane) TIFF is not supported; save it as contiguous RGB."
+            )
+        if page.dtype is None or page.dtype.kind not in "ui":
+            raise WSIError(
+                f"{path}: pixel type {page.dtype} is not supported; expected 8/16-bit brightfield RGB."
+            )
+
+    @staticmethod
+    def _level(page, h0: int, w0: int) -> PyramidLevel:
+        h, w = page.shape[:2]
+        ch, cw = page.chunks[:2]
+        return PyramidLevel(shape=(h, w), downsample=(w0 / w + h0 / h) / 2.0, tile_shape=(ch, cw))
+
+    def _read_chunk(self, page, index: int) -> np.ndarray | None:
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        if not offset or not count:
+            return None
+        fh = self._tif.filehandle
+        with self._lock:
+            fh.seek(offset)
+            data = fh.read(count)
+        if len(data) < count:
+            raise WSIError(f"{self._tif.filename}: tile {index} is truncated; the file is incomplete.")
+        try:
+            seg, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
+        except Exception as exc:
+            raise WSIError(
+                f"{self._tif.filename}: tile {index} cannot be decoded ({exc}); corrupt file."
+            ) from exc
+        seg = np.asarray(seg).reshape(shape[1:] if len(shape) == 4 else shape)
+        return to_rgb(seg.reshape(seg.shape[-3:]) if seg.ndim > 3 else seg, self.background)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Read the block [y, y+h) x [x, x+w) of ``level`` (level pixels); outside the image is white."""
+        page = self._pages[level]
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        lh, lw = self.levels[level].shape
+        th, tw = self.levels[level].tile_shape
+        n_across = -(-lw // tw)
+        y0, y1, x0, x1 = max(y, 0), min(y + h, lh), max(x, 0), min(x + w, lw)
+        for ty in range(y0 // th, -(-y1 // th) if y1 > y0 else 0):
+            for tx in range(x0 // tw, -(-x1 // tw) if x1 > x0 else 0):
+                tile = self._read_chunk(page, ty * n_across + tx)
+                if tile is None:
+                    continue
+                sy0, sx0 = max(y0, ty * th), max(x0, tx * tw)
+                sy1, sx1 = min(y1, (ty + 1) * th), min(x1, (tx + 1) * tw)
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                    sy0 - ty * th : sy1 - ty * th, sx0 - tx * tw : sx1 - tx * tw
+                ]
+        return out
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """OpenSlide-style read: ``location`` (x, y) in level-0 px, ``size`` (w, h) in level px."""
+        ds = self.levels[level].downsample
+        return self.read_level(level, round(location[0] / ds), round(location[1] / ds), size[0], size[1])
+
+    def associated_image_names(self) -> list[str]:
+        return []
+
+    def read_associated(self, name: str) -> np.ndarray:
+        raise WSIError(f"No associated image {name!r}: TIFFs read by tifffile expose none.")
+
+    def close(self) -> None:
+        self._tif.close()

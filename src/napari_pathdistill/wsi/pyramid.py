@@ -1,0 +1,196 @@
+"""Open a whole-slide image as a lazy multiscale pyramid (OpenSlide or tifffile backend).
+
+``open_pyramid`` picks OpenSlide for everything it reads (SVS, NDPI, MRXS, SCN, BIF, VMS, DICOM, generic
+tiled TIFF) and tifffile for OME-TIFF and other TIFFs OpenSlide rejects (or where tifffile sees more pyramid
+levels, e.g. SubIFD pyramids). ``Pyramid.to_dask`` returns one dask array per level with one chunk per
+native tile; building it reads no pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from napari_pathdistill.errors import WSIError
+from napari_pathdistill.wsi._common import PyramidLevel
+from napari_pathdistill.wsi._openslide_backend import OpenSlideBackend, detect_vendor
+
+__all__ = ["Pyramid", "PyramidLevel", "open_pyramid"]
+
+_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".ome.tif", ".ome.tiff")
+
+
+class _Backend(Protocol):
+    name: str
+    levels: list[PyramidLevel]
+    mpp: tuple[float, float] | None
+    properties: dict[str, str]
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray: ...
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray: ...
+    def associated_image_names(self) -> list[str]: ...
+    def read_associated(self, name: str) -> np.ndarray: ...
+    def close(self) -> None: ...
+
+
+class Pyramid:
+    """A whole-slide image: level geometry, MPP, thread-safe RGB reads and lazy dask levels.
+
+    Use as a context manager (``with open_pyramid(p) as pyr: ...``) or call ``close()``.
+    """
+
+    def __init__(self, path: Path, backend: _Backend) -> None:
+        self.path = path
+        self._backend = backend
+        self.backend: str = backend.name
+        self.levels: list[PyramidLevel] = list(backend.levels)
+        self.mpp: tuple[float, float] | None = backend.mpp
+        self.properties: dict[str, str] = dict(backend.properties)
+        self._dask: list[Any] | None = None
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{lv.shape[1]}x{lv.shape[0]}@{lv.downsample:.4g}" for lv in self.levels)
+        return f"Pyramid({self.path.name!r}, backend={self.backend!r}, mpp={self.mpp}, levels=[{dims}])"
+
+    def __enter__(self) -> Pyramid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height), as in OpenSlide."""
+        h, w = self.levels[0].shape
+        return (w, h)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read a region like ``OpenSlide.read_region``.
+
+        Args:
+            location: (x, y) top-left in level-0 pixels.
+            level: pyramid level index.
+            size: (w, h) in pixels of ``level``.
+
+        Returns:
+            (h, w, 3) uint8 RGB, alpha composited on white, area outside the slide white.
+        """
+        if not 0 <= level < len(self.levels):
+            raise WSIError(f"level {level} out of range: {self.path.name} has {len(self.levels)} levels")
+        if size[0] <= 0 or size[1] <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        return self._backend.read_region(
+            (int(location[0]), int(location[1])), level, (int(size[0]), int(size[1]))
+        )
+
+    def to_dask(self) -> list[Any]:
+        """One lazy ``dask.array.Array`` (h, w, 3) uint8 per level, one chunk per native tile.
+
+        A chunk at level pixels (x, y) is read at level-0 location (round(x * ds), round(y * ds)), so it
+        equals ``read_region`` there. The graph is a single blockwise layer: no per-chunk tasks are built.
+        """
+        if self._dask is None:
+            self._dask = [self._level_to_dask(i) for i in range(len(self.levels))]
+        return list(self._dask)
+
+    def _level_to_dask(self, level: int) -> Any:
+        import dask.array as da
+
+        (h, w), (th, tw) = self.levels[level].shape, self.levels[level].tile_shape
+        chunks = (_chunk_sizes(h, th), _chunk_sizes(w, tw), (3,))
+        backend = self._backend
+
+        def read_block(block_info: dict | None = None) -> np.ndarray:
+            (y0, y1), (x0, x1), _ = block_info[None]["array-location"]  # type: ignore[index]
+            return backend.read_level(level, x0, y0, x1 - x0, y1 - y0)
+
+        name = f"pathdistill-{self.path.name}-{id(self)}-L{level}"
+        return da.map_blocks(
+            read_block, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8), name=name
+        )
+
+    def associated_image_names(self) -> list[str]:
+        """Names of associated images (e.g. ``label``, ``macro``, ``thumbnail``); empty when none."""
+        return self._backend.associated_image_names()
+
+    def read_associated(self, name: str) -> np.ndarray:
+        """An associated image as (h, w, 3) uint8 RGB; raises WSIError for an unknown name."""
+        return self._backend.read_associated(name)
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """Index of the coarsest level whose downsample is <= ``downsample`` (level 0 if none)."""
+        best = 0
+        for i, lv in enumerate(self.levels):
+            if lv.downsample <= downsample * (1 + 1e-6):
+                best = i if lv.downsample >= self.levels[best].downsample else best
+        return best
+
+    def thumbnail(self, max_size: int = 1024) -> tuple[np.ndarray, float]:
+        """A low-resolution RGB image whose longer side is at most ``max_size``.
+
+        Reads the coarsest level at least as fine as needed, then resizes with antialiasing.
+
+        Returns:
+            (image (h, w, 3) uint8, downsample of the image with respect to level 0 (x and y mean)).
+        """
+        from skimage.transform import resize
+
+        h0, w0 = self.levels[0].shape
+        target = max(h0, w0) / max_size
+        level = self.best_level_for_downsample(max(target, 1.0))
+        lh, lw = self.levels[level].shape
+        img = self._backend.read_level(level, 0, 0, lw, lh)
+        scale = min(1.0, max_size / max(lh, lw))
+        if scale < 1.0:
+            out_shape = (max(1, round(lh * scale)), max(1, round(lw * scale)))
+            img = resize(img, out_shape, order=1, anti_aliasing=True, preserve_range=True)
+            img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        return img, (w0 / img.shape[1] + h0 / img.shape[0]) / 2.0
+
+    def close(self) -> None:
+        """Release the file handle; the dask arrays stop working after this."""
+        self._backend.close()
+
+
+def _chunk_sizes(n: int, tile: int) -> tuple[int, ...]:
+    full, rest = divmod(n, tile)
+    return (tile,) * full + ((rest,) if rest else ())
+
+
+def _is_tiff(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError:
+        return False
+    return magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def open_pyramid(path: str | Path) -> Pyramid:
+    """Open a slide file (or DICOM folder) as a :class:`Pyramid`.
+
+    Raises:
+        WSIError: missing path, empty folder, unsupported format, or a truncated/corrupt file.
+    """
+    from napari_pathdistill.wsi._tifffile_backend import TiffFileBackend
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WSIError(f"{path} does not exist.")
+    if path.is_dir() and not any(path.iterdir()):
+        raise WSIError(f"{path} is an empty folder; expected a DICOM whole-slide series.")
+    vendor = detect_vendor(path)
+    if vendor is not None and vendor != "generic-tiff":
+        return Pyramid(path, OpenSlideBackend(path))
+    if path.is_file() and _is_tiff(path):
+        tiff = TiffFileBackend(path)
+        if vendor == "generic-tiff" and len(tiff.levels) <= 1:
+            tiff.close()  # OpenSlide reads plain tiled TIFF pyramids (top-level IFDs) natively
+            return Pyramid(path, OpenSlideBackend(path))
+        return Pyramid(path, tiff)
+    raise WSIError(
+        f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: .svs .tif/.tiff "
+        ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF and pyramidal TIFF."
+    )
