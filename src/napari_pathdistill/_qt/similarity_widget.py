@@ -94,7 +94,8 @@ class SimilarityWidget(Container):
         upsert_layer(self.viewer, "image", result.overlay, f"{name} cosine to B", colormap="viridis",
                      contrast_limits=(-1.0, 1.0) if result.cosine.min() < 0 else (0.0, 1.0), opacity=0.6,
                      scale=result.scale, translate=result.translate)  # fmt: skip
+        reg = result.transform.registration
         self.summary.value = (
-            f"{len(result.cosine)} matched tiles ({result.registration.method}); mean cosine "
+            f"{len(result.cosine)} matched tiles (registration {reg.method}, NCC {reg.ncc:.2f}); mean cosine "
             f"{result.mean_cosine:.3f}; top-{result.k} accuracy {result.topk_accuracy:.3f}"
         )

@@ -1,8 +1,7 @@
 """Cross-stain / cross-scanner similarity of two slides of the same tissue (pure core, no Qt).
 
-1. Register slide B onto slide A on thumbnails resampled to a common um/px (phase correlation, i.e. a
-   translation at that resolution plus the exact scale from the two MPPs), or, when landmarks are given, a
-   least-squares affine transform from paired landmarks (manual override).
+1. Register slide B onto slide A on thumbnails at a common um/px (``wsi.registration.register_images``:
+   rotation search + phase correlation + NCC refinement), or from paired landmarks (manual override).
 2. Tile A's tissue; map each tile centre into B; cut the matching B tile at the same um/px.
 3. Embed both tile sets with one model; per-tile cosine of matched tiles, and the pair's mean cosine and PLISM
    top-k retrieval accuracy from ``evaluation.robustness.pair_metrics``.
@@ -16,9 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from skimage.color import rgb2gray
-from skimage.registration import phase_cross_correlation
-from skimage.transform import AffineTransform, rescale
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError, RegistrationError
 from napari_pathdistill.evaluation.robustness import pair_metrics
@@ -26,19 +22,8 @@ from napari_pathdistill.inference.embed import iter_embeddings
 from napari_pathdistill.inference.progress import Progress
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
+from napari_pathdistill.wsi.registration import Registration, apply_affine, register_images
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
-
-
-@dataclass
-class Registration:
-    """Level-0 (x, y) of slide A -> level-0 (x, y) of slide B as a 3x3 homogeneous matrix."""
-
-    matrix: np.ndarray
-    method: str
-
-    def apply(self, xy: np.ndarray) -> np.ndarray:
-        """(N, 2) points of A -> (N, 2) points of B."""
-        return AffineTransform(matrix=self.matrix)(np.asarray(xy, dtype=np.float64))
 
 
 def _mpp(pyr: Pyramid) -> float:
@@ -49,45 +34,35 @@ def _mpp(pyr: Pyramid) -> float:
     return float(np.mean(pyr.mpp))
 
 
-def _thumb_at(pyr: Pyramid, um_per_px: float) -> np.ndarray:
-    """Grey, inverted (tissue bright) thumbnail of ``pyr`` resampled to ``um_per_px``."""
-    img, ds = pyr.thumbnail(max_size=2048)
-    factor = ds * _mpp(pyr) / um_per_px
-    return 1.0 - rescale(rgb2gray(img), factor, anti_aliasing=factor < 1)
+@dataclass(frozen=True)
+class PairTransform:
+    """Level-0 (x, y) of slide A -> level-0 (x, y) of slide B, from a ``wsi.registration.Registration``."""
+
+    matrix: np.ndarray
+    registration: Registration
+
+    def apply(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) points of A -> (N, 2) points of B."""
+        return apply_affine(self.matrix, xy)
 
 
 def register_pair(
-    a: Pyramid, b: Pyramid, *, um_per_px: float = 4.0, landmarks: tuple[np.ndarray, np.ndarray] | None = None
-) -> Registration:
-    """Register slide B to slide A.
+    a: Pyramid, b: Pyramid, *, landmarks: tuple[np.ndarray, np.ndarray] | None = None, work_mpp: float = 4.0
+) -> PairTransform:
+    """Register B (moving) onto A (fixed) on thumbnails with ``wsi.registration.register_images``.
 
     Args:
-        a, b: the two slides.
-        um_per_px: common resolution of the thumbnails used for automatic registration.
-        landmarks: optional ((M, 2), (M, 2)) paired level-0 (x, y) points in A and B, M >= 3: they override
-            the automatic result with a least-squares affine transform.
+        a, b: the two slides (both need an MPP).
+        landmarks: optional ((M, 2), (M, 2)) paired level-0 (x, y) points in A and B: manual override.
+        work_mpp: common um/px of the automatic registration.
     """
-    if landmarks is not None:
-        src, dst = (np.asarray(p, dtype=np.float64) for p in landmarks)
-        if src.shape != dst.shape or len(src) < 3:
-            raise RegistrationError(
-                f"Landmarks need the same number (>= 3) of points on both slides, got {len(src)} and {len(dst)}."
-            )
-        tform = AffineTransform()
-        if not tform.estimate(src, dst):
-            raise RegistrationError(
-                "Landmarks are degenerate (collinear?); place them spread over the tissue."
-            )
-        return Registration(tform.params, "landmarks")
     ma, mb = _mpp(a), _mpp(b)
-    ta, tb = _thumb_at(a, um_per_px), _thumb_at(b, um_per_px)
-    h, w = max(ta.shape[0], tb.shape[0]), max(ta.shape[1], tb.shape[1])
-    pa, pb = (np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]))) for t in (ta, tb))
-    shift, _, _ = phase_cross_correlation(pa, pb)  # pb shifted by `shift` matches pa: B(p - shift) = A(p)
-    to_common_a = np.diag([ma / um_per_px, ma / um_per_px, 1.0])
-    move = np.array([[1, 0, -shift[1]], [0, 1, -shift[0]], [0, 0, 1.0]])
-    to_b = np.diag([um_per_px / mb, um_per_px / mb, 1.0])
-    return Registration(to_b @ move @ to_common_a, "phase correlation")
+    (ta, da), (tb, db) = a.thumbnail(1024), b.thumbnail(1024)
+    lm_um = None if landmarks is None else (np.asarray(landmarks[0]) * ma, np.asarray(landmarks[1]) * mb)
+    reg = register_images(ta, tb, fixed_mpp=da * ma, moving_mpp=db * mb, work_mpp=work_mpp, landmarks=lm_um)
+    # reg.matrix maps B um -> A um; tiles need A level-0 px -> B level-0 px
+    a_to_b = np.diag([1 / mb, 1 / mb, 1.0]) @ np.linalg.inv(reg.matrix) @ np.diag([ma, ma, 1.0])
+    return PairTransform(a_to_b, reg)
 
 
 @dataclass
@@ -99,7 +74,7 @@ class PairSimilarity:
         coords_a, coords_b: (N, 2) level-0 (x, y) of the tiles in A and B.
         mean_cosine: mean of ``cosine``.
         topk_accuracy: PLISM top-k accuracy; ``k`` is the k used.
-        registration: the transform used.
+        transform: A level-0 -> B level-0 transform and the registration (method, NCC) behind it.
         overlay, scale, translate: (rows, cols) cosine raster on A's tile grid (NaN off tissue) and its geometry.
     """
 
@@ -109,14 +84,14 @@ class PairSimilarity:
     mean_cosine: float
     topk_accuracy: float
     k: int
-    registration: Registration
+    transform: PairTransform
     overlay: np.ndarray
     scale: tuple[float, float]
     translate: tuple[float, float]
 
 
 def _matched_grid(
-    grid_a: TileGrid, grid_b: TileGrid, reg: Registration, pyr_b: Pyramid
+    grid_a: TileGrid, grid_b: TileGrid, reg: PairTransform, pyr_b: Pyramid
 ) -> tuple[TileGrid, TileGrid]:
     """Grids of A tiles whose mapped B tile lies fully inside B, and those B tiles."""
     centers = reg.apply(grid_a.coords + grid_a.size_level0 / 2)
