@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
 
-from napari_pathdistill.errors import RegistrationError  # noqa: E402
-from napari_pathdistill.inference.pair_similarity import register_pair  # noqa: E402
-from napari_pathdistill.wsi.pyramid import open_pyramid  # noqa: E402
+from napari_pathdistill.errors import RegistrationError
+from napari_pathdistill.inference.pair_similarity import register_pair
+from napari_pathdistill.wsi.pyramid import open_pyramid
 
 
 def test_os2_ndpi_to_vsi_maps_the_same_micrometre(os2_pair):
