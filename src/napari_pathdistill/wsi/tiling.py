@@ -1,0 +1,250 @@
+"""Tissue detection and tile grids at a target resolution (pure numpy / scikit-image, no Qt).
+
+Tissue: Otsu threshold on HSV saturation of a low-resolution image (floored so that blank glass does not
+split into "tissue" and "background"), AND a minimum optical density, then closing, removal of small
+objects and hole filling. Tiles: a regular grid of ``tile_px`` tiles at ``mpp`` um/px in level-0
+coordinates, kept where the tissue fraction is at least ``min_tissue``; pixels are read from the best
+pyramid level and resized with antialiasing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage import morphology
+from skimage.filters import threshold_otsu
+from skimage.transform import resize
+
+from napari_pathdistill.errors import WSIError
+from napari_pathdistill.wsi.pyramid import Pyramid
+
+__all__ = [
+    "TileGrid",
+    "TissueMask",
+    "detect_tissue",
+    "grid_to_image",
+    "grid_to_shapes",
+    "make_tile_grid",
+    "read_tiles",
+    "tissue_mask_from_rgb",
+]
+
+
+@dataclass
+class TissueMask:
+    """A tissue mask on a low-resolution image.
+
+    Attributes:
+        mask: (h, w) bool.
+        downsample: level-0 pixels per mask pixel.
+    """
+
+    mask: np.ndarray
+    downsample: float
+
+
+@dataclass
+class TileGrid:
+    """Tiles kept on a slide. See ``make_tile_grid``.
+
+    Attributes:
+        coords: (N, 2) int64 (x, y) top-left of each tile in level-0 px, row-major order.
+        tile_px: output tile side in pixels.
+        mpp: um/px of the output tiles; None when the slide has no MPP (level-0 pixels used).
+        size_level0: tile side in level-0 px (= tile_px * mpp / slide_mpp).
+        level: pyramid level the tiles are read from (then resized to tile_px).
+        tissue_fraction: (N,) float in [0, 1].
+        slide_shape: level-0 (h, w).
+    """
+
+    coords: np.ndarray
+    tile_px: int
+    mpp: float | None
+    size_level0: float
+    level: int
+    tissue_fraction: np.ndarray
+    slide_shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def slide_mpp(self) -> float | None:
+        """Level-0 um/px of the slide (None without MPP)."""
+        return None if self.mpp is None else self.mpp * self.tile_px / self.size_level0
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the full regular grid (kept or not)."""
+        h, w = self.slide_shape
+        return (int(h // self.size_level0), int(w // self.size_level0))
+
+
+def tissue_mask_from_rgb(
+    rgb: np.ndarray,
+    *,
+    min_saturation: float = 0.07,
+    min_od: float = 0.05,
+    closing_radius: int = 2,
+    min_object_frac: float = 1e-3,
+) -> np.ndarray:
+    """Tissue mask of an RGB image (Otsu on saturation, floored; minimum optical density; morphology).
+
+    Args:
+        rgb: (h, w, 3) or (h, w, 4) uint8 (alpha composited on white first).
+        min_saturation: floor of the Otsu saturation threshold (blank glass has saturation < 0.05).
+        min_od: minimum mean optical density -log10(I / 255) over RGB.
+        closing_radius: radius (px) of the binary closing disk.
+        min_object_frac: objects and holes smaller than this fraction of the image are removed / filled.
+
+    Returns:
+        (h, w) bool mask, True on tissue.
+    """
+    from napari_pathdistill.wsi._common import to_rgb
+
+    rgb = to_rgb(np.asarray(rgb))
+    f = rgb.astype(np.float32)
+    vmax, vmin = f.max(axis=2), f.min(axis=2)
+    sat = np.where(vmax > 0, (vmax - vmin) / np.maximum(vmax, 1.0), 0.0)
+    od = -np.log10(np.clip(f, 1.0, 255.0) / 255.0).mean(axis=2)
+    thr = min_saturation
+    if float(sat.max()) - float(sat.min()) > 1e-6:
+        thr = max(float(threshold_otsu(sat)), min_saturation)
+    mask = (sat >= thr) & (od >= min_od)
+    if closing_radius > 0:
+        mask = morphology.closing(mask, morphology.disk(closing_radius)).astype(bool)
+    min_size = max(1, int(min_object_frac * mask.size))
+    mask = morphology.remove_small_objects(mask, max_size=min_size)
+    return ndi.binary_fill_holes(mask) | morphology.remove_small_holes(mask, max_size=min_size)
+
+
+def detect_tissue(pyramid: Pyramid, max_size: int = 2048, **kw: float) -> TissueMask:
+    """Tissue mask on a thumbnail of at most ``max_size`` px (longer side); ``kw`` go to tissue_mask_from_rgb."""
+    thumb, ds = pyramid.thumbnail(max_size)
+    return TissueMask(mask=tissue_mask_from_rgb(thumb, **kw), downsample=ds)
+
+
+def _tissue_fractions(mask: TissueMask, coords: np.ndarray, size: float) -> np.ndarray:
+    """Mean of the mask over each (x, y, size) level-0 box, via a summed-area table."""
+    m = mask.mask.astype(np.float64)
+    sat = np.zeros((m.shape[0] + 1, m.shape[1] + 1))
+    sat[1:, 1:] = m.cumsum(0).cumsum(1)
+    ds = mask.downsample
+    x0 = np.clip(np.floor(coords[:, 0] / ds + 0.5), 0, m.shape[1]).astype(int)
+    y0 = np.clip(np.floor(coords[:, 1] / ds + 0.5), 0, m.shape[0]).astype(int)
+    x1 = np.clip(np.floor((coords[:, 0] + size) / ds + 0.5), 0, m.shape[1]).astype(int)
+    y1 = np.clip(np.floor((coords[:, 1] + size) / ds + 0.5), 0, m.shape[0]).astype(int)
+    x1, y1 = np.maximum(x1, np.minimum(x0 + 1, m.shape[1])), np.maximum(y1, np.minimum(y0 + 1, m.shape[0]))
+    area = np.maximum((x1 - x0) * (y1 - y0), 1)
+    return (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) / area
+
+
+def make_tile_grid(
+    pyramid: Pyramid,
+    *,
+    tile_px: int = 224,
+    mpp: float = 0.5,
+    min_tissue: float = 0.5,
+    mask: TissueMask | None = None,
+    mpp_override: float | None = None,
+) -> TileGrid:
+    """Regular grid of ``tile_px`` tiles at ``mpp`` um/px, kept where tissue fraction >= ``min_tissue``.
+
+    Args:
+        pyramid: the slide.
+        tile_px: output tile side (px).
+        mpp: target um/px of the tiles (0.5 for H-optimus-0 / H0-mini).
+        min_tissue: minimum tissue fraction in [0, 1]; 0 keeps every tile of the grid.
+        mask: tissue mask; computed with ``detect_tissue`` when None and ``min_tissue > 0``.
+        mpp_override: slide level-0 um/px to use instead of (or in the absence of) the slide's MPP.
+
+    Returns:
+        TileGrid; may be empty (callers decide whether that is an error). Without any slide MPP the grid
+        uses level-0 pixels (``size_level0 = tile_px``) and ``mpp`` is None.
+    """
+    if tile_px <= 0 or not 0.0 <= min_tissue <= 1.0:
+        raise ValueError(f"tile_px must be > 0 and min_tissue in [0, 1]; got {tile_px}, {min_tissue}")
+    slide_mpp = mpp_override if mpp_override else (float(np.mean(pyramid.mpp)) if pyramid.mpp else None)
+    out_mpp = float(mpp) if slide_mpp else None
+    size = tile_px * out_mpp / slide_mpp if (slide_mpp and out_mpp) else float(tile_px)
+    h0, w0 = pyramid.levels[0].shape
+    rows, cols = int(h0 // size), int(w0 // size)
+    if rows == 0 or cols == 0:
+        raise WSIError(
+            f"{pyramid.path.name} ({w0}x{h0} px) is smaller than one tile of {size:.0f} level-0 px."
+        )
+    yy, xx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    coords = np.stack([np.round(xx.ravel() * size), np.round(yy.ravel() * size)], axis=1).astype(np.int64)
+    if min_tissue > 0 and mask is None:
+        mask = detect_tissue(pyramid)
+    frac = _tissue_fractions(mask, coords, size) if mask is not None else np.ones(len(coords))
+    keep = frac >= min_tissue if min_tissue > 0 else np.ones(len(coords), bool)
+    level = pyramid.best_level_for_downsample(size / tile_px)
+    return TileGrid(coords[keep], int(tile_px), out_mpp, float(size), level, frac[keep], (h0, w0))
+
+
+def read_tiles(pyramid: Pyramid, grid: TileGrid, indices: Sequence[int]) -> np.ndarray:
+    """Read tiles of a grid as (B, tile_px, tile_px, 3) uint8 (read at ``grid.level``, antialiased resize)."""
+    ds = pyramid.levels[grid.level].downsample
+    side = max(1, round(grid.size_level0 / ds))
+    out = np.empty((len(indices), grid.tile_px, grid.tile_px, 3), np.uint8)
+    for k, i in enumerate(indices):
+        x, y = grid.coords[int(i)]
+        img = pyramid.read_region((int(x), int(y)), grid.level, (side, side))
+        if side != grid.tile_px:
+            img = resize(img, (grid.tile_px, grid.tile_px), order=1, anti_aliasing=side > grid.tile_px)
+            img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+        out[k] = img
+    return out
+
+
+def _layer_units(grid: TileGrid) -> tuple[float, float]:
+    """(scale of one tile, size of one level-0 px) in the slide layer's units (um with MPP, else px)."""
+    px = grid.slide_mpp or 1.0
+    return grid.size_level0 * px, px
+
+
+def grid_to_image(
+    grid: TileGrid, values: np.ndarray, fill: float = 0
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """Paint per-tile values into a (rows, cols[, C]) image aligned with the slide layer.
+
+    Args:
+        grid: the tile grid.
+        values: (N,) or (N, C) per-tile values.
+        fill: value of grid cells without a kept tile.
+
+    Returns:
+        (image, napari scale (sy, sx), napari translate (ty, tx)) in the slide layer's units (um if the slide
+        has MPP, else level-0 px): a cell's centre lands on its tile's centre.
+    """
+    values = np.asarray(values)
+    if values.shape[0] != len(grid):
+        raise ValueError(f"values has {values.shape[0]} rows, grid has {len(grid)} tiles")
+    rows, cols = grid.grid_shape
+    nan_fill = isinstance(fill, float) and math.isnan(fill)
+    dtype = np.result_type(values.dtype, np.float32) if nan_fill else values.dtype
+    img = np.full((rows, cols, *values.shape[1:]), fill, dtype=dtype)
+    r = np.round(grid.coords[:, 1] / grid.size_level0).astype(int)
+    c = np.round(grid.coords[:, 0] / grid.size_level0).astype(int)
+    img[r, c] = values
+    tile, px = _layer_units(grid)
+    offset = (grid.size_level0 - 1) / 2 * px
+    return img, (tile, tile), (offset, offset)
+
+
+def grid_to_shapes(grid: TileGrid) -> np.ndarray:
+    """Tile outlines as napari rectangles (N, 4, 2) of (y, x) corners in the slide layer's units.
+
+    Corners are at pixel edges: level-0 pixel i spans [i - 0.5, i + 0.5] in napari's pixel-centre convention.
+    """
+    _, px = _layer_units(grid)
+    y0 = (grid.coords[:, 1] - 0.5) * px
+    x0 = (grid.coords[:, 0] - 0.5) * px
+    s = grid.size_level0 * px
+    corners = [(y0, x0), (y0, x0 + s), (y0 + s, x0 + s), (y0 + s, x0)]
+    return np.stack([np.stack(c, axis=1) for c in corners], axis=1)
