@@ -1,7 +1,8 @@
 """Slide manifests, plismbench pair grouping and aggregation (medians, IQR, leaderboard metric).
 
 A manifest is a CSV with at least the columns ``slide, stain, scanner`` (one row per slide, plismbench's
-``staining``/``scanner`` naming is accepted too) and optionally ``path`` (features file, relative to the CSV).
+``staining``/``scanner`` naming is accepted too) and optionally ``path`` (features file, relative to the CSV)
+and ``tissue`` (pairs are only formed within one tissue; PLISM has a single tissue block, so leave it empty).
 Every unordered pair of distinct slides is evaluated and falls in one group, as in
 ``plismbench.utils.aggregate.get_results``:
 
@@ -34,6 +35,7 @@ class SlideEntry:
     stain: str
     scanner: str
     path: Path | None = None
+    tissue: str = ""  # pairs are only formed between slides of the same tissue (PLISM: one tissue block)
 
 
 def read_manifest(path: str | Path) -> list[SlideEntry]:
@@ -59,6 +61,7 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
                 row[stain_col],
                 row["scanner"],
                 p if p is None or p.is_absolute() else path.parent / p,
+                row.get("tissue", ""),
             )
         )
     names = [e.slide for e in out]
@@ -72,10 +75,10 @@ def write_manifest(entries: Iterable[SlideEntry], path: str | Path) -> Path:
     path = Path(path)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["slide", "stain", "scanner", "path"])
+        w.writerow(["slide", "stain", "scanner", "path", "tissue"])
         for e in entries:
             p = "" if e.path is None else str(_relative(e.path, path.parent))
-            w.writerow([e.slide, e.stain, e.scanner, p])
+            w.writerow([e.slide, e.stain, e.scanner, p, e.tissue])
     return path
 
 
@@ -99,8 +102,8 @@ def pair_group(a: SlideEntry, b: SlideEntry) -> str | None:
 
 
 def all_pairs(entries: list[SlideEntry]) -> list[tuple[SlideEntry, SlideEntry]]:
-    """Every unordered pair of distinct slides, in manifest order (91 slides -> 4,095 pairs)."""
-    return list(itertools.combinations(entries, 2))
+    """Every unordered pair of distinct slides of the same tissue, in manifest order (91 PLISM slides -> 4,095)."""
+    return [(a, b) for a, b in itertools.combinations(entries, 2) if a.tissue == b.tissue]
 
 
 def iqr(x: np.ndarray) -> float:

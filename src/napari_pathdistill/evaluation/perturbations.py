@@ -113,3 +113,9 @@ def ncc(a: np.ndarray, b: np.ndarray) -> float:
     b = b.astype(np.float64).ravel() - b.mean()
     den = np.linalg.norm(a) * np.linalg.norm(b)
     return float(a @ b / den) if den > 0 else float("nan")
+
+
+def tissue_density_mask(rgb: np.ndarray, threshold: float = 0.25) -> np.ndarray:
+    """(H, W) bool: optical density summed over RGB above ``threshold`` (white glass ~ 0.05)."""
+    od = (-np.log((rgb.astype(np.float64) + 1.0) / 256.0)).sum(-1)
+    return gaussian(od, 2.0) > threshold

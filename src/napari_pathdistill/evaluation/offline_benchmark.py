@@ -1,0 +1,199 @@
+"""Offline robustness benchmark: a small, reproducible STAND-IN for PLISM built from ../shared/data.
+
+It is not PLISM (46 tissues x 13 stainings x 7 scanners, 16,278 registered tiles per slide); it exercises the
+same protocol on data available offline:
+
+* tissue ``cmu-he``: the real H&E slide CMU-1-Small-Region, re-stained at slide level (HED optical-density
+  re-mixing at two strengths, Macenko toward the torchstain target, Reinhard toward the tiatoolbox target) and
+  "re-scanned" per tile (JPEG q40, Gaussian blur, colour gain + gamma): 5 stains x 4 scanners = 20 slides;
+* tissue ``os2-ki67``: the REAL cross-scanner pair OS-2 (Hamamatsu NDPI vs Olympus VSI) rescaled to a common
+  um/px and registered (``wsi.registration``), each with 3 HED stain variants: 3 stains x 2 scanners.
+
+Matched tiles share the same grid position, so the correspondence is known. Pairs are formed within a tissue
+and grouped as in plismbench (cross-scanner / cross-staining / both). With a real PLISM download, use
+``features_io.discover_plism`` instead (see docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage.transform import rescale
+
+from napari_pathdistill.evaluation import perturbations as P
+from napari_pathdistill.evaluation.manifest import SlideEntry, write_manifest
+from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.wsi.registration import register_images, warp_moving
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TissueSource:
+    """Matched tiles of one tissue under its real scanners: ``{scanner: (N, px, px, 3) uint8}`` + coords."""
+
+    name: str
+    stain: str
+    tiles: dict[str, np.ndarray]
+    coords: np.ndarray  # (N, 2) (x, y) in um from the fixed image's origin
+
+
+def _read_rgb(path: Path) -> tuple[np.ndarray, float]:
+    """Whole single-level image and its um/px (SVS via OpenSlide, OME-TIFF via tifffile)."""
+    if path.suffix == ".svs":
+        import openslide
+
+        with openslide.OpenSlide(str(path)) as s:
+            rgb = np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
+            return rgb, float(s.properties[openslide.PROPERTY_NAME_MPP_X])
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        mpp = float(tf.ome_metadata.split('PhysicalSizeX="')[1].split('"')[0])
+        return tf.asarray(), mpp
+
+
+def _at_mpp(rgb: np.ndarray, mpp: float, target: float) -> np.ndarray:
+    out = rescale(
+        rgb, mpp / target, order=1, channel_axis=-1, anti_aliasing=mpp < target, preserve_range=True
+    )
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def grid_tiles(
+    images: list[np.ndarray], tile_px: int, stride: int, max_tiles: int, min_tissue: float = 0.5
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Tiles at the same grid positions of co-registered images, kept where every image has tissue."""
+    h = min(im.shape[0] for im in images)
+    w = min(im.shape[1] for im in images)
+    ys, xs = np.mgrid[0 : h - tile_px + 1 : stride, 0 : w - tile_px + 1 : stride]
+    pos = np.c_[xs.ravel(), ys.ravel()]
+    masks = [P.tissue_density_mask(im) for im in images]
+    frac = np.min([[m[y : y + tile_px, x : x + tile_px].mean() for x, y in pos] for m in masks], axis=0)
+    pos = pos[frac >= min_tissue]
+    if len(pos) > max_tiles:
+        pos = pos[np.linspace(0, len(pos) - 1, max_tiles).round().astype(int)]
+    tiles = [np.stack([im[y : y + tile_px, x : x + tile_px] for x, y in pos]) for im in images]
+    return tiles, pos
+
+
+def cmu_source(data: Path, tile_px: int, mpp: float, max_tiles: int) -> TissueSource:
+    """Tiles of the real H&E slide CMU-1-Small-Region at ``mpp`` (single scanner: Aperio)."""
+    rgb, slide_mpp = _read_rgb(data / "wsi" / "CMU-1-Small-Region.svs")
+    img = _at_mpp(rgb, slide_mpp, mpp)
+    (tiles,), pos = grid_tiles([img], tile_px, tile_px, max_tiles)
+    return TissueSource("cmu-he", "he", {"aperio": tiles}, pos * mpp)
+
+
+def os2_source(data: Path, tile_px: int, mpp: float, max_tiles: int, work_mpp: float = 4.0) -> TissueSource:
+    """Matched tiles of the real OS-2 NDPI vs VSI pair after rescaling to ``mpp`` and registration."""
+    d = data / "paired" / "openslide_OS-2_ndpi_vs_vsi"
+    (ndpi, m1), (vsi, m2) = _read_rgb(d / "OS-2-ndpi.ome.tif"), _read_rgb(d / "OS-2-vsi.ome.tif")
+    reg = register_images(ndpi, vsi, fixed_mpp=m1, moving_mpp=m2, work_mpp=work_mpp, angles=(0,))
+    fixed = _at_mpp(ndpi, m1, mpp)
+    moving = _at_mpp(vsi, m2, mpp)
+    s = np.diag([1 / mpp, 1 / mpp, 1.0])
+    warped = warp_moving(moving, s @ reg.matrix @ np.linalg.inv(s), fixed.shape[:2])
+    warped = np.clip(np.rint(np.nan_to_num(warped, nan=255.0)), 0, 255).astype(np.uint8)
+    (t1, t2), pos = grid_tiles([fixed, warped], tile_px, tile_px // 2, max_tiles)
+    return TissueSource("os2-ki67", "ki67", {"hamamatsu": t1, "olympus": t2}, pos * mpp)
+
+
+def stain_transforms(data: Path, he: bool) -> dict[str, Transform]:
+    """Slide-level stain conditions (applied to every tile with the same parameters)."""
+    out: dict[str, Transform] = {
+        "original": lambda x: x,
+        "hed-light": lambda x: P.hed_jitter(x, seed=11, sigma=0.05, bias=0.01),
+        "hed-strong": lambda x: P.hed_jitter(x, seed=23, sigma=0.2, bias=0.04),
+    }
+    if he:
+        tgt_m = np.asarray(Image.open(data / "stain_norm" / "torchstain" / "target.png").convert("RGB"))
+        tgt_r = np.asarray(Image.open(data / "stain_norm" / "tiatoolbox" / "target_image.png").convert("RGB"))
+        stains = P.macenko_fit(tgt_m)
+        out["macenko"] = lambda x: P.macenko_normalize(x, stains)
+        out["reinhard"] = lambda x: P.reinhard_normalize(x, tgt_r)
+    return out
+
+
+SCANNERS: dict[str, Transform] = {
+    "jpeg-q40": lambda x: P.jpeg(x, 40),
+    "blur-1.5": lambda x: P.blur(x, 1.5),
+    "warm-gamma": lambda x: P.colour_gamma(x, gain=(1.06, 0.97, 0.9), gamma=0.85, offset=(4, 0, -3)),
+}
+
+
+def iter_conditions(source: TissueSource, data: Path) -> Iterator[tuple[SlideEntry, np.ndarray]]:
+    """Every (stain, scanner) virtual slide of a tissue: its manifest entry and (N, px, px, 3) tiles."""
+    stains = stain_transforms(data, he=source.stain == "he")
+    scanners = dict(source.tiles)
+    synthetic = SCANNERS if len(scanners) == 1 else {}
+    for stain_name, stain in stains.items():
+        for scanner_name, tiles in scanners.items():
+            stained = np.stack([stain(t) for t in tiles])
+            yield (
+                SlideEntry(
+                    f"{source.name}__{stain_name}__{scanner_name}",
+                    stain_name,
+                    scanner_name,
+                    None,
+                    source.name,
+                ),
+                stained,
+            )
+            for syn_name, syn in synthetic.items():
+                yield (
+                    SlideEntry(
+                        f"{source.name}__{stain_name}__{syn_name}", stain_name, syn_name, None, source.name
+                    ),
+                    np.stack([syn(t) for t in stained]),
+                )
+
+
+def iter_build_benchmark(
+    out_dir: str | Path,
+    embed: Callable[[np.ndarray], np.ndarray],
+    data: str | Path,
+    *,
+    tile_px: int = 224,
+    mpp: float = 0.5,
+    max_tiles: int = 64,
+    tissues=("cmu-he", "os2-ki67"),
+) -> Iterator[Progress | Path]:
+    """Build the stand-in benchmark: per-slide HDF5 features for ``embed`` and a manifest.
+
+    Args:
+        out_dir: output folder (``features/<slide>.h5`` and ``manifest.csv``); existing files are reused.
+        embed: ``(B, px, px, 3) uint8 -> (B, D)`` features, e.g. ``EmbeddingModel.embed``.
+        data: the shared data root (``../shared/data``).
+        tile_px: tile size in pixels at ``mpp``.
+        mpp: tile resolution (um/px).
+        max_tiles: matched tiles per tissue (evenly spread over the tissue grid).
+        tissues: which tissue sources to include.
+
+    Yields:
+        ``Progress`` items, then the manifest path.
+    """
+    import h5py
+
+    out, data = Path(out_dir), Path(data)
+    (out / "features").mkdir(parents=True, exist_ok=True)
+    builders = {"cmu-he": cmu_source, "os2-ki67": os2_source}
+    entries: list[SlideEntry] = []
+    for t_i, name in enumerate(tissues):
+        yield Progress(t_i, len(tissues), f"reading {name}")
+        source = builders[name](data, tile_px, mpp, max_tiles)
+        for entry, tiles in iter_conditions(source, data):
+            path = out / "features" / f"{entry.slide}.h5"
+            if not path.exists():
+                feats = np.concatenate([embed(tiles[i : i + 16]) for i in range(0, len(tiles), 16)])
+                tmp = path.with_suffix(".h5.tmp")
+                with h5py.File(tmp, "w") as f:
+                    f["features"], f["coords"] = feats.astype(np.float32), source.coords
+                tmp.replace(path)
+            entries.append(SlideEntry(entry.slide, entry.stain, entry.scanner, path, entry.tissue))
+            yield Progress(len(entries), 0, f"embedded {entry.slide}")
+    yield write_manifest(entries, out / "manifest.csv")
