@@ -1,0 +1,144 @@
+"""napari reader: whole-slide images as lazy multiscale RGB image layers in micrometres.
+
+``get_reader`` only looks at the path (extension, TIFF magic bytes, OpenSlide's format sniffing) and never
+raises. The returned callable opens the slide with :func:`napari_pathdistill.wsi.open_pyramid`; problems found
+then (corrupt, truncated, not pyramidal and too large) raise :class:`WSIError` with a message saying what to
+do, which napari shows as a notification.
+
+Associated images (label, macro, thumbnail) are not added by default; set the environment variable
+``PATHDISTILL_ASSOCIATED=label,macro`` (or ``all``) to add them as extra layers, or use
+:func:`associated_layers` (the tissue widget's button and ``pathdistill view --associated``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from napari_pathdistill.errors import WSIError
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+SUFFIXES = (
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".bif",
+    ".vms",
+    ".vmu",
+    ".svslide",
+    ".dcm",
+    ".btf",
+)
+#: a single-level image with more pixels than this is refused (napari would load it whole)
+MAX_FLAT_PIXELS = 10_000 * 10_000
+
+
+def _looks_readable(path: Path) -> bool:
+    from napari_pathdistill.wsi._openslide_backend import detect_vendor
+    from napari_pathdistill.wsi.pyramid import _is_tiff
+
+    if path.is_dir():
+        return detect_vendor(path) is not None
+    if not path.is_file() or path.suffix.lower() not in SUFFIXES:
+        return False
+    if path.suffix.lower() in (".tif", ".tiff", ".btf"):
+        return _is_tiff(path) or detect_vendor(path) is not None
+    return True  # vendor formats: let the reader give a clear error if the file is broken
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """Return :func:`read_slide` if ``path`` looks like a slide we can open, else None. Never raises."""
+    try:
+        if isinstance(path, list):
+            if len(path) != 1:
+                return None
+            path = path[0]
+        return read_slide if _looks_readable(Path(path)) else None
+    except Exception:
+        return None
+
+
+def slide_layer_kwargs(pyramid: Any, name: str | None = None) -> dict[str, Any]:
+    """napari ``add_image`` keyword arguments for a slide (scale/units in um when MPP is known)."""
+    meta = {
+        "path": str(pyramid.path),
+        "mpp": pyramid.mpp,
+        "backend": pyramid.backend,
+        "levels": [(lv.shape, lv.downsample) for lv in pyramid.levels],
+    }
+    kwargs: dict[str, Any] = {
+        "name": name or pyramid.path.name,
+        "rgb": True,
+        "multiscale": True,
+        "metadata": {"pathdistill": meta},
+        "contrast_limits": (0, 255),
+    }
+    if pyramid.mpp is not None:
+        kwargs["scale"] = tuple(pyramid.mpp)
+        kwargs["units"] = ("um", "um")
+    return kwargs
+
+
+def _check_displayable(pyramid: Any) -> None:
+    h, w = pyramid.levels[-1].shape
+    if len(pyramid.levels) == 1 and h * w > MAX_FLAT_PIXELS:
+        raise WSIError(
+            f"{pyramid.path.name} is a {w}x{h} image without a pyramid: napari would have to load it whole. "
+            "Convert it to a pyramidal TIFF first, e.g. `vips tiffsave in.tif out.tif --tile --pyramid "
+            "--compression jpeg`; `pathdistill tiles` can still tile it."
+        )
+
+
+def read_slide(path: str | list[str]) -> list[LayerData]:
+    """Open a slide as one multiscale RGB image layer (plus associated images if requested).
+
+    Raises:
+        WSIError: unreadable, corrupt or truncated file, or a huge single-level image.
+    """
+    from napari_pathdistill.wsi import open_pyramid
+
+    path = Path(path[0] if isinstance(path, list) else path)
+    pyramid = open_pyramid(path)
+    _check_displayable(pyramid)
+    if pyramid.mpp is None:
+        warnings.warn(
+            f"{path.name} has no pixel size (MPP): opened in pixels; the scale bar and um/px-based tiling "
+            "use level-0 pixels. Set 'um/px override' in the tissue widget if you know it.",
+            UserWarning,
+            stacklevel=2,
+        )
+    levels = pyramid.to_dask()
+    kwargs = slide_layer_kwargs(pyramid)
+    layers: list[LayerData] = [(levels, kwargs, "image")]
+    wanted = os.environ.get("PATHDISTILL_ASSOCIATED", "").strip()
+    if wanted:
+        names = (
+            pyramid.associated_image_names() if wanted == "all" else [n.strip() for n in wanted.split(",")]
+        )
+        layers += associated_layers(pyramid, names)
+    return layers
+
+
+def associated_layers(pyramid: Any, names: list[str] | None = None) -> list[LayerData]:
+    """Associated images (label, macro, thumbnail, ...) as separate RGB layers, placed beside the slide."""
+    names = pyramid.associated_image_names() if names is None else names
+    out: list[LayerData] = []
+    h0, w0 = pyramid.levels[0].shape
+    unit = pyramid.mpp[1] if pyramid.mpp else 1.0
+    x_off = w0 * unit * 1.05
+    for name in [n for n in names if n in pyramid.associated_image_names()]:
+        img = pyramid.read_associated(name)
+        scale = (h0 * unit / img.shape[0],) * 2  # same height as the slide, aspect kept
+        kw = {"name": f"{pyramid.path.name} [{name}]", "rgb": True, "scale": scale, "translate": (0, x_off)}
+        if pyramid.mpp:
+            kw["units"] = ("um", "um")
+        out.append((img, kw, "image"))
+        x_off += img.shape[1] * scale[1] * 1.05
+    return out
