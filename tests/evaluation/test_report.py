@@ -1,0 +1,82 @@
+"""Teacher-vs-student report with two real (tiny, random) timm ViTs of different widths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from napari_pathdistill.evaluation.agreement import linear_cka
+from napari_pathdistill.evaluation.report import CompareReport, iter_compare
+
+
+class TimmEmbedder:
+    def __init__(self, width: int, depth: int, seed: int):
+        torch.manual_seed(seed)
+        self.module = timm.create_model(
+            "vit_small_patch14_reg4_dinov2",
+            img_size=56,
+            embed_dim=width,
+            depth=depth,
+            num_heads=4,
+            num_classes=0,
+        ).eval()
+
+    def _x(self, tiles):
+        return (torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.25
+
+    def embed(self, tiles):
+        with torch.no_grad():
+            return self.module(self._x(tiles)).numpy()
+
+
+def cls_attention(model: TimmEmbedder, tiles: np.ndarray) -> np.ndarray:
+    """Last-block CLS->patch attention (mean over heads), computed from the block's qkv."""
+    x = model._x(tiles)
+    blocks = model.module.blocks
+    with torch.no_grad():
+        h = model.module.norm_pre(model.module._pos_embed(model.module.patch_embed(x)))
+        for blk in blocks[:-1]:
+            h = blk(h)
+        attn = blocks[-1].attn
+        b, n, c = h.shape
+        qkv = (
+            attn.qkv(blocks[-1].norm1(h))
+            .reshape(b, n, 3, attn.num_heads, c // attn.num_heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        a = (qkv[0] @ qkv[1].transpose(-2, -1) * attn.scale).softmax(-1).mean(1)  # (B, n, n)
+    g = int(np.sqrt(n - 5))
+    return a[:, 0, 5:].reshape(b, g, g).numpy()
+
+
+def test_compare_report(tmp_path):
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 256, (12, 56, 56, 3), dtype=np.uint8)
+    teacher, student = TimmEmbedder(128, 3, 0), TimmEmbedder(64, 1, 1)
+    items = list(
+        iter_compare(
+            teacher,
+            student,
+            tiles,
+            attention=cls_attention,
+            batch_size=4,
+            robustness={"teacher": {"top_10_accuracy__all": 0.5}},
+        )
+    )
+    rep = items[-1]
+    assert isinstance(rep, CompareReport)
+    assert rep.cka == pytest.approx(linear_cka(teacher.embed(tiles), student.embed(tiles)), rel=1e-5)
+    assert rep.attention_r.shape == (12,) and np.isfinite(rep.attention_r).all()
+    assert rep.tiles_per_s["teacher"] > 0 and rep.speed_ratio > 0
+    # self-comparison: CKA 1 and identical attention
+    same = list(iter_compare(teacher, teacher, tiles, attention=cls_attention))[-1]
+    assert same.cka == pytest.approx(1.0, abs=1e-6) and np.allclose(same.attention_r, 1.0)
+    paths = rep.save(tmp_path)
+    assert paths["png"].stat().st_size > 1000
+    data = json.loads(paths["json"].read_text())
+    assert data["cka"] == pytest.approx(rep.cka)
+    assert "robustness/teacher/top_10_accuracy__all" in paths["csv"].read_text()
