@@ -100,16 +100,10 @@ class Pyramid:
 
         (h, w), (th, tw) = self.levels[level].shape, self.levels[level].tile_shape
         chunks = (_chunk_sizes(h, th), _chunk_sizes(w, tw), (3,))
-        backend = self._backend
-
-        def read_block(block_info: dict | None = None) -> np.ndarray:
-            (y0, y1), (x0, x1), _ = block_info[None]["array-location"]  # type: ignore[index]
-            return backend.read_level(level, x0, y0, x1 - x0, y1 - y0)
-
-        name = f"pathdistill-{self.path.name}-{id(self)}-L{level}"
-        return da.map_blocks(
-            read_block, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8), name=name
-        )
+        name = f"pathdistill-{self.path.name}-{id(self):x}-L{level}"
+        source = _LevelArray(self._backend, level, (h, w, 3))
+        meta = np.empty((0, 0, 0), np.uint8)
+        return da.from_array(source, chunks=chunks, name=name, asarray=False, fancy=False, meta=meta)
 
     def associated_image_names(self) -> list[str]:
         """Names of associated images (e.g. ``label``, ``macro``, ``thumbnail``); empty when none."""
@@ -152,6 +146,21 @@ class Pyramid:
     def close(self) -> None:
         """Release the file handle; the dask arrays stop working after this."""
         self._backend.close()
+
+
+class _LevelArray:
+    """Array-like view of one level for ``dask.array.from_array``: slicing reads just that block."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, backend: _Backend, level: int, shape: tuple[int, int, int]) -> None:
+        self._backend, self._level, self.shape = backend, level, shape
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        ys, xs = key[0].indices(self.shape[0]), key[1].indices(self.shape[1])
+        block = self._backend.read_level(self._level, xs[0], ys[0], xs[1] - xs[0], ys[1] - ys[0])
+        return block[(slice(None), slice(None), *key[2:])] if len(key) > 2 else block
 
 
 def _chunk_sizes(n: int, tile: int) -> tuple[int, ...]:
