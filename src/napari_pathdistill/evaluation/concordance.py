@@ -69,3 +69,39 @@ def cross_condition_ccc(
     else:
         pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     return {f"{a}|{b}": lins_ccc(probs[a], probs[b]) for a, b in pairs}
+
+
+def breastbm_ccc(
+    slides: Sequence[Mapping[str, object]], train_condition: str, *, seed: int = 0
+) -> dict[str, float]:
+    """BreastBm robustness protocol on slide records.
+
+    Args:
+        slides: dicts with ``block`` (tissue block id), ``condition`` (stain/scanner), ``label`` (0/1) and
+            ``features`` ((N_i, D) tile features).
+        train_condition: condition whose slides train the mean-pooling logistic regression.
+        seed: random seed of the classifier.
+
+    Returns:
+        ``{"condA|condB": ccc}`` over the blocks present in both conditions of each pair.
+    """
+    train = [s for s in slides if s["condition"] == train_condition]
+    if not train:
+        raise EvaluationError(f"no slide has condition {train_condition!r}")
+    clf = fit_slide_classifier(
+        mean_pool([s["features"] for s in train]), np.asarray([s["label"] for s in train]), seed=seed
+    )
+    by_cond: dict[str, dict[object, np.ndarray]] = {}
+    for s in slides:
+        by_cond.setdefault(str(s["condition"]), {})[s["block"]] = np.asarray(s["features"])
+    names = sorted(by_cond)
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            blocks = sorted(set(by_cond[a]) & set(by_cond[b]), key=str)
+            if len(blocks) < 2:
+                continue
+            pa = clf.predict_proba(mean_pool([by_cond[a][k] for k in blocks]))[:, 1]
+            pb = clf.predict_proba(mean_pool([by_cond[b][k] for k in blocks]))[:, 1]
+            out[f"{a}|{b}"] = lins_ccc(pa, pb)
+    return out

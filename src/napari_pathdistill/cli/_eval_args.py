@@ -1,0 +1,83 @@
+"""Argument definitions of ``pathdistill eval`` sub-commands (kept apart from their handlers)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def _common(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--out", default=out, help=f"output folder (default {out})")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
+def _cv(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-splits", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of splits and models (default 0)")
+
+
+def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
+    """Add every sub-command to ``ev`` with its handler wrapped by ``wrap``."""
+    p = ev.add_parser(
+        "robustness", help="PLISM metrics over every slide pair of a manifest or a PLISM export"
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest", help="CSV with slide,stain,scanner,path[,tissue] (features .h5 or .npy)")
+    src.add_argument(
+        "--plism-dir", help="plismbench export: <dir>/<stain>_<scanner>_to_GMH_S60.tif/features.npy"
+    )
+    p.add_argument(
+        "--tile-subset", help="optional .npy of tile indices (plismbench assets/tiles_subset_8139.npy)"
+    )
+    p.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10], help="top-k values (default 1 3 5 10)")
+    p.add_argument(
+        "--block", type=int, default=2048, help="queries per matmul block (memory ~ 2*block*n floats)"
+    )
+    _common(p, "robustness")
+
+    p = ev.add_parser(
+        "probe", help="linear (logistic regression) and kNN probes, balanced accuracy, stratified CV"
+    )
+    p.add_argument(
+        "--tiles", required=True, help="folder of class folders, flat histolab folder, or path,label CSV"
+    )
+    p.add_argument("--model", required=True, help="registry name, checkpoint folder or hf-hub id")
+    p.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN probe (default 20)")
+    p.add_argument("--batch-size", type=int, default=16)
+    _cv(p)
+    _common(p, "probe")
+
+    p = ev.add_parser("regression", help="HEST-style PCA(256) + ridge, Pearson r per target")
+    p.add_argument("--features", required=True, help="(N, D) features: .npy, .h5 or .csv with a header")
+    p.add_argument("--targets", required=True, help="(N, T) targets: .npy or .csv with a header")
+    p.add_argument("--components", type=int, default=256, help="PCA components (capped at min(n, D))")
+    p.add_argument("--alpha", type=float, default=1.0, help="ridge strength")
+    _cv(p)
+    _common(p, "regression")
+
+    p = ev.add_parser("concordance", help="BreastBm protocol: mean pooling + logistic regression, Lin's CCC")
+    p.add_argument("--slides", required=True, help="CSV with block,condition,label,path (features .h5/.npy)")
+    p.add_argument("--train-condition", required=True, help="condition whose slides train the classifier")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p, "concordance")
+
+    p = ev.add_parser(
+        "compare", help="teacher vs student: CKA, attention agreement, speed ratio (+ robustness)"
+    )
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--tiles", required=True, help="folder (or path,label CSV) of tile images")
+    p.add_argument("--max-tiles", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--teacher-robustness", help="output folder of `eval robustness` for the teacher")
+    p.add_argument("--student-robustness", help="output folder of `eval robustness` for the student")
+    _common(p, "compare")
+
+    p = ev.add_parser("offline-benchmark", help="build + score the offline stand-in for PLISM (see docs)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default="../shared/data", help="shared data root (default ../shared/data)")
+    p.add_argument("--max-tiles", type=int, default=64, help="matched tiles per tissue (default 64)")
+    _common(p, "offline-benchmark")
+
+    for name, sp in ev.choices.items():
+        sp.set_defaults(func=wrap(handlers[name]))

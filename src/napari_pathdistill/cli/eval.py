@@ -1,0 +1,239 @@
+"""``pathdistill eval``: robustness (PLISM metrics), probes, regression, concordance, teacher-vs-student report
+and the offline stand-in robustness benchmark. Every long step shows a tqdm progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from napari_pathdistill.errors import PathDistillError
+
+
+def drive(gen: Iterator, desc: str):
+    """Consume a core generator, showing its ``Progress`` items with tqdm; returns the last non-progress item."""
+    from tqdm import tqdm
+
+    from napari_pathdistill.inference.progress import Progress
+
+    result = None
+    with tqdm(desc=desc, unit="step", file=sys.stderr) as bar:
+        for item in gen:
+            if isinstance(item, Progress):
+                bar.total = item.total or None
+                bar.n = item.done
+                bar.set_postfix_str(item.stage[:40])
+                bar.refresh()
+            else:
+                result = item
+    return result
+
+
+def _dump(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.features_io import discover_plism, load_tile_subset
+    from napari_pathdistill.evaluation.manifest import read_manifest
+    from napari_pathdistill.evaluation.plism import iter_robustness
+
+    entries = discover_plism(args.plism_dir) if args.plism_dir else read_manifest(args.manifest)
+    gen = iter_robustness(
+        entries, args.k, subset=load_tile_subset(args.tile_subset), device=args.device, block=args.block
+    )
+    res = drive(gen, "robustness")
+    csv_path, json_path = res.save(args.out)
+    _print_summary(res.summary)
+    print(
+        f"leaderboard (mean of the 4 top-10 medians): {res.leaderboard:.3f}; {res.seconds_per_pair:.3f} s/pair"
+    )
+    print(f"wrote {csv_path} and {json_path}")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    for group, metrics in summary.items():
+        vals = "  ".join(f"{m}={v['median']:.3f} ({v['iqr']:.3f})" for m, v in metrics.items())
+        print(f"{group:15s} n={next(iter(metrics.values()))['n_pairs']:<5d} {vals}")
+
+
+def _features_and_labels(args: argparse.Namespace):
+    import numpy as np
+
+    from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles
+    from napari_pathdistill.models import load_model
+
+    paths, labels = list_labelled_tiles(args.tiles)
+    model = load_model(args.model, args.device)
+    feats = drive(iter_embed_tiles(model, paths, batch_size=args.batch_size), "embedding")
+    return np.asarray(feats), labels
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.probes import knn_probe, linear_probe
+
+    feats, labels = _features_and_labels(args)
+    out = {}
+    for res in (
+        linear_probe(feats, labels, n_splits=args.n_splits, seed=args.seed),
+        knn_probe(feats, labels, k=args.knn_k, n_splits=args.n_splits, seed=args.seed),
+    ):
+        out[res.name] = {
+            "balanced_accuracy_mean": res.mean,
+            "std": res.std,
+            "folds": res.fold_scores.tolist(),
+        }
+        print(
+            f"{res.name:7s} balanced accuracy {res.mean:.3f} +- {res.std:.3f} ({args.n_splits}-fold, seed {args.seed})"
+        )
+    _dump(out, Path(args.out) / "probe.json")
+    return 0
+
+
+def _load_matrix(path: str):
+    import numpy as np
+
+    from napari_pathdistill.evaluation.features_io import load_features
+
+    p = Path(path)
+    if p.suffix == ".csv":
+        return np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
+    return np.load(p, allow_pickle=False) if p.suffix == ".npy" else load_features(p)[0]
+
+
+def cmd_regression(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.probes import pca_ridge
+
+    res = pca_ridge(
+        _load_matrix(args.features),
+        _load_matrix(args.targets),
+        n_components=args.components,
+        alpha=args.alpha,
+        n_splits=args.n_splits,
+        seed=args.seed,
+    )
+    print(f"PCA({args.components})+ridge: mean Pearson r {res.mean:.3f} +- {res.std:.3f}")
+    _dump(
+        {"pearson_mean": res.mean, "folds": res.fold_scores.tolist(), "per_target": res.per_target.tolist()},
+        Path(args.out) / "regression.json",
+    )
+    return 0
+
+
+def cmd_concordance(args: argparse.Namespace) -> int:
+    import csv
+
+    from napari_pathdistill.evaluation.concordance import breastbm_ccc
+    from napari_pathdistill.evaluation.features_io import load_features
+
+    root = Path(args.slides).parent
+    with open(args.slides, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    slides = [
+        {
+            "block": r["block"],
+            "condition": r["condition"],
+            "label": int(r["label"]),
+            "features": load_features(root / r["path"])[0],
+        }
+        for r in rows
+    ]
+    ccc = breastbm_ccc(slides, args.train_condition, seed=args.seed)
+    for k, v in ccc.items():
+        print(f"CCC {k}: {v:.3f}")
+    _dump(ccc, Path(args.out) / "concordance.json")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles, load_tile
+    from napari_pathdistill.evaluation.report import iter_compare, robustness_medians
+    from napari_pathdistill.inference.attention import attention_maps
+    from napari_pathdistill.models import load_model
+
+    teacher, student = load_model(args.teacher, args.device), load_model(args.student, args.device)
+    paths, _ = list_labelled_tiles(args.tiles, label_from_name=lambda p: "")
+    tiles = np.stack([load_tile(p, teacher.spec.tile_px) for p in paths[: args.max_tiles]])
+    rob = {}
+    for name, d in (("teacher", args.teacher_robustness), ("student", args.student_robustness)):
+        if d:
+            rob[name] = robustness_medians(json.loads((Path(d) / "summary.json").read_text())["summary"])
+    gen = iter_compare(
+        teacher,
+        student,
+        tiles,
+        attention=lambda m, t: attention_maps(m, t),
+        robustness=rob,
+        batch_size=args.batch_size,
+        names=(args.teacher, args.student),
+    )
+    rep = drive(gen, "compare")
+    for row in rep.table():
+        print(f"{row['metric']:45s} {row['value']:.4f}")
+    for p in rep.save(args.out).values():
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.manifest import read_manifest
+    from napari_pathdistill.evaluation.offline_benchmark import iter_build_benchmark
+    from napari_pathdistill.evaluation.plism import iter_robustness
+    from napari_pathdistill.models import load_model
+
+    model = load_model(args.model, args.device)
+    gen = iter_build_benchmark(
+        args.out,
+        model.embed,
+        args.data,
+        tile_px=model.spec.tile_px,
+        mpp=model.spec.mpp,
+        max_tiles=args.max_tiles,
+    )
+    manifest = drive(gen, "building benchmark")
+    res = drive(iter_robustness(read_manifest(manifest), device=args.device), "robustness")
+    res.save(Path(args.out) / "metrics")
+    _print_summary(res.summary)
+    print(f"leaderboard (mean of the 4 top-10 medians): {res.leaderboard:.3f}  [offline stand-in, NOT PLISM]")
+    return 0
+
+
+def _run(func):
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except PathDistillError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+
+    return wrapper
+
+
+def add_parser(sub) -> None:
+    """Register ``eval`` and its sub-commands."""
+    p = sub.add_parser("eval", help="evaluate models: robustness, probes, concordance, teacher vs student")
+    ev = p.add_subparsers(dest="eval_command", metavar="TASK", required=True)
+    from napari_pathdistill.cli._eval_args import add_all
+
+    add_all(
+        ev,
+        {
+            "robustness": cmd_robustness,
+            "probe": cmd_probe,
+            "regression": cmd_regression,
+            "concordance": cmd_concordance,
+            "compare": cmd_compare,
+            "offline-benchmark": cmd_offline,
+        },
+        _run,
+    )

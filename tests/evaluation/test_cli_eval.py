@@ -1,0 +1,106 @@
+"""``pathdistill eval`` sub-commands that run on feature files (no model needed)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_pathdistill.cli.main import main
+from napari_pathdistill.evaluation.concordance import lins_ccc
+
+
+def _h5(path, feats):
+    with h5py.File(path, "w") as f:
+        f["features"], f["coords"] = feats.astype(np.float32), np.zeros((len(feats), 2))
+
+
+def test_eval_robustness_plism_dir(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(25, 8))
+    coords = np.c_[np.zeros(25), np.arange(25), np.arange(25)]
+    for stain in ("GM", "HR"):
+        for scanner in ("AT2", "S60"):
+            d = tmp_path / "feats" / f"{stain}_{scanner}_to_GMH_S60.tif"
+            d.mkdir(parents=True)
+            np.save(
+                d / "features.npy", np.c_[coords, base + 0.3 * rng.normal(size=base.shape)].astype(np.float32)
+            )
+    rc = main(
+        [
+            "eval",
+            "robustness",
+            "--plism-dir",
+            str(tmp_path / "feats"),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["n_pairs"] == 6
+    assert set(summary["summary"]) == {"cross-scanner", "cross-staining", "cross-both", "all"}
+    assert "leaderboard" in capsys.readouterr().out
+
+
+def test_eval_robustness_bad_manifest_is_a_clear_error(tmp_path, capsys):
+    rc = main(["eval", "robustness", "--manifest", str(tmp_path / "missing.csv"), "--out", str(tmp_path)])
+    assert rc == 1 and "manifest not found" in capsys.readouterr().err
+
+
+def test_eval_regression(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 12))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.c_[x[:, 0], x[:, 1] - x[:, 2]])
+    assert (
+        main(
+            [
+                "eval",
+                "regression",
+                "--features",
+                str(tmp_path / "x.npy"),
+                "--targets",
+                str(tmp_path / "y.npy"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    res = json.loads((tmp_path / "regression.json").read_text())
+    assert min(res["per_target"]) > 0.9
+
+
+def test_eval_concordance(tmp_path):
+    rng = np.random.default_rng(2)
+    rows = ["block,condition,label,path"]
+    for b in range(16):
+        label = b % 2
+        tissue = rng.normal(loc=label, size=(20, 6))
+        for cond, noise in (("he", 0.0), ("hes", 0.1)):
+            _h5(tmp_path / f"{b}_{cond}.h5", tissue + noise * rng.normal(size=tissue.shape))
+            rows.append(f"{b},{cond},{label},{b}_{cond}.h5")
+    (tmp_path / "slides.csv").write_text("\n".join(rows) + "\n")
+    assert (
+        main(
+            [
+                "eval",
+                "concordance",
+                "--slides",
+                str(tmp_path / "slides.csv"),
+                "--train-condition",
+                "he",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    ccc = json.loads((tmp_path / "concordance.json").read_text())
+    assert list(ccc) == ["he|hes"] and ccc["he|hes"] > 0.8
+    assert lins_ccc([0, 1], [0, 1]) == pytest.approx(1.0)
