@@ -27,7 +27,7 @@ def tiny_embed():
 
 
 def test_build_and_evaluate(tmp_path, shared_data, tiny_embed):
-    items = list(iter_build_benchmark(tmp_path, tiny_embed, shared_data, tile_px=56, mpp=2.0, max_tiles=12))
+    items = list(iter_build_benchmark(tmp_path, tiny_embed, shared_data, tile_px=56, mpp=2.0, max_tiles=8))
     assert all(isinstance(i, Progress) for i in items[:-1])
     entries = read_manifest(items[-1])
     assert len(entries) == 5 * 4 + 3 * 2
@@ -44,5 +44,5 @@ def test_build_and_evaluate(tmp_path, shared_data, tiny_embed):
     assert set(res.summary) == {"cross-scanner", "cross-staining", "cross-both", "all"}
     # resumable: a second build reuses the feature files
     mtime = entries[0].path.stat().st_mtime_ns
-    list(iter_build_benchmark(tmp_path, tiny_embed, shared_data, tile_px=56, mpp=2.0, max_tiles=12))
+    list(iter_build_benchmark(tmp_path, tiny_embed, shared_data, tile_px=56, mpp=2.0, max_tiles=8))
     assert entries[0].path.stat().st_mtime_ns == mtime

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from skimage.transform import rescale
 
+from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation import perturbations as P
 from napari_pathdistill.evaluation.manifest import SlideEntry, write_manifest
 from napari_pathdistill.inference.progress import Progress
@@ -43,18 +44,14 @@ class TissueSource:
 
 
 def _read_rgb(path: Path) -> tuple[np.ndarray, float]:
-    """Whole single-level image and its um/px (SVS via OpenSlide, OME-TIFF via tifffile)."""
-    if path.suffix == ".svs":
-        import openslide
+    """Whole level 0 of a small slide and its um/px (x), through ``wsi.open_pyramid``."""
+    from napari_pathdistill.wsi import open_pyramid
 
-        with openslide.OpenSlide(str(path)) as s:
-            rgb = np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
-            return rgb, float(s.properties[openslide.PROPERTY_NAME_MPP_X])
-    import tifffile
-
-    with tifffile.TiffFile(path) as tf:
-        mpp = float(tf.ome_metadata.split('PhysicalSizeX="')[1].split('"')[0])
-        return tf.asarray(), mpp
+    with open_pyramid(path) as pyr:
+        if pyr.mpp is None:
+            raise EvaluationError(f"{path} has no MPP; the offline benchmark needs physical pixel sizes")
+        h, w = pyr.levels[0].shape
+        return pyr.read_region((0, 0), 0, (w, h)), float(pyr.mpp[1])
 
 
 def _at_mpp(rgb: np.ndarray, mpp: float, target: float) -> np.ndarray:
