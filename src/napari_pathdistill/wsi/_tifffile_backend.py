@@ -7,7 +7,6 @@ only its IFDs and a read touches only the tiles it overlaps. Sparse tiles (offse
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +63,9 @@ class TiffFileBackend:
             ) from exc
         for page in self._pages:
             self._check_page(path, page)
-        self._lock = threading.Lock()
+        self._tif.filehandle.set_lock(True)  # tifffile's own lazy tag reads lock too
+        # load lazily read tag values now, single-threaded: (offsets, bytecounts, jpegtables) per level
+        self._segments = [(p.dataoffsets, p.databytecounts, p.jpegtables) for p in self._pages]
         self.background = (255, 255, 255)
         h0, w0 = self._pages[0].shape[:2]
         self.levels = [self._level(p, h0, w0) for p in self._pages]
@@ -93,18 +94,20 @@ class TiffFileBackend:
         ch, cw = page.chunks[:2]
         return PyramidLevel(shape=(h, w), downsample=(w0 / w + h0 / h) / 2.0, tile_shape=(ch, cw))
 
-    def _read_chunk(self, page, index: int) -> np.ndarray | None:
-        offset, count = page.dataoffsets[index], page.databytecounts[index]
+    def _read_chunk(self, level: int, index: int) -> np.ndarray | None:
+        page = self._pages[level]
+        offsets, counts, jpegtables = self._segments[level]
+        offset, count = offsets[index], counts[index]
         if not offset or not count:
             return None
         fh = self._tif.filehandle
-        with self._lock:
+        with fh.lock:
             fh.seek(offset)
             data = fh.read(count)
         if len(data) < count:
             raise WSIError(f"{self._tif.filename}: tile {index} is truncated; the file is incomplete.")
         try:
-            seg, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
+            seg, _, shape = page.decode(data, index, jpegtables=jpegtables)
         except Exception as exc:
             raise WSIError(
                 f"{self._tif.filename}: tile {index} cannot be decoded ({exc}); corrupt file."
@@ -114,7 +117,6 @@ class TiffFileBackend:
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Read the block [y, y+h) x [x, x+w) of ``level`` (level pixels); outside the image is white."""
-        page = self._pages[level]
         out = np.full((h, w, 3), 255, dtype=np.uint8)
         lh, lw = self.levels[level].shape
         th, tw = self.levels[level].tile_shape
@@ -122,7 +124,7 @@ class TiffFileBackend:
         y0, y1, x0, x1 = max(y, 0), min(y + h, lh), max(x, 0), min(x + w, lw)
         for ty in range(y0 // th, -(-y1 // th) if y1 > y0 else 0):
             for tx in range(x0 // tw, -(-x1 // tw) if x1 > x0 else 0):
-                tile = self._read_chunk(page, ty * n_across + tx)
+                tile = self._read_chunk(level, ty * n_across + tx)
                 if tile is None:
                     continue
                 sy0, sx0 = max(y0, ty * th), max(x0, tx * tw)
