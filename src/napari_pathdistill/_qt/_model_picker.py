@@ -25,12 +25,14 @@ class ModelPicker(Container):
     def __init__(self, label: str = "model", default: str = "pathdistill-student", **kwargs: Any) -> None:
         names = list_models()
         choices = [*names, CHECKPOINT]
-        self.name = ComboBox(label=label, choices=choices, value=default if default in names else choices[0])
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", visible=self.name.value == CHECKPOINT)
+        self.choice = ComboBox(
+            label=label, choices=choices, value=default if default in names else choices[0]
+        )
+        self.checkpoint = FileEdit(label="checkpoint", mode="r", visible=self.choice.value == CHECKPOINT)
         self.device = ComboBox(label="device", choices=DEVICES, value="auto")
-        super().__init__(widgets=[self.name, self.checkpoint, self.device], labels=True, **kwargs)
+        super().__init__(widgets=[self.choice, self.checkpoint, self.device], labels=True, **kwargs)
         self.margins = (0, 0, 0, 0)
-        self.name.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
+        self.choice.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
         self._injected: EmbeddingModel | None = None
 
     def set_model(self, model: EmbeddingModel | None) -> None:
@@ -41,8 +43,8 @@ class ModelPicker(Container):
         """Read the choice on the main thread; the returned request loads the model in the worker."""
         if self._injected is not None:
             return ModelRequest(self._injected.spec.name, "injected", self._injected)
-        if self.name.value != CHECKPOINT:
-            return ModelRequest(str(self.name.value), str(self.device.value))
+        if self.choice.value != CHECKPOINT:
+            return ModelRequest(str(self.choice.value), str(self.device.value))
         path = Path(self.checkpoint.value)
         if not str(self.checkpoint.value).strip(". ") or not path.exists():
             raise ModelLoadError(f"Checkpoint '{path}' does not exist; choose a checkpoint file or folder.")

@@ -7,6 +7,7 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
 from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
@@ -27,7 +28,7 @@ class EmbedWidget(Container):
         self.slide = SlideLayerChooser(viewer)
         self.model = ModelPicker()
         self.tile_px = SpinBox(label="tile px", value=224, min=32, max=1024, step=16)
-        self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=10.0, step=0.25)
+        self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.k = SpinBox(label="clusters (k)", value=6, min=1, max=64)
@@ -43,7 +44,7 @@ class EmbedWidget(Container):
         self.run_button.changed.connect(self.run)
         self.result: SlideMap | None = None
         legend_label: QLabel = self.legend.native
-        legend_label.setTextFormat(1)  # Qt.RichText
+        legend_label.setTextFormat(Qt.TextFormat.RichText)
         if hasattr(self.mpp, "tooltip"):
             self.mpp.tooltip = "Physical size of the tiles fed to the model (the model's training um/px)."
 

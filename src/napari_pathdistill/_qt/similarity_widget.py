@@ -43,7 +43,7 @@ class SimilarityWidget(Container):
         self.landmarks_b = LayerChooser(viewer, Points, label="landmarks B")
         self.model = ModelPicker()
         self.tile_px = SpinBox(label="tile px", value=224, min=32, max=1024, step=16)
-        self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=10.0, step=0.25)
+        self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.top_k = SpinBox(label="top-k", value=5, min=1, max=100)
         self.run_button = PushButton(text="Register and compare")

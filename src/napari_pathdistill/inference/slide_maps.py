@@ -69,8 +69,8 @@ class SlideMap:
         return cols
 
     def tile_at(self, row: float, col: float) -> int | None:
-        """Index of the tile under a grid-image position (data coordinates), or None outside tiles."""
-        r, c = int(np.floor(row)), int(np.floor(col))
+        """Index of the tile under a grid-image position (napari data coordinates, pixel centres at integers)."""
+        r, c = int(np.floor(row + 0.5)), int(np.floor(col + 0.5))
         rows, cols = self.index_image.shape
         if not (0 <= r < rows and 0 <= c < cols):
             return None
@@ -82,8 +82,8 @@ class SlideMap:
         rr, cc = np.nonzero(self.index_image)
         centers = np.zeros((len(self.clusters), 2))
         idx = self.index_image[rr, cc] - 1
-        centers[idx, 0] = self.translate[0] + (rr + 0.5) * self.scale[0]
-        centers[idx, 1] = self.translate[1] + (cc + 0.5) * self.scale[1]
+        centers[idx, 0] = self.translate[0] + rr * self.scale[0]  # napari: pixel r is centred at t + r * s
+        centers[idx, 1] = self.translate[1] + cc * self.scale[1]
         return centers
 
     def most_similar(self, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:

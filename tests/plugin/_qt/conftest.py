@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 
-def open_slide(viewer, path: Path):
+def _open_slide(viewer, path: Path):
     """Add the slide at ``path`` to ``viewer`` exactly as File > Open with our reader does."""
     reader_mod = pytest.importorskip("napari_pathdistill._reader", reason="reader (issue 2) not merged yet")
     reader = reader_mod.get_reader(str(path))
@@ -17,9 +17,20 @@ def open_slide(viewer, path: Path):
     return viewer.add_image(data, **kwargs)
 
 
-def wait_for(widget, qtbot, timeout: int = 120_000) -> None:
-    """Wait until the widget's TaskRunner has finished (results are applied on the main thread by then)."""
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+@pytest.fixture
+def open_slide():
+    """``open_slide(viewer, path)`` adds a slide through our reader, as File > Open does."""
+    return _open_slide
+
+
+@pytest.fixture
+def wait_for(qtbot):
+    """``wait_for(widget)`` waits until the widget's task has finished and its results are applied."""
+
+    def wait(widget, timeout: int = 120_000) -> None:
+        qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+
+    return wait
 
 
 @pytest.fixture

@@ -13,12 +13,10 @@ pytest.importorskip(
 from napari_pathdistill._qt.attention_widget import AttentionWidget
 from napari_pathdistill.evaluation.agreement import attention_agreement
 
-from .conftest import open_slide, wait_for
-
 pytestmark = pytest.mark.napari
 
 
-def test_side_by_side_maps_and_agreement(make_napari_viewer, qtbot, cmu_svs, tiny_vit):
+def test_side_by_side_maps_and_agreement(make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for):
     viewer = make_napari_viewer()
     slide = open_slide(viewer, cmu_svs)
     widget = AttentionWidget(viewer)
@@ -28,7 +26,7 @@ def test_side_by_side_maps_and_agreement(make_napari_viewer, qtbot, cmu_svs, tin
     widget.region.value = "whole slide"
     widget.n_tiles.value = 3
     widget.run()
-    wait_for(widget, qtbot)
+    wait_for(widget)
     pair = widget.result
     assert pair is not None, widget.status.value
     assert pair.teacher.shape == pair.student.shape and len(pair.coords) == 3

@@ -10,13 +10,11 @@ pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core
 
 from napari_pathdistill._qt.embed_widget import EmbedWidget
 
-from .conftest import open_slide, wait_for
-
 pytestmark = pytest.mark.napari
 
 
 @pytest.fixture
-def embedded(make_napari_viewer, qtbot, cmu_svs, tiny_vit):
+def embedded(make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for):
     viewer = make_napari_viewer()
     slide = open_slide(viewer, cmu_svs)
     widget = EmbedWidget(viewer)
@@ -28,7 +26,7 @@ def embedded(make_napari_viewer, qtbot, cmu_svs, tiny_vit):
     widget.top_k.value = 2
     widget.slide.value = slide
     widget.run()
-    wait_for(widget, qtbot)
+    wait_for(widget)
     assert widget.result is not None, widget.status.value
     return viewer, slide, widget
 
@@ -42,11 +40,11 @@ def test_layers_are_aligned_and_carry_features(embedded):
     for layer in (labels, emap):
         np.testing.assert_allclose(layer.scale[-2:], res.scale)
         np.testing.assert_allclose(layer.translate[-2:], res.translate)
-    # every tile's centre in world units (um) is its level-0 centre times the slide's um/px, within half a cell
+    # each tile's centre in world units (um) is its level-0 centre (pixel-centre convention) times um/px
     mpp = np.asarray(slide.scale[-2:])
     size = res.grid.size_level0
-    expected = (res.grid.coords[:, ::-1] + size / 2) * mpp
-    np.testing.assert_allclose(res.tile_centers(), expected, atol=0.5 * size * mpp.max())
+    expected = (res.grid.coords[:, ::-1] + (size - 1) / 2) * mpp
+    np.testing.assert_allclose(res.tile_centers(), expected, atol=mpp.max())
     # the features table has one row per label value (0 = background) and matches the clusters raster
     table = labels.features
     assert len(table) == n + 1 and list(table.columns[:5]) == ["tile", "x", "y", "cluster", "tissue_fraction"]
@@ -74,7 +72,7 @@ def test_click_shows_most_similar_tiles(embedded):
     np.testing.assert_allclose(points.data[0], res.tile_centers()[query])
 
 
-def test_bad_input_and_cancel(make_napari_viewer, qtbot, cmu_svs, tiny_vit, errors):
+def test_bad_input_and_cancel(make_napari_viewer, qtbot, cmu_svs, tiny_vit, errors, open_slide, wait_for):
     viewer = make_napari_viewer()
     widget = EmbedWidget(viewer)
     widget.run()  # no slide layer at all
@@ -82,14 +80,19 @@ def test_bad_input_and_cancel(make_napari_viewer, qtbot, cmu_svs, tiny_vit, erro
     slide = open_slide(viewer, cmu_svs)
     widget.model.set_model(tiny_vit)
     widget.slide.value = slide
+    widget.tile_px.value = tiny_vit.spec.tile_px
     widget.min_tissue.value = 1.0
-    widget.mpp.value = 8.0  # one huge tile that is not 100 % tissue: empty grid
+    widget.mpp.value = 1800 * 0.499 / tiny_vit.spec.tile_px  # one 1800 px tile, not 100 % tissue: empty grid
     widget.run()
-    wait_for(widget, qtbot)
-    assert "tissue" in errors[-1].lower()
+    wait_for(widget)
+    assert "tissue" in errors[-1].lower() and "min tissue" in errors[-1]
+    widget.mpp.value = 8000 * 0.499 / tiny_vit.spec.tile_px  # a tile larger than the slide
+    widget.run()
+    wait_for(widget)
+    assert "smaller than one tile" in errors[-1]
     n_layers = len(viewer.layers)
     widget.min_tissue.value, widget.mpp.value = 0.0, 0.5
     widget.run()
     widget.runner.cancel()
-    wait_for(widget, qtbot)
+    wait_for(widget)
     assert len(viewer.layers) == n_layers and "cancel" in widget.status.value

@@ -12,19 +12,19 @@ pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core
 from napari_pathdistill._qt.evaluate_widget import EvaluateWidget
 from napari_pathdistill.evaluation.agreement import linear_cka
 
-from .conftest import wait_for
-
 pytestmark = pytest.mark.napari
 
 
-def test_probe_table_plot_and_reports(make_napari_viewer, qtbot, histolab_tiles, tiny_vit, tmp_path):
+def test_probe_table_plot_and_reports(
+    make_napari_viewer, qtbot, histolab_tiles, tiny_vit, tmp_path, wait_for
+):
     widget = EvaluateWidget(make_napari_viewer())
     widget.task.value = "linear probe (labelled tiles folder/CSV)"
     widget.inputs.value = histolab_tiles
     widget.model.set_model(tiny_vit)
     widget.out_dir.value = tmp_path
     widget.run()
-    wait_for(widget, qtbot)
+    wait_for(widget)
     rep = widget.report
     assert rep is not None, widget.status.value
     assert widget.table.rowCount() == len(rep.rows) == 3
@@ -39,14 +39,16 @@ def test_probe_table_plot_and_reports(make_napari_viewer, qtbot, histolab_tiles,
     assert widget.figure.axes and widget.figure.axes[0].get_title() == "linear probe"
 
 
-def test_teacher_student_same_model_has_cka_one(make_napari_viewer, qtbot, histolab_tiles, tiny_vit):
+def test_teacher_student_same_model_has_cka_one(
+    make_napari_viewer, qtbot, histolab_tiles, tiny_vit, wait_for
+):
     widget = EvaluateWidget(make_napari_viewer())
     widget.task.value = "teacher vs student (tiles folder)"
     widget.inputs.value = histolab_tiles
     widget.model.set_model(tiny_vit)
     widget.teacher.set_model(tiny_vit)
     widget.run()
-    wait_for(widget, qtbot)
+    wait_for(widget)
     rep = widget.report
     assert rep.summary["linear_cka"] == pytest.approx(1.0, abs=1e-6)
     assert rep.summary["mean_knn5_overlap"] == pytest.approx(1.0)
@@ -54,7 +56,7 @@ def test_teacher_student_same_model_has_cka_one(make_napari_viewer, qtbot, histo
 
 
 def test_cancel_writes_nothing_and_bad_input_notifies(
-    make_napari_viewer, qtbot, histolab_tiles, tiny_vit, tmp_path, errors
+    make_napari_viewer, qtbot, histolab_tiles, tiny_vit, tmp_path, errors, wait_for
 ):
     widget = EvaluateWidget(make_napari_viewer())
     widget.task.value = "linear probe (labelled tiles folder/CSV)"
@@ -66,5 +68,5 @@ def test_cancel_writes_nothing_and_bad_input_notifies(
     widget.out_dir.value = tmp_path
     widget.run()
     widget.runner.cancel()
-    wait_for(widget, qtbot)
+    wait_for(widget)
     assert widget.report is None and list(tmp_path.iterdir()) == []

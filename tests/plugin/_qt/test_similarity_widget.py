@@ -11,12 +11,10 @@ pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core
 from napari_pathdistill._qt.similarity_widget import SimilarityWidget
 from napari_pathdistill.evaluation.robustness import pair_metrics
 
-from .conftest import open_slide, wait_for
-
 pytestmark = pytest.mark.napari
 
 
-def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, tiny_vit):
+def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, tiny_vit, open_slide, wait_for):
     viewer = make_napari_viewer()
     a, b = (open_slide(viewer, p) for p in os2_pair)
     widget = SimilarityWidget(viewer)
@@ -27,7 +25,7 @@ def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, ti
     widget.min_tissue.value = 0.0
     widget.top_k.value = 1
     widget.run()
-    wait_for(widget, qtbot)
+    wait_for(widget)
     res = widget.result
     assert res is not None, widget.status.value
     # both scans are the same 500 um field: the registered B tile sits at the same physical place (+- 10 um)
@@ -41,7 +39,7 @@ def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, ti
     assert 0.0 <= res.topk_accuracy <= 1.0
 
 
-def test_same_layer_and_half_landmarks_are_refused(make_napari_viewer, os2_pair, errors):
+def test_same_layer_and_half_landmarks_are_refused(make_napari_viewer, os2_pair, errors, open_slide):
     viewer = make_napari_viewer()
     a = open_slide(viewer, os2_pair[0])
     widget = SimilarityWidget(viewer)
