@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +58,6 @@ def _load_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if feats.ndim != 2 or len(feats) != len(coords):
         raise EvaluationError(f"{path}: features {feats.shape} and coords {coords.shape} do not match")
     return feats.astype(np.float32), coords
-
-
-@lru_cache(maxsize=8)
-def cached_features(path: str) -> np.ndarray:
-    """(N, D) features of ``path``, cached (a slide takes part in many pairs)."""
-    return load_features(path)[0]
 
 
 def match_by_coords(coords_a: np.ndarray, coords_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

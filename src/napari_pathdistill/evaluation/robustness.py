@@ -16,7 +16,8 @@ The computation is chunked: a block of ``block`` queries is compared with both s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,12 +139,12 @@ def pair_metrics(
 
 def iter_pair_metrics(
     pairs: Sequence[tuple[str, str]],
-    load: callable,  # type: ignore[valid-type]
+    load: Callable[[str], np.ndarray],
     ks: Sequence[int] = DEFAULT_KS,
     *,
     device: str | torch.device | None = "auto",
     block: int = 2048,
-    cancel=None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[Progress | tuple[str, str, PairMetrics]]:
     """Metrics for many slide pairs, one at a time.
 
