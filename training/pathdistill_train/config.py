@@ -1,0 +1,86 @@
+"""OmegaConf configuration: default.yaml + experiment yaml + ``key=value`` overrides, in struct mode."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from pathdistill_train.errors import TrainConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+# Free-form dict nodes: an experiment yaml that sets them replaces them whole (no key check inside).
+FREE_FORM = ("teacher.model_kwargs", "student.model_kwargs")
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A yaml path, or the name of a bundled config (``smoke_cpu`` / ``smoke_cpu.yaml``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
+        if cand.is_file():
+            return cand
+    raise TrainConfigError(
+        f"config {name!s} not found (bundled: {sorted(x.stem for x in CONFIG_DIR.glob('*.yaml'))})"
+    )
+
+
+def load_config(config: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Merge default.yaml, an experiment yaml and dotlist overrides; unknown keys raise.
+
+    Args:
+        config: experiment yaml (path or bundled name), or None for the defaults alone.
+        overrides: ``a.b=c`` strings.
+
+    Returns:
+        The merged config, read-only keys set fixed (struct mode).
+
+    Raises:
+        TrainConfigError: a key that default.yaml does not list, or a malformed override.
+    """
+    cfg = OmegaConf.load(CONFIG_DIR / "default.yaml")
+    OmegaConf.set_struct(cfg, True)
+    _open_free_form(cfg)
+    try:
+        if config is not None:
+            cfg = _merge_experiment(cfg, OmegaConf.load(resolve_config_path(config)))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise TrainConfigError(f"overrides must look like key=value, got {bad}")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        raise TrainConfigError(
+            f"unknown config key: {e.msg if hasattr(e, 'msg') else e} "
+            f"(every valid key is listed in {CONFIG_DIR / 'default.yaml'})"
+        ) from e
+    except OmegaConfBaseException as e:
+        raise TrainConfigError(f"invalid config value: {e}") from e
+    return cfg
+
+
+def _open_free_form(cfg: DictConfig) -> None:
+    for key in FREE_FORM:
+        OmegaConf.set_struct(OmegaConf.select(cfg, key), False)
+
+
+def _merge_experiment(cfg: DictConfig, exp: DictConfig) -> DictConfig:
+    """Merge an experiment yaml; its free-form nodes replace the defaults' instead of merging."""
+    replaced = {k: OmegaConf.select(exp, k) for k in FREE_FORM if OmegaConf.select(exp, k) is not None}
+    for key in replaced:
+        parent, leaf = key.rsplit(".", 1)
+        OmegaConf.select(exp, parent).pop(leaf)
+    cfg = OmegaConf.merge(cfg, exp)
+    for key, node in replaced.items():
+        OmegaConf.update(cfg, key, node, merge=False, force_add=True)
+    _open_free_form(cfg)
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """Write the resolved config as yaml (atomically)."""
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Training data: tile sources, augmentations, samplers."""

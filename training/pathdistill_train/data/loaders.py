@@ -1,0 +1,98 @@
+"""Dataset, collate and DataLoader of the distillation trainer."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pathdistill_train.data.augmentations import DataAugmentationDistill
+from pathdistill_train.data.samplers import InfiniteSampler
+from pathdistill_train.data.sources import ConcatSource, TileFolderSource, WSISource
+
+
+class DistillDataset(torch.utils.data.Dataset):
+    """Views of tiles; item ``(position, index)`` is augmented with an RNG seeded by ``(seed, position)``.
+
+    Seeding per stream position makes the data independent of the number of workers and lets a resumed
+    run draw exactly the views the killed run would have drawn.
+
+    Args:
+        source: a tile source returning (3, S, S) uint8 fields.
+        augment: the view maker.
+        seed: base seed.
+    """
+
+    def __init__(self, source: ConcatSource, augment: DataAugmentationDistill, seed: int) -> None:
+        self.source, self.augment, self.seed = source, augment, seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+        pos, index = item
+        sample_seed = (self.seed * 1_000_003 + pos) % (2**63)
+        gen = torch.Generator().manual_seed(sample_seed)
+        tile = self.source[(index, gen)]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed + 1)
+            views = self.augment(tile)
+        views["position"] = torch.tensor(pos)
+        return views
+
+
+def collate_views(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack per-sample views view-major.
+
+    Returns:
+        ``{"global": (2, B, 3, G, G), "local": (L, B, 3, l, l), "position": (B,)}``.
+    """
+    return {
+        "global": torch.stack([b["global"] for b in batch], dim=1),
+        "local": torch.stack([b["local"] for b in batch], dim=1),
+        "position": torch.stack([b["position"] for b in batch]),
+    }
+
+
+def _worker_init(worker_id: int) -> None:
+    """Seed numpy/python in each worker from torch's per-worker seed (base_seed + worker_id)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_source(data_cfg: Any, source_px: int) -> ConcatSource:
+    """Tile source of the ``data`` config node: WSIs (``slides``) and tile folders (``tile_dirs``)."""
+    sources: list[Any] = []
+    if data_cfg.slides:
+        sources.append(
+            WSISource(data_cfg.slides, source_px, data_cfg.mpp, data_cfg.min_tissue, data_cfg.mpp_override)
+        )
+    for d in data_cfg.tile_dirs or []:
+        sources.append(TileFolderSource(Path(d), source_px, data_cfg.tile_dirs_mpp, data_cfg.mpp))
+    return ConcatSource(sources)
+
+
+def build_loader(cfg: Any, rank: int, world_size: int, start: int) -> torch.utils.data.DataLoader:
+    """DataLoader over an :class:`InfiniteSampler` starting at this rank's ``start``-th sample."""
+    factor = cfg.crossmag.factor if cfg.crossmag.enabled else 1
+    global_size = cfg.crops.global_size * factor
+    source = build_source(cfg.data, round(global_size * cfg.data.source_scale))
+    dataset = DistillDataset(source, DataAugmentationDistill(cfg.augmentation, global_size), cfg.train.seed)
+    sampler = InfiniteSampler(
+        len(dataset), cfg.train.seed, rank, world_size, start * cfg.train.batch_size_per_gpu
+    )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size_per_gpu,
+        sampler=sampler,
+        num_workers=cfg.train.num_workers,
+        collate_fn=collate_views,
+        worker_init_fn=_worker_init,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=cfg.train.num_workers > 0,
+    )

@@ -1,0 +1,58 @@
+"""torchrun environment: RANK / WORLD_SIZE / LOCAL_RANK, process group (nccl on GPU, gloo on CPU)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def enable(backend: str = "auto", device: str = "auto") -> DistEnv:
+    """Read the torchrun variables and initialise the process group when ``WORLD_SIZE > 1``.
+
+    Args:
+        backend: ``auto`` (nccl with CUDA, else gloo), ``nccl`` or ``gloo``.
+        device: ``auto``, ``cuda`` or ``cpu``.
+
+    Returns:
+        The :class:`DistEnv` (rank 0 of 1 without torchrun).
+    """
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        be = ("nccl" if use_cuda else "gloo") if backend == "auto" else backend
+        dist.init_process_group(backend=be, rank=rank, world_size=world)
+    return DistEnv(rank, world, local, dev)
+
+
+def barrier() -> None:
+    """Synchronise ranks (no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Destroy the process group if one was created."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

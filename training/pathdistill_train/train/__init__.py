@@ -1,0 +1,1 @@
+"""Meta-architecture, schedules, checkpointing and the training loop."""

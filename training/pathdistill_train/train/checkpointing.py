@@ -1,0 +1,57 @@
+"""Atomic training checkpoints with everything needed for an exact resume after a kill."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU and CUDA RNG states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(
+    path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int
+) -> None:
+    """Write model (student, heads, EMA, centres), optimiser, step and RNG states; atomic rename.
+
+    The frozen teacher backbones are not saved (they are rebuilt from the config).
+    """
+    state = {k: v for k, v in meta_arch.state_dict().items() if not k.startswith("teachers.")}
+    payload = {"model": state, "optimizer": optimizer.state_dict(), "step": step, "rng": rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_training_checkpoint(path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore a checkpoint written by :func:`save_training_checkpoint`; returns the step to run next."""
+    # weights_only=False is needed for numpy/python RNG states; only files this trainer wrote are read.
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    missing, unexpected = meta_arch.load_state_dict(payload["model"], strict=False)
+    missing = [k for k in missing if not k.startswith("teachers.")]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    optimizer.load_state_dict(payload["optimizer"])
+    set_rng_state(payload["rng"])
+    return int(payload["step"])

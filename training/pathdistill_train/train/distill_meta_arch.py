@@ -1,0 +1,231 @@
+"""Distillation meta-architecture: frozen teacher(s), student + heads, EMA student, losses (H0-mini).
+
+``forward(batch, teacher_temp)`` runs :meth:`get_teacher_output` (once per batch, both global views
+stacked), :meth:`get_student_output` and :meth:`compute_losses`; DDP wraps this module (frozen teachers and
+the EMA student hold no trainable parameters and are ignored by DDP).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pathdistill_train.errors import TrainConfigError
+from pathdistill_train.layers import DINOHead
+from pathdistill_train.loss import DINOLoss, FeatureDistillLoss, iBOTPatchLoss
+from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
+from pathdistill_train.models import build_student, build_teacher
+
+HEAD_MODES = ("load", "frozen_random", "learn")
+LOSS_MODES = ("dino_ibot", "feature", "both")
+
+
+def _head(cfg: Any, dim: int, kind: str) -> DINOHead:
+    h = cfg.heads
+    out = h.dino_out_dim if kind == "dino" else h.ibot_out_dim
+    bottleneck = h.dino_bottleneck_dim if kind == "dino" else h.ibot_bottleneck_dim
+    return DINOHead(dim, out, h.hidden_dim, bottleneck, h.nlayers)
+
+
+def center_crop_tokens(patch: torch.Tensor, factor: int) -> torch.Tensor:
+    """Keep the central ``1/factor`` of a square (B, N, D) token grid (the teacher's field in XMAG mode)."""
+    b, n, d = patch.shape
+    side = math.isqrt(n)
+    keep = max(1, round(side / factor))
+    start = (side - keep) // 2
+    grid = patch.reshape(b, side, side, d)[:, start : start + keep, start : start + keep]
+    return grid.reshape(b, keep * keep, d)
+
+
+class DistillMetaArch(nn.Module):
+    """Teacher(s) -> student distillation with DINO (CLS), iBOT (all patches) and/or feature losses.
+
+    Args:
+        cfg: the full resolved config (see ``configs/default.yaml``).
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        self.cfg, lc = cfg, cfg.loss
+        if lc.mode not in LOSS_MODES or cfg.teacher.heads not in HEAD_MODES:
+            raise TrainConfigError(f"loss.mode in {LOSS_MODES}, teacher.heads in {HEAD_MODES}")
+        self.teachers = nn.ModuleList([build_teacher(t) for t in [cfg.teacher, *cfg.teacher.extra]])
+        self.student = build_student(
+            cfg.student.arch, dict(cfg.student.model_kwargs), cfg.student.mean, cfg.student.std
+        )
+        sd = self.student.embed_dim
+        self.use_heads, self.use_feature = lc.mode in ("dino_ibot", "both"), lc.mode in ("feature", "both")
+        if self.use_heads:
+            self.dino_head, self.ibot_head = _head(cfg, sd, "dino"), _head(cfg, sd, "ibot")
+            self.teacher_dino_heads = nn.ModuleList([_head(cfg, t.embed_dim, "dino") for t in self.teachers])
+            self.teacher_ibot_heads = nn.ModuleList([_head(cfg, t.embed_dim, "ibot") for t in self.teachers])
+            self._setup_teacher_heads()
+            self.dino_loss = DINOLoss(
+                cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering
+            )
+            self.ibot_loss = iBOTPatchLoss(
+                cfg.heads.ibot_out_dim, lc.student_temp, lc.center_momentum, lc.centering
+            )
+        if self.use_feature:
+            self.feature_losses = nn.ModuleList(
+                FeatureDistillLoss(
+                    sd,
+                    t.embed_dim,
+                    lc.feature_cos_weight,
+                    lc.feature_smooth_l1_weight,
+                    lc.feature_patch_weight,
+                    lc.feature_beta,
+                )
+                for t in self.teachers
+            )
+        self.ema_student = copy.deepcopy(self.student).requires_grad_(False).eval()
+
+    def _setup_teacher_heads(self) -> None:
+        """Apply ``teacher.heads``: load from safetensors, keep random and frozen, or learn."""
+        mode = self.cfg.teacher.heads
+        if mode == "load":
+            from safetensors.torch import load_file
+
+            if not self.cfg.teacher.heads_weights:
+                raise TrainConfigError("teacher.heads=load needs teacher.heads_weights (a .safetensors file)")
+            sd = load_file(self.cfg.teacher.heads_weights)
+            self.teacher_dino_heads[0].load_state_dict(
+                {k[10:]: v for k, v in sd.items() if k.startswith("dino_head.")}
+            )
+            self.teacher_ibot_heads[0].load_state_dict(
+                {k[10:]: v for k, v in sd.items() if k.startswith("ibot_head.")}
+            )
+        if mode != "learn":
+            self.teacher_dino_heads.requires_grad_(False)
+            self.teacher_ibot_heads.requires_grad_(False)
+
+    def ddp_ignored_names(self) -> list[str]:
+        """Parameter/buffer names DDP must not broadcast or reduce (frozen teachers, EMA student)."""
+        names = [n for n, _ in self.named_parameters() if n.startswith(("teachers.", "ema_student."))]
+        return names + [n for n, _ in self.named_buffers() if n.startswith(("teachers.", "ema_student."))]
+
+    def _teacher_images(self, images: torch.Tensor) -> torch.Tensor:
+        """In cross-magnification mode the teacher sees the central field at full resolution."""
+        if not self.cfg.crossmag.enabled:
+            return images
+        size = images.shape[-1] // self.cfg.crossmag.factor
+        start = (images.shape[-1] - size) // 2
+        return images[..., start : start + size, start : start + size]
+
+    def _student_images(self, images: torch.Tensor) -> torch.Tensor:
+        """In cross-magnification mode the student sees the whole field downsampled to the global size."""
+        if not self.cfg.crossmag.enabled:
+            return images
+        size = self.cfg.crops.global_size
+        return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+    def get_teacher_output(self, global_views: torch.Tensor, teacher_temp: float) -> dict[str, Any]:
+        """Frozen teacher forward, computed once for both global views.
+
+        Args:
+            global_views: (2, B, 3, G, G) float in [0, 1].
+            teacher_temp: teacher temperature at this step.
+
+        Returns:
+            ``tokens``: per teacher ``{"cls": (2B, Dt), "patch": (2B, Nt, Dt)}``; with heads also
+            ``dino_probs`` (2, B, K) and ``ibot_probs`` (2B, Nt, K) averaged over teachers, and the raw
+            ``dino_logits``/``ibot_logits`` of the first teacher for centre updates.
+        """
+        v, b = global_views.shape[:2]
+        images = self._teacher_images(global_views.flatten(0, 1))
+        with torch.no_grad():
+            tokens = [t(images) for t in self.teachers]
+        out: dict[str, Any] = {"tokens": tokens}
+        if not self.use_heads:
+            return out
+        with torch.set_grad_enabled(self.cfg.teacher.heads == "learn"):
+            dino = [h(tok["cls"].float()).view(v, b, -1) for h, tok in zip(self.teacher_dino_heads, tokens)]
+            ibot = [h(tok["patch"].float()) for h, tok in zip(self.teacher_ibot_heads, tokens)]
+            n = min(x.shape[1] for x in ibot)
+            ibot = [resize_patch_grid(x, n) for x in ibot]
+            out["dino_probs"] = torch.stack(
+                [self.dino_loss.teacher_probs(x, teacher_temp) for x in dino]
+            ).mean(0)
+            out["ibot_probs"] = torch.stack(
+                [self.ibot_loss.teacher_probs(x, teacher_temp) for x in ibot]
+            ).mean(0)
+        out["dino_logits"], out["ibot_logits"] = dino[0].detach(), ibot[0].detach()
+        return out
+
+    def get_student_output(
+        self, global_views: torch.Tensor, local_views: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Student forward on global (and local) views.
+
+        Args:
+            global_views: (2, B, 3, G, G).
+            local_views: (L, B, 3, l, l), L may be 0.
+
+        Returns:
+            ``cls`` (2B, Ds), ``patch`` (2B, Ns, Ds); with heads ``dino_logits`` (2 + L, B, K) and
+            ``ibot_logits`` (2B, Ns', K) (Ns' = Ns, or the central grid in cross-magnification mode).
+        """
+        v, b = global_views.shape[:2]
+        tok = self.student(self._student_images(global_views.flatten(0, 1)))
+        patch = tok["patch"]
+        if self.cfg.crossmag.enabled:
+            patch = center_crop_tokens(patch, self.cfg.crossmag.factor)
+        out = {"cls": tok["cls"], "patch": patch}
+        if self.use_heads:
+            cls_all = [tok["cls"].view(v, b, -1)]
+            if local_views.shape[0] > 0:
+                cls_all.append(
+                    self.student(local_views.flatten(0, 1))["cls"].view(local_views.shape[0], b, -1)
+                )
+            out["dino_logits"] = self.dino_head(torch.cat(cls_all))
+            out["ibot_logits"] = self.ibot_head(patch)
+        return out
+
+    def compute_losses(
+        self, teacher: dict[str, Any], student: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Weighted DINO + iBOT and/or feature losses; ``loss`` is their sum."""
+        lc, losses = self.cfg.loss, {}
+        if self.use_heads:
+            t_ibot = teacher["ibot_probs"]
+            if (
+                t_ibot.shape[1] != student["ibot_logits"].shape[1]
+            ):  # different grids: interpolate and renormalise
+                t_ibot = resize_patch_grid(t_ibot, student["ibot_logits"].shape[1])
+                t_ibot = t_ibot / t_ibot.sum(-1, keepdim=True)
+            losses["dino"] = lc.dino_weight * self.dino_loss(student["dino_logits"], teacher["dino_probs"])
+            losses["ibot"] = lc.ibot_weight * self.ibot_loss(student["ibot_logits"], t_ibot)
+        if self.use_feature:
+            feats = [
+                fl(student["cls"], student["patch"], t["cls"], t["patch"])
+                for fl, t in zip(self.feature_losses, teacher["tokens"])
+            ]
+            for key in ("feat_cls", "feat_patch"):
+                losses[key] = lc.feature_weight * torch.stack([f[key] for f in feats]).mean()
+        losses["loss"] = torch.stack(list(losses.values())).sum()
+        return losses
+
+    def forward(self, batch: dict[str, torch.Tensor], teacher_temp: float) -> dict[str, torch.Tensor]:
+        """One distillation step's losses (centres are updated after the loss is computed)."""
+        t_out = self.get_teacher_output(batch["global"], teacher_temp)
+        s_out = self.get_student_output(batch["global"], batch["local"])
+        losses = self.compute_losses(t_out, s_out)
+        if self.use_heads and self.cfg.loss.centering == "centering":
+            self.dino_loss.update_center(t_out["dino_logits"])
+            self.ibot_loss.update_center(t_out["ibot_logits"])
+        return losses
+
+    @torch.no_grad()
+    def update_ema(self, momentum: float) -> None:
+        """EMA of the student: ``ema = m * ema + (1 - m) * student`` (buffers copied)."""
+        ema_p = list(self.ema_student.parameters())
+        st_p = [p.detach() for p in self.student.parameters()]
+        torch._foreach_mul_(ema_p, momentum)
+        torch._foreach_add_(ema_p, st_p, alpha=1 - momentum)
+        for eb, sb in zip(self.ema_student.buffers(), self.student.buffers()):
+            eb.copy_(sb)

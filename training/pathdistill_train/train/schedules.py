@@ -1,0 +1,96 @@
+"""Step-indexed schedules (dinov2 ``utils.CosineScheduler``) and the optimiser's parameter groups."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+
+class CosineScheduler:
+    """Linear warm-up from ``start_warmup_value`` then cosine from ``base_value`` to ``final_value``.
+
+    Args:
+        base_value: value at the end of warm-up.
+        final_value: value at ``total_iters``.
+        total_iters: schedule length in steps (indices past it return ``final_value``).
+        warmup_iters: warm-up steps.
+        start_warmup_value: value at step 0.
+        freeze_iters: leading steps held at 0 (before warm-up).
+    """
+
+    def __init__(
+        self,
+        base_value: float,
+        final_value: float,
+        total_iters: int,
+        warmup_iters: int = 0,
+        start_warmup_value: float = 0.0,
+        freeze_iters: int = 0,
+    ) -> None:
+        self.final_value = final_value
+        freeze = np.zeros(freeze_iters)
+        warmup = np.linspace(start_warmup_value, base_value, warmup_iters)
+        n = max(total_iters - warmup_iters - freeze_iters, 0)
+        iters = np.arange(n)
+        cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / max(n, 1)))
+        self.schedule = np.concatenate((freeze, warmup, cosine))
+
+    def __getitem__(self, it: int) -> float:
+        return float(self.schedule[it]) if it < len(self.schedule) else float(self.final_value)
+
+
+def teacher_temp_schedule(warmup_temp: float, temp: float, warmup_iters: int, total_iters: int) -> np.ndarray:
+    """Teacher temperature: linear warm-up to ``temp`` over ``warmup_iters`` steps, then constant."""
+    warm = np.linspace(warmup_temp, temp, warmup_iters)
+    return np.concatenate((warm, np.full(max(total_iters - warmup_iters, 0) + 1, temp)))
+
+
+def _layer_id(name: str, depth: int) -> int:
+    """0 for embeddings, i + 1 for ``blocks.i``, depth + 1 for the rest (norm, heads, adaptors)."""
+    if name.startswith("student.model."):
+        rest = name[len("student.model.") :]
+        if rest.startswith(("cls_token", "reg_token", "pos_embed", "patch_embed", "mask_token")):
+            return 0
+        if rest.startswith("blocks."):
+            return int(rest.split(".")[1]) + 1
+    return depth + 1
+
+
+def param_groups(
+    module: nn.Module, depth: int, layerwise_decay: float, patch_embed_lr_mult: float
+) -> list[dict]:
+    """One group per trainable parameter with ``lr_multiplier``, ``wd_multiplier`` and ``is_last_layer``.
+
+    Biases, norms and tokens (ndim <= 1 or ``*_token``/``pos_embed``) get no weight decay; layer-wise LR
+    decay multiplies block ``i``'s LR by ``decay ** (depth + 1 - layer_id)``.
+    """
+    groups: list[dict[str, Any]] = []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr_mult = layerwise_decay ** (depth + 1 - _layer_id(name, depth))
+        if "patch_embed" in name:
+            lr_mult *= patch_embed_lr_mult
+        no_wd = p.ndim <= 1 or name.endswith(("token", "pos_embed")) or "gamma" in name
+        groups.append(
+            {
+                "params": [p],
+                "name": name,
+                "lr_multiplier": lr_mult,
+                "wd_multiplier": 0.0 if no_wd else 1.0,
+                "is_last_layer": "last_layer" in name,
+            }
+        )
+    return groups
+
+
+def scaled_lr(base_lr: float, total_batch: int, rule: str) -> float:
+    """dinov2 LR scaling: ``sqrt_wrt_1024`` (base * sqrt(B / 1024)), ``linear_wrt_256`` or ``none``."""
+    if rule == "sqrt_wrt_1024":
+        return base_lr * math.sqrt(total_batch / 1024.0)
+    if rule == "linear_wrt_256":
+        return base_lr * total_batch / 256.0
+    return base_lr

@@ -1,0 +1,230 @@
+"""``pathdistill-train``: the distillation loop (torchrun-ready, exact resume, CSV/TensorBoard logging)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from pathdistill_train import distributed
+from pathdistill_train.config import load_config, save_config
+from pathdistill_train.data.loaders import build_loader
+from pathdistill_train.errors import TrainConfigError
+from pathdistill_train.train.checkpointing import load_training_checkpoint, save_training_checkpoint
+from pathdistill_train.train.distill_meta_arch import DistillMetaArch
+from pathdistill_train.train.export import export_student
+from pathdistill_train.train.schedules import CosineScheduler, param_groups, scaled_lr, teacher_temp_schedule
+
+LOG_KEYS = (
+    "step",
+    "loss",
+    "dino",
+    "ibot",
+    "feat_cls",
+    "feat_patch",
+    "lr",
+    "wd",
+    "momentum",
+    "teacher_temp",
+    "grad_norm",
+    "images_per_s",
+)
+
+
+def build_schedules(cfg: Any, world_size: int) -> dict[str, Any]:
+    """LR, weight decay, EMA momentum, teacher temperature and last-layer LR schedules (dinov2 semantics)."""
+    o, ep = cfg.optim, cfg.optim.epoch_length
+    total = o.epochs * ep
+    peak = scaled_lr(o.base_lr, cfg.train.batch_size_per_gpu * world_size, o.scaling_rule)
+    return {
+        "total": total,
+        "lr": CosineScheduler(peak, o.min_lr, total, int(o.warmup_epochs * ep), 0.0),
+        "wd": CosineScheduler(o.weight_decay, o.weight_decay_end, total),
+        "momentum": CosineScheduler(cfg.ema.momentum, cfg.ema.final_momentum, total),
+        "teacher_temp": teacher_temp_schedule(
+            cfg.loss.warmup_teacher_temp,
+            cfg.loss.teacher_temp,
+            int(cfg.loss.warmup_teacher_temp_epochs * ep),
+            total,
+        ),
+        "last_layer_lr": CosineScheduler(
+            peak,
+            o.min_lr,
+            total,
+            int(o.warmup_epochs * ep),
+            0.0,
+            freeze_iters=int(o.freeze_last_layer_epochs * ep),
+        ),
+    }
+
+
+def apply_schedules(optimizer: torch.optim.Optimizer, sched: dict[str, Any], step: int) -> dict[str, float]:
+    """Set each group's lr / weight decay for ``step``; return the scalar values."""
+    lr, wd, last_lr = sched["lr"][step], sched["wd"][step], sched["last_layer_lr"][step]
+    for g in optimizer.param_groups:
+        g["lr"] = (last_lr if g["is_last_layer"] else lr) * g["lr_multiplier"]
+        g["weight_decay"] = wd * g["wd_multiplier"]
+    temp = float(sched["teacher_temp"][min(step, len(sched["teacher_temp"]) - 1)])
+    return {"lr": lr, "wd": wd, "momentum": sched["momentum"][step], "teacher_temp": temp}
+
+
+class MetricLogger:
+    """CSV (always) and TensorBoard (when installed) logging on rank 0."""
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled, self.tb = enabled, None
+        if not enabled:
+            return
+        self.path = out_dir / "metrics.csv"
+        self._new = not self.path.exists()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except ImportError:
+                self.tb = None
+
+    def log(self, row: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=LOG_KEYS, extrasaction="ignore")
+            if self._new:
+                w.writeheader()
+                self._new = False
+            w.writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, int(row["step"]))
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop rows logged after ``step`` (a killed run logged beyond its last checkpoint)."""
+    if not path.exists():
+        return
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_KEYS)
+        w.writeheader()
+        w.writerows(r for r in rows if int(r["step"]) < step)
+
+
+def _setup(cfg: Any, env: distributed.DistEnv) -> tuple[DistillMetaArch, torch.optim.Optimizer, dict, int]:
+    """Model, optimiser, schedules, and the first step (resuming from ``checkpoint.pth`` when present)."""
+    torch.manual_seed(cfg.train.seed)  # identical init on every rank
+    meta = DistillMetaArch(cfg).to(env.device)
+    if cfg.teacher.fsdp and env.world_size > 1:
+        from torch.distributed.fsdp import fully_shard
+
+        for t in meta.teachers:
+            for blk in getattr(t.model, "blocks", []):
+                fully_shard(blk)
+            fully_shard(t)
+    depth = len(getattr(meta.student.model, "blocks", []))
+    groups = param_groups(meta, depth, cfg.optim.layerwise_decay, cfg.optim.patch_embed_lr_mult)
+    optimizer = torch.optim.AdamW(groups, betas=(cfg.optim.adamw_beta1, cfg.optim.adamw_beta2))
+    sched = build_schedules(cfg, env.world_size)
+    ckpt, start = Path(cfg.output_dir) / "checkpoint.pth", 0
+    if cfg.train.resume and ckpt.exists():
+        start = load_training_checkpoint(ckpt, meta, optimizer)
+        if env.is_main:
+            _truncate_csv(Path(cfg.output_dir) / "metrics.csv", start)
+            print(f"[pathdistill-train] resumed from {ckpt} at step {start}", flush=True)
+    return meta, optimizer, sched, start
+
+
+def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[str, float]:
+    """Forward/backward/clip/step/EMA for one batch; returns float losses and the gradient norm."""
+    use_bf16 = env.device.type == "cuda" and cfg.train.amp == "bf16"
+    with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        losses = model(batch, values["teacher_temp"])
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    clip = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    optimizer.step()
+    meta.update_ema(values["momentum"])
+    out = {k: float(v.detach()) for k, v in losses.items()}
+    out["grad_norm"] = float(grad_norm)
+    if not math.isfinite(out["loss"]):
+        raise FloatingPointError(f"loss is {out['loss']} at step {values.get('step')}: lower optim.base_lr")
+    return out
+
+
+def train(cfg: Any) -> list[dict[str, float]]:
+    """Run (or resume) a distillation; returns the logged rows of this process (rank 0: all steps run)."""
+    env = distributed.enable(cfg.distributed.backend, cfg.train.device)
+    out_dir = Path(cfg.output_dir)
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    meta, optimizer, sched, start = _setup(cfg, env)
+    model = meta
+    if env.world_size > 1:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(meta, meta.ddp_ignored_names())
+        ids = [env.local_rank] if env.device.type == "cuda" else None
+        model = DistributedDataParallel(meta, device_ids=ids, broadcast_buffers=False)
+    logger = MetricLogger(out_dir, env.is_main, cfg.train.tensorboard)
+    end = sched["total"] if cfg.train.max_steps < 0 else min(sched["total"], start + cfg.train.max_steps)
+    history, it, t0 = [], iter(build_loader(cfg, env.rank, env.world_size, start)), time.perf_counter()
+    for step in range(start, end):
+        batch = {k: v.to(env.device, non_blocking=True) for k, v in next(it).items()}
+        values = {"step": step, **apply_schedules(optimizer, sched, step)}
+        row = {**values, **_step(model, meta, optimizer, batch, values, cfg, env)}
+        t1 = time.perf_counter()
+        row["images_per_s"] = cfg.train.batch_size_per_gpu * env.world_size / max(t1 - t0, 1e-9)
+        t0 = t1
+        history.append(row)
+        logger.log(row)
+        if env.is_main and (step % cfg.train.log_every == 0 or step == end - 1):
+            print(
+                f"[pathdistill-train] step {step + 1}/{sched['total']} loss {row['loss']:.4f} "
+                f"lr {row['lr']:.2e} {row['images_per_s']:.1f} img/s",
+                flush=True,
+            )
+        if (step + 1) % cfg.train.checkpoint_every == 0 or step == end - 1:
+            _checkpoint(cfg, env, meta, optimizer, step + 1)
+    distributed.cleanup()
+    return history
+
+
+def _checkpoint(cfg: Any, env, meta: DistillMetaArch, optimizer, step: int) -> None:
+    """Rank 0 writes the resumable checkpoint and exports the EMA student; all ranks wait."""
+    if env.is_main:
+        out_dir = Path(cfg.output_dir)
+        save_training_checkpoint(out_dir / "checkpoint.pth", meta, optimizer, step)
+        export_student(meta.ema_student.model, cfg, out_dir / "export", step)
+    distributed.barrier()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``pathdistill-train --config X.yaml key=value ...``."""
+    parser = argparse.ArgumentParser(prog="pathdistill-train", description=__doc__)
+    parser.add_argument(
+        "--config", default=None, help="experiment yaml (path or bundled name, e.g. smoke_cpu)"
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.batch_size_per_gpu=64")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        train(cfg)
+    except TrainConfigError as e:
+        print(f"pathdistill-train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
