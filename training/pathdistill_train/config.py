@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from pathdistill_train.errors import TrainConfigError
@@ -51,6 +51,7 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         if bad:
             raise TrainConfigError(f"overrides must look like key=value, got {bad}")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        _check_types(OmegaConf.load(CONFIG_DIR / "default.yaml"), cfg, "")
     except (ConfigKeyError, ConfigAttributeError) as e:
         raise TrainConfigError(
             f"unknown config key: {e.msg if hasattr(e, 'msg') else e} "
@@ -59,6 +60,22 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     except OmegaConfBaseException as e:
         raise TrainConfigError(f"invalid config value: {e}") from e
     return cfg
+
+
+def _check_types(default: DictConfig, cfg: DictConfig, prefix: str) -> None:
+    """Raise when a scalar's type differs from default.yaml's (ints are valid floats; null is free)."""
+    for key, ref in default.items():
+        if f"{prefix}{key}" in FREE_FORM:
+            continue
+        val = cfg[key]
+        if isinstance(ref, DictConfig):
+            _check_types(ref, val, f"{prefix}{key}.")
+        elif ref is not None and val is not None and not isinstance(ref, (list, ListConfig)):
+            ok = isinstance(val, type(ref)) or (isinstance(ref, float) and isinstance(val, int))
+            if not ok or (isinstance(val, bool) and not isinstance(ref, bool)):
+                raise TrainConfigError(
+                    f"invalid config value {prefix}{key}={val!r}: expected {type(ref).__name__} (see default.yaml)"
+                )
 
 
 def _open_free_form(cfg: DictConfig) -> None:

