@@ -89,7 +89,9 @@ def breastbm_ccc(
     if not train:
         raise EvaluationError(f"no slide has condition {train_condition!r}")
     clf = fit_slide_classifier(
-        mean_pool([s["features"] for s in train]), np.asarray([s["label"] for s in train]), seed=seed
+        mean_pool([np.asarray(s["features"]) for s in train]),
+        np.asarray([s["label"] for s in train]),
+        seed=seed,
     )
     by_cond: dict[str, dict[object, np.ndarray]] = {}
     for s in slides:

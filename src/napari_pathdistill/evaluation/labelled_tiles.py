@@ -64,13 +64,13 @@ def list_labelled_tiles(
 def load_tile(path: Path, size: int) -> np.ndarray:
     """RGB(A) image -> (size, size, 3) uint8, alpha composited on white, centre-cropped then resized."""
     with Image.open(path) as im:
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(bg, im).convert("RGB")
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(bg, rgba).convert("RGB")
     w, h = rgb.size
     s = min(w, h)
     rgb = rgb.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return np.asarray(rgb.resize((size, size), Image.BILINEAR))
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def iter_embed_tiles(model, paths: list[Path], *, batch_size: int = 16) -> Iterator[Progress | np.ndarray]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +111,7 @@ def iqr(x: np.ndarray) -> float:
     return float(np.quantile(x, 0.75) - np.quantile(x, 0.25))
 
 
-def aggregate(rows: list[Mapping[str, object]], metrics: Iterable[str]) -> dict[str, dict[str, dict]]:
+def aggregate(rows: Sequence[Mapping[str, object]], metrics: Iterable[str]) -> dict[str, dict[str, dict]]:
     """Mean, std, median and IQR of every metric over the pairs of each group.
 
     Args:

@@ -76,9 +76,10 @@ def _loader(entries: Sequence[SlideEntry], subset: np.ndarray | None) -> Callabl
 
     def load(slide: str) -> np.ndarray:
         if slide not in cache:
-            if paths[slide] is None:
+            path = paths[slide]
+            if path is None:
                 raise EvaluationError(f"manifest row {slide!r} has no features path")
-            feats = load_features(paths[slide])[0]
+            feats = load_features(path)[0]
             cache[slide] = feats if subset is None else feats[subset]
         return cache[slide]
 

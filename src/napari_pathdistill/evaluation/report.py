@@ -158,7 +158,7 @@ def iter_compare(
             )
             for m in (teacher, student)
         ]
-        att = attention_agreement(*maps)
+        att = attention_agreement(maps[0], maps[1])
     yield Progress(stages, stages, "done")
     yield CompareReport(
         names[0],
