@@ -1,0 +1,104 @@
+"""Dock widget "Tissue and tile grid": tissue mask (Labels) and kept tiles (Shapes) aligned on a slide layer.
+
+A thin magicgui Container: Run calls :func:`napari_pathdistill.wsi.overlay.tissue_grid_steps` in a worker;
+the result is placed in the slide layer's units (um with MPP). Never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
+from napari.utils.notifications import show_error, show_info
+
+from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
+from napari_pathdistill._qt._workers import TaskRunner
+from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.wsi.overlay import TissueGridResult, tissue_grid_steps
+
+
+class TissueWidget(Container):
+    """Choose a slide layer, tile size, um/px and minimum tissue fraction; Run adds mask and grid layers."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self._viewer = viewer
+        self.slide = SlideLayerChooser(viewer)
+        self.tile_px = SpinBox(value=224, min=16, max=4096, label="tile px")
+        self.mpp = FloatSpinBox(value=0.5, min=0.05, max=64.0, step=0.05, label="tile um/px")
+        self.min_tissue = FloatSpinBox(value=0.5, min=0.0, max=1.0, step=0.05, label="min tissue")
+        self.mpp_override = FloatSpinBox(
+            value=0.0,
+            min=0.0,
+            max=64.0,
+            step=0.01,
+            label="slide um/px override",
+            tooltip="0: use the slide's MPP",
+        )
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel")
+        self.associated_button = PushButton(text="Show label / macro images")
+        self.status = Label(value="")
+        self.summary = Label(value="")
+        super().__init__(
+            widgets=[self.slide, self.tile_px, self.mpp, self.min_tissue, self.mpp_override,
+                     self.run_button, self.cancel_button, self.associated_button, self.status, self.summary],
+        )  # fmt: skip
+        self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
+        self.result: TissueGridResult | None = None
+        self.run_button.changed.connect(self.run)
+        self.associated_button.changed.connect(self.show_associated)
+
+    def run(self, _: Any = None) -> None:
+        """Start tissue detection + tile grid on the chosen slide (errors become notifications)."""
+        try:
+            path = slide_path(self.slide.value)
+        except PathDistillError as exc:
+            show_error(str(exc))
+            return
+        kw = {
+            "tile_px": int(self.tile_px.value),
+            "mpp": float(self.mpp.value),
+            "min_tissue": float(self.min_tissue.value),
+            "mpp_override": float(self.mpp_override.value) or None,
+        }
+        self.runner.start(lambda cancel: tissue_grid_steps(path, cancel=cancel, **kw), self._apply, "Tissue")
+
+    def _apply(self, result: TissueGridResult) -> None:
+        self.result = result
+        name = self.slide.value.name if self.slide.value is not None else result.path.name
+        upsert_layer(
+            self._viewer, "labels", result.mask.mask.astype("uint8"), f"{name} tissue",
+            scale=result.mask_scale, translate=result.mask_translate, units=result.units, opacity=0.35,
+        )  # fmt: skip
+        shapes_name = f"{name} tiles"
+        if shapes_name in self._viewer.layers:
+            self._viewer.layers.remove(shapes_name)
+        if len(result.grid) == 0:
+            self.summary.value = "No tile reaches 'min tissue': lower it or check the tissue layer."
+            return
+        self._viewer.add_shapes(
+            list(result.rectangles), shape_type="rectangle", name=shapes_name, units=result.units,
+            edge_color="yellow", face_color="transparent", edge_width=result.grid.size_level0 * 0.02
+            * (result.slide_mpp[1] if result.slide_mpp else 1.0),
+            features={"tissue_fraction": result.grid.tissue_fraction},
+        )  # fmt: skip
+        grid = result.grid
+        res = f"{grid.mpp} um/px" if grid.mpp else "level-0 px (no MPP)"
+        self.summary.value = f"{len(grid)} tiles of {grid.tile_px} px at {res}, read from level {grid.level}"
+
+    def show_associated(self, _: Any = None) -> None:
+        """Add the slide's associated images (label, macro, ...) beside it, on request."""
+        from napari_pathdistill._reader import associated_layers
+        from napari_pathdistill.wsi import open_pyramid
+
+        try:
+            with open_pyramid(slide_path(self.slide.value)) as pyr:
+                layers = associated_layers(pyr, [n for n in pyr.associated_image_names() if n != "thumbnail"])
+        except PathDistillError as exc:
+            show_error(str(exc))
+            return
+        if not layers:
+            show_info("This slide has no label or macro image.")
+        for data, kwargs, _ in layers:
+            upsert_layer(self._viewer, "image", data, **kwargs)

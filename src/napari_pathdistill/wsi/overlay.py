@@ -1,0 +1,102 @@
+"""One core call for the "Tissue and tile grid" widget and ``pathdistill tiles``: mask + grid, layer-ready.
+
+Everything is expressed in the slide layer's units (um when the slide has MPP, else level-0 px) so that the
+mask (a Labels layer) and the tile outlines (a Shapes layer) sit exactly on the slide image layer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathdistill.errors import Cancelled
+from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.wsi.pyramid import open_pyramid
+from napari_pathdistill.wsi.tiling import TileGrid, TissueMask, detect_tissue, grid_to_shapes, make_tile_grid
+
+
+@dataclass
+class TissueGridResult:
+    """Tissue mask and tile grid of one slide, with napari placement.
+
+    Attributes:
+        path: the slide.
+        mask: the tissue mask (on a thumbnail).
+        grid: kept tiles.
+        slide_mpp: level-0 (um/px y, um/px x), None without MPP.
+        mask_scale: napari scale (sy, sx) of the mask in slide-layer units.
+        mask_translate: napari translate (ty, tx) of the mask in slide-layer units.
+        rectangles: (N, 4, 2) tile outlines (y, x) in slide-layer units.
+    """
+
+    path: Path
+    mask: TissueMask
+    grid: TileGrid
+    slide_mpp: tuple[float, float] | None
+    mask_scale: tuple[float, float]
+    mask_translate: tuple[float, float]
+    rectangles: np.ndarray
+
+    @property
+    def units(self) -> tuple[str, str]:
+        """Units of the slide layer: ("um", "um") with MPP, else ("pixel", "pixel")."""
+        return ("um", "um") if self.slide_mpp else ("pixel", "pixel")
+
+
+def mask_placement(
+    mask_shape: tuple[int, int], slide_shape: tuple[int, int], mpp: tuple[float, float] | None
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """napari (scale, translate) of a low-resolution mask covering the whole slide.
+
+    Mask pixel j spans level-0 pixels [j * ds, (j + 1) * ds); its centre is (j + 0.5) * ds - 0.5 in napari's
+    pixel-centre convention, times um/px.
+    """
+    unit = mpp or (1.0, 1.0)
+    ds = (slide_shape[0] / mask_shape[0], slide_shape[1] / mask_shape[1])
+    scale = (ds[0] * unit[0], ds[1] * unit[1])
+    translate = ((ds[0] / 2 - 0.5) * unit[0], (ds[1] / 2 - 0.5) * unit[1])
+    return scale, translate
+
+
+def tissue_grid_steps(
+    path: str | Path,
+    *,
+    tile_px: int = 224,
+    mpp: float = 0.5,
+    min_tissue: float = 0.5,
+    mpp_override: float | None = None,
+    max_size: int = 2048,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress | TissueGridResult, None, None]:
+    """Detect tissue and build the tile grid; yields Progress, then the TissueGridResult.
+
+    Raises:
+        WSIError: the slide cannot be read.
+        Cancelled: ``cancel`` was set.
+    """
+    yield Progress(0, 2, "tissue detection")
+    with open_pyramid(path) as pyr:
+        mask = detect_tissue(pyr, max_size=max_size)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Tissue detection cancelled.")
+        yield Progress(1, 2, "tile grid")
+        grid = make_tile_grid(
+            pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=mask, mpp_override=mpp_override
+        )
+        slide_mpp = (mpp_override, mpp_override) if mpp_override else pyr.mpp
+    scale, translate = mask_placement(mask.mask.shape, grid.slide_shape, slide_mpp)
+    yield Progress(2, 2, "done")
+    yield TissueGridResult(Path(path), mask, grid, slide_mpp, scale, translate, grid_to_shapes(grid))
+
+
+def tissue_grid(path: str | Path, **kw: object) -> TissueGridResult:
+    """Run :func:`tissue_grid_steps` to the end and return its result (for scripts and the CLI)."""
+    result = None
+    for item in tissue_grid_steps(path, **kw):  # type: ignore[arg-type]
+        result = item
+    assert isinstance(result, TissueGridResult)
+    return result

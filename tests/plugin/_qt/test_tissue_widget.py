@@ -1,0 +1,86 @@
+"""Tissue widget on the real CMU-1-Small-Region slide: mask + tile outlines aligned with the slide in um."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_pathdistill._qt.tissue_widget import TissueWidget
+
+pytestmark = pytest.mark.napari
+
+DOCS_IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
+
+
+def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_slide, wait_for) -> None:
+    """Run on the real slide; check the layers against the core result and the slide geometry."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = TissueWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Tissue and tile grid")
+    widget.slide.value = slide
+    widget.min_tissue.value = 0.5
+    widget.run()
+    wait_for(widget)
+    res = widget.result
+    assert res is not None, widget.status.value
+    mask_layer = viewer.layers[f"{slide.name} tissue"]
+    tiles = viewer.layers[f"{slide.name} tiles"]
+    assert len(tiles.data) == len(res.grid) > 0 and f"{len(res.grid)} tiles" in widget.summary.value
+    # the mask covers the slide exactly: its world extent equals the slide's (both in um)
+    slide_extent = np.asarray(slide.extent.world)
+    mask_extent = np.asarray(mask_layer.extent.world)
+    np.testing.assert_allclose(mask_extent, slide_extent, atol=0.499 * res.mask.downsample)
+    # a tile's rectangle in world um: top-left corner at its level-0 (x, y) times 0.499 um, side 224 * 0.5 um
+    k = len(res.grid) // 2
+    x, y = res.grid.coords[k]
+    rect = tiles.data[k]
+    np.testing.assert_allclose(rect.min(axis=0), (np.array([y, x]) - 0.5) * 0.499, atol=1e-6)
+    np.testing.assert_allclose(np.ptp(rect, axis=0), (112.0, 112.0), rtol=1e-6)
+    # tissue fraction of every kept tile, recomputed from the Labels layer data, is >= min tissue (nearly)
+    m = mask_layer.data.astype(bool)
+    ds = res.mask.downsample
+    for (tx, ty), frac in zip(res.grid.coords, res.grid.tissue_fraction, strict=True):
+        box = m[round(ty / ds) : round((ty + res.grid.size_level0) / ds),
+                round(tx / ds) : round((tx + res.grid.size_level0) / ds)]  # fmt: skip
+        assert abs(box.mean() - frac) < 1e-6 and frac >= 0.5
+    if os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS"):
+        from skimage.io import imsave
+
+        viewer.window._qt_window.resize(1400, 900)
+        viewer.window.show()
+        viewer.reset_view()
+        qtbot.wait(500)
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        imsave(DOCS_IMAGES / "tissue_widget.png", viewer.screenshot(canvas_only=False, flash=False))
+
+
+def test_rerun_replaces_layers_and_reports_bad_input(
+    make_napari_viewer, qtbot, cmu_svs, open_slide, wait_for
+):
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = TissueWidget(viewer)
+    widget.slide.value = slide
+    for _ in range(2):
+        widget.run()
+        wait_for(widget)
+    assert [layer.name for layer in viewer.layers].count(f"{slide.name} tiles") == 1
+    widget.min_tissue.value = 1.0
+    widget.mpp.value = 4.0  # 896 um tiles: none is fully tissue
+    widget.run()
+    wait_for(widget)
+    assert f"{slide.name} tiles" not in viewer.layers and "min tissue" in widget.summary.value
+
+
+def test_associated_images_button(make_napari_viewer, qtbot, cmu_svs, open_slide) -> None:
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = TissueWidget(viewer)
+    widget.slide.value = slide
+    widget.show_associated()
+    names = [layer.name for layer in viewer.layers]
+    assert f"{slide.name} [label]" in names and f"{slide.name} [macro]" in names
