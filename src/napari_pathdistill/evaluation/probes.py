@@ -78,10 +78,16 @@ def linear_probe(
 def knn_probe(
     features: np.ndarray, labels: np.ndarray, *, k: int = 20, n_splits: int = 5, seed: int = 0
 ) -> ProbeResult:
-    """Cosine kNN (k capped at the training-set size) on (N, D) features; balanced accuracy per fold."""
+    """Distance-weighted cosine kNN on (N, D) features; balanced accuracy per stratified fold.
+
+    ``k`` is capped at the smallest class count of a training fold, so that on small, imbalanced sets (e.g. 8
+    background vs 26 tissue tiles) the minority class can still win a vote instead of the probe collapsing
+    to the majority class.
+    """
     x, y = np.asarray(features, dtype=np.float64), np.asarray(labels)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    k_eff = max(1, min(k, len(y) - len(y) // n_splits - 1))
+    _, counts = np.unique(y, return_counts=True)
+    k_eff = max(1, min(k, int(counts.min() * (n_splits - 1) // n_splits)))
     model = KNeighborsClassifier(n_neighbors=k_eff, metric="cosine", weights="distance")
     return _classify("knn", model, x, y, n_splits, seed)
 
