@@ -20,7 +20,13 @@ from skimage.transform import AffineTransform, rescale, warp
 
 from napari_pathdistill.errors import RegistrationError
 
-__all__ = ["Registration", "RegistrationError", "landmark_affine", "register_images", "target_registration_error"]
+__all__ = [
+    "Registration",
+    "RegistrationError",
+    "landmark_affine",
+    "register_images",
+    "target_registration_error",
+]
 
 
 @dataclass(frozen=True)
