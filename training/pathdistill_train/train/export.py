@@ -53,10 +53,7 @@ def export_student(model: nn.Module, cfg: Any, folder: Path, step: int) -> Path:
     if save_checkpoint is not None:
         keys = ("name", "arch", "model_kwargs", "mean", "std", "tile_px", "mpp", "embedding", "family")
         spec = ModelSpec(**{k: (tuple(conf[k]) if k in ("mean", "std") else conf[k]) for k in keys})
-        save_checkpoint(model, spec, folder)
-        meta = json.loads((folder / "config.json").read_text())
-        meta["training"] = conf["training"]
-        _write_json(folder / "config.json", meta)
+        save_checkpoint(model, spec, folder, training=conf["training"])
         return folder
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / "model.safetensors.tmp"
