@@ -110,3 +110,18 @@ def test_bad_inputs(tmp_path):
     bad.write_bytes(b"not hdf5")
     with pytest.raises(EvaluationError, match="HDF5"):
         load_features(bad)
+
+
+def test_rows_matched_by_coordinates_when_orders_differ(tmp_path):
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(10, 6)).astype(np.float32)
+    coords = np.c_[np.arange(10) * 224, np.zeros(10)].astype(np.int64)
+    perm = rng.permutation(10)
+    entries = []
+    for name, order, stain in (("a", np.arange(10), "he"), ("b", perm, "ihc")):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as f:
+            f["features"], f["coords"] = feats[order], coords[order]
+        entries.append(SlideEntry(name, stain, "s1", tmp_path / f"{name}.h5"))
+    res = run_robustness(entries, device="cpu")
+    assert res.rows[0]["cosine_similarity"] == pytest.approx(1.0, abs=1e-6)
+    assert res.rows[0]["top_1_accuracy"] == 1.0

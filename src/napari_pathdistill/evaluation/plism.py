@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from napari_pathdistill.errors import EvaluationError
-from napari_pathdistill.evaluation.features_io import load_features
+from napari_pathdistill.evaluation.features_io import load_features, match_by_coords
 from napari_pathdistill.evaluation.manifest import (
     SlideEntry,
     aggregate,
@@ -66,24 +66,37 @@ class RobustnessResult:
         return csv_path, json_path
 
 
-def _loader(entries: Sequence[SlideEntry], subset: np.ndarray | None) -> Callable[[str], np.ndarray]:
-    """Feature loader that keeps every slide in memory once read (each slide is in n_slides - 1 pairs).
+def _pair_loader(
+    entries: Sequence[SlideEntry], subset: np.ndarray | None
+) -> Callable[[str, str], tuple[np.ndarray, np.ndarray]]:
+    """Matched features of two slides; every slide is kept in memory once read (it is in n_slides - 1 pairs).
 
-    With plismbench's 8,139-tile subset and 768-d features, 91 slides take 2.3 GB of float32.
+    Rows are matched by position when both slides have identical coordinates (PLISM, offline benchmark), else
+    by equal coordinates (tiles of registered slides written by ``pathdistill embed``). With plismbench's
+    8,139-tile subset and 768-d features, 91 slides take 2.3 GB of float32.
     """
     paths = {e.slide: e.path for e in entries}
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def load(slide: str) -> np.ndarray:
+    def load(slide: str) -> tuple[np.ndarray, np.ndarray]:
         if slide not in cache:
             path = paths[slide]
             if path is None:
                 raise EvaluationError(f"manifest row {slide!r} has no features path")
-            feats = load_features(path)[0]
-            cache[slide] = feats if subset is None else feats[subset]
+            feats, coords = load_features(path)
+            cache[slide] = (feats, coords) if subset is None else (feats[subset], coords[subset])
         return cache[slide]
 
-    return load
+    def load_pair(sa: str, sb: str) -> tuple[np.ndarray, np.ndarray]:
+        (fa, ca), (fb, cb) = load(sa), load(sb)
+        if ca.shape == cb.shape and np.array_equal(ca, cb):
+            return fa, fb
+        ia, ib = match_by_coords(ca, cb)
+        if len(ia) < 2:
+            raise EvaluationError(f"{sa} and {sb} share fewer than 2 tile coordinates; are they registered?")
+        return fa[ia], fb[ib]
+
+    return load_pair
 
 
 def iter_robustness(
@@ -112,11 +125,11 @@ def iter_robustness(
         raise EvaluationError("the manifest needs at least two slides")
     by_name = {e.slide: e for e in entries}
     pairs = all_pairs(list(entries))
-    load = _loader(entries, subset)
+    load_pair = _pair_loader(entries, subset)
     rows: list[dict] = []
     t0 = time.perf_counter()
     names = [(a.slide, b.slide) for a, b in pairs]
-    for item in iter_pair_metrics(names, load, ks, device=device, block=block, cancel=cancel):
+    for item in iter_pair_metrics(names, load_pair, ks, device=device, block=block, cancel=cancel):
         if isinstance(item, Progress):
             yield item
             continue

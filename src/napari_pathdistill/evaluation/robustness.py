@@ -139,7 +139,7 @@ def pair_metrics(
 
 def iter_pair_metrics(
     pairs: Sequence[tuple[str, str]],
-    load: Callable[[str], np.ndarray],
+    load_pair: Callable[[str, str], tuple[np.ndarray, np.ndarray]],
     ks: Sequence[int] = DEFAULT_KS,
     *,
     device: str | torch.device | None = "auto",
@@ -150,7 +150,8 @@ def iter_pair_metrics(
 
     Args:
         pairs: ``(slide_a, slide_b)`` names.
-        load: ``load(slide) -> (n, D)`` feature matrix (cache it: every slide is used in many pairs).
+        load_pair: ``load_pair(slide_a, slide_b) -> (a, b)`` matched (n, D) feature matrices (cache the
+            slides: every slide is used in many pairs).
         ks: values of k.
         device: torch device for the matmuls.
         block: queries per matmul.
@@ -165,5 +166,5 @@ def iter_pair_metrics(
         if cancel is not None and cancel.is_set():
             raise Cancelled("robustness evaluation cancelled")
         yield Progress(i, total, "robustness")
-        yield sa, sb, pair_metrics(load(sa), load(sb), ks, device=device, block=block)
+        yield sa, sb, pair_metrics(*load_pair(sa, sb), ks, device=device, block=block)
     yield Progress(total, total, "robustness")
