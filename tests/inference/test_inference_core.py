@@ -1,0 +1,87 @@
+"""iter_embeddings on a real slide, attention maps vs timm's own attention, PCA/k-means/cosine helpers."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.metrics.pairwise import cosine_similarity
+
+from napari_pathdistill.inference.attention import attention_maps
+from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings
+from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.inference.visualize import cosine_to, kmeans_labels, pca_rgb
+from napari_pathdistill.models.testing import tiny_model
+from napari_pathdistill.wsi.pyramid import open_pyramid
+from napari_pathdistill.wsi.tiling import make_tile_grid, read_tiles
+
+
+def test_iter_embeddings_matches_direct_embedding_and_cancels(cmu_svs):
+    model = tiny_model(tile_px=56)
+    with open_pyramid(cmu_svs) as pyr:
+        grid = make_tile_grid(pyr, tile_px=56, mpp=8.0, min_tissue=0.2)
+        items = list(iter_embeddings(model, pyr, grid, batch_size=3))
+        direct = model.embed(read_tiles(pyr, grid, range(len(grid.coords))))
+        cancel = threading.Event()
+        cancel.set()
+        cancelled = list(iter_embeddings(model, pyr, grid, batch_size=3, cancel=cancel))
+    assert all(isinstance(i, Progress) for i in items[:-1]) and items[-2].done == len(grid.coords)
+    res = items[-1]
+    assert isinstance(res, EmbeddingResult) and res.features.shape == (len(grid.coords), model.dim)
+    np.testing.assert_allclose(res.features, direct, rtol=1e-5, atol=1e-6)
+    assert not any(isinstance(i, EmbeddingResult) for i in cancelled)
+
+
+def _timm_attention(model, tiles):
+    """Attention probabilities as timm's non-fused path computes them (hooked after softmax)."""
+    probs = []
+    for blk in model.module.blocks:
+        blk.attn.fused_attn = False
+        blk.attn.attn_drop.register_forward_hook(lambda _m, _i, out: probs.append(out))
+    with torch.no_grad():
+        model.module.forward_features(model.preprocess(tiles))
+    return probs
+
+
+def test_last_block_attention_equals_timm_and_rollout_of_one_block():
+    rng = np.random.default_rng(0)
+    tiles = (rng.random((2, 56, 56, 3)) * 255).astype(np.uint8)
+    model = tiny_model(tile_px=56)
+    probs = _timm_attention(model, tiles)
+    p = model.num_prefix_tokens
+    for head in (None, 1):
+        a = probs[-1].mean(1) if head is None else probs[-1][:, head]
+        expected = a[:, 0, p:].reshape(2, 4, 4).numpy()
+        lo, hi = expected.min((1, 2), keepdims=True), expected.max((1, 2), keepdims=True)
+        got = attention_maps(model, tiles, mode="last", head=head)
+        np.testing.assert_allclose(got, (expected - lo) / (hi - lo), atol=1e-5)
+    roll = attention_maps(model, tiles, mode="rollout")
+    assert roll.shape == (2, 4, 4) and roll.min() == 0 and roll.max() == pytest.approx(1)
+    with pytest.raises(ValueError, match="head"):
+        attention_maps(model, tiles, head=5)
+
+
+def test_cnn_gradcam_is_a_normalised_map():
+    tiles = (np.random.default_rng(1).random((2, 64, 64, 3)) * 255).astype(np.uint8)
+    maps = attention_maps(tiny_model("cnn", tile_px=64), tiles)
+    assert maps.shape == (2, 2, 2) and maps.min() >= 0 and maps.max() == pytest.approx(1)
+
+
+def test_visual_helpers_against_sklearn():
+    rng = np.random.default_rng(0)
+    shift = np.r_[np.full(4, 6.0), np.zeros(4)]
+    # two clusters pointing in different directions (k-means runs on L2-normalised features)
+    f = np.concatenate([rng.normal(0, 1, (20, 8)) + shift, rng.normal(0, 1, (20, 8)) + shift[::-1]]).astype(
+        np.float32
+    )
+    rgb = pca_rgb(f)
+    ref = PCA(3).fit_transform(f)
+    for j in range(3):
+        assert abs(np.corrcoef(rgb[:, j], ref[:, j])[0, 1]) > 0.999
+    assert rgb.min() == 0 and rgb.max() == 1
+    labels = kmeans_labels(f, 2)
+    assert set(labels) == {1, 2} and len(set(labels[:20])) == 1 and labels[0] != labels[-1]
+    np.testing.assert_allclose(cosine_to(f, 3), cosine_similarity(f)[3], rtol=1e-5, atol=1e-6)
