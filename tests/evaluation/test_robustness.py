@@ -100,3 +100,27 @@ def test_gpu_matches_cpu():
     cpu, gpu = pair_metrics(a, b, device="cpu"), pair_metrics(a, b, device="cuda", block=97)
     assert gpu.cosine == pytest.approx(cpu.cosine, abs=1e-5)
     assert gpu.topk == pytest.approx(cpu.topk, abs=2 / 300)
+
+
+def plismbench_style(a: np.ndarray, b: np.ndarray, ks) -> dict[int, float]:
+    """Dense (2n, 2n) cosine matrix + argpartition, the way plismbench's ``TopkAccuracy`` ranks neighbours."""
+    n = len(a)
+    ab = np.concatenate([a, b])
+    cos = (ab @ ab.T) / np.outer(np.linalg.norm(ab, axis=1), np.linalg.norm(ab, axis=1))
+    kmax = max(ks)
+    top = np.argpartition(-cos, range(1, kmax + 1), axis=1)[:, 1 : kmax + 1]  # column 0 is the query itself
+    out = {}
+    for k in ks:
+        hit_a = np.any(top[:n, :k] == np.arange(n, 2 * n)[:, None], axis=1).mean()
+        hit_b = np.any(top[n:, :k] == np.arange(n)[:, None], axis=1).mean()
+        out[k] = (hit_a + hit_b) / 2
+    return out
+
+
+def test_matches_plismbench_ranking_without_ties():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(200, 24))
+    b = a + rng.normal(scale=1.5, size=a.shape)
+    ks = (1, 3, 5, 10)
+    ours = pair_metrics(a, b, ks, device="cpu", block=50, dtype=__import__("torch").float64).topk
+    assert ours == pytest.approx(plismbench_style(a, b, ks), abs=1e-12)
