@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation.robustness import pair_metrics
@@ -32,7 +33,7 @@ def test_matches_loop_reference(block):
     a = rng.normal(size=(40, 16))
     b = a + rng.normal(scale=2.0, size=a.shape)  # noisy copy: accuracies strictly between 0 and 1
     ks = (1, 3, 5, 10)
-    m = pair_metrics(a, b, ks, device="cpu", block=block, dtype=__import__("torch").float64)
+    m = pair_metrics(a, b, ks, device="cpu", block=block, dtype=torch.float64)
     cos, topk = reference_metrics(a, b, ks)
     assert m.cosine == pytest.approx(cos, abs=1e-10)
     assert m.topk == pytest.approx(topk, abs=1e-12)
@@ -122,5 +123,5 @@ def test_matches_plismbench_ranking_without_ties():
     a = rng.normal(size=(200, 24))
     b = a + rng.normal(scale=1.5, size=a.shape)
     ks = (1, 3, 5, 10)
-    ours = pair_metrics(a, b, ks, device="cpu", block=50, dtype=__import__("torch").float64).topk
+    ours = pair_metrics(a, b, ks, device="cpu", block=50, dtype=torch.float64).topk
     assert ours == pytest.approx(plismbench_style(a, b, ks), abs=1e-12)
