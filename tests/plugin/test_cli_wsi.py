@@ -1,0 +1,50 @@
+"""``pathdistill tiles`` and ``pathdistill view`` on the real CMU-1-Small-Region slide."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.io import imread
+
+from napari_pathdistill.cli.main import main
+from napari_pathdistill.wsi import make_tile_grid, open_pyramid, read_tiles
+
+
+def test_tiles_writes_csv_preview_and_tiles(tmp_path: Path, cmu_svs: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["tiles", str(cmu_svs), "--out", str(out), "--save-tiles", "2", "--max-size", "1024"]) == 0
+    assert "tiles of 224 px at 0.5 um/px" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "tiles.csv").open()))
+    meta = json.loads((out / "grid.json").read_text())
+    assert meta["n_tiles"] == len(rows) > 0 and meta["slide_mpp"] == [0.499, 0.499]
+    with open_pyramid(cmu_svs) as pyr:
+        from napari_pathdistill.wsi import detect_tissue
+
+        grid = make_tile_grid(pyr, mask=detect_tissue(pyr, max_size=1024))
+        first = read_tiles(pyr, grid, [0])[0]
+    np.testing.assert_array_equal([[int(r["x"]), int(r["y"])] for r in rows], grid.coords)
+    np.testing.assert_array_equal(imread(out / "tiles" / "tile_00000.png"), first)
+    preview = imread(out / "preview.png")
+    assert preview.shape[:2] == imread(out / "tissue_mask.png").shape and preview.ndim == 3
+
+
+def test_tiles_reports_errors(tmp_path: Path, capsys) -> None:
+    assert main(["tiles", str(tmp_path / "missing.svs"), "--out", str(tmp_path / "o")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_view_needs_a_slide(capsys) -> None:
+    assert main(["view"]) == 2
+    assert "--sample" in capsys.readouterr().err
+
+
+@pytest.mark.napari
+def test_view_sample_screenshot(tmp_path: Path, qtbot) -> None:
+    shot = tmp_path / "view.png"
+    assert main(["view", "--sample", "--widgets", "Tissue and tile grid", "--screenshot", str(shot)]) == 0
+    img = imread(shot)[..., :3].astype(int)
+    assert (img.max(axis=2) - img.min(axis=2) > 40).mean() > 0.02  # H&E pixels are on screen
