@@ -146,3 +146,18 @@ def test_bundled_student_loads_in_the_plugin():
     assert model.dim == 192 and model.spec.arch == "vit_small_patch14_reg4_dinov2"
     emb = model.embed(np.full((1, 224, 224, 3), 200, np.uint8))
     assert emb.shape == (1, 192) and np.isfinite(emb).all()
+
+
+def test_smoke_run_samples_tiles_from_real_slides(tmp_path, cmu_svs):
+    cfg = load_config(
+        "smoke_cpu",
+        [
+            f"output_dir={tmp_path}",
+            f"data.slides=[{cmu_svs}]",
+            "data.mpp=2.0",
+            "optim.epochs=1",
+            "train.max_steps=3",
+        ],
+    )
+    rows = train(cfg)
+    assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -41,7 +42,7 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     Raises:
         TrainConfigError: a key that default.yaml does not list, or a malformed override.
     """
-    cfg = OmegaConf.load(CONFIG_DIR / "default.yaml")
+    cfg: Any = OmegaConf.load(CONFIG_DIR / "default.yaml")
     OmegaConf.set_struct(cfg, True)
     _open_free_form(cfg)
     try:
@@ -54,7 +55,7 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         _check_types(OmegaConf.load(CONFIG_DIR / "default.yaml"), cfg, "")
     except (ConfigKeyError, ConfigAttributeError) as e:
         raise TrainConfigError(
-            f"unknown config key: {e.msg if hasattr(e, 'msg') else e} "
+            f"unknown config key: {getattr(e, 'msg', e)!s} "
             f"(every valid key is listed in {CONFIG_DIR / 'default.yaml'})"
         ) from e
     except OmegaConfBaseException as e:
@@ -62,7 +63,7 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     return cfg
 
 
-def _check_types(default: DictConfig, cfg: DictConfig, prefix: str) -> None:
+def _check_types(default: Any, cfg: Any, prefix: str) -> None:
     """Raise when a scalar's type differs from default.yaml's (ints are valid floats; null is free)."""
     for key, ref in default.items():
         if f"{prefix}{key}" in FREE_FORM:
@@ -78,12 +79,12 @@ def _check_types(default: DictConfig, cfg: DictConfig, prefix: str) -> None:
                 )
 
 
-def _open_free_form(cfg: DictConfig) -> None:
+def _open_free_form(cfg: Any) -> None:
     for key in FREE_FORM:
         OmegaConf.set_struct(OmegaConf.select(cfg, key), False)
 
 
-def _merge_experiment(cfg: DictConfig, exp: DictConfig) -> DictConfig:
+def _merge_experiment(cfg: Any, exp: Any) -> Any:
     """Merge an experiment yaml; its free-form nodes replace the defaults' instead of merging."""
     replaced = {k: OmegaConf.select(exp, k) for k in FREE_FORM if OmegaConf.select(exp, k) is not None}
     for key in replaced:

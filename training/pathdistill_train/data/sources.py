@@ -55,7 +55,7 @@ class TileFolderSource:
         h, w = rgb.shape[:2]
         if self.scale != 1.0:
             h, w = max(1, round(h * self.scale)), max(1, round(w * self.scale))
-            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
         s = self.source_px
         if min(h, w) < s:
             pad = np.full((max(h, s), max(w, s), 3), 255, np.uint8)

@@ -31,6 +31,7 @@ class DINOLoss(nn.Module):
         centering: str = "centering",
     ) -> None:
         super().__init__()
+        self.center: torch.Tensor
         if centering not in ("centering", "sinkhorn_knopp"):
             raise ValueError(f"centering must be 'centering' or 'sinkhorn_knopp', got {centering!r}")
         self.student_temp = student_temp

@@ -47,11 +47,13 @@ class TokenEncoder(nn.Module):
 
     def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.is_vit = hasattr(model, "num_prefix_tokens") and hasattr(model, "patch_embed")
-        self.embed_dim = int(getattr(model, "embed_dim", None) or model.num_features)
+        self.embed_dim = int(getattr(model, "embed_dim", None) or getattr(model, "num_features"))  # noqa: B009 (typed Any for mypy)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encode images.

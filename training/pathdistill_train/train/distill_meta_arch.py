@@ -54,7 +54,9 @@ class DistillMetaArch(nn.Module):
         self.cfg, lc = cfg, cfg.loss
         if lc.mode not in LOSS_MODES or cfg.teacher.heads not in HEAD_MODES:
             raise TrainConfigError(f"loss.mode in {LOSS_MODES}, teacher.heads in {HEAD_MODES}")
-        self.teachers = nn.ModuleList([build_teacher(t) for t in [cfg.teacher, *cfg.teacher.extra]])
+        teachers = [build_teacher(t) for t in [cfg.teacher, *cfg.teacher.extra]]
+        self.teachers = nn.ModuleList(teachers)
+        dims = [t.embed_dim for t in teachers]
         self.student = build_student(
             cfg.student.arch, dict(cfg.student.model_kwargs), cfg.student.mean, cfg.student.std
         )
@@ -62,8 +64,8 @@ class DistillMetaArch(nn.Module):
         self.use_heads, self.use_feature = lc.mode in ("dino_ibot", "both"), lc.mode in ("feature", "both")
         if self.use_heads:
             self.dino_head, self.ibot_head = _head(cfg, sd, "dino"), _head(cfg, sd, "ibot")
-            self.teacher_dino_heads = nn.ModuleList([_head(cfg, t.embed_dim, "dino") for t in self.teachers])
-            self.teacher_ibot_heads = nn.ModuleList([_head(cfg, t.embed_dim, "ibot") for t in self.teachers])
+            self.teacher_dino_heads = nn.ModuleList([_head(cfg, d, "dino") for d in dims])
+            self.teacher_ibot_heads = nn.ModuleList([_head(cfg, d, "ibot") for d in dims])
             self._setup_teacher_heads()
             self.dino_loss = DINOLoss(
                 cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering
@@ -75,13 +77,13 @@ class DistillMetaArch(nn.Module):
             self.feature_losses = nn.ModuleList(
                 FeatureDistillLoss(
                     sd,
-                    t.embed_dim,
+                    d,
                     lc.feature_cos_weight,
                     lc.feature_smooth_l1_weight,
                     lc.feature_patch_weight,
                     lc.feature_beta,
                 )
-                for t in self.teachers
+                for d in dims
             )
         self.ema_student = copy.deepcopy(self.student).requires_grad_(False).eval()
 
@@ -223,7 +225,7 @@ class DistillMetaArch(nn.Module):
     @torch.no_grad()
     def update_ema(self, momentum: float) -> None:
         """EMA of the student: ``ema = m * ema + (1 - m) * student`` (buffers copied)."""
-        ema_p = list(self.ema_student.parameters())
+        ema_p: list[torch.Tensor] = list(self.ema_student.parameters())
         st_p = [p.detach() for p in self.student.parameters()]
         torch._foreach_mul_(ema_p, momentum)
         torch._foreach_add_(ema_p, st_p, alpha=1 - momentum)

@@ -171,7 +171,7 @@ def train(cfg: Any) -> list[dict[str, float]]:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
     meta, optimizer, sched, start = _setup(cfg, env)
-    model = meta
+    model: torch.nn.Module = meta
     if env.world_size > 1:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(meta, meta.ddp_ignored_names())
         ids = [env.local_rank] if env.device.type == "cuda" else None
