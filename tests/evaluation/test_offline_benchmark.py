@@ -46,3 +46,16 @@ def test_build_and_evaluate(tmp_path, shared_data, tiny_embed):
     mtime = entries[0].path.stat().st_mtime_ns
     list(iter_build_benchmark(tmp_path, tiny_embed, shared_data, tile_px=56, mpp=2.0, max_tiles=8))
     assert entries[0].path.stat().st_mtime_ns == mtime
+
+
+def test_os2_matched_tiles_really_correspond(shared_data):
+    """After rescaling + registration, each NDPI tile is most similar (pixel NCC) to its VSI counterpart."""
+    from napari_pathdistill.evaluation.offline_benchmark import os2_source
+    from napari_pathdistill.evaluation.perturbations import ncc
+
+    src = os2_source(shared_data, tile_px=112, mpp=1.0, max_tiles=16)
+    a, b = src.tiles["hamamatsu"].mean(-1), src.tiles["olympus"].mean(-1)
+    m = np.array([[ncc(x, y) for y in b] for x in a])
+    assert len(a) == 16
+    assert np.diag(m).mean() > 0.85
+    assert (m.argmax(1) == np.arange(len(a))).all()

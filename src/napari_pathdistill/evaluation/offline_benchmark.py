@@ -96,7 +96,8 @@ def os2_source(data: Path, tile_px: int, mpp: float, max_tiles: int, work_mpp: f
     s = np.diag([1 / mpp, 1 / mpp, 1.0])
     warped = warp_moving(moving, s @ reg.matrix @ np.linalg.inv(s), fixed.shape[:2])
     warped = np.clip(np.rint(np.nan_to_num(warped, nan=255.0)), 0, 255).astype(np.uint8)
-    (t1, t2), pos = grid_tiles([fixed, warped], tile_px, tile_px // 2, max_tiles)
+    # non-overlapping tiles, as in PLISM: overlapping neighbours would be near-duplicate distractors
+    (t1, t2), pos = grid_tiles([fixed, warped], tile_px, tile_px, max_tiles)
     return TissueSource("os2-ki67", "ki67", {"hamamatsu": t1, "olympus": t2}, pos * mpp)
 
 
