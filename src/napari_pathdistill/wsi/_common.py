@@ -64,3 +64,40 @@ def to_rgb(arr: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)) 
     if channels == 2:  # grey + alpha
         arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=2), arr[..., 1:2]], axis=2)
     return composite_rgba(arr[..., :4], background)
+
+
+class BlockCache:
+    """Thread-safe LRU cache of decoded blocks, bounded in bytes (0 disables it).
+
+    napari re-requests the same chunks while panning and zooming, and random tile reads overlap chunks;
+    OpenSlide caches compressed-tile decodes but not the RGBA->RGB conversion, tifffile caches nothing.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            block = self._data.get(key)
+            if block is not None:
+                self._data.move_to_end(key)
+            return block
+
+    def put(self, key: tuple, block: np.ndarray) -> None:
+        if block.nbytes > self.max_bytes:
+            return
+        block.setflags(write=False)
+        with self._lock:
+            if key in self._data:
+                return
+            self._data[key] = block
+            self._bytes += block.nbytes
+            while self._bytes > self.max_bytes:
+                _, old = self._data.popitem(last=False)
+                self._bytes -= old.nbytes

@@ -98,6 +98,8 @@ class OpenSlideBackend:
             raise WSIError(
                 f"Reading {location} at level {level} failed: {exc}. The slide may be corrupt."
             ) from exc
+        if img.getextrema()[3] == (255, 255):  # opaque (the usual case): PIL's C conversion, no numpy pass
+            return np.asarray(img.convert("RGB"))
         return composite_rgba(np.asarray(img), self.background)
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:

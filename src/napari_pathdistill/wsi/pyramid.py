@@ -8,13 +8,14 @@ native tile; building it reads no pixels.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._common import PyramidLevel
+from napari_pathdistill.wsi._common import BlockCache, PyramidLevel
 from napari_pathdistill.wsi._openslide_backend import OpenSlideBackend, detect_vendor
 
 __all__ = ["Pyramid", "PyramidLevel", "open_pyramid"]
@@ -49,6 +50,7 @@ class Pyramid:
         self.mpp: tuple[float, float] | None = backend.mpp
         self.properties: dict[str, str] = dict(backend.properties)
         self._dask: list[Any] | None = None
+        self._cache = BlockCache(int(float(os.environ.get("PATHDISTILL_CHUNK_CACHE_MB", "128")) * 2**20))
 
     def __repr__(self) -> str:
         dims = ", ".join(f"{lv.shape[1]}x{lv.shape[0]}@{lv.downsample:.4g}" for lv in self.levels)
@@ -90,6 +92,8 @@ class Pyramid:
 
         A chunk at level pixels (x, y) is read at level-0 location (round(x * ds), round(y * ds)), so it
         equals ``read_region`` there. The graph is a single blockwise layer: no per-chunk tasks are built.
+        Decoded chunks are kept in an LRU cache shared by the levels (``PATHDISTILL_CHUNK_CACHE_MB``, default
+        128; 0 disables it), so napari panning and overlapping tile reads do not decode a chunk twice.
         """
         if self._dask is None:
             self._dask = [self._level_to_dask(i) for i in range(len(self.levels))]
@@ -101,7 +105,7 @@ class Pyramid:
         (h, w), (th, tw) = self.levels[level].shape, self.levels[level].tile_shape
         chunks = (_chunk_sizes(h, th), _chunk_sizes(w, tw), (3,))
         name = f"pathdistill-{self.path.name}-{id(self):x}-L{level}"
-        source = _LevelArray(self._backend, level, (h, w, 3))
+        source = _LevelArray(self._backend, level, (h, w, 3), self._cache)
         meta = np.empty((0, 0, 0), np.uint8)
         return da.from_array(source, chunks=chunks, name=name, asarray=False, fancy=False, meta=meta)
 
@@ -154,12 +158,16 @@ class _LevelArray:
     dtype = np.dtype(np.uint8)
     ndim = 3
 
-    def __init__(self, backend: _Backend, level: int, shape: tuple[int, int, int]) -> None:
-        self._backend, self._level, self.shape = backend, level, shape
+    def __init__(self, backend: _Backend, level: int, shape: tuple[int, int, int], cache: BlockCache) -> None:
+        self._backend, self._level, self.shape, self._cache = backend, level, shape, cache
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         ys, xs = key[0].indices(self.shape[0]), key[1].indices(self.shape[1])
-        block = self._backend.read_level(self._level, xs[0], ys[0], xs[1] - xs[0], ys[1] - ys[0])
+        ck = (self._level, xs[0], ys[0], xs[1], ys[1])
+        block = self._cache.get(ck)
+        if block is None:
+            block = self._backend.read_level(self._level, xs[0], ys[0], xs[1] - xs[0], ys[1] - ys[0])
+            self._cache.put(ck, block)
         return block[(slice(None), slice(None), *key[2:])] if len(key) > 2 else block
 
 
