@@ -78,15 +78,22 @@ class AttentionWidget(Container):
         """Add teacher, student and difference maps and the per-tile agreement (main thread)."""
         self.result = pair
         slide = self.slide.value
-        geo = {"scale": pair.scale, "translate": pair.translate, "opacity": self.opacity.value}
+        units = getattr(slide, "units", None)
+        geo = {
+            "scale": pair.scale,
+            "translate": pair.translate,
+            "opacity": self.opacity.value,
+            "units": units,
+            "blending": "additive",  # low attention stays transparent over the slide
+        }
         teacher = upsert_layer(self.viewer, "image", pair.teacher_mosaic, "teacher attention", colormap="inferno",
                                contrast_limits=(0, 1), **geo)  # fmt: skip
         student = upsert_layer(self.viewer, "image", pair.student_mosaic, "student attention", colormap="inferno",
                                contrast_limits=(0, 1), **geo)  # fmt: skip
         diff = upsert_layer(self.viewer, "image", pair.difference, "attention difference (student - teacher)",
-                            colormap="PiYG", contrast_limits=(-1, 1), visible=False, **geo)  # fmt: skip
+                            colormap="PiYG", contrast_limits=(-1, 1), visible=False, **{**geo, "blending": "translucent"})  # fmt: skip
         tiles = upsert_layer(self.viewer, "labels", pair.tile_index, "attention tiles", opacity=0.0,
-                             scale=pair.tile_scale, translate=pair.tile_translate, features=pair.feature_table())  # fmt: skip
+                             scale=pair.tile_scale, translate=pair.tile_translate, units=units, features=pair.feature_table())  # fmt: skip
         self._map_layers = [teacher, student, diff]
         agree = pair.agreement[np.isfinite(pair.agreement)]
         mean = f"{agree.mean():.3f}" if len(agree) else "n/a"
@@ -99,7 +106,7 @@ class AttentionWidget(Container):
         """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = slide view + student map (one camera)."""
         view_name = f"{slide.name} (student view)"
         view = upsert_layer(self.viewer, "image", slide.data, view_name, multiscale=slide.multiscale,
-                            rgb=slide.rgb, scale=slide.scale, translate=slide.translate)  # fmt: skip
+                            rgb=slide.rgb, scale=slide.scale, translate=slide.translate, units=slide.units)  # fmt: skip
         layers = self.viewer.layers
         # napari fills grid cells from the top of the layer list: put [teacher, slide] then [student, view] last.
         for layer in (view, student, slide, teacher):

@@ -16,6 +16,11 @@ from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.inference.slide_maps import SlideMap, iter_slide_map
 
 
+def _units(layer: Any) -> Any:
+    """The slide layer's units (um from our reader) so overlays render in the same units."""
+    return getattr(layer, "units", None)
+
+
 class EmbedWidget(Container):
     """Dock widget: embed the tiles of a slide and show the embedding map, clusters and similar tiles.
 
@@ -68,7 +73,7 @@ class EmbedWidget(Container):
         """Add the embedding map, the cluster labels (with features) and connect tile clicks (main thread)."""
         self.result = result
         name = self.slide.value.name if self.slide.value is not None else "slide"
-        geo = {"scale": result.scale, "translate": result.translate}
+        geo = {"scale": result.scale, "translate": result.translate, "units": _units(self.slide.value)}
         rgba = np.concatenate([result.raster(result.rgb), (result.index_image > 0)[..., None]], axis=-1)
         upsert_layer(self.viewer, "image", rgba.astype(np.float32), f"{name} embedding map", rgb=True, **geo,
                      opacity=0.7, metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
@@ -107,7 +112,8 @@ class EmbedWidget(Container):
             "query": np.r_[True, np.zeros(len(idx), bool)],
         }
         size = float(min(self.result.scale)) * 0.6
+        symbols = ["star"] + ["disc"] * len(idx)
         layer = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
-                             face_color="cosine", face_colormap="magma", border_color="white")  # fmt: skip
+                             face_color="cosine", symbol=symbols, units=_units(self.slide.value), face_colormap="magma", border_color="white")  # fmt: skip
         self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
         return layer

@@ -98,7 +98,10 @@ class EvaluateWidget(Container):
         self.report = report
         self._fill_table(report)
         self._plot(report)
-        self.summary.value = "; ".join(f"{k} {v:.3f}" for k, v in report.summary.items())
+        self.summary.value = "; ".join(
+            f"{k} {int(v)}" if float(v).is_integer() and abs(v) > 1 else f"{k} {v:.3f}"
+            for k, v in report.summary.items()
+        )
         if str(self.out_dir.value).strip(". "):
             self.saved = write_report(report, self.out_dir.value)
             self.status.value = (
@@ -130,11 +133,15 @@ class EvaluateWidget(Container):
             ax.bar(folds, [float(r["balanced_accuracy"]) for r in report.rows], color="tab:blue")
             ax.set_ylabel("balanced accuracy")
             ax.set_ylim(0, 1)
+        elif numeric and len(report.rows) > 12:  # many tiles: distribution of the first numeric column
+            key = numeric[0]
+            ax.hist([float(r[key]) for r in report.rows], bins=10, color="tab:green")
+            ax.set_xlabel(key)
+            ax.set_ylabel("count")
         elif numeric:
             key = numeric[0]
-            ax.barh([str(r.get("tile", r.get("slide_a", i))) for i, r in enumerate(report.rows)],
-                    [float(r[key]) for r in report.rows], color="tab:green")  # fmt: skip
+            labels = [str(r.get("tile", r.get("slide_a", i))) for i, r in enumerate(report.rows)]
+            ax.barh(labels, [float(r[key]) for r in report.rows], color="tab:green")
             ax.set_xlabel(key)
-            ax.tick_params(axis="y", labelsize=6)
         ax.set_title(report.name.replace("_", " "))
         self.canvas.draw_idle()

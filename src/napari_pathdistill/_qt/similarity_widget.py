@@ -93,7 +93,7 @@ class SimilarityWidget(Container):
         name = self.slide_a.value.name if self.slide_a.value is not None else "A"
         upsert_layer(self.viewer, "image", result.overlay, f"{name} cosine to B", colormap="viridis",
                      contrast_limits=(-1.0, 1.0) if result.cosine.min() < 0 else (0.0, 1.0), opacity=0.6,
-                     scale=result.scale, translate=result.translate)  # fmt: skip
+                     scale=result.scale, translate=result.translate, units=getattr(self.slide_a.value, "units", None))  # fmt: skip
         reg = result.transform.registration
         self.summary.value = (
             f"{len(result.cosine)} matched tiles (registration {reg.method}, NCC {reg.ncc:.2f}); mean cosine "

@@ -1,0 +1,108 @@
+"""Regenerate the widget screenshots of docs/widgets.md on the real slides of ../shared/data.
+
+Run from the repository root: ``xvfb-run -a python docs/images/make_screenshots.py``. Uses the shipped
+``pathdistill-student`` and the ImageNet EfficientNet-Lite2 teacher (both available offline).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import napari
+from PIL import Image
+from qtpy.QtWidgets import QApplication
+
+from napari_pathdistill._qt.attention_widget import AttentionWidget
+from napari_pathdistill._qt.embed_widget import EmbedWidget
+from napari_pathdistill._qt.evaluate_widget import EvaluateWidget
+from napari_pathdistill._qt.similarity_widget import SimilarityWidget
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+OUT = Path(__file__).resolve().parent
+
+
+def wait(widget, timeout: float = 600) -> None:
+    t0 = time.time()
+    while widget.runner.running and time.time() - t0 < timeout:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    for _ in range(20):
+        QApplication.processEvents()
+
+
+def viewer_with(path: Path, widget_cls, name: str):
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    viewer.open(str(path), plugin="napari-pathdistill")
+    widget = widget_cls(viewer)
+    viewer.window.add_dock_widget(widget, name=name, area="right")
+    if hasattr(widget, "slide"):
+        widget.slide.value = viewer.layers[0]
+    return viewer, widget
+
+
+def shoot(viewer, name: str) -> None:
+    for _ in range(10):
+        QApplication.processEvents()
+    img = viewer.screenshot(canvas_only=False)
+    Image.fromarray(img[..., :3]).quantize(256, dither=Image.Dither.NONE).save(OUT / name, optimize=True)
+    print("wrote", OUT / name, (OUT / name).stat().st_size // 1024, "KB")
+
+
+def embed() -> None:
+    viewer, w = viewer_with(DATA / "wsi" / "CMU-1-Small-Region.svs", EmbedWidget, "Embed slide")
+    w.k.value, w.min_tissue.value = 5, 0.3
+    w.run()
+    wait(w)
+    w.show_similar(len(w.result.features) // 2)
+    viewer.layers[-3].visible = False  # show the clusters over the slide; the embedding map stays in the list
+    shoot(viewer, "embed_widget.png")
+    viewer.layers[-3].visible, viewer.layers[-2].visible = True, False
+    shoot(viewer, "embed_widget_pca.png")
+    viewer.close()
+
+
+def attention() -> None:
+    viewer, w = viewer_with(DATA / "wsi" / "CMU-1-Small-Region.svs", AttentionWidget, "Attention")
+    w.teacher.choice.value = "efficientnet-lite2-imagenet"
+    w.region.value, w.n_tiles.value = "whole slide", 24
+    w.run()
+    wait(w)
+    viewer.reset_view()
+    shoot(viewer, "attention_widget.png")
+    viewer.close()
+
+
+def similarity() -> None:
+    pair = DATA / "paired" / "openslide_OS-2_ndpi_vs_vsi"
+    viewer, w = viewer_with(pair / "OS-2-ndpi.ome.tif", SimilarityWidget, "Similarity")
+    viewer.open(str(pair / "OS-2-vsi.ome.tif"), plugin="napari-pathdistill")
+    w.slide_a.value, w.slide_b.value = viewer.layers[0], viewer.layers[1]
+    viewer.layers[1].visible = False
+    w.min_tissue.value, w.top_k.value = 0.0, 1
+    w.run()
+    wait(w)
+    shoot(viewer, "similarity_widget.png")
+    viewer.close()
+
+
+def evaluate() -> None:
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    w = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Evaluate", area="right")
+    w.task.value = "teacher vs student (tiles folder)"
+    w.inputs.value = DATA / "tiles" / "histolab_tiles"
+    w.teacher.choice.value = "efficientnet-lite2-imagenet"
+    w.run()
+    wait(w)
+    shoot(viewer, "evaluate_widget.png")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or ["embed", "attention", "similarity", "evaluate"]:
+        globals()[name]()
