@@ -172,7 +172,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         teacher,
         student,
         tiles,
-        attention=lambda m, t: attention_maps(m, t),
+        attention=attention_maps,
         robustness=rob,
         batch_size=args.batch_size,
         names=(args.teacher, args.student),

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from napari_pathdistill.errors import Cancelled, EvaluationError
 from napari_pathdistill.evaluation.agreement import attention_agreement, linear_cka
 from napari_pathdistill.inference.progress import Progress
 
-AttentionFn = Callable[[object, np.ndarray], np.ndarray]
+AttentionFn = Callable[[Any, np.ndarray], np.ndarray]
 
 
 @dataclass
