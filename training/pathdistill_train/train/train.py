@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import math
 import sys
 import time
@@ -163,6 +164,14 @@ def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[st
     return out
 
 
+def _no_buffer_sync() -> dict[str, Any]:
+    """DDP kwarg that stops per-forward buffer broadcasts (centres are all-reduced by the losses)."""
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    )
+
+
 def train(cfg: Any) -> list[dict[str, float]]:
     """Run (or resume) a distillation; returns the logged rows of this process (rank 0: all steps run)."""
     env = distributed.enable(cfg.distributed.backend, cfg.train.device)
@@ -175,7 +184,7 @@ def train(cfg: Any) -> list[dict[str, float]]:
     if env.world_size > 1:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(meta, meta.ddp_ignored_names())
         ids = [env.local_rank] if env.device.type == "cuda" else None
-        model = DistributedDataParallel(meta, device_ids=ids, broadcast_buffers=False)
+        model = DistributedDataParallel(meta, device_ids=ids, **_no_buffer_sync())
     logger = MetricLogger(out_dir, env.is_main, cfg.train.tensorboard)
     end = sched["total"] if cfg.train.max_steps < 0 else min(sched["total"], start + cfg.train.max_steps)
     history, it, t0 = [], iter(build_loader(cfg, env.rank, env.world_size, start)), time.perf_counter()
