@@ -190,3 +190,17 @@ def test_missing_and_empty_folder(tmp_path: Path) -> None:
         open_pyramid(tmp_path / "nope.svs")
     with pytest.raises(WSIError, match="empty folder"):
         open_pyramid(tmp_path)
+
+
+def test_any_slicing_gives_the_same_pixels(tcga_svs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows across chunk borders equal the same window of the full level (served from whole tiles)."""
+    monkeypatch.setenv("PATHDISTILL_CHUNK_CACHE_MB", "0")  # no cache: every read decodes again
+    with open_pyramid(tcga_svs) as pyr:
+        full = pyr.to_dask()[1].compute()
+        arr = pyr.to_dask()[1]
+        for ys, xs in [
+            (slice(100, 400), slice(200, 600)),
+            (slice(1700, 1783), slice(2000, 2221)),
+            (5, slice(None)),
+        ]:
+            np.testing.assert_array_equal(arr[ys, xs].compute(), full[ys, xs])

@@ -105,7 +105,7 @@ class Pyramid:
         (h, w), (th, tw) = self.levels[level].shape, self.levels[level].tile_shape
         chunks = (_chunk_sizes(h, th), _chunk_sizes(w, tw), (3,))
         name = f"pathdistill-{self.path.name}-{id(self):x}-L{level}"
-        source = _LevelArray(self._backend, level, (h, w, 3), self._cache)
+        source = _LevelArray(self._backend, level, self.levels[level], self._cache)
         meta = np.empty((0, 0, 0), np.uint8)
         return da.from_array(source, chunks=chunks, name=name, asarray=False, fancy=False, meta=meta)
 
@@ -153,22 +153,45 @@ class Pyramid:
 
 
 class _LevelArray:
-    """Array-like view of one level for ``dask.array.from_array``: slicing reads just that block."""
+    """Array-like view of one level for ``dask.array.from_array``.
+
+    dask fuses slicing into the getter, so a request may be any window inside one chunk; it is always served
+    from the whole (cached) native tile that contains it, so every read of a pixel gives the same value
+    whatever the slicing (this matters at OpenSlide levels > 0, which resample non-integer offsets).
+    """
 
     dtype = np.dtype(np.uint8)
     ndim = 3
 
-    def __init__(self, backend: _Backend, level: int, shape: tuple[int, int, int], cache: BlockCache) -> None:
-        self._backend, self._level, self.shape, self._cache = backend, level, shape, cache
+    def __init__(self, backend: _Backend, level: int, lv: PyramidLevel, cache: BlockCache) -> None:
+        self._backend, self._level, self._cache = backend, level, cache
+        self.shape = (*lv.shape, 3)
+        self._tile = lv.tile_shape
+
+    def _tile_block(self, ty: int, tx: int) -> np.ndarray:
+        key = (self._level, ty, tx)
+        block = self._cache.get(key)
+        if block is None:
+            (th, tw), (h, w) = self._tile, self.shape[:2]
+            y0, x0 = ty * th, tx * tw
+            block = self._backend.read_level(self._level, x0, y0, min(tw, w - x0), min(th, h - y0))
+            self._cache.put(key, block)
+        return block
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        ys, xs = key[0].indices(self.shape[0]), key[1].indices(self.shape[1])
-        ck = (self._level, xs[0], ys[0], xs[1], ys[1])
-        block = self._cache.get(ck)
-        if block is None:
-            block = self._backend.read_level(self._level, xs[0], ys[0], xs[1] - xs[0], ys[1] - ys[0])
-            self._cache.put(ck, block)
-        return block[(slice(None), slice(None), *key[2:])] if len(key) > 2 else block
+        (y0, y1, _), (x0, x1, _) = key[0].indices(self.shape[0]), key[1].indices(self.shape[1])
+        th, tw = self._tile
+        if y1 <= y0 or x1 <= x0:
+            return np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
+        ty, tx = y0 // th, x0 // tw
+        if (y1 - 1) // th == ty and (x1 - 1) // tw == tx:  # inside one tile: the usual dask request
+            out = self._tile_block(ty, tx)[y0 - ty * th : y1 - ty * th, x0 - tx * tw : x1 - tx * tw]
+        else:  # spans tiles (direct use): stitch them
+            out = np.concatenate([
+                np.concatenate([self._tile_block(r, c) for c in range(tx, (x1 - 1) // tw + 1)], axis=1)
+                for r in range(ty, (y1 - 1) // th + 1)
+            ], axis=0)[y0 - ty * th : y1 - ty * th, x0 - tx * tw : x1 - tx * tw]  # fmt: skip
+        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
 
 
 def _chunk_sizes(n: int, tile: int) -> tuple[int, ...]:
