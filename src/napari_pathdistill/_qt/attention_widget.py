@@ -86,10 +86,9 @@ class AttentionWidget(Container):
             "units": units,
             "blending": "additive",  # low attention stays transparent over the slide
         }
-        teacher = upsert_layer(self.viewer, "image", pair.teacher_mosaic, "teacher attention", colormap="inferno",
-                               contrast_limits=(0, 1), **geo)  # fmt: skip
-        student = upsert_layer(self.viewer, "image", pair.student_mosaic, "student attention", colormap="inferno",
-                               contrast_limits=(0, 1), **geo)  # fmt: skip
+        maps = {"colormap": "inferno", "contrast_limits": (0, 1), "gamma": 0.5}  # gamma lifts peaky ViT maps
+        teacher = upsert_layer(self.viewer, "image", pair.teacher_mosaic, "teacher attention", **maps, **geo)  # fmt: skip
+        student = upsert_layer(self.viewer, "image", pair.student_mosaic, "student attention", **maps, **geo)  # fmt: skip
         diff = upsert_layer(self.viewer, "image", pair.difference, "attention difference (student - teacher)",
                             colormap="PiYG", contrast_limits=(-1, 1), visible=False, **{**geo, "blending": "translucent"})  # fmt: skip
         tiles = upsert_layer(self.viewer, "labels", pair.tile_index, "attention tiles", opacity=0.0,
@@ -103,14 +102,15 @@ class AttentionWidget(Container):
             self._arrange_grid(slide, teacher, student, tiles)
 
     def _arrange_grid(self, slide: Any, teacher: Any, student: Any, tiles: Any) -> None:
-        """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = slide view + student map (one camera)."""
+        """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = view of the slide + student map; one camera."""
         view_name = f"{slide.name} (student view)"
         view = upsert_layer(self.viewer, "image", slide.data, view_name, multiscale=slide.multiscale,
                             rgb=slide.rgb, scale=slide.scale, translate=slide.translate, units=slide.units)  # fmt: skip
         layers = self.viewer.layers
-        # napari fills grid cells from the top of the layer list: put [teacher, slide] then [student, view] last.
-        for layer in (view, student, slide, teacher):
-            layers.move(layers.index(layer), len(layers))
+        # napari >= 0.9 groups layers by index // stride from the bottom of the list (hidden groups skipped):
+        # indices 0-1 -> first cell, 2-3 -> second cell; other layers go to later cells.
+        for target, layer in enumerate((slide, teacher, view, student)):
+            layers.move(layers.index(layer), target)
         tiles.visible = False
         self.viewer.grid.stride = 2
         self.viewer.grid.enabled = True

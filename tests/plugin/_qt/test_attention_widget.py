@@ -37,8 +37,12 @@ def test_side_by_side_maps_and_agreement(make_napari_viewer, qtbot, cmu_svs, tin
     tiles = viewer.layers["attention tiles"]
     np.testing.assert_allclose(tiles.features["agreement"].to_numpy()[1:], pair.agreement)
     assert viewer.grid.enabled and viewer.grid.stride == 2
-    names = [layer.name for layer in viewer.layers]
-    assert names[-2:] == [slide.name, "teacher attention"] and names[-4:-2][1] == "student attention"
+    layers = viewer.layers
+    names = [layer.name for layer in layers]
+    assert names[:4] == [slide.name, "teacher attention", f"{slide.name} (student view)", "student attention"]
+    # napari's own grid placement: slide + teacher share the first cell, the view + student the second
+    cells = [viewer.grid.position(i, layers) for i in range(4)]
+    assert cells[0] == cells[1] == (0, 0) and cells[2] == cells[3] != (0, 0)
     mpp = slide.scale[-1]
     x0, y0 = pair.coords.min(0)
     # the mosaic's first pixel starts at the first tile's corner (level-0 -> um)
