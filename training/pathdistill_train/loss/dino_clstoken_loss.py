@@ -39,7 +39,6 @@ class DINOLoss(nn.Module):
         self.centering = centering
         self.register_buffer("center", torch.zeros(1, out_dim))
 
-    @torch.no_grad()
     def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         """Centre and sharpen teacher scores.
 

@@ -38,7 +38,6 @@ class iBOTPatchLoss(nn.Module):
         self.centering = centering
         self.register_buffer("center", torch.zeros(1, 1, patch_out_dim))
 
-    @torch.no_grad()
     def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         """Centre and sharpen teacher patch scores.
 

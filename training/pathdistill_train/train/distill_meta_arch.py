@@ -54,6 +54,10 @@ class DistillMetaArch(nn.Module):
         self.cfg, lc = cfg, cfg.loss
         if lc.mode not in LOSS_MODES or cfg.teacher.heads not in HEAD_MODES:
             raise TrainConfigError(f"loss.mode in {LOSS_MODES}, teacher.heads in {HEAD_MODES}")
+        if cfg.teacher.heads == "learn" and lc.centering == "sinkhorn_knopp":
+            raise TrainConfigError(
+                "teacher.heads=learn needs loss.centering=centering (Sinkhorn-Knopp has no gradient)"
+            )
         teachers = [build_teacher(t) for t in [cfg.teacher, *cfg.teacher.extra]]
         self.teachers = nn.ModuleList(teachers)
         dims = [t.embed_dim for t in teachers]
