@@ -44,6 +44,9 @@ def _dock(viewer: object, names: list[str]) -> None:
         except Exception as exc:
             print(f"note: widget {name!r} not available: {exc}", file=sys.stderr)
     if docks:
+        from qtpy.QtWidgets import QApplication
+
+        QApplication.processEvents()  # let Qt build the tab bar first, else raise_() is ignored
         docks[0].raise_()
 
 
