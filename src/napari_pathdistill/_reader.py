@@ -104,12 +104,12 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
     """
     from napari_pathdistill.wsi import open_pyramid
 
-    path = Path(path[0] if isinstance(path, list) else path)
-    pyramid = open_pyramid(path)
+    slide = Path(path[0] if isinstance(path, list) else path)
+    pyramid = open_pyramid(slide)
     _check_displayable(pyramid)
     if pyramid.mpp is None:
         warnings.warn(
-            f"{path.name} has no pixel size (MPP): opened in pixels; the scale bar and um/px-based tiling "
+            f"{slide.name} has no pixel size (MPP): opened in pixels; the scale bar and um/px-based tiling "
             "use level-0 pixels. Set 'um/px override' in the tissue widget if you know it.",
             UserWarning,
             stacklevel=2,

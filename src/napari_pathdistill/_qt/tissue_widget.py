@@ -56,7 +56,7 @@ class TissueWidget(Container):
         except PathDistillError as exc:
             show_error(str(exc))
             return
-        kw = {
+        kw: dict[str, Any] = {
             "tile_px": int(self.tile_px.value),
             "mpp": float(self.mpp.value),
             "min_tissue": float(self.min_tissue.value),

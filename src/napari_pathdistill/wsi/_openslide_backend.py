@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,12 +94,15 @@ class OpenSlideBackend:
         import openslide
 
         try:
-            img = self._slide.read_region((int(location[0]), int(location[1])), int(level), tuple(size))
+            img = self._slide.read_region(
+                (int(location[0]), int(location[1])), int(level), (int(size[0]), int(size[1]))
+            )
         except openslide.OpenSlideError as exc:
             raise WSIError(
                 f"Reading {location} at level {level} failed: {exc}. The slide may be corrupt."
             ) from exc
-        if img.getextrema()[3] == (255, 255):  # opaque (the usual case): PIL's C conversion, no numpy pass
+        extrema: Any = img.getextrema()
+        if extrema[3] == (255, 255):  # opaque (the usual case): PIL's C conversion, no numpy pass
             return np.asarray(img.convert("RGB"))
         return composite_rgba(np.asarray(img), self.background)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -122,7 +123,7 @@ def tissue_mask_from_rgb(
     return ndi.binary_fill_holes(mask) | morphology.remove_small_holes(mask, max_size=min_size)
 
 
-def detect_tissue(pyramid: Pyramid, max_size: int = 2048, **kw: float) -> TissueMask:
+def detect_tissue(pyramid: Pyramid, max_size: int = 2048, **kw: Any) -> TissueMask:
     """Tissue mask on a thumbnail of at most ``max_size`` px (longer side); ``kw`` go to tissue_mask_from_rgb."""
     thumb, ds = pyramid.thumbnail(max_size)
     return TissueMask(mask=tissue_mask_from_rgb(thumb, **kw), downsample=ds)
