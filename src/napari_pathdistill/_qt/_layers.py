@@ -29,7 +29,8 @@ def slide_path(layer: Layer | None) -> Path:
     """The slide file behind a layer, or a clear :class:`LayerInputError`."""
     if layer is None:
         raise LayerInputError(
-            "No slide chosen: open a slide with File > Open (napari-pathdistill reader) first."
+            "No slide chosen: open a whole-slide image with File > Open (napari-pathdistill reader) first. Plain "
+            "images (JPEG/PNG) carry no physical scale: save them as an OME-TIFF with their um/px to use them here."
         )
     if not isinstance(layer, Image):
         raise LayerInputError(

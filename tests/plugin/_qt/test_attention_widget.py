@@ -58,4 +58,4 @@ def test_wrong_layer_gives_notification(make_napari_viewer, errors):
     widget = AttentionWidget(viewer)
     viewer.add_labels(np.zeros((8, 8), np.int32), name="not a slide")
     widget.run()
-    assert errors and "open a slide" in errors[-1]
+    assert errors and "No slide chosen" in errors[-1]

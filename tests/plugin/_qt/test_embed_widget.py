@@ -76,7 +76,7 @@ def test_bad_input_and_cancel(make_napari_viewer, qtbot, cmu_svs, tiny_vit, erro
     viewer = make_napari_viewer()
     widget = EmbedWidget(viewer)
     widget.run()  # no slide layer at all
-    assert errors and "open a slide" in errors[-1]
+    assert errors and "No slide chosen" in errors[-1]
     slide = open_slide(viewer, cmu_svs)
     widget.model.set_model(tiny_vit)
     widget.slide.value = slide

@@ -50,7 +50,7 @@ def test_chooser_lists_only_slide_layers_and_follows_the_layer_list(make_napari_
 
 def test_slide_path_errors_say_what_to_do(make_napari_viewer, cmu_rgb, cmu_svs):
     viewer = make_napari_viewer()
-    with pytest.raises(LayerInputError, match="open a slide"):
+    with pytest.raises(LayerInputError, match="No slide chosen"):
         slide_path(None)
     labels = viewer.add_labels(np.zeros((4, 4), np.int32), name="lab")
     with pytest.raises(LayerInputError, match="Labels layer"):

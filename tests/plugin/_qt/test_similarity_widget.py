@@ -51,3 +51,15 @@ def test_same_layer_and_half_landmarks_are_refused(make_napari_viewer, os2_pair,
     widget.landmarks_a.value = viewer.add_points(np.array([[10.0, 10.0], [50, 10], [10, 60]]), name="lm A")
     widget.run()
     assert "both slides" in errors[-1]
+
+
+def test_birl_plain_jpg_pair_is_refused_with_a_clear_message(make_napari_viewer, shared_data, errors):
+    """BIRL H&E vs IHC are plain 5 % JPEGs without um/px: they open as napari images but are not slides."""
+    viewer = make_napari_viewer()
+    kidney = shared_data / "paired" / "birl_anhir" / "rat-kidney_"
+    for name in ("Rat-Kidney_HE.jpg", "Rat-Kidney_PanCytokeratin.jpg"):
+        viewer.open(str(kidney / name), plugin="napari")
+    widget = SimilarityWidget(viewer)
+    assert len(viewer.layers) == 2 and widget.slide_a.choices == ()
+    widget.run()
+    assert "OME-TIFF" in errors[-1] and "um/px" in errors[-1]
