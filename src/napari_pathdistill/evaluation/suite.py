@@ -71,6 +71,10 @@ def iter_pair_robustness(
 ) -> Iterator[Progress | Report]:
     """Mean cosine and top-k accuracy of matched tiles for every slide pair; the summary holds their medians."""
     pairs, rows = read_pairs(pairs_csv), []
+    kw.setdefault("tile_px", model.spec.tile_px)  # tiles as the model was trained: px and um/px
+    kw.setdefault("mpp", model.spec.mpp)
+    # PLISM-style pairs are registered tissue regions; the tissue mask can miss pale IHC (OS-2 Ki67: 2/289 kept)
+    kw.setdefault("min_tissue", 0.0)
     for i, (a, b) in enumerate(pairs):
         _check(cancel, "Robustness")
         yield Progress(i, len(pairs), f"pair {i + 1}/{len(pairs)}")

@@ -70,3 +70,22 @@ def test_cancel_writes_nothing_and_bad_input_notifies(
     widget.runner.cancel()
     wait_for(widget)
     assert widget.report is None and list(tmp_path.iterdir()) == []
+
+
+def test_robustness_over_the_os2_pair_csv(make_napari_viewer, os2_pair, tiny_vit, tmp_path, wait_for):
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text(f"slide_a,slide_b\n{os2_pair[0]},{os2_pair[1]}\n")
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "robustness (slide pairs CSV)"
+    widget.inputs.value = csv_path
+    widget.model.set_model(tiny_vit)
+    widget.out_dir.value = tmp_path / "out"
+    widget.run()
+    wait_for(widget)
+    rep = widget.report
+    assert rep is not None, widget.status.value
+    (row,) = rep.rows
+    assert row["slide_a"] == "OS-2-ndpi.ome.tif" and row["tiles"] > 10
+    assert rep.summary["median_mean_cosine"] == pytest.approx(row["mean_cosine"])
+    assert -1.0 <= row["mean_cosine"] <= 1.0
+    assert json.loads((tmp_path / "out" / "robustness.json").read_text())["rows"][0]["tiles"] == row["tiles"]
