@@ -63,3 +63,89 @@ def iter_embeddings(
     dim = model.dim
     out = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, dim), np.float32)
     yield EmbeddingResult(out, grid, model.spec.name)
+
+
+def _open_partial(partial, model: EmbeddingModel, grid: TileGrid, attrs: dict):  # -> h5py.File
+    """Open/create ``partial``; an existing one is reused only if model name and grid coords match."""
+    import h5py
+
+    if partial.exists():
+        f = h5py.File(partial, "a")
+        same = f.attrs.get("model") == model.spec.name and np.array_equal(f["coords"][()], grid.coords)
+        if same:
+            return f
+        f.close()
+        partial.unlink()
+    f = h5py.File(partial, "w")
+    f.create_dataset("coords", data=np.asarray(grid.coords, np.int64))
+    f.create_dataset("features", shape=(len(grid.coords), model.dim), dtype="float32")
+    f.attrs.update(attrs)
+    f.attrs["done"] = 0
+    return f
+
+
+def embed_slide(
+    slide,
+    model: EmbeddingModel,
+    out_dir,
+    *,
+    tile_px: int | None = None,
+    mpp: float | None = None,
+    batch_size: int = 32,
+    chunk_batches: int = 4,
+    cancel: threading.Event | None = None,
+    progress=None,
+):
+    """Embed the tissue tiles of ``slide`` into ``<out_dir>/<slide stem>.h5`` (CLAM/TRIDENT layout).
+
+    Datasets ``features`` (N, D) float32 and ``coords`` (N, 2) int64 level-0 (x, y); attrs ``model``, ``spec``
+    (JSON), ``tile_px``, ``mpp``, ``patch_level`` (0) and ``patch_size_level0``. Rows are written every
+    ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a killed or cancelled run
+    resumes there; the file is renamed to ``.h5`` only when complete.
+
+    Returns:
+        The path of the finished HDF5 file (or of the ``.partial`` file when cancelled).
+    """
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from napari_pathdistill.wsi import open_pyramid
+    from napari_pathdistill.wsi.tiling import make_tile_grid
+
+    out = Path(out_dir) / f"{Path(slide).stem}.h5"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".h5.partial")
+    tile_px, mpp = tile_px or model.spec.tile_px, mpp or model.spec.mpp
+    with open_pyramid(slide) as pyr:
+        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp)
+        size0 = round(grid.size_level0)
+        attrs = {
+            "model": model.spec.name,
+            "spec": json.dumps(dataclasses.asdict(model.spec), default=str),
+            "tile_px": tile_px,
+            "mpp": mpp,
+            "patch_level": 0,
+            "patch_size_level0": size0,
+        }
+        with _open_partial(partial, model, grid, attrs) as f:
+            n, done = len(grid.coords), int(f.attrs["done"])
+            step = batch_size * chunk_batches
+            while done < n:
+                sub = dataclasses.replace(
+                    grid,
+                    coords=grid.coords[done : done + step],
+                    tissue_fraction=grid.tissue_fraction[done : done + step],
+                )
+                res = None
+                for item in iter_embeddings(model, pyr, sub, batch_size=batch_size, cancel=cancel):
+                    res = item if isinstance(item, EmbeddingResult) else None
+                if res is None:
+                    return partial
+                f["features"][done : done + len(sub.coords)] = res.features
+                done += len(sub.coords)
+                f.attrs["done"] = done
+                if progress is not None:
+                    progress(Progress(done, n, "embedding"))
+    partial.replace(out)
+    return out
