@@ -54,9 +54,14 @@ def test_cli_equals_python_api(cmu_svs, tmp_path):
             "4",
             "--device",
             "cpu",
+            "--format",
+            "h5,plism",
         ]
     )
     assert rc == 0
     with h5py.File(api) as a, h5py.File(tmp_path / "cli" / api.name) as c:
         np.testing.assert_array_equal(a["features"][()], c["features"][()])
         np.testing.assert_array_equal(a["coords"][()], c["coords"][()])
+        plism = np.load(next((tmp_path / "cli").glob("*/*/features.npy")))
+        np.testing.assert_array_equal(plism[:, 3:], c["features"][()])
+        np.testing.assert_array_equal(plism[:, 1:3], c["coords"][()])

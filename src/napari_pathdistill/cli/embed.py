@@ -17,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mpp", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--format", default="h5", help="comma list of h5, plism (<out>/<model>/<slide>/features.npy)"
+    )
     p.set_defaults(func=run)
 
 
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     """Embed each slide in turn with a tqdm bar; returns 0."""
     from tqdm import tqdm
 
-    from napari_pathdistill.inference.embed import embed_slide
+    from napari_pathdistill.inference.embed import embed_slide, write_plism
     from napari_pathdistill.models.registry import load_model
 
     model = load_model(args.model, device=args.device)
@@ -47,4 +50,6 @@ def run(args: argparse.Namespace) -> int:
         )
         bar.close()
         print(path)
+        if "plism" in args.format.split(","):
+            print(write_plism(path, args.out))
     return 0

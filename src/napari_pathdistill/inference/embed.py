@@ -149,3 +149,22 @@ def embed_slide(
                     progress(Progress(done, n, "embedding"))
     partial.replace(out)
     return out
+
+
+def write_plism(h5_path, out_dir):
+    """Copy an ``embed_slide`` HDF5 into plismbench's ``<out>/<model>/<slide>/features.npy`` layout.
+
+    The array is (N, 3 + D) float32: columns (level, x, y) with level = 0 and level-0 (x, y), then features.
+    """
+    from pathlib import Path
+
+    import h5py
+
+    h5_path = Path(h5_path)
+    with h5py.File(h5_path, "r") as f:
+        feats, coords, name = f["features"][()], f["coords"][()], str(f.attrs["model"])
+    cols = np.concatenate([np.zeros((len(coords), 1)), coords], axis=1)
+    target = Path(out_dir) / name / h5_path.stem / "features.npy"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target, np.concatenate([cols, feats], axis=1).astype(np.float32))
+    return target
