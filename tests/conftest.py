@@ -36,7 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "slow" in item.keywords and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow: pass --runslow or set PATHDISTILL_RUN_SLOW=1"))
         if "napari" in item.keywords and not has_display:
-            item.add_marker(pytest.mark.skip(reason="napari: needs a display with OpenGL (run under xvfb-run -a)"))
+            item.add_marker(
+                pytest.mark.skip(reason="napari: needs a display with OpenGL (run under xvfb-run -a)")
+            )
         if "gpu" in item.keywords:
             if has_gpu is None:
                 has_gpu = _cuda_available()

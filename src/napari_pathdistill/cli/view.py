@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -50,13 +48,6 @@ def _dock(viewer: object, names: list[str]) -> None:
         docks[0].raise_()
 
 
-def _preload_torch() -> None:
-    """Import torch/torchvision/timm before Qt: loading triton's extension after PySide6 segfaults (seen here)."""
-    for name in ("torch", "torchvision", "timm"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-
-
 def run(args: argparse.Namespace) -> int:
     """Open the viewer; blocks in the Qt event loop unless ``--screenshot`` is given."""
     if args.slide is None and not args.sample:
@@ -65,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
     if args.associated:
         os.environ["PATHDISTILL_ASSOCIATED"] = args.associated
     widgets = [n for n in args.widgets.split(",") if n.strip()]
-    if any(n != "Tissue and tile grid" for n in widgets):
-        _preload_torch()
     import napari
 
     viewer = napari.Viewer(title="PathDistill", show=True)
