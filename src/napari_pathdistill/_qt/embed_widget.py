@@ -52,6 +52,8 @@ class EmbedWidget(Container):
         legend_label.setTextFormat(Qt.TextFormat.RichText)
         if hasattr(self.mpp, "tooltip"):
             self.mpp.tooltip = "Physical size of the tiles fed to the model (the model's training um/px)."
+        self._labels_name: str | None = None
+        viewer.mouse_drag_callbacks.append(self._on_click)  # viewer-level: works whatever layer is active
 
     def run(self) -> None:
         """Start embedding the chosen slide (handler of the Embed button)."""
@@ -80,7 +82,7 @@ class EmbedWidget(Container):
         labels = upsert_layer(self.viewer, "labels", result.raster(result.clusters).astype(np.int32),
                               f"{name} clusters", opacity=0.5, features=result.feature_table(), **geo)  # fmt: skip
         self._set_legend(labels, result)
-        labels.mouse_drag_callbacks.append(self._on_click)
+        self._labels_name = labels.name
         self.viewer.layers.selection.active = labels
 
     def _set_legend(self, labels: Any, result: SlideMap) -> None:
@@ -91,11 +93,19 @@ class EmbedWidget(Container):
             rows.append(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span> cluster {i}: {n} tiles")
         self.legend.value = "<br>".join(rows)
 
-    def _on_click(self, layer: Any, event: Any) -> None:
-        """Mouse press on the clusters layer: show the most similar tiles of the slide as points."""
-        if self.result is None or event.type != "mouse_press":
+    def _on_click(self, viewer: Any, event: Any) -> Any:
+        """A click (press + release without a drag, so panning is left alone) on an embedded tile shows the
+        most similar tiles of the slide as points."""
+        if self.result is None or self._labels_name not in viewer.layers or getattr(event, "button", 1) != 1:
             return
-        row, col = layer.world_to_data(event.position)[-2:]
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if dragged or self.result is None or self._labels_name not in viewer.layers:
+            return
+        row, col = viewer.layers[self._labels_name].world_to_data(event.position)[-2:]
         index = self.result.tile_at(row, col)
         if index is not None:
             self.show_similar(index)
@@ -116,4 +126,8 @@ class EmbedWidget(Container):
         layer = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
                              face_color="cosine", symbol=symbols, units=_units(self.slide.value), face_colormap="magma", border_color="white")  # fmt: skip
         self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
+        if (
+            self._labels_name in self.viewer.layers
+        ):  # keep hovering on the clusters (status bar shows its features)
+            self.viewer.layers.selection.active = self.viewer.layers[self._labels_name]
         return layer

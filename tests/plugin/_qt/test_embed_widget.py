@@ -96,3 +96,37 @@ def test_bad_input_and_cancel(make_napari_viewer, qtbot, cmu_svs, tiny_vit, erro
     widget.runner.cancel()
     wait_for(widget)
     assert len(viewer.layers) == n_layers and "cancel" in widget.status.value
+
+
+def _canvas_point(viewer, world_yx):
+    """Qt widget coordinates of a 2D world point (napari's camera: centre + zoom in screen px per world unit)."""
+    from qtpy.QtCore import QPoint
+
+    canvas = viewer.window._qt_viewer.canvas.native
+    cy, cx = viewer.camera.center[-2:]
+    z = viewer.camera.zoom
+    x = (world_yx[1] - cx) * z + canvas.width() / 2
+    y = (world_yx[0] - cy) * z + canvas.height() / 2
+    return canvas, QPoint(round(x), round(y))
+
+
+def test_real_mouse_clicks_pick_tiles_and_drags_do_not(embedded, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer, slide, widget = embedded
+    viewer.window._qt_window.show()
+    viewer.reset_view()
+    qtbot.wait(50)
+    centers = widget.result.tile_centers()
+    for query in (0, len(centers) - 1):  # the second click lands while the points layer is the newest layer
+        canvas, pos = _canvas_point(viewer, centers[query])
+        qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=pos)
+        points = viewer.layers["similar tiles"]
+        assert points.features["tile"].iloc[0] == query
+        assert viewer.layers.selection.active is viewer.layers[f"{slide.name} clusters"]
+    before = viewer.layers["similar tiles"]
+    canvas, pos = _canvas_point(viewer, centers[0])
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseMove(canvas, pos + type(pos)(40, 40))
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=pos + type(pos)(40, 40))
+    assert viewer.layers["similar tiles"] is before  # a pan is not a click
