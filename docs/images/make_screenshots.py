@@ -89,6 +89,26 @@ def similarity() -> None:
     viewer.close()
 
 
+def similarity_birl() -> None:
+    """BIRL H&E vs proSPC IHC: plain 5 % JPEGs opened by napari's reader, um/px override, automatic registration."""
+    d = DATA / "paired" / "birl_anhir" / "lesions_"
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    for name in ("Izd2-29-041-w35_HE.jpg", "Izd2-29-041-w35_proSPC.jpg"):
+        viewer.open(str(d / name), plugin="napari")
+    w = SimilarityWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Similarity", area="right")
+    w.slide_a.value, w.slide_b.value = viewer.layers[0], viewer.layers[1]
+    viewer.layers[1].visible = False
+    # a stand-in scale of 1 um/px for both 5 % images; 224 px tiles at 0.5 um/px = 112 image px, ~30 tiles
+    w.mpp_override.value, w.mpp.value, w.min_tissue.value, w.top_k.value = 1.0, 0.5, 0.3, 1
+    w.run()
+    wait(w)
+    viewer.reset_view()
+    shoot(viewer, "similarity_widget_birl.png")
+    viewer.close()
+
+
 def evaluate() -> None:
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1500, 950)
@@ -104,5 +124,5 @@ def evaluate() -> None:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["embed", "attention", "similarity", "evaluate"]:
+    for name in sys.argv[1:] or ["embed", "attention", "similarity", "similarity_birl", "evaluate"]:
         globals()[name]()

@@ -14,10 +14,21 @@ from napari_pathdistill.errors import LayerInputError
 _KINDS: dict[str, type[Layer]] = {"image": Image, "labels": Labels, "points": Points}
 
 
+def _plain_image_path(layer: Layer) -> Path | None:
+    """The file of an RGB JPEG/PNG layer opened by napari's own reader (``layer.source.path``), else None."""
+    from napari_pathdistill.wsi._image_backend import SUFFIXES
+
+    src = getattr(getattr(layer, "source", None), "path", None)
+    if not isinstance(layer, Image) or not layer.rgb or not src or Path(src).suffix.lower() not in SUFFIXES:
+        return None
+    return Path(src)
+
+
 def is_slide_layer(layer: Layer) -> bool:
-    """Whether ``layer`` is an image layer opened by our reader (it carries the slide path)."""
+    """Whether ``layer`` is an image layer opened by our reader (it carries the slide path), or a plain
+    RGB JPEG/PNG opened from a file (the core reads such small images too; they have no um/px)."""
     meta = layer.metadata.get("pathdistill", {}) if isinstance(layer, Image) else {}
-    return isinstance(meta, dict) and bool(meta.get("path"))
+    return (isinstance(meta, dict) and bool(meta.get("path"))) or _plain_image_path(layer) is not None
 
 
 def slide_layers(viewer: napari.viewer.Viewer) -> list[Image]:
@@ -29,13 +40,16 @@ def slide_path(layer: Layer | None) -> Path:
     """The slide file behind a layer, or a clear :class:`LayerInputError`."""
     if layer is None:
         raise LayerInputError(
-            "No slide chosen: open a whole-slide image with File > Open (napari-pathdistill reader) first. Plain "
-            "images (JPEG/PNG) carry no physical scale: save them as an OME-TIFF with their um/px to use them here."
+            "No slide chosen: open a whole-slide image with File > Open (napari-pathdistill reader), or a small "
+            "JPEG/PNG, first."
         )
     if not isinstance(layer, Image):
         raise LayerInputError(
             f"Layer '{layer.name}' is a {type(layer).__name__} layer; choose a slide image layer."
         )
+    plain = _plain_image_path(layer)
+    if plain is not None:
+        return plain
     if not is_slide_layer(layer):
         raise LayerInputError(
             f"Layer '{layer.name}' was not opened by the napari-pathdistill reader, so its slide file is unknown; "

@@ -28,6 +28,16 @@ def landmarks_level0(points: Points, slide: napari.layers.Image) -> np.ndarray:
     return rc[:, ::-1].astype(np.float64)
 
 
+def _on_layer(result: PairSimilarity, slide: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The overlay's um geometry -> the slide layer's world frame (level-0 px times the layer's scale), so it
+    also lands right on a layer shown in pixels (a plain JPEG with an um/px override)."""
+    if slide is None:
+        return result.scale, result.translate
+    (sy, sx), (ty, tx), u = slide.scale[-2:], slide.translate[-2:], result.mpp_a
+    scale = (result.scale[0] / u * sy, result.scale[1] / u * sx)
+    return scale, (result.translate[0] / u * sy + ty, result.translate[1] / u * sx + tx)
+
+
 class SimilarityWidget(Container):
     """Dock widget: per-tile cosine similarity of two registered slides of the same tissue.
 
@@ -46,12 +56,18 @@ class SimilarityWidget(Container):
         self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.top_k = SpinBox(label="top-k", value=5, min=1, max=100)
+        self.mpp_override = FloatSpinBox(
+            label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25
+        )
+        self.mpp_override.tooltip = (
+            "Level-0 um/px of slides whose file gives none (plain JPEG/PNG); 0 = from file."
+        )
         self.run_button = PushButton(text="Register and compare")
         self.cancel_button = PushButton(text="Cancel")
         self.status = Label(value="")
         self.summary = Label(value="")
         widgets = [self.slide_a, self.slide_b, self.landmarks_a, self.landmarks_b, self.model, self.tile_px,
-                   self.mpp, self.min_tissue, self.top_k, self.run_button, self.cancel_button, self.status,
+                   self.mpp, self.min_tissue, self.top_k, self.mpp_override, self.run_button, self.cancel_button, self.status,
                    self.summary]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
@@ -80,7 +96,8 @@ class SimilarityWidget(Container):
             napari.utils.notifications.show_error(error_message(exc, "Similarity"))
             return
         kw = {"landmarks": landmarks, "tile_px": self.tile_px.value, "mpp": self.mpp.value,
-              "min_tissue": self.min_tissue.value, "top_k": self.top_k.value}  # fmt: skip
+              "min_tissue": self.min_tissue.value, "top_k": self.top_k.value,
+              "mpp_override": self.mpp_override.value or None}  # fmt: skip
 
         def factory(cancel: Any) -> Any:
             return iter_pair_similarity(request.load(), path_a, path_b, cancel=cancel, **kw)
@@ -90,10 +107,12 @@ class SimilarityWidget(Container):
     def show_result(self, result: PairSimilarity) -> None:
         """Overlay the per-tile cosine on slide A and show the pair metrics (main thread)."""
         self.result = result
-        name = self.slide_a.value.name if self.slide_a.value is not None else "A"
+        slide = self.slide_a.value
+        name = slide.name if slide is not None else "A"
+        scale, translate = _on_layer(result, slide)
         upsert_layer(self.viewer, "image", result.overlay, f"{name} cosine to B", colormap="viridis",
                      contrast_limits=(-1.0, 1.0) if result.cosine.min() < 0 else (0.0, 1.0), opacity=0.6,
-                     scale=result.scale, translate=result.translate, units=getattr(self.slide_a.value, "units", None))  # fmt: skip
+                     scale=scale, translate=translate, units=getattr(slide, "units", None))  # fmt: skip
         reg = result.transform.registration
         self.summary.value = (
             f"{len(result.cosine)} matched tiles (registration {reg.method}, NCC {reg.ncc:.2f}); mean cosine "

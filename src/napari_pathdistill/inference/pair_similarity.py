@@ -29,7 +29,8 @@ from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image
 def _mpp(pyr: Pyramid) -> float:
     if pyr.mpp is None:
         raise RegistrationError(
-            f"{pyr.path.name} has no um/px (MPP); similarity needs both slides' physical scale."
+            f"{pyr.path.name} has no um/px (MPP); similarity needs both slides' physical scale: set the slide "
+            "um/px override."
         )
     return float(np.mean(pyr.mpp))
 
@@ -75,7 +76,9 @@ class PairSimilarity:
         mean_cosine: mean of ``cosine``.
         topk_accuracy: PLISM top-k accuracy; ``k`` is the k used.
         transform: A level-0 -> B level-0 transform and the registration (method, NCC) behind it.
-        overlay, scale, translate: (rows, cols) cosine raster on A's tile grid (NaN off tissue) and its geometry.
+        overlay, scale, translate: (rows, cols) cosine raster on A's tile grid (NaN off tissue) and its geometry
+            in um (napari scale/translate for a slide layer in um).
+        mpp_a: level-0 um/px of A used (the file's, or the override), to place the overlay on a layer in px.
     """
 
     cosine: np.ndarray
@@ -88,6 +91,7 @@ class PairSimilarity:
     overlay: np.ndarray
     scale: tuple[float, float]
     translate: tuple[float, float]
+    mpp_a: float
 
 
 def _matched_grid(
@@ -130,10 +134,18 @@ def iter_pair_similarity(
     min_tissue: float = 0.5,
     top_k: int = 10,
     batch_size: int = 32,
+    mpp_override: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | PairSimilarity]:
-    """Register, tile, embed and compare two slides; yields Progress then one :class:`PairSimilarity`."""
-    with open_pyramid(slide_a) as pa, open_pyramid(slide_b) as pb:
+    """Register, tile, embed and compare two slides; yields Progress then one :class:`PairSimilarity`.
+
+    ``mpp_override`` is the level-0 um/px of a slide whose file states none (e.g. a plain JPEG); slides with
+    their own MPP keep it.
+    """
+    with (
+        open_pyramid(slide_a, mpp_override=mpp_override) as pa,
+        open_pyramid(slide_b, mpp_override=mpp_override) as pb,
+    ):
         yield Progress(0, 0, "registration")
         reg = register_pair(pa, pb, landmarks=landmarks)
         grid_a = make_tile_grid(pa, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=detect_tissue(pa))
@@ -154,4 +166,4 @@ def iter_pair_similarity(
     cos = (na * nb).sum(1).astype(np.float32)
     overlay, scale, translate = grid_to_image(grid_a, cos, fill=np.nan)
     yield PairSimilarity(cos, grid_a.coords, grid_b.coords, metrics.cosine, metrics.topk[k], k, reg, overlay,
-                         tuple(scale), tuple(translate))  # fmt: skip
+                         tuple(scale), tuple(translate), float(grid_a.slide_mpp or 1.0))  # fmt: skip

@@ -208,15 +208,27 @@ def _is_tiff(path: Path) -> bool:
     return magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def open_pyramid(path: str | Path) -> Pyramid:
-    """Open a slide file (or DICOM folder) as a :class:`Pyramid`.
+def open_pyramid(path: str | Path, *, mpp_override: float | None = None) -> Pyramid:
+    """Open a slide file (or DICOM folder, or a small plain JPEG/PNG) as a :class:`Pyramid`.
+
+    Args:
+        path: the slide.
+        mpp_override: level-0 um/px to use when the file has none (plain images, some TIFFs); ignored when
+            the file states its own.
 
     Raises:
         WSIError: missing path, empty folder, unsupported format, or a truncated/corrupt file.
     """
+    pyr = _open(Path(path).expanduser())
+    if pyr.mpp is None and mpp_override:
+        pyr.mpp = (float(mpp_override), float(mpp_override))
+    return pyr
+
+
+def _open(path: Path) -> Pyramid:
+    from napari_pathdistill.wsi import _image_backend
     from napari_pathdistill.wsi._tifffile_backend import TiffFileBackend
 
-    path = Path(path).expanduser()
     if not path.exists():
         raise WSIError(f"{path} does not exist.")
     if path.is_dir() and not any(path.iterdir()):
@@ -230,7 +242,9 @@ def open_pyramid(path: str | Path) -> Pyramid:
             tiff.close()  # OpenSlide reads plain tiled TIFF pyramids (top-level IFDs) natively
             return Pyramid(path, OpenSlideBackend(path))
         return Pyramid(path, tiff)
+    if path.is_file() and path.suffix.lower() in _image_backend.SUFFIXES:
+        return Pyramid(path, _image_backend.ImageBackend(path))
     raise WSIError(
         f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: .svs .tif/.tiff "
-        ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF and pyramidal TIFF."
+        ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF, pyramidal TIFF and small JPEG/PNG."
     )

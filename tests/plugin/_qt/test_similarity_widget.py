@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -53,13 +55,52 @@ def test_same_layer_and_half_landmarks_are_refused(make_napari_viewer, os2_pair,
     assert "both slides" in errors[-1]
 
 
-def test_birl_plain_jpg_pair_is_refused_with_a_clear_message(make_napari_viewer, shared_data, errors):
-    """BIRL H&E vs IHC are plain 5 % JPEGs without um/px: they open as napari images but are not slides."""
+def _birl_landmarks(path):
+    with open(path, newline="") as fh:
+        return {row[""]: (float(row["X"]), float(row["Y"])) for row in csv.DictReader(fh)}
+
+
+def test_birl_he_vs_ihc_plain_jpgs_with_um_px_override_and_landmarks(
+    make_napari_viewer, shared_data, tiny_vit, errors, wait_for
+):
+    """BIRL H&E vs proSPC IHC: 5 % JPEGs opened by napari's own reader (in px, no um/px); automatic registration
+    lands the H&E landmarks on the IHC ones, the landmark override too, and the overlay sits on the H&E layer."""
     viewer = make_napari_viewer()
-    kidney = shared_data / "paired" / "birl_anhir" / "rat-kidney_"
-    for name in ("Rat-Kidney_HE.jpg", "Rat-Kidney_PanCytokeratin.jpg"):
-        viewer.open(str(kidney / name), plugin="napari")
+    d = shared_data / "paired" / "birl_anhir" / "lesions_"
+    for name in ("Izd2-29-041-w35_HE.jpg", "Izd2-29-041-w35_proSPC.jpg"):
+        viewer.open(str(d / name), plugin="napari")
+    he, ihc = viewer.layers
     widget = SimilarityWidget(viewer)
-    assert len(viewer.layers) == 2 and widget.slide_a.choices == ()
+    assert list(widget.slide_a.choices) == [he, ihc]
+    widget.slide_a.value, widget.slide_b.value = he, ihc
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value = tiny_vit.spec.tile_px
+    widget.mpp.value = 1.0
+    widget.min_tissue.value = 0.3
     widget.run()
-    assert "OME-TIFF" in errors[-1] and "um/px" in errors[-1]
+    wait_for(widget)
+    assert widget.result is None and "um/px override" in errors[-1]
+    widget.mpp_override.value = 1.0  # a stand-in scale: both images share it, which is all registration needs
+    lf, lm = _birl_landmarks(d / "Izd2-29-041-w35_HE.csv"), _birl_landmarks(d / "Izd2-29-041-w35_proSPC.csv")
+    keys = sorted(set(lf) & set(lm), key=int)
+    fp, mp = np.array([lf[k] for k in keys]), np.array([lm[k] for k in keys])
+    tre = {}
+    for mode in ("auto", "landmarks"):
+        if mode == "landmarks":  # manual override: Points layers in the layers' (y, x) world frame
+            widget.landmarks_a.value = viewer.add_points(fp[:, ::-1], name="HE landmarks")
+            widget.landmarks_b.value = viewer.add_points(mp[:, ::-1], name="IHC landmarks")
+        widget.run()
+        wait_for(widget)
+        res = widget.result
+        assert res is not None and len(res.cosine) >= 2, widget.status.value
+        assert res.transform.registration.method.startswith(mode)
+        tre[mode] = np.linalg.norm(res.transform.apply(fp) - mp, axis=1).mean()
+    identity = np.linalg.norm(fp - mp, axis=1).mean()
+    assert identity > 50 and tre["auto"] < 12.0 and tre["landmarks"] < 12.0, (identity, tre)
+    overlay = viewer.layers[f"{he.name} cosine to B"]
+    size = res.coords_a[1:] - res.coords_a[:-1]
+    tile = np.abs(size[size != 0]).min()  # tile side in level-0 px = the H&E layer's world units
+    np.testing.assert_allclose(overlay.scale[-2:], (tile, tile))
+    first = res.coords_a[0] + (tile - 1) / 2  # centre of the first matched tile, (x, y) level-0 px
+    r, c = np.round(overlay.world_to_data(first[::-1])).astype(int)
+    assert res.overlay[r, c] == pytest.approx(res.cosine[0])
