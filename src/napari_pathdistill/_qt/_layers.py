@@ -31,6 +31,22 @@ def is_slide_layer(layer: Layer) -> bool:
     return (isinstance(meta, dict) and bool(meta.get("path"))) or _plain_image_path(layer) is not None
 
 
+def on_slide_layer(
+    slide: Layer | None, scale: Any, translate: Any, units_per_px: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """napari (scale, translate) of a result computed in slide units (level-0 px times ``units_per_px``: um/px
+    of the slide, from its file or an override; 1 for pixels) on ``slide``'s world frame.
+
+    The identity for slides opened by our reader with their MPP; for a slide layer shown in pixels (no MPP in
+    the file) whose result used an um/px override, it maps the um geometry back onto the pixels.
+    """
+    if slide is None:
+        return tuple(scale), tuple(translate)  # type: ignore[return-value]
+    f = [s / units_per_px for s in slide.scale[-2:]]
+    t0 = slide.translate[-2:]
+    return (scale[0] * f[0], scale[1] * f[1]), (translate[0] * f[0] + t0[0], translate[1] * f[1] + t0[1])
+
+
 def slide_layers(viewer: napari.viewer.Viewer) -> list[Image]:
     """Image layers of ``viewer`` opened by the napari-pathdistill reader, in stacking order."""
     return [layer for layer in viewer.layers if is_slide_layer(layer)]

@@ -13,6 +13,7 @@ from napari_pathdistill._qt._layers import (
     LayerChooser,
     LayerInputError,
     SlideLayerChooser,
+    on_slide_layer,
     slide_path,
     upsert_layer,
 )
@@ -26,16 +27,6 @@ def landmarks_level0(points: Points, slide: napari.layers.Image) -> np.ndarray:
     world = np.array([points.data_to_world(p) for p in points.data]).reshape(-1, points.ndim)
     rc = np.array([slide.world_to_data(w) for w in world]).reshape(-1, slide.ndim)[:, -2:]
     return rc[:, ::-1].astype(np.float64)
-
-
-def _on_layer(result: PairSimilarity, slide: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The overlay's um geometry -> the slide layer's world frame (level-0 px times the layer's scale), so it
-    also lands right on a layer shown in pixels (a plain JPEG with an um/px override)."""
-    if slide is None:
-        return result.scale, result.translate
-    (sy, sx), (ty, tx), u = slide.scale[-2:], slide.translate[-2:], result.mpp_a
-    scale = (result.scale[0] / u * sy, result.scale[1] / u * sx)
-    return scale, (result.translate[0] / u * sy + ty, result.translate[1] / u * sx + tx)
 
 
 class SimilarityWidget(Container):
@@ -109,7 +100,7 @@ class SimilarityWidget(Container):
         self.result = result
         slide = self.slide_a.value
         name = slide.name if slide is not None else "A"
-        scale, translate = _on_layer(result, slide)
+        scale, translate = on_slide_layer(slide, result.scale, result.translate, result.mpp_a)
         upsert_layer(self.viewer, "image", result.overlay, f"{name} cosine to B", colormap="viridis",
                      contrast_limits=(-1.0, 1.0) if result.cosine.min() < 0 else (0.0, 1.0), opacity=0.6,
                      scale=scale, translate=translate, units=getattr(slide, "units", None))  # fmt: skip

@@ -12,7 +12,7 @@ import napari
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
+from napari_pathdistill._qt._layers import SlideLayerChooser, on_slide_layer, slide_path, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.wsi.overlay import TissueGridResult, tissue_grid_steps
@@ -66,10 +66,15 @@ class TissueWidget(Container):
 
     def _apply(self, result: TissueGridResult) -> None:
         self.result = result
-        name = self.slide.value.name if self.slide.value is not None else result.path.name
+        slide = self.slide.value
+        name = slide.name if slide is not None else result.path.name
+        # results are in um when the slide has an MPP or an override; the slide layer may be in px (no MPP)
+        u = float(result.slide_mpp[1]) if result.slide_mpp else 1.0
+        units = getattr(slide, "units", None) or result.units
+        scale, translate = on_slide_layer(slide, result.mask_scale, result.mask_translate, u)
         upsert_layer(
             self._viewer, "labels", result.mask.mask.astype("uint8"), f"{name} tissue",
-            scale=result.mask_scale, translate=result.mask_translate, units=result.units, opacity=0.35,
+            scale=scale, translate=translate, units=units, opacity=0.35,
         )  # fmt: skip
         shapes_name = f"{name} tiles"
         if shapes_name in self._viewer.layers:
@@ -77,8 +82,10 @@ class TissueWidget(Container):
         if len(result.grid) == 0:
             self.summary.value = "No tile reaches 'min tissue': lower it or check the tissue layer."
             return
+        shapes_scale, shapes_translate = on_slide_layer(slide, (1.0, 1.0), (0.0, 0.0), u)
         self._viewer.add_shapes(
-            list(result.rectangles), shape_type="rectangle", name=shapes_name, units=result.units,
+            list(result.rectangles), shape_type="rectangle", name=shapes_name, units=units,
+            scale=shapes_scale, translate=shapes_translate,
             edge_color="yellow", face_color="transparent", edge_width=result.grid.size_level0 * 0.02
             * (result.slide_mpp[1] if result.slide_mpp else 1.0),
             features={"tissue_fraction": result.grid.tissue_fraction},

@@ -34,7 +34,8 @@ def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, ti
     mpp_a, mpp_b = a.scale[-1], b.scale[-1]
     np.testing.assert_allclose(res.coords_b * mpp_b, res.coords_a * mpp_a, atol=10.0)
     overlay = viewer.layers[f"{a.name} cosine to B"]
-    np.testing.assert_allclose(overlay.scale[-2:], res.scale)
+    # a tile is size_level0 level-0 px: on A's layer that is size_level0 times the layer's own (y, x) um/px
+    np.testing.assert_allclose(overlay.scale[-2:], np.asarray(res.scale) / res.mpp_a * a.scale[-2:])
     assert np.isfinite(res.overlay).sum() == len(res.cosine)
     assert f"{res.mean_cosine:.3f}" in widget.summary.value
     assert pair_metrics(np.eye(3), np.eye(3), ks=(1,), device="cpu").topk[1] == 1.0

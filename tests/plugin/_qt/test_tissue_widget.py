@@ -84,3 +84,31 @@ def test_associated_images_button(make_napari_viewer, qtbot, cmu_svs, open_slide
     widget.show_associated()
     names = [layer.name for layer in viewer.layers]
     assert f"{slide.name} [label]" in names and f"{slide.name} [macro]" in names
+
+
+def test_um_px_override_on_a_slide_without_mpp_stays_aligned(
+    make_napari_viewer, qtbot, tcga_svs: Path, open_slide, wait_for
+) -> None:
+    """TCGA slide without MPP is shown in pixels; with a 0.25 um/px override the tiles are cut at 0.5 um/px
+    (448 level-0 px) and the mask and outlines still land on the slide's pixels."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, tcga_svs)
+    assert tuple(slide.scale[-2:]) == (1.0, 1.0)
+    widget = TissueWidget(viewer)
+    widget.slide.value = slide
+    widget.mpp_override.value = 0.25
+    widget.run()
+    wait_for(widget)
+    res = widget.result
+    assert res is not None and len(res.grid) > 0, widget.status.value
+    assert res.grid.size_level0 == pytest.approx(448.0)
+    mask_layer = viewer.layers[f"{slide.name} tissue"]
+    np.testing.assert_allclose(
+        np.asarray(mask_layer.extent.world), np.asarray(slide.extent.world), atol=res.mask.downsample
+    )
+    tiles = viewer.layers[f"{slide.name} tiles"]
+    k = len(res.grid) // 2
+    x, y = res.grid.coords[k]
+    world = np.array([tiles.data_to_world(c) for c in tiles.data[k]])
+    np.testing.assert_allclose(world.min(axis=0), np.array([y, x]) - 0.5, atol=1e-6)
+    np.testing.assert_allclose(np.ptp(world, axis=0), (448.0, 448.0), rtol=1e-6)
