@@ -1,0 +1,200 @@
+"""Benchmark: tiles/s of tile embedding, end to end from a real slide and model only, vs the machine's matmul peak.
+
+Run from the repository root (issue 7, item 6)::
+
+    python benchmarks/embed.py                    # CPU: student, EfficientNet-Lite2 teacher, ViT-B/14, ViT-g/14
+    python benchmarks/embed.py --quick            # smoke: a few tiles per model, ViT-g/14 left out
+    python benchmarks/embed.py --device cuda      # GPU: bf16 autocast, batch 256, ViT-B/14 vs the 5,000 tiles/s target
+
+Everything is measured side by side in one process (other load on the machine shifts all rows alike, so the
+printed ratios are what to compare):
+
+* **matmul peak**: best of a few large ``torch.matmul`` (fp32 on CPU, bf16 on GPU), in FLOP/s;
+* **FLOPs per tile**: ``torch.utils.flop_counter.FlopCounterMode`` on one 224 px tile (forward + pooling);
+* **end to end**: ``napari_pathdistill.inference.embed.iter_embeddings`` over the tissue tile grid of a real
+  slide (default ``../shared/data/wsi/CMU-1-Small-Region.svs``, 47 tissue tiles of 224 px at 0.5 um/px). The
+  slide is small, so it is embedded in passes, each on a freshly opened slide (cold OpenSlide tile cache, as on
+  a big slide); tissue detection is done once beforehand and reported apart;
+* **model only**: the same forward on a pre-loaded, pre-normalised tensor batch of real tiles;
+* **loader only**: ``read_tiles`` over the same passes with no model (the reading thread alone).
+
+Each is timed in a few rounds (best kept, ``--repeats``). The ``bound`` column says what limits end to end:
+``model`` (>= 80 % of model only), ``loader`` (the reading thread alone is not clearly faster than the model)
+or ``pipeline`` (reading and compute overlap badly or compete for the same cores). Models: the bundled student (``load_model("pathdistill-student")``), the ImageNet
+EfficientNet-Lite2 teacher, and RANDOMLY INITIALISED models of the exact registry architectures of H0-mini
+(ViT-B/14) and H-optimus-0 (ViT-g/14): their speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from _throughput import Row, bench_model, machine, matmul_flops, tile_grid
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SLIDE = ROOT.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+MODELS = ("pathdistill-student", "efficientnet-lite2-imagenet", "h0-mini", "h-optimus-0")
+RANDOM_INIT = (
+    "h0-mini",
+    "h-optimus-0",
+)  # hub weights unavailable offline: exact architecture, random weights
+LABELS = {
+    "pathdistill-student": "bundled student ViT-Ti/14-reg4",
+    "efficientnet-lite2-imagenet": "teacher EfficientNet-Lite2",
+    "h0-mini": "H0-mini ViT-B/14 (random init)",
+    "h-optimus-0": "H-optimus-0 ViT-g/14 (random init)",
+}
+# tiles timed per model, timing rounds (best kept) and batch sizes: (cpu, cuda, quick)
+TILES = {"h0-mini": (47, 20_000, 4), "h-optimus-0": (8, 4_096, 2)}
+DEFAULT_TILES = (94, 20_000, 16)
+REPEATS = {"h0-mini": (2, 3, 1), "h-optimus-0": (1, 3, 1)}
+DEFAULT_REPEATS = (3, 3, 1)
+BATCH = {"h-optimus-0": (4, 64)}
+DEFAULT_BATCH = (16, 256)
+GPU_TARGET = ("h0-mini", 5_000.0)  # issue 7: ViT-B/14 >= 5,000 tiles/s end to end on an H100
+
+
+def build_model(name: str, device: torch.device):
+    """``load_model`` for checkpoints, the student and the pip teacher; random init for hub-only ViTs."""
+    from napari_pathdistill.models import load_model
+    from napari_pathdistill.models.embedding_model import EmbeddingModel
+    from napari_pathdistill.models.registry import build_module, get_spec
+
+    if name in RANDOM_INIT:
+        torch.manual_seed(0)
+        return EmbeddingModel(get_spec(name), build_module(get_spec(name)), device)
+    return load_model(name, str(device))
+
+
+def table(rows: list[Row], peak: float) -> str:
+    """Markdown table; speed-ups are the reference model's (first row) tiles/s over each row's."""
+    ref = rows[0]
+    head = ("| model | params (M) | GFLOPs/tile | batch | tiles | end to end (tiles/s) | model only (tiles/s) "
+            "| loader only (tiles/s) | e2e / model only | bound | % of matmul peak (model only / e2e) "
+            f"| {ref.model} speed-up (e2e / model only) |")  # fmt: skip
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        lines.append(
+            f"| {r.label} | {r.params_m:.1f} | {r.gflops_per_tile:.2f} | {r.batch} | {r.n_tiles} "
+            f"| {r.end_to_end:.2f} | {r.model_only:.2f} | {r.loader_only:.1f} | {r.end_to_end / r.model_only:.2f} "
+            f"| {r.bound} | {100 * r.fraction(peak):.0f} / {100 * r.fraction(peak, 'end_to_end'):.0f} "
+            f"| x{ref.end_to_end / r.end_to_end:.2f} / x{ref.model_only / r.model_only:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def target_line(rows: list[Row], device: torch.device) -> str:
+    """The H100 target (ViT-B/14 >= 5,000 tiles/s end to end) as a ratio, on CUDA only."""
+    name, target = GPU_TARGET
+    row = next((r for r in rows if r.model == name), None)
+    if row is None:
+        return f"GPU target: {name} not in this run."
+    if device.type != "cuda":
+        return f"GPU target ({name} >= {target:,.0f} tiles/s end to end on an H100): not applicable on CPU."
+    return (f"GPU target: {name} end to end {row.end_to_end:,.0f} tiles/s = {row.end_to_end / target:.2f} x "
+            f"the H100 target of {target:,.0f} tiles/s (model only {row.model_only:,.0f}, loader {row.loader_only:,.0f}).")  # fmt: skip
+
+
+def write_outputs(out: Path, result: dict, md: str) -> None:
+    """``embed.json`` (everything), ``embed.csv`` (one row per model) and ``embed.md`` (the printed table)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "embed.json").write_text(json.dumps(result, indent=2))
+    with (out / "embed.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(result["rows"][0]))
+        w.writeheader()
+        w.writerows(result["rows"])
+    (out / "embed.md").write_text(md + "\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--slide", type=Path, default=DEFAULT_SLIDE, help="a real slide (default: CMU-1-Small-Region)"
+    )
+    p.add_argument("--mpp-override", type=float, default=None, help="um/px for a slide without MPP")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma list: registry names or checkpoint folders; the first is the speed-up reference")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast, larger batches)")
+    p.add_argument("--tiles", type=int, default=None, help="tiles timed per model (default: per model)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: per model and device)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timing rounds per model, best kept (default: per model)"
+    )
+    p.add_argument("--num-workers", type=int, default=2, help="iter_embeddings reading threads")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--matmul-n", type=int, default=None, help="matmul side (default 4096 CPU, 8192 GPU)")
+    p.add_argument("--quick", action="store_true", help="smoke run: few tiles, ViT-g/14 left out")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "embed",
+                   help="folder for embed.json/csv/md (outputs/ is git-ignored)")  # fmt: skip
+    return p.parse_args(argv)
+
+
+def settings(name: str, args: argparse.Namespace, device: torch.device) -> tuple[int, int, int]:
+    """(tiles, batch, repeats) for a model: per-model defaults by device, ``--quick``, or the explicit flags."""
+    col = 2 if args.quick else int(device.type == "cuda")
+    tiles = args.tiles or TILES.get(name, DEFAULT_TILES)[col]
+    batch = args.batch_size or BATCH.get(name, DEFAULT_BATCH)[min(col, 1)]
+    repeats = args.repeats or REPEATS.get(name, DEFAULT_REPEATS)[col]
+    return tiles, min(batch, tiles), repeats
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    names = [n for n in args.models.split(",") if n and not (args.quick and n == "h-optimus-0")]
+    info = machine(device)
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    peak = matmul_flops(device, args.matmul_n)
+    print(
+        f"matmul peak ({'bf16' if device.type == 'cuda' else 'fp32'}): {peak / 1e9:,.1f} GFLOP/s", flush=True
+    )
+    grids: dict = {}
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        model = build_model(name, device)
+        key = (model.spec.tile_px, model.spec.mpp)
+        if key not in grids:
+            grids[key] = tile_grid(args.slide, *key, args.mpp_override)
+        grid, _ = grids[key]
+        tiles, batch, repeats = settings(name, args, device)
+        print(
+            f"{name}: built in {time.perf_counter() - t0:.1f} s; {tiles} tiles, batch {batch}, best of {repeats} ...",
+            flush=True,
+        )
+        label = LABELS.get(name, name)
+        rows.append(bench_model(model, label, args.slide, grid, tiles, batch, args.num_workers, repeats))
+        print(f"  end to end {rows[-1].end_to_end:.2f} tiles/s, model only {rows[-1].model_only:.2f} tiles/s",
+              flush=True)  # fmt: skip
+        del model
+    peak_after = matmul_flops(device, args.matmul_n)
+    grid_note = "; ".join(f"{len(g)} tissue tiles of {k[0]} px at {k[1]} um/px, tissue detection + tiling {t:.1f} s"
+                          for k, (g, t) in grids.items())  # fmt: skip
+    md = table(rows, peak)
+    print(f"\nslide {args.slide.name}: {grid_note} (once per slide, not in the tiles/s)")
+    print(
+        f"matmul peak {peak / 1e9:,.1f} GFLOP/s before the models, {peak_after / 1e9:,.1f} after (load drift)\n"
+    )
+    print(md)
+    print("\n" + target_line(rows, device))
+    result = {"machine": info, "slide": str(args.slide), "grid": grid_note, "matmul_flops": peak,
+              "matmul_flops_after": peak_after, "target": target_line(rows, device),
+              "rows": [dataclasses.asdict(r) | {"bound": r.bound, "fraction_model_only": r.fraction(peak),
+                       "fraction_end_to_end": r.fraction(peak, "end_to_end")} for r in rows]}  # fmt: skip
+    if args.out:
+        write_outputs(args.out, result, md)
+        print(f"wrote {args.out}/embed.json, embed.csv, embed.md")
+    return result
+
+
+if __name__ == "__main__":
+    main()

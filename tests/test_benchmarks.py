@@ -1,0 +1,79 @@
+"""Smoke tests of benchmarks/embed.py and benchmarks/student.py: their ``main`` runs end to end with tiny
+settings on the real data, so the scripts cannot rot. No speed is asserted (timings belong to the scripts)."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("embed"), importlib.import_module("student")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_embed_benchmark_main(bench_modules, cmu_svs: Path, tmp_path: Path, capsys) -> None:
+    embed, _ = bench_modules
+    models = "pathdistill-student,efficientnet-lite2-imagenet,h0-mini"
+    res = embed.main(["--slide", str(cmu_svs), "--models", models, "--tiles", "3", "--batch-size", "2",
+                      "--matmul-n", "256", "--out", str(tmp_path)])  # fmt: skip
+    rows = {r["model"]: r for r in res["rows"]}
+    assert list(rows) == models.split(",")
+    assert res["matmul_flops"] > 0 and "cpu" in res["machine"]
+    for r in rows.values():
+        assert r["n_tiles"] == 3 and r["batch"] == 2
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("end_to_end", "model_only", "loader_only"))
+        assert r["bound"] in ("model", "loader", "pipeline")
+    # FlopCounterMode: ViT-B/14 at 224 px is ~45 GFLOPs/tile, the ViT-Ti student ~2.8, EfficientNet-Lite2 ~1.2
+    assert 40 < rows["h0-mini"]["gflops_per_tile"] < 50
+    assert 2 < rows["pathdistill-student"]["gflops_per_tile"] < 4
+    assert 0.5 < rows["efficientnet-lite2-imagenet"]["gflops_per_tile"] < 2
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "not applicable on CPU" in out
+    with (tmp_path / "embed.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 3
+    assert json.loads((tmp_path / "embed.json").read_text())["rows"][0]["model"] == "pathdistill-student"
+    assert (tmp_path / "embed.md").read_text().count("\n") == 5
+
+
+def test_passes_cover_the_requested_tiles(bench_modules, cmu_svs: Path) -> None:
+    from _throughput import passes, tile_grid
+
+    grid, _ = tile_grid(cmu_svs, 224, 0.5, None)
+    subs = passes(grid, 2 * len(grid) + 5)
+    assert [len(s) for s in subs] == [len(grid), len(grid), 5]
+    assert (subs[2].coords == grid.coords[:5]).all()
+
+
+def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path) -> None:
+    _, student = bench_modules
+    res = student.main(["--data", str(shared_data), "--models", "student,random", "--tissues", "os2-ki67",
+                        "--max-tiles", "4", "--speed-tiles", "2", "--batch-size", "2", "--speed-repeats", "1",
+                        "--n-splits", "2", "--probe-repeats", "1", "--matmul-n", "256",
+                        "--out", str(tmp_path)])  # fmt: skip
+    sec = res["sections"]
+    assert set(sec) == {"speed", "robustness", "probes", "agreement"}
+    assert sec["agreement"] == {}  # no teacher in this run
+    for key in ("student", "random"):
+        rob = sec["robustness"][key]
+        assert 0 <= rob["cross-scanner/top_1_accuracy"] <= 1
+        assert rob["OS-2 real scanner pair/top_10_accuracy"] == rob["cross-scanner/top_10_accuracy"]
+        assert 0 <= sec["probes"][key]["linear probe balanced accuracy"] <= 1
+        assert sec["speed"][key]["tiles/s model only (pre-loaded batch)"] > 0
+    # same architecture, different weights: identical FLOPs, different features
+    assert sec["speed"]["student"]["GFLOPs per tile"] == sec["speed"]["random"]["GFLOPs per tile"]
+    md = (tmp_path / "student.md").read_text()
+    assert "student vs random-init student" in md and "leaderboard" in md
+    assert (tmp_path / "robustness" / "random" / "metrics" / "summary.json").is_file()
