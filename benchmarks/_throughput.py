@@ -31,7 +31,23 @@ def machine(device: torch.device) -> dict:
             "torch": torch.__version__, "device": str(device)}  # fmt: skip
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info["code"] = code_version()
     return info
+
+
+def code_version() -> str:
+    """``git describe`` of the repository, ``-dirty`` when the package sources have uncommitted changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "src", "benchmarks"],
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty else "")
 
 
 def sync(device: torch.device) -> None:
