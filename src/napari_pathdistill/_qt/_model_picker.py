@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit
 
 from napari_pathdistill.errors import ModelLoadError
@@ -28,7 +29,9 @@ class ModelPicker(Container):
         self.choice = ComboBox(
             label=label, choices=choices, value=default if default in names else choices[0]
         )
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", visible=self.choice.value == CHECKPOINT)
+        self.checkpoint = FileEdit(
+            label="checkpoint", mode=FileDialogMode.EXISTING_FILE, visible=self.choice.value == CHECKPOINT
+        )
         self.device = ComboBox(label="device", choices=DEVICES, value="auto")
         super().__init__(widgets=[self.choice, self.checkpoint, self.device], labels=True, **kwargs)
         self.margins = (0, 0, 0, 0)
@@ -45,8 +48,10 @@ class ModelPicker(Container):
             return ModelRequest(self._injected.spec.name, "injected", self._injected)
         if self.choice.value != CHECKPOINT:
             return ModelRequest(str(self.choice.value), str(self.device.value))
-        path = Path(self.checkpoint.value)
-        if not str(self.checkpoint.value).strip(". ") or not path.exists():
+        path = self.checkpoint.value
+        if not isinstance(path, Path):  # None or several paths: not possible in single-file mode
+            raise ModelLoadError("No checkpoint chosen; choose a checkpoint file or folder.")
+        if not str(path).strip(". ") or not path.exists():
             raise ModelLoadError(f"Checkpoint '{path}' does not exist; choose a checkpoint file or folder.")
         return ModelRequest(str(path), str(self.device.value))
 

@@ -31,12 +31,15 @@ def error_message(exc: BaseException, what: str) -> str:
     return f"{what} failed: {type(exc).__name__}: {exc}"
 
 
-def _drive(factory: GeneratorFactory, cancel: threading.Event) -> Generator[Any, None, Any]:
+def _drive(factory: GeneratorFactory, cancel: threading.Event) -> Generator[Any, None, None]:
     """Run ``factory(cancel)`` and re-yield its items; a generator ``return`` value is yielded last."""
-    result = yield from factory(cancel)
+    items = factory(cancel)
+    if not isinstance(items, Generator):  # a plain iterator has no return value
+        yield from items
+        return
+    result = yield from items
     if result is not None:
         yield result
-    return None
 
 
 class TaskRunner:

@@ -63,11 +63,12 @@ class EmbedWidget(Container):
         except Exception as exc:
             napari.utils.notifications.show_error(error_message(exc, "Embedding"))
             return
-        kw = {"tile_px": self.tile_px.value, "mpp": self.mpp.value, "min_tissue": self.min_tissue.value,
-              "batch_size": self.batch_size.value, "k": self.k.value}  # fmt: skip
+        tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
+        batch_size, k = self.batch_size.value, self.k.value
 
         def factory(cancel: Any) -> Any:
-            return iter_slide_map(request.load(), path, cancel=cancel, **kw)
+            return iter_slide_map(request.load(), path, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
+                                  batch_size=batch_size, k=k, cancel=cancel)  # fmt: skip
 
         self.runner.start(factory, self.show_result, "Embedding")
 

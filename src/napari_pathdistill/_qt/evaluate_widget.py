@@ -7,6 +7,7 @@ from typing import Any
 
 import napari
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
@@ -40,10 +41,10 @@ class EvaluateWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.task = ComboBox(label="evaluation", choices=list(TASKS), value=next(iter(TASKS)))
-        self.inputs = FileEdit(label="pairs CSV / tiles folder", mode="r")
+        self.inputs = FileEdit(label="pairs CSV / tiles folder", mode=FileDialogMode.EXISTING_FILE)
         self.model = ModelPicker(label="model")
         self.teacher = ModelPicker(label="teacher", default="h-optimus-0", visible=False)
-        self.out_dir = FileEdit(label="save reports to", mode="d")
+        self.out_dir = FileEdit(label="save reports to", mode=FileDialogMode.EXISTING_DIRECTORY)
         self.run_button = PushButton(text="Run evaluation")
         self.cancel_button = PushButton(text="Cancel")
         self.status = Label(value="")
@@ -66,13 +67,17 @@ class EvaluateWidget(Container):
 
     def _on_task(self, value: str) -> None:
         kind = TASKS[value]
-        self.inputs.mode = "r" if kind == "robustness" else "d"
+        self.inputs.mode = (
+            FileDialogMode.EXISTING_FILE if kind == "robustness" else FileDialogMode.EXISTING_DIRECTORY
+        )
         self.teacher.visible = kind == "teacher_student"
 
     def _factory(self) -> Any:
         kind = TASKS[self.task.value]
-        src = Path(self.inputs.value)
-        if not str(self.inputs.value).strip(". ") or not src.exists():
+        src = self.inputs.value
+        if not isinstance(src, Path):  # None or several paths: not possible in single-path modes
+            raise EvaluationError("No input chosen: choose a pairs CSV or a tiles folder.")
+        if not str(src).strip(". ") or not src.exists():
             raise EvaluationError(f"Input '{src}' does not exist: choose a pairs CSV or a tiles folder.")
         student = self.model.request()
         teacher = self.teacher.request() if kind == "teacher_student" else None
@@ -102,8 +107,9 @@ class EvaluateWidget(Container):
             f"{k} {int(v)}" if float(v).is_integer() and abs(v) > 1 else f"{k} {v:.3f}"
             for k, v in report.summary.items()
         )
-        if str(self.out_dir.value).strip(". "):
-            self.saved = write_report(report, self.out_dir.value)
+        out_dir = self.out_dir.value
+        if isinstance(out_dir, Path) and str(out_dir).strip(". "):  # no folder chosen: nothing is saved
+            self.saved = write_report(report, out_dir)
             self.status.value = (
                 f"saved {self.saved[0].name} and {self.saved[1].name} in {self.saved[0].parent}"
             )

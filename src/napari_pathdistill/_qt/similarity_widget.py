@@ -86,12 +86,13 @@ class SimilarityWidget(Container):
         except Exception as exc:
             napari.utils.notifications.show_error(error_message(exc, "Similarity"))
             return
-        kw = {"landmarks": landmarks, "tile_px": self.tile_px.value, "mpp": self.mpp.value,
-              "min_tissue": self.min_tissue.value, "top_k": self.top_k.value,
-              "mpp_override": self.mpp_override.value or None}  # fmt: skip
+        tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
+        top_k, mpp_override = self.top_k.value, self.mpp_override.value or None
 
         def factory(cancel: Any) -> Any:
-            return iter_pair_similarity(request.load(), path_a, path_b, cancel=cancel, **kw)
+            return iter_pair_similarity(request.load(), path_a, path_b, landmarks=landmarks, tile_px=tile_px,
+                                        mpp=mpp, min_tissue=min_tissue, top_k=top_k, mpp_override=mpp_override,
+                                        cancel=cancel)  # fmt: skip
 
         self.runner.start(factory, self.show_result, "Similarity")
 

@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,13 +29,15 @@ from napari_pathdistill.inference.pair_similarity import iter_pair_similarity
 from napari_pathdistill.inference.progress import Progress
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 
+Cell = str | int | float  # one value of a report row
+
 
 @dataclass
 class Report:
     """Result of one evaluation: a table (list of rows), scalar summary and the inputs that produced it."""
 
     name: str
-    rows: list[dict[str, object]]
+    rows: list[dict[str, Cell]]
     summary: dict[str, float]
     params: dict[str, object] = field(default_factory=dict)
 
@@ -70,7 +72,8 @@ def iter_pair_robustness(
     **kw,
 ) -> Iterator[Progress | Report]:
     """Mean cosine and top-k accuracy of matched tiles for every slide pair; the summary holds their medians."""
-    pairs, rows = read_pairs(pairs_csv), []
+    pairs = read_pairs(pairs_csv)
+    rows: list[dict[str, Cell]] = []
     kw.setdefault("tile_px", model.spec.tile_px)  # tiles as the model was trained: px and um/px
     kw.setdefault("mpp", model.spec.mpp)
     # PLISM-style pairs are registered tissue regions; the tissue mask can miss pale IHC (OS-2 Ki67: 2/289 kept)
@@ -94,7 +97,9 @@ def iter_pair_robustness(
     )
 
 
-def _embed(model: EmbeddingModel, paths: list[Path], stage: str, cancel: threading.Event | None) -> Iterator:
+def _embed(
+    model: EmbeddingModel, paths: list[Path], stage: str, cancel: threading.Event | None
+) -> Generator[Progress, None, np.ndarray]:
     """Embed tile files (``labelled_tiles.iter_embed_tiles``), re-labelling progress and checking ``cancel``."""
     for item in iter_embed_tiles(model, paths):
         _check(cancel, stage)
@@ -106,7 +111,12 @@ def _embed(model: EmbeddingModel, paths: list[Path], stage: str, cancel: threadi
 
 
 def iter_linear_probe(
-    model: EmbeddingModel, source: str | Path, *, n_splits: int = 3, seed: int = 0, cancel=None
+    model: EmbeddingModel,
+    source: str | Path,
+    *,
+    n_splits: int = 3,
+    seed: int = 0,
+    cancel: threading.Event | None = None,
 ) -> Iterator[Progress | Report]:
     """Balanced accuracy of a logistic-regression probe (stratified k-fold) on labelled tiles.
 
@@ -117,10 +127,12 @@ def iter_linear_probe(
     paths, labels = list_labelled_tiles(source)
     feats = yield from _embed(model, paths, "embedding tiles", cancel)
     res = linear_probe(feats, labels, n_splits=n_splits, seed=seed)
-    rows = [{"fold": i + 1, "balanced_accuracy": float(v)} for i, v in enumerate(res.fold_scores)]
+    rows: list[dict[str, Cell]] = [
+        {"fold": i + 1, "balanced_accuracy": float(v)} for i, v in enumerate(res.fold_scores)
+    ]
     classes, counts = np.unique(labels, return_counts=True)
     summary = {"balanced_accuracy": res.mean, "std": res.std, "tiles": float(len(labels))}
-    params = {
+    params: dict[str, object] = {
         "source": str(source),
         "model": model.spec.name,
         "classes": dict(zip(classes.tolist(), counts.tolist())),
@@ -142,7 +154,12 @@ def _knn_overlap(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
 
 
 def iter_teacher_student(
-    teacher: EmbeddingModel, student: EmbeddingModel, source: str | Path, *, k: int = 5, cancel=None
+    teacher: EmbeddingModel,
+    student: EmbeddingModel,
+    source: str | Path,
+    *,
+    k: int = 5,
+    cancel: threading.Event | None = None,
 ) -> Iterator[Progress | Report]:
     """Linear CKA and per-tile k-NN overlap between teacher and student embeddings of the same tiles."""
     paths, labels = list_labelled_tiles(source)
@@ -150,8 +167,8 @@ def iter_teacher_student(
     fs = yield from _embed(student, paths, "student", cancel)
     k = max(1, min(k, len(paths) - 1))
     overlap = _knn_overlap(ft, fs, k)
-    rows = [{"tile": p.name, "label": str(lb), f"knn{k}_overlap": float(o)}
-            for p, lb, o in zip(paths, labels, overlap, strict=True)]  # fmt: skip
+    rows: list[dict[str, Cell]] = [{"tile": p.name, "label": str(lb), f"knn{k}_overlap": float(o)}
+                                   for p, lb, o in zip(paths, labels, overlap, strict=True)]  # fmt: skip
     summary = {
         "linear_cka": linear_cka(ft, fs),
         f"mean_knn{k}_overlap": float(overlap.mean()),

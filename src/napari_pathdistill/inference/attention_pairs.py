@@ -111,7 +111,7 @@ def stitch(
     unit = slide_mpp if slide_mpp is not None else 1.0
     px = step / g  # level-0 px per mosaic pixel
     # level-0 pixel p is centred at world p * unit (napari convention); mosaic pixel 0 spans origin..origin+px
-    translate = tuple(float((o - 0.5 + px / 2) * unit) for o in (origin[1], origin[0]))
+    translate = (float((origin[1] - 0.5 + px / 2) * unit), float((origin[0] - 0.5 + px / 2) * unit))
     return mosaic, (px * unit, px * unit), translate
 
 
@@ -141,7 +141,7 @@ def iter_attention_pair(
                 "No tissue tile in the chosen region: zoom onto tissue or lower 'min tissue'."
             )
         slide_mpp = float(pyr.mpp[1]) if pyr.mpp is not None else None
-        tiles = read_tiles(pyr, grid, idx)
+        tiles = read_tiles(pyr, grid, idx.tolist())
     maps = {}
     for step, (key, model) in enumerate((("teacher", teacher), ("student", student))):
         if cancel is not None and cancel.is_set():

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -113,8 +113,14 @@ def _matched_grid(
 
 
 def _embed(
-    model: EmbeddingModel, pyr: Pyramid, grid: TileGrid, stage: str, batch_size: int, cancel
-) -> Iterator:
+    model: EmbeddingModel,
+    pyr: Pyramid,
+    grid: TileGrid,
+    stage: str,
+    batch_size: int,
+    cancel: threading.Event | None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Embed ``grid``'s tiles, yielding Progress re-labelled ``stage``; returns the (N, D) features."""
     for item in iter_embeddings(model, pyr, grid, batch_size=batch_size, cancel=cancel):
         if isinstance(item, Progress):
             yield Progress(item.done, item.total, stage)
@@ -166,4 +172,4 @@ def iter_pair_similarity(
     cos = (na * nb).sum(1).astype(np.float32)
     overlay, scale, translate = grid_to_image(grid_a, cos, fill=np.nan)
     yield PairSimilarity(cos, grid_a.coords, grid_b.coords, metrics.cosine, metrics.topk[k], k, reg, overlay,
-                         tuple(scale), tuple(translate), float(grid_a.slide_mpp or 1.0))  # fmt: skip
+                         scale, translate, float(grid_a.slide_mpp or 1.0))  # fmt: skip
