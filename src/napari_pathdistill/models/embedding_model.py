@@ -23,6 +23,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype:
+    """Autocast dtype: ``"auto"`` -> bfloat16 on CUDA, float32 elsewhere; else "bf16" | "fp16" | "fp32"."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'fp32', got {amp!r}")
+    return AMP_DTYPES[amp]
+
+
 class EmbeddingModel:
     """Wraps a timm module for tile embedding.
 
@@ -30,40 +42,62 @@ class EmbeddingModel:
         spec: the model's :class:`~napari_pathdistill.models.registry.ModelSpec`.
         module: the timm module (``num_classes=0``), already holding its weights.
         device: where to run it.
+        amp: autocast dtype of :meth:`embed` (see :func:`resolve_amp`); weights stay float32.
     """
 
-    def __init__(self, spec: ModelSpec, module: nn.Module, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, spec: ModelSpec, module: nn.Module, device: torch.device | str = "cpu", *, amp: str = "auto"
+    ) -> None:
         self.spec = spec
         self.device = torch.device(device)
         self.module = module.eval().to(self.device)
+        self.amp_dtype = resolve_amp(amp, self.device)
         self.num_prefix_tokens = int(getattr(module, "num_prefix_tokens", 0))
         width = int(getattr(module, "num_features", 0) or getattr(module, "embed_dim", 0))
         self.dim = 2 * width if spec.embedding == "cls+mean" else width
         self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)
 
-    def preprocess(self, tiles: np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 normalised, on the model's device."""
-        x = (
-            torch.as_tensor(np.ascontiguousarray(tiles), device=self.device).permute(0, 3, 1, 2).float()
-            / 255.0
-        )
+    def host_tensor(self, tiles: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 -> CPU uint8 tensor, in pinned memory when the model runs on CUDA.
+
+        Called from reader threads so that :meth:`preprocess` can copy to the GPU with ``non_blocking=True``.
+        """
+        host = torch.from_numpy(np.ascontiguousarray(tiles))
+        return host.pin_memory() if self.device.type == "cuda" else host
+
+    def preprocess(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 (array or :meth:`host_tensor`) -> (B, 3, H, W) float32 normalised on the device.
+
+        The uint8 tiles travel to the device (4x fewer bytes than float32), asynchronously from pinned memory.
+        """
+        host = tiles if isinstance(tiles, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tiles))
+        x = host.to(self.device, non_blocking=host.is_pinned()).permute(0, 3, 1, 2).float() / 255.0
         return (x - self._mean) / self._std
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N_prefix + N_patch, D) normalised tokens (ViTs) or (B, C, h, w) maps (CNNs)."""
-        return self.module.forward_features(x)
+        return self.module.forward_features(x)  # type: ignore[operator]
 
     def pool(self, feats: torch.Tensor) -> torch.Tensor:
         """Tokens/maps from :meth:`forward_tokens` -> (B, dim) embedding following ``spec.embedding``."""
         if self.spec.family == "cnn":
-            return self.module.forward_head(feats, pre_logits=True)
+            return self.module.forward_head(feats, pre_logits=True)  # type: ignore[operator]
         cls = feats[:, 0]
         if self.spec.embedding == "cls+mean":
             return torch.cat([cls, feats[:, self.num_prefix_tokens :].mean(1)], dim=1)
         return cls
 
     @torch.inference_mode()
-    def embed(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, H, W, 3) uint8 tiles -> (B, dim) float32 embeddings."""
-        return self.pool(self.forward_tokens(self.preprocess(tiles))).float().cpu().numpy()
+    def embed(self, tiles: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(B, H, W, 3) uint8 tiles -> (B, dim) float32 embeddings, under autocast to ``amp_dtype``.
+
+        float32 (CPU/MPS default) runs without autocast, so results are those of the float32 module.
+        """
+        x = self.preprocess(tiles)
+        if self.amp_dtype == torch.float32:
+            out = self.pool(self.forward_tokens(x))
+        else:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                out = self.pool(self.forward_tokens(x))
+        return out.float().cpu().numpy()

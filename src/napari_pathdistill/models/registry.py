@@ -42,7 +42,10 @@ class ModelSpec:
 
 def _registry() -> dict[str, ModelSpec]:
     vit = {"img_size": 224, "num_classes": 0, "dynamic_img_size": True}
-    h0_mini = {**vit, "mlp_ratio": 5.33334, "mlp_layer": "swiglu_packed", "act_layer": "silu"}
+    swiglu = {"mlp_layer": "swiglu_packed", "act_layer": "silu"}
+    h0_mini = {**vit, "mlp_ratio": 5.33334, **swiglu}
+    uni2_h = {**vit, "patch_size": 14, "depth": 24, "num_heads": 24, "init_values": 1e-5, "embed_dim": 1536,
+              "mlp_ratio": 2.66667 * 2, "no_embed_class": True, **swiglu, "reg_tokens": 8}  # fmt: skip
     return {
         "h-optimus-0": ModelSpec(
             "h-optimus-0",
@@ -56,6 +59,25 @@ def _registry() -> dict[str, ModelSpec]:
             h0_mini,
             embedding="cls+mean",
             weights="hf-hub:bioptimus/H0-mini",
+        ),
+        "h0-mini-cls": ModelSpec(
+            "h0-mini-cls", "vit_base_patch14_reg4_dinov2", h0_mini, weights="hf-hub:bioptimus/H0-mini"
+        ),
+        "uni": ModelSpec(
+            "uni",
+            "vit_large_patch16_224",
+            {**vit, "patch_size": 16, "init_values": 1e-5},
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            weights="hf-hub:MahmoodLab/UNI",
+        ),
+        "uni2-h": ModelSpec(
+            "uni2-h",
+            "vit_giant_patch14_224",
+            uni2_h,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            weights="hf-hub:MahmoodLab/UNI2-h",
         ),
         "efficientnet-lite2-imagenet": ModelSpec(
             "efficientnet-lite2-imagenet",
@@ -85,11 +107,16 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def _timm_kwargs(spec: ModelSpec) -> dict:
+    """``spec.model_kwargs`` with the JSON spellings ``mlp_layer: swiglu_packed`` / ``act_layer: silu`` as classes."""
     kw = dict(spec.model_kwargs)
     if kw.get("mlp_layer") == "swiglu_packed":
         from timm.layers import SwiGLUPacked
 
         kw["mlp_layer"], kw["act_layer"] = SwiGLUPacked, torch.nn.SiLU
+    elif isinstance(kw.get("act_layer"), str):
+        from timm.layers import get_act_layer
+
+        kw["act_layer"] = get_act_layer(kw["act_layer"])
     return kw
 
 
@@ -116,13 +143,17 @@ def _efficientnet_lite2_state(module: torch.nn.Module) -> dict[str, torch.Tensor
 
 def _hub_module(spec: ModelSpec) -> torch.nn.Module:
     """timm module with pretrained weights from the Hugging Face hub (or its local cache)."""
+    hub_id = spec.weights or spec.arch
     try:
-        return timm.create_model(spec.weights, pretrained=True, **_timm_kwargs(spec))
+        return timm.create_model(hub_id, pretrained=True, **_timm_kwargs(spec))
     except Exception as exc:
+        repo = hub_id.removeprefix("hf-hub:")
         raise ModelLoadError(
-            f"Could not get the weights of '{spec.name}' from {spec.weights} ({type(exc).__name__}). They are gated "
-            "on Hugging Face: accept the licence, `huggingface-cli login`, download once with internet (cached in "
-            "~/.cache/huggingface), or pass a local checkpoint folder."
+            f"Could not get the weights of '{spec.name}' from {hub_id} ({type(exc).__name__}: {exc}). "
+            f"Gated models: accept the licence on https://huggingface.co/{repo}, run `hf auth login` (older: `huggingface-cli login`), then run "
+            "once with internet (weights are cached in $HF_HOME/hub, default ~/.cache/huggingface/hub; copy that "
+            "folder to an offline machine and set HF_HUB_OFFLINE=1 to skip network retries). Or pass a local "
+            "checkpoint folder (model.safetensors + config.json, see docs/models.md)."
         ) from exc
 
 
@@ -139,11 +170,21 @@ def _load_weights(spec: ModelSpec, module: torch.nn.Module) -> None:
         module.load_state_dict(load_file(spec.weights))
 
 
-def load_model(name_or_path: str, device: str = "auto", *, pretrained: bool = True) -> EmbeddingModel:
+def load_model(
+    name_or_path: str, device: str = "auto", *, pretrained: bool = True, amp: str = "auto"
+) -> EmbeddingModel:
     """A ready :class:`EmbeddingModel` from a registry name, a checkpoint folder/file or an ``hf-hub:`` id.
 
     ``pathdistill-student`` resolves to the checkpoint shipped in ``models/weights/pathdistill-student`` when
-    present. Raises :class:`ModelLoadError` with what to do when anything is missing.
+    present. Registry entries whose weights live on the hub are created by timm from the hub (no random
+    initialisation first). Raises :class:`ModelLoadError` with what to do when anything is missing.
+
+    Args:
+        name_or_path: registry name, checkpoint folder or ``model.safetensors`` file, or ``hf-hub:org/name``.
+        device: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:1", ...
+        pretrained: load the weights (False: random initialisation of the registry architecture).
+        amp: autocast dtype of :meth:`EmbeddingModel.embed`: "auto" (bfloat16 on CUDA, float32 elsewhere),
+            "bf16", "fp16" or "fp32".
     """
     path = Path(name_or_path)
     if not path.exists() and (SHIPPED / name_or_path / "config.json").is_file():
@@ -157,7 +198,10 @@ def load_model(name_or_path: str, device: str = "auto", *, pretrained: bool = Tr
         module = _hub_module(spec)
     else:
         spec = get_spec(name_or_path)
-        module = build_module(spec)
-        if pretrained:
-            _load_weights(spec, module)
-    return EmbeddingModel(spec, module, resolve_device(device))
+        if pretrained and spec.weights and spec.weights.startswith("hf-hub:"):
+            module = _hub_module(spec)
+        else:
+            module = build_module(spec)
+            if pretrained:
+                _load_weights(spec, module)
+    return EmbeddingModel(spec, module, resolve_device(device), amp=amp)
