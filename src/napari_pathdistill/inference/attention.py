@@ -9,6 +9,8 @@ embedding's squared L2 norm on the last feature map.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -26,17 +28,15 @@ def _normalise(maps: torch.Tensor) -> np.ndarray:
 def _block_attentions(model: EmbeddingModel, x: torch.Tensor) -> list[torch.Tensor]:
     """(B, 3, H, W) -> per block (B, heads, N, N) attention probabilities."""
     inputs: list[torch.Tensor] = []
-    hooks = [
-        blk.attn.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
-        for blk in model.module.blocks
-    ]
+    blocks: list[Any] = list(model.module.get_submodule("blocks").children())
+    hooks = [blk.attn.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for blk in blocks]
     try:
-        model.module.forward_features(x)
+        model.forward_tokens(x)
     finally:
         for h in hooks:
             h.remove()
     out = []
-    for blk, t in zip(model.module.blocks, inputs, strict=True):
+    for blk, t in zip(blocks, inputs, strict=True):
         a = blk.attn
         b, n, _ = t.shape
         qkv = a.qkv(t).reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
@@ -69,11 +69,10 @@ def _vit_maps(model: EmbeddingModel, x: torch.Tensor, mode: str, head: int | Non
 
 def _gradcam(model: EmbeddingModel, x: torch.Tensor) -> torch.Tensor:
     with torch.enable_grad():
-        feats = model.module.forward_features(x.requires_grad_(False))
-        feats.retain_grad()
+        feats = model.forward_tokens(x.requires_grad_(False))
         emb = model.pool(feats)
-        (0.5 * emb.pow(2).sum()).backward()
-        w = feats.grad.mean((2, 3), keepdim=True)
+        (grad,) = torch.autograd.grad(0.5 * emb.pow(2).sum(), feats)
+        w = grad.mean((2, 3), keepdim=True)
         return torch.relu((w * feats).sum(1)).detach()
 
 

@@ -1,11 +1,16 @@
-"""Tile embedding of a slide: tiles read in a background thread, embedded in batches, cancellable."""
+"""Tile embedding of a slide: tiles read ahead by reader threads (bounded queue), embedded in batches,
+cancellable, written to resumable HDF5 (``embed_slide``) and plismbench ``features.npy`` (``write_plism``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +35,47 @@ class EmbeddingResult:
     model_name: str
 
 
+def iter_batches(
+    model: EmbeddingModel,
+    pyramid: Pyramid,
+    grid: TileGrid,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    prefetch: int | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Embed the tiles of ``grid`` batch by batch, in order; yields ``(start, features (b, D) float32)``.
+
+    ``num_workers`` threads read tiles (the pyramid's reads are thread-safe) into host tensors (pinned on
+    CUDA) while the model runs; at most ``prefetch`` batches (default ``num_workers + 1``) are read or waiting
+    at any time, so memory stays bounded. Stops, without yielding further, once ``cancel`` is set; pending
+    reads are cancelled when the generator is closed.
+    """
+    n = len(grid.coords)
+    depth = max(1, num_workers + 1 if prefetch is None else prefetch)
+    starts = iter(range(0, n, batch_size))
+    pending: deque[tuple[int, Future]] = deque()
+    pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="read_tiles")
+
+    def read(start: int):
+        return model.host_tensor(read_tiles(pyramid, grid, range(start, min(n, start + batch_size))))
+
+    try:
+        while True:
+            while len(pending) < depth and (s := next(starts, None)) is not None:
+                pending.append((s, pool.submit(read, s)))
+            if not pending or (cancel is not None and cancel.is_set()):
+                return
+            start, future = pending.popleft()
+            tiles = future.result()
+            if cancel is not None and cancel.is_set():
+                return
+            yield start, model.embed(tiles)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def iter_embeddings(
     model: EmbeddingModel,
     pyramid: Pyramid,
@@ -37,31 +83,26 @@ def iter_embeddings(
     *,
     batch_size: int = 32,
     num_workers: int = 2,
+    prefetch: int | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | EmbeddingResult]:
     """Embed every tile of ``grid``; yields ``Progress(done, N, "embedding")`` per batch, then the result.
 
-    Reading of the next batch (``num_workers`` threads, the pyramid's reads are thread-safe) overlaps the
-    model's forward pass. When ``cancel`` is set the generator stops without yielding a result.
+    Reading runs ahead of the model by up to ``prefetch`` batches (see :func:`iter_batches`). When
+    ``cancel`` is set the generator stops without yielding a result.
     """
     n = len(grid.coords)
-    starts = list(range(0, n, batch_size))
     feats: list[np.ndarray] = []
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-
-        def submit(s: int):
-            return pool.submit(read_tiles, pyramid, grid, range(s, min(n, s + batch_size)))
-
-        pending = submit(starts[0]) if starts else None
-        for j, s in enumerate(starts):
-            tiles = pending.result()
-            pending = submit(starts[j + 1]) if j + 1 < len(starts) else None
-            if cancel is not None and cancel.is_set():
-                return
-            feats.append(model.embed(tiles))
-            yield Progress(min(n, s + batch_size), n, "embedding")
-    dim = model.dim
-    out = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, dim), np.float32)
+    done = 0
+    for _start, batch in iter_batches(
+        model, pyramid, grid, batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, cancel=cancel
+    ):
+        feats.append(batch)
+        done += len(batch)
+        yield Progress(done, n, "embedding")
+    if done < n:
+        return
+    out = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, model.dim), np.float32)
     yield EmbeddingResult(out, grid, model.spec.name)
 
 
@@ -85,31 +126,37 @@ def _open_partial(partial, model: EmbeddingModel, grid: TileGrid, attrs: dict): 
 
 
 def embed_slide(
-    slide,
+    slide: str | Path,
     model: EmbeddingModel,
-    out_dir,
+    out_dir: str | Path,
     *,
     tile_px: int | None = None,
     mpp: float | None = None,
+    mpp_override: float | None = None,
+    min_tissue: float = 0.5,
     batch_size: int = 32,
     chunk_batches: int = 4,
+    num_workers: int = 2,
+    prefetch: int | None = None,
     cancel: threading.Event | None = None,
-    progress=None,
-):
+    progress: Callable[[Progress], None] | None = None,
+) -> Path:
     """Embed the tissue tiles of ``slide`` into ``<out_dir>/<slide stem>.h5`` (CLAM/TRIDENT layout).
 
     Datasets ``features`` (N, D) float32 and ``coords`` (N, 2) int64 level-0 (x, y); attrs ``model``, ``spec``
-    (JSON), ``tile_px``, ``mpp``, ``patch_level`` (0) and ``patch_size_level0``. Rows are written every
-    ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a killed or cancelled run
-    resumes there; the file is renamed to ``.h5`` only when complete.
+    (JSON), ``tile_px``, ``mpp`` (NaN when the slide has no MPP), ``patch_level`` (0) and ``patch_size_level0``.
+    Rows are written every ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a
+    killed or cancelled run resumes there; the file is renamed to ``.h5`` only when complete. Tiles are read
+    ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`).
+
+    Args:
+        mpp_override: level-0 um/px of a slide that has none in its metadata (else tiles are cut in level-0 px).
+        min_tissue: minimum tissue fraction of a tile (0 keeps the whole grid, without tissue detection).
+        progress: called with ``Progress(done, N, "embedding")`` after every written chunk.
 
     Returns:
         The path of the finished HDF5 file (or of the ``.partial`` file when cancelled).
     """
-    import dataclasses
-    import json
-    from pathlib import Path
-
     from napari_pathdistill.wsi import open_pyramid
     from napari_pathdistill.wsi.tiling import make_tile_grid
 
@@ -118,46 +165,53 @@ def embed_slide(
     partial = out.with_suffix(".h5.partial")
     tile_px, mpp = tile_px or model.spec.tile_px, mpp or model.spec.mpp
     with open_pyramid(slide) as pyr:
-        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp)
-        size0 = round(grid.size_level0)
+        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mpp_override=mpp_override)
         attrs = {
             "model": model.spec.name,
             "spec": json.dumps(dataclasses.asdict(model.spec), default=str),
             "tile_px": tile_px,
-            "mpp": mpp,
+            "mpp": grid.mpp if grid.mpp is not None else float("nan"),  # NaN: no slide MPP, level-0 px tiles
             "patch_level": 0,
-            "patch_size_level0": size0,
+            "patch_size_level0": round(grid.size_level0),
         }
         with _open_partial(partial, model, grid, attrs) as f:
             n, done = len(grid.coords), int(f.attrs["done"])
-            step = batch_size * chunk_batches
-            while done < n:
-                sub = dataclasses.replace(
-                    grid,
-                    coords=grid.coords[done : done + step],
-                    tissue_fraction=grid.tissue_fraction[done : done + step],
-                )
-                res = None
-                for item in iter_embeddings(model, pyr, sub, batch_size=batch_size, cancel=cancel):
-                    res = item if isinstance(item, EmbeddingResult) else None
-                if res is None:
-                    return partial
-                f["features"][done : done + len(sub.coords)] = res.features
-                done += len(sub.coords)
-                f.attrs["done"] = done
-                if progress is not None:
-                    progress(Progress(done, n, "embedding"))
+            rest = dataclasses.replace(
+                grid, coords=grid.coords[done:], tissue_fraction=grid.tissue_fraction[done:]
+            )
+            batches = iter_batches(
+                model, pyr, rest, batch_size=batch_size, num_workers=num_workers, prefetch=prefetch,
+                cancel=cancel,
+            )  # fmt: skip
+            buffer: list[np.ndarray] = []
+            for i, (_start, feats) in enumerate(batches, start=1):
+                buffer.append(feats)
+                if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
+                    done = _flush(f, buffer, done)
+                    if progress is not None:
+                        progress(Progress(done, n, "embedding"))
+            if done < n:
+                return partial
     partial.replace(out)
     return out
 
 
-def write_plism(h5_path, out_dir):
+def _flush(f, buffer: list[np.ndarray], done: int) -> int:  # f: h5py.File
+    """Write the buffered (b, D) batches at row ``done``, then the ``done`` attr; empties ``buffer``."""
+    block = np.concatenate(buffer)
+    f["features"][done : done + len(block)] = block
+    done += len(block)
+    f.attrs["done"] = done
+    f.flush()
+    buffer.clear()
+    return done
+
+
+def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
     """Copy an ``embed_slide`` HDF5 into plismbench's ``<out>/<model>/<slide>/features.npy`` layout.
 
     The array is (N, 3 + D) float32: columns (level, x, y) with level = 0 and level-0 (x, y), then features.
     """
-    from pathlib import Path
-
     import h5py
 
     h5_path = Path(h5_path)
