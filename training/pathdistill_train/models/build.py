@@ -135,7 +135,13 @@ def _load_weights(model: nn.Module, weights: str | None) -> None:
         sd = load_file(str(path))
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(sd, strict=False)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing:  # e.g. a "module."-prefixed file: nothing would load and the teacher would stay random
+        raise TrainConfigError(
+            f"teacher weights {path} do not fit the teacher's architecture: {len(missing)} of "
+            f"{len(model.state_dict())} tensors missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}); check teacher.name/arch/model_kwargs or strip key prefixes"
+        )
 
 
 def build_teacher(cfg: Any) -> TokenEncoder:
