@@ -32,6 +32,7 @@ def machine(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     info["code"] = code_version()
+    info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
     return info
 
 
@@ -115,16 +116,19 @@ def passes(grid, n_tiles: int) -> list:
     return out
 
 
-def loader_only(slide: Path, grid, n_tiles: int, batch: int) -> float:
-    """tiles/s of ``read_tiles`` alone, batch by batch, each pass on a freshly opened slide."""
+def loader_only(slide: Path, grid, n_tiles: int, batch: int, workers: int) -> float:
+    """tiles/s of ``read_tiles`` alone, batches read by ``workers`` threads, each pass on a fresh slide."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from napari_pathdistill.wsi import open_pyramid
     from napari_pathdistill.wsi.tiling import read_tiles
 
     t0 = time.perf_counter()
-    for sub in passes(grid, n_tiles):
-        with open_pyramid(slide) as pyr:
-            for s in range(0, len(sub), batch):
-                read_tiles(pyr, sub, range(s, min(len(sub), s + batch)))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for sub in passes(grid, n_tiles):
+            with open_pyramid(slide) as pyr:
+                spans = [range(s, min(len(sub), s + batch)) for s in range(0, len(sub), batch)]
+                list(pool.map(lambda idx, pyr=pyr, sub=sub: read_tiles(pyr, sub, idx), spans))
     return n_tiles / (time.perf_counter() - t0)
 
 
@@ -172,7 +176,7 @@ def warm_up(model, tiles: np.ndarray, batch: int) -> None:
 
 @dataclasses.dataclass
 class Row:
-    """One model's measurements (tiles/s, FLOPs per tile, fraction of the matmul peak)."""
+    """One model's measurements: best tiles/s over its rounds, every round kept in ``rounds``."""
 
     model: str
     label: str
@@ -180,10 +184,11 @@ class Row:
     gflops_per_tile: float
     batch: int
     n_tiles: int
-    end_to_end: float
-    model_only: float
-    loader_only: float
     repeats: int = 1
+    end_to_end: float = 0.0
+    model_only: float = 0.0
+    loader_only: float = 0.0
+    rounds: list[dict] = dataclasses.field(default_factory=list)
 
     def fraction(self, peak: float, which: str = "model_only") -> float:
         """Achieved FLOP/s of ``which`` (tiles/s x FLOPs/tile) over the measured matmul FLOP/s."""
@@ -199,13 +204,18 @@ class Row:
         return "loader" if self.loader_only < 1.25 * self.model_only else "pipeline"
 
 
-def bench_model(
-    model, label: str, slide: Path, grid, n_tiles: int, batch: int, workers: int, repeats: int = 1
-) -> Row:
-    """Warm up, then time loader only, end to end and model only, back to back; best of ``repeats`` rounds.
+@dataclasses.dataclass
+class Job:
+    """A model ready to be timed: its row, the tile grid and a batch of real tiles for model-only runs."""
 
-    The best round is the one least disturbed by other processes (the usual micro-benchmark convention).
-    """
+    model: object
+    row: Row
+    grid: object
+    tiles: np.ndarray
+
+
+def prepare(model, label: str, slide: Path, grid, n_tiles: int, batch: int, repeats: int) -> Job:
+    """Read one batch of real tiles, count FLOPs per tile and warm the model up (nothing timed yet)."""
     from napari_pathdistill.wsi import open_pyramid
     from napari_pathdistill.wsi.tiling import read_tiles
 
@@ -213,10 +223,36 @@ def bench_model(
         tiles = read_tiles(pyr, grid, range(min(len(grid), batch)))
     gflops = flops_per_tile(model) / 1e9
     warm_up(model, tiles, batch)
-    loader = e2e = alone = 0.0
-    for _ in range(max(1, repeats)):
-        loader = max(loader, loader_only(slide, grid, n_tiles, batch))
-        e2e = max(e2e, end_to_end(model, slide, grid, n_tiles, batch, workers))
-        alone = max(alone, model_only(model, tiles, n_tiles, batch))
     params = sum(p.numel() for p in model.module.parameters()) / 1e6
-    return Row(model.spec.name, label, params, gflops, batch, n_tiles, e2e, alone, loader, repeats)
+    return Job(model, Row(model.spec.name, label, params, gflops, batch, n_tiles, repeats), grid, tiles)
+
+
+def time_round(job: Job, slide: Path, workers: int) -> dict[str, float]:
+    """One round of the three timings of a job: loader only, end to end, model only (tiles/s)."""
+    r = job.row
+    return {
+        "loader_only": loader_only(slide, job.grid, r.n_tiles, r.batch, workers),
+        "end_to_end": end_to_end(job.model, slide, job.grid, r.n_tiles, r.batch, workers),
+        "model_only": model_only(job.model, job.tiles, r.n_tiles, r.batch),
+    }
+
+
+def bench_all(
+    jobs: list[Job], slide: Path, workers: int, device: torch.device, matmul_n: int | None
+) -> float:
+    """Time every job round-robin (round r: the matmul peak, then each job with ``repeats > r``).
+
+    Interleaving gives every model the same exposure to other load on the machine; each row keeps its best
+    round (the least disturbed, the usual micro-benchmark convention). Returns the best matmul FLOP/s.
+    """
+    peak = 0.0
+    for r in range(max(j.row.repeats for j in jobs)):
+        peak = max(peak, matmul_flops(device, matmul_n))
+        for job in (j for j in jobs if r < j.row.repeats):
+            m = time_round(job, slide, workers)
+            job.row.rounds.append(m)
+            for k, v in m.items():
+                setattr(job.row, k, max(getattr(job.row, k), v))
+            print(f"  round {r + 1}: {job.row.label}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()),
+                  flush=True)  # fmt: skip
+    return peak

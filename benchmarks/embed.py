@@ -16,13 +16,16 @@ printed ratios are what to compare):
   slide is small, so it is embedded in passes, each on a freshly opened slide (cold OpenSlide tile cache, as on
   a big slide); tissue detection is done once beforehand and reported apart;
 * **model only**: the same forward on a pre-loaded, pre-normalised tensor batch of real tiles;
-* **loader only**: ``read_tiles`` over the same passes with no model (the reading thread alone).
+* **loader only**: ``read_tiles`` over the same passes with no model, batches read by the same number of
+  threads as ``iter_embeddings`` uses (``--num-workers``).
 
-Each is timed in a few rounds (best kept, ``--repeats``). The ``bound`` column says what limits end to end:
-``model`` (>= 80 % of model only), ``loader`` (the reading thread alone is not clearly faster than the model)
-or ``pipeline`` (reading and compute overlap badly or compete for the same cores). Models: the bundled student (``load_model("pathdistill-student")``), the ImageNet
-EfficientNet-Lite2 teacher, and RANDOMLY INITIALISED models of the exact registry architectures of H0-mini
-(ViT-B/14) and H-optimus-0 (ViT-g/14): their speed does not depend on the weights.
+Models are timed round-robin in a few rounds (each row keeps its best round, ``--repeats``), so every model
+sees the same background load; the matmul peak is re-measured in every round (best kept). The ``bound``
+column says what limits end to end: ``model`` (>= 80 % of model only), ``loader`` (reading alone is not
+clearly faster than the model) or ``pipeline`` (reading and compute overlap badly or compete for the same
+cores). Models: the bundled student (``load_model("pathdistill-student")``), the ImageNet EfficientNet-Lite2
+teacher, and RANDOMLY INITIALISED models of the exact registry architectures of H0-mini (ViT-B/14) and
+H-optimus-0 (ViT-g/14): their speed does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 
-from _throughput import Row, bench_model, machine, matmul_flops, tile_grid
+from _throughput import Job, Row, bench_all, machine, prepare, tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SLIDE = ROOT.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
@@ -54,8 +58,8 @@ LABELS = {
 # tiles timed per model, timing rounds (best kept) and batch sizes: (cpu, cuda, quick)
 TILES = {"h0-mini": (47, 20_000, 4), "h-optimus-0": (8, 4_096, 2)}
 DEFAULT_TILES = (94, 20_000, 16)
-REPEATS = {"h0-mini": (2, 3, 1), "h-optimus-0": (1, 3, 1)}
-DEFAULT_REPEATS = (3, 3, 1)
+REPEATS = {"h0-mini": (3, 3, 1), "h-optimus-0": (1, 3, 1)}
+DEFAULT_REPEATS = (5, 3, 1)
 BATCH = {"h-optimus-0": (4, 64)}
 DEFAULT_BATCH = (16, 256)
 GPU_TARGET = ("h0-mini", 5_000.0)  # issue 7: ViT-B/14 >= 5,000 tiles/s end to end on an H100
@@ -107,7 +111,8 @@ def write_outputs(out: Path, result: dict, md: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "embed.json").write_text(json.dumps(result, indent=2))
     with (out / "embed.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(result["rows"][0]))
+        cols = [k for k in result["rows"][0] if k != "rounds"]
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(result["rows"])
     (out / "embed.md").write_text(md + "\n")
@@ -145,6 +150,23 @@ def settings(name: str, args: argparse.Namespace, device: torch.device) -> tuple
     return tiles, min(batch, tiles), repeats
 
 
+def prepare_jobs(names: list[str], args: argparse.Namespace, device: torch.device) -> tuple[list[Job], dict]:
+    """Build every model, its slide grid (once per tile size / um/px), FLOP count and warm-up."""
+    grids: dict = {}
+    jobs = []
+    for name in names:
+        t0 = time.perf_counter()
+        model = build_model(name, device)
+        key = (model.spec.tile_px, model.spec.mpp)
+        if key not in grids:
+            grids[key] = tile_grid(args.slide, *key, args.mpp_override)
+        tiles, batch, repeats = settings(name, args, device)
+        jobs.append(prepare(model, LABELS.get(name, name), args.slide, grids[key][0], tiles, batch, repeats))
+        print(f"{name}: built and warmed up in {time.perf_counter() - t0:.1f} s; {tiles} tiles, batch {batch}, "
+              f"{repeats} round(s)", flush=True)  # fmt: skip
+    return jobs, grids
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -153,41 +175,19 @@ def main(argv: list[str] | None = None) -> dict:
     names = [n for n in args.models.split(",") if n and not (args.quick and n == "h-optimus-0")]
     info = machine(device)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
-    peak = matmul_flops(device, args.matmul_n)
-    print(
-        f"matmul peak ({'bf16' if device.type == 'cuda' else 'fp32'}): {peak / 1e9:,.1f} GFLOP/s", flush=True
-    )
-    grids: dict = {}
-    rows = []
-    for name in names:
-        t0 = time.perf_counter()
-        model = build_model(name, device)
-        key = (model.spec.tile_px, model.spec.mpp)
-        if key not in grids:
-            grids[key] = tile_grid(args.slide, *key, args.mpp_override)
-        grid, _ = grids[key]
-        tiles, batch, repeats = settings(name, args, device)
-        print(
-            f"{name}: built in {time.perf_counter() - t0:.1f} s; {tiles} tiles, batch {batch}, best of {repeats} ...",
-            flush=True,
-        )
-        label = LABELS.get(name, name)
-        rows.append(bench_model(model, label, args.slide, grid, tiles, batch, args.num_workers, repeats))
-        print(f"  end to end {rows[-1].end_to_end:.2f} tiles/s, model only {rows[-1].model_only:.2f} tiles/s",
-              flush=True)  # fmt: skip
-        del model
-    peak_after = matmul_flops(device, args.matmul_n)
+    jobs, grids = prepare_jobs(names, args, device)
+    peak = bench_all(jobs, args.slide, args.num_workers, device, args.matmul_n)
+    rows = [j.row for j in jobs]
+    info["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     grid_note = "; ".join(f"{len(g)} tissue tiles of {k[0]} px at {k[1]} um/px, tissue detection + tiling {t:.1f} s"
                           for k, (g, t) in grids.items())  # fmt: skip
     md = table(rows, peak)
+    kind = "bf16" if device.type == "cuda" else "fp32"
     print(f"\nslide {args.slide.name}: {grid_note} (once per slide, not in the tiles/s)")
-    print(
-        f"matmul peak {peak / 1e9:,.1f} GFLOP/s before the models, {peak_after / 1e9:,.1f} after (load drift)\n"
-    )
-    print(md)
-    print("\n" + target_line(rows, device))
+    print(f"matmul peak ({kind}, best of the rounds): {peak / 1e9:,.1f} GFLOP/s; load average before "
+          f"{info['load_average_1_5_15min']}, after {info['load_average_after']}\n\n{md}\n\n{target_line(rows, device)}")  # fmt: skip
     result = {"machine": info, "slide": str(args.slide), "grid": grid_note, "matmul_flops": peak,
-              "matmul_flops_after": peak_after, "target": target_line(rows, device),
+              "matmul_dtype": kind, "target": target_line(rows, device),
               "rows": [dataclasses.asdict(r) | {"bound": r.bound, "fraction_model_only": r.fraction(peak),
                        "fraction_end_to_end": r.fraction(peak, "end_to_end")} for r in rows]}  # fmt: skip
     if args.out:

@@ -7,9 +7,10 @@ Run from the repository root (CPU, about 20 min on 2 busy cores; ``--quick`` for
 Models, all measured side by side in one run:
 
 * ``student``: the bundled ``pathdistill-student`` (``load_model``), or ``--student FOLDER`` (any checkpoint);
-* ``teacher``: ``efficientnet-lite2-imagenet`` as the plugin registry loads it (ImageNet mean/std);
-* ``teacher-tf``: the same weights with mean = std = 0.5, the normalisation the student was distilled from
-  (``student_from_efficientnet.yaml``);
+* ``teacher``: ``efficientnet-lite2-imagenet`` as the plugin registry loads it (ImageNet mean/std), or
+  ``--teacher NAME_OR_FOLDER``;
+* ``teacher-tf``: the same weights with mean = std = 0.5, the normalisation the bundled student was distilled
+  from (``student_from_efficientnet.yaml``); leave it out (``--models``) for other teachers;
 * ``random``: the student's architecture from its ``config.json`` with random weights (``torch.manual_seed``).
 
 Measurements, all through the package's own functions (no metric is reimplemented here):
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _throughput import bench_model, machine, matmul_flops, tile_grid
+from _throughput import bench_all, machine, prepare, tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -53,7 +54,7 @@ GROUPS = ("cross-scanner", "cross-staining", "cross-both")
 METRICS = ("cosine_similarity", "top_1_accuracy", "top_3_accuracy", "top_5_accuracy", "top_10_accuracy")
 
 
-def build_models(keys: list[str], student: str, seed: int) -> dict:
+def build_models(keys: list[str], student: str, teacher_name: str, seed: int) -> dict:
     """``{key: EmbeddingModel}`` on CPU for the requested keys (see the module docstring)."""
     from napari_pathdistill.models import load_model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
@@ -61,7 +62,7 @@ def build_models(keys: list[str], student: str, seed: int) -> dict:
 
     out = {}
     trained = load_model(student, "cpu")
-    teacher = load_model("efficientnet-lite2-imagenet", "cpu")
+    teacher = load_model(teacher_name, "cpu")
     for key in keys:
         if key == "student":
             out[key] = trained
@@ -69,7 +70,7 @@ def build_models(keys: list[str], student: str, seed: int) -> dict:
             out[key] = teacher
         elif key == "teacher-tf":
             spec = dataclasses.replace(
-                teacher.spec, name="efficientnet-lite2-tfnorm", mean=(0.5,) * 3, std=(0.5,) * 3
+                teacher.spec, name=f"{teacher.spec.name}-0.5norm", mean=(0.5,) * 3, std=(0.5,) * 3
             )
             out[key] = EmbeddingModel(spec, teacher.module, "cpu")
         elif key == "random":
@@ -157,22 +158,30 @@ def cka(rob_dirs: dict[str, Path], ref: str) -> dict[str, dict]:
     return out
 
 
-def speed(models: dict, slide: Path, n_tiles: int, batch: int, repeats: int) -> dict[str, dict]:
-    """End-to-end and model-only tiles/s of every model, back to back on the same slide grid."""
-    grid, _ = tile_grid(slide, 224, 0.5, None)
+def speed(
+    models: dict, slide: Path, n_tiles: int, batch: int, repeats: int, matmul_n: int
+) -> tuple[dict, float]:
+    """End-to-end and model-only tiles/s of every model, timed round-robin on the same slide grid.
+
+    Returns the per-model numbers and the best fp32 matmul FLOP/s measured between the rounds.
+    """
+    grids = {(m.spec.tile_px, m.spec.mpp) for m in models.values()}
+    grids = {key: tile_grid(slide, *key, None)[0] for key in grids}
+    jobs = {
+        k: prepare(m, LABELS[k], slide, grids[(m.spec.tile_px, m.spec.mpp)], n_tiles, batch, repeats)
+        for k, m in models.items()
+    }
+    peak = bench_all(list(jobs.values()), slide, 2, torch.device("cpu"), matmul_n)
     out = {}
-    for key, model in models.items():
-        row = bench_model(model, LABELS[key], slide, grid, n_tiles, batch, workers=2, repeats=repeats)
+    for key, job in jobs.items():
+        row = job.row
         out[key] = {
             "tiles/s end to end (CMU slide, iter_embeddings)": row.end_to_end,
             "tiles/s model only (pre-loaded batch)": row.model_only,
             "GFLOPs per tile": row.gflops_per_tile,
             "parameters (M)": row.params_m,
         }
-        print(
-            f"  {key}: {row.end_to_end:.2f} tiles/s end to end, {row.model_only:.2f} model only", flush=True
-        )
-    return out
+    return out, peak
 
 
 def _cell(v: float) -> str:
@@ -222,6 +231,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DATA, help="the shared data root (../shared/data)")
     p.add_argument("--student", default="pathdistill-student", help="registry name or checkpoint folder")
+    p.add_argument(
+        "--teacher", default="efficientnet-lite2-imagenet", help="registry name or checkpoint folder"
+    )
     p.add_argument("--models", default=",".join(KEYS), help=f"comma list of {', '.join(KEYS)}")
     p.add_argument("--seed", type=int, default=0, help="random-init student weights and probe folds")
     p.add_argument("--max-tiles", type=int, default=64, help="matched tiles per tissue (offline benchmark)")
@@ -230,7 +242,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--speed-tiles", type=int, default=94, help="tiles timed per model (2 passes of the CMU grid)"
     )
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--speed-repeats", type=int, default=3, help="timing rounds per model (best kept)")
+    p.add_argument("--speed-repeats", type=int, default=5, help="timing rounds, round-robin (best kept)")
     p.add_argument("--n-splits", type=int, default=5, help="probe cross-validation folds")
     p.add_argument("--probe-repeats", type=int, default=10, help="probe fold seeds (mean reported)")
     p.add_argument(
@@ -251,13 +263,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     t_start = time.perf_counter()
-    models = build_models([k for k in args.models.split(",") if k], args.student, args.seed)
+    if args.teacher != "efficientnet-lite2-imagenet":
+        LABELS["teacher"] = f"teacher {args.teacher}"
+    models = build_models([k for k in args.models.split(",") if k], args.student, args.teacher, args.seed)
     info = machine(torch.device("cpu"))
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
-    peak = matmul_flops(torch.device("cpu"), args.matmul_n)
     slide = args.data / "wsi" / "CMU-1-Small-Region.svs"
     batch = min(args.batch_size, args.speed_tiles)
-    sections: dict[str, dict] = {"speed": speed(models, slide, args.speed_tiles, batch, args.speed_repeats)}
+    sections: dict[str, dict] = {}
+    sections["speed"], peak = speed(models, slide, args.speed_tiles, batch, args.speed_repeats, args.matmul_n)
     sections["robustness"], sections["probes"], rob_dirs = {}, {}, {}
     tissues = tuple(args.tissues.split(","))
     for key, model in models.items():
