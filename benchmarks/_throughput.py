@@ -190,6 +190,11 @@ class Row:
     loader_only: float = 0.0
     rounds: list[dict] = dataclasses.field(default_factory=list)
 
+    def spread(self, which: str) -> tuple[float, float]:
+        """(min, max) tiles/s of ``which`` over the rounds."""
+        vals = [r[which] for r in self.rounds] or [getattr(self, which)]
+        return min(vals), max(vals)
+
     def fraction(self, peak: float, which: str = "model_only") -> float:
         """Achieved FLOP/s of ``which`` (tiles/s x FLOPs/tile) over the measured matmul FLOP/s."""
         return getattr(self, which) * self.gflops_per_tile * 1e9 / peak
@@ -202,6 +207,13 @@ class Row:
         if self.end_to_end >= 0.8 * self.model_only:
             return "model"
         return "loader" if self.loader_only < 1.25 * self.model_only else "pipeline"
+
+
+def paired_ratio(ref: Row, row: Row, which: str) -> float:
+    """Median over the rounds both rows ran of ``ref`` tiles/s / ``row`` tiles/s (measured minutes apart at
+    most, so slow drifts of the machine's load cancel)."""
+    pairs = [a[which] / b[which] for a, b in zip(ref.rounds, row.rounds)]
+    return float(np.median(pairs)) if pairs else float("nan")
 
 
 @dataclasses.dataclass
@@ -243,12 +255,14 @@ def bench_all(
     """Time every job round-robin (round r: the matmul peak, then each job with ``repeats > r``).
 
     Interleaving gives every model the same exposure to other load on the machine; each row keeps its best
-    round (the least disturbed, the usual micro-benchmark convention). Returns the best matmul FLOP/s.
+    round (the least disturbed, the usual micro-benchmark convention) and every round in ``rounds`` (for
+    :func:`paired_ratio`). Returns the best matmul FLOP/s.
     """
     peak = 0.0
     for r in range(max(j.row.repeats for j in jobs)):
         peak = max(peak, matmul_flops(device, matmul_n))
-        for job in (j for j in jobs if r < j.row.repeats):
+        order = jobs if r % 2 == 0 else jobs[::-1]  # alternate, so no model always runs right after another
+        for job in (j for j in order if r < j.row.repeats):
             m = time_round(job, slide, workers)
             job.row.rounds.append(m)
             for k, v in m.items():

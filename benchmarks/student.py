@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _throughput import bench_all, machine, prepare, tile_grid
+from _throughput import bench_all, machine, paired_ratio, prepare, tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -50,6 +50,7 @@ LABELS = {
     "teacher-tf": "teacher (as distilled, 0.5 norm)",
     "random": "random-init student",
 }
+PAIRED = "student model-only speed-up over this model (median of per-round ratios)"
 GROUPS = ("cross-scanner", "cross-staining", "cross-both")
 METRICS = ("cosine_similarity", "top_1_accuracy", "top_3_accuracy", "top_5_accuracy", "top_10_accuracy")
 
@@ -173,6 +174,7 @@ def speed(
     }
     peak = bench_all(list(jobs.values()), slide, 2, torch.device("cpu"), matmul_n)
     out = {}
+    ref = jobs["student"].row if "student" in jobs else None
     for key, job in jobs.items():
         row = job.row
         out[key] = {
@@ -181,6 +183,8 @@ def speed(
             "GFLOPs per tile": row.gflops_per_tile,
             "parameters (M)": row.params_m,
         }
+        if ref is not None:
+            out[key][PAIRED] = paired_ratio(ref, row, "model_only")
     return out, peak
 
 
@@ -190,6 +194,8 @@ def _cell(v: float) -> str:
 
 def _versus(metric: str, a: float, b: float) -> str:
     """Student vs another model: a ratio (x) for speeds and sizes, a signed difference otherwise."""
+    if metric == PAIRED:
+        return ""
     if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
         return "n/a"
     if metric.startswith(("tiles/s", "GFLOPs", "parameters")):

@@ -27,13 +27,14 @@ def bench_modules():
 def test_embed_benchmark_main(bench_modules, cmu_svs: Path, tmp_path: Path, capsys) -> None:
     embed, _ = bench_modules
     models = "pathdistill-student,efficientnet-lite2-imagenet,h0-mini"
-    res = embed.main(["--slide", str(cmu_svs), "--models", models, "--tiles", "3", "--batch-size", "2",
+    res = embed.main(["--slide", str(cmu_svs), "--models", models, "--tiles", "3", "--batch-size", "2", "--repeats", "2",
                       "--matmul-n", "256", "--out", str(tmp_path)])  # fmt: skip
     rows = {r["model"]: r for r in res["rows"]}
     assert list(rows) == models.split(",")
     assert res["matmul_flops"] > 0 and "cpu" in res["machine"]
     for r in rows.values():
-        assert r["n_tiles"] == 3 and r["batch"] == 2
+        assert r["n_tiles"] == 3 and r["batch"] == 2 and len(r["rounds"]) == 2
+        assert math.isfinite(r["reference_speedup_model_only_paired"])
         assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("end_to_end", "model_only", "loader_only"))
         assert r["bound"] in ("model", "loader", "pipeline")
     # FlopCounterMode: ViT-B/14 at 224 px is ~45 GFLOPs/tile, the ViT-Ti student ~2.8, EfficientNet-Lite2 ~1.2
@@ -42,6 +43,7 @@ def test_embed_benchmark_main(bench_modules, cmu_svs: Path, tmp_path: Path, caps
     assert 0.5 < rows["efficientnet-lite2-imagenet"]["gflops_per_tile"] < 2
     out = capsys.readouterr().out
     assert "speed-up" in out and "not applicable on CPU" in out
+    assert rows["pathdistill-student"]["reference_speedup_end_to_end_paired"] == 1.0
     with (tmp_path / "embed.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 3
     assert json.loads((tmp_path / "embed.json").read_text())["rows"][0]["model"] == "pathdistill-student"
@@ -74,6 +76,7 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
         assert sec["speed"][key]["tiles/s model only (pre-loaded batch)"] > 0
     # same architecture, different weights: identical FLOPs, different features
     assert sec["speed"]["student"]["GFLOPs per tile"] == sec["speed"]["random"]["GFLOPs per tile"]
+    assert sec["speed"]["student"][student.PAIRED] == 1.0
     md = (tmp_path / "student.md").read_text()
     assert "student vs random-init student" in md and "leaderboard" in md
     assert (tmp_path / "robustness" / "random" / "metrics" / "summary.json").is_file()
