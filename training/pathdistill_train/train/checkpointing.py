@@ -27,6 +27,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _state_without_teachers(meta_arch: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``meta_arch.state_dict()`` minus ``teachers.*``, without running the teachers' state-dict hooks.
+
+    Only rank 0 writes checkpoints; on an FSDP2-sharded teacher (``teacher.fsdp=true``) the state-dict hook
+    reshards that rank's parameters alone, and the ranks' next all-gathers then mismatch and abort.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for name, child in meta_arch.named_children():
+        if name != "teachers":
+            state.update(child.state_dict(prefix=f"{name}."))
+    state.update({n: t.detach() for n, t in meta_arch.named_parameters(recurse=False)})
+    state.update({n: t for n, t in meta_arch.named_buffers(recurse=False)})
+    return state
+
+
 def save_training_checkpoint(
     path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int
 ) -> None:
@@ -34,7 +49,7 @@ def save_training_checkpoint(
 
     The frozen teacher backbones are not saved (they are rebuilt from the config).
     """
-    state = {k: v for k, v in meta_arch.state_dict().items() if not k.startswith("teachers.")}
+    state = _state_without_teachers(meta_arch)
     payload = {"model": state, "optimizer": optimizer.state_dict(), "step": step, "rng": rng_state()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
