@@ -7,10 +7,11 @@ Run from the repository root (CPU, about 20 min on 2 busy cores; ``--quick`` for
 Models, all measured side by side in one run:
 
 * ``student``: the bundled ``pathdistill-student`` (``load_model``), or ``--student FOLDER`` (any checkpoint);
-* ``teacher``: ``efficientnet-lite2-imagenet`` as the plugin registry loads it (ImageNet mean/std), or
+* ``teacher``: ``efficientnet-lite2-imagenet`` as the plugin registry loads it (mean = std = 0.5, the
+  normalisation of its TF-Lite training and the one the bundled student was distilled from), or
   ``--teacher NAME_OR_FOLDER``;
-* ``teacher-tf``: the same weights with mean = std = 0.5, the normalisation the bundled student was distilled
-  from (``student_from_efficientnet.yaml``); leave it out (``--models``) for other teachers;
+* ``teacher-imnet``: the same weights fed ImageNet mean/std instead, a common mistake, to show how much the
+  normalisation matters; leave it out (``--models``) for other teachers;
 * ``random``: the student's architecture from its ``config.json`` with random weights (``torch.manual_seed``).
 
 Measurements, all through the package's own functions (no metric is reimplemented here):
@@ -43,11 +44,11 @@ from _throughput import bench_all, machine, paired_ratio, prepare, tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-KEYS = ("student", "teacher", "teacher-tf", "random")
+KEYS = ("student", "teacher", "teacher-imnet", "random")
 LABELS = {
     "student": "trained student",
-    "teacher": "teacher (registry, ImageNet norm)",
-    "teacher-tf": "teacher (as distilled, 0.5 norm)",
+    "teacher": "teacher",
+    "teacher-imnet": "teacher fed ImageNet mean/std",
     "random": "random-init student",
 }
 PAIRED = "student model-only speed-up over this model (median of per-round ratios)"
@@ -59,7 +60,7 @@ def build_models(keys: list[str], student: str, teacher_name: str, seed: int) ->
     """``{key: EmbeddingModel}`` on CPU for the requested keys (see the module docstring)."""
     from napari_pathdistill.models import load_model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
-    from napari_pathdistill.models.registry import build_module
+    from napari_pathdistill.models.registry import IMAGENET_MEAN, IMAGENET_STD, build_module
 
     out = {}
     trained = load_model(student, "cpu")
@@ -69,9 +70,9 @@ def build_models(keys: list[str], student: str, teacher_name: str, seed: int) ->
             out[key] = trained
         elif key == "teacher":
             out[key] = teacher
-        elif key == "teacher-tf":
+        elif key == "teacher-imnet":
             spec = dataclasses.replace(
-                teacher.spec, name=f"{teacher.spec.name}-0.5norm", mean=(0.5,) * 3, std=(0.5,) * 3
+                teacher.spec, name=f"{teacher.spec.name}-imagenet-norm", mean=IMAGENET_MEAN, std=IMAGENET_STD
             )
             out[key] = EmbeddingModel(spec, teacher.module, "cpu")
         elif key == "random":
@@ -208,7 +209,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
     keys = list(results)
     metrics = list(dict.fromkeys(m for k in keys for m in results[k]))
     cols = [LABELS[k] for k in keys]
-    vs = [k for k in ("random", "teacher", "teacher-tf") if k in keys and "student" in keys]
+    vs = [k for k in ("random", "teacher", "teacher-imnet") if k in keys and "student" in keys]
     head = "| metric | " + " | ".join(cols) + "".join(f" | student vs {LABELS[k]}" for k in vs) + " |"
     lines = [head, "|---" * (1 + len(cols) + len(vs)) + "|"]
     for m in metrics:
@@ -288,8 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         sections["probes"][key] = probes(model, args.data, args.seed, args.n_splits, args.probe_repeats)
         print(f"  {key}: robustness + probes in {time.perf_counter() - t0:.0f} s", flush=True)
-    ref = "teacher-tf" if "teacher-tf" in models else "teacher"
-    sections["agreement"] = cka(rob_dirs, ref) if ref in models else {}
+    sections["agreement"] = cka(rob_dirs, "teacher") if "teacher" in models else {}
     results = {k: {m: v for s in sections.values() for m, v in s.get(k, {}).items()} for k in models}
     md = table(results)
     print(f"\nmatmul peak fp32 {peak / 1e9:.1f} GFLOP/s; total {time.perf_counter() - t_start:.0f} s\n\n{md}")

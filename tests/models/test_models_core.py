@@ -75,3 +75,15 @@ def test_shipped_student_loads_and_embeds(cmu_tiles):
     model = load_model("pathdistill-student", device="cpu")
     emb = model.embed(cmu_tiles)
     assert emb.shape == (2, model.dim) and np.isfinite(emb).all()
+
+
+def test_efficientnet_lite2_normalisation_is_its_training_one():
+    """The TF-Lite EfficientNet weights were trained on (x - 127) / 128 (timm's pretrained_cfg says so too); the
+    bundled student was distilled from the teacher normalised that way (the trainer's table at a5d8170)."""
+    import timm
+
+    from napari_pathdistill.models.registry import get_spec
+
+    cfg = timm.models.get_pretrained_cfg("tf_efficientnet_lite2")
+    spec = get_spec("efficientnet-lite2-imagenet")
+    assert spec.mean == tuple(cfg.mean) and spec.std == tuple(cfg.std) == (0.5, 0.5, 0.5)

