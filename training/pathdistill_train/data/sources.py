@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from pathdistill_train.errors import TrainDataError
+
+if TYPE_CHECKING:
+    from napari_pathdistill.wsi.pyramid import Pyramid
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -106,7 +110,7 @@ class WSISource:
             raise TrainDataError(
                 f"no tissue tiles with >= {min_tissue:.0%} tissue in {len(self.paths)} slide(s)"
             )
-        self._open: dict[int, object] = {}
+        self._open: dict[int, Pyramid] = {}
 
     def __len__(self) -> int:
         return len(self.index)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from safetensors.torch import save_file
 from torch import nn
 
 FORMAT = "pathdistill-checkpoint/1"
@@ -37,33 +35,22 @@ def checkpoint_config(cfg: Any, step: int) -> dict[str, Any]:
 
 
 def export_student(model: nn.Module, cfg: Any, folder: Path, step: int) -> Path:
-    """Write ``model``'s (the timm EMA student's) weights and config; atomic per file.
+    """Write ``model``'s (the timm EMA student's) weights and config through the plugin's
+    ``models.checkpoint.save_checkpoint`` (safetensors + config.json, atomic per file)."""
+    from napari_pathdistill.models.checkpoint import save_checkpoint
+    from napari_pathdistill.models.registry import ModelSpec
 
-    Uses ``napari_pathdistill.models.checkpoint.save_checkpoint`` when the core provides it, else writes
-    the same format (docs/architecture.md) directly.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     conf = checkpoint_config(cfg, step)
-    try:
-        from napari_pathdistill.models.checkpoint import save_checkpoint
-        from napari_pathdistill.models.registry import ModelSpec
-    except ImportError:
-        save_checkpoint = None
-    if save_checkpoint is not None:
-        keys = ("name", "arch", "model_kwargs", "mean", "std", "tile_px", "mpp", "embedding", "family")
-        spec = ModelSpec(**{k: (tuple(conf[k]) if k in ("mean", "std") else conf[k]) for k in keys})
-        save_checkpoint(model, spec, folder, training=conf["training"])
-        return folder
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(folder / "model.safetensors")
-    _write_json(folder / "config.json", conf)
-    return folder
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    spec = ModelSpec(
+        name=conf["name"],
+        arch=conf["arch"],
+        model_kwargs=conf["model_kwargs"],
+        mean=tuple(conf["mean"]),
+        std=tuple(conf["std"]),
+        tile_px=conf["tile_px"],
+        mpp=conf["mpp"],
+        embedding=conf["embedding"],
+        family=conf["family"],
+    )
+    save_checkpoint(model, spec, Path(folder), training=conf["training"])
+    return Path(folder)
