@@ -25,6 +25,14 @@ def view_bbox_level0(layer: napari.layers.Image) -> tuple[float, float, float, f
     return float(c0), float(r0), float(c1), float(r1)
 
 
+def _display_limits(mosaic: np.ndarray) -> tuple[float, float]:
+    """(0, 95th percentile) of a map mosaic: a few peak tokens (common in small ViTs) would otherwise leave the
+    rest of a min-max scaled map black. Only the display changes; the layer data stay the [0, 1] maps."""
+    finite = mosaic[np.isfinite(mosaic)]
+    hi = float(np.percentile(finite, 95)) if finite.size else 1.0
+    return (0.0, hi if hi > 0 else 1.0)
+
+
 class AttentionWidget(Container):
     """Dock widget: teacher and student attention on the same tiles, side by side with a linked camera.
 
@@ -86,9 +94,11 @@ class AttentionWidget(Container):
             "units": units,
             "blending": "additive",  # low attention stays transparent over the slide
         }
-        maps = {"colormap": "inferno", "contrast_limits": (0, 1), "gamma": 0.5}  # gamma lifts peaky ViT maps
-        teacher = upsert_layer(self.viewer, "image", pair.teacher_mosaic, "teacher attention", **maps, **geo)  # fmt: skip
-        student = upsert_layer(self.viewer, "image", pair.student_mosaic, "student attention", **maps, **geo)  # fmt: skip
+        maps = {"colormap": "inferno", "gamma": 0.5}  # gamma lifts peaky ViT maps
+        teacher = upsert_layer(self.viewer, "image", pair.teacher_mosaic, "teacher attention",
+                               contrast_limits=_display_limits(pair.teacher_mosaic), **maps, **geo)  # fmt: skip
+        student = upsert_layer(self.viewer, "image", pair.student_mosaic, "student attention",
+                               contrast_limits=_display_limits(pair.student_mosaic), **maps, **geo)  # fmt: skip
         diff = upsert_layer(self.viewer, "image", pair.difference, "attention difference (student - teacher)",
                             colormap="PiYG", contrast_limits=(-1, 1), visible=False, **{**geo, "blending": "translucent"})  # fmt: skip
         tiles = upsert_layer(self.viewer, "labels", pair.tile_index, "attention tiles", opacity=0.0,

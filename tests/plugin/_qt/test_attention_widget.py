@@ -51,6 +51,11 @@ def test_side_by_side_maps_and_agreement(make_napari_viewer, qtbot, cmu_svs, tin
     np.testing.assert_allclose(t.translate[-2] - t.scale[-2] / 2, (y0 - 0.5) * mpp, atol=1e-6)
     widget.opacity.value = 0.25
     assert t.opacity == pytest.approx(0.25)
+    # display contrast up to each map's 95th percentile (peaky ViT maps stay visible); data stay in [0, 1]
+    s = viewer.layers["student attention"]
+    finite = pair.student_mosaic[np.isfinite(pair.student_mosaic)]
+    assert tuple(s.contrast_limits) == pytest.approx((0.0, np.percentile(finite, 95)))
+    assert np.nanmax(s.data) <= 1.0
 
 
 def test_wrong_layer_gives_notification(make_napari_viewer, errors):
