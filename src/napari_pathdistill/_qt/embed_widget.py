@@ -127,8 +127,7 @@ class EmbedWidget(Container):
         layer = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
                              face_color="cosine", symbol=symbols, units=_units(self.slide.value), face_colormap="magma", border_color="white")  # fmt: skip
         self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
-        if (
-            self._labels_name in self.viewer.layers
-        ):  # keep hovering on the clusters (status bar shows its features)
+        # keep the clusters active: hovering shows their features in the status bar, as before the click
+        if self._labels_name in self.viewer.layers:
             self.viewer.layers.selection.active = self.viewer.layers[self._labels_name]
         return layer
