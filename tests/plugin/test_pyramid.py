@@ -204,3 +204,26 @@ def test_any_slicing_gives_the_same_pixels(tcga_svs: Path, monkeypatch: pytest.M
             (5, slice(None)),
         ]:
             np.testing.assert_array_equal(arr[ys, xs].compute(), full[ys, xs])
+
+
+def test_dask_keys_never_reused_by_a_later_pyramid(tmp_path: Path) -> None:
+    """napari registers a global opportunistic dask cache keyed by task names: a later slide (here: another
+    file with the same name, opened after the first is garbage-collected) must never get the first one's
+    keys, or it would be shown the first one's cached pixels."""
+    from dask.cache import Cache
+
+    files = []
+    for i, value in enumerate((40, 200)):
+        path = tmp_path / str(i) / "slide.tif"
+        path.parent.mkdir()
+        write_pyramid_tiff(path, np.full((256, 256, 3), value, np.uint8), levels=2)
+        files.append((path, value))
+    names = set()
+    with Cache(2e8):
+        for _ in range(50):
+            for path, value in files:
+                with open_pyramid(path) as pyr:
+                    level0 = pyr.to_dask()[0]
+                    names.add(level0.name)
+                    assert int(level0[:64, :64].compute().mean()) == value
+    assert len(names) == 100

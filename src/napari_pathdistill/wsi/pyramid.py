@@ -9,6 +9,7 @@ native tile; building it reads no pixels.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +51,7 @@ class Pyramid:
         self.mpp: tuple[float, float] | None = backend.mpp
         self.properties: dict[str, str] = dict(backend.properties)
         self._dask: list[Any] | None = None
+        self._token = uuid.uuid4().hex
         self._cache = BlockCache(int(float(os.environ.get("PATHDISTILL_CHUNK_CACHE_MB", "128")) * 2**20))
 
     def __repr__(self) -> str:
@@ -104,7 +106,9 @@ class Pyramid:
 
         (h, w), (th, tw) = self.levels[level].shape, self.levels[level].tile_shape
         chunks = (_chunk_sizes(h, th), _chunk_sizes(w, tw), (3,))
-        name = f"pathdistill-{self.path.name}-{id(self):x}-L{level}"
+        # unique per Pyramid object for the life of the process: id(self) is reused after garbage collection,
+        # and napari's global dask cache would then serve an earlier slide's chunks under the same keys
+        name = f"pathdistill-{self.path.name}-{self._token}-L{level}"
         source = _LevelArray(self._backend, level, self.levels[level], self._cache)
         meta = np.empty((0, 0, 0), np.uint8)
         return da.from_array(source, chunks=chunks, name=name, asarray=False, fancy=False, meta=meta)
