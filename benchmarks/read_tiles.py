@@ -66,7 +66,6 @@ def bench_sparse(side: int = 100_000) -> dict[str, float]:
     """Open time and peak-RSS increase for a side x side sparse pyramidal TIFF."""
     sys.path.insert(0, str(ROOT / "tests" / "plugin"))
     from _wsi_files import write_sparse_tiff
-
     from napari_pathdistill.wsi import open_pyramid
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from napari_pathdistill.evaluation.robustness import pair_metrics
+from napari_pathdistill.metrics.pairs import pair_metrics
 
 
 def loop_time_per_pair(a: np.ndarray, b: np.ndarray, n_queries: int) -> float:

@@ -86,13 +86,9 @@ def build_models(keys: list[str], student: str, teacher_name: str, seed: int) ->
 
 def last(gen):
     """Consume a core generator (``Progress`` items, then one result) and return its result."""
-    from napari_pathdistill.inference.progress import Progress
+    from napari_pathdistill.progress import drain
 
-    result = None
-    for item in gen:
-        if not isinstance(item, Progress):
-            result = item
-    return result
+    return drain(gen)
 
 
 def robustness(
@@ -141,8 +137,8 @@ def probes(model, data: Path, seed: int, n_splits: int, repeats: int) -> dict:
 
 def cka(rob_dirs: dict[str, Path], ref: str) -> dict[str, dict]:
     """Linear CKA of each model's benchmark features with model ``ref``'s, per tissue (all its slides)."""
-    from napari_pathdistill.evaluation.agreement import linear_cka
     from napari_pathdistill.evaluation.features_io import load_features
+    from napari_pathdistill.metrics.agreement import linear_cka
 
     def feats(key: str, tissue: str) -> np.ndarray:
         files = sorted((rob_dirs[key] / "features").glob(f"{tissue}__*.h5"))

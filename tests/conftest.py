@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from _wsi_files import write_sparse_tiff
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PATHDISTILL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -83,3 +86,18 @@ def os2_pair(shared_data: Path) -> tuple[Path, Path]:
 def histolab_tiles(shared_data: Path) -> Path:
     """33 real H&E/IHC tiles with weak labels in their file names."""
     return shared_data / "tiles" / "histolab_tiles"
+
+
+@pytest.fixture(scope="session")
+def cmu_rgb(cmu_svs: Path) -> np.ndarray:
+    """Level 0 of CMU-1-Small-Region as (2967, 2220, 3) uint8, read directly with openslide-python."""
+    import openslide
+
+    with openslide.OpenSlide(str(cmu_svs)) as s:
+        return np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def sparse_tiff(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 100k x 100k sparse pyramidal TIFF (about 2 MB on disk, written in < 1 s)."""
+    return write_sparse_tiff(tmp_path_factory.mktemp("sparse") / "sparse100k.tif")

@@ -10,7 +10,7 @@ import torch
 from napari_pathdistill.evaluation.manifest import read_manifest
 from napari_pathdistill.evaluation.offline_benchmark import iter_build_benchmark
 from napari_pathdistill.evaluation.plism import run_robustness
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.progress import Progress
 
 
 @pytest.fixture(scope="module")

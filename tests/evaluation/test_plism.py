@@ -17,7 +17,7 @@ from napari_pathdistill.evaluation.manifest import (
     write_manifest,
 )
 from napari_pathdistill.evaluation.plism import run_robustness
-from napari_pathdistill.evaluation.robustness import pair_metrics
+from napari_pathdistill.metrics.pairs import pair_metrics
 
 
 def test_pair_groups_follow_plismbench():

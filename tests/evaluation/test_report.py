@@ -9,8 +9,8 @@ import pytest
 import timm
 import torch
 
-from napari_pathdistill.evaluation.agreement import linear_cka
 from napari_pathdistill.evaluation.report import CompareReport, iter_compare
+from napari_pathdistill.metrics.agreement import linear_cka
 
 
 class TimmEmbedder:

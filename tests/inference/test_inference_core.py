@@ -7,14 +7,11 @@ import threading
 import numpy as np
 import pytest
 import torch
-from sklearn.decomposition import PCA
-from sklearn.metrics.pairwise import cosine_similarity
 
 from napari_pathdistill.inference.attention import attention_maps
 from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings
-from napari_pathdistill.inference.progress import Progress
-from napari_pathdistill.inference.visualize import cosine_to, kmeans_labels, pca_rgb
 from napari_pathdistill.models.testing import tiny_model
+from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import make_tile_grid, read_tiles
 
@@ -68,20 +65,3 @@ def test_cnn_gradcam_is_a_normalised_map():
     tiles = (np.random.default_rng(1).random((2, 64, 64, 3)) * 255).astype(np.uint8)
     maps = attention_maps(tiny_model("cnn", tile_px=64), tiles)
     assert maps.shape == (2, 2, 2) and maps.min() >= 0 and maps.max() == pytest.approx(1)
-
-
-def test_visual_helpers_against_sklearn():
-    rng = np.random.default_rng(0)
-    shift = np.r_[np.full(4, 6.0), np.zeros(4)]
-    # two clusters pointing in different directions (k-means runs on L2-normalised features)
-    f = np.concatenate([rng.normal(0, 1, (20, 8)) + shift, rng.normal(0, 1, (20, 8)) + shift[::-1]]).astype(
-        np.float32
-    )
-    rgb = pca_rgb(f)
-    ref = PCA(3).fit_transform(f)
-    for j in range(3):
-        assert abs(np.corrcoef(rgb[:, j], ref[:, j])[0, 1]) > 0.999
-    assert rgb.min() == 0 and rgb.max() == 1
-    labels = kmeans_labels(f, 2)
-    assert set(labels) == {1, 2} and len(set(labels[:20])) == 1 and labels[0] != labels[-1]
-    np.testing.assert_allclose(cosine_to(f, 3), cosine_similarity(f)[3], rtol=1e-5, atol=1e-6)

@@ -99,6 +99,6 @@ def _merge_experiment(cfg: Any, exp: Any) -> Any:
 
 def save_config(cfg: DictConfig, path: Path) -> None:
     """Write the resolved config as yaml (atomically)."""
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)
+    from napari_pathdistill.atomic import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

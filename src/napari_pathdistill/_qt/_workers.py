@@ -1,6 +1,6 @@
 """Shared widget machinery: run one core generator in a napari thread worker with progress and Cancel.
 
-Core generators (pure, no Qt) yield :class:`~napari_pathdistill.inference.progress.Progress` objects while they
+Core generators (pure, no Qt) yield :class:`~napari_pathdistill.progress.Progress` objects while they
 work and yield (or return) one result object at the end. :class:`TaskRunner` runs such a generator in a napari
 ``GeneratorWorker``, mirrors the progress in a napari progress bar and a status label, and hands the result to a
 callback on the **main thread** (the ``yielded``/``returned``/``finished`` signals are delivered there), so the
@@ -19,7 +19,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from napari_pathdistill.errors import Cancelled, PathDistillError
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.progress import Progress
 
 GeneratorFactory = Callable[[threading.Event], Iterator[Any]]
 

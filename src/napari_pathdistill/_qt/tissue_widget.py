@@ -1,6 +1,6 @@
 """Dock widget "Tissue and tile grid": tissue mask (Labels) and kept tiles (Shapes) aligned on a slide layer.
 
-A thin magicgui Container: Run calls :func:`napari_pathdistill.wsi.overlay.tissue_grid_steps` in a worker;
+A thin magicgui Container: Run calls :func:`napari_pathdistill.wsi.tissue_grid.tissue_grid_steps` in a worker;
 the result is placed in the slide layer's units (um with MPP). Never imports torch.
 """
 
@@ -15,7 +15,7 @@ from napari.utils.notifications import show_error, show_info
 from napari_pathdistill._qt._layers import SlideLayerChooser, on_slide_layer, slide_path, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
-from napari_pathdistill.wsi.overlay import TissueGridResult, tissue_grid_steps
+from napari_pathdistill.wsi.tissue_grid import TissueGridResult, tissue_grid_steps
 
 
 class TissueWidget(Container):

@@ -17,26 +17,23 @@ def drive(gen: Iterator, desc: str):
     """Consume a core generator, showing its ``Progress`` items with tqdm; returns the last non-progress item."""
     from tqdm import tqdm
 
-    from napari_pathdistill.inference.progress import Progress
+    from napari_pathdistill.progress import Progress, drain
 
-    result = None
     with tqdm(desc=desc, unit="step", file=sys.stderr) as bar:
-        for item in gen:
-            if isinstance(item, Progress):
-                bar.total = item.total or None
-                bar.n = item.done
-                bar.set_postfix_str(item.stage[:40])
-                bar.refresh()
-            else:
-                result = item
-    return result
+
+        def show(item: Progress) -> None:
+            bar.total = item.total or None
+            bar.n = item.done
+            bar.set_postfix_str(item.stage[:40])
+            bar.refresh()
+
+        return drain(gen, show)
 
 
 def _dump(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    tmp.replace(path)
+    from napari_pathdistill.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, default=float))
     print(f"wrote {path}")
 
 

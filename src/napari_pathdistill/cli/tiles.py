@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from skimage.io import imsave
 
     from napari_pathdistill.wsi import open_pyramid, read_tiles
-    from napari_pathdistill.wsi.overlay import tissue_grid
+    from napari_pathdistill.wsi.tissue_grid import tissue_grid
 
     try:
         res = tissue_grid(

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from napari_pathdistill.errors import EvaluationError
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

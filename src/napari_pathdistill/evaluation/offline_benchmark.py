@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image
 from skimage.transform import rescale
 
+from napari_pathdistill.atomic import atomic_path
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation import perturbations as P
 from napari_pathdistill.evaluation.manifest import SlideEntry, write_manifest
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.registration import register_images, warp_moving
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -188,10 +189,8 @@ def iter_build_benchmark(
             path = out / "features" / f"{entry.slide}.h5"
             if not path.exists():
                 feats = np.concatenate([embed(tiles[i : i + 16]) for i in range(0, len(tiles), 16)])
-                tmp = path.with_suffix(".h5.tmp")
-                with h5py.File(tmp, "w") as f:
+                with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
                     f["features"], f["coords"] = feats.astype(np.float32), source.coords
-                tmp.replace(path)
             entries.append(SlideEntry(entry.slide, entry.stain, entry.scanner, path, entry.tissue))
             yield Progress(len(entries), 0, f"embedded {entry.slide}")
     yield write_manifest(entries, out / "manifest.csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation.features_io import load_features, match_by_coords
 from napari_pathdistill.evaluation.manifest import (
@@ -22,8 +24,8 @@ from napari_pathdistill.evaluation.manifest import (
     leaderboard_metric,
     pair_group,
 )
-from napari_pathdistill.evaluation.robustness import DEFAULT_KS, iter_pair_metrics
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.metrics.pairs import DEFAULT_KS, iter_pair_metrics
+from napari_pathdistill.progress import Progress, drain
 
 
 @dataclass
@@ -48,21 +50,18 @@ class RobustnessResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         csv_path, json_path = out / "pairs.csv", out / "summary.json"
-        tmp = csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(self.rows[0]))
-            w.writeheader()
-            w.writerows(self.rows)
-        tmp.replace(csv_path)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(self.rows[0]), lineterminator="\r\n")
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(csv_path, buf.getvalue())
         payload = {
             "summary": self.summary,
             "leaderboard_top10_mean_of_medians": self.leaderboard,
             "seconds_per_pair": self.seconds_per_pair,
             "n_pairs": len(self.rows),
         }
-        tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(json_path)
+        atomic_write_text(json_path, json.dumps(payload, indent=2))
         return csv_path, json_path
 
 
@@ -157,9 +156,6 @@ def iter_robustness(
 
 def run_robustness(entries: Sequence[SlideEntry], ks: Sequence[int] = DEFAULT_KS, **kw) -> RobustnessResult:
     """Blocking wrapper of :func:`iter_robustness` (returns its final result)."""
-    result = None
-    for item in iter_robustness(entries, ks, **kw):
-        if isinstance(item, RobustnessResult):
-            result = item
-    assert result is not None
+    result = drain(iter_robustness(entries, ks, **kw))
+    assert isinstance(result, RobustnessResult)
     return result

@@ -7,6 +7,7 @@ figure (Agg backend: no display needed).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import threading
 import time
@@ -17,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from napari_pathdistill.atomic import atomic_path, atomic_write_text
 from napari_pathdistill.errors import Cancelled, EvaluationError
-from napari_pathdistill.evaluation.agreement import attention_agreement, linear_cka
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.metrics.agreement import attention_agreement, linear_cka
+from napari_pathdistill.progress import Progress
 
 AttentionFn = Callable[[Any, np.ndarray], np.ndarray]
 
@@ -70,13 +72,15 @@ class CompareReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"csv": out / "compare.csv", "json": out / "compare.json", "png": out / "compare.png"}
-        with paths["csv"].open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["metric", "value"])
-            w.writeheader()
-            w.writerows(self.table())
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["metric", "value"], lineterminator="\r\n")
+        w.writeheader()
+        w.writerows(self.table())
+        atomic_write_text(paths["csv"], buf.getvalue())
         payload = asdict(self) | {"attention_r": self.attention_r.tolist(), "speed_ratio": self.speed_ratio}
-        paths["json"].write_text(json.dumps(payload, indent=2))
-        plot_report(self, paths["png"])
+        atomic_write_text(paths["json"], json.dumps(payload, indent=2))
+        with atomic_path(paths["png"]) as tmp:
+            plot_report(self, tmp)
         return paths
 
 

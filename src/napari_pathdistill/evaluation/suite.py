@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import Cancelled, EvaluationError
-from napari_pathdistill.evaluation.agreement import linear_cka
 from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles
 from napari_pathdistill.evaluation.probes import linear_probe
 from napari_pathdistill.inference.pair_similarity import iter_pair_similarity
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.metrics.agreement import knn_overlap, linear_cka
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress, drain, relabel
 
 Cell = str | int | float  # one value of a report row
 
@@ -81,9 +80,7 @@ def iter_pair_robustness(
     for i, (a, b) in enumerate(pairs):
         _check(cancel, "Robustness")
         yield Progress(i, len(pairs), f"pair {i + 1}/{len(pairs)}")
-        res = None
-        for item in iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, **kw):
-            res = item if not isinstance(item, Progress) else res
+        res = drain(iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, **kw))
         _check(cancel, "Robustness")
         assert res is not None
         rows.append({"slide_a": a.name, "slide_b": b.name, "tiles": len(res.cosine),
@@ -101,13 +98,14 @@ def _embed(
     model: EmbeddingModel, paths: list[Path], stage: str, cancel: threading.Event | None
 ) -> Generator[Progress, None, np.ndarray]:
     """Embed tile files (``labelled_tiles.iter_embed_tiles``), re-labelling progress and checking ``cancel``."""
-    for item in iter_embed_tiles(model, paths):
-        _check(cancel, stage)
-        if isinstance(item, Progress):
-            yield Progress(item.done, item.total, stage)
-        else:
-            return item
-    raise EvaluationError(f"{stage}: no features were produced")
+    _check(cancel, stage)
+    try:
+        feats = yield from relabel(iter_embed_tiles(model, paths), stage, cancel=cancel)
+    except Cancelled as exc:
+        raise Cancelled(f"{stage} cancelled; no report was written.") from exc
+    if feats is None:
+        raise EvaluationError(f"{stage}: no features were produced")
+    return feats
 
 
 def iter_linear_probe(
@@ -140,19 +138,6 @@ def iter_linear_probe(
     yield Report("linear_probe", rows, summary, params)
 
 
-def _knn_overlap(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """(N,) fraction of each tile's k cosine nearest neighbours (self excluded) shared by two representations."""
-
-    def knn(f: np.ndarray) -> np.ndarray:
-        f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-        s = f @ f.T
-        np.fill_diagonal(s, -np.inf)
-        return np.argsort(-s, axis=1, kind="stable")[:, :k]
-
-    a, b = knn(x), knn(y)
-    return np.array([len(set(r) & set(q)) / k for r, q in zip(a, b, strict=True)])
-
-
 def iter_teacher_student(
     teacher: EmbeddingModel,
     student: EmbeddingModel,
@@ -166,7 +151,7 @@ def iter_teacher_student(
     ft = yield from _embed(teacher, paths, "teacher", cancel)
     fs = yield from _embed(student, paths, "student", cancel)
     k = max(1, min(k, len(paths) - 1))
-    overlap = _knn_overlap(ft, fs, k)
+    overlap = knn_overlap(ft, fs, k)
     rows: list[dict[str, Cell]] = [{"tile": p.name, "label": str(lb), f"knn{k}_overlap": float(o)}
                                    for p, lb, o in zip(paths, labels, overlap, strict=True)]  # fmt: skip
     summary = {
@@ -176,17 +161,6 @@ def iter_teacher_student(
     }
     yield Report("teacher_student", rows, summary,
                  {"source": str(source), "teacher": teacher.spec.name, "student": student.spec.name})  # fmt: skip
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
@@ -199,6 +173,6 @@ def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
     writer.writeheader()
     writer.writerows(report.rows)
     csv_path, json_path = out / f"{report.name}.csv", out / f"{report.name}.json"
-    _atomic_write(csv_path, buf.getvalue())
-    _atomic_write(json_path, json.dumps(asdict(report), indent=2, default=str))
+    atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_text(json_path, json.dumps(asdict(report), indent=2, default=str))
     return csv_path, json_path

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError
-from napari_pathdistill.evaluation.agreement import attention_agreement
 from napari_pathdistill.inference.attention import attention_maps
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.metrics.agreement import attention_agreement
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, make_tile_grid, read_tiles
 

@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.embed import embed_slide, write_plism
-from napari_pathdistill.inference.progress import Progress
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable

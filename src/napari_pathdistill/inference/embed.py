@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_pathdistill.inference.progress import Progress
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, read_tiles
 

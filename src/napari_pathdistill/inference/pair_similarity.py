@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError, RegistrationError
-from napari_pathdistill.evaluation.robustness import pair_metrics
 from napari_pathdistill.inference.embed import iter_embeddings
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.metrics.pairs import pair_metrics
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress, relabel
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
 from napari_pathdistill.wsi.registration import Registration, apply_affine, register_images
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
@@ -121,12 +121,12 @@ def _embed(
     cancel: threading.Event | None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Embed ``grid``'s tiles, yielding Progress re-labelled ``stage``; returns the (N, D) features."""
-    for item in iter_embeddings(model, pyr, grid, batch_size=batch_size, cancel=cancel):
-        if isinstance(item, Progress):
-            yield Progress(item.done, item.total, stage)
-        else:
-            return item.features
-    raise Cancelled("Similarity cancelled.")
+    result = yield from relabel(
+        iter_embeddings(model, pyr, grid, batch_size=batch_size, cancel=cancel), stage
+    )
+    if result is None:
+        raise Cancelled("Similarity cancelled.")
+    return result.features
 
 
 def iter_pair_similarity(

@@ -16,9 +16,9 @@ import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError
 from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings
-from napari_pathdistill.inference.progress import Progress
-from napari_pathdistill.inference.visualize import cosine_to, kmeans_labels, pca_rgb
+from napari_pathdistill.metrics.features import cosine_to, kmeans_labels, pca_rgb, principal_components
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress, relabel
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
 
@@ -93,14 +93,6 @@ class SlideMap:
         return np.asarray(order, dtype=np.int64), cos[order]
 
 
-def _principal_components(features: np.ndarray, n: int = 3) -> np.ndarray:
-    """(N, D) -> (N, min(n, N, D)) PCA scores (centred SVD)."""
-    x = features.astype(np.float64) - features.mean(axis=0, keepdims=True)
-    u, s, _ = np.linalg.svd(x, full_matrices=False)
-    p = min(n, *x.shape)
-    return (u[:, :p] * s[:p]).astype(np.float32)
-
-
 def build_slide_map(result: EmbeddingResult, k: int, seed: int = 0) -> SlideMap:
     """Turn an :class:`EmbeddingResult` into a :class:`SlideMap` (PCA colours, k-means, index raster)."""
     feats, grid = result.features, result.grid
@@ -112,7 +104,7 @@ def build_slide_map(result: EmbeddingResult, k: int, seed: int = 0) -> SlideMap:
         grid=grid,
         rgb=pca_rgb(feats),
         clusters=kmeans_labels(feats, k, seed=seed),
-        pcs=_principal_components(feats),
+        pcs=principal_components(feats),
         index_image=index_image.astype(np.int32),
         scale=tuple(scale),  # type: ignore[arg-type]
         translate=tuple(translate),  # type: ignore[arg-type]
@@ -151,12 +143,9 @@ def iter_slide_map(
             )
         if max_tiles is not None and len(grid.coords) > max_tiles:
             grid = _subset_grid(grid, np.arange(max_tiles))
-        result = None
-        for item in iter_embeddings(model, pyramid, grid, batch_size=batch_size, cancel=cancel):
-            if isinstance(item, Progress):
-                yield item
-            else:
-                result = item
+        result = yield from relabel(
+            iter_embeddings(model, pyramid, grid, batch_size=batch_size, cancel=cancel)
+        )
     if (cancel is not None and cancel.is_set()) or result is None:
         raise Cancelled("Embedding cancelled.")
     yield Progress(0, 0, "PCA and k-means")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from napari_pathdistill.atomic import atomic_path, atomic_write_text
 from napari_pathdistill.errors import ModelLoadError
 from napari_pathdistill.models.registry import ModelSpec, build_module
 
@@ -30,15 +29,9 @@ def save_checkpoint(
         "training": training or {},
     }
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    for name, write in (("model.safetensors", lambda p: save_file(state, p)),
-                        ("config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2)))):  # fmt: skip
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, out / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
     return out
 
 

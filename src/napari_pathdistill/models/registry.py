@@ -14,8 +14,9 @@ from pathlib import Path
 import timm
 import torch
 
+from napari_pathdistill.device import resolve_device
 from napari_pathdistill.errors import ModelLoadError
-from napari_pathdistill.models.embedding_model import EmbeddingModel, resolve_device
+from napari_pathdistill.models.embedding_model import EmbeddingModel
 
 HOPT_MEAN = (0.707223, 0.578729, 0.703617)
 HOPT_STD = (0.211883, 0.230117, 0.177517)

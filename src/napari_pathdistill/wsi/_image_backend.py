@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._common import PyramidLevel, to_rgb
+from napari_pathdistill.wsi._backend_utils import to_rgb
+from napari_pathdistill.wsi.levels import PyramidLevel
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
 #: larger plain images would be decoded whole: convert them to a pyramidal (OME-)TIFF instead

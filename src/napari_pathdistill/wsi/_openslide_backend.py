@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._common import PyramidLevel, composite_rgba
+from napari_pathdistill.wsi._backend_utils import composite_rgba
+from napari_pathdistill.wsi.levels import PyramidLevel
 
 DEFAULT_TILE = 256
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._common import PyramidLevel, to_rgb
+from napari_pathdistill.wsi._backend_utils import to_rgb
+from napari_pathdistill.wsi.levels import PyramidLevel
 
 _UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 

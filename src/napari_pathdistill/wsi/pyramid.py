@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._common import BlockCache, PyramidLevel
+from napari_pathdistill.wsi._backend_utils import BlockCache
 from napari_pathdistill.wsi._openslide_backend import OpenSlideBackend, detect_vendor
+from napari_pathdistill.wsi.levels import PyramidLevel
 
 __all__ = ["Pyramid", "PyramidLevel", "open_pyramid"]
 

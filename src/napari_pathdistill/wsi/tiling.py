@@ -105,7 +105,7 @@ def tissue_mask_from_rgb(
     Returns:
         (h, w) bool mask, True on tissue.
     """
-    from napari_pathdistill.wsi._common import to_rgb
+    from napari_pathdistill.wsi._backend_utils import to_rgb
 
     rgb = to_rgb(np.asarray(rgb))
     f = rgb.astype(np.float32)

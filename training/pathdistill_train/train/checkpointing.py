@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_pathdistill.atomic import atomic_path
+
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy, torch CPU and CUDA RNG states."""
@@ -51,10 +53,8 @@ def save_training_checkpoint(
     """
     state = _state_without_teachers(meta_arch)
     payload = {"model": state, "optimizer": optimizer.state_dict(), "step": step, "rng": rng_state()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_training_checkpoint(path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:

@@ -11,7 +11,7 @@ pytest.importorskip(
 )
 
 from napari_pathdistill._qt.attention_widget import AttentionWidget
-from napari_pathdistill.evaluation.agreement import attention_agreement
+from napari_pathdistill.metrics.agreement import attention_agreement
 
 pytestmark = pytest.mark.napari
 

@@ -1,4 +1,4 @@
-"""Pyramidal TIFF writers for the WSI tests (tifffile), shared by tests/plugin and tests/plugin/_qt."""
+"""Pyramidal TIFF writers for the WSI tests (tifffile), shared by tests/wsi, tests/_qt and the reader tests."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
 
 from napari_pathdistill._qt.evaluate_widget import EvaluateWidget
-from napari_pathdistill.evaluation.agreement import linear_cka
+from napari_pathdistill.metrics.agreement import linear_cka
 
 pytestmark = pytest.mark.napari
 

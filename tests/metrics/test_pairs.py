@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_pathdistill.errors import EvaluationError
-from napari_pathdistill.evaluation.robustness import pair_metrics
+from napari_pathdistill.metrics.pairs import pair_metrics
 
 
 def reference_metrics(a: np.ndarray, b: np.ndarray, ks) -> tuple[float, dict[int, float]]:

@@ -1,4 +1,4 @@
-"""Teacher-vs-student agreement: linear CKA of embeddings and correlation of attention maps."""
+"""Agreement of two models on the same tiles: linear CKA and k-NN overlap of embeddings, attention correlation."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 from skimage.transform import resize
 
 from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.metrics.features import l2_normalise
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -27,6 +28,28 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     num = np.linalg.norm(yc.T @ xc, "fro") ** 2
     den = np.linalg.norm(xc.T @ xc, "fro") * np.linalg.norm(yc.T @ yc, "fro")
     return float(num / den) if den > 0 else float("nan")
+
+
+def knn_overlap(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Per-tile fraction of the ``k`` cosine nearest neighbours (self excluded) two representations share.
+
+    Args:
+        x: (N, D1) embeddings of N tiles by model 1.
+        y: (N, D2) embeddings of the same tiles by model 2.
+        k: neighbours per tile (k < N).
+
+    Returns:
+        (N,) overlap in [0, 1].
+    """
+
+    def knn(f: np.ndarray) -> np.ndarray:
+        f = l2_normalise(f)
+        s = f @ f.T
+        np.fill_diagonal(s, -np.inf)
+        return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+    a, b = knn(x), knn(y)
+    return np.array([len(set(r) & set(q)) / k for r, q in zip(a, b, strict=True)])
 
 
 def _to_grid(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

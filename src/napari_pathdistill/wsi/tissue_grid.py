@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.progress import Progress, drain
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, TissueMask, detect_tissue, grid_to_shapes, make_tile_grid
 
@@ -95,8 +95,6 @@ def tissue_grid_steps(
 
 def tissue_grid(path: str | Path, **kw: object) -> TissueGridResult:
     """Run :func:`tissue_grid_steps` to the end and return its result (for scripts and the CLI)."""
-    result = None
-    for item in tissue_grid_steps(path, **kw):  # type: ignore[arg-type]
-        result = item
+    result = drain(tissue_grid_steps(path, **kw))  # type: ignore[arg-type]
     assert isinstance(result, TissueGridResult)
     return result

@@ -11,7 +11,7 @@ pytest.importorskip("napari_pathdistill.wsi.tiling", reason="wsi core (issue 2) 
 pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
 
 from napari_pathdistill._qt.similarity_widget import SimilarityWidget
-from napari_pathdistill.evaluation.robustness import pair_metrics
+from napari_pathdistill.metrics.pairs import pair_metrics
 
 pytestmark = pytest.mark.napari
 

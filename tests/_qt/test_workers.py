@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QApplication
 from napari_pathdistill._qt import _workers
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.errors import Cancelled, ModelLoadError
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.progress import Progress
 
 pytestmark = pytest.mark.napari
 

@@ -1,25 +1,8 @@
-"""Small shared pieces of the WSI backends: the level record and colour conversion to RGB uint8."""
+"""Shared by the WSI backends: conversion of decoded pixels to RGB uint8 and the decoded-block LRU cache."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-
-
-@dataclass(frozen=True)
-class PyramidLevel:
-    """One resolution level of a slide.
-
-    Attributes:
-        shape: (height, width) in pixels of this level.
-        downsample: true float downsample with respect to level 0 (e.g. 4.000326).
-        tile_shape: (tile_h, tile_w) native tile size, used as the dask chunk size.
-    """
-
-    shape: tuple[int, int]
-    downsample: float
-    tile_shape: tuple[int, int]
 
 
 def composite_rgba(rgba: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from napari_pathdistill.device import resolve_device
 from napari_pathdistill.errors import Cancelled, EvaluationError
-from napari_pathdistill.inference.progress import Progress
+from napari_pathdistill.progress import Progress
 
 DEFAULT_KS: tuple[int, ...] = (1, 3, 5, 10)
 
@@ -48,13 +49,6 @@ class PairMetrics:
         row = {"cosine_similarity": self.cosine}
         row.update({f"top_{k}_accuracy": v for k, v in self.topk.items()})
         return row
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/None picks CUDA when present, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _normalise(x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -127,9 +121,11 @@ def pair_metrics(
     dev = resolve_device(device)
     with torch.no_grad():
         ta, tb = _normalise(a, dev, dtype), _normalise(b, dev, dtype)
-        cosine = float((ta * tb).sum(1).double().mean())
-        r_ab = _directional_ranks(ta, ta, tb, block)
-        r_ba = _directional_ranks(tb, tb, ta, block)
+        cosine = float(
+            (ta * tb).sum(1).to("cpu", torch.float64).mean()
+        )  # MPS has no float64: sum on the host
+        r_ab = _directional_ranks(ta, ta, tb, block).cpu()
+        r_ba = _directional_ranks(tb, tb, ta, block).cpu()
         topk = {
             int(k): 0.5 * (float((r_ab <= k).double().mean()) + float((r_ba <= k).double().mean()))
             for k in ks

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import openslide
 import pytest
-from _wsi_files import SPARSE_COLOUR, write_pyramid_tiff
 from PIL import Image
 
+from _wsi_files import SPARSE_COLOUR, write_pyramid_tiff
 from napari_pathdistill.errors import WSIError
 from napari_pathdistill.wsi import open_pyramid
-from napari_pathdistill.wsi._common import composite_rgba
+from napari_pathdistill.wsi._backend_utils import composite_rgba
 
 
 def _os_region(

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from _wsi_files import write_sparse_tiff
 
+from _wsi_files import write_sparse_tiff
 from napari_pathdistill._reader import get_reader, read_slide
 from napari_pathdistill.errors import WSIError
 
