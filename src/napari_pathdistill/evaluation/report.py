@@ -1,7 +1,10 @@
-"""Teacher-vs-student report: embedding agreement (linear CKA), attention agreement, speed, robustness.
+"""The one evaluation report type: a table, a scalar summary, its inputs and arrays; saved as CSV + JSON + PNG.
 
-Everything is measured in one run on the same tiles; the table is written as CSV + JSON and a matplotlib
-figure (Agg backend: no display needed).
+Every evaluation run that ends in a report (the Evaluate widget's runs in ``evaluation.runs`` and
+``pathdistill eval compare`` from ``evaluation.compare``) yields a :class:`Report`. ``Report.save`` writes
+``<name>.csv`` (the rows), ``<name>.json`` (everything) and ``<name>.png`` (``Report.plot``), each atomically.
+The plot draws on a plain matplotlib ``Figure`` (no pyplot, no backend switch), so the widget draws the same
+figure on its Qt canvas.
 """
 
 from __future__ import annotations
@@ -9,173 +12,128 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_pathdistill.atomic import atomic_path, atomic_write_text
-from napari_pathdistill.errors import Cancelled, EvaluationError
-from napari_pathdistill.metrics.agreement import attention_agreement, linear_cka
-from napari_pathdistill.progress import Progress
 
-AttentionFn = Callable[[Any, np.ndarray], np.ndarray]
+if TYPE_CHECKING:  # matplotlib is imported when a report is drawn, not with the module
+    from matplotlib.figure import Figure
+
+Cell = str | int | float  # one value of a report row
 
 
 @dataclass
-class CompareReport:
-    """Result of :func:`iter_compare`.
+class Report:
+    """Result of one evaluation.
 
     Attributes:
-        teacher, student: model names.
-        n_tiles: tiles used.
-        cka: linear CKA of the (N, D_t) and (N, D_s) embeddings.
-        attention_r: (N,) per-tile Pearson r of attention maps (empty when no attention function).
-        tiles_per_s: ``{"teacher": ..., "student": ...}`` measured in this run (after one warm-up batch).
-        robustness: ``{model: {metric__group: median}}`` when robustness results were given.
+        name: kind of evaluation and stem of the saved files: ``robustness``, ``linear_probe``,
+            ``teacher_student`` or ``compare``.
+        rows: the table, one dict per row (``<name>.csv``).
+        summary: scalar results, e.g. ``{"linear_cka": 0.9}``.
+        params: the inputs that produced it (sources, model names, options).
+        arrays: per-item vectors that are no table, e.g. ``compare``'s (N,) ``attention_r``.
     """
 
-    teacher: str
-    student: str
-    n_tiles: int
-    cka: float
-    attention_r: np.ndarray
-    tiles_per_s: dict[str, float]
-    robustness: dict[str, dict[str, float]] = field(default_factory=dict)
+    name: str
+    rows: list[dict[str, Cell]]
+    summary: dict[str, float]
+    params: dict[str, object] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
-    @property
-    def speed_ratio(self) -> float:
-        """Student throughput / teacher throughput."""
-        return self.tiles_per_s["student"] / self.tiles_per_s["teacher"]
-
-    def table(self) -> list[dict[str, object]]:
-        """One row per metric: ``metric, value`` (robustness rows as ``robustness/<model>/<metric>``)."""
-        r = self.attention_r[np.isfinite(self.attention_r)]
-        rows: list[dict[str, object]] = [
-            {"metric": "linear_cka", "value": self.cka},
-            {"metric": "attention_pearson_mean", "value": float(r.mean()) if r.size else float("nan")},
-            {"metric": "attention_pearson_median", "value": float(np.median(r)) if r.size else float("nan")},
-            {"metric": "teacher_tiles_per_s", "value": self.tiles_per_s["teacher"]},
-            {"metric": "student_tiles_per_s", "value": self.tiles_per_s["student"]},
-            {"metric": "speed_ratio_student_over_teacher", "value": self.speed_ratio},
-        ]
-        for model, vals in self.robustness.items():
-            rows += [{"metric": f"robustness/{model}/{k}", "value": v} for k, v in vals.items()]
-        return rows
+    def plot(self, fig: Figure) -> None:
+        """Draw the report's figure on ``fig`` (a ``compare`` report: three panels; others: one axis)."""
+        PLOTS.get(self.name, _plot_rows)(self, fig)
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write ``compare.csv``, ``compare.json`` and ``compare.png``; returns their paths."""
+        """Write ``<name>.csv``, ``<name>.json`` and ``<name>.png`` into ``out_dir`` atomically.
+
+        Returns:
+            ``{"csv": path, "json": path, "png": path}``.
+        """
+        from matplotlib.figure import Figure
+
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"csv": out / "compare.csv", "json": out / "compare.json", "png": out / "compare.png"}
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["metric", "value"], lineterminator="\r\n")
-        w.writeheader()
-        w.writerows(self.table())
-        atomic_write_text(paths["csv"], buf.getvalue())
-        payload = asdict(self) | {"attention_r": self.attention_r.tolist(), "speed_ratio": self.speed_ratio}
-        atomic_write_text(paths["json"], json.dumps(payload, indent=2))
+        paths = {ext: out / f"{self.name}.{ext}" for ext in ("csv", "json", "png")}
+        atomic_write_text(paths["csv"], rows_csv(self.rows))
+        atomic_write_text(paths["json"], json.dumps(asdict(self), indent=2, default=_jsonable))
+        fig = Figure(figsize=(13, 3.8) if self.name == "compare" else (5, 3.5), layout="tight")
+        self.plot(fig)
         with atomic_path(paths["png"]) as tmp:
-            plot_report(self, tmp)
+            fig.savefig(tmp, dpi=110)
         return paths
 
 
-def plot_report(rep: CompareReport, path: Path) -> Path:
-    """Three panels: throughput, attention-r histogram, robustness medians per model."""
-    import matplotlib
+def rows_csv(rows: list[dict]) -> str:
+    """CSV text of ``rows``: a header of every key in first-seen order, then one line per row."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+def _jsonable(value: object) -> object:
+    """JSON stand-in for numpy values (arrays as lists, scalars as numbers) and anything else (``str``)."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return str(value)
+
+
+def _plot_folds(report: Report, fig: Figure) -> None:
+    """``linear_probe``: balanced accuracy per fold."""
+    ax = fig.add_subplot(111)
+    folds = [f"fold {r['fold']}" for r in report.rows]
+    ax.bar(folds, [float(r["balanced_accuracy"]) for r in report.rows], color="tab:blue")
+    ax.set(ylabel="balanced accuracy", ylim=(0, 1), title=report.name.replace("_", " "))
+
+
+def _plot_rows(report: Report, fig: Figure) -> None:
+    """The first numeric column: one bar per row, or its histogram when there are more than 12 rows."""
+    ax = fig.add_subplot(111)
+    first = report.rows[0] if report.rows else {}
+    numeric = [k for k, v in first.items() if isinstance(v, float | np.floating)]
+    if numeric and len(report.rows) > 12:
+        ax.hist([float(r[numeric[0]]) for r in report.rows], bins=10, color="tab:green")
+        ax.set(xlabel=numeric[0], ylabel="count")
+    elif numeric:
+        labels = [str(r.get("tile", r.get("slide_a", i))) for i, r in enumerate(report.rows)]
+        ax.barh(labels, [float(r[numeric[0]]) for r in report.rows], color="tab:green")
+        ax.set_xlabel(numeric[0])
+    ax.set_title(report.name.replace("_", " "))
+
+
+def _plot_compare(report: Report, fig: Figure) -> None:
+    """``compare``: throughput of both models, histogram of per-tile attention r, robustness medians."""
+    s = report.summary
+    axes = fig.subplots(1, 3)
     axes[0].bar(
-        ["teacher", "student"], [rep.tiles_per_s["teacher"], rep.tiles_per_s["student"]], color=["C0", "C1"]
+        ["teacher", "student"], [s["teacher_tiles_per_s"], s["student_tiles_per_s"]], color=["C0", "C1"]
     )
-    axes[0].set(title=f"throughput (x{rep.speed_ratio:.1f}); CKA={rep.cka:.2f}", ylabel="tiles / s")
-    r = rep.attention_r[np.isfinite(rep.attention_r)]
-    axes[1].hist(r, bins=20, range=(-1, 1), color="C2")
+    ratio, cka = s["speed_ratio_student_over_teacher"], s["linear_cka"]
+    axes[0].set(title=f"throughput (x{ratio:.1f}); CKA={cka:.2f}", ylabel="tiles / s")
+    r = report.arrays["attention_r"]
+    axes[1].hist(r[np.isfinite(r)], bins=20, range=(-1, 1), color="C2")
     axes[1].set(title="attention agreement", xlabel="Pearson r per tile", ylabel="tiles")
-    keys = sorted({k for v in rep.robustness.values() for k in v})
-    for i, (model, vals) in enumerate(rep.robustness.items()):
-        x = np.arange(len(keys)) + 0.4 * i
-        axes[2].bar(x, [vals.get(k, np.nan) for k in keys], width=0.4, label=model)
+    rob: dict[str, dict[str, float]] = {}
+    for key, v in s.items():
+        if key.startswith("robustness/"):
+            _, model, metric = key.split("/", 2)
+            rob.setdefault(model, {})[metric] = v
+    keys = sorted({k for v in rob.values() for k in v})
+    for i, (model, vals) in enumerate(rob.items()):
+        axes[2].bar(
+            np.arange(len(keys)) + 0.4 * i, [vals.get(k, np.nan) for k in keys], width=0.4, label=model
+        )
     axes[2].set_xticks(np.arange(len(keys)) + 0.2, keys, rotation=45, ha="right", fontsize=7)
     axes[2].set(title="robustness (medians)", ylim=(0, 1))
-    if rep.robustness:
+    if rob:
         axes[2].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
-def _timed_embed(embed: Callable[[np.ndarray], np.ndarray], tiles: np.ndarray, batch: int):
-    embed(tiles[:batch])  # warm-up (lazy init, cudnn autotune)
-    t0 = time.perf_counter()
-    feats = np.concatenate([np.asarray(embed(tiles[i : i + batch])) for i in range(0, len(tiles), batch)])
-    return feats, len(tiles) / (time.perf_counter() - t0)
-
-
-def iter_compare(
-    teacher,
-    student,
-    tiles: np.ndarray,
-    *,
-    attention: AttentionFn | None = None,
-    robustness: dict[str, dict[str, float]] | None = None,
-    batch_size: int = 16,
-    names: tuple[str, str] = ("teacher", "student"),
-    cancel: threading.Event | None = None,
-) -> Iterator[Progress | CompareReport]:
-    """Compare two embedding models on the same (N, H, W, 3) uint8 tiles.
-
-    Args:
-        teacher, student: objects with ``embed(tiles) -> (B, D)`` (e.g. ``EmbeddingModel``).
-        tiles: (N, H, W, 3) uint8 tiles, N >= 2.
-        attention: ``attention(model, tiles) -> (B, h, w)`` maps (e.g. ``inference.attention_maps``); None skips.
-        robustness: optional ``{model_name: {metric__group: median}}`` to include in the table.
-        batch_size: tiles per forward pass.
-        names: display names of the two models.
-        cancel: optional event that stops the run between stages.
-
-    Yields:
-        ``Progress`` per stage, then the :class:`CompareReport`.
-    """
-    if len(tiles) < 2:
-        raise EvaluationError("the teacher-vs-student report needs at least 2 tiles")
-    stages = 3 if attention else 2
-    out = {}
-    for i, (key, model) in enumerate((("teacher", teacher), ("student", student))):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("teacher-vs-student comparison cancelled")
-        yield Progress(i, stages, f"embedding with {names[i]}")
-        out[key] = _timed_embed(model.embed, tiles, batch_size)
-    att = np.empty(0)
-    if attention is not None:
-        yield Progress(2, stages, "attention maps")
-        maps = [
-            np.concatenate(
-                [attention(m, tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
-            )
-            for m in (teacher, student)
-        ]
-        att = attention_agreement(maps[0], maps[1])
-    yield Progress(stages, stages, "done")
-    yield CompareReport(
-        names[0],
-        names[1],
-        len(tiles),
-        linear_cka(out["teacher"][0], out["student"][0]),
-        att,
-        {"teacher": out["teacher"][1], "student": out["student"][1]},
-        robustness or {},
-    )
-
-
-def robustness_medians(summary: dict) -> dict[str, float]:
-    """Flatten a robustness ``summary`` to ``{"<metric>__<group>": median}``."""
-    return {f"{m}__{g}": v["median"] for g, ms in summary.items() for m, v in ms.items()}
+PLOTS: dict[str, Callable[[Report, Figure], None]] = {"linear_probe": _plot_folds, "compare": _plot_compare}

@@ -1,65 +1,36 @@
-"""Evaluation runs launched from the Evaluate widget (pure core, no Qt): each yields Progress then a Report.
+"""The Evaluate widget's runs (pure core, no Qt): each yields ``Progress`` items, then one ``Report``.
 
-* :func:`iter_pair_robustness` - PLISM-style pair metrics (mean cosine, top-k accuracy) over a CSV of slide pairs;
+* :func:`iter_pair_robustness` - PLISM-style pair metrics (mean cosine, top-k accuracy) over a CSV of slide pairs
+  (``manifest.read_pairs``), each pair registered and tiled by ``inference.pair_similarity``;
 * :func:`iter_linear_probe` - ``probes.linear_probe`` (balanced accuracy, stratified CV) on labelled tiles;
 * :func:`iter_teacher_student` - linear CKA and retrieval overlap of teacher and student on the same tiles.
 
-:func:`write_report` saves ``<name>.csv`` and ``<name>.json`` atomically (temporary file + ``os.replace``).
+Save a run's report with ``Report.save`` (``<name>.csv``, ``.json``, ``.png``, atomically).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import threading
 from collections.abc import Generator, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import Cancelled, EvaluationError
 from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles
+from napari_pathdistill.evaluation.manifest import read_pairs
 from napari_pathdistill.evaluation.probes import linear_probe
+from napari_pathdistill.evaluation.report import Cell, Report
 from napari_pathdistill.inference.pair_similarity import iter_pair_similarity
 from napari_pathdistill.metrics.agreement import knn_overlap, linear_cka
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, drain, relabel
 
-Cell = str | int | float  # one value of a report row
-
-
-@dataclass
-class Report:
-    """Result of one evaluation: a table (list of rows), scalar summary and the inputs that produced it."""
-
-    name: str
-    rows: list[dict[str, Cell]]
-    summary: dict[str, float]
-    params: dict[str, object] = field(default_factory=dict)
-
 
 def _check(cancel: threading.Event | None, what: str) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled(f"{what} cancelled; no report was written.")
-
-
-def read_pairs(csv_path: str | Path) -> list[tuple[Path, Path]]:
-    """Slide pairs from a CSV with columns ``slide_a,slide_b`` (or BIRL's ``Target image,Source image``).
-
-    Relative paths are resolved against the CSV's folder.
-    """
-    path = Path(csv_path)
-    if not path.is_file():
-        raise EvaluationError(f"Pair list '{path}' not found: give a CSV with columns slide_a,slide_b.")
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for ka, kb in (("slide_a", "slide_b"), ("Target image", "Source image")):
-        if rows and ka in rows[0] and kb in rows[0]:
-            return [(path.parent / r[ka], path.parent / r[kb]) for r in rows]
-    raise EvaluationError(f"{path.name} has no slide_a,slide_b columns (nor Target image,Source image).")
 
 
 def iter_pair_robustness(
@@ -68,9 +39,17 @@ def iter_pair_robustness(
     *,
     top_k: int = 10,
     cancel: threading.Event | None = None,
-    **kw,
+    **kw: Any,
 ) -> Iterator[Progress | Report]:
-    """Mean cosine and top-k accuracy of matched tiles for every slide pair; the summary holds their medians."""
+    """Mean cosine and top-k accuracy of matched tiles for every slide pair; the summary holds their medians.
+
+    Args:
+        model: the embedding model; tiles are cut at its ``tile_px`` and ``mpp`` unless ``kw`` says otherwise.
+        pairs_csv: CSV of slide pairs (see ``manifest.read_pairs``).
+        top_k: k of the top-k retrieval accuracy.
+        cancel: optional event that stops the run (raises ``Cancelled``).
+        **kw: passed to ``inference.pair_similarity.iter_pair_similarity``.
+    """
     pairs = read_pairs(pairs_csv)
     rows: list[dict[str, Cell]] = []
     kw.setdefault("tile_px", model.spec.tile_px)  # tiles as the model was trained: px and um/px
@@ -89,9 +68,8 @@ def iter_pair_robustness(
         "median_mean_cosine": float(np.median([r["mean_cosine"] for r in rows])),
         "median_topk_accuracy": float(np.median([list(r.values())[-1] for r in rows])),
     }
-    yield Report(
-        "robustness", rows, summary, {"pairs": str(pairs_csv), "top_k": top_k, "model": model.spec.name}
-    )
+    params: dict[str, object] = {"pairs": str(pairs_csv), "top_k": top_k, "model": model.spec.name}
+    yield Report("robustness", rows, summary, params)
 
 
 def _embed(
@@ -119,8 +97,12 @@ def iter_linear_probe(
     """Balanced accuracy of a logistic-regression probe (stratified k-fold) on labelled tiles.
 
     Args:
+        model: the embedding model.
         source: class sub-folders, a ``path,label`` CSV or a histolab-named flat folder
             (see ``evaluation.labelled_tiles``).
+        n_splits: cross-validation folds.
+        seed: seed of the folds and the probe.
+        cancel: optional event that stops the run (raises ``Cancelled``).
     """
     paths, labels = list_labelled_tiles(source)
     feats = yield from _embed(model, paths, "embedding tiles", cancel)
@@ -133,7 +115,7 @@ def iter_linear_probe(
     params: dict[str, object] = {
         "source": str(source),
         "model": model.spec.name,
-        "classes": dict(zip(classes.tolist(), counts.tolist())),
+        "classes": dict(zip(classes.tolist(), counts.tolist(), strict=True)),
     }
     yield Report("linear_probe", rows, summary, params)
 
@@ -146,7 +128,14 @@ def iter_teacher_student(
     k: int = 5,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | Report]:
-    """Linear CKA and per-tile k-NN overlap between teacher and student embeddings of the same tiles."""
+    """Linear CKA and per-tile k-NN overlap between teacher and student embeddings of the same tiles.
+
+    Args:
+        teacher, student: the two embedding models.
+        source: tiles as for :func:`iter_linear_probe` (labels are only copied into the table).
+        k: neighbours of the overlap (capped at N - 1).
+        cancel: optional event that stops the run (raises ``Cancelled``).
+    """
     paths, labels = list_labelled_tiles(source)
     ft = yield from _embed(teacher, paths, "teacher", cancel)
     fs = yield from _embed(student, paths, "student", cancel)
@@ -159,20 +148,9 @@ def iter_teacher_student(
         f"mean_knn{k}_overlap": float(overlap.mean()),
         "tiles": float(len(paths)),
     }
-    yield Report("teacher_student", rows, summary,
-                 {"source": str(source), "teacher": teacher.spec.name, "student": student.spec.name})  # fmt: skip
-
-
-def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``<name>.csv`` (the rows) and ``<name>.json`` (everything) into ``out_dir``, atomically."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in report.rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(report.rows)
-    csv_path, json_path = out / f"{report.name}.csv", out / f"{report.name}.json"
-    atomic_write_text(csv_path, buf.getvalue())
-    atomic_write_text(json_path, json.dumps(asdict(report), indent=2, default=str))
-    return csv_path, json_path
+    params: dict[str, object] = {
+        "source": str(source),
+        "teacher": teacher.spec.name,
+        "student": student.spec.name,
+    }
+    yield Report("teacher_student", rows, summary, params)
