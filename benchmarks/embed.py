@@ -69,7 +69,8 @@ def build_model(name: str, device: torch.device):
     """``load_model`` for checkpoints, the student and the pip teacher; random init for hub-only ViTs."""
     from napari_pathdistill.models import load_model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
-    from napari_pathdistill.models.registry import build_module, get_spec
+    from napari_pathdistill.models.registry import get_spec
+    from napari_pathdistill.models.spec import build_module
 
     if name in RANDOM_INIT:
         torch.manual_seed(0)

@@ -60,7 +60,7 @@ def build_models(keys: list[str], student: str, teacher_name: str, seed: int) ->
     """``{key: EmbeddingModel}`` on CPU for the requested keys (see the module docstring)."""
     from napari_pathdistill.models import load_model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
-    from napari_pathdistill.models.registry import IMAGENET_MEAN, IMAGENET_STD, build_module
+    from napari_pathdistill.models.spec import IMAGENET_MEAN, IMAGENET_STD, build_module
 
     out = {}
     trained = load_model(student, "cpu")

@@ -16,7 +16,7 @@ from napari_pathdistill.cli.main import main
 from napari_pathdistill.inference.cohort import CohortOptions, embed_one, iter_cohort
 from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.models.checkpoint import save_checkpoint
-from napari_pathdistill.models.registry import load_model
+from napari_pathdistill.models.factory import load_model
 from napari_pathdistill.models.testing import tiny_model
 
 distributed = pytest.importorskip("distributed")

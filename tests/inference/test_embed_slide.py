@@ -35,7 +35,7 @@ def test_embed_slide_layout_resume(cmu_svs, tmp_path):
 
 def test_cli_equals_python_api(cmu_svs, tmp_path):
     from napari_pathdistill.models.checkpoint import save_checkpoint
-    from napari_pathdistill.models.registry import load_model
+    from napari_pathdistill.models.factory import load_model
 
     ckpt = save_checkpoint(tiny_model("vit").module, tiny_model("vit").spec, tmp_path / "ckpt")
     model = load_model(str(ckpt), device="cpu")

@@ -11,7 +11,8 @@ from timm.layers import GluMlp
 
 from napari_pathdistill.errors import ModelLoadError
 from napari_pathdistill.models import get_spec, load_model
-from napari_pathdistill.models.registry import IMAGENET_MEAN, _registry, build_module
+from napari_pathdistill.models.registry import _registry
+from napari_pathdistill.models.spec import IMAGENET_MEAN, build_module
 from napari_pathdistill.models.testing import TINY_VIT, tiny_model, tiny_spec
 
 # name: (width, prefix tokens, depth, patch, SwiGLUPacked MLP, embedding dim, parameters in millions)

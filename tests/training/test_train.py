@@ -156,7 +156,8 @@ def test_export_loads_in_the_plugin_and_matches_the_ema_student(tmp_path, histol
 
 
 def test_h0mini_student_shape_is_built_and_exported_like_the_registry():
-    from napari_pathdistill.models.registry import build_module, get_spec
+    from napari_pathdistill.models.registry import get_spec
+    from napari_pathdistill.models.spec import build_module
     from pathdistill_train.models import build_student
 
     cfg = load_config("h0mini_from_hoptimus0")

@@ -11,7 +11,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit
 
 from napari_pathdistill.errors import ModelLoadError
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.models.registry import list_models, load_model
+from napari_pathdistill.models.factory import load_model
+from napari_pathdistill.models.registry import list_models
 
 CHECKPOINT = "checkpoint file/folder..."
 DEVICES = ("auto", "cpu", "cuda", "mps")

@@ -75,7 +75,7 @@ def _serial(args: argparse.Namespace, opts):
     from tqdm import tqdm
 
     from napari_pathdistill.inference.cohort import embed_one
-    from napari_pathdistill.models.registry import load_model
+    from napari_pathdistill.models.factory import load_model
 
     model = load_model(opts.model, device=opts.device, amp=opts.amp)
     for slide in args.slides:

@@ -97,7 +97,7 @@ _MODELS_LOCK = threading.Lock()
 
 def worker_model(opts: CohortOptions) -> EmbeddingModel:
     """The model of ``opts``, loaded once per process (cached by model, device and amp)."""
-    from napari_pathdistill.models.registry import load_model
+    from napari_pathdistill.models.factory import load_model
 
     key = (opts.model, opts.device, opts.amp)
     with _MODELS_LOCK:

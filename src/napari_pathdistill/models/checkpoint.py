@@ -1,4 +1,8 @@
-"""Checkpoint folders: ``model.safetensors`` (timm state dict) + ``config.json`` (ModelSpec + training info)."""
+"""Checkpoint folders: ``model.safetensors`` (timm state dict) + ``config.json`` (ModelSpec + training info).
+
+The one writer and reader of the format, for the plugin and the training package's export alike. A
+``config.json`` without ``mean``/``std`` gets ``spec.DEFAULT_MEAN``/``DEFAULT_STD``, as a ``ModelSpec`` does.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from napari_pathdistill.atomic import atomic_path, atomic_write_text
 from napari_pathdistill.errors import ModelLoadError
-from napari_pathdistill.models.registry import ModelSpec, build_module
+from napari_pathdistill.models.spec import DEFAULT_MEAN, DEFAULT_STD, ModelSpec, build_module
 
 FORMAT = "pathdistill-checkpoint/1"
 SPEC_KEYS = ("name", "arch", "model_kwargs", "mean", "std", "tile_px", "mpp", "embedding", "family")
@@ -46,8 +50,11 @@ def read_spec(folder: str | Path) -> ModelSpec:
         ) from exc
     if cfg.get("format") != FORMAT:
         raise ModelLoadError(f"{cfg_path}: format {cfg.get('format')!r} is not {FORMAT!r}.")
+    missing = [k for k in ("name", "arch") if k not in cfg]
+    if missing:
+        raise ModelLoadError(f"{cfg_path} lacks {', '.join(missing)}: cannot build the model.")
     kw = {k: cfg[k] for k in SPEC_KEYS if k in cfg}
-    kw["mean"], kw["std"] = tuple(kw.get("mean", (0.5,) * 3)), tuple(kw.get("std", (0.5,) * 3))
+    kw["mean"], kw["std"] = tuple(kw.get("mean", DEFAULT_MEAN)), tuple(kw.get("std", DEFAULT_STD))
     return ModelSpec(**kw, weights=str(Path(folder) / "model.safetensors"))
 
 

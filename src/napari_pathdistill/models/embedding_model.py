@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from napari_pathdistill.models.registry import ModelSpec
+    from napari_pathdistill.models.spec import ModelSpec
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -28,7 +28,7 @@ class EmbeddingModel:
     """Wraps a timm module for tile embedding.
 
     Args:
-        spec: the model's :class:`~napari_pathdistill.models.registry.ModelSpec`.
+        spec: the model's :class:`~napari_pathdistill.models.spec.ModelSpec`.
         module: the timm module (``num_classes=0``), already holding its weights.
         device: where to run it.
         amp: autocast dtype of :meth:`embed` (see :func:`resolve_amp`); weights stay float32.

@@ -7,7 +7,8 @@ import dataclasses
 import torch
 
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, build_module, get_spec
+from napari_pathdistill.models.registry import get_spec
+from napari_pathdistill.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, build_module
 
 #: what ``tiny_model`` overrides in a registry ViT spec: only the size, never the contract
 TINY_VIT = {"depth": 2, "embed_dim": 48, "num_heads": 2}

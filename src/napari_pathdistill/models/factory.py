@@ -1,0 +1,59 @@
+"""``load_model``: a ready :class:`EmbeddingModel` from a registry name, a checkpoint folder or an hf-hub id.
+
+Puts together the registry table (``models.registry``), the weight loaders (``models.pretrained``) and the
+checkpoint format (``models.checkpoint``), all built on the contract in ``models.spec``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from napari_pathdistill.device import resolve_device
+from napari_pathdistill.models.checkpoint import load_checkpoint
+from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.models.pretrained import hub_module, load_weights
+from napari_pathdistill.models.registry import SHIPPED, get_spec
+from napari_pathdistill.models.spec import ModelSpec, build_module
+
+
+def load_model(
+    name_or_path: str, device: str = "auto", *, pretrained: bool = True, amp: str = "auto"
+) -> EmbeddingModel:
+    """A ready :class:`EmbeddingModel` from a registry name, a checkpoint folder/file or an ``hf-hub:`` id.
+
+    ``pathdistill-student`` resolves to the checkpoint shipped in ``models/weights/pathdistill-student`` when
+    present. Registry entries whose weights live on the hub are created by timm from the hub (no random
+    initialisation first). An ``hf-hub:`` id gets the CLS embedding and ``spec.DEFAULT_MEAN``/``DEFAULT_STD``.
+    Raises :class:`ModelLoadError` with what to do when anything is missing.
+
+    Args:
+        name_or_path: registry name, checkpoint folder or ``model.safetensors`` file, or ``hf-hub:org/name``.
+        device: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:1", ...
+        pretrained: load the weights (False: random initialisation of the registry architecture).
+        amp: autocast dtype of :meth:`EmbeddingModel.embed`: "auto" (bfloat16 on CUDA, float32 elsewhere),
+            "bf16", "fp16" or "fp32".
+    """
+    path = Path(name_or_path)
+    if not path.exists() and (SHIPPED / name_or_path / "config.json").is_file():
+        path = SHIPPED / name_or_path
+    if path.exists():
+        spec, module = load_checkpoint(path)
+    elif name_or_path.startswith("hf-hub:"):
+        spec = ModelSpec(name_or_path, name_or_path, {"num_classes": 0}, weights=name_or_path)
+        module = hub_module(spec)
+    else:
+        spec = get_spec(name_or_path)
+        module = _registry_module(spec, pretrained)
+    return EmbeddingModel(spec, module, resolve_device(device), amp=amp)
+
+
+def _registry_module(spec: ModelSpec, pretrained: bool) -> torch.nn.Module:
+    """The timm module of a registry entry: from the hub, or built and then given its other weights."""
+    if pretrained and spec.weights and spec.weights.startswith("hf-hub:"):
+        return hub_module(spec)
+    module = build_module(spec)
+    if pretrained:
+        load_weights(spec, module)
+    return module
