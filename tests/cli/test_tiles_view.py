@@ -37,6 +37,25 @@ def test_tiles_reports_errors(tmp_path: Path, capsys) -> None:
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_tiles_mpp_override_only_for_a_slide_without_mpp(
+    tmp_path: Path, cmu_svs: Path, tcga_svs: Path
+) -> None:
+    """``--mpp-override`` is the level-0 um/px of a slide whose file has none: the TCGA slide takes it (1 um/px
+    tiles of 224 px = 896 level-0 px at 0.25 um/px), CMU keeps its own 0.499 um/px."""
+    for slide, slide_mpp, size in ((tcga_svs, [0.25, 0.25], 896.0), (cmu_svs, [0.499, 0.499], 224 / 0.499)):
+        out = tmp_path / slide.stem
+        opts = ["--mpp", "1", "--mpp-override", "0.25", "--max-size", "512"]
+        assert main(["tiles", str(slide), "--out", str(out), *opts]) == 0
+        meta = json.loads((out / "grid.json").read_text())
+        assert meta["slide_mpp"] == slide_mpp and meta["mpp"] == 1.0
+        assert meta["size_level0"] == pytest.approx(size)
+
+
+def test_tiles_refuses_a_negative_mpp_override(tmp_path: Path, tcga_svs: Path, capsys) -> None:
+    assert main(["tiles", str(tcga_svs), "--out", str(tmp_path / "o"), "--mpp-override", "-1"]) == 1
+    assert "um/px" in capsys.readouterr().err
+
+
 def test_view_needs_a_slide(capsys) -> None:
     assert main(["view"]) == 2
     assert "--sample" in capsys.readouterr().err

@@ -21,9 +21,10 @@ from napari_pathdistill.models.testing import tiny_model
 
 distributed = pytest.importorskip("distributed")
 
-# 56 px tiles at 1 um/px, every grid tile (no tissue detection, to stay fast): 117 tiles on
-# CMU-1-Small-Region, 285 on the TCGA slide (it has no MPP in its metadata: 0.25 um/px given)
-TILES = {"mpp": 1.0, "mpp_override": 0.25, "min_tissue": 0.0, "batch_size": 16}
+# 56 px tiles at 1 um/px, every grid tile (no tissue detection, to stay fast): 494 tiles on
+# CMU-1-Small-Region (its own 0.499 um/px), 285 on the TCGA slide (no MPP in its metadata: the 0.25 um/px
+# fallback of --mpp-override)
+TILES = {"mpp": 1.0, "fallback_mpp": 0.25, "min_tissue": 0.0, "batch_size": 16}
 CLI_TILES = [
     "--mpp",
     "1",

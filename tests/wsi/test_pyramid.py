@@ -227,3 +227,16 @@ def test_dask_keys_never_reused_by_a_later_pyramid(tmp_path: Path) -> None:
                     names.add(level0.name)
                     assert int(level0[:64, :64].compute().mean()) == value
     assert len(names) == 100
+
+
+def test_fallback_mpp_fills_only_a_missing_mpp(cmu_svs: Path, tcga_svs: Path) -> None:
+    """One user-given um/px (``--mpp-override``, the widgets' 'slide um/px override') serves a whole cohort: the
+    slide without MPP takes it, a slide whose file states its MPP keeps its own."""
+    with open_pyramid(tcga_svs, fallback_mpp=0.25) as tcga, open_pyramid(cmu_svs, fallback_mpp=0.25) as cmu:
+        assert tcga.mpp == (0.25, 0.25)
+        assert cmu.mpp == pytest.approx((0.499, 0.499))
+    with open_pyramid(tcga_svs, fallback_mpp=0.0) as tcga:
+        assert tcga.mpp is None  # 0 (the widgets' "none") leaves it in level-0 pixels
+    for bad in (-0.25, float("nan")):
+        with pytest.raises(ValueError, match="fallback_mpp"):
+            open_pyramid(tcga_svs, fallback_mpp=bad)

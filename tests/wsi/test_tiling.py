@@ -82,10 +82,11 @@ def test_read_tiles_level0_equals_openslide(cmu_svs: Path) -> None:
 
 
 def test_read_tiles_from_coarser_level_is_antialiased_downsample(tcga_svs: Path) -> None:
-    """No MPP on this slide: override 0.25 um/px; 1 um/px tiles = 896 level-0 px read at level 1, resized."""
+    """No MPP on this slide: fallback 0.25 um/px; 1 um/px tiles = 896 level-0 px read at level 1, resized."""
     with open_pyramid(tcga_svs) as pyr:
         assert make_tile_grid(pyr, min_tissue=0.0).mpp is None  # no MPP: level-0 pixels
-        grid = make_tile_grid(pyr, mpp=1.0, mpp_override=0.25, min_tissue=0.5)
+    with open_pyramid(tcga_svs, fallback_mpp=0.25) as pyr:
+        grid = make_tile_grid(pyr, mpp=1.0, min_tissue=0.5)
         assert grid.size_level0 == 896 and grid.level == 1 and grid.mpp == 1.0
         tile = read_tiles(pyr, grid, [0])[0].astype(float)
         x, y = grid.coords[0]

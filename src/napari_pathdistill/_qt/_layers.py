@@ -34,8 +34,9 @@ def is_slide_layer(layer: Layer) -> bool:
 def on_slide_layer(
     slide: Layer | None, scale: Any, translate: Any, units_per_px: float
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """napari (scale, translate) of a result computed in slide units (level-0 px times ``units_per_px``: um/px
-    of the slide, from its file or an override; 1 for pixels) on ``slide``'s world frame.
+    """napari (scale, translate) of a result computed in slide units (level-0 px times ``units_per_px``: the
+    core's ``Pyramid.mpp`` of the slide, from its file or the widget's um/px override; 1 for pixels) on
+    ``slide``'s world frame.
 
     The identity for slides opened by our reader with their MPP; for a slide layer shown in pixels (no MPP in
     the file) whose result used an um/px override, it maps the um geometry back onto the pixels.

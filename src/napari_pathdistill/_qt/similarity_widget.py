@@ -51,7 +51,8 @@ class SimilarityWidget(Container):
             label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25
         )
         self.mpp_override.tooltip = (
-            "Level-0 um/px of slides whose file gives none (plain JPEG/PNG); 0 = from file."
+            "Level-0 um/px of slides whose file gives none (plain JPEG/PNG); a file's own MPP always wins. "
+            "0 = none."
         )
         self.run_button = PushButton(text="Register and compare")
         self.cancel_button = PushButton(text="Cancel")
@@ -87,11 +88,11 @@ class SimilarityWidget(Container):
             napari.utils.notifications.show_error(error_message(exc, "Similarity"))
             return
         tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
-        top_k, mpp_override = self.top_k.value, self.mpp_override.value or None
+        top_k, fallback_mpp = self.top_k.value, self.mpp_override.value or None
 
         def factory(cancel: Any) -> Any:
             return iter_pair_similarity(request.load(), path_a, path_b, landmarks=landmarks, tile_px=tile_px,
-                                        mpp=mpp, min_tissue=min_tissue, top_k=top_k, mpp_override=mpp_override,
+                                        mpp=mpp, min_tissue=min_tissue, top_k=top_k, fallback_mpp=fallback_mpp,
                                         cancel=cancel)  # fmt: skip
 
         self.runner.start(factory, self.show_result, "Similarity")

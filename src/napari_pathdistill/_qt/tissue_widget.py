@@ -33,7 +33,7 @@ class TissueWidget(Container):
             max=64.0,
             step=0.01,
             label="slide um/px override",
-            tooltip="0: use the slide's MPP",
+            tooltip="Level-0 um/px of a slide whose file states none; a file's own MPP always wins. 0 = none.",
         )
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel")
@@ -60,7 +60,7 @@ class TissueWidget(Container):
             "tile_px": int(self.tile_px.value),
             "mpp": float(self.mpp.value),
             "min_tissue": float(self.min_tissue.value),
-            "mpp_override": float(self.mpp_override.value) or None,
+            "fallback_mpp": float(self.mpp_override.value) or None,
         }
         self.runner.start(lambda cancel: tissue_grid_steps(path, cancel=cancel, **kw), self._apply, "Tissue")
 
@@ -68,7 +68,7 @@ class TissueWidget(Container):
         self.result = result
         slide = self.slide.value
         name = slide.name if slide is not None else result.path.name
-        # results are in um when the slide has an MPP or an override; the slide layer may be in px (no MPP)
+        # results are in um when the slide has an MPP (its file's or the override); its layer may be in px
         u = float(result.slide_mpp[1]) if result.slide_mpp else 1.0
         units = getattr(slide, "units", None) or result.units
         scale, translate = on_slide_layer(slide, result.mask_scale, result.mask_translate, u)

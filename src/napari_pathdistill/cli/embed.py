@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--tile-px", type=int, default=None, help="tile side in px (default: the model's)")
     p.add_argument("--mpp", type=float, default=None, help="tile um/px (default: the model's)")
-    p.add_argument("--mpp-override", type=float, default=None, help="slide level-0 um/px when it has none")
+    p.add_argument("--mpp-override", type=float, default=None, metavar="UM_PER_PX",
+                   help="level-0 um/px of slides whose file states none (slides with an MPP keep theirs)")  # fmt: skip
     p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a tile (0: all)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1")
@@ -43,7 +44,7 @@ def _options(args: argparse.Namespace):
 
     return CohortOptions(
         model=args.model, out_dir=args.out, device=args.device, amp=args.amp, tile_px=args.tile_px,
-        mpp=args.mpp, mpp_override=args.mpp_override, min_tissue=args.min_tissue, batch_size=args.batch_size,
+        mpp=args.mpp, fallback_mpp=args.mpp_override, min_tissue=args.min_tissue, batch_size=args.batch_size,
         formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
     )  # fmt: skip
 

@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-px", type=int, default=224, help="tile side in pixels (default 224)")
     p.add_argument("--mpp", type=float, default=0.5, help="target um/px of the tiles (default 0.5)")
     p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction to keep a tile")
-    p.add_argument("--mpp-override", type=float, default=None, help="slide level-0 um/px when it has none")
+    p.add_argument("--mpp-override", type=float, default=None, metavar="UM_PER_PX",
+                   help="level-0 um/px of the slide if its file states none (a file's own MPP wins)")  # fmt: skip
     p.add_argument("--max-size", type=int, default=2048, help="longer side of the tissue-detection thumbnail")
     p.add_argument(
         "--save-tiles", type=int, default=0, metavar="N", help="also write the first N tiles as PNG"
@@ -63,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = tissue_grid(
             args.slide, tile_px=args.tile_px, mpp=args.mpp, min_tissue=args.min_tissue,
-            mpp_override=args.mpp_override, max_size=args.max_size,
+            fallback_mpp=args.mpp_override, max_size=args.max_size,
         )  # fmt: skip
-        with open_pyramid(args.slide) as pyr:
+        with open_pyramid(args.slide, fallback_mpp=args.mpp_override) as pyr:
             thumb, ds = pyr.thumbnail(args.max_size)
             tiles = read_tiles(pyr, res.grid, range(min(args.save_tiles, len(res.grid))))
-    except PathDistillError as exc:
+    except (PathDistillError, ValueError) as exc:  # ValueError: a bad tile px / min tissue / um/px value
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out: Path = args.out

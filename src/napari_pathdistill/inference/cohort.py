@@ -36,6 +36,8 @@ class CohortOptions:
     Attributes:
         model: registry name, checkpoint folder or ``hf-hub:`` id, resolvable on every worker.
         out_dir: output folder (shared by all workers): ``<out_dir>/<slide stem>.h5``.
+        tile_px, mpp: tile side and um/px (None: the model's).
+        fallback_mpp: level-0 um/px of slides whose file states none (the others keep their own).
         formats: output layouts, "h5" always and "plism" for ``<out>/<model>/<slide>/features.npy``.
     """
 
@@ -45,7 +47,7 @@ class CohortOptions:
     amp: str = "auto"
     tile_px: int | None = None
     mpp: float | None = None
-    mpp_override: float | None = None
+    fallback_mpp: float | None = None
     min_tissue: float = 0.5
     batch_size: int = 32
     num_workers: int = 2
@@ -76,7 +78,7 @@ def embed_one(
     """Embed one slide with a loaded model; any error becomes ``SlideOutcome.error`` instead of raising."""
     try:
         h5 = embed_slide(
-            slide, model, opts.out_dir, tile_px=opts.tile_px, mpp=opts.mpp, mpp_override=opts.mpp_override,
+            slide, model, opts.out_dir, tile_px=opts.tile_px, mpp=opts.mpp, fallback_mpp=opts.fallback_mpp,
             min_tissue=opts.min_tissue, batch_size=opts.batch_size, num_workers=opts.num_workers, progress=progress,
         )  # fmt: skip
         outputs = [h5]

@@ -132,7 +132,7 @@ def embed_slide(
     *,
     tile_px: int | None = None,
     mpp: float | None = None,
-    mpp_override: float | None = None,
+    fallback_mpp: float | None = None,
     min_tissue: float = 0.5,
     batch_size: int = 32,
     chunk_batches: int = 4,
@@ -150,7 +150,8 @@ def embed_slide(
     ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`).
 
     Args:
-        mpp_override: level-0 um/px of a slide that has none in its metadata (else tiles are cut in level-0 px).
+        fallback_mpp: level-0 um/px of a slide whose file states none (a file's own MPP always wins; without
+            either, tiles are cut in level-0 px), see ``wsi.open_pyramid``.
         min_tissue: minimum tissue fraction of a tile (0 keeps the whole grid, without tissue detection).
         progress: called with ``Progress(done, N, "embedding")`` after every written chunk.
 
@@ -164,8 +165,8 @@ def embed_slide(
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".h5.partial")
     tile_px, mpp = tile_px or model.spec.tile_px, mpp or model.spec.mpp
-    with open_pyramid(slide) as pyr:
-        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mpp_override=mpp_override)
+    with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
+        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
         attrs = {
             "model": model.spec.name,
             "spec": json.dumps(dataclasses.asdict(model.spec), default=str),

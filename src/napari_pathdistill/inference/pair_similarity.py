@@ -78,7 +78,7 @@ class PairSimilarity:
         transform: A level-0 -> B level-0 transform and the registration (method, NCC) behind it.
         overlay, scale, translate: (rows, cols) cosine raster on A's tile grid (NaN off tissue) and its geometry
             in um (napari scale/translate for a slide layer in um).
-        mpp_a: level-0 um/px of A used (the file's, or the override), to place the overlay on a layer in px.
+        mpp_a: level-0 um/px of A used (the file's, or the fallback), to place the overlay on a layer in px.
     """
 
     cosine: np.ndarray
@@ -140,17 +140,17 @@ def iter_pair_similarity(
     min_tissue: float = 0.5,
     top_k: int = 10,
     batch_size: int = 32,
-    mpp_override: float | None = None,
+    fallback_mpp: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | PairSimilarity]:
     """Register, tile, embed and compare two slides; yields Progress then one :class:`PairSimilarity`.
 
-    ``mpp_override`` is the level-0 um/px of a slide whose file states none (e.g. a plain JPEG); slides with
-    their own MPP keep it.
+    ``fallback_mpp`` is the level-0 um/px of a slide whose file states none (e.g. a plain JPEG); slides with
+    their own MPP keep it (see ``wsi.open_pyramid``).
     """
     with (
-        open_pyramid(slide_a, mpp_override=mpp_override) as pa,
-        open_pyramid(slide_b, mpp_override=mpp_override) as pb,
+        open_pyramid(slide_a, fallback_mpp=fallback_mpp) as pa,
+        open_pyramid(slide_b, fallback_mpp=fallback_mpp) as pb,
     ):
         yield Progress(0, 0, "registration")
         reg = register_pair(pa, pb, landmarks=landmarks)

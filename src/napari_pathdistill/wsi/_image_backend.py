@@ -2,7 +2,7 @@
 
 The image is decoded once into memory (it must be small: at most ``MAX_PIXELS``), composited on white if it has
 alpha, and served in 512 px chunks. Such files carry no microscope pixel size, so ``mpp`` is None unless the
-caller supplies one (``open_pyramid(path, mpp_override=...)``).
+caller supplies one (``open_pyramid(path, fallback_mpp=...)``).
 """
 
 from __future__ import annotations

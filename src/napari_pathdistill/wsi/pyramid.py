@@ -8,6 +8,7 @@ native tile; building it reads no pixels.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from pathlib import Path
@@ -213,20 +214,27 @@ def _is_tiff(path: Path) -> bool:
     return magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def open_pyramid(path: str | Path, *, mpp_override: float | None = None) -> Pyramid:
+def open_pyramid(path: str | Path, *, fallback_mpp: float | None = None) -> Pyramid:
     """Open a slide file (or DICOM folder, or a small plain JPEG/PNG) as a :class:`Pyramid`.
+
+    This is the one place where a user-given um/px enters: everything downstream (tile grids, mask and overlay
+    placement, HDF5 attrs) reads ``Pyramid.mpp``.
 
     Args:
         path: the slide.
-        mpp_override: level-0 um/px to use when the file has none (plain images, some TIFFs); ignored when
-            the file states its own.
+        fallback_mpp: level-0 um/px of a slide whose file states none (plain images, some TIFFs, the TCGA
+            frozen sections); a file's own MPP always wins, so one value can serve a whole cohort or both
+            slides of a pair. None or 0: none (such a slide is tiled in level-0 pixels).
 
     Raises:
         WSIError: missing path, empty folder, unsupported format, or a truncated/corrupt file.
+        ValueError: ``fallback_mpp`` is negative or not finite.
     """
+    if fallback_mpp is not None and not (math.isfinite(fallback_mpp) and fallback_mpp >= 0):
+        raise ValueError(f"fallback_mpp must be a positive um/px, or None/0 for none; got {fallback_mpp}")
     pyr = _open(Path(path).expanduser())
-    if pyr.mpp is None and mpp_override:
-        pyr.mpp = (float(mpp_override), float(mpp_override))
+    if pyr.mpp is None and fallback_mpp:
+        pyr.mpp = (float(fallback_mpp), float(fallback_mpp))
     return pyr
 
 

@@ -151,7 +151,6 @@ def make_tile_grid(
     mpp: float = 0.5,
     min_tissue: float = 0.5,
     mask: TissueMask | None = None,
-    mpp_override: float | None = None,
 ) -> TileGrid:
     """Regular grid of ``tile_px`` tiles at ``mpp`` um/px, kept where tissue fraction >= ``min_tissue``.
 
@@ -161,15 +160,15 @@ def make_tile_grid(
         mpp: target um/px of the tiles (0.5 for H-optimus-0 / H0-mini).
         min_tissue: minimum tissue fraction in [0, 1]; 0 keeps every tile of the grid.
         mask: tissue mask; computed with ``detect_tissue`` when None and ``min_tissue > 0``.
-        mpp_override: slide level-0 um/px to use instead of (or in the absence of) the slide's MPP.
 
     Returns:
-        TileGrid; may be empty (callers decide whether that is an error). Without any slide MPP the grid
-        uses level-0 pixels (``size_level0 = tile_px``) and ``mpp`` is None.
+        TileGrid; may be empty (callers decide whether that is an error). The slide's um/px is
+        ``pyramid.mpp`` (from the file, or ``open_pyramid``'s ``fallback_mpp``); without one the grid uses
+        level-0 pixels (``size_level0 = tile_px``) and ``mpp`` is None.
     """
     if tile_px <= 0 or not 0.0 <= min_tissue <= 1.0:
         raise ValueError(f"tile_px must be > 0 and min_tissue in [0, 1]; got {tile_px}, {min_tissue}")
-    slide_mpp = mpp_override if mpp_override else (float(np.mean(pyramid.mpp)) if pyramid.mpp else None)
+    slide_mpp = float(np.mean(pyramid.mpp)) if pyramid.mpp else None
     out_mpp = float(mpp) if slide_mpp else None
     size = tile_px * out_mpp / slide_mpp if (slide_mpp and out_mpp) else float(tile_px)
     h0, w0 = pyramid.levels[0].shape

@@ -27,7 +27,7 @@ class TissueGridResult:
         path: the slide.
         mask: the tissue mask (on a thumbnail).
         grid: kept tiles.
-        slide_mpp: level-0 (um/px y, um/px x), None without MPP.
+        slide_mpp: level-0 (um/px y, um/px x) of the slide (its file's, or the fallback), None without.
         mask_scale: napari scale (sy, sx) of the mask in slide-layer units.
         mask_translate: napari translate (ty, tx) of the mask in slide-layer units.
         rectangles: (N, 4, 2) tile outlines (y, x) in slide-layer units.
@@ -68,26 +68,26 @@ def tissue_grid_steps(
     tile_px: int = 224,
     mpp: float = 0.5,
     min_tissue: float = 0.5,
-    mpp_override: float | None = None,
+    fallback_mpp: float | None = None,
     max_size: int = 2048,
     cancel: threading.Event | None = None,
 ) -> Generator[Progress | TissueGridResult, None, None]:
     """Detect tissue and build the tile grid; yields Progress, then the TissueGridResult.
+
+    ``fallback_mpp`` is the level-0 um/px of a slide whose file states none (see ``open_pyramid``).
 
     Raises:
         WSIError: the slide cannot be read.
         Cancelled: ``cancel`` was set.
     """
     yield Progress(0, 2, "tissue detection")
-    with open_pyramid(path) as pyr:
+    with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
         mask = detect_tissue(pyr, max_size=max_size)
         if cancel is not None and cancel.is_set():
             raise Cancelled("Tissue detection cancelled.")
         yield Progress(1, 2, "tile grid")
-        grid = make_tile_grid(
-            pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=mask, mpp_override=mpp_override
-        )
-        slide_mpp = (mpp_override, mpp_override) if mpp_override else pyr.mpp
+        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=mask)
+        slide_mpp = pyr.mpp
     scale, translate = mask_placement(mask.mask.shape, grid.slide_shape, slide_mpp)
     yield Progress(2, 2, "done")
     yield TissueGridResult(Path(path), mask, grid, slide_mpp, scale, translate, grid_to_shapes(grid))
