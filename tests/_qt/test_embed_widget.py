@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 pytest.importorskip("napari_pathdistill.wsi.tiling", reason="wsi core (issue 2) not merged yet")
 pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
 
+from napari_pathdistill._qt._model_picker import CHECKPOINT
 from napari_pathdistill._qt.embed_widget import EmbedWidget
+from napari_pathdistill.models.checkpoint import save_checkpoint
+from napari_pathdistill.models.testing import tiny_model
 
 pytestmark = pytest.mark.napari
 
@@ -130,3 +135,34 @@ def test_real_mouse_clicks_pick_tiles_and_drags_do_not(embedded, qtbot):
     qtbot.mouseMove(canvas, pos + type(pos)(40, 40))
     qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=pos + type(pos)(40, 40))
     assert viewer.layers["similar tiles"] is before  # a pan is not a click
+
+
+def test_tile_px_and_um_px_follow_the_picked_model(
+    make_napari_viewer, cmu_svs, open_slide, wait_for, tmp_path
+):
+    """The fields show the chosen model's training resolution: the shipped student's 224 px at 0.5 um/px, then a
+    checkpoint's 112 px at 1 um/px; a value the user typed stays when another model is picked, and the run cuts
+    tiles with what the fields show."""
+    tiny = tiny_model("vit", tile_px=112)
+    ckpt = save_checkpoint(tiny.module, dataclasses.replace(tiny.spec, mpp=1.0), tmp_path / "ckpt112")
+    viewer = make_napari_viewer()
+    widget = EmbedWidget(viewer)
+    assert widget.model.choice.value == "pathdistill-student" and widget.model.spec().tile_px == 224
+    assert (widget.tile_px.value, widget.mpp.value) == (224, 0.5)
+    widget.model.choice.value = CHECKPOINT
+    assert (widget.tile_px.value, widget.mpp.value) == (224, 0.5)  # no checkpoint chosen yet: unchanged
+    widget.model.checkpoint.value = ckpt / "model.safetensors"
+    assert (widget.tile_px.value, widget.mpp.value) == (112, 1.0)
+    widget.mpp.value = 2.0  # the user's own um/px: it stays
+    widget.model.choice.value = "h0-mini"
+    assert (widget.tile_px.value, widget.mpp.value) == (224, 2.0)
+    widget.model.choice.value = CHECKPOINT
+    assert (widget.tile_px.value, widget.mpp.value) == (112, 2.0)
+    widget.model.device.value = "cpu"
+    widget.slide.value = open_slide(viewer, cmu_svs)
+    widget.min_tissue.value, widget.k.value = 0.1, 2
+    widget.run()
+    wait_for(widget)
+    res = widget.result
+    assert res is not None, widget.status.value
+    assert (res.grid.tile_px, res.grid.mpp, res.model_name) == (112, 2.0, tiny.spec.name)

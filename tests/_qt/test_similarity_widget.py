@@ -42,6 +42,20 @@ def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, ti
     assert 0.0 <= res.topk_accuracy <= 1.0
 
 
+def test_tile_fields_follow_an_injected_model(make_napari_viewer, tiny_vit):
+    """A ready model's spec sets tile px / um/px (56 px for the tiny ViT); back to the chooser, the student's."""
+    from napari_pathdistill.models.testing import tiny_model
+
+    widget = SimilarityWidget(make_napari_viewer())
+    assert (widget.tile_px.value, widget.mpp.value) == (224, 0.5)
+    widget.model.set_model(tiny_vit)
+    assert (widget.tile_px.value, widget.mpp.value) == (tiny_vit.spec.tile_px, tiny_vit.spec.mpp) == (56, 0.5)
+    widget.model.set_model(tiny_model("vit", tile_px=112))
+    assert widget.tile_px.value == 112
+    widget.model.set_model(None)
+    assert (widget.tile_px.value, widget.mpp.value) == (224, 0.5)
+
+
 def test_same_layer_and_half_landmarks_are_refused(make_napari_viewer, os2_pair, errors, open_slide):
     viewer = make_napari_viewer()
     a = open_slide(viewer, os2_pair[0])

@@ -10,8 +10,9 @@ import torch
 
 from napari_pathdistill.inference.attention import attention_maps
 from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings
+from napari_pathdistill.inference.slide_maps import SlideMap, iter_slide_map
 from napari_pathdistill.models.testing import tiny_model
-from napari_pathdistill.progress import Progress
+from napari_pathdistill.progress import Progress, drain
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import make_tile_grid, read_tiles
 
@@ -65,3 +66,14 @@ def test_cnn_gradcam_is_a_normalised_map():
     tiles = (np.random.default_rng(1).random((2, 64, 64, 3)) * 255).astype(np.uint8)
     maps = attention_maps(tiny_model("cnn", tile_px=64), tiles)
     assert maps.shape == (2, 2, 2) and maps.min() >= 0 and maps.max() == pytest.approx(1)
+
+
+def test_slide_map_cuts_the_model_s_tiles_unless_told_otherwise(cmu_svs, model_112px_1um):
+    """Without tile px / um/px, the tiles are the model's (spec 112 px at 1 um/px), as ``embed_slide`` does."""
+    default = drain(iter_slide_map(model_112px_1um, cmu_svs, min_tissue=0.5, k=2))
+    assert isinstance(default, SlideMap) and len(default.grid) > 2
+    assert (default.grid.tile_px, default.grid.mpp) == (112, 1.0)
+    assert default.grid.size_level0 == pytest.approx(112 / 0.499)
+    assert default.scale == pytest.approx((112.0, 112.0))  # one grid cell = one tile, in the slide's um
+    coarser = drain(iter_slide_map(model_112px_1um, cmu_svs, mpp=4.0, min_tissue=0.5, k=2))
+    assert (coarser.grid.tile_px, coarser.grid.mpp) == (112, 4.0)

@@ -8,7 +8,8 @@ import pytest
 pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
 
 from napari_pathdistill.errors import RegistrationError
-from napari_pathdistill.inference.pair_similarity import register_pair
+from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity, register_pair
+from napari_pathdistill.progress import drain
 from napari_pathdistill.wsi.pyramid import open_pyramid
 
 
@@ -31,3 +32,12 @@ def test_landmarks_override_and_bad_landmarks(os2_pair):
         np.testing.assert_allclose(t.apply(lm_a), shifted_b, atol=1e-6)
         with pytest.raises(RegistrationError, match="landmark"):
             register_pair(a, b, landmarks=(lm_a[:2], shifted_b[:2]))
+
+
+def test_pair_tiles_are_the_model_s_by_default(os2_pair, model_112px_1um):
+    """Both scans are cut at the model's 112 px at 1 um/px: 112 um tiles on A's 0.227 and B's 0.346 um/px."""
+    res = drain(iter_pair_similarity(model_112px_1um, *os2_pair, min_tissue=0.0, top_k=1))
+    assert isinstance(res, PairSimilarity) and len(res.cosine) >= 2
+    assert res.scale == pytest.approx((112.0, 112.0))
+    step_a = np.diff(np.unique(res.coords_a[:, 0]))
+    assert step_a.min() == pytest.approx(112 / res.mpp_a, abs=1)

@@ -1,18 +1,26 @@
-"""Model chooser shared by the widgets: a registry entry or a checkpoint file/folder, plus the device."""
+"""Model chooser shared by the widgets: a registry entry or a checkpoint file/folder, plus the device.
+
+The picker also knows the chosen model's :class:`ModelSpec` without loading any weights (registry entry or the
+checkpoint's ``config.json``), so that :func:`follow_spec` keeps a widget's tile px / um/px on the model's
+training resolution until the user types other values.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from magicgui.types import FileDialogMode
-from magicgui.widgets import ComboBox, Container, FileEdit
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 
 from napari_pathdistill.errors import ModelLoadError
+from napari_pathdistill.models.checkpoint import read_spec
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.factory import load_model
-from napari_pathdistill.models.registry import list_models
+from napari_pathdistill.models.registry import SHIPPED, get_spec, list_models
+from napari_pathdistill.models.spec import ModelSpec
 
 CHECKPOINT = "checkpoint file/folder..."
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -38,10 +46,36 @@ class ModelPicker(Container):
         self.margins = (0, 0, 0, 0)
         self.choice.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
         self._injected: EmbeddingModel | None = None
+        self._spec_callbacks: list[Callable[[ModelSpec], None]] = []
+        self.choice.changed.connect(self._spec_changed)
+        self.checkpoint.changed.connect(self._spec_changed)
 
     def set_model(self, model: EmbeddingModel | None) -> None:
         """Use this ready model instead of loading one (``None`` goes back to the chooser)."""
         self._injected = model
+        self._spec_changed()
+
+    def spec(self) -> ModelSpec | None:
+        """The chosen model's spec, read without loading weights; None while it is unknown (no checkpoint yet)."""
+        if self._injected is not None:
+            return self._injected.spec
+        if self.choice.value != CHECKPOINT:
+            return spec_of(str(self.choice.value))
+        path = self.checkpoint.value
+        return spec_of(str(path)) if isinstance(path, Path) and str(path).strip(". ") else None
+
+    def on_spec(self, callback: Callable[[ModelSpec], None]) -> None:
+        """Call ``callback(spec)`` now and whenever another model with a known spec is chosen."""
+        self._spec_callbacks.append(callback)
+        spec = self.spec()
+        if spec is not None:
+            callback(spec)
+
+    def _spec_changed(self, _value: Any = None) -> None:
+        spec = self.spec()
+        if spec is not None:
+            for callback in self._spec_callbacks:
+                callback(spec)
 
     def request(self) -> ModelRequest:
         """Read the choice on the main thread; the returned request loads the model in the worker."""
@@ -77,3 +111,35 @@ class ModelRequest:
             raise ModelLoadError(
                 f"Could not load model '{self.source}': {type(exc).__name__}: {exc}"
             ) from exc
+
+
+def spec_of(source: str) -> ModelSpec | None:
+    """Spec of a registry name, shipped checkpoint or checkpoint folder/file (as ``load_model`` resolves them),
+    without building the model; None when it cannot be known here (missing files, ``hf-hub:`` ids)."""
+    path = Path(source)
+    if not path.exists() and (SHIPPED / source / "config.json").is_file():
+        path = SHIPPED / source
+    try:
+        if path.exists():
+            return read_spec(path.parent if path.is_file() else path)
+        return get_spec(source)
+    except ModelLoadError:
+        return None
+
+
+def follow_spec(picker: ModelPicker, tile_px: SpinBox, mpp: FloatSpinBox) -> None:
+    """Keep ``tile_px`` / ``mpp`` on the picked model's ``spec.tile_px`` / ``spec.mpp`` until the user edits them.
+
+    A field follows the model while it still shows the value last put there from a spec; a value the user typed
+    stays when another model is picked (typing the model's value back makes it follow again).
+    """
+    shown = {"tile_px": tile_px.value, "mpp": mpp.value}
+
+    def update(spec: ModelSpec) -> None:
+        for key, field in (("tile_px", tile_px), ("mpp", mpp)):
+            wanted = getattr(spec, key)
+            if field.value == shown[key] and field.min <= wanted <= field.max:
+                field.value = wanted
+                shown[key] = field.value  # as the spin box rounds it
+
+    picker.on_spec(update)

@@ -11,7 +11,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
 from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
-from napari_pathdistill._qt._model_picker import ModelPicker
+from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.inference.slide_maps import SlideMap, iter_slide_map
 
@@ -50,8 +50,11 @@ class EmbedWidget(Container):
         self.result: SlideMap | None = None
         legend_label: QLabel = self.legend.native
         legend_label.setTextFormat(Qt.TextFormat.RichText)
-        if hasattr(self.mpp, "tooltip"):
-            self.mpp.tooltip = "Physical size of the tiles fed to the model (the model's training um/px)."
+        self.tile_px.tooltip = "Tile side fed to the model; follows the chosen model's until you change it."
+        self.mpp.tooltip = (
+            "um/px of the tiles fed to the model; follows the chosen model's until you change it."
+        )
+        follow_spec(self.model, self.tile_px, self.mpp)
         self._labels_name: str | None = None
         viewer.mouse_drag_callbacks.append(self._on_click)  # viewer-level: works whatever layer is active
 

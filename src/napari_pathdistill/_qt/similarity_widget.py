@@ -17,7 +17,7 @@ from napari_pathdistill._qt._layers import (
     slide_path,
     upsert_layer,
 )
-from napari_pathdistill._qt._model_picker import ModelPicker
+from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity
 
@@ -65,6 +65,7 @@ class SimilarityWidget(Container):
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
         self.result: PairSimilarity | None = None
+        follow_spec(self.model, self.tile_px, self.mpp)
 
     def _landmarks(self) -> tuple[np.ndarray, np.ndarray] | None:
         pa, pb = self.landmarks_a.value, self.landmarks_b.value

@@ -35,6 +35,12 @@ class EmbeddingResult:
     model_name: str
 
 
+def tile_geometry(model: EmbeddingModel, tile_px: int | None, mpp: float | None) -> tuple[int, float]:
+    """``(tile_px, mpp)`` of the tiles to cut for ``model``: each one, when None (or 0), is the model's own
+    (``model.spec.tile_px`` / ``model.spec.mpp``, its training resolution)."""
+    return int(tile_px or model.spec.tile_px), float(mpp or model.spec.mpp)
+
+
 def iter_batches(
     model: EmbeddingModel,
     pyramid: Pyramid,
@@ -150,6 +156,7 @@ def embed_slide(
     ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`).
 
     Args:
+        tile_px, mpp: tile side (px) and um/px; None: the model's (see :func:`tile_geometry`).
         fallback_mpp: level-0 um/px of a slide whose file states none (a file's own MPP always wins; without
             either, tiles are cut in level-0 px), see ``wsi.open_pyramid``.
         min_tissue: minimum tissue fraction of a tile (0 keeps the whole grid, without tissue detection).
@@ -164,7 +171,7 @@ def embed_slide(
     out = Path(out_dir) / f"{Path(slide).stem}.h5"
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".h5.partial")
-    tile_px, mpp = tile_px or model.spec.tile_px, mpp or model.spec.mpp
+    tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
         attrs = {

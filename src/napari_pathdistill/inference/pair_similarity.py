@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError, RegistrationError
-from napari_pathdistill.inference.embed import iter_embeddings
+from napari_pathdistill.inference.embed import iter_embeddings, tile_geometry
 from napari_pathdistill.metrics.pairs import pair_metrics
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, relabel
@@ -135,8 +135,8 @@ def iter_pair_similarity(
     slide_b: str | Path,
     *,
     landmarks: tuple[np.ndarray, np.ndarray] | None = None,
-    tile_px: int = 224,
-    mpp: float = 0.5,
+    tile_px: int | None = None,
+    mpp: float | None = None,
     min_tissue: float = 0.5,
     top_k: int = 10,
     batch_size: int = 32,
@@ -145,9 +145,11 @@ def iter_pair_similarity(
 ) -> Iterator[Progress | PairSimilarity]:
     """Register, tile, embed and compare two slides; yields Progress then one :class:`PairSimilarity`.
 
-    ``fallback_mpp`` is the level-0 um/px of a slide whose file states none (e.g. a plain JPEG); slides with
-    their own MPP keep it (see ``wsi.open_pyramid``).
+    Tiles are ``tile_px`` px at ``mpp`` um/px, by default the model's (``model.spec``). ``fallback_mpp`` is the
+    level-0 um/px of a slide whose file states none (e.g. a plain JPEG); slides with their own MPP keep it
+    (see ``wsi.open_pyramid``).
     """
+    tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with (
         open_pyramid(slide_a, fallback_mpp=fallback_mpp) as pa,
         open_pyramid(slide_b, fallback_mpp=fallback_mpp) as pb,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError
-from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings
+from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings, tile_geometry
 from napari_pathdistill.metrics.features import cosine_to, kmeans_labels, pca_rgb, principal_components
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, relabel
@@ -116,8 +116,8 @@ def iter_slide_map(
     model: EmbeddingModel,
     slide: str | Path,
     *,
-    tile_px: int = 224,
-    mpp: float = 0.5,
+    tile_px: int | None = None,
+    mpp: float | None = None,
     min_tissue: float = 0.5,
     batch_size: int = 32,
     k: int = 8,
@@ -126,11 +126,15 @@ def iter_slide_map(
 ) -> Iterator[Progress | SlideMap]:
     """Detect tissue, tile, embed and summarise one slide; yields Progress, then one SlideMap.
 
+    Tiles are ``tile_px`` px at ``mpp`` um/px, by default the model's (``model.spec``, see
+    :func:`~napari_pathdistill.inference.embed.tile_geometry`).
+
     Raises:
         WSIError: the slide cannot be read.
         EmptyTissueError: no tile has at least ``min_tissue`` tissue.
         Cancelled: ``cancel`` was set.
     """
+    tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with open_pyramid(slide) as pyramid:
         yield Progress(0, 0, "tissue detection")
         grid = make_tile_grid(
