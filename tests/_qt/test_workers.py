@@ -45,9 +45,9 @@ def test_result_reaches_main_thread(runner, qtbot):
 
     worker = runner.start(lambda c: _sum_squares(50, c), on_result, "Squares")
     assert runner.running and not runner.run_button.enabled and runner.cancel_button.enabled
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass
-    qtbot.waitUntil(lambda: "value" in got, timeout=5_000)
+    qtbot.waitUntil(lambda: "value" in got, timeout=30_000)
     assert got["value"] == sum(i * i for i in range(50))
     assert got["main"] is True
     assert not runner.running and runner.run_button.enabled and not runner.cancel_button.enabled
@@ -58,11 +58,11 @@ def test_cancel_discards_result(runner, qtbot, monkeypatch):
     infos, got = [], []
     monkeypatch.setattr(_workers, "show_info", infos.append)
     worker = runner.start(lambda c: _sum_squares(10_000, c, delay=0.001), got.append, "Squares")
-    qtbot.waitUntil(lambda: "squares" in runner.status.value, timeout=5_000)
+    qtbot.waitUntil(lambda: "squares" in runner.status.value, timeout=30_000)
     runner.cancel_button.changed.emit(True)
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass
-    qtbot.waitUntil(lambda: not runner.running, timeout=5_000)
+    qtbot.waitUntil(lambda: not runner.running, timeout=30_000)
     assert got == []
     assert infos and "cancelled" in infos[0]
     assert runner.status.value == "Squares cancelled"
@@ -77,9 +77,9 @@ def test_error_becomes_notification(runner, qtbot, monkeypatch):
         raise ModelLoadError("Weights for 'h-optimus-0' not found; put them in ~/.cache.")
 
     worker = runner.start(failing, got.append, "Embedding")
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass
-    qtbot.waitUntil(lambda: bool(errors), timeout=5_000)
+    qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
     assert errors == ["Weights for 'h-optimus-0' not found; put them in ~/.cache."]
     assert got == [] and runner.run_button.enabled
 
@@ -95,5 +95,5 @@ def test_second_start_is_refused(runner, qtbot):
     with pytest.raises(RuntimeError, match="already running"):
         runner.start(lambda c: iter(arr), lambda v: None, "Other")
     runner.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass

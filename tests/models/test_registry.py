@@ -94,3 +94,19 @@ def test_hub_weights_offline_raise_a_fast_clear_error(source, repo, monkeypatch)
 def test_random_init_of_a_registry_entry_needs_no_weights():
     model = load_model("h0-mini", device="cpu", pretrained=False)
     assert model.dim == 1536 and model.num_prefix_tokens == 5 and model.amp_dtype == torch.float32
+
+
+def test_resolve_spec_is_the_spec_load_model_uses(tmp_path):
+    from napari_pathdistill.models.checkpoint import save_checkpoint
+    from napari_pathdistill.models.factory import resolve_spec
+
+    assert resolve_spec("h0-mini") == get_spec("h0-mini")
+    assert resolve_spec("pathdistill-student") == load_model("pathdistill-student", "cpu").spec
+    tiny = tiny_model("vit", tile_px=42)
+    folder = save_checkpoint(tiny.module, tiny.spec, tmp_path / "ckpt")
+    for source in (folder, folder / "model.safetensors"):
+        assert resolve_spec(str(source)) == load_model(str(source), "cpu").spec
+    with pytest.raises(ModelLoadError, match="Unknown model"):
+        resolve_spec("no-such-model")
+    with pytest.raises(ModelLoadError, match="hub id"):
+        resolve_spec("hf-hub:org/name")

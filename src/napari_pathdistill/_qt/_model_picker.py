@@ -16,10 +16,9 @@ from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 
 from napari_pathdistill.errors import ModelLoadError
-from napari_pathdistill.models.checkpoint import read_spec
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.models.factory import load_model
-from napari_pathdistill.models.registry import SHIPPED, get_spec, list_models
+from napari_pathdistill.models.factory import load_model, resolve_spec
+from napari_pathdistill.models.registry import list_models
 from napari_pathdistill.models.spec import ModelSpec
 
 CHECKPOINT = "checkpoint file/folder..."
@@ -116,13 +115,8 @@ class ModelRequest:
 def spec_of(source: str) -> ModelSpec | None:
     """Spec of a registry name, shipped checkpoint or checkpoint folder/file (as ``load_model`` resolves them),
     without building the model; None when it cannot be known here (missing files, ``hf-hub:`` ids)."""
-    path = Path(source)
-    if not path.exists() and (SHIPPED / source / "config.json").is_file():
-        path = SHIPPED / source
     try:
-        if path.exists():
-            return read_spec(path.parent if path.is_file() else path)
-        return get_spec(source)
+        return resolve_spec(source)
     except ModelLoadError:
         return None
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from napari_pathdistill.device import resolve_device
-from napari_pathdistill.models.checkpoint import load_checkpoint
+from napari_pathdistill.errors import ModelLoadError
+from napari_pathdistill.models.checkpoint import load_checkpoint, read_spec
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.pretrained import hub_module, load_weights
 from napari_pathdistill.models.registry import SHIPPED, get_spec
@@ -35,10 +36,8 @@ def load_model(
         amp: autocast dtype of :meth:`EmbeddingModel.embed`: "auto" (bfloat16 on CUDA, float32 elsewhere),
             "bf16", "fp16" or "fp32".
     """
-    path = Path(name_or_path)
-    if not path.exists() and (SHIPPED / name_or_path / "config.json").is_file():
-        path = SHIPPED / name_or_path
-    if path.exists():
+    path = checkpoint_path(name_or_path)
+    if path is not None:
         spec, module = load_checkpoint(path)
     elif name_or_path.startswith("hf-hub:"):
         spec = ModelSpec(name_or_path, name_or_path, {"num_classes": 0}, weights=name_or_path)
@@ -47,6 +46,29 @@ def load_model(
         spec = get_spec(name_or_path)
         module = _registry_module(spec, pretrained)
     return EmbeddingModel(spec, module, resolve_device(device), amp=amp)
+
+
+def checkpoint_path(name_or_path: str) -> Path | None:
+    """The checkpoint folder/file ``name_or_path`` names (a path, or a checkpoint shipped in ``SHIPPED``), else None."""
+    path = Path(name_or_path)
+    if not path.exists() and (SHIPPED / name_or_path / "config.json").is_file():
+        path = SHIPPED / name_or_path
+    return path if path.exists() else None
+
+
+def resolve_spec(name_or_path: str) -> ModelSpec:
+    """The :class:`ModelSpec` ``load_model(name_or_path)`` would use, without building the model.
+
+    Raises:
+        ModelLoadError: unknown name, unreadable checkpoint ``config.json``, or an ``hf-hub:`` id (its spec is
+            only known once timm has its config).
+    """
+    path = checkpoint_path(name_or_path)
+    if path is not None:
+        return read_spec(path.parent if path.is_file() else path)
+    if name_or_path.startswith("hf-hub:"):
+        raise ModelLoadError(f"{name_or_path}: the spec of a hub id is known only after loading it.")
+    return get_spec(name_or_path)
 
 
 def _registry_module(spec: ModelSpec, pretrained: bool) -> torch.nn.Module:

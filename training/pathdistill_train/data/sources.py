@@ -78,7 +78,8 @@ class WSISource:
         source_px: tile side in pixels at ``mpp``.
         mpp: target um/px.
         min_tissue: minimum tissue fraction of a tile.
-        mpp_override: um/px to assume for slides without MPP metadata (None: such slides raise).
+        mpp_override: level-0 um/px of slides whose metadata has none (a file's own MPP always wins);
+            None: such slides are tiled in level-0 px.
     """
 
     def __init__(
@@ -94,15 +95,9 @@ class WSISource:
         self.paths = [Path(p) for p in slides]
         self.grids, self.index = [], []
         for si, path in enumerate(self.paths):
-            with open_pyramid(path) as pyr:
-                override = mpp_override if pyr.mpp is None else None
+            with open_pyramid(path, fallback_mpp=mpp_override) as pyr:
                 grid = make_tile_grid(
-                    pyr,
-                    tile_px=source_px,
-                    mpp=mpp,
-                    min_tissue=min_tissue,
-                    mask=detect_tissue(pyr),
-                    mpp_override=override,
+                    pyr, tile_px=source_px, mpp=mpp, min_tissue=min_tissue, mask=detect_tissue(pyr)
                 )
             self.grids.append(grid)
             self.index += [(si, ti) for ti in range(len(grid.coords))]
