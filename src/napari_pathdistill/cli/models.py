@@ -12,15 +12,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one line per model: name, architecture, embedding, tile px, um/px, weights source."""
-    from napari_pathdistill.models.registry import SHIPPED, get_spec, list_models
+    """Print one line per model: name, architecture, embedding, tile px, um/px, weights source.
+
+    Shipped checkpoints (``models/weights/<name>``) show the spec of their ``config.json``.
+    """
+    from napari_pathdistill.errors import ModelLoadError
+    from napari_pathdistill.models.factory import checkpoint_path, resolve_spec
+    from napari_pathdistill.models.registry import list_models
 
     for name in list_models():
         try:
-            s = get_spec(name)
-            print(
-                f"{name:32s} {s.arch:36s} {s.embedding:9s} {s.tile_px}px {s.mpp}um/px  {getattr(s, 'weights', '')}"
-            )
-        except Exception:
-            print(f"{name:32s} checkpoint folder {SHIPPED / name}")
+            s = resolve_spec(name)
+        except ModelLoadError as exc:  # a shipped folder with a broken config.json
+            print(f"{name:32s} unreadable: {exc}")
+            continue
+        source = s.weights if checkpoint_path(name) is None else f"checkpoint {checkpoint_path(name)}"
+        print(f"{name:32s} {s.arch:36s} {s.embedding:9s} {s.tile_px}px {s.mpp}um/px  {source}")
     return 0
