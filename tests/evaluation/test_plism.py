@@ -58,7 +58,8 @@ def test_aggregate_median_iqr_and_leaderboard():
     assert agg["cross-scanner"]["m"]["median"] == 2.0
     assert agg["cross-scanner"]["m"]["iqr"] == pytest.approx(3.0 - 1.5)  # q75=3, q25=1.5 (linear)
     assert agg["all"]["m"]["median"] == 2.0 and agg["all"]["m"]["n_pairs"] == 5
-    assert leaderboard_metric(agg, "m") == pytest.approx((2.0 + 10.0 + 0.0 + 2.0) / 4)
+    with pytest.raises(EvaluationError, match="cosine_similarity over all pairs"):
+        leaderboard_metric(agg)  # the leaderboard's metrics are not in this summary
 
 
 def _slides(tmp_path, rng, n=30, d=12):

@@ -159,13 +159,46 @@ def aggregate(rows: Sequence[Mapping[str, object]], metrics: Iterable[str]) -> d
     return out
 
 
-def leaderboard_metric(
-    agg: Mapping[str, Mapping[str, Mapping[str, float]]], metric: str = "top_10_accuracy"
-) -> float:
-    """Mean of the four medians of ``metric`` over cross-scanner, cross-staining, cross-both and all pairs.
+#: plismbench's leaderboard (README "Benchmark" table, ``utils/metrics.py::get_leaderboard_results``): the
+#: (group, metric) medians it averages, in its column order.
+LEADERBOARD_TERMS: tuple[tuple[str, str], ...] = (
+    ("all", "cosine_similarity"),
+    ("cross-scanner", "top_10_accuracy"),
+    ("cross-staining", "top_10_accuracy"),
+    ("cross-both", "top_10_accuracy"),
+)
 
-    This is the PLISM leaderboard's summary (median top-10 accuracy averaged over the four robustness
-    types). Groups missing from ``agg`` (e.g. a manifest with a single scanner) are skipped; NaN when none.
+
+def leaderboard_terms(agg: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, float]:
+    """The four medians of plismbench's leaderboard, each rounded to 3 decimals as its ``results.csv`` holds them.
+
+    Args:
+        agg: output of :func:`aggregate` with ``cosine_similarity`` and ``top_10_accuracy``.
+
+    Returns:
+        ``{"<metric> (<group>)": median}`` in :data:`LEADERBOARD_TERMS` order.
+
+    Raises:
+        EvaluationError: a group or metric the leaderboard needs is missing (no pair of that kind, or top-10
+            not computed); the leaderboard is then undefined, never an average of what exists.
     """
-    meds = [agg[g][metric]["median"] for g in GROUPS if g in agg and metric in agg[g]]
-    return float(np.mean(meds)) if meds else float("nan")
+    out = {}
+    for group, metric in LEADERBOARD_TERMS:
+        if metric not in agg.get(group, {}):
+            raise EvaluationError(
+                f"the PLISM leaderboard needs the median {metric} over {group} pairs, but there are none "
+                f"(groups present: {sorted(agg)}; top-k must include 10). It needs slides of at least two "
+                "stainings and two scanners, with both stainings on one scanner and both scanners on one staining."
+            )
+        out[f"{metric} ({group})"] = round(float(agg[group][metric]["median"]), 3)
+    return out
+
+
+def leaderboard_metric(agg: Mapping[str, Mapping[str, Mapping[str, float]]]) -> float:
+    """plismbench's leaderboard metric: mean of :func:`leaderboard_terms` (median cosine over all pairs, median
+    top-10 accuracy over cross-scanner, cross-staining and cross-both pairs, each rounded to 3 decimals).
+
+    Raises:
+        EvaluationError: as :func:`leaderboard_terms`.
+    """
+    return float(np.mean(list(leaderboard_terms(agg).values())))

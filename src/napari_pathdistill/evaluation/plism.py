@@ -20,8 +20,10 @@ from napari_pathdistill.evaluation.manifest import (
     aggregate,
     all_pairs,
     leaderboard_metric,
+    leaderboard_terms,
     pair_group,
 )
+from napari_pathdistill.evaluation.plismbench_files import PairStore
 from napari_pathdistill.evaluation.report import rows_csv
 from napari_pathdistill.metrics.pairs import DEFAULT_KS, iter_pair_metrics
 from napari_pathdistill.progress import Progress, drain
@@ -35,14 +37,27 @@ class RobustnessResult:
         rows: one dict per pair: slide_a, slide_b, stain/scanner of both, group, cosine_similarity,
             top_{k}_accuracy.
         summary: ``{group: {metric: {mean, std, median, iqr, n_pairs}}}``.
-        leaderboard: mean of the four medians of top-10 accuracy (see ``manifest.leaderboard_metric``).
-        seconds_per_pair: wall time per pair (metrics only, loading included).
+        leaderboard: plismbench's leaderboard metric (``manifest.leaderboard_metric``: mean of the median
+            cosine over all pairs and the median top-10 accuracy of the three cross groups, each rounded to
+            3 decimals), None when undefined (``leaderboard_error`` says why).
+        seconds_per_pair: wall time per pair (metrics only, loading included; resumed pairs excluded).
+        precision: "float32" or "mixed (float16, plismbench)".
+        leaderboard_error: why the leaderboard is undefined (a needed pair group is empty), else "".
     """
 
     rows: list[dict]
     summary: dict
-    leaderboard: float
+    leaderboard: float | None
     seconds_per_pair: float
+    precision: str = "float32"
+    leaderboard_error: str = ""
+
+    def leaderboard_line(self) -> str:
+        """One line for the console: the value and its four terms, or why there is none."""
+        if self.leaderboard is None:
+            return f"leaderboard: undefined: {self.leaderboard_error}"
+        terms = "  ".join(f"{k}={v:.3f}" for k, v in leaderboard_terms(self.summary).items())
+        return f"leaderboard (plismbench, {self.precision}): {self.leaderboard:.3f} = mean of  {terms}"
 
     def save(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``pairs.csv`` (one row per pair) and ``summary.json``; returns both paths."""
@@ -50,7 +65,10 @@ class RobustnessResult:
         atomic_write_text(csv_path, rows_csv(self.rows))
         payload = {
             "summary": self.summary,
-            "leaderboard_top10_mean_of_medians": self.leaderboard,
+            "leaderboard": self.leaderboard,
+            "leaderboard_terms": leaderboard_terms(self.summary) if self.leaderboard is not None else None,
+            "leaderboard_error": self.leaderboard_error,
+            "precision": self.precision,
             "seconds_per_pair": self.seconds_per_pair,
             "n_pairs": len(self.rows),
         }
@@ -59,13 +77,14 @@ class RobustnessResult:
 
 
 def _pair_loader(
-    entries: Sequence[SlideEntry], subset: np.ndarray | None
+    entries: Sequence[SlideEntry], subset: np.ndarray | None, strict: bool = False
 ) -> Callable[[str, str], tuple[np.ndarray, np.ndarray]]:
     """Matched features of two slides; every slide is kept in memory once read (it is in n_slides - 1 pairs).
 
     Rows are matched by position when both slides have identical coordinates (PLISM, offline benchmark), else
-    by equal coordinates (tiles of registered slides written by ``pathdistill embed``). With plismbench's
-    8,139-tile subset and 768-d features, 91 slides take 2.3 GB of float32.
+    by equal coordinates (tiles of registered slides written by ``pathdistill embed``) unless ``strict``
+    (plismbench: coordinates that differ between two slides are an error). With plismbench's 8,139-tile
+    subset and 768-d features, 91 slides take 2.3 GB of float32.
     """
     paths = {e.slide: e.path for e in entries}
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -83,12 +102,39 @@ def _pair_loader(
         (fa, ca), (fb, cb) = load(sa), load(sb)
         if ca.shape == cb.shape and np.array_equal(ca, cb):
             return fa, fb
+        if strict:
+            raise EvaluationError(
+                f"{sa} and {sb} have different tile coordinates; plismbench features must list the same tiles "
+                "in the same order in every slide (re-extract with `pathdistill eval plism-extract`)"
+            )
         ia, ib = match_by_coords(ca, cb)
         if len(ia) < 2:
             raise EvaluationError(f"{sa} and {sb} share fewer than 2 tile coordinates; are they registered?")
         return fa[ia], fb[ib]
 
     return load_pair
+
+
+def _pair_row(a: SlideEntry, b: SlideEntry, metrics: dict) -> dict:
+    return {
+        "slide_a": a.slide,
+        "slide_b": b.slide,
+        "stain_a": a.stain,
+        "stain_b": b.stain,
+        "scanner_a": a.scanner,
+        "scanner_b": b.scanner,
+        "group": pair_group(a, b) or "same",
+        **metrics,
+    }
+
+
+def _finish(rows: list[dict], ks: Sequence[int], seconds: float, precision: str) -> RobustnessResult:
+    summary = aggregate(rows, ["cosine_similarity"] + [f"top_{k}_accuracy" for k in ks])
+    try:
+        board, why = leaderboard_metric(summary), ""
+    except EvaluationError as err:
+        board, why = None, str(err)
+    return RobustnessResult(rows, summary, board, seconds, precision, why)
 
 
 def iter_robustness(
@@ -98,6 +144,9 @@ def iter_robustness(
     subset: np.ndarray | None = None,
     device: str | torch.device | None = "auto",
     block: int = 2048,
+    mixed_precision: bool = False,
+    strict_coords: bool = False,
+    store: PairStore | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | RobustnessResult]:
     """PLISM metrics for every pair of ``entries`` (features in matching row order), then aggregation.
@@ -108,6 +157,10 @@ def iter_robustness(
         subset: optional (n,) tile indices used for every slide (plismbench's 8,139-tile subset).
         device: torch device ("auto" = CUDA when present).
         block: queries per matmul.
+        mixed_precision: plismbench's float16 order of operations (``metrics.pairs.pair_metrics``).
+        strict_coords: differing coordinates between two slides are an error (plismbench) instead of
+            matching the common ones.
+        store: optional per-pair results store: pairs found there are not recomputed, new ones are saved.
         cancel: optional event that stops the run (raises ``Cancelled``).
 
     Yields:
@@ -116,35 +169,31 @@ def iter_robustness(
     if len(entries) < 2:
         raise EvaluationError("the manifest needs at least two slides")
     by_name = {e.slide: e for e in entries}
-    pairs = all_pairs(list(entries))
-    load_pair = _pair_loader(entries, subset)
-    rows: list[dict] = []
+    names = [(a.slide, b.slide) for a, b in all_pairs(list(entries))]
+    needed = {"cosine_similarity", *(f"top_{k}_accuracy" for k in ks)}
+    saved: dict[tuple[str, str], dict] = {}
+    for p in names if store is not None else []:
+        row = store.get(*p)  # type: ignore[union-attr]
+        if row is not None and needed <= row.keys():  # saved with the same k values
+            saved[p] = row
+    todo = [p for p in names if p not in saved]
+    load_pair = _pair_loader(entries, subset, strict_coords)
     t0 = time.perf_counter()
-    names = [(a.slide, b.slide) for a, b in pairs]
-    for item in iter_pair_metrics(names, load_pair, ks, device=device, block=block, cancel=cancel):
+    gen = iter_pair_metrics(
+        todo, load_pair, ks, device=device, block=block, mixed_precision=mixed_precision, cancel=cancel
+    )
+    for item in gen:
         if isinstance(item, Progress):
-            yield item
+            yield Progress(item.done + len(names) - len(todo), len(names), item.stage)
             continue
         sa, sb, m = item
-        a, b = by_name[sa], by_name[sb]
-        rows.append(
-            {
-                "slide_a": sa,
-                "slide_b": sb,
-                "stain_a": a.stain,
-                "stain_b": b.stain,
-                "scanner_a": a.scanner,
-                "scanner_b": b.scanner,
-                "group": pair_group(a, b) or "same",
-                "n_tiles": m.n_tiles,
-                **m.as_row(),
-            }
-        )
-    elapsed = time.perf_counter() - t0
-    metrics = ["cosine_similarity"] + [f"top_{k}_accuracy" for k in ks]
-    summary = aggregate(rows, metrics)
-    board = leaderboard_metric(summary) if 10 in ks else float("nan")
-    yield RobustnessResult(rows, summary, board, elapsed / max(1, len(rows)))
+        row = {"n_tiles": m.n_tiles, **m.as_row()}
+        saved[(sa, sb)] = row
+        if store is not None:
+            store.put(sa, sb, row)
+    rows = [_pair_row(by_name[sa], by_name[sb], saved[(sa, sb)]) for sa, sb in names]
+    precision = "mixed (float16, plismbench)" if mixed_precision else "float32"
+    yield _finish(rows, ks, (time.perf_counter() - t0) / max(1, len(todo)), precision)
 
 
 def run_robustness(entries: Sequence[SlideEntry], ks: Sequence[int] = DEFAULT_KS, **kw) -> RobustnessResult:

@@ -215,10 +215,18 @@ def _flush(f, buffer: list[np.ndarray], done: int) -> int:  # f: h5py.File
     return done
 
 
-def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
-    """Copy an ``embed_slide`` HDF5 into plismbench's ``<out>/<model>/<slide>/features.npy`` layout.
+#: suffix of PLISM slide names (every slide registered to GMH_S60), which plismbench requires
+PLISM_SLIDE_SUFFIX = "_to_GMH_S60.tif"
 
-    The array is (N, 3 + D) float32: columns (level, x, y) with level = 0 and level-0 (x, y), then features.
+
+def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
+    """Copy an ``embed_slide`` HDF5 into plismbench's layout, ``<out>/<model>/<slide>_to_GMH_S60.tif/features.npy``.
+
+    The array is (N, 3 + D) float32: columns (level, x, y) with level = 0 and level-0 (x, y), then features,
+    rows sorted by (x, y) as plismbench sorts them. The slide folder ends in ``_to_GMH_S60.tif`` (added
+    unless the stem already ends in ``_to_GMH_S60[.tif]``, as PLISM's slides do): plismbench and
+    ``evaluation.features_io.discover_plism`` list only such folders and read the stain and scanner from the
+    first two ``_``-separated fields of the name, so name slides ``<stain>_<scanner>[...]``.
     """
     import h5py
 
@@ -226,7 +234,9 @@ def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
     with h5py.File(h5_path, "r") as f:
         feats, coords, name = f["features"][()], f["coords"][()], str(f.attrs["model"])
     cols = np.concatenate([np.zeros((len(coords), 1)), coords], axis=1)
-    target = Path(out_dir) / name / h5_path.stem / "features.npy"
+    rows = np.concatenate([cols, feats], axis=1).astype(np.float32)[np.lexsort((coords[:, 1], coords[:, 0]))]
+    slide = h5_path.stem.removesuffix(PLISM_SLIDE_SUFFIX).removesuffix(PLISM_SLIDE_SUFFIX[:-4])
+    target = Path(out_dir) / name / (slide + PLISM_SLIDE_SUFFIX) / "features.npy"
     target.parent.mkdir(parents=True, exist_ok=True)
-    np.save(target, np.concatenate([cols, feats], axis=1).astype(np.float32))
+    np.save(target, rows)
     return target

@@ -9,6 +9,13 @@ location):
   count against the query) and the query is a hit when ``rank <= k``. The accuracy is averaged over the
   queries of S1 (target in S2) and of S2 (target in S1).
 
+Two precisions: float32 (the default: unit-normalise, then one matmul) and ``mixed_precision=True``, which
+repeats plismbench's order of operations (``engine/evaluate.py::compute_metrics_ab`` and
+``core_compute_metrics``): the raw features are cast to float16 FIRST, the dot products and the norms are
+taken in float16 and the cosine is ``dot / (norm_a * norm_b)`` AFTER the matmul. Where that float16 path
+overflows (feature norms above ~256 give dot products past float16's 65,504, so plismbench gets inf/inf =
+NaN) we raise an ``EvaluationError`` instead of reporting NaN.
+
 The computation is chunked: a block of ``block`` queries is compared with both slides by one matmul
 (``(block, D) @ (D, n)``) on the GPU when one is present, so ``n = 16,278`` tiles never needs the full
 ``(2n, 2n)`` similarity matrix. The rank needs only a count, never a sort.
@@ -51,10 +58,37 @@ class PairMetrics:
         return row
 
 
-def _normalise(x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(n, D) array -> (n, D) unit-norm tensor on ``device`` (zero rows stay zero)."""
-    t = torch.as_tensor(np.asarray(x), device=device).to(dtype)
-    return torch.nn.functional.normalize(t, dim=1, eps=1e-12)
+class _Tiles:
+    """One slide's tiles ready for cosine blocks: ``cos(rows i, tiles) = (q @ x.T) / (qn * xn.T)``.
+
+    float32: ``x`` is unit-normalised and ``norm`` is all ones (no division). Mixed precision (plismbench):
+    ``x`` is the raw (n, D) float16 features and ``norm`` their float16 norms, divided after the matmul.
+    """
+
+    def __init__(
+        self, x: np.ndarray, device: torch.device, mixed_precision: bool, dtype: torch.dtype
+    ) -> None:
+        t = torch.as_tensor(np.asarray(x), device=device).to(torch.float32 if mixed_precision else dtype)
+        self.mixed = mixed_precision
+        if mixed_precision:
+            self.x = t.to(torch.float16)
+            self.norm = (self.x * self.x).sum(1).sqrt()  # (n,) float16: squares rounded, as numpy's norm
+        else:
+            self.x = torch.nn.functional.normalize(t, dim=1, eps=1e-12)
+            self.norm = torch.ones(len(t), device=device, dtype=dtype)
+
+    def cos(self, start: int, stop: int, other: _Tiles) -> torch.Tensor:
+        """(stop - start, n_other) cosines of rows ``start:stop`` of self with every tile of ``other``."""
+        dots = self.x[start:stop] @ other.x.T
+        if not self.mixed:
+            return dots
+        sims = dots / (self.norm[start:stop, None] * other.norm[None, :])
+        if not bool(torch.isfinite(sims).all()):
+            raise EvaluationError(
+                "mixed-precision (float16) cosines overflow on these features (norms too large for float16, "
+                "plismbench would report NaN here); run without --mixed-precision (float32)"
+            )
+        return sims
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray, ks: Sequence[int]) -> None:
@@ -69,29 +103,31 @@ def _check_pair(a: np.ndarray, b: np.ndarray, ks: Sequence[int]) -> None:
         raise EvaluationError(f"k values must be positive integers, got {list(ks)}")
 
 
-def _directional_ranks(q: torch.Tensor, same: torch.Tensor, other: torch.Tensor, block: int) -> torch.Tensor:
-    """Rank of each query's matched tile among the 2n - 1 candidates (self excluded).
+def _directional_ranks(same: _Tiles, other: _Tiles, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank of each query's matched tile among the 2n - 1 candidates (self excluded), and its cosine.
 
     Args:
-        q: (n, D) unit-norm queries (rows of ``same``).
-        same: (n, D) unit-norm tiles of the query slide.
-        other: (n, D) unit-norm tiles of the other slide; row i is the match of query i.
+        same: the query slide's n tiles (every tile is a query).
+        other: the other slide's n tiles; row i is the match of query i.
         block: queries per matmul.
 
     Returns:
-        (n,) int64 ranks, 1 = the matched tile is the nearest neighbour.
+        (n,) int64 ranks (1 = the matched tile is the nearest neighbour) and (n,) float64 matched cosines.
     """
-    n = q.shape[0]
-    ranks = torch.empty(n, dtype=torch.int64, device=q.device)
+    n = same.x.shape[0]
+    dev = same.x.device
+    ranks = torch.empty(n, dtype=torch.int64, device=dev)
+    matched = torch.empty(n, dtype=torch.float64)
     for start in range(0, n, block):
         stop = min(start + block, n)
-        rows = torch.arange(start, stop, device=q.device)
-        s_same = q[start:stop] @ same.T  # (b, n)
-        s_other = q[start:stop] @ other.T  # (b, n)
+        rows = torch.arange(start, stop, device=dev)
+        s_same = same.cos(start, stop, same)  # (b, n)
+        s_other = same.cos(start, stop, other)  # (b, n)
         target = s_other[rows - start, rows].unsqueeze(1)  # (b, 1)
         s_same[rows - start, rows] = -torch.inf  # exclude the query itself
         ranks[start:stop] = (s_same >= target).sum(1) + (s_other >= target).sum(1)
-    return ranks
+        matched[start:stop] = target[:, 0].to("cpu", torch.float64)  # MPS has no float64: cast on the host
+    return ranks, matched
 
 
 def pair_metrics(
@@ -101,6 +137,7 @@ def pair_metrics(
     *,
     device: str | torch.device | None = "auto",
     block: int = 2048,
+    mixed_precision: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> PairMetrics:
     """PLISM metrics of one slide pair.
@@ -111,7 +148,9 @@ def pair_metrics(
         ks: values of k for top-k accuracy (k > 2n - 1 gives accuracy 1).
         device: "auto", "cpu", "cuda"...
         block: queries per matmul; memory is about ``2 * block * n`` floats.
-        dtype: compute dtype (plismbench casts to float16; float32 is the default here).
+        mixed_precision: plismbench's float16 order of operations (cast, matmul, divide by the norms)
+            instead of float32 unit vectors; raises ``EvaluationError`` where float16 overflows.
+        dtype: compute dtype of the unit-vector path (float32; float64 for exact-tie tests).
 
     Returns:
         The pair's mean cosine, top-k accuracies and tile count.
@@ -120,12 +159,11 @@ def pair_metrics(
     _check_pair(a, b, ks)
     dev = resolve_device(device)
     with torch.no_grad():
-        ta, tb = _normalise(a, dev, dtype), _normalise(b, dev, dtype)
-        cosine = float(
-            (ta * tb).sum(1).to("cpu", torch.float64).mean()
-        )  # MPS has no float64: sum on the host
-        r_ab = _directional_ranks(ta, ta, tb, block).cpu()
-        r_ba = _directional_ranks(tb, tb, ta, block).cpu()
+        ta, tb = _Tiles(a, dev, mixed_precision, dtype), _Tiles(b, dev, mixed_precision, dtype)
+        r_ab, matched = _directional_ranks(ta, tb, block)
+        r_ba, _ = _directional_ranks(tb, ta, block)
+        r_ab, r_ba = r_ab.cpu(), r_ba.cpu()
+        cosine = float(matched.mean())  # the diagonal of the a-b cosine block, as plismbench
         topk = {
             int(k): 0.5 * (float((r_ab <= k).double().mean()) + float((r_ba <= k).double().mean()))
             for k in ks
@@ -140,6 +178,7 @@ def iter_pair_metrics(
     *,
     device: str | torch.device | None = "auto",
     block: int = 2048,
+    mixed_precision: bool = False,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | tuple[str, str, PairMetrics]]:
     """Metrics for many slide pairs, one at a time.
@@ -151,6 +190,7 @@ def iter_pair_metrics(
         ks: values of k.
         device: torch device for the matmuls.
         block: queries per matmul.
+        mixed_precision: plismbench's float16 path (see :func:`pair_metrics`).
         cancel: optional ``threading.Event``; when set, the generator stops before the next pair.
 
     Yields:
@@ -162,5 +202,9 @@ def iter_pair_metrics(
         if cancel is not None and cancel.is_set():
             raise Cancelled("robustness evaluation cancelled")
         yield Progress(i, total, "robustness")
-        yield sa, sb, pair_metrics(*load_pair(sa, sb), ks, device=device, block=block)
+        yield (
+            sa,
+            sb,
+            pair_metrics(*load_pair(sa, sb), ks, device=device, block=block, mixed_precision=mixed_precision),
+        )
     yield Progress(total, total, "robustness")
