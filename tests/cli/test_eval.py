@@ -104,3 +104,52 @@ def test_eval_concordance(tmp_path):
     ccc = json.loads((tmp_path / "concordance.json").read_text())
     assert list(ccc) == ["he|hes"] and ccc["he|hes"] > 0.8
     assert lins_ccc([0, 1], [0, 1]) == pytest.approx(1.0)
+
+
+def _plism_cohort(root, n=16, d=8):
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(n, d))
+    coords = np.c_[np.zeros(n), np.arange(n) * 224, np.zeros(n)]
+    for stain in ("GM", "HR"):
+        for scanner in ("AT2", "S60"):
+            d_ = root / f"{stain}_{scanner}_to_GMH_S60.tif"
+            d_.mkdir(parents=True)
+            np.save(
+                d_ / "features.npy",
+                np.c_[coords, base + 0.4 * rng.normal(size=base.shape)].astype(np.float32),
+            )
+
+
+def test_eval_robustness_plismbench_arguments(tmp_path, capsys):
+    _plism_cohort(tmp_path / "features" / "tiny")
+    args = ["eval", "robustness", "--features-dir", str(tmp_path / "features"), "--extractor", "tiny",
+            "--metrics-dir", str(tmp_path / "metrics"), "--top-k", "1 3 5 10", "--workers", "1",
+            "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "metrics" / "16_tiles" / "tiny"
+    assert {p.name for p in folder.iterdir()} >= {"metrics.csv", "results.csv", "summary.json", "pairs"}
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["precision"] == "float32" and len(summary["leaderboard_terms"]) == 4
+    assert f"leaderboard (plismbench, float32): {summary['leaderboard']:.3f}" in out
+    assert main([*args, "--mixed-precision", "--overwrite"]) == 0
+    mixed = json.loads((folder / "summary.json").read_text())
+    assert mixed["precision"].startswith("mixed") and mixed["leaderboard"] == pytest.approx(
+        summary["leaderboard"], abs=5e-3
+    )
+    assert "mixed (float16, plismbench)" in capsys.readouterr().out
+
+
+def test_eval_robustness_refuses_leaderboard_and_bad_n_tiles(tmp_path, capsys):
+    _plism_cohort(tmp_path / "feats")
+    for d in (tmp_path / "feats").glob("HR_*"):  # one staining left: no cross-staining pairs
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+    assert main(["eval", "robustness", "--plism-dir", str(tmp_path / "feats"), "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 0  # fmt: skip
+    assert "leaderboard: undefined: the PLISM leaderboard needs" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["leaderboard"] is None
+    rc = main(["eval", "robustness", "--plism-dir", str(tmp_path / "feats"), "--n-tiles", "460",
+               "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 1 and "these slides have 16" in capsys.readouterr().err

@@ -247,4 +247,4 @@ def test_write_plism_output_is_found_by_discover_plism(tmp_path):
         ("HR_AT2_to_GMH_S60.tif", "HR", "AT2"),
     ]
     arr = np.load(entries[0].path)
-    assert arr[:, 1].tolist() == [0, 224, 448]  # rows sorted by (x, y), as plismbench sorts them
+    assert arr[:, :3].tolist() == [[0, 448, 0], [0, 0, 0], [0, 224, 0]]  # (level 0, x, y) in the HDF5's order

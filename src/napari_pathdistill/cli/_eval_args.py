@@ -16,24 +16,73 @@ def _cv(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of splits and models (default 0)")
 
 
-def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
-    """Add every sub-command to ``ev`` with its handler wrapped by ``wrap``."""
-    p = ev.add_parser(
-        "robustness", help="PLISM metrics over every slide pair of a manifest or a PLISM export"
-    )
+def _top_k(text: str) -> list[int]:
+    """``--top-k 1 3 5 10`` or plismbench's quoted ``--top-k "1 3 5 10"``."""
+    try:
+        return [int(v) for v in text.replace(",", " ").split()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"top-k values must be integers: {text!r}") from err
+
+
+def _robustness(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="CSV with slide,stain,scanner,path[,tissue] (features .h5 or .npy)")
     src.add_argument(
-        "--plism-dir", help="plismbench export: <dir>/<stain>_<scanner>_to_GMH_S60.tif/features.npy"
+        "--plism-dir",
+        help="folder that directly holds <stain>_<scanner>_to_GMH_S60.tif/features.npy slide folders "
+        "(= plismbench's <features-dir>/<extractor>)",
     )
+    src.add_argument(
+        "--features-dir",
+        help="plismbench's --features-dir: slide folders are in <features-dir>/<extractor>/; writes "
+        "plismbench's metrics.csv and results.csv under <metrics-dir>/<n_tiles>_tiles/<extractor>/",
+    )
+    p.add_argument("--extractor", help="with --features-dir: the extractor folder name (plismbench's)")
+    p.add_argument("--metrics-dir", help="with --features-dir: plismbench's --metrics-dir (default --out)")
     p.add_argument(
-        "--tile-subset", help="optional .npy of tile indices (plismbench assets/tiles_subset_8139.npy)"
+        "--n-tiles",
+        type=int,
+        help="plismbench tile subset: 460, 2713, 5426, 8139 or 16278 (default 8139 when slides have PLISM's "
+        "16,278 tiles, else every tile)",
     )
-    p.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10], help="top-k values (default 1 3 5 10)")
+    p.add_argument("--tile-subset", help="instead of --n-tiles: your own .npy of tile indices")
+    p.add_argument(
+        "--top-k", "--k", dest="k", type=_top_k, nargs="+", default=[[1, 3, 5, 10]],
+        help='top-k values: 1 3 5 10 or "1 3 5 10" (default; the leaderboard needs 10)',
+    )  # fmt: skip
+    p.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="plismbench's float16 computation (cast features, matmul, divide by norms); default float32",
+    )
+    p.add_argument("--workers", type=int, help="CPU threads for the matmuls (plismbench's --workers)")
+    p.add_argument("--overwrite", action="store_true", help="recompute pairs already saved (default: resume)")
     p.add_argument(
         "--block", type=int, default=2048, help="queries per matmul block (memory ~ 2*block*n floats)"
     )
     _common(p, "robustness")
+
+
+def _plism_extract(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plism-dir", required=True, help="folder of PLISM's *_to_GMH_S60.tif.h5 tile files")
+    p.add_argument("--model", required=True, help="registry name, checkpoint folder or hf-hub id")
+    p.add_argument(
+        "--export-dir", required=True, help="plismbench's --export-dir (features go to <dir>/<extractor>)"
+    )
+    p.add_argument("--extractor", help="extractor folder name (default: the model's name)")
+    p.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass (default 32)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="re-extract slides already written (default: skip)"
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
+def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
+    """Add every sub-command to ``ev`` with its handler wrapped by ``wrap``."""
+    _robustness(
+        ev.add_parser("robustness", help="PLISM robustness metrics (plismbench evaluate, reproduced)")
+    )
+    _plism_extract(ev.add_parser("plism-extract", help="PLISM tile .h5 files -> plismbench features.npy"))
 
     p = ev.add_parser(
         "probe", help="linear (logistic regression) and kNN probes, balanced accuracy, stratified CV"

@@ -37,22 +37,76 @@ def _dump(obj, path: Path) -> None:
     print(f"wrote {path}")
 
 
+def _ks(args: argparse.Namespace) -> list[int]:
+    ks = sorted({k for group in args.k for k in group})
+    if not ks:
+        raise PathDistillError("--top-k needs at least one value")
+    return ks
+
+
+def _robustness_options(args: argparse.Namespace) -> dict:
+    import torch
+
+    if args.workers:
+        torch.set_num_threads(args.workers)
+    device = "cuda" if args.device == "gpu" else args.device  # plismbench says gpu
+    return {"device": device, "block": args.block, "mixed_precision": args.mixed_precision}
+
+
+def _report(res, out_files: list[Path]) -> None:
+    _print_summary(res.summary)
+    print(res.leaderboard_line())
+    print(f"{res.seconds_per_pair:.3f} s/pair; wrote " + ", ".join(str(p) for p in out_files))
+
+
 def cmd_robustness(args: argparse.Namespace) -> int:
     from napari_pathdistill.evaluation.features_io import discover_plism, load_tile_subset
     from napari_pathdistill.evaluation.manifest import read_manifest
     from napari_pathdistill.evaluation.plism import iter_robustness
+    from napari_pathdistill.evaluation.plismbench_files import tile_subset
+    from napari_pathdistill.evaluation.plismbench_run import iter_plismbench_evaluate
 
+    opts, ks = _robustness_options(args), _ks(args)
+    if args.features_dir:
+        if not args.extractor:
+            raise PathDistillError(
+                "--features-dir needs --extractor (the folder under it holding the slides)"
+            )
+        gen = iter_plismbench_evaluate(
+            args.features_dir, args.extractor, args.metrics_dir or args.out, n_tiles=args.n_tiles, ks=ks,
+            overwrite=args.overwrite, **opts,
+        )  # fmt: skip
+        out = drive(gen, "robustness")
+        _report(out.result, [out.out_dir / n for n in ("metrics.csv", "results.csv", "summary.json")])
+        return 0
     entries = discover_plism(args.plism_dir) if args.plism_dir else read_manifest(args.manifest)
-    gen = iter_robustness(
-        entries, args.k, subset=load_tile_subset(args.tile_subset), device=args.device, block=args.block
-    )
-    res = drive(gen, "robustness")
-    csv_path, json_path = res.save(args.out)
-    _print_summary(res.summary)
+    subset = load_tile_subset(args.tile_subset)
+    if subset is None and entries[0].path is not None and Path(entries[0].path).suffix == ".npy":
+        import numpy as np
+
+        subset = tile_subset(args.n_tiles, np.load(entries[0].path, mmap_mode="r").shape[0])
+    elif args.n_tiles is not None and subset is None:
+        raise PathDistillError(
+            "--n-tiles applies to plismbench features.npy; use --tile-subset for .h5 features"
+        )
+    res = drive(iter_robustness(entries, ks, subset=subset, **opts), "robustness")
+    _report(res, list(res.save(args.out)))
+    return 0
+
+
+def cmd_plism_extract(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.plism_extract import iter_plism_extract
+    from napari_pathdistill.models import load_model
+
+    model = load_model(args.model, args.device)
+    gen = iter_plism_extract(
+        args.plism_dir, model, args.export_dir, extractor=args.extractor, batch_size=args.batch_size,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    paths = drive(gen, "plism-extract")
     print(
-        f"leaderboard (mean of the 4 top-10 medians): {res.leaderboard:.3f}; {res.seconds_per_pair:.3f} s/pair"
+        f"wrote {len(paths)} features.npy under {Path(args.export_dir) / (args.extractor or model.spec.name)}"
     )
-    print(f"wrote {csv_path} and {json_path}")
     return 0
 
 
@@ -201,7 +255,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
     res = drive(iter_robustness(read_manifest(manifest), device=args.device), "robustness")
     res.save(Path(args.out) / "metrics")
     _print_summary(res.summary)
-    print(f"leaderboard (mean of the 4 top-10 medians): {res.leaderboard:.3f}  [offline stand-in, NOT PLISM]")
+    print(res.leaderboard_line() + "  [offline stand-in, NOT PLISM]")
     return 0
 
 
@@ -226,6 +280,7 @@ def add_parser(sub) -> None:
         ev,
         {
             "robustness": cmd_robustness,
+            "plism-extract": cmd_plism_extract,
             "probe": cmd_probe,
             "regression": cmd_regression,
             "concordance": cmd_concordance,

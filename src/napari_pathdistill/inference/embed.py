@@ -223,7 +223,7 @@ def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
     """Copy an ``embed_slide`` HDF5 into plismbench's layout, ``<out>/<model>/<slide>_to_GMH_S60.tif/features.npy``.
 
     The array is (N, 3 + D) float32: columns (level, x, y) with level = 0 and level-0 (x, y), then features,
-    rows sorted by (x, y) as plismbench sorts them. The slide folder ends in ``_to_GMH_S60.tif`` (added
+    in the HDF5's row order. The slide folder ends in ``_to_GMH_S60.tif`` (added
     unless the stem already ends in ``_to_GMH_S60[.tif]``, as PLISM's slides do): plismbench and
     ``evaluation.features_io.discover_plism`` list only such folders and read the stain and scanner from the
     first two ``_``-separated fields of the name, so name slides ``<stain>_<scanner>[...]``.
@@ -234,7 +234,7 @@ def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
     with h5py.File(h5_path, "r") as f:
         feats, coords, name = f["features"][()], f["coords"][()], str(f.attrs["model"])
     cols = np.concatenate([np.zeros((len(coords), 1)), coords], axis=1)
-    rows = np.concatenate([cols, feats], axis=1).astype(np.float32)[np.lexsort((coords[:, 1], coords[:, 0]))]
+    rows = np.concatenate([cols, feats], axis=1).astype(np.float32)  # the HDF5's row order
     slide = h5_path.stem.removesuffix(PLISM_SLIDE_SUFFIX).removesuffix(PLISM_SLIDE_SUFFIX[:-4])
     target = Path(out_dir) / name / (slide + PLISM_SLIDE_SUFFIX) / "features.npy"
     target.parent.mkdir(parents=True, exist_ok=True)
