@@ -1,0 +1,117 @@
+"""Features of PLISM's tile files in plismbench's ``features.npy`` layout (``plismbench extract``, reproduced).
+
+PLISM (Hugging Face ``owkin/plism-dataset``, as plismbench downloads it) holds one HDF5 file per slide,
+``<stain>_<scanner>_to_GMH_S60.tif.h5``; every key is a tile id ``<prefix>_<c0>_<c1>_<c2>`` whose dataset is
+the (224, 224, 3) uint8 tile (plismbench ``engine/extract/extract_from_h5.py::H5Dataset``). plismbench writes
+``<export_dir>/<extractor>/<slide_id>/features.npy`` with ``slide_id`` = the file name without ``.h5``: an
+(N, 3 + D) float32 array whose first three columns are the tile id's three integers and whose rows are sorted
+by columns 1 and 2 (``engine/extract/utils.py::process_imgs``, ``sort_coords``, ``save_features``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_pathdistill.atomic import atomic_path
+from napari_pathdistill.errors import Cancelled, EvaluationError
+from napari_pathdistill.progress import Progress
+
+if TYPE_CHECKING:
+    from napari_pathdistill.models.embedding_model import EmbeddingModel
+
+PLISM_H5_GLOB = "*_to_GMH_S60.tif.h5"
+
+
+def tile_coords(tile_ids: list[str]) -> np.ndarray:
+    """(N, 3) int64 coordinates from PLISM tile ids (the three integers after the first ``_``)."""
+    try:
+        coords = np.array([t.split("_")[1:] for t in tile_ids]).astype(np.int64)
+    except ValueError as err:
+        raise EvaluationError(f"PLISM tile ids must be <prefix>_<int>_<int>_<int>: {err}") from err
+    if coords.ndim != 2 or coords.shape[1] != 3:
+        raise EvaluationError(f"PLISM tile ids must carry three integers, got e.g. {tile_ids[:1]}")
+    return coords
+
+
+def sort_rows(features: np.ndarray) -> np.ndarray:
+    """Rows sorted by columns 1 then 2 (plismbench's ``sort_coords``: pandas ``sort_values(["x", "y"])``)."""
+    return features[np.lexsort((features[:, 2], features[:, 1]))]
+
+
+def _embed_slide(
+    h5_path: Path, model: EmbeddingModel, batch_size: int, cancel: threading.Event | None
+) -> Iterator[Progress | np.ndarray]:
+    import h5py
+
+    with h5py.File(h5_path, "r") as f:
+        keys = list(f.keys())
+        if not keys:
+            raise EvaluationError(f"{h5_path}: no tiles")
+        chunks = []
+        for start in range(0, len(keys), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("PLISM extraction cancelled")
+            yield Progress(start, len(keys), h5_path.name)
+            tiles = np.stack([f[k][()] for k in keys[start : start + batch_size]])
+            if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[-1] != 3:
+                raise EvaluationError(
+                    f"{h5_path}: tiles must be (H, W, 3) uint8, got {tiles.shape} {tiles.dtype}"
+                )
+            chunks.append(model.embed(tiles))
+    feats = np.concatenate(chunks).astype(np.float32)
+    yield sort_rows(np.concatenate([tile_coords(keys).astype(np.float32), feats], axis=1))
+
+
+def iter_plism_extract(
+    plism_dir: str | Path,
+    model: EmbeddingModel,
+    export_dir: str | Path,
+    *,
+    extractor: str | None = None,
+    batch_size: int = 32,
+    overwrite: bool = False,
+    cancel: threading.Event | None = None,
+) -> Iterator[Progress | list[Path]]:
+    """Embed every PLISM slide file of ``plism_dir`` and write plismbench's ``features.npy`` per slide.
+
+    Args:
+        plism_dir: folder of ``*_to_GMH_S60.tif.h5`` files.
+        model: the encoder (its device: GPU when loaded there).
+        export_dir: plismbench's ``--export-dir``; files go to ``<export_dir>/<extractor>/<slide_id>/``.
+        extractor: folder name (default the model's name); pass it as ``--extractor`` to ``evaluate``.
+        batch_size: tiles per forward pass.
+        overwrite: re-extract slides whose features.npy exists (by default they are skipped: resume).
+        cancel: optional event that stops the run between batches (finished slides stay written).
+
+    Yields:
+        ``Progress`` per batch (stage = slide file), then the list of features.npy paths.
+    """
+    files = sorted(Path(plism_dir).glob(PLISM_H5_GLOB))
+    if not files:
+        raise EvaluationError(f"no PLISM tile files ({PLISM_H5_GLOB}) in {plism_dir}")
+    root = Path(export_dir) / (extractor or model.spec.name)
+    outputs = []
+    for i, h5_path in enumerate(files):
+        target = root / h5_path.name.removesuffix(".h5") / "features.npy"
+        outputs.append(target)
+        yield Progress(i, len(files), f"slide {i + 1}/{len(files)}")
+        if target.is_file() and not overwrite:
+            continue
+        arr = None
+        for item in _embed_slide(h5_path, model, batch_size, cancel):
+            if isinstance(item, Progress):
+                yield item
+            else:
+                arr = item
+        if arr is None:
+            raise EvaluationError(f"{h5_path}: extraction ended without features")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            np.save(tmp, arr)
+    yield Progress(len(files), len(files), "done")
+    yield outputs

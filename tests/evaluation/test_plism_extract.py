@@ -1,0 +1,104 @@
+"""``iter_plism_extract`` / ``pathdistill eval plism-extract`` on small HDF5 files in PLISM's layout.
+
+PLISM's files (as plismbench reads them, ``engine/extract/extract_from_h5.py::H5Dataset``): one
+``<stain>_<scanner>_to_GMH_S60.tif.h5`` per slide, one dataset per tile named ``<prefix>_<i>_<j>_<k>``
+holding the (H, W, 3) uint8 tile. plismbench's features.npy: the tile id's three integers, then the
+features, rows sorted by columns 1 and 2 (``engine/extract/utils.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_pathdistill.cli.main import main
+from napari_pathdistill.errors import Cancelled, EvaluationError
+from napari_pathdistill.evaluation.features_io import discover_plism
+from napari_pathdistill.evaluation.plism_extract import iter_plism_extract
+from napari_pathdistill.models.checkpoint import save_checkpoint
+from napari_pathdistill.models.testing import tiny_model
+from napari_pathdistill.progress import Progress, drain
+
+TILE_IDS = ["tile_0_448_0", "tile_0_0_224", "tile_0_224_0", "tile_0_0_0", "tile_0_224_224", "tile_0_448_224"]
+
+
+def write_plism_h5(root, stains=("GM", "HR"), scanners=("AT2", "S60"), px=56, seed=0):
+    """Small PLISM-layout tile files; the same tissue (tiles) per slide, shifted in colour per stain/scanner."""
+    rng = np.random.default_rng(seed)
+    tissue = rng.integers(0, 200, size=(len(TILE_IDS), px, px, 3))
+    root.mkdir(parents=True, exist_ok=True)
+    for i, stain in enumerate(stains):
+        for j, scanner in enumerate(scanners):
+            with h5py.File(root / f"{stain}_{scanner}_to_GMH_S60.tif.h5", "w") as f:
+                for tile_id, tile in zip(TILE_IDS, tissue):
+                    f[tile_id] = np.clip(tile + 20 * i + 7 * j, 0, 255).astype(np.uint8)
+    return tissue
+
+
+def test_features_in_plismbench_layout_sorted_and_equal_to_the_model(tmp_path):
+    write_plism_h5(tmp_path / "plism")
+    model = tiny_model("vit", tile_px=56)
+    items = list(
+        iter_plism_extract(tmp_path / "plism", model, tmp_path / "out", extractor="tiny", batch_size=4)
+    )
+    paths = items[-1]
+    assert len(paths) == 4 and any(isinstance(i, Progress) and i.stage.endswith(".h5") for i in items)
+    arr = np.load(tmp_path / "out" / "tiny" / "GM_AT2_to_GMH_S60.tif" / "features.npy")
+    assert arr.dtype == np.float32 and arr.shape == (6, 3 + model.dim)
+    assert arr[:, 1:3].tolist() == [[0, 0], [0, 224], [224, 0], [224, 224], [448, 0], [448, 224]]
+    with h5py.File(tmp_path / "plism" / "GM_AT2_to_GMH_S60.tif.h5") as f:
+        tile = f["tile_0_224_224"][()]
+    np.testing.assert_allclose(arr[3, 3:], model.embed(tile[None])[0], atol=1e-5)
+    assert discover_plism(tmp_path / "out" / "tiny")[0].slide == "GM_AT2_to_GMH_S60.tif"
+
+
+def test_resume_skips_written_slides_and_cancel_keeps_them(tmp_path):
+    write_plism_h5(tmp_path / "plism")
+    model = tiny_model("vit", tile_px=56)
+    cancel = threading.Event()
+    gen = iter_plism_extract(
+        tmp_path / "plism", model, tmp_path / "out", extractor="m", batch_size=2, cancel=cancel
+    )
+    with pytest.raises(Cancelled):
+        for item in gen:
+            if isinstance(item, Progress) and item.stage == "slide 2/4":
+                cancel.set()
+    written = sorted((tmp_path / "out" / "m").glob("*/features.npy"))
+    assert len(written) == 1
+    mtime = written[0].stat().st_mtime_ns
+    drain(iter_plism_extract(tmp_path / "plism", model, tmp_path / "out", extractor="m"))
+    assert len(list((tmp_path / "out" / "m").glob("*/features.npy"))) == 4
+    assert written[0].stat().st_mtime_ns == mtime  # resumed: the finished slide was not redone
+
+
+def test_bad_tile_files_are_clear_errors(tmp_path):
+    model = tiny_model("vit", tile_px=56)
+    with pytest.raises(EvaluationError, match="no PLISM tile files"):
+        drain(iter_plism_extract(tmp_path, model, tmp_path / "out"))
+    with h5py.File(tmp_path / "GM_AT2_to_GMH_S60.tif.h5", "w") as f:
+        f["tile_1_2"] = np.zeros((56, 56, 3), np.uint8)
+    with pytest.raises(EvaluationError, match="three integers"):
+        drain(iter_plism_extract(tmp_path, model, tmp_path / "out"))
+    with h5py.File(tmp_path / "GM_AT2_to_GMH_S60.tif.h5", "w") as f:
+        f["tile_a_b_c"] = np.zeros((56, 56, 3), np.uint8)
+    with pytest.raises(EvaluationError, match="<prefix>_<int>_<int>_<int>"):
+        drain(iter_plism_extract(tmp_path, model, tmp_path / "out"))
+
+
+def test_cli_plism_extract_then_plismbench_evaluate(tmp_path, capsys):
+    write_plism_h5(tmp_path / "plism", stains=("GM", "HR"), scanners=("AT2", "S60", "SQ"))
+    m = tiny_model("vit", tile_px=56)
+    ckpt = save_checkpoint(m.module, m.spec, tmp_path / "ckpt")
+    rc = main(["eval", "plism-extract", "--plism-dir", str(tmp_path / "plism"), "--model", str(ckpt),
+               "--export-dir", str(tmp_path / "features"), "--extractor", "tiny", "--batch-size", "4",
+               "--device", "cpu"])  # fmt: skip
+    assert rc == 0 and "wrote 6 features.npy" in capsys.readouterr().out
+    rc = main(["eval", "robustness", "--features-dir", str(tmp_path / "features"), "--extractor", "tiny",
+               "--metrics-dir", str(tmp_path / "metrics"), "--top-k", "1", "3", "5", "10", "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    summary = json.loads((tmp_path / "metrics" / "6_tiles" / "tiny" / "summary.json").read_text())
+    assert summary["n_pairs"] == 15 and summary["leaderboard"] is not None
