@@ -44,13 +44,28 @@ def _looks_readable(path: Path) -> bool:
     from napari_pathdistill.wsi._openslide_backend import detect_vendor
     from napari_pathdistill.wsi.pyramid import _is_tiff
 
+    if _denied(path):
+        return (
+            path.suffix.lower() in SUFFIXES
+        )  # read_slide says "permission denied", not napari's "no reader"
     if path.is_dir():
         return detect_vendor(path) is not None
     if not path.is_file() or path.suffix.lower() not in SUFFIXES:
-        return False
+        return False  # also a FIFO, socket or device: never opened here (a read would block)
     if path.suffix.lower() in (".tif", ".tiff", ".btf"):
         return _is_tiff(path) or detect_vendor(path) is not None
     return True  # vendor formats: let the reader give a clear error if the file is broken
+
+
+def _denied(path: Path) -> bool:
+    """Whether ``path`` exists but this user may not stat or read it."""
+    try:
+        path.stat()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return not path.is_dir() and path.is_file() and not os.access(path, os.R_OK)
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:

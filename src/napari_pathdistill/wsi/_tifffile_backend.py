@@ -15,6 +15,13 @@ from napari_pathdistill.errors import WSIError
 from napari_pathdistill.wsi._backend_utils import to_rgb
 from napari_pathdistill.wsi.levels import PyramidLevel
 
+_VENDOR_FLAGS = {
+    "svs": "Aperio SVS",
+    "ndpi": "Hamamatsu NDPI",
+    "scn": "Leica SCN",
+    "philips": "Philips TIFF",
+    "bif": "Ventana BIF",
+}
 _UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
 
@@ -56,12 +63,23 @@ class TiffFileBackend:
 
         try:
             self._tif = tifffile.TiffFile(str(path))
-            series = self._tif.series[0]
-            self._pages = [lvl.keyframe for lvl in series.levels]
         except Exception as exc:
             raise WSIError(
                 f"{path} is not a readable TIFF: {exc}. The file may be truncated or corrupt."
             ) from exc
+        if not self._tif.series:
+            size = path.stat().st_size
+            self._tif.close()
+            raise WSIError(
+                f"{path} is a TIFF without a readable image: its image directory lies beyond the end of the "
+                f"{size:,}-byte file or is damaged. The file is truncated or corrupt (copy it again)."
+            )
+        series = self._tif.series[0]
+        self._pages = [lvl.keyframe for lvl in series.levels]
+        #: a vendor flavour OpenSlide reads (svs, ndpi, ...) as tifffile recognises it, else None
+        self.vendor = next(
+            (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None
+        )
         for page in self._pages:
             self._check_page(path, page)
         self._tif.filehandle.set_lock(True)  # tifffile's own lazy tag reads lock too

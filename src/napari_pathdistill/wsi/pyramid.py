@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
@@ -242,15 +243,18 @@ def _open(path: Path) -> Pyramid:
     from napari_pathdistill.wsi import _image_backend
     from napari_pathdistill.wsi._tifffile_backend import TiffFileBackend
 
-    if not path.exists():
-        raise WSIError(f"{path} does not exist.")
-    if path.is_dir() and not any(path.iterdir()):
+    if _check_path(path) and not any(path.iterdir()):
         raise WSIError(f"{path} is an empty folder; expected a DICOM whole-slide series.")
     vendor = detect_vendor(path)
     if vendor is not None and vendor != "generic-tiff":
         return Pyramid(path, OpenSlideBackend(path))
-    if path.is_file() and _is_tiff(path):
+    if vendor is None and _claims_vendor_format(path):
+        raise WSIError(_openslide_refusal(path, VENDOR_SUFFIXES[path.suffix.lower()]))
+    if _is_tiff(path):
         tiff = TiffFileBackend(path)
+        if tiff.vendor is not None and vendor is None:  # e.g. a truncated SVS renamed .tif
+            tiff.close()
+            raise WSIError(_openslide_refusal(path, tiff.vendor))
         if vendor == "generic-tiff" and len(tiff.levels) <= 1:
             tiff.close()  # OpenSlide reads plain tiled TIFF pyramids (top-level IFDs) natively
             return Pyramid(path, OpenSlideBackend(path))
@@ -260,4 +264,83 @@ def _open(path: Path) -> Pyramid:
     raise WSIError(
         f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: .svs .tif/.tiff "
         ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF, pyramidal TIFF and small JPEG/PNG."
+    )
+
+
+#: suffixes of vendor formats only OpenSlide reads in full (MPP, associated images): never a tifffile fallback
+VENDOR_SUFFIXES = {
+    ".svs": "Aperio SVS",
+    ".ndpi": "Hamamatsu NDPI",
+    ".scn": "Leica SCN",
+    ".bif": "Ventana BIF",
+    ".mrxs": "3DHISTECH MIRAX",
+    ".vms": "Hamamatsu VMS",
+    ".vmu": "Hamamatsu VMU",
+    ".svslide": "Sakura SVSlide",
+}
+
+
+def _claims_vendor_format(path: Path) -> bool:
+    """A vendor suffix on a TIFF (SVS, NDPI, ...) or on a MIRAX/VMS index file: only OpenSlide may read it."""
+    suffix = path.suffix.lower()
+    return suffix in VENDOR_SUFFIXES and (suffix in (".mrxs", ".vms", ".vmu") or _is_tiff(path))
+
+
+def _openslide_refusal(path: Path, flavour: str) -> str:
+    """Why OpenSlide rejects ``path`` (a file of a vendor format it reads), as a user message."""
+    import openslide
+
+    try:
+        openslide.OpenSlide(str(path)).close()
+        reason = "it opens only in part"
+    except Exception as exc:  # OpenSlideError, OpenSlideUnsupportedFormatError
+        reason = str(exc) or type(exc).__name__
+    return (
+        f"OpenSlide cannot read {path} ({flavour}, {path.stat().st_size:,} bytes): {reason}. The file is probably "
+        "truncated or corrupt (copy it again); it is not read with tifffile instead, which would lose its "
+        "MPP and associated images."
+    )
+
+
+def _check_path(path: Path) -> bool:
+    """Refuse a missing, unreadable or non-regular path before anything opens it; True for a folder.
+
+    A FIFO, socket or device would block or stream forever in OpenSlide's or tifffile's reads.
+
+    Raises:
+        WSIError: the path does not exist, may not be read by this user, or is not a regular file/folder.
+    """
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            os.listdir(path)
+            return True
+        if not stat.S_ISREG(mode):
+            raise WSIError(
+                f"{path} is not a regular file ({_file_kind(mode)}); refusing to read it: a slide is a file "
+                "or a DICOM folder."
+            )
+        with path.open("rb"):
+            return False
+    except FileNotFoundError:
+        raise WSIError(f"{path} does not exist.") from None
+    except PermissionError as exc:
+        raise WSIError(permission_message(path, exc)) from exc
+
+
+def _file_kind(mode: int) -> str:
+    """'a FIFO', 'a socket', ... for a non-regular ``st_mode``."""
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device"}  # fmt: skip
+    for test, kind in kinds.items():
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def permission_message(path: Path, exc: PermissionError) -> str:
+    """The user message for a slide this user may not read (never "not a whole-slide image")."""
+    return (
+        f"Permission denied reading {path} ({exc.strerror or exc}): the file exists but this user may not "
+        "read it or its folder; check its permissions (ls -l) or ask the owner."
     )
