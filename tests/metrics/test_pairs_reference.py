@@ -69,3 +69,12 @@ def test_float16_overflow_is_refused_not_nan():
         pair_metrics(big_a, big_b, KS, device="cpu", mixed_precision=True)
     m = pair_metrics(big_a, big_b, KS, device="cpu")  # float32 is scale-free
     assert m.cosine == pytest.approx(pair_metrics(a, b, KS, device="cpu").cosine, abs=1e-6)
+
+
+@pytest.mark.gpu
+def test_mixed_precision_on_cuda_follows_the_float16_reference():
+    a, b = _pair(7, n=400, d=64)
+    cos16, topk16 = reference_a2(a, b, half=True)
+    m = pair_metrics(a, b, KS, device="cuda", block=97, mixed_precision=True)
+    assert m.cosine == pytest.approx(cos16, abs=1e-3)
+    assert m.topk == pytest.approx(topk16, abs=5e-3)  # cuBLAS float16 accumulation order differs from numpy's
