@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format", default="h5", help="comma list of h5, plism (<out>/<model>/<slide>/features.npy)"
     )
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute slides whose complete <out>/<slide>.h5 exists (default: skip them)")  # fmt: skip
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None,
                        help="run on a dask LocalCluster of N worker processes (with CUDA: one per GPU, at most N)")  # fmt: skip
@@ -45,7 +48,7 @@ def _options(args: argparse.Namespace):
     return CohortOptions(
         model=args.model, out_dir=args.out, device=args.device, amp=args.amp, tile_px=args.tile_px,
         mpp=args.mpp, fallback_mpp=args.mpp_override, min_tissue=args.min_tissue, batch_size=args.batch_size,
-        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
+        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()), overwrite=args.overwrite,
     )  # fmt: skip
 
 
@@ -53,9 +56,16 @@ def _report(outcomes, total: int) -> int:
     """Show a slides bar over ``outcomes``; print outputs (stdout) and failures (stderr); 1 if any failed."""
     from tqdm import tqdm
 
-    failed = []
+    failed, skipped = [], 0
     with tqdm(total=total, desc="slides", unit="slide", file=sys.stderr) as bar:
         for o in outcomes:
+            for w in o.warnings:
+                tqdm.write(f"WARNING {o.slide}: {w}", file=sys.stderr)
+            if o.skipped:
+                skipped += 1
+                tqdm.write(
+                    f"skipped {o.slide}: complete output kept (--overwrite recomputes it)", file=sys.stderr
+                )
             if o.ok:
                 for path in o.outputs:
                     tqdm.write(path, file=sys.stdout)
@@ -63,7 +73,7 @@ def _report(outcomes, total: int) -> int:
                 failed.append(o)
                 tqdm.write(f"FAILED {o.slide}: {o.error}", file=sys.stderr)
             bar.update(1)
-            bar.set_postfix(failed=len(failed))
+            bar.set_postfix(failed=len(failed), skipped=skipped)
     if failed:
         print(
             f"{len(failed)} of {total} slides failed: {', '.join(o.slide for o in failed)}", file=sys.stderr
@@ -107,6 +117,7 @@ def _distributed(args: argparse.Namespace, opts):
 def run(args: argparse.Namespace) -> int:
     """Embed the slides; returns 0, 1 when any slide failed, 2 when nothing could start."""
     from napari_pathdistill.errors import PathDistillError
+    from napari_pathdistill.inference.embed import NoMPPWarning
 
     opts = _options(args)
     distributed = args.workers is not None or args.scheduler is not None
@@ -119,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
     outcomes = _distributed(args, opts) if distributed else _serial(args, opts)
     try:
-        return _report(outcomes, len(args.slides))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoMPPWarning)  # _report prints it once per slide, with its name
+            return _report(outcomes, len(args.slides))
     except (PathDistillError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

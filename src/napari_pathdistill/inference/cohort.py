@@ -39,6 +39,7 @@ class CohortOptions:
         tile_px, mpp: tile side and um/px (None: the model's).
         fallback_mpp: level-0 um/px of slides whose file states none (the others keep their own).
         formats: output layouts, "h5" always and "plism" for ``<out>/<model>/<slide>/features.npy``.
+        overwrite: recompute slides whose complete output exists (default: skip them).
     """
 
     model: str
@@ -52,16 +53,22 @@ class CohortOptions:
     batch_size: int = 32
     num_workers: int = 2
     formats: tuple[str, ...] = ("h5",)
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
 class SlideOutcome:
-    """Result of one slide: the files written, or the error (``"<Type>: <message>"``)."""
+    """Result of one slide: the files written (or kept: ``skipped``), or the error (``"<Type>: <message>"``).
+
+    ``warnings`` are the output's ``warning`` attr (e.g. the slide has no MPP).
+    """
 
     slide: str
     outputs: tuple[str, ...] = ()
     error: str | None = None
     worker: str = "local"
+    skipped: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -75,18 +82,39 @@ def embed_one(
     opts: CohortOptions,
     progress: Callable[[Progress], None] | None = None,
 ) -> SlideOutcome:
-    """Embed one slide with a loaded model; any error becomes ``SlideOutcome.error`` instead of raising."""
+    """Embed one slide with a loaded model; any error becomes ``SlideOutcome.error`` instead of raising.
+
+    A complete output of the same embedding is kept (``skipped``) unless ``opts.overwrite``.
+    """
+    stages: list[str] = []
+
+    def seen(p: Progress) -> None:
+        stages.append(p.stage)
+        if progress is not None:
+            progress(p)
+
     try:
         h5 = embed_slide(
             slide, model, opts.out_dir, tile_px=opts.tile_px, mpp=opts.mpp, fallback_mpp=opts.fallback_mpp,
-            min_tissue=opts.min_tissue, batch_size=opts.batch_size, num_workers=opts.num_workers, progress=progress,
+            min_tissue=opts.min_tissue, batch_size=opts.batch_size, num_workers=opts.num_workers,
+            overwrite=opts.overwrite, progress=seen,
         )  # fmt: skip
         outputs = [h5]
         if "plism" in opts.formats:
             outputs.append(write_plism(h5, opts.out_dir))
-        return SlideOutcome(str(slide), tuple(map(str, outputs)))
+        skipped = stages[-1:] == ["skipped"]
+        return SlideOutcome(str(slide), tuple(map(str, outputs)), skipped=skipped, warnings=_warnings(h5))
     except Exception as exc:  # per-slide failure: reported, the cohort goes on
         return SlideOutcome(str(slide), error=_describe(exc))
+
+
+def _warnings(h5: Path) -> tuple[str, ...]:
+    """The ``warning`` attr of an embedding HDF5, as a tuple (empty when none)."""
+    import h5py
+
+    with h5py.File(h5, "r") as f:
+        w = f.attrs.get("warning")
+    return (str(w),) if w else ()
 
 
 def _describe(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -144,64 +145,126 @@ def embed_slide(
     chunk_batches: int = 4,
     num_workers: int = 2,
     prefetch: int | None = None,
+    overwrite: bool = False,
     cancel: threading.Event | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> Path:
     """Embed the tissue tiles of ``slide`` into ``<out_dir>/<slide stem>.h5`` (CLAM/TRIDENT layout).
 
     Datasets ``features`` (N, D) float32 and ``coords`` (N, 2) int64 level-0 (x, y); attrs ``model``, ``spec``
-    (JSON), ``tile_px``, ``mpp`` (NaN when the slide has no MPP), ``patch_level`` (0) and ``patch_size_level0``.
+    (JSON), ``tile_px``, ``mpp`` (NaN when the slide has no MPP), ``min_tissue``, ``patch_level`` (0),
+    ``patch_size_level0`` and, for a slide without MPP, ``warning`` (also a :class:`NoMPPWarning`).
     Rows are written every ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a
     killed or cancelled run resumes there; the file is renamed to ``.h5`` only when complete. Tiles are read
-    ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`).
+    ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`). The slide is
+    locked (``<name>.h5.lock``, see :mod:`~napari_pathdistill.inference.outputs`) while it is written; a
+    complete ``.h5`` of the same model, spec, tile px, um/px and min tissue is kept (reported as
+    ``Progress(N, N, "skipped")``) unless ``overwrite``.
 
     Args:
         tile_px, mpp: tile side (px) and um/px; None: the model's (see :func:`tile_geometry`).
         fallback_mpp: level-0 um/px of a slide whose file states none (a file's own MPP always wins; without
             either, tiles are cut in level-0 px), see ``wsi.open_pyramid``.
         min_tissue: minimum tissue fraction of a tile (0 keeps the whole grid, without tissue detection).
+        overwrite: recompute even when a complete output exists.
         progress: called with ``Progress(done, N, "embedding")`` after every written chunk.
 
     Returns:
         The path of the finished HDF5 file (or of the ``.partial`` file when cancelled).
+
+    Raises:
+        WSIError: the slide cannot be read.
+        EmptyTissueError: no tile has at least ``min_tissue`` tissue (nothing is written).
+        SlideBusyError: another process is writing this slide's output.
     """
+    from napari_pathdistill.inference.outputs import is_complete, slide_lock
     from napari_pathdistill.wsi import open_pyramid
-    from napari_pathdistill.wsi.tiling import make_tile_grid
 
     out = Path(out_dir) / f"{Path(slide).stem}.h5"
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".h5.partial")
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
-    with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
-        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
-        attrs = {
-            "model": model.spec.name,
-            "spec": json.dumps(dataclasses.asdict(model.spec), default=str),
-            "tile_px": tile_px,
-            "mpp": grid.mpp if grid.mpp is not None else float("nan"),  # NaN: no slide MPP, level-0 px tiles
-            "patch_level": 0,
-            "patch_size_level0": round(grid.size_level0),
-        }
-        with _open_partial(partial, model, grid, attrs) as f:
-            n, done = len(grid.coords), int(f.attrs["done"])
-            rest = dataclasses.replace(
-                grid, coords=grid.coords[done:], tissue_fraction=grid.tissue_fraction[done:]
-            )
-            batches = iter_batches(
-                model, pyr, rest, batch_size=batch_size, num_workers=num_workers, prefetch=prefetch,
-                cancel=cancel,
-            )  # fmt: skip
-            buffer: list[np.ndarray] = []
-            for i, (_start, feats) in enumerate(batches, start=1):
-                buffer.append(feats)
-                if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
-                    done = _flush(f, buffer, done)
-                    if progress is not None:
-                        progress(Progress(done, n, "embedding"))
-            if done < n:
-                return partial
-    partial.replace(out)
+    with slide_lock(out), open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
+        attrs = _slide_attrs(pyr, model, tile_px, mpp, min_tissue)
+        if not overwrite and is_complete(out, attrs):
+            if progress is not None:
+                n = _rows(out)
+                progress(Progress(n, n, "skipped"))
+            return out
+        grid = _tissue_grid(pyr, tile_px, mpp, min_tissue)
+        attrs["patch_size_level0"] = round(grid.size_level0)
+        if "warning" in attrs:
+            warnings.warn(f"{pyr.path.name}: {attrs['warning']}", NoMPPWarning, stacklevel=2)
+        with _open_partial(out.with_suffix(".h5.partial"), model, grid, attrs) as f:
+            done = _embed_rows(f, model, pyr, grid, batch_size, chunk_batches, num_workers, prefetch, cancel,
+                               progress)  # fmt: skip
+        if done < len(grid.coords):
+            return out.with_suffix(".h5.partial")
+        out.with_suffix(".h5.partial").replace(out)
     return out
+
+
+class NoMPPWarning(UserWarning):
+    """A slide states no um/px: its tiles are cut in level-0 pixels, not at the model's resolution."""
+
+
+def _rows(path: Path) -> int:
+    """Number of tiles in an embedding HDF5."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return len(f["coords"])
+
+
+def _slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, min_tissue: float) -> dict:
+    """The HDF5 attrs describing the requested embedding of ``pyr`` (all but ``patch_size_level0``)."""
+    attrs = {
+        "model": model.spec.name,
+        "spec": json.dumps(dataclasses.asdict(model.spec), default=str),
+        "tile_px": tile_px,
+        "mpp": mpp if pyr.mpp is not None else float("nan"),  # NaN: no slide MPP, level-0 px tiles
+        "min_tissue": float(min_tissue),
+        "patch_level": 0,
+    }
+    if pyr.mpp is None:
+        attrs["warning"] = (
+            f"slide has no MPP: tiles are {tile_px} level-0 px, not {tile_px} px at {mpp:g} um/px as the model "
+            "expects; pass --mpp-override UM_PER_PX (fallback_mpp) if you know the scan resolution"
+        )
+    return attrs
+
+
+def _tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:
+    """The tissue tile grid; an empty one is an :class:`EmptyTissueError` (no empty .h5 is written)."""
+    from napari_pathdistill.errors import EmptyTissueError
+    from napari_pathdistill.wsi.tiling import make_tile_grid
+
+    grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
+    if len(grid.coords) == 0:
+        raise EmptyTissueError(
+            f"{pyr.path.name}: no {tile_px} px tile has >= {min_tissue:.0%} tissue (an empty, grayscale or "
+            "fluorescence image, or a too strict --min-tissue); nothing written. Lower --min-tissue (0 keeps "
+            "every tile) or check the slide."
+        )
+    return grid
+
+
+def _embed_rows(
+    f, model, pyr, grid, batch_size, chunk_batches, num_workers, prefetch, cancel, progress
+) -> int:
+    """Embed the rows of ``grid`` from the partial file's ``done`` on, flushing every ``chunk_batches``."""
+    n, done = len(grid.coords), int(f.attrs["done"])
+    rest = dataclasses.replace(grid, coords=grid.coords[done:], tissue_fraction=grid.tissue_fraction[done:])
+    batches = iter_batches(
+        model, pyr, rest, batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, cancel=cancel
+    )
+    buffer: list[np.ndarray] = []
+    for i, (_start, feats) in enumerate(batches, start=1):
+        buffer.append(feats)
+        if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
+            done = _flush(f, buffer, done)
+            if progress is not None:
+                progress(Progress(done, n, "embedding"))
+    return done
 
 
 def _flush(f, buffer: list[np.ndarray], done: int) -> int:  # f: h5py.File

@@ -1,0 +1,113 @@
+"""Per-slide output bookkeeping of ``embed_slide``: a lock file per output, and whether an output is complete.
+
+``<stem>.h5.lock`` is created with ``O_CREAT | O_EXCL`` and holds ``pid host``: a second process (or dask
+worker) on the same slide is refused with a clear message instead of HDF5's BlockingIOError or a corrupt
+object header. A lock left by a killed process on this host (its pid no longer runs) is taken over.
+A finished ``<stem>.h5`` whose attrs match the requested embedding and whose rows are all written is
+complete: a rerun skips it (TRIDENT-style) unless asked to overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from napari_pathdistill.errors import PathDistillError
+
+#: attrs that must be equal for an existing output to count as the requested embedding
+MATCH_ATTRS = ("model", "spec", "tile_px", "mpp", "min_tissue")
+
+
+class SlideBusyError(PathDistillError):
+    """Another process is writing the same slide's output (its lock file exists and its pid runs)."""
+
+
+@contextmanager
+def slide_lock(out: Path) -> Iterator[Path]:
+    """Hold ``<out>.lock`` while writing ``out``; removed on exit (also on errors and cancellation).
+
+    Raises:
+        SlideBusyError: another live process holds the lock.
+    """
+    lock = out.with_name(out.name + ".lock")
+    _acquire(lock, out)
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _acquire(lock: Path, out: Path) -> None:
+    """Create ``lock`` exclusively; take over a stale one (dead pid on this host) once."""
+    for _attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid, host = _holder(lock)
+            if host == socket.gethostname() and pid is not None and not _alive(pid):
+                lock.unlink(missing_ok=True)  # stale: its process was killed
+                continue
+            raise SlideBusyError(
+                f"{out.name} is being written by another process (pid {pid} on {host}); skipped here. If "
+                f"that process is gone, delete {lock}."
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return
+    raise SlideBusyError(f"{out.name}: could not take over the stale lock {lock}; delete it and rerun.")
+
+
+def _holder(lock: Path) -> tuple[int | None, str]:
+    """(pid, host) written in ``lock``; (None, '?') when unreadable (e.g. being written)."""
+    try:
+        pid, host = lock.read_text().split()[:2]
+        return int(pid), host
+    except (OSError, ValueError):
+        return None, "?"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # runs, as another user
+        return True
+    return True
+
+
+def is_complete(out: Path, attrs: dict[str, Any]) -> bool:
+    """Whether ``out`` is a finished embedding with ``attrs`` (see :data:`MATCH_ATTRS`) and all rows written."""
+    import h5py
+
+    if not out.is_file():
+        return False
+    try:
+        with h5py.File(out, "r") as f:
+            n = len(f["coords"])
+            rows_ok = n > 0 and len(f["features"]) == n and int(f.attrs.get("done", -1)) == n
+            return rows_ok and all(_same(f.attrs.get(k), attrs.get(k)) for k in MATCH_ATTRS)
+    except (OSError, KeyError, ValueError):
+        return False  # unreadable or not our layout: recompute
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    """Attr equality with NaN == NaN (no-MPP slides) and JSON specs compared as objects."""
+    if isinstance(wanted, float) and isinstance(stored, numbers.Real):
+        return (math.isnan(wanted) and math.isnan(stored)) or math.isclose(wanted, float(stored))
+    if isinstance(stored, bytes):
+        stored = stored.decode()
+    if isinstance(wanted, str) and isinstance(stored, str) and wanted.startswith("{"):
+        try:
+            return json.loads(stored) == json.loads(wanted)
+        except ValueError:
+            return False
+    return stored == wanted
