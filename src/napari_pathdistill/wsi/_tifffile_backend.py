@@ -6,6 +6,7 @@ only its IFDs and a read touches only the tiles it overlaps. Sparse tiles (offse
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -83,8 +84,13 @@ class TiffFileBackend:
         for page in self._pages:
             self._check_page(path, page)
         self._tif.filehandle.set_lock(True)  # tifffile's own lazy tag reads lock too
-        # load lazily read tag values now, single-threaded: (offsets, bytecounts, jpegtables) per level
+        # Thread-safe by construction: everything tifffile reads lazily through its shared file handle is read
+        # now, single-threaded: tag values (offsets, bytecounts, JPEG tables) and each page's decoder, whose
+        # construction seeks and reads (``is_jfif``) outside any lock. Tile bytes are then read with
+        # ``os.pread`` on a descriptor of our own (no shared file position), decoding needs no file at all.
         self._segments = [(p.dataoffsets, p.databytecounts, p.jpegtables) for p in self._pages]
+        self._decoders = [p.decode for p in self._pages]
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)) if hasattr(os, "pread") else None
         self.background = (255, 255, 255)
         h0, w0 = self._pages[0].shape[:2]
         self.levels = [self._level(p, h0, w0) for p in self._pages]
@@ -113,20 +119,25 @@ class TiffFileBackend:
         ch, cw = page.chunks[:2]
         return PyramidLevel(shape=(h, w), downsample=(w0 / w + h0 / h) / 2.0, tile_shape=(ch, cw))
 
+    def _read_bytes(self, offset: int, count: int) -> bytes:
+        """``count`` bytes at ``offset``: ``os.pread`` (position-free), else tifffile's handle under its lock."""
+        if self._fd is not None:
+            return os.pread(self._fd, count, offset)
+        fh = self._tif.filehandle
+        with fh.lock:
+            fh.seek(offset)
+            return fh.read(count)
+
     def _read_chunk(self, level: int, index: int) -> np.ndarray | None:
-        page = self._pages[level]
         offsets, counts, jpegtables = self._segments[level]
         offset, count = offsets[index], counts[index]
         if not offset or not count:
             return None
-        fh = self._tif.filehandle
-        with fh.lock:
-            fh.seek(offset)
-            data = fh.read(count)
+        data = self._read_bytes(offset, count)
         if len(data) < count:
             raise WSIError(f"{self._tif.filename}: tile {index} is truncated; the file is incomplete.")
         try:
-            seg, _, shape = page.decode(data, index, jpegtables=jpegtables)
+            seg, _, shape = self._decoders[level](data, index, jpegtables=jpegtables)
         except Exception as exc:
             raise WSIError(
                 f"{self._tif.filename}: tile {index} cannot be decoded ({exc}); corrupt file."
@@ -165,4 +176,7 @@ class TiffFileBackend:
         raise WSIError(f"No associated image {name!r}: TIFFs read by tifffile expose none.")
 
     def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._tif.close()
