@@ -31,6 +31,15 @@ def _sum_squares(n: int, cancel: threading.Event, delay: float = 0.0):
     return total
 
 
+def _wait_finished(runner: TaskRunner, qtbot) -> None:
+    """Wait until the task has finished on the main thread (``TaskRunner._on_finished`` ran).
+
+    A state, not ``qtbot.waitSignal(worker.finished)``: entered after ``start`` returns, that can miss a
+    ``finished`` already delivered (a fast worker whose queued signals napari's progress bar processed).
+    """
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+
+
 @pytest.fixture
 def runner(make_napari_viewer):
     make_napari_viewer()
@@ -43,10 +52,9 @@ def test_result_reaches_main_thread(runner, qtbot):
     def on_result(value):
         got["value"], got["main"] = value, QThread.currentThread() is QApplication.instance().thread()
 
-    worker = runner.start(lambda c: _sum_squares(50, c), on_result, "Squares")
+    runner.start(lambda c: _sum_squares(50, c), on_result, "Squares")
     assert runner.running and not runner.run_button.enabled and runner.cancel_button.enabled
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    _wait_finished(runner, qtbot)
     qtbot.waitUntil(lambda: "value" in got, timeout=30_000)
     assert got["value"] == sum(i * i for i in range(50))
     assert got["main"] is True
@@ -57,12 +65,10 @@ def test_result_reaches_main_thread(runner, qtbot):
 def test_cancel_discards_result(runner, qtbot, monkeypatch):
     infos, got = [], []
     monkeypatch.setattr(_workers, "show_info", infos.append)
-    worker = runner.start(lambda c: _sum_squares(10_000, c, delay=0.001), got.append, "Squares")
+    runner.start(lambda c: _sum_squares(10_000, c, delay=0.001), got.append, "Squares")
     qtbot.waitUntil(lambda: "squares" in runner.status.value, timeout=30_000)
     runner.cancel_button.changed.emit(True)
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
-    qtbot.waitUntil(lambda: not runner.running, timeout=30_000)
+    _wait_finished(runner, qtbot)
     assert got == []
     assert infos and "cancelled" in infos[0]
     assert runner.status.value == "Squares cancelled"
@@ -76,9 +82,8 @@ def test_error_becomes_notification(runner, qtbot, monkeypatch):
         yield Progress(0, 1, "loading")
         raise ModelLoadError("Weights for 'h-optimus-0' not found; put them in ~/.cache.")
 
-    worker = runner.start(failing, got.append, "Embedding")
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    runner.start(failing, got.append, "Embedding")
+    _wait_finished(runner, qtbot)
     qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
     assert errors == ["Weights for 'h-optimus-0' not found; put them in ~/.cache."]
     assert got == [] and runner.run_button.enabled
@@ -91,9 +96,22 @@ def test_error_message_wraps_unexpected_errors():
 
 def test_second_start_is_refused(runner, qtbot):
     arr = np.arange(5)
-    worker = runner.start(lambda c: _sum_squares(200, c, delay=0.002), lambda v: None, "Squares")
+    runner.start(lambda c: _sum_squares(200, c, delay=0.002), lambda v: None, "Squares")
     with pytest.raises(RuntimeError, match="already running"):
         runner.start(lambda c: iter(arr), lambda v: None, "Other")
     runner.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    _wait_finished(runner, qtbot)
+    assert runner.status.value == "Squares cancelled" and runner.run_button.enabled
+
+
+def test_task_finished_before_the_test_waits(runner, qtbot):
+    """The race of issue 15: the worker finishes, and its signals are delivered, before the wait is entered."""
+    got = []
+    runner.start(lambda c: _sum_squares(3, c), got.append, "Squares")
+    deadline = time.monotonic() + 30
+    while runner.running and time.monotonic() < deadline:  # deliver finished before any wait is entered
+        time.sleep(0.01)
+        QApplication.processEvents()
+    assert not runner.running
+    _wait_finished(runner, qtbot)  # returns at once
+    assert got == [5] and runner.status.value == "Squares: done"
