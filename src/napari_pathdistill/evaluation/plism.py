@@ -172,10 +172,11 @@ def iter_robustness(
     names = [(a.slide, b.slide) for a, b in all_pairs(list(entries))]
     needed = {"cosine_similarity", *(f"top_{k}_accuracy" for k in ks)}
     saved: dict[tuple[str, str], dict] = {}
-    for p in names if store is not None else []:
-        row = store.get(*p)  # type: ignore[union-attr]
-        if row is not None and needed <= row.keys():  # saved with the same k values
-            saved[p] = row
+    if store is not None:
+        for p in names:
+            row = store.get(*p)
+            if row is not None and needed <= row.keys():  # saved with the same k values
+                saved[p] = row
     todo = [p for p in names if p not in saved]
     load_pair = _pair_loader(entries, subset, strict_coords)
     t0 = time.perf_counter()
