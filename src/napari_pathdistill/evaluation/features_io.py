@@ -84,7 +84,7 @@ def discover_plism(features_dir: str | Path) -> list[SlideEntry]:
     if not entries:
         raise EvaluationError(
             f"no plismbench features under {root} (expected <stain>_<scanner>{PLISM_SUFFIX}/features.npy; "
-            "run `plismbench extract` first, or use a manifest CSV)"
+            "run `pathdistill eval plism-extract` or `plismbench extract` first, or use a manifest CSV)"
         )
     return entries
 
