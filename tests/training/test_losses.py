@@ -102,3 +102,21 @@ def test_hed_matches_skimage_and_identity():
         torch.tensor(rgb).permute(2, 0, 1).float(), 0.2, 0.05, torch.Generator().manual_seed(1)
     )
     assert (jittered.permute(1, 2, 0).numpy() - back).std() > 1e-3
+
+
+def test_ibot_patch_centre_and_sinkhorn_share_the_dino_rules():
+    torch.manual_seed(0)
+    patch = iBOTPatchLoss(3, center_momentum=0.5)
+    logits = torch.randn(2, 4, 3)  # (B, N, K)
+    patch.update_center(logits)
+    # EMA with the mean over every sample and patch, kept as a (1, 1, K) buffer
+    assert patch.center.shape == (1, 1, 3)
+    torch.testing.assert_close(patch.center, 0.5 * logits.reshape(-1, 3).mean(0).view(1, 1, 3))
+    probs = patch.teacher_probs(logits, 0.1)
+    torch.testing.assert_close(probs, torch.softmax((logits - patch.center) / 0.1, dim=-1))
+    sk = iBOTPatchLoss(3, centering="sinkhorn_knopp").teacher_probs(logits, 0.1)
+    torch.testing.assert_close(sk, sinkhorn_knopp(logits.reshape(8, 3), 0.1).reshape(2, 4, 3))
+    cls = DINOLoss(3, centering="sinkhorn_knopp").teacher_probs(logits, 0.1)  # (V, B, K) the same way
+    torch.testing.assert_close(cls, sk)
+    with pytest.raises(ValueError, match="centering"):
+        iBOTPatchLoss(3, centering="mean")

@@ -1,9 +1,12 @@
-"""Teacher centering shared by the DINO and iBOT losses: EMA centre or Sinkhorn-Knopp (dinov2 behaviour)."""
+"""Teacher centering shared by the DINO and iBOT losses: EMA centre or Sinkhorn-Knopp (dinov2 behaviour), and
+the :class:`CenteredTeacherLoss` base both losses build on."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 
 
 def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
@@ -41,3 +44,56 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, n_iteratio
         q /= m_total
     q *= m_total
     return q.t()
+
+
+class CenteredTeacherLoss(nn.Module):
+    """Shared part of the DINO and iBOT losses: the teacher's centre (EMA or Sinkhorn-Knopp) and temperatures.
+
+    Subclasses define ``forward(student_logits, teacher_probs)``; scores are (..., K) with K prototypes last.
+
+    Args:
+        center_shape: shape of the EMA centre buffer, broadcast over the teacher scores, e.g. (1, K) or (1, 1, K).
+        student_temp: student temperature (0.1 in the paper).
+        center_momentum: EMA momentum of the centre.
+        centering: ``"centering"`` or ``"sinkhorn_knopp"``.
+    """
+
+    def __init__(
+        self, center_shape: tuple[int, ...], student_temp: float, center_momentum: float, centering: str
+    ) -> None:
+        super().__init__()
+        if centering not in ("centering", "sinkhorn_knopp"):
+            raise ValueError(f"centering must be 'centering' or 'sinkhorn_knopp', got {centering!r}")
+        self.center: torch.Tensor
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.centering = centering
+        self.register_buffer("center", torch.zeros(center_shape))
+
+    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        """Centre and sharpen teacher scores.
+
+        Args:
+            teacher_logits: (..., K) prototype scores, e.g. (V, B, K) CLS or (B, N, K) patch scores.
+            teacher_temp: teacher temperature at this step.
+
+        Returns:
+            (..., K) probabilities.
+        """
+        if self.centering == "sinkhorn_knopp":
+            flat = teacher_logits.reshape(-1, teacher_logits.shape[-1])
+            return sinkhorn_knopp(flat, teacher_temp).reshape(teacher_logits.shape)
+        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+
+    @torch.no_grad()
+    def update_center(self, teacher_logits: torch.Tensor) -> None:
+        """EMA update of the centre with the mean teacher score over every sample (and patch) of all ranks.
+
+        Args:
+            teacher_logits: (..., K) raw teacher scores.
+        """
+        flat = teacher_logits.float().reshape(-1, teacher_logits.shape[-1])
+        batch_center = _all_reduce_sum(flat.sum(dim=0)) / (flat.shape[0] * world_size())
+        self.center.mul_(self.center_momentum).add_(
+            batch_center.view(self.center.shape), alpha=1 - self.center_momentum
+        )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from pathdistill_train.loss.centering import _all_reduce_sum, sinkhorn_knopp, world_size
+from pathdistill_train.loss.centering import CenteredTeacherLoss
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(CenteredTeacherLoss):
     """Cross-view cross-entropy between teacher and student CLS prototype distributions.
 
     Teacher view ``i`` supervises every student view ``j != i`` (with a single view on each side, the
@@ -30,29 +29,7 @@ class DINOLoss(nn.Module):
         center_momentum: float = 0.9,
         centering: str = "centering",
     ) -> None:
-        super().__init__()
-        self.center: torch.Tensor
-        if centering not in ("centering", "sinkhorn_knopp"):
-            raise ValueError(f"centering must be 'centering' or 'sinkhorn_knopp', got {centering!r}")
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.centering = centering
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        """Centre and sharpen teacher scores.
-
-        Args:
-            teacher_logits: (V, B, K) scores of V teacher views.
-            teacher_temp: teacher temperature at this step.
-
-        Returns:
-            (V, B, K) probabilities.
-        """
-        v, b, k = teacher_logits.shape
-        if self.centering == "sinkhorn_knopp":
-            return sinkhorn_knopp(teacher_logits.reshape(v * b, k), teacher_temp).reshape(v, b, k)
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+        super().__init__((1, out_dim), student_temp, center_momentum, centering)
 
     def forward(self, student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over (teacher view, student view) pairs with different indices.
@@ -73,14 +50,3 @@ class DINOLoss(nn.Module):
                 total = total + torch.sum(-teacher_probs[i] * log_p[j], dim=-1).mean()
                 n_pairs += 1
         return total / n_pairs
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: torch.Tensor) -> None:
-        """EMA update of the centre with the batch mean of teacher scores (all ranks).
-
-        Args:
-            teacher_logits: (V, B, K) raw teacher scores.
-        """
-        flat = teacher_logits.float().reshape(-1, teacher_logits.shape[-1])
-        batch_center = _all_reduce_sum(flat.sum(dim=0, keepdim=True)) / (flat.shape[0] * world_size())
-        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from pathdistill_train.loss.centering import _all_reduce_sum, sinkhorn_knopp, world_size
+from pathdistill_train.loss.centering import CenteredTeacherLoss
 
 
-class iBOTPatchLoss(nn.Module):
+class iBOTPatchLoss(CenteredTeacherLoss):
     """Patch-level cross-entropy between teacher and student prototype distributions of the SAME view.
 
     For one view, teacher patch ``p`` and student patch ``p`` see the same pixels, so every patch token
@@ -29,29 +28,7 @@ class iBOTPatchLoss(nn.Module):
         center_momentum: float = 0.9,
         centering: str = "centering",
     ) -> None:
-        super().__init__()
-        self.center: torch.Tensor
-        if centering not in ("centering", "sinkhorn_knopp"):
-            raise ValueError(f"centering must be 'centering' or 'sinkhorn_knopp', got {centering!r}")
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.centering = centering
-        self.register_buffer("center", torch.zeros(1, 1, patch_out_dim))
-
-    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        """Centre and sharpen teacher patch scores.
-
-        Args:
-            teacher_logits: (B, N, K) patch prototype scores (views stacked in B).
-            teacher_temp: teacher temperature.
-
-        Returns:
-            (B, N, K) probabilities.
-        """
-        b, n, k = teacher_logits.shape
-        if self.centering == "sinkhorn_knopp":
-            return sinkhorn_knopp(teacher_logits.reshape(b * n, k), teacher_temp).reshape(b, n, k)
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+        super().__init__((1, 1, patch_out_dim), student_temp, center_momentum, centering)
 
     def forward(self, student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
         """Mean over samples and patches of ``-sum_k t log softmax(s / tau_s)``.
@@ -67,16 +44,3 @@ class iBOTPatchLoss(nn.Module):
             raise ValueError(f"student {tuple(student_logits.shape)} != teacher {tuple(teacher_probs.shape)}")
         log_p = F.log_softmax(student_logits.float() / self.student_temp, dim=-1)
         return torch.sum(-teacher_probs * log_p, dim=-1).mean()
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: torch.Tensor) -> None:
-        """EMA update of the patch centre with the mean over samples and patches (all ranks).
-
-        Args:
-            teacher_logits: (B, N, K) raw teacher patch scores.
-        """
-        flat = teacher_logits.float().reshape(-1, teacher_logits.shape[-1])
-        batch_center = _all_reduce_sum(flat.sum(dim=0)) / (flat.shape[0] * world_size())
-        self.center.mul_(self.center_momentum).add_(
-            batch_center.view(1, 1, -1), alpha=1 - self.center_momentum
-        )
