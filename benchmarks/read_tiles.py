@@ -64,7 +64,7 @@ def bench_tiles(slide: Path, n: int, tile: int, level: int, scheduler: str) -> d
 
 def bench_sparse(side: int = 100_000) -> dict[str, float]:
     """Open time and peak-RSS increase for a side x side sparse pyramidal TIFF."""
-    sys.path.insert(0, str(ROOT / "tests" / "plugin"))
+    sys.path.insert(0, str(ROOT / "tests"))  # tests/_wsi_files.py
     from _wsi_files import write_sparse_tiff
     from napari_pathdistill.wsi import open_pyramid
 
