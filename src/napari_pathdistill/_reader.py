@@ -44,10 +44,8 @@ def _looks_readable(path: Path) -> bool:
     from napari_pathdistill.wsi._openslide_backend import detect_vendor
     from napari_pathdistill.wsi.pyramid import _is_tiff
 
-    if _denied(path):
-        return (
-            path.suffix.lower() in SUFFIXES
-        )  # read_slide says "permission denied", not napari's "no reader"
+    if _denied(path):  # read_slide then says "permission denied", not napari's "no reader"
+        return path.suffix.lower() in SUFFIXES
     if path.is_dir():
         return detect_vendor(path) is not None
     if not path.is_file() or path.suffix.lower() not in SUFFIXES:

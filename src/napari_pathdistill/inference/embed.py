@@ -177,7 +177,7 @@ def embed_slide(
         EmptyTissueError: no tile has at least ``min_tissue`` tissue (nothing is written).
         SlideBusyError: another process is writing this slide's output.
     """
-    from napari_pathdistill.inference.outputs import is_complete, slide_lock
+    from napari_pathdistill.inference.outputs import complete_rows, slide_lock
     from napari_pathdistill.wsi import open_pyramid
 
     out = Path(out_dir) / f"{Path(slide).stem}.h5"
@@ -185,10 +185,10 @@ def embed_slide(
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with slide_lock(out), open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         attrs = _slide_attrs(pyr, model, tile_px, mpp, min_tissue)
-        if not overwrite and is_complete(out, attrs):
+        n_done = 0 if overwrite else complete_rows(out, attrs)
+        if n_done:
             if progress is not None:
-                n = _rows(out)
-                progress(Progress(n, n, "skipped"))
+                progress(Progress(n_done, n_done, "skipped"))
             return out
         grid = _tissue_grid(pyr, tile_px, mpp, min_tissue)
         attrs["patch_size_level0"] = round(grid.size_level0)
@@ -205,14 +205,6 @@ def embed_slide(
 
 class NoMPPWarning(UserWarning):
     """A slide states no um/px: its tiles are cut in level-0 pixels, not at the model's resolution."""
-
-
-def _rows(path: Path) -> int:
-    """Number of tiles in an embedding HDF5."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return len(f["coords"])
 
 
 def _slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, min_tissue: float) -> dict:

@@ -84,19 +84,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def is_complete(out: Path, attrs: dict[str, Any]) -> bool:
-    """Whether ``out`` is a finished embedding with ``attrs`` (see :data:`MATCH_ATTRS`) and all rows written."""
+def complete_rows(out: Path, attrs: dict[str, Any]) -> int:
+    """The tile count of ``out`` when it is a finished embedding with ``attrs`` (see :data:`MATCH_ATTRS`) and all
+    rows written, else 0 (missing, incomplete, another embedding, unreadable: recompute)."""
     import h5py
 
     if not out.is_file():
-        return False
+        return 0
     try:
         with h5py.File(out, "r") as f:
             n = len(f["coords"])
             rows_ok = n > 0 and len(f["features"]) == n and int(f.attrs.get("done", -1)) == n
-            return rows_ok and all(_same(f.attrs.get(k), attrs.get(k)) for k in MATCH_ATTRS)
+            return n if rows_ok and all(_same(f.attrs.get(k), attrs.get(k)) for k in MATCH_ATTRS) else 0
     except (OSError, KeyError, ValueError):
-        return False  # unreadable or not our layout: recompute
+        return 0  # unreadable or not our layout
 
 
 def _same(stored: Any, wanted: Any) -> bool:
