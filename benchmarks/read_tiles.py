@@ -1,7 +1,10 @@
 """Benchmark: random 224 px tiles through the plugin's dask pyramid vs raw ``OpenSlide.read_region``.
 
 Also measures opening a 100k x 100k sparse pyramidal TIFF (written here with tifffile): open time and peak RSS
-increase. Run from the repository root::
+increase; and, on the same random positions in one run, the readers side by side: raw OpenSlide, the plugin's
+``Pyramid.read_region`` with its OpenSlide and (when ``fastslide`` is installed) fastslide backends, raw
+fastslide, and napari-wsi's dask levels (when ``napari-wsi`` is installed; it is not a dependency). Run from the
+repository root::
 
     python benchmarks/read_tiles.py [SLIDE] [--n 400] [--tile 224] [--level 0]
 
@@ -62,6 +65,70 @@ def bench_tiles(slide: Path, n: int, tile: int, level: int, scheduler: str) -> d
     return results
 
 
+def _readers(slide: Path, level: int) -> dict[str, tuple[object, float]]:
+    """name -> (read(x, y, tile) function in level pixels, level downsample) for every reader installed."""
+    import importlib.util
+
+    import openslide
+
+    from napari_pathdistill.wsi import open_pyramid
+
+    raw = openslide.OpenSlide(str(slide))
+    ds = float(raw.level_downsamples[level])
+    out: dict[str, tuple[object, float]] = {
+        "raw OpenSlide.read_region": (
+            lambda x, y, t: np.asarray(
+                raw.read_region((round(x * ds), round(y * ds)), level, (t, t)).convert("RGB")
+            ),
+            ds,
+        )
+    }
+    os.environ["PATHDISTILL_WSI_BACKEND"] = "openslide"
+    pyr = open_pyramid(slide)
+    out["plugin Pyramid (openslide)"] = (
+        lambda x, y, t: pyr.read_region((round(x * ds), round(y * ds)), level, (t, t)),
+        ds,
+    )
+    if importlib.util.find_spec("fastslide") is not None:
+        import fastslide
+
+        os.environ["PATHDISTILL_WSI_BACKEND"] = "fastslide"
+        fpyr = open_pyramid(slide)
+        out[f"plugin Pyramid ({fpyr.backend})"] = (
+            lambda x, y, t: fpyr.read_region((round(x * ds), round(y * ds)), level, (t, t)),
+            ds,
+        )
+        fs = fastslide.FastSlide.from_file_path(str(slide), cache=None)
+        out["raw fastslide.read_region"] = (
+            lambda x, y, t: fs.read_region((int(x), int(y)), level, (t, t)).numpy(),
+            ds,
+        )
+    os.environ.pop("PATHDISTILL_WSI_BACKEND", None)
+    if importlib.util.find_spec("napari_wsi") is not None:
+        from napari_wsi.backends.openslide import OpenSlideStore
+
+        wsi_level = OpenSlideStore(slide).to_layer_data_tuples()[0][0][level]
+        out["napari-wsi dask level"] = (lambda x, y, t: wsi_level[y : y + t, x : x + t].compute(), ds)
+    return out
+
+
+def bench_readers(slide: Path, n: int, tile: int, level: int) -> list[tuple[str, float]]:
+    """(reader, tiles/s) on the same random positions, readers interleaved per round; round 1 is reported."""
+    import openslide
+
+    w, h = openslide.OpenSlide(str(slide)).level_dimensions[level]
+    pos = _positions((h, w), tile, n, seed=1)
+    readers = _readers(slide, level)
+    rates: dict[str, float] = {}
+    for _round in range(2):  # round 0 warms file caches for every reader alike
+        for name, (read, _ds) in readers.items():
+            t0 = time.perf_counter()
+            for x, y in pos:
+                read(int(x), int(y), tile)
+            rates[name] = n / (time.perf_counter() - t0)
+    return list(rates.items())
+
+
 def bench_sparse(side: int = 100_000) -> dict[str, float]:
     """Open time and peak-RSS increase for a side x side sparse pyramidal TIFF."""
     sys.path.insert(0, str(ROOT / "tests"))  # tests/_wsi_files.py
@@ -111,6 +178,14 @@ def main() -> int:
     print(f"  raw OpenSlide.read_region: {res['raw_tiles_s']:.1f} tiles/s")
     print(f"  plugin dask pyramid:       {res['dask_tiles_s']:.1f} tiles/s")
     print(f"  ratio dask/raw = {res['ratio']:.2f}  (target >= 0.8)")
+    rows = bench_readers(args.slide, args.n, args.tile, args.level)
+    base = rows[0][1]
+    print(
+        f"readers on the same {args.n} random {args.tile} px tiles (2nd round, each reader's own caches warm):"
+    )
+    for name, rate in rows:
+        print(f"  {name:30s} {rate:8.1f} tiles/s   x{rate / base:.2f} of raw OpenSlide")
+    print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -80,3 +81,16 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
     md = (tmp_path / "student.md").read_text()
     assert "student vs random-init student" in md and "leaderboard" in md
     assert (tmp_path / "robustness" / "random" / "metrics" / "summary.json").is_file()
+
+
+def test_read_tiles_benchmark_compares_readers_on_the_same_positions(cmu_svs: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        read_tiles = importlib.import_module("read_tiles")
+    finally:
+        sys.path.remove(str(BENCH))
+    rows = dict(read_tiles.bench_readers(cmu_svs, n=4, tile=64, level=0))
+    assert {"raw OpenSlide.read_region", "plugin Pyramid (openslide)"} <= set(rows)
+    if importlib.util.find_spec("fastslide") is not None:
+        assert {"plugin Pyramid (fastslide)", "raw fastslide.read_region"} <= set(rows)
+    assert all(math.isfinite(r) and r > 0 for r in rows.values())

@@ -35,19 +35,25 @@ SUFFIXES = (
     ".svslide",
     ".dcm",
     ".btf",
+    # read by the optional fastslide backend (without it, opening says how to install it)
+    ".vsi",
+    ".czi",
+    ".isyntax",
+    ".i2syntax",
 )
 #: a single-level image with more pixels than this is refused (napari would load it whole)
 MAX_FLAT_PIXELS = 10_000 * 10_000
 
 
 def _looks_readable(path: Path) -> bool:
+    from napari_pathdistill.wsi._dicom_backend import is_dicom
     from napari_pathdistill.wsi._openslide_backend import detect_vendor
     from napari_pathdistill.wsi.pyramid import _is_tiff
 
     if _denied(path):  # read_slide then says "permission denied", not napari's "no reader"
         return path.suffix.lower() in SUFFIXES
-    if path.is_dir():
-        return detect_vendor(path) is not None
+    if path.is_dir():  # a DICOM folder OpenSlide refuses (no ImageType, no VOLUME) gets the reader's message
+        return detect_vendor(path) is not None or is_dicom(path)
     if not path.is_file() or path.suffix.lower() not in SUFFIXES:
         return False  # also a FIFO, socket or device: never opened here (a read would block)
     if path.suffix.lower() in (".tif", ".tiff", ".btf"):

@@ -2,7 +2,8 @@
 
 ``open_pyramid`` picks OpenSlide for everything it reads (SVS, NDPI, MRXS, SCN, BIF, VMS, DICOM, generic
 tiled TIFF) and tifffile for OME-TIFF and other TIFFs OpenSlide rejects (or where tifffile sees more pyramid
-levels, e.g. SubIFD pyramids). ``Pyramid.to_dask`` returns one dask array per level with one chunk per
+levels, e.g. SubIFD pyramids); the optional fastslide package for VSI, CZI and iSyntax (or for every vendor
+format it reads with ``PATHDISTILL_WSI_BACKEND=fastslide``). ``Pyramid.to_dask`` returns one dask array per level with one chunk per
 native tile; building it reads no pixels.
 """
 
@@ -56,6 +57,31 @@ class Pyramid:
         self._dask: list[Any] | None = None
         self._token = uuid.uuid4().hex
         self._cache = BlockCache(int(float(os.environ.get("PATHDISTILL_CHUNK_CACHE_MB", "128")) * 2**20))
+        #: the slide's embedded ICC profile (OpenSlide's colour profile, TIFF tag 34675), None if it has none
+        self.icc_profile: bytes | None = getattr(backend, "icc_profile", None)
+        #: "raw" (the file's pixels, the default) or "srgb" (converted with the ICC profile: ``use_srgb``)
+        self.color = "raw"
+
+    def use_srgb(self) -> bool:
+        """From now on convert every read (dask levels, ``read_region``, thumbnail) from the ICC profile to sRGB.
+
+        Arrays from an earlier ``to_dask`` keep raw pixels; call ``to_dask`` again. A slide without a profile is
+        left raw (its pixels are taken as sRGB already). Associated images stay raw.
+
+        Returns:
+            Whether a conversion applies (``color == "srgb"``).
+
+        Raises:
+            WSIError: the embedded profile cannot be read or is not an RGB profile.
+        """
+        if self.color == "srgb" or not self.icc_profile:
+            return self.color == "srgb"
+        from napari_pathdistill.wsi.icc import SRGBBackend, SRGBTransform
+
+        self._backend = SRGBBackend(self._backend, SRGBTransform(self.icc_profile, self.path.name))
+        self.color, self._dask, self._token = "srgb", None, uuid.uuid4().hex
+        self._cache = BlockCache(self._cache.max_bytes)  # never serve raw blocks decoded before
+        return True
 
     def __repr__(self) -> str:
         dims = ", ".join(f"{lv.shape[1]}x{lv.shape[0]}@{lv.downsample:.4g}" for lv in self.levels)
@@ -215,7 +241,7 @@ def _is_tiff(path: Path) -> bool:
     return magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def open_pyramid(path: str | Path, *, fallback_mpp: float | None = None) -> Pyramid:
+def open_pyramid(path: str | Path, *, fallback_mpp: float | None = None, color: str = "raw") -> Pyramid:
     """Open a slide file (or DICOM folder, or a small plain JPEG/PNG) as a :class:`Pyramid`.
 
     This is the one place where a user-given um/px enters: everything downstream (tile grids, mask and overlay
@@ -226,26 +252,41 @@ def open_pyramid(path: str | Path, *, fallback_mpp: float | None = None) -> Pyra
         fallback_mpp: level-0 um/px of a slide whose file states none (plain images, some TIFFs, the TCGA
             frozen sections); a file's own MPP always wins, so one value can serve a whole cohort or both
             slides of a pair. None or 0: none (such a slide is tiled in level-0 pixels).
+        color: ``"raw"`` (the file's pixels) or ``"srgb"``: pixels converted from the slide's ICC profile to
+            sRGB (:meth:`Pyramid.use_srgb`; a slide without a profile stays raw).
 
     Raises:
         WSIError: missing path, empty folder, unsupported format, or a truncated/corrupt file.
-        ValueError: ``fallback_mpp`` is negative or not finite.
+        ValueError: ``fallback_mpp`` is negative or not finite, or ``color`` is unknown.
     """
     if fallback_mpp is not None and not (math.isfinite(fallback_mpp) and fallback_mpp >= 0):
         raise ValueError(f"fallback_mpp must be a positive um/px, or None/0 for none; got {fallback_mpp}")
+    if color not in ("raw", "srgb"):
+        raise ValueError(f"color must be 'raw' or 'srgb', got {color!r}")
     pyr = _open(Path(path).expanduser())
+    if color == "srgb":
+        try:
+            pyr.use_srgb()
+        except WSIError:
+            pyr.close()
+            raise
     if pyr.mpp is None and fallback_mpp:
         pyr.mpp = (float(fallback_mpp), float(fallback_mpp))
     return pyr
 
 
 def _open(path: Path) -> Pyramid:
-    from napari_pathdistill.wsi import _image_backend
+    from napari_pathdistill.wsi import _fastslide_backend, _image_backend
+    from napari_pathdistill.wsi._dicom_backend import is_dicom, open_dicom
     from napari_pathdistill.wsi._tifffile_backend import TiffFileBackend
 
     if _check_path(path) and not any(path.iterdir()):
         raise WSIError(f"{path} is an empty folder; expected a DICOM whole-slide series.")
+    if _fastslide_backend.choose(path):  # optional package; VSI/CZI/iSyntax, or everything it reads if asked
+        return Pyramid(path, _fastslide_backend.FastSlideBackend(path))
     vendor = detect_vendor(path)
+    if vendor == "dicom" or is_dicom(path):  # OpenSlide first, pydicom for the DICOM it refuses
+        return Pyramid(path, open_dicom(path, openslide_reads=vendor == "dicom"))
     if vendor is not None and vendor != "generic-tiff":
         return Pyramid(path, OpenSlideBackend(path))
     if vendor is None and _claims_vendor_format(path):
@@ -261,6 +302,11 @@ def _open(path: Path) -> Pyramid:
         return Pyramid(path, tiff)
     if path.is_file() and path.suffix.lower() in _image_backend.SUFFIXES:
         return Pyramid(path, _image_backend.ImageBackend(path))
+    if path.name.lower().endswith(_fastslide_backend.ONLY_FASTSLIDE):
+        raise WSIError(
+            f"{path.name}: Olympus VSI, Zeiss CZI and Philips iSyntax slides are read by the optional fastslide "
+            "backend, which is not installed: `pip install fastslide` (Python 3.11), then open it again."
+        )
     raise WSIError(
         f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: .svs .tif/.tiff "
         ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF, pyramidal TIFF and small JPEG/PNG."
