@@ -61,6 +61,7 @@ def test_jpeg2000_svs_both_levels_and_no_mpp(tcga_svs: Path, prefer_fastslide: N
     with open_pyramid(tcga_svs) as pyr:
         assert pyr.backend == "fastslide" and pyr.mpp is None and len(pyr.levels) == 2
         assert pyr.levels[1].downsample == pytest.approx(2.0005, abs=1e-3)
+        assert pyr.icc_profile and pyr.icc_profile[36:40] == b"acsp"  # its embedded ICC profile, as bytes
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATHDISTILL_WSI_BACKEND", "openslide")
         ref = _whole_levels(tcga_svs)

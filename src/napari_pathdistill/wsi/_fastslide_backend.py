@@ -92,6 +92,8 @@ class FastSlideBackend:
                 "brightfield RGB."
             )
         self.vendor = s.format
+        #: the slide's embedded ICC profile, or None (read by ``Pyramid``; fastslide's own apply_icc stays off)
+        self.icc_profile: bytes | None = s.icc_profile or None
         self._shape0 = (h0, w0)
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -121,10 +123,6 @@ class FastSlideBackend:
         if name not in self._slide.associated_images:
             raise WSIError(f"No associated image {name!r}; this slide has {self.associated_image_names()}.")
         return to_rgb(np.asarray(self._slide.associated_images[name].numpy()))
-
-    def icc_profile(self) -> bytes | None:
-        """The slide's embedded ICC profile, or None."""
-        return self._slide.icc_profile
 
     def close(self) -> None:
         self._slide.close()
