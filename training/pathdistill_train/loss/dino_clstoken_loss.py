@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from pathdistill_train.loss.centering import CenteredTeacherLoss
+from pathdistill_train.loss.views import view_pairs
 
 
 class DINOLoss(CenteredTeacherLoss):
     """Cross-view cross-entropy between teacher and student CLS prototype distributions.
 
-    Teacher view ``i`` supervises every student view ``j != i`` (with a single view on each side, the
-    same view is used). The teacher is centred with an EMA centre (``centering="centering"``) or
+    Teacher view ``i`` supervises every student view ``j != i`` (``pairing="cross"``, eq. 1; with a single
+    view on each side, the same view is used) or only ``j == i`` (``pairing="same"``). The teacher is centred with an EMA centre (``centering="centering"``) or
     Sinkhorn-Knopp (``centering="sinkhorn_knopp"``) and sharpened with ``teacher_temp``.
 
     Args:
@@ -20,6 +21,7 @@ class DINOLoss(CenteredTeacherLoss):
         student_temp: student temperature (0.1 in the paper).
         center_momentum: EMA momentum of the teacher centre.
         centering: ``"centering"`` or ``"sinkhorn_knopp"``.
+        pairing: ``"cross"`` or ``"same"`` (see :func:`~pathdistill_train.loss.views.view_pairs`).
     """
 
     def __init__(
@@ -28,11 +30,14 @@ class DINOLoss(CenteredTeacherLoss):
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
         centering: str = "centering",
+        pairing: str = "cross",
     ) -> None:
         super().__init__((1, out_dim), student_temp, center_momentum, centering)
+        view_pairs(1, 1, pairing)  # validates
+        self.pairing = pairing
 
     def forward(self, student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over (teacher view, student view) pairs with different indices.
+        """Mean cross-entropy over the (teacher view, student view) pairs of ``pairing``.
 
         Args:
             student_logits: (Vs, B, K) student CLS prototype scores.
@@ -42,11 +47,6 @@ class DINOLoss(CenteredTeacherLoss):
             Scalar loss: mean over pairs of mean over batch of ``-sum_k t log softmax(s / tau_s)``.
         """
         log_p = F.log_softmax(student_logits.float() / self.student_temp, dim=-1)
-        total, n_pairs = student_logits.new_zeros((), dtype=torch.float32), 0
-        for i in range(teacher_probs.shape[0]):
-            for j in range(log_p.shape[0]):
-                if i == j and (teacher_probs.shape[0] > 1 or log_p.shape[0] > 1):
-                    continue
-                total = total + torch.sum(-teacher_probs[i] * log_p[j], dim=-1).mean()
-                n_pairs += 1
-        return total / n_pairs
+        pairs = view_pairs(teacher_probs.shape[0], log_p.shape[0], self.pairing)
+        terms = [torch.sum(-teacher_probs[i] * log_p[j], dim=-1).mean() for i, j in pairs]
+        return torch.stack(terms).mean()

@@ -82,6 +82,17 @@ class FeatureDistillLoss(nn.Module):
         l1 = F.smooth_l1_loss(s, t, beta=self.beta)
         return self.cos_weight * cos + self.smooth_l1_weight * l1
 
+    def cls_term(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
+        """CLS term between (B, Ds) student and (B, Dt) teacher CLS (or pooled) features."""
+        return self._term(self.cls_adaptor(student_cls), teacher_cls)
+
+    def patch_term(self, student_patch: torch.Tensor, teacher_patch: torch.Tensor | None) -> torch.Tensor:
+        """Weighted patch term between (B, Ns, Ds) and (B, Nt, Dt) tokens of the same views (0 without)."""
+        if teacher_patch is None:
+            return student_patch.new_zeros((), dtype=torch.float32)
+        t_patch = resize_patch_grid(teacher_patch, student_patch.shape[1])
+        return self.patch_weight * self._term(self.patch_adaptor(student_patch), t_patch)
+
     def forward(
         self,
         student_cls: torch.Tensor,
@@ -89,7 +100,7 @@ class FeatureDistillLoss(nn.Module):
         teacher_cls: torch.Tensor,
         teacher_patch: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """Compute the CLS and patch terms.
+        """Compute the CLS and patch terms of row-aligned student and teacher tokens.
 
         Args:
             student_cls: (B, Ds) student CLS tokens.
@@ -100,10 +111,7 @@ class FeatureDistillLoss(nn.Module):
         Returns:
             ``{"feat_cls": scalar, "feat_patch": scalar}`` (patch term 0 without teacher patches).
         """
-        out = {"feat_cls": self._term(self.cls_adaptor(student_cls), teacher_cls)}
-        if teacher_patch is None:
-            out["feat_patch"] = student_cls.new_zeros((), dtype=torch.float32)
-            return out
-        t_patch = resize_patch_grid(teacher_patch, student_patch.shape[1])
-        out["feat_patch"] = self.patch_weight * self._term(self.patch_adaptor(student_patch), t_patch)
-        return out
+        return {
+            "feat_cls": self.cls_term(student_cls, teacher_cls),
+            "feat_patch": self.patch_term(student_patch, teacher_patch),
+        }

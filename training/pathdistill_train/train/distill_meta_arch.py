@@ -19,6 +19,7 @@ from pathdistill_train.errors import TrainConfigError
 from pathdistill_train.layers import DINOHead
 from pathdistill_train.loss import DINOLoss, FeatureDistillLoss, iBOTPatchLoss
 from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
+from pathdistill_train.loss.views import PAIRINGS, view_pairs
 from pathdistill_train.models import build_student, build_teacher
 
 HEAD_MODES = ("load", "frozen_random", "learn")
@@ -52,8 +53,10 @@ class DistillMetaArch(nn.Module):
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         self.cfg, lc = cfg, cfg.loss
-        if lc.mode not in LOSS_MODES or cfg.teacher.heads not in HEAD_MODES:
-            raise TrainConfigError(f"loss.mode in {LOSS_MODES}, teacher.heads in {HEAD_MODES}")
+        if lc.mode not in LOSS_MODES or cfg.teacher.heads not in HEAD_MODES or lc.pairing not in PAIRINGS:
+            raise TrainConfigError(
+                f"loss.mode in {LOSS_MODES}, teacher.heads in {HEAD_MODES}, loss.pairing in {PAIRINGS}"
+            )
         if cfg.teacher.heads == "learn" and lc.centering == "sinkhorn_knopp":
             raise TrainConfigError(
                 "teacher.heads=learn needs loss.centering=centering (Sinkhorn-Knopp has no gradient)"
@@ -72,7 +75,7 @@ class DistillMetaArch(nn.Module):
             self.teacher_ibot_heads = nn.ModuleList([_head(cfg, d, "ibot") for d in dims])
             self._setup_teacher_heads()
             self.dino_loss = DINOLoss(
-                cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering
+                cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering, lc.pairing
             )
             self.ibot_loss = iBOTPatchLoss(
                 cfg.heads.ibot_out_dim, lc.student_temp, lc.center_momentum, lc.centering
@@ -207,14 +210,28 @@ class DistillMetaArch(nn.Module):
             losses["dino"] = lc.dino_weight * self.dino_loss(student["dino_logits"], teacher["dino_probs"])
             losses["ibot"] = lc.ibot_weight * self.ibot_loss(student["ibot_logits"], t_ibot)
         if self.use_feature:
-            feats = [
-                fl(student["cls"], student["patch"], t["cls"], t["patch"])
-                for fl, t in zip(self.feature_losses, teacher["tokens"])
-            ]
-            for key in ("feat_cls", "feat_patch"):
-                losses[key] = lc.feature_weight * torch.stack([f[key] for f in feats]).mean()
+            for key, values in self._feature_terms(teacher["tokens"], student).items():
+                losses[key] = lc.feature_weight * torch.stack(values).mean()
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
+
+    def _feature_terms(
+        self, teacher_tokens: list[dict[str, torch.Tensor]], student: dict[str, torch.Tensor]
+    ) -> dict[str, list[torch.Tensor]]:
+        """Feature-loss terms per teacher: CLS over :func:`view_pairs`, patches same-view.
+
+        Tokens are flattened view-major: (V * B, ...) with rows ``v * B + b``.
+        """
+        v = 2
+        s_cls = student["cls"].unflatten(0, (v, -1))
+        pairs = view_pairs(v, v, self.cfg.loss.pairing)
+        out: dict[str, list[torch.Tensor]] = {"feat_cls": [], "feat_patch": []}
+        fls: list[FeatureDistillLoss] = list(self.feature_losses)  # type: ignore[arg-type]
+        for fl, t in zip(fls, teacher_tokens):
+            t_cls = t["cls"].unflatten(0, (v, -1))
+            out["feat_cls"].append(torch.stack([fl.cls_term(s_cls[j], t_cls[i]) for i, j in pairs]).mean())
+            out["feat_patch"].append(fl.patch_term(student["patch"], t["patch"]))
+        return out
 
     def forward(self, batch: dict[str, torch.Tensor], teacher_temp: float) -> dict[str, torch.Tensor]:
         """One distillation step's losses (centres are updated after the loss is computed)."""
