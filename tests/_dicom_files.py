@@ -35,6 +35,8 @@ def _encode(tile: np.ndarray, codec: str) -> bytes:
 
     if codec == "jpeg":
         return imagecodecs.jpeg8_encode(tile, level=90)
+    if codec == "jpeg-rgb":  # no colour transform (PhotometricInterpretation RGB)
+        return imagecodecs.jpeg8_encode(tile, level=90, colorspace="RGB", outcolorspace="RGB")
     if codec == "j2k":
         return imagecodecs.jpeg2k_encode(tile, level=0, codecformat="J2K", reversible=True)
     return np.ascontiguousarray(tile).tobytes()
@@ -53,25 +55,32 @@ def write_dicom_wsi(
     mpp: float | None = 0.5,
     drop: Sequence[tuple[int, int]] = (),
     series_uid: str | None = None,
+    other_plane: np.ndarray | None = None,
 ) -> Path:
     """Write ``image`` (h, w, 3) uint8 as a one-instance DICOM WSI; edge tiles are padded with white.
 
     ``drop``: (tile row, tile column) cells left out (only with ``sparse``: they must read white).
+    ``other_plane``: with ``sparse``, a second focal plane (Z 0.002 mm) whose frames follow each of the first.
     """
     th, tw = tile
     h, w = image.shape[:2]
     cells = [rc for rc in tile_grid((h, w), tile, order) if rc not in set(drop)]
-    frames = []
+    planes = [image] if other_plane is None else [image, other_plane]
+    frames, origins = [], []
     for r, c in cells:
-        block = np.full((th, tw, 3), 255, np.uint8)
-        part = image[r * th : (r + 1) * th, c * tw : (c + 1) * tw]
-        block[: part.shape[0], : part.shape[1]] = part
-        frames.append(_encode(block, codec))
-    syntax = {"native": ExplicitVRLittleEndian, "jpeg": JPEGBaseline8Bit, "j2k": JPEG2000Lossless}[codec]
+        for z, plane in enumerate(planes):
+            block = np.full((th, tw, 3), 255, np.uint8)
+            part = plane[r * th : (r + 1) * th, c * tw : (c + 1) * tw]
+            block[: part.shape[0], : part.shape[1]] = part
+            frames.append(_encode(block, codec))
+            origins.append((r * th, c * tw, z * 0.002))
+    syntax = {"native": ExplicitVRLittleEndian, "j2k": JPEG2000Lossless}.get(codec, JPEGBaseline8Bit)
     ds = _base_dataset(syntax, series_uid, image_type, orientation, mpp)
-    ds.PhotometricInterpretation = {"native": "RGB", "jpeg": "YBR_FULL_422", "j2k": "YBR_RCT"}[codec]
+    photometric = {"native": "RGB", "jpeg": "YBR_FULL_422", "jpeg-rgb": "RGB", "j2k": "YBR_RCT"}
+    ds.PhotometricInterpretation = photometric[codec]
     ds.Rows, ds.Columns, ds.TotalPixelMatrixRows, ds.TotalPixelMatrixColumns = th, tw, h, w
-    _set_frames(ds, frames, [(r * th, c * tw) for r, c in cells], sparse, encapsulated=codec != "native")
+    ds.TotalPixelMatrixFocalPlanes = len(planes)
+    _set_frames(ds, frames, origins, sparse, encapsulated=codec != "native")
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -97,7 +106,7 @@ def rewrite_volume(
     _set_image_type(ds, image_type)
     ds.ImageOrientationSlide = list(orientation)
     del ds.PixelData
-    _set_frames(ds, frames, [(r * th, c * tw) for r, c in cells], sparse, encapsulated=True)
+    _set_frames(ds, frames, [(r * th, c * tw, 0.0) for r, c in cells], sparse, encapsulated=True)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(dst, enforce_file_format=True)
     return dst
@@ -140,18 +149,23 @@ def _set_image_type(ds: Dataset, image_type: Sequence[str] | None) -> None:
 
 
 def _set_frames(
-    ds: Dataset, frames: list[bytes], origins: list[tuple[int, int]], sparse: bool, *, encapsulated: bool
+    ds: Dataset,
+    frames: list[bytes],
+    origins: list[tuple[int, int, float]],
+    sparse: bool,
+    *,
+    encapsulated: bool,
 ) -> None:
-    """Pixel Data, NumberOfFrames and, for TILED_SPARSE, each frame's 1-based position in the matrix."""
+    """Pixel Data, NumberOfFrames and, for TILED_SPARSE, each frame's 1-based position (and Z) in the matrix."""
     ds.NumberOfFrames = len(frames)
     ds.DimensionOrganizationType = "TILED_SPARSE" if sparse else "TILED_FULL"
     if sparse:
         items = []
-        for y, x in origins:
+        for y, x, z in origins:
             pos = Dataset()
             pos.ColumnPositionInTotalImagePixelMatrix, pos.RowPositionInTotalImagePixelMatrix = x + 1, y + 1
             pos.XOffsetInSlideCoordinateSystem, pos.YOffsetInSlideCoordinateSystem = x * 5e-4, y * 5e-4
-            pos.ZOffsetInSlideCoordinateSystem = 0.0
+            pos.ZOffsetInSlideCoordinateSystem = z
             item = Dataset()
             item.PlanePositionSlideSequence = DicomSequence([pos])
             items.append(item)
@@ -165,3 +179,23 @@ def _set_frames(
     else:
         ds.PixelData = b"".join(frames)
         ds["PixelData"].VR = "OB"
+
+
+def split_concatenation(path: Path, first: int) -> list[Path]:
+    """Split a TILED_FULL file into two concatenation parts (frames [0, first) and the rest); removes it."""
+    ds = pydicom.dcmread(path)
+    n = int(ds.NumberOfFrames)
+    frames = [f.tobytes() for f in np.split(np.frombuffer(ds.PixelData, np.uint8), n)]
+    source, concatenation = ds.SOPInstanceUID, generate_uid()
+    out = []
+    for part, (lo, hi) in enumerate([(0, first), (first, n)], start=1):
+        piece = pydicom.dcmread(path)
+        piece.SOPInstanceUID = piece.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        piece.SOPInstanceUIDOfConcatenationSource, piece.ConcatenationUID = source, concatenation
+        piece.InConcatenationNumber, piece.InConcatenationTotalNumber = part, 2
+        piece.ConcatenationFrameOffsetNumber = lo
+        piece.NumberOfFrames, piece.PixelData = hi - lo, b"".join(frames[lo:hi])
+        out.append(path.with_name(f"{path.stem}_part{part}.dcm"))
+        piece.save_as(out[-1], enforce_file_format=True)
+    path.unlink()
+    return out

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from _dicom_files import TCGA_ORIENTATION, rewrite_volume, tile_grid, write_dicom_wsi
+from _dicom_files import TCGA_ORIENTATION, rewrite_volume, split_concatenation, tile_grid, write_dicom_wsi
 from napari_pathdistill._reader import get_reader, read_slide
 from napari_pathdistill.errors import WSIError
 from napari_pathdistill.wsi import _dicom_frames
@@ -60,13 +60,16 @@ def test_lossless_frames_read_back_equal_to_source(
         np.testing.assert_array_equal(pyr.read_region((75, 90), 0, (100, 120)), src[90:210, 75:175])
 
 
-@pytest.mark.parametrize("order", ["row", "column"])
+@pytest.mark.parametrize(("order", "codec"), [("row", "jpeg"), ("column", "jpeg"), ("column", "jpeg-rgb")])
 def test_jpeg_baseline_frames_equal_each_tile_decoded_alone(
-    tmp_path: Path, cmu_rgb: np.ndarray, order: str
+    tmp_path: Path, cmu_rgb: np.ndarray, order: str, codec: str
 ) -> None:
-    """Lossy, so the reference is every frame decoded by Pillow on its own and placed at its grid cell."""
+    """Lossy, so the reference is every frame decoded by Pillow on its own and placed at its grid cell.
+
+    ``jpeg-rgb``: PhotometricInterpretation RGB, a JPEG without colour transform (as OpenSlide decodes it).
+    """
     src = _source(cmu_rgb)
-    path = write_dicom_wsi(tmp_path / "j.dcm", src, TILE, codec="jpeg", order=order, sparse=order == "column",
+    path = write_dicom_wsi(tmp_path / "j.dcm", src, TILE, codec=codec, order=order, sparse=order == "column",
                            image_type=None, orientation=TCGA_ORIENTATION)  # fmt: skip
     ds = pydicom.dcmread(path)
     frames = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
@@ -90,6 +93,26 @@ def test_missing_sparse_frames_read_white(tmp_path: Path, cmu_rgb: np.ndarray) -
     expected[96:192, 160:240] = 255
     expected[0:96, 0:80] = 255
     np.testing.assert_array_equal(got, expected)
+
+
+def test_concatenation_parts_form_one_level(tmp_path: Path, cmu_rgb: np.ndarray) -> None:
+    src = _source(cmu_rgb)
+    parts = split_concatenation(write_dicom_wsi(tmp_path / "c.dcm", src, TILE), first=7)
+    assert [int(pydicom.dcmread(p).NumberOfFrames) for p in parts] == [7, 8]
+    backend = DicomBackend(tmp_path)
+    try:
+        assert len(backend.levels) == 1
+        np.testing.assert_array_equal(backend.read_level(0, 0, 0, 330, 250), src)
+    finally:
+        backend.close()
+
+
+def test_frames_of_a_second_focal_plane_are_not_mixed_in(tmp_path: Path, cmu_rgb: np.ndarray) -> None:
+    src = _source(cmu_rgb)
+    path = write_dicom_wsi(tmp_path / "z.dcm", src, TILE, order="column", sparse=True, other_plane=255 - src)
+    assert int(pydicom.dcmread(path).NumberOfFrames) == 30  # 15 cells, two planes interleaved
+    with open_pyramid(path) as pyr:
+        np.testing.assert_array_equal(pyr.read_region((0, 0), 0, (330, 250)), src)
 
 
 def test_folder_series_levels_and_associated_images(tmp_path: Path, cmu_rgb: np.ndarray) -> None:
