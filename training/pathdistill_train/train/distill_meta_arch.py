@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pathdistill_train.data.scanner_augment import ScannerAugment, ScannerAugmentConfig
 from pathdistill_train.errors import TrainConfigError
 from pathdistill_train.layers import DINOHead
 from pathdistill_train.loss import DINOLoss, FeatureDistillLoss, iBOTPatchLoss
@@ -31,6 +32,19 @@ def _head(cfg: Any, dim: int, kind: str) -> DINOHead:
     out = h.dino_out_dim if kind == "dino" else h.ibot_out_dim
     bottleneck = h.dino_bottleneck_dim if kind == "dino" else h.ibot_bottleneck_dim
     return DINOHead(dim, out, h.hidden_dim, bottleneck, h.nlayers)
+
+
+def _scanner_config(aug: Any) -> ScannerAugmentConfig:
+    """The ``augmentation.student_*`` keys as a :class:`ScannerAugmentConfig`."""
+    return ScannerAugmentConfig(
+        p=float(aug.student_p),
+        hed_sigma=float(aug.student_hed_sigma),
+        hed_bias=float(aug.student_hed_bias),
+        gamma=(float(aug.student_gamma[0]), float(aug.student_gamma[1])),
+        blur_sigma=(float(aug.student_blur_sigma[0]), float(aug.student_blur_sigma[1])),
+        jpeg_quality=(int(aug.student_jpeg_quality[0]), int(aug.student_jpeg_quality[1])),
+        resolution=(float(aug.student_resolution[0]), float(aug.student_resolution[1])),
+    )
 
 
 def center_crop_tokens(patch: torch.Tensor, factor: int) -> torch.Tensor:
@@ -93,6 +107,7 @@ class DistillMetaArch(nn.Module):
                 for d in dims
             )
         self.ema_student = copy.deepcopy(self.student).requires_grad_(False).eval()
+        self.student_augment = ScannerAugment(_scanner_config(cfg.augmentation))
 
     def _setup_teacher_heads(self) -> None:
         """Apply ``teacher.heads``: load from safetensors, keep random and frozen, or learn."""
@@ -132,6 +147,10 @@ class DistillMetaArch(nn.Module):
             return images
         size = self.cfg.crops.global_size
         return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Student-only stain/scanner augmentation of (N, 3, H, W) images while training (identity in eval)."""
+        return self.student_augment(images) if self.training else images
 
     def get_teacher_output(self, global_views: torch.Tensor, teacher_temp: float) -> dict[str, Any]:
         """Frozen teacher forward, computed once for both global views.
@@ -180,7 +199,7 @@ class DistillMetaArch(nn.Module):
             ``ibot_logits`` (2B, Ns', K) (Ns' = Ns, or the central grid in cross-magnification mode).
         """
         v, b = global_views.shape[:2]
-        tok = self.student(self._student_images(global_views.flatten(0, 1)))
+        tok = self.student(self._augment(self._student_images(global_views.flatten(0, 1))))
         patch = tok["patch"]
         if self.cfg.crossmag.enabled:
             patch = center_crop_tokens(patch, self.cfg.crossmag.factor)
@@ -189,7 +208,9 @@ class DistillMetaArch(nn.Module):
             cls_all = [tok["cls"].view(v, b, -1)]
             if local_views.shape[0] > 0:
                 cls_all.append(
-                    self.student(local_views.flatten(0, 1))["cls"].view(local_views.shape[0], b, -1)
+                    self.student(self._augment(local_views.flatten(0, 1)))["cls"].view(
+                        local_views.shape[0], b, -1
+                    )
                 )
             out["dino_logits"] = self.dino_head(torch.cat(cls_all))
             out["ibot_logits"] = self.ibot_head(patch)
