@@ -35,6 +35,7 @@ SUFFIXES = (
     ".svslide",
     ".dcm",
     ".btf",
+    ".qptiff",  # Akoya/PerkinElmer multiplex immunofluorescence (one layer per channel)
     # read by the optional fastslide backend (without it, opening says how to install it)
     ".vsi",
     ".czi",
@@ -56,7 +57,7 @@ def _looks_readable(path: Path) -> bool:
         return detect_vendor(path) is not None or is_dicom(path)
     if not path.is_file() or path.suffix.lower() not in SUFFIXES:
         return False  # also a FIFO, socket or device: never opened here (a read would block)
-    if path.suffix.lower() in (".tif", ".tiff", ".btf"):
+    if path.suffix.lower() in (".tif", ".tiff", ".btf", ".qptiff"):
         return _is_tiff(path) or detect_vendor(path) is not None
     return True  # vendor formats: let the reader give a clear error if the file is broken
 
@@ -134,6 +135,8 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
             UserWarning,
             stacklevel=2,
         )
+    if pyramid.channels is not None:  # multiplex immunofluorescence: one layer per channel
+        return channel_layers(pyramid)
     levels = pyramid.to_dask()
     kwargs = slide_layer_kwargs(pyramid)
     layers: list[LayerData] = [(levels, kwargs, "image")]
@@ -144,6 +147,56 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
         )
         layers += associated_layers(pyramid, names)
     return layers
+
+
+#: napari colormaps of the channels whose file states no colour, in channel order
+CHANNEL_COLORMAPS = ("blue", "green", "red", "magenta", "cyan", "yellow", "gray")
+#: contrast limits come from percentiles of the coarsest level when it has at most this many pixels
+_LIMITS_MAX_PIXELS = 2048 * 2048
+
+
+def channel_layers(pyramid: Any) -> list[LayerData]:
+    """A multiplex slide as one multiscale greyscale image layer per channel, blended additively.
+
+    Each layer is named after its channel, coloured from the file (else :data:`CHANNEL_COLORMAPS`), placed
+    in um like :func:`slide_layer_kwargs`; its data are the channel's lazy levels (h, w) of native dtype.
+    """
+    import copy
+
+    levels = pyramid.channel_dask()
+    base = slide_layer_kwargs(pyramid)
+    layers: list[LayerData] = []
+    for c, ch in enumerate(pyramid.channels):
+        kw = {**base, "name": ch.name, "rgb": False, "blending": "additive"}
+        kw["colormap"] = _channel_colormap(c, ch.color)
+        kw["contrast_limits"] = _contrast_limits(levels[-1][c], ch.dtype)
+        kw["metadata"] = copy.deepcopy(base.get("metadata", {}))
+        kw["metadata"].setdefault("pathdistill", {}).update(channel=c, channel_name=ch.name)
+        layers.append(([lv[c] for lv in levels], kw, "image"))
+    return layers
+
+
+def _channel_colormap(c: int, color: tuple[int, int, int] | None) -> Any:
+    """A black-to-``color`` colormap (napari's dict form) or, without a colour, one of CHANNEL_COLORMAPS."""
+    if color is None:
+        return CHANNEL_COLORMAPS[c % len(CHANNEL_COLORMAPS)]
+    rgb = [v / 255.0 for v in color]
+    hexcode = "".join(f"{v:02x}" for v in color)
+    return {"colors": [[0.0, 0.0, 0.0, 1.0], [*rgb, 1.0]], "name": f"pathdistill-#{hexcode}"}
+
+
+def _contrast_limits(coarsest: Any, dtype: Any) -> tuple[float, float]:
+    """(0.5, 99.9) percentiles of the coarsest level if small enough, else the integer dtype's range."""
+    import numpy as np
+
+    if coarsest.size <= _LIMITS_MAX_PIXELS:
+        lo, hi = (float(v) for v in np.percentile(np.asarray(coarsest), [0.5, 99.9]))
+        if hi > lo:
+            return (lo, hi)
+    if np.dtype(dtype).kind in "ui":
+        info = np.iinfo(dtype)
+        return (float(info.min), float(info.max))
+    return (0.0, 1.0)
 
 
 def associated_layers(pyramid: Any, names: list[str] | None = None) -> list[LayerData]:

@@ -62,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from napari_pathdistill.wsi.tissue_grid import tissue_grid
 
     try:
-        res = tissue_grid(
-            args.slide, tile_px=args.tile_px, mpp=args.mpp, min_tissue=args.min_tissue,
-            fallback_mpp=args.mpp_override, max_size=args.max_size,
-        )  # fmt: skip
         with open_pyramid(args.slide, fallback_mpp=args.mpp_override) as pyr:
+            pyr.require_brightfield("tiling")
+            res = tissue_grid(
+                args.slide, tile_px=args.tile_px, mpp=args.mpp, min_tissue=args.min_tissue,
+                fallback_mpp=args.mpp_override, max_size=args.max_size,
+            )  # fmt: skip
             thumb, ds = pyr.thumbnail(args.max_size)
             tiles = read_tiles(pyr, res.grid, range(min(args.save_tiles, len(res.grid))))
     except (PathDistillError, ValueError) as exc:  # ValueError: a bad tile px / min tissue / um/px value

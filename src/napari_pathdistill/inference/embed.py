@@ -184,6 +184,7 @@ def embed_slide(
     out.parent.mkdir(parents=True, exist_ok=True)
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with slide_lock(out), open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
+        pyr.require_brightfield("embedding")
         attrs = _slide_attrs(pyr, model, tile_px, mpp, min_tissue)
         n_done = 0 if overwrite else complete_rows(out, attrs)
         if n_done:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
+from napari_pathdistill.wsi import _multiplex
 from napari_pathdistill.wsi._backend_utils import to_rgb
 from napari_pathdistill.wsi.levels import PyramidLevel
 
@@ -81,7 +82,12 @@ class TiffFileBackend:
         self.vendor = next(
             (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None
         )
-        for page in self._pages:
+        #: the channels of a multiplex (multi-channel, non-RGB) slide, None for brightfield
+        self.channels: list[_multiplex.ChannelInfo] | None = None
+        self._multiplex = self._detect_multiplex(path, series)
+        if self._multiplex is not None:
+            self.channels = self._multiplex.channels
+        for page in self._pages if self.channels is None else []:
             self._check_page(path, page)
         self._tif.filehandle.set_lock(True)  # tifffile's own lazy tag reads lock too
         # Thread-safe by construction: everything tifffile reads lazily through its shared file handle is read
@@ -96,6 +102,19 @@ class TiffFileBackend:
         self.levels = [self._level(p, h0, w0) for p in self._pages]
         self.properties = {"tifffile.series": series.kind, "tifffile.axes": series.axes}
         self.mpp = _ome_mpp(self._tif.ome_metadata) or _tag_mpp(self._pages[0])
+
+    def _detect_multiplex(self, path: Path, series) -> _multiplex.ChannelSource | None:
+        try:
+            return _multiplex.detect(path, self._tif, series)
+        except WSIError:
+            self._tif.close()
+            raise
+
+    def read_channel_level(self, level: int, c: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Channel ``c`` of a multiplex slide: block [y, y+h) x [x, x+w) of ``level`` -> (h, w) native dtype."""
+        if self._multiplex is None:
+            raise WSIError(f"{self._tif.filename} is not a multiplex image; it has no separate channels.")
+        return self._multiplex.read(self.levels[level], level, c, (x, y, w, h), self._read_bytes)
 
     @staticmethod
     def _check_page(path: Path, page) -> None:

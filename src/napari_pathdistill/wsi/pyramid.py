@@ -20,6 +20,7 @@ import numpy as np
 
 from napari_pathdistill.errors import WSIError
 from napari_pathdistill.wsi._backend_utils import BlockCache
+from napari_pathdistill.wsi._multiplex import ChannelInfo, channel_dask, multiplex_refusal
 from napari_pathdistill.wsi._openslide_backend import OpenSlideBackend, detect_vendor
 from napari_pathdistill.wsi.levels import PyramidLevel
 
@@ -61,6 +62,9 @@ class Pyramid:
         self.icc_profile: bytes | None = getattr(backend, "icc_profile", None)
         #: "raw" (the file's pixels, the default) or "srgb" (converted with the ICC profile: ``use_srgb``)
         self.color = "raw"
+        #: the channels of a multiplex immunofluorescence slide (``channel_dask``), None for brightfield RGB
+        self.channels: list[ChannelInfo] | None = getattr(backend, "channels", None)
+        self._read_channel = getattr(backend, "read_channel_level", None)
 
     def use_srgb(self) -> bool:
         """From now on convert every read (dask levels, ``read_region``, thumbnail) from the ICC profile to sRGB.
@@ -110,6 +114,7 @@ class Pyramid:
         Returns:
             (h, w, 3) uint8 RGB, alpha composited on white, area outside the slide white.
         """
+        self.require_brightfield("reading RGB tiles")
         if not 0 <= level < len(self.levels):
             raise WSIError(f"level {level} out of range: {self.path.name} has {len(self.levels)} levels")
         if size[0] <= 0 or size[1] <= 0:
@@ -126,9 +131,32 @@ class Pyramid:
         Decoded chunks are kept in an LRU cache shared by the levels (``PATHDISTILL_CHUNK_CACHE_MB``, default
         128; 0 disables it), so napari panning and overlapping tile reads do not decode a chunk twice.
         """
+        self.require_brightfield("an RGB view")
         if self._dask is None:
             self._dask = [self._level_to_dask(i) for i in range(len(self.levels))]
         return list(self._dask)
+
+    def require_brightfield(self, purpose: str) -> None:
+        """Refuse ``purpose`` (e.g. "embedding") for a multiplex slide: models expect brightfield RGB.
+
+        Raises:
+            WSIError: the slide is multiplex immunofluorescence (``channels`` is not None).
+        """
+        if self.channels is not None:
+            raise WSIError(multiplex_refusal(self.path.name, self.channels, purpose))
+
+    def channel_dask(self) -> list[Any]:
+        """Per level a lazy (C, h, w) dask array of a multiplex slide's channels (native dtype).
+
+        One chunk per channel and native tile; chunks share the decoded-block cache of ``to_dask``.
+
+        Raises:
+            WSIError: the slide is brightfield (it has no separate channels).
+        """
+        if self.channels is None or self._read_channel is None:
+            raise WSIError(f"{self.path.name} is a brightfield slide without separate channels; use to_dask.")
+        name = f"pathdistill-{self.path.name}-{self._token}-channels"
+        return channel_dask(self._read_channel, self.levels, self.channels, self._cache, name)
 
     def _level_to_dask(self, level: int) -> Any:
         import dask.array as da
@@ -168,6 +196,7 @@ class Pyramid:
         """
         from skimage.transform import resize
 
+        self.require_brightfield("tissue detection (an RGB thumbnail)")
         h0, w0 = self.levels[0].shape
         target = max(h0, w0) / max_size
         level = self.best_level_for_downsample(max(target, 1.0))
@@ -296,7 +325,7 @@ def _open(path: Path) -> Pyramid:
         if tiff.vendor is not None and vendor is None:  # e.g. a truncated SVS renamed .tif
             tiff.close()
             raise WSIError(_openslide_refusal(path, tiff.vendor))
-        if vendor == "generic-tiff" and len(tiff.levels) <= 1:
+        if vendor == "generic-tiff" and len(tiff.levels) <= 1 and tiff.channels is None:
             tiff.close()  # OpenSlide reads plain tiled TIFF pyramids (top-level IFDs) natively
             return Pyramid(path, OpenSlideBackend(path))
         return Pyramid(path, tiff)
