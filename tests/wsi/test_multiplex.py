@@ -150,3 +150,29 @@ def test_embed_cli_refuses_multiplex(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert f"FAILED {slide}: {slide.name} {REFUSED}: embedding is refused {MODELS}" in err
     assert not list(out.glob("mx*"))  # no .h5, no .partial, no lock
+
+
+def test_float32_component_data_reads_natively(tmp_path: Path) -> None:
+    """inForm's unmixed component TIFFs are float32 QPTIFF: one channel per page, values kept as written."""
+    levels = [a.astype(np.float32) / 7.0 for a in channel_levels("uint16", n_levels=2)]
+    with open_pyramid(write_qptiff(tmp_path / "component_data.tif", levels)) as pyr:
+        assert [ch.dtype for ch in pyr.channels] == [np.dtype(np.float32)] * 4
+        for arr, want in zip(pyr.channel_dask(), levels, strict=True):
+            np.testing.assert_array_equal(arr.compute(), want)
+
+
+def test_brightfield_qptiff_stays_rgb(tmp_path: Path) -> None:
+    """A brightfield (Vectra RGB) QPTIFF has one RGB page per level: not multiplex, read as RGB as before."""
+    rgb = np.random.default_rng(1).integers(0, 256, (600, 500, 3), dtype=np.uint8)
+    path = tmp_path / "bf.qptiff"
+    desc = "<PerkinElmer-QPI-ImageDescription><ImageType>{}</ImageType></PerkinElmer-QPI-ImageDescription>"
+    kw = {"software": "PerkinElmer-QPI", "metadata": None, "photometric": "rgb"}
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(rgb, tile=(TILE, TILE), description=desc.format("FullResolution"), **kw)
+        tw.write(rgb[::8, ::8], description=desc.format("Thumbnail"), **kw)
+        tw.write(rgb[::2, ::2], tile=(TILE, TILE), description=desc.format("ReducedResolution"), **kw)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_qpi and tif.series[0].kind == "qpi"
+    with open_pyramid(path) as pyr:
+        assert pyr.channels is None and len(pyr.levels) == 2
+        np.testing.assert_array_equal(pyr.read_region((100, 50), 0, (300, 200)), rgb[50:250, 100:400])
