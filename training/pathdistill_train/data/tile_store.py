@@ -1,0 +1,94 @@
+"""A memory-mapped store of decoded uint8 tiles, written once from the slides, and device batches from it.
+
+``data.pipeline: device`` reads the tile fields once (slides are decoded by the plugin's readers, tile folders
+by PIL) into ``<output_dir>/tile_store.npy`` (N, 3, S, S) uint8 plus a JSON description; a rerun with the same
+sources and field size reuses it, and a killed write leaves no store behind (written to a temporary name, then
+renamed). Training then gathers batches of rows from the memory map (the page cache keeps them in RAM), moves
+them to the device and makes the views there (:class:`~pathdistill_train.data.device_views.DeviceViewMaker`).
+Each tile keeps the one field drawn at write time; the per-step randomness is in the views.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pathdistill_train.data.device_views import DeviceViewMaker
+from pathdistill_train.data.samplers import InfiniteSampler
+from pathdistill_train.data.sources import ConcatSource
+
+
+def write_tile_store(source: ConcatSource, path: Path, describe: dict[str, Any], seed: int = 0) -> Path:
+    """Decode every tile of ``source`` once into ``path`` (.npy memmap) unless a matching store exists.
+
+    Args:
+        source: the tile source ((3, S, S) uint8 per index).
+        path: the store file; ``<path>.json`` holds ``describe`` and the shape.
+        describe: what identifies the source (slides, folders, field px, um/px): a mismatch rewrites the store.
+        seed: base seed of the field drawn for each tile.
+
+    Returns:
+        ``path``.
+    """
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("describe") == describe:
+        return path
+    first = source[(0, torch.Generator().manual_seed(seed))]
+    shape = (len(source), *first.shape)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    for i in range(len(source)):
+        arr[i] = (first if i == 0 else source[(i, torch.Generator().manual_seed(seed + i))]).numpy()
+    arr.flush()
+    del arr
+    os.replace(tmp, path)
+    meta_path.write_text(json.dumps({"describe": describe, "shape": list(shape)}, indent=1))
+    return path
+
+
+class DeviceBatches:
+    """Infinite iterator of view batches made on ``device`` from a tile store, one batch gathered ahead.
+
+    Yields the same dict as :func:`~pathdistill_train.data.loaders.collate_views`, already on the device.
+    The views of stream position p depend only on (seed, p), not on the device or on a resume.
+    """
+
+    def __init__(self, store: Path, views: DeviceViewMaker, sampler: InfiniteSampler, batch_size: int,
+                 device: torch.device, seed: int) -> None:  # fmt: skip
+        self.tiles = np.load(store, mmap_mode="r")
+        self.views, self.batch, self.device, self.seed = views, batch_size, device, seed
+        self._items = iter(sampler)
+        self._next: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._thread: threading.Thread | None = None
+        self._prefetch()
+
+    def _gather(self) -> None:
+        items = [next(self._items) for _ in range(self.batch)]
+        positions = torch.tensor([pos for pos, _ in items])
+        tiles = torch.from_numpy(np.ascontiguousarray(self.tiles[[i for _, i in items]]))
+        self._next = (tiles.pin_memory() if self.device.type == "cuda" else tiles, positions)
+
+    def _prefetch(self) -> None:
+        self._thread = threading.Thread(target=self._gather, daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        assert self._thread is not None
+        self._thread.join()
+        assert self._next is not None
+        tiles, positions = self._next
+        self._prefetch()
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + int(positions[0])) % (2**63))
+        out = self.views(tiles.to(self.device, non_blocking=True), gen)
+        out["position"] = positions.to(self.device)
+        return out
