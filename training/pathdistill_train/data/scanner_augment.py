@@ -110,7 +110,9 @@ class ScannerAugment(torch.nn.Module):
         hed = (_uniform(3 * b, 1 - c.hed_sigma, 1 + c.hed_sigma, g).view(b, 3),
                _uniform(3 * b, -c.hed_bias, c.hed_bias, g).view(b, 3))  # fmt: skip
         x = self._on_drawn(x, hed_jitter_batch, g, *hed)
-        x = self._on_drawn(x, lambda v, e: v.clamp_min(0) ** e[:, None, None, None], g, _uniform(b, *c.gamma, g))
+        x = self._on_drawn(
+            x, lambda v, e: v.clamp_min(0) ** e[:, None, None, None], g, _uniform(b, *c.gamma, g)
+        )
         x = self._on_drawn(x, gaussian_blur_batch, g, _uniform(b, *c.blur_sigma, g))
         x = self._on_drawn(x, resolution_batch, g, _uniform(b, *c.resolution, g))
         quality = torch.randint(c.jpeg_quality[0], c.jpeg_quality[1] + 1, (b,), generator=g)
