@@ -73,6 +73,16 @@ class OpenSlideBackend:
         self.background = _background(self.properties)
         self.levels = [self._level(i) for i in range(self._slide.level_count)]
         self.mpp = self._mpp()
+        self.icc_profile = self._icc_profile()
+
+    def _icc_profile(self) -> bytes | None:
+        """The embedded ICC profile's bytes (OpenSlide >= 4), None when the slide has none; reads no pixels."""
+        try:
+            profile = self._slide.color_profile  # parsed by PIL.ImageCms
+        except Exception:  # a damaged profile: keep its bytes (what OpenSlide read) so users are told
+            raw = getattr(self._slide, "_profile", None)
+            return bytes(raw) if raw else None
+        return profile.tobytes() if profile is not None else None
 
     def _level(self, i: int) -> PyramidLevel:
         w, h = self._slide.level_dimensions[i]

@@ -102,6 +102,8 @@ class TiffFileBackend:
         self.levels = [self._level(p, h0, w0) for p in self._pages]
         self.properties = {"tifffile.series": series.kind, "tifffile.axes": series.axes}
         self.mpp = _ome_mpp(self._tif.ome_metadata) or _tag_mpp(self._pages[0])
+        icc = self._pages[0].tags.get(34675)  # InterColorProfile
+        self.icc_profile: bytes | None = bytes(icc.value) if icc is not None and icc.value else None
 
     def _detect_multiplex(self, path: Path, series) -> _multiplex.ChannelSource | None:
         try:
