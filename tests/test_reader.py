@@ -52,6 +52,8 @@ def test_layer_data_of_svs(cmu_svs: Path) -> None:
         "mpp": (0.499, 0.499),
         "backend": "openslide",
         "levels": meta["levels"],
+        "icc_profile": False,  # CMU-1 embeds none
+        "color": "raw",
     }
     assert meta["levels"] == [((2967, 2220), 1.0)]
 

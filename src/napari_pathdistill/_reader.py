@@ -92,6 +92,8 @@ def slide_layer_kwargs(pyramid: Any, name: str | None = None) -> dict[str, Any]:
         "mpp": pyramid.mpp,
         "backend": pyramid.backend,
         "levels": [(lv.shape, lv.downsample) for lv in pyramid.levels],
+        "icc_profile": getattr(pyramid, "icc_profile", None) is not None,
+        "color": getattr(pyramid, "color", "raw"),
     }
     kwargs: dict[str, Any] = {
         "name": name or pyramid.path.name,
@@ -104,6 +106,19 @@ def slide_layer_kwargs(pyramid: Any, name: str | None = None) -> dict[str, Any]:
         kwargs["scale"] = tuple(pyramid.mpp)
         kwargs["units"] = ("um", "um")
     return kwargs
+
+
+def _maybe_srgb(pyramid: Any) -> None:
+    """Convert to sRGB with the slide's ICC profile when ``PATHDISTILL_COLOR=srgb`` (``view --srgb``).
+
+    A damaged profile warns and leaves the slide raw instead of refusing to open it.
+    """
+    if os.environ.get("PATHDISTILL_COLOR", "raw").strip().lower() != "srgb":
+        return
+    try:
+        pyramid.use_srgb()
+    except WSIError as exc:
+        warnings.warn(str(exc), UserWarning, stacklevel=3)
 
 
 def _check_displayable(pyramid: Any) -> None:
@@ -126,6 +141,7 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
 
     slide = Path(path[0] if isinstance(path, list) else path)
     pyramid = open_pyramid(slide)
+    _maybe_srgb(pyramid)
     _check_displayable(pyramid)
     if pyramid.mpp is None:
         warnings.warn(

@@ -1,4 +1,8 @@
-"""``pathdistill view [SLIDE] [--sample]``: open napari with a slide (through our reader) and dock our widgets."""
+"""``pathdistill view [SLIDE] [--sample]``: open napari with a slide (through our reader) and dock our widgets.
+
+The window is sized to the screen's available geometry (a 1280 x 1024 screen shows every dock's Run and Cancel
+buttons) and each dock scrolls inside a ``QScrollArea`` when the screen is even smaller.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,21 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from napari_pathdistill.errors import PathDistillError
 
 #: dock widgets opened by default (display names from napari.yaml); missing ones are skipped with a note
 WIDGETS = (
+    "Slide metadata",
     "Tissue and tile grid",
     "Embed slide",
     "Teacher vs student attention",
     "Cross-stain similarity",
     "Evaluate",
 )
+#: preferred window size (width, height); smaller screens get their available geometry
+WINDOW_SIZE = (1500, 950)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,25 +35,104 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--sample", action="store_true", help="open the bundled CMU-1-Small-Region sample (offline)"
     )
     p.add_argument("--associated", default="", help="also show associated images: 'label,macro' or 'all'")
+    p.add_argument(
+        "--srgb", action="store_true", help="convert the slide's colours to sRGB with its ICC profile, if any"
+    )
     p.add_argument("--widgets", default=",".join(WIDGETS), help="comma-separated dock widgets ('' for none)")
     p.add_argument("--screenshot", type=Path, default=None, help="save a screenshot and exit (headless use)")
     p.set_defaults(func=run)
 
 
-def _dock(viewer: object, names: list[str]) -> None:
-    """Dock our widgets as tabs of one area (the canvas keeps its room); the first one is shown."""
+def _scrollable(dock: Any) -> None:
+    """Put the dock's widget in a frameless, resizable ``QScrollArea``: a tall dock scrolls, never clips."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    inner = dock.widget()
+    if inner is None or isinstance(inner, QScrollArea):
+        return
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(inner)
+    dock.setWidget(area)
+
+
+def _dock(viewer: Any, names: list[str]) -> list[tuple[Any, Any]]:
+    """Dock our widgets as tabs of one area (the canvas keeps its room); the first one is shown.
+
+    Returns:
+        (dock, widget) of each docked widget.
+    """
     docks = []
     for i, name in enumerate(names):
         try:
-            dock, _ = viewer.window.add_plugin_dock_widget("napari-pathdistill", name, tabify=i > 0)  # type: ignore[attr-defined]
-            docks.append(dock)
+            dock, widget = viewer.window.add_plugin_dock_widget("napari-pathdistill", name, tabify=i > 0)
         except Exception as exc:
             print(f"note: widget {name!r} not available: {exc}", file=sys.stderr)
+            continue
+        _scrollable(dock)
+        docks.append((dock, widget))
     if docks:
         from qtpy.QtWidgets import QApplication
 
         QApplication.processEvents()  # let Qt build the tab bar first, else raise_() is ignored
-        docks[0].raise_()
+        docks[0][0].raise_()
+    return docks
+
+
+def fit_to_screen(window: Any, size: tuple[int, int] = WINDOW_SIZE) -> tuple[int, int]:
+    """Resize and move a top-level ``QWidget`` (frame included) inside its screen's available geometry.
+
+    Returns:
+        The (width, height) of the window's client area.
+    """
+    from qtpy.QtWidgets import QApplication
+
+    screen = window.screen() or QApplication.primaryScreen()
+    avail = screen.availableGeometry()
+    frame_w = max(0, window.frameGeometry().width() - window.geometry().width())
+    frame_h = max(0, window.frameGeometry().height() - window.geometry().height())
+    w = min(size[0], avail.width() - frame_w)
+    h = min(size[1], avail.height() - frame_h)
+    window.resize(w, h)
+    window.move(avail.x(), avail.y())
+    return w, h
+
+
+def open_viewer(args: argparse.Namespace) -> tuple[Any, list[tuple[Any, Any]]]:
+    """The napari viewer ``view`` shows: slide opened, widgets docked, window fitted to the screen.
+
+    Returns:
+        The viewer and the (dock, widget) pairs of the docked widgets.
+
+    Raises:
+        PathDistillError: the slide cannot be opened (the viewer is closed first).
+    """
+    if args.associated:
+        os.environ["PATHDISTILL_ASSOCIATED"] = args.associated
+    if getattr(args, "srgb", False):
+        os.environ["PATHDISTILL_COLOR"] = "srgb"
+    widgets = [n for n in args.widgets.split(",") if n.strip()]
+    import napari
+
+    viewer = napari.Viewer(title="PathDistill", show=True)
+    fit_to_screen(viewer.window._qt_window)
+    try:
+        if args.sample:
+            viewer.open_sample("napari-pathdistill", "cmu_small_region")
+        else:
+            viewer.open(str(args.slide), plugin="napari-pathdistill")
+    except Exception as exc:
+        viewer.close()
+        cause = exc.__cause__ if isinstance(exc.__cause__, PathDistillError) else exc
+        raise PathDistillError(str(cause)) from exc
+    docks = _dock(viewer, widgets)
+    fit_to_screen(viewer.window._qt_window)  # docks can grow the window past the screen
+    viewer.scale_bar.visible = True
+    viewer.reset_view()
+    return viewer, docks
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,26 +140,11 @@ def run(args: argparse.Namespace) -> int:
     if args.slide is None and not args.sample:
         print("error: give a SLIDE path or --sample", file=sys.stderr)
         return 2
-    if args.associated:
-        os.environ["PATHDISTILL_ASSOCIATED"] = args.associated
-    widgets = [n for n in args.widgets.split(",") if n.strip()]
-    import napari
-
-    viewer = napari.Viewer(title="PathDistill", show=True)
-    viewer.window._qt_window.resize(1500, 950)
     try:
-        if args.sample:
-            viewer.open_sample("napari-pathdistill", "cmu_small_region")
-        else:
-            viewer.open(str(args.slide), plugin="napari-pathdistill")
-    except (PathDistillError, Exception) as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, PathDistillError) else exc
-        print(f"error: {cause}", file=sys.stderr)
-        viewer.close()
+        viewer, _ = open_viewer(args)
+    except PathDistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    _dock(viewer, widgets)
-    viewer.scale_bar.visible = True
-    viewer.reset_view()
     if args.screenshot is not None:
         from qtpy.QtWidgets import QApplication
 
@@ -82,5 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.screenshot}")
         viewer.close()
         return 0
+    import napari
+
     napari.run()
     return 0

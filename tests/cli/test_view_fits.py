@@ -1,0 +1,122 @@
+"""``pathdistill view --sample`` fits a 1280 x 1024 screen: every dock's Run and Cancel buttons are on screen.
+
+Run under ``xvfb-run -a`` (its default screen is 1280x1024x24; the test refuses a larger one, where it would
+prove nothing). The viewer is built by the command's own ``open_viewer``, not a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from napari_pathdistill.cli.main import build_parser
+
+pytestmark = pytest.mark.napari
+
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+@pytest.fixture
+def view(monkeypatch: pytest.MonkeyPatch):
+    """``view(*argv)`` opens the viewer as ``pathdistill view ARGV`` does; closes it afterwards."""
+    from napari_pathdistill.cli.view import open_viewer
+
+    monkeypatch.setenv("PATHDISTILL_COLOR", "raw")  # open_viewer sets it for --srgb; restored after the test
+    monkeypatch.setenv("PATHDISTILL_ASSOCIATED", "")
+    opened = []
+
+    def _open(*argv: str):
+        viewer, docks = open_viewer(build_parser().parse_args(["view", *argv]))
+        opened.append(viewer)
+        return viewer, docks
+
+    yield _open
+    for viewer in opened:
+        viewer.close()
+
+
+def _screen(widget):
+    from qtpy.QtWidgets import QApplication
+
+    return (widget.screen() or QApplication.primaryScreen()).availableGeometry()
+
+
+def _fully_on_screen(button, screen) -> bool:
+    """Visible, not clipped by any parent (its visible region is its whole rect), and inside ``screen``."""
+    from qtpy.QtCore import QRect
+
+    whole = button.rect()
+    top_left = button.mapToGlobal(whole.topLeft())
+    return (
+        button.isVisible()
+        and button.visibleRegion().boundingRect() == whole
+        and screen.contains(QRect(top_left, whole.size()))
+    )
+
+
+def _settle(qtbot) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(5):
+        QApplication.processEvents()
+    qtbot.wait(50)
+
+
+def test_every_dock_shows_run_and_cancel_on_a_1280x1024_screen(view, qtbot) -> None:
+    viewer, docks = view("--sample")
+    window = viewer.window._qt_window
+    screen = _screen(window)
+    if screen.width() > 1280 or screen.height() > 1024:
+        pytest.skip(f"screen is {screen.width()}x{screen.height()}: run under xvfb-run -a (1280x1024)")
+    _settle(qtbot)
+    assert screen.contains(window.frameGeometry()), (window.frameGeometry(), screen)
+    names = [dock.objectName() for dock, _ in docks]
+    assert len(docks) == 6 and "Slide metadata" in names[0], names
+    checked = 0
+    for dock, widget in docks:
+        dock.raise_()
+        _settle(qtbot)
+        for button in (getattr(widget, "run_button", None), getattr(widget, "cancel_button", None)):
+            if button is not None:
+                assert _fully_on_screen(button.native, screen), (dock.objectName(), button.text)
+                checked += 1
+    assert checked == 10  # Run + Cancel of the five task widgets
+    if os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS"):
+        docks[0][0].raise_()
+        _settle(qtbot)
+        window.grab().save(str(DOCS_IMAGES / "view_sample_1280x1024.png"))
+
+
+def test_a_dock_taller_than_the_window_scrolls_to_its_buttons(view, qtbot) -> None:
+    from qtpy.QtWidgets import QScrollArea, QWidget
+
+    viewer, docks = view("--sample", "--widgets", "Evaluate")
+    window = viewer.window._qt_window
+    window.resize(900, 330)  # far smaller than the Evaluate dock's form
+    _settle(qtbot)
+    dock, widget = docks[0]
+    area = dock.widget()
+    assert isinstance(area, QScrollArea) and area.widget() is widget.native
+    content = area.widget()
+    bar = area.verticalScrollBar()
+    bar.setValue(0)
+    _settle(qtbot)
+    assert bar.maximum() > 0  # the form is taller than the dock: without the scroll area it would be cut off
+    rows = [w for w in content.children() if isinstance(w, QWidget) and w.isVisible()]
+    bottom = max(rows, key=lambda w: w.geometry().bottom())
+    assert bottom.visibleRegion().boundingRect() != bottom.rect()  # the lowest row is below the fold
+    for button in (widget.run_button.native, widget.cancel_button.native):
+        area.ensureWidgetVisible(button)
+        _settle(qtbot)
+        assert button.visibleRegion().boundingRect() == button.rect()  # reachable, whole, not cut off
+
+
+def test_srgb_flag_opens_the_slide_converted(view, tcga_svs: Path) -> None:
+    viewer, docks = view(str(tcga_svs), "--srgb", "--widgets", "Slide metadata")
+    layer = viewer.layers[0]
+    assert layer.metadata["pathdistill"]["color"] == "srgb"
+    widget = docks[0][1]
+    assert widget.srgb.value is True and widget.srgb.enabled
+    assert "converted to sRGB" in widget.rows["ICC profile"].value
