@@ -120,3 +120,29 @@ def test_srgb_flag_opens_the_slide_converted(view, tcga_svs: Path) -> None:
     widget = docks[0][1]
     assert widget.srgb.value is True and widget.srgb.enabled
     assert "converted to sRGB" in widget.rows["ICC profile"].value
+
+
+def test_srgb_flag_with_a_damaged_profile_warns_and_opens_raw(
+    view, tmp_path: Path, cmu_rgb, tcga_svs: Path
+) -> None:
+    import numpy as np
+
+    from _icc_files import srgb_profile_of, write_icc_tiff
+
+    crop = np.ascontiguousarray(cmu_rgb[:256, :256])
+    path = write_icc_tiff(tmp_path / "damaged.tif", crop, srgb_profile_of(tcga_svs)[:300])
+    with pytest.warns(
+        UserWarning, match=r"damaged\.tif: its embedded ICC profile \(300 bytes\) cannot be read"
+    ):
+        viewer, _ = view(str(path), "--srgb", "--widgets", "")
+    layer = viewer.layers[0]
+    assert layer.metadata["pathdistill"]["color"] == "raw"
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), crop)
+
+
+def test_view_of_a_missing_slide_fails_with_the_reason(tmp_path: Path, capsys) -> None:
+    from napari_pathdistill.cli.main import main
+
+    assert main(["view", str(tmp_path / "missing.svs"), "--screenshot", str(tmp_path / "v.png")]) == 1
+    # napari checks the path before any reader runs; its message is passed through, the viewer closed
+    assert capsys.readouterr().err == f"error: Path '{tmp_path / 'missing.svs'}' does not exist.\n"
