@@ -122,3 +122,19 @@ def test_damaged_or_non_rgb_profile(tmp_path: Path, cmu_crop: np.ndarray, srgb_p
         open_pyramid(write_icc_tiff(tmp_path / "lab.tif", cmu_crop, lab), color="srgb")
     with pytest.raises(ValueError, match="color must be 'raw' or 'srgb'"):
         open_pyramid(broken, color="adobe")
+
+
+def test_model_tiles_are_converted_when_asked(
+    tmp_path: Path, cmu_crop: np.ndarray, srgb_profile: bytes
+) -> None:
+    from napari_pathdistill.wsi import make_tile_grid, read_tiles
+
+    wide = swap_primaries(srgb_profile)
+    path = write_icc_tiff(tmp_path / "tiles.tif", cmu_crop, wide, mpp=0.5)
+    expected = imagecms_srgb(cmu_crop, wide)
+    with open_pyramid(path, color="srgb") as pyr:
+        grid = make_tile_grid(pyr, tile_px=128, mpp=0.5, min_tissue=0.0)
+        tiles = read_tiles(pyr, grid, range(len(grid)))
+    assert len(grid) == 20  # 4 x 5 tiles of 128 px at the file's own 0.5 um/px: read as they are
+    for tile, (x, y) in zip(tiles, grid.coords, strict=True):
+        np.testing.assert_array_equal(tile, expected[y : y + 128, x : x + 128])
