@@ -33,3 +33,11 @@ class EmptyTissueError(PathDistillError):
 
 class RegistrationError(PathDistillError):
     """Two slides cannot be registered: missing MPP, degenerate or unpaired landmarks, no overlap."""
+
+
+class CorruptTileError(WSIError):
+    """One tile (or region) of an otherwise readable slide cannot be decoded: corrupt or missing bytes."""
+
+
+class CorruptTileWarning(UserWarning):
+    """A tile that cannot be decoded was replaced by a flat grey tile (viewer) or skipped (embedding)."""

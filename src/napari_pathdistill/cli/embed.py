@@ -116,7 +116,7 @@ def _distributed(args: argparse.Namespace, opts):
 
 def run(args: argparse.Namespace) -> int:
     """Embed the slides; returns 0, 1 when any slide failed, 2 when nothing could start."""
-    from napari_pathdistill.errors import PathDistillError
+    from napari_pathdistill.errors import CorruptTileWarning, PathDistillError
     from napari_pathdistill.inference.embed import NoMPPWarning
 
     opts = _options(args)
@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoMPPWarning)  # _report prints it once per slide, with its name
+            warnings.simplefilter("ignore", CorruptTileWarning)  # likewise ("skipped N unreadable tiles")
             return _report(outcomes, len(args.slides))
     except (PathDistillError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

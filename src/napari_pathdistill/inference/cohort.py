@@ -109,12 +109,14 @@ def embed_one(
 
 
 def _warnings(h5: Path) -> tuple[str, ...]:
-    """The ``warning`` attr of an embedding HDF5, as a tuple (empty when none)."""
+    """The ``warning`` attr of an embedding HDF5 and its skipped (undecodable) tiles, as a tuple."""
     import h5py
 
+    from napari_pathdistill.inference.outputs import skipped_message
+
     with h5py.File(h5, "r") as f:
-        w = f.attrs.get("warning")
-    return (str(w),) if w else ()
+        w, n_skipped = f.attrs.get("warning"), int(f.attrs.get("skipped_tiles", 0))
+    return ((str(w),) if w else ()) + ((skipped_message(n_skipped),) if n_skipped else ())
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ import json
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +51,16 @@ def iter_batches(
     num_workers: int = 2,
     prefetch: int | None = None,
     cancel: threading.Event | None = None,
+    skipped: list[int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Embed the tiles of ``grid`` batch by batch, in order; yields ``(start, features (b, D) float32)``.
 
     ``num_workers`` threads read tiles (the pyramid's reads are thread-safe) into host tensors (pinned on
     CUDA) while the model runs; at most ``prefetch`` batches (default ``num_workers + 1``) are read or waiting
     at any time, so memory stays bounded. Stops, without yielding further, once ``cancel`` is set; pending
-    reads are cancelled when the generator is closed.
+    reads are cancelled when the generator is closed. A tile that cannot be decoded raises
+    :class:`~napari_pathdistill.errors.CorruptTileError`, unless a ``skipped`` list is given: then its grid
+    index is appended there and its feature row is NaN.
     """
     n = len(grid.coords)
     depth = max(1, num_workers + 1 if prefetch is None else prefetch)
@@ -65,8 +68,12 @@ def iter_batches(
     pending: deque[tuple[int, Future]] = deque()
     pool = ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="read_tiles")
 
-    def read(start: int):
-        return model.host_tensor(read_tiles(pyramid, grid, range(start, min(n, start + batch_size))))
+    def read(start: int) -> tuple[object, list[int]]:
+        indices = range(start, min(n, start + batch_size))
+        if skipped is None:
+            return model.host_tensor(read_tiles(pyramid, grid, indices)), []
+        tiles, bad = read_readable_tiles(pyramid, grid, indices)
+        return model.host_tensor(tiles), bad
 
     try:
         while True:
@@ -75,12 +82,37 @@ def iter_batches(
             if not pending or (cancel is not None and cancel.is_set()):
                 return
             start, future = pending.popleft()
-            tiles = future.result()
+            tiles, bad = future.result()
             if cancel is not None and cancel.is_set():
                 return
-            yield start, model.embed(tiles)
+            feats = model.embed(tiles)
+            if bad and skipped is not None:
+                feats = np.array(feats, np.float32)
+                feats[bad] = np.nan
+                skipped.extend(start + k for k in bad)
+            yield start, feats
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_readable_tiles(pyramid: Pyramid, grid: TileGrid, indices: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+    """``read_tiles``, with the tiles that cannot be decoded flat grey: ((B, px, px, 3) uint8, their positions
+    in ``indices``). A batch is read tile by tile only when it holds a corrupt tile."""
+    from napari_pathdistill.errors import CorruptTileError
+    from napari_pathdistill.wsi.pyramid import CORRUPT_GREY
+
+    try:
+        return read_tiles(pyramid, grid, indices), []
+    except CorruptTileError:
+        pass
+    out = np.full((len(indices), grid.tile_px, grid.tile_px, 3), CORRUPT_GREY, np.uint8)
+    bad = []
+    for k, i in enumerate(indices):
+        try:
+            out[k] = read_tiles(pyramid, grid, [i])[0]
+        except CorruptTileError:
+            bad.append(k)
+    return out, bad
 
 
 def iter_embeddings(
@@ -177,7 +209,8 @@ def embed_slide(
         EmptyTissueError: no tile has at least ``min_tissue`` tissue (nothing is written).
         SlideBusyError: another process is writing this slide's output.
     """
-    from napari_pathdistill.inference.outputs import complete_rows, slide_lock
+    from napari_pathdistill.errors import CorruptTileWarning
+    from napari_pathdistill.inference.outputs import complete_rows, finish_output, skipped_message, slide_lock
     from napari_pathdistill.wsi import open_pyramid
 
     out = Path(out_dir) / f"{Path(slide).stem}.h5"
@@ -200,7 +233,9 @@ def embed_slide(
                                progress)  # fmt: skip
         if done < len(grid.coords):
             return out.with_suffix(".h5.partial")
-        out.with_suffix(".h5.partial").replace(out)
+        n_skipped = finish_output(out.with_suffix(".h5.partial"), out)
+        if n_skipped:
+            warnings.warn(f"{pyr.path.name}: {skipped_message(n_skipped)}", CorruptTileWarning, stacklevel=2)
     return out
 
 
@@ -244,16 +279,26 @@ def _tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> T
 def _embed_rows(
     f, model, pyr, grid, batch_size, chunk_batches, num_workers, prefetch, cancel, progress
 ) -> int:
-    """Embed the rows of ``grid`` from the partial file's ``done`` on, flushing every ``chunk_batches``."""
+    """Embed the rows of ``grid`` from the partial file's ``done`` on, flushing every ``chunk_batches``.
+
+    Tiles that cannot be decoded get NaN rows and are listed in the partial file (see ``outputs.record_skipped``).
+    """
+    from napari_pathdistill.inference.outputs import record_skipped
+
     n, done = len(grid.coords), int(f.attrs["done"])
     rest = dataclasses.replace(grid, coords=grid.coords[done:], tissue_fraction=grid.tissue_fraction[done:])
+    skipped: list[int] = []
     batches = iter_batches(
-        model, pyr, rest, batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, cancel=cancel
-    )
+        model, pyr, rest, batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, cancel=cancel,
+        skipped=skipped,
+    )  # fmt: skip
     buffer: list[np.ndarray] = []
+    start = done
     for i, (_start, feats) in enumerate(batches, start=1):
         buffer.append(feats)
         if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
+            record_skipped(f, [start + k for k in skipped])
+            skipped.clear()
             done = _flush(f, buffer, done)
             if progress is not None:
                 progress(Progress(done, n, "embedding"))

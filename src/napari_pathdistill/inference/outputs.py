@@ -4,7 +4,9 @@
 worker) on the same slide is refused with a clear message instead of HDF5's BlockingIOError or a corrupt
 object header. A lock left by a killed process on this host (its pid no longer runs) is taken over.
 A finished ``<stem>.h5`` whose attrs match the requested embedding and whose rows are all written is
-complete: a rerun skips it (TRIDENT-style) unless asked to overwrite.
+complete: a rerun skips it (TRIDENT-style) unless asked to overwrite. Tiles that could not be decoded are
+left out of a finished output: its ``skipped_tiles`` attr counts them and its ``skipped_coords`` dataset
+(K, 2) int64 holds their level-0 (x, y); ``done`` counts the rows written, so such an output is complete.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from napari_pathdistill.errors import PathDistillError
 
@@ -112,3 +116,84 @@ def _same(stored: Any, wanted: Any) -> bool:
         except ValueError:
             return False
     return stored == wanted
+
+
+def record_skipped(f: Any, rows: list[int]) -> None:
+    """Append grid ``rows`` whose tiles could not be decoded to the ``skipped_rows`` dataset of the open
+    partial file ``f`` (h5py.File); created on first use."""
+    if not rows:
+        return
+    if "skipped_rows" not in f:
+        f.create_dataset("skipped_rows", shape=(0,), maxshape=(None,), dtype="int64", chunks=(1024,))
+    ds = f["skipped_rows"]
+    ds.resize((len(ds) + len(rows),))
+    ds[-len(rows) :] = rows
+
+
+def skipped_message(n: int) -> str:
+    """The user's line for ``n`` tiles left out of an output."""
+    return (
+        f"skipped {n} unreadable tiles (they cannot be decoded: the slide file is corrupt there); their level-0 "
+        "(x, y) are in the output's skipped_coords dataset"
+    )
+
+
+def skipped_tiles(out: Path) -> int:
+    """The ``skipped_tiles`` attr of a finished output (0 when none, or an output written before it existed)."""
+    import h5py
+
+    with h5py.File(out, "r") as f:
+        return int(f.attrs.get("skipped_tiles", 0))
+
+
+def finish_output(partial: Path, out: Path) -> int:
+    """Turn a fully written ``partial`` into ``out``, leaving out the rows of undecodable tiles.
+
+    Returns:
+        The number of tiles left out (their coords go to ``skipped_coords``, their count to ``skipped_tiles``).
+
+    Raises:
+        CorruptTileError: no tile at all could be decoded (nothing is written, the partial file is removed).
+    """
+    import h5py
+
+    with h5py.File(partial, "r+") as f:
+        rows = np.unique(f["skipped_rows"][()]) if "skipped_rows" in f else np.zeros(0, np.int64)
+        if not len(rows):
+            f.attrs["skipped_tiles"] = 0
+            if "skipped_coords" not in f:
+                f.create_dataset("skipped_coords", data=np.zeros((0, 2), np.int64))
+    if not len(rows):
+        partial.replace(out)
+        return 0
+    _drop_rows(partial, out, rows)
+    return len(rows)
+
+
+def _drop_rows(partial: Path, out: Path, rows: np.ndarray, step: int = 4096) -> None:
+    """Copy ``partial`` to ``out`` without ``rows`` (features copied ``step`` rows at a time), then remove it."""
+    import h5py
+
+    from napari_pathdistill.errors import CorruptTileError
+
+    tmp = out.with_name(out.name + ".tmp")
+    with h5py.File(partial, "r") as src:
+        n, dim = src["features"].shape
+        keep = np.ones(n, bool)
+        keep[rows] = False
+        if not keep.any():
+            partial.unlink()
+            raise CorruptTileError(f"{out.stem}: none of its {n} tiles can be decoded; nothing written.")
+        with h5py.File(tmp, "w") as dst:
+            dst.attrs.update(dict(src.attrs))
+            dst.create_dataset("coords", data=src["coords"][()][keep])
+            dst.create_dataset("skipped_coords", data=src["coords"][()][rows])
+            feats = dst.create_dataset("features", shape=(int(keep.sum()), dim), dtype="float32")
+            at = 0
+            for s in range(0, n, step):
+                block = src["features"][s : s + step][keep[s : s + step]]
+                feats[at : at + len(block)] = block
+                at += len(block)
+            dst.attrs["done"], dst.attrs["skipped_tiles"] = at, len(rows)
+    tmp.replace(out)
+    partial.unlink()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_pathdistill.errors import WSIError
+from napari_pathdistill.errors import CorruptTileError, WSIError
 from napari_pathdistill.wsi._backend_utils import composite_rgba
 from napari_pathdistill.wsi.levels import PyramidLevel
 
@@ -63,6 +64,8 @@ class OpenSlideBackend:
                     f"{path} is a folder without a DICOM whole-slide series that OpenSlide can read."
                 )
             target = found
+        self._target, self._lock = target, threading.Lock()
+        self._retired: list[Any] = []  # handles replaced after an error (closed with the backend)
         try:
             self._slide = openslide.OpenSlide(str(target))
         except openslide.OpenSlideError as exc:
@@ -104,18 +107,51 @@ class OpenSlideBackend:
         """OpenSlide ``read_region`` -> (h, w, 3) uint8, alpha composited on the background colour."""
         import openslide
 
+        args = ((int(location[0]), int(location[1])), int(level), (int(size[0]), int(size[1])))
+        slide = self._slide
         try:
-            img = self._slide.read_region(
-                (int(location[0]), int(location[1])), int(level), (int(size[0]), int(size[1]))
-            )
-        except openslide.OpenSlideError as exc:
-            raise WSIError(
-                f"Reading {location} at level {level} failed: {exc}. The slide may be corrupt."
-            ) from exc
-        extrema: Any = img.getextrema()
-        if extrema[3] == (255, 255):  # opaque (the usual case): PIL's C conversion, no numpy pass
+            img = slide.read_region(*args)
+        except openslide.OpenSlideError:
+            # an OpenSlide error poisons the handle for every thread (another thread's corrupt tile may be why
+            # this read failed): replace the shared handle, and read again on a private one, so that a
+            # failure is blamed on this region only when it fails by itself
+            self._reopen(slide)
+            img = self._read_alone(args)
+        alpha: Any = img.getchannel("A").getextrema()  # one band: 5x faster than the RGBA extrema
+        if alpha == (255, 255):  # opaque (the usual case): PIL's C conversion, no numpy pass
             return np.asarray(img.convert("RGB"))
+        if alpha == (0, 0):  # nothing scanned there (sparse tiles, outside the regions)
+            return np.full((img.height, img.width, 3), self.background, np.uint8)
         return composite_rgba(np.asarray(img), self.background)
+
+    def _read_alone(self, args: tuple) -> Any:
+        """``read_region(*args)`` on a handle of its own (opened and closed here); raises CorruptTileError."""
+        import openslide
+
+        private = openslide.OpenSlide(str(self._target))
+        try:
+            return private.read_region(*args)
+        except openslide.OpenSlideError as exc:
+            (x, y), level, (w, h) = args
+            raise CorruptTileError(
+                f"{self._target.name}: the region at level-0 ({x}, {y}), level {level}, {w}x{h} px cannot be "
+                f"decoded (OpenSlide: {exc}); the slide is corrupt there."
+            ) from exc
+        finally:
+            private.close()
+
+    def _reopen(self, failed: Any) -> Any:
+        """A fresh handle in place of ``failed`` (once, whichever thread sees it first); the failed one is
+        closed with the backend, as other threads may still be inside it."""
+        import openslide
+
+        with self._lock:
+            if self._slide is failed:
+                self._retired.append(failed)
+                self._slide = openslide.OpenSlide(str(self._target))
+                if len(self._retired) > 16:  # bound the open files; no read is still inside that old a handle
+                    self._retired.pop(0).close()
+            return self._slide
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Read a block given in *level* pixel coordinates (used for dask chunks)."""
@@ -134,4 +170,6 @@ class OpenSlideBackend:
         return composite_rgba(np.asarray(img.convert("RGBA")), self.background)
 
     def close(self) -> None:
-        self._slide.close()
+        for slide in [*self._retired, self._slide]:
+            slide.close()
+        self._retired.clear()

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_pathdistill.errors import WSIError
+from napari_pathdistill.errors import CorruptTileError, WSIError
 from napari_pathdistill.wsi import _multiplex
 from napari_pathdistill.wsi._backend_utils import to_rgb
+from napari_pathdistill.wsi._blocks import check_chunk_size
 from napari_pathdistill.wsi.levels import PyramidLevel
 
 _VENDOR_FLAGS = {
@@ -156,18 +157,26 @@ class TiffFileBackend:
             return None
         data = self._read_bytes(offset, count)
         if len(data) < count:
-            raise WSIError(f"{self._tif.filename}: tile {index} is truncated; the file is incomplete.")
+            raise CorruptTileError(
+                f"{self._tif.filename}: level {level} tile {index} is truncated; the file is incomplete."
+            )
         try:
             seg, _, shape = self._decoders[level](data, index, jpegtables=jpegtables)
         except Exception as exc:
-            raise WSIError(
-                f"{self._tif.filename}: tile {index} cannot be decoded ({exc}); corrupt file."
+            raise CorruptTileError(
+                f"{self._tif.filename}: level {level} tile {index} cannot be decoded ({exc}); corrupt file."
             ) from exc
         seg = np.asarray(seg).reshape(shape[1:] if len(shape) == 4 else shape)
         return to_rgb(seg.reshape(seg.shape[-3:]) if seg.ndim > 3 else seg, self.background)
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-        """Read the block [y, y+h) x [x, x+w) of ``level`` (level pixels); outside the image is white."""
+        """Read the block [y, y+h) x [x, x+w) of ``level`` (level pixels); outside the image is white.
+
+        Raises:
+            WSIError: one tile/strip of the level is too large to decode (see ``_blocks.check_chunk_size``).
+            CorruptTileError: a tile it overlaps cannot be decoded.
+        """
+        check_chunk_size(self._tif.filename, self.levels[level])
         out = np.full((h, w, 3), 255, dtype=np.uint8)
         lh, lw = self.levels[level].shape
         th, tw = self.levels[level].tile_shape

@@ -12,14 +12,17 @@ from __future__ import annotations
 import math
 import os
 import stat
+import threading
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from napari_pathdistill.errors import WSIError
+from napari_pathdistill.errors import CorruptTileError, CorruptTileWarning, WSIError
 from napari_pathdistill.wsi._backend_utils import BlockCache
+from napari_pathdistill.wsi._blocks import CORRUPT_GREY
 from napari_pathdistill.wsi._multiplex import ChannelInfo, channel_dask, multiplex_refusal
 from napari_pathdistill.wsi._openslide_backend import OpenSlideBackend, detect_vendor
 from napari_pathdistill.wsi.levels import PyramidLevel
@@ -189,24 +192,34 @@ class Pyramid:
     def thumbnail(self, max_size: int = 1024) -> tuple[np.ndarray, float]:
         """A low-resolution RGB image whose longer side is at most ``max_size``.
 
-        Reads the coarsest level at least as fine as needed, then resizes with antialiasing.
+        Reads the coarsest level at least as fine as needed block by block (a few megapixels each, see
+        :mod:`~napari_pathdistill.wsi._blocks`), box-averages each block by a power of two into a small image
+        and area-resamples that to the output: memory stays about the output plus one block, whatever the
+        level's size (a 60,000 px slide without a pyramid included). Tiles that cannot be decoded are grey
+        (one :class:`CorruptTileWarning` says how many).
 
         Returns:
             (image (h, w, 3) uint8, downsample of the image with respect to level 0 (x and y mean)).
         """
-        from skimage.transform import resize
+        from PIL import Image
+
+        from napari_pathdistill.wsi._blocks import check_chunk_size, reduced_level, reduction_factor
 
         self.require_brightfield("tissue detection (an RGB thumbnail)")
         h0, w0 = self.levels[0].shape
-        target = max(h0, w0) / max_size
-        level = self.best_level_for_downsample(max(target, 1.0))
-        lh, lw = self.levels[level].shape
-        img = self._backend.read_level(level, 0, 0, lw, lh)
-        scale = min(1.0, max_size / max(lh, lw))
-        if scale < 1.0:
-            out_shape = (max(1, round(lh * scale)), max(1, round(lw * scale)))
-            img = resize(img, out_shape, order=1, anti_aliasing=True, preserve_range=True)
-            img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        level = self.best_level_for_downsample(max(max(h0, w0) / max_size, 1.0))
+        lv = self.levels[level]
+        check_chunk_size(self.path, lv)
+        scale = min(1.0, max_size / max(lv.shape))
+        out_shape = (max(1, round(lv.shape[0] * scale)), max(1, round(lv.shape[1] * scale)))
+        img, bad = reduced_level(self._backend.read_level, level, lv, reduction_factor(lv.shape, out_shape))
+        if img.shape[:2] != out_shape:
+            img = np.asarray(Image.fromarray(img).resize(out_shape[::-1], Image.Resampling.BOX))
+        if bad:
+            warnings.warn(
+                f"{self.path.name}: {bad} tiles of level {level} cannot be decoded (corrupt file); they are grey "
+                "in the thumbnail and count as background.", CorruptTileWarning, stacklevel=2,
+            )  # fmt: skip
         return img, (w0 / img.shape[1] + h0 / img.shape[0]) / 2.0
 
     def close(self) -> None:
@@ -229,6 +242,8 @@ class _LevelArray:
         self._backend, self._level, self._cache = backend, level, cache
         self.shape = (*lv.shape, 3)
         self._tile = lv.tile_shape
+        self._warned: set[tuple[int, int]] = set()  # corrupt tiles already reported
+        self._warned_lock = threading.Lock()
 
     def _tile_block(self, ty: int, tx: int) -> np.ndarray:
         key = (self._level, ty, tx)
@@ -236,9 +251,26 @@ class _LevelArray:
         if block is None:
             (th, tw), (h, w) = self._tile, self.shape[:2]
             y0, x0 = ty * th, tx * tw
-            block = self._backend.read_level(self._level, x0, y0, min(tw, w - x0), min(th, h - y0))
+            size = (min(th, h - y0), min(tw, w - x0))
+            try:
+                block = self._backend.read_level(self._level, x0, y0, size[1], size[0])
+            except CorruptTileError as exc:
+                block = np.full((*size, 3), CORRUPT_GREY, np.uint8)
+                self._warn_once(ty, tx, exc)
             self._cache.put(key, block)
         return block
+
+    def _warn_once(self, ty: int, tx: int, exc: CorruptTileError) -> None:
+        """One :class:`CorruptTileWarning` per tile (napari shows it as a notification)."""
+        with self._warned_lock:
+            if (ty, tx) in self._warned:
+                return
+            self._warned.add((ty, tx))
+        th, tw = self._tile
+        warnings.warn(
+            f"{exc} Shown as a flat grey tile: level {self._level}, tile row {ty} column {tx} (level px x="
+            f"{tx * tw}, y={ty * th}).", CorruptTileWarning, stacklevel=2,
+        )  # fmt: skip
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         (y0, y1, _), (x0, x1, _) = key[0].indices(self.shape[0]), key[1].indices(self.shape[1])
