@@ -2,7 +2,9 @@
 
 Serial in this process by default; ``--workers N`` starts a dask LocalCluster (one slide per task, one
 worker per GPU with CUDA) and ``--scheduler ADDRESS`` uses an existing dask cluster. A slide that fails is
-reported with its name and the others go on; the exit code is 1 when any slide failed.
+reported with its name and the others go on; the exit code is 1 when any slide failed. ``--slide-timeout S``
+(default: none) gives up a slide after S seconds ("FAILED <slide>: timed out after S s"); slides then run in a
+child process (per dask worker on a cluster), killed and replaced on a timeout.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true",
                    help="recompute slides whose complete <out>/<slide>.h5 exists (default: skip them)")  # fmt: skip
+    p.add_argument("--slide-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up a slide after SECONDS (reported 'timed out', the cohort goes on; its partial "
+                   "output stays resumable). Each slide then runs in a child process. Default: no limit")  # fmt: skip
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None,
                        help="run on a dask LocalCluster of N worker processes (with CUDA: one per GPU, at most N)")  # fmt: skip
@@ -49,6 +54,7 @@ def _options(args: argparse.Namespace):
         model=args.model, out_dir=args.out, device=args.device, amp=args.amp, tile_px=args.tile_px,
         mpp=args.mpp, fallback_mpp=args.mpp_override, min_tissue=args.min_tissue, batch_size=args.batch_size,
         formats=tuple(f.strip() for f in args.format.split(",") if f.strip()), overwrite=args.overwrite,
+        slide_timeout=args.slide_timeout or None,
     )  # fmt: skip
 
 
@@ -86,18 +92,31 @@ def _serial(args: argparse.Namespace, opts):
     from tqdm import tqdm
 
     from napari_pathdistill.inference.cohort import embed_one
+    from napari_pathdistill.inference.slide_process import SlideProcess
     from napari_pathdistill.models.factory import load_model
 
-    model = load_model(opts.model, device=opts.device, amp=opts.amp)
-    for slide in args.slides:
-        with tqdm(desc=str(slide), unit="tile", file=sys.stderr, leave=False) as bar:
+    # with a time limit each slide runs in a child process, killed when it takes longer
+    process = SlideProcess(opts) if opts.slide_timeout else None
+    model = None if process else load_model(opts.model, device=opts.device, amp=opts.amp)
 
-            def tick(p, bar=bar):
-                bar.total = p.total
-                bar.n = p.done
-                bar.refresh()
+    def run_one(slide, tick):
+        if process is not None:
+            return process.run(str(slide), opts.slide_timeout, tick)
+        return embed_one(slide, model, opts, progress=tick)
 
-            yield embed_one(slide, model, opts, progress=tick)
+    try:
+        for slide in args.slides:
+            with tqdm(desc=str(slide), unit="tile", file=sys.stderr, leave=False) as bar:
+
+                def tick(p, bar=bar):
+                    bar.total = p.total
+                    bar.n = p.done
+                    bar.refresh()
+
+                yield run_one(slide, tick)
+    finally:
+        if process is not None:
+            process.close()
 
 
 def _distributed(args: argparse.Namespace, opts):

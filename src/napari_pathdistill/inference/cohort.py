@@ -40,6 +40,8 @@ class CohortOptions:
         fallback_mpp: level-0 um/px of slides whose file states none (the others keep their own).
         formats: output layouts, "h5" always and "plism" for ``<out>/<model>/<slide>/features.npy``.
         overwrite: recompute slides whose complete output exists (default: skip them).
+        slide_timeout: seconds one slide may take (None: no limit); with a limit every slide runs in a child
+            process that is killed when it exceeds it (see :mod:`~napari_pathdistill.inference.slide_process`).
     """
 
     model: str
@@ -54,6 +56,7 @@ class CohortOptions:
     num_workers: int = 2
     formats: tuple[str, ...] = ("h5",)
     overwrite: bool = False
+    slide_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,11 +165,29 @@ def slide_task(slide: str, opts: CohortOptions, slots_by_host: dict[str, int]) -
     slots = slots_by_host.get(urlparse(worker.address).hostname or "", 0) or worker.state.nthreads
     torch.set_num_threads(max(1, cpu_count() // slots))
     name = str(worker.name)
+    if opts.slide_timeout:  # in this worker's child process, killed (and replaced) when the slide hangs
+        return replace(_worker_process(opts, max(1, cpu_count() // slots)).run(slide, opts.slide_timeout),
+                       worker=name)  # fmt: skip
     try:
         model = worker_model(opts)
     except Exception as exc:
         return SlideOutcome(slide, error=_describe(exc), worker=name)
     return replace(embed_one(slide, model, opts), worker=name)
+
+
+_PROCESSES: dict[tuple[CohortOptions, int], Any] = {}
+
+
+def _worker_process(opts: CohortOptions, threads: int) -> Any:
+    """This worker thread's :class:`~napari_pathdistill.inference.slide_process.SlideProcess` for ``opts``
+    (one per thread: a child runs one slide at a time)."""
+    from napari_pathdistill.inference.slide_process import SlideProcess
+
+    key = (opts, threading.get_ident())
+    with _MODELS_LOCK:
+        if key not in _PROCESSES:
+            _PROCESSES[key] = SlideProcess(opts, threads=threads)
+        return _PROCESSES[key]
 
 
 def iter_cohort(slides: Iterable[str | Path], opts: CohortOptions, client: Client) -> Iterator[SlideOutcome]:

@@ -161,6 +161,7 @@ def _open_partial(partial, model: EmbeddingModel, grid: TileGrid, attrs: dict): 
     f.create_dataset("features", shape=(len(grid.coords), model.dim), dtype="float32")
     f.attrs.update(attrs)
     f.attrs["done"] = 0
+    f.flush()  # a valid, resumable file from the start, even if the process is killed before the first rows
     return f
 
 

@@ -197,3 +197,28 @@ def _drop_rows(partial: Path, out: Path, rows: np.ndarray, step: int = 4096) -> 
             dst.attrs["done"], dst.attrs["skipped_tiles"] = at, len(rows)
     tmp.replace(out)
     partial.unlink()
+
+
+def release_killed(out: Path, pid: int) -> str:
+    """Clean up after the process ``pid`` was killed while writing ``out``; says what was left.
+
+    Its lock is removed (when it is that process's), a half-written ``.tmp`` is removed, and its ``.partial``
+    is kept when it is a readable HDF5 with a ``done`` count (the next run resumes it), else removed.
+    """
+    import h5py
+
+    lock = out.with_name(out.name + ".lock")
+    if _holder(lock)[0] == pid:
+        lock.unlink(missing_ok=True)
+    out.with_name(out.name + ".tmp").unlink(missing_ok=True)
+    partial = out.with_suffix(".h5.partial")
+    if not partial.exists():
+        return "nothing was written"
+    try:
+        with h5py.File(partial, "r") as f:
+            done, n = int(f.attrs["done"]), len(f["coords"])
+            f["features"].shape  # noqa: B018 (readable)
+    except (OSError, KeyError, ValueError):
+        partial.unlink(missing_ok=True)
+        return f"its unreadable partial output {partial.name} was removed"
+    return f"{partial.name} ({done} of {n} tiles) is kept: a rerun resumes it"

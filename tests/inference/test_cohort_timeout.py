@@ -1,0 +1,114 @@
+"""``pathdistill embed --slide-timeout``: a slide that hangs is given up, the cohort goes on.
+
+The hang is real: in the processes of these tests (through a ``sitecustomize`` on PYTHONPATH, which every
+Python process, the slide's child included, imports at start) ``read_tiles`` of the slide named by
+``PATHDISTILL_TEST_HANG_SLIDE`` blocks in a ``read`` system call on a pipe nobody writes to, which no thread
+can interrupt. Only killing the process ends it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+from napari_pathdistill.inference.cohort import CohortOptions
+from napari_pathdistill.inference.slide_process import SlideProcess
+from napari_pathdistill.models.checkpoint import save_checkpoint
+from napari_pathdistill.models.testing import tiny_model
+
+HANG = """
+import os
+if os.environ.get("PATHDISTILL_TEST_HANG_SLIDE"):
+    import napari_pathdistill.inference.embed as _embed
+
+    _read = _embed.read_tiles
+
+    def read_tiles(pyramid, grid, indices):
+        if pyramid.path.name == os.environ["PATHDISTILL_TEST_HANG_SLIDE"]:
+            r, w = os.pipe()
+            os.read(r, 1)  # blocks in the kernel for ever
+        return _read(pyramid, grid, indices)
+
+    _embed.read_tiles = read_tiles
+"""
+FAST = ["--mpp", "4", "--min-tissue", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    model = tiny_model("vit")
+    return save_checkpoint(model.module, model.spec, tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture
+def slides(tmp_path: Path, cmu_svs: Path) -> tuple[Path, Path]:
+    """(hang.svs, ok.svs): links to CMU-1-Small-Region.svs."""
+    for name in ("hang.svs", "ok.svs"):
+        (tmp_path / name).symlink_to(cmu_svs)
+    return tmp_path / "hang.svs", tmp_path / "ok.svs"
+
+
+def _hang_env(tmp_path: Path, slide: str | None) -> dict[str, str]:
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(HANG)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    if slide:
+        env["PATHDISTILL_TEST_HANG_SLIDE"] = slide
+    return env
+
+
+def _embed(
+    slides, ckpt: Path, out: Path, env: dict[str, str], *extra: str
+) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = [sys.executable, "-m", "napari_pathdistill.cli.main", "embed", *map(str, slides), "--model", str(ckpt),
+           "--out", str(out), *FAST, *extra]  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    return proc, time.monotonic() - t0
+
+
+def _check_outputs(out: Path, proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert f"FAILED {out.parent / 'hang.svs'}: timed out after 5 s" in proc.stderr
+    assert "hang.h5.partial (0 of 24 tiles) is kept: a rerun resumes it" in proc.stderr
+    assert "1 of 2 slides failed" in proc.stderr
+    with h5py.File(out / "ok.h5") as f:
+        assert f.attrs["done"] == len(f["coords"]) == 24
+    assert not list(out.glob("*.lock")) and not (out / "hang.h5").exists()
+
+
+def test_a_hanging_slide_times_out_and_the_next_one_is_embedded(slides, ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc, took = _embed(slides, ckpt, out, _hang_env(tmp_path, "hang.svs"), "--slide-timeout", "5")
+    _check_outputs(out, proc)
+    assert took < 120  # two child starts (torch + model) and the 5 s limit, not for ever
+    proc, _ = _embed(slides, ckpt, out, _hang_env(tmp_path, None), "--slide-timeout", "60")  # no hang now
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped" in proc.stderr and not (out / "hang.h5.partial").exists()  # ok.h5 kept, hang.h5 resumed
+    with h5py.File(out / "hang.h5") as f:
+        assert f.attrs["done"] == len(f["coords"]) == 24
+
+
+def test_the_timeout_also_holds_on_a_dask_worker(slides, ckpt: Path, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    out = tmp_path / "out"
+    proc, took = _embed(
+        slides, ckpt, out, _hang_env(tmp_path, "hang.svs"), "--slide-timeout", "5", "--workers", "1"
+    )
+    _check_outputs(out, proc)
+    assert took < 180
+
+
+def test_slide_process_reports_a_model_that_cannot_load(tmp_path: Path, cmu_svs: Path) -> None:
+    with SlideProcess(
+        CohortOptions(model=str(tmp_path / "nowhere"), out_dir=str(tmp_path), device="cpu")
+    ) as sp:
+        outcome = sp.run(str(cmu_svs), timeout=60)
+    assert not outcome.ok and "nowhere" in (outcome.error or "")
