@@ -41,3 +41,7 @@ class CorruptTileError(WSIError):
 
 class CorruptTileWarning(UserWarning):
     """A tile that cannot be decoded was replaced by a flat grey tile (viewer) or skipped (embedding)."""
+
+
+class TruncatedFileWarning(UserWarning):
+    """A slide file is cut short: it opens with the pyramid levels that are intact; the message names the rest."""

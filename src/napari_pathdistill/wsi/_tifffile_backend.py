@@ -16,6 +16,7 @@ from napari_pathdistill.errors import CorruptTileError, WSIError
 from napari_pathdistill.wsi import _multiplex
 from napari_pathdistill.wsi._backend_utils import to_rgb
 from napari_pathdistill.wsi._blocks import check_chunk_size
+from napari_pathdistill.wsi._truncation import intact_levels
 from napari_pathdistill.wsi.levels import PyramidLevel
 
 _VENDOR_FLAGS = {
@@ -78,7 +79,7 @@ class TiffFileBackend:
                 f"{size:,}-byte file or is damaged. The file is truncated or corrupt (copy it again)."
             )
         series = self._tif.series[0]
-        self._pages = [lvl.keyframe for lvl in series.levels]
+        self._pages = intact_levels(path, self._tif, [lvl.keyframe for lvl in series.levels])
         #: a vendor flavour OpenSlide reads (svs, ndpi, ...) as tifffile recognises it, else None
         self.vendor = next(
             (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None
