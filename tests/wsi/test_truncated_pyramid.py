@@ -78,3 +78,38 @@ def test_header_cuts_still_fail_clearly(pyramid, tmp_path: Path) -> None:
     for n in (8, 100):
         with pytest.raises(WSIError, match="truncated or corrupt"):
             open_pyramid(_cut(pyramid[0], tmp_path / f"cut{n}.ome.tif", n))
+
+
+@pytest.fixture(scope="module")
+def top_level_pyramid(tmp_path_factory) -> tuple[Path, list[int]]:
+    """A 1024 px tiled TIFF pyramid of 3 levels in top-level IFDs (no SubIFDs); (path, IFD offsets)."""
+    path = tmp_path_factory.mktemp("top") / "top.tif"
+    img = np.random.default_rng(1).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    kw = {"tile": (128, 128), "compression": "zlib", "photometric": "rgb"}
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(img, resolution=(2e4, 2e4), resolutionunit="CENTIMETER", **kw)
+        for k in (2, 4):
+            tw.write(img[::k, ::k].copy(), subfiletype=1, **kw)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.series) == 1 and len(tif.series[0].levels) == 3
+        return path, [p.offset for p in tif.pages]
+
+
+def test_top_level_chain_cut_before_its_last_ifd_warns(top_level_pyramid, tmp_path: Path) -> None:
+    src, offsets = top_level_pyramid
+    path = _cut(src, tmp_path / "top.tif", offsets[2])  # the last directory is gone, its pointer dangles
+    pyr, warned = _open_warned(path)
+    with pyr:
+        assert len(pyr.levels) == 2 and len(warned) == 1
+        assert (
+            f"lost the levels after level 1 (the next image directory, at byte {offsets[2]:,})" in warned[0]
+        )
+
+
+def test_top_level_chain_cut_inside_its_last_ifd_fails_clearly(top_level_pyramid, tmp_path: Path) -> None:
+    src, offsets = top_level_pyramid
+    path = _cut(src, tmp_path / "top.tif", offsets[2] + 30)
+    with pytest.raises(
+        WSIError, match=r"top\.tif: its image directories cannot be read .* truncated or corrupt"
+    ):
+        open_pyramid(path)

@@ -71,7 +71,15 @@ class TiffFileBackend:
             raise WSIError(
                 f"{path} is not a readable TIFF: {exc}. The file may be truncated or corrupt."
             ) from exc
-        if not self._tif.series:
+        try:
+            found = self._tif.series
+        except Exception as exc:  # tifffile's series detection trips on a directory cut off mid-way
+            self._tif.close()
+            raise WSIError(
+                f"{path}: its image directories cannot be read ({exc}): one is cut off or damaged at the end of "
+                f"the {path.stat().st_size:,}-byte file. The file is truncated or corrupt (copy it again)."
+            ) from exc
+        if not found:
             size = path.stat().st_size
             self._tif.close()
             raise WSIError(

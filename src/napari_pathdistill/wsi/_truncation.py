@@ -24,7 +24,8 @@ def _data_end(page: Any) -> int:
 
 
 def _dangling_next_ifd(tif: Any, size: int) -> int | None:
-    """The next-IFD offset of the last top-level directory when it points past the end of the file, else None."""
+    """The next-IFD offset of the last top-level directory read when it is not 0 (a directory that could not be
+    read: cut off, or past the end of the file), else None."""
     last = tif.pages[len(tif.pages) - 1]
     big = tif.tiff.is_bigtiff
     count_fmt, entry, off_fmt = (tif.byteorder + "Q", 20, tif.byteorder + "Q") if big else (
@@ -40,7 +41,7 @@ def _dangling_next_ifd(tif: Any, size: int) -> int | None:
     if len(nxt) < struct.calcsize(off_fmt):
         return size  # the pointer itself is cut off
     offset = struct.unpack(off_fmt, nxt)[0]
-    return offset if offset >= size else None
+    return offset or None  # not 0: a directory follows that tifffile could not read
 
 
 def intact_levels(path: Path, tif: Any, pages: list[Any]) -> list[Any]:
