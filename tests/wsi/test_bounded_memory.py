@@ -122,6 +122,16 @@ def test_tiles_of_a_24000px_tiled_tiff_without_pyramid_in_bounded_memory(tmp_pat
     )
 
 
+@pytest.mark.slow
+def test_embed_of_the_60000px_tiled_tiff_of_the_issue_in_bounded_memory(tmp_path: Path, ckpt: Path) -> None:
+    """The reported case: a 60,000 x 60,000 tiled TIFF without pyramid (8 GB exhausted before); ~1 min."""
+    slide = write_sparse_tiled(tmp_path / "flat60k.tif", 60_000)
+    proc, rss = _run_measured("embed", str(slide), "--model", str(ckpt), "--out", str(tmp_path / "e"),
+                              "--device", "cpu", "--mpp", "4")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert rss < MAX_RSS_KB, f"peak RSS {rss / 1e6:.2f} GB"
+
+
 def test_tiles_and_embed_of_a_40000x24000_striped_tiff_in_bounded_memory(tmp_path: Path, ckpt: Path) -> None:
     slide = write_striped(tmp_path / "striped.tif", 40_000, 24_000, rows_per_strip=32)
     with open_pyramid(slide) as pyr:
