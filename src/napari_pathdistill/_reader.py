@@ -48,8 +48,8 @@ MAX_FLAT_PIXELS = 10_000 * 10_000
 
 def _looks_readable(path: Path) -> bool:
     from napari_pathdistill.wsi._dicom_backend import is_dicom
+    from napari_pathdistill.wsi._formats import _is_tiff
     from napari_pathdistill.wsi._openslide_backend import detect_vendor
-    from napari_pathdistill.wsi.pyramid import _is_tiff
 
     if _denied(path):  # read_slide then says "permission denied", not napari's "no reader"
         return path.suffix.lower() in SUFFIXES

@@ -99,7 +99,7 @@ def read_readable_tiles(pyramid: Pyramid, grid: TileGrid, indices: Sequence[int]
     """``read_tiles``, with the tiles that cannot be decoded flat grey: ((B, px, px, 3) uint8, their positions
     in ``indices``). A batch is read tile by tile only when it holds a corrupt tile."""
     from napari_pathdistill.errors import CorruptTileError
-    from napari_pathdistill.wsi.pyramid import CORRUPT_GREY
+    from napari_pathdistill.wsi._blocks import CORRUPT_GREY
 
     try:
         return read_tiles(pyramid, grid, indices), []

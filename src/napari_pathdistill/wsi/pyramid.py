@@ -1,48 +1,33 @@
-"""Open a whole-slide image as a lazy multiscale pyramid (OpenSlide or tifffile backend).
+"""Open a whole-slide image as a lazy multiscale pyramid.
 
-``open_pyramid`` picks OpenSlide for everything it reads (SVS, NDPI, MRXS, SCN, BIF, VMS, DICOM, generic
-tiled TIFF) and tifffile for OME-TIFF and other TIFFs OpenSlide rejects (or where tifffile sees more pyramid
-levels, e.g. SubIFD pyramids); the optional fastslide package for VSI, CZI and iSyntax (or for every vendor
-format it reads with ``PATHDISTILL_WSI_BACKEND=fastslide``). ``Pyramid.to_dask`` returns one dask array per level with one chunk per
-native tile; building it reads no pixels.
+``open_pyramid`` opens a path with the backend ``_formats.choose_backend`` picks: OpenSlide for everything it
+reads (SVS, NDPI, MRXS, SCN, BIF, VMS, DICOM, generic tiled TIFF; pydicom for the DICOM it refuses), tifffile
+for OME-TIFF, SubIFD pyramids, multiplex and other TIFFs OpenSlide rejects, the optional fastslide for VSI, CZI
+and iSyntax (or for every vendor format it reads with ``PATHDISTILL_WSI_BACKEND=fastslide``).
+``Pyramid.to_dask`` returns one dask array per level with one chunk per native tile (``_dask_levels``);
+building it reads no pixels.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import stat
-import threading
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from napari_pathdistill.errors import CorruptTileError, CorruptTileWarning, WSIError
+from napari_pathdistill.errors import CorruptTileWarning, WSIError
+from napari_pathdistill.wsi._backend import Backend as _Backend
 from napari_pathdistill.wsi._backend_utils import BlockCache
-from napari_pathdistill.wsi._blocks import CORRUPT_GREY
+from napari_pathdistill.wsi._dask_levels import LevelArray, chunk_sizes
+from napari_pathdistill.wsi._formats import choose_backend, permission_message
 from napari_pathdistill.wsi._multiplex import ChannelInfo, channel_dask, multiplex_refusal
-from napari_pathdistill.wsi._openslide_backend import OpenSlideBackend, detect_vendor
 from napari_pathdistill.wsi.levels import PyramidLevel
 
-__all__ = ["Pyramid", "PyramidLevel", "open_pyramid"]
-
-_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".ome.tif", ".ome.tiff")
-
-
-class _Backend(Protocol):
-    name: str
-    levels: list[PyramidLevel]
-    mpp: tuple[float, float] | None
-    properties: dict[str, str]
-
-    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray: ...
-    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray: ...
-    def associated_image_names(self) -> list[str]: ...
-    def read_associated(self, name: str) -> np.ndarray: ...
-    def close(self) -> None: ...
+__all__ = ["Pyramid", "PyramidLevel", "open_pyramid", "permission_message"]
 
 
 class Pyramid:
@@ -165,11 +150,11 @@ class Pyramid:
         import dask.array as da
 
         (h, w), (th, tw) = self.levels[level].shape, self.levels[level].tile_shape
-        chunks = (_chunk_sizes(h, th), _chunk_sizes(w, tw), (3,))
+        chunks = (chunk_sizes(h, th), chunk_sizes(w, tw), (3,))
         # unique per Pyramid object for the life of the process: id(self) is reused after garbage collection,
         # and napari's global dask cache would then serve an earlier slide's chunks under the same keys
         name = f"pathdistill-{self.path.name}-{self._token}-L{level}"
-        source = _LevelArray(self._backend, level, self.levels[level], self._cache)
+        source = LevelArray(self._backend, level, self.levels[level], self._cache)
         meta = np.empty((0, 0, 0), np.uint8)
         return da.from_array(source, chunks=chunks, name=name, asarray=False, fancy=False, meta=meta)
 
@@ -227,81 +212,6 @@ class Pyramid:
         self._backend.close()
 
 
-class _LevelArray:
-    """Array-like view of one level for ``dask.array.from_array``.
-
-    dask fuses slicing into the getter, so a request may be any window inside one chunk; it is always served
-    from the whole (cached) native tile that contains it, so every read of a pixel gives the same value
-    whatever the slicing (this matters at OpenSlide levels > 0, which resample non-integer offsets).
-    """
-
-    dtype = np.dtype(np.uint8)
-    ndim = 3
-
-    def __init__(self, backend: _Backend, level: int, lv: PyramidLevel, cache: BlockCache) -> None:
-        self._backend, self._level, self._cache = backend, level, cache
-        self.shape = (*lv.shape, 3)
-        self._tile = lv.tile_shape
-        self._warned: set[tuple[int, int]] = set()  # corrupt tiles already reported
-        self._warned_lock = threading.Lock()
-
-    def _tile_block(self, ty: int, tx: int) -> np.ndarray:
-        key = (self._level, ty, tx)
-        block = self._cache.get(key)
-        if block is None:
-            (th, tw), (h, w) = self._tile, self.shape[:2]
-            y0, x0 = ty * th, tx * tw
-            size = (min(th, h - y0), min(tw, w - x0))
-            try:
-                block = self._backend.read_level(self._level, x0, y0, size[1], size[0])
-            except CorruptTileError as exc:
-                block = np.full((*size, 3), CORRUPT_GREY, np.uint8)
-                self._warn_once(ty, tx, exc)
-            self._cache.put(key, block)
-        return block
-
-    def _warn_once(self, ty: int, tx: int, exc: CorruptTileError) -> None:
-        """One :class:`CorruptTileWarning` per tile (napari shows it as a notification)."""
-        with self._warned_lock:
-            if (ty, tx) in self._warned:
-                return
-            self._warned.add((ty, tx))
-        th, tw = self._tile
-        warnings.warn(
-            f"{exc} Shown as a flat grey tile: level {self._level}, tile row {ty} column {tx} (level px x="
-            f"{tx * tw}, y={ty * th}).", CorruptTileWarning, stacklevel=2,
-        )  # fmt: skip
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        (y0, y1, _), (x0, x1, _) = key[0].indices(self.shape[0]), key[1].indices(self.shape[1])
-        th, tw = self._tile
-        if y1 <= y0 or x1 <= x0:
-            return np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
-        ty, tx = y0 // th, x0 // tw
-        if (y1 - 1) // th == ty and (x1 - 1) // tw == tx:  # inside one tile: the usual dask request
-            out = self._tile_block(ty, tx)[y0 - ty * th : y1 - ty * th, x0 - tx * tw : x1 - tx * tw]
-        else:  # spans tiles (direct use): stitch them
-            out = np.concatenate([
-                np.concatenate([self._tile_block(r, c) for c in range(tx, (x1 - 1) // tw + 1)], axis=1)
-                for r in range(ty, (y1 - 1) // th + 1)
-            ], axis=0)[y0 - ty * th : y1 - ty * th, x0 - tx * tw : x1 - tx * tw]  # fmt: skip
-        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
-
-
-def _chunk_sizes(n: int, tile: int) -> tuple[int, ...]:
-    full, rest = divmod(n, tile)
-    return (tile,) * full + ((rest,) if rest else ())
-
-
-def _is_tiff(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError:
-        return False
-    return magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
 def open_pyramid(path: str | Path, *, fallback_mpp: float | None = None, color: str = "raw") -> Pyramid:
     """Open a slide file (or DICOM folder, or a small plain JPEG/PNG) as a :class:`Pyramid`.
 
@@ -324,7 +234,8 @@ def open_pyramid(path: str | Path, *, fallback_mpp: float | None = None, color: 
         raise ValueError(f"fallback_mpp must be a positive um/px, or None/0 for none; got {fallback_mpp}")
     if color not in ("raw", "srgb"):
         raise ValueError(f"color must be 'raw' or 'srgb', got {color!r}")
-    pyr = _open(Path(path).expanduser())
+    path = Path(path).expanduser()
+    pyr = Pyramid(path, choose_backend(path))
     if color == "srgb":
         try:
             pyr.use_srgb()
@@ -334,120 +245,3 @@ def open_pyramid(path: str | Path, *, fallback_mpp: float | None = None, color: 
     if pyr.mpp is None and fallback_mpp:
         pyr.mpp = (float(fallback_mpp), float(fallback_mpp))
     return pyr
-
-
-def _open(path: Path) -> Pyramid:
-    from napari_pathdistill.wsi import _fastslide_backend, _image_backend
-    from napari_pathdistill.wsi._dicom_backend import is_dicom, open_dicom
-    from napari_pathdistill.wsi._tifffile_backend import TiffFileBackend
-
-    if _check_path(path) and not any(path.iterdir()):
-        raise WSIError(f"{path} is an empty folder; expected a DICOM whole-slide series.")
-    if _fastslide_backend.choose(path):  # optional package; VSI/CZI/iSyntax, or everything it reads if asked
-        return Pyramid(path, _fastslide_backend.FastSlideBackend(path))
-    vendor = detect_vendor(path)
-    if vendor == "dicom" or is_dicom(path):  # OpenSlide first, pydicom for the DICOM it refuses
-        return Pyramid(path, open_dicom(path, openslide_reads=vendor == "dicom"))
-    if vendor is not None and vendor != "generic-tiff":
-        return Pyramid(path, OpenSlideBackend(path))
-    if vendor is None and _claims_vendor_format(path):
-        raise WSIError(_openslide_refusal(path, VENDOR_SUFFIXES[path.suffix.lower()]))
-    if _is_tiff(path):
-        tiff = TiffFileBackend(path)
-        if tiff.vendor is not None and vendor is None:  # e.g. a truncated SVS renamed .tif
-            tiff.close()
-            raise WSIError(_openslide_refusal(path, tiff.vendor))
-        if vendor == "generic-tiff" and len(tiff.levels) <= 1 and tiff.channels is None:
-            tiff.close()  # OpenSlide reads plain tiled TIFF pyramids (top-level IFDs) natively
-            return Pyramid(path, OpenSlideBackend(path))
-        return Pyramid(path, tiff)
-    if path.is_file() and path.suffix.lower() in _image_backend.SUFFIXES:
-        return Pyramid(path, _image_backend.ImageBackend(path))
-    if path.name.lower().endswith(_fastslide_backend.ONLY_FASTSLIDE):
-        raise WSIError(
-            f"{path.name}: Olympus VSI, Zeiss CZI and Philips iSyntax slides are read by the optional fastslide "
-            "backend, which is not installed: `pip install fastslide` (Python 3.11), then open it again."
-        )
-    raise WSIError(
-        f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: .svs .tif/.tiff "
-        ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF, pyramidal TIFF and small JPEG/PNG."
-    )
-
-
-#: suffixes of vendor formats only OpenSlide reads in full (MPP, associated images): never a tifffile fallback
-VENDOR_SUFFIXES = {
-    ".svs": "Aperio SVS",
-    ".ndpi": "Hamamatsu NDPI",
-    ".scn": "Leica SCN",
-    ".bif": "Ventana BIF",
-    ".mrxs": "3DHISTECH MIRAX",
-    ".vms": "Hamamatsu VMS",
-    ".vmu": "Hamamatsu VMU",
-    ".svslide": "Sakura SVSlide",
-}
-
-
-def _claims_vendor_format(path: Path) -> bool:
-    """A vendor suffix on a TIFF (SVS, NDPI, ...) or on a MIRAX/VMS index file: only OpenSlide may read it."""
-    suffix = path.suffix.lower()
-    return suffix in VENDOR_SUFFIXES and (suffix in (".mrxs", ".vms", ".vmu") or _is_tiff(path))
-
-
-def _openslide_refusal(path: Path, flavour: str) -> str:
-    """Why OpenSlide rejects ``path`` (a file of a vendor format it reads), as a user message."""
-    import openslide
-
-    try:
-        openslide.OpenSlide(str(path)).close()
-        reason = "it opens only in part"
-    except Exception as exc:  # OpenSlideError, OpenSlideUnsupportedFormatError
-        reason = str(exc) or type(exc).__name__
-    return (
-        f"OpenSlide cannot read {path} ({flavour}, {path.stat().st_size:,} bytes): {reason}. The file is probably "
-        "truncated or corrupt (copy it again); it is not read with tifffile instead, which would lose its "
-        "MPP and associated images."
-    )
-
-
-def _check_path(path: Path) -> bool:
-    """Refuse a missing, unreadable or non-regular path before anything opens it; True for a folder.
-
-    A FIFO, socket or device would block or stream forever in OpenSlide's or tifffile's reads.
-
-    Raises:
-        WSIError: the path does not exist, may not be read by this user, or is not a regular file/folder.
-    """
-    try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            os.listdir(path)
-            return True
-        if not stat.S_ISREG(mode):
-            raise WSIError(
-                f"{path} is not a regular file ({_file_kind(mode)}); refusing to read it: a slide is a file "
-                "or a DICOM folder."
-            )
-        with path.open("rb"):
-            return False
-    except FileNotFoundError:
-        raise WSIError(f"{path} does not exist.") from None
-    except PermissionError as exc:
-        raise WSIError(permission_message(path, exc)) from exc
-
-
-def _file_kind(mode: int) -> str:
-    """'a FIFO', 'a socket', ... for a non-regular ``st_mode``."""
-    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
-             stat.S_ISBLK: "a block device"}  # fmt: skip
-    for test, kind in kinds.items():
-        if test(mode):
-            return kind
-    return "not a file"
-
-
-def permission_message(path: Path, exc: PermissionError) -> str:
-    """The user message for a slide this user may not read (never "not a whole-slide image")."""
-    return (
-        f"Permission denied reading {path} ({exc.strerror or exc}): the file exists but this user may not "
-        "read it or its folder; check its permissions (ls -l) or ask the owner."
-    )
