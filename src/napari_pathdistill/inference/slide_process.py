@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from napari_pathdistill.inference.cohort import CohortOptions, SlideOutcome, embed_one, worker_model
+from napari_pathdistill.inference.cohort_slide import CohortOptions, SlideOutcome, embed_one, worker_model
 from napari_pathdistill.progress import Progress
 
 

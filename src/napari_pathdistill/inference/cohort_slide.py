@@ -1,0 +1,129 @@
+"""One slide of a cohort: the options every slide shares, its outcome, and embedding it with a cached model.
+
+A leaf of :mod:`~napari_pathdistill.inference.cohort` (the in-process loop and the dask cluster) and of
+:mod:`~napari_pathdistill.inference.slide_process` (the child process of ``--slide-timeout``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.inference.embed import embed_slide, write_plism
+from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress
+
+
+@dataclass(frozen=True)
+class CohortOptions:
+    """What every slide task needs (plain values: they are pickled to the workers).
+
+    Attributes:
+        model: registry name, checkpoint folder or ``hf-hub:`` id, resolvable on every worker.
+        out_dir: output folder (shared by all workers): ``<out_dir>/<slide stem>.h5``.
+        tile_px, mpp: tile side and um/px (None: the model's).
+        fallback_mpp: level-0 um/px of slides whose file states none (the others keep their own).
+        formats: output layouts, "h5" always and "plism" for ``<out>/<model>/<slide>/features.npy``.
+        overwrite: recompute slides whose complete output exists (default: skip them).
+        slide_timeout: seconds one slide may take (None: no limit); with a limit every slide runs in a child
+            process that is killed when it exceeds it (see :mod:`~napari_pathdistill.inference.slide_process`).
+    """
+
+    model: str
+    out_dir: str
+    device: str = "auto"
+    amp: str = "auto"
+    tile_px: int | None = None
+    mpp: float | None = None
+    fallback_mpp: float | None = None
+    min_tissue: float = 0.5
+    batch_size: int = 32
+    num_workers: int = 2
+    formats: tuple[str, ...] = ("h5",)
+    overwrite: bool = False
+    slide_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class SlideOutcome:
+    """Result of one slide: the files written (or kept: ``skipped``), or the error (``"<Type>: <message>"``).
+
+    ``warnings`` are the output's ``warning`` attr (e.g. the slide has no MPP).
+    """
+
+    slide: str
+    outputs: tuple[str, ...] = ()
+    error: str | None = None
+    worker: str = "local"
+    skipped: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the slide was embedded."""
+        return self.error is None
+
+
+def embed_one(
+    slide: str | Path,
+    model: EmbeddingModel,
+    opts: CohortOptions,
+    progress: Callable[[Progress], None] | None = None,
+) -> SlideOutcome:
+    """Embed one slide with a loaded model; any error becomes ``SlideOutcome.error`` instead of raising.
+
+    A complete output of the same embedding is kept (``skipped``) unless ``opts.overwrite``.
+    """
+    stages: list[str] = []
+
+    def seen(p: Progress) -> None:
+        stages.append(p.stage)
+        if progress is not None:
+            progress(p)
+
+    try:
+        h5 = embed_slide(
+            slide, model, opts.out_dir, tile_px=opts.tile_px, mpp=opts.mpp, fallback_mpp=opts.fallback_mpp,
+            min_tissue=opts.min_tissue, batch_size=opts.batch_size, num_workers=opts.num_workers,
+            overwrite=opts.overwrite, progress=seen,
+        )  # fmt: skip
+        outputs = [h5]
+        if "plism" in opts.formats:
+            outputs.append(write_plism(h5, opts.out_dir))
+        skipped = stages[-1:] == ["skipped"]
+        return SlideOutcome(str(slide), tuple(map(str, outputs)), skipped=skipped, warnings=_warnings(h5))
+    except Exception as exc:  # per-slide failure: reported, the cohort goes on
+        return SlideOutcome(str(slide), error=_describe(exc))
+
+
+def _warnings(h5: Path) -> tuple[str, ...]:
+    """The ``warning`` attr of an embedding HDF5 and its skipped (undecodable) tiles, as a tuple."""
+    import h5py
+
+    from napari_pathdistill.inference.outputs import skipped_message
+
+    with h5py.File(h5, "r") as f:
+        w, n_skipped = f.attrs.get("warning"), int(f.attrs.get("skipped_tiles", 0))
+    return ((str(w),) if w else ()) + ((skipped_message(n_skipped),) if n_skipped else ())
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, PathDistillError) else f"{type(exc).__name__}: {exc}"
+
+
+_MODELS: dict[tuple[str, str, str], EmbeddingModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def worker_model(opts: CohortOptions) -> EmbeddingModel:
+    """The model of ``opts``, loaded once per process (cached by model, device and amp)."""
+    from napari_pathdistill.models.factory import load_model
+
+    key = (opts.model, opts.device, opts.amp)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model(opts.model, opts.device, amp=opts.amp)
+        return _MODELS[key]
