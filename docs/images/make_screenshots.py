@@ -18,6 +18,7 @@ from napari_pathdistill._qt.attention_widget import AttentionWidget
 from napari_pathdistill._qt.embed_widget import EmbedWidget
 from napari_pathdistill._qt.evaluate_widget import EvaluateWidget
 from napari_pathdistill._qt.similarity_widget import SimilarityWidget
+from napari_pathdistill._qt.tissue_widget import TissueWidget
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -77,15 +78,36 @@ def attention() -> None:
 
 
 def similarity() -> None:
+    """OS-2 NDPI (A) vs VSI (B), default tissue settings: cosine overlay + colour bar over registered B (blend),
+    then the checkerboard view."""
     pair = DATA / "paired" / "openslide_OS-2_ndpi_vs_vsi"
     viewer, w = viewer_with(pair / "OS-2-ndpi.ome.tif", SimilarityWidget, "Similarity")
     viewer.open(str(pair / "OS-2-vsi.ome.tif"), plugin="napari-pathdistill")
     w.slide_a.value, w.slide_b.value = viewer.layers[0], viewer.layers[1]
     viewer.layers[1].visible = False
-    w.min_tissue.value, w.top_k.value = 0.0, 1
+    w.top_k.value = 1
     w.run()
     wait(w)
+    viewer.reset_view()
     shoot(viewer, "similarity_widget.png")
+    w.view_mode.value = "checkerboard"
+    viewer.layers[-1].visible = False  # the cosine overlay: look at the registration alone
+    shoot(viewer, "similarity_checkerboard.png")
+    viewer.close()
+
+
+def similarity_small_pool() -> None:
+    """OS-2 with 224 um tiles: 4 matched tiles, top-5 over 7 candidates is flagged as not meaningful."""
+    pair = DATA / "paired" / "openslide_OS-2_ndpi_vs_vsi"
+    viewer, w = viewer_with(pair / "OS-2-ndpi.ome.tif", SimilarityWidget, "Similarity")
+    viewer.open(str(pair / "OS-2-vsi.ome.tif"), plugin="napari-pathdistill")
+    w.slide_a.value, w.slide_b.value = viewer.layers[0], viewer.layers[1]
+    viewer.layers[1].visible = False
+    w.mpp.value, w.top_k.value, w.view_mode.value = 1.0, 5, "hidden"  # 224 um tiles
+    w.run()
+    wait(w)
+    viewer.reset_view()
+    shoot(viewer, "similarity_topk_flag.png")
     viewer.close()
 
 
@@ -123,6 +145,55 @@ def evaluate() -> None:
     viewer.close()
 
 
+def evaluate_robustness() -> None:
+    """Robustness over docs/pairs/birl_anhir_pairs.csv (plain JPEGs, 0.5 um/px override) plus a missing slide:
+    the bad pair fails alone, named in the summary and the table."""
+    import tempfile
+
+    from napari_pathdistill.evaluation.manifest import read_pairs
+
+    pairs = read_pairs(ROOT / "docs" / "pairs" / "birl_anhir_pairs.csv")
+    csv_path = Path(tempfile.mkdtemp()) / "birl_pairs_and_a_missing_slide.csv"
+    rows = [f"{a.resolve()},{b.resolve()}" for a, b in pairs] + [f"missing_slide.tif,{pairs[0][1].resolve()}"]
+    csv_path.write_text("slide_a,slide_b\n" + "\n".join(rows) + "\n")
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    w = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Evaluate", area="right")
+    w.task.value = "robustness (slide pairs CSV)"
+    w.inputs.value, w.mpp_override.value = csv_path, 0.5
+    w.run()
+    wait(w)
+    shoot(viewer, "evaluate_robustness_birl.png")
+    viewer.close()
+
+
+def tissue() -> None:
+    """Tissue and tile grid on CMU-1-Small-Region (H&E), defaults."""
+    viewer, w = viewer_with(DATA / "wsi" / "CMU-1-Small-Region.svs", TissueWidget, "Tissue and tile grid")
+    w.run()
+    wait(w)
+    viewer.reset_view()
+    shoot(viewer, "tissue_widget.png")
+    viewer.close()
+
+
+def tissue_ihc() -> None:
+    """OS-2 Ki67 (pale IHC, 0.23 um/px): threshold preview at the default, then the grid."""
+    pair = DATA / "paired" / "openslide_OS-2_ndpi_vs_vsi"
+    viewer, w = viewer_with(pair / "OS-2-ndpi.ome.tif", TissueWidget, "Tissue and tile grid")
+    w.start_preview()
+    wait(w)
+    viewer.reset_view()
+    shoot(viewer, "tissue_preview_ihc.png")
+    w.run()
+    wait(w)
+    shoot(viewer, "tissue_widget_ihc.png")
+    viewer.close()
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["embed", "attention", "similarity", "similarity_birl", "evaluate"]:
+    everything = ["embed", "attention", "similarity", "similarity_small_pool", "similarity_birl", "evaluate",
+                  "evaluate_robustness", "tissue", "tissue_ihc"]  # fmt: skip
+    for name in sys.argv[1:] or everything:
         globals()[name]()

@@ -17,6 +17,10 @@ pytestmark = pytest.mark.napari
 
 
 def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, tiny_vit, open_slide, wait_for):
+    """Default tissue settings on the pale Ki67 pair; cosine overlay with a colour bar; registered B in A's frame
+    (blend, checkerboard, hidden) agreeing with A; top-k flagged when its candidate pool is too small."""
+    from napari_pathdistill.wsi.registration import checkerboard, density
+
     viewer = make_napari_viewer()
     a, b = (open_slide(viewer, p) for p in os2_pair)
     widget = SimilarityWidget(viewer)
@@ -24,22 +28,69 @@ def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, ti
     widget.slide_a.value, widget.slide_b.value = a, b
     widget.tile_px.value = tiny_vit.spec.tile_px
     widget.mpp.value = 1.0
-    widget.min_tissue.value = 0.0
-    widget.top_k.value = 1
+    assert widget.min_tissue.value == 0.5  # the default
+    widget.top_k.value = 5
     widget.run()
     wait_for(widget)
     res = widget.result
     assert res is not None, widget.status.value
+    assert len(res.cosine) > 0.5 * 64  # 56 um tiles on the 500 um field: most are tissue
     # both scans are the same 500 um field: the registered B tile sits at the same physical place (+- 10 um)
     mpp_a, mpp_b = a.scale[-1], b.scale[-1]
     np.testing.assert_allclose(res.coords_b * mpp_b, res.coords_a * mpp_a, atol=10.0)
     overlay = viewer.layers[f"{a.name} cosine to B"]
+    assert overlay.colorbar.visible and overlay.colormap.name == "viridis"
     # a tile is size_level0 level-0 px: on A's layer that is size_level0 times the layer's own (y, x) um/px
     np.testing.assert_allclose(overlay.scale[-2:], np.asarray(res.scale) / res.mpp_a * a.scale[-2:])
     assert np.isfinite(res.overlay).sum() == len(res.cosine)
     assert f"{res.mean_cosine:.3f}" in widget.summary.value
     assert pair_metrics(np.eye(3), np.eye(3), ks=(1,), device="cpu").topk[1] == 1.0
     assert 0.0 <= res.topk_accuracy <= 1.0
+    n = len(res.cosine)
+    assert (res.topk_note is None) == (5 / (2 * n - 1) <= 0.1)
+    # registered B: on A's pixels in world um, agreeing with A (NCC of optical density)
+    reg = viewer.layers[f"{a.name} registered B"]
+    view = res.registered
+    assert reg.rgb and reg.visible and reg.opacity == 0.5 and reg.data is view.b_in_a
+    corner = np.asarray(reg.data_to_world((0, 0)))[-2:]
+    np.testing.assert_allclose(corner, np.asarray(view.translate), atol=1e-3)  # A's layer is in um, from 0
+    np.testing.assert_allclose(np.asarray(reg.extent.world)[:, -2:], np.asarray(a.extent.world)[:, -2:],
+                               atol=2 * view.scale[0])  # fmt: skip
+    da, db = density(view.a), density(np.asarray(reg.data))
+    ok = view.inside
+    x, y = da[ok] - da[ok].mean(), db[ok] - db[ok].mean()
+    assert x @ y / (np.linalg.norm(x) * np.linalg.norm(y)) > 0.85
+    layers = list(viewer.layers)
+    assert layers.index(reg) < layers.index(overlay)  # the cosine stays on top
+    widget.view_mode.value = "checkerboard"
+    reg = viewer.layers[f"{a.name} registered B"]
+    np.testing.assert_array_equal(reg.data, checkerboard(view.a, view.b_in_a))
+    side = int(np.ceil(max(view.a.shape[:2]) / 8))
+    np.testing.assert_array_equal(reg.data[:side, :side], view.a[:side, :side])  # a square of A ...
+    np.testing.assert_array_equal(reg.data[:side, side : 2 * side], view.b_in_a[:side, side : 2 * side])  # of B
+    assert reg.opacity == 1.0 and reg.visible
+    widget.view_mode.value = "hidden"
+    assert not viewer.layers[f"{a.name} registered B"].visible
+    widget.view_mode.value = "blend"
+    assert viewer.layers[f"{a.name} registered B"].data is view.b_in_a
+
+
+def test_tiny_candidate_pool_flags_topk(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for):
+    """224 um tiles (4 on the field): top-5 over 7 candidates scores ~1 by chance, and the dock says so."""
+    viewer = make_napari_viewer()
+    a, b = (open_slide(viewer, p) for p in os2_pair)
+    widget = SimilarityWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.slide_a.value, widget.slide_b.value = a, b
+    widget.tile_px.value = tiny_vit.spec.tile_px
+    widget.mpp.value = 4.0
+    widget.top_k.value = 5
+    widget.run()
+    wait_for(widget)
+    res = widget.result
+    assert res is not None and len(res.cosine) == 4, widget.status.value
+    assert res.topk_note is not None and "7 candidates" in res.topk_note
+    assert "NOT MEANINGFUL" in widget.summary.value and "0.71" in widget.summary.value
 
 
 def test_tile_fields_follow_an_injected_model(make_napari_viewer, tiny_vit):

@@ -112,3 +112,33 @@ def test_um_px_override_on_a_slide_without_mpp_stays_aligned(
     world = np.array([tiles.data_to_world(c) for c in tiles.data[k]])
     np.testing.assert_allclose(world.min(axis=0), np.array([y, x]) - 0.5, atol=1e-6)
     np.testing.assert_allclose(np.ptp(world, axis=0), (448.0, 448.0), rtol=1e-6)
+
+
+def test_threshold_preview_redraws_the_mask_live_on_pale_ihc(
+    make_napari_viewer, qtbot, os2_pair, open_slide, wait_for
+) -> None:
+    """OS-2 Ki67 (pale IHC at 0.23 um/px): the default threshold marks most of the field; the preview follows
+    the threshold at once (same layer, new pixels) and Run builds the grid with it."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, os2_pair[0])
+    widget = TissueWidget(viewer)
+    widget.slide.value = slide
+    widget.start_preview()
+    wait_for(widget)
+    assert widget.preview is not None, widget.status.value
+    layer = viewer.layers[f"{slide.name} tissue"]
+    default = layer.data.astype(bool).mean()
+    assert default > 0.6 and "% of the slide is tissue" in widget.summary.value
+    np.testing.assert_allclose(np.asarray(layer.extent.world), np.asarray(slide.extent.world),
+                               atol=0.23 * widget.preview.downsample)  # fmt: skip
+    widget.threshold.value = 0.4  # only the darker (DAB / dense) parts
+    assert viewer.layers[f"{slide.name} tissue"] is layer
+    strict = layer.data.astype(bool).mean()
+    assert strict < default - 0.2 and f"{100 * strict:.0f} %" in widget.summary.value
+    assert not (layer.data.astype(bool) & ~widget.preview.mask(0.08).mask).any()  # a subset of the default
+    widget.threshold.value = 0.08
+    widget.run()
+    wait_for(widget)
+    res = widget.result
+    assert res is not None and len(res.grid) > 0.5 * 16  # 224 px tiles at 0.5 um/px: 16 on the 500 um field
+    np.testing.assert_array_equal(viewer.layers[f"{slide.name} tissue"].data.astype(bool), res.mask.mask)

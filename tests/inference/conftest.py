@@ -20,3 +20,11 @@ def model_112px_1um(tmp_path_factory):
     return load_model(
         str(save_checkpoint(tiny.module, spec, tmp_path_factory.mktemp("ckpt112"))), device="cpu"
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_vit_2um():
+    """The tiny ViT (56 px tiles) with a spec of 2 um/px: 112 um tiles, 16 on the 500 um OS-2 field."""
+    tiny = tiny_model("vit")
+    tiny.spec = dataclasses.replace(tiny.spec, mpp=2.0)
+    return tiny

@@ -41,3 +41,85 @@ def test_pair_tiles_are_the_model_s_by_default(os2_pair, model_112px_1um):
     assert res.scale == pytest.approx((112.0, 112.0))
     step_a = np.diff(np.unique(res.coords_a[:, 0]))
     assert step_a.min() == pytest.approx(112 / res.mpp_a, abs=1)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    x, y = a[where] - a[where].mean(), b[where] - b[where].mean()
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+def test_b_tiles_overhanging_b_by_a_few_px_are_moved_inside(os2_pair, tiny_vit_2um):
+    """OS-2: the VSI scan's field is a few px short of the NDPI's, so the top row of B tiles overhangs B by
+    ~4 of 323 px. Without tolerance those tiles are dropped; with the default 3 % they are moved inside B."""
+    strict = drain(iter_pair_similarity(tiny_vit_2um, *os2_pair, min_tissue=0.0, top_k=1, max_overhang=0.0,
+                                        view_size=None))  # fmt: skip
+    res = drain(iter_pair_similarity(tiny_vit_2um, *os2_pair, min_tissue=0.0, top_k=1, view_size=None))
+    assert strict.dropped > 0 and res.dropped == 0 and res.moved_inside >= strict.dropped
+    assert len(res.cosine) == 16 == len(strict.cosine) + strict.dropped
+    with open_pyramid(os2_pair[1]) as b:
+        h, w = b.levels[0].shape
+        mb = float(np.mean(b.mpp))
+    side = 112.0 / mb  # 56 px at 2 um/px in B's level-0 px
+    assert (res.coords_b >= 0).all() and (res.coords_b + side <= np.array([w, h]) + 1).all()
+    ideal = res.transform.apply(res.coords_a + (112.0 / res.mpp_a) / 2) - side / 2
+    assert np.abs(res.coords_b - ideal).max() <= 0.03 * side + 1  # moved by at most the tolerance
+
+
+def test_os2_ihc_pair_works_with_the_default_tissue_settings(os2_pair, tiny_vit_2um):
+    """Default min tissue 0.5: the pale Ki67 field keeps most of its tiles (the Otsu-saturation mask kept
+    2 of 289 at 0.5 um/px and needed min tissue 0)."""
+    res = drain(iter_pair_similarity(tiny_vit_2um, *os2_pair, top_k=1, view_size=None))
+    assert len(res.cosine) > 0.5 * 16
+
+
+def test_registered_b_in_a_s_frame_agrees_with_a(os2_pair):
+    """B resampled into A's frame by the registration matches A pixel for pixel (NCC of optical density), and
+    the same image 20 um off does not: the view shows the registration, not just B."""
+    from napari_pathdistill.inference.pair_similarity import registered_view
+    from napari_pathdistill.wsi.registration import density
+
+    with open_pyramid(os2_pair[0]) as a, open_pyramid(os2_pair[1]) as b:
+        view = registered_view(a, b, register_pair(a, b), max_size=512)
+        thumb_a, ds = a.thumbnail(512)
+        mpp_a = float(np.mean(a.mpp))
+    assert view.a.shape == view.b_in_a.shape == thumb_a.shape and view.inside.mean() > 0.98
+    np.testing.assert_array_equal(view.a, thumb_a)
+    da, db = density(view.a), density(view.b_in_a)
+    assert _ncc(da, db, view.inside) > 0.85
+    off = round(20.0 / (mpp_a * ds))  # 20 um in thumbnail px
+    assert _ncc(da[:, off:], db[:, :-off], view.inside[:, off:]) < 0.3
+    assert view.scale == pytest.approx((ds * mpp_a, ds * mpp_a), rel=1e-3)  # placed on A's layer in um
+
+
+def test_registered_view_undoes_the_birl_misalignment(shared_data):
+    """BIRL lesion H&E vs proSPC IHC (plain JPEGs, 1 um/px stand-in): the registered IHC agrees with the H&E
+    better than the IHC simply laid on it (the sections are offset by > 50 px)."""
+    from skimage.transform import resize
+
+    from napari_pathdistill.inference.pair_similarity import registered_view
+    from napari_pathdistill.wsi.registration import density
+
+    d = shared_data / "paired" / "birl_anhir" / "lesions_"
+    with (
+        open_pyramid(d / "Izd2-29-041-w35_HE.jpg", fallback_mpp=1.0) as a,
+        open_pyramid(d / "Izd2-29-041-w35_proSPC.jpg", fallback_mpp=1.0) as b,
+    ):
+        view = registered_view(a, b, register_pair(a, b), max_size=512)
+        naive = resize(b.thumbnail(512)[0], view.a.shape[:2], preserve_range=True).astype(np.uint8)
+    da = density(view.a)
+    ok = view.inside
+    assert _ncc(da, density(view.b_in_a), ok) > _ncc(da, density(naive), ok) + 0.1
+
+
+def test_topk_is_flagged_on_a_tiny_candidate_pool(os2_pair, tiny_vit_2um):
+    """14 tissue tiles: top-5 over 27 candidates (chance 0.19) is flagged, top-1 (chance 0.04) is not."""
+    from napari_pathdistill.metrics.pairs import topk_chance, topk_pool_note
+
+    assert topk_chance(4, 5) == pytest.approx(5 / 7) and "7 candidates" in topk_pool_note(4, 5)
+    assert topk_pool_note(26, 5) is None and topk_pool_note(25, 5) is not None
+    res5 = drain(iter_pair_similarity(tiny_vit_2um, *os2_pair, top_k=5, view_size=None))
+    n = len(res5.cosine)
+    assert res5.topk_chance == pytest.approx(5 / (2 * n - 1))
+    assert res5.topk_note is not None and f"{2 * n - 1} candidates" in res5.topk_note
+    res1 = drain(iter_pair_similarity(tiny_vit_2um, *os2_pair, top_k=1, view_size=None))
+    assert res1.topk_note is None and res1.topk_chance == pytest.approx(1 / (2 * n - 1))

@@ -57,3 +57,32 @@ def test_landmark_affine_recovers_known_transform():
     assert np.allclose(landmark_affine(fixed, moving), m)
     with pytest.raises(RegistrationError, match=">= 3"):
         landmark_affine(fixed[:2], moving[:2])
+
+
+def test_warp_rgb_identity_shift_and_outside(cmu_svs) -> None:
+    """On a real thumbnail: the identity gives the image back; out -> in shifted by (+7, +3) px reads the
+    pixels 7 right / 3 down; what falls outside is white and marked outside."""
+    from napari_pathdistill.wsi import open_pyramid
+    from napari_pathdistill.wsi.registration import warp_rgb
+
+    with open_pyramid(cmu_svs) as pyr:
+        img, _ = pyr.thumbnail(256)
+    same, inside = warp_rgb(img, np.eye(3), img.shape[:2])
+    np.testing.assert_array_equal(same, img)
+    assert inside.all()
+    shift = np.array([[1.0, 0, 7], [0, 1, 3], [0, 0, 1]])
+    moved, inside = warp_rgb(img, shift, img.shape[:2])
+    np.testing.assert_array_equal(moved[:-3, :-7], img[3:, 7:])
+    assert not inside[:, -7:].any() and inside[:-3, :-7].all()
+    assert (moved[:, -6:] == 255).all()
+
+
+def test_checkerboard_alternates_the_two_images() -> None:
+    from napari_pathdistill.wsi.registration import checkerboard
+
+    a, b = np.zeros((40, 64, 3), np.uint8), np.full((40, 64, 3), 200, np.uint8)
+    cb = checkerboard(a, b, squares=8)  # 8 squares of 8 px along the 64 px side
+    assert (cb[:8, :8] == 0).all() and (cb[:8, 8:16] == 200).all() and (cb[8:16, :8] == 200).all()
+    assert (cb[8:16, 8:16] == 0).all() and (cb == 200).mean() == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="one shape"):
+        checkerboard(a, b[:, :10])

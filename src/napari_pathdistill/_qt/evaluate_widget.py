@@ -11,7 +11,7 @@ from typing import Any
 
 import napari
 from magicgui.types import FileDialogMode
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
@@ -43,11 +43,18 @@ class EvaluateWidget(Container):
         self.model = ModelPicker(label="model")
         self.teacher = ModelPicker(label="teacher", default="h-optimus-0", visible=False)
         self.out_dir = FileEdit(label="save reports to", mode=FileDialogMode.EXISTING_DIRECTORY)
+        self.mpp_override = FloatSpinBox(
+            label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25
+        )
+        self.mpp_override.tooltip = (
+            "Level-0 um/px of pair slides whose file gives none (plain JPEG/PNG, e.g. the BIRL pairs); a file's "
+            "own MPP always wins. 0 = none."
+        )
         self.run_button = PushButton(text="Run evaluation")
         self.cancel_button = PushButton(text="Cancel")
         self.status = Label(value="")
         self.summary = Label(value="")
-        widgets = [self.task, self.inputs, self.teacher, self.model, self.out_dir, self.run_button,
+        widgets = [self.task, self.inputs, self.teacher, self.model, self.mpp_override, self.out_dir, self.run_button,
                    self.cancel_button, self.status, self.summary]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.table = QTableWidget()
@@ -69,6 +76,7 @@ class EvaluateWidget(Container):
             FileDialogMode.EXISTING_FILE if kind == "robustness" else FileDialogMode.EXISTING_DIRECTORY
         )
         self.teacher.visible = kind == "teacher_student"
+        self.mpp_override.visible = kind == "robustness"
 
     def _factory(self) -> Any:
         kind = TASKS[self.task.value]
@@ -80,7 +88,10 @@ class EvaluateWidget(Container):
         student = self.model.request()
         teacher = self.teacher.request() if kind == "teacher_student" else None
         if kind == "robustness":
-            return lambda cancel: iter_pair_robustness(student.load(), src, cancel=cancel)
+            fallback = float(self.mpp_override.value) or None
+            return lambda cancel: iter_pair_robustness(
+                student.load(), src, fallback_mpp=fallback, cancel=cancel
+            )
         if kind == "probe":
             return lambda cancel: iter_linear_probe(student.load(), src, cancel=cancel)
         assert teacher is not None
@@ -93,18 +104,30 @@ class EvaluateWidget(Container):
         except Exception as exc:
             napari.utils.notifications.show_error(error_message(exc, "Evaluation"))
             return
-        self.saved = None
+        self.clear_results()
         self.runner.start(factory, self.show_result, "Evaluation")
+
+    def clear_results(self) -> None:
+        """Empty the table, the plot and the summary: a failed or cancelled run leaves no stale results."""
+        self.report, self.saved = None, None
+        self.table.clear()
+        self.table.setRowCount(0)
+        self.table.setColumnCount(0)
+        self.figure.clear()
+        self.canvas.draw_idle()
+        self.summary.value = ""
 
     def show_result(self, report: Report) -> None:
         """Fill the table, draw the plot and save the reports (main thread; written only on success)."""
         self.report = report
         self._fill_table(report)
         self._plot(report)
-        self.summary.value = "; ".join(
-            f"{k} {int(v)}" if float(v).is_integer() and abs(v) > 1 else f"{k} {v:.3f}"
-            for k, v in report.summary.items()
-        )
+        self.summary.value = "; ".join(_summary_item(k, v) for k, v in report.summary.items())
+        failed = [r for r in report.rows if r.get("error") and not r.get("tiles")]
+        if failed:  # the other pairs went on: name the ones that failed, and why
+            self.summary.value += "; FAILED: " + "; ".join(
+                f"{r['slide_a']} vs {r['slide_b']}: {r['error']}" for r in failed
+            )
         out_dir = self.out_dir.value
         if isinstance(out_dir, Path) and str(out_dir).strip(". "):  # no folder chosen: nothing is saved
             self.saved = report.save(out_dir)
@@ -126,3 +149,13 @@ class EvaluateWidget(Container):
         self.figure.clear()
         report.plot(self.figure)
         self.canvas.draw_idle()
+
+
+def _summary_item(key: str, value: float) -> str:
+    """``key value`` for the summary line: counts as integers, NaN (nothing meaningful to report) as n/a."""
+    v = float(value)
+    if v != v:
+        return f"{key} n/a"
+    if v.is_integer() and (abs(v) > 1 or key.endswith("pairs")):
+        return f"{key} {int(v)}"
+    return f"{key} {v:.3f}"

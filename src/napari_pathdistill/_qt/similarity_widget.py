@@ -6,7 +6,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from napari.layers import Points
 
 from napari_pathdistill._qt._layers import (
@@ -20,6 +20,10 @@ from napari_pathdistill._qt._layers import (
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity
+from napari_pathdistill.wsi.registration import checkerboard
+
+#: how registered B is shown over A: half-transparent on top, or alternating squares of A and B
+VIEW_MODES = ("blend", "checkerboard", "hidden")
 
 
 def landmarks_level0(points: Points, slide: napari.layers.Image) -> np.ndarray:
@@ -54,16 +58,22 @@ class SimilarityWidget(Container):
             "Level-0 um/px of slides whose file gives none (plain JPEG/PNG); a file's own MPP always wins. "
             "0 = none."
         )
+        self.view_mode = ComboBox(label="registered B on A", choices=list(VIEW_MODES), value="blend")
+        self.view_mode.tooltip = (
+            "B resampled into A's frame by the registration: 'blend' shows it half-transparent over A, "
+            "'checkerboard' alternates squares of A and B (edges that continue across squares = good fit)."
+        )
         self.run_button = PushButton(text="Register and compare")
         self.cancel_button = PushButton(text="Cancel")
         self.status = Label(value="")
         self.summary = Label(value="")
         widgets = [self.slide_a, self.slide_b, self.landmarks_a, self.landmarks_b, self.model, self.tile_px,
-                   self.mpp, self.min_tissue, self.top_k, self.mpp_override, self.run_button, self.cancel_button, self.status,
+                   self.mpp, self.min_tissue, self.top_k, self.mpp_override, self.view_mode, self.run_button, self.cancel_button, self.status,
                    self.summary]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
+        self.view_mode.changed.connect(self.show_registered)
         self.result: PairSimilarity | None = None
         follow_spec(self.model, self.tile_px, self.mpp)
 
@@ -98,17 +108,57 @@ class SimilarityWidget(Container):
 
         self.runner.start(factory, self.show_result, "Similarity")
 
-    def show_result(self, result: PairSimilarity) -> None:
-        """Overlay the per-tile cosine on slide A and show the pair metrics (main thread)."""
-        self.result = result
+    def _names(self) -> tuple[str, str]:
         slide = self.slide_a.value
         name = slide.name if slide is not None else "A"
+        return f"{name} cosine to B", f"{name} registered B"
+
+    def show_result(self, result: PairSimilarity) -> None:
+        """Overlay the per-tile cosine (with a colour bar) and registered B on slide A; show the metrics."""
+        self.result = result
+        slide = self.slide_a.value
         scale, translate = on_slide_layer(slide, result.scale, result.translate, result.mpp_a)
-        upsert_layer(self.viewer, "image", result.overlay, f"{name} cosine to B", colormap="viridis",
-                     contrast_limits=(-1.0, 1.0) if result.cosine.min() < 0 else (0.0, 1.0), opacity=0.6,
-                     scale=scale, translate=translate, units=getattr(slide, "units", None))  # fmt: skip
-        reg = result.transform.registration
-        self.summary.value = (
-            f"{len(result.cosine)} matched tiles (registration {reg.method}, NCC {reg.ncc:.2f}); mean cosine "
-            f"{result.mean_cosine:.3f}; top-{result.k} accuracy {result.topk_accuracy:.3f}"
-        )
+        cos_name, _ = self._names()
+        layer = upsert_layer(self.viewer, "image", result.overlay, cos_name, colormap="viridis",
+                             contrast_limits=(-1.0, 1.0) if result.cosine.min() < 0 else (0.0, 1.0), opacity=0.6,
+                             scale=scale, translate=translate, units=getattr(slide, "units", None))  # fmt: skip
+        layer.colorbar.visible = True
+        self.show_registered()
+        self.viewer.layers.selection.active = layer
+        self.summary.value = summary_text(result)
+
+    def show_registered(self, _: Any = None) -> None:
+        """Draw the ``<A> registered B`` layer in the chosen view mode (blend / checkerboard / hidden)."""
+        result = self.result
+        if result is None or result.registered is None:
+            return
+        view, mode = result.registered, self.view_mode.value
+        data = checkerboard(view.a, view.b_in_a) if mode == "checkerboard" else view.b_in_a
+        cos_name, name = self._names()
+        layers = self.viewer.layers
+        if name in layers and layers[name].data.shape == data.shape:  # a toggle: same layer, new pixels
+            layer = layers[name]
+            layer.data = data
+        else:
+            slide = self.slide_a.value
+            scale, translate = on_slide_layer(slide, view.scale, view.translate, result.mpp_a)
+            layer = upsert_layer(self.viewer, "image", data, name, rgb=True, scale=scale, translate=translate,
+                                 units=getattr(slide, "units", None))  # fmt: skip
+            if cos_name in layers:  # under the cosine overlay
+                layers.move(layers.index(layer), layers.index(cos_name))
+        layer.opacity = 1.0 if mode == "checkerboard" else 0.5
+        layer.visible = mode != "hidden"
+
+
+def summary_text(result: PairSimilarity) -> str:
+    """The dock's summary: registration, tiles (moved inside B / dropped), mean cosine, top-k or why it is moot."""
+    reg = result.transform.registration
+    tiles = f"{len(result.cosine)} matched tiles"
+    extra = [f"{result.moved_inside} moved inside B's edge"] if result.moved_inside else []
+    extra += [f"{result.dropped} outside B dropped"] if result.dropped else []
+    if extra:
+        tiles += f" ({', '.join(extra)})"
+    text = f"{tiles}; registration {reg.method}, NCC {reg.ncc:.2f}; mean cosine {result.mean_cosine:.3f}; "
+    if result.topk_note:
+        return text + f"top-{result.k} accuracy {result.topk_accuracy:.3f} NOT MEANINGFUL: {result.topk_note}"
+    return text + f"top-{result.k} accuracy {result.topk_accuracy:.3f} (chance {result.topk_chance:.2f})"

@@ -15,7 +15,12 @@ from napari.utils.notifications import show_error, show_info
 from napari_pathdistill._qt._layers import SlideLayerChooser, on_slide_layer, slide_path, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
-from napari_pathdistill.wsi.tissue_grid import TissueGridResult, tissue_grid_steps
+from napari_pathdistill.wsi.tissue_grid import (
+    TissueGridResult,
+    TissuePreview,
+    tissue_grid_steps,
+    tissue_preview_steps,
+)
 
 
 class TissueWidget(Container):
@@ -27,6 +32,12 @@ class TissueWidget(Container):
         self.tile_px = SpinBox(value=224, min=16, max=4096, label="tile px")
         self.mpp = FloatSpinBox(value=0.5, min=0.05, max=64.0, step=0.05, label="tile um/px")
         self.min_tissue = FloatSpinBox(value=0.5, min=0.0, max=1.0, step=0.05, label="min tissue")
+        self.threshold = FloatSpinBox(
+            value=0.08, min=0.0, max=3.0, step=0.01, label="tissue threshold",
+            tooltip="Optical density (sum over R, G, B, relative to the glass) above which a pixel is tissue: "
+            "glass ~0.03, pale IHC 0.1-0.3, H&E 0.5-1.5. After 'Preview', changing it redraws the mask at once.",
+        )  # fmt: skip
+        self.preview_button = PushButton(text="Preview tissue mask")
         self.mpp_override = FloatSpinBox(
             value=0.0,
             min=0.0,
@@ -41,12 +52,15 @@ class TissueWidget(Container):
         self.status = Label(value="")
         self.summary = Label(value="")
         super().__init__(
-            widgets=[self.slide, self.tile_px, self.mpp, self.min_tissue, self.mpp_override,
-                     self.run_button, self.cancel_button, self.associated_button, self.status, self.summary],
+            widgets=[self.slide, self.tile_px, self.mpp, self.min_tissue, self.threshold, self.mpp_override,
+                     self.preview_button, self.run_button, self.cancel_button, self.associated_button, self.status, self.summary],
         )  # fmt: skip
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.result: TissueGridResult | None = None
+        self.preview: TissuePreview | None = None
         self.run_button.changed.connect(self.run)
+        self.preview_button.changed.connect(self.start_preview)
+        self.threshold.changed.connect(self.show_preview)
         self.associated_button.changed.connect(self.show_associated)
 
     def run(self, _: Any = None) -> None:
@@ -60,22 +74,62 @@ class TissueWidget(Container):
             "tile_px": int(self.tile_px.value),
             "mpp": float(self.mpp.value),
             "min_tissue": float(self.min_tissue.value),
+            "threshold": float(self.threshold.value),
             "fallback_mpp": float(self.mpp_override.value) or None,
         }
         self.runner.start(lambda cancel: tissue_grid_steps(path, cancel=cancel, **kw), self._apply, "Tissue")
+
+    def start_preview(self, _: Any = None) -> None:
+        """Compute the slide's tissue maps once (worker); the mask then follows 'tissue threshold' live."""
+        try:
+            path = slide_path(self.slide.value)
+        except PathDistillError as exc:
+            show_error(str(exc))
+            return
+        fallback = float(self.mpp_override.value) or None
+        factory = lambda cancel: tissue_preview_steps(path, fallback_mpp=fallback, cancel=cancel)  # noqa: E731
+        self.runner.start(factory, self._apply_preview, "Tissue preview")
+
+    def _apply_preview(self, preview: TissuePreview) -> None:
+        self.preview = preview
+        self.show_preview()
+
+    def show_preview(self, _: Any = None) -> None:
+        """Redraw the tissue layer from the cached maps at the current threshold (main thread, < 1 s)."""
+        preview = self.preview
+        if preview is None or self.slide.value is None or slide_path(self.slide.value) != preview.path:
+            return
+        mask = preview.mask(float(self.threshold.value))
+        self._show_mask(mask.mask, preview.mask_scale, preview.mask_translate, preview.slide_mpp)
+        self.summary.value = (
+            f"preview: {100 * mask.mask.mean():.0f} % of the slide is tissue at threshold "
+            f"{self.threshold.value:.2f}; Run builds the tile grid with it"
+        )
+
+    def _show_mask(
+        self, mask: Any, scale: Any, translate: Any, slide_mpp: tuple[float, float] | None
+    ) -> None:
+        slide = self.slide.value
+        name = slide.name if slide is not None else "slide"
+        # results are in um when the slide has an MPP (its file's or the override); its layer may be in px
+        u = float(slide_mpp[1]) if slide_mpp else 1.0
+        units = getattr(slide, "units", None) or (("um", "um") if slide_mpp else ("pixel", "pixel"))
+        layer_name = f"{name} tissue"
+        layers = self._viewer.layers
+        if layer_name in layers and layers[layer_name].data.shape == mask.shape:  # a threshold change
+            layers[layer_name].data = mask.astype("uint8")
+            return
+        sc, tr = on_slide_layer(slide, scale, translate, u)
+        upsert_layer(self._viewer, "labels", mask.astype("uint8"), layer_name, scale=sc, translate=tr,
+                     units=units, opacity=0.35)  # fmt: skip
 
     def _apply(self, result: TissueGridResult) -> None:
         self.result = result
         slide = self.slide.value
         name = slide.name if slide is not None else result.path.name
-        # results are in um when the slide has an MPP (its file's or the override); its layer may be in px
         u = float(result.slide_mpp[1]) if result.slide_mpp else 1.0
         units = getattr(slide, "units", None) or result.units
-        scale, translate = on_slide_layer(slide, result.mask_scale, result.mask_translate, u)
-        upsert_layer(
-            self._viewer, "labels", result.mask.mask.astype("uint8"), f"{name} tissue",
-            scale=scale, translate=translate, units=units, opacity=0.35,
-        )  # fmt: skip
+        self._show_mask(result.mask.mask, result.mask_scale, result.mask_translate, result.slide_mpp)
         shapes_name = f"{name} tiles"
         if shapes_name in self._viewer.layers:
             self._viewer.layers.remove(shapes_name)

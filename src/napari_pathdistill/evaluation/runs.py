@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_pathdistill.errors import Cancelled, EvaluationError
+from napari_pathdistill.errors import Cancelled, EvaluationError, PathDistillError
 from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles
 from napari_pathdistill.evaluation.manifest import read_pairs
 from napari_pathdistill.evaluation.probes import linear_probe
@@ -33,6 +33,16 @@ def _check(cancel: threading.Event | None, what: str) -> None:
         raise Cancelled(f"{what} cancelled; no report was written.")
 
 
+def _pair_row(model: EmbeddingModel, a: Path, b: Path, top_k: int, cancel: threading.Event | None,
+              kw: dict[str, Any]) -> dict[str, Cell]:  # fmt: skip
+    """One pair's report row: tiles, mean cosine, top-k accuracy and its chance level (or a note)."""
+    res = drain(iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, **kw))
+    assert res is not None
+    return {"slide_a": a.name, "slide_b": b.name, "tiles": len(res.cosine), "mean_cosine": res.mean_cosine,
+            f"top{res.k}_accuracy": res.topk_accuracy, "topk_chance": res.topk_chance,
+            "note": res.topk_note or "", "error": ""}  # fmt: skip
+
+
 def iter_pair_robustness(
     model: EmbeddingModel,
     pairs_csv: str | Path,
@@ -43,32 +53,45 @@ def iter_pair_robustness(
 ) -> Iterator[Progress | Report]:
     """Mean cosine and top-k accuracy of matched tiles for every slide pair; the summary holds their medians.
 
+    A pair that cannot be compared (unreadable slide, no um/px, failed registration, too few tiles) fails alone:
+    its row names the error and the others go on; the run fails only when no pair succeeds. A top-k accuracy
+    over a candidate pool too small to mean anything is kept out of the median (NaN when no pair has a
+    meaningful one) and its row's ``note`` says why.
+
     Args:
         model: the embedding model; tiles are cut at its ``tile_px`` and ``mpp`` unless ``kw`` says otherwise.
         pairs_csv: CSV of slide pairs (see ``manifest.read_pairs``).
         top_k: k of the top-k retrieval accuracy.
         cancel: optional event that stops the run (raises ``Cancelled``).
-        **kw: passed to ``inference.pair_similarity.iter_pair_similarity``.
+        **kw: passed to ``inference.pair_similarity.iter_pair_similarity`` (e.g. ``fallback_mpp``, the level-0
+            um/px of plain JPEG/PNG slides).
     """
     pairs = read_pairs(pairs_csv)
     rows: list[dict[str, Cell]] = []
-    accuracies: list[float] = []
     kw.setdefault("tile_px", model.spec.tile_px)  # tiles as the model was trained: px and um/px
     kw.setdefault("mpp", model.spec.mpp)
-    # PLISM-style pairs are registered tissue regions; the tissue mask can miss pale IHC (OS-2 Ki67: 2/289 kept)
-    kw.setdefault("min_tissue", 0.0)
     for i, (a, b) in enumerate(pairs):
         _check(cancel, "Robustness")
         yield Progress(i, len(pairs), f"pair {i + 1}/{len(pairs)}")
-        res = drain(iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, **kw))
+        try:
+            rows.append(_pair_row(model, a, b, top_k, cancel, kw))
+        except Cancelled:
+            raise
+        except PathDistillError as exc:
+            nan = float("nan")
+            rows.append({"slide_a": a.name, "slide_b": b.name, "tiles": 0, "mean_cosine": nan,
+                         f"top{top_k}_accuracy": nan, "topk_chance": nan, "note": "", "error": str(exc)})  # fmt: skip
         _check(cancel, "Robustness")
-        assert res is not None
-        rows.append({"slide_a": a.name, "slide_b": b.name, "tiles": len(res.cosine),
-                     "mean_cosine": res.mean_cosine, f"top{res.k}_accuracy": res.topk_accuracy})  # fmt: skip
-        accuracies.append(res.topk_accuracy)  # k is clipped to 2n - 1 on pairs with few tiles
+    good = [r for r in rows if r.get("tiles", 0)]
+    if not good:
+        raise EvaluationError("No slide pair could be compared: " + "; ".join(
+            f"{r['slide_a']} vs {r['slide_b']}: {r['error']}" for r in rows))  # fmt: skip
+    meaningful = [float(v) for r in good if not r["note"] for k, v in r.items() if k.endswith("_accuracy")]
     summary = {
-        "median_mean_cosine": float(np.median([r["mean_cosine"] for r in rows])),
-        "median_topk_accuracy": float(np.median(accuracies)),
+        "median_mean_cosine": float(np.median([float(r["mean_cosine"]) for r in good])),
+        "median_topk_accuracy": float(np.median(meaningful)) if meaningful else float("nan"),
+        "pairs": float(len(good)),
+        "failed_pairs": float(len(rows) - len(good)),
     }
     params: dict[str, object] = {"pairs": str(pairs_csv), "top_k": top_k, "model": model.spec.name}
     yield Report("robustness", rows, summary, params)

@@ -2,9 +2,13 @@
 
 1. Register slide B onto slide A on thumbnails at a common um/px (``wsi.registration.register_images``:
    rotation search + phase correlation + NCC refinement), or from paired landmarks (manual override).
-2. Tile A's tissue; map each tile centre into B; cut the matching B tile at the same um/px.
+2. Tile A's tissue; map each tile centre into B; cut the matching B tile at the same um/px. A B tile that
+   overhangs B's edge by at most ``max_overhang`` of its side (a few px: two scans of one field rarely match to
+   the pixel) is moved inside; one that overhangs more is dropped.
 3. Embed both tile sets with one model; per-tile cosine of matched tiles, and the pair's mean cosine and PLISM
-   top-k retrieval accuracy from ``evaluation.robustness.pair_metrics``.
+   top-k retrieval accuracy from ``metrics.pairs.pair_metrics``, flagged when the pool of candidates is too
+   small to mean anything (``metrics.pairs.topk_pool_note``).
+4. B resampled into A's frame (``registered_view``), to judge the registration by eye.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError, RegistrationError
 from napari_pathdistill.inference.embed import iter_embeddings, tile_geometry
-from napari_pathdistill.metrics.pairs import pair_metrics
+from napari_pathdistill.metrics.pairs import pair_metrics, topk_chance, topk_pool_note
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, relabel
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
-from napari_pathdistill.wsi.registration import Registration, apply_affine, register_images
+from napari_pathdistill.wsi.registration import Registration, apply_affine, register_images, warp_rgb
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
+from napari_pathdistill.wsi.tissue_grid import mask_placement
 
 
 def _mpp(pyr: Pyramid) -> float:
@@ -79,6 +84,11 @@ class PairSimilarity:
         overlay, scale, translate: (rows, cols) cosine raster on A's tile grid (NaN off tissue) and its geometry
             in um (napari scale/translate for a slide layer in um).
         mpp_a: level-0 um/px of A used (the file's, or the fallback), to place the overlay on a layer in px.
+        topk_chance: top-k accuracy of a random ranking over the pool (``metrics.pairs.topk_chance``).
+        topk_note: why the top-k accuracy is not meaningful (pool too small), or None.
+        moved_inside: B tiles that overhung B's edge by a few px and were moved inside it.
+        dropped: A tiles whose B tile falls (mostly) outside B.
+        registered: B resampled into A's frame with A's thumbnail, or None.
     """
 
     cosine: np.ndarray
@@ -92,24 +102,71 @@ class PairSimilarity:
     scale: tuple[float, float]
     translate: tuple[float, float]
     mpp_a: float
+    topk_chance: float = 0.0
+    topk_note: str | None = None
+    moved_inside: int = 0
+    dropped: int = 0
+    registered: RegisteredView | None = None
+
+
+@dataclass
+class RegisteredView:
+    """Slide B resampled into slide A's frame, on A's thumbnail grid (to judge a registration by eye).
+
+    Attributes:
+        a: (h, w, 3) uint8 thumbnail of A.
+        b_in_a: (h, w, 3) uint8 B warped onto the same pixels (white outside B).
+        inside: (h, w) bool, True where the pixel maps inside B.
+        scale, translate: napari placement of both images on A's slide layer (um with MPP, as the overlay).
+    """
+
+    a: np.ndarray
+    b_in_a: np.ndarray
+    inside: np.ndarray
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+
+
+def _thumb_to_level0(shape: tuple[int, int], slide_shape: tuple[int, int]) -> np.ndarray:
+    """(3, 3) thumbnail pixel (x, y) -> level-0 pixel (x, y): pixel j's centre is (j + 0.5) ds - 0.5."""
+    dy, dx = slide_shape[0] / shape[0], slide_shape[1] / shape[1]
+    return np.array([[dx, 0, dx / 2 - 0.5], [0, dy, dy / 2 - 0.5], [0, 0, 1.0]])
+
+
+def registered_view(a: Pyramid, b: Pyramid, transform: PairTransform, max_size: int = 1024) -> RegisteredView:
+    """Resample B into A's frame on A's thumbnail grid with ``transform`` (A level-0 -> B level-0)."""
+    ta, tb = a.thumbnail(max_size)[0][..., :3], b.thumbnail(max_size)[0][..., :3]
+    sa, sb = a.levels[0].shape, b.levels[0].shape
+    out_to_in = (
+        np.linalg.inv(_thumb_to_level0(tb.shape[:2], sb))
+        @ transform.matrix
+        @ _thumb_to_level0(ta.shape[:2], sa)
+    )
+    b_in_a, inside = warp_rgb(tb, out_to_in, ta.shape[:2])
+    scale, translate = mask_placement(ta.shape[:2], sa, a.mpp)
+    return RegisteredView(np.ascontiguousarray(ta), b_in_a, inside, scale, translate)
 
 
 def _matched_grid(
-    grid_a: TileGrid, grid_b: TileGrid, reg: PairTransform, pyr_b: Pyramid
-) -> tuple[TileGrid, TileGrid]:
-    """Grids of A tiles whose mapped B tile lies fully inside B, and those B tiles."""
+    grid_a: TileGrid, grid_b: TileGrid, reg: PairTransform, pyr_b: Pyramid, max_overhang: float
+) -> tuple[TileGrid, TileGrid, int]:
+    """Grids of A tiles whose mapped B tile lies inside B, those B tiles, and how many were moved inside.
+
+    A B tile overhanging B's edge by at most ``max_overhang`` of its side is moved (clamped) inside B.
+    """
     centers = reg.apply(grid_a.coords + grid_a.size_level0 / 2)
-    tl = np.rint(centers - grid_b.size_level0 / 2).astype(np.int64)
+    size = grid_b.size_level0
+    tl = np.rint(centers - size / 2).astype(np.int64)
     h, w = pyr_b.levels[0].shape
-    ok = (
-        (tl[:, 0] >= 0)
-        & (tl[:, 1] >= 0)
-        & (tl[:, 0] + grid_b.size_level0 <= w)
-        & (tl[:, 1] + grid_b.size_level0 <= h)
-    )
+    tol = max_overhang * size
+    lo = np.zeros(2)
+    hi = np.array([w - size, h - size], dtype=np.float64)
+    ok = ((tl >= lo - tol) & (tl <= hi + tol)).all(axis=1) & (hi >= 0).all()
+    clamped = np.clip(tl, lo, np.floor(hi)).astype(np.int64)
+    moved = int((ok & (clamped != tl).any(axis=1)).sum())
     sub_a = replace(grid_a, coords=grid_a.coords[ok], tissue_fraction=grid_a.tissue_fraction[ok])
-    sub_b = replace(grid_b, coords=tl[ok], tissue_fraction=np.ones(int(ok.sum())))
-    return sub_a, sub_b
+    sub_b = replace(grid_b, coords=clamped[ok], tissue_fraction=np.ones(int(ok.sum())))
+    return sub_a, sub_b, moved
 
 
 def _embed(
@@ -141,13 +198,16 @@ def iter_pair_similarity(
     top_k: int = 10,
     batch_size: int = 32,
     fallback_mpp: float | None = None,
+    max_overhang: float = 0.03,
+    view_size: int | None = 1024,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | PairSimilarity]:
     """Register, tile, embed and compare two slides; yields Progress then one :class:`PairSimilarity`.
 
     Tiles are ``tile_px`` px at ``mpp`` um/px, by default the model's (``model.spec``). ``fallback_mpp`` is the
     level-0 um/px of a slide whose file states none (e.g. a plain JPEG); slides with their own MPP keep it
-    (see ``wsi.open_pyramid``).
+    (see ``wsi.open_pyramid``). ``max_overhang`` is the fraction of a tile side a B tile may overhang B and
+    still be used (moved inside); ``view_size`` the longer side of :class:`RegisteredView` (None: none).
     """
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with (
@@ -158,13 +218,15 @@ def iter_pair_similarity(
         reg = register_pair(pa, pb, landmarks=landmarks)
         grid_a = make_tile_grid(pa, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=detect_tissue(pa))
         grid_b = make_tile_grid(pb, tile_px=tile_px, mpp=mpp, min_tissue=0.0)
-        grid_a, grid_b = _matched_grid(grid_a, grid_b, reg, pb)
+        n_a = len(grid_a)
+        grid_a, grid_b, moved = _matched_grid(grid_a, grid_b, reg, pb, max_overhang)
         if len(grid_a.coords) < 2:
             raise EmptyTissueError(
                 "Fewer than 2 tissue tiles of A map inside B: check the registration/landmarks."
             )
         fa = yield from _embed(model, pa, grid_a, "embedding A", batch_size, cancel)
         fb = yield from _embed(model, pb, grid_b, "embedding B", batch_size, cancel)
+        view = registered_view(pa, pb, reg, view_size) if view_size else None
     if cancel is not None and cancel.is_set():
         raise Cancelled("Similarity cancelled.")
     k = min(top_k, 2 * len(fa) - 1)
@@ -174,4 +236,5 @@ def iter_pair_similarity(
     cos = (na * nb).sum(1).astype(np.float32)
     overlay, scale, translate = grid_to_image(grid_a, cos, fill=np.nan)
     yield PairSimilarity(cos, grid_a.coords, grid_b.coords, metrics.cosine, metrics.topk[k], k, reg, overlay,
-                         scale, translate, float(grid_a.slide_mpp or 1.0))  # fmt: skip
+                         scale, translate, float(grid_a.slide_mpp or 1.0), topk_chance(len(fa), k),
+                         topk_pool_note(len(fa), k), moved, n_a - len(grid_a), view)  # fmt: skip

@@ -36,6 +36,29 @@ from napari_pathdistill.progress import Progress
 
 DEFAULT_KS: tuple[int, ...] = (1, 3, 5, 10)
 
+#: a top-k accuracy is flagged as not meaningful when a random ranking would already score more than this
+MAX_TOPK_CHANCE = 0.1
+
+
+def topk_chance(n_tiles: int, k: int) -> float:
+    """Top-k accuracy of a random ranking: ``k / (2n - 1)`` candidates hit (capped at 1)."""
+    return min(1.0, k / max(1, 2 * n_tiles - 1))
+
+
+def topk_pool_note(n_tiles: int, k: int, max_chance: float = MAX_TOPK_CHANCE) -> str | None:
+    """Why a top-k accuracy over ``n_tiles`` matched tiles means nothing, or None when it can mean something.
+
+    With ``n`` tiles per slide a query has ``2n - 1`` candidates; when ``k`` of them is more than ``max_chance``
+    of the pool, chance alone gives that accuracy (4 tiles, top-5: 5 of 7 candidates, 0.71).
+    """
+    chance = topk_chance(n_tiles, k)
+    if chance <= max_chance:
+        return None
+    return (
+        f"{2 * n_tiles - 1} candidates, a random ranking scores {chance:.2f}; top-{k} needs >= "
+        f"{int(np.ceil((k / max_chance + 1) / 2))} matched tiles"
+    )
+
 
 @dataclass(frozen=True)
 class PairMetrics:

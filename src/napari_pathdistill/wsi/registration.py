@@ -23,9 +23,11 @@ from napari_pathdistill.errors import RegistrationError
 __all__ = [
     "Registration",
     "RegistrationError",
+    "checkerboard",
     "landmark_affine",
     "register_images",
     "target_registration_error",
+    "warp_rgb",
 ]
 
 
@@ -201,3 +203,36 @@ def target_registration_error(
 ) -> np.ndarray:
     """(n,) Euclidean distance between mapped moving landmarks and their fixed counterparts (same units)."""
     return np.linalg.norm(apply_affine(matrix, moving_pts) - np.asarray(fixed_pts, float), axis=1)
+
+
+def warp_rgb(
+    moving_rgb: np.ndarray, out_to_in: np.ndarray, shape: tuple[int, int], cval: int = 255
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample an (H', W', 3) uint8 image onto an output grid of ``shape`` (bilinear).
+
+    Args:
+        moving_rgb: the image to resample.
+        out_to_in: (3, 3) affine mapping output pixel (x, y) -> input pixel (x, y) (pixel centres).
+        shape: output (h, w).
+        cval: value outside the input (255: glass white).
+
+    Returns:
+        ((h, w, 3) uint8 resampled image, (h, w) bool: True where the output pixel falls inside the input).
+    """
+    tf = AffineTransform(matrix=out_to_in)
+    img = warp(moving_rgb[..., :3], tf, output_shape=shape, order=1, preserve_range=True, cval=float(cval))
+    ones = np.ones(moving_rgb.shape[:2], np.float32)
+    inside = warp(ones, tf, output_shape=shape, order=0, cval=0.0) > 0.5
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), inside
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, squares: int = 8) -> np.ndarray:
+    """Checkerboard of two same-shape (h, w[, C]) images: ``squares`` squares along the longer side, the
+    top-left square from ``a``; edges of tissue that continue across squares show a good registration."""
+    if a.shape != b.shape:
+        raise ValueError(f"checkerboard needs two images of one shape, got {a.shape} and {b.shape}")
+    h, w = a.shape[:2]
+    side = max(1, int(np.ceil(max(h, w) / max(1, squares))))
+    yy, xx = np.meshgrid(np.arange(h) // side, np.arange(w) // side, indexing="ij")
+    from_b = (yy + xx) % 2 == 1
+    return np.where(from_b[..., None] if a.ndim == 3 else from_b, b, a)

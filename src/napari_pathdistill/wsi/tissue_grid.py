@@ -16,7 +16,17 @@ import numpy as np
 from napari_pathdistill.errors import Cancelled
 from napari_pathdistill.progress import Progress, drain
 from napari_pathdistill.wsi.pyramid import open_pyramid
-from napari_pathdistill.wsi.tiling import TileGrid, TissueMask, detect_tissue, grid_to_shapes, make_tile_grid
+from napari_pathdistill.wsi.tiling import (
+    TileGrid,
+    TissueMaps,
+    TissueMask,
+    detect_tissue,
+    grid_to_shapes,
+    make_tile_grid,
+    mask_from_maps,
+    tissue_maps,
+    tissue_smooth_px,
+)
 
 
 @dataclass
@@ -62,19 +72,67 @@ def mask_placement(
     return scale, translate
 
 
+@dataclass
+class TissuePreview:
+    """Tissue evidence of one slide, to preview thresholds without re-reading it (the tissue widget).
+
+    Attributes:
+        path: the slide.
+        maps: ``wsi.tiling.TissueMaps`` of the thumbnail.
+        downsample: level-0 px per thumbnail px.
+        slide_shape: level-0 (h, w).
+        slide_mpp: level-0 (um/px y, x) or None.
+        mask_scale, mask_translate: napari placement of a mask on the thumbnail grid (slide-layer units).
+    """
+
+    path: Path
+    maps: TissueMaps
+    downsample: float
+    slide_shape: tuple[int, int]
+    slide_mpp: tuple[float, float] | None
+    mask_scale: tuple[float, float]
+    mask_translate: tuple[float, float]
+
+    def mask(self, threshold: float = 0.08) -> TissueMask:
+        """The tissue mask at ``threshold`` (optical density, see ``wsi.tiling.mask_from_maps``)."""
+        return TissueMask(mask_from_maps(self.maps, threshold=threshold), self.downsample)
+
+
+def tissue_preview_steps(
+    path: str | Path,
+    *,
+    fallback_mpp: float | None = None,
+    max_size: int = 2048,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress | TissuePreview, None, None]:
+    """Thumbnail and tissue maps of a slide; yields Progress, then a :class:`TissuePreview`."""
+    yield Progress(0, 1, "tissue maps")
+    with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
+        thumb, ds = pyr.thumbnail(max_size)
+        maps = tissue_maps(thumb, tissue_smooth_px(pyr, ds))
+        shape, slide_mpp = pyr.levels[0].shape, pyr.mpp
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("Tissue preview cancelled.")
+    scale, translate = mask_placement(maps.density.shape, shape, slide_mpp)
+    yield Progress(1, 1, "done")
+    yield TissuePreview(Path(path), maps, ds, shape, slide_mpp, scale, translate)
+
+
 def tissue_grid_steps(
     path: str | Path,
     *,
     tile_px: int = 224,
     mpp: float = 0.5,
     min_tissue: float = 0.5,
+    threshold: float = 0.08,
     fallback_mpp: float | None = None,
     max_size: int = 2048,
     cancel: threading.Event | None = None,
 ) -> Generator[Progress | TissueGridResult, None, None]:
     """Detect tissue and build the tile grid; yields Progress, then the TissueGridResult.
 
-    ``fallback_mpp`` is the level-0 um/px of a slide whose file states none (see ``open_pyramid``).
+    ``threshold`` is the tissue detector's optical-density threshold (``wsi.tiling.mask_from_maps``);
+    ``fallback_mpp`` the level-0 um/px of a slide whose file states none (see ``open_pyramid``).
 
     Raises:
         WSIError: the slide cannot be read.
@@ -82,7 +140,7 @@ def tissue_grid_steps(
     """
     yield Progress(0, 2, "tissue detection")
     with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
-        mask = detect_tissue(pyr, max_size=max_size)
+        mask = detect_tissue(pyr, max_size=max_size, threshold=threshold)
         if cancel is not None and cancel.is_set():
             raise Cancelled("Tissue detection cancelled.")
         yield Progress(1, 2, "tile grid")
