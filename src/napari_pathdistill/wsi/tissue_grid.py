@@ -16,13 +16,11 @@ import numpy as np
 from napari_pathdistill.errors import Cancelled
 from napari_pathdistill.progress import Progress, drain
 from napari_pathdistill.wsi.pyramid import open_pyramid
-from napari_pathdistill.wsi.tiling import (
-    TileGrid,
+from napari_pathdistill.wsi.tiling import TileGrid, grid_to_shapes, make_tile_grid
+from napari_pathdistill.wsi.tissue import (
     TissueMaps,
     TissueMask,
     detect_tissue,
-    grid_to_shapes,
-    make_tile_grid,
     mask_from_maps,
     tissue_maps,
     tissue_smooth_px,
