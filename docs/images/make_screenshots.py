@@ -67,13 +67,20 @@ def embed() -> None:
 
 
 def attention() -> None:
+    """Defaults (EfficientNet-Lite2 Grad-CAM teacher vs the bundled student), whole CMU slide, then a zoomed view."""
     viewer, w = viewer_with(DATA / "wsi" / "CMU-1-Small-Region.svs", AttentionWidget, "Attention")
-    w.teacher.choice.value = "efficientnet-lite2-imagenet"
-    w.region.value, w.n_tiles.value = "whole slide", 24
+    viewer.window.resize(1900, 1000)  # two grid cells wide enough for their labels
+    w.region.value = "whole slide"
     w.run()
     wait(w)
     viewer.reset_view()
     shoot(viewer, "attention_widget.png")
+    viewer.camera.center = (0, 900.0, 500.0)
+    viewer.camera.zoom *= 2.5
+    w.region.value, w.student_weights.value = "tiles in current view", "random init"
+    w.run()
+    wait(w)
+    shoot(viewer, "attention_widget_random_init.png")
     viewer.close()
 
 

@@ -1,22 +1,22 @@
-"""Attention widget on the real CMU slide: teacher (tiny CNN) vs student (tiny ViT), grid mode, agreement."""
+"""Attention widget on the real CMU slide: labelled grid cells, agreement report, head range from the model,
+"tiles in view" from the camera, offline hub teacher failing fast in a wrapped status line."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_pathdistill.wsi.tiling", reason="wsi core (issue 2) not merged yet")
-pytest.importorskip(
-    "napari_pathdistill.inference.attention", reason="inference core (issue 7) not merged yet"
-)
-
-from napari_pathdistill._qt.attention_widget import AttentionWidget
-from napari_pathdistill.metrics.agreement import attention_agreement
+from napari_pathdistill._qt._labels import StatusLabel
+from napari_pathdistill._qt.attention_widget import AttentionWidget, view_bbox_level0
 
 pytestmark = pytest.mark.napari
 
 
-def test_side_by_side_maps_and_agreement(make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for):
+def test_side_by_side_labelled_maps_and_agreement(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
     viewer = make_napari_viewer()
     slide = open_slide(viewer, cmu_svs)
     widget = AttentionWidget(viewer)
@@ -24,38 +24,104 @@ def test_side_by_side_maps_and_agreement(make_napari_viewer, qtbot, cmu_svs, tin
     widget.student.set_model(tiny_vit)
     widget.slide.value = slide
     widget.region.value = "whole slide"
-    widget.n_tiles.value = 3
+    widget.max_tiles.value = 6
+    widget.student_head.value = 1
     widget.run()
     wait_for(widget)
     pair = widget.result
     assert pair is not None, widget.status.value
-    assert pair.teacher.shape == pair.student.shape and len(pair.coords) == 3
-    # same model on both sides: the maps agree perfectly (an independent check of the plumbing)
-    np.testing.assert_allclose(pair.agreement, attention_agreement(pair.teacher, pair.student))
-    np.testing.assert_allclose(pair.agreement[np.isfinite(pair.agreement)], 1.0, atol=1e-5)
-    assert np.nanmax(np.abs(pair.difference)) < 1e-5
-    tiles = viewer.layers["attention tiles"]
-    np.testing.assert_allclose(tiles.features["agreement"].to_numpy()[1:], pair.agreement)
-    assert viewer.grid.enabled and viewer.grid.stride == 2
+    assert len(pair.coords) == 6
+    # same model on both sides, teacher = head mean, student = head 1: different maps, still labelled apart
+    teacher_name = "teacher: tiny-vit, last-block attention, head mean"
+    student_name = "student: tiny-vit, last-block attention, head 1"
     layers = viewer.layers
     names = [layer.name for layer in layers]
-    assert names[:4] == [slide.name, "teacher attention", f"{slide.name} (student view)", "student attention"]
-    # napari's own grid placement: slide + teacher share the first cell, the view + student the second
+    assert names[:4] == [slide.name, teacher_name, f"{slide.name} (student view)", student_name]
+    assert layers[teacher_name]._overlays["layer_name"].visible  # each grid cell shows its map's name
+    assert viewer.grid.enabled and viewer.grid.stride == 2
     cells = [viewer.grid.position(i, layers) for i in range(4)]
     assert cells[0] == cells[1] == (0, 0) and cells[2] == cells[3] != (0, 0)
+    t = layers[teacher_name]
+    assert t.blending == "translucent" and t.colormap.colors[0, 3] == 0 and t.colormap.colors[-1, 3] > 0.8
+    assert tuple(t.contrast_limits) == (0, 1) and np.nanmax(t.data) <= 1
+    # the map's first pixel starts at the first tile's corner (level-0 -> um; tiles are read at whole pixels)
     mpp = slide.scale[-1]
     x0, y0 = pair.coords.min(0)
-    # the mosaic's first pixel starts at the first tile's corner (level-0 -> um)
-    t = viewer.layers["teacher attention"]
-    np.testing.assert_allclose(t.translate[-1] - t.scale[-1] / 2, (x0 - 0.5) * mpp, atol=1e-6)
-    np.testing.assert_allclose(t.translate[-2] - t.scale[-2] / 2, (y0 - 0.5) * mpp, atol=1e-6)
+    np.testing.assert_allclose(t.translate[-1] - t.scale[-1] / 2, (x0 - 0.5) * mpp, atol=0.5 * mpp)
+    np.testing.assert_allclose(t.translate[-2] - t.scale[-2] / 2, (y0 - 0.5) * mpp, atol=0.5 * mpp)
+    tiles = layers["attention tiles"]
+    np.testing.assert_allclose(tiles.features["pearson_r"].to_numpy(), pair.tile_r)
+    assert "Pearson r" in widget.summary.value and "chance = 0.10" in widget.summary.value
+    assert f"{pair.overall_r:.2f}" in widget.summary.value
+    assert widget.histogram.value.startswith("per-tile r  -1 [") and "(6 tiles)" in widget.histogram.value
     widget.opacity.value = 0.25
     assert t.opacity == pytest.approx(0.25)
-    # display contrast up to each map's 95th percentile (peaky ViT maps stay visible); data stay in [0, 1]
-    s = viewer.layers["student attention"]
-    finite = pair.student_mosaic[np.isfinite(pair.student_mosaic)]
-    assert tuple(s.contrast_limits) == pytest.approx((0.0, np.percentile(finite, 95)))
-    assert np.nanmax(s.data) <= 1.0
+
+
+def test_head_range_is_the_model_s(make_napari_viewer, tiny_vit):
+    widget = AttentionWidget(make_napari_viewer())
+    assert widget.teacher.choice.value == "efficientnet-lite2-imagenet"  # the offline default
+    assert not widget.teacher_head.enabled and widget.teacher_head.max == -1  # Grad-CAM has no heads
+    assert widget.student.choice.value == "pathdistill-student"
+    assert widget.student_head.enabled and widget.student_head.max == 2  # the bundled student has 3 heads
+    # before: 0-63 accepted for any model, failing ~35 s later
+    with pytest.raises(ValueError, match="outside of the allowed range"):
+        widget.student_head.value = 63
+    widget.student_head.native.setValue(63)  # typed in the spin box: clamped to the last head
+    assert widget.student_head.value == 2
+    widget.teacher.choice.value = "h-optimus-0"
+    assert widget.teacher_head.enabled and widget.teacher_head.max == 23
+    widget.student.set_model(tiny_vit)
+    assert widget.student_head.max == 1 and widget.student_head.value == 1
+
+
+def test_tiles_in_view_follow_the_camera(make_napari_viewer, cmu_svs, open_slide):
+    viewer = make_napari_viewer(show=True)
+    slide = open_slide(viewer, cmu_svs)
+    viewer.reset_view()
+    mpp = slide.scale[-1]
+    centre = np.array([2200.0, 700.0])  # level-0 (y, x): lower left of the 2967 x 2220 slide
+    viewer.camera.center = tuple(centre * mpp)
+    viewer.camera.zoom = viewer.camera.zoom * 2.5
+    x0, y0, x1, y1 = view_bbox_level0(viewer, slide)
+    np.testing.assert_allclose([(y0 + y1) / 2, (x0 + x1) / 2], centre, atol=1.0)
+    h, w = viewer.canvas.viewbox_size(viewer.layers)
+    np.testing.assert_allclose([y1 - y0, x1 - x0], np.array([h, w]) / viewer.camera.zoom / mpp, rtol=1e-6)
+    assert x1 - x0 < 2220 and y1 - y0 < 2967  # a part of the slide, not all of it
+    # grid mode: one cell is half the canvas, so half the width is in view
+    viewer.add_image(np.zeros((4, 4)), name="other")
+    viewer.grid.enabled = True
+    gx0, _, gx1, _ = view_bbox_level0(viewer, slide)
+    assert gx1 - gx0 < 0.6 * (x1 - x0)
+
+
+def test_hub_teacher_without_weights_fails_fast_in_a_wrapped_status(
+    make_napari_viewer, qtbot, cmu_svs, open_slide, wait_for, errors, monkeypatch, tmp_path
+):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1200, 800)
+    slide = open_slide(viewer, cmu_svs)
+    widget = AttentionWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right")
+    widget.slide.value = slide
+    widget.teacher.choice.value = "h-optimus-0"
+    qtbot.wait(50)
+    width = window.width()
+    t0 = time.perf_counter()
+    widget.run()
+    wait_for(widget, timeout=20_000)
+    assert time.perf_counter() - t0 < 5.0  # < 2 s to the error, plus the student's load and Qt
+    assert isinstance(widget.status, StatusLabel)
+    assert "cannot be reached" in widget.status.value and str(tmp_path / "hub") in widget.status.value
+    assert errors and "HF_HUB_OFFLINE" in errors[-1]
+    qtbot.wait(50)
+    assert window.width() == width
+    assert widget.result is None
 
 
 def test_wrong_layer_gives_notification(make_napari_viewer, errors):

@@ -1,4 +1,9 @@
-"""Teacher vs student attention widget: side-by-side heatmaps (napari grid mode), difference and agreement."""
+"""Teacher vs student attention widget: two blended maps side by side (napari grid mode), labelled, compared.
+
+Any two models go on the two sides (a teacher and its student, two students, a model and its random
+initialisation). The maps are computed over the tiles in the current view (from the camera) or the whole slide,
+streamed in batches by ``inference.attention_pairs.iter_attention_pair``.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +11,84 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, PushButton, SpinBox
+from napari.utils.colormaps import Colormap
 
+from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
-from napari_pathdistill._qt._model_picker import ModelPicker
+from napari_pathdistill._qt._model_picker import ModelPicker, ModelRequest
 from napari_pathdistill._qt._workers import TaskRunner, error_message
-from napari_pathdistill.inference.attention_pairs import AttentionPair, iter_attention_pair
+from napari_pathdistill.device import resolve_device
+from napari_pathdistill.inference.attention import spec_heads
+from napari_pathdistill.inference.attention_pairs import (
+    AttentionPair,
+    iter_attention_pair,
+    random_init,
+    random_model,
+)
+from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.models.factory import resolve_spec
+from napari_pathdistill.models.spec import ModelSpec
 
 REGIONS = ("tiles in current view", "whole slide")
+WEIGHTS = ("pretrained", "random init")
+BARS = " \u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
 
 
-def view_bbox_level0(layer: napari.layers.Image) -> tuple[float, float, float, float]:
-    """The part of a (multiscale) slide layer on screen as (x0, y0, x1, y1) in level-0 pixels."""
-    corners = np.asarray(layer.corner_pixels, dtype=float)[:, -2:]  # (2, (row, col)) at the data level
-    if layer.multiscale:
-        corners = corners * np.asarray(layer.downsample_factors[layer.data_level])[-2:]
-    (r0, c0), (r1, c1) = corners
-    return float(c0), float(r0), float(c1), float(r1)
+def attention_colormap() -> Colormap:
+    """Transparent below the region's median, then teal -> green -> yellow with opacity rising to 0.9.
+
+    The maps are percentile ranks, so only the more attended half of the region is tinted and the H&E stays
+    readable under it; the top 10 % (ranks > 0.9) are the yellow, most opaque part.
+    """
+    t = np.array([0.0, 0.5, 0.7, 0.9, 1.0])
+    rgb = np.array(
+        [[0.13, 0.57, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38], [0.99, 0.91, 0.14], [1.0, 0.8, 0.0]]
+    )
+    alpha = np.array([0.0, 0.0, 0.4, 0.75, 0.9])
+    return Colormap(np.c_[rgb, alpha], controls=t, name="attention rank (transparent below median)")
 
 
-def _display_limits(mosaic: np.ndarray) -> tuple[float, float]:
-    """(0, 95th percentile) of a map mosaic: a few peak tokens (common in small ViTs) would otherwise leave the
-    rest of a min-max scaled map black. Only the display changes; the layer data stay the [0, 1] maps."""
-    finite = mosaic[np.isfinite(mosaic)]
-    hi = float(np.percentile(finite, 95)) if finite.size else 1.0
-    return (0.0, hi if hi > 0 else 1.0)
+def view_bbox_level0(
+    viewer: napari.viewer.Viewer, layer: napari.layers.Image
+) -> tuple[float, float, float, float]:
+    """What one grid cell of the canvas shows of ``layer``, from the camera: (x0, y0, x1, y1) in level-0 px.
+
+    The camera's centre and zoom (screen px per world unit) and the size of one viewbox (the canvas, or a grid
+    cell in grid mode) give the world rectangle on screen; the layer's transform takes it to level-0 pixels.
+    """
+    cy, cx = np.asarray(viewer.camera.center, dtype=float)[-2:]
+    h, w = np.asarray(viewer.canvas.viewbox_size(viewer.layers), dtype=float)
+    half_y, half_x = h / 2 / viewer.camera.zoom, w / 2 / viewer.camera.zoom
+    lo = np.asarray(layer.world_to_data([cy - half_y, cx - half_x]))[-2:]
+    hi = np.asarray(layer.world_to_data([cy + half_y, cx + half_x]))[-2:]
+    (y0, y1), (x0, x1) = sorted((lo[0], hi[0])), sorted((lo[1], hi[1]))
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def r_histogram(counts: np.ndarray, edges: np.ndarray) -> str:
+    """One line of bars for a histogram of per-tile r, e.g. ``r -1 [ ▁▃█▅▂ ] +1``."""
+    top = counts.max() if counts.size and counts.max() > 0 else 1
+    bars = "".join(BARS[int(np.ceil(c / top * (len(BARS) - 1)))] for c in counts)
+    return f"per-tile r  {edges[0]:+.0f} [{bars}] {edges[-1]:+.0f}  ({int(counts.sum())} tiles)"
+
+
+def agreement_text(pair: AttentionPair) -> str:
+    """What the agreement numbers are and what they mean."""
+    r, ov = pair.tile_r[np.isfinite(pair.tile_r)], pair.tile_overlap[np.isfinite(pair.tile_overlap)]
+    med_r = f"{np.median(r):.2f}" if r.size else "n/a"
+    med_ov = f"{np.median(ov):.2f}" if ov.size else "n/a"
+    pct = f"{100 * pair.top_frac:.0f} %"
+    return (
+        f"{len(pair.coords)} tiles. Pearson r of the two maps: whole map {pair.overall_r:.2f}, per tile median "
+        f"{med_r} (1 = same layout, 0 = unrelated, < 0 = opposite). Top-{pct} overlap (share of the most attended "
+        f"{pct} of one map in the other's): whole map {pair.overall_overlap:.2f}, per tile median {med_ov} "
+        f"(chance = {pair.top_frac:.2f}, 1 = same hot spots). Compare with a random-init side for the baseline."
+    )
 
 
 class AttentionWidget(Container):
-    """Dock widget: teacher and student attention on the same tiles, side by side with a linked camera.
+    """Dock widget: two models' attention on the same overlapping tiles, side by side with a linked camera.
 
     Args:
         viewer: the napari viewer (injected by npe2).
@@ -43,76 +97,99 @@ class AttentionWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.slide = SlideLayerChooser(viewer)
-        self.teacher = ModelPicker(label="teacher", default="h-optimus-0")
+        self.teacher = ModelPicker(label="teacher", default="efficientnet-lite2-imagenet")
+        self.teacher_weights = ComboBox(label="teacher weights", choices=WEIGHTS, value=WEIGHTS[0])
+        self.teacher_head = SpinBox(label="teacher head (-1 = mean)", value=-1, min=-1, max=-1)
         self.student = ModelPicker(label="student", default="pathdistill-student")
+        self.student_weights = ComboBox(label="student weights", choices=WEIGHTS, value=WEIGHTS[0])
+        self.student_head = SpinBox(label="student head (-1 = mean)", value=-1, min=-1, max=-1)
         self.region = ComboBox(label="tiles", choices=REGIONS, value=REGIONS[0])
-        self.n_tiles = SpinBox(label="max tiles", value=16, min=1, max=1024)
-        self.mode = ComboBox(label="mode", choices=("last", "rollout"), value="last")
-        self.head = SpinBox(label="head (-1 = mean)", value=-1, min=-1, max=63)
-        self.opacity = FloatSlider(label="opacity", value=0.6, min=0.0, max=1.0)
+        self.max_tiles = SpinBox(label="max tiles", value=512, min=1, max=1_000_000)
+        self.overlap = FloatSpinBox(label="tile overlap", value=0.5, min=0.0, max=0.75, step=0.25)
+        self.mode = ComboBox(label="ViT map", choices=("last", "rollout"), value="last")
+        self.opacity = FloatSlider(label="opacity", value=1.0, min=0.0, max=1.0)
         self.side_by_side = CheckBox(text="side by side (grid)", value=True)
         self.run_button = PushButton(text="Compute attention")
         self.cancel_button = PushButton(text="Cancel")
-        self.status = Label(value="")
-        self.summary = Label(value="")
-        widgets = [self.slide, self.teacher, self.student, self.region, self.n_tiles, self.mode, self.head,
-                   self.opacity, self.side_by_side, self.run_button, self.cancel_button, self.status, self.summary]  # fmt: skip
+        self.status, self.summary, self.histogram = status_label(), status_label(), status_label()
+        widgets = [self.slide, self.teacher, self.teacher_weights, self.teacher_head, self.student,
+                   self.student_weights, self.student_head, self.region, self.max_tiles, self.overlap, self.mode,
+                   self.opacity, self.side_by_side, self.run_button, self.cancel_button, self.status, self.summary,
+                   self.histogram]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
         self.opacity.changed.connect(self._set_opacity)
+        self.teacher.on_spec(lambda spec: self._set_head_range(self.teacher_head, spec))
+        self.student.on_spec(lambda spec: self._set_head_range(self.student_head, spec))
         self.result: AttentionPair | None = None
         self._map_layers: list[napari.layers.Layer] = []
 
+    @staticmethod
+    def _set_head_range(head: SpinBox, spec: ModelSpec) -> None:
+        """Heads 0 .. n-1 of the model (-1 = mean); a CNN (Grad-CAM) has none, the box is then disabled."""
+        n = spec_heads(spec)
+        head.max = max(-1, n - 1)
+        head.value = min(head.value, head.max)
+        head.enabled = n > 0
+        head.tooltip = f"{spec.name}: {n} heads" if n else f"{spec.name}: no attention heads (Grad-CAM)"
+
     def run(self) -> None:
-        """Start computing both attention maps (handler of the Compute button)."""
+        """Start computing both maps (handler of the Compute button)."""
         try:
             layer = self.slide.value
             path = slide_path(layer)
-            teacher, student = self.teacher.request(), self.student.request()
+            sides = [(p.request(), w.value) for p, w in ((self.teacher, self.teacher_weights),
+                                                         (self.student, self.student_weights))]  # fmt: skip
         except Exception as exc:
             napari.utils.notifications.show_error(error_message(exc, "Attention"))
             return
-        bbox = view_bbox_level0(layer) if self.region.value == REGIONS[0] else None
-        head = None if self.head.value < 0 else int(self.head.value)
-        kw = {"bbox": bbox, "n_tiles": self.n_tiles.value, "mode": self.mode.value, "head": head}
+        bbox = view_bbox_level0(self.viewer, layer) if self.region.value == REGIONS[0] else None
+        heads = tuple(None if h.value < 0 else int(h.value) for h in (self.teacher_head, self.student_head))
+        kw = {"bbox": bbox, "max_tiles": self.max_tiles.value, "mode": self.mode.value, "heads": heads,
+              "overlap": float(self.overlap.value)}  # fmt: skip
 
         def factory(cancel: Any) -> Any:
-            return iter_attention_pair(teacher.load(), student.load(), path, cancel=cancel, **kw)
+            teacher, student = (_load(*side) for side in sides)
+            return iter_attention_pair(teacher, student, path, cancel=cancel, **kw)
 
         self.runner.start(factory, self.show_result, "Attention")
 
     def show_result(self, pair: AttentionPair) -> None:
-        """Add teacher, student and difference maps and the per-tile agreement (main thread)."""
+        """Add both maps, their difference and the per-tile agreement; arrange the grid (main thread)."""
         self.result = pair
         slide = self.slide.value
         units = getattr(slide, "units", None)
-        geo = {
-            "scale": pair.scale,
-            "translate": pair.translate,
-            "opacity": self.opacity.value,
-            "units": units,
-            "blending": "additive",  # low attention stays transparent over the slide
-        }
-        maps = {"colormap": "inferno", "gamma": 0.5}  # gamma lifts peaky ViT maps
-        teacher = upsert_layer(self.viewer, "image", pair.teacher_mosaic, "teacher attention",
-                               contrast_limits=_display_limits(pair.teacher_mosaic), **maps, **geo)  # fmt: skip
-        student = upsert_layer(self.viewer, "image", pair.student_mosaic, "student attention",
-                               contrast_limits=_display_limits(pair.student_mosaic), **maps, **geo)  # fmt: skip
+        for old in self._map_layers:
+            if old in self.viewer.layers:
+                self.viewer.layers.remove(old)
+        geo = {"scale": pair.scale, "translate": pair.translate, "units": units}
+        cmap = attention_colormap()
+        maps = []
+        for source, data in zip(pair.sources, (pair.teacher_map, pair.student_map), strict=True):
+            layer = upsert_layer(self.viewer, "image", data, source.label(), colormap=cmap, contrast_limits=(0, 1),
+                                 opacity=self.opacity.value, blending="translucent", interpolation2d="linear", **geo)  # fmt: skip
+            name = layer._overlays["layer_name"]  # the grid cell says which model, layer and head
+            name.visible, name.font_size = True, 8
+            maps.append(layer)
         diff = upsert_layer(self.viewer, "image", pair.difference, "attention difference (student - teacher)",
-                            colormap="PiYG", contrast_limits=(-1, 1), visible=False, **{**geo, "blending": "translucent"})  # fmt: skip
-        tiles = upsert_layer(self.viewer, "labels", pair.tile_index, "attention tiles", opacity=0.0,
-                             scale=pair.tile_scale, translate=pair.tile_translate, units=units, features=pair.feature_table())  # fmt: skip
-        self._map_layers = [teacher, student, diff]
-        agree = pair.agreement[np.isfinite(pair.agreement)]
-        mean = f"{agree.mean():.3f}" if len(agree) else "n/a"
-        med = f"{np.median(agree):.3f}" if len(agree) else "n/a"
-        self.summary.value = f"{len(pair.coords)} tiles; agreement (Pearson r) mean {mean}, median {med}"
+                            colormap="PiYG", contrast_limits=(-1, 1), visible=False, **geo)  # fmt: skip
+        tiles = upsert_layer(self.viewer, "points", self._tile_centres(pair), "attention tiles", size=0,
+                             features=pair.feature_table(), visible=False, units=units)  # fmt: skip
+        self._map_layers = [*maps, diff, tiles]
+        self.summary.value = agreement_text(pair)
+        self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
         if self.side_by_side.value and slide is not None:
-            self._arrange_grid(slide, teacher, student, tiles)
+            self._arrange_grid(slide, maps[0], maps[1])
 
-    def _arrange_grid(self, slide: Any, teacher: Any, student: Any, tiles: Any) -> None:
-        """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = view of the slide + student map; one camera."""
+    def _tile_centres(self, pair: AttentionPair) -> np.ndarray:
+        """(N, 2) tile centres (y, x) in slide-layer units (hover shows each tile's r and overlap)."""
+        mpp = float(self.slide.value.scale[-1]) if self.slide.value is not None else 1.0
+        centre = pair.coords + pair.tile_px_level0 / 2 - 0.5
+        return centre[:, ::-1] * mpp
+
+    def _arrange_grid(self, slide: Any, teacher: Any, student: Any) -> None:
+        """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = a view of the slide + student map; one camera."""
         view_name = f"{slide.name} (student view)"
         view = upsert_layer(self.viewer, "image", slide.data, view_name, multiscale=slide.multiscale,
                             rgb=slide.rgb, scale=slide.scale, translate=slide.translate, units=slide.units)  # fmt: skip
@@ -121,11 +198,20 @@ class AttentionWidget(Container):
         # indices 0-1 -> first cell, 2-3 -> second cell; other layers go to later cells.
         for target, layer in enumerate((slide, teacher, view, student)):
             layers.move(layers.index(layer), target)
-        tiles.visible = False
         self.viewer.grid.stride = 2
         self.viewer.grid.enabled = True
 
     def _set_opacity(self, value: float) -> None:
-        for layer in self._map_layers:
+        for layer in self._map_layers[:2]:
             if layer in self.viewer.layers:
                 layer.opacity = value
+
+
+def _load(request: ModelRequest, weights: str) -> EmbeddingModel:
+    """The model of one side (in the worker): pretrained, or the architecture's random initialisation."""
+    if weights == WEIGHTS[0]:
+        return request.load()
+    if request.model is not None:
+        return random_init(request.model)
+    # the spec alone (registry entry or checkpoint config.json): no weights are read, a hub model works offline
+    return random_model(resolve_spec(request.source), resolve_device(request.device))

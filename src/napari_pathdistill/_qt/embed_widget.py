@@ -10,6 +10,7 @@ from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
+from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
@@ -40,7 +41,7 @@ class EmbedWidget(Container):
         self.top_k = SpinBox(label="similar tiles", value=10, min=1, max=500)
         self.run_button = PushButton(text="Embed")
         self.cancel_button = PushButton(text="Cancel")
-        self.status = Label(value="")
+        self.status = status_label()
         self.legend = Label(value="")
         widgets = [self.slide, self.model, self.tile_px, self.mpp, self.min_tissue, self.batch_size, self.k,
                    self.top_k, self.run_button, self.cancel_button, self.status, self.legend]  # fmt: skip

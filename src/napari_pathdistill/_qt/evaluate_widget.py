@@ -11,11 +11,12 @@ from typing import Any
 
 import napari
 from magicgui.types import FileDialogMode
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
+from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._model_picker import ModelPicker
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.errors import EvaluationError
@@ -52,8 +53,8 @@ class EvaluateWidget(Container):
         )
         self.run_button = PushButton(text="Run evaluation")
         self.cancel_button = PushButton(text="Cancel")
-        self.status = Label(value="")
-        self.summary = Label(value="")
+        self.status = status_label()
+        self.summary = status_label()
         widgets = [self.task, self.inputs, self.teacher, self.model, self.mpp_override, self.out_dir, self.run_button,
                    self.cancel_button, self.status, self.summary]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)

@@ -6,9 +6,10 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, SpinBox
 from napari.layers import Points
 
+from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     LayerChooser,
     LayerInputError,
@@ -65,8 +66,8 @@ class SimilarityWidget(Container):
         )
         self.run_button = PushButton(text="Register and compare")
         self.cancel_button = PushButton(text="Cancel")
-        self.status = Label(value="")
-        self.summary = Label(value="")
+        self.status = status_label()
+        self.summary = status_label()
         widgets = [self.slide_a, self.slide_b, self.landmarks_a, self.landmarks_b, self.model, self.tile_px,
                    self.mpp, self.min_tissue, self.top_k, self.mpp_override, self.view_mode, self.run_button, self.cancel_button, self.status,
                    self.summary]  # fmt: skip

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import napari
-from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import Container, FloatSpinBox, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
+from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import SlideLayerChooser, on_slide_layer, slide_path, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
@@ -49,8 +50,8 @@ class TissueWidget(Container):
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel")
         self.associated_button = PushButton(text="Show label / macro images")
-        self.status = Label(value="")
-        self.summary = Label(value="")
+        self.status = status_label()
+        self.summary = status_label()
         super().__init__(
             widgets=[self.slide, self.tile_px, self.mpp, self.min_tissue, self.threshold, self.mpp_override,
                      self.preview_button, self.run_button, self.cancel_button, self.associated_button, self.status, self.summary],

@@ -5,16 +5,31 @@ own q/k norms), so it works whether timm uses fused attention or not. Rollout fo
 per block ``0.5 * A + 0.5 * I``, rows renormalised, multiplied from the first block to the last. Prefix
 tokens (CLS and registers) are dropped from the map. CNNs get Grad-CAM (Selvaraju et al. 2017) of the
 embedding's squared L2 norm on the last feature map.
+
+Memory: a forward hook folds each block's (B, N, N) attention into the rollout product (or keeps only the last
+block's) as soon as it is computed, so a batch never holds more than two (B, N, N) tensors; Grad-CAM runs the
+backbone without autograd and differentiates only the pooling head, so no backbone graph is ever built.
 """
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.models.spec import ModelSpec, timm_kwargs
+
+#: what a map is, per ``mode`` (ViT CLS->patch attention) or "cnn" (Grad-CAM on the last feature map), for labels
+METHODS = {
+    "last": "last-block attention",
+    "rollout": "attention rollout",
+    "cnn": "Grad-CAM",
+}
 
 
 def _normalise(maps: torch.Tensor) -> np.ndarray:
@@ -25,61 +40,93 @@ def _normalise(maps: torch.Tensor) -> np.ndarray:
     return out.view_as(maps).float().cpu().numpy()
 
 
-def _block_attentions(model: EmbeddingModel, x: torch.Tensor) -> list[torch.Tensor]:
-    """(B, 3, H, W) -> per block (B, heads, N, N) attention probabilities."""
-    inputs: list[torch.Tensor] = []
+def num_heads(model: EmbeddingModel) -> int:
+    """Attention heads of a ViT's blocks (0 for a CNN)."""
+    if model.spec.family == "cnn":
+        return 0
+    block: Any = next(iter(model.module.get_submodule("blocks").children()))
+    return int(block.attn.num_heads)
+
+
+def check_head(model: EmbeddingModel, head: int | None) -> None:
+    """Raise ValueError when ``head`` is not None and not a head of ``model`` (CNNs ignore heads)."""
+    heads = num_heads(model)
+    if head is not None and heads and not 0 <= head < heads:
+        raise ValueError(
+            f"head {head} out of range: {model.spec.name} has {heads} heads (0-{heads - 1}; -1/None = mean)"
+        )
+
+
+def _probs(attn: Any, t: torch.Tensor, head: int | None) -> torch.Tensor:
+    """Block input (B, N, D) -> (B, N, N) attention probabilities of ``head`` (None: mean over heads)."""
+    b, n, _ = t.shape
+    qkv = attn.qkv(t).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]).float(), attn.k_norm(qkv[1]).float()
+    a = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1)  # (B, heads, N, N)
+    return a[:, head] if head is not None else a.mean(1)
+
+
+def _vit_raw(model: EmbeddingModel, x: torch.Tensor, mode: str, head: int | None) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, g, g) CLS->patch attention (last block or rollout), not normalised."""
+    if mode not in ("last", "rollout"):
+        raise ValueError(f"mode must be 'last' or 'rollout', got {mode!r}")
+    check_head(model, head)
     blocks: list[Any] = list(model.module.get_submodule("blocks").children())
-    hooks = [blk.attn.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for blk in blocks]
+    state: dict[str, torch.Tensor] = {}
+
+    def fold(module: Any, args: tuple[torch.Tensor, ...]) -> None:
+        a = _probs(module, args[0], head)
+        if mode == "last":
+            state["joint"] = a
+            return
+        a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], device=a.device)
+        a = a / a.sum(-1, keepdim=True)
+        state["joint"] = a @ state["joint"] if "joint" in state else a
+
+    watched = blocks[-1:] if mode == "last" else blocks
+    hooks = [blk.attn.register_forward_pre_hook(fold) for blk in watched]
     try:
-        model.forward_tokens(x)
+        with torch.autocast(x.device.type, dtype=model.amp_dtype, enabled=model.amp_dtype != torch.float32):
+            model.forward_tokens(x)
     finally:
         for h in hooks:
             h.remove()
-    out = []
-    for blk, t in zip(blocks, inputs, strict=True):
-        a = blk.attn
-        b, n, _ = t.shape
-        qkv = a.qkv(t).reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = a.q_norm(qkv[0]), a.k_norm(qkv[1])
-        out.append(((q * a.scale) @ k.transpose(-2, -1)).softmax(-1))
-    return out
-
-
-def _vit_maps(model: EmbeddingModel, x: torch.Tensor, mode: str, head: int | None) -> torch.Tensor:
-    atts = _block_attentions(model, x)
-    heads = atts[0].shape[1]
-    if head is not None and not 0 <= head < heads:
-        raise ValueError(f"head {head} out of range: this model has {heads} heads (use -1/None for the mean)")
-    pick = [a[:, head] if head is not None else a.mean(1) for a in atts]  # (B, N, N) each
-    if mode == "last":
-        joint = pick[-1]
-    elif mode == "rollout":
-        eye = torch.eye(pick[0].shape[-1], device=x.device)
-        joint = eye.expand_as(pick[0])
-        for a in pick:
-            a = 0.5 * a + 0.5 * eye
-            joint = (a / a.sum(-1, keepdim=True)) @ joint
-    else:
-        raise ValueError(f"mode must be 'last' or 'rollout', got {mode!r}")
-    p = model.num_prefix_tokens
-    cls = joint[:, 0, p:]
+    cls = state["joint"][:, 0, model.num_prefix_tokens :]
     g = round(cls.shape[1] ** 0.5)
     return cls.reshape(len(cls), g, g)
 
 
 def _gradcam(model: EmbeddingModel, x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, h, w) Grad-CAM of 0.5 ||embedding||^2 on the last feature map, not normalised."""
+    with torch.inference_mode():
+        feats = model.forward_tokens(x)
     with torch.enable_grad():
-        feats = model.forward_tokens(x.requires_grad_(False))
+        feats = feats.clone().requires_grad_(True)  # a leaf: only the pooling head is differentiated
         emb = model.pool(feats)
         (grad,) = torch.autograd.grad(0.5 * emb.pow(2).sum(), feats)
-        w = grad.mean((2, 3), keepdim=True)
-        return torch.relu((w * feats).sum(1)).detach()
+    w = grad.mean((2, 3), keepdim=True)
+    return torch.relu((w * feats.detach()).sum(1))
+
+
+def raw_attention_maps(
+    model: EmbeddingModel, tiles: np.ndarray | torch.Tensor, *, mode: str = "last", head: int | None = None
+) -> torch.Tensor:
+    """(B, H, W, 3) uint8 tiles -> (B, gh, gw) float32 CPU maps on the model's own scale (not normalised).
+
+    ViT maps are attention probabilities (comparable across tiles of one model); Grad-CAM maps are in the
+    feature map's units. See :func:`attention_maps` for the arguments.
+    """
+    x = model.preprocess(tiles)
+    if model.spec.family == "cnn":
+        return _gradcam(model, x).float().cpu()
+    with torch.inference_mode():
+        return _vit_raw(model, x, mode, head).float().cpu()
 
 
 def attention_maps(
     model: EmbeddingModel, tiles: np.ndarray, *, mode: str = "last", head: int | None = None
 ) -> np.ndarray:
-    """(B, H, W, 3) uint8 tiles -> (B, gh, gw) float32 maps in [0, 1].
+    """(B, H, W, 3) uint8 tiles -> (B, gh, gw) float32 maps, min-max scaled to [0, 1] per tile.
 
     Args:
         model: a ViT (CLS->patch attention) or CNN (Grad-CAM) :class:`EmbeddingModel`.
@@ -87,8 +134,24 @@ def attention_maps(
         mode: "last" (last block) or "rollout" (ViT only; CNNs always give Grad-CAM).
         head: attention head, or None for the mean over heads (ViT only).
     """
-    x = model.preprocess(tiles)
-    if model.spec.family == "cnn":
-        return _normalise(_gradcam(model, x))
-    with torch.inference_mode():
-        return _normalise(_vit_maps(model, x, mode, head))
+    return _normalise(raw_attention_maps(model, tiles, mode=mode, head=head))
+
+
+@lru_cache(maxsize=64)
+def _arch_heads(arch: str, kwargs_json: str) -> int:
+    with torch.device("meta"):  # no memory, no weights: the architecture alone
+        module = timm.create_model(arch, pretrained=False, **timm_kwargs(json.loads(kwargs_json)))
+    block: Any = next(iter(module.get_submodule("blocks").children()))
+    return int(block.attn.num_heads)
+
+
+def spec_heads(spec: ModelSpec) -> int:
+    """Attention heads of a spec's ViT without building it for real (0 for a CNN or an unknown arch)."""
+    if spec.family == "cnn":
+        return 0
+    if "num_heads" in spec.model_kwargs:
+        return int(spec.model_kwargs["num_heads"])
+    try:
+        return _arch_heads(spec.arch, json.dumps(spec.model_kwargs, sort_keys=True))
+    except Exception:  # an hf-hub id or an arch timm does not know: the heads are known once loaded
+        return 0

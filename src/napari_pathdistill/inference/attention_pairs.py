@@ -1,118 +1,150 @@
-"""Teacher-vs-student attention on the same tiles, stitched into slide-aligned mosaics (pure core, no Qt).
+"""Attention of two models over a slide region, streamed in batches and blended into two comparable maps.
 
-For a few tiles of a slide, :func:`iter_attention_pair` computes the teacher's and the student's CLS->patch
-attention (or Grad-CAM for a CNN, via ``inference.attention.attention_maps``), resamples both to a common
-``(g, g)`` grid, measures their per-tile agreement (Pearson correlation of the two maps) and stitches the maps
-into mosaics placed on the slide with napari ``scale``/``translate`` in the slide layer's units.
+:func:`iter_attention_pair` cuts overlapping tiles over the region (``inference.attention_region``), runs both
+models on each batch (CLS->patch attention or Grad-CAM, ``inference.attention``), blends the raw maps on one
+canvas per model and keeps only the two canvases and a few numbers per tile, so memory does not grow with the
+tile count. Each finished map gets ONE normalisation for the whole region (each pixel's percentile rank in the
+region), so tile borders do not show and teacher and student are put on the same [0, 1] footing. Either side may be any model:
+a teacher, a student, another student, or a model's random initialisation (the baseline that says how much
+agreement the architecture alone gives).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError
-from napari_pathdistill.inference.attention import attention_maps
-from napari_pathdistill.metrics.agreement import attention_agreement
+from napari_pathdistill.inference.attention import METHODS, check_head, raw_attention_maps
+from napari_pathdistill.inference.attention_region import (
+    Blender,
+    RegionGrid,
+    normalise_region,
+    region_grid,
+    resample,
+)
+from napari_pathdistill.metrics.agreement import attention_agreement, map_agreement, top_overlap
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.models.spec import ModelSpec, build_module
 from napari_pathdistill.progress import Progress
-from napari_pathdistill.wsi.pyramid import open_pyramid
-from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, make_tile_grid, read_tiles
+from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
+from napari_pathdistill.wsi.tiling import detect_tissue, read_tiles
+
+SIDES = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class MapSource:
+    """What one map was computed with: model name, layer/mode and head (for layer names and reports)."""
+
+    role: str
+    model: str
+    method: str
+    head: int | None
+
+    def label(self) -> str:
+        """e.g. ``"student: pathdistill-student, last-block attention, head 1"``."""
+        head = "" if self.method == METHODS["cnn"] else f", head {'mean' if self.head is None else self.head}"
+        return f"{self.role}: {self.model}, {self.method}{head}"
 
 
 @dataclass
 class AttentionPair:
-    """Teacher and student attention on the same tiles.
+    """Two models' attention over one region, blended and normalised alike.
 
     Attributes:
-        coords: (B, 2) tile top-left (x, y) in level-0 px.
-        teacher: (B, g, g) teacher maps in [0, 1].
-        student: (B, g, g) student maps in [0, 1].
-        agreement: (B,) Pearson correlation of each tile's two maps (NaN when a map is constant).
-        teacher_mosaic, student_mosaic, difference: (rows * g, cols * g) float32 images (NaN outside tiles);
-            difference = student - teacher.
-        scale, translate: napari geometry of the mosaics in slide-layer units.
-        tile_index: (rows, cols) int32 tile number + 1 per tile cell (0 = no tile), for a Labels layer.
-        tile_scale, tile_translate: napari geometry of ``tile_index``.
+        sources: (teacher, student) :class:`MapSource`.
+        teacher_map, student_map: (rows, cols) float16 in [0, 1] (percentile rank of the pixel's blended
+            attention in the region), NaN where no tile lies.
+        difference: student_map - teacher_map, float16.
+        percentiles: per side the (p1, p99) of the raw blended map (the model's own units).
+        coords: (N, 2) tile top-left (x, y) level-0 px; tile_px_level0: their side.
+        tile_r, tile_overlap: (N,) Pearson r and top-10 % overlap of each tile's two maps.
+        overall_r, overall_overlap: the same over the two whole blended maps.
+        hist_counts, hist_edges: histogram of ``tile_r`` over [-1, 1] (10 bins).
+        scale, translate: napari geometry of the maps in slide-layer units.
     """
 
-    coords: np.ndarray
-    teacher: np.ndarray
-    student: np.ndarray
-    agreement: np.ndarray
-    teacher_mosaic: np.ndarray
-    student_mosaic: np.ndarray
+    sources: tuple[MapSource, MapSource]
+    teacher_map: np.ndarray
+    student_map: np.ndarray
     difference: np.ndarray
+    percentiles: tuple[tuple[float, float], tuple[float, float]]
+    coords: np.ndarray
+    tile_px_level0: float
+    tile_r: np.ndarray
+    tile_overlap: np.ndarray
+    overall_r: float
+    overall_overlap: float
+    hist_counts: np.ndarray
+    hist_edges: np.ndarray
     scale: tuple[float, float]
     translate: tuple[float, float]
-    tile_index: np.ndarray
-    tile_scale: tuple[float, float]
-    tile_translate: tuple[float, float]
+    top_frac: float = 0.1
 
     def feature_table(self) -> dict[str, np.ndarray]:
-        """Columns for the Labels layer's ``features``; row i describes label i (row 0 = background)."""
-        nan = [np.nan]
-        return {
-            "tile": np.arange(-1, len(self.coords)),
-            "x": np.r_[nan, self.coords[:, 0]],
-            "y": np.r_[nan, self.coords[:, 1]],
-            "agreement": np.r_[nan, self.agreement],
-            "teacher_max": np.r_[nan, self.teacher.reshape(len(self.coords), -1).max(1)],
-            "student_max": np.r_[nan, self.student.reshape(len(self.coords), -1).max(1)],
-        }
+        """Per-tile columns (one row per tile) for a Points layer's ``features``."""
+        return {"x": self.coords[:, 0], "y": self.coords[:, 1], "pearson_r": self.tile_r,
+                "top10_overlap": self.tile_overlap}  # fmt: skip
 
 
-def resample_maps(maps: np.ndarray, g: int) -> np.ndarray:
-    """(B, h, w) -> (B, g, g) by bilinear interpolation (maps of different patch grids become comparable)."""
-    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None]
-    return F.interpolate(t, size=(g, g), mode="bilinear", align_corners=False)[:, 0].numpy()
+def random_model(spec: ModelSpec, device: torch.device | str = "cpu", seed: int = 0) -> EmbeddingModel:
+    """``spec``'s architecture and normalisation with seeded random weights (the no-training baseline)."""
+    torch.manual_seed(seed)
+    spec = dataclasses.replace(spec, name=f"{spec.name} (random init)", weights=None)
+    return EmbeddingModel(spec, build_module(spec), device, amp="fp32")
 
 
-def select_tiles(grid: TileGrid, bbox: tuple[float, float, float, float] | None, n: int) -> np.ndarray:
-    """Indices of at most ``n`` tiles whose centres lie in ``bbox`` = (x0, y0, x1, y1) level-0 px.
-
-    Tiles closest to the box centre come first; ``bbox=None`` means the whole slide.
-    """
-    centers = grid.coords + grid.size_level0 / 2
-    if bbox is None:
-        x0, y0 = centers.min(0)
-        x1, y1 = centers.max(0)
-    else:
-        x0, y0, x1, y1 = bbox
-    inside = np.flatnonzero(
-        (centers[:, 0] >= x0) & (centers[:, 0] <= x1) & (centers[:, 1] >= y0) & (centers[:, 1] <= y1)
-    )
-    mid = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
-    order = np.argsort(np.linalg.norm(centers[inside] - mid, axis=1), kind="stable")
-    return inside[order[:n]]
+def random_init(model: EmbeddingModel, seed: int = 0) -> EmbeddingModel:
+    """:func:`random_model` of a loaded model's spec, on its device."""
+    return random_model(model.spec, model.device, seed)
 
 
-def stitch(
-    grid: TileGrid, idx: np.ndarray, maps: np.ndarray, slide_mpp: float | None
-) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
-    """Place (B, g, g) tile maps on a mosaic; returns (image, scale, translate) in slide-layer units.
+def source_of(role: str, model: EmbeddingModel, mode: str, head: int | None) -> MapSource:
+    """The :class:`MapSource` of ``model``'s map."""
+    cnn = model.spec.family == "cnn"
+    return MapSource(role, model.spec.name, METHODS["cnn" if cnn else mode], None if cnn else head)
 
-    Tiles sit on the regular grid (spacing ``size_level0``); cells without a chosen tile are NaN.
-    """
-    g = maps.shape[-1]
-    step = grid.size_level0
-    origin = grid.coords[idx].min(0)
-    cells = np.rint((grid.coords[idx] - origin) / step).astype(int)  # (B, 2) (col, row)
-    rows, cols = cells[:, 1].max() + 1, cells[:, 0].max() + 1
-    mosaic = np.full((rows * g, cols * g), np.nan, dtype=np.float32)
-    for (c, r), m in zip(cells, maps, strict=True):
-        mosaic[r * g : (r + 1) * g, c * g : (c + 1) * g] = m
-    unit = slide_mpp if slide_mpp is not None else 1.0
-    px = step / g  # level-0 px per mosaic pixel
-    # level-0 pixel p is centred at world p * unit (napari convention); mosaic pixel 0 spans origin..origin+px
-    translate = (float((origin[1] - 0.5 + px / 2) * unit), float((origin[0] - 0.5 + px / 2) * unit))
-    return mosaic, (px * unit, px * unit), translate
+
+def _batches(region: RegionGrid, pyr: Pyramid, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first index, (B, H, W, 3) uint8 tiles) per batch, the next batch read in a thread meanwhile."""
+    starts = list(range(0, len(region), batch_size))
+    with ThreadPoolExecutor(1) as pool:
+
+        def read(s: int) -> Future:
+            return pool.submit(read_tiles, pyr, region.tiles, range(s, min(s + batch_size, len(region))))
+
+        pending = read(starts[0]) if starts else None
+        for k, s in enumerate(starts):
+            tiles = pending.result()  # type: ignore[union-attr]
+            pending = read(starts[k + 1]) if k + 1 < len(starts) else None
+            yield s, tiles
+
+
+def _stream(models: dict[str, tuple[EmbeddingModel, int | None]], region: RegionGrid, pyr: Pyramid, mode: str,
+            batch_size: int, frac: float, cancel: threading.Event | None
+            ) -> Generator[Progress, None, tuple[Blender, np.ndarray, np.ndarray]]:  # fmt: skip
+    """Blend both models' maps over the region; yields Progress, returns (blender, tile r, tile overlap)."""
+    blend = Blender(region, SIDES)
+    r, ov = np.full(len(region), np.nan), np.full(len(region), np.nan)
+    for first, tiles in _batches(region, pyr, batch_size):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Attention cancelled.")
+        maps = {k: resample(raw_attention_maps(m, tiles, mode=mode, head=h), region.cells)
+                for k, (m, h) in models.items()}  # fmt: skip
+        blend.add(first, maps)
+        end = first + len(tiles)
+        r[first:end] = attention_agreement(maps["teacher"], maps["student"])
+        ov[first:end] = top_overlap(maps["teacher"], maps["student"], frac)
+        yield Progress(end, len(region), "attention")
+    return blend, r, ov
 
 
 def iter_attention_pair(
@@ -121,41 +153,48 @@ def iter_attention_pair(
     slide: str | Path,
     *,
     bbox: tuple[float, float, float, float] | None = None,
-    n_tiles: int = 16,
+    max_tiles: int | None = None,
     mode: str = "last",
-    head: int | None = None,
-    grid_size: int = 16,
+    heads: tuple[int | None, int | None] = (None, None),
+    overlap: float = 0.5,
+    batch_size: int = 8,
     min_tissue: float = 0.5,
+    top_frac: float = 0.1,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | AttentionPair]:
-    """Attention of both models on up to ``n_tiles`` tissue tiles in ``bbox``; yields Progress then the pair.
+    """Both models' attention over the tissue tiles of ``bbox`` (None: whole slide); Progress, then the pair.
 
-    Tiles are cut at the student's ``tile_px``/``mpp``; both models see the same pixels.
+    Tiles are cut at the student's ``tile_px``/``mpp`` with ``overlap``; both models see the same pixels.
+    ``heads`` = (teacher head, student head), None for the mean; checked before any tile is read. Memory: the
+    two float32 canvases, a few numbers per tile and one batch of ``batch_size`` tiles in flight.
     """
+    for model, head in zip((teacher, student), heads, strict=True):
+        check_head(model, head)
     with open_pyramid(slide) as pyr:
-        grid = make_tile_grid(pyr, tile_px=student.spec.tile_px, mpp=student.spec.mpp, min_tissue=min_tissue,
-                              mask=detect_tissue(pyr))  # fmt: skip
-        idx = select_tiles(grid, bbox, n_tiles) if len(grid.coords) else np.zeros(0, int)
-        if len(idx) == 0:
+        yield Progress(0, 0, "finding tissue")
+        region = region_grid(pyr, detect_tissue(pyr), bbox=bbox, tile_px=student.spec.tile_px, mpp=student.spec.mpp,
+                             overlap=overlap, min_tissue=min_tissue, max_tiles=max_tiles)  # fmt: skip
+        if len(region) == 0:
             raise EmptyTissueError(
-                "No tissue tile in the chosen region: zoom onto tissue or lower 'min tissue'."
+                "No tissue tile in the chosen region: pan/zoom onto tissue or lower 'min tissue'."
             )
         slide_mpp = float(pyr.mpp[1]) if pyr.mpp is not None else None
-        tiles = read_tiles(pyr, grid, idx.tolist())
-    maps = {}
-    for step, (key, model) in enumerate((("teacher", teacher), ("student", student))):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Attention cancelled.")
-        yield Progress(step, 2, f"{key} attention")
-        raw = attention_maps(model, tiles, mode=mode, head=head)
-        maps[key] = resample_maps(raw, grid_size)
-    yield Progress(2, 2, "stitching")
-    t, s = maps["teacher"], maps["student"]
-    tm, scale, translate = stitch(grid, idx, t, slide_mpp)
-    sm = stitch(grid, idx, s, slide_mpp)[0]
-    numbers = np.arange(1, len(idx) + 1, dtype=np.float32)[:, None, None]
-    cells, cell_scale, cell_translate = stitch(grid, idx, numbers, slide_mpp)
-    yield AttentionPair(
-        grid.coords[idx], t, s, attention_agreement(t, s), tm, sm, sm - tm, scale, translate,
-        np.nan_to_num(cells).astype(np.int32), cell_scale, cell_translate,
-    )  # fmt: skip
+        models = {"teacher": (teacher, heads[0]), "student": (student, heads[1])}
+        blend, r, ov = yield from _stream(models, region, pyr, mode, batch_size, top_frac, cancel)
+    yield Progress(len(region), len(region), "normalising")
+    yield _pair(region, blend, r, ov, slide_mpp, (source_of("teacher", teacher, mode, heads[0]),
+                source_of("student", student, mode, heads[1])), top_frac)  # fmt: skip
+
+
+def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, slide_mpp: float | None,
+          sources: tuple[MapSource, MapSource], top_frac: float) -> AttentionPair:  # fmt: skip
+    raw_t, raw_s = blend.result("teacher"), blend.result("student")
+    del blend
+    t, t_lo, t_hi = normalise_region(raw_t)
+    s, s_lo, s_hi = normalise_region(raw_s)
+    overall_r, overall_ov = map_agreement(raw_t, raw_s, top_frac)
+    counts, edges = np.histogram(np.clip(r[np.isfinite(r)], -1, 1), bins=10, range=(-1.0, 1.0))
+    scale, translate = region.geometry(slide_mpp)
+    return AttentionPair(sources, t, s, (s.astype(np.float32) - t).astype(np.float16), ((t_lo, t_hi), (s_lo, s_hi)),
+                         region.tiles.coords, region.tiles.size_level0, r, ov, overall_r, overall_ov, counts, edges,
+                         scale, translate, top_frac)  # fmt: skip

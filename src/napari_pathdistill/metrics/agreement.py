@@ -87,3 +87,44 @@ def attention_agreement(
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (a * b).sum(1) / den, np.nan)
+
+
+def top_overlap(maps_a: np.ndarray, maps_b: np.ndarray, frac: float = 0.1) -> np.ndarray:
+    """Per-tile overlap of the two maps' most attended ``frac`` of pixels (chance level: ``frac``).
+
+    Args:
+        maps_a: (B, h, w) maps of model a.
+        maps_b: (B, h, w) maps of the same tiles by model b, on the same grid.
+        frac: the top fraction compared (0.1: the top 10 %).
+
+    Returns:
+        (B,) |top_a & top_b| / |top_a| in [0, 1]: 1 when both models look at the same places.
+    """
+    if maps_a.shape != maps_b.shape or maps_a.ndim != 3:
+        raise EvaluationError(f"maps must be (B, h, w) on the same grid: {maps_a.shape}, {maps_b.shape}")
+    a, b = maps_a.reshape(len(maps_a), -1), maps_b.reshape(len(maps_b), -1)
+    k = max(1, round(frac * a.shape[1]))
+    top_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
+    top_b = np.argsort(-b, axis=1, kind="stable")[:, :k]
+    hit = np.zeros(a.shape, bool)
+    np.put_along_axis(hit, top_a, True, axis=1)
+    return np.take_along_axis(hit, top_b, axis=1).mean(1)
+
+
+def map_agreement(map_a: np.ndarray, map_b: np.ndarray, frac: float = 0.1) -> tuple[float, float]:
+    """Pearson r and top-``frac`` overlap of two whole-region maps over the pixels finite in both.
+
+    Args:
+        map_a: (H, W) map of model a (NaN outside tiles).
+        map_b: (H, W) map of model b on the same canvas.
+        frac: top fraction for the overlap.
+
+    Returns:
+        (r, overlap); NaN when fewer than two common pixels or a constant map.
+    """
+    ok = np.isfinite(map_a) & np.isfinite(map_b)
+    a, b = map_a[ok].astype(np.float64), map_b[ok].astype(np.float64)
+    if a.size < 2:
+        return float("nan"), float("nan")
+    r = attention_agreement(a[None, :, None], b[None, :, None])[0]
+    return float(r), float(top_overlap(a[None, :, None], b[None, :, None], frac)[0])

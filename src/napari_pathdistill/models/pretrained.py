@@ -8,6 +8,11 @@ saying where to put them. The training package loads its teachers through these 
 from __future__ import annotations
 
 import importlib.util
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import timm
@@ -44,28 +49,92 @@ def efficientnet_lite2_state(module: torch.nn.Module) -> dict[str, torch.Tensor]
     return dict(zip(dst_keys, src.values(), strict=True))
 
 
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """Whether the hub (``HF_ENDPOINT``, default https://huggingface.co) answers an HTTP HEAD within ``timeout`` s.
+
+    Any HTTP answer counts (even an error status); no answer, a refused or reset connection, or a TLS handshake
+    that never completes (a proxy that accepts connections but forwards nothing) do not. The request runs in a
+    daemon thread joined with the timeout, so a slow DNS lookup cannot stall the caller either.
+    """
+    from huggingface_hub import constants
+
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout)
+            ok.append(True)
+        except urllib.error.HTTPError:
+            ok.append(True)
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(ok)
+
+
+def _cached(repo: str) -> bool:
+    """Whether the hub cache holds ``repo``'s config.json (timm reads it first)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """huggingface_hub in offline mode for the duration (cached files are used without any request)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _hub_error(spec: ModelSpec, hub_id: str, why: str) -> ModelLoadError:
+    from huggingface_hub import constants
+
+    repo = hub_id.removeprefix("hf-hub:")
+    return ModelLoadError(
+        f"Could not get the weights of '{spec.name}' from {hub_id} ({why}). Put them in the Hugging Face cache "
+        f"{constants.HF_HUB_CACHE} (set by $HF_HOME/hub or $HF_HUB_CACHE, default ~/.cache/huggingface/hub): "
+        f"accept the licence on https://huggingface.co/{repo}, run `hf auth login` (older: `huggingface-cli login`) "
+        "and run once with internet, or copy that folder from a machine that has it and set HF_HUB_OFFLINE=1. "
+        "Or pass a local checkpoint folder (model.safetensors + config.json, see docs/models.md)."
+    )
+
+
 def hub_module(spec: ModelSpec) -> torch.nn.Module:
     """timm module of ``spec`` with pretrained weights from the Hugging Face hub (or its local cache).
 
-    The hub id is ``spec.weights`` (``hf-hub:org/name``), else ``spec.arch``.
+    The hub id is ``spec.weights`` (``hf-hub:org/name``), else ``spec.arch``. Weights that are not cached fail
+    at once (no retries) under ``HF_HUB_OFFLINE`` or when the hub does not answer within 1 s; cached
+    weights are then used without any request.
 
     Raises:
-        ModelLoadError: the weights cannot be had; the message gives the licence page, login, cache folder,
-            ``HF_HUB_OFFLINE`` and the checkpoint-folder alternative.
+        ModelLoadError: the weights cannot be had; the message names the cache folder and its env vars, the
+            licence page, login, ``HF_HUB_OFFLINE`` and the checkpoint-folder alternative.
     """
+    from huggingface_hub import constants
+
     hub_id = spec.weights or spec.arch
+    repo = hub_id.removeprefix("hf-hub:")
     kwargs = timm_kwargs(spec.model_kwargs)
+    offline = bool(constants.HF_HUB_OFFLINE) or not hub_reachable()
+    if offline and not _cached(repo):
+        why = (
+            "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+        )
+        raise _hub_error(spec, hub_id, f"not in the local cache and {why}")
     try:
-        return timm.create_model(hub_id, pretrained=True, **kwargs)
+        with _hub_offline() if offline else nullcontext():
+            return timm.create_model(hub_id, pretrained=True, **kwargs)
     except Exception as exc:
-        repo = hub_id.removeprefix("hf-hub:")
-        raise ModelLoadError(
-            f"Could not get the weights of '{spec.name}' from {hub_id} ({type(exc).__name__}: {exc}). "
-            f"Gated models: accept the licence on https://huggingface.co/{repo}, run `hf auth login` (older: `huggingface-cli login`), then run "
-            "once with internet (weights are cached in $HF_HOME/hub, default ~/.cache/huggingface/hub; copy that "
-            "folder to an offline machine and set HF_HUB_OFFLINE=1 to skip network retries). Or pass a local "
-            "checkpoint folder (model.safetensors + config.json, see docs/models.md)."
-        ) from exc
+        raise _hub_error(spec, hub_id, f"{type(exc).__name__}: {exc}") from exc
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

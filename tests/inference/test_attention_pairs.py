@@ -1,0 +1,96 @@
+"""iter_attention_pair: labels of each side, same model = perfect agreement, random-init baseline, heads checked
+before any work, and the memory bound measured in a child process over 400 tiles of a large generated slide
+(benchmarks/attention_memory.py: 1,000 tiles with the real models)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_pathdistill.inference.attention import num_heads, spec_heads
+from napari_pathdistill.inference.attention_pairs import AttentionPair, iter_attention_pair, random_init
+from napari_pathdistill.models import load_model
+from napari_pathdistill.models.factory import resolve_spec
+from napari_pathdistill.models.testing import tiny_model
+from napari_pathdistill.progress import Progress, drain
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "attention_memory.py"
+
+
+def test_same_model_on_both_sides_agrees_perfectly_and_sides_are_labelled(cmu_svs):
+    vit, cnn = tiny_model(tile_px=56), tiny_model("cnn", tile_px=56)
+    items = list(iter_attention_pair(vit, vit, cmu_svs, max_tiles=40, heads=(1, 1), batch_size=8))
+    pair = items[-1]
+    assert isinstance(pair, AttentionPair) and all(isinstance(i, Progress) for i in items[:-1])
+    done = [i.done for i in items[:-1] if i.stage == "attention"]
+    assert done == [8, 16, 24, 32, 40]  # streamed in batches
+    np.testing.assert_allclose(pair.tile_r[np.isfinite(pair.tile_r)], 1.0, atol=1e-5)
+    np.testing.assert_allclose(pair.tile_overlap, 1.0)
+    assert pair.overall_r == pytest.approx(1.0) and pair.overall_overlap == pytest.approx(1.0)
+    assert (
+        pair.hist_counts.sum() == np.isfinite(pair.tile_r).sum()
+        and pair.hist_counts[-1] == pair.hist_counts.sum()
+    )
+    assert pair.teacher_map.dtype == np.float16 and np.nanmax(np.abs(pair.difference)) == 0
+    assert pair.sources[0].label() == "teacher: tiny-vit, last-block attention, head 1"
+    mixed = drain(iter_attention_pair(cnn, vit, cmu_svs, max_tiles=12, mode="rollout"))
+    assert mixed.sources[0].label() == "teacher: tiny-cnn, Grad-CAM"
+    assert mixed.sources[1].label() == "student: tiny-vit, attention rollout, head mean"
+    assert mixed.teacher_map.shape == mixed.student_map.shape  # a 2x2 Grad-CAM and a 4x4 ViT map, one canvas
+    assert -1 <= mixed.overall_r <= 1 and 0 <= mixed.overall_overlap <= 1
+
+
+def test_random_init_baseline_has_the_architecture_but_other_weights():
+    student = load_model("pathdistill-student", device="cpu")
+    rnd = random_init(student)
+    assert rnd.spec.name == "pathdistill-student (random init)" and rnd.spec.arch == student.spec.arch
+    a, b = student.module.state_dict(), rnd.module.state_dict()
+    assert a.keys() == b.keys() and not np.allclose(
+        a["blocks.0.attn.qkv.weight"], b["blocks.0.attn.qkv.weight"]
+    )
+
+
+def test_head_range_comes_from_the_model_and_is_checked_before_any_work(cmu_svs):
+    student = load_model("pathdistill-student", device="cpu")
+    assert num_heads(student) == 3 == spec_heads(resolve_spec("pathdistill-student"))
+    assert (
+        spec_heads(resolve_spec("h-optimus-0")) == 24
+        and spec_heads(resolve_spec("efficientnet-lite2-imagenet")) == 0
+    )
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"head 3 out of range: pathdistill-student has 3 heads \(0-2"):
+        next(iter_attention_pair(tiny_model("cnn"), student, cmu_svs, heads=(None, 3)))
+    assert time.perf_counter() - t0 < 1.0  # not after ~35 s of tiles
+
+
+def test_peak_memory_is_bounded_over_many_tiles_of_a_large_generated_slide(tmp_path):
+    """The benchmark's child process: peak RSS increase < 500 MB, and flat from the first to the last batch."""
+    args = [
+        "--tiny",
+        "--tile-px",
+        "56",
+        "--tiles",
+        "400",
+        "--side",
+        "8192",
+        "--batch-size",
+        "16",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RSS before"))
+    assert "peak increase" in line and "load average before" in proc.stdout
+    res = json.loads(
+        next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")).removeprefix("RESULT ")
+    )
+    assert res["tiles"] == 400 and res["peak_reset"]
+    assert res["peak_increase_mb"] < 500, res
+    assert res["stream_growth_mb"] < 100, res  # nothing accumulates per tile
