@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from napari_pathdistill.errors import Cancelled
 from napari_pathdistill.inference.attention import num_heads, spec_heads
 from napari_pathdistill.inference.attention_pairs import AttentionPair, iter_attention_pair, random_init
 from napari_pathdistill.models import load_model
@@ -44,6 +46,17 @@ def test_same_model_on_both_sides_agrees_perfectly_and_sides_are_labelled(cmu_sv
     assert mixed.sources[1].label() == "student: tiny-vit, attention rollout, head mean"
     assert mixed.teacher_map.shape == mixed.student_map.shape  # a 2x2 Grad-CAM and a 4x4 ViT map, one canvas
     assert -1 <= mixed.overall_r <= 1 and 0 <= mixed.overall_overlap <= 1
+
+
+def test_cancel_stops_between_batches(cmu_svs):
+    vit = tiny_model(tile_px=56)
+    cancel = threading.Event()
+    items = iter_attention_pair(vit, vit, cmu_svs, max_tiles=40, batch_size=8, cancel=cancel)
+    done = [next(items) for _ in range(2)]  # finding tissue, first batch
+    assert done[-1].stage == "attention" and done[-1].done == 8
+    cancel.set()
+    with pytest.raises(Cancelled):
+        next(items)
 
 
 def test_random_init_baseline_has_the_architecture_but_other_weights():
