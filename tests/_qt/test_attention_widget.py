@@ -56,6 +56,17 @@ def test_side_by_side_labelled_maps_and_agreement(
     assert widget.histogram.value.startswith("per-tile r  -1 [") and "(6 tiles)" in widget.histogram.value
     widget.opacity.value = 0.25
     assert t.opacity == pytest.approx(0.25)
+    # the student side as its own random initialisation: a new, named layer replaces the old one
+    widget.student_weights.value = "random init"
+    widget.run()
+    wait_for(widget)
+    baseline = widget.result
+    assert baseline is not pair and baseline.sources[1].model == "tiny-vit (random init)"
+    names = [layer.name for layer in viewer.layers]
+    assert (
+        "student: tiny-vit (random init), last-block attention, head 1" in names and student_name not in names
+    )
+    assert baseline.overall_r < 0.99
 
 
 def test_head_range_is_the_model_s(make_napari_viewer, tiny_vit):
