@@ -75,8 +75,8 @@ def attention() -> None:
     wait(w)
     viewer.reset_view()
     shoot(viewer, "attention_widget.png")
-    viewer.camera.center = (0, 900.0, 500.0)
-    viewer.camera.zoom *= 2.5
+    viewer.scene.camera.center = (0, 900.0, 500.0)
+    viewer.scene.camera.zoom *= 2.5
     w.region.value, w.student_weights.value = "tiles in current view", "random init"
     w.run()
     wait(w)

@@ -92,12 +92,14 @@ def test_tiles_in_view_follow_the_camera(make_napari_viewer, cmu_svs, open_slide
     viewer.reset_view()
     mpp = slide.scale[-1]
     centre = np.array([2200.0, 700.0])  # level-0 (y, x): lower left of the 2967 x 2220 slide
-    viewer.camera.center = tuple(centre * mpp)
-    viewer.camera.zoom = viewer.camera.zoom * 2.5
+    viewer.scene.camera.center = tuple(centre * mpp)
+    viewer.scene.camera.zoom = viewer.scene.camera.zoom * 2.5
     x0, y0, x1, y1 = view_bbox_level0(viewer, slide)
     np.testing.assert_allclose([(y0 + y1) / 2, (x0 + x1) / 2], centre, atol=1.0)
     h, w = viewer.canvas.viewbox_size(viewer.layers)
-    np.testing.assert_allclose([y1 - y0, x1 - x0], np.array([h, w]) / viewer.camera.zoom / mpp, rtol=1e-6)
+    np.testing.assert_allclose(
+        [y1 - y0, x1 - x0], np.array([h, w]) / viewer.scene.camera.zoom / mpp, rtol=1e-6
+    )
     assert x1 - x0 < 2220 and y1 - y0 < 2967  # a part of the slide, not all of it
     # grid mode: one cell is half the canvas, so half the width is in view
     viewer.add_image(np.zeros((4, 4)), name="other")

@@ -57,13 +57,26 @@ def view_bbox_level0(
     The camera's centre and zoom (screen px per world unit) and the size of one viewbox (the canvas, or a grid
     cell in grid mode) give the world rectangle on screen; the layer's transform takes it to level-0 pixels.
     """
-    cy, cx = np.asarray(viewer.camera.center, dtype=float)[-2:]
-    h, w = np.asarray(viewer.canvas.viewbox_size(viewer.layers), dtype=float)
-    half_y, half_x = h / 2 / viewer.camera.zoom, w / 2 / viewer.camera.zoom
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9; viewer.camera before (deprecated since)
+    camera = scene.camera if scene is not None else viewer.camera
+    cy, cx = np.asarray(camera.center, dtype=float)[-2:]
+    h, w = np.asarray(_viewbox_size(viewer), dtype=float)
+    half_y, half_x = h / 2 / camera.zoom, w / 2 / camera.zoom
     lo = np.asarray(layer.world_to_data([cy - half_y, cx - half_x]))[-2:]
     hi = np.asarray(layer.world_to_data([cy + half_y, cx + half_x]))[-2:]
     (y0, y1), (x0, x1) = sorted((lo[0], hi[0])), sorted((lo[1], hi[1]))
     return float(x0), float(y0), float(x1), float(y1)
+
+
+def _viewbox_size(viewer: napari.viewer.Viewer) -> tuple[float, float]:
+    """(h, w) screen px of one viewbox: the canvas, or one grid cell in grid mode."""
+    canvas = getattr(viewer, "canvas", None)
+    if canvas is not None and hasattr(canvas, "viewbox_size"):
+        return tuple(canvas.viewbox_size(viewer.layers))  # type: ignore[return-value]
+    size = np.asarray(viewer._canvas_size, dtype=float)  # older napari
+    if viewer.grid.enabled:
+        size = size / np.asarray(viewer.grid.actual_shape(len(viewer.layers)))
+    return float(size[0]), float(size[1])
 
 
 def r_histogram(counts: np.ndarray, edges: np.ndarray) -> str:
