@@ -67,7 +67,9 @@ def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, ti
     np.testing.assert_array_equal(reg.data, checkerboard(view.a, view.b_in_a))
     side = int(np.ceil(max(view.a.shape[:2]) / 8))
     np.testing.assert_array_equal(reg.data[:side, :side], view.a[:side, :side])  # a square of A ...
-    np.testing.assert_array_equal(reg.data[:side, side : 2 * side], view.b_in_a[:side, side : 2 * side])  # of B
+    np.testing.assert_array_equal(
+        reg.data[:side, side : 2 * side], view.b_in_a[:side, side : 2 * side]
+    )  # of B
     assert reg.opacity == 1.0 and reg.visible
     widget.view_mode.value = "hidden"
     assert not viewer.layers[f"{a.name} registered B"].visible

@@ -21,4 +21,7 @@ def test_docs_pair_csv_paths_exist(name: str, shared_data: Path) -> None:
 
 
 def test_every_csv_in_docs_pairs_is_covered() -> None:
-    assert sorted(p.name for p in DOCS_PAIRS.glob("*.csv")) == ["birl_anhir_pairs.csv", "os2_scanner_pair.csv"]
+    assert sorted(p.name for p in DOCS_PAIRS.glob("*.csv")) == [
+        "birl_anhir_pairs.csv",
+        "os2_scanner_pair.csv",
+    ]

@@ -95,7 +95,9 @@ def iter_batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def read_readable_tiles(pyramid: Pyramid, grid: TileGrid, indices: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+def read_readable_tiles(
+    pyramid: Pyramid, grid: TileGrid, indices: Sequence[int]
+) -> tuple[np.ndarray, list[int]]:
     """``read_tiles``, with the tiles that cannot be decoded flat grey: ((B, px, px, 3) uint8, their positions
     in ``indices``). A batch is read tile by tile only when it holds a corrupt tile."""
     from napari_pathdistill.errors import CorruptTileError
