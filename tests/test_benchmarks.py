@@ -118,3 +118,13 @@ def test_student_arch_benchmark_times_every_candidate_against_the_teacher() -> N
     assert set(res) == set(bench.CANDIDATES)
     assert res[bench.TEACHER]["x_teacher"] == 1.0
     assert all(r["tiles_s"] > 0 and r["params_m"] > 0 for r in res.values())
+
+
+def test_feature_maps_benchmark_runs_on_a_small_matrix() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        bench = importlib.import_module("feature_maps")
+    finally:
+        sys.path.remove(str(BENCH))
+    res = bench.main(["--n", "3000", "--dim", "64", "--k", "3", "--exact-rows", "500"])
+    assert len(res) == 5 and all(sec >= 0 and mb >= 0 for sec, mb in res.values())

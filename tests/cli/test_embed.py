@@ -143,3 +143,32 @@ def test_stale_lock_of_a_dead_process_is_taken_over(cmu_svs, ckpt, tmp_path) -> 
     with pytest.raises(SlideBusyError, match=f"pid {os.getppid()}"):
         embed_slide(cmu_svs, model, tmp_path, mpp=4.0, min_tissue=0.0, overwrite=True)
     assert lock.exists()  # not ours: left alone
+
+
+def test_num_workers_sets_the_reader_threads_and_keeps_the_features(
+    cmu_svs, ckpt, tmp_path, monkeypatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from napari_pathdistill.inference import cohort_slide
+    from napari_pathdistill.inference import embed as embed_mod
+
+    pools: list[int] = []
+
+    class Recording(ThreadPoolExecutor):
+        def __init__(self, max_workers=None, **kw):
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers, **kw)
+
+    monkeypatch.setattr(embed_mod, "ThreadPoolExecutor", Recording)
+    assert _embed([cmu_svs], ckpt, tmp_path / "a", "--num-workers", "4") == 0
+    assert _embed([cmu_svs], ckpt, tmp_path / "b", "--num-workers", "1") == 0
+    assert _embed([cmu_svs], ckpt, tmp_path / "c") == 0  # default on CPU
+    assert pools == [4, 1, 2]
+    a, b = (h5py.File(tmp_path / d / f"{cmu_svs.stem}.h5") for d in "ab")
+    with a, b:
+        np.testing.assert_array_equal(a["features"][:], b["features"][:])
+    assert cohort_slide.reader_threads(torch.device("cpu")) == 2
+    assert cohort_slide.reader_threads(torch.device("cuda")) >= 2

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="level-0 um/px of slides whose file states none (slides with an MPP keep theirs)")  # fmt: skip
     p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a tile (0: all)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="tile-reading threads per slide (default: up to 16 on CUDA, enough to feed a GPU; 2 on CPU)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="autocast dtype (auto: bf16 on CUDA, fp32 elsewhere)")  # fmt: skip
@@ -54,7 +56,7 @@ def _options(args: argparse.Namespace):
         model=args.model, out_dir=args.out, device=args.device, amp=args.amp, tile_px=args.tile_px,
         mpp=args.mpp, fallback_mpp=args.mpp_override, min_tissue=args.min_tissue, batch_size=args.batch_size,
         formats=tuple(f.strip() for f in args.format.split(",") if f.strip()), overwrite=args.overwrite,
-        slide_timeout=args.slide_timeout or None,
+        slide_timeout=args.slide_timeout or None, num_workers=args.num_workers,
     )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError
 from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings, tile_geometry
-from napari_pathdistill.metrics.features import cosine_to, kmeans_labels, pca_rgb, principal_components
+from napari_pathdistill.metrics.features import cosine_to, kmeans_labels, principal_components, scores_rgb
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, relabel
 from napari_pathdistill.wsi.pyramid import open_pyramid
@@ -99,12 +99,13 @@ def build_slide_map(result: EmbeddingResult, k: int, seed: int = 0) -> SlideMap:
     n = len(feats)
     k = max(1, min(k, n))
     index_image, scale, translate = grid_to_image(grid, np.arange(1, n + 1, dtype=np.int32), fill=0)
+    pcs = principal_components(feats, 3, dtype=np.float64)  # once: colours and the pc1..pc3 columns
     return SlideMap(
         features=feats,
         grid=grid,
-        rgb=pca_rgb(feats),
+        rgb=scores_rgb(pcs),
         clusters=kmeans_labels(feats, k, seed=seed),
-        pcs=principal_components(feats),
+        pcs=pcs.astype(np.float32),
         index_image=index_image.astype(np.int32),
         scale=tuple(scale),  # type: ignore[arg-type]
         translate=tuple(translate),  # type: ignore[arg-type]

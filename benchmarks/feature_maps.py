@@ -1,0 +1,76 @@
+"""Benchmark: PCA colours, k-means clusters and click-similarity on a whole slide's features (issue 12, item 5).
+
+Builds (N, D) float32 features with cluster structure (default 100,000 x 1,536: a large slide embedded with
+H0-mini's CLS + mean-patch embedding), then times each call of ``metrics.features`` the Embed widget makes, with
+the peak memory it adds (``tracemalloc``: numpy's allocations), side by side with the exact methods
+(full SVD, full k-means) on a subsample for the ratio. Run from the repository root::
+
+    python benchmarks/feature_maps.py [--n 100000] [--dim 1536] [--k 8]
+
+Targets: PCA and k-means of 100k x 1536 in < 5 s and < 1 GB each; a click's cosine map well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+
+
+def features(n: int, dim: int, k: int, seed: int = 0) -> np.ndarray:
+    """(n, dim) float32 rows around k random centres (unit noise), like tissue classes in embedding space."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, dim)).astype(np.float32) * 2
+    out = rng.standard_normal((n, dim), dtype=np.float32)
+    out += centres[rng.integers(0, k, n)]
+    return out
+
+
+def measure(fn: Callable[[], object]) -> tuple[float, float]:
+    """(seconds, peak MB allocated during the call) of ``fn()``."""
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return seconds, peak
+
+
+def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
+    from sklearn.cluster import KMeans
+
+    from napari_pathdistill.metrics.features import cosine_to, kmeans_labels, l2_normalise, pca_rgb
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=1536)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--exact-rows", type=int, default=10_000, help="subsample for the exact methods' ratio")
+    args = p.parse_args(argv)
+    x = features(args.n, args.dim, args.k)
+    sub = x[: args.exact_rows]
+    res = {
+        "PCA colours (pca_rgb)": measure(lambda: pca_rgb(x)),
+        "k-means clusters (kmeans_labels)": measure(lambda: kmeans_labels(x, args.k)),
+        "click: cosine to one tile (cosine_to)": measure(lambda: cosine_to(x, 123)),
+        f"exact SVD, first {len(sub):,} rows": measure(
+            lambda: np.linalg.svd(sub - sub.mean(0), full_matrices=False)
+        ),
+        f"full k-means, first {len(sub):,} rows": measure(
+            lambda: KMeans(args.k, n_init=4, random_state=0).fit(l2_normalise(sub, dtype=np.float32))
+        ),
+    }
+    print(f"{args.n:,} x {args.dim} float32 features ({x.nbytes / 2**20:.0f} MB), k={args.k}; "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
+    for name, (sec, mb) in res.items():
+        print(f"  {name:42s} {sec:7.2f} s   peak +{mb:7.0f} MB")
+    return res
+
+
+if __name__ == "__main__":
+    main()
