@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import torch
+from napari_pathdistill._native import preload_triton
+
+preload_triton()  # before torch: this may be the first torch import after napari started OpenGL (see _native)
+
+import torch  # noqa: E402
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
