@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -50,14 +51,30 @@ def test_layers_are_aligned_and_carry_features(embedded):
     size = res.grid.size_level0
     expected = (res.grid.coords[:, ::-1] + (size - 1) / 2) * mpp
     np.testing.assert_allclose(res.tile_centers(), expected, atol=mpp.max())
-    # the features table has one row per label value (0 = background) and matches the clusters raster
+    # the raster holds tile ids and the features table has one row per label value (0 = background): hovering
+    # any tile shows that tile's row (its id, cluster, position), and it is drawn in its cluster's colour
     table = labels.features
     assert len(table) == n + 1 and list(table.columns[:5]) == ["tile", "x", "y", "cluster", "tissue_fraction"]
-    assert set(np.unique(labels.data)) - {0} <= set(range(1, 4))
+    palette = {}
     for i in range(n):
         r, c = np.argwhere(res.index_image == i + 1)[0]
-        assert labels.data[r, c] == table["cluster"][i + 1] == res.clusters[i]
+        value = labels.data[r, c]
+        assert value == i + 1 and table["tile"][value] == i and table["cluster"][value] == res.clusters[i]
+        colour = tuple(np.round(labels.get_color(int(value)), 4))
+        assert palette.setdefault(int(res.clusters[i]), colour) == colour  # one colour per cluster
+    assert len(set(palette.values())) == len(palette)  # different clusters, different colours
     assert "cluster 1" in widget.legend.value or "cluster 2" in widget.legend.value
+
+
+def test_hover_status_names_the_tile_under_the_cursor_and_its_cluster(embedded):
+    viewer, slide, widget = embedded
+    res = widget.result
+    labels = viewer.layers[f"{slide.name} clusters"]
+    centers = res.tile_centers()
+    for i in (0, len(centers) // 2, len(centers) - 1):  # several tiles, in several clusters
+        status = labels.get_status(tuple(centers[i]), world=True)
+        text = status["coordinates"]  # e.g. "[12, 40]: 7; tile: 6, x: ..., cluster: 2, ..."
+        assert re.search(rf"\btile: {i},", text) and re.search(rf"\bcluster: {res.clusters[i]},", text), text
 
 
 def test_click_shows_most_similar_tiles(embedded):
@@ -130,6 +147,7 @@ def test_real_mouse_clicks_pick_tiles_and_drags_do_not(embedded, qtbot):
         assert points.features["tile"].iloc[0] == query
         assert viewer.layers.selection.active is viewer.layers[f"{slide.name} clusters"]
     before = viewer.layers["similar tiles"]
+    assert len([layer for layer in viewer.layers if layer.name == "similar tiles"]) == 1  # updated in place
     canvas, pos = _canvas_point(viewer, centers[0])
     qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=pos)
     qtbot.mouseMove(canvas, pos + type(pos)(40, 40))

@@ -84,17 +84,21 @@ class EmbedWidget(Container):
         rgba = np.concatenate([result.raster(result.rgb), (result.index_image > 0)[..., None]], axis=-1)
         upsert_layer(self.viewer, "image", rgba.astype(np.float32), f"{name} embedding map", rgb=True, **geo,
                      opacity=0.7, metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
-        labels = upsert_layer(self.viewer, "labels", result.raster(result.clusters).astype(np.int32),
-                              f"{name} clusters", opacity=0.5, features=result.feature_table(), **geo)  # fmt: skip
-        self._set_legend(labels, result)
+        # the raster holds tile ids, so napari's hover looks up the hovered tile's row of ``features``; the
+        # colours come from each tile's cluster
+        labels = upsert_layer(self.viewer, "labels", result.index_image.astype(np.int32), f"{name} clusters",
+                              opacity=0.5, features=result.feature_table(), colormap=cluster_colormap(result.clusters),
+                              **geo)  # fmt: skip
+        self._set_legend(result)
         self._labels_name = labels.name
         self.viewer.layers.selection.active = labels
 
-    def _set_legend(self, labels: Any, result: SlideMap) -> None:
+    def _set_legend(self, result: SlideMap) -> None:
         ids, counts = np.unique(result.clusters, return_counts=True)
+        palette = cluster_palette(int(ids.max()))
         rows = []
         for i, n in zip(ids, counts, strict=True):
-            r, g, b, _ = (np.asarray(labels.get_color(int(i))) * 255).astype(int)
+            r, g, b, _ = (palette[int(i)] * 255).astype(int)
             rows.append(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span> cluster {i}: {n} tiles")
         self.legend.value = "<br>".join(rows)
 
@@ -128,10 +132,34 @@ class EmbedWidget(Container):
         }
         size = float(min(self.result.scale)) * 0.6
         symbols = ["star"] + ["disc"] * len(idx)
-        layer = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
-                             face_color="cosine", symbol=symbols, units=_units(self.slide.value), face_colormap="magma", border_color="white")  # fmt: skip
+        layer = self.viewer.layers["similar tiles"] if "similar tiles" in self.viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
+        if isinstance(layer, napari.layers.Points):  # in place: removing a layer costs a napari gc pass
+            layer.data, layer.features, layer.size, layer.symbol = pts, features, size, symbols
+            layer.face_color = "cosine"
+            layer.refresh()
+        else:
+            layer = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
+                                 face_color="cosine", symbol=symbols, units=_units(self.slide.value),
+                                 face_colormap="magma", border_color="white")  # fmt: skip
         self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
         # keep the clusters active: hovering shows their features in the status bar, as before the click
         if self._labels_name in self.viewer.layers:
             self.viewer.layers.selection.active = self.viewer.layers[self._labels_name]
         return layer
+
+
+def cluster_palette(k: int) -> np.ndarray:
+    """(k + 1, 4) RGBA: transparent for 0, then napari's label colours for clusters 1..k."""
+    from napari.utils.colormaps import label_colormap
+
+    return np.asarray(label_colormap(max(k, 1) + 1).map(np.arange(k + 1)), dtype=np.float32)
+
+
+def cluster_colormap(clusters: np.ndarray) -> Any:
+    """Colours for a raster of tile ids 1..N: tile i + 1 gets the colour of its cluster ``clusters[i]``."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    palette = cluster_palette(int(clusters.max()) if len(clusters) else 1)
+    colors: dict[int | None, np.ndarray] = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
+    colors.update({i + 1: palette[int(c)] for i, c in enumerate(clusters)})
+    return DirectLabelColormap(color_dict=colors)
