@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from napari_pathdistill import __version__
 
 #: sub-command modules, in the order shown by --help
-SUBCOMMANDS = ("view", "tiles", "embed", "eval", "models")
+SUBCOMMANDS = ("view", "tiles", "embed", "qupath", "eval", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,157 @@
+"""QuPath interop: tile results as a GeoJSON FeatureCollection QuPath imports (File > Import objects).
+
+Each tile becomes a square ``Polygon`` in level-0 pixel coordinates (QuPath's image space), with
+``properties.objectType`` (``"detection"`` by default, so thousands of tiles stay light in QuPath; or
+``"annotation"``), ``properties.classification = {"name": ..., "color": [r, g, b]}`` (QuPath >= 0.3 reads
+``color``) and measurements such as the cosine similarity. Three exports: k-means clusters of a slide's
+features, the tiles most similar to a query tile, and the tiles whose similarity passes a threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_pathdistill.atomic import atomic_write_text
+from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.metrics.features import cosine_to, kmeans_labels
+
+#: qualitative colours for clusters 1..20 (matplotlib's tab20), as 0-255 RGB
+_TAB20 = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+    (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
+    (219, 219, 141), (158, 218, 229),
+]  # fmt: skip
+
+
+def tiles_geojson(
+    coords: np.ndarray,
+    size_level0: float,
+    classes: list[str],
+    colors: dict[str, tuple[int, int, int]],
+    *,
+    measurements: dict[str, np.ndarray] | None = None,
+    object_type: str = "detection",
+) -> dict[str, Any]:
+    """A QuPath FeatureCollection of square tiles.
+
+    Args:
+        coords: (N, 2) level-0 (x, y) top-left corners.
+        size_level0: tile side in level-0 pixels.
+        classes: (N,) classification name per tile.
+        colors: classification name -> (r, g, b) 0-255.
+        measurements: name -> (N,) values, stored as QuPath measurements.
+        object_type: ``"detection"`` or ``"annotation"``.
+
+    Returns:
+        The GeoJSON dict (``json.dumps`` it, or :func:`write_geojson`).
+    """
+    if object_type not in ("detection", "annotation"):
+        raise ValueError(f"object_type must be detection or annotation, got {object_type!r}")
+    xy = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    if len(classes) != len(xy):
+        raise ValueError(f"{len(classes)} class names for {len(xy)} tiles")
+    meas = {k: np.asarray(v, dtype=np.float64) for k, v in (measurements or {}).items()}
+    features = []
+    for i, (x, y) in enumerate(xy):
+        x1, y1 = x + size_level0, y + size_level0
+        props: dict[str, Any] = {
+            "objectType": object_type,
+            "classification": {"name": classes[i], "color": list(colors[classes[i]])},
+        }
+        if meas:
+            props["measurements"] = {k: float(v[i]) for k, v in meas.items()}
+        features.append({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x1, y], [x1, y1], [x, y1], [x, y]]]},
+            "properties": props,
+        })  # fmt: skip
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_geojson(collection: dict[str, Any], path: str | Path) -> Path:
+    """Write a FeatureCollection atomically (UTF-8 JSON); returns the path."""
+    return atomic_write_text(path, json.dumps(collection))
+
+
+def read_features(h5_path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """(features (N, D), coords (N, 2) level-0 xy, tile side in level-0 px) of an embedding HDF5 file."""
+    import h5py
+
+    with h5py.File(h5_path, "r") as f:
+        if "features" not in f or "coords" not in f:
+            raise PathDistillError(
+                f"{h5_path} has no 'features' and 'coords' datasets: not an embedding file."
+            )
+        size = _tile_side_level0(dict(f.attrs), dict(f["coords"].attrs))
+        if size is None:
+            raise PathDistillError(f"{h5_path} does not say its tile size (attr patch_size_level0).")
+        return f["features"][()], f["coords"][()], float(size)
+
+
+def _tile_side_level0(file_attrs: dict, coords_attrs: dict) -> float | None:
+    """Tile side in level-0 px: ours/TRIDENT's ``patch_size_level0`` (file or coords attrs), else CLAM's
+    ``patch_size`` at ``patch_level`` times its ``downsample`` (1 at level 0)."""
+    for attrs in (file_attrs, coords_attrs):
+        if "patch_size_level0" in attrs:
+            return float(attrs["patch_size_level0"])
+    if "patch_size" in coords_attrs:
+        down = (
+            np.ravel(coords_attrs.get("downsample", [1.0]))[0]
+            if int(coords_attrs.get("patch_level", 0))
+            else 1.0
+        )
+        return float(coords_attrs["patch_size"]) * float(down)
+    return None
+
+
+def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, Any]:
+    """k-means clusters of a slide's tiles as QuPath classes ``cluster 1..k``."""
+    feats, coords, size = read_features(h5_path)
+    labels = kmeans_labels(feats, k, seed=seed)
+    names = [f"cluster {int(c)}" for c in labels]
+    colors = {f"cluster {c}": _TAB20[(c - 1) % len(_TAB20)] for c in range(1, int(labels.max()) + 1)}
+    return tiles_geojson(coords, size, names, colors)
+
+
+def similar_collection(
+    h5_path: str | Path, query: int, *, top_k: int | None = None, threshold: float | None = None
+) -> dict[str, Any]:
+    """The query tile (class ``query``) and the tiles most similar to it (class ``similar``), by cosine.
+
+    Args:
+        h5_path: the embedding file.
+        query: row of the query tile.
+        top_k: keep the k most similar tiles, or
+        threshold: keep every tile with cosine >= threshold.
+    """
+    feats, coords, size = read_features(h5_path)
+    if not 0 <= query < len(feats):
+        raise PathDistillError(f"query tile {query} is out of range: the file has {len(feats)} tiles.")
+    if (top_k is None) == (threshold is None):
+        raise ValueError("give exactly one of top_k or threshold")
+    cos = cosine_to(feats, query)
+    others = np.flatnonzero(np.arange(len(cos)) != query)
+    if top_k is not None:
+        keep = others[np.argsort(-cos[others], kind="stable")[:top_k]]
+    else:
+        keep = others[cos[others] >= threshold]
+    rows = np.r_[query, keep]
+    names = ["query"] + ["similar"] * len(keep)
+    colors = {"query": (255, 215, 0), "similar": (220, 20, 60)}
+    return tiles_geojson(coords[rows], size, names, colors, measurements={"cosine": cos[rows]})
+
+
+def tile_at(coords: np.ndarray, size_level0: float, x: float, y: float) -> int:
+    """Row of the tile containing level-0 point (x, y); raises PathDistillError when none does."""
+    xy = np.asarray(coords, dtype=np.float64)
+    inside = np.flatnonzero(
+        (xy[:, 0] <= x) & (x < xy[:, 0] + size_level0) & (xy[:, 1] <= y) & (y < xy[:, 1] + size_level0)
+    )
+    if not len(inside):
+        raise PathDistillError(f"no embedded tile contains level-0 point ({x:g}, {y:g}).")
+    return int(inside[0])

@@ -1,0 +1,89 @@
+"""QuPath GeoJSON export of tile clusters and similar tiles (core and ``pathdistill qupath``), on a real slide's
+embedding and on a CLAM-layout file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_pathdistill.cli.main import main
+from napari_pathdistill.inference import qupath
+from napari_pathdistill.inference.embed import embed_slide
+from napari_pathdistill.metrics.features import cosine_to
+from napari_pathdistill.models.testing import tiny_model
+
+
+@pytest.fixture(scope="module")
+def h5(cmu_svs: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("qupath")
+    return embed_slide(cmu_svs, tiny_model("vit"), out, mpp=4.0, min_tissue=0.0, batch_size=16)
+
+
+def _squares_ok(collection: dict, coords: np.ndarray, size: float) -> None:
+    for feat, (x, y) in zip(collection["features"], coords, strict=True):
+        ring = feat["geometry"]["coordinates"][0]
+        assert feat["geometry"]["type"] == "Polygon" and ring[0] == ring[-1] and len(ring) == 5
+        assert ring[0] == [x, y] and ring[2] == [x + size, y + size]
+
+
+def test_clusters_as_qupath_classes_with_one_colour_each(h5: Path, tmp_path: Path) -> None:
+    feats, coords, size = qupath.read_features(h5)
+    col = qupath.cluster_collection(h5, 3)
+    assert col["type"] == "FeatureCollection" and len(col["features"]) == len(feats)
+    _squares_ok(col, coords, size)
+    colours: dict[str, tuple] = {}
+    for feat in col["features"]:
+        cls = feat["properties"]["classification"]
+        assert feat["properties"]["objectType"] == "detection" and cls["name"].startswith("cluster ")
+        assert colours.setdefault(cls["name"], tuple(cls["color"])) == tuple(cls["color"])
+    assert 1 < len(colours) <= 3 and len(set(colours.values())) == len(colours)
+    path = qupath.write_geojson(col, tmp_path / "c.geojson")
+    assert json.loads(path.read_text()) == col
+
+
+def test_similar_tiles_top_k_and_threshold(h5: Path) -> None:
+    feats, _, _ = qupath.read_features(h5)
+    cos = cosine_to(feats, 4)
+    top = qupath.similar_collection(h5, 4, top_k=5)
+    names = [f["properties"]["classification"]["name"] for f in top["features"]]
+    got = [f["properties"]["measurements"]["cosine"] for f in top["features"]]
+    assert names == ["query"] + ["similar"] * 5 and got[0] == pytest.approx(1.0, abs=1e-5)
+    assert got[1:] == sorted(got[1:], reverse=True)
+    np.testing.assert_allclose(got[1:], np.sort(np.delete(cos, 4))[::-1][:5], rtol=1e-5)
+    thr = float(np.median(cos))
+    kept = qupath.similar_collection(h5, 4, threshold=thr)["features"][1:]
+    assert len(kept) == int((np.delete(cos, 4) >= thr).sum())
+    with pytest.raises(Exception, match="out of range"):
+        qupath.similar_collection(h5, len(feats), top_k=3)
+
+
+def test_cli_similar_to_a_point_and_clear_errors(h5: Path, tmp_path: Path, capsys) -> None:
+    _, coords, size = qupath.read_features(h5)
+    x, y = coords[7] + size / 2
+    out = tmp_path / "s.geojson"
+    assert main(["qupath", str(h5), "--out", str(out), "--similar-to", f"{x},{y}", "--top-k", "3"]) == 0
+    col = json.loads(out.read_text())
+    assert col["features"][0]["geometry"]["coordinates"][0][0] == list(coords[7].astype(float))
+    assert main(["qupath", str(h5), "--out", str(out), "--similar-to=-50,-50"]) == 1
+    assert "no embedded tile contains level-0 point (-50, -50)" in capsys.readouterr().err
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f["x"] = np.zeros(3)
+    assert main(["qupath", str(bad), "--out", str(out), "--clusters", "2"]) == 1
+    assert "not an embedding file" in capsys.readouterr().err
+
+
+def test_clam_layout_tile_side_from_patch_size_and_level(tmp_path: Path) -> None:
+    path = tmp_path / "clam.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f["features"] = rng.standard_normal((12, 8)).astype(np.float32)
+        c = f.create_dataset("coords", data=np.stack([np.arange(12) * 512, np.zeros(12)], 1).astype(np.int64))
+        c.attrs.update({"patch_size": 256, "patch_level": 1, "downsample": [2.0, 2.0]})
+    _, _, size = qupath.read_features(path)
+    assert size == 512.0
+    assert len(qupath.cluster_collection(path, 2)["features"]) == 12
