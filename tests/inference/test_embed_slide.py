@@ -6,6 +6,7 @@ import threading
 
 import h5py
 import numpy as np
+import pytest
 
 from napari_pathdistill.cli.main import main
 from napari_pathdistill.inference.embed import embed_slide
@@ -65,3 +66,15 @@ def test_cli_equals_python_api(cmu_svs, tmp_path):
         plism = np.load(next((tmp_path / "cli").glob("*/*/features.npy")))
         np.testing.assert_array_equal(plism[:, 3:], c["features"][()])
         np.testing.assert_array_equal(plism[:, 1:3], c["coords"][()])
+
+
+def test_a_tile_size_the_vit_cannot_take_is_a_clear_message(cmu_svs, tmp_path) -> None:
+    from napari_pathdistill.errors import PathDistillError
+    from napari_pathdistill.inference.embed import tile_geometry
+
+    vit = tiny_model("vit")
+    with pytest.raises(PathDistillError, match=r"takes 56 px tiles only .* got tile px 112"):
+        embed_slide(cmu_svs, vit, tmp_path, tile_px=112, mpp=4.0, min_tissue=0.0)
+    assert not list(tmp_path.iterdir())  # nothing written
+    assert tile_geometry(vit, None, None) == (56, vit.spec.mpp)
+    assert tile_geometry(tiny_model("cnn"), 112, None)[0] == 112  # a CNN takes any size

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid
@@ -38,8 +40,31 @@ class EmbeddingResult:
 
 def tile_geometry(model: EmbeddingModel, tile_px: int | None, mpp: float | None) -> tuple[int, float]:
     """``(tile_px, mpp)`` of the tiles to cut for ``model``: each one, when None (or 0), is the model's own
-    (``model.spec.tile_px`` / ``model.spec.mpp``, its training resolution)."""
-    return int(tile_px or model.spec.tile_px), float(mpp or model.spec.mpp)
+    (``model.spec.tile_px`` / ``model.spec.mpp``, its training resolution).
+
+    Raises:
+        PathDistillError: ``tile_px`` differs from the input size of a model that only takes its own (a ViT
+            with a fixed position-embedding grid), instead of timm's AssertionError at the first batch.
+    """
+    px = int(tile_px or model.spec.tile_px)
+    fixed = _fixed_input_px(model.module)
+    if fixed is not None and px != fixed:
+        raise PathDistillError(
+            f"{model.spec.name} takes {fixed} px tiles only (its patch grid is fixed); got tile px {px}. Use "
+            f"{fixed} px (the model's default) and choose the magnification with um/px instead."
+        )
+    return px, float(mpp or model.spec.mpp)
+
+
+def _fixed_input_px(module: Any) -> int | None:
+    """The one input side a timm ViT accepts (``patch_embed.img_size`` with strict sizing), else None."""
+    pe = getattr(module, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if pe is None or size is None or not getattr(pe, "strict_img_size", False):
+        return None
+    if getattr(module, "dynamic_img_size", False) or getattr(pe, "dynamic_img_pad", False):
+        return None
+    return int(size[0]) if size[0] == size[1] else None
 
 
 def iter_batches(
