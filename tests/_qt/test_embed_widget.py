@@ -184,3 +184,28 @@ def test_tile_px_and_um_px_follow_the_picked_model(
     res = widget.result
     assert res is not None, widget.status.value
     assert (res.grid.tile_px, res.grid.mpp, res.model_name) == (112, 2.0, tiny.spec.name)
+
+
+def test_results_stay_bound_to_the_slide_they_were_computed_from(
+    make_napari_viewer, cmu_svs, tcga_svs, tiny_vit, open_slide, wait_for
+):
+    viewer = make_napari_viewer()
+    cmu = open_slide(viewer, cmu_svs)
+    tcga = open_slide(viewer, tcga_svs)  # no MPP: in pixels, not um
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value, widget.k.value = (
+        tiny_vit.spec.tile_px,
+        2.0,
+        0.1,
+        2,
+    )
+    widget.slide.value = cmu
+    widget.run()
+    widget.slide.value = tcga  # the user picks another slide while the first one is embedded
+    wait_for(widget)
+    names = [layer.name for layer in viewer.layers]
+    assert f"{cmu.name} clusters" in names and f"{tcga.name} clusters" not in names
+    assert tuple(viewer.layers[f"{cmu.name} clusters"].units) == tuple(cmu.units)
+    widget.show_similar(0)
+    assert tuple(viewer.layers["similar tiles"].units) == tuple(cmu.units)

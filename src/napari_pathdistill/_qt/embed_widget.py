@@ -57,12 +57,14 @@ class EmbedWidget(Container):
         )
         follow_spec(self.model, self.tile_px, self.mpp)
         self._labels_name: str | None = None
+        self._units: Any = None  # units of the slide the shown result was computed from
         viewer.mouse_drag_callbacks.append(self._on_click)  # viewer-level: works whatever layer is active
 
     def run(self) -> None:
         """Start embedding the chosen slide (handler of the Embed button)."""
+        layer = self.slide.value
         try:
-            path = slide_path(self.slide.value)
+            path = slide_path(layer)
             request = self.model.request()
         except Exception as exc:
             napari.utils.notifications.show_error(error_message(exc, "Embedding"))
@@ -74,13 +76,22 @@ class EmbedWidget(Container):
             return iter_slide_map(request.load(), path, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
                                   batch_size=batch_size, k=k, cancel=cancel)  # fmt: skip
 
-        self.runner.start(factory, self.show_result, "Embedding")
+        source = (layer.name, _units(layer))  # results belong to this slide, whatever is chosen meanwhile
+        self.runner.start(factory, lambda result: self.show_result(result, source), "Embedding")
 
-    def show_result(self, result: SlideMap) -> None:
-        """Add the embedding map, the cluster labels (with features) and connect tile clicks (main thread)."""
+    def show_result(self, result: SlideMap, source: tuple[str, Any] | None = None) -> None:
+        """Add the embedding map, the cluster labels (with features) and connect tile clicks (main thread).
+
+        Args:
+            result: the computed map.
+            source: (slide layer name, units) of the slide it was computed from (default: the chosen one).
+        """
         self.result = result
-        name = self.slide.value.name if self.slide.value is not None else "slide"
-        geo = {"scale": result.scale, "translate": result.translate, "units": _units(self.slide.value)}
+        if source is None:
+            layer = self.slide.value
+            source = (layer.name if layer is not None else "slide", _units(layer))
+        name, self._units = source
+        geo = {"scale": result.scale, "translate": result.translate, "units": self._units}
         rgba = np.concatenate([result.raster(result.rgb), (result.index_image > 0)[..., None]], axis=-1)
         upsert_layer(self.viewer, "image", rgba.astype(np.float32), f"{name} embedding map", rgb=True, **geo,
                      opacity=0.7, metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
@@ -139,7 +150,7 @@ class EmbedWidget(Container):
             layer.refresh()
         else:
             layer = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
-                                 face_color="cosine", symbol=symbols, units=_units(self.slide.value),
+                                 face_color="cosine", symbol=symbols, units=self._units,
                                  face_colormap="magma", border_color="white")  # fmt: skip
         self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
         # keep the clusters active: hovering shows their features in the status bar, as before the click
