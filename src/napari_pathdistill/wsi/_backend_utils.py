@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -47,6 +49,44 @@ def to_rgb(arr: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)) 
     if channels == 2:  # grey + alpha
         arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=2), arr[..., 1:2]], axis=2)
     return composite_rgba(arr[..., :4], background)
+
+
+def paste_tiles(
+    out: np.ndarray,
+    x: int,
+    y: int,
+    level_shape: tuple[int, int],
+    tile_shape: tuple[int, int],
+    read_tile: Callable[[int], np.ndarray | None],
+) -> np.ndarray:
+    """Fill ``out`` (h, w, ...) with block [y, y+h) x [x, x+w) of a tiled level, one tile decode at a time.
+
+    Args:
+        out: the block, pre-filled with the value of the area outside the level and of sparse tiles.
+        x: left of the block in level pixels.
+        y: top of the block in level pixels.
+        level_shape: (h, w) of the level.
+        tile_shape: (th, tw) of its tiles (or strips).
+        read_tile: row-major tile index -> the decoded tile, or None for a sparse tile (left as pre-filled).
+
+    Returns:
+        ``out``.
+    """
+    h, w = out.shape[:2]
+    (lh, lw), (th, tw) = level_shape, tile_shape
+    n_across = -(-lw // tw)
+    y0, y1, x0, x1 = max(y, 0), min(y + h, lh), max(x, 0), min(x + w, lw)
+    for ty in range(y0 // th, -(-y1 // th) if y1 > y0 else 0):
+        for tx in range(x0 // tw, -(-x1 // tw) if x1 > x0 else 0):
+            tile = read_tile(ty * n_across + tx)
+            if tile is None:
+                continue
+            sy0, sx0 = max(y0, ty * th), max(x0, tx * tw)
+            sy1, sx1 = min(y1, (ty + 1) * th), min(x1, (tx + 1) * tw)
+            out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                sy0 - ty * th : sy1 - ty * th, sx0 - tx * tw : sx1 - tx * tw
+            ]
+    return out
 
 
 class BlockCache:

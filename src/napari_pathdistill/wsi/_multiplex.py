@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._backend_utils import BlockCache
+from napari_pathdistill.wsi._backend_utils import BlockCache, paste_tiles
 from napari_pathdistill.wsi.levels import PyramidLevel
 
 ReadBytes = Callable[[int, int], bytes]
@@ -86,20 +86,7 @@ class ChannelSource:
         """
         x, y, w, h = box
         out = np.zeros((h, w), dtype=self.channels[c].dtype)
-        (lh, lw), (th, tw) = lv.shape, lv.tile_shape
-        n_across = -(-lw // tw)
-        y0, y1, x0, x1 = max(y, 0), min(y + h, lh), max(x, 0), min(x + w, lw)
-        for ty in range(y0 // th, -(-y1 // th) if y1 > y0 else 0):
-            for tx in range(x0 // tw, -(-x1 // tw) if x1 > x0 else 0):
-                tile = self._chunk(level, c, ty * n_across + tx, read_bytes)
-                if tile is None:
-                    continue
-                sy0, sx0 = max(y0, ty * th), max(x0, tx * tw)
-                sy1, sx1 = min(y1, (ty + 1) * th), min(x1, (tx + 1) * tw)
-                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
-                    sy0 - ty * th : sy1 - ty * th, sx0 - tx * tw : sx1 - tx * tw
-                ]
-        return out
+        return paste_tiles(out, x, y, lv.shape, lv.tile_shape, lambda i: self._chunk(level, c, i, read_bytes))
 
 
 def detect(path: Path, tif: Any, series: Any) -> ChannelSource | None:

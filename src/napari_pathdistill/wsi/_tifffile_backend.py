@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_pathdistill.errors import CorruptTileError, WSIError
 from napari_pathdistill.wsi import _multiplex
-from napari_pathdistill.wsi._backend_utils import to_rgb
+from napari_pathdistill.wsi._backend_utils import paste_tiles, to_rgb
 from napari_pathdistill.wsi._blocks import check_chunk_size
 from napari_pathdistill.wsi._truncation import intact_levels
 from napari_pathdistill.wsi.levels import PyramidLevel
@@ -187,21 +187,8 @@ class TiffFileBackend:
         """
         check_chunk_size(self._tif.filename, self.levels[level])
         out = np.full((h, w, 3), 255, dtype=np.uint8)
-        lh, lw = self.levels[level].shape
-        th, tw = self.levels[level].tile_shape
-        n_across = -(-lw // tw)
-        y0, y1, x0, x1 = max(y, 0), min(y + h, lh), max(x, 0), min(x + w, lw)
-        for ty in range(y0 // th, -(-y1 // th) if y1 > y0 else 0):
-            for tx in range(x0 // tw, -(-x1 // tw) if x1 > x0 else 0):
-                tile = self._read_chunk(level, ty * n_across + tx)
-                if tile is None:
-                    continue
-                sy0, sx0 = max(y0, ty * th), max(x0, tx * tw)
-                sy1, sx1 = min(y1, (ty + 1) * th), min(x1, (tx + 1) * tw)
-                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
-                    sy0 - ty * th : sy1 - ty * th, sx0 - tx * tw : sx1 - tx * tw
-                ]
-        return out
+        lv = self.levels[level]
+        return paste_tiles(out, x, y, lv.shape, lv.tile_shape, lambda i: self._read_chunk(level, i))
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """OpenSlide-style read: ``location`` (x, y) in level-0 px, ``size`` (w, h) in level px."""
