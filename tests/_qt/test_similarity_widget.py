@@ -16,22 +16,28 @@ from napari_pathdistill.metrics.pairs import pair_metrics
 pytestmark = pytest.mark.napari
 
 
-def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, tiny_vit, open_slide, wait_for):
-    """Default tissue settings on the pale Ki67 pair; cosine overlay with a colour bar; registered B in A's frame
-    (blend, checkerboard, hidden) agreeing with A; top-k flagged when its candidate pool is too small."""
-    from napari_pathdistill.wsi.registration import checkerboard, density
-
+def _compare_os2(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for, *, mpp: float):
+    """Run the widget on the real OS-2 scanner pair at ``mpp`` um/px with default tissue settings and top-5."""
     viewer = make_napari_viewer()
     a, b = (open_slide(viewer, p) for p in os2_pair)
     widget = SimilarityWidget(viewer)
     widget.model.set_model(tiny_vit)
     widget.slide_a.value, widget.slide_b.value = a, b
     widget.tile_px.value = tiny_vit.spec.tile_px
-    widget.mpp.value = 1.0
+    widget.mpp.value = mpp
     assert widget.min_tissue.value == 0.5  # the default
     widget.top_k.value = 5
     widget.run()
     wait_for(widget)
+    return viewer, a, b, widget
+
+
+def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, tiny_vit, open_slide, wait_for):
+    """Default tissue settings on the pale Ki67 pair; cosine overlay with a colour bar; registered B in A's frame
+    (blend, checkerboard, hidden) agreeing with A; top-k flagged when its candidate pool is too small."""
+    from napari_pathdistill.wsi.registration import checkerboard, density
+
+    viewer, a, b, widget = _compare_os2(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for, mpp=1.0)
     res = widget.result
     assert res is not None, widget.status.value
     assert len(res.cosine) > 0.5 * 64  # 56 um tiles on the 500 um field: most are tissue
@@ -79,16 +85,7 @@ def test_os2_pair_registers_and_compares(make_napari_viewer, qtbot, os2_pair, ti
 
 def test_tiny_candidate_pool_flags_topk(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for):
     """224 um tiles (4 on the field): top-5 over 7 candidates scores ~1 by chance, and the dock says so."""
-    viewer = make_napari_viewer()
-    a, b = (open_slide(viewer, p) for p in os2_pair)
-    widget = SimilarityWidget(viewer)
-    widget.model.set_model(tiny_vit)
-    widget.slide_a.value, widget.slide_b.value = a, b
-    widget.tile_px.value = tiny_vit.spec.tile_px
-    widget.mpp.value = 4.0
-    widget.top_k.value = 5
-    widget.run()
-    wait_for(widget)
+    *_, widget = _compare_os2(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for, mpp=4.0)
     res = widget.result
     assert res is not None and len(res.cosine) == 4, widget.status.value
     assert res.topk_note is not None and "7 candidates" in res.topk_note
