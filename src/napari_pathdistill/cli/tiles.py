@@ -58,42 +58,41 @@ def run(args: argparse.Namespace) -> int:
     """Compute mask and grid, write the outputs; returns the exit code."""
     from skimage.io import imsave
 
-    from napari_pathdistill.wsi import open_pyramid, read_tiles
-    from napari_pathdistill.wsi.tissue_grid import tissue_grid
+    from napari_pathdistill.wsi import detect_tissue, make_tile_grid, open_pyramid, read_tiles
 
     try:
         with open_pyramid(args.slide, fallback_mpp=args.mpp_override) as pyr:
             pyr.require_brightfield("tiling")
-            res = tissue_grid(
-                args.slide, tile_px=args.tile_px, mpp=args.mpp, min_tissue=args.min_tissue,
-                fallback_mpp=args.mpp_override, max_size=args.max_size,
-            )  # fmt: skip
-            thumb, ds = pyr.thumbnail(args.max_size)
-            tiles = read_tiles(pyr, res.grid, range(min(args.save_tiles, len(res.grid))))
+            thumb, ds = pyr.thumbnail(args.max_size)  # read once: for the mask and for the preview
+            mask = detect_tissue(pyr, thumbnail=(thumb, ds))
+            grid = make_tile_grid(
+                pyr, tile_px=args.tile_px, mpp=args.mpp, min_tissue=args.min_tissue, mask=mask
+            )
+            tiles = read_tiles(pyr, grid, range(min(args.save_tiles, len(grid))))
+            slide_mpp = pyr.mpp
     except (PathDistillError, ValueError) as exc:  # ValueError: a bad tile px / min tissue / um/px value
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    grid = res.grid
     with (out / "tiles.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["index", "x", "y", "size_level0", "level", "tissue_fraction"])
         for i, ((x, y), f) in enumerate(zip(grid.coords, grid.tissue_fraction, strict=True)):
             w.writerow([i, int(x), int(y), f"{grid.size_level0:.4f}", grid.level, f"{f:.4f}"])
-    imsave(out / "tissue_mask.png", (res.mask.mask * 255).astype(np.uint8), check_contrast=False)
+    imsave(out / "tissue_mask.png", (mask.mask * 255).astype(np.uint8), check_contrast=False)
     imsave(
         out / "preview.png",
-        preview(thumb, res.mask.mask, grid.coords, grid.size_level0, ds),
+        preview(thumb, mask.mask, grid.coords, grid.size_level0, ds),
         check_contrast=False,
     )
     for i, tile in enumerate(tiles):
         (out / "tiles").mkdir(exist_ok=True)
         imsave(out / "tiles" / f"tile_{i:05d}.png", tile, check_contrast=False)
     meta = {
-        "slide": str(args.slide), "slide_mpp": res.slide_mpp, "tile_px": grid.tile_px, "mpp": grid.mpp,
+        "slide": str(args.slide), "slide_mpp": slide_mpp, "tile_px": grid.tile_px, "mpp": grid.mpp,
         "size_level0": grid.size_level0, "level": grid.level, "min_tissue": args.min_tissue,
-        "n_tiles": len(grid), "grid_shape": grid.grid_shape, "mask_downsample": res.mask.downsample,
+        "n_tiles": len(grid), "grid_shape": grid.grid_shape, "mask_downsample": mask.downsample,
     }  # fmt: skip
     (out / "grid.json").write_text(json.dumps(meta, indent=2))
     res_txt = f"{grid.mpp} um/px" if grid.mpp else "level-0 px (slide has no MPP)"

@@ -181,8 +181,14 @@ def tissue_smooth_px(pyramid: Pyramid, downsample: float) -> float:
     return max(1.0, TISSUE_SMOOTH_UM / (float(np.mean(pyramid.mpp)) * downsample))
 
 
-def detect_tissue(pyramid: Pyramid, max_size: int = 2048, **kw: Any) -> TissueMask:
-    """Tissue mask on a thumbnail of at most ``max_size`` px (longer side); ``kw`` go to :func:`mask_from_maps`."""
-    thumb, ds = pyramid.thumbnail(max_size)
+def detect_tissue(
+    pyramid: Pyramid, max_size: int = 2048, *, thumbnail: tuple[np.ndarray, float] | None = None, **kw: Any
+) -> TissueMask:
+    """Tissue mask on a thumbnail of at most ``max_size`` px (longer side); ``kw`` go to :func:`mask_from_maps`.
+
+    ``thumbnail``: the (image, downsample) of ``pyramid.thumbnail`` when the caller already has it (it is the
+    slow part on a large slide), instead of reading it again.
+    """
+    thumb, ds = thumbnail if thumbnail is not None else pyramid.thumbnail(max_size)
     maps = tissue_maps(thumb, tissue_smooth_px(pyramid, ds))
     return TissueMask(mask=mask_from_maps(maps, **kw), downsample=ds)
