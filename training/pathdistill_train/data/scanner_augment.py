@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from skimage.color import hed_from_rgb, rgb_from_hed
 from torchvision.io import decode_jpeg, encode_jpeg
 
-_LOG_ADJUST = float(torch.log(torch.tensor(1e-6)))
+from pathdistill_train.data.stain import hed_to_rgb, rgb_to_hed
 
 
 @dataclass(frozen=True)
@@ -41,12 +40,8 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.T
 
 def hed_jitter_batch(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Scale/shift the HED stain concentrations of each image: (B, 3, H, W), (B, 3), (B, 3) -> (B, 3, H, W)."""
-    m_in = torch.as_tensor(hed_from_rgb, dtype=torch.float32, device=x.device)
-    m_out = torch.as_tensor(rgb_from_hed, dtype=torch.float32, device=x.device)
-    od = torch.log(x.float().clamp_min(1e-6)) / _LOG_ADJUST
-    hed = torch.einsum("bchw,cd->bdhw", od, m_in).clamp_min(0)
-    hed = hed * alpha[..., None, None].to(x.device) + beta[..., None, None].to(x.device)
-    return torch.exp(-torch.einsum("bchw,cd->bdhw", hed * -_LOG_ADJUST, m_out)).clamp(0, 1)
+    hed = rgb_to_hed(x.float())
+    return hed_to_rgb(hed * alpha[..., None, None].to(x.device) + beta[..., None, None].to(x.device))
 
 
 def gaussian_blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

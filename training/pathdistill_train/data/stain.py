@@ -14,16 +14,16 @@ _LOG_ADJUST = float(np.log(1e-6))
 
 
 def rgb_to_hed(rgb: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) float RGB in [0, 1] -> (3, H, W) HED stain concentrations (== skimage ``rgb2hed``)."""
-    m = torch.as_tensor(hed_from_rgb, dtype=torch.float32)
+    """(..., 3, H, W) float RGB in [0, 1] -> (..., 3, H, W) HED stain concentrations (== skimage ``rgb2hed``)."""
+    m = torch.as_tensor(hed_from_rgb, dtype=torch.float32, device=rgb.device)
     od = torch.log(rgb.float().clamp_min(1e-6)) / _LOG_ADJUST
-    return torch.einsum("chw,cd->dhw", od, m).clamp_min(0).to(rgb.dtype)
+    return torch.einsum("...chw,cd->...dhw", od, m).clamp_min(0).to(rgb.dtype)
 
 
 def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) HED concentrations -> (3, H, W) RGB in [0, 1] (== skimage ``hed2rgb``)."""
-    m = torch.as_tensor(rgb_from_hed, dtype=torch.float32)
-    log_rgb = -torch.einsum("chw,cd->dhw", hed.float() * -_LOG_ADJUST, m)
+    """(..., 3, H, W) HED concentrations -> (..., 3, H, W) RGB in [0, 1] (== skimage ``hed2rgb``)."""
+    m = torch.as_tensor(rgb_from_hed, dtype=torch.float32, device=hed.device)
+    log_rgb = -torch.einsum("...chw,cd->...dhw", hed.float() * -_LOG_ADJUST, m)
     return torch.exp(log_rgb).clamp(0, 1).to(hed.dtype)
 
 
