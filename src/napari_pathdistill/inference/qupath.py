@@ -19,13 +19,14 @@ from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.metrics.features import cosine_to, kmeans_labels
 
-#: qualitative colours for clusters 1..20 (matplotlib's tab20), as 0-255 RGB
-_TAB20 = [
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
-    (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
-    (219, 219, 141), (158, 218, 229),
-]  # fmt: skip
+
+def _cluster_colours() -> list[tuple[int, int, int]]:
+    """Qualitative 0-255 RGB colours for clusters 1..20: matplotlib's tab20, its 10 dark shades first."""
+    import matplotlib
+
+    c = np.asarray(matplotlib.colormaps["tab20"](np.arange(20))[:, :3])  # a ListedColormap of 20 colours
+    rgb = np.round(np.concatenate([c[0::2], c[1::2]]) * 255).astype(int)
+    return [(int(r), int(g), int(b)) for r, g, b in rgb]
 
 
 def tiles_geojson(
@@ -114,7 +115,8 @@ def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, 
     feats, coords, size = read_features(h5_path)
     labels = kmeans_labels(feats, k, seed=seed)
     names = [f"cluster {int(c)}" for c in labels]
-    colors = {f"cluster {c}": _TAB20[(c - 1) % len(_TAB20)] for c in range(1, int(labels.max()) + 1)}
+    palette = _cluster_colours()
+    colors = {f"cluster {c}": palette[(c - 1) % len(palette)] for c in range(1, int(labels.max()) + 1)}
     return tiles_geojson(coords, size, names, colors)
 
 
