@@ -22,6 +22,7 @@ from pathdistill_train.loss import DINOLoss, FeatureDistillLoss, iBOTPatchLoss
 from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
 from pathdistill_train.loss.views import PAIRINGS, view_pairs
 from pathdistill_train.models import build_student, build_teacher
+from pathdistill_train.models.warm_start import describe, read_init_state, warm_start
 
 HEAD_MODES = ("load", "frozen_random", "learn")
 LOSS_MODES = ("dino_ibot", "feature", "both")
@@ -81,6 +82,9 @@ class DistillMetaArch(nn.Module):
         self.student = build_student(
             cfg.student.arch, dict(cfg.student.model_kwargs), cfg.student.mean, cfg.student.std
         )
+        if cfg.student.init_weights:
+            record = warm_start(self.student.model, read_init_state(cfg.student.init_weights))
+            print(f"[pathdistill-train] {describe(cfg.student.init_weights, record)}", flush=True)
         sd = self.student.embed_dim
         self.use_heads, self.use_feature = lc.mode in ("dino_ibot", "both"), lc.mode in ("feature", "both")
         if self.use_heads:
