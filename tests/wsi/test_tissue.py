@@ -105,3 +105,42 @@ def test_pale_ihc_os2_is_tissue_with_the_default_settings(os2_pair, which: int) 
     assert grey[tm.mask].mean() < grey[~tm.mask].mean() - 8  # tissue is darker than the lumens' glass
     assert tm.mask[grey < 80].mean() > 0.99  # near-black DAB nuclei (little colour) are tissue too
     assert len(grid) > 0.5 * len(full)
+
+
+def test_detection_reads_a_bounded_thumbnail_of_a_100k_slide_block_by_block(sparse_tiff: Path) -> None:
+    """On a 100,000 px slide, even with ``max_size`` far above the bound, detection works on at most
+    MAX_DETECTION_PIXELS pixels, and the level it reduces is read in blocks of a few megapixels, never whole."""
+    from napari_pathdistill.wsi._blocks import BLOCK_PIXELS
+    from napari_pathdistill.wsi.tissue import MAX_DETECTION_PIXELS
+
+    with open_pyramid(sparse_tiff) as pyr:
+        reads: list[tuple[int, int, int]] = []
+        read = pyr._backend.read_level
+
+        def recording(level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+            reads.append((level, w, h))
+            return read(level, x, y, w, h)
+
+        pyr._backend.read_level = recording  # type: ignore[method-assign]
+        tm = detect_tissue(pyr, max_size=1_000_000)
+        level_shape = pyr.levels[reads[0][0]].shape
+    assert tm.mask.size <= MAX_DETECTION_PIXELS and max(tm.mask.shape) == 2048
+    assert tm.downsample == pytest.approx(100_000 / 2048, rel=1e-3)
+    assert {lv for lv, _, _ in reads} == {3} and level_shape == (12_500, 12_500)  # the coarsest level, ds 8
+    assert max(w * h for _, w, h in reads) <= 2 * BLOCK_PIXELS  # blocks, not the 156 Mpx level
+    assert sum(w * h for _, w, h in reads) == 12_500 * 12_500
+
+
+def test_a_thumbnail_above_the_bound_is_reduced_before_detection(cmu_svs: Path) -> None:
+    """A caller's full-resolution thumbnail (2220 x 2967 = 6.6 Mpx) is box-reduced by 2 to the bound first; the
+    mask matches detection on a thumbnail read at that size."""
+    from napari_pathdistill.wsi.tissue import MAX_DETECTION_PIXELS
+
+    with open_pyramid(cmu_svs) as pyr:
+        big = pyr.thumbnail(2967)
+        tm = detect_tissue(pyr, thumbnail=big)
+        ref = detect_tissue(pyr, max_size=1484)
+    assert big[0].shape[:2] == (2967, 2220) and tm.mask.shape == (1484, 1110)
+    assert tm.mask.size <= MAX_DETECTION_PIXELS and tm.downsample == pytest.approx(2.0, rel=1e-3)
+    assert ref.mask.shape == tm.mask.shape
+    assert (tm.mask & ref.mask).sum() / (tm.mask | ref.mask).sum() > 0.97

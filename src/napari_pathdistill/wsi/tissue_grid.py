@@ -21,6 +21,7 @@ from napari_pathdistill.wsi.tissue import (
     TissueMaps,
     TissueMask,
     detect_tissue,
+    detection_thumbnail,
     mask_from_maps,
     tissue_maps,
     tissue_smooth_px,
@@ -106,7 +107,7 @@ def tissue_preview_steps(
     """Thumbnail and tissue maps of a slide; yields Progress, then a :class:`TissuePreview`."""
     yield Progress(0, 1, "tissue maps")
     with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
-        thumb, ds = pyr.thumbnail(max_size)
+        thumb, ds = detection_thumbnail(pyr, max_size)  # bounded: what detect_tissue works on
         maps = tissue_maps(thumb, tissue_smooth_px(pyr, ds))
         shape, slide_mpp = pyr.levels[0].shape, pyr.mpp
     if cancel is not None and cancel.is_set():
