@@ -1,10 +1,11 @@
-"""Tissue widget on the real CMU-1-Small-Region slide: mask + tile outlines aligned with the slide in um."""
+"""Tissue widget on the real CMU-1-Small-Region slide: mask + tile-id grid aligned with the slide in um."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import napari
 import numpy as np
 import pytest
 
@@ -29,17 +30,27 @@ def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_
     assert res is not None, widget.status.value
     mask_layer = viewer.layers[f"{slide.name} tissue"]
     tiles = viewer.layers[f"{slide.name} tiles"]
-    assert len(tiles.data) == len(res.grid) > 0 and f"{len(res.grid)} tiles" in widget.summary.value
+    assert isinstance(tiles, napari.layers.Labels) and f"{len(res.grid)} tiles" in widget.summary.value
+    assert np.array_equal(np.unique(tiles.data), np.arange(len(res.grid) + 1)) and len(res.grid) > 0
     # the mask covers the slide exactly: its world extent equals the slide's (both in um)
     slide_extent = np.asarray(slide.extent.world)
     mask_extent = np.asarray(mask_layer.extent.world)
     np.testing.assert_allclose(mask_extent, slide_extent, atol=0.499 * res.mask.downsample)
-    # a tile's rectangle in world um: top-left corner at its level-0 (x, y) times 0.499 um, side 224 * 0.5 um
-    k = len(res.grid) // 2
-    x, y = res.grid.coords[k]
-    rect = tiles.data[k]
-    np.testing.assert_allclose(rect.min(axis=0), (np.array([y, x]) - 0.5) * 0.499, atol=1e-6)
-    np.testing.assert_allclose(np.ptp(rect, axis=0), (112.0, 112.0), rtol=1e-6)
+    # every tile's cell in world um: top-left edge at its level-0 (x, y) times 0.499 um, side 224 * 0.5 um
+    kpx = res.tile_raster.px_per_tile
+    for k in (0, len(res.grid) // 2, len(res.grid) - 1):
+        x, y = res.grid.coords[k]
+        lo, hi = _cell_world_box(tiles, k + 1, kpx)
+        # (the grid's corners are rounded to whole level-0 px; the raster's cells are exactly 224.45 px apart)
+        np.testing.assert_allclose(lo, (np.array([y, x]) - 0.5) * 0.499, atol=0.5 * 0.499)
+        np.testing.assert_allclose(hi - lo, (112.0, 112.0), rtol=1e-6)
+        # hovering the tile's centre shows its id and its features row (tile, x, y, tissue fraction)
+        centre = (np.array([y, x]) + res.grid.size_level0 / 2) * 0.499
+        assert tiles.get_value(centre, world=True) == k + 1
+        row = tiles.features.iloc[k + 1]
+        assert row["tile"] == k and (row["x"], row["y"]) == (x, y)
+        assert row["tissue_fraction"] == pytest.approx(res.grid.tissue_fraction[k])
+        assert f"tile: {k}" in str(tiles.get_status(centre, world=True))
     # tissue fraction of every kept tile, recomputed from the Labels layer data, is >= min tissue (nearly)
     m = mask_layer.data.astype(bool)
     ds = res.mask.downsample
@@ -56,6 +67,15 @@ def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_
         qtbot.wait(500)
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         imsave(DOCS_IMAGES / "tissue_widget.png", viewer.screenshot(canvas_only=False, flash=False))
+
+
+def _cell_world_box(layer, label: int, px_per_tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """World (y, x) of the top-left and bottom-right edges of the raster cell of ``label`` (gap included)."""
+    rows, cols = np.nonzero(layer.data == label)
+    gap = 1 if px_per_tile >= 4 else 0  # the cell's first row and column are the gap drawing the grid lines
+    lo = np.array([rows.min() - gap, cols.min() - gap]) - 0.5
+    hi = np.array([rows.max(), cols.max()]) + 0.5
+    return np.asarray(layer.data_to_world(lo)), np.asarray(layer.data_to_world(hi))
 
 
 def test_rerun_replaces_layers_and_reports_bad_input(
@@ -109,9 +129,9 @@ def test_um_px_override_on_a_slide_without_mpp_stays_aligned(
     tiles = viewer.layers[f"{slide.name} tiles"]
     k = len(res.grid) // 2
     x, y = res.grid.coords[k]
-    world = np.array([tiles.data_to_world(c) for c in tiles.data[k]])
-    np.testing.assert_allclose(world.min(axis=0), np.array([y, x]) - 0.5, atol=1e-6)
-    np.testing.assert_allclose(np.ptp(world, axis=0), (448.0, 448.0), rtol=1e-6)
+    lo, hi = _cell_world_box(tiles, k + 1, res.tile_raster.px_per_tile)
+    np.testing.assert_allclose(lo, np.array([y, x]) - 0.5, atol=1e-6)
+    np.testing.assert_allclose(hi - lo, (448.0, 448.0), rtol=1e-6)
 
 
 def test_threshold_preview_redraws_the_mask_live_on_pale_ihc(

@@ -1,4 +1,8 @@
-"""Dock widget "Tissue and tile grid": tissue mask (Labels) and kept tiles (Shapes) aligned on a slide layer.
+"""Dock widget "Tissue and tile grid": tissue mask and kept tiles (two Labels layers) aligned on a slide layer.
+
+The tiles layer is a raster of tile ids (``wsi.tissue_grid.tile_id_raster``): cells in a two-colour checkerboard
+with 1 px gaps, one texture whatever the tile count, and hovering a cell shows its tile's row of ``features``
+(tile, x, y, tissue fraction).
 
 A thin magicgui Container: Run calls :func:`napari_pathdistill.wsi.tissue_grid.tissue_grid_steps` in a worker;
 the result is placed in the slide layer's units (um with MPP). Never imports torch.
@@ -16,12 +20,29 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import SlideLayerChooser, on_slide_layer, slide_path, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.wsi.tiling import TileGrid
 from napari_pathdistill.wsi.tissue_grid import (
     TissueGridResult,
     TissuePreview,
+    tile_features,
     tissue_grid_steps,
     tissue_preview_steps,
 )
+
+#: RGBA of the tile cells, alternating like a checkerboard so that neighbouring tiles stay apart
+TILE_COLOURS = ((1.0, 0.85, 0.0, 1.0), (1.0, 0.45, 0.0, 1.0))
+
+
+def checkerboard_colormap(grid: TileGrid) -> Any:
+    """Colours for tile ids 1..N: tile i + 1 gets ``TILE_COLOURS[(row + col) % 2]`` of its grid cell."""
+    import numpy as np
+    from napari.utils.colormaps import DirectLabelColormap
+
+    parity = (np.round(grid.coords / grid.size_level0).astype(np.int64).sum(axis=1) % 2).tolist()
+    palette = [np.asarray(c, np.float32) for c in TILE_COLOURS]
+    colors: dict[int | None, Any] = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
+    colors.update({i + 1: palette[p] for i, p in enumerate(parity)})
+    return DirectLabelColormap(color_dict=colors)
 
 
 class TissueWidget(Container):
@@ -131,20 +152,16 @@ class TissueWidget(Container):
         u = float(result.slide_mpp[1]) if result.slide_mpp else 1.0
         units = getattr(slide, "units", None) or result.units
         self._show_mask(result.mask.mask, result.mask_scale, result.mask_translate, result.slide_mpp)
-        shapes_name = f"{name} tiles"
-        if shapes_name in self._viewer.layers:
-            self._viewer.layers.remove(shapes_name)
+        tiles_name = f"{name} tiles"
+        if tiles_name in self._viewer.layers:
+            self._viewer.layers.remove(tiles_name)
         if len(result.grid) == 0:
             self.summary.value = "No tile reaches 'min tissue': lower it or check the tissue layer."
             return
-        shapes_scale, shapes_translate = on_slide_layer(slide, (1.0, 1.0), (0.0, 0.0), u)
-        self._viewer.add_shapes(
-            list(result.rectangles), shape_type="rectangle", name=shapes_name, units=units,
-            scale=shapes_scale, translate=shapes_translate,
-            edge_color="yellow", face_color="transparent", edge_width=result.grid.size_level0 * 0.02
-            * (result.slide_mpp[1] if result.slide_mpp else 1.0),
-            features={"tissue_fraction": result.grid.tissue_fraction},
-        )  # fmt: skip
+        raster = result.tile_raster
+        sc, tr = on_slide_layer(slide, raster.scale, raster.translate, u)
+        upsert_layer(self._viewer, "labels", raster.data, tiles_name, scale=sc, translate=tr, units=units,
+                     opacity=0.45, features=tile_features(result.grid), colormap=checkerboard_colormap(result.grid))  # fmt: skip
         grid = result.grid
         res = f"{grid.mpp} um/px" if grid.mpp else "level-0 px (no MPP)"
         self.summary.value = f"{len(grid)} tiles of {grid.tile_px} px at {res}, read from level {grid.level}"
