@@ -1,0 +1,78 @@
+"""Where the Embed widget keeps the feature files it computes, and which one matches a request.
+
+Pure core. A cached file is exactly what ``pathdistill embed`` writes (``inference.embed``: HDF5 ``features``
+(N, D) / ``coords`` (N, 2), attrs :data:`~napari_pathdistill.inference.outputs.MATCH_ATTRS`, ``.partial`` while
+incomplete, a ``.lock`` while written). Its name is ``<slide stem>-<key>.h5``: ``key`` hashes the slide's
+absolute path, its size and mtime (two slides with the same file name, or a slide rewritten in place, do not
+collide) and the embedding (model, spec, tile px, um/px, min tissue). A ``<stem>.h5`` written by
+``pathdistill embed`` into the same folder is used too when its attrs match, so a CLI output folder can be the
+cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: environment variable naming the cache folder (the widget's field wins over it)
+CACHE_ENV = "PATHDISTILL_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$PATHDISTILL_CACHE_DIR`` when set, else ``<user cache dir>/napari-pathdistill/features``."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-pathdistill")) / "features"
+
+
+def resolve_cache_dir(field: str | Path | None = None) -> Path:
+    """The cache folder: ``field`` (the widget's value) when given and not empty, else :func:`default_cache_dir`."""
+    text = str(field).strip() if field is not None else ""
+    return Path(text).expanduser() if text and text != "." else default_cache_dir()
+
+
+def slide_fingerprint(slide: str | Path) -> str:
+    """``absolute path|size|mtime_ns`` of a slide file (of a folder, e.g. DICOM: its files' total and newest)."""
+    path = Path(slide).resolve()
+    st = path.stat()
+    size, mtime = st.st_size, st.st_mtime_ns
+    if path.is_dir():
+        entries = [e.stat() for e in os.scandir(path) if e.is_file()]
+        size = sum(e.st_size for e in entries)
+        mtime = max([e.st_mtime_ns for e in entries], default=mtime)
+    return f"{path}|{size}|{mtime}"
+
+
+def cache_file(cache_dir: str | Path, slide: str | Path, attrs: Mapping[str, Any]) -> Path:
+    """``<cache_dir>/<slide stem>-<16 hex>.h5``: unique per slide file (path, size, mtime) and embedding.
+
+    Args:
+        attrs: the attrs ``embed_slide`` writes for the request (``inference.embed.slide_attrs``); the ones of
+            ``outputs.MATCH_ATTRS`` make the key.
+    """
+    from napari_pathdistill.inference.outputs import MATCH_ATTRS
+
+    text = json.dumps([slide_fingerprint(slide), [str(attrs.get(k)) for k in MATCH_ATTRS]])
+    digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+    return Path(cache_dir) / f"{Path(slide).stem}-{digest}.h5"
+
+
+def find_complete(cache_dir: str | Path, slide: str | Path, attrs: Mapping[str, Any]) -> Path | None:
+    """A complete feature file of ``slide`` with ``attrs`` in ``cache_dir``, or None.
+
+    The widget's own :func:`cache_file` first, then a ``pathdistill embed`` output ``<stem>.h5`` whose attrs
+    match (see ``outputs.complete_rows``).
+    """
+    from napari_pathdistill.inference.outputs import complete_rows
+
+    for path in (cache_file(cache_dir, slide, attrs), Path(cache_dir) / f"{Path(slide).stem}.h5"):
+        if complete_rows(path, dict(attrs)):
+            return path
+    return None

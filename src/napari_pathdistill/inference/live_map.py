@@ -1,0 +1,225 @@
+"""The Embed widget's slide map, computed through the feature cache and shown while the model runs.
+
+Pure core (no Qt/napari). :func:`iter_live_map` yields :class:`Progress`, then every written chunk a small
+:class:`PartialMap` (the new tiles' raster cells and PCA colours: the widget paints them into one preallocated
+raster), then the final :class:`~napari_pathdistill.inference.slide_maps.SlideMap` (PCA refitted on all tiles,
+k-means). Features go to the cache file of ``inference.feature_cache`` with ``pathdistill embed``'s writer
+(``.partial`` + ``done`` attr, lock, rename when complete): a cancelled or killed run resumes where it stopped,
+and a complete matching file is read instead of running the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathdistill.errors import Cancelled, EmptyTissueError
+from napari_pathdistill.inference.embed import (
+    EmbeddingResult,
+    _flush,
+    _open_partial,
+    _slide_attrs,
+    iter_batches,
+    tile_geometry,
+)
+from napari_pathdistill.inference.feature_cache import cache_file, find_complete
+from napari_pathdistill.inference.outputs import finish_output, record_skipped, slide_lock
+from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
+from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress
+from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
+from napari_pathdistill.wsi.tiling import TileGrid, grid_to_image, make_tile_grid
+
+#: tiles the live PCA is fitted on (all of them when the slide has fewer)
+FIT_ROWS = 256
+
+
+@dataclass
+class PartialMap:
+    """Tiles embedded since the previous update, with live PCA colours.
+
+    Attributes:
+        shape: (rows, cols) of the map raster (the final ``SlideMap.index_image``'s).
+        scale, translate: napari placement of the raster (slide-layer units).
+        cells: (b, 2) int64 (row, col) raster cells of the tiles coloured by this update.
+        rgb: (b, 3) float32 colours in [0, 1] (PCA of the first :data:`FIT_ROWS` tiles, clipped).
+        done, total: tiles embedded so far / in the grid.
+    """
+
+    shape: tuple[int, int]
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+    cells: np.ndarray
+    rgb: np.ndarray
+    done: int
+    total: int
+
+
+class LiveColours:
+    """PCA colours fitted once on the first tiles, applied to each new chunk ((b, D) @ (D, 3) per update).
+
+    Args:
+        grid: the tile grid; features: its (N, D) rows, filled in as they are embedded.
+        fit_rows: rows the PCA waits for (capped at N).
+    """
+
+    def __init__(self, grid: TileGrid, features: np.ndarray, fit_rows: int = FIT_ROWS) -> None:
+        self.features, self.shown = features, 0
+        self.fit_rows = max(1, min(fit_rows, len(features)))
+        size = grid.size_level0
+        self.cells = np.stack([np.round(grid.coords[:, 1] / size), np.round(grid.coords[:, 0] / size)], 1)
+        self.cells = self.cells.astype(np.int64)
+        _, scale, translate = grid_to_image(grid, np.zeros(len(grid), np.uint8))
+        self.placement = (grid.grid_shape, tuple(scale), tuple(translate))
+        self.basis: tuple[np.ndarray, ...] | None = None
+
+    def update(self, done: int) -> PartialMap | None:
+        """The :class:`PartialMap` of rows ``[shown, done)``; None while fewer than ``fit_rows`` are done."""
+        if done < self.fit_rows or done <= self.shown:
+            return None
+        if self.basis is None:
+            self._fit(self.features[: self.fit_rows])
+        assert self.basis is not None
+        mu, vt, lo, span = self.basis
+        block = np.nan_to_num(self.features[self.shown : done]) - mu
+        rgb = np.full((len(block), 3), 0.5, np.float32)
+        rgb[:, : len(vt)] = np.clip((block @ vt.T - lo) / span, 0, 1)
+        shape, scale, translate = self.placement
+        cells = self.cells[self.shown : done]
+        out = PartialMap(shape, scale, translate, cells, rgb, done, len(self.features))  # type: ignore[arg-type]
+        self.shown = done
+        return out
+
+    def _fit(self, x: np.ndarray) -> None:
+        x = np.nan_to_num(x).astype(np.float64)
+        mu = x.mean(0)
+        _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
+        vt = vt[: min(3, len(x) - 1, x.shape[1])] if len(x) > 1 else vt[:0]
+        scores = (x - mu) @ vt.T
+        lo, span = scores.min(0), np.ptp(scores, axis=0)
+        self.basis = (mu.astype(np.float32), vt.astype(np.float32), lo, np.where(span > 0, span, 1.0))
+
+
+def iter_live_map(
+    model: EmbeddingModel,
+    slide: str | Path,
+    cache_dir: str | Path,
+    *,
+    tile_px: int | None = None,
+    mpp: float | None = None,
+    min_tissue: float = 0.5,
+    batch_size: int = 32,
+    chunk_batches: int = 2,
+    num_workers: int = 2,
+    k: int = 8,
+    fit_rows: int = FIT_ROWS,
+    cancel: threading.Event | None = None,
+) -> Iterator[Progress | PartialMap | SlideMap]:
+    """Embed ``slide`` into its cache file (resuming a partial one) or read a complete one; yields Progress,
+    :class:`PartialMap` after every written chunk of ``chunk_batches`` batches, then one SlideMap.
+
+    Raises:
+        WSIError: the slide cannot be read. EmptyTissueError: no tile has ``min_tissue`` tissue.
+        SlideBusyError: another process writes the same cache file. Cancelled: ``cancel`` was set (the rows
+        written so far stay in the ``.partial`` cache file; the next run resumes them).
+    """
+    tile_px, mpp = tile_geometry(model, tile_px, mpp)
+    with open_pyramid(slide) as pyr:
+        pyr.require_brightfield("embedding")
+        attrs = _slide_attrs(pyr, model, tile_px, mpp, min_tissue)
+        cached = find_complete(cache_dir, slide, attrs)
+        if cached is not None:
+            yield Progress(1, 1, f"reading cached {cached.name}")
+            yield _map_from_file(cached, pyr, tile_px, mpp, k)
+            return
+        yield Progress(0, 0, "tissue detection")
+        grid = _tissue_grid(pyr, tile_px, mpp, min_tissue)
+        attrs["patch_size_level0"] = round(grid.size_level0)
+        out = cache_file(cache_dir, slide, attrs)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with slide_lock(out):
+            partial = out.with_suffix(".h5.partial")
+            with _open_partial(partial, model, grid, attrs) as f:
+                feats = np.zeros((len(grid), model.dim), np.float32)
+                done = int(f.attrs["done"])
+                feats[:done] = f["features"][:done]  # resumed rows
+                live = LiveColours(grid, feats, fit_rows)
+                for done in _write_rows(f, feats, model, pyr, grid, batch_size, chunk_batches, num_workers,
+                                        cancel):  # fmt: skip
+                    yield Progress(done, len(grid), "embedding")
+                    if (update := live.update(done)) is not None:
+                        yield update
+            if done < len(grid):
+                raise Cancelled(f"Embedding cancelled; {done} of {len(grid)} tiles kept in {partial}.")
+            finish_output(partial, out)
+    yield Progress(0, 0, "PCA and k-means")
+    yield _final_map(out, feats, grid, model.spec.name, k)
+
+
+def _write_rows(f, feats, model, pyr, grid, batch_size, chunk_batches, num_workers, cancel) -> Iterator[int]:
+    """Embed the rows from the partial file's ``done`` on into ``f`` and ``feats``, flushing every
+    ``chunk_batches`` batches (and what is buffered when cancelled); yields ``done`` (first the resumed one)."""
+    n, done = len(grid), int(f.attrs["done"])
+    yield done
+    rest = dataclasses.replace(grid, coords=grid.coords[done:], tissue_fraction=grid.tissue_fraction[done:])
+    skipped: list[int] = []
+    batches = iter_batches(model, pyr, rest, batch_size=batch_size, num_workers=num_workers, cancel=cancel,
+                           skipped=skipped)  # fmt: skip
+    buffer: list[np.ndarray] = []
+    start = done
+    for i, (_s, batch) in enumerate(batches, start=1):
+        buffer.append(batch)
+        if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
+            yield (done := _flush_rows(f, feats, buffer, done, [start + j for j in skipped]))
+            skipped.clear()
+    if buffer:  # cancelled between two flushes: keep the embedded batches
+        yield _flush_rows(f, feats, buffer, done, [start + j for j in skipped])
+
+
+def _flush_rows(f, feats: np.ndarray, buffer: list[np.ndarray], done: int, skipped: list[int]) -> int:
+    """Copy the buffered batches into ``feats`` and write them to the partial file (``embed._flush``)."""
+    rows = sum(map(len, buffer))
+    feats[done : done + rows] = np.concatenate(buffer)
+    record_skipped(f, skipped)
+    return _flush(f, buffer, done)
+
+
+def _tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:
+    """The tissue grid; empty: an :class:`EmptyTissueError` in the widget's words."""
+    grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
+    if len(grid) == 0:
+        raise EmptyTissueError(
+            f"No {tile_px}px tile of {pyr.path.name} has >= {min_tissue:.0%} tissue; "
+            "lower 'min tissue' or check the tissue mask with the Tissue widget."
+        )
+    return grid
+
+
+def _final_map(out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k: int) -> SlideMap:
+    """The SlideMap of the finished file: the in-memory rows, less those ``finish_output`` left out."""
+    import h5py
+
+    with h5py.File(out, "r") as f:
+        coords = f["coords"][()]
+    if len(coords) != len(grid):  # undecodable tiles were dropped from the file
+        width = grid.slide_shape[1] + 1
+        keep = np.isin(grid.coords[:, 0] + grid.coords[:, 1] * width, coords[:, 0] + coords[:, 1] * width)
+        grid = dataclasses.replace(grid, coords=grid.coords[keep], tissue_fraction=grid.tissue_fraction[keep])
+        feats = feats[keep]
+    return build_slide_map(EmbeddingResult(feats, grid, model_name), k)
+
+
+def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -> SlideMap:
+    """The SlideMap of a complete cached file (no tissue detection: the grid geometry comes from the slide)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        feats, coords, name = f["features"][()], f["coords"][()], str(f.attrs["model"])
+    geometry = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0)  # size, level, shape only
+    grid = dataclasses.replace(geometry, coords=coords, tissue_fraction=np.full(len(coords), np.nan))
+    return build_slide_map(EmbeddingResult(feats.astype(np.float32, copy=False), grid, name), k)

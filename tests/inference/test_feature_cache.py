@@ -1,0 +1,133 @@
+"""Feature cache and live slide map on the real CMU-1-Small-Region slide with a tiny random ViT."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_pathdistill.errors import Cancelled
+from napari_pathdistill.inference import feature_cache
+from napari_pathdistill.inference.embed import embed_slide
+from napari_pathdistill.inference.live_map import PartialMap, iter_live_map
+from napari_pathdistill.inference.slide_maps import SlideMap
+from napari_pathdistill.models.testing import tiny_model
+from napari_pathdistill.progress import Progress
+
+KW = {"mpp": 4.0, "min_tissue": 0.1, "batch_size": 2, "chunk_batches": 1, "k": 2, "fit_rows": 4}
+
+
+@pytest.fixture
+def counted():
+    """The tiny ViT whose ``embed`` counts the tiles it is given (the real embedding runs)."""
+    model = tiny_model("vit")
+    real, model.calls = model.embed, []
+
+    def embed(tiles):
+        model.calls.append(len(tiles))
+        return real(tiles)
+
+    model.embed = embed
+    return model
+
+
+def _run(model, slide, cache, cancel_after=None, **kw):
+    """Drain iter_live_map: (items, the Cancelled raised or None); cancels once ``cancel_after`` tiles are written."""
+    cancel, items = threading.Event(), []
+    try:
+        for item in iter_live_map(model, slide, cache, cancel=cancel, **{**KW, **kw}):
+            items.append(item)
+            if cancel_after and isinstance(item, Progress) and item.done >= cancel_after:
+                cancel.set()
+    except Cancelled as exc:
+        return items, exc
+    return items, None
+
+
+def test_cache_dir_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv(feature_cache.CACHE_ENV, raising=False)
+    default = feature_cache.default_cache_dir()
+    assert default.parts[-2:] == ("napari-pathdistill", "features")
+    monkeypatch.setenv(feature_cache.CACHE_ENV, str(tmp_path / "env"))
+    assert feature_cache.resolve_cache_dir("") == tmp_path / "env"
+    assert feature_cache.resolve_cache_dir(None) == tmp_path / "env"
+    assert feature_cache.resolve_cache_dir(tmp_path / "field") == tmp_path / "field"
+
+
+def test_same_file_name_other_slide_other_cache_file(cmu_svs, tmp_path):
+    attrs = {"model": "m", "spec": "{}", "tile_px": 56, "mpp": 4.0, "min_tissue": 0.1}
+    other = tmp_path / "elsewhere" / cmu_svs.name
+    other.parent.mkdir()
+    shutil.copy(cmu_svs, other)
+    a = feature_cache.cache_file(tmp_path, cmu_svs, attrs)
+    assert a.name.startswith(cmu_svs.stem + "-") and a.suffix == ".h5"
+    assert a == feature_cache.cache_file(tmp_path, cmu_svs, dict(attrs))  # stable
+    assert a != feature_cache.cache_file(tmp_path, other, attrs)  # same name, another file
+    assert a != feature_cache.cache_file(tmp_path, cmu_svs, {**attrs, "min_tissue": 0.2})
+
+
+def test_live_map_then_cache_hit_skips_the_model(cmu_svs, tmp_path, counted):
+    items, _ = _run(counted, cmu_svs, tmp_path)
+    final = items[-1]
+    assert isinstance(final, SlideMap)
+    n = len(final.features)
+    assert sum(counted.calls) == n > 4
+    partials = [i for i in items if isinstance(i, PartialMap)]
+    assert partials and partials[0].done < n  # the map fills in before the end
+    shown = np.concatenate([p.cells for p in partials])
+    assert len(shown) == n and len(np.unique(shown, axis=0)) == n  # every tile coloured exactly once
+    rr, cc = np.nonzero(final.index_image)
+    assert {tuple(x) for x in shown} == set(zip(rr.tolist(), cc.tolist(), strict=True))
+    assert all(((p.rgb >= 0) & (p.rgb <= 1)).all() for p in partials)
+    # the cache file is what `pathdistill embed` writes: its writer skips it as complete
+    (h5,) = tmp_path.glob("*.h5")
+    with h5py.File(h5) as f:
+        np.testing.assert_array_equal(f["features"][()], final.features)
+    progress = []
+    embed_slide(cmu_svs, counted, tmp_path, tile_px=56, mpp=4.0, min_tissue=0.1, progress=progress.append)
+    counted.calls.clear()
+    again, _ = _run(counted, cmu_svs, tmp_path)
+    assert counted.calls == [] and not any(isinstance(i, PartialMap) for i in again)
+    np.testing.assert_array_equal(again[-1].features, final.features)
+    np.testing.assert_array_equal(again[-1].index_image, final.index_image)
+    np.testing.assert_array_equal(again[-1].clusters, final.clusters)
+    h5.unlink()  # the CLI's <stem>.h5 in the same folder serves as the cache too
+    assert (
+        feature_cache.find_complete(tmp_path, cmu_svs, _attrs(counted, cmu_svs))
+        == tmp_path / f"{cmu_svs.stem}.h5"
+    )
+    again, _ = _run(counted, cmu_svs, tmp_path)
+    assert counted.calls == [] and isinstance(again[-1], SlideMap)
+    # another min tissue is another embedding: computed again, into another file
+    _run(counted, cmu_svs, tmp_path, min_tissue=0.3)
+    assert sum(counted.calls) > 0 and len(list(tmp_path.glob("*.h5"))) == 2
+
+
+def _attrs(model, slide, min_tissue=0.1):
+    from napari_pathdistill.inference.embed import _slide_attrs
+    from napari_pathdistill.wsi import open_pyramid
+
+    with open_pyramid(slide) as pyr:
+        return _slide_attrs(pyr, model, 56, 4.0, min_tissue)
+
+
+def test_cancel_keeps_a_partial_that_resumes_to_the_same_features(cmu_svs, tmp_path, counted):
+    full, _ = _run(counted, cmu_svs, tmp_path / "full")
+    n = len(full[-1].features)
+    counted.calls.clear()
+    _, cancelled = _run(counted, cmu_svs, tmp_path / "cut", cancel_after=4)
+    assert isinstance(cancelled, Cancelled) and "kept" in str(cancelled)
+    (partial,) = (tmp_path / "cut").glob("*.h5.partial")
+    with h5py.File(partial) as f:
+        done = int(f.attrs["done"])
+    assert 4 <= done < n and not list((tmp_path / "cut").glob("*.lock"))
+    counted.calls.clear()
+    resumed, _ = _run(counted, cmu_svs, tmp_path / "cut")
+    assert sum(counted.calls) == n - done  # only the missing tiles run through the model
+    assert isinstance(resumed[0], Progress)
+    first = next(i for i in resumed if isinstance(i, PartialMap))
+    assert first.done == done and len(first.cells) == done  # the resumed rows are shown at once
+    np.testing.assert_allclose(resumed[-1].features, full[-1].features, rtol=1e-5, atol=1e-6)
