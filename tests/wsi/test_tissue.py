@@ -144,3 +144,27 @@ def test_a_thumbnail_above_the_bound_is_reduced_before_detection(cmu_svs: Path) 
     assert tm.mask.size <= MAX_DETECTION_PIXELS and tm.downsample == pytest.approx(2.0, rel=1e-3)
     assert ref.mask.shape == tm.mask.shape
     assert (tm.mask & ref.mask).sum() / (tm.mask | ref.mask).sum() > 0.97
+
+
+def test_tile_id_raster_stays_bounded_at_100k_tiles_and_places_every_tile() -> None:
+    """100,489 tiles (a 317 x 317 grid) fit a <= 2048 px int32 raster (k = 6 px per tile, 1 px gaps); every
+    tile's cell holds its id at its grid row / column; a 10-tile grid gets 16 px per tile."""
+    from napari_pathdistill.wsi.tiling import TileGrid
+    from napari_pathdistill.wsi.tissue_grid import MAX_RASTER_SIDE, tile_features, tile_id_raster
+
+    side, size = 317, 448.0
+    rows, cols = np.divmod(np.arange(side * side), side)
+    coords = np.stack([np.round(cols * size), np.round(rows * size)], axis=1).astype(np.int64)
+    grid = TileGrid(coords, 224, 0.5, size, 0, np.ones(len(coords)), (int(side * size), int(side * size)))
+    r = tile_id_raster(grid)
+    assert max(r.data.shape) <= MAX_RASTER_SIDE and r.data.dtype == np.int32 and r.px_per_tile == 6
+    k = r.px_per_tile
+    np.testing.assert_array_equal(r.data[rows * k + 1, cols * k + 1], np.arange(1, len(grid) + 1))
+    assert (r.data[::k] == 0).all() and (r.data[:, ::k] == 0).all()  # the grid lines
+    # pixel p of the raster spans [p s - 0.5, (p + 1) s - 0.5] level-0 px times 0.25 um: tile edges are cell edges
+    assert r.scale == pytest.approx((size * 0.25 / k,) * 2)
+    assert r.translate[0] - r.scale[0] / 2 == pytest.approx(-0.5 * 0.25)
+    feats = tile_features(grid)
+    assert feats["tile"][1 + 5000] == 5000 and feats["x"][1 + 5000] == coords[5000, 0]
+    small = TileGrid(coords[:10], 224, 0.5, size, 0, np.ones(10), (int(2 * size), int(10 * size)))
+    assert tile_id_raster(small).px_per_tile == 16

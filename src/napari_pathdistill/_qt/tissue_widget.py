@@ -1,6 +1,6 @@
 """Dock widget "Tissue and tile grid": tissue mask and kept tiles (two Labels layers) aligned on a slide layer.
 
-The tiles layer is a raster of tile ids (``wsi.tissue_grid.tile_id_raster``): cells in a two-colour checkerboard
+The tiles layer is a raster of tile ids (``wsi.tissue_grid.tile_id_raster``): cells in two alternating colours
 with 1 px gaps, one texture whatever the tile count, and hovering a cell shows its tile's row of ``features``
 (tile, x, y, tissue fraction).
 
@@ -20,7 +20,6 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import SlideLayerChooser, on_slide_layer, slide_path, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
-from napari_pathdistill.wsi.tiling import TileGrid
 from napari_pathdistill.wsi.tissue_grid import (
     TissueGridResult,
     TissuePreview,
@@ -29,20 +28,16 @@ from napari_pathdistill.wsi.tissue_grid import (
     tissue_preview_steps,
 )
 
-#: RGBA of the tile cells, alternating like a checkerboard so that neighbouring tiles stay apart
+#: RGBA of the tile cells: tile ids alternate between them (neighbours in a row always differ)
 TILE_COLOURS = ((1.0, 0.85, 0.0, 1.0), (1.0, 0.45, 0.0, 1.0))
 
 
-def checkerboard_colormap(grid: TileGrid) -> Any:
-    """Colours for tile ids 1..N: tile i + 1 gets ``TILE_COLOURS[(row + col) % 2]`` of its grid cell."""
-    import numpy as np
-    from napari.utils.colormaps import DirectLabelColormap
+def tile_colormap() -> Any:
+    """Cyclic colours for tile ids 1..N (0 transparent): a small texture whatever N (a DirectLabelColormap of
+    100k ids needs numba in napari 0.9)."""
+    from napari.utils.colormaps import CyclicLabelColormap
 
-    parity = (np.round(grid.coords / grid.size_level0).astype(np.int64).sum(axis=1) % 2).tolist()
-    palette = [np.asarray(c, np.float32) for c in TILE_COLOURS]
-    colors: dict[int | None, Any] = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
-    colors.update({i + 1: palette[p] for i, p in enumerate(parity)})
-    return DirectLabelColormap(color_dict=colors)
+    return CyclicLabelColormap(colors=[(0.0, 0.0, 0.0, 0.0), *TILE_COLOURS], background_value=0)
 
 
 class TissueWidget(Container):
@@ -161,7 +156,7 @@ class TissueWidget(Container):
         raster = result.tile_raster
         sc, tr = on_slide_layer(slide, raster.scale, raster.translate, u)
         upsert_layer(self._viewer, "labels", raster.data, tiles_name, scale=sc, translate=tr, units=units,
-                     opacity=0.45, features=tile_features(result.grid), colormap=checkerboard_colormap(result.grid))  # fmt: skip
+                     opacity=0.45, features=tile_features(result.grid), colormap=tile_colormap())  # fmt: skip
         grid = result.grid
         res = f"{grid.mpp} um/px" if grid.mpp else "level-0 px (no MPP)"
         self.summary.value = f"{len(grid)} tiles of {grid.tile_px} px at {res}, read from level {grid.level}"
