@@ -13,7 +13,7 @@ from napari_pathdistill._qt.tissue_widget import TissueWidget
 
 pytestmark = pytest.mark.napari
 
-DOCS_IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_slide, wait_for) -> None:
