@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,13 @@ from napari_pathdistill.models.checkpoint import save_checkpoint
 from napari_pathdistill.models.testing import tiny_model
 
 pytestmark = pytest.mark.napari
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(monkeypatch, tmp_path):
+    """Feature files go to the test's folder, not the user cache (the widget's default comes from the env)."""
+    monkeypatch.setenv("PATHDISTILL_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -209,3 +219,102 @@ def test_results_stay_bound_to_the_slide_they_were_computed_from(
     assert tuple(viewer.layers[f"{cmu.name} clusters"].units) == tuple(cmu.units)
     widget.show_similar(0)
     assert tuple(viewer.layers["similar tiles"].units) == tuple(cmu.units)
+
+
+def test_live_map_progress_cancel_resume_and_cache_hit(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for, tmp_path
+):
+    """The map fills in while the model runs, the dock's bar moves, Cancel keeps a partial cache file that the
+    next Embed resumes (only the missing tiles run through the model), and a third Embed reads the cache."""
+    from napari_pathdistill.inference.live_map import PartialMap
+
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = EmbedWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Embed slide")
+    assert widget.cache_dir.value == tmp_path / "cache"
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value = tiny_vit.spec.tile_px, 1.0, 0.1
+    widget.batch_size.value, widget.k.value, widget.slide.value = 8, 3, slide
+    widget.fit_rows = 16
+    real, calls = tiny_vit.embed, []
+    tiny_vit.embed = lambda tiles: (calls.append(len(tiles)), real(tiles))[1]
+    seen, on_item = [], widget._on_item
+    name = f"{slide.name} embedding map"
+
+    def spy(item, source, cancel_at=None):
+        on_item(item, source)
+        if isinstance(item, PartialMap):
+            layer = viewer.layers[name]
+            seen.append((item.done, item.total, widget.progress.value, int((layer.data[..., 3] > 0).sum())))
+            if cancel_at and item.done >= cancel_at:
+                widget.runner.cancel()
+
+    widget._on_item = lambda item, source: spy(item, source, cancel_at=48)
+    widget.run()
+    wait_for(widget)
+    assert "cancel" in widget.status.value and widget.result is None
+    done, total = seen[-1][0], seen[-1][1]
+    assert 48 <= done < total and seen[-1][2] == done  # the bar shows the tiles written
+    assert [s[3] for s in seen] == [s[0] for s in seen]  # the live layer shows every tile done, as it goes
+    (partial,) = (tmp_path / "cache").glob("*.h5.partial")
+    assert name in viewer.layers  # what was painted stays until the next run
+    _shoot(viewer, qtbot, "embed_widget_partial.png")
+
+    seen.clear(), calls.clear()
+    widget._on_item = lambda item, source: spy(item, source)
+    widget.run()
+    wait_for(widget)
+    res = widget.result
+    assert res is not None and len(res.features) == total, widget.status.value
+    assert sum(calls) == total - done and seen[0][0] == done  # resumed: the kept tiles shown at once
+    assert len(seen) > 2 and seen[0][0] < total  # updates before the end
+    assert widget.progress.value == widget.progress.max == total
+    layer = viewer.layers[name]
+    np.testing.assert_allclose(layer.data[..., :3], res.raster(res.rgb), atol=1e-6)  # final PCA, in place
+    meta = viewer.layers[f"{slide.name} clusters"].metadata["pathdistill"]
+    assert meta["slide_map"] is res and meta["slide_layer"] == slide.name and meta["model"] == res.model_name
+    assert Path(meta["features_file"]).parent == tmp_path / "cache" and not partial.exists()
+    viewer.layers[f"{slide.name} clusters"].visible = False
+    _shoot(viewer, qtbot, "embed_widget_live.png")
+
+    seen.clear(), calls.clear()
+    start = time.perf_counter()
+    widget.run()
+    wait_for(widget)
+    assert calls == [] and seen == [] and widget.result is not res  # the cache: no model, no live painting
+    np.testing.assert_array_equal(widget.result.features, res.features)
+    print(f"cached re-open: {time.perf_counter() - start:.2f} s for {total} tiles")
+
+
+def test_click_works_on_a_map_layer_the_widget_did_not_make(embedded, qtbot):
+    """Any Labels layer carrying the map-layer metadata (e.g. from the feature-file reader) answers clicks."""
+    viewer, slide, widget = embedded
+    res = widget.result
+    ours = viewer.layers[f"{slide.name} clusters"]
+    other = viewer.add_labels(res.index_image, name="from a file", scale=res.scale, translate=res.translate,
+                              metadata={"pathdistill": {"slide_map": res, "model": "x", "slide_layer": None,
+                                                        "features_file": None}})  # fmt: skip
+    ours.visible = False
+    viewer.layers.selection.active = other
+    from napari_pathdistill._qt.embed_widget import map_layer_at
+
+    query = len(res.features) - 1
+    hit = map_layer_at(viewer, res.tile_centers()[query])
+    assert hit == (other, query)
+    widget.show_similar(hit[1], hit[0])
+    assert viewer.layers["similar tiles"].features["tile"].iloc[0] == query
+    assert viewer.layers.selection.active is other
+
+
+def _shoot(viewer, qtbot, name: str) -> None:
+    """Save the window to docs/images/<name> when PATHDISTILL_SAVE_SCREENSHOTS is set."""
+    if not os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS"):
+        return
+    from skimage.io import imsave
+
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.window.show()
+    viewer.reset_view()
+    qtbot.wait(300)
+    imsave(DOCS_IMAGES / name, viewer.screenshot(canvas_only=False, flash=False))

@@ -69,7 +69,12 @@ class TaskRunner:
         return self.worker is not None
 
     def start(
-        self, factory: GeneratorFactory, on_result: Callable[[Any], None], what: str
+        self,
+        factory: GeneratorFactory,
+        on_result: Callable[[Any], None],
+        what: str,
+        on_item: Callable[[Any], None] | None = None,
+        cancel_note: str = "nothing was added",
     ) -> GeneratorWorker:
         """Start ``factory(cancel_event)`` in a worker thread; call ``on_result(result)`` on the main thread.
 
@@ -77,6 +82,9 @@ class TaskRunner:
             factory: builds the core generator; it must check the event it is given and stop when it is set.
             on_result: applied to the last non-Progress item, on the main thread, unless cancelled or failed.
             what: short task name for the progress bar and error messages, e.g. ``"Embedding"``.
+            on_item: called on the main thread with every item the generator yields (Progress included), e.g.
+                to paint partial results while the task runs.
+            cancel_note: what the cancel notification says was kept.
 
         Returns:
             The started napari worker (tests may wait on its ``finished`` signal).
@@ -89,9 +97,9 @@ class TaskRunner:
         # Built directly (not create_worker): errors are ours to report, and napari 0.9.2's task-status hook
         # connected by create_worker raises a TypeError on `errored`.
         worker = GeneratorWorker(_drive, factory, self.cancel_event)
-        worker.yielded.connect(lambda item: self._on_yielded(item, worker))
+        worker.yielded.connect(lambda item: self._on_yielded(item, worker, on_item))
         worker.errored.connect(lambda exc: self._on_error(exc, what))
-        worker.finished.connect(lambda: self._on_finished(on_result, what))
+        worker.finished.connect(lambda: self._on_finished(on_result, what, cancel_note))
         self.worker = worker
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"{what}: starting..."
@@ -104,9 +112,13 @@ class TaskRunner:
             self.cancel_event.set()
             self.status.value = "cancelling..."
 
-    def _on_yielded(self, item: Any, worker: GeneratorWorker) -> None:
+    def _on_yielded(
+        self, item: Any, worker: GeneratorWorker, on_item: Callable[[Any], None] | None = None
+    ) -> None:
         if worker is not self.worker:  # a late signal of a finished task
             return
+        if on_item is not None:
+            on_item(item)
         if isinstance(item, Progress):
             pct = f" {100 * item.fraction:.0f}%" if item.total else ""
             self.status.value = f"{item.stage or 'working'}: {item.done}/{item.total or '?'}{pct}"
@@ -133,7 +145,9 @@ class TaskRunner:
         self.status.value = msg
         show_error(msg)
 
-    def _on_finished(self, on_result: Callable[[Any], None], what: str) -> None:
+    def _on_finished(
+        self, on_result: Callable[[Any], None], what: str, cancel_note: str = "nothing was added"
+    ) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -141,7 +155,7 @@ class TaskRunner:
         self.run_button.enabled, self.cancel_button.enabled = True, False
         if self.cancel_event.is_set():
             self.status.value = f"{what} cancelled"
-            show_info(f"{what} cancelled; nothing was added.")
+            show_info(f"{what} cancelled; {cancel_note}.")
         elif not self._failed:
             self._apply(on_result, what)
 

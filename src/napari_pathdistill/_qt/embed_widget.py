@@ -1,12 +1,15 @@
-"""Embed slide widget: embedding map (PCA RGB), k-means clusters with a legend, click a tile for similar tiles."""
+"""Embed slide widget: embedding map (PCA RGB) filling in while the model runs, k-means clusters with a legend,
+click a tile of any map layer for similar tiles. Features are cached (``inference.feature_cache``) and resumed."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.types import FileDialogMode
+from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
@@ -14,12 +17,20 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
-from napari_pathdistill.inference.slide_maps import SlideMap, iter_slide_map
+from napari_pathdistill.inference.feature_cache import default_cache_dir, resolve_cache_dir
+from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map
+from napari_pathdistill.inference.slide_maps import SlideMap
+from napari_pathdistill.progress import Progress
 
 
 def _units(layer: Any) -> Any:
     """The slide layer's units (um from our reader) so overlays render in the same units."""
     return getattr(layer, "units", None)
+
+
+def _folder(value: Any) -> Path | None:
+    """A FileEdit's folder (None when it holds none)."""
+    return Path(value) if isinstance(value, (str, Path)) else None
 
 
 class EmbedWidget(Container):
@@ -39,12 +50,17 @@ class EmbedWidget(Container):
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.k = SpinBox(label="clusters (k)", value=6, min=1, max=64)
         self.top_k = SpinBox(label="similar tiles", value=10, min=1, max=500)
+        self.cache_dir = FileEdit(
+            label="feature cache", mode=FileDialogMode.EXISTING_DIRECTORY, value=default_cache_dir()
+        )
         self.run_button = PushButton(text="Embed")
         self.cancel_button = PushButton(text="Cancel")
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.status = status_label()
         self.legend = Label(value="")
         widgets = [self.slide, self.model, self.tile_px, self.mpp, self.min_tissue, self.batch_size, self.k,
-                   self.top_k, self.run_button, self.cancel_button, self.status, self.legend]  # fmt: skip
+                   self.top_k, self.cache_dir, self.run_button, self.cancel_button, self.progress, self.status,
+                   self.legend]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
@@ -55,9 +71,15 @@ class EmbedWidget(Container):
         self.mpp.tooltip = (
             "um/px of the tiles fed to the model; follows the chosen model's until you change it."
         )
+        self.cache_dir.tooltip = (
+            "Folder of the feature files (HDF5, as `pathdistill embed` writes): a matching file is reused, a "
+            "cancelled run resumes. Empty: $PATHDISTILL_CACHE_DIR, else the user cache folder."
+        )
         follow_spec(self.model, self.tile_px, self.mpp)
         self._labels_name: str | None = None
         self._units: Any = None  # units of the slide the shown result was computed from
+        self._live: np.ndarray | None = None  # (rows, cols, 4) float32 raster painted while embedding
+        self.fit_rows = FIT_ROWS  # tiles the live PCA colours wait for (then every written chunk is painted)
         viewer.mouse_drag_callbacks.append(self._on_click)  # viewer-level: works whatever layer is active
 
     def run(self) -> None:
@@ -70,14 +92,48 @@ class EmbedWidget(Container):
             napari.utils.notifications.show_error(error_message(exc, "Embedding"))
             return
         tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
-        batch_size, k = self.batch_size.value, self.k.value
+        batch_size, k, cache = (
+            self.batch_size.value,
+            self.k.value,
+            resolve_cache_dir(_folder(self.cache_dir.value)),
+        )
+
+        fit_rows = self.fit_rows
 
         def factory(cancel: Any) -> Any:
-            return iter_slide_map(request.load(), path, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
-                                  batch_size=batch_size, k=k, cancel=cancel)  # fmt: skip
+            return iter_live_map(request.load(), path, cache, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
+                                 batch_size=batch_size, k=k, fit_rows=fit_rows, cancel=cancel)  # fmt: skip
 
         source = (layer.name, _units(layer))  # results belong to this slide, whatever is chosen meanwhile
-        self.runner.start(factory, lambda result: self.show_result(result, source), "Embedding")
+        self._live, self.progress.value = None, 0
+        self.runner.start(factory, lambda result: self.show_result(result, source), "Embedding",
+                          on_item=lambda item: self._on_item(item, source),
+                          cancel_note="the tiles done are kept in the feature cache: Embed resumes them")  # fmt: skip
+
+    def _on_item(self, item: Any, source: tuple[str, Any]) -> None:
+        """Main thread, while embedding: move the dock's progress bar, paint a :class:`PartialMap`."""
+        if isinstance(item, Progress):
+            if item.total:
+                self.progress.max, self.progress.value = item.total, min(item.done, item.total)
+        elif isinstance(item, PartialMap):
+            self.paint_partial(item, source)
+
+    def paint_partial(self, part: PartialMap, source: tuple[str, Any]) -> napari.layers.Image:
+        """Paint the tiles of ``part`` into the "<slide> embedding map" layer (created once, then updated in
+        place: one (rows, cols, 4) raster, only the new cells written)."""
+        name = f"{source[0]} embedding map"
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+        raster = self._live
+        if raster is None or raster.shape[:2] != part.shape or layer is None or layer.data is not raster:
+            raster = self._live = np.zeros((*part.shape, 4), np.float32)
+            layer = upsert_layer(self.viewer, "image", raster, name, rgb=True, scale=part.scale,
+                                 translate=part.translate, units=source[1], opacity=0.7, contrast_limits=(0, 1),
+                                 metadata={"pathdistill": {"model": self.model.choice.value}})  # fmt: skip
+        rr, cc = part.cells[:, 0], part.cells[:, 1]
+        raster[rr, cc, :3] = part.rgb
+        raster[rr, cc, 3] = 1.0
+        layer.data = raster  # the same array: napari re-slices and uploads the small texture
+        return layer
 
     def show_result(self, result: SlideMap, source: tuple[str, Any] | None = None) -> None:
         """Add the embedding map, the cluster labels (with features) and connect tile clicks (main thread).
@@ -92,17 +148,30 @@ class EmbedWidget(Container):
             source = (layer.name if layer is not None else "slide", _units(layer))
         name, self._units = source
         geo = {"scale": result.scale, "translate": result.translate, "units": self._units}
-        rgba = np.concatenate([result.raster(result.rgb), (result.index_image > 0)[..., None]], axis=-1)
-        upsert_layer(self.viewer, "image", rgba.astype(np.float32), f"{name} embedding map", rgb=True, **geo,
-                     opacity=0.7, metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
+        self._show_rgb(result, f"{name} embedding map", geo)
         # the raster holds tile ids, so napari's hover looks up the hovered tile's row of ``features``; the
         # colours come from each tile's cluster
+        meta = {"slide_map": result, "model": result.model_name, "slide_layer": name,
+                "features_file": None if result.features_file is None else str(result.features_file)}  # fmt: skip
         labels = upsert_layer(self.viewer, "labels", result.index_image.astype(np.int32), f"{name} clusters",
                               opacity=0.5, features=result.feature_table(), colormap=cluster_colormap(result.clusters),
-                              **geo)  # fmt: skip
+                              metadata={"pathdistill": meta}, **geo)  # fmt: skip
+        self.progress.max = self.progress.value = max(1, len(result.features))
         self._set_legend(result)
         self._labels_name = labels.name
         self.viewer.layers.selection.active = labels
+
+    def _show_rgb(self, result: SlideMap, name: str, geo: dict[str, Any]) -> None:
+        """The final PCA colours (refitted on every tile): into the live layer in place, else a new layer."""
+        rgba = np.concatenate([result.raster(result.rgb), (result.index_image > 0)[..., None]], axis=-1)
+        live = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+        raster = self._live
+        if live is not None and raster is not None and live.data is raster and rgba.shape == raster.shape:
+            raster[:] = rgba
+            live.data = raster
+            return
+        upsert_layer(self.viewer, "image", rgba.astype(np.float32), name, rgb=True, **geo, opacity=0.7,
+                     contrast_limits=(0, 1), metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
 
     def _set_legend(self, result: SlideMap) -> None:
         ids, counts = np.unique(result.clusters, return_counts=True)
@@ -114,49 +183,80 @@ class EmbedWidget(Container):
         self.legend.value = "<br>".join(rows)
 
     def _on_click(self, viewer: Any, event: Any) -> Any:
-        """A click (press + release without a drag, so panning is left alone) on an embedded tile shows the
-        most similar tiles of the slide as points."""
-        if self.result is None or self._labels_name not in viewer.layers or getattr(event, "button", 1) != 1:
+        """A click (press + release without a drag, so panning is left alone) on a tile of any map layer
+        (``metadata["pathdistill"]["slide_map"]``, ours or a reader's) shows that slide's most similar tiles."""
+        if getattr(event, "button", 1) != 1 or not map_layers(viewer):
             return
         dragged = False
         yield
         while event.type == "mouse_move":
             dragged = True
             yield
-        if dragged or self.result is None or self._labels_name not in viewer.layers:
+        if dragged:
             return
-        row, col = viewer.layers[self._labels_name].world_to_data(event.position)[-2:]
-        index = self.result.tile_at(row, col)
-        if index is not None:
-            self.show_similar(index)
+        hit = map_layer_at(viewer, event.position)
+        if hit is not None:
+            self.show_similar(hit[1], hit[0])
 
-    def show_similar(self, index: int) -> napari.layers.Points:
-        """Put the query tile and its top-k most similar tiles (cosine) in a Points layer."""
-        assert self.result is not None
-        idx, cos = self.result.most_similar(index, self.top_k.value)
-        centers = self.result.tile_centers()
+    def show_similar(self, index: int, layer: Any = None) -> napari.layers.Points:
+        """Put the query tile and its top-k most similar tiles (cosine) of a map layer in a Points layer.
+
+        Args:
+            index: the query tile (row of the map's features).
+            layer: the map layer clicked (default: this widget's last clusters layer).
+        """
+        if layer is None:
+            layer = self.viewer.layers[self._labels_name] if self._labels_name in self.viewer.layers else None  # noqa: SIM401
+        smap: SlideMap | None = (
+            layer.metadata["pathdistill"]["slide_map"] if layer is not None else self.result
+        )
+        assert smap is not None
+        idx, cos = smap.most_similar(index, self.top_k.value)
+        centers = smap.tile_centers()
         pts = np.concatenate([centers[[index]], centers[idx]])
         features = {
             "tile": np.r_[index, idx],
             "cosine": np.r_[1.0, cos],
             "query": np.r_[True, np.zeros(len(idx), bool)],
         }
-        size = float(min(self.result.scale)) * 0.6
+        size = float(min(smap.scale)) * 0.6
         symbols = ["star"] + ["disc"] * len(idx)
-        layer = self.viewer.layers["similar tiles"] if "similar tiles" in self.viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
-        if isinstance(layer, napari.layers.Points):  # in place: removing a layer costs a napari gc pass
-            layer.data, layer.features, layer.size, layer.symbol = pts, features, size, symbols
-            layer.face_color = "cosine"
-            layer.refresh()
+        units = getattr(layer, "units", None) if layer is not None else self._units
+        points = self.viewer.layers["similar tiles"] if "similar tiles" in self.viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
+        if isinstance(points, napari.layers.Points) and tuple(points.units) == tuple(units or points.units):
+            points.data, points.features, points.size, points.symbol = pts, features, size, symbols
+            points.face_color = "cosine"  # in place: removing a layer costs a napari gc pass
+            points.refresh()
         else:
-            layer = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
-                                 face_color="cosine", symbol=symbols, units=self._units,
-                                 face_colormap="magma", border_color="white")  # fmt: skip
+            points = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
+                                  face_color="cosine", symbol=symbols, units=units,
+                                  face_colormap="magma", border_color="white")  # fmt: skip
         self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
-        # keep the clusters active: hovering shows their features in the status bar, as before the click
-        if self._labels_name in self.viewer.layers:
-            self.viewer.layers.selection.active = self.viewer.layers[self._labels_name]
-        return layer
+        # keep the map layer active: hovering shows its features in the status bar, as before the click
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.selection.active = layer
+        return points
+
+
+def map_layers(viewer: Any) -> list[Any]:
+    """The map layers of the viewer (Labels with ``metadata["pathdistill"]["slide_map"]``), topmost first."""
+    return [layer for layer in reversed(viewer.layers) if isinstance(layer, napari.layers.Labels)
+            and isinstance(layer.metadata.get("pathdistill", {}).get("slide_map"), SlideMap)]  # fmt: skip
+
+
+def map_layer_at(viewer: Any, position: Any) -> tuple[Any, int] | None:
+    """(map layer, tile index) under a world position: the active map layer first, then the visible ones from the
+    top; None off every map's tiles."""
+    layers = map_layers(viewer)
+    active = viewer.layers.selection.active
+    order = [active] if active in layers else []
+    order += [layer for layer in layers if layer.visible and layer is not active]
+    for layer in order:
+        row, col = layer.world_to_data(position)[-2:]
+        index = layer.metadata["pathdistill"]["slide_map"].tile_at(row, col)
+        if index is not None:
+            return layer, index
+    return None
 
 
 def cluster_palette(k: int) -> np.ndarray:

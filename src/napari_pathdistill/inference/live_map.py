@@ -211,7 +211,7 @@ def _final_map(out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k:
         keep = np.isin(grid.coords[:, 0] + grid.coords[:, 1] * width, coords[:, 0] + coords[:, 1] * width)
         grid = dataclasses.replace(grid, coords=grid.coords[keep], tissue_fraction=grid.tissue_fraction[keep])
         feats = feats[keep]
-    return build_slide_map(EmbeddingResult(feats, grid, model_name), k)
+    return dataclasses.replace(build_slide_map(EmbeddingResult(feats, grid, model_name), k), features_file=out)
 
 
 def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -> SlideMap:
@@ -222,4 +222,5 @@ def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -
         feats, coords, name = f["features"][()], f["coords"][()], str(f.attrs["model"])
     geometry = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0)  # size, level, shape only
     grid = dataclasses.replace(geometry, coords=coords, tissue_fraction=np.full(len(coords), np.nan))
-    return build_slide_map(EmbeddingResult(feats.astype(np.float32, copy=False), grid, name), k)
+    result = EmbeddingResult(feats.astype(np.float32, copy=False), grid, name)
+    return dataclasses.replace(build_slide_map(result, k), features_file=path)

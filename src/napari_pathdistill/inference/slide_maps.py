@@ -37,6 +37,7 @@ class SlideMap:
         scale: napari scale (y, x) of the rasterised maps, in slide-layer units per grid cell.
         translate: napari translate (y, x) of the rasterised maps.
         model_name: the model that made the embeddings.
+        features_file: the HDF5 feature file the features were read from or written to (None: in memory only).
     """
 
     features: np.ndarray
@@ -48,6 +49,7 @@ class SlideMap:
     scale: tuple[float, float]
     translate: tuple[float, float]
     model_name: str
+    features_file: Path | None = None
 
     def raster(self, values: np.ndarray, fill: float = 0) -> np.ndarray:
         """Per-tile values (N,) or (N, C) -> (rows, cols[, C]) image on the grid (same scale/translate)."""
