@@ -101,12 +101,13 @@ class EmbedWidget(Container):
         fit_rows = self.fit_rows
 
         def factory(cancel: Any) -> Any:
-            return iter_live_map(request.load(), path, cache, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
-                                 batch_size=batch_size, k=k, fit_rows=fit_rows, cancel=cancel)  # fmt: skip
+            return _with_colormap(iter_live_map(request.load(), path, cache, tile_px=tile_px, mpp=mpp,
+                                  min_tissue=min_tissue, batch_size=batch_size, k=k, fit_rows=fit_rows,
+                                  cancel=cancel))  # fmt: skip
 
         source = (layer.name, _units(layer))  # results belong to this slide, whatever is chosen meanwhile
         self._live, self.progress.value = None, 0
-        self.runner.start(factory, lambda result: self.show_result(result, source), "Embedding",
+        self.runner.start(factory, lambda result: self.show_result(result[0], result[1], source), "Embedding",
                           on_item=lambda item: self._on_item(item, source),
                           cancel_note="the tiles done are kept in the feature cache: Embed resumes them")  # fmt: skip
 
@@ -135,11 +136,14 @@ class EmbedWidget(Container):
         layer.data = raster  # the same array: napari re-slices and uploads the small texture
         return layer
 
-    def show_result(self, result: SlideMap, source: tuple[str, Any] | None = None) -> None:
+    def show_result(
+        self, result: SlideMap, colormap: Any = None, source: tuple[str, Any] | None = None
+    ) -> None:
         """Add the embedding map, the cluster labels (with features) and connect tile clicks (main thread).
 
         Args:
             result: the computed map.
+            colormap: :func:`cluster_colormap` of its clusters (built in the worker: ~1.3 s at 100k tiles).
             source: (slide layer name, units) of the slide it was computed from (default: the chosen one).
         """
         self.result = result
@@ -154,7 +158,7 @@ class EmbedWidget(Container):
         meta = {"slide_map": result, "model": result.model_name, "slide_layer": name,
                 "features_file": None if result.features_file is None else str(result.features_file)}  # fmt: skip
         labels = upsert_layer(self.viewer, "labels", result.index_image.astype(np.int32), f"{name} clusters",
-                              opacity=0.5, features=result.feature_table(), colormap=cluster_colormap(result.clusters),
+                              opacity=0.5, features=result.feature_table(), colormap=colormap or cluster_colormap(result.clusters),
                               metadata={"pathdistill": meta}, **geo)  # fmt: skip
         self.progress.max = self.progress.value = max(1, len(result.features))
         self._set_legend(result)
@@ -257,6 +261,13 @@ def map_layer_at(viewer: Any, position: Any) -> tuple[Any, int] | None:
         if index is not None:
             return layer, index
     return None
+
+
+def _with_colormap(items: Any) -> Any:
+    """Re-yield a core generator's items; its SlideMap as (SlideMap, :func:`cluster_colormap`), built here in
+    the worker thread (napari validates each of the N colours: seconds at 100k tiles) and not on the main one."""
+    for item in items:
+        yield (item, cluster_colormap(item.clusters)) if isinstance(item, SlideMap) else item
 
 
 def cluster_palette(k: int) -> np.ndarray:
