@@ -77,6 +77,7 @@ def iter_batches(
     prefetch: int | None = None,
     cancel: threading.Event | None = None,
     skipped: list[int] | None = None,
+    embed: Callable[[Any], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Embed the tiles of ``grid`` batch by batch, in order; yields ``(start, features (b, D) float32)``.
 
@@ -85,7 +86,8 @@ def iter_batches(
     at any time, so memory stays bounded. Stops, without yielding further, once ``cancel`` is set; pending
     reads are cancelled when the generator is closed. A tile that cannot be decoded raises
     :class:`~napari_pathdistill.errors.CorruptTileError`, unless a ``skipped`` list is given: then its grid
-    index is appended there and its feature row is NaN.
+    index is appended there and its feature row is NaN. ``embed`` replaces ``model.embed`` as the function
+    of a batch of host tiles (e.g. patch tokens (b, gh, gw, D), see ``inference.dense_maps``).
     """
     n = len(grid.coords)
     depth = max(1, num_workers + 1 if prefetch is None else prefetch)
@@ -110,7 +112,7 @@ def iter_batches(
             tiles, bad = future.result()
             if cancel is not None and cancel.is_set():
                 return
-            feats = model.embed(tiles)
+            feats = (embed or model.embed)(tiles)
             if bad and skipped is not None:
                 feats = np.array(feats, np.float32)
                 feats[bad] = np.nan

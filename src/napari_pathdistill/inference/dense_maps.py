@@ -1,0 +1,298 @@
+"""Dense patch-token embedding maps of a slide: one colour per ViT patch token instead of one per tile (no Qt).
+
+A 224 px tile of a patch-14 ViT gives 16 x 16 patch tokens (the prefix tokens, CLS and registers, are
+dropped). The tokens of a random sample of tiles (``n_fit_tokens`` tokens) fit a 3-component PCA; every tile's
+tokens are then projected to 3 scores as soon as they are computed (on the model's device) and summed into a
+(H, W, 3) raster on the patch grid with a (H, W) count, so memory is bounded by the raster (about 17 bytes per
+patch cell), never by N tiles x 256 tokens x D. With ``stride_px`` < tile px the tiles overlap; a patch cell
+seen by several tiles gets the mean of their scores (= the score of their mean token, PCA being linear).
+Colours: each score scaled between its 1st and 99th percentile over the tissue cells (robust to outlier tokens).
+
+Use: run ``iter_dense_map(model, slide, *, tile_px=None, mpp=None, min_tissue=0.5, stride_px=None,
+batch_size=32, max_tiles=None, n_fit_tokens=32_768, cancel=None) -> Iterator[Progress | DenseMap]`` in a
+TaskRunner, then on the main thread ``napari_pathdistill._qt.dense_map.show_dense_map(viewer, result,
+slide_layer.name, slide_layer.units) -> napari.layers.Image``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_pathdistill.errors import Cancelled, EmptyTissueError, PathDistillError
+from napari_pathdistill.inference.embed import iter_batches, tile_geometry
+from napari_pathdistill.inference.slide_maps import _subset_grid as _subset
+from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.progress import Progress
+from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
+from napari_pathdistill.wsi.tiling import TileGrid, _tissue_fractions, detect_tissue, make_tile_grid
+
+#: tokens the PCA is fitted on by default (128 tiles of 16 x 16 tokens; 200 MB at D = 1536)
+N_FIT_TOKENS = 32_768
+#: percentiles of each score mapped to colour 0 and 255
+COLOUR_PERCENTILES = (1.0, 99.0)
+
+
+@dataclass
+class DenseMap:
+    """Patch-token embedding map of one slide.
+
+    Attributes:
+        rgb: (H, W, 3) uint8 colours of the patch cells (0 outside ``valid``).
+        scores: (H, W, 3) float32 mean PCA scores per cell (0 outside ``valid``).
+        valid: (H, W) bool, cells covered by at least one tile.
+        counts: (H, W) uint16 tiles covering each cell (1 without overlap, up to 4 with half-tile stride).
+        scale: napari scale (y, x) of the rasters in slide-layer units (um with MPP, else level-0 px) per cell.
+        translate: napari translate (y, x) of the rasters: cell (0, 0) is centred on the first token's area.
+        model_name: the model that made the tokens.
+        patch_grid: (gh, gw) patch tokens per tile.
+        stride_cells: patch cells between neighbouring tiles (``gh`` without overlap).
+        grid: the tiles (N); ``grid.coords`` level-0 (x, y) top-left.
+        offsets: (N, 2) int (row, col) of each tile's first cell in the rasters.
+        pca_mean: (D,) float32 token mean of the PCA.
+        pca_components: (3, D) float32 principal axes (zero rows when fewer than 3 exist).
+        colour_limits: (2, 3) float32 score mapped to 0 (row 0) and to 255 (row 1), per channel.
+    """
+
+    rgb: np.ndarray
+    scores: np.ndarray
+    valid: np.ndarray
+    counts: np.ndarray
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+    model_name: str
+    patch_grid: tuple[int, int]
+    stride_cells: int
+    grid: TileGrid
+    offsets: np.ndarray
+    pca_mean: np.ndarray
+    pca_components: np.ndarray
+    colour_limits: np.ndarray
+
+    def project(self, tokens: np.ndarray) -> np.ndarray:
+        """(..., D) patch tokens -> (..., 3) PCA scores with this map's PCA."""
+        return (np.asarray(tokens, np.float32) - self.pca_mean) @ self.pca_components.T
+
+
+def patch_size(model: EmbeddingModel) -> int:
+    """Side in model px of a ViT's patches.
+
+    Raises:
+        PathDistillError: the model has no patch tokens (a CNN, or a module without ``patch_embed``).
+    """
+    pe = getattr(model.module, "patch_embed", None)
+    size = getattr(pe, "patch_size", None)
+    if model.spec.family != "vit" or size is None:
+        raise PathDistillError(
+            f"{model.spec.name} is not a ViT: dense maps need a ViT with patch tokens; use the tile-level map."
+        )
+    return int(size[0] if isinstance(size, tuple | list) else size)
+
+
+def _token_fn(model: EmbeddingModel, pca: tuple[torch.Tensor, torch.Tensor] | None) -> Callable[[Any], Any]:
+    """Host tiles -> (B, gh, gw, D) tokens, or their (B, gh, gw, 3) scores on ``pca`` = (mean, components)."""
+    p = patch_size(model)
+    amp = model.amp_dtype
+
+    @torch.inference_mode()
+    def run(tiles: Any) -> Any:
+        x = model.preprocess(tiles)
+        with torch.autocast(model.device.type, dtype=amp, enabled=amp != torch.float32):
+            tokens = model.forward_tokens(x)[:, model.num_prefix_tokens :].float()
+        tokens = tokens.reshape(len(x), x.shape[2] // p, x.shape[3] // p, -1)
+        return tokens if pca is None else (tokens - pca[0]) @ pca[1].T
+
+    return run
+
+
+def dense_grid(
+    pyramid: Pyramid, tile_px: int, mpp: float, min_tissue: float, stride_px: int
+) -> tuple[TileGrid, np.ndarray, tuple[int, int]]:
+    """Tissue tiles on a lattice of stride ``stride_px`` model px: (grid of the N kept tiles, (N, 2) int lattice
+    (row, col) of each, (rows, cols) of the whole lattice). ``stride_px == tile_px`` gives ``make_tile_grid``'s
+    tiles (those of the tile-level map)."""
+    mask = detect_tissue(pyramid) if min_tissue > 0 else None
+    base = make_tile_grid(pyramid, tile_px=tile_px, mpp=mpp, min_tissue=0)  # geometry only
+    size, step = base.size_level0, base.size_level0 * stride_px / tile_px
+    h0, w0 = base.slide_shape
+    rows, cols = int((h0 - size) // step) + 1, int((w0 - size) // step) + 1
+    lattice = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
+    coords = np.round(lattice[:, ::-1] * step).astype(np.int64)
+    frac = _tissue_fractions(mask, coords, size) if mask is not None else np.ones(len(coords))
+    keep = frac >= min_tissue
+    grid = dataclasses.replace(base, coords=coords[keep], tissue_fraction=frac[keep])
+    return grid, lattice[keep], (rows, cols)
+
+
+def _check_stride(stride_px: int | None, tile_px: int, patch: int) -> int:
+    """The stride in model px (``tile_px`` when None), a multiple of the patch size in (0, tile_px]."""
+    stride = tile_px if stride_px is None else int(stride_px)
+    if not 0 < stride <= tile_px or stride % patch or tile_px % patch:
+        raise PathDistillError(
+            f"stride {stride} px and tile {tile_px} px must be multiples of the patch size ({patch} px), with "
+            f"stride <= tile, so that the patch grids of overlapping tiles align (e.g. {tile_px // 2} px)."
+        )
+    return stride
+
+
+class _Canvas:
+    """Sums (H, W, 3) float32 and counts (H, W) uint16 of the scores of tiles placed at cell offsets."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.sums = np.zeros((*shape, 3), np.float32)
+        self.counts = np.zeros(shape, np.uint16)
+
+    def add(self, offsets: np.ndarray, scores: np.ndarray) -> None:
+        """Add (b, gh, gw, 3) ``scores`` of tiles whose first cells are ``offsets`` (b, 2)."""
+        gh, gw = scores.shape[1:3]
+        for (r, c), s in zip(offsets, scores, strict=True):
+            self.sums[r : r + gh, c : c + gw] += s
+            self.counts[r : r + gh, c : c + gw] += 1
+
+
+def _fit_pca(tokens: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """(M, D) tokens -> (mean (D,), components (3, D)) float32, seeded; missing components are zero rows."""
+    from sklearn.decomposition import PCA
+
+    comps, p = np.zeros((3, d), np.float32), min(3, len(tokens) - 1, d)
+    if p > 0:
+        comps[:p] = PCA(n_components=p, random_state=0).fit(tokens).components_
+    return tokens.mean(0, dtype=np.float64).astype(np.float32), comps
+
+
+def colour_scores(scores: np.ndarray, valid: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) scores -> ((H, W, 3) uint8, (2, 3) limits): each channel's 1st-99th percentile (over at most
+    1M random ``valid`` cells) -> 0-255, clipped; constant channels are 128, cells outside ``valid`` 0."""
+    idx = np.flatnonzero(valid)
+    if len(idx) > 1_000_000:
+        idx = np.random.default_rng(seed).choice(idx, 1_000_000, replace=False)
+    sample = scores.reshape(-1, 3)[idx]
+    limits = np.percentile(sample, COLOUR_PERCENTILES, axis=0) if len(idx) else np.zeros((2, 3))
+    limits = limits.astype(np.float32)
+    span = limits[1] - limits[0]
+    rgb = np.zeros(scores.shape, np.uint8)
+    for r in range(0, len(scores), 1024):  # row blocks: no float64 copy of a whole-slide raster
+        s = (scores[r : r + 1024] - limits[0]) / np.where(span > 0, span, 1)
+        s = np.where(span > 0, np.clip(s, 0, 1), 0.5)
+        rgb[r : r + 1024] = np.rint(s * 255).astype(np.uint8) * valid[r : r + 1024, :, None]
+    return rgb, limits
+
+
+def iter_dense_map(
+    model: EmbeddingModel,
+    slide: str | Path,
+    *,
+    tile_px: int | None = None,
+    mpp: float | None = None,
+    min_tissue: float = 0.5,
+    stride_px: int | None = None,
+    batch_size: int = 32,
+    max_tiles: int | None = None,
+    n_fit_tokens: int = N_FIT_TOKENS,
+    cancel: threading.Event | None = None,
+) -> Iterator[Progress | DenseMap]:
+    """Detect tissue, tile, map patch tokens; yields ``Progress(done, N, "patch tokens")``, then one DenseMap.
+
+    Args:
+        model, slide: a ViT (its patch tokens; CLS and register tokens are dropped) and the slide file.
+        tile_px, mpp: tile side (model px) and um/px; None: the model's (see ``inference.embed.tile_geometry``).
+        min_tissue: minimum tissue fraction of a tile (0 keeps the whole lattice).
+        stride_px: model px between neighbouring tiles, a multiple of the patch size <= ``tile_px``; None:
+            ``tile_px`` (no overlap, the tile-level map's tiles). Half a tile: each cell seen by up to 4 tiles.
+        batch_size, max_tiles: tiles per forward pass; only the first ``max_tiles`` tiles (row-major).
+        n_fit_tokens: tokens of the random tiles (seeded) the PCA is fitted on.
+        cancel: set it to stop; the generator then raises ``Cancelled``.
+
+    Raises:
+        PathDistillError: not a ViT, or a stride that is not a multiple of the patch size.
+        WSIError: the slide cannot be read.
+        EmptyTissueError: no tile has at least ``min_tissue`` tissue.
+        Cancelled: ``cancel`` was set.
+    """
+    tile_px, mpp = tile_geometry(model, tile_px, mpp)
+    patch = patch_size(model)
+    stride = _check_stride(stride_px, tile_px, patch)
+    with open_pyramid(slide) as pyramid:
+        yield Progress(0, 0, "tissue detection")
+        grid, lattice, shape = dense_grid(pyramid, tile_px, mpp, min_tissue, stride)
+        if len(grid.coords) == 0:
+            raise EmptyTissueError(
+                f"No {tile_px}px tile of {Path(slide).name} has >= {min_tissue:.0%} tissue; "
+                "lower 'min tissue' or check the tissue mask with the Tissue widget."
+            )
+        if max_tiles is not None and len(grid.coords) > max_tiles:
+            grid, lattice = _subset(grid, np.arange(max_tiles)), lattice[:max_tiles]
+        g, k = tile_px // patch, stride // patch
+        canvas = _Canvas(((shape[0] - 1) * k + g, (shape[1] - 1) * k + g))
+        offsets = lattice * k
+        pca = yield from _map_tiles(model, pyramid, grid, offsets, canvas, batch_size, n_fit_tokens, cancel)
+    if pca is None:
+        raise Cancelled("Dense map cancelled.")
+    yield Progress(len(grid), len(grid), "colours")
+    yield _finish(canvas, grid, offsets, pca, model.spec.name, (g, k))
+
+
+def _map_tiles(
+    model: EmbeddingModel, pyramid: Pyramid, grid: TileGrid, offsets: np.ndarray, canvas: _Canvas,
+    batch_size: int, n_fit_tokens: int, cancel: threading.Event | None,
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
+    """Fit the PCA on the tokens of random tiles (projected into ``canvas`` from memory), then compute and
+    project the other tiles on the model's device; returns (mean, components), or None when cancelled."""
+    n, g2 = len(grid), (grid.tile_px // patch_size(model)) ** 2
+    n_fit = min(n, max(1, math.ceil(n_fit_tokens / g2)))
+    fit = np.sort(np.random.default_rng(0).choice(n, n_fit, replace=False))
+    tokens, tokens_of = [], _token_fn(model, None)
+    for start, batch in iter_batches(model, pyramid, _subset(grid, fit), batch_size=batch_size, cancel=cancel,
+                                     embed=lambda t: tokens_of(t).cpu().numpy()):  # fmt: skip
+        tokens.append(batch)
+        yield Progress(start + len(batch), n, "patch tokens")
+    if sum(map(len, tokens)) < len(fit):
+        return None
+    fitted = np.concatenate(tokens)
+    mean, comps = _fit_pca(fitted.reshape(-1, fitted.shape[-1]), fitted.shape[-1])
+    canvas.add(offsets[fit], (fitted - mean) @ comps.T)
+    rest = np.setdiff1d(np.arange(n), fit)
+    done = yield from _project_rest(model, pyramid, _subset(grid, rest), offsets[rest], canvas, (mean, comps),
+                                    batch_size, cancel, n)  # fmt: skip
+    return (mean, comps) if done == len(rest) else None
+
+
+def _project_rest(
+    model: EmbeddingModel, pyramid: Pyramid, grid: TileGrid, offsets: np.ndarray, canvas: _Canvas,
+    pca: tuple[np.ndarray, np.ndarray], batch_size: int, cancel: threading.Event | None, total: int,
+) -> Generator[Progress, None, int]:  # fmt: skip
+    """Project the tiles of ``grid`` on ``pca`` into ``canvas`` batch by batch (the last of ``total`` tiles);
+    returns how many were done."""
+    mean, comps = (torch.from_numpy(a).to(model.device) for a in pca)
+    project = _token_fn(model, (mean, comps))
+    done = 0
+    for start, batch in iter_batches(model, pyramid, grid, batch_size=batch_size, cancel=cancel,
+                                     embed=lambda t: project(t).cpu().numpy()):  # fmt: skip
+        canvas.add(offsets[start : start + len(batch)], batch)
+        done += len(batch)
+        yield Progress(total - len(offsets) + done, total, "patch tokens")
+    return done
+
+
+def _finish(
+    canvas: _Canvas, grid: TileGrid, offsets: np.ndarray, pca: tuple[np.ndarray, np.ndarray], name: str,
+    cells: tuple[int, int],
+) -> DenseMap:  # fmt: skip
+    """Mean scores, colours and napari geometry of a filled canvas; ``cells`` = (patches per tile side,
+    stride in patches)."""
+    valid, scores = canvas.counts > 0, canvas.sums
+    scores /= np.maximum(canvas.counts, 1)[..., None]  # in place: the sums become the mean scores
+    rgb, limits = colour_scores(scores, valid)
+    g, k = cells
+    cell, px = grid.size_level0 / g, grid.slide_mpp or 1.0
+    t = (cell - 1) / 2 * px  # level-0 pixel i is centred at i * px; cell 0 spans pixels [0, cell)
+    return DenseMap(rgb, scores, valid, canvas.counts, (cell * px, cell * px), (t, t), name, (g, g), k, grid,
+                    offsets, pca[0], pca[1], limits)  # fmt: skip
