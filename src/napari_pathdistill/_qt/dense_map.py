@@ -1,0 +1,61 @@
+"""Show a dense patch-token map (``inference.dense_maps.DenseMap``) as an RGBA image layer aligned with its slide.
+
+Signature (main thread, e.g. the Embed widget's TaskRunner callback for its "patch tokens (ViT)" map)::
+
+    show_dense_map(viewer: napari.viewer.Viewer, result: DenseMap, name: str, units: Any = None)
+        -> napari.layers.Image   # layer "<name> patch-token map"
+
+``name`` is the slide layer's name and ``units`` its ``layer.units`` (um from our reader): the map's
+``scale``/``translate`` are in those units, like the tile-level embedding map's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+
+from napari_pathdistill.inference.dense_maps import DenseMap
+
+#: suffix of the layer name after the slide layer's name
+LAYER_SUFFIX = "patch-token map"
+
+
+def dense_rgba(result: DenseMap) -> np.ndarray:
+    """(H, W, 4) uint8: the map's colours, alpha 255 on tissue cells and 0 elsewhere (slide shows through)."""
+    return np.dstack([result.rgb, result.valid.astype(np.uint8) * 255])
+
+
+def show_dense_map(
+    viewer: napari.viewer.Viewer, result: DenseMap, name: str, units: Any = None
+) -> napari.layers.Image:
+    """Add the RGBA layer ``"<name> patch-token map"``, or update that layer in place (same layer object).
+
+    Args:
+        viewer: the viewer.
+        result: the map from ``iter_dense_map``.
+        name: the slide layer's name.
+        units: the slide layer's units (``layer.units``), so the map renders in the same world units.
+
+    Returns:
+        The image layer.
+    """
+    layer_name = f"{name} {LAYER_SUFFIX}"
+    rgba = dense_rgba(result)
+    meta = {"pathdistill": {"model": result.model_name, "patch_grid": result.patch_grid,
+                            "stride_cells": result.stride_cells}}  # fmt: skip
+    layer = viewer.layers[layer_name] if layer_name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
+    if isinstance(layer, napari.layers.Image) and layer.rgb:
+        layer.data = rgba  # in place: removing a layer costs napari a gc pass and loses the user's settings
+        layer.scale, layer.translate = result.scale, result.translate
+        if units is not None:
+            layer.units = units
+        layer.metadata = {**layer.metadata, **meta}
+        layer.refresh()
+        return layer
+    if layer is not None:
+        viewer.layers.remove(layer)
+    kwargs = {"units": units} if units is not None else {}
+    return viewer.add_image(rgba, name=layer_name, rgb=True, scale=result.scale, translate=result.translate,
+                            opacity=0.7, metadata=meta, **kwargs)  # fmt: skip
