@@ -318,3 +318,24 @@ def _shoot(viewer, qtbot, name: str) -> None:
     viewer.reset_view()
     qtbot.wait(300)
     imsave(DOCS_IMAGES / name, viewer.screenshot(canvas_only=False, flash=False))
+
+
+def test_patch_token_map_option_runs_the_dense_map(
+    make_napari_viewer, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """map: "patch tokens (ViT)" runs inference.dense_maps and adds H4's "<slide> patch-token map" layer, aligned
+    with the slide, instead of the tile map (no cache file, no clusters)."""
+    from napari_pathdistill._qt.embed_widget import TOKENS
+
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value = tiny_vit.spec.tile_px, 2.0, 0.1
+    widget.slide.value, widget.map_kind.value = slide, TOKENS
+    widget.run()
+    wait_for(widget)
+    assert widget.status.value.endswith("done"), widget.status.value
+    layer = viewer.layers[f"{slide.name} patch-token map"]
+    assert layer.rgb and tuple(layer.units) == tuple(slide.units) and layer.data[..., 3].any()
+    assert f"{slide.name} clusters" not in viewer.layers and widget.progress.value == widget.progress.max

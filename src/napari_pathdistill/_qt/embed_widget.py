@@ -9,7 +9,16 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.types import FileDialogMode
-from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
@@ -26,6 +35,10 @@ from napari_pathdistill.progress import Progress
 def _units(layer: Any) -> Any:
     """The slide layer's units (um from our reader) so overlays render in the same units."""
     return getattr(layer, "units", None)
+
+
+#: choices of the "map" field
+TILES, TOKENS = "tiles", "patch tokens (ViT)"
 
 
 def _folder(value: Any) -> Path | None:
@@ -50,6 +63,8 @@ class EmbedWidget(Container):
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.k = SpinBox(label="clusters (k)", value=6, min=1, max=64)
         self.top_k = SpinBox(label="similar tiles", value=10, min=1, max=500)
+        self.map_kind = ComboBox(label="map", choices=[TILES, TOKENS], value=TILES)
+        self.stride = SpinBox(label="token stride px", value=0, min=0, max=1024, step=14)
         self.cache_dir = FileEdit(
             label="feature cache", mode=FileDialogMode.EXISTING_DIRECTORY, value=default_cache_dir()
         )
@@ -59,7 +74,7 @@ class EmbedWidget(Container):
         self.status = status_label()
         self.legend = Label(value="")
         widgets = [self.slide, self.model, self.tile_px, self.mpp, self.min_tissue, self.batch_size, self.k,
-                   self.top_k, self.cache_dir, self.run_button, self.cancel_button, self.progress, self.status,
+                   self.top_k, self.map_kind, self.stride, self.cache_dir, self.run_button, self.cancel_button, self.progress, self.status,
                    self.legend]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
@@ -74,6 +89,10 @@ class EmbedWidget(Container):
         self.cache_dir.tooltip = (
             "Folder of the feature files (HDF5, as `pathdistill embed` writes): a matching file is reused, a "
             "cancelled run resumes. Empty: $PATHDISTILL_CACHE_DIR, else the user cache folder."
+        )
+        self.stride.tooltip = (
+            "Patch-token map only: model px between neighbouring tiles (a multiple of the ViT's patch size); "
+            "0: the tile px (no overlap). Half a tile averages each patch cell over up to 4 tiles."
         )
         follow_spec(self.model, self.tile_px, self.mpp)
         self._labels_name: str | None = None
@@ -99,17 +118,36 @@ class EmbedWidget(Container):
         )
 
         fit_rows = self.fit_rows
+        source = (layer.name, _units(layer))  # results belong to this slide, whatever is chosen meanwhile
+        if self.map_kind.value == TOKENS:
+            self._run_dense(request, path, source)
+            return
 
         def factory(cancel: Any) -> Any:
             return _with_colormap(iter_live_map(request.load(), path, cache, tile_px=tile_px, mpp=mpp,
                                   min_tissue=min_tissue, batch_size=batch_size, k=k, fit_rows=fit_rows,
                                   cancel=cancel))  # fmt: skip
 
-        source = (layer.name, _units(layer))  # results belong to this slide, whatever is chosen meanwhile
         self._live, self.progress.value = None, 0
         self.runner.start(factory, lambda result: self.show_result(result[0], result[1], source), "Embedding",
                           on_item=lambda item: self._on_item(item, source),
                           cancel_note="the tiles done are kept in the feature cache: Embed resumes them")  # fmt: skip
+
+    def _run_dense(self, request: Any, path: Path, source: tuple[str, Any]) -> None:
+        """The "patch tokens (ViT)" map: ``inference.dense_maps.iter_dense_map`` -> ``show_dense_map``."""
+        from napari_pathdistill._qt.dense_map import show_dense_map
+        from napari_pathdistill.inference.dense_maps import iter_dense_map
+
+        tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
+        batch_size, stride = self.batch_size.value, self.stride.value or None
+
+        def factory(cancel: Any) -> Any:
+            return iter_dense_map(request.load(), path, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
+                                  stride_px=stride, batch_size=batch_size, cancel=cancel)  # fmt: skip
+
+        self.progress.value = 0
+        self.runner.start(factory, lambda result: show_dense_map(self.viewer, result, *source), "Patch-token map",
+                          on_item=lambda item: self._on_item(item, source))  # fmt: skip
 
     def _on_item(self, item: Any, source: tuple[str, Any]) -> None:
         """Main thread, while embedding: move the dock's progress bar, paint a :class:`PartialMap`."""
