@@ -38,6 +38,7 @@ LOG_KEYS = (
     "teacher_temp",
     "grad_norm",
     "images_per_s",
+    "data_wait_frac",
 )
 
 
@@ -127,9 +128,9 @@ def _truncate_csv(path: Path, step: int) -> None:
 
 
 def _complete_row(row: dict[str, str | None]) -> bool:
-    """Whether a CSV row has every column (some may be empty) and an integer step; a kill mid-write leaves a
-    partial last row."""
-    return all(row.get(k) is not None for k in LOG_KEYS) and (row["step"] or "").isdigit()
+    """Whether a CSV row has every column of its file's header (some may be empty; a file written before a
+    column was added lacks it) and an integer step; a kill mid-write leaves a partial last row."""
+    return None not in row and all(v is not None for v in row.values()) and (row.get("step") or "").isdigit()
 
 
 def _setup(cfg: Any, env: distributed.DistEnv) -> tuple[DistillMetaArch, torch.optim.Optimizer, dict, int]:
