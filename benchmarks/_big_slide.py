@@ -49,8 +49,11 @@ def _densest_window(rgb: np.ndarray, side: int = 1024) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([win, win[:, ::-1]], axis=1))
 
 
-def _islands(width: int, height: int, n: int, seed: int) -> np.ndarray:
-    """(n, 5) ellipses (cy, cx, ry, rx, source index) in level-0 px covering ~35 % of the slide."""
+def island_layout(width: int, height: int, n: int = 6, seed: int = 0) -> np.ndarray:
+    """(n, 5) ellipses (cy, cx, ry, rx, source index) in level-0 px covering ~35 % of the slide.
+
+    The paste layout :func:`write_big_slide` uses for the same arguments (tests check detection against it).
+    """
     rng = np.random.default_rng(seed)
     cols = int(np.ceil(np.sqrt(n * width / height)))
     rows = int(np.ceil(n / cols))
@@ -84,6 +87,13 @@ def _tiles(shape: tuple[int, int], ds: int, islands: np.ndarray, sources: list[n
             yield np.clip(tile, 0, 255).astype(np.uint8)
 
 
+def in_islands(x: np.ndarray, y: np.ndarray, islands: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Boolean array: level-0 points (x, y) inside an island (ellipse radii grown by ``margin`` px)."""
+    x, y = np.asarray(x, np.float64)[..., None], np.asarray(y, np.float64)[..., None]
+    cy, cx, ry, rx = (islands[:, i] for i in range(4))
+    return np.any(((y - cy) / (ry + margin)) ** 2 + ((x - cx) / (rx + margin)) ** 2 <= 1.0, axis=-1)
+
+
 def write_big_slide(path: str | Path, width: int = 40_000, height: int = 30_000, *, mpp: float = 0.25,
                     n_islands: int = 6, seed: int = 0, quality: int = 85, data: Path = DATA) -> Path:  # fmt: skip
     """Write a ``width`` x ``height`` pyramidal JPEG TIFF of real tissue islands on glass; returns ``path``.
@@ -93,7 +103,7 @@ def write_big_slide(path: str | Path, width: int = 40_000, height: int = 30_000,
     """
     import tifffile
 
-    sources, islands = _sources(data), _islands(width, height, n_islands, seed)
+    sources, islands = _sources(data), island_layout(width, height, n_islands, seed)
     shapes = [(height, width)]
     while max(shapes[-1]) > 2048:
         shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))

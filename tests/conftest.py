@@ -101,3 +101,28 @@ def cmu_rgb(cmu_svs: Path) -> np.ndarray:
 def sparse_tiff(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 100k x 100k sparse pyramidal TIFF (about 2 MB on disk, written in < 1 s)."""
     return write_sparse_tiff(tmp_path_factory.mktemp("sparse") / "sparse100k.tif")
+
+
+#: level-0 size of the session's generated big slide (tests/test_big_slide.py); the benchmark uses 40k x 30k
+BIG_SLIDE_SHAPE = (4500, 6000)
+
+
+def big_slide_module():
+    """``benchmarks/_big_slide.py`` as a module (the generator and its paste layout)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        return importlib.import_module("_big_slide")
+    finally:
+        sys.path.remove(str(REPO_ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="session")
+def big_slide(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Path, np.ndarray]:
+    """(path, islands) of a pyramidal JPEG TIFF of real tissue islands on glass (benchmarks/_big_slide.py)."""
+    big = big_slide_module()
+    h, w = BIG_SLIDE_SHAPE
+    path = big.write_big_slide(tmp_path_factory.mktemp("big") / "big.tif", w, h, data=shared_data)
+    return path, big.island_layout(w, h)
