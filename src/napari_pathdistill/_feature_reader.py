@@ -1,0 +1,111 @@
+"""napari reader: feature HDF5 files (ours, CLAM, TRIDENT) as an embedding map + clusters layers in um.
+
+``get_feature_reader`` only peeks at the file's dataset names (no data read) and never raises. The layers
+land on the slide: with the slide's MPP when the file stores a slide path that exists (its layers are added
+too, unless the slide is already open in the current viewer), else with the file's um/px. A stored slide
+that is missing gives a notification naming it (a reader must not open dialogs). The clusters layer carries
+the map-layer metadata (``slide_map``, ``model``, ``slide_layer``, ``features_file``) so the Embed widget's
+click-for-similar-tiles works on it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+SUFFIXES = (".h5", ".hdf5")
+
+
+def get_feature_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """Return :func:`read_features` if ``path`` is a feature HDF5 (features + coords datasets), else None."""
+    try:
+        from napari_pathdistill.inference.feature_files import is_feature_file
+
+        if isinstance(path, list):
+            if len(path) != 1:
+                return None
+            path = path[0]
+        p = Path(path)
+        return read_features if p.suffix.lower() in SUFFIXES and p.is_file() and is_feature_file(p) else None
+    except Exception:
+        return None
+
+
+def _open_slide_layer(slide: Path) -> str | None:
+    """Name of a layer of the current viewer showing ``slide`` (source path or our metadata path), or None."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:
+        return None
+    if viewer is None:
+        return None
+    target = str(slide.resolve())
+    for layer in viewer.layers:
+        paths = [getattr(layer.source, "path", None), layer.metadata.get("pathdistill", {}).get("path")]
+        if any(p and str(Path(p).resolve()) == target for p in paths):
+            return layer.name
+    return None
+
+
+def _notify(message: str) -> None:
+    try:
+        from napari.utils.notifications import show_warning
+
+        show_warning(message)
+    except Exception:
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def read_features(path: str | list[str]) -> list[LayerData]:
+    """The map layers of one feature file (plus its slide's layers when stored, existing and not open).
+
+    Raises:
+        FeatureFileError: the file is not a usable feature HDF5.
+    """
+    import numpy as np
+
+    from napari_pathdistill._qt.embed_widget import cluster_colormap
+    from napari_pathdistill._reader import read_slide
+    from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
+
+    ff = read_feature_file(Path(path[0] if isinstance(path, list) else path))
+    layers: list[LayerData] = []
+    slide_mpp, slide_layer = None, None
+    name = ff.path.stem
+    if ff.slide_path:
+        slide = Path(ff.slide_path)
+        if slide.exists():
+            from napari_pathdistill.wsi.pyramid import open_pyramid
+
+            with open_pyramid(slide) as pyr:
+                slide_mpp = pyr.mpp[1] if pyr.mpp else None
+            slide_layer = _open_slide_layer(slide)
+            if slide_layer is None:
+                layers += read_slide(str(slide))
+                slide_layer = layers[0][1]["name"]
+            name = slide.name
+        else:
+            _notify(
+                f"{ff.path.name}: its slide {slide} is missing; the map is placed with the file's um/px. Open the "
+                "slide (File > Open) to see the map on it."
+            )
+    smap = slide_map_from_features(ff, slide_mpp=slide_mpp)
+    units = {"units": ("um", "um")} if (slide_mpp or ff.mpp) else {}
+    place = {"scale": smap.scale, "translate": smap.translate, **units}
+    meta = {"slide_map": smap, "model": smap.model_name, "slide_layer": slide_layer, "features_file": str(ff.path),
+            "source": ff.source}  # fmt: skip
+    rgba = smap.raster(
+        np.c_[smap.rgb, np.ones(len(smap.rgb))].astype(np.float32), fill=0.0
+    )  # alpha 0: no tile
+    image_kw = {"name": f"{name} embedding map", "rgb": True, "opacity": 0.6, **place}
+    layers.append((rgba, image_kw, "image"))
+    labels_kw = {"name": f"{name} clusters", "opacity": 0.5, "metadata": {"pathdistill": meta},
+                 "features": smap.feature_table(), "colormap": cluster_colormap(smap.clusters), **place}  # fmt: skip
+    layers.append((smap.index_image, labels_kw, "labels"))
+    return layers

@@ -1,0 +1,266 @@
+"""Feature HDF5 files (ours, CLAM, TRIDENT) read as one :class:`FeatureFile`, and their slide maps.
+
+Pure core (no Qt/napari). Layouts (datasets ``features`` (N, D) or (1, N, D), ``coords`` (N, 2) level-0 (x, y)):
+
+* ours, written by ``inference.embed.embed_slide``: file attrs ``model``, ``spec``, ``tile_px``, ``mpp`` (tile
+  um/px, NaN without slide MPP), ``patch_level`` (0), ``patch_size_level0``; level-0 um/px is
+  ``mpp * tile_px / patch_size_level0``.
+* CLAM (mahmoodlab/CLAM ``extract_features_fp.py`` -> ``utils/file_utils.save_hdf5``): ``features`` and
+  ``coords`` only in ``h5_files/<slide>.h5``; the patch file's ``coords`` attrs (``patch_level``,
+  ``patch_size``, ``downsample``, ``name``) are copied when present. Without them the tile side is the grid
+  step of the coords.
+* TRIDENT (mahmoodlab/TRIDENT ``trident/IO.py`` ``save_h5`` from ``Processor.run_patch_feature_extraction_job``):
+  ``coords`` attrs ``patch_size``, ``patch_size_level0``, ``level0_magnification``, ``target_magnification``,
+  ``overlap``, ``name``, ``savetodir``; no um/px (level-0 um/px ~ 10 / ``level0_magnification``).
+
+Nothing is unpickled: only numeric datasets and scalar/string attrs are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_pathdistill.errors import PathDistillError
+
+#: attrs that may name the slide a feature file was computed from (first existing one wins)
+SLIDE_ATTRS = ("slide_path", "slide", "wsi_path")
+
+
+class FeatureFileError(PathDistillError):
+    """A file is not a usable feature HDF5 (not HDF5, no features/coords, wrong shapes, no tile size)."""
+
+
+class NoMPPFeatureWarning(UserWarning):
+    """A feature map is placed in level-0 pixels: neither the file nor its slide states um/px."""
+
+
+@dataclass
+class FeatureFile:
+    """One slide's tile features read from an HDF5 file.
+
+    Attributes:
+        features: (N, D) float32.
+        coords: (N, 2) int64 level-0 (x, y) top-left of each tile.
+        patch_size_level0: tile side in level-0 px.
+        mpp: level-0 um/px, None when unknown.
+        slide_path: slide path stored in the file, or None.
+        model: model name, or None.
+        source: "pathdistill", "clam" or "trident".
+        path: the file.
+        step: grid step in level-0 px (float: ours is ``tile_px * mpp / slide_mpp``, e.g. 224.45), fitted to
+            the coords; less than ``patch_size_level0`` when tiles overlap.
+        origin: level-0 (x, y) of the lattice's cell (0, 0), in [-step/2, step/2).
+    """
+
+    features: np.ndarray
+    coords: np.ndarray
+    patch_size_level0: int
+    mpp: float | None
+    slide_path: str | None
+    model: str | None
+    source: str
+    path: Path
+    step: float = 0.0
+    origin: tuple[float, float] = (0.0, 0.0)
+
+
+def _attr(attrs: Any, key: str) -> Any:
+    """A scalar attr (bytes decoded, 1-element arrays unwrapped) or None."""
+    if key not in attrs:
+        return None
+    value = attrs[key]
+    if isinstance(value, np.ndarray):
+        value = value.ravel()[0] if value.size else None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def is_feature_file(path: str | Path) -> bool:
+    """Cheap check (no data read): an HDF5 with ``features`` and ``coords`` datasets. Never raises."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get("features"), h5py.Dataset) and isinstance(f.get("coords"), h5py.Dataset)
+    except Exception:
+        return False
+
+
+def read_feature_file(path: str | Path) -> FeatureFile:
+    """Read a feature HDF5 of our, CLAM's or TRIDENT's layout (see the module docstring).
+
+    Raises:
+        FeatureFileError: unreadable/truncated file, no features/coords, mismatched shapes, unknown tile size.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if not (
+                isinstance(f.get("features"), h5py.Dataset) and isinstance(f.get("coords"), h5py.Dataset)
+            ):
+                raise FeatureFileError(
+                    f"{path.name} is not a feature file: it needs 'features' (N, D) and 'coords' (N, 2) "
+                    f"datasets (found {sorted(f)})."
+                )
+            feats, coords = f["features"][()], f["coords"][()]
+            fa, ca = dict(f.attrs), dict(f["coords"].attrs)
+    except FeatureFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise FeatureFileError(f"{path.name} cannot be read as HDF5 ({err}): truncated or not HDF5?") from err
+    feats, coords = _check_shapes(path, feats, coords)
+    source = (
+        "pathdistill"
+        if "spec" in fa or "tile_px" in fa
+        else ("trident" if "patch_size_level0" in ca else "clam")
+    )
+    size = _patch_size(path, fa, ca, coords)
+    step, origin = fit_lattice(coords, min(grid_step(coords) or size, size))
+    return FeatureFile(
+        features=feats,
+        coords=coords,
+        patch_size_level0=size,
+        step=step,
+        origin=origin,
+        mpp=_level0_mpp(fa, ca, step if abs(step - size) < 1 else float(size)),
+        slide_path=next((str(_attr(fa, k)) for k in SLIDE_ATTRS if _attr(fa, k)), None),
+        model=(str(_attr(fa, "model")) if _attr(fa, "model") is not None else None),
+        source=source,
+        path=path,
+    )
+
+
+def _check_shapes(path: Path, feats: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if feats.ndim == 3 and feats.shape[0] == 1:
+        feats = feats[0]
+    if coords.ndim == 3 and coords.shape[0] == 1:
+        coords = coords[0]
+    if feats.ndim != 2 or coords.ndim != 2 or coords.shape[1] != 2 or len(feats) != len(coords):
+        raise FeatureFileError(
+            f"{path.name}: features {feats.shape} and coords {coords.shape} are not (N, D) and (N, 2)."
+        )
+    if len(feats) == 0:
+        raise FeatureFileError(f"{path.name} holds no tiles.")
+    if feats.dtype.kind not in "fiu" or coords.dtype.kind not in "fiu":
+        raise FeatureFileError(
+            f"{path.name}: features/coords are not numeric ({feats.dtype}, {coords.dtype})."
+        )
+    return feats.astype(np.float32, copy=False), np.round(coords).astype(np.int64)
+
+
+def grid_step(coords: np.ndarray) -> int | None:
+    """The smallest positive difference between tile coordinates along x or y (the grid step), or None."""
+    steps = [np.diff(np.unique(coords[:, i])) for i in (0, 1)]
+    pos = np.concatenate(steps)
+    return int(pos.min()) if len(pos) else None
+
+
+def fit_lattice(coords: np.ndarray, step0: float) -> tuple[float, tuple[float, float]]:
+    """Least-squares lattice ``u = origin + k * step`` through the coords' unique x and y values.
+
+    ``step0`` is the rough (integer) step; rounding to level-0 px makes the true step fractional (a 112 um
+    tile at 0.499 um/px is 224.45 px), so cells placed at ``k * 224`` would drift by one px every two tiles.
+    """
+    slopes, origins = [], []
+    for axis in (0, 1):
+        u = np.unique(coords[:, axis]).astype(np.float64)
+        k = np.round((u - u.min()) / step0) + np.floor(u.min() / step0)
+        if len(u) > 1 and np.ptp(k) > 0:
+            slope, icpt = np.polyfit(k, u, 1)
+            slopes.append(slope)
+            origins.append(icpt)
+        else:
+            origins.append(float(u.min() % step0))
+    step = float(np.mean(slopes)) if slopes else float(step0)
+    fold = [float((o + step / 2) % step - step / 2) for o in origins]  # in [-step/2, step/2): cell 0 stays 0
+    return step, (fold[0], fold[1])
+
+
+def _patch_size(path: Path, fa: dict, ca: dict, coords: np.ndarray) -> int:
+    for attrs in (fa, ca):
+        if _attr(attrs, "patch_size_level0") is not None:
+            return round(float(_attr(attrs, "patch_size_level0")))
+    if _attr(ca, "patch_size") is not None:  # CLAM: patch_size at patch_level, times its downsample
+        down = float(_attr(ca, "downsample") or 1.0) if int(_attr(ca, "patch_level") or 0) else 1.0
+        return round(float(_attr(ca, "patch_size")) * down)
+    step = grid_step(coords)
+    if step is None:
+        raise FeatureFileError(
+            f"{path.name} does not state its tile size (attr patch_size_level0 or coords.attrs patch_size) and "
+            "has a single tile, so it cannot be inferred from the grid."
+        )
+    return step
+
+
+def _level0_mpp(fa: dict, ca: dict, size: float) -> float | None:
+    mpp, tile_px = _attr(fa, "mpp"), _attr(fa, "tile_px")
+    if mpp is not None and tile_px is not None and math.isfinite(float(mpp)):
+        return float(mpp) * float(tile_px) / size  # ours: mpp is the tiles' um/px
+    for attrs in (fa, ca):
+        for key in ("level0_mpp", "slide_mpp"):
+            if _attr(attrs, key) is not None and math.isfinite(float(_attr(attrs, key))):
+                return float(_attr(attrs, key))
+    mag = _attr(ca, "level0_magnification")
+    if mag is not None and float(mag) > 0:
+        return 10.0 / float(mag)  # TRIDENT: 20x ~ 0.5 um/px (approximate; the slide's own MPP wins)
+    return None
+
+
+def feature_grid(ff: FeatureFile, slide_mpp: float | None = None) -> tuple[Any, tuple[float, float]]:
+    """The :class:`~napari_pathdistill.wsi.tiling.TileGrid` of a feature file's tiles, and its origin.
+
+    The grid cell is the coords' step (``patch_size_level0``, or less with overlapping tiles). Coords off the
+    step's lattice (CLAM starts each tissue contour's grid at its bounding box) are snapped to the nearest
+    cell of the lattice through the smallest coords; the grid then holds coords minus ``origin`` (x, y) level-0
+    px, and the returned origin must be added to the map's translate.
+    """
+    from napari_pathdistill.wsi.tiling import TileGrid
+
+    step = ff.step or float(ff.patch_size_level0)
+    origin = np.asarray(ff.origin)
+    coords = ff.coords - np.round(origin).astype(np.int64)
+    mpp = slide_mpp if slide_mpp is not None else ff.mpp
+    grid = TileGrid(
+        coords=coords,
+        tile_px=1,
+        mpp=None
+        if mpp is None
+        else mpp * step,  # grid.slide_mpp == mpp * tile_px * step / size_level0 == mpp
+        size_level0=step,
+        level=0,
+        tissue_fraction=np.full(len(coords), np.nan),
+        slide_shape=(
+            int(np.ceil(coords[:, 1].max() + step + 1)),
+            int(np.ceil(coords[:, 0].max() + step + 1)),
+        ),
+    )
+    return grid, (float(np.round(origin[0])), float(np.round(origin[1])))
+
+
+def slide_map_from_features(ff: FeatureFile, k: int = 6, slide_mpp: float | None = None) -> Any:
+    """The :class:`~napari_pathdistill.inference.slide_maps.SlideMap` of a feature file (PCA colours, k-means,
+    index raster) with napari scale/translate in um (``slide_mpp``, else the file's um/px) or, without any
+    um/px, in level-0 px with a :class:`NoMPPFeatureWarning`."""
+    from napari_pathdistill.inference.embed import EmbeddingResult
+    from napari_pathdistill.inference.slide_maps import build_slide_map
+
+    grid, (ox, oy) = feature_grid(ff, slide_mpp)
+    if grid.slide_mpp is None:
+        warnings.warn(
+            f"{ff.path.name}: no um/px in the file and no slide MPP given: the map is placed in level-0 pixels.",
+            NoMPPFeatureWarning,
+            stacklevel=2,
+        )
+    result = EmbeddingResult(ff.features, grid, ff.model or ff.source)
+    smap = build_slide_map(result, k)
+    px = grid.slide_mpp or 1.0
+    translate = (smap.translate[0] + oy * px, smap.translate[1] + ox * px)
+    return dataclasses.replace(smap, translate=translate, features_file=ff.path)

@@ -1,0 +1,71 @@
+"""The feature-file reader in a real viewer: map layers aligned in um with the slide from our reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_pathdistill._feature_reader import get_feature_reader
+from napari_pathdistill.inference.embed import embed_slide
+from napari_pathdistill.models.testing import tiny_model
+
+SLIDE = (Path(__file__).parents[2] / ".." / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs").resolve()
+DOCS = Path(__file__).parents[2] / "docs" / "images"
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory) -> Path:
+    import dataclasses
+
+    model = tiny_model("vit")
+    model.spec = dataclasses.replace(model.spec, mpp=2.0)
+    return embed_slide(SLIDE, model, tmp_path_factory.mktemp("feats"), num_workers=0)
+
+
+def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours):
+    viewer = make_napari_viewer()
+    [slide] = viewer.open(str(SLIDE), plugin="napari-pathdistill")
+    assert get_feature_reader(str(ours)) is not None and get_feature_reader(str(SLIDE)) is None
+    layers = viewer.open(str(ours), plugin="napari-pathdistill")
+    assert [ly.name for ly in layers] == [f"{ours.stem} embedding map", f"{ours.stem} clusters"]
+    labels = layers[1]
+    meta = labels.metadata["pathdistill"]
+    smap = meta["slide_map"]
+    assert meta["features_file"] == str(ours) and meta["model"] == smap.model_name
+    assert tuple(str(u) for u in labels.units) == ("micrometer", "micrometer")
+    with h5py.File(ours, "r") as f:
+        coords = f["coords"][()]
+    mpp = slide.scale[-1]
+    centre = (coords[:, ::-1] + smap.grid.size_level0 / 2) * mpp  # level-0 px box centre -> um (y, x)
+    for i in (0, len(coords) // 2, len(coords) - 1):
+        data = labels.world_to_data(centre[i])
+        assert labels.data[tuple(np.round(data).astype(int))] == i + 1  # the tile's id under its slide position
+    assert labels.features["tile"][i + 1] == i
+    from napari_pathdistill._qt.embed_widget import EmbedWidget, map_layer_at
+
+    widget = EmbedWidget(viewer)  # the Embed widget's click handler answers on the reader's map layer
+    viewer.window.add_dock_widget(widget)
+    hit = map_layer_at(viewer, centre[i])
+    assert hit == (labels, i)
+    widget.show_similar(hit[1], hit[0])
+    similar = viewer.layers["similar tiles"]
+    assert similar.features["tile"].iloc[0] == i and len(similar.data) > 1
+    DOCS.mkdir(parents=True, exist_ok=True)
+    viewer.window.show()
+    viewer.reset_view()
+    import imageio.v3 as iio
+
+    iio.imwrite(DOCS / "feature_reader.png", viewer.screenshot(canvas_only=False, flash=False))
+
+
+def test_non_feature_h5_not_claimed(tmp_path):
+    p = tmp_path / "image.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("image", data=np.zeros((4, 4)))
+    assert get_feature_reader(str(p)) is None
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    assert get_feature_reader(str(bad)) is None

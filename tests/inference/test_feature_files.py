@@ -1,0 +1,127 @@
+"""Feature HDF5 files of our, CLAM's and TRIDENT's layouts -> FeatureFile -> SlideMap aligned with the slide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_pathdistill.inference.embed import embed_slide
+from napari_pathdistill.inference.feature_files import (
+    FeatureFileError,
+    NoMPPFeatureWarning,
+    is_feature_file,
+    read_feature_file,
+    slide_map_from_features,
+)
+from napari_pathdistill.wsi.pyramid import open_pyramid
+
+SLIDE = Path(__file__).parents[2] / ".." / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory, tiny_vit_2um) -> Path:
+    """A real ``embed_slide`` output of CMU-1-Small-Region (112 um tiles, 224 level-0 px)."""
+    return embed_slide(SLIDE, tiny_vit_2um, tmp_path_factory.mktemp("feats"), num_workers=0)
+
+
+def _write_like(src: Path, dst: Path, layout: str) -> Path:
+    """The same features/coords written as CLAM's extract_features_fp or TRIDENT's feature extraction do."""
+    with h5py.File(src, "r") as f:
+        feats, coords, size = f["features"][()], f["coords"][()], int(f.attrs["patch_size_level0"])
+    with h5py.File(dst, "w") as f:
+        if layout == "clam":  # utils/file_utils.save_hdf5: (N, D) float32 features, (N, 2) int coords
+            f.create_dataset("features", data=feats)
+            c = f.create_dataset("coords", data=coords.astype(np.int32))
+            c.attrs.update({"patch_level": 0, "patch_size": size, "downsample": [1.0, 1.0], "name": src.stem})
+        else:  # trident/IO.save_h5: features, coords with the patcher's attrs on coords
+            f.create_dataset("features", data=feats)
+            c = f.create_dataset("coords", data=coords)
+            c.attrs.update({
+                "patch_size": 224, "patch_size_level0": size, "level0_magnification": 20,
+                "target_magnification": 10, "overlap": 0, "name": src.stem, "savetodir": str(dst.parent),
+            })  # fmt: skip
+    return dst
+
+
+def test_ours_round_trip_and_grid_alignment(ours, tiny_vit_2um):
+    with h5py.File(ours, "r") as f:
+        feats, coords = f["features"][()], f["coords"][()]
+    ff = read_feature_file(ours)
+    assert ff.source == "pathdistill" and ff.model == tiny_vit_2um.spec.name
+    np.testing.assert_array_equal(ff.coords, coords)
+    np.testing.assert_array_equal(ff.features, feats)
+    with open_pyramid(SLIDE) as pyr:
+        slide_mpp = pyr.mpp[1]
+    assert ff.patch_size_level0 == round(112 / slide_mpp)
+    assert ff.mpp == pytest.approx(slide_mpp, rel=1e-2)
+    smap = slide_map_from_features(ff, k=3)
+    centers = smap.tile_centers()  # (N, 2) (y, x) in um: tile i's cell centre is its level-0 box centre
+    half = (ff.step - 1) / 2  # within one level-0 px (coords are rounded to px, the step is 224.45 px)
+    np.testing.assert_allclose(centers[:, 1], (coords[:, 0] + half) * ff.mpp, atol=ff.mpp)
+    np.testing.assert_allclose(centers[:, 0], (coords[:, 1] + half) * ff.mpp, atol=ff.mpp)
+    r, c = np.round(coords[:, ::-1] / ff.step).astype(int).T
+    np.testing.assert_array_equal(smap.index_image[r, c], np.arange(1, len(coords) + 1))
+    assert smap.features_file == ours and set(np.unique(smap.clusters)) <= {1, 2, 3}
+
+
+@pytest.mark.parametrize("layout", ["clam", "trident"])
+def test_clam_and_trident_layouts(ours, tmp_path, layout):
+    other = read_feature_file(_write_like(ours, tmp_path / f"{layout}.h5", layout))
+    ref = read_feature_file(ours)
+    assert other.source == layout
+    np.testing.assert_array_equal(other.coords, ref.coords)
+    np.testing.assert_array_equal(other.features, ref.features)
+    assert other.patch_size_level0 == ref.patch_size_level0
+    if layout == "clam":  # CLAM states no um/px: the map is in px unless the slide's MPP is given
+        assert other.mpp is None
+        with pytest.warns(NoMPPFeatureWarning):
+            slide_map_from_features(other)
+    else:
+        assert other.mpp == pytest.approx(0.5)  # 10 / level0_magnification
+    a = slide_map_from_features(other, slide_mpp=ref.mpp)
+    b = slide_map_from_features(ref)
+    np.testing.assert_array_equal(a.index_image, b.index_image)
+    assert a.scale == pytest.approx(b.scale) and a.translate == pytest.approx(b.translate)
+
+
+def test_3d_features_and_offset_grid(ours, tmp_path):
+    """TRIDENT/CLAM variants: (1, N, D) features; coords on a lattice that does not start at 0."""
+    ref = read_feature_file(ours)
+    p = tmp_path / "offset.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("features", data=ref.features[None])
+        f.create_dataset("coords", data=ref.coords + np.array([37, 11]))
+    ff = read_feature_file(p)  # no tile size attr: the coords' step
+    assert ff.features.shape == ref.features.shape and ff.patch_size_level0 == ref.patch_size_level0
+    smap = slide_map_from_features(ff, slide_mpp=ref.mpp)
+    half = (ff.step - 1) / 2
+    np.testing.assert_allclose(smap.tile_centers()[:, 1], (ff.coords[:, 0] + half) * ref.mpp, atol=ref.mpp)
+    np.testing.assert_allclose(smap.tile_centers()[:, 0], (ff.coords[:, 1] + half) * ref.mpp, atol=ref.mpp)
+
+
+def test_bad_files_raise_clear_errors(tmp_path):
+    not_h5 = tmp_path / "x.h5"
+    not_h5.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)  # HDF5 magic, then nothing: truncated
+    with pytest.raises(FeatureFileError, match="cannot be read"):
+        read_feature_file(not_h5)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("image", data=np.zeros((4, 4)))
+    assert not is_feature_file(other) and not is_feature_file(not_h5)
+    with pytest.raises(FeatureFileError, match="not a feature file"):
+        read_feature_file(other)
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f.create_dataset("features", data=np.zeros((5, 8)))
+        f.create_dataset("coords", data=np.zeros((4, 2)))
+    with pytest.raises(FeatureFileError, match="not \\(N, D\\)"):
+        read_feature_file(bad)
+    one = tmp_path / "one.h5"
+    with h5py.File(one, "w") as f:
+        f.create_dataset("features", data=np.zeros((1, 8)))
+        f.create_dataset("coords", data=np.zeros((1, 2)))
+    with pytest.raises(FeatureFileError, match="tile size"):
+        read_feature_file(one)
