@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "evaluation": {"metrics", "wsi", "models", "inference"},
     "_reader": {"wsi"},
     "_sample_data": {"wsi", "_reader"},
+    "_feature_reader": {"wsi", "inference", "_reader", "_qt"},  # front end: map layers of feature HDF5 files
     "_native": set(),
     # the front ends use the whole core, never each other
     "cli": CORE | {"_reader"},
