@@ -117,3 +117,19 @@ def test_feature_maps_benchmark_runs_on_a_small_matrix() -> None:
     bench = _bench("feature_maps")
     res = bench.main(["--n", "3000", "--dim", "64", "--k", "3", "--exact-rows", "500"])
     assert len(res) == 5 and all(sec >= 0 and mb >= 0 for sec, mb in res.values())
+
+
+@pytest.mark.napari
+def test_slide_scale_benchmark_quick_on_the_big_slide(big_slide, tmp_path: Path) -> None:
+    bench = _bench("slide_scale")
+    path, _ = big_slide
+    res = bench.main(["--quick", "--slide", str(path), "--out", str(tmp_path)])
+    assert res["open"]["levels"] >= 3 and res["open"]["open_s"] > 0
+    emb = res["embed"]
+    assert emb["shown"] and not emb["cancelled"] and emb["tiles"] == emb["grid_tiles"] > 0
+    assert emb["first_map_s"] is not None and 0 < emb["first_map_s"] <= emb["total_s"]
+    assert res["reopen_widget"]["shown"] and res["reopen_widget"]["first_map_s"] is None  # cache: no live map
+    assert res["click_tiles"] == 3000 and res["widget_click_ms"][0] > 0
+    assert res["pan_real"][0] == emb["grid_tiles"] and res["pan_synthetic"][1] > 0
+    md = (tmp_path / "slide_scale.md").read_text()
+    assert "longest main-thread stall" in md and "load average at start" in md

@@ -1,0 +1,112 @@
+"""Meters of ``benchmarks/slide_scale.py`` (RSS, reader open in a fresh interpreter, main-thread stall) and its
+markdown table: every measurement beside its target (met / NOT met)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGETS = {"stall_ms": 100, "peak_rss_gb": 1.5, "reopen_s": 2.0, "click_ms": 200, "cuda_tiles_s": 5000}
+
+
+_OPEN = """import json, os, sys, time
+def rss(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+from napari_pathdistill._reader import get_reader
+r0, t0 = rss(), time.perf_counter()
+layers = get_reader(sys.argv[1])(sys.argv[1])
+t = time.perf_counter() - t0
+print(json.dumps({"open_s": t, "rss_delta_mb": (rss() - r0) / 2**20, "levels": len(layers[0][0])}))"""
+
+
+def peak_rss_gb() -> float:
+    """Peak resident set of this process (GB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def rss_gb() -> float:
+    """Current resident set of this process (GB)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+def reader_open(path: Path) -> dict:
+    """(a) open time and RSS delta of our reader in a fresh interpreter."""
+    res = subprocess.run([sys.executable, "-c", _OPEN, str(path)], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+class StallMeter:
+    """The largest gap between ticks of a 10 ms QTimer on the main thread (a stalled event loop)."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.max_gap, self._last = 0.0, time.perf_counter()
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.max_gap, self._last = max(self.max_gap, now - self._last), now
+
+    def start(self) -> None:
+        self.max_gap, self._last = 0.0, time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return self.max_gap
+
+
+def _ms(pair: tuple[float, float] | None) -> str:
+    return "-" if pair is None else f"{pair[0]:.0f} median / {pair[1]:.0f} max"
+
+
+def table(r: dict) -> str:
+    """Markdown table of the run with the targets."""
+    e, t = r.get("embed", {}), TARGETS
+    rate = e["tiles"] / e["total_s"] if e.get("total_s") else float("nan")
+    grid = e.get("grid_tiles", 0)
+    rows = [
+        ("(a) reader open / RSS delta", f"{r['open']['open_s']:.2f} s / {r['open']['rss_delta_mb']:.0f} MB", ""),
+        ("(b) first map update", f"{e.get('first_map_s') or float('nan'):.1f} s", ""),
+        ("(b) embed", f"{e.get('tiles')} of {grid} tiles in {e.get('total_s', float('nan')):.0f} s = "
+         f"{rate:.1f} tiles/s" + (f"; whole grid extrapolated {grid / rate:.0f} s" if e.get("cancelled") else ""),
+         ""),
+        ("(b) longest main-thread stall", f"{e.get('stall_ms', float('nan')):.0f} ms",
+         f"< {t['stall_ms']} ms: {'met' if e.get('stall_ms', 1e9) < t['stall_ms'] else 'NOT met'}"),
+        ("(b) RSS before embed; peak after embed / end of run", f"{r.get('rss_before_embed_gb', float('nan')):.2f}; "
+         f"{r.get('peak_rss_after_embed_gb', float('nan')):.2f} / "
+         f"{r.get('peak_rss_gb', float('nan')):.2f} GB",
+         f"< {t['peak_rss_gb']} GB: {'met' if r.get('peak_rss_gb', 1e9) < t['peak_rss_gb'] else 'NOT met'}"),
+    ]  # fmt: skip
+    if "reopen_widget" in r:
+        s = r["reopen_widget"]["total_s"]
+        rows.append((f"(c) cached re-open, Embed widget ({grid} tiles)", f"{s:.2f} s",
+                     f"< {t['reopen_s']} s: {'met' if s < t['reopen_s'] else 'NOT met'}"))  # fmt: skip
+    if "reopen_100k_s" in r:
+        s = r["reopen_100k_s"]
+        rows.append((f"(c) re-open {r['click_tiles']:,}-row feature file (reader)", f"{s:.2f} s",
+                     f"< {t['reopen_s']} s: {'met' if s < t['reopen_s'] else 'NOT met'}"))  # fmt: skip
+    for key, what in (("widget_click_compute_ms", "Embed widget click -> similar tiles, before repaint"),
+                      ("widget_click_ms", "Embed widget click -> similar tiles, repainted"),
+                      ("heatmap_click_ms", "TileSearchPanel click -> heatmap")):  # fmt: skip
+        if key in r:
+            ok = r[key][1] < t["click_ms"]
+            rows.append((f"(d) {what} ({r['click_tiles']:,} tiles)", _ms(r[key]) + " ms",
+                         f"< {t['click_ms']} ms (max): {'met' if ok else 'NOT met'}"))  # fmt: skip
+    for key in ("pan_real", "pan_synthetic"):
+        if key in r:
+            n, med, mx = r[key]
+            rows.append((f"(e) pan frame, tile grid shown ({n:,} tiles)", f"{med:.0f} median / {mx:.0f} max ms", ""))
+    if "cuda_tiles_s" in r:
+        ok = r["cuda_tiles_s"] >= t["cuda_tiles_s"]
+        rows.append(("(f) H0-mini-shape ViT-B/14 embed_slide, CUDA", f"{r['cuda_tiles_s']:.0f} tiles/s "
+                     f"({r['cuda_tiles']} tiles)", f">= {t['cuda_tiles_s']}: {'met' if ok else 'NOT met'}"))  # fmt: skip
+    lines = ["| measurement | result | target |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])

@@ -1,0 +1,295 @@
+"""Benchmark: the plugin at real slide scale, on a generated 40,000 x 30,000 px JPEG pyramid of real tissue
+(``_big_slide.write_big_slide``, made once under ``--out`` and reused), side by side in one run:
+
+a. reader open time and RSS delta (``_reader.get_reader``), in a fresh subprocess;
+b. the Embed widget with the bundled ``pathdistill-student``: time to the first map update, embed time and
+   tiles/s (``--embed-tiles N`` cancels after N tiles and extrapolates, labelled), the longest main-thread
+   stall (a 10 ms QTimer's largest gap) and the process's peak RSS;
+c. cached re-open: the Embed widget again on the same slide (feature cache hit), and a 100,000-row feature
+   file (the real features of the embedded tiles, repeated with 1 % noise, coords on a 317 x 317 lattice of a
+   virtual 142k px slide) opened through the feature-file reader (``_feature_reader.read_features``);
+d. click-to-similar-tiles latency on the 100k-tile map (the Embed widget's click path, ``show_similar``,
+   and ``_qt.tile_search.TileSearchPanel.query`` when present), median and max over ``--clicks``;
+e. pan frame time with the tissue widget's tile grid shown (``grid_pan.pan_frames``) for the big slide's real
+   grid and a 100k-tile grid;
+f. ``--device cuda``: end-to-end ``embed_slide`` throughput of a random-init H0-mini-shape ViT-B/14 vs the
+   5,000 tiles/s target.
+
+Needs a display: ``xvfb-run -a python benchmarks/slide_scale.py [--quick] [--embed-tiles 2000]``. Writes
+``slide_scale.json`` and ``slide_scale.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _big_slide import write_big_slide
+from _slide_scale_meters import StallMeter, peak_rss_gb, reader_open, rss_gb, table
+from grid_pan import pan_frames, synthetic_grid
+
+
+def ensure_slide(out: Path, width: int, height: int) -> Path:
+    """The big slide under ``out`` (written once, atomically, then reused)."""
+    path = out / f"big_{width}x{height}.tif"
+    if not path.exists():
+        t0 = time.perf_counter()
+        tmp = write_big_slide(path.with_suffix(".tmp.tif"), width, height)
+        tmp.replace(path)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s")
+    return path
+
+
+def _embed_widget(viewer, path: Path, model, cache: Path):
+    from napari_pathdistill._qt.embed_widget import EmbedWidget
+    from napari_pathdistill._reader import read_slide
+
+    data, kwargs, _ = read_slide(str(path))[0]
+    slide = viewer.add_image(data, **kwargs)
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(model)
+    widget.cache_dir.value = cache
+    widget.slide.value = slide
+    return widget
+
+
+def run_widget(widget, limit: int, meter: StallMeter) -> dict:
+    """(b, c) press Embed, pump the event loop; first map update, total time, stall, tiles done."""
+    from qtpy.QtWidgets import QApplication
+
+    first: list[float] = []
+    paint = widget.paint_partial
+
+    def timed_paint(*a):  # the first live map update
+        first.append(time.perf_counter())
+        return paint(*a)
+
+    widget.paint_partial = timed_paint
+    meter.start()
+    t0 = time.perf_counter()
+    widget.run()
+    cancelled = False
+    while widget.runner.running:
+        QApplication.processEvents()
+        if limit and widget.progress.value >= limit and not cancelled:
+            widget.runner.cancel()
+            cancelled = True
+        time.sleep(0.002)
+    total = time.perf_counter() - t0
+    widget.paint_partial = paint
+    done = int(widget.progress.value)
+    return {"total_s": total, "first_map_s": (first[0] - t0) if first else None, "tiles": done,
+            "grid_tiles": int(widget.progress.max), "stall_ms": 1e3 * meter.stop(), "cancelled": cancelled,
+            "shown": widget.result is not None}  # fmt: skip
+
+
+def big_feature_file(src_h5: Path, out: Path, n: int = 100_000, seed: int = 0) -> Path:
+    """(c) ``n`` rows: the embedded tiles' real features repeated + 1 % noise, on a square lattice of 448 px."""
+    import h5py
+
+    with h5py.File(src_h5) as f:
+        feats, attrs = f["features"][()], dict(f.attrs)
+    rng = np.random.default_rng(seed)
+    rows = feats[np.arange(n) % len(feats)]
+    rows = rows + 0.01 * rows.std(0) * rng.standard_normal(rows.shape).astype(np.float32)
+    side, step = int(np.ceil(np.sqrt(n))), int(attrs["patch_size_level0"])
+    r, c = np.divmod(np.arange(n), side)
+    path = out / f"features_{n}.h5"
+    with h5py.File(path, "w") as f:
+        f["features"] = rows.astype(np.float32)
+        f["coords"] = np.stack([c * step, r * step], 1).astype(np.int64)
+        for key in ("model", "tile_px", "mpp", "patch_size_level0", "patch_level"):
+            f.attrs[key] = attrs[key]
+    return path
+
+
+def open_features(viewer, path: Path) -> tuple[dict, object]:
+    """(c) the 100k-row file through the feature-file reader into the viewer; seconds until shown."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_pathdistill._feature_reader import read_features
+
+    t0 = time.perf_counter()
+    layer = None
+    for data, kwargs, kind in read_features(str(path)):
+        added = getattr(viewer, f"add_{kind}")(data, **kwargs)
+        if kind == "labels":
+            layer = added
+    QApplication.processEvents()
+    viewer.screenshot(canvas_only=True, flash=False)
+    return {"reopen_100k_s": time.perf_counter() - t0}, layer
+
+
+def clicks(viewer, widget, layer, n: int) -> dict:
+    """(d) click-to-result latency on a map layer: the widget's click path and H3's panel if present."""
+    from qtpy.QtWidgets import QApplication
+
+    smap = layer.metadata["pathdistill"]["slide_map"]
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(smap.features), n, replace=False)
+    centres = smap.tile_centers()
+    out: dict = {"click_tiles": len(smap.features)}
+    times, compute = [], []
+    for i in idx:
+        t0 = time.perf_counter()
+        hit = _map_layer_at(viewer, centres[i])
+        widget.show_similar(hit[1], hit[0])
+        compute.append(time.perf_counter() - t0)
+        QApplication.processEvents()
+        viewer.screenshot(canvas_only=True, flash=False)
+        times.append(time.perf_counter() - t0)
+    out["widget_click_ms"] = (1e3 * float(np.median(times)), 1e3 * float(np.max(times)))
+    out["widget_click_compute_ms"] = (1e3 * float(np.median(compute)), 1e3 * float(np.max(compute)))
+    try:
+        from napari_pathdistill._qt.tile_search import TileSearchPanel
+    except ImportError as exc:
+        print(f"not available: TileSearchPanel ({exc})")
+        return out
+    panel, times = TileSearchPanel(viewer), []
+    for i in idx:
+        t0 = time.perf_counter()
+        panel.query(layer, int(i))
+        QApplication.processEvents()
+        viewer.screenshot(canvas_only=True, flash=False)
+        times.append(time.perf_counter() - t0)
+    out["heatmap_click_ms"] = (1e3 * float(np.median(times)), 1e3 * float(np.max(times)))
+    return out
+
+
+def _map_layer_at(viewer, world_yx):
+    from napari_pathdistill._qt.embed_widget import map_layer_at
+
+    hit = map_layer_at(viewer, world_yx)
+    assert hit is not None, "the tile centre is on no map layer"
+    return hit
+
+
+def pan(path: Path, steps: int, big: int) -> dict:
+    """(e) pan frame time with the tissue widget's grid raster: the big slide's real grid and ``big`` tiles."""
+    from napari_pathdistill.wsi.tissue_grid import tissue_grid
+
+    grid = tissue_grid(path).grid
+    out = {}
+    for name, g in (("real", grid), ("synthetic", synthetic_grid(big))):
+        r = pan_frames(g, "labels", steps)
+        out[f"pan_{name}"] = (r["tiles"], 1e3 * r["median_s"], 1e3 * r["max_s"])
+    return out
+
+
+def cuda_throughput(path: Path, out: Path, batch: int) -> dict:
+    """(f) random-init H0-mini (ViT-B/14) ``embed_slide`` end to end on the GPU."""
+    import h5py
+
+    from napari_pathdistill.inference.embed import embed_slide
+    from napari_pathdistill.models import load_model
+
+    model = load_model("h0-mini", device="cuda", pretrained=False)
+    t0 = time.perf_counter()
+    h5 = embed_slide(path, model, out / "cuda", batch_size=batch, num_workers=8, overwrite=True)
+    dt = time.perf_counter() - t0
+    with h5py.File(h5) as f:
+        n = len(f["coords"])
+    return {"cuda_tiles": n, "cuda_s": dt, "cuda_tiles_s": n / dt}
+
+
+def _source_features(cache: Path) -> Path:
+    """The feature file the widget wrote (complete, else its .partial with ``done`` rows)."""
+    import h5py
+
+    files = sorted(cache.glob("*.h5")) or sorted(cache.glob("*.h5.partial"))
+    src = files[0]
+    with h5py.File(src) as f:
+        done = int(f.attrs.get("done", len(f["coords"])))
+        if done == len(f["coords"]):
+            return src
+        rows = {k: f[k][:done] for k in ("features", "coords")}
+        attrs = dict(f.attrs)
+    trimmed = cache.parent / "embedded_rows.h5"
+    with h5py.File(trimmed, "w") as f:
+        for k, v in rows.items():
+            f[k] = v
+        f.attrs.update(attrs)
+    return trimmed
+
+
+def widget_section(path: Path, out: Path, args: argparse.Namespace) -> dict:
+    """(b), (c), (d) in one viewer."""
+    import shutil
+
+    import napari
+
+    from napari_pathdistill.models import load_model
+
+    res: dict = {}
+    cache = out / "cache"
+    shutil.rmtree(cache, ignore_errors=True)  # a cold embed; the re-open below is the warm one
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1200, 900)
+    meter = StallMeter()
+    try:
+        model = load_model(args.model, device="cpu")
+        widget = _embed_widget(viewer, path, model, cache)
+        widget.mpp.value = args.mpp
+        res["rss_before_embed_gb"] = rss_gb()
+        res["embed"] = run_widget(widget, args.embed_tiles, meter)
+        res["peak_rss_after_embed_gb"] = peak_rss_gb()
+        if res["embed"]["cancelled"]:
+            print(f"not available: widget cache re-open (embed cancelled at {res['embed']['tiles']} tiles)")
+        else:
+            widget.result = None
+            res["reopen_widget"] = run_widget(widget, 0, meter)
+        big = big_feature_file(_source_features(cache), out, args.feature_rows)
+        opened, layer = open_features(viewer, big)
+        res.update(opened)
+        res.update(clicks(viewer, widget, layer, args.clicks))
+        viewer.screenshot(str(out / "slide_scale_viewer.png"), canvas_only=False, flash=False)
+    finally:
+        viewer.close()
+    res["peak_rss_gb"] = peak_rss_gb()
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/slide_scale"))
+    p.add_argument("--width", type=int, default=40_000)
+    p.add_argument("--height", type=int, default=30_000)
+    p.add_argument("--slide", type=Path, default=None, help="an existing slide instead of the generated one")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--model", default="pathdistill-student")
+    p.add_argument("--mpp", type=float, default=0.5, help="um/px of the embedded tiles")
+    p.add_argument("--embed-tiles", type=int, default=0, help="cancel the embed after N tiles (0: whole grid)")
+    p.add_argument("--feature-rows", type=int, default=100_000)
+    p.add_argument("--clicks", type=int, default=20)
+    p.add_argument("--pan-steps", type=int, default=20)
+    p.add_argument("--cuda-batch", type=int, default=256)
+    p.add_argument("--quick", action="store_true", help="6,000 x 4,500 px, 1 um/px, 3,000 rows")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.width, args.height, args.mpp, args.feature_rows, args.clicks, args.pan_steps = 6000, 4500, 1.0, 3000, 3, 2  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    r: dict = {"load_start": os.getloadavg(), "cpus": os.cpu_count(), "argv": sys.argv[1:] if argv is None else argv}
+    path = args.slide or ensure_slide(args.out, args.width, args.height)
+    r["slide"] = {"path": str(path), "mib": path.stat().st_size / 2**20}  # fmt: skip
+    r["open"] = reader_open(path)
+    r.update(widget_section(path, args.out, args))
+    r.update(pan(path, args.pan_steps, args.feature_rows))
+    if args.device == "cuda":
+        r.update(cuda_throughput(path, args.out, args.cuda_batch))
+    r["load_end"] = os.getloadavg()
+    md = table(r)
+    load = f"load average at start {r['load_start']}, at end {r['load_end']}; {r['cpus']} CPUs"
+    print(md + "\n\n" + load)
+    (args.out / "slide_scale.md").write_text(md + "\n\n" + load + "\n")
+    (args.out / "slide_scale.json").write_text(json.dumps(r, indent=1, default=str))
+    return r
+
+
+if __name__ == "__main__":
+    main()
