@@ -89,7 +89,7 @@ def read_features(path: str | list[str]) -> list[LayerData]:
             if slide_layer is None:
                 layers += read_slide(str(slide))
                 slide_layer = layers[0][1]["name"]
-            name = slide.name
+            name = slide_layer  # "<slide layer> embedding map", as the Embed widget names its layers
         else:
             _notify(
                 f"{ff.path.name}: its slide {slide} is missing; the map is placed with the file's um/px. Open the "

@@ -29,8 +29,8 @@ def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours):
     viewer = make_napari_viewer()
     [slide] = viewer.open(str(SLIDE), plugin="napari-pathdistill")
     assert get_feature_reader(str(ours)) is not None and get_feature_reader(str(SLIDE)) is None
-    layers = viewer.open(str(ours), plugin="napari-pathdistill")
-    assert [ly.name for ly in layers] == [f"{ours.stem} embedding map", f"{ours.stem} clusters"]
+    layers = viewer.open(str(ours), plugin="napari-pathdistill")  # the stored slide is open: not added twice
+    assert [ly.name for ly in layers] == [f"{slide.name} embedding map", f"{slide.name} clusters"]
     labels = layers[1]
     meta = labels.metadata["pathdistill"]
     smap = meta["slide_map"]
@@ -59,6 +59,25 @@ def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours):
     import imageio.v3 as iio
 
     iio.imwrite(DOCS / "feature_reader.png", viewer.screenshot(canvas_only=False, flash=False))
+
+
+def test_drop_on_empty_viewer_opens_the_stored_slide(make_napari_viewer, ours, tmp_path):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(ours), plugin="napari-pathdistill")
+    slide = layers[0]
+    assert slide.metadata["pathdistill"]["path"] == str(SLIDE) or Path(slide.source.path).resolve() == SLIDE
+    assert [ly.name for ly in layers[-2:]] == [f"{slide.name} embedding map", f"{slide.name} clusters"]
+    assert layers[-1].metadata["pathdistill"]["slide_layer"] == slide.name
+    moved = tmp_path / "moved.h5"  # the slide is gone: map layers only, and the user is told which file
+    moved.write_bytes(ours.read_bytes())
+    with h5py.File(moved, "a") as f:
+        f.attrs["slide_path"] = str(tmp_path / "gone.svs")
+    from napari.utils.notifications import notification_manager
+
+    seen = len(notification_manager.records)
+    only = get_feature_reader(str(moved))(str(moved))  # type: ignore[misc]
+    assert [kind for _, _, kind in only] == ["image", "labels"]
+    assert any("gone.svs is missing" in str(n.message) for n in notification_manager.records[seen:])
 
 
 def test_non_feature_h5_not_claimed(tmp_path):

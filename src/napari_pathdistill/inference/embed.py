@@ -282,6 +282,8 @@ def _slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, 
         "mpp": mpp if pyr.mpp is not None else float("nan"),  # NaN: no slide MPP, level-0 px tiles
         "min_tissue": float(min_tissue),
         "patch_level": 0,
+        # where the slide was: dropping the file on napari opens it (_feature_reader); not part of MATCH_ATTRS
+        "slide_path": str(Path(pyr.path).resolve()),
     }
     if pyr.mpp is None:
         attrs["warning"] = (
