@@ -26,6 +26,8 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill._qt.tile_search import TileSearchPanel
+from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.feature_cache import default_cache_dir, resolve_cache_dir
 from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map
 from napari_pathdistill.inference.slide_maps import SlideMap
@@ -73,9 +75,11 @@ class EmbedWidget(Container):
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.status = status_label()
         self.legend = Label(value="")
+        self.search = TileSearchPanel(viewer)  # the clicked tile's similarity heatmap, cross-slide, GeoJSON
+        self.search.label = "tile search"
         widgets = [self.slide, self.model, self.tile_px, self.mpp, self.min_tissue, self.batch_size, self.k,
-                   self.top_k, self.map_kind, self.stride, self.cache_dir, self.run_button, self.cancel_button, self.progress, self.status,
-                   self.legend]  # fmt: skip
+                   self.top_k, self.map_kind, self.stride, self.cache_dir, self.run_button, self.cancel_button,
+                   self.progress, self.status, self.legend, self.search]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
@@ -238,7 +242,15 @@ class EmbedWidget(Container):
             return
         hit = map_layer_at(viewer, event.position)
         if hit is not None:
-            self.show_similar(hit[1], hit[0])
+            self.search_tile(hit[1], hit[0])
+
+    def search_tile(self, index: int, layer: Any) -> None:
+        """A clicked tile: its top-k similar tiles as points, and its cosine heatmap over the "search in" map."""
+        self.show_similar(index, layer)
+        try:
+            self.search.query(layer, index)
+        except PathDistillError as exc:  # e.g. a cross-slide map of another model
+            napari.utils.notifications.show_error(str(exc))
 
     def show_similar(self, index: int, layer: Any = None) -> napari.layers.Points:
         """Put the query tile and its top-k most similar tiles (cosine) of a map layer in a Points layer.

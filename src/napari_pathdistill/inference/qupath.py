@@ -115,9 +115,13 @@ def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, 
     feats, coords, size = read_features(h5_path)
     labels = kmeans_labels(feats, k, seed=seed)
     names = [f"cluster {int(c)}" for c in labels]
+    return tiles_geojson(coords, size, names, cluster_colours(int(labels.max())))
+
+
+def cluster_colours(k: int) -> dict[str, tuple[int, int, int]]:
+    """QuPath class name ``cluster c`` -> 0-255 RGB for clusters 1..k (tab20, repeated past 20)."""
     palette = _cluster_colours()
-    colors = {f"cluster {c}": palette[(c - 1) % len(palette)] for c in range(1, int(labels.max()) + 1)}
-    return tiles_geojson(coords, size, names, colors)
+    return {f"cluster {c}": palette[(c - 1) % len(palette)] for c in range(1, k + 1)}
 
 
 def similar_collection(

@@ -1,0 +1,138 @@
+"""Tile search panel: click a tile -> cosine heatmap over a whole slide (this one or another), threshold, GeoJSON.
+
+``TileSearchPanel(viewer)`` is a magicgui Container embedded in the Embed slide widget (usable alone too). Its
+``query(map_layer, index)`` puts the cosine of tile ``index`` of ``map_layer`` (a map layer: Labels with
+``metadata["pathdistill"]["slide_map"]``) to every tile of the "search in" map into an image layer
+``"<target> similarity"`` with napari's colour bar, created once and updated in place afterwards. Cells below the
+threshold (and cells without a tile) are transparent; "Export GeoJSON..." writes the target's clusters and the
+tiles above the threshold as a QuPath FeatureCollection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.types import FileDialogMode
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton
+
+from napari_pathdistill.inference.qupath import cluster_colours, tiles_geojson, write_geojson
+from napari_pathdistill.inference.similarity_map import Heatmap, heatmap
+from napari_pathdistill.inference.slide_maps import SlideMap
+
+
+def threshold_colormap() -> Any:
+    """magma with a transparent bottom: values at or below the lower contrast limit are not drawn."""
+    import matplotlib
+    from napari.utils.colormaps import Colormap
+
+    colors = np.asarray(matplotlib.colormaps["magma"](np.linspace(0.15, 1.0, 64)), dtype=np.float32)
+    colors = np.concatenate([np.zeros((1, 4), np.float32), colors])
+    controls = np.r_[0.0, np.linspace(1e-3, 1.0, 64)]
+    return Colormap(colors=colors, controls=controls, name="magma above threshold")
+
+
+def _slide_map(layer: Any) -> SlideMap:
+    return layer.metadata["pathdistill"]["slide_map"]
+
+
+def _base_name(layer: Any) -> str:
+    return str(layer.metadata["pathdistill"].get("slide_layer") or layer.name.removesuffix(" clusters"))
+
+
+class TileSearchPanel(Container):
+    """Similarity heatmap of a clicked tile over this slide or another one, with a threshold and GeoJSON export.
+
+    Args:
+        viewer: the napari viewer.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.target = ComboBox(label="search in", choices=self._choices, nullable=False)
+        self.threshold = FloatSlider(label="similarity >=", value=0.8, min=-1.0, max=1.0, step=0.01)
+        self.summary = Label(value="")
+        self.export_path = FileEdit(label="GeoJSON", mode=FileDialogMode.OPTIONAL_FILE, filter="*.geojson")
+        self.export_button = PushButton(text="Export GeoJSON")
+        super().__init__(widgets=[self.target, self.threshold, self.summary, self.export_path, self.export_button],
+                         labels=True)  # fmt: skip
+        self.target.tooltip = "Map to search: the clicked slide's own, or another slide's map of the same model."
+        self.threshold.tooltip = "Tiles below this cosine are transparent in the heatmap and left out of the export."
+        self.result: tuple[Any, int, Any, Heatmap] | None = None  # source layer, tile, target layer, heatmap
+        self.threshold.changed.connect(self._apply_threshold)
+        self.export_button.changed.connect(lambda _v=None: self.export())
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(lambda _e=None: self.target.reset_choices())
+
+    def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        from napari_pathdistill._qt.embed_widget import map_layers
+
+        return [("the clicked slide", None)] + [(layer.name, layer) for layer in map_layers(self.viewer)]
+
+    def query(self, map_layer: Any, index: int) -> napari.layers.Image:
+        """Heatmap of the cosine of tile ``index`` of ``map_layer`` to every tile of the "search in" map.
+
+        Raises:
+            SimilarityMapError: the two maps come from different models.
+        """
+        target = self.target.value if self.target.value in self.viewer.layers else map_layer
+        result = heatmap(_slide_map(map_layer), index, _slide_map(target))
+        self.result = (map_layer, index, target, result)
+        return self._show(target, result)
+
+    def _show(self, target: Any, result: Heatmap) -> napari.layers.Image:
+        name = f"{_base_name(target)} similarity"
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
+        if isinstance(layer, napari.layers.Image) and layer.data.shape == result.image.shape:
+            layer.data = result.image  # in place: no remove/re-add
+        else:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            layer = self.viewer.add_image(result.image, name=name, colormap=threshold_colormap(), opacity=0.8,
+                                          units=target.units, contrast_limits=(self.threshold.value, 1.0))  # fmt: skip
+            layer.colorbar.visible = True
+        layer.scale, layer.translate = target.scale, target.translate  # wherever the map layer sits now
+        self._apply_threshold()
+        return layer
+
+    def _apply_threshold(self, _value: Any = None) -> None:
+        if self.result is None:
+            return
+        source, index, target, result = self.result
+        name = f"{_base_name(target)} similarity"
+        thr = float(self.threshold.value)
+        if name in self.viewer.layers:
+            self.viewer.layers[name].contrast_limits = (thr, 1.0)
+        n = len(result.above(thr))
+        where = "" if target is source else f" in {_base_name(target)}"
+        self.summary.value = f"tile {index}: {n} tiles{where} with cosine >= {thr:.2f}"
+
+    def export(self, path: str | Path | None = None) -> Path | None:
+        """Write the target's clusters and the tiles above the threshold (with their cosine) as QuPath GeoJSON.
+
+        Args:
+            path: output file (default: the panel's GeoJSON field).
+        """
+        if self.result is None:
+            napari.utils.notifications.show_warning("Click a tile first: there is no similarity to export.")
+            return None
+        path = Path(str(path or self.export_path.value))
+        if path.is_dir() or not path.name:
+            napari.utils.notifications.show_warning("Choose a .geojson file to write (the GeoJSON field).")
+            return None
+        _source, index, target, result = self.result
+        smap = _slide_map(target)
+        names = [f"cluster {int(c)}" for c in smap.clusters]
+        colours = cluster_colours(int(smap.clusters.max()))
+        above = result.above(float(self.threshold.value))
+        names += ["similar"] * len(above)
+        colours["similar"] = (220, 20, 60)
+        coords = np.concatenate([smap.grid.coords, smap.grid.coords[above]])
+        cos = np.r_[result.cosine, result.cosine[above]]
+        collection = tiles_geojson(coords, float(smap.grid.size_level0), names, colours,
+                                   measurements={"cosine": cos})  # fmt: skip
+        out = write_geojson(collection, path)
+        self.summary.value = f"wrote {len(coords)} tiles ({len(above)} similar to tile {index}) to {out.name}"
+        return out

@@ -1,0 +1,111 @@
+"""Similarity heatmaps over slide maps: cosine of one tile (of this slide or another) to every tile of a map.
+
+Pure core (no Qt). A click costs one matrix-vector product on the target's unit-norm features (normalised once
+per map and kept while the map lives) and one gather through its cached index raster, so a heatmap over
+100k tiles takes milliseconds. Cross-slide queries (a tile of slide A against slide B's tiles) need features of
+the same model: another model or another width is a clear :class:`SimilarityMapError`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.inference.slide_maps import SlideMap
+
+_UNIT: dict[int, np.ndarray] = {}
+_CELLS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+class SimilarityMapError(PathDistillError):
+    """The query cannot be compared with the target map (other model or feature width, tile out of range)."""
+
+
+@dataclass
+class Heatmap:
+    """Cosine of a query tile to every tile of a target map.
+
+    Attributes:
+        cosine: (N,) float32 cosine of each target tile to the query.
+        image: (rows, cols) float32 raster on the target's grid; ``off_value`` where there is no tile.
+        off_value: the value of cells without a tile (below any cosine, so they render as the lowest colour).
+    """
+
+    cosine: np.ndarray
+    image: np.ndarray
+    off_value: float = -2.0
+
+    def above(self, threshold: float) -> np.ndarray:
+        """(K,) indices of the target tiles whose cosine is >= ``threshold``, most similar first."""
+        idx = np.flatnonzero(self.cosine >= threshold)
+        return idx[np.argsort(-self.cosine[idx], kind="stable")]
+
+
+def _cached(store: dict[int, Any], smap: SlideMap, make: Any) -> Any:
+    key = id(smap)
+    if key not in store:
+        store[key] = make()
+        weakref.finalize(smap, store.pop, key, None)  # forget it with the map (ids are reused)
+    return store[key]
+
+
+def unit_features(smap: SlideMap) -> np.ndarray:
+    """(N, D) float32 L2-normalised features of ``smap`` (computed once per map)."""
+
+    def make() -> np.ndarray:
+        f = np.asarray(smap.features, dtype=np.float32)
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+    return _cached(_UNIT, smap, make)
+
+
+def _cells(smap: SlideMap) -> tuple[np.ndarray, np.ndarray]:
+    """(flat raster positions of tiles, their tile index) of the map's index raster (computed once per map)."""
+
+    def make() -> tuple[np.ndarray, np.ndarray]:
+        flat = smap.index_image.ravel()
+        pos = np.flatnonzero(flat)
+        return pos, flat[pos].astype(np.int64) - 1
+
+    return _cached(_CELLS, smap, make)
+
+
+def query_vector(source: SlideMap, index: int) -> np.ndarray:
+    """(D,) unit-norm feature of tile ``index`` of ``source``."""
+    if not 0 <= index < len(source.features):
+        raise SimilarityMapError(f"tile {index} is out of range: the map has {len(source.features)} tiles")
+    return unit_features(source)[index]
+
+
+def check_comparable(source: SlideMap, target: SlideMap) -> None:
+    """Raise unless ``source``'s features can be compared with ``target``'s (same model and width)."""
+    ds, dt = source.features.shape[1], target.features.shape[1]
+    if ds != dt or source.model_name != target.model_name:
+        raise SimilarityMapError(
+            f"cannot compare tiles across maps of different models: {source.model_name} ({ds}-d) vs "
+            f"{target.model_name} ({dt}-d); embed both slides with the same model"
+        )
+
+
+def heatmap(source: SlideMap, index: int, target: SlideMap | None = None) -> Heatmap:
+    """Cosine of tile ``index`` of ``source`` to every tile of ``target`` (default: ``source`` itself).
+
+    Args:
+        source: the map the query tile belongs to.
+        index: the query tile's row in ``source.features``.
+        target: the map to search (another slide's map for a cross-slide query).
+
+    Returns:
+        The :class:`Heatmap` (cosines and their raster on the target's grid).
+    """
+    target = source if target is None else target
+    check_comparable(source, target)
+    cos = unit_features(target) @ query_vector(source, index)
+    image = np.full(target.index_image.shape, Heatmap.off_value, dtype=np.float32)
+    pos, tile = _cells(target)
+    image.ravel()[pos] = cos[tile]
+    return Heatmap(cosine=cos.astype(np.float32, copy=False), image=image)

@@ -1,0 +1,61 @@
+"""Similarity heatmaps: the raster holds, at each tile's cell, its cosine to the query tile; cross-slide rules."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from napari_pathdistill.inference.similarity_map import SimilarityMapError, heatmap, unit_features
+from napari_pathdistill.inference.slide_maps import iter_slide_map
+from napari_pathdistill.models.testing import tiny_model
+from napari_pathdistill.progress import drain
+
+
+@pytest.fixture(scope="module")
+def cmu_map(shared_data):
+    model = tiny_model("vit")
+    return drain(iter_slide_map(model, shared_data / "wsi" / "CMU-1-Small-Region.svs", mpp=1.0, min_tissue=0.1,
+                                k=3))  # fmt: skip
+
+
+def test_heatmap_cells_hold_the_cosine_of_their_tile(cmu_map):
+    n = len(cmu_map.features)
+    assert n > 10
+    q = n // 2
+    hm = heatmap(cmu_map, q)
+    f = cmu_map.features.astype(np.float64)
+    direct = f @ f[q] / (np.linalg.norm(f, axis=1) * np.linalg.norm(f[q]))
+    np.testing.assert_allclose(hm.cosine, direct, atol=1e-5)
+    assert hm.cosine[q] == pytest.approx(1.0, abs=1e-5)
+    rr, cc = np.nonzero(cmu_map.index_image)
+    tiles = cmu_map.index_image[rr, cc] - 1
+    np.testing.assert_allclose(hm.image[rr, cc], direct[tiles], atol=1e-5)
+    off = cmu_map.index_image == 0
+    assert off.any() and np.all(hm.image[off] == hm.off_value)
+    above = hm.above(0.5)
+    assert above[0] == q and np.all(np.diff(hm.cosine[above]) <= 0) and np.all(hm.cosine[above] >= 0.5)
+    assert set(above) == set(np.flatnonzero(direct >= 0.5))
+    assert unit_features(cmu_map) is unit_features(cmu_map)  # normalised once per map
+
+
+def test_cross_slide_query_uses_the_target_grid(cmu_map, shared_data):
+    other = drain(iter_slide_map(tiny_model("vit"), shared_data / "wsi" / "tcga-cr-7395-01a-01-ts1.svs",
+                                 mpp=1.0, min_tissue=0.1, k=3))  # fmt: skip
+    hm = heatmap(cmu_map, 0, other)
+    assert hm.image.shape == other.index_image.shape and len(hm.cosine) == len(other.features)
+    g = other.features.astype(np.float64)
+    q = cmu_map.features[0].astype(np.float64)
+    np.testing.assert_allclose(hm.cosine, g @ q / (np.linalg.norm(g, axis=1) * np.linalg.norm(q)), atol=1e-5)
+
+
+def test_maps_of_different_models_or_tiles_out_of_range_are_refused(cmu_map):
+    renamed = dataclasses.replace(cmu_map, model_name="another model")
+    with pytest.raises(SimilarityMapError, match="different models"):
+        heatmap(cmu_map, 0, renamed)
+    narrow = dataclasses.replace(cmu_map, features=cmu_map.features[:, :8])
+    with pytest.raises(SimilarityMapError, match="8-d"):
+        heatmap(cmu_map, 0, narrow)
+    with pytest.raises(SimilarityMapError, match="out of range"):
+        heatmap(cmu_map, len(cmu_map.features))
