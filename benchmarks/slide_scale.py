@@ -170,11 +170,11 @@ def _map_layer_at(viewer, world_yx):
     return hit
 
 
-def pan(path: Path, steps: int, big: int) -> dict:
+def pan(path: Path, steps: int, big: int, mpp: float) -> dict:
     """(e) pan frame time with the tissue widget's grid raster: the big slide's real grid and ``big`` tiles."""
     from napari_pathdistill.wsi.tissue_grid import tissue_grid
 
-    grid = tissue_grid(path).grid
+    grid = tissue_grid(path, mpp=mpp).grid  # the grid (b) embedded
     out = {}
     for name, g in (("real", grid), ("synthetic", synthetic_grid(big))):
         r = pan_frames(g, "labels", steps)
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     r["slide"] = {"path": str(path), "mib": path.stat().st_size / 2**20}  # fmt: skip
     r["open"] = reader_open(path)
     r.update(widget_section(path, args.out, args))
-    r.update(pan(path, args.pan_steps, args.feature_rows))
+    r.update(pan(path, args.pan_steps, args.feature_rows, args.mpp))
     if args.device == "cuda":
         r.update(cuda_throughput(path, args.out, args.cuda_batch))
     r["load_end"] = os.getloadavg()
