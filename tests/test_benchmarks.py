@@ -43,9 +43,10 @@ def test_embed_benchmark_main(bench_modules, cmu_svs: Path, tmp_path: Path, caps
         assert math.isfinite(r["reference_speedup_model_only_paired"])
         assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("end_to_end", "model_only", "loader_only"))
         assert r["bound"] in ("model", "loader", "pipeline")
-    # FlopCounterMode: ViT-B/14 at 224 px is ~45 GFLOPs/tile, the ViT-Ti student ~2.8, EfficientNet-Lite2 ~1.2
+    # FlopCounterMode: ViT-B/14 at 224 px is ~45 GFLOPs/tile, the v2 student (ViT-Ti/16, 8 blocks) ~1.3,
+    # EfficientNet-Lite2 ~1.2
     assert 40 < rows["h0-mini"]["gflops_per_tile"] < 50
-    assert 2 < rows["pathdistill-student"]["gflops_per_tile"] < 4
+    assert 1 < rows["pathdistill-student"]["gflops_per_tile"] < 2
     assert 0.5 < rows["efficientnet-lite2-imagenet"]["gflops_per_tile"] < 2
     out = capsys.readouterr().out
     assert "speed-up" in out and "not applicable on CPU" in out
