@@ -53,6 +53,14 @@ def slide_layers(viewer: napari.viewer.Viewer) -> list[Image]:
     return [layer for layer in viewer.layers if is_slide_layer(layer)]
 
 
+def map_layers(viewer: napari.viewer.Viewer) -> list[Labels]:
+    """The map layers of the viewer (Labels with ``metadata["pathdistill"]["slide_map"]``), topmost first."""
+    from napari_pathdistill.inference.slide_maps import SlideMap
+
+    return [layer for layer in reversed(viewer.layers) if isinstance(layer, Labels)
+            and isinstance(layer.metadata.get("pathdistill", {}).get("slide_map"), SlideMap)]  # fmt: skip
+
+
 def slide_path(layer: Layer | None) -> Path:
     """The slide file behind a layer, or a clear :class:`LayerInputError`."""
     if layer is None:

@@ -4,8 +4,9 @@
 ``query(map_layer, index)`` puts the cosine of tile ``index`` of ``map_layer`` (a map layer: Labels with
 ``metadata["pathdistill"]["slide_map"]``) to every tile of the "search in" map into an image layer
 ``"<target> similarity"`` with napari's colour bar, created once and updated in place afterwards. Cells below the
-threshold (and cells without a tile) are transparent; "Export GeoJSON..." writes the target's clusters and the
-tiles above the threshold as a QuPath FeatureCollection.
+threshold (and cells without a tile) are transparent; ``export(path=None, kind=None)`` ("Export GeoJSON") writes
+the tiles above the threshold, the top-k tiles or the target's clusters (:data:`EXPORTS`) as a QuPath
+FeatureCollection, with the core functions of ``pathdistill qupath``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton
 
-from napari_pathdistill.inference.qupath import cluster_colours, tiles_geojson, write_geojson
+from napari_pathdistill._qt._layers import map_layers
+from napari_pathdistill.inference.qupath import clusters_geojson, similarity_collection, write_geojson
 from napari_pathdistill.inference.similarity_map import Heatmap, heatmap
 from napari_pathdistill.inference.slide_maps import SlideMap
+
+#: what "Export GeoJSON" writes (QuPath classes): tiles >= threshold, the top-k tiles, or the target's clusters
+EXPORTS = ("thresholded similarity", "similar tiles (top k)", "clusters")
 
 
 def threshold_colormap() -> Any:
@@ -52,14 +57,22 @@ class TileSearchPanel(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.target = ComboBox(label="search in", choices=self._choices, nullable=False)
-        self.threshold = FloatSlider(label="similarity >=", value=0.8, min=-1.0, max=1.0, step=0.01)
+        self.threshold = FloatSlider(label="similarity >=", value=0.8, min=0.0, max=1.0, step=0.001,
+                                     readout=False)  # fmt: skip  # the summary line shows the value
         self.summary = Label(value="")
+        self.export_kind = ComboBox(label="export", choices=list(EXPORTS), value="thresholded similarity")
         self.export_path = FileEdit(label="GeoJSON", mode=FileDialogMode.OPTIONAL_FILE, filter="*.geojson")
         self.export_button = PushButton(text="Export GeoJSON")
-        super().__init__(widgets=[self.target, self.threshold, self.summary, self.export_path, self.export_button],
+        super().__init__(widgets=[self.target, self.threshold, self.summary, self.export_kind, self.export_path,
+                                  self.export_button],
                          labels=True)  # fmt: skip
-        self.target.tooltip = "Map to search: the clicked slide's own, or another slide's map of the same model."
-        self.threshold.tooltip = "Tiles below this cosine are transparent in the heatmap and left out of the export."
+        self.target.tooltip = (
+            "Map to search: the clicked slide's own, or another slide's map of the same model."
+        )
+        self.threshold.tooltip = (
+            "Tiles below this cosine are transparent in the heatmap and left out of the export."
+        )
+        self.top_k = 10  #: tiles in the "similar tiles (top k)" export (the Embed widget may set it)
         self.result: tuple[Any, int, Any, Heatmap] | None = None  # source layer, tile, target layer, heatmap
         self.threshold.changed.connect(self._apply_threshold)
         self.export_button.changed.connect(lambda _v=None: self.export())
@@ -67,8 +80,6 @@ class TileSearchPanel(Container):
             ev.connect(lambda _e=None: self.target.reset_choices())
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        from napari_pathdistill._qt.embed_widget import map_layers
-
         return [("the clicked slide", None)] + [(layer.name, layer) for layer in map_layers(self.viewer)]
 
     def query(self, map_layer: Any, index: int) -> napari.layers.Image:
@@ -91,7 +102,7 @@ class TileSearchPanel(Container):
             if layer is not None:
                 self.viewer.layers.remove(layer)
             layer = self.viewer.add_image(result.image, name=name, colormap=threshold_colormap(), opacity=0.8,
-                                          units=target.units, contrast_limits=(self.threshold.value, 1.0))  # fmt: skip
+                                          units=target.units, contrast_limits=(0.0, 1.0))  # fmt: skip
             layer.colorbar.visible = True
         layer.scale, layer.translate = target.scale, target.translate  # wherever the map layer sits now
         self._apply_threshold()
@@ -104,16 +115,19 @@ class TileSearchPanel(Container):
         name = f"{_base_name(target)} similarity"
         thr = float(self.threshold.value)
         if name in self.viewer.layers:
-            self.viewer.layers[name].contrast_limits = (thr, 1.0)
+            self.viewer.layers[name].contrast_limits = (min(thr, 1.0 - 1e-3), 1.0)  # napari: lo < hi
         n = len(result.above(thr))
         where = "" if target is source else f" in {_base_name(target)}"
-        self.summary.value = f"tile {index}: {n} tiles{where} with cosine >= {thr:.2f}"
+        self.summary.value = f"tile {index}: {n} tiles{where} with cosine >= {thr:.3f}"
 
-    def export(self, path: str | Path | None = None) -> Path | None:
-        """Write the target's clusters and the tiles above the threshold (with their cosine) as QuPath GeoJSON.
+    def export(self, path: str | Path | None = None, kind: str | None = None) -> Path | None:
+        """Write the current search as a QuPath GeoJSON FeatureCollection (atomically).
 
         Args:
             path: output file (default: the panel's GeoJSON field).
+            kind: one of :data:`EXPORTS` (default: the panel's "export" choice): the target tiles with cosine
+                >= the threshold (class ``similar``), the ``top_k`` most similar ones, or the target's k-means
+                clusters (``cluster 1..k``). The query tile is class ``query`` when it lies on the target slide.
         """
         if self.result is None:
             napari.utils.notifications.show_warning("Click a tile first: there is no similarity to export.")
@@ -122,17 +136,20 @@ class TileSearchPanel(Container):
         if path.is_dir() or not path.name:
             napari.utils.notifications.show_warning("Choose a .geojson file to write (the GeoJSON field).")
             return None
-        _source, index, target, result = self.result
+        kind = kind or str(self.export_kind.value)
+        source, index, target, result = self.result
         smap = _slide_map(target)
-        names = [f"cluster {int(c)}" for c in smap.clusters]
-        colours = cluster_colours(int(smap.clusters.max()))
-        above = result.above(float(self.threshold.value))
-        names += ["similar"] * len(above)
-        colours["similar"] = (220, 20, 60)
-        coords = np.concatenate([smap.grid.coords, smap.grid.coords[above]])
-        cos = np.r_[result.cosine, result.cosine[above]]
-        collection = tiles_geojson(coords, float(smap.grid.size_level0), names, colours,
-                                   measurements={"cosine": cos})  # fmt: skip
+        coords, size = smap.grid.coords, float(smap.grid.size_level0)
+        query = index if target is source else None
+        if kind == "clusters":
+            collection = clusters_geojson(coords, size, smap.clusters)
+        elif kind == "similar tiles (top k)":
+            collection = similarity_collection(coords, size, result.cosine, query=query, top_k=self.top_k)
+        else:
+            collection = similarity_collection(coords, size, result.cosine, query=query,
+                                               threshold=float(self.threshold.value))  # fmt: skip
         out = write_geojson(collection, path)
-        self.summary.value = f"wrote {len(coords)} tiles ({len(above)} similar to tile {index}) to {out.name}"
+        self.summary.value = (
+            f"wrote {len(collection['features'])} tiles ({kind}, query tile {index}) to {out.name}"
+        )
         return out

@@ -113,9 +113,13 @@ def _tile_side_level0(file_attrs: dict, coords_attrs: dict) -> float | None:
 def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, Any]:
     """k-means clusters of a slide's tiles as QuPath classes ``cluster 1..k``."""
     feats, coords, size = read_features(h5_path)
-    labels = kmeans_labels(feats, k, seed=seed)
+    return clusters_geojson(coords, size, kmeans_labels(feats, k, seed=seed))
+
+
+def clusters_geojson(coords: np.ndarray, size_level0: float, labels: np.ndarray) -> dict[str, Any]:
+    """(N, 2) level-0 top-left corners and (N,) cluster labels 1..k -> classes ``cluster 1..k`` (tab20)."""
     names = [f"cluster {int(c)}" for c in labels]
-    return tiles_geojson(coords, size, names, cluster_colours(int(labels.max())))
+    return tiles_geojson(coords, size_level0, names, cluster_colours(int(np.max(labels, initial=1))))
 
 
 def cluster_colours(k: int) -> dict[str, tuple[int, int, int]]:
@@ -138,18 +142,41 @@ def similar_collection(
     feats, coords, size = read_features(h5_path)
     if not 0 <= query < len(feats):
         raise PathDistillError(f"query tile {query} is out of range: the file has {len(feats)} tiles.")
+    return similarity_collection(coords, size, cosine_to(feats, query), query=query, top_k=top_k,
+                                 threshold=threshold)  # fmt: skip
+
+
+def similarity_collection(
+    coords: np.ndarray,
+    size_level0: float,
+    cosine: np.ndarray,
+    *,
+    query: int | None = None,
+    top_k: int | None = None,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Tiles similar to a query as classes ``query`` (gold) and ``similar`` (crimson), with their cosine.
+
+    Args:
+        coords: (N, 2) level-0 (x, y) top-left corners of the searched tiles.
+        size_level0: tile side in level-0 pixels.
+        cosine: (N,) cosine of each tile to the query.
+        query: row of the query tile among them (None: the query lies on another slide).
+        top_k: keep the k most similar tiles, or
+        threshold: keep every tile with cosine >= threshold.
+    """
     if (top_k is None) == (threshold is None):
         raise ValueError("give exactly one of top_k or threshold")
-    cos = cosine_to(feats, query)
-    others = np.flatnonzero(np.arange(len(cos)) != query)
+    cos = np.asarray(cosine)
+    others = np.flatnonzero(np.arange(len(cos)) != (-1 if query is None else query))
     if top_k is not None:
         keep = others[np.argsort(-cos[others], kind="stable")[:top_k]]
     else:
         keep = others[cos[others] >= threshold]
-    rows = np.r_[query, keep]
-    names = ["query"] + ["similar"] * len(keep)
+    rows = keep if query is None else np.r_[query, keep]
+    names = ["query"] * (query is not None) + ["similar"] * len(keep)
     colors = {"query": (255, 215, 0), "similar": (220, 20, 60)}
-    return tiles_geojson(coords[rows], size, names, colors, measurements={"cosine": cos[rows]})
+    return tiles_geojson(coords[rows], size_level0, names, colors, measurements={"cosine": cos[rows]})
 
 
 def tile_at(coords: np.ndarray, size_level0: float, x: float, y: float) -> int:
