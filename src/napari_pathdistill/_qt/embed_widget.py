@@ -23,7 +23,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
 from napari_pathdistill._qt._labels import status_label
-from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
+from napari_pathdistill._qt._layers import SlideLayerChooser, map_layers, slide_path, upsert_layer
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill._qt.tile_search import TileSearchPanel
@@ -290,12 +290,6 @@ class EmbedWidget(Container):
         if layer is not None and layer in self.viewer.layers:
             self.viewer.layers.selection.active = layer
         return points
-
-
-def map_layers(viewer: Any) -> list[Any]:
-    """The map layers of the viewer (Labels with ``metadata["pathdistill"]["slide_map"]``), topmost first."""
-    return [layer for layer in reversed(viewer.layers) if isinstance(layer, napari.layers.Labels)
-            and isinstance(layer.metadata.get("pathdistill", {}).get("slide_map"), SlideMap)]  # fmt: skip
 
 
 def map_layer_at(viewer: Any, position: Any) -> tuple[Any, int] | None:
