@@ -59,3 +59,11 @@ def test_maps_of_different_models_or_tiles_out_of_range_are_refused(cmu_map):
         heatmap(cmu_map, 0, narrow)
     with pytest.raises(SimilarityMapError, match="out of range"):
         heatmap(cmu_map, len(cmu_map.features))
+
+
+def test_prepared_maps_need_no_work_on_the_first_click(cmu_map):
+    from napari_pathdistill.inference import similarity_map as sm
+
+    fresh = dataclasses.replace(cmu_map)  # a new map object: nothing cached for it yet
+    assert id(fresh) not in sm._UNIT
+    assert sm.prepared(fresh) is fresh and id(fresh) in sm._UNIT and id(fresh) in sm._CELLS

@@ -263,4 +263,6 @@ def slide_map_from_features(ff: FeatureFile, k: int = 6, slide_mpp: float | None
     smap = build_slide_map(result, k)
     px = grid.slide_mpp or 1.0
     translate = (smap.translate[0] + oy * px, smap.translate[1] + ox * px)
-    return dataclasses.replace(smap, translate=translate, features_file=ff.path)
+    from napari_pathdistill.inference.similarity_map import prepared
+
+    return prepared(dataclasses.replace(smap, translate=translate, features_file=ff.path))

@@ -29,6 +29,7 @@ from napari_pathdistill.inference.embed import (
 )
 from napari_pathdistill.inference.feature_cache import cache_file, find_complete
 from napari_pathdistill.inference.outputs import finish_output, record_skipped, slide_lock
+from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
@@ -211,7 +212,8 @@ def _final_map(out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k:
         keep = np.isin(grid.coords[:, 0] + grid.coords[:, 1] * width, coords[:, 0] + coords[:, 1] * width)
         grid = dataclasses.replace(grid, coords=grid.coords[keep], tissue_fraction=grid.tissue_fraction[keep])
         feats = feats[keep]
-    return dataclasses.replace(build_slide_map(EmbeddingResult(feats, grid, model_name), k), features_file=out)
+    smap = build_slide_map(EmbeddingResult(feats, grid, model_name), k)
+    return prepared(dataclasses.replace(smap, features_file=out))
 
 
 def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -> SlideMap:
@@ -223,4 +225,4 @@ def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -
     geometry = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0)  # size, level, shape only
     grid = dataclasses.replace(geometry, coords=coords, tissue_fraction=np.full(len(coords), np.nan))
     result = EmbeddingResult(feats.astype(np.float32, copy=False), grid, name)
-    return dataclasses.replace(build_slide_map(result, k), features_file=path)
+    return prepared(dataclasses.replace(build_slide_map(result, k), features_file=path))
