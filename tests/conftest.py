@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _big_slide_files import BIG_SLIDE_SHAPE, big_slide_module
 from _wsi_files import write_sparse_tiff
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -101,22 +102,6 @@ def cmu_rgb(cmu_svs: Path) -> np.ndarray:
 def sparse_tiff(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 100k x 100k sparse pyramidal TIFF (about 2 MB on disk, written in < 1 s)."""
     return write_sparse_tiff(tmp_path_factory.mktemp("sparse") / "sparse100k.tif")
-
-
-#: level-0 size of the session's generated big slide (tests/test_big_slide.py); the benchmark uses 40k x 30k
-BIG_SLIDE_SHAPE = (4500, 6000)
-
-
-def big_slide_module():
-    """``benchmarks/_big_slide.py`` as a module (the generator and its paste layout)."""
-    import importlib
-    import sys
-
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    try:
-        return importlib.import_module("_big_slide")
-    finally:
-        sys.path.remove(str(REPO_ROOT / "benchmarks"))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from conftest import BIG_SLIDE_SHAPE, big_slide_module
+from _big_slide_files import BIG_SLIDE_SHAPE, big_slide_module
 from napari_pathdistill._reader import get_reader
 from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.models.testing import tiny_model
