@@ -53,14 +53,16 @@ def test_layer_is_aligned_with_the_slide_and_updated_in_place(make_napari_viewer
 def test_student_map_is_finer_than_the_tile_map(make_napari_viewer, qtbot, cmu_svs):
     """The bundled student over the whole slide: inside each tile the patch-token colours vary (tissue
     structure), unlike the one colour per tile of the tile-level map. Screenshot slide | tiles | patch tokens."""
+    from napari_pathdistill.inference.dense_maps import patch_size
     from napari_pathdistill.inference.slide_maps import iter_slide_map
     from napari_pathdistill.models import load_model
 
     student = load_model("pathdistill-student", device="cpu")
     dense = drain(iter_dense_map(student, cmu_svs))
     tiles = drain(iter_slide_map(student, cmu_svs, k=2))
-    assert dense.patch_grid == (16, 16) and len(dense.grid) == len(tiles.features)
-    spread = [dense.rgb[r : r + 16, c : c + 16].reshape(-1, 3).std(0).max() for r, c in dense.offsets]
+    side = student.spec.tile_px // patch_size(student)  # 224 / 16 = 14 tokens a side for the v2 student
+    assert dense.patch_grid == (side, side) and len(dense.grid) == len(tiles.features)
+    spread = [dense.rgb[r : r + side, c : c + side].reshape(-1, 3).std(0).max() for r, c in dense.offsets]
     assert np.median(spread) > 15  # colour varies within tiles
     viewer = make_napari_viewer(show=True)
     slide = viewer.open(str(cmu_svs), plugin="napari-pathdistill")[0]

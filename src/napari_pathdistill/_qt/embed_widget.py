@@ -251,6 +251,8 @@ class EmbedWidget(Container):
             self.search.query(layer, index)
         except PathDistillError as exc:  # e.g. a cross-slide map of another model
             napari.utils.notifications.show_error(str(exc))
+        if layer in self.viewer.layers:  # keep the map active: hovering shows its features in the status bar
+            self.viewer.layers.selection.active = layer
 
     def show_similar(self, index: int, layer: Any = None) -> napari.layers.Points:
         """Put the query tile and its top-k most similar tiles (cosine) of a map layer in a Points layer.
