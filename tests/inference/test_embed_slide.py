@@ -78,3 +78,30 @@ def test_a_tile_size_the_vit_cannot_take_is_a_clear_message(cmu_svs, tmp_path) -
     assert not list(tmp_path.iterdir())  # nothing written
     assert tile_geometry(vit, None, None) == (56, vit.spec.mpp)
     assert tile_geometry(tiny_model("cnn"), 112, None)[0] == 112  # a CNN takes any size
+
+
+def test_cancel_between_flushes_keeps_every_embedded_batch(cmu_svs, tmp_path):
+    """Cancel after batch 4 of chunks of 3: the partial holds 4 batches (not the 3 of the last chunk), and the
+    tile grid's tissue fractions, so a resumed or cached map shows them."""
+    from napari_pathdistill.wsi import open_pyramid
+    from napari_pathdistill.wsi.tiling import make_tile_grid
+
+    model, cancel, calls = tiny_model("vit"), threading.Event(), []
+    embed = model.embed
+
+    def counting(tiles):
+        calls.append(len(tiles))
+        if len(calls) == 4:
+            cancel.set()
+        return embed(tiles)
+
+    model.embed = counting
+    kw = {"tile_px": model.spec.tile_px, "mpp": 2.0, "min_tissue": 0.1}  # 73 tiles
+    part = embed_slide(cmu_svs, model, tmp_path, batch_size=4, chunk_batches=3, cancel=cancel, **kw)
+    with open_pyramid(cmu_svs) as pyr:
+        grid = make_tile_grid(pyr, **kw)
+    assert part.suffix == ".partial" and len(grid) > 16
+    with h5py.File(part) as f:
+        assert int(f.attrs["done"]) == sum(calls) == 16
+        assert np.isfinite(f["features"][:16]).all()
+        np.testing.assert_allclose(f["tissue_fraction"][()], grid.tissue_fraction, rtol=1e-6)

@@ -94,6 +94,8 @@ def test_live_map_then_cache_hit_skips_the_model(cmu_svs, tmp_path, counted):
     np.testing.assert_array_equal(again[-1].features, final.features)
     np.testing.assert_array_equal(again[-1].index_image, final.index_image)
     np.testing.assert_array_equal(again[-1].clusters, final.clusters)
+    np.testing.assert_allclose(again[-1].grid.tissue_fraction, final.grid.tissue_fraction, rtol=1e-6)
+    assert (final.grid.tissue_fraction >= 0.1).all()  # the cache stores them: no NaN on a cache hit
     h5.unlink()  # the CLI's <stem>.h5 in the same folder serves as the cache too
     assert (
         feature_cache.find_complete(tmp_path, cmu_svs, _attrs(counted, cmu_svs))
@@ -107,11 +109,11 @@ def test_live_map_then_cache_hit_skips_the_model(cmu_svs, tmp_path, counted):
 
 
 def _attrs(model, slide, min_tissue=0.1):
-    from napari_pathdistill.inference.embed import _slide_attrs
+    from napari_pathdistill.inference.feature_writer import slide_attrs
     from napari_pathdistill.wsi import open_pyramid
 
     with open_pyramid(slide) as pyr:
-        return _slide_attrs(pyr, model, 56, 4.0, min_tissue)
+        return slide_attrs(pyr, model, 56, 4.0, min_tissue)
 
 
 def test_cancel_keeps_a_partial_that_resumes_to_the_same_features(cmu_svs, tmp_path, counted):

@@ -29,11 +29,10 @@ import torch
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError, PathDistillError
 from napari_pathdistill.inference.embed import iter_batches, tile_geometry
-from napari_pathdistill.inference.slide_maps import _subset_grid as _subset
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
-from napari_pathdistill.wsi.tiling import TileGrid, _tissue_fractions, detect_tissue, make_tile_grid
+from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, make_tile_grid, tissue_fractions
 
 #: tokens the PCA is fitted on by default (128 tiles of 16 x 16 tokens; 200 MB at D = 1536)
 N_FIT_TOKENS = 32_768
@@ -126,9 +125,9 @@ def dense_grid(
     rows, cols = int((h0 - size) // step) + 1, int((w0 - size) // step) + 1
     lattice = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
     coords = np.round(lattice[:, ::-1] * step).astype(np.int64)
-    frac = _tissue_fractions(mask, coords, size) if mask is not None else np.ones(len(coords))
+    frac = tissue_fractions(mask, coords, size) if mask is not None else np.ones(len(coords))
     keep = frac >= min_tissue
-    grid = dataclasses.replace(base, coords=coords[keep], tissue_fraction=frac[keep])
+    grid = dataclasses.replace(base, coords=coords, tissue_fraction=frac).subset(keep)
     return grid, lattice[keep], (rows, cols)
 
 
@@ -229,7 +228,7 @@ def iter_dense_map(
                 "lower 'min tissue' or check the tissue mask with the Tissue widget."
             )
         if max_tiles is not None and len(grid.coords) > max_tiles:
-            grid, lattice = _subset(grid, np.arange(max_tiles)), lattice[:max_tiles]
+            grid, lattice = grid.subset(np.arange(max_tiles)), lattice[:max_tiles]
         g, k = tile_px // patch, stride // patch
         canvas = _Canvas(((shape[0] - 1) * k + g, (shape[1] - 1) * k + g))
         offsets = lattice * k
@@ -250,7 +249,7 @@ def _map_tiles(
     n_fit = min(n, max(1, math.ceil(n_fit_tokens / g2)))
     fit = np.sort(np.random.default_rng(0).choice(n, n_fit, replace=False))
     tokens, tokens_of = [], _token_fn(model, None)
-    for start, batch in iter_batches(model, pyramid, _subset(grid, fit), batch_size=batch_size, cancel=cancel,
+    for start, batch in iter_batches(model, pyramid, grid.subset(fit), batch_size=batch_size, cancel=cancel,
                                      embed=lambda t: tokens_of(t).cpu().numpy()):  # fmt: skip
         tokens.append(batch)
         yield Progress(start + len(batch), n, "patch tokens")
@@ -260,7 +259,7 @@ def _map_tiles(
     mean, comps = _fit_pca(fitted.reshape(-1, fitted.shape[-1]), fitted.shape[-1])
     canvas.add(offsets[fit], (fitted - mean) @ comps.T)
     rest = np.setdiff1d(np.arange(n), fit)
-    done = yield from _project_rest(model, pyramid, _subset(grid, rest), offsets[rest], canvas, (mean, comps),
+    done = yield from _project_rest(model, pyramid, grid.subset(rest), offsets[rest], canvas, (mean, comps),
                                     batch_size, cancel, n)  # fmt: skip
     return (mean, comps) if done == len(rest) else None
 

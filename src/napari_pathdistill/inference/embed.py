@@ -3,8 +3,6 @@ cancellable, written to resumable HDF5 (``embed_slide``) and plismbench ``featur
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import threading
 import warnings
 from collections import deque
@@ -174,26 +172,6 @@ def iter_embeddings(
     yield EmbeddingResult(out, grid, model.spec.name)
 
 
-def _open_partial(partial, model: EmbeddingModel, grid: TileGrid, attrs: dict):  # -> h5py.File
-    """Open/create ``partial``; an existing one is reused only if model name and grid coords match."""
-    import h5py
-
-    if partial.exists():
-        f = h5py.File(partial, "a")
-        same = f.attrs.get("model") == model.spec.name and np.array_equal(f["coords"][()], grid.coords)
-        if same:
-            return f
-        f.close()
-        partial.unlink()
-    f = h5py.File(partial, "w")
-    f.create_dataset("coords", data=np.asarray(grid.coords, np.int64))
-    f.create_dataset("features", shape=(len(grid.coords), model.dim), dtype="float32")
-    f.attrs.update(attrs)
-    f.attrs["done"] = 0
-    f.flush()  # a valid, resumable file from the start, even if the process is killed before the first rows
-    return f
-
-
 def embed_slide(
     slide: str | Path,
     model: EmbeddingModel,
@@ -240,6 +218,7 @@ def embed_slide(
         SlideBusyError: another process is writing this slide's output.
     """
     from napari_pathdistill.errors import CorruptTileWarning
+    from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, tissue_grid, write_rows
     from napari_pathdistill.inference.outputs import complete_rows, finish_output, skipped_message, slide_lock
     from napari_pathdistill.wsi import open_pyramid
 
@@ -248,19 +227,22 @@ def embed_slide(
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with slide_lock(out), open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         pyr.require_brightfield("embedding")
-        attrs = _slide_attrs(pyr, model, tile_px, mpp, min_tissue)
+        attrs = slide_attrs(pyr, model, tile_px, mpp, min_tissue)
         n_done = 0 if overwrite else complete_rows(out, attrs)
         if n_done:
             if progress is not None:
                 progress(Progress(n_done, n_done, "skipped"))
             return out
-        grid = _tissue_grid(pyr, tile_px, mpp, min_tissue)
+        grid = tissue_grid(pyr, tile_px, mpp, min_tissue)
         attrs["patch_size_level0"] = round(grid.size_level0)
         if "warning" in attrs:
             warnings.warn(f"{pyr.path.name}: {attrs['warning']}", NoMPPWarning, stacklevel=2)
-        with _open_partial(out.with_suffix(".h5.partial"), model, grid, attrs) as f:
-            done = _embed_rows(f, model, pyr, grid, batch_size, chunk_batches, num_workers, prefetch, cancel,
-                               progress)  # fmt: skip
+        with open_partial(out.with_suffix(".h5.partial"), model, grid, attrs) as f:
+            done = int(f.attrs["done"])  # resumed rows (all of them when killed before the rename)
+            for done in write_rows(f, model, pyr, grid, batch_size=batch_size, chunk_batches=chunk_batches,
+                                   num_workers=num_workers, prefetch=prefetch, cancel=cancel):  # fmt: skip
+                if progress is not None:
+                    progress(Progress(done, len(grid), "embedding"))
         if done < len(grid.coords):
             return out.with_suffix(".h5.partial")
         n_skipped = finish_output(out.with_suffix(".h5.partial"), out)
@@ -271,81 +253,6 @@ def embed_slide(
 
 class NoMPPWarning(UserWarning):
     """A slide states no um/px: its tiles are cut in level-0 pixels, not at the model's resolution."""
-
-
-def _slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, min_tissue: float) -> dict:
-    """The HDF5 attrs describing the requested embedding of ``pyr`` (all but ``patch_size_level0``)."""
-    attrs = {
-        "model": model.spec.name,
-        "spec": json.dumps(dataclasses.asdict(model.spec), default=str),
-        "tile_px": tile_px,
-        "mpp": mpp if pyr.mpp is not None else float("nan"),  # NaN: no slide MPP, level-0 px tiles
-        "min_tissue": float(min_tissue),
-        "patch_level": 0,
-        # where the slide was: dropping the file on napari opens it (_feature_reader); not part of MATCH_ATTRS
-        "slide_path": str(Path(pyr.path).resolve()),
-    }
-    if pyr.mpp is None:
-        attrs["warning"] = (
-            f"slide has no MPP: tiles are {tile_px} level-0 px, not {tile_px} px at {mpp:g} um/px as the model "
-            "expects; pass --mpp-override UM_PER_PX (fallback_mpp) if you know the scan resolution"
-        )
-    return attrs
-
-
-def _tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:
-    """The tissue tile grid; an empty one is an :class:`EmptyTissueError` (no empty .h5 is written)."""
-    from napari_pathdistill.errors import EmptyTissueError
-    from napari_pathdistill.wsi.tiling import make_tile_grid
-
-    grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
-    if len(grid.coords) == 0:
-        raise EmptyTissueError(
-            f"{pyr.path.name}: no {tile_px} px tile has >= {min_tissue:.0%} tissue (an empty, grayscale or "
-            "fluorescence image, or a too strict --min-tissue); nothing written. Lower --min-tissue (0 keeps "
-            "every tile) or check the slide."
-        )
-    return grid
-
-
-def _embed_rows(
-    f, model, pyr, grid, batch_size, chunk_batches, num_workers, prefetch, cancel, progress
-) -> int:
-    """Embed the rows of ``grid`` from the partial file's ``done`` on, flushing every ``chunk_batches``.
-
-    Tiles that cannot be decoded get NaN rows and are listed in the partial file (see ``outputs.record_skipped``).
-    """
-    from napari_pathdistill.inference.outputs import record_skipped
-
-    n, done = len(grid.coords), int(f.attrs["done"])
-    rest = dataclasses.replace(grid, coords=grid.coords[done:], tissue_fraction=grid.tissue_fraction[done:])
-    skipped: list[int] = []
-    batches = iter_batches(
-        model, pyr, rest, batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, cancel=cancel,
-        skipped=skipped,
-    )  # fmt: skip
-    buffer: list[np.ndarray] = []
-    start = done
-    for i, (_start, feats) in enumerate(batches, start=1):
-        buffer.append(feats)
-        if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
-            record_skipped(f, [start + k for k in skipped])
-            skipped.clear()
-            done = _flush(f, buffer, done)
-            if progress is not None:
-                progress(Progress(done, n, "embedding"))
-    return done
-
-
-def _flush(f, buffer: list[np.ndarray], done: int) -> int:  # f: h5py.File
-    """Write the buffered (b, D) batches at row ``done``, then the ``done`` attr; empties ``buffer``."""
-    block = np.concatenate(buffer)
-    f["features"][done : done + len(block)] = block
-    done += len(block)
-    f.attrs["done"] = done
-    f.flush()
-    buffer.clear()
-    return done
 
 
 #: suffix of PLISM slide names (every slide registered to GMH_S60), which plismbench requires

@@ -57,6 +57,7 @@ class FeatureFile:
         step: grid step in level-0 px (float: ours is ``tile_px * mpp / slide_mpp``, e.g. 224.45), fitted to
             the coords; less than ``patch_size_level0`` when tiles overlap.
         origin: level-0 (x, y) of the lattice's cell (0, 0), in [-step/2, step/2).
+        tissue_fraction: (N,) float32 tissue fraction of each tile (ours; NaN for CLAM/TRIDENT files).
     """
 
     features: np.ndarray
@@ -69,6 +70,7 @@ class FeatureFile:
     path: Path
     step: float = 0.0
     origin: tuple[float, float] = (0.0, 0.0)
+    tissue_fraction: np.ndarray | None = None
 
 
 def _attr(attrs: Any, key: str) -> Any:
@@ -112,11 +114,14 @@ def read_feature_file(path: str | Path) -> FeatureFile:
                 )
             feats, coords = f["features"][()], f["coords"][()]
             fa, ca = dict(f.attrs), dict(f["coords"].attrs)
+            frac = f["tissue_fraction"][()] if isinstance(f.get("tissue_fraction"), h5py.Dataset) else None
     except FeatureFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise FeatureFileError(f"{path.name} cannot be read as HDF5 ({err}): truncated or not HDF5?") from err
     feats, coords = _check_shapes(path, feats, coords)
+    if frac is None or frac.shape != (len(coords),):
+        frac = np.full(len(coords), np.nan, np.float32)  # CLAM/TRIDENT store none
     source = (
         "pathdistill"
         if "spec" in fa or "tile_px" in fa
@@ -135,6 +140,7 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         model=(str(_attr(fa, "model")) if _attr(fa, "model") is not None else None),
         source=source,
         path=path,
+        tissue_fraction=frac.astype(np.float32, copy=False),
     )
 
 
@@ -236,7 +242,9 @@ def feature_grid(ff: FeatureFile, slide_mpp: float | None = None) -> tuple[Any, 
         else mpp * step,  # grid.slide_mpp == mpp * tile_px * step / size_level0 == mpp
         size_level0=step,
         level=0,
-        tissue_fraction=np.full(len(coords), np.nan),
+        tissue_fraction=(
+            ff.tissue_fraction if ff.tissue_fraction is not None else np.full(len(coords), np.nan, np.float32)
+        ),
         slide_shape=(
             int(np.ceil(coords[:, 1].max() + step + 1)),
             int(np.ceil(coords[:, 0].max() + step + 1)),

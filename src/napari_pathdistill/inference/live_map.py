@@ -11,6 +11,7 @@ and a complete matching file is read instead of running the model.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,17 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_pathdistill.errors import Cancelled, EmptyTissueError
-from napari_pathdistill.inference.embed import (
-    EmbeddingResult,
-    _flush,
-    _open_partial,
-    _slide_attrs,
-    iter_batches,
-    tile_geometry,
-)
+from napari_pathdistill.errors import Cancelled
+from napari_pathdistill.inference.embed import EmbeddingResult, tile_geometry
 from napari_pathdistill.inference.feature_cache import cache_file, find_complete
-from napari_pathdistill.inference.outputs import finish_output, record_skipped, slide_lock
+from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, tissue_grid, write_rows
+from napari_pathdistill.inference.outputs import finish_output, slide_lock
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
 from napari_pathdistill.models.embedding_model import EmbeddingModel
@@ -132,26 +127,27 @@ def iter_live_map(
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with open_pyramid(slide) as pyr:
         pyr.require_brightfield("embedding")
-        attrs = _slide_attrs(pyr, model, tile_px, mpp, min_tissue)
+        attrs = slide_attrs(pyr, model, tile_px, mpp, min_tissue)
         cached = find_complete(cache_dir, slide, attrs)
         if cached is not None:
             yield Progress(1, 1, f"reading cached {cached.name}")
             yield _map_from_file(cached, pyr, tile_px, mpp, k)
             return
         yield Progress(0, 0, "tissue detection")
-        grid = _tissue_grid(pyr, tile_px, mpp, min_tissue)
+        grid = tissue_grid(pyr, tile_px, mpp, min_tissue)
         attrs["patch_size_level0"] = round(grid.size_level0)
         out = cache_file(cache_dir, slide, attrs)
         out.parent.mkdir(parents=True, exist_ok=True)
         with slide_lock(out):
             partial = out.with_suffix(".h5.partial")
-            with _open_partial(partial, model, grid, attrs) as f:
+            with open_partial(partial, model, grid, attrs) as f:
                 feats = np.zeros((len(grid), model.dim), np.float32)
                 done = int(f.attrs["done"])
                 feats[:done] = f["features"][:done]  # resumed rows
                 live = LiveColours(grid, feats, fit_rows)
-                for done in _write_rows(f, feats, model, pyr, grid, batch_size, chunk_batches, num_workers,
-                                        cancel):  # fmt: skip
+                flushed = write_rows(f, model, pyr, grid, batch_size=batch_size, chunk_batches=chunk_batches,
+                                     num_workers=num_workers, cancel=cancel, rows=feats)  # fmt: skip
+                for done in itertools.chain([int(f.attrs["done"])], flushed):  # the resumed rows first
                     yield Progress(done, len(grid), "embedding")
                     if (update := live.update(done)) is not None:
                         yield update
@@ -160,45 +156,6 @@ def iter_live_map(
             finish_output(partial, out)
     yield Progress(0, 0, "PCA and k-means")
     yield _final_map(out, feats, grid, model.spec.name, k)
-
-
-def _write_rows(f, feats, model, pyr, grid, batch_size, chunk_batches, num_workers, cancel) -> Iterator[int]:
-    """Embed the rows from the partial file's ``done`` on into ``f`` and ``feats``, flushing every
-    ``chunk_batches`` batches (and what is buffered when cancelled); yields ``done`` (first the resumed one)."""
-    n, done = len(grid), int(f.attrs["done"])
-    yield done
-    rest = dataclasses.replace(grid, coords=grid.coords[done:], tissue_fraction=grid.tissue_fraction[done:])
-    skipped: list[int] = []
-    batches = iter_batches(model, pyr, rest, batch_size=batch_size, num_workers=num_workers, cancel=cancel,
-                           skipped=skipped)  # fmt: skip
-    buffer: list[np.ndarray] = []
-    start = done
-    for i, (_s, batch) in enumerate(batches, start=1):
-        buffer.append(batch)
-        if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
-            yield (done := _flush_rows(f, feats, buffer, done, [start + j for j in skipped]))
-            skipped.clear()
-    if buffer:  # cancelled between two flushes: keep the embedded batches
-        yield _flush_rows(f, feats, buffer, done, [start + j for j in skipped])
-
-
-def _flush_rows(f, feats: np.ndarray, buffer: list[np.ndarray], done: int, skipped: list[int]) -> int:
-    """Copy the buffered batches into ``feats`` and write them to the partial file (``embed._flush``)."""
-    rows = sum(map(len, buffer))
-    feats[done : done + rows] = np.concatenate(buffer)
-    record_skipped(f, skipped)
-    return _flush(f, buffer, done)
-
-
-def _tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:
-    """The tissue grid; empty: an :class:`EmptyTissueError` in the widget's words."""
-    grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
-    if len(grid) == 0:
-        raise EmptyTissueError(
-            f"No {tile_px}px tile of {pyr.path.name} has >= {min_tissue:.0%} tissue; "
-            "lower 'min tissue' or check the tissue mask with the Tissue widget."
-        )
-    return grid
 
 
 def _final_map(out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k: int) -> SlideMap:
@@ -210,7 +167,7 @@ def _final_map(out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k:
     if len(coords) != len(grid):  # undecodable tiles were dropped from the file
         width = grid.slide_shape[1] + 1
         keep = np.isin(grid.coords[:, 0] + grid.coords[:, 1] * width, coords[:, 0] + coords[:, 1] * width)
-        grid = dataclasses.replace(grid, coords=grid.coords[keep], tissue_fraction=grid.tissue_fraction[keep])
+        grid = grid.subset(keep)
         feats = feats[keep]
     smap = build_slide_map(EmbeddingResult(feats, grid, model_name), k)
     return prepared(dataclasses.replace(smap, features_file=out))
@@ -222,7 +179,9 @@ def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -
 
     with h5py.File(path, "r") as f:
         feats, coords, name = f["features"][()], f["coords"][()], str(f.attrs["model"])
+        # files cached before the dataset existed have no tissue fractions
+        frac = f["tissue_fraction"][()] if "tissue_fraction" in f else np.full(len(coords), np.nan, np.float32)
     geometry = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0)  # size, level, shape only
-    grid = dataclasses.replace(geometry, coords=coords, tissue_fraction=np.full(len(coords), np.nan))
+    grid = dataclasses.replace(geometry, coords=coords, tissue_fraction=frac)
     result = EmbeddingResult(feats.astype(np.float32, copy=False), grid, name)
     return prepared(dataclasses.replace(build_slide_map(result, k), features_file=path))

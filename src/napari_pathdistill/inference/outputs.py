@@ -188,6 +188,8 @@ def _drop_rows(partial: Path, out: Path, rows: np.ndarray, step: int = 4096) -> 
             dst.attrs.update(dict(src.attrs))
             dst.create_dataset("coords", data=src["coords"][()][keep])
             dst.create_dataset("skipped_coords", data=src["coords"][()][rows])
+            if "tissue_fraction" in src:
+                dst.create_dataset("tissue_fraction", data=src["tissue_fraction"][()][keep])
             feats = dst.create_dataset("features", shape=(int(keep.sum()), dim), dtype="float32")
             at = 0
             for s in range(0, n, step):

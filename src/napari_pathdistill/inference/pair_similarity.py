@@ -164,7 +164,7 @@ def _matched_grid(
     ok = ((tl >= lo - tol) & (tl <= hi + tol)).all(axis=1) & (hi >= 0).all()
     clamped = np.clip(tl, lo, np.floor(hi)).astype(np.int64)
     moved = int((ok & (clamped != tl).any(axis=1)).sum())
-    sub_a = replace(grid_a, coords=grid_a.coords[ok], tissue_fraction=grid_a.tissue_fraction[ok])
+    sub_a = grid_a.subset(np.asarray(ok))
     sub_b = replace(grid_b, coords=clamped[ok], tissue_fraction=np.ones(int(ok.sum())))
     return sub_a, sub_b, moved
 

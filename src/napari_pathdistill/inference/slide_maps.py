@@ -149,7 +149,7 @@ def iter_slide_map(
                 "lower 'min tissue' or check the tissue mask with the Tissue widget."
             )
         if max_tiles is not None and len(grid.coords) > max_tiles:
-            grid = _subset_grid(grid, np.arange(max_tiles))
+            grid = grid.subset(np.arange(max_tiles))
         result = yield from relabel(
             iter_embeddings(model, pyramid, grid, batch_size=batch_size, cancel=cancel)
         )
@@ -157,10 +157,3 @@ def iter_slide_map(
         raise Cancelled("Embedding cancelled.")
     yield Progress(0, 0, "PCA and k-means")
     yield build_slide_map(result, k)
-
-
-def _subset_grid(grid: TileGrid, idx: np.ndarray) -> TileGrid:
-    """A grid holding only the tiles ``idx`` (same geometry)."""
-    from dataclasses import replace
-
-    return replace(grid, coords=grid.coords[idx], tissue_fraction=grid.tissue_fraction[idx])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from skimage.transform import resize
@@ -38,6 +38,7 @@ __all__ = [
     "make_tile_grid",
     "mask_from_maps",
     "read_tiles",
+    "tissue_fractions",
     "tissue_maps",
     "tissue_mask_from_rgb",
 ]
@@ -68,6 +69,10 @@ class TileGrid:
     def __len__(self) -> int:
         return int(self.coords.shape[0])
 
+    def subset(self, idx: np.ndarray | slice) -> TileGrid:
+        """The grid of the tiles ``idx`` only (an index array, boolean mask or slice; same geometry)."""
+        return replace(self, coords=self.coords[idx], tissue_fraction=self.tissue_fraction[idx])
+
     @property
     def slide_mpp(self) -> float | None:
         """Level-0 um/px of the slide (None without MPP)."""
@@ -80,7 +85,7 @@ class TileGrid:
         return (int(h // self.size_level0), int(w // self.size_level0))
 
 
-def _tissue_fractions(mask: TissueMask, coords: np.ndarray, size: float) -> np.ndarray:
+def tissue_fractions(mask: TissueMask, coords: np.ndarray, size: float) -> np.ndarray:
     """Mean of the mask over each (x, y, size) level-0 box, via a summed-area table."""
     m = mask.mask.astype(np.float64)
     sat = np.zeros((m.shape[0] + 1, m.shape[1] + 1))
@@ -132,7 +137,7 @@ def make_tile_grid(
     coords = np.stack([np.round(xx.ravel() * size), np.round(yy.ravel() * size)], axis=1).astype(np.int64)
     if min_tissue > 0 and mask is None:
         mask = detect_tissue(pyramid)
-    frac = _tissue_fractions(mask, coords, size) if mask is not None else np.ones(len(coords))
+    frac = tissue_fractions(mask, coords, size) if mask is not None else np.ones(len(coords))
     keep = frac >= min_tissue if min_tissue > 0 else np.ones(len(coords), bool)
     level = pyramid.best_level_for_downsample(size / tile_px)
     return TileGrid(coords[keep], int(tile_px), out_mpp, float(size), level, frac[keep], (h0, w0))

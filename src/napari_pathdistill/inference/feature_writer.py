@@ -1,0 +1,141 @@
+"""The resumable feature file of one slide, shared by ``pathdistill embed`` (``embed.embed_slide``) and the Embed
+widget's live map (``live_map.iter_live_map``): its attrs, the tissue grid, the ``<name>.h5.partial`` file with a
+``done`` attr, and the one loop that embeds the remaining rows into it.
+
+Pure core (h5py, numpy; no Qt). The loop flushes every ``chunk_batches`` batches and, when cancelled, what it
+has embedded since the last flush, so an interrupted run loses nothing that was computed and the next one
+resumes at ``done``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_pathdistill.errors import EmptyTissueError
+from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.wsi.pyramid import Pyramid
+from napari_pathdistill.wsi.tiling import TileGrid, make_tile_grid
+
+
+def slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, min_tissue: float) -> dict:
+    """The HDF5 attrs describing the requested embedding of ``pyr`` (all but ``patch_size_level0``)."""
+    attrs = {
+        "model": model.spec.name,
+        "spec": json.dumps(dataclasses.asdict(model.spec), default=str),
+        "tile_px": tile_px,
+        "mpp": mpp if pyr.mpp is not None else float("nan"),  # NaN: no slide MPP, level-0 px tiles
+        "min_tissue": float(min_tissue),
+        "patch_level": 0,
+        # where the slide was: dropping the file on napari opens it (_feature_reader); not part of MATCH_ATTRS
+        "slide_path": str(Path(pyr.path).resolve()),
+    }
+    if pyr.mpp is None:
+        attrs["warning"] = (
+            f"slide has no MPP: tiles are {tile_px} level-0 px, not {tile_px} px at {mpp:g} um/px as the model "
+            "expects; pass --mpp-override UM_PER_PX (fallback_mpp) if you know the scan resolution"
+        )
+    return attrs
+
+
+def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:
+    """The tissue tile grid of ``pyr``.
+
+    Raises:
+        EmptyTissueError: no tile has ``min_tissue`` tissue (so that no empty feature file is written).
+    """
+    grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
+    if len(grid) == 0:
+        raise EmptyTissueError(
+            f"{pyr.path.name}: no {tile_px} px tile has >= {min_tissue:.0%} tissue (an empty, grayscale or "
+            "fluorescence image, or a too strict minimum); nothing was embedded. Lower the minimum tissue "
+            "fraction (0 keeps every tile) or check the tissue mask (Tissue widget, `pathdistill tiles`)."
+        )
+    return grid
+
+
+def open_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: dict) -> Any:  # h5py.File
+    """Open or create ``partial``; an existing one is reused only if its model name and grid coords match."""
+    import h5py
+
+    if partial.exists():
+        f = h5py.File(partial, "a")
+        same = f.attrs.get("model") == model.spec.name and np.array_equal(f["coords"][()], grid.coords)
+        if same:
+            return f
+        f.close()
+        partial.unlink()
+    f = h5py.File(partial, "w")
+    f.create_dataset("coords", data=np.asarray(grid.coords, np.int64))
+    # ours only (CLAM/TRIDENT have none): the hover readout of a cached or dropped file shows it
+    f.create_dataset("tissue_fraction", data=np.asarray(grid.tissue_fraction, np.float32))
+    f.create_dataset("features", shape=(len(grid.coords), model.dim), dtype="float32")
+    f.attrs.update(attrs)
+    f.attrs["done"] = 0
+    f.flush()  # a valid, resumable file from the start, even if the process is killed before the first rows
+    return f
+
+
+def write_rows(
+    f: Any,
+    model: EmbeddingModel,
+    pyr: Pyramid,
+    grid: TileGrid,
+    *,
+    batch_size: int = 32,
+    chunk_batches: int = 4,
+    num_workers: int = 2,
+    prefetch: int | None = None,
+    cancel: threading.Event | None = None,
+    rows: np.ndarray | None = None,
+) -> Iterator[int]:
+    """Embed the rows of ``grid`` from the partial file's ``done`` on; yields ``done`` after every flush.
+
+    Rows are written every ``chunk_batches`` batches, with the ``done`` attr after them; when ``cancel`` is set
+    the batches embedded since the last flush are written too. Tiles that cannot be decoded get NaN rows and
+    are listed in the file (``outputs.record_skipped``).
+
+    Args:
+        f: the open partial file (:func:`open_partial`).
+        rows: optional (N, D) float32 array that receives every written row as well (the live map's copy).
+    """
+    from napari_pathdistill.inference.embed import iter_batches
+
+    n, done = len(grid), int(f.attrs["done"])
+    skipped: list[int] = []
+    batches = iter_batches(
+        model, pyr, grid.subset(slice(done, None)), batch_size=batch_size, num_workers=num_workers,
+        prefetch=prefetch, cancel=cancel, skipped=skipped,
+    )  # fmt: skip
+    start, buffer = done, []
+    for i, (_s, feats) in enumerate(batches, start=1):
+        buffer.append(feats)
+        if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
+            done = _flush(f, buffer, done, [start + k for k in skipped], rows)
+            skipped.clear()
+            yield done
+    if buffer:  # cancelled between two flushes: keep what was embedded
+        yield _flush(f, buffer, done, [start + k for k in skipped], rows)
+
+
+def _flush(f: Any, buffer: list[np.ndarray], done: int, skipped: list[int], rows: np.ndarray | None) -> int:
+    """Write the buffered (b, D) batches at row ``done``, the skipped tiles, then the ``done`` attr; empties
+    ``buffer`` and returns the new ``done``."""
+    from napari_pathdistill.inference.outputs import record_skipped
+
+    block = np.concatenate(buffer)
+    f["features"][done : done + len(block)] = block
+    if rows is not None:
+        rows[done : done + len(block)] = block
+    record_skipped(f, skipped)
+    done += len(block)
+    f.attrs["done"] = done
+    f.flush()
+    buffer.clear()
+    return done
