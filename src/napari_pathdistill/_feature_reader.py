@@ -70,7 +70,7 @@ def read_features(path: str | list[str]) -> list[LayerData]:
     """
     import numpy as np
 
-    from napari_pathdistill._qt.embed_widget import cluster_colormap
+    from napari_pathdistill._qt._clusters import clusters_layer
     from napari_pathdistill._reader import read_slide
     from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
 
@@ -105,7 +105,7 @@ def read_features(path: str | list[str]) -> list[LayerData]:
     )  # alpha 0: no tile
     image_kw = {"name": f"{name} embedding map", "rgb": True, "opacity": 0.6, **place}
     layers.append((rgba, image_kw, "image"))
-    labels_kw = {"name": f"{name} clusters", "opacity": 0.5, "metadata": {"pathdistill": meta},
-                 "features": smap.feature_table(), "colormap": cluster_colormap(smap.clusters), **place}  # fmt: skip
-    layers.append((smap.index_image, labels_kw, "labels"))
+    data, kw = clusters_layer(smap)  # tile * K + cluster: hover finds the tile, a K-colour cyclic colormap
+    labels_kw = {"name": f"{name} clusters", "opacity": 0.5, "metadata": {"pathdistill": meta}, **kw, **place}
+    layers.append((data, labels_kw, "labels"))
     return layers

@@ -61,16 +61,21 @@ def test_layers_are_aligned_and_carry_features(embedded):
     size = res.grid.size_level0
     expected = (res.grid.coords[:, ::-1] + (size - 1) / 2) * mpp
     np.testing.assert_allclose(res.tile_centers(), expected, atol=mpp.max())
-    # the raster holds tile ids and the features table has one row per label value (0 = background): hovering
-    # any tile shows that tile's row (its id, cluster, position), and it is drawn in its cluster's colour
+    # the raster holds one label per tile (tile * K + cluster) and the features table one row per label, found
+    # by its "index" column (row 0 = background): hovering any tile shows that tile's row (its id, cluster,
+    # position), and it is drawn in its cluster's colour by a K-colour cyclic colormap
     table = labels.features
-    assert len(table) == n + 1 and list(table.columns[:5]) == ["tile", "x", "y", "cluster", "tissue_fraction"]
-    palette = {}
+    cols = ["index", "tile", "x", "y", "cluster", "tissue_fraction"]
+    assert len(table) == n + 1 and list(table.columns[:6]) == cols
+    assert type(labels.colormap).__name__ == "CyclicLabelColormap" and len(labels.colormap.colors) == 3 + 1
+    k, palette = int(res.clusters.max()), {}
     for i in range(n):
         r, c = np.argwhere(res.index_image == i + 1)[0]
-        value = labels.data[r, c]
-        assert value == i + 1 and table["tile"][value] == i and table["cluster"][value] == res.clusters[i]
-        colour = tuple(np.round(labels.get_color(int(value)), 4))
+        value = int(labels.data[r, c])
+        assert value == i * k + res.clusters[i]
+        row = labels._label_index[value]  # napari's lookup of a hovered label's features row
+        assert table["tile"][row] == i and table["cluster"][row] == res.clusters[i] and row == i + 1
+        colour = tuple(np.round(labels.get_color(value), 4))
         assert palette.setdefault(int(res.clusters[i]), colour) == colour  # one colour per cluster
     assert len(set(palette.values())) == len(palette)  # different clusters, different colours
     assert "cluster 1" in widget.legend.value or "cluster 2" in widget.legend.value

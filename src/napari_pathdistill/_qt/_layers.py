@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
+import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer, Points
 
@@ -131,3 +132,21 @@ def upsert_layer(viewer: napari.viewer.Viewer, kind: str, data: Any, name: str, 
         viewer.layers.remove(name)
     add = {"image": viewer.add_image, "labels": viewer.add_labels, "points": viewer.add_points}[kind]
     return add(data, name=name, **kwargs)
+
+
+def upsert_labels(viewer: napari.viewer.Viewer, data: np.ndarray, name: str, **kwargs: Any) -> Labels:
+    """Update the Labels layer called ``name`` in place (data, then each property of ``kwargs``), or add it.
+
+    In place keeps the layer's position and selection, and spares napari the gc pass of removing a layer
+    (~0.7 s in a session holding large layers). ``kwargs`` are Labels properties (``scale``, ``translate``,
+    ``features``, ``colormap``, ``metadata``, ``units``, ``opacity``...).
+    """
+    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
+    if not isinstance(layer, Labels) or layer.data.ndim != data.ndim:
+        return upsert_layer(viewer, "labels", data, name, **kwargs)  # type: ignore[return-value]
+    layer.data = data
+    for key, value in kwargs.items():
+        if key == "units" and value is None:
+            continue
+        setattr(layer, key, value)
+    return layer

@@ -22,8 +22,15 @@ from magicgui.widgets import (
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
+from napari_pathdistill._qt._clusters import cluster_palette, clusters_layer
 from napari_pathdistill._qt._labels import status_label
-from napari_pathdistill._qt._layers import SlideLayerChooser, map_layers, slide_path, upsert_layer
+from napari_pathdistill._qt._layers import (
+    SlideLayerChooser,
+    map_layers,
+    slide_path,
+    upsert_labels,
+    upsert_layer,
+)
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill._qt.tile_search import TileSearchPanel
@@ -128,12 +135,11 @@ class EmbedWidget(Container):
             return
 
         def factory(cancel: Any) -> Any:
-            return _with_colormap(iter_live_map(request.load(), path, cache, tile_px=tile_px, mpp=mpp,
-                                  min_tissue=min_tissue, batch_size=batch_size, k=k, fit_rows=fit_rows,
-                                  cancel=cancel))  # fmt: skip
+            return iter_live_map(request.load(), path, cache, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
+                                 batch_size=batch_size, k=k, fit_rows=fit_rows, cancel=cancel)  # fmt: skip
 
         self._live, self.progress.value = None, 0
-        self.runner.start(factory, lambda result: self.show_result(result[0], result[1], source), "Embedding",
+        self.runner.start(factory, lambda result: self.show_result(result, source), "Embedding",
                           on_item=lambda item: self._on_item(item, source),
                           cancel_note="the tiles done are kept in the feature cache: Embed resumes them")  # fmt: skip
 
@@ -178,14 +184,11 @@ class EmbedWidget(Container):
         layer.data = raster  # the same array: napari re-slices and uploads the small texture
         return layer
 
-    def show_result(
-        self, result: SlideMap, colormap: Any = None, source: tuple[str, Any] | None = None
-    ) -> None:
+    def show_result(self, result: SlideMap, source: tuple[str, Any] | None = None) -> None:
         """Add the embedding map, the cluster labels (with features) and connect tile clicks (main thread).
 
         Args:
             result: the computed map.
-            colormap: :func:`cluster_colormap` of its clusters (built in the worker: ~1.3 s at 100k tiles).
             source: (slide layer name, units) of the slide it was computed from (default: the chosen one).
         """
         self.result = result
@@ -195,13 +198,11 @@ class EmbedWidget(Container):
         name, self._units = source
         geo = {"scale": result.scale, "translate": result.translate, "units": self._units}
         self._show_rgb(result, f"{name} embedding map", geo)
-        # the raster holds tile ids, so napari's hover looks up the hovered tile's row of ``features``; the
-        # colours come from each tile's cluster
         meta = {"slide_map": result, "model": result.model_name, "slide_layer": name,
                 "features_file": None if result.features_file is None else str(result.features_file)}  # fmt: skip
-        labels = upsert_layer(self.viewer, "labels", result.index_image.astype(np.int32), f"{name} clusters",
-                              opacity=0.5, features=result.feature_table(), colormap=colormap or cluster_colormap(result.clusters),
-                              metadata={"pathdistill": meta}, **geo)  # fmt: skip
+        data, kw = clusters_layer(result)  # hover finds the tile's row; colours by cluster (see _qt._clusters)
+        labels = upsert_labels(self.viewer, data, f"{name} clusters", opacity=0.5, metadata={"pathdistill": meta},
+                               **kw, **geo)  # fmt: skip
         self.progress.max = self.progress.value = max(1, len(result.features))
         self._set_legend(result)
         self._labels_name = labels.name
@@ -307,27 +308,3 @@ def map_layer_at(viewer: Any, position: Any) -> tuple[Any, int] | None:
         if index is not None:
             return layer, index
     return None
-
-
-def _with_colormap(items: Any) -> Any:
-    """Re-yield a core generator's items; its SlideMap as (SlideMap, :func:`cluster_colormap`), built here in
-    the worker thread (napari validates each of the N colours: seconds at 100k tiles) and not on the main one."""
-    for item in items:
-        yield (item, cluster_colormap(item.clusters)) if isinstance(item, SlideMap) else item
-
-
-def cluster_palette(k: int) -> np.ndarray:
-    """(k + 1, 4) RGBA: transparent for 0, then napari's label colours for clusters 1..k."""
-    from napari.utils.colormaps import label_colormap
-
-    return np.asarray(label_colormap(max(k, 1) + 1).map(np.arange(k + 1)), dtype=np.float32)
-
-
-def cluster_colormap(clusters: np.ndarray) -> Any:
-    """Colours for a raster of tile ids 1..N: tile i + 1 gets the colour of its cluster ``clusters[i]``."""
-    from napari.utils.colormaps import DirectLabelColormap
-
-    palette = cluster_palette(int(clusters.max()) if len(clusters) else 1)
-    colors: dict[int | None, np.ndarray] = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
-    colors.update({i + 1: palette[int(c)] for i, c in enumerate(clusters)})
-    return DirectLabelColormap(color_dict=colors)

@@ -10,15 +10,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_pathdistill.errors import PathDistillError
-from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, read_tiles
+
+if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
+    from napari_pathdistill.models.embedding_model import EmbeddingModel
 
 
 @dataclass

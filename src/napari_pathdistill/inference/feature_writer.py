@@ -14,14 +14,16 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_pathdistill.errors import EmptyTissueError
-from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.wsi.pyramid import Pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, make_tile_grid
+
+if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
+    from napari_pathdistill.models.embedding_model import EmbeddingModel
 
 
 def slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, min_tissue: float) -> dict:
@@ -54,8 +56,8 @@ def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> Ti
     if len(grid) == 0:
         raise EmptyTissueError(
             f"{pyr.path.name}: no {tile_px} px tile has >= {min_tissue:.0%} tissue (an empty, grayscale or "
-            "fluorescence image, or a too strict minimum); nothing was embedded. Lower the minimum tissue "
-            "fraction (0 keeps every tile) or check the tissue mask (Tissue widget, `pathdistill tiles`)."
+            "fluorescence image, or a too strict minimum); nothing was embedded. Lower 'min tissue' "
+            "(--min-tissue; 0 keeps every tile) or check the tissue mask (Tissue widget, `pathdistill tiles`)."
         )
     return grid
 

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,10 +27,12 @@ from napari_pathdistill.inference.feature_writer import open_partial, slide_attr
 from napari_pathdistill.inference.outputs import finish_output, slide_lock
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
-from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, grid_to_image, make_tile_grid
+
+if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
+    from napari_pathdistill.models.embedding_model import EmbeddingModel
 
 #: tiles the live PCA is fitted on (all of them when the slide has fewer)
 FIT_ROWS = 256

@@ -11,16 +11,19 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError
 from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings, tile_geometry
 from napari_pathdistill.metrics.features import cosine_to, kmeans_labels, principal_components, scores_rgb
-from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, relabel
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
+
+if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
+    from napari_pathdistill.models.embedding_model import EmbeddingModel
 
 
 @dataclass
@@ -55,11 +58,33 @@ class SlideMap:
         """Per-tile values (N,) or (N, C) -> (rows, cols[, C]) image on the grid (same scale/translate)."""
         return grid_to_image(self.grid, values, fill=fill)[0]
 
+    @property
+    def n_clusters(self) -> int:
+        """K, the largest cluster id (clusters are 1..K)."""
+        return max(1, int(self.clusters.max())) if len(self.clusters) else 1
+
+    def cluster_labels(self) -> np.ndarray:
+        """(N,) int64 label of each tile in the clusters layer: ``i * K + c`` for tile i of cluster c (1..K).
+
+        Unique per tile, so napari's hover finds the tile's row of :meth:`feature_table` (its ``index`` column),
+        and ``(label - 1) % K + 1 == c``, so a cyclic colormap of K colours paints each tile in its cluster's
+        colour without a per-tile colour table (a direct colormap of 100k labels costs napari seconds per
+        redraw).
+        """
+        return np.arange(len(self.clusters), dtype=np.int64) * self.n_clusters + self.clusters
+
+    def cluster_label_image(self) -> np.ndarray:
+        """(rows, cols) int32 raster of :meth:`cluster_labels` (0 where there is no tile)."""
+        values = np.r_[0, self.cluster_labels()].astype(np.int32)
+        return values[self.index_image]
+
     def feature_table(self) -> dict[str, np.ndarray]:
-        """Columns for ``layer.features``; row i describes label value i (row 0 = background)."""
+        """Columns for the clusters layer's ``features``: row 0 = background, row i + 1 = tile i; the ``index``
+        column holds each row's label value (:meth:`cluster_labels`), which napari looks hovered labels up by."""
         n = len(self.clusters)
         xy = self.grid.coords.astype(np.float64)
         cols: dict[str, np.ndarray] = {
+            "index": np.r_[0, self.cluster_labels()],
             "tile": np.arange(-1, n),
             "x": np.r_[np.nan, xy[:, 0]],
             "y": np.r_[np.nan, xy[:, 1]],
