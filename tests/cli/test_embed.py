@@ -152,8 +152,8 @@ def test_num_workers_sets_the_reader_threads_and_keeps_the_features(
 
     import torch
 
+    from napari_pathdistill.inference import batches as embed_mod  # the batch loop owns the pool
     from napari_pathdistill.inference import cohort_slide
-    from napari_pathdistill.inference import embed as embed_mod
 
     pools: list[int] = []
 

@@ -10,7 +10,7 @@ import openslide
 import pytest
 import torch
 
-from napari_pathdistill.inference import embed as embed_mod
+from napari_pathdistill.inference import batches as embed_mod  # the batch loop reads tiles
 from napari_pathdistill.inference.embed import EmbeddingResult, iter_batches, iter_embeddings
 from napari_pathdistill.models import load_model
 from napari_pathdistill.models.embedding_model import EmbeddingModel, resolve_amp

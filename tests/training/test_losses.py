@@ -74,6 +74,64 @@ def test_feature_loss_hand_values_and_adaptor():
     assert out2["feat_patch"].item() > 0
 
 
+def test_feature_loss_centres_the_teacher_targets_by_hand():
+    fl = FeatureDistillLoss(2, 3, normalize_teacher=False, center_teacher=True, center_momentum=0.5)
+    assert fl.cls_adaptor.bias is None and fl.patch_adaptor.bias is None  # bias-free: the mean cannot hide there
+    t1, t2 = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]), torch.tensor([[6.0, 0.0, 0.0], [6.0, 0.0, 0.0]])
+    fl.update_center(t1, None)  # the first step sets the centre: the batch mean (2, 2, 2)
+    assert fl.cls_center.tolist() == [2.0, 2.0, 2.0] and fl.patch_center.tolist() == [0.0, 0.0, 0.0]
+    fl.update_center(t2, None)  # then EMA: 0.5 * (2, 2, 2) + 0.5 * (6, 0, 0)
+    assert fl.cls_center.tolist() == [4.0, 1.0, 1.0]
+    with torch.no_grad():
+        fl.cls_adaptor.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    s = torch.tensor([[1.0, 0.0]])  # adapted: (1, 0, 0); target (3, 2, 1) - (4, 1, 1) = (-1, 1, 0)
+    cos = -1.0 / math.sqrt(2.0)
+    l1 = (1.5 + 0.5 + 0.0) / 3  # smooth-L1 (beta 1) of the differences (2, 1, 0): 1.5, 0.5, 0
+    loss = fl.cls_term(s, torch.tensor([[3.0, 2.0, 1.0]]))
+    assert loss.item() == pytest.approx((1.0 - cos) + l1, rel=1e-6)
+    off = FeatureDistillLoss(2, 3, normalize_teacher=False)
+    off.update_center(t1, None)  # no-op without centring
+    assert off.cls_center.abs().sum() == 0 and off.cls_adaptor.bias is not None
+
+
+def _mean_pairwise_cosine(x: torch.Tensor) -> float:
+    x = torch.nn.functional.normalize(x, dim=-1)
+    c = x @ x.T
+    return float(c[~torch.eye(len(x), dtype=torch.bool)].mean())
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_centring_and_spread_keep_student_features_apart(center: bool) -> None:
+    """A student whose output norm carries a large constant (a ViT's final LayerNorm bias, e.g. after a warm
+    start), distilled from a teacher whose features share a large mean (as ReLU-pooled CNN features do):
+    without centring the adaptor's bias absorbs both means and nothing removes the constant (the student's
+    pairwise cosine stays high, like bundled student v2's 0.99); with centred targets and the spread term
+    it is driven out."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    teacher = torch.relu(x @ torch.randn(8, 32, generator=g)) + 3.0  # pairwise cosine ~0.9
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(4)
+    torch.nn.init.constant_(norm.bias, 3.0)
+    student = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4), norm)
+    assert _mean_pairwise_cosine(student(x).detach()) > 0.8
+    fl = FeatureDistillLoss(4, 32, center_teacher=center, spread_weight=1.0 if center else 0.0)
+    opt = torch.optim.Adam([*student.parameters(), *fl.parameters()], lr=1e-2)
+    for _ in range(400):
+        y = student(x)
+        loss = fl.cls_term(y, teacher) + fl.spread_term(y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        fl.update_center(teacher, None)
+    with torch.no_grad():
+        cos = _mean_pairwise_cosine(student(x))
+    if center:
+        assert abs(cos) < 0.2, cos
+    else:
+        assert _mean_pairwise_cosine(teacher) > 0.8 and cos > 0.5, cos
+
+
 def test_patch_grid_interpolation_matches_bilinear():
     grid = torch.arange(4.0).view(1, 1, 2, 2)
     tokens = grid.flatten(2).transpose(1, 2)  # (1, 4, 1) row-major

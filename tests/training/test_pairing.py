@@ -62,7 +62,11 @@ def test_feature_loss_pairs_views_as_configured(pairing: str) -> None:
     want_patch = _hand_term(student["patch"], teacher["patch"])  # patches: always the same view
     torch.testing.assert_close(losses["feat_cls"], want_cls, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(losses["feat_patch"], want_patch, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(losses["loss"], want_cls + want_patch, atol=1e-5, rtol=1e-5)
+    # spread: per view, the mean cosine over all pairs of the batch's student CLS tokens (self-pairs included)
+    unit = s / s.norm(dim=-1, keepdim=True)
+    want_spread = sum((unit[v] @ unit[v].T).mean() for v in range(2)) / 2
+    torch.testing.assert_close(losses["feat_spread"], want_spread, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(losses["loss"], want_cls + want_patch + want_spread, atol=1e-5, rtol=1e-5)
 
 
 def test_a_student_copying_the_teacher_view_by_view_is_penalised_only_cross_view() -> None:
@@ -102,6 +106,6 @@ def test_both_mode_forward_on_real_tiny_models_is_cross_view() -> None:
     fl = arch.feature_losses[0]
     want = arch.cfg.loss.feature_weight * (fl.cls_term(s[1], t[0]) + fl.cls_term(s[0], t[1])) / 2
     torch.testing.assert_close(losses["feat_cls"], want)
-    assert set(losses) == {"dino", "ibot", "feat_cls", "feat_patch", "loss"}
+    assert set(losses) == {"dino", "ibot", "feat_cls", "feat_patch", "feat_spread", "loss"}
     with pytest.raises(TrainConfigError, match=r"loss\.pairing"):
         _arch("diagonal")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_pathdistill.errors import EmptyTissueError
+from napari_pathdistill.inference.batches import iter_batches
 from napari_pathdistill.wsi.pyramid import Pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, make_tile_grid
 
@@ -56,7 +57,7 @@ def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> Ti
     if len(grid) == 0:
         raise EmptyTissueError(
             f"{pyr.path.name}: no {tile_px} px tile has >= {min_tissue:.0%} tissue (an empty, grayscale or "
-            "fluorescence image, or a too strict minimum); nothing was embedded. Lower 'min tissue' "
+            "fluorescence image, or a too strict minimum); nothing written. Lower 'min tissue' "
             "(--min-tissue; 0 keeps every tile) or check the tissue mask (Tissue widget, `pathdistill tiles`)."
         )
     return grid
@@ -107,8 +108,6 @@ def write_rows(
         f: the open partial file (:func:`open_partial`).
         rows: optional (N, D) float32 array that receives every written row as well (the live map's copy).
     """
-    from napari_pathdistill.inference.embed import iter_batches
-
     n, done = len(grid), int(f.attrs["done"])
     skipped: list[int] = []
     batches = iter_batches(

@@ -107,6 +107,9 @@ class DistillMetaArch(nn.Module):
                     lc.feature_smooth_l1_weight,
                     lc.feature_patch_weight,
                     lc.feature_beta,
+                    center_teacher=lc.feature_center_teacher,
+                    center_momentum=lc.center_momentum,
+                    spread_weight=lc.feature_spread_weight,
                 )
                 for d in dims
             )
@@ -256,6 +259,8 @@ class DistillMetaArch(nn.Module):
             t_cls = t["cls"].unflatten(0, (v, -1))
             out["feat_cls"].append(torch.stack([fl.cls_term(s_cls[j], t_cls[i]) for i, j in pairs]).mean())
             out["feat_patch"].append(fl.patch_term(student["patch"], t["patch"]))
+        if fls[0].spread_weight > 0:  # on the student's own CLS, once (not per teacher), per view
+            out["feat_spread"] = [torch.stack([fls[0].spread_term(s_cls[j]) for j in range(v)]).mean()]
         return out
 
     def forward(self, batch: dict[str, torch.Tensor], teacher_temp: float) -> dict[str, torch.Tensor]:
@@ -266,6 +271,9 @@ class DistillMetaArch(nn.Module):
         if self.use_heads and self.cfg.loss.centering == "centering":
             self.dino_loss.update_center(t_out["dino_logits"])
             self.ibot_loss.update_center(t_out["ibot_logits"])
+        if self.use_feature:
+            for fl, tok in zip(self.feature_losses, t_out["tokens"]):
+                fl.update_center(tok["cls"], tok["patch"])  # type: ignore[operator]
         return losses
 
     @torch.no_grad()
