@@ -26,10 +26,12 @@ def test_view_pairs() -> None:
         view_pairs(2, 2, "diagonal")
 
 
-def _arch(pairing: str, mode: str = "feature") -> DistillMetaArch:
+def _arch(pairing: str, mode: str = "feature", spread: float = 1.0) -> DistillMetaArch:
     cfg = load_config(
-        "smoke_cpu", [f"loss.mode={mode}", f"loss.pairing={pairing}", f"student.model_kwargs.embed_dim={DIM}"]
-    )
+        "smoke_cpu",
+        [f"loss.mode={mode}", f"loss.pairing={pairing}", f"student.model_kwargs.embed_dim={DIM}",
+         f"loss.feature_spread_weight={spread}"],
+    )  # fmt: skip
     return DistillMetaArch(cfg)
 
 

@@ -57,8 +57,11 @@ def unit_features(smap: SlideMap) -> np.ndarray:
     """(N, D) float32 L2-normalised features of ``smap`` (computed once per map)."""
 
     def make() -> np.ndarray:
-        f = np.asarray(smap.features, dtype=np.float32)
-        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        from napari_pathdistill.metrics.features import row_norms
+
+        f = np.array(smap.features, dtype=np.float32)  # one copy, normalised in place (no (N, D) temporaries)
+        f /= np.maximum(row_norms(f), 1e-12).astype(np.float32)[:, None]
+        return f
 
     return _cached(_UNIT, smap, make)
 

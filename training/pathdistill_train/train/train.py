@@ -32,6 +32,7 @@ LOG_KEYS = (
     "ibot",
     "feat_cls",
     "feat_patch",
+    "feat_spread",
     "lr",
     "wd",
     "momentum",
