@@ -67,3 +67,15 @@ def test_prepared_maps_need_no_work_on_the_first_click(cmu_map):
     fresh = dataclasses.replace(cmu_map)  # a new map object: nothing cached for it yet
     assert id(fresh) not in sm._UNIT
     assert sm.prepared(fresh) is fresh and id(fresh) in sm._UNIT and id(fresh) in sm._CELLS
+
+
+def test_most_similar_on_unit_features_equals_the_slide_map_method(cmu_map):
+    from napari_pathdistill.inference.similarity_map import most_similar
+
+    for index in (0, len(cmu_map.features) // 2, len(cmu_map.features) - 1):
+        for k in (1, 5, len(cmu_map.features) - 1):
+            idx, cos = most_similar(cmu_map, index, k)
+            ref_idx, ref_cos = cmu_map.most_similar(index, k)
+            np.testing.assert_array_equal(idx, ref_idx)
+            np.testing.assert_allclose(cos, ref_cos, rtol=1e-5, atol=1e-6)
+            assert index not in idx and len(idx) == k

@@ -37,6 +37,7 @@ from napari_pathdistill._qt.tile_search import TileSearchPanel
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.feature_cache import default_cache_dir, resolve_cache_dir
 from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map
+from napari_pathdistill.inference.similarity_map import most_similar
 from napari_pathdistill.inference.slide_maps import SlideMap
 from napari_pathdistill.progress import Progress
 
@@ -268,7 +269,7 @@ class EmbedWidget(Container):
             layer.metadata["pathdistill"]["slide_map"] if layer is not None else self.result
         )
         assert smap is not None
-        idx, cos = smap.most_similar(index, self.top_k.value)
+        idx, cos = most_similar(smap, index, self.top_k.value)  # cached unit features (fast at 100k)
         centers = smap.tile_centers()
         pts = np.concatenate([centers[[index]], centers[idx]])
         features = {
