@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.napari
 
-DOCS_IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 def test_open_svs_in_viewer(make_napari_viewer, qtbot, cmu_svs: Path) -> None:
