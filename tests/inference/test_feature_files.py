@@ -65,6 +65,9 @@ def test_ours_round_trip_and_grid_alignment(ours, tiny_vit_2um):
     r, c = np.round(coords[:, ::-1] / ff.step).astype(int).T
     np.testing.assert_array_equal(smap.index_image[r, c], np.arange(1, len(coords) + 1))
     assert smap.features_file == ours and set(np.unique(smap.clusters)) <= {1, 2, 3}
+    # ours stores each tile's tissue fraction: the map's hover shows it (no NaN)
+    assert np.isfinite(ff.tissue_fraction).all() and ((ff.tissue_fraction >= 0) & (ff.tissue_fraction <= 1)).all()
+    np.testing.assert_array_equal(smap.grid.tissue_fraction, ff.tissue_fraction)
 
 
 @pytest.mark.parametrize("layout", ["clam", "trident"])
@@ -75,6 +78,7 @@ def test_clam_and_trident_layouts(ours, tmp_path, layout):
     np.testing.assert_array_equal(other.coords, ref.coords)
     np.testing.assert_array_equal(other.features, ref.features)
     assert other.patch_size_level0 == ref.patch_size_level0
+    assert np.isnan(other.tissue_fraction).all()  # neither layout stores one
     if layout == "clam":  # CLAM states no um/px: the map is in px unless the slide's MPP is given
         assert other.mpp is None
         with pytest.warns(NoMPPFeatureWarning):
@@ -107,21 +111,21 @@ def test_bad_files_raise_clear_errors(tmp_path):
     not_h5.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)  # HDF5 magic, then nothing: truncated
     with pytest.raises(FeatureFileError, match="cannot be read"):
         read_feature_file(not_h5)
-    other = tmp_path / "other.h5"
-    with h5py.File(other, "w") as f:
-        f.create_dataset("image", data=np.zeros((4, 4)))
+    other = _write(tmp_path / "other.h5", image=np.zeros((4, 4)))
     assert not is_feature_file(other) and not is_feature_file(not_h5)
     with pytest.raises(FeatureFileError, match="not a feature file"):
         read_feature_file(other)
-    bad = tmp_path / "bad.h5"
-    with h5py.File(bad, "w") as f:
-        f.create_dataset("features", data=np.zeros((5, 8)))
-        f.create_dataset("coords", data=np.zeros((4, 2)))
+    bad = _write(tmp_path / "bad.h5", features=np.zeros((5, 8)), coords=np.zeros((4, 2)))
     with pytest.raises(FeatureFileError, match="not \\(N, D\\)"):
         read_feature_file(bad)
-    one = tmp_path / "one.h5"
-    with h5py.File(one, "w") as f:
-        f.create_dataset("features", data=np.zeros((1, 8)))
-        f.create_dataset("coords", data=np.zeros((1, 2)))
+    one = _write(tmp_path / "one.h5", features=np.zeros((1, 8)), coords=np.zeros((1, 2)))
     with pytest.raises(FeatureFileError, match="tile size"):
         read_feature_file(one)
+
+
+def _write(path: Path, **datasets: np.ndarray) -> Path:
+    """An HDF5 file holding ``datasets`` (name -> array), nothing else."""
+    with h5py.File(path, "w") as f:
+        for name, data in datasets.items():
+            f.create_dataset(name, data=data)
+    return path
