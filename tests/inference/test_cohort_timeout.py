@@ -25,7 +25,7 @@ from napari_pathdistill.models.testing import tiny_model
 HANG = """
 import os
 if os.environ.get("PATHDISTILL_TEST_HANG_SLIDE"):
-    import napari_pathdistill.inference.embed as _embed
+    import napari_pathdistill.inference.batches as _embed  # the batch loop reads the tiles
 
     _read = _embed.read_tiles
 
