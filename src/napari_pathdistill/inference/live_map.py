@@ -145,12 +145,12 @@ def iter_live_map(
             partial = out.with_suffix(".h5.partial")
             with open_partial(partial, model, grid, attrs) as f:
                 feats = np.zeros((len(grid), model.dim), np.float32)
-                done = int(f.attrs["done"])
-                feats[:done] = f["features"][:done]  # resumed rows
+                resumed = int(f.attrs["done"])
+                feats[:resumed] = f["features"][:resumed]
                 live = LiveColours(grid, feats, fit_rows)
                 flushed = write_rows(f, model, pyr, grid, batch_size=batch_size, chunk_batches=chunk_batches,
                                      num_workers=num_workers, cancel=cancel, rows=feats)  # fmt: skip
-                for done in itertools.chain([int(f.attrs["done"])], flushed):  # the resumed rows first
+                for done in itertools.chain([resumed], flushed):  # the resumed rows first
                     yield Progress(done, len(grid), "embedding")
                     if (update := live.update(done)) is not None:
                         yield update

@@ -123,9 +123,9 @@ def heatmap(source: SlideMap, index: int, target: SlideMap | None = None) -> Hea
 
 
 def most_similar(smap: SlideMap, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``SlideMap.most_similar`` on the map's cached unit features: the ``k`` tiles most similar to tile
-    ``index`` by cosine, itself excluded, (indices, cosines) by decreasing cosine (ties by index). One (N, D)
-    matrix-vector product and a partial sort: ~10x faster than recomputing the norms at 100k x 1536."""
+    """The ``k`` tiles of ``smap`` most similar to its tile ``index`` by cosine, itself excluded: (indices,
+    cosines) by decreasing cosine (ties by index). One (N, D) matrix-vector product on the map's cached unit
+    features and a partial sort: ~10x faster at 100k x 1536 than recomputing the norms and sorting all."""
     cos = unit_features(smap) @ query_vector(smap, index)
     cos[index] = -np.inf
     k = max(0, min(int(k), len(cos) - 1))

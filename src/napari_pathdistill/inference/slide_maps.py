@@ -17,7 +17,7 @@ import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError
 from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings, tile_geometry
-from napari_pathdistill.metrics.features import cosine_to, kmeans_labels, principal_components, scores_rgb
+from napari_pathdistill.metrics.features import kmeans_labels, principal_components, scores_rgb
 from napari_pathdistill.progress import Progress, relabel
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
@@ -112,12 +112,6 @@ class SlideMap:
         centers[idx, 0] = self.translate[0] + rr * self.scale[0]  # napari: pixel r is centred at t + r * s
         centers[idx, 1] = self.translate[1] + cc * self.scale[1]
         return centers
-
-    def most_similar(self, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` tiles most similar to tile ``index`` by cosine (itself excluded): (indices, cosines)."""
-        cos = cosine_to(self.features, index)
-        order = [i for i in np.argsort(-cos, kind="stable") if i != index][:k]
-        return np.asarray(order, dtype=np.int64), cos[order]
 
 
 def build_slide_map(result: EmbeddingResult, k: int, seed: int = 0) -> SlideMap:

@@ -140,9 +140,9 @@ def kmeans_labels(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
         xn = l2_normalise(x, dtype=np.float32)
         return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(xn).astype(np.int64) + 1
     norms = row_norms(x)
-    rows = np.sort(
-        np.random.default_rng(seed).choice(len(x), size=min(KMEANS_FIT_ROWS, len(x)), replace=False)
-    )
+    rows = _fit_rows(len(x), KMEANS_FIT_ROWS, seed)
+    if rows is None:
+        rows = np.arange(len(x))
     sample = x[rows].astype(np.float32) / norms[rows, None].astype(np.float32)
     rng = np.random.default_rng(seed)
     fits = [

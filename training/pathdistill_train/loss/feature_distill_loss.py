@@ -98,11 +98,14 @@ class FeatureDistillLoss(nn.Module):
         self.register_buffer("patch_center", torch.zeros(teacher_dim))
         self.register_buffer("centered_steps", torch.zeros((), dtype=torch.long))
 
-    def _target(self, t: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-        """(..., Dt) teacher features -> targets: layer-normalised, then minus ``center`` when centring."""
+    def _normalised(self, t: torch.Tensor) -> torch.Tensor:
+        """(..., Dt) teacher features in float32, layer-normalised (no affine) when ``normalize_teacher``."""
         t = t.float()
-        if self.normalize_teacher:
-            t = F.layer_norm(t, t.shape[-1:])
+        return F.layer_norm(t, t.shape[-1:]) if self.normalize_teacher else t
+
+    def _target(self, t: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """(..., Dt) teacher features -> targets: normalised, then minus ``center`` when centring."""
+        t = self._normalised(t)
         return t - center if self.center_teacher else t
 
     def _term(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -152,9 +155,7 @@ class FeatureDistillLoss(nn.Module):
 
     def _batch_mean(self, t: torch.Tensor) -> torch.Tensor:
         """(Dt,) mean of the normalised teacher features over all leading dims (and ranks)."""
-        t = t.float()
-        if self.normalize_teacher:
-            t = F.layer_norm(t, t.shape[-1:])
+        t = self._normalised(t)
         mean = t.reshape(-1, t.shape[-1]).mean(0)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(mean)
