@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from napari_pathdistill.inference.similarity_map import SimilarityMapError, heatmap, unit_features
+from napari_pathdistill.inference.similarity_map import SimilarityMapError, cosines, heatmap, row_norms
 from napari_pathdistill.inference.slide_maps import iter_slide_map
 from napari_pathdistill.models.testing import tiny_model
 from napari_pathdistill.progress import drain
@@ -37,7 +37,9 @@ def test_heatmap_cells_hold_the_cosine_of_their_tile(cmu_map):
     above = hm.above(0.5)
     assert above[0] == q and np.all(np.diff(hm.cosine[above]) <= 0) and np.all(hm.cosine[above] >= 0.5)
     assert set(above) == set(np.flatnonzero(direct >= 0.5))
-    assert unit_features(cmu_map) is unit_features(cmu_map)  # normalised once per map
+    assert row_norms(cmu_map) is row_norms(cmu_map) and row_norms(cmu_map).shape == (n,)  # (N,), once per map
+    assert cosines(cmu_map, q) is hm.cosine  # the click's top-k reuses the heatmap's product
+    assert cosines(cmu_map, q + 1) is not hm.cosine and not hm.cosine.flags.writeable
 
 
 def test_cross_slide_query_uses_the_target_grid(cmu_map, shared_data):
@@ -65,8 +67,10 @@ def test_prepared_maps_need_no_work_on_the_first_click(cmu_map):
     from napari_pathdistill.inference import similarity_map as sm
 
     fresh = dataclasses.replace(cmu_map)  # a new map object: nothing cached for it yet
-    assert id(fresh) not in sm._UNIT
-    assert sm.prepared(fresh) is fresh and id(fresh) in sm._UNIT and id(fresh) in sm._CELLS
+    fresh.features = np.asfortranarray(fresh.features.astype(np.float64))
+    assert id(fresh) not in sm._NORMS
+    assert sm.prepared(fresh) is fresh and id(fresh) in sm._NORMS and id(fresh) in sm._CELLS
+    assert fresh.features.dtype == np.float32 and fresh.features.flags.c_contiguous
 
 
 def test_most_similar_equals_a_full_stable_sort_of_the_cosines(cmu_map):

@@ -110,6 +110,7 @@ def embed_slide(
     num_workers: int = 2,
     prefetch: int | None = None,
     overwrite: bool = False,
+    map_k: int | None = 6,
     cancel: threading.Event | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> Path:
@@ -117,8 +118,8 @@ def embed_slide(
 
     Datasets ``features`` (N, D) float32 and ``coords`` (N, 2) int64 level-0 (x, y); attrs ``model``, ``spec``
     (JSON), ``tile_px``, ``mpp`` (NaN when the slide has no MPP), ``min_tissue``, ``patch_level`` (0),
-    ``patch_size_level0`` and, for a slide without MPP, ``warning`` (also a :class:`NoMPPWarning`).
-    Rows are written every ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a
+    ``patch_size_level0`` and, for a slide without MPP, ``warning`` (also a :class:`NoMPPWarning`); group
+    ``map`` (PCA scores, k-means labels: ``inference.map_summary``) unless ``map_k`` is None. Rows are written every ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a
     killed or cancelled run resumes there; the file is renamed to ``.h5`` only when complete. Tiles are read
     ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`). The slide is
     locked (``<name>.h5.lock``, see :mod:`~napari_pathdistill.inference.outputs`) while it is written; a
@@ -131,6 +132,7 @@ def embed_slide(
             either, tiles are cut in level-0 px), see ``wsi.open_pyramid``.
         min_tissue: minimum tissue fraction of a tile (0 keeps the whole grid, without tissue detection).
         overwrite: recompute even when a complete output exists.
+        map_k: clusters of the stored map summary (the Embed widget's default k); None stores none.
         progress: called with ``Progress(done, N, "embedding")`` after every written chunk.
 
     Returns:
@@ -143,6 +145,7 @@ def embed_slide(
     """
     from napari_pathdistill.errors import CorruptTileWarning
     from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, tissue_grid, write_rows
+    from napari_pathdistill.inference.map_summary import summarise_partial
     from napari_pathdistill.inference.outputs import complete_rows, finish_output, skipped_message, slide_lock
     from napari_pathdistill.wsi import open_pyramid
 
@@ -169,6 +172,8 @@ def embed_slide(
                     progress(Progress(done, len(grid), "embedding"))
         if done < len(grid.coords):
             return out.with_suffix(".h5.partial")
+        if map_k:  # PCA + k-means stored: dropping the file on napari shows its map without refitting
+            summarise_partial(out.with_suffix(".h5.partial"), map_k)
         n_skipped = finish_output(out.with_suffix(".h5.partial"), out)
         if n_skipped:
             warnings.warn(f"{pyr.path.name}: {skipped_message(n_skipped)}", CorruptTileWarning, stacklevel=2)

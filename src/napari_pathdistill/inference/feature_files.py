@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.inference.map_summary import MapSummary, read_summary
 
 #: attrs that may name the slide a feature file was computed from (first existing one wins)
 SLIDE_ATTRS = ("slide_path", "slide", "wsi_path")
@@ -58,6 +59,7 @@ class FeatureFile:
             the coords; less than ``patch_size_level0`` when tiles overlap.
         origin: level-0 (x, y) of the lattice's cell (0, 0), in [-step/2, step/2).
         tissue_fraction: (N,) float32 tissue fraction of each tile (ours; NaN for CLAM/TRIDENT files).
+        summary: the stored PCA / k-means of the rows (ours, ``inference.map_summary``), else None.
     """
 
     features: np.ndarray
@@ -71,6 +73,7 @@ class FeatureFile:
     step: float = 0.0
     origin: tuple[float, float] = (0.0, 0.0)
     tissue_fraction: np.ndarray | None = None
+    summary: MapSummary | None = None
 
 
 def _attr(attrs: Any, key: str) -> Any:
@@ -115,6 +118,7 @@ def read_feature_file(path: str | Path) -> FeatureFile:
             feats, coords = f["features"][()], f["coords"][()]
             fa, ca = dict(f.attrs), dict(f["coords"].attrs)
             frac = f["tissue_fraction"][()] if isinstance(f.get("tissue_fraction"), h5py.Dataset) else None
+            summary = read_summary(f, len(f["coords"]))
     except FeatureFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as err:
@@ -141,6 +145,7 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         source=source,
         path=path,
         tissue_fraction=frac.astype(np.float32, copy=False),
+        summary=summary if summary is not None and len(summary.pcs) == len(coords) else None,
     )
 
 
@@ -268,7 +273,7 @@ def slide_map_from_features(ff: FeatureFile, k: int = 6, slide_mpp: float | None
             stacklevel=2,
         )
     result = EmbeddingResult(ff.features, grid, ff.model or ff.source)
-    smap = build_slide_map(result, k)
+    smap = build_slide_map(result, k, summary=ff.summary)  # a stored summary: no PCA / k-means refit
     px = grid.slide_mpp or 1.0
     translate = (smap.translate[0] + oy * px, smap.translate[1] + ox * px)
     from napari_pathdistill.inference.similarity_map import prepared

@@ -24,6 +24,7 @@ from napari_pathdistill.errors import Cancelled
 from napari_pathdistill.inference.embed import EmbeddingResult, tile_geometry
 from napari_pathdistill.inference.feature_cache import cache_file, find_complete
 from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, tissue_grid, write_rows
+from napari_pathdistill.inference.map_summary import MapSummary, read_summary, summarise_partial
 from napari_pathdistill.inference.outputs import finish_output, slide_lock
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
@@ -156,12 +157,15 @@ def iter_live_map(
                         yield update
             if done < len(grid):
                 raise Cancelled(f"Embedding cancelled; {done} of {len(grid)} tiles kept in {partial}.")
+            yield Progress(0, 0, "PCA and k-means")
+            summary = summarise_partial(partial, k, feats)  # stored: a re-open needs no refit
             finish_output(partial, out)
-    yield Progress(0, 0, "PCA and k-means")
-    yield _final_map(out, feats, grid, model.spec.name, k)
+    yield _final_map(out, feats, grid, model.spec.name, k, summary)
 
 
-def _final_map(out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k: int) -> SlideMap:
+def _final_map(
+    out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k: int, summary: MapSummary | None
+) -> SlideMap:
     """The SlideMap of the finished file: the in-memory rows, less those ``finish_output`` left out."""
     import h5py
 
@@ -172,7 +176,7 @@ def _final_map(out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k:
         keep = np.isin(grid.coords[:, 0] + grid.coords[:, 1] * width, coords[:, 0] + coords[:, 1] * width)
         grid = grid.subset(keep)
         feats = feats[keep]
-    smap = build_slide_map(EmbeddingResult(feats, grid, model_name), k)
+    smap = build_slide_map(EmbeddingResult(feats, grid, model_name), k, summary=summary)
     return prepared(dataclasses.replace(smap, features_file=out))
 
 
@@ -182,9 +186,13 @@ def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -
 
     with h5py.File(path, "r") as f:
         feats, coords, name = f["features"][()], f["coords"][()], str(f.attrs["model"])
-        # files cached before the dataset existed have no tissue fractions
-        frac = f["tissue_fraction"][()] if "tissue_fraction" in f else np.full(len(coords), np.nan, np.float32)
+        # files cached before the dataset / the summary existed have no tissue fractions / stored map
+        frac = (
+            f["tissue_fraction"][()] if "tissue_fraction" in f else np.full(len(coords), np.nan, np.float32)
+        )
+        summary = read_summary(f, len(coords))
     geometry = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0)  # size, level, shape only
     grid = dataclasses.replace(geometry, coords=coords, tissue_fraction=frac)
     result = EmbeddingResult(feats.astype(np.float32, copy=False), grid, name)
-    return prepared(dataclasses.replace(build_slide_map(result, k), features_file=path))
+    smap = build_slide_map(result, k, summary=summary)
+    return prepared(dataclasses.replace(smap, features_file=path))

@@ -190,6 +190,8 @@ def _drop_rows(partial: Path, out: Path, rows: np.ndarray, step: int = 4096) -> 
             dst.create_dataset("skipped_coords", data=src["coords"][()][rows])
             if "tissue_fraction" in src:
                 dst.create_dataset("tissue_fraction", data=src["tissue_fraction"][()][keep])
+            if "map" in src:  # inference.map_summary: computed on the kept rows already
+                src.copy("map", dst)
             feats = dst.create_dataset("features", shape=(int(keep.sum()), dim), dtype="float32")
             at = 0
             for s in range(0, n, step):

@@ -1,8 +1,9 @@
 """Similarity heatmaps over slide maps: cosine of one tile (of this slide or another) to every tile of a map.
 
-Pure core (no Qt). A click costs one matrix-vector product on the target's unit-norm features (normalised once
-per map and kept while the map lives) and one gather through its cached index raster, so a heatmap over
-100k tiles takes milliseconds. Cross-slide queries (a tile of slide A against slide B's tiles) need features of
+Pure core (no Qt). A click costs one matrix-vector product on the target's features divided by their row norms
+(computed once per map and kept while the map lives: (N,) floats, not a second (N, D) copy) and one gather
+through its cached index raster, so a heatmap over 100k tiles takes tens of milliseconds. The last query's
+cosines are kept, so the Embed widget's top-k points and the heatmap of one click share one product. Cross-slide queries (a tile of slide A against slide B's tiles) need features of
 the same model: another model or another width is a clear :class:`SimilarityMapError`.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.slide_maps import SlideMap
 
-_UNIT: dict[int, np.ndarray] = {}
+_NORMS: dict[int, np.ndarray] = {}
 _CELLS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -53,23 +54,24 @@ def _cached(store: dict[int, Any], smap: SlideMap, make: Any) -> Any:
     return store[key]
 
 
-def unit_features(smap: SlideMap) -> np.ndarray:
-    """(N, D) float32 L2-normalised features of ``smap`` (computed once per map)."""
+def row_norms(smap: SlideMap) -> np.ndarray:
+    """(N,) float32 L2 norms of ``smap``'s features, floored at 1e-12 (computed once per map)."""
 
     def make() -> np.ndarray:
-        from napari_pathdistill.metrics.features import row_norms
+        from napari_pathdistill.metrics.features import row_norms as norms
 
-        f = np.array(smap.features, dtype=np.float32)  # one copy, normalised in place (no (N, D) temporaries)
-        f /= np.maximum(row_norms(f), 1e-12).astype(np.float32)[:, None]
-        return f
+        return np.maximum(norms(smap.features), 1e-12).astype(np.float32)
 
-    return _cached(_UNIT, smap, make)
+    return _cached(_NORMS, smap, make)
 
 
 def prepared(smap: SlideMap) -> SlideMap:
-    """``smap`` with its unit features and cell index computed now (call it in the worker that builds the map, so
-    the first click on the main thread does not pay for them: ~0.6 s at 100k x 1536)."""
-    unit_features(smap)
+    """``smap`` with its features float32 C-contiguous (what the per-click product wants), row norms and cell
+    index computed now: call it in the worker that builds the map, so the first click on the main thread does not
+    pay for them."""
+    if smap.features.dtype != np.float32 or not smap.features.flags.c_contiguous:
+        smap.features = np.ascontiguousarray(smap.features, dtype=np.float32)
+    row_norms(smap)
     _cells(smap)
     return smap
 
@@ -86,10 +88,32 @@ def _cells(smap: SlideMap) -> tuple[np.ndarray, np.ndarray]:
 
 
 def query_vector(source: SlideMap, index: int) -> np.ndarray:
-    """(D,) unit-norm feature of tile ``index`` of ``source``."""
+    """(D,) float32 unit-norm feature of tile ``index`` of ``source``."""
     if not 0 <= index < len(source.features):
         raise SimilarityMapError(f"tile {index} is out of range: the map has {len(source.features)} tiles")
-    return unit_features(source)[index]
+    return (np.asarray(source.features[index], np.float32) / row_norms(source)[index]).astype(np.float32)
+
+
+_LAST: list[tuple[Any, ...]] = []  # [(source ref, index, target ref, cosines)]: the last query
+
+
+def cosines(source: SlideMap, index: int, target: SlideMap | None = None) -> np.ndarray:
+    """(N_target,) float32 cosine of tile ``index`` of ``source`` to every tile of ``target`` (default: itself).
+
+    One (N, D) @ (D,) product divided by the cached norms; the last query's result is reused (a click asks for
+    it twice: top-k points and heatmap). Treat it as read-only.
+    """
+    target = source if target is None else target
+    if _LAST:
+        src, i, tgt, cos = _LAST[0]
+        if src() is source and i == index and tgt() is target:
+            return cos
+    check_comparable(source, target)
+    cos = target.features @ query_vector(source, index)
+    cos /= row_norms(target)
+    cos.setflags(write=False)
+    _LAST[:] = [(weakref.ref(source), index, weakref.ref(target), cos)]
+    return cos
 
 
 def check_comparable(source: SlideMap, target: SlideMap) -> None:
@@ -114,19 +138,18 @@ def heatmap(source: SlideMap, index: int, target: SlideMap | None = None) -> Hea
         The :class:`Heatmap` (cosines and their raster on the target's grid).
     """
     target = source if target is None else target
-    check_comparable(source, target)
-    cos = unit_features(target) @ query_vector(source, index)
+    cos = cosines(source, index, target)
     image = np.full(target.index_image.shape, Heatmap.off_value, dtype=np.float32)
     pos, tile = _cells(target)
     image.ravel()[pos] = cos[tile]
-    return Heatmap(cosine=cos.astype(np.float32, copy=False), image=image)
+    return Heatmap(cosine=cos, image=image)
 
 
 def most_similar(smap: SlideMap, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` tiles of ``smap`` most similar to its tile ``index`` by cosine, itself excluded: (indices,
-    cosines) by decreasing cosine (ties by index). One (N, D) matrix-vector product on the map's cached unit
-    features and a partial sort: ~10x faster at 100k x 1536 than recomputing the norms and sorting all."""
-    cos = unit_features(smap) @ query_vector(smap, index)
+    cosines) by decreasing cosine (ties by index). The cosines of :func:`cosines` (shared with the click's
+    heatmap) and a partial sort: ~10x faster at 100k x 1536 than recomputing the norms and sorting all."""
+    cos = cosines(smap, index).copy()
     cos[index] = -np.inf
     k = max(0, min(int(k), len(cos) - 1))
     if k == 0:
@@ -134,4 +157,3 @@ def most_similar(smap: SlideMap, index: int, k: int) -> tuple[np.ndarray, np.nda
     top = np.argpartition(-cos, k - 1)[:k] if k < len(cos) else np.arange(len(cos))
     top = top[np.lexsort((top, -cos[top]))]
     return top.astype(np.int64), cos[top].astype(np.float32)
-

@@ -17,7 +17,8 @@ import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError
 from napari_pathdistill.inference.embed import EmbeddingResult, iter_embeddings, tile_geometry
-from napari_pathdistill.metrics.features import kmeans_labels, principal_components, scores_rgb
+from napari_pathdistill.inference.map_summary import MapSummary, for_k
+from napari_pathdistill.metrics.features import scores_rgb
 from napari_pathdistill.progress import Progress, relabel
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
@@ -114,19 +115,28 @@ class SlideMap:
         return centers
 
 
-def build_slide_map(result: EmbeddingResult, k: int, seed: int = 0) -> SlideMap:
-    """Turn an :class:`EmbeddingResult` into a :class:`SlideMap` (PCA colours, k-means, index raster)."""
+def build_slide_map(
+    result: EmbeddingResult, k: int, seed: int = 0, summary: MapSummary | None = None
+) -> SlideMap:
+    """Turn an :class:`EmbeddingResult` into a :class:`SlideMap` (PCA colours, k-means, index raster).
+
+    Args:
+        result: the features and their grid.
+        k: clusters (capped at N).
+        seed: k-means seed.
+        summary: PCA scores / k-means labels stored with the features (``inference.map_summary``): reused
+            instead of refitted (k-means reruns when it was for another k).
+    """
     feats, grid = result.features, result.grid
     n = len(feats)
-    k = max(1, min(k, n))
     index_image, scale, translate = grid_to_image(grid, np.arange(1, n + 1, dtype=np.int32), fill=0)
-    pcs = principal_components(feats, 3, dtype=np.float64)  # once: colours and the pc1..pc3 columns
+    summary = for_k(summary, feats, k, seed)  # PCA once: colours and the pc1..pc3 columns
     return SlideMap(
         features=feats,
         grid=grid,
-        rgb=scores_rgb(pcs),
-        clusters=kmeans_labels(feats, k, seed=seed),
-        pcs=pcs.astype(np.float32),
+        rgb=scores_rgb(summary.pcs.astype(np.float64)),
+        clusters=summary.clusters,
+        pcs=summary.pcs,
         index_image=index_image.astype(np.int32),
         scale=tuple(scale),  # type: ignore[arg-type]
         translate=tuple(translate),  # type: ignore[arg-type]

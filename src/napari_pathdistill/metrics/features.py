@@ -11,7 +11,6 @@ tile is then assigned to its nearest centre in one pass.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 #: inputs up to this many elements get the exact SVD / full k-means
 EXACT_MAX_ELEMENTS = 4_000_000
@@ -134,6 +133,8 @@ def kmeans_labels(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     learn's seeding upcasts the distances to float64: ~5 s for 20k x 1536 on 2 cores), each refined by
     scikit-learn's Lloyd iterations, the lowest inertia kept; then every row goes to its nearest centre.
     """
+    from sklearn.cluster import KMeans  # here: importing scikit-learn costs ~2 s, and a stored map needs none
+
     x = np.asarray(features)
     k = max(1, min(int(k), len(x)))
     if x.size <= EXACT_MAX_ELEMENTS:
