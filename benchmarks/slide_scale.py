@@ -71,6 +71,7 @@ def run_widget(widget, limit: int, meter: StallMeter) -> dict:
         return paint(*a)
 
     widget.paint_partial = timed_paint
+    adds = _time_layer_adds(widget.viewer)
     meter.start()
     t0 = time.perf_counter()
     widget.run()
@@ -83,34 +84,74 @@ def run_widget(widget, limit: int, meter: StallMeter) -> dict:
         time.sleep(0.002)
     total = time.perf_counter() - t0
     widget.paint_partial = paint
-    done = int(widget.progress.value)
+    done, stall = int(widget.progress.value), meter.stop()
+    spans = adds.pop()
     return {"total_s": total, "first_map_s": (first[0] - t0) if first else None, "tiles": done,
-            "grid_tiles": int(widget.progress.max), "stall_ms": 1e3 * meter.stop(), "cancelled": cancelled,
-            "shown": widget.result is not None}  # fmt: skip
+            "grid_tiles": int(widget.progress.max), "stall_ms": 1e3 * stall, "cancelled": cancelled,
+            "layer_adds_ms": [1e3 * (b - a) for a, b in spans],
+            "stall_other_ms": 1e3 * meter.longest_outside(spans), "shown": widget.result is not None}  # fmt: skip
 
 
-def big_feature_file(src_h5: Path, out: Path, n: int = 100_000, seed: int = 0) -> Path:
-    """(c) ``n`` rows: the embedded tiles' real features repeated + 1 % noise, on a square lattice of 448 px."""
+def _time_layer_adds(viewer) -> list:
+    """Record (start, end) of every layer napari adds to ``viewer`` (insert events through the first draw is
+    napari's own cost); ``.pop()`` returns the spans and disconnects."""
+    spans: list[tuple[float, float]] = []
+    t: list[float] = []
+
+    def inserting(_event=None):
+        t[:] = [time.perf_counter()]
+
+    def inserted(_event=None):
+        if t:
+            spans.append((t[0], time.perf_counter()))
+
+    viewer.layers.events.inserting.connect(inserting)
+    viewer.layers.events.inserted.connect(inserted)
+
+    class _Spans(list):
+        def pop(self, *_a):
+            viewer.layers.events.inserting.disconnect(inserting)
+            viewer.layers.events.inserted.disconnect(inserted)
+            return spans
+
+    return _Spans()
+
+
+def big_feature_file(src_h5: Path, out: Path, n: int = 100_000, dim: int = 0, seed: int = 0) -> tuple[Path, Path]:
+    """(c) ``n`` rows: the embedded tiles' real features repeated + 1 % noise (tiled to ``dim`` columns when
+    ``dim`` > their width, e.g. 1536 for H0-mini's cls+mean), on a square lattice of 448 px. Two files: one as
+    our writer leaves it (with the stored map summary, computed here as ``pathdistill embed`` does) and the same
+    without it (as a CLAM/TRIDENT file or one of ours from before the summary)."""
     import h5py
+
+    from napari_pathdistill.inference.map_summary import summarise, write_summary
 
     with h5py.File(src_h5) as f:
         feats, attrs = f["features"][()], dict(f.attrs)
+    if dim > feats.shape[1]:
+        feats = np.tile(feats, (1, -(-dim // feats.shape[1])))[:, :dim]
     rng = np.random.default_rng(seed)
     rows = feats[np.arange(n) % len(feats)]
-    rows = rows + 0.01 * rows.std(0) * rng.standard_normal(rows.shape).astype(np.float32)
+    rows += (0.01 * rows.std(0) * rng.standard_normal(rows.shape)).astype(np.float32)
     side, step = int(np.ceil(np.sqrt(n))), int(attrs["patch_size_level0"])
     r, c = np.divmod(np.arange(n), side)
-    path = out / f"features_{n}.h5"
-    with h5py.File(path, "w") as f:
-        f["features"] = rows.astype(np.float32)
-        f["coords"] = np.stack([c * step, r * step], 1).astype(np.int64)
-        for key in ("model", "tile_px", "mpp", "patch_size_level0", "patch_level"):
-            f.attrs[key] = attrs[key]
-    return path
+    paths = (out / f"features_{n}x{rows.shape[1]}.h5", out / f"features_{n}x{rows.shape[1]}_nomap.h5")
+    t0 = time.perf_counter()
+    summary = summarise(rows, 6)
+    print(f"map summary of {n} x {rows.shape[1]}: {time.perf_counter() - t0:.1f} s (at the end of an embed)")
+    for path in paths:
+        with h5py.File(path, "w") as f:
+            f["features"] = rows.astype(np.float32)
+            f["coords"] = np.stack([c * step, r * step], 1).astype(np.int64)
+            for key in ("model", "tile_px", "mpp", "patch_size_level0", "patch_level"):
+                f.attrs[key] = attrs[key]
+            if path is paths[0]:
+                write_summary(f, summary)
+    return paths
 
 
-def open_features(viewer, path: Path) -> tuple[dict, object]:
-    """(c) the 100k-row file through the feature-file reader into the viewer; seconds until shown."""
+def open_features(viewer, path: Path) -> tuple[float, object]:
+    """(c) a feature file through the feature-file reader into the viewer; (seconds until shown, labels layer)."""
     from qtpy.QtWidgets import QApplication
 
     from napari_pathdistill._feature_reader import read_features
@@ -123,7 +164,7 @@ def open_features(viewer, path: Path) -> tuple[dict, object]:
             layer = added
     QApplication.processEvents()
     viewer.screenshot(canvas_only=True, flash=False)
-    return {"reopen_100k_s": time.perf_counter() - t0}, layer
+    return time.perf_counter() - t0, layer
 
 
 def clicks(viewer, widget, layer, n: int) -> dict:
@@ -136,10 +177,10 @@ def clicks(viewer, widget, layer, n: int) -> dict:
     centres = smap.tile_centers()
     out: dict = {"click_tiles": len(smap.features)}
     times, compute = [], []
-    for i in idx:
+    for i in idx:  # the widget's click handler: top-k points + the heatmap (one shared cosine product)
         t0 = time.perf_counter()
         hit = _map_layer_at(viewer, centres[i])
-        widget.show_similar(hit[1], hit[0])
+        widget.search_tile(hit[1], hit[0])
         compute.append(time.perf_counter() - t0)
         QApplication.processEvents()
         viewer.screenshot(canvas_only=True, flash=False)
@@ -244,9 +285,11 @@ def widget_section(path: Path, out: Path, args: argparse.Namespace) -> dict:
         else:
             widget.result = None
             res["reopen_widget"] = run_widget(widget, 0, meter)
-        big = big_feature_file(_source_features(cache), out, args.feature_rows)
-        opened, layer = open_features(viewer, big)
-        res.update(opened)
+        big, nomap = big_feature_file(_source_features(cache), out, args.feature_rows, args.feature_dim)
+        res["reopen_100k_nomap_s"], layer = open_features(viewer, nomap)
+        viewer.layers.remove(layer)
+        res["reopen_100k_s"], layer = open_features(viewer, big)
+        res["rss_after_reopen_gb"] = rss_gb()
         res.update(clicks(viewer, widget, layer, args.clicks))
         viewer.screenshot(str(out / "slide_scale_viewer.png"), canvas_only=False, flash=False)
     finally:
@@ -266,6 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--mpp", type=float, default=0.5, help="um/px of the embedded tiles")
     p.add_argument("--embed-tiles", type=int, default=0, help="cancel the embed after N tiles (0: whole grid)")
     p.add_argument("--feature-rows", type=int, default=100_000)
+    p.add_argument("--feature-dim", type=int, default=0,
+                   help="columns of the 100k-row file (0: the embedded model's; 1536: H0-mini cls+mean)")
     p.add_argument("--clicks", type=int, default=20)
     p.add_argument("--pan-steps", type=int, default=20)
     p.add_argument("--cuda-batch", type=int, default=256)

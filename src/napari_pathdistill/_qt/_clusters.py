@@ -35,3 +35,13 @@ def clusters_layer(smap: Any) -> tuple[np.ndarray, dict[str, Any]]:
         "features": smap.feature_table(),
         "colormap": cluster_colormap(smap.n_clusters),
     }
+
+
+def warm_labels_layer() -> None:
+    """Build (and drop) a 1 x 1 clusters-style Labels layer: its first construction in a session imports pandas
+    and napari's numba label code (~0.35-0.75 s here). The Embed widget calls it when its dock opens, so that
+    this is not paid on the main thread when the clusters layer of a finished run appears."""
+    import napari
+
+    napari.layers.Labels(np.ones((1, 1), np.int32), colormap=cluster_colormap(1),
+                         features={"index": np.arange(2)})  # fmt: skip

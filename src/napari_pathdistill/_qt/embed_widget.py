@@ -22,7 +22,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
-from napari_pathdistill._qt._clusters import cluster_palette, clusters_layer
+from napari_pathdistill._qt._clusters import cluster_palette, clusters_layer, warm_labels_layer
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
@@ -112,6 +112,7 @@ class EmbedWidget(Container):
         self._live: np.ndarray | None = None  # (rows, cols, 4) float32 raster painted while embedding
         self.fit_rows = FIT_ROWS  # tiles the live PCA colours wait for (then every written chunk is painted)
         viewer.mouse_drag_callbacks.append(self._on_click)  # viewer-level: works whatever layer is active
+        warm_labels_layer()  # napari's first Labels layer of a session costs seconds: here, not at a run's end
 
     def run(self) -> None:
         """Start embedding the chosen slide (handler of the Embed button)."""
