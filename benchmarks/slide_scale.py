@@ -150,21 +150,17 @@ def big_feature_file(src_h5: Path, out: Path, n: int = 100_000, dim: int = 0, se
     return paths
 
 
-def open_features(viewer, path: Path) -> tuple[float, object]:
-    """(c) a feature file through the feature-file reader into the viewer; (seconds until shown, labels layer)."""
+def open_features(viewer, path: Path) -> tuple[float, list]:
+    """(c) a feature file through the feature-file reader into the viewer; (seconds until shown, its layers)."""
     from qtpy.QtWidgets import QApplication
 
     from napari_pathdistill._feature_reader import read_features
 
     t0 = time.perf_counter()
-    layer = None
-    for data, kwargs, kind in read_features(str(path)):
-        added = getattr(viewer, f"add_{kind}")(data, **kwargs)
-        if kind == "labels":
-            layer = added
+    added = [getattr(viewer, f"add_{kind}")(data, **kw) for data, kw, kind in read_features(str(path))]
     QApplication.processEvents()
     viewer.screenshot(canvas_only=True, flash=False)
-    return time.perf_counter() - t0, layer
+    return time.perf_counter() - t0, added
 
 
 def clicks(viewer, widget, layer, n: int) -> dict:
@@ -286,9 +282,11 @@ def widget_section(path: Path, out: Path, args: argparse.Namespace) -> dict:
             widget.result = None
             res["reopen_widget"] = run_widget(widget, 0, meter)
         big, nomap = big_feature_file(_source_features(cache), out, args.feature_rows, args.feature_dim)
-        res["reopen_100k_nomap_s"], layer = open_features(viewer, nomap)
-        viewer.layers.remove(layer)
-        res["reopen_100k_s"], layer = open_features(viewer, big)
+        res["reopen_100k_nomap_s"], added = open_features(viewer, nomap)
+        for a in added:
+            viewer.layers.remove(a)
+        res["reopen_100k_s"], added = open_features(viewer, big)
+        layer = added[-1]  # the clusters layer (the map layer clicks go to)
         res["rss_after_reopen_gb"] = rss_gb()
         res.update(clicks(viewer, widget, layer, args.clicks))
         viewer.screenshot(str(out / "slide_scale_viewer.png"), canvas_only=False, flash=False)
