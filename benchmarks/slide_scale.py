@@ -71,7 +71,7 @@ def run_widget(widget, limit: int, meter: StallMeter) -> dict:
         return paint(*a)
 
     widget.paint_partial = timed_paint
-    adds = _time_layer_adds(widget.viewer)
+    spans, stop_timing = _time_layer_adds(widget.viewer)
     meter.start()
     t0 = time.perf_counter()
     widget.run()
@@ -85,16 +85,16 @@ def run_widget(widget, limit: int, meter: StallMeter) -> dict:
     total = time.perf_counter() - t0
     widget.paint_partial = paint
     done, stall = int(widget.progress.value), meter.stop()
-    spans = adds.pop()
+    stop_timing()
     return {"total_s": total, "first_map_s": (first[0] - t0) if first else None, "tiles": done,
             "grid_tiles": int(widget.progress.max), "stall_ms": 1e3 * stall, "cancelled": cancelled,
             "layer_adds_ms": [1e3 * (b - a) for a, b in spans],
             "stall_other_ms": 1e3 * meter.longest_outside(spans), "shown": widget.result is not None}  # fmt: skip
 
 
-def _time_layer_adds(viewer) -> list:
-    """Record (start, end) of every layer napari adds to ``viewer`` (insert events through the first draw is
-    napari's own cost); ``.pop()`` returns the spans and disconnects."""
+def _time_layer_adds(viewer):
+    """Record (start, end) of every layer napari adds to ``viewer`` (its insert events); returns
+    ``(spans, stop)``, ``stop()`` disconnects."""
     spans: list[tuple[float, float]] = []
     t: list[float] = []
 
@@ -105,16 +105,15 @@ def _time_layer_adds(viewer) -> list:
         if t:
             spans.append((t[0], time.perf_counter()))
 
-    viewer.layers.events.inserting.connect(inserting)
-    viewer.layers.events.inserted.connect(inserted)
+    events = viewer.layers.events
+    events.inserting.connect(inserting)
+    events.inserted.connect(inserted)
 
-    class _Spans(list):
-        def pop(self, *_a):
-            viewer.layers.events.inserting.disconnect(inserting)
-            viewer.layers.events.inserted.disconnect(inserted)
-            return spans
+    def stop():
+        events.inserting.disconnect(inserting)
+        events.inserted.disconnect(inserted)
 
-    return _Spans()
+    return spans, stop
 
 
 def big_feature_file(src_h5: Path, out: Path, n: int = 100_000, dim: int = 0, seed: int = 0) -> tuple[Path, Path]:

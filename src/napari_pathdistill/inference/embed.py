@@ -119,8 +119,9 @@ def embed_slide(
     Datasets ``features`` (N, D) float32 and ``coords`` (N, 2) int64 level-0 (x, y); attrs ``model``, ``spec``
     (JSON), ``tile_px``, ``mpp`` (NaN when the slide has no MPP), ``min_tissue``, ``patch_level`` (0),
     ``patch_size_level0`` and, for a slide without MPP, ``warning`` (also a :class:`NoMPPWarning`); group
-    ``map`` (PCA scores, k-means labels: ``inference.map_summary``) unless ``map_k`` is None. Rows are written every ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a
-    killed or cancelled run resumes there; the file is renamed to ``.h5`` only when complete. Tiles are read
+    ``map`` (PCA scores, k-means labels: ``inference.map_summary``) unless ``map_k`` is None. Rows are written
+    every ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a killed or cancelled
+    run resumes there; the file is renamed to ``.h5`` only when complete. Tiles are read
     ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`). The slide is
     locked (``<name>.h5.lock``, see :mod:`~napari_pathdistill.inference.outputs`) while it is written; a
     complete ``.h5`` of the same model, spec, tile px, um/px and min tissue is kept (reported as

@@ -24,7 +24,7 @@ from napari_pathdistill.errors import Cancelled
 from napari_pathdistill.inference.embed import EmbeddingResult, tile_geometry
 from napari_pathdistill.inference.feature_cache import cache_file, find_complete
 from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, tissue_grid, write_rows
-from napari_pathdistill.inference.map_summary import MapSummary, read_summary, summarise_partial
+from napari_pathdistill.inference.map_summary import MapSummary, summarise_partial
 from napari_pathdistill.inference.outputs import finish_output, slide_lock
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
@@ -182,17 +182,12 @@ def _final_map(
 
 def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -> SlideMap:
     """The SlideMap of a complete cached file (no tissue detection: the grid geometry comes from the slide)."""
-    import h5py
+    from napari_pathdistill.inference.feature_files import read_feature_file
 
-    with h5py.File(path, "r") as f:
-        feats, coords, name = f["features"][()], f["coords"][()], str(f.attrs["model"])
-        # files cached before the dataset / the summary existed have no tissue fractions / stored map
-        frac = (
-            f["tissue_fraction"][()] if "tissue_fraction" in f else np.full(len(coords), np.nan, np.float32)
-        )
-        summary = read_summary(f, len(coords))
+    ff = read_feature_file(path)  # tissue fractions NaN / no stored map in files cached before they existed
+    assert ff.tissue_fraction is not None  # read_feature_file always fills it
     geometry = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0)  # size, level, shape only
-    grid = dataclasses.replace(geometry, coords=coords, tissue_fraction=frac)
-    result = EmbeddingResult(feats.astype(np.float32, copy=False), grid, name)
-    smap = build_slide_map(result, k, summary=summary)
+    grid = dataclasses.replace(geometry, coords=ff.coords, tissue_fraction=ff.tissue_fraction)
+    result = EmbeddingResult(ff.features, grid, str(ff.model))
+    smap = build_slide_map(result, k, summary=ff.summary)
     return prepared(dataclasses.replace(smap, features_file=path))

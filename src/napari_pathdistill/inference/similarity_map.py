@@ -3,8 +3,9 @@
 Pure core (no Qt). A click costs one matrix-vector product on the target's features divided by their row norms
 (computed once per map and kept while the map lives: (N,) floats, not a second (N, D) copy) and one gather
 through its cached index raster, so a heatmap over 100k tiles takes tens of milliseconds. The last query's
-cosines are kept, so the Embed widget's top-k points and the heatmap of one click share one product. Cross-slide queries (a tile of slide A against slide B's tiles) need features of
-the same model: another model or another width is a clear :class:`SimilarityMapError`.
+cosines are kept, so the Embed widget's top-k points and the heatmap of one click share one product.
+Cross-slide queries (a tile of slide A against slide B's tiles) need features of the same model: another model
+or another width is a clear :class:`SimilarityMapError`.
 """
 
 from __future__ import annotations
