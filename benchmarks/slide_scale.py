@@ -4,7 +4,8 @@
 a. reader open time and RSS delta (``_reader.get_reader``), in a fresh subprocess;
 b. the Embed widget with the bundled ``pathdistill-student``: time to the first map update, embed time and
    tiles/s (``--embed-tiles N`` cancels after N tiles and extrapolates, labelled), the longest main-thread
-   stall (a 10 ms QTimer's largest gap) and the process's peak RSS;
+   stall (a 10 ms QTimer's largest gap, the full CPython garbage collections and napari's layer additions
+   within it told apart) and the process's peak RSS (anonymous / mapped files);
 c. cached re-open: the Embed widget again on the same slide (feature cache hit), and a 100,000-row feature
    file (the real features of the embedded tiles, repeated with 1 % noise, coords on a 317 x 317 lattice of a
    virtual 142k px slide) opened through the feature-file reader (``_feature_reader.read_features``);
@@ -31,7 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from _big_slide import write_big_slide
-from _slide_scale_meters import StallMeter, peak_rss_gb, reader_open, rss_gb, table
+from _slide_scale_meters import (
+    GcMeter,
+    StallMeter,
+    peak_rss_gb,
+    reader_open,
+    rss_gb,
+    rss_parts_gb,
+    table,
+    tracked_objects,
+)
 from grid_pan import pan_frames, synthetic_grid
 
 
@@ -72,6 +82,8 @@ def run_widget(widget, limit: int, meter: StallMeter) -> dict:
 
     widget.paint_partial = timed_paint
     spans, stop_timing = _time_layer_adds(widget.viewer)
+    gcs = GcMeter()
+    gcs.start()
     meter.start()
     t0 = time.perf_counter()
     widget.run()
@@ -86,10 +98,12 @@ def run_widget(widget, limit: int, meter: StallMeter) -> dict:
     widget.paint_partial = paint
     done, stall = int(widget.progress.value), meter.stop()
     stop_timing()
+    collections = gcs.stop()
     return {"total_s": total, "first_map_s": (first[0] - t0) if first else None, "tiles": done,
             "grid_tiles": int(widget.progress.max), "stall_ms": 1e3 * stall, "cancelled": cancelled,
-            "layer_adds_ms": [1e3 * (b - a) for a, b in spans],
-            "stall_other_ms": 1e3 * meter.longest_outside(spans), "shown": widget.result is not None}  # fmt: skip
+            "layer_adds_ms": [1e3 * (b - a) for a, b in spans], "gc_ms": [1e3 * (b - a) for a, b in collections],
+            "tracked_objects": tracked_objects(), "stall_nogc_ms": 1e3 * meter.longest_outside(collections),
+            "stall_other_ms": 1e3 * meter.longest_outside(spans + collections), "shown": widget.result is not None}  # fmt: skip
 
 
 def _time_layer_adds(viewer):
@@ -131,7 +145,7 @@ def big_feature_file(src_h5: Path, out: Path, n: int = 100_000, dim: int = 0, se
         feats = np.tile(feats, (1, -(-dim // feats.shape[1])))[:, :dim]
     rng = np.random.default_rng(seed)
     rows = feats[np.arange(n) % len(feats)]
-    rows += (0.01 * rows.std(0) * rng.standard_normal(rows.shape)).astype(np.float32)
+    rows += 0.01 * rows.std(0) * rng.standard_normal(rows.shape, dtype=np.float32)
     side, step = int(np.ceil(np.sqrt(n))), int(attrs["patch_size_level0"])
     r, c = np.divmod(np.arange(n), side)
     paths = (out / f"features_{n}x{rows.shape[1]}.h5", out / f"features_{n}x{rows.shape[1]}_nomap.h5")
@@ -147,6 +161,25 @@ def big_feature_file(src_h5: Path, out: Path, n: int = 100_000, dim: int = 0, se
             if path is paths[0]:
                 write_summary(f, summary)
     return paths
+
+
+_BUILD = """import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from slide_scale import big_feature_file
+print(*big_feature_file(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])), sep="\\n")"""
+
+
+def big_feature_files(src_h5: Path, out: Path, n: int, dim: int) -> tuple[Path, Path]:
+    """:func:`big_feature_file` in a fresh interpreter: its arrays are the benchmark's test data, not memory
+    the viewer holds, so they stay out of the viewer process's RSS."""
+    import subprocess
+
+    args = [sys.executable, "-c", _BUILD, str(Path(__file__).parent), str(src_h5), str(out), str(n), str(dim)]
+    res = subprocess.run(args, capture_output=True, text=True, check=True)
+    *notes, a, b = res.stdout.strip().splitlines()
+    print(*notes, sep="\n")
+    return Path(a), Path(b)
 
 
 def open_features(viewer, path: Path) -> tuple[float, list]:
@@ -272,15 +305,15 @@ def widget_section(path: Path, out: Path, args: argparse.Namespace) -> dict:
         model = load_model(args.model, device="cpu")
         widget = _embed_widget(viewer, path, model, cache)
         widget.mpp.value = args.mpp
-        res["rss_before_embed_gb"] = rss_gb()
+        res["rss_before_embed_gb"], res["rss_parts_before_embed"] = rss_gb(), rss_parts_gb()
         res["embed"] = run_widget(widget, args.embed_tiles, meter)
-        res["peak_rss_after_embed_gb"] = peak_rss_gb()
+        res["peak_rss_after_embed_gb"], res["rss_parts_after_embed"] = peak_rss_gb(), rss_parts_gb()
         if res["embed"]["cancelled"]:
             print(f"not available: widget cache re-open (embed cancelled at {res['embed']['tiles']} tiles)")
         else:
             widget.result = None
             res["reopen_widget"] = run_widget(widget, 0, meter)
-        big, nomap = big_feature_file(_source_features(cache), out, args.feature_rows, args.feature_dim)
+        big, nomap = big_feature_files(_source_features(cache), out, args.feature_rows, args.feature_dim)
         res["reopen_100k_nomap_s"], added = open_features(viewer, nomap)
         for a in added:
             viewer.layers.remove(a)
@@ -289,6 +322,7 @@ def widget_section(path: Path, out: Path, args: argparse.Namespace) -> dict:
         res["rss_after_reopen_gb"] = rss_gb()
         res.update(clicks(viewer, widget, layer, args.clicks))
         viewer.screenshot(str(out / "slide_scale_viewer.png"), canvas_only=False, flash=False)
+        res["rss_parts_end"] = rss_parts_gb()
     finally:
         viewer.close()
     res["peak_rss_gb"] = peak_rss_gb()

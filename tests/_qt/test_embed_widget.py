@@ -266,6 +266,7 @@ def test_live_map_progress_cancel_resume_and_cache_hit(
     assert name in viewer.layers  # what was painted stays until the next run
     _shoot(viewer, qtbot, "embed_widget_partial.png")
 
+    painted = viewer.layers[name]
     seen.clear(), calls.clear()
     widget._on_item = lambda item, source: spy(item, source)
     widget.run()
@@ -276,6 +277,7 @@ def test_live_map_progress_cancel_resume_and_cache_hit(
     assert len(seen) > 2 and seen[0][0] < total  # updates before the end
     assert widget.progress.value == widget.progress.max == total
     layer = viewer.layers[name]
+    assert layer is painted  # the resumed run paints into the cancelled run's layer (no removal, no gc pass)
     np.testing.assert_allclose(layer.data[..., :3], res.raster(res.rgb), atol=1e-6)  # final PCA, in place
     meta = viewer.layers[f"{slide.name} clusters"].metadata["pathdistill"]
     assert meta["slide_map"] is res and meta["slide_layer"] == slide.name and meta["model"] == res.model_name
@@ -288,6 +290,8 @@ def test_live_map_progress_cancel_resume_and_cache_hit(
     widget.run()
     wait_for(widget)
     assert calls == [] and seen == [] and widget.result is not res  # the cache: no model, no live painting
+    assert viewer.layers[name] is painted  # the cached map goes into the same layers
+    np.testing.assert_allclose(painted.data[..., :3], res.raster(res.rgb), atol=1e-6)
     np.testing.assert_array_equal(widget.result.features, res.features)
     print(f"cached re-open: {time.perf_counter() - start:.2f} s for {total} tiles")
 

@@ -13,6 +13,7 @@ from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
     slide_layers,
     slide_path,
+    upsert_image,
     upsert_layer,
 )
 
@@ -67,3 +68,14 @@ def test_upsert_replaces_results_instead_of_piling_up(make_napari_viewer):
     second = upsert_layer(viewer, "labels", np.full((3, 3), 2, np.int32), "clusters", scale=(4.0, 4.0))
     assert len(viewer.layers) == 1 and viewer.layers["clusters"] is second and first is not second
     np.testing.assert_array_equal(second.scale, (4.0, 4.0))
+
+
+def test_upsert_image_updates_in_place_unless_the_kind_differs(make_napari_viewer):
+    viewer = make_napari_viewer()
+    first = upsert_image(viewer, np.zeros((3, 4, 4), np.float32), "map", rgb=True, scale=(2.0, 2.0), opacity=0.7)
+    again = upsert_image(viewer, np.ones((5, 6, 4), np.float32), "map", rgb=True, scale=(4.0, 4.0), opacity=0.5)
+    assert again is first and len(viewer.layers) == 1 and again.data.shape == (5, 6, 4)
+    np.testing.assert_array_equal(again.scale, (4.0, 4.0))
+    assert again.opacity == 0.5
+    grey = upsert_image(viewer, np.ones((5, 6), np.float32), "map", scale=(4.0, 4.0))  # not RGB: a new layer
+    assert grey is not first and not grey.rgb and len(viewer.layers) == 1

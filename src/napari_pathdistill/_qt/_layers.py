@@ -144,9 +144,26 @@ def upsert_labels(viewer: napari.viewer.Viewer, data: np.ndarray, name: str, **k
     layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
     if not isinstance(layer, Labels) or layer.data.ndim != data.ndim:
         return upsert_layer(viewer, "labels", data, name, **kwargs)  # type: ignore[return-value]
+    _update(layer, data, kwargs)
+    return layer
+
+
+def upsert_image(viewer: napari.viewer.Viewer, data: np.ndarray, name: str, **kwargs: Any) -> Image:
+    """Update the single-scale Image layer called ``name`` in place (same ``rgb`` and dimensions), or add it:
+    as :func:`upsert_labels`, a re-run spares napari a layer removal (a full gc pass) and a layer creation."""
+    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
+    rgb = bool(kwargs.get("rgb", False))
+    if (not isinstance(layer, Image) or layer.multiscale or bool(layer.rgb) != rgb
+            or layer.data.ndim != data.ndim):  # fmt: skip
+        return upsert_layer(viewer, "image", data, name, **kwargs)  # type: ignore[return-value]
+    _update(layer, data, {k: v for k, v in kwargs.items() if k != "rgb"})
+    return layer
+
+
+def _update(layer: Layer, data: np.ndarray, props: dict[str, Any]) -> None:
+    """Set a layer's data, then its properties (geometry after data, so napari re-slices once per change)."""
     layer.data = data
-    for key, value in kwargs.items():
+    for key, value in props.items():
         if key == "units" and value is None:
             continue
         setattr(layer, key, value)
-    return layer

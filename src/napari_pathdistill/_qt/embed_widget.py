@@ -28,6 +28,7 @@ from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
     map_layers,
     slide_path,
+    upsert_image,
     upsert_labels,
     upsert_layer,
 )
@@ -177,8 +178,8 @@ class EmbedWidget(Container):
         raster = self._live
         if raster is None or raster.shape[:2] != part.shape or layer is None or layer.data is not raster:
             raster = self._live = np.zeros((*part.shape, 4), np.float32)
-            layer = upsert_layer(self.viewer, "image", raster, name, rgb=True, scale=part.scale,
-                                 translate=part.translate, units=source[1], opacity=0.7, contrast_limits=(0, 1),
+            layer = upsert_image(self.viewer, raster, name, rgb=True, scale=part.scale, translate=part.translate,
+                                 units=source[1], opacity=0.7, contrast_limits=(0, 1),
                                  metadata={"pathdistill": {"model": self.model.choice.value}})  # fmt: skip
         rr, cc = part.cells[:, 0], part.cells[:, 1]
         raster[rr, cc, :3] = part.rgb
@@ -211,7 +212,8 @@ class EmbedWidget(Container):
         self.viewer.layers.selection.active = labels
 
     def _show_rgb(self, result: SlideMap, name: str, geo: dict[str, Any]) -> None:
-        """The final PCA colours (refitted on every tile): into the live layer in place, else a new layer."""
+        """The final PCA colours (refitted on every tile): into the live raster in place, else into the layer of
+        that name (a re-run, a cache hit), else a new layer."""
         rgba = np.concatenate([result.raster(result.rgb), (result.index_image > 0)[..., None]], axis=-1)
         live = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
         raster = self._live
@@ -219,7 +221,7 @@ class EmbedWidget(Container):
             raster[:] = rgba
             live.data = raster
             return
-        upsert_layer(self.viewer, "image", rgba.astype(np.float32), name, rgb=True, **geo, opacity=0.7,
+        upsert_image(self.viewer, rgba.astype(np.float32), name, rgb=True, **geo, opacity=0.7,
                      contrast_limits=(0, 1), metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
 
     def _set_legend(self, result: SlideMap) -> None:
