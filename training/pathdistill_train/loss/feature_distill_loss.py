@@ -115,9 +115,13 @@ class FeatureDistillLoss(nn.Module):
         l1 = F.smooth_l1_loss(s, t, beta=self.beta)
         return self.cos_weight * cos + self.smooth_l1_weight * l1
 
+    def cls_target(self, teacher_cls: torch.Tensor) -> torch.Tensor:
+        """(B, Dt) teacher CLS (or pooled) features -> the CLS term's targets (normalised, centred if set)."""
+        return self._target(teacher_cls, self.cls_center)
+
     def cls_term(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
         """CLS term between (B, Ds) student and (B, Dt) teacher CLS (or pooled) features."""
-        return self._term(self.cls_adaptor(student_cls), self._target(teacher_cls, self.cls_center))
+        return self._term(self.cls_adaptor(student_cls), self.cls_target(teacher_cls))
 
     def spread_term(self, student_cls: torch.Tensor) -> torch.Tensor:
         """``spread_weight * ||mean_b normalize(s_b)||^2`` of (B, Ds) student CLS tokens (not adapted): the mean

@@ -18,7 +18,13 @@ from torch import nn
 from pathdistill_train.data.scanner_augment import ScannerAugment, ScannerAugmentConfig
 from pathdistill_train.errors import TrainConfigError
 from pathdistill_train.layers import DINOHead
-from pathdistill_train.loss import DINOLoss, FeatureDistillLoss, iBOTPatchLoss
+from pathdistill_train.loss import (
+    CKADistillLoss,
+    DINOLoss,
+    FeatureDistillLoss,
+    RelationalDistillLoss,
+    iBOTPatchLoss,
+)
 from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
 from pathdistill_train.loss.views import PAIRINGS, view_pairs
 from pathdistill_train.models import build_student, build_teacher
@@ -112,6 +118,10 @@ class DistillMetaArch(nn.Module):
                     spread_weight=lc.feature_spread_weight,
                 )
                 for d in dims
+            )
+            self.cka_loss = CKADistillLoss()
+            self.relational_loss = RelationalDistillLoss(
+                lc.relational_teacher_temp, lc.relational_student_temp
             )
         self.ema_student = copy.deepcopy(self.student).requires_grad_(False).eval()
         self.student_augment = ScannerAugment(_scanner_config(cfg.augmentation))
@@ -240,6 +250,13 @@ class DistillMetaArch(nn.Module):
         if self.use_feature:
             for key, values in self._feature_terms(teacher["tokens"], student).items():
                 losses[key] = lc.feature_weight * torch.stack(values).mean()
+            triples = self._cls_view_triples(teacher["tokens"], student)
+            if lc.cka_weight > 0:  # student view j vs teacher view i
+                cka = [self.cka_loss(q, t) for q, _, t in triples]
+                losses["cka"] = lc.cka_weight * torch.stack(cka).mean()
+            if lc.relational_weight > 0:  # student view j queries its view i, teacher view i targets
+                rel = [self.relational_loss(q, k, t) for q, k, t in triples]
+                losses["relational"] = lc.relational_weight * torch.stack(rel).mean()
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
 
@@ -262,6 +279,21 @@ class DistillMetaArch(nn.Module):
         if fls[0].spread_weight > 0:  # on the student's own CLS, once (not per teacher), per view
             out["feat_spread"] = [torch.stack([fls[0].spread_term(s_cls[j]) for j in range(v)]).mean()]
         return out
+
+    def _cls_view_triples(
+        self, teacher_tokens: list[dict[str, torch.Tensor]], student: dict[str, torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(student view j CLS (B, Ds), student view i CLS (B, Ds), teacher view i targets (B, Dt)) for every
+        :func:`view_pairs` pair (i, j) and teacher: the inputs of the terms on the exported CLS's geometry
+        (CKA, relational). Targets are the feature loss's (normalised, centred when ``feature_center_teacher``)."""
+        v = 2
+        s_cls = student["cls"].unflatten(0, (v, -1))
+        fls: list[FeatureDistillLoss] = list(self.feature_losses)  # type: ignore[arg-type]
+        triples = []
+        for fl, t in zip(fls, teacher_tokens):
+            t_cls = fl.cls_target(t["cls"]).unflatten(0, (v, -1))
+            triples += [(s_cls[j], s_cls[i], t_cls[i]) for i, j in view_pairs(v, v, self.cfg.loss.pairing)]
+        return triples
 
     def forward(self, batch: dict[str, torch.Tensor], teacher_temp: float) -> dict[str, torch.Tensor]:
         """One distillation step's losses (centres are updated after the loss is computed)."""

@@ -33,6 +33,8 @@ LOG_KEYS = (
     "feat_cls",
     "feat_patch",
     "feat_spread",
+    "relational",
+    "cka",
     "lr",
     "wd",
     "momentum",
