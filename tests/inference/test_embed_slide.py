@@ -33,6 +33,18 @@ def test_embed_slide_layout_resume(cmu_svs, tmp_path):
         np.testing.assert_allclose(f["features"][()], feats, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(f["coords"][()], coords)
 
+    # a partial of the same model name with other weights (a retrained checkpoint) is restarted, not resumed
+    cancel = threading.Event()
+    part = embed_slide(cmu_svs, model, tmp_path / "c", cancel=cancel, progress=lambda p: cancel.set(), **kw)
+    with h5py.File(part) as f:
+        assert 0 < f.attrs["done"] < len(coords)
+    other = tiny_model("vit", seed=1)
+    redone = embed_slide(cmu_svs, other, tmp_path / "c", **kw)
+    fresh = embed_slide(cmu_svs, other, tmp_path / "d", **kw)
+    with h5py.File(redone) as f, h5py.File(fresh) as g:
+        assert part.exists() is False and f.attrs["weights"] == other.weights_id != model.weights_id
+        np.testing.assert_allclose(f["features"][()], g["features"][()], rtol=1e-5, atol=1e-6)  # no old rows
+
 
 def test_cli_equals_python_api(cmu_svs, tmp_path):
     from napari_pathdistill.models.checkpoint import save_checkpoint

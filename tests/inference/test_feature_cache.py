@@ -133,3 +133,25 @@ def test_cancel_keeps_a_partial_that_resumes_to_the_same_features(cmu_svs, tmp_p
     first = next(i for i in resumed if isinstance(i, PartialMap))
     assert first.done == done and len(first.cells) == done  # the resumed rows are shown at once
     np.testing.assert_allclose(resumed[-1].features, full[-1].features, rtol=1e-5, atol=1e-6)
+
+
+def test_another_checkpoint_of_the_same_name_is_never_served_from_the_cache(cmu_svs, tmp_path, counted):
+    """A new bundled student keeps its name and architecture: its features must not come from the old one's cache,
+    complete or partial (rows of two checkpoints are never mixed)."""
+    first, _ = _run(counted, cmu_svs, tmp_path / "cache")
+    n = len(first[-1].features)
+    _, cancelled = _run(counted, cmu_svs, tmp_path / "cut", cancel_after=4)
+    assert isinstance(cancelled, Cancelled)
+    retrained = tiny_model("vit", seed=1)  # same name, spec and shape; other weights
+    assert retrained.spec == counted.spec and retrained.weights_id != counted.weights_id
+    assert retrained.weights_id == tiny_model("vit", seed=1).weights_id  # the same weights: the same id
+    real, retrained.calls = retrained.embed, []
+    retrained.embed = lambda tiles: (retrained.calls.append(len(tiles)), real(tiles))[1]
+    again, _ = _run(retrained, cmu_svs, tmp_path / "cache")
+    assert sum(retrained.calls) == n  # all computed again
+    assert not np.allclose(again[-1].features, first[-1].features)
+    retrained.calls.clear()
+    _run(retrained, cmu_svs, tmp_path / "cut")
+    assert sum(retrained.calls) == n  # the other weights' partial is restarted, not resumed
+    with h5py.File(next((tmp_path / "cut").glob("*.h5"))) as f:
+        assert f.attrs["weights"] == retrained.weights_id

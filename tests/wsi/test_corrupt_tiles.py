@@ -21,7 +21,7 @@ import tifffile
 from napari_pathdistill.cli.main import main
 from napari_pathdistill.errors import CorruptTileError, CorruptTileWarning
 from napari_pathdistill.inference.embed import embed_slide
-from napari_pathdistill.inference.outputs import complete_rows
+from napari_pathdistill.inference.outputs import MATCH_ATTRS, complete_rows
 from napari_pathdistill.models.checkpoint import save_checkpoint
 from napari_pathdistill.models.testing import tiny_model
 from napari_pathdistill.wsi import open_pyramid
@@ -178,7 +178,7 @@ def test_embed_with_corrupt_tiles_resumes_and_counts_as_complete(jpeg_pyramid, t
         out = embed_slide(bad, model, tmp_path, **_grid_kw())
     with h5py.File(out) as f:
         assert f.attrs["skipped_tiles"] == 8 and len(f["coords"]) == 248
-        attrs = {k: f.attrs[k] for k in ("model", "spec", "tile_px", "mpp", "min_tissue")}
+        attrs = {k: f.attrs[k] for k in MATCH_ATTRS}
     assert complete_rows(out, attrs) == 248
 
 

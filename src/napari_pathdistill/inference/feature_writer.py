@@ -32,6 +32,7 @@ def slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, m
     attrs = {
         "model": model.spec.name,
         "spec": json.dumps(dataclasses.asdict(model.spec), default=str),
+        "weights": model.weights_id,  # another checkpoint of the same name is another embedding
         "tile_px": tile_px,
         "mpp": mpp if pyr.mpp is not None else float("nan"),  # NaN: no slide MPP, level-0 px tiles
         "min_tissue": float(min_tissue),
@@ -64,12 +65,14 @@ def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> Ti
 
 
 def open_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: dict) -> Any:  # h5py.File
-    """Open or create ``partial``; an existing one is reused only if its model name and grid coords match."""
+    """Open or create ``partial``; an existing one is reused only if its model name, weights and grid coords
+    match (rows of two checkpoints are never mixed in one file)."""
     import h5py
 
     if partial.exists():
         f = h5py.File(partial, "a")
-        same = f.attrs.get("model") == model.spec.name and np.array_equal(f["coords"][()], grid.coords)
+        same = (f.attrs.get("model") == model.spec.name and f.attrs.get("weights") == attrs.get("weights")
+                and np.array_equal(f["coords"][()], grid.coords))  # fmt: skip
         if same:
             return f
         f.close()

@@ -26,7 +26,7 @@ import numpy as np
 from napari_pathdistill.errors import PathDistillError
 
 #: attrs that must be equal for an existing output to count as the requested embedding
-MATCH_ATTRS = ("model", "spec", "tile_px", "mpp", "min_tissue")
+MATCH_ATTRS = ("model", "spec", "weights", "tile_px", "mpp", "min_tissue")
 
 
 class SlideBusyError(PathDistillError):

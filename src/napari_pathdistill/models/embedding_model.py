@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,6 +48,20 @@ class EmbeddingModel:
         self.dim = 2 * width if spec.embedding == "cls+mean" else width
         self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)
+
+    @functools.cached_property
+    def weights_id(self) -> str:
+        """16 hex digits naming the loaded weights: a SHA-1 of every state-dict entry's name, shape, dtype and up to
+        4,096 evenly strided values. Two checkpoints of one name and architecture (e.g. a new bundled student)
+        differ, so feature files and caches of one are never taken for the other; cheap at 1.1 B parameters."""
+        digest = hashlib.sha1(usedforsecurity=False)
+        with torch.no_grad():
+            for name, tensor in self.module.state_dict().items():
+                flat = tensor.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 4096)][:4096].float().cpu().numpy()
+                digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+                digest.update(sample.tobytes())
+        return digest.hexdigest()[:16]
 
     def host_tensor(self, tiles: np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> CPU uint8 tensor, in pinned memory when the model runs on CUDA.
