@@ -55,24 +55,31 @@ def test_zero_when_the_student_reproduces_the_teachers_cosines_and_gradients_rea
         RelationalDistillLoss(0.0, 0.1)
 
 
-@pytest.mark.parametrize("pairing", ["cross", "same"])
-def test_meta_arch_pairs_student_view_j_with_its_view_i_and_the_teacher_view_i(pairing: str) -> None:
+def _meta_arch_losses(pairing: str, seed: int, *overrides: str) -> tuple[dict, dict, torch.Tensor, torch.Tensor, list]:
+    """compute_losses of a feature-mode meta-arch on random tokens: (losses, tokens, student CLS (2, B, D), the
+    layer-normalised teacher CLS (2, B, D), the (teacher view, student view) pairs written out)."""
     cfg = load_config("smoke_cpu", ["loss.mode=feature", f"loss.pairing={pairing}", f"student.model_kwargs.embed_dim={DIM}",
-                                    "loss.relational_weight=0.5", "loss.relational_teacher_temp=0.1",
-                                    "loss.relational_student_temp=0.1"])  # fmt: skip
-    arch = DistillMetaArch(cfg)
-    g = torch.Generator().manual_seed(2)
+                                    *overrides])  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
     teacher = {"cls": torch.randn(2 * B, DIM, generator=g), "patch": torch.randn(2 * B, 16, DIM, generator=g)}
     student = {"cls": torch.randn(2 * B, DIM, generator=g), "patch": torch.randn(2 * B, 16, DIM, generator=g)}
-    losses = arch.compute_losses({"tokens": [teacher]}, student)
+    losses = DistillMetaArch(cfg).compute_losses({"tokens": [teacher]}, student)
     s, t = student["cls"].view(2, B, DIM), F.layer_norm(teacher["cls"], (DIM,)).view(2, B, DIM)
     pairs = [(0, 1), (1, 0)] if pairing == "cross" else [(0, 0), (1, 1)]
+    return losses, {"teacher": teacher, "student": student}, s, t, pairs
+
+
+@pytest.mark.parametrize("pairing", ["cross", "same"])
+def test_meta_arch_pairs_student_view_j_with_its_view_i_and_the_teacher_view_i(pairing: str) -> None:
+    losses, tokens, s, t, pairs = _meta_arch_losses(pairing, 2, "loss.relational_weight=0.5",
+                                                    "loss.relational_teacher_temp=0.1",
+                                                    "loss.relational_student_temp=0.1")  # fmt: skip
     want = 0.5 * sum(_hand_kl(s[j], s[i], t[i], 0.1, 0.1) for i, j in pairs) / 2
     assert losses["relational"].item() == pytest.approx(want, rel=1e-4)
     others = sum(v for key, v in losses.items() if key not in ("loss", "relational"))
     torch.testing.assert_close(losses["loss"], others + losses["relational"])
     off = DistillMetaArch(load_config("smoke_cpu", ["loss.mode=feature", f"student.model_kwargs.embed_dim={DIM}"]))
-    assert "relational" not in off.compute_losses({"tokens": [teacher]}, student)  # off by default
+    assert "relational" not in off.compute_losses({"tokens": [tokens["teacher"]]}, tokens["student"])  # off by default
 
 
 def test_batch_cka_equals_the_evaluation_metric_and_ignores_rotation_scale_and_a_constant() -> None:
@@ -95,15 +102,7 @@ def test_batch_cka_equals_the_evaluation_metric_and_ignores_rotation_scale_and_a
 def test_meta_arch_cka_term_pairs_student_view_j_with_teacher_view_i(pairing: str) -> None:
     from napari_pathdistill.metrics.agreement import linear_cka
 
-    cfg = load_config("smoke_cpu", ["loss.mode=feature", f"loss.pairing={pairing}", f"student.model_kwargs.embed_dim={DIM}",
-                                    "loss.cka_weight=2.0"])  # fmt: skip
-    arch = DistillMetaArch(cfg)
-    g = torch.Generator().manual_seed(4)
-    teacher = {"cls": torch.randn(2 * B, DIM, generator=g), "patch": torch.randn(2 * B, 16, DIM, generator=g)}
-    student = {"cls": torch.randn(2 * B, DIM, generator=g), "patch": torch.randn(2 * B, 16, DIM, generator=g)}
-    losses = arch.compute_losses({"tokens": [teacher]}, student)
-    s, t = student["cls"].view(2, B, DIM).numpy(), F.layer_norm(teacher["cls"], (DIM,)).view(2, B, DIM).numpy()
-    pairs = [(0, 1), (1, 0)] if pairing == "cross" else [(0, 0), (1, 1)]
-    want = 2.0 * sum(1 - linear_cka(s[j], t[i]) for i, j in pairs) / 2
+    losses, _, s, t, pairs = _meta_arch_losses(pairing, 4, "loss.cka_weight=2.0")
+    want = 2.0 * sum(1 - linear_cka(s[j].numpy(), t[i].numpy()) for i, j in pairs) / 2
     assert losses["cka"].item() == pytest.approx(want, rel=1e-4)
     assert "relational" not in losses

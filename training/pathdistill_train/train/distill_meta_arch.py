@@ -250,7 +250,11 @@ class DistillMetaArch(nn.Module):
         if self.use_feature:
             for key, values in self._feature_terms(teacher["tokens"], student).items():
                 losses[key] = lc.feature_weight * torch.stack(values).mean()
-            triples = self._cls_view_triples(teacher["tokens"], student)
+            triples = (
+                self._cls_view_triples(teacher["tokens"], student)
+                if lc.cka_weight or lc.relational_weight
+                else []
+            )
             if lc.cka_weight > 0:  # student view j vs teacher view i
                 cka = [self.cka_loss(q, t) for q, _, t in triples]
                 losses["cka"] = lc.cka_weight * torch.stack(cka).mean()
