@@ -139,23 +139,37 @@ def probes(model, data: Path, seed: int, n_splits: int, repeats: int) -> dict:
 
 
 def cka(rob_dirs: dict[str, Path], ref: str) -> dict[str, dict]:
-    """Linear CKA of each model's benchmark features with model ``ref``'s, per tissue (all its slides)."""
-    from napari_pathdistill.evaluation.features_io import load_features
-    from napari_pathdistill.metrics.agreement import linear_cka
+    """Linear CKA of each model's benchmark features with model ``ref``'s, per tissue (all its slides).
 
-    def feats(key: str, tissue: str) -> np.ndarray:
-        files = sorted((rob_dirs[key] / "features").glob(f"{tissue}__*.h5"))
-        return np.concatenate([load_features(f)[0] for f in files]) if files else np.empty((0, 0))
+    The versions of a tile (same coordinates on the tissue's other slides) also give two references: the
+    ceiling any perfectly invariant model is held to, i.e. the highest CKA with ``ref`` of a representation
+    that gives every version of a tile one embedding (``metrics.agreement.invariant_cka_ceiling``, a row of
+    ``ref``); and each model's CKA with ``ref``'s invariant part (its per-tile mean over the versions), the part
+    of the teacher a robust student is meant to keep.
+    """
+    from napari_pathdistill.evaluation.features_io import load_features
+    from napari_pathdistill.metrics.agreement import group_means, invariant_cka_ceiling, linear_cka
+
+    def feats(key: str, tissue: str) -> tuple[np.ndarray, np.ndarray]:
+        loaded = [load_features(f) for f in sorted((rob_dirs[key] / "features").glob(f"{tissue}__*.h5"))]
+        if not loaded:
+            return np.empty((0, 0)), np.empty((0, 2))
+        return np.concatenate([f for f, _ in loaded]), np.concatenate([c for _, c in loaded])
 
     out: dict[str, dict] = {k: {} for k in rob_dirs}
     for tissue, what in (("os2-ki67", "OS-2, held out"), ("cmu-he", "CMU, training slide perturbed")):
-        ref_f = feats(ref, tissue)
+        ref_f, ref_c = feats(ref, tissue)
         if len(ref_f) < 2:
             continue
+        groups = np.unique(ref_c, axis=0, return_inverse=True)[1].ravel()
+        inv = group_means(ref_f, groups)
         for key in rob_dirs:
-            out[key][f"linear CKA with {ref} ({what}, {len(ref_f)} tiles)"] = linear_cka(
-                ref_f, feats(key, tissue)
-            )
+            f = feats(key, tissue)[0]
+            out[key][f"linear CKA with {ref} ({what}, {len(ref_f)} tiles)"] = linear_cka(ref_f, f)
+            out[key][f"linear CKA with {ref}'s per-tile mean over versions ({what})"] = linear_cka(inv, f)
+        out[ref][f"CKA ceiling of a perfectly invariant model ({what}, {groups.max() + 1} tiles x versions)"] = (
+            invariant_cka_ceiling(ref_f, groups)
+        )
     return out
 
 

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from napari_pathdistill.metrics.agreement import attention_agreement, knn_overlap, linear_cka
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.metrics.agreement import (
+    attention_agreement,
+    invariant_cka_ceiling,
+    knn_overlap,
+    linear_cka,
+)
 
 
 def hsic_cka(x, y):
@@ -26,6 +32,28 @@ def test_linear_cka_against_hsic_and_invariances():
     q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
     assert linear_cka(x, 3.0 * x @ q + 5.0) == pytest.approx(1.0)
     assert linear_cka(x, rng.normal(size=(60, 10))) < 0.4
+
+
+def test_invariant_cka_ceiling_is_the_gram_projection_and_bounds_every_invariant_representation():
+    """10 tiles x 4 versions: a per-tile signal plus a version-specific (stain/scanner) change."""
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(10), 4)[rng.permutation(40)]  # rows in any order
+    x = rng.normal(size=(10, 8))[groups] + 0.8 * rng.normal(size=(40, 8))
+    ceiling = invariant_cka_ceiling(x, groups)
+    # by hand: P averages within groups, K the centred Gram; ceiling = ||P K P|| / ||K||
+    p = (groups[:, None] == groups[None, :]) / np.bincount(groups)[groups][None, :]
+    h = np.eye(40) - 1 / 40
+    k = h @ x @ x.T @ h
+    assert ceiling == pytest.approx(np.linalg.norm(p @ k @ p) / np.linalg.norm(k), rel=1e-9)
+    assert 0.3 < ceiling < 0.95
+    for width in (1, 3, 8, 50):  # no representation constant within groups scores above it
+        y = rng.normal(size=(10, width))[groups]
+        assert linear_cka(x, y) <= ceiling + 1e-12
+    assert invariant_cka_ceiling(x[np.argsort(groups)][::4].repeat(4, 0), np.repeat(np.arange(10), 4)) == (
+        pytest.approx(1.0)
+    )  # an invariant reference: nothing is lost
+    with pytest.raises(EvaluationError, match="groups"):
+        invariant_cka_ceiling(x, groups[:5])
 
 
 def test_attention_agreement():

@@ -30,6 +30,34 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(num / den) if den > 0 else float("nan")
 
 
+def group_means(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(n, D) rows of ``x`` replaced by the mean of their group (``groups``: (n,) labels): the invariant part."""
+    x, groups = np.asarray(x, dtype=np.float64), np.asarray(groups)
+    if groups.shape != (len(x),):
+        raise EvaluationError(f"groups must be ({len(x)},) labels, got {groups.shape}")
+    _, inverse = np.unique(groups, return_inverse=True)
+    sums = np.zeros((inverse.max() + 1, x.shape[1]))
+    np.add.at(sums, inverse, x)
+    return (sums / np.bincount(inverse)[:, None])[inverse]
+
+
+def invariant_cka_ceiling(x: np.ndarray, groups: np.ndarray) -> float:
+    """The highest linear CKA with ``x`` that any representation constant within each group can reach.
+
+    Groups are the versions of one tile (the same tissue under other stains / scanners). A representation
+    that is invariant to those changes has a centred Gram matrix of the form ``P M P``, with ``P`` the
+    projection that averages rows within groups. Among those, the one closest in cosine to ``x``'s centred Gram
+    ``K`` is its projection ``P K P``, the Gram of the group means of ``x``; so the ceiling is
+    ``linear_cka(x, group_means(x)) = ||P K P||_F / ||K||_F``. A student exactly as robust as wanted cannot
+    score above it, whatever its training.
+
+    Args:
+        x: (n, D) embeddings of n tiles by the reference model (e.g. the teacher).
+        groups: (n,) group label of each tile (equal labels = versions of the same tile).
+    """
+    return linear_cka(x, group_means(x, groups))
+
+
 def knn_overlap(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     """Per-tile fraction of the ``k`` cosine nearest neighbours (self excluded) two representations share.
 
