@@ -19,6 +19,8 @@ def test_every_bundled_config_loads():
         "h0mini_from_hoptimus0",
         "student_from_efficientnet",
         "student_v2_from_efficientnet",
+        "student_v4_from_efficientnet",
+        "student_v5_from_efficientnet",
         "smoke_cpu",
     ):
         cfg = load_config(name)
@@ -35,6 +37,13 @@ def test_mistyped_keys_fail_clearly():
         load_config("no_such_config")
     with pytest.raises(TrainConfigError, match="invalid config value"):
         load_config("smoke_cpu", ["optim.epochs=many"])
+
+
+def test_init_blocks_need_init_weights():
+    from pathdistill_train.train.distill_meta_arch import DistillMetaArch
+
+    with pytest.raises(TrainConfigError, match="needs student"):
+        DistillMetaArch(load_config("smoke_cpu", ["student.init_blocks=[0]"]))
 
 
 def test_infinite_sampler_splits_ranks_and_resumes():

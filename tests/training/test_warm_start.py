@@ -68,3 +68,23 @@ def test_other_width_is_refused(v1_file: str) -> None:
 def test_missing_file_is_refused(tmp_path) -> None:
     with pytest.raises(TrainConfigError, match="not found"):
         read_init_state(tmp_path / "nope")
+
+
+def test_init_blocks_pick_source_blocks_in_order(v1_file: str) -> None:
+    """Layer dropping: the student's block i is the source's block ``blocks[i]``; the rest are dropped."""
+    state = read_init_state(v1_file)
+    model = _student(depth=3)
+    record = warm_start(model, state, [0, 5, 11])
+    assert record["source_blocks"] == [0, 5, 11] and record["random_blocks"] == []
+    assert record["dropped_blocks"] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    got = model.state_dict()
+    for i, src in enumerate([0, 5, 11]):
+        for name in ("attn.qkv.weight", "mlp.fc2.bias", "norm1.weight"):
+            assert torch.equal(got[f"blocks.{i}.{name}"], state[f"blocks.{src}.{name}"]), (i, name)
+    assert torch.equal(got["norm.weight"], state["norm.weight"])
+
+
+@pytest.mark.parametrize("blocks", [[0, 5], [5, 0, 11], [0, 0, 1], [0, 5, 12]])
+def test_bad_init_blocks_are_refused(v1_file: str, blocks: list[int]) -> None:
+    with pytest.raises(TrainConfigError, match="init_blocks"):
+        warm_start(_student(depth=3), read_init_state(v1_file), blocks)

@@ -6,7 +6,8 @@ blocks, into the v2 shape, ViT-Ti/16 with 8 blocks): the patch-embedding kernel 
 ``resample_patch_embed`` (FlexiViT's pseudo-inverse resize, so a patch keeps its projection), the absolute
 position embedding with ``resample_abs_pos_embed`` (bicubic over the patch grid), blocks the student has are
 taken in order (``blocks.0`` .. ``blocks.{depth-1}``), blocks it lacks are dropped, and blocks the source lacks
-stay randomly initialised. Any other tensor whose shape differs (e.g. another width) is an error: a silent
+stay randomly initialised. ``student.init_blocks`` picks which source blocks, in order, make a shallower student
+(layer dropping as in DistilBERT's every-other-layer init, e.g. ``[0, 2, 4, 5, 7]`` of 8 blocks for 5). Any other tensor whose shape differs (e.g. another width) is an error: a silent
 partial load would train a student that is neither warm nor documented as cold.
 """
 
@@ -68,12 +69,39 @@ def _adapt(key: str, src: torch.Tensor, dst: torch.Tensor, model: Any) -> torch.
     )
 
 
-def warm_start(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+def select_blocks(state: dict[str, torch.Tensor], blocks: list[int], depth: int) -> dict[str, torch.Tensor]:
+    """``state`` with source blocks ``blocks`` renumbered ``0 .. len(blocks) - 1`` and every other block dropped.
+
+    Raises:
+        TrainConfigError: ``blocks`` does not name ``depth`` distinct source blocks in increasing order.
+    """
+    have = {int(m.group(1)) for k in state if (m := _BLOCK.match(k))}
+    if len(blocks) != depth or sorted(set(blocks)) != list(blocks) or not set(blocks) <= have:
+        raise TrainConfigError(
+            f"student.init_blocks={list(blocks)} must list {depth} distinct source blocks in increasing order "
+            f"(the student's depth), out of the source's {sorted(have)}"
+        )
+    index = {src: i for i, src in enumerate(blocks)}
+    out = {}
+    for key, value in state.items():
+        m = _BLOCK.match(key)
+        if m is None:
+            out[key] = value
+        elif int(m.group(1)) in index:
+            out[f"blocks.{index[int(m.group(1))]}.{key[m.end():]}"] = value
+    return out
+
+
+def warm_start(
+    model: nn.Module, state: dict[str, torch.Tensor], blocks: list[int] | None = None
+) -> dict[str, Any]:
     """Load ``state`` into the timm ViT ``model`` (in place), adapting patch size, grid and depth.
 
     Args:
         model: the student's timm ViT (``TokenEncoder.model``).
         state: the source ViT's tensors.
+        blocks: source block indices for the student's blocks, in order (``student.init_blocks``);
+            None takes the first ``depth`` blocks.
 
     Returns:
         A record for logs and the export: loaded / resampled / dropped tensors and random blocks.
@@ -84,6 +112,11 @@ def warm_start(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, An
     """
     target = model.state_dict()
     depth = len(getattr(model, "blocks", []))
+    skipped: list[int] = []
+    if blocks:
+        have = {int(m.group(1)) for k in state if (m := _BLOCK.match(k))}
+        state = select_blocks(state, list(blocks), depth)
+        skipped = sorted(have - set(blocks))
     new: dict[str, torch.Tensor] = {}
     resampled, dropped = [], []
     for key, value in state.items():
@@ -105,8 +138,9 @@ def warm_start(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, An
     return {
         "loaded": len(new),
         "resampled": resampled,
-        "dropped_blocks": sorted({int(_BLOCK.match(k).group(1)) for k in dropped}),  # type: ignore[union-attr]
+        "dropped_blocks": skipped or sorted({int(_BLOCK.match(k).group(1)) for k in dropped}),  # type: ignore[union-attr]
         "random_blocks": random_blocks,
+        "source_blocks": list(blocks) if blocks else None,
     }
 
 
@@ -117,5 +151,5 @@ def _in_blocks(key: str, blocks: list[int]) -> bool:
 
 def describe(path: str | Path, record: dict[str, Any]) -> str:
     """One log line for a warm start."""
-    keep = {k: record[k] for k in ("loaded", "resampled", "dropped_blocks", "random_blocks")}
+    keep = {k: record.get(k) for k in ("loaded", "resampled", "dropped_blocks", "random_blocks", "source_blocks")}
     return f"student warm-started from {path}: {json.dumps(keep)}"

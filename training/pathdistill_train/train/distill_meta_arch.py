@@ -88,8 +88,11 @@ class DistillMetaArch(nn.Module):
         self.student = build_student(
             cfg.student.arch, dict(cfg.student.model_kwargs), cfg.student.mean, cfg.student.std
         )
+        if cfg.student.get("init_blocks") and not cfg.student.init_weights:
+            raise TrainConfigError("student.init_blocks needs student.init_weights (the blocks' source)")
         if cfg.student.init_weights:
-            record = warm_start(self.student.model, read_init_state(cfg.student.init_weights))
+            blocks = list(cfg.student.init_blocks) if cfg.student.get("init_blocks") else None
+            record = warm_start(self.student.model, read_init_state(cfg.student.init_weights), blocks)
             print(f"[pathdistill-train] {describe(cfg.student.init_weights, record)}", flush=True)
         sd = self.student.embed_dim
         self.use_heads, self.use_feature = lc.mode in ("dino_ibot", "both"), lc.mode in ("feature", "both")
