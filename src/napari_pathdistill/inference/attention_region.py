@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_pathdistill.wsi.pyramid import Pyramid
-from napari_pathdistill.wsi.tiling import TileGrid, TissueMask
+from napari_pathdistill.wsi.tiling import TileGrid, TissueMask, tissue_fractions
 
 #: the longest side of a blended map; a bigger region gets fewer map pixels per tile
 MAX_SIDE = 8192
@@ -54,19 +54,6 @@ class RegionGrid:
         # level-0 pixel p is centred at world p * unit; map pixel 0 spans origin .. origin + cell_px
         ty, tx = ((o - 0.5 + self.cell_px / 2) * unit for o in self.origin[::-1])
         return (self.cell_px * unit, self.cell_px * unit), (float(ty), float(tx))
-
-
-def _tissue_fraction(mask: TissueMask, coords: np.ndarray, size: float) -> np.ndarray:
-    """(N,) mean of the mask over each (x, y, size) tile, from an integral image."""
-    m = mask.mask.astype(np.float64)
-    integral = np.pad(m.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    h, w = m.shape
-    x0 = np.clip(np.floor(coords[:, 0] / mask.downsample).astype(int), 0, w - 1)
-    y0 = np.clip(np.floor(coords[:, 1] / mask.downsample).astype(int), 0, h - 1)
-    x1 = np.clip(np.ceil((coords[:, 0] + size) / mask.downsample).astype(int), x0 + 1, w)
-    y1 = np.clip(np.ceil((coords[:, 1] + size) / mask.downsample).astype(int), y0 + 1, h)
-    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    return total / ((y1 - y0) * (x1 - x0))
 
 
 def _lattice(lo: float, hi: float, size: float, stride: float, limit: float) -> np.ndarray:
@@ -108,7 +95,7 @@ def region_grid(
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
     idx = np.stack([cc.ravel(), rr.ravel()], axis=1).astype(np.int64)  # (N, 2) lattice (col, row)
     coords = np.round(idx * stride_cells * cell_px).astype(np.int64)
-    frac = _tissue_fraction(mask, coords, size) if mask is not None else np.ones(len(coords))
+    frac = tissue_fractions(mask, coords, size) if mask is not None else np.ones(len(coords))
     keep = np.flatnonzero(frac >= min_tissue) if min_tissue > 0 else np.arange(len(coords))
     if max_tiles is not None and len(keep) > max_tiles:
         mid = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
