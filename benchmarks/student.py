@@ -53,6 +53,7 @@ LABELS = {
     "random": "random-init student",
 }
 PAIRED = "student model-only speed-up over this model (median of per-round ratios)"
+PAIRED_E2E = "student end-to-end speed-up over this model (median of per-round ratios)"
 GROUPS = ("cross-scanner", "cross-staining", "cross-both")
 LEADERBOARD = "leaderboard (plismbench: median cosine all + median top-10 of the 3 cross groups, / 4)"
 METRICS = ("cosine_similarity", "top_1_accuracy", "top_3_accuracy", "top_5_accuracy", "top_10_accuracy")
@@ -199,6 +200,7 @@ def speed(
         }
         if ref is not None:
             out[key][PAIRED] = paired_ratio(ref, row, "model_only")
+            out[key][PAIRED_E2E] = paired_ratio(ref, row, "end_to_end")
     return out, peak
 
 
@@ -208,7 +210,7 @@ def _cell(v: float) -> str:
 
 def _versus(metric: str, a: float, b: float) -> str:
     """Student vs another model: a ratio (x) for speeds and sizes, a signed difference otherwise."""
-    if metric == PAIRED:
+    if metric in (PAIRED, PAIRED_E2E):
         return ""
     if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
         return "n/a"

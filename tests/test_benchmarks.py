@@ -68,13 +68,19 @@ def test_passes_cover_the_requested_tiles(bench_modules, cmu_svs: Path) -> None:
 
 def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path) -> None:
     _, student = bench_modules
-    res = student.main(["--data", str(shared_data), "--models", "student,random", "--tissues", "os2-ki67",
+    res = student.main(["--data", str(shared_data), "--models", "student,teacher,random", "--tissues", "os2-ki67",
                         "--max-tiles", "4", "--speed-tiles", "2", "--batch-size", "2", "--speed-repeats", "1",
                         "--n-splits", "2", "--probe-repeats", "1", "--matmul-n", "256",
                         "--out", str(tmp_path)])  # fmt: skip
     sec = res["sections"]
     assert set(sec) == {"speed", "robustness", "probes", "agreement"}
-    assert sec["agreement"] == {}  # no teacher in this run
+    agree = sec["agreement"]
+    cka = "linear CKA with teacher (OS-2, held out, 24 tiles)"
+    inv = "linear CKA with teacher's per-tile mean over versions (OS-2, held out)"
+    ceiling = "CKA ceiling of a perfectly invariant model (OS-2, held out, 4 tiles x versions)"
+    assert agree["teacher"][cka] == pytest.approx(1.0) and 0 < agree["teacher"][ceiling] < 1
+    assert agree["teacher"][inv] == pytest.approx(agree["teacher"][ceiling])  # the ceiling is reached by the means
+    assert all(0 <= agree[k][cka] <= 1 and 0 <= agree[k][inv] <= 1 for k in ("student", "random"))
     for key in ("student", "random"):
         rob = sec["robustness"][key]
         assert 0 <= rob["cross-scanner/top_1_accuracy"] <= 1
@@ -83,7 +89,7 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
         assert sec["speed"][key]["tiles/s model only (pre-loaded batch)"] > 0
     # same architecture, different weights: identical FLOPs, different features
     assert sec["speed"]["student"]["GFLOPs per tile"] == sec["speed"]["random"]["GFLOPs per tile"]
-    assert sec["speed"]["student"][student.PAIRED] == 1.0
+    assert sec["speed"]["student"][student.PAIRED] == sec["speed"]["student"][student.PAIRED_E2E] == 1.0
     md = (tmp_path / "student.md").read_text()
     assert "student vs random-init student" in md and "leaderboard" in md
     assert (tmp_path / "robustness" / "random" / "metrics" / "summary.json").is_file()
