@@ -46,7 +46,7 @@ def test_embed_benchmark_main(bench_modules, cmu_svs: Path, tmp_path: Path, caps
     # FlopCounterMode: ViT-B/14 at 224 px is ~45 GFLOPs/tile, the v2 student (ViT-Ti/16, 8 blocks) ~1.3,
     # EfficientNet-Lite2 ~1.2
     assert 40 < rows["h0-mini"]["gflops_per_tile"] < 50
-    assert 1 < rows["pathdistill-student"]["gflops_per_tile"] < 2
+    assert 0.5 < rows["pathdistill-student"]["gflops_per_tile"] < 2  # v5: 0.95 (5 blocks), v2/v4: 1.48
     assert 0.5 < rows["efficientnet-lite2-imagenet"]["gflops_per_tile"] < 2
     out = capsys.readouterr().out
     assert "speed-up" in out and "not applicable on CPU" in out
