@@ -120,23 +120,55 @@ def robustness(
     return out
 
 
-def probes(model, data: Path, seed: int, n_splits: int, repeats: int) -> dict:
+def probes(model, data: Path, seed: int, n_splits: int, repeats: int) -> tuple[dict, dict, dict]:
     """Linear probe and kNN balanced accuracy on the labelled histolab tiles (8 background vs 26 tissue).
 
     The tiny set makes one k-fold split noisy, so the probes run with ``repeats`` fold seeds
     (``seed .. seed + repeats - 1``); reported: the mean over all folds and the std of the per-seed means.
+
+    Returns:
+        ``(rows, per_seed, errors)``: the table rows; ``{probe: (repeats,) per-seed mean}``, the same folds for
+        every model, so two models compare seed by seed; ``{probe: [tile file names]}``, the tiles
+        misclassified out of fold in at least half of the fold seeds (on 34 tiles, one tile moves a fold's
+        balanced accuracy by up to 0.25).
     """
     from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles
     from napari_pathdistill.evaluation.probes import knn_probe, linear_probe
 
     paths, labels = list_labelled_tiles(data / "tiles" / "histolab_tiles")
     feats = last(iter_embed_tiles(model, paths))
-    out = {}
+    out, per_seed, errors = {}, {}, {}
     for name, probe in (("linear probe", linear_probe), ("kNN", knn_probe)):
-        means = [probe(feats, labels, n_splits=n_splits, seed=s).mean for s in range(seed, seed + repeats)]
-        out[f"{name} balanced accuracy"] = float(np.mean(means))
-        out[f"{name} balanced accuracy (std over {repeats} fold seeds)"] = float(np.std(means))
+        runs = [probe(feats, labels, n_splits=n_splits, seed=s) for s in range(seed, seed + repeats)]
+        per_seed[name] = np.array([r.mean for r in runs])
+        wrong = np.mean([r.predictions != labels for r in runs], axis=0)
+        errors[name] = [f"{p.name} ({lab})" for p, lab, w in zip(paths, labels, wrong) if w >= 0.5]
+        out[f"{name} balanced accuracy"] = float(np.mean(per_seed[name]))
+        out[f"{name} balanced accuracy (std over {repeats} fold seeds)"] = float(np.std(per_seed[name]))
+        out[f"{name}: tiles misclassified in >= half of the fold seeds (of {len(paths)})"] = len(errors[name])
+    return out, per_seed, errors
+
+
+def paired_probe_rows(per_seed: dict[str, dict[str, np.ndarray]]) -> dict[str, dict]:
+    """Per model, the fold seeds (same folds) on which the student scores above / below it, per probe."""
+    out: dict[str, dict] = {k: {} for k in per_seed}
+    if "student" not in per_seed:
+        return out
+    for key, by_probe in per_seed.items():
+        for name, scores in by_probe.items():
+            diff = per_seed["student"][name] - scores
+            out[key][f"{name}: fold seeds with the student ahead of this model"] = int(np.sum(diff > 1e-9))
+            out[key][f"{name}: fold seeds with the student behind this model"] = int(np.sum(diff < -1e-9))
     return out
+
+
+def error_list(errors: dict[str, dict[str, list[str]]]) -> str:
+    """Markdown list of each model's often-misclassified probe tiles."""
+    lines = ["Probe tiles misclassified out of fold in at least half of the fold seeds:", ""]
+    for key, by_probe in errors.items():
+        for name, tiles in by_probe.items():
+            lines.append(f"* {LABELS[key]}, {name}: {', '.join(tiles) or 'none'}")
+    return "\n".join(lines)
 
 
 def cka(rob_dirs: dict[str, Path], ref: str) -> dict[str, dict]:
@@ -295,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     sections: dict[str, dict] = {}
     sections["speed"], peak = speed(models, slide, args.speed_tiles, batch, args.speed_repeats, args.matmul_n)
     sections["robustness"], sections["probes"], rob_dirs = {}, {}, {}
+    per_seed, errors = {}, {}
     tissues = tuple(args.tissues.split(","))
     for key, model in models.items():
         t0 = time.perf_counter()
@@ -302,14 +335,18 @@ def main(argv: list[str] | None = None) -> dict:
         sections["robustness"][key] = robustness(
             model, rob_dirs[key], args.data, args.max_tiles, tissues, args.reuse_features
         )
-        sections["probes"][key] = probes(model, args.data, args.seed, args.n_splits, args.probe_repeats)
+        sections["probes"][key], per_seed[key], errors[key] = probes(
+            model, args.data, args.seed, args.n_splits, args.probe_repeats
+        )
         print(f"  {key}: robustness + probes in {time.perf_counter() - t0:.0f} s", flush=True)
+    sections["probes (paired by fold seed)"] = paired_probe_rows(per_seed)
     sections["agreement"] = cka(rob_dirs, "teacher") if "teacher" in models else {}
     results = {k: {m: v for s in sections.values() for m, v in s.get(k, {}).items()} for k in models}
-    md = table(results)
+    md = table(results) + "\n\n" + error_list(errors)
     print(f"\nmatmul peak fp32 {peak / 1e9:.1f} GFLOP/s; total {time.perf_counter() - t_start:.0f} s\n\n{md}")
     payload = {"machine": info, "matmul_flops": peak, "args": {k: str(v) for k, v in vars(args).items()},
-               "models": {k: m.spec.name for k, m in models.items()}, "sections": sections}  # fmt: skip
+               "models": {k: m.spec.name for k, m in models.items()}, "sections": sections,
+               "probe_errors": errors}  # fmt: skip
     write_outputs(args.out, payload, md)
     print(f"wrote {args.out}/student.json, student.csv, student.md")
     return payload

@@ -73,7 +73,7 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
                         "--n-splits", "2", "--probe-repeats", "1", "--matmul-n", "256",
                         "--out", str(tmp_path)])  # fmt: skip
     sec = res["sections"]
-    assert set(sec) == {"speed", "robustness", "probes", "agreement"}
+    assert set(sec) == {"speed", "robustness", "probes", "probes (paired by fold seed)", "agreement"}
     agree = sec["agreement"]
     cka = "linear CKA with teacher (OS-2, held out, 24 tiles)"
     inv = "linear CKA with teacher's per-tile mean over versions (OS-2, held out)"
@@ -90,8 +90,14 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
     # same architecture, different weights: identical FLOPs, different features
     assert sec["speed"]["student"]["GFLOPs per tile"] == sec["speed"]["random"]["GFLOPs per tile"]
     assert sec["speed"]["student"][student.PAIRED] == sec["speed"]["student"][student.PAIRED_E2E] == 1.0
+    paired = sec["probes (paired by fold seed)"]
+    ahead, behind = (f"linear probe: fold seeds with the student {w} this model" for w in ("ahead of", "behind"))
+    assert paired["student"][ahead] == paired["student"][behind] == 0
+    assert all(paired[k][ahead] + paired[k][behind] <= 1 for k in ("teacher", "random"))  # 1 fold seed
+    n_wrong = "linear probe: tiles misclassified in >= half of the fold seeds (of 34)"
+    assert all(len(res["probe_errors"][k]["linear probe"]) == sec["probes"][k][n_wrong] for k in sec["probes"])
     md = (tmp_path / "student.md").read_text()
-    assert "student vs random-init student" in md and "leaderboard" in md
+    assert "student vs random-init student" in md and "leaderboard" in md and "misclassified out of fold" in md
     assert (tmp_path / "robustness" / "random" / "metrics" / "summary.json").is_file()
 
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 from sklearn.datasets import make_classification
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedKFold
 
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation.concordance import (
@@ -47,6 +49,21 @@ def test_probes_deterministic_and_separable():
     assert shuffled.mean < 0.7
     with pytest.raises(EvaluationError, match="smallest class"):
         linear_probe(x[:12], np.r_[np.zeros(10), np.ones(2)])
+
+
+def test_probe_out_of_fold_predictions_name_the_misclassified_samples():
+    rng = np.random.default_rng(1)
+    y = np.repeat(["background", "tissue"], [10, 30])
+    x = rng.normal(size=(40, 8)) + np.where(y == "tissue", 3.0, -3.0)[:, None]
+    x[3] = rng.normal(size=8) + 3.0  # a background sample that looks like tissue: its fold model says tissue
+    for probe in (linear_probe, knn_probe):
+        res = probe(x, y, seed=2)
+        assert res.predictions.shape == y.shape
+        assert np.flatnonzero(res.predictions != y).tolist() == [3]
+        folds = StratifiedKFold(5, shuffle=True, random_state=2).split(x, y)
+        expect = [balanced_accuracy_score(y[te], res.predictions[te]) for _, te in folds]
+        assert np.allclose(res.fold_scores, expect)
+    assert pca_ridge(x, rng.normal(size=40)).predictions.size == 0
 
 
 def test_pca_ridge_pearson():

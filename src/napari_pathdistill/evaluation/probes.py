@@ -6,7 +6,7 @@ Classification is scored by balanced accuracy (mean per-class recall), regressio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -28,11 +28,15 @@ class ProbeResult:
         name: "linear", "knn" or "ridge".
         fold_scores: (n_folds,) balanced accuracy (classification) or mean Pearson r (regression) per fold.
         per_target: (T,) out-of-fold Pearson r per regression target (empty for classifiers).
+        predictions: (N,) out-of-fold predicted label of every sample (classifiers; empty for regression):
+            each sample is predicted by the one fold model that did not see it, so ``predictions != labels``
+            names the misclassified samples.
     """
 
     name: str
     fold_scores: np.ndarray
     per_target: np.ndarray
+    predictions: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def mean(self) -> float:
@@ -58,11 +62,12 @@ def _folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarra
 
 
 def _classify(name: str, model, x: np.ndarray, y: np.ndarray, n_splits: int, seed: int) -> ProbeResult:
-    scores = []
+    scores, predictions = [], np.empty(len(y), dtype=y.dtype)
     for train, test in _folds(y, n_splits, seed):
         model.fit(x[train], y[train])
-        scores.append(balanced_accuracy_score(y[test], model.predict(x[test])))
-    return ProbeResult(name, np.asarray(scores), np.empty(0))
+        predictions[test] = model.predict(x[test])
+        scores.append(balanced_accuracy_score(y[test], predictions[test]))
+    return ProbeResult(name, np.asarray(scores), np.empty(0), predictions)
 
 
 def linear_probe(
