@@ -178,7 +178,9 @@ def table(r: dict) -> str:
     for key in ("pan_real", "pan_synthetic"):
         if key in r:
             n, med, mx = r[key]
-            rows.append((f"(e) pan frame, tile grid shown ({n:,} tiles)", f"{med:.0f} median / {mx:.0f} max ms", ""))
+            rows.append(
+                (f"(e) pan frame, tile grid shown ({n:,} tiles)", f"{med:.0f} median / {mx:.0f} max ms", "")
+            )
     if "cuda_tiles_s" in r:
         ok = r["cuda_tiles_s"] >= t["cuda_tiles_s"]
         rows.append(("(f) H0-mini-shape ViT-B/14 embed_slide, CUDA", f"{r['cuda_tiles_s']:.0f} tiles/s "

@@ -130,7 +130,9 @@ def _time_layer_adds(viewer):
     return spans, stop
 
 
-def big_feature_file(src_h5: Path, out: Path, n: int = 100_000, dim: int = 0, seed: int = 0) -> tuple[Path, Path]:
+def big_feature_file(
+    src_h5: Path, out: Path, n: int = 100_000, dim: int = 0, seed: int = 0
+) -> tuple[Path, Path]:
     """(c) ``n`` rows: the embedded tiles' real features repeated + 1 % noise (tiled to ``dim`` columns when
     ``dim`` > their width, e.g. 1536 for H0-mini's cls+mean), on a square lattice of 448 px. Two files: one as
     our writer leaves it (with the stored map summary, computed here as ``pathdistill embed`` does) and the same
@@ -338,10 +340,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--model", default="pathdistill-student")
     p.add_argument("--mpp", type=float, default=0.5, help="um/px of the embedded tiles")
-    p.add_argument("--embed-tiles", type=int, default=0, help="cancel the embed after N tiles (0: whole grid)")
+    p.add_argument(
+        "--embed-tiles", type=int, default=0, help="cancel the embed after N tiles (0: whole grid)"
+    )
     p.add_argument("--feature-rows", type=int, default=100_000)
-    p.add_argument("--feature-dim", type=int, default=0,
-                   help="columns of the 100k-row file (0: the embedded model's; 1536: H0-mini cls+mean)")
+    p.add_argument(
+        "--feature-dim",
+        type=int,
+        default=0,
+        help="columns of the 100k-row file (0: the embedded model's; 1536: H0-mini cls+mean)",
+    )
     p.add_argument("--clicks", type=int, default=20)
     p.add_argument("--pan-steps", type=int, default=20)
     p.add_argument("--cuda-batch", type=int, default=256)
@@ -350,7 +358,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.width, args.height, args.mpp, args.feature_rows, args.clicks, args.pan_steps = 6000, 4500, 1.0, 3000, 3, 2  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    r: dict = {"load_start": os.getloadavg(), "cpus": os.cpu_count(), "argv": sys.argv[1:] if argv is None else argv}
+    r: dict = {
+        "load_start": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "argv": sys.argv[1:] if argv is None else argv,
+    }
     path = args.slide or ensure_slide(args.out, args.width, args.height)
     r["slide"] = {"path": str(path), "mib": path.stat().st_size / 2**20}  # fmt: skip
     r["open"] = reader_open(path)

@@ -200,9 +200,9 @@ def cka(rob_dirs: dict[str, Path], ref: str) -> dict[str, dict]:
             f = feats(key, tissue)[0]
             out[key][f"linear CKA with {ref} ({what}, {len(ref_f)} tiles)"] = linear_cka(ref_f, f)
             out[key][f"linear CKA with {ref}'s per-tile mean over versions ({what})"] = linear_cka(inv, f)
-        out[ref][f"CKA ceiling of a perfectly invariant model ({what}, {groups.max() + 1} tiles x versions)"] = (
-            invariant_cka_ceiling(ref_f, groups)
-        )
+        out[ref][
+            f"CKA ceiling of a perfectly invariant model ({what}, {groups.max() + 1} tiles x versions)"
+        ] = invariant_cka_ceiling(ref_f, groups)
     return out
 
 

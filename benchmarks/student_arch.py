@@ -42,7 +42,10 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "ViT-Ti/16, 6 blocks": (VIT, {"patch_size": 16, "embed_dim": 192, "depth": 6, "num_heads": 3}),
     "ViT-Ti/16, 5 blocks": (VIT, {"patch_size": 16, "embed_dim": 192, "depth": 5, "num_heads": 3}),
     "ViT-Ti/16, 4 blocks": (VIT, {"patch_size": 16, "embed_dim": 192, "depth": 4, "num_heads": 3}),
-    "ViT-Ti/16, 6 blocks, MLP x3": (VIT, {"patch_size": 16, "embed_dim": 192, "depth": 6, "num_heads": 3, "mlp_ratio": 3.0}),
+    "ViT-Ti/16, 6 blocks, MLP x3": (
+        VIT,
+        {"patch_size": 16, "embed_dim": 192, "depth": 6, "num_heads": 3, "mlp_ratio": 3.0},
+    ),
     "ViT-256/16, 6 blocks": (VIT, {"patch_size": 16, "embed_dim": 256, "depth": 6, "num_heads": 4}),
 }
 TEACHER = "teacher EfficientNet-Lite2"

@@ -79,7 +79,9 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
     inv = "linear CKA with teacher's per-tile mean over versions (OS-2, held out)"
     ceiling = "CKA ceiling of a perfectly invariant model (OS-2, held out, 4 tiles x versions)"
     assert agree["teacher"][cka] == pytest.approx(1.0) and 0 < agree["teacher"][ceiling] < 1
-    assert agree["teacher"][inv] == pytest.approx(agree["teacher"][ceiling])  # the ceiling is reached by the means
+    assert agree["teacher"][inv] == pytest.approx(
+        agree["teacher"][ceiling]
+    )  # the ceiling is reached by the means
     assert all(0 <= agree[k][cka] <= 1 and 0 <= agree[k][inv] <= 1 for k in ("student", "random"))
     for key in ("student", "random"):
         rob = sec["robustness"][key]
@@ -91,13 +93,19 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
     assert sec["speed"]["student"]["GFLOPs per tile"] == sec["speed"]["random"]["GFLOPs per tile"]
     assert sec["speed"]["student"][student.PAIRED] == sec["speed"]["student"][student.PAIRED_E2E] == 1.0
     paired = sec["probes (paired by fold seed)"]
-    ahead, behind = (f"linear probe: fold seeds with the student {w} this model" for w in ("ahead of", "behind"))
+    ahead, behind = (
+        f"linear probe: fold seeds with the student {w} this model" for w in ("ahead of", "behind")
+    )
     assert paired["student"][ahead] == paired["student"][behind] == 0
     assert all(paired[k][ahead] + paired[k][behind] <= 1 for k in ("teacher", "random"))  # 1 fold seed
     n_wrong = "linear probe: tiles misclassified in >= half of the fold seeds (of 34)"
-    assert all(len(res["probe_errors"][k]["linear probe"]) == sec["probes"][k][n_wrong] for k in sec["probes"])
+    assert all(
+        len(res["probe_errors"][k]["linear probe"]) == sec["probes"][k][n_wrong] for k in sec["probes"]
+    )
     md = (tmp_path / "student.md").read_text()
-    assert "student vs random-init student" in md and "leaderboard" in md and "misclassified out of fold" in md
+    assert (
+        "student vs random-init student" in md and "leaderboard" in md and "misclassified out of fold" in md
+    )
     assert (tmp_path / "robustness" / "random" / "metrics" / "summary.json").is_file()
 
 

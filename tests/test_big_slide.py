@@ -55,7 +55,9 @@ def test_tissue_detection_finds_the_islands_not_the_glass(big_slide: tuple[Path,
         assert mask.mask[int(cy / mask.downsample), int(cx / mask.downsample)]
 
 
-def test_embed_slide_keeps_tiles_inside_the_islands(big_slide: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+def test_embed_slide_keeps_tiles_inside_the_islands(
+    big_slide: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
     path, islands = big_slide
     model = tiny_model("vit", tile_px=56)
     out = embed_slide(path, model, tmp_path, tile_px=56, mpp=3.0, batch_size=16, num_workers=1)

@@ -72,8 +72,12 @@ def test_upsert_replaces_results_instead_of_piling_up(make_napari_viewer):
 
 def test_upsert_image_updates_in_place_unless_the_kind_differs(make_napari_viewer):
     viewer = make_napari_viewer()
-    first = upsert_image(viewer, np.zeros((3, 4, 4), np.float32), "map", rgb=True, scale=(2.0, 2.0), opacity=0.7)
-    again = upsert_image(viewer, np.ones((5, 6, 4), np.float32), "map", rgb=True, scale=(4.0, 4.0), opacity=0.5)
+    first = upsert_image(
+        viewer, np.zeros((3, 4, 4), np.float32), "map", rgb=True, scale=(2.0, 2.0), opacity=0.7
+    )
+    again = upsert_image(
+        viewer, np.ones((5, 6, 4), np.float32), "map", rgb=True, scale=(4.0, 4.0), opacity=0.5
+    )
     assert again is first and len(viewer.layers) == 1 and again.data.shape == (5, 6, 4)
     np.testing.assert_array_equal(again.scale, (4.0, 4.0))
     assert again.opacity == 0.5

@@ -66,7 +66,10 @@ def test_ours_round_trip_and_grid_alignment(ours, tiny_vit_2um):
     np.testing.assert_array_equal(smap.index_image[r, c], np.arange(1, len(coords) + 1))
     assert smap.features_file == ours and set(np.unique(smap.clusters)) <= {1, 2, 3}
     # ours stores each tile's tissue fraction: the map's hover shows it (no NaN)
-    assert np.isfinite(ff.tissue_fraction).all() and ((ff.tissue_fraction >= 0) & (ff.tissue_fraction <= 1)).all()
+    assert (
+        np.isfinite(ff.tissue_fraction).all()
+        and ((ff.tissue_fraction >= 0) & (ff.tissue_fraction <= 1)).all()
+    )
     np.testing.assert_array_equal(smap.grid.tissue_fraction, ff.tissue_fraction)
 
 

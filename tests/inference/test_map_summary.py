@@ -40,7 +40,9 @@ def test_embed_stores_the_pca_and_kmeans_of_its_rows(embedded):
         stored = map_summary.read_summary(f, len(feats))
     assert stored is not None and stored.k == 6 and stored.pcs.shape == (len(feats), 3)
     np.testing.assert_array_equal(stored.clusters, kmeans_labels(feats, 6))
-    np.testing.assert_allclose(np.abs(stored.pcs), np.abs(principal_components(feats, 3)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.abs(stored.pcs), np.abs(principal_components(feats, 3)), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_reader_and_cache_hit_reuse_the_summary(embedded, cmu_svs, monkeypatch):
@@ -57,7 +59,9 @@ def test_reader_and_cache_hit_reuse_the_summary(embedded, cmu_svs, monkeypatch):
 
 def test_another_k_reruns_only_kmeans(embedded, monkeypatch):
     ff = read_feature_file(embedded)
-    monkeypatch.setattr("napari_pathdistill.metrics.features.principal_components", None)  # must not be called
+    monkeypatch.setattr(
+        "napari_pathdistill.metrics.features.principal_components", None
+    )  # must not be called
     smap = slide_map_from_features(ff, k=3)
     assert smap.clusters.max() == 3
     np.testing.assert_array_equal(smap.pcs, ff.summary.pcs)

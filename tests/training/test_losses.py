@@ -76,8 +76,13 @@ def test_feature_loss_hand_values_and_adaptor():
 
 def test_feature_loss_centres_the_teacher_targets_by_hand():
     fl = FeatureDistillLoss(2, 3, normalize_teacher=False, center_teacher=True, center_momentum=0.5)
-    assert fl.cls_adaptor.bias is None and fl.patch_adaptor.bias is None  # bias-free: the mean cannot hide there
-    t1, t2 = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]), torch.tensor([[6.0, 0.0, 0.0], [6.0, 0.0, 0.0]])
+    assert (
+        fl.cls_adaptor.bias is None and fl.patch_adaptor.bias is None
+    )  # bias-free: the mean cannot hide there
+    t1, t2 = (
+        torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]),
+        torch.tensor([[6.0, 0.0, 0.0], [6.0, 0.0, 0.0]]),
+    )
     fl.update_center(t1, None)  # the first step sets the centre: the batch mean (2, 2, 2)
     assert fl.cls_center.tolist() == [2.0, 2.0, 2.0] and fl.patch_center.tolist() == [0.0, 0.0, 0.0]
     fl.update_center(t2, None)  # then EMA: 0.5 * (2, 2, 2) + 0.5 * (6, 0, 0)

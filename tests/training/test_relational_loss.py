@@ -18,6 +18,7 @@ B, DIM = 4, 48
 
 def _hand_kl(q: torch.Tensor, k: torch.Tensor, t: torch.Tensor, tau_t: float, tau_s: float) -> float:
     """Mean over rows b of sum_c p_bc log(p_bc / s_bc), loops over plain floats."""
+
     def cos(a, b):
         return float((a @ b) / (a.norm() * b.norm()))
 
@@ -32,7 +33,11 @@ def _hand_kl(q: torch.Tensor, k: torch.Tensor, t: torch.Tensor, tau_t: float, ta
 
 def test_relational_loss_matches_the_formula() -> None:
     g = torch.Generator().manual_seed(0)
-    q, k, t = torch.randn(B, DIM, generator=g), torch.randn(B, DIM, generator=g), torch.randn(B, 96, generator=g)
+    q, k, t = (
+        torch.randn(B, DIM, generator=g),
+        torch.randn(B, DIM, generator=g),
+        torch.randn(B, 96, generator=g),
+    )
     loss = RelationalDistillLoss(teacher_temp=0.1, student_temp=0.2)(q, k, t)
     assert loss.item() == pytest.approx(_hand_kl(q, k, t, 0.1, 0.2), rel=1e-4)
 
@@ -55,7 +60,9 @@ def test_zero_when_the_student_reproduces_the_teachers_cosines_and_gradients_rea
         RelationalDistillLoss(0.0, 0.1)
 
 
-def _meta_arch_losses(pairing: str, seed: int, *overrides: str) -> tuple[dict, dict, torch.Tensor, torch.Tensor, list]:
+def _meta_arch_losses(
+    pairing: str, seed: int, *overrides: str
+) -> tuple[dict, dict, torch.Tensor, torch.Tensor, list]:
     """compute_losses of a feature-mode meta-arch on random tokens: (losses, tokens, student CLS (2, B, D), the
     layer-normalised teacher CLS (2, B, D), the (teacher view, student view) pairs written out)."""
     cfg = load_config("smoke_cpu", ["loss.mode=feature", f"loss.pairing={pairing}", f"student.model_kwargs.embed_dim={DIM}",
@@ -78,8 +85,12 @@ def test_meta_arch_pairs_student_view_j_with_its_view_i_and_the_teacher_view_i(p
     assert losses["relational"].item() == pytest.approx(want, rel=1e-4)
     others = sum(v for key, v in losses.items() if key not in ("loss", "relational"))
     torch.testing.assert_close(losses["loss"], others + losses["relational"])
-    off = DistillMetaArch(load_config("smoke_cpu", ["loss.mode=feature", f"student.model_kwargs.embed_dim={DIM}"]))
-    assert "relational" not in off.compute_losses({"tokens": [tokens["teacher"]]}, tokens["student"])  # off by default
+    off = DistillMetaArch(
+        load_config("smoke_cpu", ["loss.mode=feature", f"student.model_kwargs.embed_dim={DIM}"])
+    )
+    assert "relational" not in off.compute_losses(
+        {"tokens": [tokens["teacher"]]}, tokens["student"]
+    )  # off by default
 
 
 def test_batch_cka_equals_the_evaluation_metric_and_ignores_rotation_scale_and_a_constant() -> None:
@@ -93,7 +104,9 @@ def test_batch_cka_equals_the_evaluation_metric_and_ignores_rotation_scale_and_a
     rot = torch.linalg.qr(torch.randn(DIM, DIM, generator=g))[0]
     student = 5.0 * x @ rot + 100.0  # rotated, scaled, plus a constant component shared by every tile
     assert CKADistillLoss()(student, x).item() == pytest.approx(0.0, abs=1e-4)
-    assert CKADistillLoss()(y[:, :DIM], x).item() > 0.2  # unrelated (16 rows: CKA is biased upwards when B < D)
+    assert (
+        CKADistillLoss()(y[:, :DIM], x).item() > 0.2
+    )  # unrelated (16 rows: CKA is biased upwards when B < D)
     with pytest.raises(ValueError, match="same B"):
         batch_linear_cka(x[:1], y[:1])
 

@@ -23,7 +23,9 @@ def v1_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A v1-shaped export (random weights, so the test does not depend on which student is bundled)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("v1") / "model.safetensors"
-    state = {f"model.{k}": v.contiguous() for k, v in _student(**V1).state_dict().items()}  # TokenEncoder keys
+    state = {
+        f"model.{k}": v.contiguous() for k, v in _student(**V1).state_dict().items()
+    }  # TokenEncoder keys
     save_file(state, str(path))
     return str(path.parent)
 
@@ -40,7 +42,13 @@ def test_v1_into_v2_blocks_copied_patch_embed_resampled(v1_file: str) -> None:
     assert record["dropped_blocks"] == [8, 9, 10, 11] and record["random_blocks"] == []
     assert set(record["resampled"]) == {"patch_embed.proj.weight", "pos_embed"}
     got = model.state_dict()
-    for key in ("blocks.0.attn.qkv.weight", "blocks.7.mlp.fc2.weight", "cls_token", "reg_token", "norm.weight"):
+    for key in (
+        "blocks.0.attn.qkv.weight",
+        "blocks.7.mlp.fc2.weight",
+        "cls_token",
+        "reg_token",
+        "norm.weight",
+    ):
         assert torch.equal(got[key], state[key]), key
     assert got["pos_embed"].shape == (1, 14 * 14, 192)
     # FlexiViT resampling: a 14 px patch resized (bicubic, antialiased: timm's default) to 16 px projects (almost) as it did at 14 px

@@ -42,7 +42,7 @@ def read_init_state(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as e:
         raise TrainConfigError(f"student.init_weights: {p} is not a weights-only state dict ({e})") from e
     if state and all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}
+        state = {k[len("model.") :]: v for k, v in state.items()}
     return state
 
 
@@ -88,7 +88,7 @@ def select_blocks(state: dict[str, torch.Tensor], blocks: list[int], depth: int)
         if m is None:
             out[key] = value
         elif int(m.group(1)) in index:
-            out[f"blocks.{index[int(m.group(1))]}.{key[m.end():]}"] = value
+            out[f"blocks.{index[int(m.group(1))]}.{key[m.end() :]}"] = value
     return out
 
 
@@ -151,5 +151,7 @@ def _in_blocks(key: str, blocks: list[int]) -> bool:
 
 def describe(path: str | Path, record: dict[str, Any]) -> str:
     """One log line for a warm start."""
-    keep = {k: record.get(k) for k in ("loaded", "resampled", "dropped_blocks", "random_blocks", "source_blocks")}
+    keep = {
+        k: record.get(k) for k in ("loaded", "resampled", "dropped_blocks", "random_blocks", "source_blocks")
+    }
     return f"student warm-started from {path}: {json.dumps(keep)}"
