@@ -74,12 +74,14 @@ def attention() -> None:
     w.run()
     wait(w)
     viewer.reset_view()
+    print("whole slide:", w.summary.value)
     shoot(viewer, "attention_widget.png")
     viewer.scene.camera.center = (0, 900.0, 500.0)
     viewer.scene.camera.zoom *= 2.5
     w.region.value, w.student_weights.value = "tiles in current view", "random init"
     w.run()
     wait(w)
+    print("zoomed view, random-init student:", w.summary.value)
     shoot(viewer, "attention_widget_random_init.png")
     viewer.close()
 
