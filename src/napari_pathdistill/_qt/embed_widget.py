@@ -203,9 +203,8 @@ class EmbedWidget(Container):
         self._show_rgb(result, f"{name} embedding map", geo)
         meta = {"slide_map": result, "model": result.model_name, "slide_layer": name,
                 "features_file": None if result.features_file is None else str(result.features_file)}  # fmt: skip
-        data, kw = clusters_layer(
-            result
-        )  # hover finds the tile's row; colours by cluster (see _qt._clusters)
+        # hover finds the tile's row; colours by cluster (see _qt._clusters)
+        data, kw = clusters_layer(result)
         labels = upsert_labels(self.viewer, data, f"{name} clusters", opacity=0.5, metadata={"pathdistill": meta},
                                **kw, **geo)  # fmt: skip
         self.progress.max = self.progress.value = max(1, len(result.features))
