@@ -42,9 +42,8 @@ def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours):
     centre = (coords[:, ::-1] + smap.grid.size_level0 / 2) * mpp  # level-0 px box centre -> um (y, x)
     for i in (0, len(coords) // 2, len(coords) - 1):
         data = labels.world_to_data(centre[i])
-        value = int(
-            labels.data[tuple(np.round(data).astype(int))]
-        )  # the tile's label under its slide position
+        # the tile's label under its slide position
+        value = int(labels.data[tuple(np.round(data).astype(int))])
         assert value == i * smap.n_clusters + smap.clusters[i]
         assert labels.features["tile"][labels._label_index[value]] == i  # what hovering it shows
     from napari_pathdistill._qt.embed_widget import EmbedWidget, map_layer_at

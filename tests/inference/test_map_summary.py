@@ -59,9 +59,8 @@ def test_reader_and_cache_hit_reuse_the_summary(embedded, cmu_svs, monkeypatch):
 
 def test_another_k_reruns_only_kmeans(embedded, monkeypatch):
     ff = read_feature_file(embedded)
-    monkeypatch.setattr(
-        "napari_pathdistill.metrics.features.principal_components", None
-    )  # must not be called
+    # must not be called
+    monkeypatch.setattr("napari_pathdistill.metrics.features.principal_components", None)
     smap = slide_map_from_features(ff, k=3)
     assert smap.clusters.max() == 3
     np.testing.assert_array_equal(smap.pcs, ff.summary.pcs)

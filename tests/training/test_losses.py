@@ -76,9 +76,8 @@ def test_feature_loss_hand_values_and_adaptor():
 
 def test_feature_loss_centres_the_teacher_targets_by_hand():
     fl = FeatureDistillLoss(2, 3, normalize_teacher=False, center_teacher=True, center_momentum=0.5)
-    assert (
-        fl.cls_adaptor.bias is None and fl.patch_adaptor.bias is None
-    )  # bias-free: the mean cannot hide there
+    # bias-free: the mean cannot hide there
+    assert fl.cls_adaptor.bias is None and fl.patch_adaptor.bias is None
     t1, t2 = (
         torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]),
         torch.tensor([[6.0, 0.0, 0.0], [6.0, 0.0, 0.0]]),

@@ -88,9 +88,8 @@ def test_meta_arch_pairs_student_view_j_with_its_view_i_and_the_teacher_view_i(p
     off = DistillMetaArch(
         load_config("smoke_cpu", ["loss.mode=feature", f"student.model_kwargs.embed_dim={DIM}"])
     )
-    assert "relational" not in off.compute_losses(
-        {"tokens": [tokens["teacher"]]}, tokens["student"]
-    )  # off by default
+    # off by default
+    assert "relational" not in off.compute_losses({"tokens": [tokens["teacher"]]}, tokens["student"])
 
 
 def test_batch_cka_equals_the_evaluation_metric_and_ignores_rotation_scale_and_a_constant() -> None:
@@ -104,9 +103,8 @@ def test_batch_cka_equals_the_evaluation_metric_and_ignores_rotation_scale_and_a
     rot = torch.linalg.qr(torch.randn(DIM, DIM, generator=g))[0]
     student = 5.0 * x @ rot + 100.0  # rotated, scaled, plus a constant component shared by every tile
     assert CKADistillLoss()(student, x).item() == pytest.approx(0.0, abs=1e-4)
-    assert (
-        CKADistillLoss()(y[:, :DIM], x).item() > 0.2
-    )  # unrelated (16 rows: CKA is biased upwards when B < D)
+    # unrelated (16 rows: CKA is biased upwards when B < D)
+    assert CKADistillLoss()(y[:, :DIM], x).item() > 0.2
     with pytest.raises(ValueError, match="same B"):
         batch_linear_cka(x[:1], y[:1])
 
