@@ -95,11 +95,13 @@ def in_islands(x: np.ndarray, y: np.ndarray, islands: np.ndarray, margin: float 
 
 
 def write_big_slide(path: str | Path, width: int = 40_000, height: int = 30_000, *, mpp: float = 0.25,
-                    n_islands: int = 6, seed: int = 0, quality: int = 85, data: Path = DATA) -> Path:  # fmt: skip
+                    n_islands: int = 6, seed: int = 0, quality: int = 85, data: Path = DATA,
+                    compression: str = "jpeg") -> Path:  # fmt: skip
     """Write a ``width`` x ``height`` pyramidal JPEG TIFF of real tissue islands on glass; returns ``path``.
 
     Level k (downsample 2**k) samples the sources every 2**k px (nearest), so every level shows the same
-    islands; levels stop at the first one whose longer side is <= 2048.
+    islands; levels stop at the first one whose longer side is <= 2048. ``compression="zlib"`` (level 1,
+    lossless) writes and reads without imagecodecs, for machines that lack it (the lent GPU machine).
     """
     import tifffile
 
@@ -109,8 +111,8 @@ def write_big_slide(path: str | Path, width: int = 40_000, height: int = 30_000,
         shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
     kw = {
         "tile": (TILE, TILE),
-        "compression": "jpeg",
-        "compressionargs": {"level": quality},
+        "compression": compression,
+        "compressionargs": {"level": quality if compression == "jpeg" else 1},
         "photometric": "rgb",
         "dtype": np.uint8,
     }
@@ -132,8 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--width", type=int, default=40_000)
     p.add_argument("--height", type=int, default=30_000)
     p.add_argument("--mpp", type=float, default=0.25)
+    p.add_argument("--compression", choices=("jpeg", "zlib"), default="jpeg")
     a = p.parse_args(argv)
-    write_big_slide(a.path, a.width, a.height, mpp=a.mpp)
+    write_big_slide(a.path, a.width, a.height, mpp=a.mpp, compression=a.compression)
     print(f"wrote {a.path} ({a.path.stat().st_size / 2**20:.0f} MiB)")
 
 

@@ -6,7 +6,8 @@ config for ``--steps`` steps (after ``--warmup``) and prints images/s, the fract
 (or making) the batch, and the GPU utilisation where CUDA is present. Run from the repository root::
 
     python benchmarks/train_throughput.py [--config student_from_efficientnet] [--device cpu|cuda]
-        [--batch 32] [--steps 8] [--workers 2] [--data ../shared/data/tiles/histolab_tiles] [override ...]
+        [--batch 32] [--steps 8] [--workers 2] [--data ../shared/data/tiles/histolab_tiles] [--pipelines loader,device]
+        [--json results.json] [override ...]
 
 Target on one H100/H200 for the bundled config: >= 3,000 images/s and < 10 % data wait; on CPU the data path
 must not be the bottleneck either (data-wait fraction well under a half).
@@ -15,26 +16,54 @@ must not be the bottleneck either (data-wait fraction well under a half).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tiles" / "histolab_tiles"
 
 
-def _gpu_util() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=5, check=True)  # fmt: skip
-        return out.stdout.strip().splitlines()[0] + " %"
-    except Exception:
-        return "n/a"
+class GpuUtilSampler:
+    """GPU utilisation (``nvidia-smi``, %) sampled every ``period`` s in a thread, with wall-clock stamps.
+
+    ``median(t0, t1)`` is the median of the samples taken between two wall-clock times (the measured steps),
+    so model building and the tile store's writing do not dilute it. Without ``nvidia-smi`` it samples nothing.
+    """
+
+    def __init__(self, period: float = 0.2) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+
+    def _run(self, period: float) -> None:
+        cmd = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        while not self._stop.wait(period):
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=True).stdout
+                self.samples.append((time.time(), float(out.split()[0])))
+            except Exception:
+                return
+
+    def __enter__(self) -> GpuUtilSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def median(self, t0: float, t1: float) -> float | None:
+        vals = [u for t, u in self.samples if t0 <= t <= t1]
+        return statistics.median(vals) if vals else None
 
 
-def run(pipeline: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
+def run(pipeline: str, args: argparse.Namespace, out: Path) -> dict[str, float | None]:
     """Train ``args.warmup + args.steps`` steps with ``pipeline``; medians over the measured steps."""
     from pathdistill_train.config import load_config
     from pathdistill_train.train.train import train
@@ -44,6 +73,7 @@ def run(pipeline: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
         f"data.tile_dirs=[{args.data}]",
         "data.slides=[]",
         "student.init_weights=",  # throughput only: a random student (the v2 recipe warm-starts from v1)
+        "student.init_blocks=null",
         f"data.pipeline={pipeline}",
         f"data.tile_store={out / 'tile_store.npy'}",
         f"train.device={args.device}",
@@ -53,13 +83,17 @@ def run(pipeline: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
         "train.checkpoint_every=1000000",
         "train.log_every=1000000",
         "train.tensorboard=false",
+        "train.sync_timing=true",  # data wait includes the views made on the GPU
         *args.overrides,
     ]
-    rows = train(load_config(args.config, overrides))[args.warmup :]
+    with GpuUtilSampler() as gpu:
+        rows = train(load_config(args.config, overrides))[args.warmup :]
+    t_first = rows[0]["time"] - args.batch / rows[0]["images_per_s"]  # the first measured step's start
     return {
         "images_per_s": statistics.median(r["images_per_s"] for r in rows),
         "data_wait_frac": statistics.median(r["data_wait_frac"] for r in rows),
-        "gpu_util": _gpu_util(),  # type: ignore[dict-item]
+        "gpu_util": gpu.median(t_first, rows[-1]["time"]),
+        "steps": len(rows),
     }
 
 
@@ -72,19 +106,27 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of tile images")
+    p.add_argument("--pipelines", default="loader,device", help="comma-separated: loader, device")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("overrides", nargs="*", help="extra config key=value overrides")
     args = p.parse_args(argv)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for pipeline in ("loader", "device"):
+        for pipeline in args.pipelines.split(","):
             results[pipeline] = run(pipeline, args, Path(tmp))
     print(f"{args.config} on {args.device}, batch {args.batch}, {args.steps} measured steps, "
           f"{args.workers} loader workers; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     for name, r in results.items():
+        util = "n/a" if r["gpu_util"] is None else f"{r['gpu_util']:.0f} %"
         print(f"  {name:7s} {r['images_per_s']:8.1f} images/s   data wait {100 * r['data_wait_frac']:5.1f} % of "
-              f"step time   GPU utilisation {r['gpu_util']}")  # fmt: skip
-    ratio = results["device"]["images_per_s"] / results["loader"]["images_per_s"]
-    print(f"  device / loader images/s = {ratio:.2f}")
+              f"step time   GPU utilisation {util} (median over the measured steps)")  # fmt: skip
+    if {"loader", "device"} <= results.keys():
+        ratio = results["device"]["images_per_s"] / results["loader"]["images_per_s"]  # type: ignore[operator]
+        print(f"  device / loader images/s = {ratio:.2f}")
+    if args.json:
+        meta = {"config": args.config, "device": args.device, "batch": args.batch, "steps": args.steps,
+                "workers": args.workers, "load": os.getloadavg(), "overrides": args.overrides}  # fmt: skip
+        args.json.write_text(json.dumps({"meta": meta, **results}, indent=1))
     return results
 
 

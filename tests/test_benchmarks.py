@@ -117,12 +117,25 @@ def test_read_tiles_benchmark_compares_readers_on_the_same_positions(cmu_svs: Pa
     assert all(math.isfinite(r) and r > 0 for r in rows.values())
 
 
-def test_train_throughput_benchmark_runs_both_pipelines(histolab_tiles: Path) -> None:
+def test_train_throughput_benchmark_runs_both_pipelines(histolab_tiles: Path, tmp_path: Path) -> None:
     bench = _bench("train_throughput")
+    out = tmp_path / "t.json"
     res = bench.main(["--config", "smoke_cpu", "--batch", "4", "--steps", "2", "--warmup", "1", "--workers", "0",
-                      "--data", str(histolab_tiles)])  # fmt: skip
+                      "--data", str(histolab_tiles), "--json", str(out)])  # fmt: skip
     assert set(res) == {"loader", "device"}
     assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_frac"] <= 1 for r in res.values())
+    assert all(r["steps"] == 2 and r["gpu_util"] is None for r in res.values())  # no GPU here: no samples
+    saved = json.loads(out.read_text())
+    assert saved["meta"]["config"] == "smoke_cpu" and saved["device"] == res["device"]
+    one = bench.main(["--config", "smoke_cpu", "--batch", "4", "--steps", "1", "--warmup", "1", "--workers", "0",
+                      "--data", str(histolab_tiles), "--pipelines", "device"])  # fmt: skip
+    assert set(one) == {"device"}
+
+
+def test_gpu_util_sampler_keeps_the_samples_of_a_window() -> None:
+    sampler = _bench("train_throughput").GpuUtilSampler()
+    sampler.samples = [(1.0, 10.0), (2.0, 90.0), (3.0, 100.0), (9.0, 0.0)]  # (wall time, %)
+    assert sampler.median(1.5, 3.5) == 95.0 and sampler.median(4.0, 5.0) is None
 
 
 def test_student_arch_benchmark_times_every_candidate_against_the_teacher() -> None:
@@ -137,6 +150,19 @@ def test_feature_maps_benchmark_runs_on_a_small_matrix() -> None:
     bench = _bench("feature_maps")
     res = bench.main(["--n", "3000", "--dim", "64", "--k", "3", "--exact-rows", "500"])
     assert len(res) == 5 and all(sec >= 0 and mb >= 0 for sec, mb in res.values())
+
+
+def test_slide_scale_embed_section_alone_needs_no_viewer(shared_data: Path, tmp_path: Path) -> None:
+    """``--only-cuda`` runs (f) alone (here on the CPU, a rehearsal): two embeds of a generated zlib slide."""
+    bench = _bench("slide_scale")
+    res = bench.main(["--only-cuda", "--device", "cpu", "--width", "2400", "--height", "1800", "--compression",
+                      "zlib", "--out", str(tmp_path), "--cuda-batch", "4", "--cuda-workers", "1"])  # fmt: skip
+    assert "open" not in res and "embed" not in res  # no viewer sections
+    runs = res["cuda_runs"]
+    assert runs["warm-up"]["tiles"] == runs["measured"]["tiles"] == res["cuda_tiles"] > 0
+    assert res["cuda_tiles_s"] > 0 and res["cuda_device"] == "cpu"
+    assert (tmp_path / "big_2400x1800_zlib.tif").exists()
+    assert "(f) H0-mini-shape ViT-B/14 embed_slide" in (tmp_path / "slide_scale.md").read_text()
 
 
 @pytest.mark.napari

@@ -22,6 +22,7 @@ def test_every_bundled_config_loads():
         "student_v4_from_efficientnet",
         "student_v5_from_efficientnet",
         "student_v6_from_v5",
+        "student_v7_gpu_from_v5",
         "smoke_cpu",
     ):
         cfg = load_config(name)

@@ -62,7 +62,8 @@ def jpeg_batch(x: torch.Tensor, quality: int) -> torch.Tensor:
     u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     encoded = encode_jpeg(list(u8), quality=int(quality))
     device = "cuda" if x.is_cuda else "cpu"
-    decoded = decode_jpeg(encoded, device=device)
+    # the GPU encoder returns CUDA byte tensors; torchvision's decoder takes its input on the CPU on any device
+    decoded = decode_jpeg([e.cpu() for e in encoded], device=device)
     return torch.stack(decoded).to(x.device, torch.float32) / 255.0
 
 

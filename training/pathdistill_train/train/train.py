@@ -206,12 +206,15 @@ def train(cfg: Any) -> list[dict[str, float]]:
     t0 = time.perf_counter()
     for step in range(start, end):
         batch = {k: v.to(env.device, non_blocking=True) for k, v in next(it).items()}
+        if cfg.train.sync_timing and env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)  # the GPU-side view making counts as data time
         t_data = time.perf_counter()
         values = {"step": step, **apply_schedules(optimizer, sched, step)}
         row = {**values, **_step(model, meta, optimizer, batch, values, cfg, env)}
         t1 = time.perf_counter()
         row["images_per_s"] = cfg.train.batch_size_per_gpu * env.world_size / max(t1 - t0, 1e-9)
         row["data_wait_frac"] = (t_data - t0) / max(t1 - t0, 1e-9)  # waiting for (or making) the batch
+        row["time"] = time.time()  # wall clock at the step's end (returned, not logged)
         t0 = t1
         history.append(row)
         logger.log(row)
