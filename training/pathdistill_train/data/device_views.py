@@ -81,15 +81,16 @@ def color_jitter_batch(x: torch.Tensor, strength: Any, g: torch.Generator | None
     return _hue_rotate(x.clamp(0, 1), _u(b, -hue, hue, g).to(dev) * 2 * math.pi)
 
 
+_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_FROM_YIQ = torch.linalg.inv(_TO_YIQ)  # once, on the CPU: on CUDA ``linalg.inv`` checks its result with a host sync
+
+
 def _hue_rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotate the chroma of (B, 3, H, W) RGB by ``angle`` (B,) radians in YIQ space."""
-    to_yiq = torch.tensor(
-        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device
-    )
-    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
+    yiq = torch.einsum("ij,bjhw->bihw", _TO_YIQ.to(x.device), x)
     c, s = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
     i, q = yiq[:, 1] * c - yiq[:, 2] * s, yiq[:, 1] * s + yiq[:, 2] * c
-    rgb = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), torch.stack([yiq[:, 0], i, q], 1))
+    rgb = torch.einsum("ij,bjhw->bihw", _FROM_YIQ.to(x.device), torch.stack([yiq[:, 0], i, q], 1))
     return rgb.clamp(0, 1)
 
 
