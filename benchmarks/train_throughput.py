@@ -97,6 +97,28 @@ def run(pipeline: str, args: argparse.Namespace, out: Path) -> dict[str, float |
     }
 
 
+def profile(args: argparse.Namespace, out: Path) -> str:
+    """``args.profile`` device-pipeline steps (after the warm-up) under ``torch.profiler``: where a step goes.
+
+    Returns the profiler's table of the named ranges (``data``, ``teacher``, ``student``, ``student_augment``,
+    ``losses``, ``backward``, ``optimizer+ema``) and the costliest ops, by device time on CUDA, else CPU time.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    quick = argparse.Namespace(**{**vars(args), "steps": args.profile})
+    with torch.profiler.profile(activities=acts) as prof:
+        run("device", quick, out / "profiled")
+    key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    ranges = prof.key_averages().table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total",
+                                       row_limit=12)  # fmt: skip
+    return (
+        f"profile of {args.profile} device-pipeline steps (with model building and warm-up):\n{ranges}\n"
+        + (prof.key_averages().table(sort_by=key, row_limit=15))
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="student_from_efficientnet")
@@ -108,12 +130,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of tile images")
     p.add_argument("--pipelines", default="loader,device", help="comma-separated: loader, device")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--profile", type=int, default=0, help="then N more device-pipeline steps under torch.profiler"
+    )
     p.add_argument("overrides", nargs="*", help="extra config key=value overrides")
     args = p.parse_args(argv)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for pipeline in args.pipelines.split(","):
             results[pipeline] = run(pipeline, args, Path(tmp))
+        table = profile(args, Path(tmp)) if args.profile > 0 else None
     print(f"{args.config} on {args.device}, batch {args.batch}, {args.steps} measured steps, "
           f"{args.workers} loader workers; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     for name, r in results.items():
@@ -123,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if {"loader", "device"} <= results.keys():
         ratio = results["device"]["images_per_s"] / results["loader"]["images_per_s"]  # type: ignore[operator]
         print(f"  device / loader images/s = {ratio:.2f}")
+    if table:
+        print(table)
     if args.json:
         meta = {"config": args.config, "device": args.device, "batch": args.batch, "steps": args.steps,
                 "workers": args.workers, "load": os.getloadavg(), "overrides": args.overrides}  # fmt: skip

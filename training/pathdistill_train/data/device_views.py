@@ -82,7 +82,8 @@ def color_jitter_batch(x: torch.Tensor, strength: Any, g: torch.Generator | None
 
 
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_FROM_YIQ = torch.linalg.inv(_TO_YIQ)  # once, on the CPU: on CUDA ``linalg.inv`` checks its result with a host sync
+# inverted once, on the CPU: on CUDA ``linalg.inv`` checks its result with a host sync
+_FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 
 
 def _hue_rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from pathdistill_train.data.scanner_augment import ScannerAugment, ScannerAugmentConfig
 from pathdistill_train.errors import TrainConfigError
@@ -170,7 +171,10 @@ class DistillMetaArch(nn.Module):
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         """Student-only stain/scanner augmentation of (N, 3, H, W) images while training (identity in eval)."""
-        return self.student_augment(images) if self.training else images
+        if not self.training:
+            return images
+        with record_function("student_augment"):
+            return self.student_augment(images)
 
     def get_teacher_output(self, global_views: torch.Tensor, teacher_temp: float) -> dict[str, Any]:
         """Frozen teacher forward, computed once for both global views.
@@ -304,9 +308,12 @@ class DistillMetaArch(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], teacher_temp: float) -> dict[str, torch.Tensor]:
         """One distillation step's losses (centres are updated after the loss is computed)."""
-        t_out = self.get_teacher_output(batch["global"], teacher_temp)
-        s_out = self.get_student_output(batch["global"], batch["local"])
-        losses = self.compute_losses(t_out, s_out)
+        with record_function("teacher"):  # named ranges for torch.profiler (train_throughput.py --profile)
+            t_out = self.get_teacher_output(batch["global"], teacher_temp)
+        with record_function("student"):
+            s_out = self.get_student_output(batch["global"], batch["local"])
+        with record_function("losses"):
+            losses = self.compute_losses(t_out, s_out)
         if self.use_heads and self.cfg.loss.centering == "centering":
             self.dino_loss.update_center(t_out["dino_logits"])
             self.ibot_loss.update_center(t_out["ibot_logits"])

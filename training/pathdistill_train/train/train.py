@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 
 from napari_pathdistill.atomic import atomic_path
 from pathdistill_train import distributed
@@ -166,12 +167,14 @@ def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[st
     with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         losses = model(batch, values["teacher_temp"])
     optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
+    with record_function("backward"):
+        losses["loss"].backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     clip = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-    optimizer.step()
-    meta.update_ema(values["momentum"])
+    with record_function("optimizer+ema"):
+        optimizer.step()
+        meta.update_ema(values["momentum"])
     out = {k: float(v.detach()) for k, v in losses.items()}
     out["grad_norm"] = float(grad_norm)
     if not math.isfinite(out["loss"]):
@@ -205,9 +208,10 @@ def train(cfg: Any) -> list[dict[str, float]]:
     history, it = [], build_batches(cfg, env.rank, env.world_size, start, env.device)
     t0 = time.perf_counter()
     for step in range(start, end):
-        batch = {k: v.to(env.device, non_blocking=True) for k, v in next(it).items()}
-        if cfg.train.sync_timing and env.device.type == "cuda":
-            torch.cuda.synchronize(env.device)  # the GPU-side view making counts as data time
+        with record_function("data"):
+            batch = {k: v.to(env.device, non_blocking=True) for k, v in next(it).items()}
+            if cfg.train.sync_timing and env.device.type == "cuda":
+                torch.cuda.synchronize(env.device)  # the GPU-side view making counts as data time
         t_data = time.perf_counter()
         values = {"step": step, **apply_schedules(optimizer, sched, step)}
         row = {**values, **_step(model, meta, optimizer, batch, values, cfg, env)}
