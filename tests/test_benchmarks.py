@@ -162,11 +162,13 @@ def test_slide_scale_embed_section_alone_needs_no_viewer(shared_data: Path, tmp_
     """``--only-cuda`` runs (f) alone (here on the CPU, a rehearsal): two embeds of a generated zlib slide."""
     bench = _bench("slide_scale")
     res = bench.main(["--only-cuda", "--device", "cpu", "--width", "2400", "--height", "1800", "--compression",
-                      "zlib", "--out", str(tmp_path), "--cuda-batch", "4", "--cuda-workers", "1"])  # fmt: skip
+                      "zlib", "--out", str(tmp_path), "--cuda-batch", "2", "--cuda-workers", "1"])  # fmt: skip
     assert "open" not in res and "embed" not in res  # no viewer sections
     runs = res["cuda_runs"]
     assert runs["warm-up"]["tiles"] == runs["measured"]["tiles"] == res["cuda_tiles"] > 0
     assert res["cuda_tiles_s"] > 0 and res["cuda_device"] == "cpu"
+    assert res["cuda_tiles"] > 3 * 2  # a progress stamp per batch of 2: a steady rate between the first and last
+    assert math.isfinite(res["cuda_steady_tiles_s"]) and res["cuda_steady_tiles_s"] > 0
     assert (tmp_path / "big_2400x1800_zlib.tif").exists()
     assert "(f) H0-mini-shape ViT-B/14 embed_slide" in (tmp_path / "slide_scale.md").read_text()
 
