@@ -167,7 +167,8 @@ def test_slide_scale_embed_section_alone_needs_no_viewer(shared_data: Path, tmp_
     runs = res["cuda_runs"]
     assert runs["warm-up"]["tiles"] == runs["measured"]["tiles"] == res["cuda_tiles"] > 0
     assert res["cuda_tiles_s"] > 0 and res["cuda_device"] == "cpu"
-    assert res["cuda_tiles"] > 3 * 2  # a progress stamp per batch of 2: a steady rate between the first and last
+    # a progress stamp per batch of 2: a steady rate between the first and the last
+    assert res["cuda_tiles"] > 3 * 2
     assert math.isfinite(res["cuda_steady_tiles_s"]) and res["cuda_steady_tiles_s"] > 0
     assert (tmp_path / "big_2400x1800_zlib.tif").exists()
     assert "(f) H0-mini-shape ViT-B/14 embed_slide" in (tmp_path / "slide_scale.md").read_text()
