@@ -33,11 +33,12 @@ import numpy as np
 
 from _big_slide import write_big_slide
 from _slide_scale_meters import (
-    TARGETS,
     GcMeter,
     StallMeter,
+    cuda_rows,
     peak_rss_gb,
     reader_open,
+    render,
     rss_gb,
     rss_parts_gb,
     table,
@@ -283,18 +284,6 @@ def cuda_throughput(path: Path, out: Path, batch: int, workers: int = 8, device:
             "cuda_batch": batch, "cuda_device": device}  # fmt: skip
 
 
-def _cuda_table(r: dict) -> str:
-    """(f) alone, as a Markdown table."""
-    ok = r["cuda_tiles_s"] >= TARGETS["cuda_tiles_s"]
-    return (
-        "| measure | value | target |\n|---|---|---|\n"
-        f"| (f) H0-mini-shape ViT-B/14 embed_slide, CUDA | {r['cuda_tiles_s']:.0f} tiles/s ({r['cuda_tiles']} tiles "
-        f"in {r['cuda_s']:.1f} s, second run; tissue detection, reading, model, writing) | "
-        f">= {TARGETS['cuda_tiles_s']}: {'met' if ok else 'NOT met'} |\n"
-        f"| (f) the same, between the first and the last batch | {r['cuda_steady_tiles_s']:.0f} tiles/s | |"
-    )
-
-
 def _source_features(cache: Path) -> Path:
     """The feature file the widget wrote (complete, else its .partial with ``done`` rows)."""
     import h5py
@@ -401,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device == "cuda" or args.only_cuda:
         r.update(cuda_throughput(path, args.out, args.cuda_batch, args.cuda_workers, args.device))
     r["load_end"] = os.getloadavg()
-    md = table(r) if not args.only_cuda else _cuda_table(r)
+    md = render(cuda_rows(r)) if args.only_cuda else table(r)
     load = f"load average at start {r['load_start']}, at end {r['load_end']}; {r['cpus']} CPUs"
     print(md + "\n\n" + load)
     (args.out / "slide_scale.md").write_text(md + "\n\n" + load + "\n")
