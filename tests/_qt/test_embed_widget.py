@@ -123,6 +123,7 @@ def test_bad_input_and_cancel(make_napari_viewer, qtbot, cmu_svs, tiny_vit, erro
     widget.run()
     wait_for(widget)
     assert "tissue" in errors[-1].lower() and "min tissue" in errors[-1]
+    assert [layer.name for layer in viewer.layers] == [slide.name]  # the empty layers of the press are gone
     widget.mpp.value = 8000 * 0.499 / tiny_vit.spec.tile_px  # a tile larger than the slide
     widget.run()
     wait_for(widget)
@@ -294,6 +295,40 @@ def test_live_map_progress_cancel_resume_and_cache_hit(
     np.testing.assert_allclose(painted.data[..., :3], res.raster(res.rgb), atol=1e-6)
     np.testing.assert_array_equal(widget.result.features, res.features)
     print(f"cached re-open: {time.perf_counter() - start:.2f} s for {total} tiles")
+
+
+def test_the_press_makes_the_map_layers_and_the_run_fills_them_in_place(
+    make_napari_viewer, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """napari's layer creation (0.1-0.4 s each) happens when Embed is pressed, not while the user pans during the
+    run: both layers exist, empty and placed, when ``run`` returns, and the run adds no layer."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value, widget.k.value = (
+        tiny_vit.spec.tile_px,
+        1.0,
+        0.1,
+        3,
+    )
+    widget.batch_size.value, widget.fit_rows, widget.slide.value = 8, 16, slide
+    widget.run()
+    made = {name: viewer.layers[f"{slide.name} {name}"] for name in ("embedding map", "clusters")}
+    assert not any(np.any(layer.data) for layer in made.values())  # empty at the press
+    inserted = []
+    viewer.layers.events.inserted.connect(lambda e: inserted.append(e.value.name))
+    wait_for(widget)
+    res = widget.result
+    assert res is not None and inserted == [], (widget.status.value, inserted)
+    assert all(viewer.layers[f"{slide.name} {name}"] is layer for name, layer in made.items())
+    for layer in made.values():
+        np.testing.assert_allclose(layer.scale, res.scale)
+        np.testing.assert_allclose(layer.translate, res.translate)
+        assert tuple(layer.units) == tuple(slide.units)
+    np.testing.assert_array_equal(made["clusters"].data, res.cluster_label_image())
+    np.testing.assert_allclose(made["embedding map"].data[..., :3], res.raster(res.rgb), atol=1e-6)
+    assert made["clusters"].metadata["pathdistill"]["slide_map"] is res
 
 
 def test_click_works_on_a_map_layer_the_widget_did_not_make(embedded, qtbot):

@@ -45,3 +45,48 @@ def warm_labels_layer() -> None:
 
     napari.layers.Labels(np.ones((1, 1), np.int32), colormap=cluster_colormap(1),
                          features={"index": np.arange(2)})  # fmt: skip
+
+
+def add_empty_map_layers(
+    viewer: Any, slide_name: str, placement: tuple[Any, Any, Any], units: Any, k: int, model: str
+) -> tuple[np.ndarray | None, list[Any]]:
+    """Add the "<slide> embedding map" and "<slide> clusters" layers of a run, empty, where they do not exist yet.
+
+    The Embed widget calls it when Embed is pressed: napari's creation of a layer (its controls, its vispy
+    visual, the Labels tool overlays) holds the main thread for 0.1-0.4 s each, which at the press is the
+    button's response, and during the run would freeze the canvas the user pans. The run then fills the layers
+    in place.
+
+    Args:
+        viewer: the viewer.
+        slide_name: name of the slide layer the run embeds.
+        placement: ((rows, cols), scale, translate) of the map raster (``inference.live_map.map_placement``).
+        units: the slide layer's units (None: napari's default).
+        k: clusters of the run (the colormap's size).
+        model: model name, for the map layer's metadata.
+
+    Returns:
+        (the (rows, cols, 4) float32 RGBA raster of a new map layer, or None if it existed, the layers added).
+    """
+    shape, scale, translate = placement
+    geo: dict[str, Any] = {"scale": scale, "translate": translate}
+    if units is not None:
+        geo["units"] = units
+    raster, added = None, []
+    name = f"{slide_name} embedding map"
+    if name not in viewer.layers:
+        raster = np.zeros((*shape, 4), np.float32)
+        added.append(viewer.add_image(raster, name=name, rgb=True, opacity=0.7, contrast_limits=(0, 1),
+                                      metadata={"pathdistill": {"model": model}}, **geo))  # fmt: skip
+    name = f"{slide_name} clusters"
+    if name not in viewer.layers:
+        added.append(viewer.add_labels(np.zeros(shape, np.int32), name=name, opacity=0.5,
+                                       colormap=cluster_colormap(k), **geo))  # fmt: skip
+    return raster, added
+
+
+def remove_unfilled(viewer: Any, layers: list[Any]) -> None:
+    """Remove those of ``layers`` (from :func:`add_empty_map_layers`) that a cancelled or failed run left empty."""
+    for layer in layers:
+        if layer in viewer.layers and not np.any(layer.data):
+            viewer.layers.remove(layer)

@@ -58,6 +58,7 @@ class TaskRunner:
         self.cancel_event = threading.Event()
         self.worker: GeneratorWorker | None = None
         self._bar: progress | None = None
+        self._stage = ""  # the description the bar shows
         self._result: Any = None
         self._failed = False
         self.cancel_button.enabled = False
@@ -75,6 +76,7 @@ class TaskRunner:
         what: str,
         on_item: Callable[[Any], None] | None = None,
         cancel_note: str = "nothing was added",
+        on_end: Callable[[], None] | None = None,
     ) -> GeneratorWorker:
         """Start ``factory(cancel_event)`` in a worker thread; call ``on_result(result)`` on the main thread.
 
@@ -85,6 +87,8 @@ class TaskRunner:
             on_item: called on the main thread with every item the generator yields (Progress included), e.g.
                 to paint partial results while the task runs.
             cancel_note: what the cancel notification says was kept.
+            on_end: called on the main thread when the task has ended, however it ended (after ``on_result``),
+                e.g. to remove what a cancelled or failed task left empty.
 
         Returns:
             The started napari worker (tests may wait on its ``finished`` signal).
@@ -93,13 +97,13 @@ class TaskRunner:
             raise RuntimeError("a task is already running; cancel it first")
         self.cancel_event = threading.Event()
         self._result, self._failed = None, False
-        self._bar = progress(total=0, desc=what)
+        self._bar, self._stage = progress(total=0, desc=what), what
         # Built directly (not create_worker): errors are ours to report, and napari 0.9.2's task-status hook
         # connected by create_worker raises a TypeError on `errored`.
         worker = GeneratorWorker(_drive, factory, self.cancel_event)
         worker.yielded.connect(lambda item: self._on_yielded(item, worker, on_item))
         worker.errored.connect(lambda exc: self._on_error(exc, what))
-        worker.finished.connect(lambda: self._on_finished(on_result, what, cancel_note))
+        worker.finished.connect(lambda: self._on_finished(on_result, what, cancel_note, on_end))
         self.worker = worker
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"{what}: starting..."
@@ -133,9 +137,13 @@ class TaskRunner:
         if bar.total != item.total:
             bar.total = item.total
         bar.n = item.done
-        if item.stage:
+        # one refresh per item: napari's Qt bar runs processEvents (a canvas redraw) on every value and every
+        # description it is sent, so the description only goes when it changes (then it is the refresh)
+        if item.stage and item.stage != self._stage:
+            self._stage = item.stage
             bar.set_description(item.stage)
-        bar.refresh()
+        else:
+            bar.refresh()
 
     def _on_error(self, exc: BaseException, what: str) -> None:
         self._failed = True
@@ -146,7 +154,11 @@ class TaskRunner:
         show_error(msg)
 
     def _on_finished(
-        self, on_result: Callable[[Any], None], what: str, cancel_note: str = "nothing was added"
+        self,
+        on_result: Callable[[Any], None],
+        what: str,
+        cancel_note: str = "nothing was added",
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -158,6 +170,8 @@ class TaskRunner:
             show_info(f"{what} cancelled; {cancel_note}.")
         elif not self._failed:
             self._apply(on_result, what)
+        if on_end is not None:
+            on_end()
 
     def _apply(self, on_result: Callable[[Any], None], what: str) -> None:
         if self._result is None:

@@ -22,7 +22,13 @@ from magicgui.widgets import (
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
-from napari_pathdistill._qt._clusters import cluster_palette, clusters_layer, warm_labels_layer
+from napari_pathdistill._qt._clusters import (
+    add_empty_map_layers,
+    cluster_palette,
+    clusters_layer,
+    remove_unfilled,
+    warm_labels_layer,
+)
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
@@ -37,7 +43,7 @@ from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill._qt.tile_search import TileSearchPanel
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.feature_cache import default_cache_dir, resolve_cache_dir
-from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map
+from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map, map_placement
 from napari_pathdistill.inference.similarity_map import most_similar
 from napari_pathdistill.inference.slide_maps import SlideMap
 from napari_pathdistill.progress import Progress
@@ -142,9 +148,23 @@ class EmbedWidget(Container):
                                  batch_size=batch_size, k=k, fit_rows=fit_rows, cancel=cancel)  # fmt: skip
 
         self._live, self.progress.value = None, 0
+        added = self._add_layers(path, source, tile_px, mpp, k)
         self.runner.start(factory, lambda result: self.show_result(result, source), "Embedding",
                           on_item=lambda item: self._on_item(item, source),
+                          on_end=lambda: remove_unfilled(self.viewer, added),
                           cancel_note="the tiles done are kept in the feature cache: Embed resumes them")  # fmt: skip
+
+    def _add_layers(self, path: Path, source: tuple[str, Any], tile_px: int, mpp: float, k: int) -> list[Any]:
+        """The run's map layers, empty, now (``_qt._clusters.add_empty_map_layers``); none if the slide's
+        geometry cannot be read (the run reports why)."""
+        try:
+            placement = map_placement(path, tile_px, mpp)
+        except Exception:
+            return []
+        raster, added = add_empty_map_layers(self.viewer, source[0], placement, source[1], k,
+                                             self.model.choice.value)  # fmt: skip
+        self._live = raster if raster is not None else self._live
+        return added
 
     def _run_dense(self, request: Any, path: Path, source: tuple[str, Any]) -> None:
         """The "patch tokens (ViT)" map: ``inference.dense_maps.iter_dense_map`` -> ``show_dense_map``."""

@@ -30,7 +30,7 @@ from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
-from napari_pathdistill.wsi.tiling import TileGrid, grid_to_image, make_tile_grid
+from napari_pathdistill.wsi.tiling import TileGrid, grid_placement, make_tile_grid
 
 if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
@@ -74,8 +74,7 @@ class LiveColours:
         size = grid.size_level0
         self.cells = np.stack([np.round(grid.coords[:, 1] / size), np.round(grid.coords[:, 0] / size)], 1)
         self.cells = self.cells.astype(np.int64)
-        _, scale, translate = grid_to_image(grid, np.zeros(len(grid), np.uint8))
-        self.placement = (grid.grid_shape, tuple(scale), tuple(translate))
+        self.placement = grid_placement(grid)
         self.basis: tuple[np.ndarray, ...] | None = None
 
     def update(self, done: int) -> PartialMap | None:
@@ -103,6 +102,21 @@ class LiveColours:
         scores = (x - mu) @ vt.T
         lo, span = scores.min(0), np.ptp(scores, axis=0)
         self.basis = (mu.astype(np.float32), vt.astype(np.float32), lo, np.where(span > 0, span, 1.0))
+
+
+def map_placement(
+    slide: str | Path, tile_px: int, mpp: float
+) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+    """(rows, cols), napari scale and translate of the map raster :func:`iter_live_map` paints for ``slide`` at
+    ``tile_px`` / ``mpp`` (the tile grid's geometry: no tissue detection, a few ms). The Embed widget creates
+    its map layers with it when Embed is pressed, so that napari's layer creation (0.1-0.4 s each) is not a
+    stall while the user pans the slide during the run.
+
+    Raises:
+        WSIError: the slide cannot be read or is smaller than one tile.
+    """
+    with open_pyramid(slide) as pyr:
+        return grid_placement(make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0))
 
 
 def iter_live_map(

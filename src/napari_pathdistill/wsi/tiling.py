@@ -188,9 +188,16 @@ def grid_to_image(
     r = np.round(grid.coords[:, 1] / grid.size_level0).astype(int)
     c = np.round(grid.coords[:, 0] / grid.size_level0).astype(int)
     img[r, c] = values
+    _, scale, translate = grid_placement(grid)
+    return img, scale, translate
+
+
+def grid_placement(grid: TileGrid) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+    """(rows, cols) of the grid's raster (one cell per grid tile) and its napari scale and translate in the slide
+    layer's units (um if the slide has MPP, else level-0 px): a cell's centre lands on its tile's centre."""
     tile, px = _layer_units(grid)
     offset = (grid.size_level0 - 1) / 2 * px
-    return img, (tile, tile), (offset, offset)
+    return grid.grid_shape, (tile, tile), (offset, offset)
 
 
 def grid_to_shapes(grid: TileGrid) -> np.ndarray:
