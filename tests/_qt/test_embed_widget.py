@@ -298,11 +298,11 @@ def test_live_map_progress_cancel_resume_and_cache_hit(
 
 
 def test_the_press_makes_the_map_layers_and_the_run_fills_them_in_place(
-    make_napari_viewer, cmu_svs, tiny_vit, open_slide, wait_for
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
 ):
     """napari's layer creation (0.1-0.4 s each) happens when Embed is pressed, not while the user pans during the
     run: both layers exist, empty and placed, when ``run`` returns, and the run adds no layer."""
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # the canvas only renders when shown (Xvfb in CI)
     slide = open_slide(viewer, cmu_svs)
     widget = EmbedWidget(viewer)
     widget.model.set_model(tiny_vit)
@@ -329,6 +329,15 @@ def test_the_press_makes_the_map_layers_and_the_run_fills_them_in_place(
     np.testing.assert_array_equal(made["clusters"].data, res.cluster_label_image())
     np.testing.assert_allclose(made["embedding map"].data[..., :3], res.raster(res.rgb), atol=1e-6)
     assert made["clusters"].metadata["pathdistill"]["slide_map"] is res
+    # what is drawn: the map's texture follows its raster, changed in place (``_repaint``)
+    slide.visible = made["clusters"].visible = False
+    viewer.reset_view()
+    qtbot.wait(200)
+    drawn = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    made["embedding map"].visible = False
+    qtbot.wait(200)
+    background = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    assert (np.abs(drawn - background).sum(-1) > 30).mean() > 0.05
 
 
 def test_click_works_on_a_map_layer_the_widget_did_not_make(embedded, qtbot):

@@ -204,7 +204,7 @@ class EmbedWidget(Container):
         rr, cc = part.cells[:, 0], part.cells[:, 1]
         raster[rr, cc, :3] = part.rgb
         raster[rr, cc, 3] = 1.0
-        layer.data = raster  # the same array: napari re-slices and uploads the small texture
+        _repaint(layer)
         return layer
 
     def show_result(self, result: SlideMap, source: tuple[str, Any] | None = None) -> None:
@@ -240,7 +240,7 @@ class EmbedWidget(Container):
         raster = self._live
         if live is not None and raster is not None and live.data is raster and rgba.shape == raster.shape:
             raster[:] = rgba
-            live.data = raster
+            _repaint(live)
             return
         upsert_image(self.viewer, rgba.astype(np.float32), name, rgb=True, **geo, opacity=0.7,
                      contrast_limits=(0, 1), metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
@@ -318,6 +318,12 @@ class EmbedWidget(Container):
         if layer is not None and layer in self.viewer.layers:
             self.viewer.layers.selection.active = layer
         return points
+
+
+def _repaint(layer: napari.layers.Image) -> None:
+    """Show a layer whose data array was changed in place: re-slice and upload the texture, without what
+    setting ``layer.data`` adds (dims and extent recomputed: 10-12 instead of 4-5 ms per update on this CPU)."""
+    layer.refresh(extent=False, highlight=False)
 
 
 def map_layer_at(viewer: Any, position: Any) -> tuple[Any, int] | None:
