@@ -136,6 +136,9 @@ def table(r: dict) -> str:
          "once, before the run)", f"{e.get('press_ms', float('nan')):.0f} ms", ""),
         ("(b) longest main-thread stall while embedding (after the press)", f"{e.get('stall_ms', float('nan')):.0f} ms",
          f"< {t['stall_ms']} ms: {'met' if e.get('stall_ms', 1e9) < t['stall_ms'] else 'NOT met'}"),
+        ("(b) main-thread gaps while embedding: over 50 ms (their median) / over 100 ms",
+         f"{e.get('gaps_over_50', 0)} ({e.get('gap_median_ms', float('nan')):.0f} ms) / {e.get('gaps_over_100', 0)}",
+         ""),
         ("(b) full CPython garbage collections during the embed (process-wide; objects tracked)",
          f"{len(e.get('gc_ms', []))}, longest {max(e.get('gc_ms', []), default=0):.0f} ms "
          f"({e.get('tracked_objects', 0):,} objects)", ""),

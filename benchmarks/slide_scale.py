@@ -103,7 +103,10 @@ def run_widget(widget, limit: int, meter: StallMeter) -> dict:
     done, stall = int(widget.progress.value), meter.stop()
     stop_timing()
     collections = gcs.stop()
-    return {"total_s": total, "press_ms": 1e3 * press, "first_map_s": (first[0] - t0) if first else None, "tiles": done,
+    gaps = sorted(b - a for a, b in meter.gaps)
+    return {"total_s": total, "press_ms": 1e3 * press, "gaps_over_50": len(gaps),
+            "gaps_over_100": sum(g > 0.1 for g in gaps), "gap_median_ms": 1e3 * gaps[len(gaps) // 2] if gaps else 0.0,
+            "first_map_s": (first[0] - t0) if first else None, "tiles": done,
             "grid_tiles": int(widget.progress.max), "stall_ms": 1e3 * stall, "cancelled": cancelled,
             "layer_adds_ms": [1e3 * (b - a) for a, b in spans], "gc_ms": [1e3 * (b - a) for a, b in collections],
             "tracked_objects": tracked_objects(), "stall_nogc_ms": 1e3 * meter.longest_outside(collections),
