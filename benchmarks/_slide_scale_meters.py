@@ -170,6 +170,10 @@ def table(r: dict) -> str:
     if "reopen_100k_nomap_s" in r:
         rows.append(("(c) the same rows without a stored map (CLAM/TRIDENT, older files: PCA + k-means run)",
                      f"{r['reopen_100k_nomap_s']:.2f} s", ""))  # fmt: skip
+    if "rss_after_nomap_removed_gb" in r:
+        rows.append(("(c) peak RSS so far, after the no-map open (its PCA + k-means) / RSS once its layers are "
+                     "removed", f"{r['peak_rss_after_nomap_gb']:.2f} / {r['rss_after_nomap_removed_gb']:.2f} GB",
+                     ""))  # fmt: skip
     if "rss_after_reopen_gb" in r:
         rows.append(("(c) RSS with the slide's map and the 100k-row map open", f"{r['rss_after_reopen_gb']:.2f} GB",
                      ""))  # fmt: skip

@@ -204,6 +204,22 @@ def open_features(viewer, path: Path) -> tuple[float, list]:
     return time.perf_counter() - t0, added
 
 
+def release_removed_layers() -> None:
+    """What napari's running event loop does after a layer removal, which this script's processEvents does
+    not: deliver the deferred deletes of the removed layers' Qt controls (they hold the layers, so their data),
+    then collect. Without it the removed layers stay alive and their memory counts in the RSS below."""
+    import gc
+
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    for _ in range(3):
+        app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        app.processEvents()
+        gc.collect()
+
+
 def clicks(viewer, widget, layer, n: int) -> dict:
     """(d) click-to-result latency on a map layer: the widget's click path and H3's panel if present."""
     from qtpy.QtWidgets import QApplication
@@ -337,8 +353,12 @@ def widget_section(path: Path, out: Path, args: argparse.Namespace) -> dict:
             res["reopen_widget"] = run_widget(widget, 0, meter)
         big, nomap = big_feature_files(_source_features(cache), out, args.feature_rows, args.feature_dim)
         res["reopen_100k_nomap_s"], added = open_features(viewer, nomap)
+        res["peak_rss_after_nomap_gb"] = peak_rss_gb()
         for a in added:
             viewer.layers.remove(a)
+        del a, added
+        release_removed_layers()
+        res["rss_after_nomap_removed_gb"] = rss_gb()
         res["reopen_100k_s"], added = open_features(viewer, big)
         layer = added[-1]  # the clusters layer (the map layer clicks go to)
         res["rss_after_reopen_gb"] = rss_gb()
