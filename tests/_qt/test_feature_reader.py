@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -16,6 +17,15 @@ SLIDE = (Path(__file__).parents[2] / ".." / "shared" / "data" / "wsi" / "CMU-1-S
 DOCS = Path(__file__).parents[2] / "docs" / "images"
 
 
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """docs/images when PATHDISTILL_SAVE_SCREENSHOTS is set (regenerating the docs), else the test's tmp dir:
+    a plain test run leaves the tracked screenshots alone."""
+    if os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS"):
+        DOCS.mkdir(parents=True, exist_ok=True)
+        return DOCS
+    return tmp_path
+
+
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory) -> Path:
     import dataclasses
@@ -25,7 +35,7 @@ def ours(tmp_path_factory) -> Path:
     return embed_slide(SLIDE, model, tmp_path_factory.mktemp("feats"), num_workers=0)
 
 
-def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours):
+def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours, tmp_path):
     viewer = make_napari_viewer()
     [slide] = viewer.open(str(SLIDE), plugin="napari-pathdistill")
     assert get_feature_reader(str(ours)) is not None and get_feature_reader(str(SLIDE)) is None
@@ -55,12 +65,13 @@ def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours):
     widget.show_similar(hit[1], hit[0])
     similar = viewer.layers["similar tiles"]
     assert similar.features["tile"].iloc[0] == i and len(similar.data) > 1
-    DOCS.mkdir(parents=True, exist_ok=True)
     viewer.window.show()
     viewer.reset_view()
     import imageio.v3 as iio
 
-    iio.imwrite(DOCS / "feature_reader.png", viewer.screenshot(canvas_only=False, flash=False))
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    assert shot[..., :3].std() > 10  # the window drew (not one flat colour)
+    iio.imwrite(_screenshot_dir(tmp_path) / "feature_reader.png", shot)
 
 
 def test_drop_on_empty_viewer_opens_the_stored_slide(make_napari_viewer, ours, tmp_path):

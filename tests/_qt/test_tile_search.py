@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,15 @@ from napari_pathdistill.inference.slide_maps import iter_slide_map
 from napari_pathdistill.progress import drain
 
 DOCS = Path(__file__).parents[2] / "docs" / "images"
+
+
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """docs/images when PATHDISTILL_SAVE_SCREENSHOTS is set (regenerating the docs), else the test's tmp dir:
+    a plain test run leaves the tracked screenshots alone."""
+    if os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS"):
+        DOCS.mkdir(parents=True, exist_ok=True)
+        return DOCS
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +133,11 @@ def test_cross_slide_query_lands_on_the_other_slide(two_slides, tmp_path):
     b.visible = viewer.layers[f"{b.metadata['pathdistill']['slide_layer']} embedding map"].visible = False
     viewer.window.show()
     viewer.reset_view()
-    DOCS.mkdir(parents=True, exist_ok=True)
     import imageio.v3 as iio
 
-    iio.imwrite(DOCS / "tile_search.png", viewer.screenshot(canvas_only=False, flash=False))
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    assert shot[..., :3].std() > 10  # the window drew (not one flat colour)
+    iio.imwrite(_screenshot_dir(tmp_path) / "tile_search.png", shot)
     cross = _load(panel.export(tmp_path / "b.geojson", kind="similar tiles (top k)"))
     assert _classes(cross) == ["similar"] * panel.top_k  # the query tile lies on slide A: not a tile of B
     best = smap_b.grid.coords[np.argmax(hm.cosine)]
