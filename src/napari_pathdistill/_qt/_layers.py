@@ -179,10 +179,12 @@ def _unchanged(layer: Layer, key: str, value: Any) -> bool:
     if key not in _COMPARED:
         return False
     current = getattr(layer, key, None)
+    if current is None:
+        return False
     if key in ("scale", "translate", "contrast_limits"):
         return np.shape(current) == np.shape(value) and bool(np.allclose(current, value))
     if key == "units":  # pint units; names ("um") are set, napari converts them
-        return current is not None and tuple(current) == tuple(value)
+        return tuple(current) == tuple(value)
     try:
         return bool(current == value)
     except (TypeError, ValueError):
