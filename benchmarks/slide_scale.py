@@ -354,9 +354,8 @@ def widget_section(path: Path, out: Path, args: argparse.Namespace) -> dict:
         big, nomap = big_feature_files(_source_features(cache), out, args.feature_rows, args.feature_dim)
         res["reopen_100k_nomap_s"], added = open_features(viewer, nomap)
         res["peak_rss_after_nomap_gb"] = peak_rss_gb()
-        for a in added:
-            viewer.layers.remove(a)
-        del a, added
+        while added:  # no name left holding a removed layer
+            viewer.layers.remove(added.pop())
         release_removed_layers()
         res["rss_after_nomap_removed_gb"] = rss_gb()
         res["reopen_100k_s"], added = open_features(viewer, big)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,27 @@ def _open_slide(viewer, path: Path):
     data, kwargs, kind = reader(str(path))[0]
     assert kind == "image"
     return viewer.add_image(data, **kwargs)
+
+
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+@pytest.fixture
+def save_screenshot(tmp_path):
+    """``save_screenshot(viewer, name)``: the whole window, checked to be drawn (not one flat colour), into
+    docs/images when PATHDISTILL_SAVE_SCREENSHOTS is set (regenerating the docs), else into the test's tmp dir:
+    a plain test run leaves the tracked screenshots alone."""
+
+    def save(viewer, name: str) -> None:
+        import imageio.v3 as iio
+
+        shot = viewer.screenshot(canvas_only=False, flash=False)
+        assert shot[..., :3].std() > 10  # the window drew (not one flat colour)
+        out = DOCS_IMAGES if os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS") else tmp_path
+        out.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(out / name, shot)
+
+    return save
 
 
 @pytest.fixture

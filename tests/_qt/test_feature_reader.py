@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -14,16 +13,6 @@ from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.models.testing import tiny_model
 
 SLIDE = (Path(__file__).parents[2] / ".." / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs").resolve()
-DOCS = Path(__file__).parents[2] / "docs" / "images"
-
-
-def _screenshot_dir(tmp_path: Path) -> Path:
-    """docs/images when PATHDISTILL_SAVE_SCREENSHOTS is set (regenerating the docs), else the test's tmp dir:
-    a plain test run leaves the tracked screenshots alone."""
-    if os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS"):
-        DOCS.mkdir(parents=True, exist_ok=True)
-        return DOCS
-    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +24,7 @@ def ours(tmp_path_factory) -> Path:
     return embed_slide(SLIDE, model, tmp_path_factory.mktemp("feats"), num_workers=0)
 
 
-def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours, tmp_path):
+def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours, save_screenshot):
     viewer = make_napari_viewer()
     [slide] = viewer.open(str(SLIDE), plugin="napari-pathdistill")
     assert get_feature_reader(str(ours)) is not None and get_feature_reader(str(SLIDE)) is None
@@ -67,11 +56,7 @@ def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours, tmp_path):
     assert similar.features["tile"].iloc[0] == i and len(similar.data) > 1
     viewer.window.show()
     viewer.reset_view()
-    import imageio.v3 as iio
-
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    assert shot[..., :3].std() > 10  # the window drew (not one flat colour)
-    iio.imwrite(_screenshot_dir(tmp_path) / "feature_reader.png", shot)
+    save_screenshot(viewer, "feature_reader.png")
 
 
 def test_drop_on_empty_viewer_opens_the_stored_slide(make_napari_viewer, ours, tmp_path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,17 +13,6 @@ from napari_pathdistill._qt.tile_search import TileSearchPanel
 from napari_pathdistill.inference.similarity_map import SimilarityMapError, heatmap
 from napari_pathdistill.inference.slide_maps import iter_slide_map
 from napari_pathdistill.progress import drain
-
-DOCS = Path(__file__).parents[2] / "docs" / "images"
-
-
-def _screenshot_dir(tmp_path: Path) -> Path:
-    """docs/images when PATHDISTILL_SAVE_SCREENSHOTS is set (regenerating the docs), else the test's tmp dir:
-    a plain test run leaves the tracked screenshots alone."""
-    if os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS"):
-        DOCS.mkdir(parents=True, exist_ok=True)
-        return DOCS
-    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +100,7 @@ def _classes(doc):
     return [f["properties"]["classification"]["name"] for f in doc["features"]]
 
 
-def test_cross_slide_query_lands_on_the_other_slide(two_slides, tmp_path):
+def test_cross_slide_query_lands_on_the_other_slide(two_slides, tmp_path, save_screenshot):
     viewer, widget, a, b = two_slides
     panel = widget.search
     panel.target.value = b
@@ -133,11 +120,7 @@ def test_cross_slide_query_lands_on_the_other_slide(two_slides, tmp_path):
     b.visible = viewer.layers[f"{b.metadata['pathdistill']['slide_layer']} embedding map"].visible = False
     viewer.window.show()
     viewer.reset_view()
-    import imageio.v3 as iio
-
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    assert shot[..., :3].std() > 10  # the window drew (not one flat colour)
-    iio.imwrite(_screenshot_dir(tmp_path) / "tile_search.png", shot)
+    save_screenshot(viewer, "tile_search.png")
     cross = _load(panel.export(tmp_path / "b.geojson", kind="similar tiles (top k)"))
     assert _classes(cross) == ["similar"] * panel.top_k  # the query tile lies on slide A: not a tile of B
     best = smap_b.grid.coords[np.argmax(hm.cosine)]
