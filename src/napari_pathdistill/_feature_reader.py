@@ -2,7 +2,8 @@
 
 ``get_feature_reader`` only peeks at the file's dataset names (no data read) and never raises. The layers
 land on the slide: with the slide's MPP when the file stores a slide path that exists (its layers are added
-too, unless the slide is already open in the current viewer), else with the file's um/px. A stored slide
+too, unless the slide is already open in the current viewer; a slide whose file states no MPP is shown in level-0
+pixels, and so is the map, also when its tiles were cut at an um/px override), else with the file's um/px. A stored slide
 that is missing gives a notification naming it (a reader must not open dialogs). The clusters layer carries
 the map-layer metadata (``slide_map``, ``model``, ``slide_layer``, ``features_file``) so the Embed widget's
 click-for-similar-tiles works on it.
@@ -76,7 +77,7 @@ def read_features(path: str | list[str]) -> list[LayerData]:
 
     ff = read_feature_file(Path(path[0] if isinstance(path, list) else path))
     layers: list[LayerData] = []
-    slide_mpp, slide_layer = None, None
+    slide_mpp, slide_layer, in_pixels = None, None, False
     name = ff.path.stem
     if ff.slide_path:
         slide = Path(ff.slide_path)
@@ -85,6 +86,8 @@ def read_features(path: str | list[str]) -> list[LayerData]:
 
             with open_pyramid(slide) as pyr:
                 slide_mpp = pyr.mpp[1] if pyr.mpp else None
+            if slide_mpp is None and ff.mpp is not None:  # tiles cut at an um/px override of a slide napari
+                in_pixels = True  # shows in level-0 pixels: place the map in those (1 "um" per level-0 px)
             slide_layer = _open_slide_layer(slide)
             if slide_layer is None:
                 layers += read_slide(str(slide))
@@ -95,8 +98,8 @@ def read_features(path: str | list[str]) -> list[LayerData]:
                 f"{ff.path.name}: its slide {slide} is missing; the map is placed with the file's um/px. Open the "
                 "slide (File > Open) to see the map on it."
             )
-    smap = slide_map_from_features(ff, slide_mpp=slide_mpp)
-    units = {"units": ("um", "um")} if (slide_mpp or ff.mpp) else {}
+    smap = slide_map_from_features(ff, slide_mpp=1.0 if in_pixels else slide_mpp)
+    units = {"units": ("um", "um")} if (slide_mpp or ff.mpp) and not in_pixels else {}
     place = {"scale": smap.scale, "translate": smap.translate, **units}
     meta = {"slide_map": smap, "model": smap.model_name, "slide_layer": slide_layer, "features_file": str(ff.path),
             "source": ff.source}  # fmt: skip

@@ -146,8 +146,8 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
     if pyramid.mpp is None:
         warnings.warn(
             f"{slide.name} has no pixel size (MPP): opened in pixels; the scale bar and um/px-based tiling "
-            "use level-0 pixels. If you know it, set 'slide um/px override' in the tissue or similarity widget "
-            "(or --mpp-override on the command line).",
+            "use level-0 pixels. If you know it, set 'slide um/px override' in the embed, tissue or similarity "
+            "widget (or --mpp-override on the command line).",
             UserWarning,
             stacklevel=2,
         )

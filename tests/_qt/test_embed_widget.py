@@ -227,6 +227,48 @@ def test_results_stay_bound_to_the_slide_they_were_computed_from(
     assert tuple(viewer.layers["similar tiles"].units) == tuple(cmu.units)
 
 
+def test_slide_without_mpp_warns_and_its_um_px_override_lands_the_map_on_its_pixels(
+    make_napari_viewer, qtbot, tcga_svs, tiny_vit, open_slide, wait_for, monkeypatch
+):
+    """The TCGA frozen section states no MPP, so our reader shows it in level-0 pixels. Embedding it without an
+    override warns that its tiles are level-0 px; with 'slide um/px override' = 2 its tiles are cut at the
+    requested 16 um/px (448 level-0 px) and the map, clusters and similar tiles sit on those tiles of the slide
+    layer (in pixels), as hovering and clicking need."""
+    import napari
+
+    warned: list[str] = []
+    monkeypatch.setattr(napari.utils.notifications, "show_warning", warned.append)
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, tcga_svs)
+    assert tuple(slide.scale[-2:]) == (1.0, 1.0)
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.slide.value = slide
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value = tiny_vit.spec.tile_px, 16.0, 0.5
+    widget.run()
+    widget.runner.cancel()
+    wait_for(widget)
+    assert len(warned) == 1 and "states no um/px" in warned[0] and "slide um/px override" in warned[0]
+    widget.mpp_override.value = 2.0
+    widget.run()
+    wait_for(widget)
+    assert len(warned) == 1  # the override silences it
+    res = widget.result
+    assert res is not None and res.grid.size_level0 == pytest.approx(448)
+    labels = viewer.layers[f"{slide.name} clusters"]
+    emap = viewer.layers[f"{slide.name} embedding map"]
+    for layer in (labels, emap):
+        np.testing.assert_allclose(layer.scale[-2:], (448, 448))
+        np.testing.assert_allclose(layer.translate[-2:], res.translate)
+    centres = res.grid.coords[:, ::-1] + (448 - 1) / 2  # level-0 px: the slide layer's world units
+    np.testing.assert_allclose(res.tile_centers(), centres)
+    for i in (0, len(centres) // 2, len(centres) - 1):  # the tile under its centre, as hover/click see it
+        value = labels.get_value(tuple(centres[i]), world=True)
+        assert labels.features["tile"][labels._label_index[value]] == i
+    points = widget.show_similar(0)
+    np.testing.assert_allclose(points.data[0], centres[0])
+
+
 def test_live_map_progress_cancel_resume_and_cache_hit(
     make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for, tmp_path
 ):

@@ -78,6 +78,30 @@ def test_drop_on_empty_viewer_opens_the_stored_slide(make_napari_viewer, ours, t
     assert any("gone.svs is missing" in str(n.message) for n in notification_manager.records[seen:])
 
 
+def test_file_of_a_slide_without_mpp_cut_at_an_override_lands_on_its_pixels(make_napari_viewer, tmp_path):
+    """`pathdistill embed --mpp-override 2` on the TCGA slide (no MPP in its file): tiles of 448 level-0 px. napari
+    shows that slide in level-0 pixels, so the dropped file's map is placed in pixels on its tiles, not in um."""
+    import dataclasses
+
+    model = tiny_model("vit")
+    model.spec = dataclasses.replace(model.spec, mpp=16.0)
+    tcga = SLIDE.parent / "tcga-cr-7395-01a-01-ts1.svs"
+    h5 = embed_slide(tcga, model, tmp_path, fallback_mpp=2.0, min_tissue=0.5, num_workers=0)
+    viewer = make_napari_viewer()
+    [slide] = viewer.open(str(tcga), plugin="napari-pathdistill")
+    labels = viewer.open(str(h5), plugin="napari-pathdistill")[-1]
+    assert tuple(slide.scale[-2:]) == (1.0, 1.0) and tuple(labels.scale[-2:]) == (448.0, 448.0)
+    assert tuple(str(u) for u in labels.units) == tuple(str(u) for u in slide.units)
+    smap = labels.metadata["pathdistill"]["slide_map"]
+    with h5py.File(h5, "r") as f:
+        coords = f["coords"][()]
+    centre = coords[:, ::-1] + (448 - 1) / 2  # level-0 px = the slide layer's world units
+    for i in (0, len(coords) // 2, len(coords) - 1):
+        value = labels.get_value(tuple(centre[i]), world=True)
+        assert labels.features["tile"][labels._label_index[value]] == i
+        assert value == i * smap.n_clusters + smap.clusters[i]
+
+
 def test_non_feature_h5_not_claimed(tmp_path):
     p = tmp_path / "image.h5"
     with h5py.File(p, "w") as f:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_pathdistill.errors import Cancelled
-from napari_pathdistill.inference import feature_cache
+from napari_pathdistill.inference import feature_cache, live_map
 from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.inference.live_map import PartialMap, iter_live_map
 from napari_pathdistill.inference.slide_maps import SlideMap
@@ -155,3 +155,54 @@ def test_another_checkpoint_of_the_same_name_is_never_served_from_the_cache(cmu_
     assert sum(retrained.calls) == n  # the other weights' partial is restarted, not resumed
     with h5py.File(next((tmp_path / "cut").glob("*.h5"))) as f:
         assert f.attrs["weights"] == retrained.weights_id
+
+
+def test_um_px_override_of_a_slide_without_mpp_cuts_um_tiles_placed_in_pixels(tcga_svs, tmp_path, counted):
+    """The TCGA frozen section states no MPP (napari shows it in level-0 pixels). With a level-0 um/px override
+    of 2 its 56 px tiles at 16 um/px are 448 level-0 px, the live and final maps are placed in level-0 px on
+    the slide's tiles, the file records the override, and another override is another cache file."""
+    kw = {"mpp": 16.0, "min_tissue": 0.5}
+    items, _ = _run(counted, tcga_svs, tmp_path, fallback_mpp=2.0, **kw)
+    final = items[-1]
+    assert isinstance(final, SlideMap) and final.grid.size_level0 == pytest.approx(448)
+    assert final.scale == pytest.approx((448, 448))  # one raster cell per tile, in level-0 px
+    centres = final.grid.coords[:, ::-1] + (448 - 1) / 2  # (y, x) level-0 centre of each tile
+    np.testing.assert_allclose(final.tile_centers(), centres)
+    live = [i for i in items if isinstance(i, PartialMap)]
+    assert live and all(p.scale == final.scale and p.translate == final.translate for p in live)
+    assert live_map.map_placement(tcga_svs, 56, 16.0, 2.0)[1:] == (final.scale, final.translate)
+    with h5py.File(final.features_file) as f:
+        assert f.attrs["mpp_override"] == 2.0 and f.attrs["mpp"] == 16.0 and "warning" not in f.attrs
+    counted.calls.clear()
+    _run(counted, tcga_svs, tmp_path, fallback_mpp=2.0, **kw)
+    assert counted.calls == []  # the same override: a cache hit
+    _run(counted, tcga_svs, tmp_path, fallback_mpp=4.0, **kw)  # 224 px tiles: not served from the 448 px file
+    assert sum(counted.calls) > 0 and len(list(tmp_path.glob("*.h5"))) == 2
+
+
+def test_override_enters_the_cache_key_only_when_given(cmu_svs, tcga_svs, tmp_path):
+    """Files cached before the override existed keep their names and still match; with an override, neither a
+    file without one nor one with another override matches."""
+    from napari_pathdistill.inference.feature_writer import slide_attrs
+    from napari_pathdistill.inference.outputs import complete_rows
+    from napari_pathdistill.wsi import open_pyramid
+
+    model = tiny_model("vit")
+    attrs = {"model": "m", "spec": "{}", "tile_px": 56, "mpp": 4.0, "min_tissue": 0.1}
+    before = feature_cache.cache_file(tmp_path, cmu_svs, attrs)
+    assert feature_cache.cache_file(tmp_path, cmu_svs, {**attrs, "mpp_override": None}) == before
+    assert feature_cache.cache_file(tmp_path, cmu_svs, {**attrs, "mpp_override": 0.5}) != before
+    with open_pyramid(cmu_svs, fallback_mpp=0.25) as pyr:  # the file's own MPP wins: no override recorded
+        assert "mpp_override" not in slide_attrs(pyr, model, 56, 4.0, 0.1)
+    with open_pyramid(tcga_svs, fallback_mpp=0.25) as pyr:
+        wanted = slide_attrs(pyr, model, 56, 4.0, 0.1)
+    assert wanted["mpp_override"] == 0.25
+    out = tmp_path / "f.h5"
+    for stored, matches in ((None, False), (0.5, False), (0.25, True)):
+        with h5py.File(out, "w") as f:
+            f["coords"], f["features"] = np.zeros((3, 2), np.int64), np.zeros((3, 4), np.float32)
+            f.attrs.update({k: v for k, v in wanted.items() if k != "mpp_override"})
+            f.attrs["done"] = 3
+            if stored is not None:
+                f.attrs["mpp_override"] = stored
+        assert bool(complete_rows(out, wanted)) is matches, stored

@@ -49,6 +49,18 @@ def on_slide_layer(
     return (scale[0] * f[0], scale[1] * f[1]), (translate[0] * f[0] + t0[0], translate[1] * f[1] + t0[1])
 
 
+def no_mpp_note(layer: Any, override: float | None, tile_px: int, mpp: float) -> str | None:
+    """The warning for embedding a slide layer whose file states no um/px without an override, else None."""
+    meta = layer.metadata.get("pathdistill", {}) if layer is not None else {}
+    if override or (isinstance(meta, dict) and meta.get("mpp")):
+        return None
+    return (
+        f"{layer.name} states no um/px: its tiles are cut as {tile_px} level-0 px, not {tile_px} px at {mpp:g} "
+        "um/px as the model expects. Set 'slide um/px override' if you know the scan resolution (0.25 at 40x, "
+        "0.5 at 20x)."
+    )
+
+
 def slide_layers(viewer: napari.viewer.Viewer) -> list[Image]:
     """Image layers of ``viewer`` opened by the napari-pathdistill reader, in stacking order."""
     return [layer for layer in viewer.layers if is_slide_layer(layer)]

@@ -33,6 +33,7 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
     map_layers,
+    no_mpp_note,
     slide_path,
     upsert_image,
     upsert_labels,
@@ -76,6 +77,9 @@ class EmbedWidget(Container):
         self.model = ModelPicker()
         self.tile_px = SpinBox(label="tile px", value=224, min=32, max=1024, step=16)
         self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
+        self.mpp_override = FloatSpinBox(
+            label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25
+        )
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.k = SpinBox(label="clusters (k)", value=6, min=1, max=64)
@@ -92,7 +96,7 @@ class EmbedWidget(Container):
         self.legend = Label(value="")
         self.search = TileSearchPanel(viewer)  # the clicked tile's similarity heatmap, cross-slide, GeoJSON
         self.search.label = "tile search"
-        widgets = [self.slide, self.model, self.tile_px, self.mpp, self.min_tissue, self.batch_size, self.k,
+        widgets = [self.slide, self.model, self.tile_px, self.mpp, self.mpp_override, self.min_tissue, self.batch_size, self.k,
                    self.top_k, self.map_kind, self.stride, self.cache_dir, self.run_button, self.cancel_button,
                    self.progress, self.status, self.legend, self.search]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
@@ -104,6 +108,11 @@ class EmbedWidget(Container):
         self.tile_px.tooltip = "Tile side fed to the model; follows the chosen model's until you change it."
         self.mpp.tooltip = (
             "um/px of the tiles fed to the model; follows the chosen model's until you change it."
+        )
+        self.mpp_override.tooltip = (
+            "Level-0 um/px of a slide whose file states none (e.g. 0.25 at 40x, 0.5 at 20x), so that its tiles are "
+            "cut at 'um/px' like any other slide's; a file's own MPP always wins. 0 = none: such a slide is tiled "
+            "in level-0 pixels."
         )
         self.cache_dir.tooltip = (
             "Folder of the feature files (HDF5, as `pathdistill embed` writes): a matching file is reused, a "
@@ -131,6 +140,9 @@ class EmbedWidget(Container):
             napari.utils.notifications.show_error(error_message(exc, "Embedding"))
             return
         tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
+        fallback = float(self.mpp_override.value) or None
+        if (note := no_mpp_note(layer, fallback, tile_px, mpp)) is not None:
+            napari.utils.notifications.show_warning(note)
         batch_size, k, cache = (
             self.batch_size.value,
             self.k.value,
@@ -140,25 +152,28 @@ class EmbedWidget(Container):
         fit_rows = self.fit_rows
         source = (layer.name, _units(layer))  # results belong to this slide, whatever is chosen meanwhile
         if self.map_kind.value == TOKENS:
-            self._run_dense(request, path, source)
+            self._run_dense(request, path, source, fallback)
             return
 
         def factory(cancel: Any) -> Any:
             return iter_live_map(request.load(), path, cache, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
-                                 batch_size=batch_size, k=k, fit_rows=fit_rows, cancel=cancel)  # fmt: skip
+                                 batch_size=batch_size, k=k, fit_rows=fit_rows, fallback_mpp=fallback,
+                                 cancel=cancel)  # fmt: skip
 
         self._live, self.progress.value = None, 0
-        added = self._add_layers(path, source, tile_px, mpp, k)
+        added = self._add_layers(path, source, (tile_px, mpp, fallback), k)
         self.runner.start(factory, lambda result: self.show_result(result, source), "Embedding",
                           on_item=lambda item: self._on_item(item, source),
                           on_end=lambda: remove_unfilled(self.viewer, added),
                           cancel_note="the tiles done are kept in the feature cache: Embed resumes them")  # fmt: skip
 
-    def _add_layers(self, path: Path, source: tuple[str, Any], tile_px: int, mpp: float, k: int) -> list[Any]:
+    def _add_layers(
+        self, path: Path, source: tuple[str, Any], tiling: tuple[int, float, float | None], k: int
+    ) -> list[Any]:
         """The run's map layers, empty, now (``_qt._clusters.add_empty_map_layers``); none if the slide's
-        geometry cannot be read (the run reports why)."""
+        geometry cannot be read (the run reports why). ``tiling``: tile px, um/px, slide um/px override."""
         try:
-            placement = map_placement(path, tile_px, mpp)
+            placement = map_placement(path, *tiling)
         except Exception:
             return []
         raster, added = add_empty_map_layers(self.viewer, source[0], placement, source[1], k,
@@ -166,7 +181,7 @@ class EmbedWidget(Container):
         self._live = raster if raster is not None else self._live
         return added
 
-    def _run_dense(self, request: Any, path: Path, source: tuple[str, Any]) -> None:
+    def _run_dense(self, request: Any, path: Path, source: tuple[str, Any], fallback: float | None) -> None:
         """The "patch tokens (ViT)" map: ``inference.dense_maps.iter_dense_map`` -> ``show_dense_map``."""
         from napari_pathdistill._qt.dense_map import show_dense_map
         from napari_pathdistill.inference.dense_maps import iter_dense_map
@@ -176,7 +191,8 @@ class EmbedWidget(Container):
 
         def factory(cancel: Any) -> Any:
             return iter_dense_map(request.load(), path, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
-                                  stride_px=stride, batch_size=batch_size, cancel=cancel)  # fmt: skip
+                                  stride_px=stride, batch_size=batch_size, fallback_mpp=fallback,
+                                  cancel=cancel)  # fmt: skip
 
         self.progress.value = 0
         self.runner.start(factory, lambda result: show_dense_map(self.viewer, result, *source), "Patch-token map",

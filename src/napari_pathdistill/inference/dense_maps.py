@@ -31,7 +31,7 @@ from napari_pathdistill.errors import Cancelled, EmptyTissueError, PathDistillEr
 from napari_pathdistill.inference.embed import iter_batches, tile_geometry
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
-from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
+from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, make_tile_grid, tissue_fractions
 
 #: tokens the PCA is fitted on by default (128 tiles of 16 x 16 tokens; 200 MB at D = 1536)
@@ -196,6 +196,7 @@ def iter_dense_map(
     batch_size: int = 32,
     max_tiles: int | None = None,
     n_fit_tokens: int = N_FIT_TOKENS,
+    fallback_mpp: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | DenseMap]:
     """Detect tissue, tile, map patch tokens; yields ``Progress(done, N, "patch tokens")``, then one DenseMap.
@@ -208,6 +209,8 @@ def iter_dense_map(
             ``tile_px`` (no overlap, the tile-level map's tiles). Half a tile: each cell seen by up to 4 tiles.
         batch_size, max_tiles: tiles per forward pass; only the first ``max_tiles`` tiles (row-major).
         n_fit_tokens: tokens of the random tiles (seeded) the PCA is fitted on.
+        fallback_mpp: level-0 um/px of a slide whose file states none (tiles cut at ``mpp``; the map placed in
+            level-0 px, as napari shows such a slide: ``wsi.pyramid.layer_factor``).
         cancel: set it to stop; the generator then raises ``Cancelled``.
 
     Raises:
@@ -219,7 +222,8 @@ def iter_dense_map(
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     patch = patch_size(model)
     stride = _check_stride(stride_px, tile_px, patch)
-    with open_pyramid(slide) as pyramid:
+    with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyramid:
+        to_layer = layer_factor(pyramid)
         yield Progress(0, 0, "tissue detection")
         grid, lattice, shape = dense_grid(pyramid, tile_px, mpp, min_tissue, stride)
         if len(grid.coords) == 0:
@@ -236,7 +240,9 @@ def iter_dense_map(
     if pca is None:
         raise Cancelled("Dense map cancelled.")
     yield Progress(len(grid), len(grid), "colours")
-    yield _finish(canvas, grid, offsets, pca, model.spec.name, (g, k))
+    dense = _finish(canvas, grid, offsets, pca, model.spec.name, (g, k))
+    yield dataclasses.replace(dense, scale=(dense.scale[0] * to_layer, dense.scale[1] * to_layer),
+                              translate=(dense.translate[0] * to_layer, dense.translate[1] * to_layer))  # fmt: skip
 
 
 def _map_tiles(

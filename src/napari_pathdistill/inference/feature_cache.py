@@ -4,7 +4,8 @@ Pure core. A cached file is exactly what ``pathdistill embed`` writes (``inferen
 (N, D) / ``coords`` (N, 2), attrs :data:`~napari_pathdistill.inference.outputs.MATCH_ATTRS`, ``.partial`` while
 incomplete, a ``.lock`` while written). Its name is ``<slide stem>-<key>.h5``: ``key`` hashes the slide's
 absolute path, its size and mtime (two slides with the same file name, or a slide rewritten in place, do not
-collide) and the embedding (model, spec, tile px, um/px, min tissue). A ``<stem>.h5`` written by
+collide) and the embedding (model, spec, tile px, um/px, min tissue, and the level-0 um/px given for a slide
+whose file states none). A ``<stem>.h5`` written by
 ``pathdistill embed`` into the same folder is used too when its attrs match, so a CLI output folder can be the
 cache.
 """
@@ -55,11 +56,13 @@ def cache_file(cache_dir: str | Path, slide: str | Path, attrs: Mapping[str, Any
 
     Args:
         attrs: the attrs ``embed_slide`` writes for the request (``inference.embed.slide_attrs``); the ones of
-            ``outputs.MATCH_ATTRS`` make the key.
+            ``outputs.MATCH_ATTRS`` make the key, with those of ``outputs.OPTIONAL_MATCH_ATTRS`` it holds.
     """
-    from napari_pathdistill.inference.outputs import MATCH_ATTRS
+    from napari_pathdistill.inference.outputs import MATCH_ATTRS, OPTIONAL_MATCH_ATTRS
 
-    text = json.dumps([slide_fingerprint(slide), [str(attrs.get(k)) for k in MATCH_ATTRS]])
+    key = [str(attrs.get(k)) for k in MATCH_ATTRS]
+    key += [f"{k}={attrs[k]}" for k in OPTIONAL_MATCH_ATTRS if attrs.get(k) is not None]
+    text = json.dumps([slide_fingerprint(slide), key])
     digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
     return Path(cache_dir) / f"{Path(slide).stem}-{digest}.h5"
 

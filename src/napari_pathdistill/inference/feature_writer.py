@@ -40,6 +40,8 @@ def slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, m
         # where the slide was: dropping the file on napari opens it (_feature_reader); not part of MATCH_ATTRS
         "slide_path": str(Path(pyr.path).resolve()),
     }
+    if pyr.mpp_override is not None:  # tiles cut at the user's level-0 um/px: another embedding than without
+        attrs["mpp_override"] = float(pyr.mpp_override)
     if pyr.mpp is None:
         attrs["warning"] = (
             f"slide has no MPP: tiles are {tile_px} level-0 px, not {tile_px} px at {mpp:g} um/px as the model "

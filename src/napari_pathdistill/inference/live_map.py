@@ -29,7 +29,7 @@ from napari_pathdistill.inference.outputs import finish_output, slide_lock
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
 from napari_pathdistill.progress import Progress
-from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
+from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, grid_placement, make_tile_grid
 
 if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
@@ -66,15 +66,18 @@ class LiveColours:
     Args:
         grid: the tile grid; features: its (N, D) rows, filled in as they are embedded.
         fit_rows: rows the PCA waits for (capped at N).
+        to_layer: slide-layer units per unit of the grid's geometry (``wsi.pyramid.layer_factor``).
     """
 
-    def __init__(self, grid: TileGrid, features: np.ndarray, fit_rows: int = FIT_ROWS) -> None:
+    def __init__(
+        self, grid: TileGrid, features: np.ndarray, fit_rows: int = FIT_ROWS, to_layer: float = 1.0
+    ) -> None:
         self.features, self.shown = features, 0
         self.fit_rows = max(1, min(fit_rows, len(features)))
         size = grid.size_level0
         self.cells = np.stack([np.round(grid.coords[:, 1] / size), np.round(grid.coords[:, 0] / size)], 1)
         self.cells = self.cells.astype(np.int64)
-        self.placement = grid_placement(grid)
+        self.placement = _scaled(grid_placement(grid), to_layer)
         self.basis: tuple[np.ndarray, ...] | None = None
 
     def update(self, done: int) -> PartialMap | None:
@@ -104,8 +107,23 @@ class LiveColours:
         self.basis = (mu.astype(np.float32), vt.astype(np.float32), lo, np.where(span > 0, span, 1.0))
 
 
+def _scaled(
+    placement: tuple[tuple[int, int], tuple[float, float], tuple[float, float]], f: float
+) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+    shape, scale, translate = placement
+    return shape, (scale[0] * f, scale[1] * f), (translate[0] * f, translate[1] * f)
+
+
+def _on_layer(smap: SlideMap, f: float) -> SlideMap:
+    """``smap`` placed on its slide layer (``wsi.pyramid.layer_factor``), its similarity search prepared."""
+    if f != 1.0:
+        scale, translate = _scaled(((0, 0), smap.scale, smap.translate), f)[1:]
+        smap = dataclasses.replace(smap, scale=scale, translate=translate)
+    return prepared(smap)
+
+
 def map_placement(
-    slide: str | Path, tile_px: int, mpp: float
+    slide: str | Path, tile_px: int, mpp: float, fallback_mpp: float | None = None
 ) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
     """(rows, cols), napari scale and translate of the map raster :func:`iter_live_map` paints for ``slide`` at
     ``tile_px`` / ``mpp`` (the tile grid's geometry: no tissue detection, a few ms). The Embed widget creates
@@ -115,8 +133,9 @@ def map_placement(
     Raises:
         WSIError: the slide cannot be read or is smaller than one tile.
     """
-    with open_pyramid(slide) as pyr:
-        return grid_placement(make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0))
+    with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
+        grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0)
+        return _scaled(grid_placement(grid), layer_factor(pyr))
 
 
 def iter_live_map(
@@ -132,10 +151,16 @@ def iter_live_map(
     num_workers: int = 2,
     k: int = 8,
     fit_rows: int = FIT_ROWS,
+    fallback_mpp: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | PartialMap | SlideMap]:
     """Embed ``slide`` into its cache file (resuming a partial one) or read a complete one; yields Progress,
     :class:`PartialMap` after every written chunk of ``chunk_batches`` batches, then one SlideMap.
+
+    ``fallback_mpp`` is the level-0 um/px of a slide whose file states none (a file's own MPP wins): its tiles
+    are then cut at ``mpp`` like any other slide's (and cached apart from those cut without it), and the maps
+    are placed in level-0 pixels, as napari shows such a slide. Without it such a slide is tiled in level-0
+    pixels (the file's ``warning`` attr says so).
 
     Raises:
         WSIError: the slide cannot be read. EmptyTissueError: no tile has ``min_tissue`` tissue.
@@ -143,13 +168,13 @@ def iter_live_map(
         written so far stay in the ``.partial`` cache file; the next run resumes them).
     """
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
-    with open_pyramid(slide) as pyr:
+    with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         pyr.require_brightfield("embedding")
-        attrs = slide_attrs(pyr, model, tile_px, mpp, min_tissue)
+        attrs, to_layer = slide_attrs(pyr, model, tile_px, mpp, min_tissue), layer_factor(pyr)
         cached = find_complete(cache_dir, slide, attrs)
         if cached is not None:
             yield Progress(1, 1, f"reading cached {cached.name}")
-            yield _map_from_file(cached, pyr, tile_px, mpp, k)
+            yield _on_layer(_map_from_file(cached, pyr, tile_px, mpp, k), to_layer)
             return
         yield Progress(0, 0, "tissue detection")
         grid = tissue_grid(pyr, tile_px, mpp, min_tissue)
@@ -162,7 +187,7 @@ def iter_live_map(
                 feats = np.zeros((len(grid), model.dim), np.float32)
                 resumed = int(f.attrs["done"])
                 feats[:resumed] = f["features"][:resumed]
-                live = LiveColours(grid, feats, fit_rows)
+                live = LiveColours(grid, feats, fit_rows, to_layer)
                 flushed = write_rows(f, model, pyr, grid, batch_size=batch_size, chunk_batches=chunk_batches,
                                      num_workers=num_workers, cancel=cancel, rows=feats)  # fmt: skip
                 for done in itertools.chain([resumed], flushed):  # the resumed rows first
@@ -174,7 +199,7 @@ def iter_live_map(
             yield Progress(0, 0, "PCA and k-means")
             summary = summarise_partial(partial, k, feats)  # stored: a re-open needs no refit
             finish_output(partial, out)
-    yield _final_map(out, feats, grid, model.spec.name, k, summary)
+    yield _on_layer(_final_map(out, feats, grid, model.spec.name, k, summary), to_layer)
 
 
 def _final_map(
@@ -191,7 +216,7 @@ def _final_map(
         grid = grid.subset(keep)
         feats = feats[keep]
     smap = build_slide_map(EmbeddingResult(feats, grid, model_name), k, summary=summary)
-    return prepared(dataclasses.replace(smap, features_file=out))
+    return dataclasses.replace(smap, features_file=out)
 
 
 def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -> SlideMap:
@@ -204,4 +229,4 @@ def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -
     grid = dataclasses.replace(geometry, coords=ff.coords, tissue_fraction=ff.tissue_fraction)
     result = EmbeddingResult(ff.features, grid, str(ff.model))
     smap = build_slide_map(result, k, summary=ff.summary)
-    return prepared(dataclasses.replace(smap, features_file=path))
+    return dataclasses.replace(smap, features_file=path)

@@ -27,6 +27,10 @@ from napari_pathdistill.errors import PathDistillError
 
 #: attrs that must be equal for an existing output to count as the requested embedding
 MATCH_ATTRS = ("model", "spec", "weights", "tile_px", "mpp", "min_tissue")
+#: attrs written only when they apply (``mpp_override``: the user's level-0 um/px of a slide whose file states
+#: none); equal means both absent or both the same, and they enter a cache key only when present (so files
+#: written before they existed keep their names and still match)
+OPTIONAL_MATCH_ATTRS = ("mpp_override",)
 
 
 class SlideBusyError(PathDistillError):
@@ -99,7 +103,8 @@ def complete_rows(out: Path, attrs: dict[str, Any]) -> int:
         with h5py.File(out, "r") as f:
             n = len(f["coords"])
             rows_ok = n > 0 and len(f["features"]) == n and int(f.attrs.get("done", -1)) == n
-            return n if rows_ok and all(_same(f.attrs.get(k), attrs.get(k)) for k in MATCH_ATTRS) else 0
+            keys = MATCH_ATTRS + OPTIONAL_MATCH_ATTRS
+            return n if rows_ok and all(_same(f.attrs.get(k), attrs.get(k)) for k in keys) else 0
     except (OSError, KeyError, ValueError):
         return 0  # unreadable or not our layout
 

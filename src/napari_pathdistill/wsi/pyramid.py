@@ -27,7 +27,7 @@ from napari_pathdistill.wsi._formats import choose_backend, permission_message
 from napari_pathdistill.wsi._multiplex import ChannelInfo, channel_dask, multiplex_refusal
 from napari_pathdistill.wsi.levels import PyramidLevel
 
-__all__ = ["Pyramid", "PyramidLevel", "open_pyramid", "permission_message"]
+__all__ = ["Pyramid", "PyramidLevel", "layer_factor", "open_pyramid", "permission_message"]
 
 
 class Pyramid:
@@ -42,6 +42,9 @@ class Pyramid:
         self.backend: str = backend.name
         self.levels: list[PyramidLevel] = list(backend.levels)
         self.mpp: tuple[float, float] | None = backend.mpp
+        #: the user's level-0 um/px when ``mpp`` comes from ``open_pyramid(fallback_mpp=...)`` (the file states
+        #: none: napari shows such a slide in pixels), None when ``mpp`` is the file's own (or there is none)
+        self.mpp_override: float | None = None
         self.properties: dict[str, str] = dict(backend.properties)
         self._dask: list[Any] | None = None
         self._token = uuid.uuid4().hex
@@ -244,4 +247,12 @@ def open_pyramid(path: str | Path, *, fallback_mpp: float | None = None, color: 
             raise
     if pyr.mpp is None and fallback_mpp:
         pyr.mpp = (float(fallback_mpp), float(fallback_mpp))
+        pyr.mpp_override = float(fallback_mpp)
     return pyr
+
+
+def layer_factor(pyr: Pyramid) -> float:
+    """Slide-layer units per unit of ``pyr``'s geometry: 1, except for a slide whose file states no MPP, opened
+    with the user's level-0 um/px (``open_pyramid(fallback_mpp=...)``): its tiles are cut and placed in um, but
+    napari shows the slide in level-0 pixels, so maps computed on it are placed at 1 / that um/px."""
+    return 1.0 / pyr.mpp_override if pyr.mpp_override else 1.0
