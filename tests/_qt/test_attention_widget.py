@@ -143,3 +143,37 @@ def test_wrong_layer_gives_notification(make_napari_viewer, errors):
     viewer.add_labels(np.zeros((8, 8), np.int32), name="not a slide")
     widget.run()
     assert errors and "No slide chosen" in errors[-1]
+
+
+def test_slide_without_mpp_warns_and_the_override_cuts_um_tiles_on_its_pixels(
+    make_napari_viewer, qtbot, tcga_svs, tiny_vit, open_slide, wait_for, monkeypatch
+):
+    import dataclasses
+
+    import napari
+
+    warned: list[str] = []
+    monkeypatch.setattr(napari.utils.notifications, "show_warning", warned.append)
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, tcga_svs)  # no MPP: shown in level-0 pixels
+    tiny_vit.spec = dataclasses.replace(tiny_vit.spec, mpp=16.0)
+    widget = AttentionWidget(viewer)
+    widget.teacher.set_model(tiny_vit)
+    widget.student.set_model(tiny_vit)
+    widget.slide.value = slide
+    widget.region.value, widget.max_tiles.value, widget.overlap.value = "whole slide", 4, 0.0
+    widget.run()
+    wait_for(widget)
+    assert len(warned) == 1 and "states no um/px" in warned[0] and "56 level-0 px" in warned[0]
+    assert widget.result is not None and widget.result.tile_px_level0 == pytest.approx(56)
+    widget.mpp_override.value = 2.0
+    widget.run()
+    wait_for(widget)
+    pair = widget.result
+    assert len(warned) == 1 and pair is not None and pair.tile_px_level0 == pytest.approx(448)
+    t = viewer.layers["teacher: tiny-vit, last-block attention, head mean"]
+    x0, y0 = pair.coords.min(0)  # the map starts at the first tile's corner, in the slide layer's pixels
+    np.testing.assert_allclose(t.translate[-1] - t.scale[-1] / 2, x0 - 0.5, atol=0.5)
+    np.testing.assert_allclose(t.translate[-2] - t.scale[-2] / 2, y0 - 0.5, atol=0.5)
+    assert t.scale[-1] * t.data.shape[-1] == pytest.approx(np.ptp(pair.coords[:, 0]) + 448, rel=0.05)
+

@@ -48,6 +48,25 @@ def test_same_model_on_both_sides_agrees_perfectly_and_sides_are_labelled(cmu_sv
     assert -1 <= mixed.overall_r <= 1 and 0 <= mixed.overall_overlap <= 1
 
 
+def test_um_px_override_of_a_slide_without_mpp_cuts_um_tiles_and_maps_in_pixels(tcga_svs):
+    """The TCGA slide states no MPP: without an override the tiny ViT's 56 px tiles are 56 level-0 px; with a
+    level-0 um/px of 2 they are cut at its 16 um/px (448 level-0 px), and the canvas is still placed in level-0
+    px (napari shows the slide in pixels), covering the same tiles."""
+    import dataclasses
+
+    vit = tiny_model(tile_px=56)
+    vit.spec = dataclasses.replace(vit.spec, mpp=16.0)
+    plain = drain(iter_attention_pair(vit, vit, tcga_svs, max_tiles=4, overlap=0.0))
+    cut = drain(iter_attention_pair(vit, vit, tcga_svs, max_tiles=4, overlap=0.0, fallback_mpp=2.0))
+    assert plain.tile_px_level0 == pytest.approx(56) and cut.tile_px_level0 == pytest.approx(448)
+    # level-0 px geometry either way: a canvas pixel covers tile_px_level0 / (the map's px per tile) level-0 px
+    for pair in (plain, cut):
+        cells = pair.teacher_map.shape[1] * pair.scale[1]  # the canvas's width in world units
+        span = pair.coords[:, 0].max() + pair.tile_px_level0 - pair.coords[:, 0].min()
+        assert cells == pytest.approx(span, rel=0.05)
+        assert pair.translate[1] == pytest.approx(pair.coords[:, 0].min(), abs=pair.scale[1])
+
+
 def test_cancel_stops_between_batches(cmu_svs):
     vit = tiny_model(tile_px=56)
     cancel = threading.Event()

@@ -15,7 +15,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSp
 from napari.utils.colormaps import Colormap
 
 from napari_pathdistill._qt._labels import status_label
-from napari_pathdistill._qt._layers import SlideLayerChooser, slide_path, upsert_layer
+from napari_pathdistill._qt._layers import SlideLayerChooser, no_mpp_note, slide_path, upsert_layer
 from napari_pathdistill._qt._model_picker import ModelPicker, ModelRequest
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.device import resolve_device
@@ -119,6 +119,11 @@ class AttentionWidget(Container):
         self.region = ComboBox(label="tiles", choices=REGIONS, value=REGIONS[0])
         self.max_tiles = SpinBox(label="max tiles", value=512, min=1, max=1_000_000)
         self.overlap = FloatSpinBox(label="tile overlap", value=0.5, min=0.0, max=0.75, step=0.25)
+        self.mpp_override = FloatSpinBox(
+            label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25,
+            tooltip="Level-0 um/px of a slide whose file states none (0.25 at 40x, 0.5 at 20x), so that its "
+            "tiles are cut at the student's um/px; a file's own MPP always wins. 0 = none (level-0 px tiles).",
+        )  # fmt: skip
         self.mode = ComboBox(label="ViT map", choices=("last", "rollout"), value="last")
         self.opacity = FloatSlider(label="opacity", value=1.0, min=0.0, max=1.0)
         self.side_by_side = CheckBox(text="side by side (grid)", value=True)
@@ -126,9 +131,9 @@ class AttentionWidget(Container):
         self.cancel_button = PushButton(text="Cancel")
         self.status, self.summary, self.histogram = status_label(), status_label(), status_label()
         widgets = [self.slide, self.teacher, self.teacher_weights, self.teacher_head, self.student,
-                   self.student_weights, self.student_head, self.region, self.max_tiles, self.overlap, self.mode,
-                   self.opacity, self.side_by_side, self.run_button, self.cancel_button, self.status, self.summary,
-                   self.histogram]  # fmt: skip
+                   self.student_weights, self.student_head, self.region, self.max_tiles, self.overlap,
+                   self.mpp_override, self.mode, self.opacity, self.side_by_side, self.run_button,
+                   self.cancel_button, self.status, self.summary, self.histogram]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
@@ -160,7 +165,11 @@ class AttentionWidget(Container):
         bbox = view_bbox_level0(self.viewer, layer) if self.region.value == REGIONS[0] else None
         heads = tuple(None if h.value < 0 else int(h.value) for h in (self.teacher_head, self.student_head))
         kw = {"bbox": bbox, "max_tiles": self.max_tiles.value, "mode": self.mode.value, "heads": heads,
-              "overlap": float(self.overlap.value)}  # fmt: skip
+              "overlap": float(self.overlap.value), "fallback_mpp": float(self.mpp_override.value) or None}  # fmt: skip
+        spec = self.student.spec()  # the tiles are cut at the student's tile px / um/px
+        tiling = (spec.tile_px, spec.mpp) if spec is not None else (224, 0.5)
+        if (note := no_mpp_note(layer, kw["fallback_mpp"], *tiling)) is not None:
+            napari.utils.notifications.show_warning(note)
 
         def factory(cancel: Any) -> Any:
             teacher, student = (_load(*side) for side in sides)

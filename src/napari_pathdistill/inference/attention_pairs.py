@@ -160,6 +160,7 @@ def iter_attention_pair(
     batch_size: int = 8,
     min_tissue: float = 0.5,
     top_frac: float = 0.1,
+    fallback_mpp: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | AttentionPair]:
     """Both models' attention over the tissue tiles of ``bbox`` (None: whole slide); Progress, then the pair.
@@ -167,10 +168,12 @@ def iter_attention_pair(
     Tiles are cut at the student's ``tile_px``/``mpp`` with ``overlap``; both models see the same pixels.
     ``heads`` = (teacher head, student head), None for the mean; checked before any tile is read. Memory: the
     two float32 canvases, a few numbers per tile and one batch of ``batch_size`` tiles in flight.
+    ``fallback_mpp``: level-0 um/px of a slide whose file states none (its tiles are then cut at the student's
+    um/px; the maps stay in level-0 px, as napari shows such a slide).
     """
     for model, head in zip((teacher, student), heads, strict=True):
         check_head(model, head)
-    with open_pyramid(slide) as pyr:
+    with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         yield Progress(0, 0, "finding tissue")
         region = region_grid(pyr, detect_tissue(pyr), bbox=bbox, tile_px=student.spec.tile_px, mpp=student.spec.mpp,
                              overlap=overlap, min_tissue=min_tissue, max_tiles=max_tiles)  # fmt: skip
@@ -178,7 +181,8 @@ def iter_attention_pair(
             raise EmptyTissueError(
                 "No tissue tile in the chosen region: pan/zoom onto tissue or lower 'min tissue'."
             )
-        slide_mpp = float(pyr.mpp[1]) if pyr.mpp is not None else None
+        # the slide layer's units: um from the file's MPP, else level-0 px (also with an override)
+        slide_mpp = float(pyr.mpp[1]) if pyr.mpp is not None and pyr.mpp_override is None else None
         models = {"teacher": (teacher, heads[0]), "student": (student, heads[1])}
         blend, r, ov = yield from _stream(models, region, pyr, mode, batch_size, top_frac, cancel)
     yield Progress(len(region), len(region), "normalising")
