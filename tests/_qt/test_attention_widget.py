@@ -176,4 +176,3 @@ def test_slide_without_mpp_warns_and_the_override_cuts_um_tiles_on_its_pixels(
     np.testing.assert_allclose(t.translate[-1] - t.scale[-1] / 2, x0 - 0.5, atol=0.5)
     np.testing.assert_allclose(t.translate[-2] - t.scale[-2] / 2, y0 - 0.5, atol=0.5)
     assert t.scale[-1] * t.data.shape[-1] == pytest.approx(np.ptp(pair.coords[:, 0]) + 448, rel=0.05)
-
