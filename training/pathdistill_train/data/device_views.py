@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pathdistill_train.data.scanner_augment import gaussian_blur_batch, hed_jitter_batch
+from pathdistill_train.data.scanner_augment import gaussian_blur_batch, hed_jitter_batch, to_device
 
 _GREY = torch.tensor([0.299, 0.587, 0.114])
 
@@ -34,6 +34,7 @@ def crop_grids(
     scale: tuple[float, float],
     g: torch.Generator | None,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Sampling grids of random resized crops with random flips and 90-degree rotations.
 
@@ -43,6 +44,8 @@ def crop_grids(
         scale: range of the crop's area as a fraction of the image's.
         g: CPU RNG.
         ratio: range of the crop's aspect ratio (log-uniform).
+        device: where the grids are made: the (n, 2, 3) affine parameters are drawn on the CPU and moved, the
+            grids (n x size x size x 2 floats, 100 MB for 256 views of 224 px) are computed there.
 
     Returns:
         (n, size, size, 2) grids for ``F.grid_sample`` (normalised coordinates, align_corners=False).
@@ -59,7 +62,7 @@ def crop_grids(
         torch.stack([cos * half_w * flip, -sin * half_h, cx], -1),
         torch.stack([sin * half_w * flip, cos * half_h, cy], -1),
     ], 1)  # fmt: skip
-    return F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    return F.affine_grid(to_device(theta, torch.device(device)), [n, 3, size, size], align_corners=False)
 
 
 def color_jitter_batch(x: torch.Tensor, strength: Any, g: torch.Generator | None) -> torch.Tensor:
@@ -72,13 +75,13 @@ def color_jitter_batch(x: torch.Tensor, strength: Any, g: torch.Generator | None
     """
     b, dev = x.shape[0], x.device
     bri, con, sat, hue = (float(v) for v in strength)
-    grey_w = _GREY.to(dev)[None, :, None, None]
-    x = x * _u(b, 1 - bri, 1 + bri, g).to(dev)[:, None, None, None]
+    grey_w = to_device(_GREY, dev)[None, :, None, None]
+    x = x * to_device(_u(b, 1 - bri, 1 + bri, g), dev)[:, None, None, None]
     mean = (x * grey_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    x = (x - mean) * _u(b, 1 - con, 1 + con, g).to(dev)[:, None, None, None] + mean
+    x = (x - mean) * to_device(_u(b, 1 - con, 1 + con, g), dev)[:, None, None, None] + mean
     grey = (x * grey_w).sum(1, keepdim=True)
-    x = (x - grey) * _u(b, 1 - sat, 1 + sat, g).to(dev)[:, None, None, None] + grey
-    return _hue_rotate(x.clamp(0, 1), _u(b, -hue, hue, g).to(dev) * 2 * math.pi)
+    x = (x - grey) * to_device(_u(b, 1 - sat, 1 + sat, g), dev)[:, None, None, None] + grey
+    return _hue_rotate(x.clamp(0, 1), to_device(_u(b, -hue, hue, g), dev) * 2 * math.pi)
 
 
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -88,10 +91,10 @@ _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 
 def _hue_rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotate the chroma of (B, 3, H, W) RGB by ``angle`` (B,) radians in YIQ space."""
-    yiq = torch.einsum("ij,bjhw->bihw", _TO_YIQ.to(x.device), x)
+    yiq = torch.einsum("ij,bjhw->bihw", to_device(_TO_YIQ, x.device), x)
     c, s = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
     i, q = yiq[:, 1] * c - yiq[:, 2] * s, yiq[:, 1] * s + yiq[:, 2] * c
-    rgb = torch.einsum("ij,bjhw->bihw", _FROM_YIQ.to(x.device), torch.stack([yiq[:, 0], i, q], 1))
+    rgb = torch.einsum("ij,bjhw->bihw", to_device(_FROM_YIQ, x.device), torch.stack([yiq[:, 0], i, q], 1))
     return rgb.clamp(0, 1)
 
 
@@ -109,16 +112,16 @@ class DeviceViewMaker:
     def _where(
         self, x: torch.Tensor, p: float, changed: torch.Tensor, g: torch.Generator | None
     ) -> torch.Tensor:
-        keep = (torch.rand(x.shape[0], generator=g) < p).to(x.device)[:, None, None, None]
+        keep = to_device(torch.rand(x.shape[0], generator=g) < p, x.device)[:, None, None, None]
         return torch.where(keep, changed, x)
 
     def _view(self, fields: torch.Tensor, size: int, scale: Any, blur_p: float, solarize_p: float,
               g: torch.Generator | None) -> torch.Tensor:  # fmt: skip
         c, b = self.cfg, fields.shape[0]
-        grid = crop_grids(b, size, (float(scale[0]), float(scale[1])), g).to(fields.device)
+        grid = crop_grids(b, size, (float(scale[0]), float(scale[1])), g, device=fields.device)
         x = F.grid_sample(fields, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         x = self._where(x, c.color_jitter_p, color_jitter_batch(x, c.color_jitter, g), g)
-        grey = (x * _GREY.to(x.device)[None, :, None, None]).sum(1, keepdim=True).expand_as(x)
+        grey = (x * to_device(_GREY, x.device)[None, :, None, None]).sum(1, keepdim=True).expand_as(x)
         x = self._where(x, c.grayscale_p, grey, g)
         alpha = _u(3 * b, 1 - c.hed_sigma, 1 + c.hed_sigma, g).view(b, 3)
         beta = _u(3 * b, -c.hed_bias, c.hed_bias, g).view(b, 3)

@@ -11,6 +11,7 @@ batch in [0, 1], on CPU or CUDA; the teacher never sees these images.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,16 @@ class ScannerAugmentConfig:
     resolution: tuple[float, float] = (0.5, 1.0)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (a small CPU tensor of random parameters) on ``device`` without a host sync.
+
+    PyTorch's blocking host-to-GPU copy synchronises the stream after the copy, so every per-step parameter
+    moved that way would stall the host until the GPU has drained its queue. A non-blocking copy from pageable
+    memory is staged at once (safe to free or reuse ``t``) and ordered on the stream, with no sync.
+    """
+    return t.to(device, non_blocking=True)
+
+
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
@@ -41,15 +52,19 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.T
 def hed_jitter_batch(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Scale/shift the HED stain concentrations of each image: (B, 3, H, W), (B, 3), (B, 3) -> (B, 3, H, W)."""
     hed = rgb_to_hed(x.float())
-    return hed_to_rgb(hed * alpha[..., None, None].to(x.device) + beta[..., None, None].to(x.device))
+    return hed_to_rgb(
+        hed * to_device(alpha, x.device)[..., None, None] + to_device(beta, x.device)[..., None, None]
+    )
 
 
 def gaussian_blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with one sigma per image (reflect padding): (B, 3, H, W), (B,) -> same."""
+    """Separable Gaussian blur with one sigma per image (reflect padding): (B, 3, H, W), (B,) -> same.
+
+    ``sigma`` on the CPU: the kernel's radius is read from it (a GPU ``sigma`` would cost a host sync)."""
     b, c, h, w = x.shape
-    radius = max(1, int(torch.ceil(3 * sigma.max()).item()))
+    radius = max(1, math.ceil(3 * float(sigma.max())))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
-    k = torch.exp(-0.5 * (t[None] / sigma.to(x.device)[:, None].clamp_min(1e-3)) ** 2)
+    k = torch.exp(-0.5 * (t[None] / to_device(sigma, x.device)[:, None].clamp_min(1e-3)) ** 2)
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B * C, 2r + 1)
     y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="reflect")
     y = F.conv2d(y, k[:, None, None, :], groups=b * c)
@@ -107,7 +122,10 @@ class ScannerAugment(torch.nn.Module):
                _uniform(3 * b, -c.hed_bias, c.hed_bias, g).view(b, 3))  # fmt: skip
         x = self._on_drawn(x, hed_jitter_batch, g, *hed)
         x = self._on_drawn(
-            x, lambda v, e: v.clamp_min(0) ** e[:, None, None, None], g, _uniform(b, *c.gamma, g)
+            x,
+            lambda v, e: v.clamp_min(0) ** to_device(e, v.device)[:, None, None, None],
+            g,
+            _uniform(b, *c.gamma, g),
         )
         x = self._on_drawn(x, gaussian_blur_batch, g, _uniform(b, *c.blur_sigma, g))
         x = self._on_drawn(x, resolution_batch, g, _uniform(b, *c.resolution, g))
@@ -116,10 +134,11 @@ class ScannerAugment(torch.nn.Module):
 
     def _on_drawn(self, x: torch.Tensor, op: Callable[..., torch.Tensor], g: torch.Generator | None,
                *params: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """``op(x[sel], *params[sel])`` for the samples drawn with probability p; the others unchanged."""
+        """``op(x[sel], *params[sel])`` for the samples drawn with probability p; the others unchanged. The
+        draw and the parameters stay on the CPU (the ops read sizes and qualities from them without a sync)."""
         sel = (torch.rand(x.shape[0], generator=g) < self.cfg.p).nonzero().squeeze(1)
         if sel.numel() == 0:
             return x
-        out = x.clone()
-        out[sel.to(x.device)] = op(x[sel.to(x.device)], *(p[sel].to(x.device) for p in params)).to(x.dtype)
+        out, idx = x.clone(), to_device(sel, x.device)
+        out[idx] = op(x[idx], *(p[sel] for p in params)).to(x.dtype)
         return out

@@ -11,18 +11,20 @@ import torch
 from skimage.color import hed_from_rgb, rgb_from_hed
 
 _LOG_ADJUST = float(np.log(1e-6))
+_HED_FROM_RGB = torch.as_tensor(hed_from_rgb, dtype=torch.float32)
+_RGB_FROM_HED = torch.as_tensor(rgb_from_hed, dtype=torch.float32)
 
 
 def rgb_to_hed(rgb: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) float RGB in [0, 1] -> (..., 3, H, W) HED stain concentrations (== skimage ``rgb2hed``)."""
-    m = torch.as_tensor(hed_from_rgb, dtype=torch.float32, device=rgb.device)
+    m = _HED_FROM_RGB.to(rgb.device, non_blocking=True)  # a blocking host-to-GPU copy would sync the stream
     od = torch.log(rgb.float().clamp_min(1e-6)) / _LOG_ADJUST
     return torch.einsum("...chw,cd->...dhw", od, m).clamp_min(0).to(rgb.dtype)
 
 
 def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) HED concentrations -> (..., 3, H, W) RGB in [0, 1] (== skimage ``hed2rgb``)."""
-    m = torch.as_tensor(rgb_from_hed, dtype=torch.float32, device=hed.device)
+    m = _RGB_FROM_HED.to(hed.device, non_blocking=True)
     log_rgb = -torch.einsum("...chw,cd->...dhw", hed.float() * -_LOG_ADJUST, m)
     return torch.exp(log_rgb).clamp(0, 1).to(hed.dtype)
 
