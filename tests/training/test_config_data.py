@@ -41,6 +41,42 @@ def test_mistyped_keys_fail_clearly():
         load_config("smoke_cpu", ["optim.epochs=many"])
 
 
+def test_base_chain_merges_the_base_first_and_lists_only_the_changes(tmp_path):
+    """``base:`` (a bundled name or a path next to the yaml) is merged under the experiment, down the chain; the
+    merged config has no ``base`` key; a missing base, a non-string one and a cycle are clear errors."""
+    (tmp_path / "a.yaml").write_text("base: smoke_cpu\noptim:\n  base_lr: 0.123\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain:\n  seed: 9\n")
+    smoke, b = load_config("smoke_cpu"), load_config(tmp_path / "b.yaml")
+    assert "base" not in b and b.optim.base_lr == 0.123 and b.train.seed == 9
+    assert b.student.model_kwargs == smoke.student.model_kwargs and b.data == smoke.data
+    assert load_config(tmp_path / "b.yaml", ["optim.base_lr=0.5"]).optim.base_lr == 0.5  # overrides come last
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(TrainConfigError, match=r"cycle: c\.yaml -> d\.yaml -> c\.yaml"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("base: no_such_recipe\n")
+    with pytest.raises(TrainConfigError, match="no_such_recipe not found"):
+        load_config(tmp_path / "e.yaml")
+    (tmp_path / "f.yaml").write_text("base: [smoke_cpu]\n")
+    with pytest.raises(TrainConfigError, match="base must be"):
+        load_config(tmp_path / "f.yaml")
+
+
+def test_v6_and_v7_are_v5_plus_what_their_yamls_list():
+    v5, v6, v7 = (load_config(n) for n in ("student_v5_from_efficientnet", "student_v6_from_v5",
+                                          "student_v7_gpu_from_v5"))  # fmt: skip
+    for cfg in (v6, v7):
+        assert cfg.loss == v5.loss and cfg.data == v5.data and cfg.augmentation == v5.augmentation
+        assert cfg.student.model_kwargs == v5.student.model_kwargs and cfg.student.init_blocks is None
+    assert (v6.optim.epochs, v6.optim.base_lr, v6.train.seed, v6.train.batch_size_per_gpu) == (
+        40,
+        0.0003,
+        6,
+        32,
+    )
+    assert (v7.train.batch_size_per_gpu, v7.train.amp, v7.optim.base_lr) == (256, "bf16", v5.optim.base_lr)
+
+
 def test_init_blocks_need_init_weights():
     from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 

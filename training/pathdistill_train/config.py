@@ -1,4 +1,9 @@
-"""OmegaConf configuration: default.yaml + experiment yaml + ``key=value`` overrides, in struct mode."""
+"""OmegaConf configuration: default.yaml + experiment yaml + ``key=value`` overrides, in struct mode.
+
+An experiment yaml may start with ``base: <experiment>`` (a bundled name, or a path relative to the yaml): the
+base experiment (and its own base, and so on) is merged first, so a recipe that continues another lists only what
+it changes. ``base`` is a directive of the loader, not a config key: the merged config has none.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     _open_free_form(cfg)
     try:
         if config is not None:
-            cfg = _merge_experiment(cfg, OmegaConf.load(resolve_config_path(config)))
+            for exp in _experiment_chain(resolve_config_path(config)):
+                cfg = _merge_experiment(cfg, exp)
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise TrainConfigError(f"overrides must look like key=value, got {bad}")
@@ -82,6 +88,25 @@ def _check_types(default: Any, cfg: Any, prefix: str) -> None:
 def _open_free_form(cfg: Any) -> None:
     for key in FREE_FORM:
         OmegaConf.set_struct(OmegaConf.select(cfg, key), False)
+
+
+def _experiment_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Any]:
+    """The experiment at ``path`` preceded by its ``base:`` chain, oldest first (``base`` popped from each).
+
+    Raises:
+        TrainConfigError: a base that does not exist or is not a string, or a cycle.
+    """
+    path = path.resolve()
+    if path in seen:
+        raise TrainConfigError(f"config base cycle: {' -> '.join(p.name for p in (*seen, path))}")
+    exp = OmegaConf.load(path)
+    base = exp.pop("base", None) if isinstance(exp, DictConfig) else None
+    if base is None:
+        return [exp]
+    if not isinstance(base, str):
+        raise TrainConfigError(f"{path.name}: base must be a config name or path, got {base!r}")
+    local = path.parent / base
+    return [*_experiment_chain(local if local.is_file() else resolve_config_path(base), (*seen, path)), exp]
 
 
 def _merge_experiment(cfg: Any, exp: Any) -> Any:
