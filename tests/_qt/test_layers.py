@@ -105,3 +105,23 @@ def test_in_place_updates_set_only_the_properties_that_change(make_napari_viewer
     assert set(fired) == {"scale", "opacity", "colormap"}
     np.testing.assert_array_equal(layer.scale, (4.0, 4.0))
     assert layer.opacity == 0.7 and layer.colormap == cluster_colormap(4)
+
+
+def test_mpp_override_fields_keep_a_scanners_um_px(make_napari_viewer):
+    """Every widget's "slide um/px override" is the one field: a typed 0.2527 (Aperio 40x) or 0.2265 (Hamamatsu
+    40x) stays as typed (two decimals would make them 0.25 / 0.23, 1-2 % off), the arrows step by 0.25."""
+    from napari_pathdistill._qt.attention_widget import AttentionWidget
+    from napari_pathdistill._qt.embed_widget import EmbedWidget
+    from napari_pathdistill._qt.evaluate_widget import EvaluateWidget
+    from napari_pathdistill._qt.similarity_widget import SimilarityWidget
+    from napari_pathdistill._qt.tissue_widget import TissueWidget
+
+    viewer = make_napari_viewer()
+    for cls in (EmbedWidget, AttentionWidget, TissueWidget, SimilarityWidget, EvaluateWidget):
+        box = cls(viewer).mpp_override
+        assert box.label == "slide um/px override" and box.value == 0.0, cls
+        for mpp in (0.2527, 0.2265):
+            box.value = mpp
+            assert box.value == mpp, cls
+        box.native.stepBy(1)
+        assert box.value == pytest.approx(0.4765), cls

@@ -7,7 +7,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox
+from magicgui.widgets import ComboBox, FloatSpinBox
 from napari.layers import Image, Labels, Layer, Points
 
 from napari_pathdistill.errors import LayerInputError
@@ -47,6 +47,21 @@ def on_slide_layer(
     f = [s / units_per_px for s in slide.scale[-2:]]
     t0 = slide.translate[-2:]
     return (scale[0] * f[0], scale[1] * f[1]), (translate[0] * f[0] + t0[0], translate[1] * f[1] + t0[1])
+
+
+def mpp_override_box(what: str = "its tiles are cut at the requested um/px") -> FloatSpinBox:
+    """The widgets' "slide um/px override" field: the level-0 um/px of a slide whose file states none.
+
+    Four decimals (scanners' MPPs are e.g. 0.2527 or 0.2265: two would be 1-2 % off), arrows step by 0.25;
+    0 = none. ``what`` completes the tooltip: what the value is used for.
+    """
+    box = FloatSpinBox(label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25)
+    box.native.setDecimals(4)
+    box.tooltip = (
+        f"Level-0 um/px of a slide whose file states none (0.25 at 40x, 0.5 at 20x), so that {what}; a file's "
+        "own MPP always wins. 0 = none."
+    )
+    return box
 
 
 def no_mpp_note(layer: Any, override: float | None, tile_px: int, mpp: float) -> str | None:

@@ -15,7 +15,13 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSp
 from napari.utils.colormaps import Colormap
 
 from napari_pathdistill._qt._labels import status_label
-from napari_pathdistill._qt._layers import SlideLayerChooser, no_mpp_note, slide_path, upsert_layer
+from napari_pathdistill._qt._layers import (
+    SlideLayerChooser,
+    mpp_override_box,
+    no_mpp_note,
+    slide_path,
+    upsert_layer,
+)
 from napari_pathdistill._qt._model_picker import ModelPicker, ModelRequest
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.device import resolve_device
@@ -119,11 +125,7 @@ class AttentionWidget(Container):
         self.region = ComboBox(label="tiles", choices=REGIONS, value=REGIONS[0])
         self.max_tiles = SpinBox(label="max tiles", value=512, min=1, max=1_000_000)
         self.overlap = FloatSpinBox(label="tile overlap", value=0.5, min=0.0, max=0.75, step=0.25)
-        self.mpp_override = FloatSpinBox(
-            label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25,
-            tooltip="Level-0 um/px of a slide whose file states none (0.25 at 40x, 0.5 at 20x), so that its "
-            "tiles are cut at the student's um/px; a file's own MPP always wins. 0 = none (level-0 px tiles).",
-        )  # fmt: skip
+        self.mpp_override = mpp_override_box("its tiles are cut at the student's um/px")
         self.mode = ComboBox(label="ViT map", choices=("last", "rollout"), value="last")
         self.opacity = FloatSlider(label="opacity", value=1.0, min=0.0, max=1.0)
         self.side_by_side = CheckBox(text="side by side (grid)", value=True)

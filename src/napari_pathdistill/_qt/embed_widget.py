@@ -33,6 +33,7 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
     map_layers,
+    mpp_override_box,
     no_mpp_note,
     slide_path,
     upsert_image,
@@ -77,9 +78,7 @@ class EmbedWidget(Container):
         self.model = ModelPicker()
         self.tile_px = SpinBox(label="tile px", value=224, min=32, max=1024, step=16)
         self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
-        self.mpp_override = FloatSpinBox(
-            label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25
-        )
+        self.mpp_override = mpp_override_box("its tiles are cut at 'um/px' like any other slide's")
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.k = SpinBox(label="clusters (k)", value=6, min=1, max=64)
@@ -108,11 +107,6 @@ class EmbedWidget(Container):
         self.tile_px.tooltip = "Tile side fed to the model; follows the chosen model's until you change it."
         self.mpp.tooltip = (
             "um/px of the tiles fed to the model; follows the chosen model's until you change it."
-        )
-        self.mpp_override.tooltip = (
-            "Level-0 um/px of a slide whose file states none (e.g. 0.25 at 40x, 0.5 at 20x), so that its tiles are "
-            "cut at 'um/px' like any other slide's; a file's own MPP always wins. 0 = none: such a slide is tiled "
-            "in level-0 pixels."
         )
         self.cache_dir.tooltip = (
             "Folder of the feature files (HDF5, as `pathdistill embed` writes): a matching file is reused, a "

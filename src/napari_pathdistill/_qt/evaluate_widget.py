@@ -11,12 +11,13 @@ from typing import Any
 
 import napari
 from magicgui.types import FileDialogMode
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
 from napari_pathdistill._qt._labels import status_label
+from napari_pathdistill._qt._layers import mpp_override_box
 from napari_pathdistill._qt._model_picker import ModelPicker
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.errors import EvaluationError
@@ -44,13 +45,7 @@ class EvaluateWidget(Container):
         self.model = ModelPicker(label="model")
         self.teacher = ModelPicker(label="teacher", default="h-optimus-0", visible=False)
         self.out_dir = FileEdit(label="save reports to", mode=FileDialogMode.EXISTING_DIRECTORY)
-        self.mpp_override = FloatSpinBox(
-            label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25
-        )
-        self.mpp_override.tooltip = (
-            "Level-0 um/px of pair slides whose file gives none (plain JPEG/PNG, e.g. the BIRL pairs); a file's "
-            "own MPP always wins. 0 = none."
-        )
+        self.mpp_override = mpp_override_box("pair slides such as the BIRL JPEGs are tiled in um")
         self.run_button = PushButton(text="Run evaluation")
         self.cancel_button = PushButton(text="Cancel")
         self.status = status_label()

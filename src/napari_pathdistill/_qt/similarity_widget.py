@@ -14,6 +14,7 @@ from napari_pathdistill._qt._layers import (
     LayerChooser,
     LayerInputError,
     SlideLayerChooser,
+    mpp_override_box,
     on_slide_layer,
     slide_path,
     upsert_layer,
@@ -52,12 +53,8 @@ class SimilarityWidget(Container):
         self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.top_k = SpinBox(label="top-k", value=5, min=1, max=100)
-        self.mpp_override = FloatSpinBox(
-            label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25
-        )
-        self.mpp_override.tooltip = (
-            "Level-0 um/px of slides whose file gives none (plain JPEG/PNG); a file's own MPP always wins. "
-            "0 = none."
+        self.mpp_override = mpp_override_box(
+            "both slides are tiled and registered in um (plain JPEG/PNG have none)"
         )
         self.view_mode = ComboBox(label="registered B on A", choices=list(VIEW_MODES), value="blend")
         self.view_mode.tooltip = (

@@ -17,7 +17,13 @@ from magicgui.widgets import Container, FloatSpinBox, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
 from napari_pathdistill._qt._labels import status_label
-from napari_pathdistill._qt._layers import SlideLayerChooser, on_slide_layer, slide_path, upsert_layer
+from napari_pathdistill._qt._layers import (
+    SlideLayerChooser,
+    mpp_override_box,
+    on_slide_layer,
+    slide_path,
+    upsert_layer,
+)
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.wsi.tissue_grid import (
@@ -55,14 +61,7 @@ class TissueWidget(Container):
             "glass ~0.03, pale IHC 0.1-0.3, H&E 0.5-1.5. After 'Preview', changing it redraws the mask at once.",
         )  # fmt: skip
         self.preview_button = PushButton(text="Preview tissue mask")
-        self.mpp_override = FloatSpinBox(
-            value=0.0,
-            min=0.0,
-            max=64.0,
-            step=0.01,
-            label="slide um/px override",
-            tooltip="Level-0 um/px of a slide whose file states none; a file's own MPP always wins. 0 = none.",
-        )
+        self.mpp_override = mpp_override_box("its mask and tile grid are computed in um")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel")
         self.associated_button = PushButton(text="Show label / macro images")
