@@ -33,7 +33,7 @@ def two_slides(make_napari_viewer, os2_pair, os2_maps, open_slide):
     shift = np.array([0.0, 550.0])  # um: B beside A
     vsi.translate = shift
     widget = EmbedWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    viewer.window.add_dock_widget(widget, name="Embed slide")
     for smap, layer in zip(os2_maps, (ndpi, vsi), strict=True):
         widget.show_result(smap, source=(layer.name, layer.units))
     a, b = (viewer.layers[f"{layer.name} clusters"] for layer in (ndpi, vsi))

@@ -77,6 +77,18 @@ def test_geometry_matches_the_tile_level_map(vit, cmu_svs):
     np.testing.assert_allclose(first, (np.array([y, x]) + (size / 16 - 1) / 2) * mpp, atol=0.5 * mpp)
 
 
+def test_um_px_override_of_a_slide_without_mpp_places_the_cells_in_level0_px(vit, tcga_svs):
+    """The TCGA slide states no MPP: with a level-0 um/px of 0.25 its 224 px tiles at 1 um/px are 896 level-0 px,
+    and the cells are placed in level-0 px (napari shows the slide in pixels), not in um."""
+    res = drain(iter_dense_map(vit, tcga_svs, mpp=MPP, min_tissue=0.5, max_tiles=2, fallback_mpp=0.25))
+    size = res.grid.size_level0
+    assert size == pytest.approx(896)
+    np.testing.assert_allclose(res.scale, (size / 16,) * 2)
+    x, y = res.grid.coords[0]
+    first = np.asarray(res.translate) + res.offsets[0] * np.asarray(res.scale)
+    np.testing.assert_allclose(first, np.array([y, x]) + (size / 16 - 1) / 2, atol=0.5)
+
+
 def test_half_tile_stride_averages_the_overlapping_tiles(vit, cmu_svs):
     res = drain(iter_dense_map(vit, cmu_svs, mpp=MPP, min_tissue=0.1, stride_px=112, max_tiles=8))
     assert res.stride_cells == 8
