@@ -8,7 +8,8 @@
 #      batch 32 per GPU, device data path (issue 14 item 6);
 #   4. embed_slide end to end on a generated 40,000 x 30,000 px slide with a random-init H0-mini-shape ViT-B/14
 #      (issue 12: >= 5,000 tiles/s). The slide is written in the background during 1-3, zlib-compressed: the
-#      machine has no imagecodecs for JPEG tiles.
+#      machine has no imagecodecs for JPEG tiles;
+#   5. the gpu-marked tests (~30 s), among them the per-step views under torch's sync debug mode.
 # What the machine needs beside the checkout (nothing can be fetched there), made here by `scripts/gpu_session.sh
 # --prepare`: .whl/ (omegaconf, antlr4, dask, partd, locket, openslide, timm wheels), .gpu/shared/data (the training
 # data subset of ../shared/data) and .gpu/teacher_efficientnet_lite2_fp16.safetensors. Results go to $OUT
@@ -22,7 +23,7 @@ PY=${PY:-python3}
 TRAIN_S=${TRAIN_S:-120}
 TEACHER=.gpu/teacher_efficientnet_lite2_fp16.safetensors
 WORK=${WORK:-/tmp/gpu_session}
-SECTIONS=${SECTIONS:-1 2 3 4}   # which of the four to run
+SECTIONS=${SECTIONS:-1 2 3 4 5}   # which of the five to run
 H0_BATCHES=${H0_BATCHES:-32}    # section 3's batch sizes per GPU
 export PYTHONUNBUFFERED=1
 
@@ -122,6 +123,11 @@ if want 4; then
     timeout 150 $PY benchmarks/slide_scale.py --only-cuda --device "$DEVICE" --slide "$SLIDE" \
         --out "$WORK/slide_scale" --cuda-workers 12 2>&1 | tee -a "$LOG"
     cp "$WORK/slide_scale/slide_scale.json" "$OUT/slide_scale_cuda.json" 2>/dev/null
+fi
+if want 5; then
+    log "5. the gpu-marked tests (CUDA smoke run, JPEG on CUDA, views and student ops without a host sync)"
+    timeout 180 $PY -m pytest -q -p no:cacheprovider -m gpu tests/training/test_gpu.py tests/inference/test_batching.py \
+        2>&1 | tail -15 | tee -a "$LOG"
 fi
 log "done"
 ls -la "$OUT" | tee -a "$LOG"
