@@ -206,3 +206,22 @@ def test_override_enters_the_cache_key_only_when_given(cmu_svs, tcga_svs, tmp_pa
             if stored is not None:
                 f.attrs["mpp_override"] = stored
         assert bool(complete_rows(out, wanted)) is matches, stored
+
+
+def test_a_partial_cut_without_the_override_is_not_resumed_with_it(tmp_path):
+    """A no-MPP slide at 0.5 um/px with an override of 0.5 has the same tiles (coords) as without one: a partial
+    written without the override starts over (the finished file must say it was cut at the override)."""
+    from types import SimpleNamespace
+
+    from napari_pathdistill.inference.feature_writer import open_partial
+
+    model = tiny_model("vit")
+    grid = SimpleNamespace(coords=np.array([[0, 0], [56, 0]]), tissue_fraction=np.ones(2, np.float32))
+    attrs = {"model": model.spec.name, "weights": model.weights_id, "mpp": float("nan")}
+    partial = tmp_path / "s.h5.partial"
+    with open_partial(partial, model, grid, attrs) as f:
+        f.attrs["done"] = 1
+    with open_partial(partial, model, grid, dict(attrs)) as f:
+        assert int(f.attrs["done"]) == 1  # the same request resumes
+    with open_partial(partial, model, grid, {**attrs, "mpp": 0.5, "mpp_override": 0.5}) as f:
+        assert int(f.attrs["done"]) == 0 and f.attrs["mpp_override"] == 0.5

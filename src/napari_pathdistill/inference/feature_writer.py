@@ -67,13 +67,15 @@ def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> Ti
 
 
 def open_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: dict) -> Any:  # h5py.File
-    """Open or create ``partial``; an existing one is reused only if its model name, weights and grid coords
-    match (rows of two checkpoints are never mixed in one file)."""
+    """Open or create ``partial``; an existing one is reused only if its model name, weights, um/px override and
+    grid coords match (rows of two checkpoints are never mixed in one file, and a file ends with its request's
+    attrs)."""
     import h5py
 
     if partial.exists():
         f = h5py.File(partial, "a")
         same = (f.attrs.get("model") == model.spec.name and f.attrs.get("weights") == attrs.get("weights")
+                and f.attrs.get("mpp_override") == attrs.get("mpp_override")  # same tiles, other attrs
                 and np.array_equal(f["coords"][()], grid.coords))  # fmt: skip
         if same:
             return f
