@@ -95,9 +95,9 @@ class EmbedWidget(Container):
         self.legend = Label(value="")
         self.search = TileSearchPanel(viewer)  # the clicked tile's similarity heatmap, cross-slide, GeoJSON
         self.search.label = "tile search"
-        widgets = [self.slide, self.model, self.tile_px, self.mpp, self.mpp_override, self.min_tissue, self.batch_size, self.k,
-                   self.top_k, self.map_kind, self.stride, self.cache_dir, self.run_button, self.cancel_button,
-                   self.progress, self.status, self.legend, self.search]  # fmt: skip
+        widgets = [self.slide, self.model, self.tile_px, self.mpp, self.mpp_override, self.min_tissue,
+                   self.batch_size, self.k, self.top_k, self.map_kind, self.stride, self.cache_dir, self.run_button,
+                   self.cancel_button, self.progress, self.status, self.legend, self.search]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)

@@ -34,7 +34,7 @@ from napari_pathdistill.metrics.agreement import attention_agreement, map_agreem
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.spec import ModelSpec, build_module
 from napari_pathdistill.progress import Progress
-from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
+from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
 from napari_pathdistill.wsi.tiling import detect_tissue, read_tiles
 
 SIDES = ("teacher", "student")
@@ -181,8 +181,8 @@ def iter_attention_pair(
             raise EmptyTissueError(
                 "No tissue tile in the chosen region: pan/zoom onto tissue or lower 'min tissue'."
             )
-        # the slide layer's units: um from the file's MPP, else level-0 px (also with an override)
-        slide_mpp = float(pyr.mpp[1]) if pyr.mpp is not None and pyr.mpp_override is None else None
+        # slide-layer units per level-0 px: um from the file's MPP, 1 (pixels) with an override or without any
+        slide_mpp = float(pyr.mpp[1]) * layer_factor(pyr) if pyr.mpp is not None else None
         models = {"teacher": (teacher, heads[0]), "student": (student, heads[1])}
         blend, r, ov = yield from _stream(models, region, pyr, mode, batch_size, top_frac, cancel)
     yield Progress(len(region), len(region), "normalising")

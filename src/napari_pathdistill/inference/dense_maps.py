@@ -31,7 +31,7 @@ from napari_pathdistill.errors import Cancelled, EmptyTissueError, PathDistillEr
 from napari_pathdistill.inference.embed import iter_batches, tile_geometry
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
-from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
+from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid, scale_placement
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, make_tile_grid, tissue_fractions
 
 #: tokens the PCA is fitted on by default (128 tiles of 16 x 16 tokens; 200 MB at D = 1536)
@@ -241,8 +241,8 @@ def iter_dense_map(
         raise Cancelled("Dense map cancelled.")
     yield Progress(len(grid), len(grid), "colours")
     dense = _finish(canvas, grid, offsets, pca, model.spec.name, (g, k))
-    yield dataclasses.replace(dense, scale=(dense.scale[0] * to_layer, dense.scale[1] * to_layer),
-                              translate=(dense.translate[0] * to_layer, dense.translate[1] * to_layer))  # fmt: skip
+    scale, translate = scale_placement(dense.scale, dense.translate, to_layer)
+    yield dataclasses.replace(dense, scale=scale, translate=translate)
 
 
 def _map_tiles(

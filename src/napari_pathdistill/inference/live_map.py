@@ -29,7 +29,7 @@ from napari_pathdistill.inference.outputs import finish_output, slide_lock
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
 from napari_pathdistill.progress import Progress
-from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
+from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid, scale_placement
 from napari_pathdistill.wsi.tiling import TileGrid, grid_placement, make_tile_grid
 
 if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
@@ -111,13 +111,13 @@ def _scaled(
     placement: tuple[tuple[int, int], tuple[float, float], tuple[float, float]], f: float
 ) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
     shape, scale, translate = placement
-    return shape, (scale[0] * f, scale[1] * f), (translate[0] * f, translate[1] * f)
+    return shape, *scale_placement(scale, translate, f)
 
 
 def _on_layer(smap: SlideMap, f: float) -> SlideMap:
     """``smap`` placed on its slide layer (``wsi.pyramid.layer_factor``), its similarity search prepared."""
     if f != 1.0:
-        scale, translate = _scaled(((0, 0), smap.scale, smap.translate), f)[1:]
+        scale, translate = scale_placement(smap.scale, smap.translate, f)
         smap = dataclasses.replace(smap, scale=scale, translate=translate)
     return prepared(smap)
 

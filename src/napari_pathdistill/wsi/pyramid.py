@@ -27,7 +27,7 @@ from napari_pathdistill.wsi._formats import choose_backend, permission_message
 from napari_pathdistill.wsi._multiplex import ChannelInfo, channel_dask, multiplex_refusal
 from napari_pathdistill.wsi.levels import PyramidLevel
 
-__all__ = ["Pyramid", "PyramidLevel", "layer_factor", "open_pyramid", "permission_message"]
+__all__ = ["Pyramid", "PyramidLevel", "layer_factor", "open_pyramid", "permission_message", "scale_placement"]
 
 
 class Pyramid:
@@ -256,3 +256,11 @@ def layer_factor(pyr: Pyramid) -> float:
     with the user's level-0 um/px (``open_pyramid(fallback_mpp=...)``): its tiles are cut and placed in um, but
     napari shows the slide in level-0 pixels, so maps computed on it are placed at 1 / that um/px."""
     return 1.0 / pyr.mpp_override if pyr.mpp_override else 1.0
+
+
+def scale_placement(
+    scale: tuple[float, float], translate: tuple[float, float], f: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """napari (scale, translate) of a raster placed in a pyramid's units, in its slide layer's: both times ``f``
+    (:func:`layer_factor`)."""
+    return (scale[0] * f, scale[1] * f), (translate[0] * f, translate[1] * f)
