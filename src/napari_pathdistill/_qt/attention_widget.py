@@ -14,6 +14,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, PushButton, SpinBox
 from napari.utils.colormaps import Colormap
 
+from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
@@ -137,6 +138,7 @@ class AttentionWidget(Container):
                    self.mpp_override, self.mode, self.opacity, self.side_by_side, self.run_button,
                    self.cancel_button, self.status, self.summary, self.histogram]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
+        scroll_when_docked(self)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
         self.opacity.changed.connect(self._set_opacity)

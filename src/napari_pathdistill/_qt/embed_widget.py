@@ -29,6 +29,7 @@ from napari_pathdistill._qt._clusters import (
     remove_unfilled,
     warm_labels_layer,
 )
+from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
@@ -99,6 +100,7 @@ class EmbedWidget(Container):
                    self.batch_size, self.k, self.top_k, self.map_kind, self.stride, self.cache_dir, self.run_button,
                    self.cancel_button, self.progress, self.status, self.legend, self.search]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
+        scroll_when_docked(self)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
         self.result: SlideMap | None = None

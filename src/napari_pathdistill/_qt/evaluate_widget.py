@@ -16,6 +16,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
+from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import mpp_override_box
 from napari_pathdistill._qt._model_picker import ModelPicker
@@ -53,6 +54,7 @@ class EvaluateWidget(Container):
         widgets = [self.task, self.inputs, self.teacher, self.model, self.mpp_override, self.out_dir, self.run_button,
                    self.cancel_button, self.status, self.summary]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
+        scroll_when_docked(self)
         self.table = QTableWidget()
         self.figure = Figure(figsize=(4, 3), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)

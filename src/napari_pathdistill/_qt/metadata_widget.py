@@ -18,6 +18,7 @@ from magicgui.widgets import CheckBox, Container, Label, PushButton
 from napari.layers import Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._layers import is_slide_layer, slide_path, upsert_layer
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.wsi.metadata import SlideMetadata, metadata_rows, slide_metadata
@@ -70,6 +71,7 @@ class MetadataWidget(Container):
         self.buttons: Container = Container(layout="horizontal", labels=False, label="add as layer")
         self.srgb = CheckBox(value=False, text="Convert to sRGB (ICC)", enabled=False)
         super().__init__(widgets=[self.hint, *self.rows.values(), self.buttons, self.srgb])
+        scroll_when_docked(self)
         self.layer: Layer | None = None
         self.meta: SlideMetadata | None = None
         self._mixed_noticed = False

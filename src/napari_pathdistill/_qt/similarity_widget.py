@@ -9,6 +9,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, SpinBox
 from napari.layers import Points
 
+from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     LayerChooser,
@@ -69,6 +70,7 @@ class SimilarityWidget(Container):
                    self.mpp, self.min_tissue, self.top_k, self.mpp_override, self.view_mode, self.run_button, self.cancel_button, self.status,
                    self.summary]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
+        scroll_when_docked(self)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
         self.view_mode.changed.connect(self.show_registered)

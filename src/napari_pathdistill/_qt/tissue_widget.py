@@ -16,6 +16,7 @@ import napari
 from magicgui.widgets import Container, FloatSpinBox, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
+from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
@@ -71,6 +72,7 @@ class TissueWidget(Container):
             widgets=[self.slide, self.tile_px, self.mpp, self.min_tissue, self.threshold, self.mpp_override,
                      self.preview_button, self.run_button, self.cancel_button, self.associated_button, self.status, self.summary],
         )  # fmt: skip
+        scroll_when_docked(self)
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.result: TissueGridResult | None = None
         self.preview: TissuePreview | None = None

@@ -43,28 +43,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _scrollable(dock: Any) -> None:
-    """Put the dock's widget in a frameless, resizable ``QScrollArea``: a tall dock scrolls, never clips."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QFrame, QScrollArea
-
-    inner = dock.widget()
-    if inner is None or isinstance(inner, QScrollArea):
-        return
-    area = QScrollArea()
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    area.setWidget(inner)
-    dock.setWidget(area)
-
-
 def _dock(viewer: Any, names: list[str]) -> list[tuple[Any, Any]]:
     """Dock our widgets as tabs of one area (the canvas keeps its room); the first one is shown.
 
     Returns:
         (dock, widget) of each docked widget.
     """
+    from napari_pathdistill._qt._dock import wrap_dock
+
     docks = []
     for i, name in enumerate(names):
         try:
@@ -72,7 +58,7 @@ def _dock(viewer: Any, names: list[str]) -> list[tuple[Any, Any]]:
         except Exception as exc:
             print(f"note: widget {name!r} not available: {exc}", file=sys.stderr)
             continue
-        _scrollable(dock)
+        wrap_dock(dock)  # now, not on the next event-loop turn as the widgets' own watcher does
         docks.append((dock, widget))
     if docks:
         from qtpy.QtWidgets import QApplication

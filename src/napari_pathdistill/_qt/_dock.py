@@ -1,0 +1,123 @@
+"""Docks that scroll instead of growing napari's window past the screen.
+
+napari docks a magicgui Container's ``native`` widget as it is (napari/napari#4579, #5247), so a dock can never
+be shorter than its form: the Embed form alone needs ~690 px, Tissue + Embed from the Plugins menu force the
+window to ~1,120 px and three of our docks to ~1,750 px, pushing the Run buttons below a laptop's screen.
+(magicgui's ``scrollable=True`` does not help there: napari docks ``.native``, the widget inside its scroll area.)
+
+Each widget calls :func:`scroll_when_docked` on itself; once napari has put it in a dock (from the Plugins
+menu, ``add_dock_widget``, ``add_plugin_dock_widget`` or ``pathdistill view``), the dock's widget becomes a
+:class:`DockScrollArea` around the form. The dock still opens at the form's natural height when there is room;
+only when there is not does it shrink and scroll. The wheel then scrolls the dock: over a spin box, combo box or
+slider it changes the value only once that field has been clicked (has the focus), so scrolling past "um/px" never
+changes it unseen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
+from qtpy.QtWidgets import (
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QDockWidget,
+    QFrame,
+    QScrollArea,
+    QWidget,
+)
+
+#: the least height a dock's scroll area asks for (px): a title's worth of form stays visible
+MIN_HEIGHT = 120
+
+
+class DockScrollArea(QScrollArea):
+    """Frameless vertical scroll area around a dock's form.
+
+    Its size hint is the form's (a ``QScrollArea`` caps its hint at 24 text lines, which would open a roomy dock
+    half empty with a scroll bar); its minimum height is :data:`MIN_HEIGHT`; its width is the form's minimum width
+    plus the scroll bar, so no horizontal scrolling is needed. Unfocused value fields pass the wheel to the scroll
+    bar (see :class:`_WheelScrolls`).
+    """
+
+    def __init__(self, form: QWidget, magic_widget: Any = None) -> None:
+        super().__init__()
+        self.setObjectName(f"{form.objectName() or type(form).__name__}_scroll")
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setWidget(form)
+        self._wheel = _WheelScrolls(self)
+        for kind in (QAbstractSpinBox, QComboBox, QAbstractSlider):
+            for field in form.findChildren(kind):
+                field.setFocusPolicy(
+                    Qt.FocusPolicy.StrongFocus
+                )  # not WheelFocus: the wheel must not focus it
+                field.installEventFilter(self._wheel)
+        if magic_widget is not None:
+            # napari's QtViewerDockWidget.inner_widget() (viewer.window.dock_widgets, a second menu click) returns
+            # ``dock.widget()._magic_widget`` when present: the magicgui Container, as before the wrapping
+            self._magic_widget = magic_widget
+
+    def _bar_width(self) -> int:
+        return int(self.verticalScrollBar().sizeHint().width())
+
+    def sizeHint(self) -> QSize:
+        form = self.widget()
+        hint = form.sizeHint() if form is not None else QSize(0, 0)
+        return QSize(hint.width() + self._bar_width(), hint.height())
+
+    def minimumSizeHint(self) -> QSize:
+        form = self.widget()
+        least = form.minimumSizeHint() if form is not None else QSize(0, 0)
+        return QSize(least.width() + self._bar_width(), min(least.height(), MIN_HEIGHT))
+
+
+class _WheelScrolls(QObject):
+    """Event filter on a form's value fields: the wheel over an unfocused one scrolls the dock instead."""
+
+    def __init__(self, area: QScrollArea) -> None:
+        super().__init__(area)
+        self._bar = area.verticalScrollBar()
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # Qt override
+        if event.type() == QEvent.Type.Wheel and isinstance(obj, QWidget) and not obj.hasFocus():
+            QApplication.sendEvent(self._bar, event)
+            return True
+        return False
+
+
+def wrap_dock(dock: QDockWidget) -> DockScrollArea | None:
+    """Put ``dock``'s widget in a :class:`DockScrollArea` (once; a wrapped dock is left as it is).
+
+    Returns:
+        The scroll area, or None when the dock has no widget.
+    """
+    form = dock.widget()
+    if form is None or isinstance(form, QScrollArea):
+        return form if isinstance(form, DockScrollArea) else None
+    area = DockScrollArea(form, getattr(form, "_magic_widget", None))
+    dock.setWidget(area)
+    return area
+
+
+class _DockWatcher(QObject):
+    """Event filter on a form: when its parent becomes a dock, wraps that dock on the next event-loop turn
+    (not inside ``QDockWidget.setWidget``, which is what sends the event)."""
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ParentChange and isinstance(obj, QWidget):
+            dock = obj.parentWidget()
+            if isinstance(dock, QDockWidget):
+                QTimer.singleShot(0, dock, lambda: wrap_dock(dock))  # skipped if the dock is gone by then
+        return False
+
+
+def scroll_when_docked(container: Any) -> None:
+    """Make a magicgui Container's dock scroll (see the module docstring); call once, from its ``__init__``."""
+    form: QWidget = container.native
+    watcher = _DockWatcher(form)  # parented to the form: lives and dies with it
+    form.installEventFilter(watcher)

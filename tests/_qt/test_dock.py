@@ -1,0 +1,101 @@
+"""Docks opened from napari's Plugins menu scroll instead of pushing the window past a laptop's screen.
+
+Before ``_qt._dock``, Tissue + Embed + Attention docked from the menu (``add_plugin_dock_widget``, stacked) made
+napari's window at least ~1,750 px tall: the Run buttons lay below any laptop screen.
+"""
+
+from __future__ import annotations
+
+import pytest
+from qtpy.QtCore import QPoint, QPointF, Qt
+from qtpy.QtGui import QWheelEvent
+from qtpy.QtWidgets import QApplication
+
+from napari_pathdistill._qt._dock import DockScrollArea
+from napari_pathdistill._qt.attention_widget import AttentionWidget
+from napari_pathdistill._qt.embed_widget import EmbedWidget
+from napari_pathdistill._qt.tissue_widget import TissueWidget
+
+pytestmark = pytest.mark.napari
+
+MENU = [("Tissue and tile grid", TissueWidget), ("Embed slide", EmbedWidget),
+        ("Teacher vs student attention", AttentionWidget)]  # fmt: skip
+LAPTOP = (1280, 720)
+
+
+def _dock_from_menu(viewer, qtbot, display_name: str):
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-pathdistill", display_name)
+    qtbot.waitUntil(lambda: isinstance(dock.widget(), DockScrollArea), timeout=5000)  # wrapped on the next turn
+    return dock, widget
+
+
+def _settle(qtbot) -> None:
+    for _ in range(5):
+        QApplication.processEvents()
+    qtbot.wait(50)
+
+
+def _whole(button) -> bool:
+    return button.isVisible() and button.visibleRegion().boundingRect() == button.rect()
+
+
+def test_three_menu_docks_fit_a_1280x720_window_and_scroll_to_their_buttons(
+    make_napari_viewer, qtbot, open_slide, cmu_svs, save_screenshot
+):
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    docked = [(*_dock_from_menu(viewer, qtbot, name), cls) for name, cls in MENU]
+    assert window.minimumSizeHint().height() <= LAPTOP[1]  # was ~1,750 px with the three forms unwrapped
+    window.resize(*LAPTOP)
+    _settle(qtbot)
+    assert window.height() == LAPTOP[1]
+    for dock, widget, cls in docked:
+        assert isinstance(widget, cls)
+        area = dock.widget()
+        assert area.widget() is widget.native
+        assert viewer.window.dock_widgets[dock.name] is widget  # napari's inner_widget() sees the form
+        for button in (widget.run_button.native, widget.cancel_button.native):
+            area.ensureWidgetVisible(button)
+            _settle(qtbot)
+            assert _whole(button), (dock.name, button.text())
+    assert any(dock.widget().verticalScrollBar().maximum() > 0 for dock, _, _ in docked)  # it did need to scroll
+    open_slide(viewer, cmu_svs)
+    save_screenshot(viewer, "docks_1280x720.png")  # each dock scrolled to its Run and Cancel
+    again = viewer.window.add_plugin_dock_widget("napari-pathdistill", "Embed slide")[1]
+    assert again is docked[1][1]  # the menu's second click finds the same widget
+    layer = viewer.layers[0]  # napari still drives the slide choosers (reset_choices)
+    assert all(layer in widget.slide.choices for _, widget, _ in docked)
+
+
+def test_a_dock_with_room_shows_its_whole_form(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    dock, widget = _dock_from_menu(viewer, qtbot, "Embed slide")
+    viewer.window._qt_window.resize(1280, 1000)
+    _settle(qtbot)
+    assert dock.widget().verticalScrollBar().maximum() == 0  # no scroll bar: the size hint is the form's
+    assert _whole(widget.run_button.native) and _whole(widget.search.native)
+
+
+def _wheel(widget, steps: int = -3) -> None:
+    """One wheel turn (``steps`` notches, negative = towards the user) over the middle of ``widget``."""
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                        QPoint(0, 120 * steps), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                        Qt.ScrollPhase.NoScrollPhase, False)  # fmt: skip
+    QApplication.sendEvent(widget, event)
+
+
+def test_the_wheel_over_an_unfocused_field_scrolls_the_dock_not_the_value(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    dock, widget = _dock_from_menu(viewer, qtbot, "Embed slide")
+    viewer.window._qt_window.resize(*LAPTOP)
+    _settle(qtbot)
+    bar = dock.widget().verticalScrollBar()
+    assert bar.maximum() > 0 and bar.value() == 0
+    for field, before in ((widget.mpp, 0.5), (widget.model.choice, widget.model.choice.value)):
+        assert field.value == before
+        _wheel(field.native)
+        _settle(qtbot)
+        assert field.value == before  # what a scroll past "um/px" or the model used to change unseen
+    assert bar.value() > 0  # the wheel scrolled the dock instead
+    assert widget.mpp.native.focusPolicy() == Qt.FocusPolicy.StrongFocus  # a click still focuses it
