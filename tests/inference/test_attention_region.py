@@ -22,6 +22,7 @@ def test_region_grid_overlaps_tiles_in_the_box_and_places_them_on_the_canvas(cmu
             pyr, detect_tissue(pyr), bbox=bbox, tile_px=224, mpp=0.5, overlap=0.5, min_tissue=0.3
         )
         capped = region_grid(pyr, None, bbox=bbox, tile_px=224, mpp=0.5, min_tissue=0, max_tiles=4)
+        uncapped = region_grid(pyr, None, bbox=bbox, tile_px=224, mpp=0.5, min_tissue=0)
     size = region.tiles.size_level0
     assert size == pytest.approx(224 * 0.5 / 0.499)
     centres = region.tiles.coords + size / 2
@@ -38,6 +39,7 @@ def test_region_grid_overlaps_tiles_in_the_box_and_places_them_on_the_canvas(cmu
     # max_tiles keeps the tiles nearest the box centre
     mid = np.array([1000.0, 1200.0])
     assert len(capped) == 4
+    assert capped.candidates == uncapped.candidates == len(uncapped) > 4 and region.candidates == len(region)
     assert np.linalg.norm(capped.tiles.coords + size / 2 - mid, axis=1).max() <= size
 
 

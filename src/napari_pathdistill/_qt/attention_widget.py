@@ -99,8 +99,13 @@ def agreement_text(pair: AttentionPair) -> str:
     med_r = f"{np.median(r):.2f}" if r.size else "n/a"
     med_ov = f"{np.median(ov):.2f}" if ov.size else "n/a"
     pct = f"{100 * pair.top_frac:.0f} %"
+    n = len(pair.coords)
+    tiles = f"{n:,} tiles."
+    if pair.region_tiles > n:
+        tiles = (f"{n:,} of the region's {pair.region_tiles:,} tissue tiles: 'max tiles' kept those nearest its "
+                 "centre (raise it for all).")  # fmt: skip
     return (
-        f"{len(pair.coords)} tiles. Pearson r of the two maps: whole map {pair.overall_r:.2f}, per tile median "
+        f"{tiles} Pearson r of the two maps: whole map {pair.overall_r:.2f}, per tile median "
         f"{med_r} (1 = same layout, 0 = unrelated, < 0 = opposite). Top-{pct} overlap (share of the most attended "
         f"{pct} of one map in the other's): whole map {pair.overall_overlap:.2f}, per tile median {med_ov} "
         f"(chance = {pair.top_frac:.2f}, 1 = same hot spots). Compare with a random-init side for the baseline."

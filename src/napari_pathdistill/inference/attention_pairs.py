@@ -70,6 +70,9 @@ class AttentionPair:
         overall_r, overall_overlap: the same over the two whole blended maps.
         hist_counts, hist_edges: histogram of ``tile_r`` over [-1, 1] (10 bins).
         scale, translate: napari geometry of the maps in slide-layer units.
+        top_frac: the share of most attended pixels the overlaps compare.
+        region_tiles: tissue tiles in the chosen region; more than ``len(coords)`` when "max tiles" kept only the
+            ones nearest its centre.
     """
 
     sources: tuple[MapSource, MapSource]
@@ -88,6 +91,7 @@ class AttentionPair:
     scale: tuple[float, float]
     translate: tuple[float, float]
     top_frac: float = 0.1
+    region_tiles: int = 0
 
     def feature_table(self) -> dict[str, np.ndarray]:
         """Per-tile columns (one row per tile) for a Points layer's ``features``."""
@@ -201,4 +205,4 @@ def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, sli
     scale, translate = region.geometry(slide_mpp)
     return AttentionPair(sources, t, s, (s.astype(np.float32) - t).astype(np.float16), ((t_lo, t_hi), (s_lo, s_hi)),
                          region.tiles.coords, region.tiles.size_level0, r, ov, overall_r, overall_ov, counts, edges,
-                         scale, translate, top_frac)  # fmt: skip
+                         scale, translate, top_frac, region.candidates)  # fmt: skip

@@ -35,6 +35,7 @@ class RegionGrid:
         shape: (rows, cols) of the canvas.
         origin: level-0 (x, y) of the canvas' top-left corner.
         cell_px: level-0 px per map pixel.
+        candidates: tissue tiles in the region before ``max_tiles`` kept the nearest (``len(self)`` when uncapped).
     """
 
     tiles: TileGrid
@@ -44,6 +45,7 @@ class RegionGrid:
     shape: tuple[int, int]
     origin: tuple[float, float]
     cell_px: float
+    candidates: int = 0
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -97,6 +99,7 @@ def region_grid(
     coords = np.round(idx * stride_cells * cell_px).astype(np.int64)
     frac = tissue_fractions(mask, coords, size) if mask is not None else np.ones(len(coords))
     keep = np.flatnonzero(frac >= min_tissue) if min_tissue > 0 else np.arange(len(coords))
+    candidates = len(keep)
     if max_tiles is not None and len(keep) > max_tiles:
         mid = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
         dist = np.linalg.norm(coords[keep] + size / 2 - mid, axis=1)
@@ -110,7 +113,7 @@ def region_grid(
         coords, int(tile_px), mpp if slide_mpp else None, float(size), level, frac[keep], (h0, w0)
     )
     origin = (float(start[0] * stride_cells * cell_px), float(start[1] * stride_cells * cell_px))
-    return RegionGrid(tiles, cells, stride_cells, offsets, shape, origin, cell_px)  # type: ignore[arg-type]
+    return RegionGrid(tiles, cells, stride_cells, offsets, shape, origin, cell_px, candidates)  # type: ignore[arg-type]
 
 
 def hann_window(cells: int) -> np.ndarray:
