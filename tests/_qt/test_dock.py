@@ -99,3 +99,24 @@ def test_the_wheel_over_an_unfocused_field_scrolls_the_dock_not_the_value(make_n
         assert field.value == before  # what a scroll past "um/px" or the model used to change unseen
     assert bar.value() > 0  # the wheel scrolled the dock instead
     assert widget.mpp.native.focusPolicy() == Qt.FocusPolicy.StrongFocus  # a click still focuses it
+
+
+def test_closing_a_dock_mid_run_keeps_the_widget_alive_to_finish(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for, tmp_path
+):
+    import gc
+
+    viewer = make_napari_viewer(show=True)
+    slide = open_slide(viewer, cmu_svs)
+    dock, widget = _dock_from_menu(viewer, qtbot, "Embed slide")
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value = tiny_vit.spec.tile_px, 2.0  # a few large tiles: fast on CPU
+    widget.slide.value, widget.cache_dir.value = slide, tmp_path
+    widget.run()
+    dock.destroyOnClose()  # the dock's close button: napari unparents the dock's widget (our scroll area)
+    gc.collect()
+    _settle(qtbot)
+    wait_for(widget)  # the run finishes into the closed widget's fields and the viewer's layers
+    assert widget.result is not None and widget.status.value.startswith("Embedding: done")
+    assert f"{slide.name} clusters" in viewer.layers
+    assert widget.native.parent() is None and not widget.native.isVisible()  # not a stray top-level window

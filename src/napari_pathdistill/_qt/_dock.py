@@ -62,6 +62,14 @@ class DockScrollArea(QScrollArea):
             # ``dock.widget()._magic_widget`` when present: the magicgui Container, as before the wrapping
             self._magic_widget = magic_widget
 
+    def changeEvent(self, event: QEvent) -> None:  # Qt override
+        """Taken out of its dock (napari's close button: ``widget().setParent(None)``, then the area is freed):
+        let go of the form first, so it outlives the area as it outlived the dock before the wrapping (the
+        widget object lives on, e.g. in viewer callbacks, and a run may still be finishing)."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.widget() is not None:
+            self.takeWidget()
+        super().changeEvent(event)
+
     def _bar_width(self) -> int:
         return int(self.verticalScrollBar().sizeHint().width())
 
