@@ -54,7 +54,8 @@ def test_side_by_side_labelled_maps_and_agreement(
     assert "Pearson r" in widget.summary.value and "chance = 0.10" in widget.summary.value
     assert f"{pair.overall_r:.2f}" in widget.summary.value
     assert pair.region_tiles > 6  # the whole slide has more tissue tiles; the summary says the cap cut them
-    assert widget.summary.value.startswith(f"6 of the region's {pair.region_tiles:,} tissue tiles: 'max tiles'")
+    cut = f"6 of the region's {pair.region_tiles:,} tissue tiles: 'max tiles'"
+    assert widget.summary.value.startswith(cut)
     assert widget.histogram.value.startswith("per-tile r  -1 [") and "(6 tiles)" in widget.histogram.value
     widget.opacity.value = 0.25
     assert t.opacity == pytest.approx(0.25)

@@ -25,7 +25,8 @@ LAPTOP = (1280, 720)
 
 def _dock_from_menu(viewer, qtbot, display_name: str):
     dock, widget = viewer.window.add_plugin_dock_widget("napari-pathdistill", display_name)
-    qtbot.waitUntil(lambda: isinstance(dock.widget(), DockScrollArea), timeout=5000)  # wrapped on the next turn
+    # the widget wraps its dock on the next event-loop turn
+    qtbot.waitUntil(lambda: isinstance(dock.widget(), DockScrollArea), timeout=5000)
     return dock, widget
 
 
@@ -58,7 +59,8 @@ def test_three_menu_docks_fit_a_1280x720_window_and_scroll_to_their_buttons(
             area.ensureWidgetVisible(button)
             _settle(qtbot)
             assert _whole(button), (dock.name, button.text())
-    assert any(dock.widget().verticalScrollBar().maximum() > 0 for dock, _, _ in docked)  # it did need to scroll
+    bars = [dock.widget().verticalScrollBar() for dock, _, _ in docked]
+    assert any(bar.maximum() > 0 for bar in bars)  # it did need to scroll
     open_slide(viewer, cmu_svs)
     save_screenshot(viewer, "docks_1280x720.png")  # each dock scrolled to its Run and Cancel
     again = viewer.window.add_plugin_dock_widget("napari-pathdistill", "Embed slide")[1]

@@ -434,3 +434,33 @@ def test_patch_token_map_option_runs_the_dense_map(
     layer = viewer.layers[f"{slide.name} patch-token map"]
     assert layer.rgb and tuple(layer.units) == tuple(slide.units) and layer.data[..., 3].any()
     assert f"{slide.name} clusters" not in viewer.layers and widget.progress.value == widget.progress.max
+
+
+def test_closing_napari_mid_embed_keeps_a_resumable_cache(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for, tmp_path
+):
+    import h5py
+
+    def embed_widget():
+        viewer = make_napari_viewer()
+        widget = EmbedWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        widget.model.set_model(tiny_vit)
+        widget.tile_px.value, widget.min_tissue.value, widget.batch_size.value = tiny_vit.spec.tile_px, 0.1, 8
+        widget.slide.value, widget.cache_dir.value = open_slide(viewer, cmu_svs), tmp_path
+        return viewer, widget
+
+    viewer, widget = embed_widget()  # 28 um tiles: ~1,000 tiles of the 1.1 x 1.5 mm region, seconds on CPU
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value >= 16, timeout=60_000)  # two chunks of tiles written
+    viewer.close()
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".partial"]  # closed and unlocked: no .lock left
+    (partial,) = tmp_path.iterdir()
+    with h5py.File(partial, "r") as f:
+        done, total = int(f.attrs["done"]), len(f["coords"])
+    assert 0 < done < total
+    viewer, widget = embed_widget()
+    widget.run()
+    wait_for(widget)
+    assert widget.result is not None and len(widget.result.features) == total
+    assert widget.status.value == "Embedding: done"

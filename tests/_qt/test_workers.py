@@ -142,3 +142,38 @@ def test_bar_description_is_sent_once_per_stage(runner, qtbot, monkeypatch):
     runner.start(stages, got.append, "Embedding")
     _wait_finished(runner, qtbot)
     assert got == [1] and sent == ["reading", "embedding"]
+
+
+def test_closing_the_window_cancels_a_running_task_and_waits_for_it_to_end(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    runner = TaskRunner(PushButton(text="Run"), PushButton(text="Cancel"), Label())
+    ended: list[str] = []
+
+    def slow(cancel):
+        try:
+            yield from _sum_squares(100_000, cancel, delay=0.01)
+        finally:
+            ended.append(threading.current_thread().name)  # the core generator's clean-up ran (worker thread)
+
+    results: list[int] = []
+    runner.start(slow, results.append, "Squares")
+    qtbot.waitUntil(lambda: runner.status.value.startswith("squares: "), timeout=10_000)
+    assert viewer.window._task_status_manager.get_status() == [f"napari-pathdistill: {runner.status.value}"]
+    viewer.close()  # what napari's window close runs (a user's close first lists the task in its dialog)
+    assert ended and ended[0] != threading.main_thread().name  # ended before close returned, in the worker
+    assert runner.cancel_event.is_set()
+    status = runner.status.value
+    qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+    assert results == [] and runner.status.value == status  # the end leaves the closed window's widgets alone
+    assert viewer.window._task_status_manager.get_status() == []  # cancelled: nothing busy remains
+
+
+def test_closing_the_window_after_a_task_ended_changes_nothing(runner, qtbot):
+    import napari
+
+    results: list[int] = []
+    runner.start(lambda c: _sum_squares(5, c), results.append, "Squares")
+    _wait_finished(runner, qtbot)
+    assert results == [sum(i * i for i in range(5))] and not runner.cancel_event.is_set()
+    napari.current_viewer().close()  # napari "cancels" every task it holds, finished ones included
+    assert not runner.cancel_event.is_set() and runner.status.value == "Squares: done"

@@ -5,10 +5,16 @@ work and yield (or return) one result object at the end. :class:`TaskRunner` run
 ``GeneratorWorker``, mirrors the progress in a napari progress bar and a status label, and hands the result to a
 callback on the **main thread** (the ``yielded``/``returned``/``finished`` signals are delivered there), so the
 viewer is never touched from the worker. Cancel sets a :class:`threading.Event` that the core generator checks.
+
+Each task is registered with the napari window's task status (as napari's own ``create_worker`` does): closing
+the window while it runs lists it in napari's confirm dialog, then cancels it and waits (up to
+:data:`CLOSE_WAIT_S`) for the core generator to end, so a feature cache is closed and unlocked, not left to a
+thread that outlives the window or is killed mid-write at exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -22,6 +28,9 @@ from napari_pathdistill.errors import Cancelled, PathDistillError
 from napari_pathdistill.progress import Progress
 
 GeneratorFactory = Callable[[threading.Event], Iterator[Any]]
+#: how long closing the window waits for a cancelled task's generator to end (s); a CPU batch takes ~1 s
+CLOSE_WAIT_S = 20.0
+PROVIDER = "napari-pathdistill"
 
 
 def error_message(exc: BaseException, what: str) -> str:
@@ -31,15 +40,60 @@ def error_message(exc: BaseException, what: str) -> str:
     return f"{what} failed: {type(exc).__name__}: {exc}"
 
 
-def _drive(factory: GeneratorFactory, cancel: threading.Event) -> Generator[Any, None, None]:
-    """Run ``factory(cancel)`` and re-yield its items; a generator ``return`` value is yielded last."""
-    items = factory(cancel)
-    if not isinstance(items, Generator):  # a plain iterator has no return value
-        yield from items
-        return
-    result = yield from items
-    if result is not None:
-        yield result
+def _drive(
+    factory: GeneratorFactory, cancel: threading.Event, ended: threading.Event | None = None
+) -> Generator[Any, None, None]:
+    """Run ``factory(cancel)`` and re-yield its items; a generator ``return`` value is yielded last.
+    ``ended`` is set in the worker thread once the core generator has ended, however it ended."""
+    try:
+        items = factory(cancel)
+        if not isinstance(items, Generator):  # a plain iterator has no return value
+            yield from items
+            return
+        result = yield from items
+        if result is not None:
+            yield result
+    finally:
+        if ended is not None:
+            ended.set()
+
+
+def _napari_window(widget: Any) -> Any | None:
+    """The napari ``Window`` that shows ``widget`` (else the current viewer's), if it keeps task statuses."""
+    window = getattr(widget.native.window(), "_window", None)  # napari's QMainWindow keeps its Window there
+    if window is None:
+        from napari import current_viewer
+
+        viewer = current_viewer()
+        window = getattr(viewer, "window", None)
+    return window if hasattr(window, "_register_task_status") else None
+
+
+class _WindowTask:
+    """One task's entry in the napari window's task status (napari's window-close protocol).
+
+    On close, napari cancels every entry it holds (finished ones too): for a running task that sets its cancel
+    event and waits for its generator to end; for an ended one it does nothing.
+    """
+
+    def __init__(self, window: Any, what: str, cancel: threading.Event, ended: threading.Event) -> None:
+        from napari.utils.task_status import Status
+
+        self.window, self.cancel, self.ended = window, cancel, ended
+        self.closed = False
+        self.id = window._register_task_status(PROVIDER, Status.BUSY, f"{what} running", self.close_cancel)
+
+    def close_cancel(self) -> bool:
+        if not self.ended.is_set():
+            self.closed = True  # the window and its widgets are going: the task's end must not touch them
+            self.cancel.set()
+            self.ended.wait(CLOSE_WAIT_S)
+        return True
+
+    def update(self, status: str, description: str) -> None:
+        from napari.utils.task_status import Status
+
+        self.window._update_task_status(self.id, Status(status), description)
 
 
 class TaskRunner:
@@ -61,6 +115,7 @@ class TaskRunner:
         self._stage = ""  # the description the bar shows
         self._result: Any = None
         self._failed = False
+        self._task: _WindowTask | None = None  # the running task's entry in napari's window task status
         self.cancel_button.enabled = False
         self.cancel_button.changed.connect(self.cancel)
 
@@ -95,12 +150,14 @@ class TaskRunner:
         """
         if self.running:
             raise RuntimeError("a task is already running; cancel it first")
-        self.cancel_event = threading.Event()
+        self.cancel_event, ended = threading.Event(), threading.Event()
         self._result, self._failed = None, False
         self._bar, self._stage = progress(total=0, desc=what), what
         # Built directly (not create_worker): errors are ours to report, and napari 0.9.2's task-status hook
-        # connected by create_worker raises a TypeError on `errored`.
-        worker = GeneratorWorker(_drive, factory, self.cancel_event)
+        # connected by create_worker raises a TypeError on `errored`; the task status is registered here.
+        worker = GeneratorWorker(_drive, factory, self.cancel_event, ended)
+        window = _napari_window(self.run_button)
+        self._task = _WindowTask(window, what, self.cancel_event, ended) if window is not None else None
         worker.yielded.connect(lambda item: self._on_yielded(item, worker, on_item))
         worker.errored.connect(lambda exc: self._on_error(exc, what))
         worker.finished.connect(lambda: self._on_finished(on_result, what, cancel_note, on_end))
@@ -119,13 +176,15 @@ class TaskRunner:
     def _on_yielded(
         self, item: Any, worker: GeneratorWorker, on_item: Callable[[Any], None] | None = None
     ) -> None:
-        if worker is not self.worker:  # a late signal of a finished task
-            return
+        if worker is not self.worker or (self._task is not None and self._task.closed):
+            return  # a late signal of a finished task, or one queued before the window closed on it
         if on_item is not None:
             on_item(item)
         if isinstance(item, Progress):
             pct = f" {100 * item.fraction:.0f}%" if item.total else ""
             self.status.value = f"{item.stage or 'working'}: {item.done}/{item.total or '?'}{pct}"
+            if self._task is not None:
+                self._task.update("busy", self.status.value)
             self._update_bar(item)  # last: napari's bar may process events (re-entrant signals)
         else:
             self._result = item
@@ -160,10 +219,16 @@ class TaskRunner:
         cancel_note: str = "nothing was added",
         on_end: Callable[[], None] | None = None,
     ) -> None:
+        task, self._task, self.worker = self._task, None, None
         if self._bar is not None:
-            self._bar.close()
+            with contextlib.suppress(RuntimeError):  # its Qt bar may be gone with a closed window
+                self._bar.close()
             self._bar = None
-        self.worker = None
+        if task is not None:
+            state = "cancelled" if self.cancel_event.is_set() else "failed" if self._failed else "completed"
+            task.update(state, what)
+            if task.closed:  # cancelled by closing the window: its widgets and layers are gone
+                return
         self.run_button.enabled, self.cancel_button.enabled = True, False
         if self.cancel_event.is_set():
             self.status.value = f"{what} cancelled"
