@@ -49,8 +49,6 @@ def _dock(viewer: Any, names: list[str]) -> list[tuple[Any, Any]]:
     Returns:
         (dock, widget) of each docked widget.
     """
-    from napari_pathdistill._qt._dock import wrap_dock
-
     docks = []
     for i, name in enumerate(names):
         try:
@@ -58,12 +56,13 @@ def _dock(viewer: Any, names: list[str]) -> list[tuple[Any, Any]]:
         except Exception as exc:
             print(f"note: widget {name!r} not available: {exc}", file=sys.stderr)
             continue
-        wrap_dock(dock)  # now, not on the next event-loop turn as the widgets' own watcher does
         docks.append((dock, widget))
     if docks:
         from qtpy.QtWidgets import QApplication
 
-        QApplication.processEvents()  # let Qt build the tab bar first, else raise_() is ignored
+        # let Qt build the tab bar first (else raise_() is ignored), and each widget put its dock in a scroll
+        # area (they do so themselves once docked, on the next event-loop turn: napari_pathdistill._qt._dock)
+        QApplication.processEvents()
         docks[0][0].raise_()
     return docks
 
