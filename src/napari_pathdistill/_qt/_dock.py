@@ -53,9 +53,8 @@ class DockScrollArea(QScrollArea):
         self._wheel = _WheelScrolls(self)
         for kind in (QAbstractSpinBox, QComboBox, QAbstractSlider):
             for field in form.findChildren(kind):
-                field.setFocusPolicy(
-                    Qt.FocusPolicy.StrongFocus
-                )  # not WheelFocus: the wheel must not focus it
+                # StrongFocus, not their default WheelFocus: the wheel must not give them the focus
+                field.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
                 field.installEventFilter(self._wheel)
         if magic_widget is not None:
             # napari's QtViewerDockWidget.inner_widget() (viewer.window.dock_widgets, a second menu click) returns
@@ -102,7 +101,7 @@ def wrap_dock(dock: QDockWidget) -> DockScrollArea | None:
     """Put ``dock``'s widget in a :class:`DockScrollArea` (once; a wrapped dock is left as it is).
 
     Returns:
-        The scroll area, or None when the dock has no widget.
+        The scroll area, or None when the dock has no widget or already holds another kind of scroll area.
     """
     form = dock.widget()
     if form is None or isinstance(form, QScrollArea):
@@ -116,7 +115,7 @@ class _DockWatcher(QObject):
     """Event filter on a form: when its parent becomes a dock, wraps that dock on the next event-loop turn
     (not inside ``QDockWidget.setWidget``, which is what sends the event)."""
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # Qt override
         if event.type() == QEvent.Type.ParentChange and isinstance(obj, QWidget):
             dock = obj.parentWidget()
             if isinstance(dock, QDockWidget):
