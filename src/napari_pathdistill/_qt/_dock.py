@@ -97,18 +97,12 @@ class _WheelScrolls(QObject):
         return False
 
 
-def wrap_dock(dock: QDockWidget) -> DockScrollArea | None:
-    """Put ``dock``'s widget in a :class:`DockScrollArea` (once; a wrapped dock is left as it is).
-
-    Returns:
-        The scroll area, or None when the dock has no widget or already holds another kind of scroll area.
-    """
+def wrap_dock(dock: QDockWidget) -> None:
+    """Put ``dock``'s widget in a :class:`DockScrollArea` (once; a dock already holding a scroll area, or none,
+    is left as it is)."""
     form = dock.widget()
-    if form is None or isinstance(form, QScrollArea):
-        return form if isinstance(form, DockScrollArea) else None
-    area = DockScrollArea(form, getattr(form, "_magic_widget", None))
-    dock.setWidget(area)
-    return area
+    if form is not None and not isinstance(form, QScrollArea):
+        dock.setWidget(DockScrollArea(form, getattr(form, "_magic_widget", None)))
 
 
 class _DockWatcher(QObject):

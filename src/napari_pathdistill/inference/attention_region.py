@@ -45,7 +45,7 @@ class RegionGrid:
     shape: tuple[int, int]
     origin: tuple[float, float]
     cell_px: float
-    candidates: int = 0
+    candidates: int
 
     def __len__(self) -> int:
         return len(self.tiles)
