@@ -159,11 +159,11 @@ class _Canvas:
 
 def _fit_pca(tokens: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
     """(M, D) tokens -> (mean (D,), components (3, D)) float32, seeded; missing components are zero rows."""
-    from sklearn.decomposition import PCA
+    from napari_pathdistill.metrics.features import pca_axes
 
     comps, p = np.zeros((3, d), np.float32), min(3, len(tokens) - 1, d)
     if p > 0:
-        comps[:p] = PCA(n_components=p, random_state=0).fit(tokens).components_
+        comps[:p] = pca_axes(tokens, p, fit_rows=len(tokens))[1]
     return tokens.mean(0, dtype=np.float64).astype(np.float32), comps
 
 

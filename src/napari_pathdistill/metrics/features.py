@@ -1,11 +1,12 @@
 """Feature-space summaries of (N, D) tile embeddings: PCA scores and colours, k-means labels, cosine to one tile.
 
-numpy/scikit-learn only, sized for whole slides (100k tiles x 1536-d). :func:`principal_components` is the
-project's one PCA: an exact centred SVD for small inputs, a seeded randomized SVD with implicit centring above
+numpy (and scipy.linalg) only, never scikit-learn (the viewer's maps call these; see :mod:`metrics.kmeans`),
+sized for whole slides (100k tiles x 1536-d). :func:`principal_components` / :func:`pca_axes` are the project's
+one PCA: an exact centred SVD for small inputs, a seeded randomized SVD with implicit centring above
 :data:`EXACT_MAX_ELEMENTS`, fitted on a row subsample, then every row projected (no centred copy of the matrix).
-k-means runs on L2-normalised
-float32 features, full k-means for small inputs and k-means of a row subsample for large ones; every
-tile is then assigned to its nearest centre in one pass.
+k-means runs on L2-normalised float32 features, on all rows for small inputs and on a row subsample for large
+ones (float32 k-means++ seedings, each refined by Lloyd's iterations, the lowest inertia kept); every tile is
+then assigned to its nearest centre in one pass.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import numpy as np
 
 #: inputs up to this many elements get the exact SVD / full k-means
 EXACT_MAX_ELEMENTS = 4_000_000
-#: rows MiniBatchKMeans is fitted on (then every row is assigned)
+#: rows the k-means of a large input is fitted on (then every row is assigned)
 KMEANS_FIT_ROWS = 10_000
 #: k-means++ seedings tried on a large input (each refined by Lloyd iterations; the lowest inertia wins)
 KMEANS_INITS = 3
+#: k-means++ seedings tried on a small input (scikit-learn's ``KMeans(n_init=4)`` of the earlier code)
+KMEANS_INITS_SMALL = 4
 #: rows the PCA of a large input is fitted on (then every row is projected)
 PCA_FIT_ROWS = 10_000
 
@@ -41,9 +44,27 @@ def principal_components(
         xc = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
         u, s, _ = np.linalg.svd(xc, full_matrices=False)
         return (u[:, :p] * s[:p]).astype(dtype)
-    rows = _fit_rows(len(x), PCA_FIT_ROWS if fit_rows is None else fit_rows)
-    mu, comps = _randomized_components(x[rows] if rows is not None else x, p)
+    mu, comps = pca_axes(x, p, fit_rows)
     return project(x, mu, comps).astype(dtype)
+
+
+def pca_axes(x: np.ndarray, p: int, fit_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(M, D) -> mean (D,) float64 and top-``p`` principal axes (p, D) float64 (p <= min(M - 1, D)).
+
+    The exact SVD up to :data:`EXACT_MAX_ELEMENTS` elements, above it the seeded randomized SVD of ``fit_rows``
+    random rows (default :data:`PCA_FIT_ROWS`). Each axis's sign is fixed so that its largest-magnitude
+    coordinate is positive (deterministic colours across runs and solvers).
+    """
+    x = np.asarray(x)
+    if x.size <= EXACT_MAX_ELEMENTS:
+        mu = x.mean(axis=0, dtype=np.float64)
+        _, _, vt = np.linalg.svd(x.astype(np.float64) - mu, full_matrices=False)
+        comps = vt[:p]
+    else:
+        rows = _fit_rows(len(x), PCA_FIT_ROWS if fit_rows is None else fit_rows)
+        mu, comps = _randomized_components(x[rows] if rows is not None else x, p)
+    signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
+    return mu, comps * np.where(signs == 0, 1.0, signs)[:, None]
 
 
 def _fit_rows(n: int, fit_rows: int, seed: int = 0) -> np.ndarray | None:
@@ -128,30 +149,30 @@ def scores_rgb(pcs: np.ndarray) -> np.ndarray:
 def kmeans_labels(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """(N, D) -> (N,) int labels in 1..k (0 is kept for background), k-means on L2-normalised features.
 
-    Full k-means (scikit-learn, 4 inits) up to :data:`EXACT_MAX_ELEMENTS` elements. Above, k-means on
-    :data:`KMEANS_FIT_ROWS` random rows: :data:`KMEANS_INITS` greedy k-means++ seedings in float32 numpy (scikit-
-    learn's seeding upcasts the distances to float64: ~5 s for 20k x 1536 on 2 cores), each refined by
-    scikit-learn's Lloyd iterations, the lowest inertia kept; then every row goes to its nearest centre.
+    Up to :data:`EXACT_MAX_ELEMENTS` elements, k-means of all rows from :data:`KMEANS_INITS_SMALL` seedings.
+    Above, k-means of :data:`KMEANS_FIT_ROWS` random rows from :data:`KMEANS_INITS` seedings, then every row
+    goes to its nearest centre. Seedings are greedy k-means++ in float32 (scikit-learn's upcasts the distances
+    to float64: ~5 s for 20k x 1536 on 2 cores), each refined by :func:`metrics.kmeans.lloyd`, the lowest
+    inertia kept. Deterministic for a given ``seed``.
     """
-    from sklearn.cluster import KMeans  # here: importing scikit-learn costs ~2 s, and a stored map needs none
+    from napari_pathdistill.metrics.kmeans import lloyd
 
     x = np.asarray(features)
     k = max(1, min(int(k), len(x)))
-    if x.size <= EXACT_MAX_ELEMENTS:
-        xn = l2_normalise(x, dtype=np.float32)
-        return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(xn).astype(np.int64) + 1
+    small = x.size <= EXACT_MAX_ELEMENTS
     norms = row_norms(x)
-    rows = _fit_rows(len(x), KMEANS_FIT_ROWS, seed)
-    if rows is None:
-        rows = np.arange(len(x))
-    sample = x[rows].astype(np.float32) / norms[rows, None].astype(np.float32)
+    rows = None if small else _fit_rows(len(x), KMEANS_FIT_ROWS, seed)
+    sample = (x if rows is None else x[rows]).astype(np.float32)
+    sample /= (norms if rows is None else norms[rows])[:, None].astype(np.float32)
     rng = np.random.default_rng(seed)
     fits = [
-        KMeans(n_clusters=k, init=kmeans_plusplus_unit(sample, k, rng), n_init=1).fit(sample)
-        for _ in range(KMEANS_INITS)
+        lloyd(sample, kmeans_plusplus_unit(sample, k, rng))
+        for _ in range(KMEANS_INITS_SMALL if small else KMEANS_INITS)
     ]
-    best = min(fits, key=lambda km: km.inertia_)
-    return nearest_centre(x, best.cluster_centers_.astype(np.float32), norms) + 1
+    centres, labels, _ = min(fits, key=lambda fit: fit[2])
+    if small:
+        return labels + 1
+    return nearest_centre(x, centres, norms) + 1
 
 
 def kmeans_plusplus_unit(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
