@@ -94,3 +94,29 @@ def test_live_map_stores_it_and_dropped_rows_keep_it(tmp_path):
         again = map_summary.read_summary(f, len(f["coords"]))
     assert again is not None
     np.testing.assert_array_equal(again.clusters, kmeans_labels(np.delete(feats, [3, 7], 0), 2))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_final_map_keeps_the_live_colours_orientation(seed: int) -> None:
+    """The live map's PCA (first tiles) and the refit at the end (all tiles) may get opposite SVD signs; the
+    refit is oriented along the live axes, so no colour channel inverts when the final map replaces the live one."""
+    from napari_pathdistill.inference.live_map import LiveColours
+    from napari_pathdistill.inference.map_summary import summarise
+    from napari_pathdistill.metrics.features import scores_rgb
+    from napari_pathdistill.wsi.tiling import TileGrid
+
+    rng = np.random.default_rng(seed)
+    n, d = 900, 48
+    axes = np.linalg.qr(rng.standard_normal((d, d)))[0][:3]  # three dominant directions, then noise
+    feats = rng.standard_normal((n, 3)) * [6.0, 4.0, 2.5] @ axes + 0.3 * rng.standard_normal((n, d)) + 1.0
+    feats = feats.astype(np.float32)
+    side = 30
+    coords = np.stack(np.divmod(np.arange(n), side)[::-1], 1).astype(np.int64) * 224
+    grid = TileGrid(coords, 224, 0.5, 224.0, 0, np.ones(n), (side * 224, side * 224))
+    colours = LiveColours(grid, feats, fit_rows=60)
+    live = colours.update(n)
+    final = scores_rgb(summarise(feats, 3, reference_axes=colours.axes).pcs)
+    for j in range(
+        3
+    ):  # agree up to the live map's clipping to its first tiles' range; an inversion is ~ -0.9
+        assert np.corrcoef(live.rgb[:, j], final[:, j])[0, 1] > 0.5

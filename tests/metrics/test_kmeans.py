@@ -69,7 +69,6 @@ def test_pca_axes_are_sklearns_components_up_to_sign(n: int) -> None:
     np.testing.assert_allclose(mu, ref.mean_, rtol=1e-4, atol=1e-4)
     for a, b in zip(comps, ref.components_, strict=True):
         assert abs(float(a @ b)) > 0.999
-        assert a[np.abs(a).argmax()] > 0  # the sign convention
 
 
 SCRIPT = """

@@ -97,6 +97,11 @@ class LiveColours:
         self.shown = done
         return out
 
+    @property
+    def axes(self) -> np.ndarray | None:
+        """(p, D) float32 principal axes of the live colours; None until fitted (a fully resumed run)."""
+        return None if self.basis is None else self.basis[1]
+
     def _fit(self, x: np.ndarray) -> None:
         x = np.nan_to_num(x).astype(np.float64)
         mu = x.mean(0)
@@ -197,7 +202,8 @@ def iter_live_map(
             if done < len(grid):
                 raise Cancelled(f"Embedding cancelled; {done} of {len(grid)} tiles kept in {partial}.")
             yield Progress(0, 0, "PCA and k-means")
-            summary = summarise_partial(partial, k, feats)  # stored: a re-open needs no refit
+            # stored: a re-open needs no refit; oriented as the live colours, so that no channel inverts
+            summary = summarise_partial(partial, k, feats, reference_axes=live.axes)
             finish_output(partial, out)
     yield _on_layer(_final_map(out, feats, grid, model.spec.name, k, summary), to_layer)
 

@@ -39,13 +39,22 @@ class MapSummary:
     seed: int = 0
 
 
-def summarise(features: np.ndarray, k: int, seed: int = 0, pcs: np.ndarray | None = None) -> MapSummary:
-    """PCA (3 components) and k-means (``k`` capped at N) of (N, D) ``features``; ``pcs`` reuses known scores."""
-    from napari_pathdistill.metrics.features import kmeans_labels, principal_components
+def summarise(
+    features: np.ndarray,
+    k: int,
+    seed: int = 0,
+    pcs: np.ndarray | None = None,
+    reference_axes: np.ndarray | None = None,
+) -> MapSummary:
+    """PCA (3 components) and k-means (``k`` capped at N) of (N, D) ``features``; ``pcs`` reuses known scores;
+    computed ones are oriented along (q, D) ``reference_axes`` when given (``metrics.features.orient_scores``)."""
+    from napari_pathdistill.metrics.features import kmeans_labels, orient_scores, principal_components
 
     k = max(1, min(int(k), len(features)))
     if pcs is None:
         pcs = principal_components(features, 3, dtype=np.float64)
+        if reference_axes is not None:
+            pcs = orient_scores(pcs, features, reference_axes)
     clusters = kmeans_labels(features, k, seed=seed)
     return MapSummary(np.asarray(pcs, np.float32), np.asarray(clusters, np.int32), k, seed)
 
@@ -85,7 +94,11 @@ def for_k(summary: MapSummary | None, features: np.ndarray, k: int, seed: int = 
 
 
 def summarise_partial(
-    partial: Path, k: int, features: np.ndarray | None = None, seed: int = 0
+    partial: Path,
+    k: int,
+    features: np.ndarray | None = None,
+    seed: int = 0,
+    reference_axes: np.ndarray | None = None,
 ) -> MapSummary | None:
     """Compute and store the summary of a fully written ``partial`` file, over the rows ``finish_output`` keeps.
 
@@ -93,6 +106,7 @@ def summarise_partial(
         partial: the ``.h5.partial`` file, every row written.
         k: clusters.
         features: its (N, D) rows already in memory (read from the file when None).
+        reference_axes: (q, D) axes the PCA scores are oriented along (the live map's), or None.
 
     Returns:
         The stored summary; None when no row is kept (``finish_output`` then raises ``CorruptTileError``).
@@ -107,6 +121,6 @@ def summarise_partial(
             features = np.delete(features, skipped, axis=0)
         if not len(features):
             return None
-        summary = summarise(features, k, seed)
+        summary = summarise(features, k, seed, reference_axes=reference_axes)
         write_summary(f, summary)
     return summary

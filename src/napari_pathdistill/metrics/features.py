@@ -52,8 +52,7 @@ def pca_axes(x: np.ndarray, p: int, fit_rows: int | None = None) -> tuple[np.nda
     """(M, D) -> mean (D,) float64 and top-``p`` principal axes (p, D) float64 (p <= min(M - 1, D)).
 
     The exact SVD up to :data:`EXACT_MAX_ELEMENTS` elements, above it the seeded randomized SVD of ``fit_rows``
-    random rows (default :data:`PCA_FIT_ROWS`). Each axis's sign is fixed so that its largest-magnitude
-    coordinate is positive (deterministic colours across runs and solvers).
+    random rows (default :data:`PCA_FIT_ROWS`). Signs are the SVD's (arbitrary); see :func:`orient_scores`.
     """
     x = np.asarray(x)
     if x.size <= EXACT_MAX_ELEMENTS:
@@ -63,8 +62,25 @@ def pca_axes(x: np.ndarray, p: int, fit_rows: int | None = None) -> tuple[np.nda
     else:
         rows = _fit_rows(len(x), PCA_FIT_ROWS if fit_rows is None else fit_rows)
         mu, comps = _randomized_components(x[rows] if rows is not None else x, p)
-    signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
-    return mu, comps * np.where(signs == 0, 1.0, signs)[:, None]
+    return mu, comps
+
+
+def orient_scores(scores: np.ndarray, features: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """Flip the columns of (N, p) PCA ``scores`` of (N, D) ``features`` that point against (q, D) ``axes``.
+
+    An SVD's signs are arbitrary: the axes of the live map (fitted on the first tiles) and of the final refit
+    may point opposite ways, which inverts a colour channel when the map is refitted. Column j (j < q) is
+    negated when its covariance with ``features @ axes[j]`` is negative. Returns a new array.
+    """
+    out = np.array(scores, copy=True)
+    q = min(out.shape[1], len(axes))
+    if q == 0 or len(out) == 0:
+        return out
+    ref = np.asarray(features, np.float32) @ np.asarray(axes[:q], np.float32).T  # (N, q)
+    ref = ref - ref.mean(axis=0)
+    cov = np.einsum("ij,ij->j", out[:, :q] - out[:, :q].mean(axis=0), ref, dtype=np.float64)
+    out[:, :q] *= np.where(cov < 0, -1, 1).astype(out.dtype)
+    return out
 
 
 def _fit_rows(n: int, fit_rows: int, seed: int = 0) -> np.ndarray | None:
