@@ -90,6 +90,9 @@ def test_hover_status_names_the_tile_under_the_cursor_and_its_cluster(embedded):
         status = labels.get_status(tuple(centers[i]), world=True)
         text = status["coordinates"]  # e.g. "[12, 40]: 7; tile: 6, x: ..., cluster: 2, ..."
         assert re.search(rf"\btile: {i},", text) and re.search(rf"\bcluster: {res.clusters[i]},", text), text
+    glass = np.argwhere(res.index_image == 0)[0]  # a raster cell without a tile (label 0)
+    status = labels.get_status(tuple(labels.data_to_world(glass)), world=True)["coordinates"]
+    assert "tile" not in status and "cluster" not in status and "nan" not in status, status
 
 
 def test_click_shows_most_similar_tiles(embedded):

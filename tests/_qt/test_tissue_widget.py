@@ -51,6 +51,10 @@ def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_
         assert row["tile"] == k and (row["x"], row["y"]) == (x, y)
         assert row["tissue_fraction"] == pytest.approx(res.grid.tissue_fraction[k])
         assert f"tile: {k}" in str(tiles.get_status(centre, world=True))
+    # hovering glass (label 0) names no tile: no "tile: -1" or "nan" in the status bar
+    status = tiles.get_status((-0.4 * 0.499, -0.4 * 0.499), world=True)["coordinates"]
+    assert tiles.get_value((-0.4 * 0.499, -0.4 * 0.499), world=True) == 0
+    assert "tile" not in status and "nan" not in status, status
     # tissue fraction of every kept tile, recomputed from the Labels layer data, is >= min tissue (nearly)
     m = mask_layer.data.astype(bool)
     ds = res.mask.downsample

@@ -22,6 +22,7 @@ from napari_pathdistill.metrics.features import scores_rgb
 from napari_pathdistill.progress import Progress, relabel
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
+from napari_pathdistill.wsi.tissue_grid import background_row, tile_features
 
 if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
@@ -82,18 +83,12 @@ class SlideMap:
     def feature_table(self) -> dict[str, np.ndarray]:
         """Columns for the clusters layer's ``features``: row 0 = background, row i + 1 = tile i; the ``index``
         column holds each row's label value (:meth:`cluster_labels`), which napari looks hovered labels up by."""
-        n = len(self.clusters)
-        xy = self.grid.coords.astype(np.float64)
-        cols: dict[str, np.ndarray] = {
-            "index": np.r_[0, self.cluster_labels()],
-            "tile": np.arange(-1, n),
-            "x": np.r_[np.nan, xy[:, 0]],
-            "y": np.r_[np.nan, xy[:, 1]],
-            "cluster": np.r_[0, self.clusters],
-            "tissue_fraction": np.r_[np.nan, self.grid.tissue_fraction],
-        }
-        for j in range(self.pcs.shape[1]):
-            cols[f"pc{j + 1}"] = np.r_[np.nan, self.pcs[:, j]]
+        per_tile = tile_features(self.grid)  # tile, x, y, tissue fraction; row 0 (background) left blank
+        cols: dict[str, np.ndarray] = {"index": np.r_[0, self.cluster_labels()]}
+        cols.update({name: per_tile[name] for name in ("tile", "x", "y")})
+        cols["cluster"] = background_row(np.asarray(self.clusters, np.int64))
+        cols["tissue_fraction"] = per_tile["tissue_fraction"]
+        cols.update({f"pc{j + 1}": background_row(self.pcs[:, j]) for j in range(self.pcs.shape[1])})
         return cols
 
     def tile_at(self, row: float, col: float) -> int | None:

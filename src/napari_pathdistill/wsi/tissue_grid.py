@@ -70,15 +70,29 @@ def tile_id_raster(grid: TileGrid, max_side: int = MAX_RASTER_SIDE) -> TileRaste
 def tile_features(grid: TileGrid) -> dict[str, np.ndarray]:
     """Columns for the grid layer's ``features``: row i describes label value i (row 0: no tile).
 
-    ``tile`` is the tile's index in the grid (-1 for row 0), ``x``, ``y`` its level-0 top-left corner.
+    ``tile`` is the tile's index in the grid, ``x``, ``y`` its level-0 top-left corner; row 0 is empty
+    (:func:`background_row`), so hovering glass shows no tile.
     """
-    xy = grid.coords.astype(np.float64)
+    xy = grid.coords
     return {
-        "tile": np.arange(-1, len(grid)),
-        "x": np.r_[np.nan, xy[:, 0]],
-        "y": np.r_[np.nan, xy[:, 1]],
-        "tissue_fraction": np.r_[np.nan, grid.tissue_fraction],
+        "tile": background_row(np.arange(len(grid))),
+        "x": background_row(xy[:, 0].astype(np.float64)),
+        "y": background_row(xy[:, 1].astype(np.float64)),
+        "tissue_fraction": background_row(grid.tissue_fraction),
     }
+
+
+def background_row(values: np.ndarray) -> np.ndarray:
+    """(N,) per-tile values -> (N + 1,) ``features`` column whose row 0 (label 0, background) napari's status
+    bar leaves out: NaN in a float64 column, None in an object column of Python ints for integer values (napari
+    skips None and Python-float NaN, but prints an integer sentinel or a float32 NaN as "tile: -1", "pc1: nan").
+    """
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.integer):
+        out = np.empty(len(values) + 1, dtype=object)
+        out[1:] = values.tolist()
+        return out
+    return np.r_[np.nan, values.astype(np.float64)]
 
 
 @dataclass
