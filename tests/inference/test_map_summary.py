@@ -120,3 +120,38 @@ def test_the_final_map_keeps_the_live_colours_orientation(seed: int) -> None:
         3
     ):  # agree up to the live map's clipping to its first tiles' range; an inversion is ~ -0.9
         assert np.corrcoef(live.rgb[:, j], final[:, j])[0, 1] > 0.5
+
+
+def test_live_colours_are_refitted_as_the_tiles_grow() -> None:
+    """Tiles come in row-major order: a slide whose top band is one tissue gets its first live PCA from that band
+    alone. Each 4-fold growth refits it on rows spread over every embedded tile and repaints them all, with
+    each axis pointing as before; the last live colours agree with the final map better than the first."""
+    from napari_pathdistill.inference import live_map
+    from napari_pathdistill.inference.live_map import LiveColours
+    from napari_pathdistill.inference.map_summary import summarise
+    from napari_pathdistill.metrics.features import scores_rgb
+    from napari_pathdistill.wsi.tiling import TileGrid
+
+    rng = np.random.default_rng(0)
+    n, d, side = 1_600, 32, 40
+    centres = rng.standard_normal((4, d)) * 4
+    kind = np.r_[np.zeros(200, np.int64), rng.integers(0, 4, n - 200)]  # the top band: one tissue only
+    feats = (centres[kind] + rng.standard_normal((n, d))).astype(np.float32)
+    coords = np.stack(np.divmod(np.arange(n), side)[::-1], 1).astype(np.int64) * 224
+    grid = TileGrid(coords, 224, 0.5, 224.0, 0, np.ones(n), (side * 224, side * 224))
+    colours = LiveColours(grid, feats, fit_rows=100)
+    parts = [colours.update(100)]
+    early, early_axes = colours._colours(0, n), colours.axes  # every tile, in the top band's colours
+    parts += [colours.update(done) for done in range(200, n + 1, 100)]
+    assert [p.done for p in parts if p.refit] == [400]  # 100 -> 400; at 1,600 (the end) the final map refits
+    refit = next(p for p in parts if p.refit)
+    np.testing.assert_array_equal(refit.cells, colours.cells[: refit.done])  # every tile so far repainted
+    assert all(len(p.cells) == 100 for p in parts if not p.refit)  # otherwise only the new tiles
+    assert np.all(np.einsum("ij,ij->i", colours.axes, early_axes) >= 0)  # no axis turned round
+    final = scores_rgb(summarise(feats, 4, reference_axes=colours.axes).pcs)
+
+    def agreement(rgb: np.ndarray) -> float:
+        return float(np.mean([np.corrcoef(rgb[:, j], final[:, j])[0, 1] for j in range(3)]))
+
+    assert agreement(colours._colours(0, n)) > agreement(early) + 0.2
+    assert live_map.REFIT_GROWTH == 4

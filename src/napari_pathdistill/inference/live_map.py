@@ -35,20 +35,29 @@ from napari_pathdistill.wsi.tiling import TileGrid, grid_placement, make_tile_gr
 if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
 
-#: tiles the live PCA is fitted on (all of them when the slide has fewer)
+#: tiles the live PCA is first fitted on (all of them when the slide has fewer)
 FIT_ROWS = 256
+#: the live PCA is refitted each time the embedded tiles grow by this factor (tiles come in row-major order,
+#: so the first ones are the top band of the slide), and the tiles shown so far are repainted
+REFIT_GROWTH = 4
+#: rows (evenly spread over those embedded) a refit uses at most
+REFIT_MAX_ROWS = 4_096
+#: rows coloured per matrix product (bounds the (rows, D) temporary of a repaint)
+COLOUR_CHUNK = 8_192
 
 
 @dataclass
 class PartialMap:
-    """Tiles embedded since the previous update, with live PCA colours.
+    """Tiles to (re)paint, with live PCA colours.
 
     Attributes:
         shape: (rows, cols) of the map raster (the final ``SlideMap.index_image``'s).
         scale, translate: napari placement of the raster (slide-layer units).
-        cells: (b, 2) int64 (row, col) raster cells of the tiles coloured by this update.
-        rgb: (b, 3) float32 colours in [0, 1] (PCA of the first :data:`FIT_ROWS` tiles, clipped).
+        cells: (b, 2) int64 (row, col) raster cells of the tiles coloured by this update: the tiles embedded
+            since the previous update, or every tile so far after a refit (``refit``).
+        rgb: (b, 3) float32 colours in [0, 1] (the live PCA, clipped to its fitted range).
         done, total: tiles embedded so far / in the grid.
+        refit: the live PCA was refitted: this update recolours every tile shown so far.
     """
 
     shape: tuple[int, int]
@@ -58,21 +67,24 @@ class PartialMap:
     rgb: np.ndarray
     done: int
     total: int
+    refit: bool = False
 
 
 class LiveColours:
-    """PCA colours fitted once on the first tiles, applied to each new chunk ((b, D) @ (D, 3) per update).
+    """PCA colours of the tiles embedded so far: fitted on the first tiles, refitted (on rows spread over all
+    embedded ones) each time their number grows :data:`REFIT_GROWTH`-fold; each refit keeps the previous axes'
+    orientation, so colours sharpen instead of inverting.
 
     Args:
         grid: the tile grid; features: its (N, D) rows, filled in as they are embedded.
-        fit_rows: rows the PCA waits for (capped at N).
+        fit_rows: rows the first PCA waits for (capped at N).
         to_layer: slide-layer units per unit of the grid's geometry (``wsi.pyramid.layer_factor``).
     """
 
     def __init__(
         self, grid: TileGrid, features: np.ndarray, fit_rows: int = FIT_ROWS, to_layer: float = 1.0
     ) -> None:
-        self.features, self.shown = features, 0
+        self.features, self.shown, self.fitted_on = features, 0, 0
         self.fit_rows = max(1, min(fit_rows, len(features)))
         size = grid.size_level0
         self.cells = np.stack([np.round(grid.coords[:, 1] / size), np.round(grid.coords[:, 0] / size)], 1)
@@ -80,36 +92,50 @@ class LiveColours:
         self.placement = _scaled(grid_placement(grid), to_layer)
         self.basis: tuple[np.ndarray, ...] | None = None
 
-    def update(self, done: int) -> PartialMap | None:
-        """The :class:`PartialMap` of rows ``[shown, done)``; None while fewer than ``fit_rows`` are done."""
-        if done < self.fit_rows or done <= self.shown:
-            return None
-        if self.basis is None:
-            self._fit(self.features[: self.fit_rows])
-        assert self.basis is not None
-        mu, vt, lo, span = self.basis
-        block = np.nan_to_num(self.features[self.shown : done]) - mu
-        rgb = np.full((len(block), 3), 0.5, np.float32)
-        rgb[:, : len(vt)] = np.clip((block @ vt.T - lo) / span, 0, 1)
-        shape, scale, translate = self.placement
-        cells = self.cells[self.shown : done]
-        out = PartialMap(shape, scale, translate, cells, rgb, done, len(self.features))  # type: ignore[arg-type]
-        self.shown = done
-        return out
-
     @property
     def axes(self) -> np.ndarray | None:
         """(p, D) float32 principal axes of the live colours; None until fitted (a fully resumed run)."""
         return None if self.basis is None else self.basis[1]
 
-    def _fit(self, x: np.ndarray) -> None:
-        x = np.nan_to_num(x).astype(np.float64)
+    def update(self, done: int) -> PartialMap | None:
+        """The :class:`PartialMap` of rows ``[shown, done)``, or of ``[0, done)`` after a refit; None while
+        fewer than ``fit_rows`` are done."""
+        if done < self.fit_rows or done <= self.shown:
+            return None
+        refit = self.basis is not None and done >= REFIT_GROWTH * self.fitted_on and done < len(self.features)
+        if self.basis is None or refit:  # rows spread over all those embedded (a resumed run has many)
+            self._fit(np.unique(np.linspace(0, done - 1, min(done, REFIT_MAX_ROWS)).astype(np.int64)))
+            self.shown = 0 if refit else self.shown
+        rgb = np.concatenate([self._colours(i, min(i + COLOUR_CHUNK, done))
+                              for i in range(self.shown, done, COLOUR_CHUNK)])  # fmt: skip
+        shape, scale, translate = self.placement
+        cells = self.cells[self.shown : done]
+        out = PartialMap(shape, scale, translate, cells, rgb, done, len(self.features), refit)  # type: ignore[arg-type]
+        self.shown = done
+        return out
+
+    def _colours(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, 3) float32 colours of rows ``[start, stop)`` (missing components 0.5)."""
+        assert self.basis is not None
+        mu, vt, lo, span = self.basis
+        block = np.nan_to_num(self.features[start:stop]) - mu
+        rgb = np.full((len(block), 3), 0.5, np.float32)
+        rgb[:, : len(vt)] = np.clip((block @ vt.T - lo) / span, 0, 1)
+        return rgb
+
+    def _fit(self, rows: np.ndarray) -> None:
+        x = np.nan_to_num(self.features[rows]).astype(np.float64)
         mu = x.mean(0)
         _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
         vt = vt[: min(3, len(x) - 1, x.shape[1])] if len(x) > 1 else vt[:0]
+        if self.basis is not None:  # point each axis the way the previous one did: no colour inversion
+            previous = self.basis[1].astype(np.float64)
+            q = min(len(vt), len(previous))
+            vt[:q] *= np.where(np.einsum("ij,ij->i", vt[:q], previous[:q]) < 0, -1.0, 1.0)[:, None]
         scores = (x - mu) @ vt.T
         lo, span = scores.min(0), np.ptp(scores, axis=0)
         self.basis = (mu.astype(np.float32), vt.astype(np.float32), lo, np.where(span > 0, span, 1.0))
+        self.fitted_on = int(rows[-1]) + 1
 
 
 def _scaled(
