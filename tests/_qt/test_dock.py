@@ -122,3 +122,17 @@ def test_closing_a_dock_mid_run_keeps_the_widget_alive_to_finish(
     assert widget.result is not None and widget.status.value.startswith("Embedding: done")
     assert f"{slide.name} clusters" in viewer.layers
     assert widget.native.parent() is None and not widget.native.isVisible()  # not a stray top-level window
+
+
+def test_the_attention_opacity_readout_shows_its_value(make_napari_viewer, qtbot) -> None:
+    """magicgui's slider readout is a button-less spin box that napari's style sheet squeezed to a 1 px text
+    field ("1.00" drew as ":"); docked from the menu, the whole value fits now."""
+    from qtpy.QtWidgets import QAbstractSpinBox
+
+    viewer = make_napari_viewer(show=True)
+    _, widget = _dock_from_menu(viewer, qtbot, "Teacher vs student attention")
+    _settle(qtbot)
+    box = widget.opacity.native.findChild(QAbstractSpinBox)
+    edit = box.lineEdit()
+    assert box.isVisible() and edit.text() == "1.00"
+    assert edit.width() >= edit.fontMetrics().horizontalAdvance("1.00")

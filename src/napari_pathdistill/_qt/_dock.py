@@ -122,3 +122,24 @@ def scroll_when_docked(container: Any) -> None:
     form: QWidget = container.native
     watcher = _DockWatcher(form)  # parented to the form: lives and dies with it
     form.installEventFilter(watcher)
+
+
+#: napari's QAbstractSpinBox rules give a spin box without buttons a 1 px edit field; these make the buttons 0 px
+_READOUT_STYLE = (
+    "QAbstractSpinBox {background: transparent; border: 0; padding: 0px; min-width: 0px}"
+    " QAbstractSpinBox::up-button, QAbstractSpinBox::down-button {width: 0px; border: 0px}"
+    " QAbstractSpinBox::up-arrow, QAbstractSpinBox::down-arrow {image: none; width: 0px}"
+)
+
+
+def legible_readout(slider: Any) -> None:
+    """Make a magicgui slider's value readout readable in a napari dock.
+
+    magicgui's readout is a spin box with ``NoButtons``; under napari's style sheet (its up/down buttons are 20 px
+    sub-controls placed in the margin) Qt then lays out its text field 1 px wide, so "0.60" shows as ":". With
+    arrows "on" but styled to 0 px the field takes the whole box; wheel and keys change the value as before.
+    """
+    box = slider.native.findChild(QAbstractSpinBox)
+    if box is not None:
+        box.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.UpDownArrows)
+        box.setStyleSheet(_READOUT_STYLE)

@@ -14,7 +14,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, PushButton, SpinBox
 from napari.utils.colormaps import Colormap
 
-from napari_pathdistill._qt._dock import scroll_when_docked
+from napari_pathdistill._qt._dock import legible_readout, scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
@@ -134,6 +134,7 @@ class AttentionWidget(Container):
         self.mpp_override = mpp_override_box("its tiles are cut at the student's um/px")
         self.mode = ComboBox(label="ViT map", choices=("last", "rollout"), value="last")
         self.opacity = FloatSlider(label="opacity", value=1.0, min=0.0, max=1.0)
+        legible_readout(self.opacity)
         self.side_by_side = CheckBox(text="side by side (grid)", value=True)
         self.run_button = PushButton(text="Compute attention")
         self.cancel_button = PushButton(text="Cancel")
