@@ -35,6 +35,10 @@ class RegistrationError(PathDistillError):
     """Two slides cannot be registered: missing MPP, degenerate or unpaired landmarks, no overlap."""
 
 
+class NonFiniteFeaturesError(PathDistillError):
+    """A model produced NaN or inf embeddings (a numerical overflow): no PCA / k-means map can be made of them."""
+
+
 class CorruptTileError(WSIError):
     """One tile (or region) of an otherwise readable slide cannot be decoded: corrupt or missing bytes."""
 

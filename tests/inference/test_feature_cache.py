@@ -229,3 +229,24 @@ def test_a_partial_cut_without_the_override_is_not_resumed_with_it(tmp_path):
         assert int(f.attrs["done"]) == 1  # the same request resumes
     with open_partial(partial, model, grid, {**attrs, "mpp": 0.5, "mpp_override": 0.5}) as f:
         assert int(f.attrs["done"]) == 0 and f.attrs["mpp_override"] == 0.5
+
+
+def test_a_model_that_overflows_gives_a_clear_error_and_a_fresh_next_run(cmu_svs, tmp_path, counted):
+    """NaN embeddings (e.g. a float16 overflow) used to stop the final map with numpy's "SVD did not converge"
+    and left a complete .partial that every later run resumed into the same error."""
+    from napari_pathdistill.errors import NonFiniteFeaturesError
+
+    real = counted.embed
+
+    def overflowing(tiles):
+        out = real(tiles)
+        out[0] = float("nan")
+        return out
+
+    counted.embed = overflowing
+    with pytest.raises(NonFiniteFeaturesError, match=r"NaN or inf embeddings.*float16.*kept in"):
+        _run(counted, cmu_svs, tmp_path)
+    assert not list(tmp_path.rglob("*.partial")) and len(list(tmp_path.rglob("*.h5.nonfinite"))) == 1
+    counted.embed, counted.calls = real, []
+    items, _ = _run(counted, cmu_svs, tmp_path)  # embedded again from the first tile
+    assert isinstance(items[-1], SlideMap) and sum(counted.calls) == len(items[-1].features)

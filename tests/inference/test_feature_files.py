@@ -132,3 +132,27 @@ def _write(path: Path, **datasets: np.ndarray) -> Path:
         for name, data in datasets.items():
             f.create_dataset(name, data=data)
     return path
+
+
+def test_nan_or_inf_rows_are_left_out_with_a_warning(ours, tmp_path):
+    """A TRIDENT file whose model overflowed on some tiles: the map shows the others (the PCA used to stop with
+    numpy's "SVD did not converge"); a file of nothing but NaN is a clear error."""
+    from napari_pathdistill.inference.feature_files import NonFiniteFeatureWarning
+
+    path = _write_like(ours, tmp_path / "overflow.h5", "trident")
+    with h5py.File(path, "r+") as f:
+        feats, coords = f["features"][()], f["coords"][()]
+        f["features"][3] = np.nan
+        f["features"][5, 0] = np.inf
+    with pytest.warns(NonFiniteFeatureWarning, match=r"2 of .* tiles have NaN or inf"):
+        ff = read_feature_file(path)
+    keep = np.ones(len(coords), bool)
+    keep[[3, 5]] = False
+    np.testing.assert_array_equal(ff.coords, coords[keep])
+    np.testing.assert_array_equal(ff.features, feats[keep])
+    smap = slide_map_from_features(ff, k=3)
+    assert len(smap.features) == keep.sum() and np.isfinite(smap.pcs).all()
+    with h5py.File(path, "r+") as f:
+        f["features"][...] = np.nan
+    with pytest.raises(FeatureFileError, match="NaN or inf"):
+        read_feature_file(path)

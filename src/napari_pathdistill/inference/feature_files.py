@@ -42,6 +42,10 @@ class NoMPPFeatureWarning(UserWarning):
     """A feature map is placed in level-0 pixels: neither the file nor its slide states um/px."""
 
 
+class NonFiniteFeatureWarning(UserWarning):
+    """Rows of a feature file hold NaN or inf: their tiles are left out of the map."""
+
+
 @dataclass
 class FeatureFile:
     """One slide's tile features read from an HDF5 file.
@@ -126,6 +130,11 @@ def read_feature_file(path: str | Path) -> FeatureFile:
     feats, coords = _check_shapes(path, feats, coords)
     if frac is None or frac.shape != (len(coords),):
         frac = np.full(len(coords), np.nan, np.float32)  # CLAM/TRIDENT store none
+    keep = _finite_rows(path, feats)
+    if keep is not None:
+        feats, coords, frac = feats[keep], coords[keep], frac[keep]
+        if summary is not None and len(summary.pcs) == len(keep):
+            summary = dataclasses.replace(summary, pcs=summary.pcs[keep], clusters=summary.clusters[keep])
     source = (
         "pathdistill"
         if "spec" in fa or "tile_px" in fa
@@ -147,6 +156,29 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         tissue_fraction=frac.astype(np.float32, copy=False),
         summary=summary if summary is not None and len(summary.pcs) == len(coords) else None,
     )
+
+
+def _finite_rows(path: Path, feats: np.ndarray) -> np.ndarray | None:
+    """None when every row of (N, D) ``feats`` is finite; else the (N,) mask of the finite ones, with a
+    :class:`NonFiniteFeatureWarning` (a NaN row would otherwise stop the map's PCA with "SVD did not converge").
+
+    Raises:
+        FeatureFileError: no row is finite.
+    """
+    from napari_pathdistill.metrics.features import row_norms
+
+    keep = np.isfinite(row_norms(feats))  # NaN and inf reach the row's norm; no (N, D) mask
+    if keep.all():
+        return None
+    if not keep.any():
+        raise FeatureFileError(f"{path.name}: every one of its {len(feats)} feature rows holds NaN or inf.")
+    warnings.warn(
+        f"{path.name}: {int((~keep).sum())} of {len(feats)} tiles have NaN or inf features (e.g. a float16 "
+        "overflow in the model that wrote them); they are left out of the map.",
+        NonFiniteFeatureWarning,
+        stacklevel=3,
+    )
+    return keep
 
 
 def _check_shapes(path: Path, feats: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_pathdistill.errors import NonFiniteFeaturesError
+
 GROUP = "map"
 VERSION = 1
 
@@ -47,9 +49,24 @@ def summarise(
     reference_axes: np.ndarray | None = None,
 ) -> MapSummary:
     """PCA (3 components) and k-means (``k`` capped at N) of (N, D) ``features``; ``pcs`` reuses known scores;
-    computed ones are oriented along (q, D) ``reference_axes`` when given (``metrics.features.orient_scores``)."""
-    from napari_pathdistill.metrics.features import kmeans_labels, orient_scores, principal_components
+    computed ones are oriented along (q, D) ``reference_axes`` when given (``metrics.features.orient_scores``).
 
+    Raises:
+        NonFiniteFeaturesError: a row holds NaN or inf (the PCA would stop with "SVD did not converge").
+    """
+    from napari_pathdistill.metrics.features import (
+        kmeans_labels,
+        orient_scores,
+        principal_components,
+        row_norms,
+    )
+
+    bad = int((~np.isfinite(row_norms(features))).sum())  # NaN / inf reach a row's norm
+    if bad:
+        raise NonFiniteFeaturesError(
+            f"{bad} of {len(features)} tiles got NaN or inf embeddings (a numerical overflow in the model, e.g. "
+            "under float16 autocast): no map can be computed from them. Embed again in bfloat16 or float32."
+        )
     k = max(1, min(int(k), len(features)))
     if pcs is None:
         pcs = principal_components(features, 3, dtype=np.float64)
@@ -110,6 +127,10 @@ def summarise_partial(
 
     Returns:
         The stored summary; None when no row is kept (``finish_output`` then raises ``CorruptTileError``).
+
+    Raises:
+        NonFiniteFeaturesError: the model wrote NaN / inf rows; the file is moved to ``<name>.h5.nonfinite`` so
+            that the next run embeds the slide again instead of resuming into the same error.
     """
     import h5py
 
@@ -121,6 +142,15 @@ def summarise_partial(
             features = np.delete(features, skipped, axis=0)
         if not len(features):
             return None
-        summary = summarise(features, k, seed, reference_axes=reference_axes)
-        write_summary(f, summary)
-    return summary
+        try:
+            summary = summarise(features, k, seed, reference_axes=reference_axes)
+        except NonFiniteFeaturesError as err:
+            error = err
+        else:
+            write_summary(f, summary)
+            return summary
+    kept = partial.with_name(partial.name.removesuffix(".partial") + ".nonfinite")
+    partial.replace(kept)
+    raise NonFiniteFeaturesError(
+        f"{error} The features are kept in {kept}; the next run embeds the slide again."
+    )
