@@ -76,6 +76,7 @@ import sys
 import numpy as np
 import napari_pathdistill._qt.embed_widget, napari_pathdistill._qt.tile_search, napari_pathdistill._qt.dense_map
 import napari_pathdistill._qt.similarity_widget, napari_pathdistill._qt.attention_widget, napari_pathdistill._feature_reader
+import napari_pathdistill._qt.evaluate_widget, napari_pathdistill._qt.tissue_widget, napari_pathdistill._qt.metadata_widget
 from napari_pathdistill.inference.map_summary import summarise
 from napari_pathdistill.inference.dense_maps import _fit_pca
 rng = np.random.default_rng(0)
@@ -88,7 +89,8 @@ print("sklearn" in sys.modules)
 
 
 def test_the_viewer_map_path_never_imports_sklearn() -> None:
-    """The Embed/search widgets' maps: scikit-learn would add ~90 MB and ~1 s of GIL-holding imports mid-run."""
+    """Every dock module, and the Embed/search widgets' maps: scikit-learn would add ~90 MB and ~1 s of GIL-holding
+    imports mid-run (the Evaluate dock imports it when an evaluation runs)."""
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT)], capture_output=True, text=True,
                           timeout=240)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

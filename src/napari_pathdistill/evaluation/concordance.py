@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from napari_pathdistill.errors import EvaluationError
 
@@ -45,6 +42,10 @@ def fit_slide_classifier(slide_features: np.ndarray, labels: np.ndarray, *, seed
     """Logistic regression on standardised mean-pooled slide features (S, D) -> fitted sklearn pipeline."""
     if len(np.unique(labels)) < 2:
         raise EvaluationError("slide labels need at least two classes to train the slide classifier")
+    from sklearn.linear_model import LogisticRegression  # here: the Evaluate dock imports this module
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
     return clf.fit(slide_features, labels)
 

@@ -2,6 +2,8 @@
 
 All use stratified / plain K-fold cross-validation with fixed seeds, so a run is reproducible bit for bit.
 Classification is scored by balanced accuracy (mean per-class recall), regression by Pearson r per target.
+scikit-learn is imported by each function, not by the module: the Evaluate dock imports this module, and a napari
+session should not pay ~0.9 s and ~90 MB for scikit-learn before an evaluation runs.
 """
 
 from __future__ import annotations
@@ -9,13 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from napari_pathdistill.errors import EvaluationError
 
@@ -57,11 +52,15 @@ def _folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarra
         raise EvaluationError(
             f"the smallest class has {counts.min()} samples, fewer than n_splits={n_splits}; lower n_splits"
         )
+    from sklearn.model_selection import StratifiedKFold
+
     skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(skf.split(np.zeros(len(labels)), labels))
 
 
 def _classify(name: str, model, x: np.ndarray, y: np.ndarray, n_splits: int, seed: int) -> ProbeResult:
+    from sklearn.metrics import balanced_accuracy_score
+
     scores, predictions = [], np.empty(len(y), dtype=y.dtype)
     for train, test in _folds(y, n_splits, seed):
         model.fit(x[train], y[train])
@@ -74,6 +73,10 @@ def linear_probe(
     features: np.ndarray, labels: np.ndarray, *, n_splits: int = 5, seed: int = 0, c: float = 1.0
 ) -> ProbeResult:
     """Logistic regression on standardised (N, D) features; balanced accuracy per stratified fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     model = make_pipeline(
         StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced", random_state=seed)
     )
@@ -93,6 +96,8 @@ def knn_probe(
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     _, counts = np.unique(y, return_counts=True)
     k_eff = max(1, min(k, int(counts.min() * (n_splits - 1) // n_splits)))
+    from sklearn.neighbors import KNeighborsClassifier
+
     model = KNeighborsClassifier(n_neighbors=k_eff, metric="cosine", weights="distance")
     return _classify("knn", model, x, y, n_splits, seed)
 
@@ -128,6 +133,12 @@ def pca_ridge(
     Returns:
         fold scores = mean Pearson r over targets per fold; ``per_target`` = out-of-fold r per target.
     """
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets, dtype=np.float64).reshape(len(x), -1)
     oof = np.zeros_like(y)
