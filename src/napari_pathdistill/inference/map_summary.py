@@ -61,7 +61,8 @@ def summarise(
         row_norms,
     )
 
-    bad = int((~np.isfinite(row_norms(features))).sum())  # NaN / inf reach a row's norm
+    norms = row_norms(features)
+    bad = int((~np.isfinite(norms)).sum())  # NaN / inf reach a row's norm
     if bad:
         raise NonFiniteFeaturesError(
             f"{bad} of {len(features)} tiles got NaN or inf embeddings (a numerical overflow in the model, e.g. "
@@ -72,7 +73,7 @@ def summarise(
         pcs = principal_components(features, 3, dtype=np.float64)
         if reference_axes is not None:
             pcs = orient_scores(pcs, features, reference_axes)
-    clusters = kmeans_labels(features, k, seed=seed)
+    clusters = kmeans_labels(features, k, seed=seed, norms=norms)
     return MapSummary(np.asarray(pcs, np.float32), np.asarray(clusters, np.int32), k, seed)
 
 

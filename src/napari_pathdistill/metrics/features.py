@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_pathdistill.metrics.kmeans import assign, lloyd
+
 #: inputs up to this many elements get the exact SVD / full k-means
 EXACT_MAX_ELEMENTS = 4_000_000
 #: rows the k-means of a large input is fitted on (then every row is assigned)
@@ -162,8 +164,10 @@ def scores_rgb(pcs: np.ndarray) -> np.ndarray:
     return out
 
 
-def kmeans_labels(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+def kmeans_labels(features: np.ndarray, k: int, seed: int = 0, norms: np.ndarray | None = None) -> np.ndarray:
     """(N, D) -> (N,) int labels in 1..k (0 is kept for background), k-means on L2-normalised features.
+
+    ``norms``: the rows' :func:`row_norms` when the caller has them (one pass over the features less).
 
     Up to :data:`EXACT_MAX_ELEMENTS` elements, k-means of all rows from :data:`KMEANS_INITS_SMALL` seedings.
     Above, k-means of :data:`KMEANS_FIT_ROWS` random rows from :data:`KMEANS_INITS` seedings, then every row
@@ -171,12 +175,10 @@ def kmeans_labels(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     to float64: ~5 s for 20k x 1536 on 2 cores), each refined by :func:`metrics.kmeans.lloyd`, the lowest
     inertia kept. Deterministic for a given ``seed``.
     """
-    from napari_pathdistill.metrics.kmeans import lloyd
-
     x = np.asarray(features)
     k = max(1, min(int(k), len(x)))
     small = x.size <= EXACT_MAX_ELEMENTS
-    norms = row_norms(x)
+    norms = row_norms(x) if norms is None else norms
     rows = None if small else _fit_rows(len(x), KMEANS_FIT_ROWS, seed)
     sample = (x if rows is None else x[rows]).astype(np.float32)
     sample /= (norms if rows is None else norms[rows])[:, None].astype(np.float32)
@@ -220,14 +222,7 @@ def nearest_centre(
 
     With ``norms`` (N,), the rows are taken as divided by them (L2-normalised) without forming that copy.
     """
-    c2 = (centres.astype(np.float64) ** 2).sum(axis=1)
-    out = np.empty(len(x), dtype=np.int64)
-    for i in range(0, len(x), chunk):
-        dots = x[i : i + chunk] @ centres.T  # |x|^2 is the same for every centre
-        if norms is not None:
-            dots = dots / norms[i : i + chunk, None]
-        out[i : i + chunk] = np.argmin(c2[None, :] - 2.0 * dots, axis=1)
-    return out
+    return assign(x, centres, chunk, norms)[0]
 
 
 def l2_normalise(features: np.ndarray, dtype: type = np.float64) -> np.ndarray:

@@ -51,17 +51,28 @@ def lloyd(
     return c, labels, float(d2.sum())
 
 
-def assign(x: np.ndarray, centres: np.ndarray, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
-    """(M, D) rows, (k, D) centres -> (M,) int64 nearest centre and (M,) float64 squared distance to it."""
+def assign(
+    x: np.ndarray, centres: np.ndarray, chunk: int = 65_536, norms: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M, D) rows, (k, D) centres -> (M,) int64 nearest centre and (M,) float64 squared distance to it.
+
+    With ``norms`` (M,) (``metrics.features.row_norms``), the rows are taken as divided by them (L2-normalised)
+    without forming that copy.
+    """
     c = centres.astype(np.float32, copy=False)
     c2 = np.einsum("ij,ij->i", c, c, dtype=np.float64)
     labels = np.empty(len(x), np.int64)
     d2 = np.empty(len(x), np.float64)
     for i in range(0, len(x), chunk):
         xi = x[i : i + chunk]
-        dist = c2[None, :] - 2.0 * (xi @ c.T)  # (m, k) float64; |x|^2 added after the argmin
+        dots = xi @ c.T
+        if norms is None:
+            x2 = np.einsum("ij,ij->i", xi, xi, dtype=np.float64)
+        else:  # unit rows (a zero row, whose norm row_norms clamps to 1e-12, stays zero)
+            dots = dots / norms[i : i + chunk, None]
+            x2 = (norms[i : i + chunk] > 1e-12).astype(np.float64)
+        dist = c2[None, :] - 2.0 * dots  # (m, k) float64; |x|^2 added after the argmin
         labels[i : i + chunk] = lab = dist.argmin(axis=1)
-        x2 = np.einsum("ij,ij->i", xi, xi, dtype=np.float64)
         d2[i : i + chunk] = np.maximum(dist[np.arange(len(xi)), lab] + x2, 0.0)
     return labels, d2
 
