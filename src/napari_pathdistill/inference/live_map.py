@@ -28,6 +28,7 @@ from napari_pathdistill.inference.map_summary import MapSummary, summarise_parti
 from napari_pathdistill.inference.outputs import finish_output, slide_lock
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
+from napari_pathdistill.metrics.features import pca_axes
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid, scale_placement
 from napari_pathdistill.wsi.tiling import TileGrid, grid_placement, make_tile_grid
@@ -124,15 +125,13 @@ class LiveColours:
         return rgb
 
     def _fit(self, rows: np.ndarray) -> None:
-        x = np.nan_to_num(self.features[rows]).astype(np.float64)
-        mu = x.mean(0)
-        _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
-        vt = vt[: min(3, len(x) - 1, x.shape[1])] if len(x) > 1 else vt[:0]
+        x = np.nan_to_num(self.features[rows])  # an undecodable tile's row is NaN
+        mu, vt = pca_axes(x, min(3, len(x) - 1, x.shape[1]), fit_rows=len(x))  # the project's PCA, all rows
         if self.basis is not None:  # point each axis the way the previous one did: no colour inversion
             previous = self.basis[1].astype(np.float64)
             q = min(len(vt), len(previous))
             vt[:q] *= np.where(np.einsum("ij,ij->i", vt[:q], previous[:q]) < 0, -1.0, 1.0)[:, None]
-        scores = (x - mu) @ vt.T
+        scores = (x.astype(np.float64) - mu) @ vt.T
         lo, span = scores.min(0), np.ptp(scores, axis=0)
         self.basis = (mu.astype(np.float32), vt.astype(np.float32), lo, np.where(span > 0, span, 1.0))
         self.fitted_on = int(rows[-1]) + 1
