@@ -89,6 +89,33 @@ def test_every_dock_shows_run_and_cancel_on_a_1280x1024_screen(view, qtbot) -> N
         window.grab().save(str(DOCS_IMAGES / "view_sample_1280x1024.png"))
 
 
+def test_dock_tabs_show_whole_labels_on_a_1280x1024_screen(view, qtbot) -> None:
+    """Six tabs titled "<name> (napari-pathdistill)" were elided to "Sli...", "E...", "E..." (Embed or Evaluate?)."""
+    from qtpy.QtWidgets import QLabel, QTabBar
+
+    from napari_pathdistill.cli.view import WIDGETS
+
+    viewer, docks = view("--sample")
+    window = viewer.window._qt_window
+    screen = _screen(window)
+    if screen.width() > 1280 or screen.height() > 1024:
+        pytest.skip(f"screen is {screen.width()}x{screen.height()}: run under xvfb-run -a (1280x1024)")
+    _settle(qtbot)
+    bars = [bar for bar in window.findChildren(QTabBar) if bar.isVisible() and bar.count()]
+    assert len(bars) == 1
+    bar = bars[0]
+    labels = [bar.tabText(i) for i in range(bar.count())]
+    assert sorted(labels) == sorted(WIDGETS.values())
+    for i, label in enumerate(labels):
+        assert bar.tabRect(i).width() > bar.fontMetrics().horizontalAdvance(label), label  # drawn whole
+        assert bar.tabRect(i).intersected(bar.rect()) == bar.tabRect(i), label  # no tab scrolled out of sight
+    titles = {label.text() for dock, _ in docks for label in dock.findChildren(QLabel)}
+    assert "Embed slide (napari-pathdistill)" in titles  # the dock's own title bar keeps the full name
+    assert {dock.toggleViewAction().text() for dock, _ in docks} == {
+        f"{n} (napari-pathdistill)" for n in WIDGETS
+    }
+
+
 def test_a_dock_taller_than_the_window_scrolls_to_its_buttons(view, qtbot) -> None:
     from qtpy.QtWidgets import QScrollArea, QWidget
 

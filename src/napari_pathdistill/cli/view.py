@@ -14,15 +14,17 @@ from typing import Any
 
 from napari_pathdistill.errors import PathDistillError
 
-#: dock widgets opened by default (display names from napari.yaml); missing ones are skipped with a note
-WIDGETS = (
-    "Slide metadata",
-    "Tissue and tile grid",
-    "Embed slide",
-    "Teacher vs student attention",
-    "Cross-stain similarity",
-    "Evaluate",
-)
+#: dock widgets opened by default (display names from napari.yaml; missing ones are skipped with a note), each
+#: with the label of its tab: napari titles a dock "<name> (napari-pathdistill)", and six such titles in one tab
+#: bar are elided down to "E..." for both Embed slide and Evaluate on a 1280 px screen
+WIDGETS = {
+    "Slide metadata": "Metadata",
+    "Tissue and tile grid": "Tissue",
+    "Embed slide": "Embed",
+    "Teacher vs student attention": "Attention",
+    "Cross-stain similarity": "Similarity",
+    "Evaluate": "Evaluate",
+}
 #: preferred window size (width, height); smaller screens get their available geometry
 WINDOW_SIZE = (1500, 950)
 
@@ -56,6 +58,9 @@ def _dock(viewer: Any, names: list[str]) -> list[tuple[Any, Any]]:
         except Exception as exc:
             print(f"note: widget {name!r} not available: {exc}", file=sys.stderr)
             continue
+        # the tab's label; napari's title bar, and the dock's toggle action (Qt renames it too), keep the full name
+        dock.setWindowTitle(WIDGETS.get(name, name))
+        dock.toggleViewAction().setText(getattr(dock, "name", name))
         docks.append((dock, widget))
     if docks:
         from qtpy.QtWidgets import QApplication
