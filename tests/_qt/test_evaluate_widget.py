@@ -36,7 +36,7 @@ def test_probe_table_plot_and_reports(
     assert saved["summary"] == pytest.approx(rep.summary)
     assert (tmp_path / "linear_probe.csv").read_text().splitlines()[0] == "fold,balanced_accuracy"
     assert not list(tmp_path.glob(".*tmp"))
-    assert widget.figure.axes and widget.figure.axes[0].get_title() == "linear probe"
+    assert widget.figure.axes and widget.figure.axes[0].get_title() == f"linear probe\n{rep.params['model']}"
 
 
 def test_teacher_student_same_model_has_cka_one(

@@ -102,3 +102,29 @@ def test_report_save_writes_all_three_files_atomically(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert data["rows"][1]["v"] == 0.25 and data["params"]["n"] == 2 and data["arrays"]["r"] == [1.0, 1.0]
     assert data["summary"] == {"linear_cka": 0.9} and paths["png"].stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "rows", "expected"),
+    [
+        (
+            "teacher_student",
+            {"teacher": "effnet", "student": "vit-s"},
+            13,
+            "teacher student\neffnet vs vit-s",
+        ),
+        ("robustness", {"model": "vit-s", "top_k": [1]}, 3, "robustness\nvit-s"),
+        ("linear_probe", {"model": "vit-s"}, 5, "linear probe\nvit-s"),
+    ],
+)
+def test_report_figures_name_the_models(name, params, rows, expected) -> None:
+    """A saved PNG must say which model(s) it measured: the title was only "teacher student"."""
+    from matplotlib.figure import Figure
+
+    if name == "linear_probe":
+        table = [{"fold": i, "balanced_accuracy": 0.5 + 0.05 * i} for i in range(rows)]
+    else:
+        table = [{"tile": f"t{i}.png", "label": "tissue", "knn5_overlap": i / rows} for i in range(rows)]
+    fig = Figure()
+    Report(name, table, {}, params).plot(fig)
+    assert fig.axes[0].get_title() == expected

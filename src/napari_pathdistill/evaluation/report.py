@@ -85,12 +85,23 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
+def title(report: Report) -> str:
+    """The figure's title: the evaluation, then on a second line the model(s) it measured, so a saved PNG says
+    what it shows (``"teacher student"`` alone named neither model)."""
+    p = report.params
+    name = report.name.replace("_", " ")
+    if "teacher" in p and "student" in p:
+        return f"{name}\n{p['teacher']} vs {p['student']}"
+    return f"{name}\n{p['model']}" if "model" in p else name
+
+
 def _plot_folds(report: Report, fig: Figure) -> None:
     """``linear_probe``: balanced accuracy per fold."""
     ax = fig.add_subplot(111)
     folds = [f"fold {r['fold']}" for r in report.rows]
     ax.bar(folds, [float(r["balanced_accuracy"]) for r in report.rows], color="tab:blue")
-    ax.set(ylabel="balanced accuracy", ylim=(0, 1), title=report.name.replace("_", " "))
+    ax.set(ylabel="balanced accuracy", ylim=(0, 1))
+    ax.set_title(title(report), fontsize=10)
 
 
 def _plot_rows(report: Report, fig: Figure) -> None:
@@ -105,12 +116,14 @@ def _plot_rows(report: Report, fig: Figure) -> None:
         labels = [str(r.get("tile", r.get("slide_a", i))) for i, r in enumerate(report.rows)]
         ax.barh(labels, [float(r[numeric[0]]) for r in report.rows], color="tab:green")
         ax.set_xlabel(numeric[0])
-    ax.set_title(report.name.replace("_", " "))
+    ax.set_title(title(report), fontsize=10)
 
 
 def _plot_compare(report: Report, fig: Figure) -> None:
     """``compare``: throughput of both models, histogram of per-tile attention r, robustness medians."""
     s = report.summary
+    if "teacher" in report.params and "student" in report.params:
+        fig.suptitle(f"teacher {report.params['teacher']} vs student {report.params['student']}", fontsize=10)
     axes = fig.subplots(1, 3)
     axes[0].bar(
         ["teacher", "student"], [s["teacher_tiles_per_s"], s["student_tiles_per_s"]], color=["C0", "C1"]
