@@ -136,3 +136,41 @@ def test_the_attention_opacity_readout_shows_its_value(make_napari_viewer, qtbot
     edit = box.lineEdit()
     assert box.isVisible() and edit.text() == "1.00"
     assert edit.width() >= edit.fontMetrics().horizontalAdvance("1.00")
+
+
+def test_a_form_that_grows_wider_widens_its_dock_instead_of_being_cut(make_napari_viewer, qtbot) -> None:
+    """The scroll area never scrolls sideways, so a form wider than its viewport lost its right edge: the tile
+    search line "tile 0: 30 tiles in OS-2-vsi.ome.tif with cosine >= 0.766" cut "Choose directory" to "Choo"."""
+    from magicgui.widgets import Label
+
+    viewer = make_napari_viewer(show=True)
+    dock, widget = _dock_from_menu(viewer, qtbot, "Embed slide")
+    viewer.window._qt_window.resize(1500, 600)  # short: the dock scrolls vertically
+    _settle(qtbot)
+    area = dock.widget()
+    assert area.verticalScrollBar().isVisible()
+    wide = Label(value="a row wider than the dock was when it opened " * 2)  # a plain label: fixed width
+    widget.append(wide)
+    _settle(qtbot)
+    assert wide.native.width() > 500
+    _whole_width(qtbot, area)  # the dock widened to its form; nothing cut
+
+
+def test_the_tile_search_summary_wraps(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer(show=True)
+    dock, widget = _dock_from_menu(viewer, qtbot, "Embed slide")
+    _settle(qtbot)
+    area = dock.widget()
+    before = area.width()
+    widget.search.summary.value = (
+        "tile 0: 30 tiles in " + "a-very-long-slide-name_" * 6 + ".ome.tif with cosine >= 0.766"
+    )
+    _settle(qtbot)
+    assert area.width() == before  # the line wraps instead of widening the form
+    _whole_width(qtbot, area)
+
+
+def _whole_width(qtbot, area) -> None:
+    """The form is no wider than the area's viewport (else its right edge is cut off: no sideways scrolling).
+    Waited for: while Qt settles a scroll area, its bar can show for a moment over a form that fits."""
+    qtbot.waitUntil(lambda: area.widget().width() <= area.viewport().width(), timeout=3000)

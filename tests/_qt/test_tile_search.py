@@ -33,6 +33,8 @@ def two_slides(make_napari_viewer, os2_pair, os2_maps, open_slide):
     shift = np.array([0.0, 550.0])  # um: B beside A
     vsi.translate = shift
     widget = EmbedWidget(viewer)
+    # the fields the maps were computed with (os2_maps), so that the screenshot's dock shows them
+    widget.mpp.value, widget.min_tissue.value, widget.k.value = 0.25, 0.1, 3
     viewer.window.add_dock_widget(widget, name="Embed slide")
     for smap, layer in zip(os2_maps, (ndpi, vsi), strict=True):
         widget.show_result(smap, source=(layer.name, layer.units))
@@ -100,7 +102,7 @@ def _classes(doc):
     return [f["properties"]["classification"]["name"] for f in doc["features"]]
 
 
-def test_cross_slide_query_lands_on_the_other_slide(two_slides, tmp_path, save_screenshot):
+def test_cross_slide_query_lands_on_the_other_slide(two_slides, tmp_path, save_screenshot, qtbot):
     viewer, widget, a, b = two_slides
     panel = widget.search
     panel.target.value = b
@@ -119,7 +121,10 @@ def test_cross_slide_query_lands_on_the_other_slide(two_slides, tmp_path, save_s
     panel.threshold.value = round(float(np.median(hm.cosine)), 3)  # half of B's tiles shown
     b.visible = viewer.layers[f"{b.metadata['pathdistill']['slide_layer']} embedding map"].visible = False
     viewer.window.show()
+    # the whole dock, Export GeoJSON included, in the docs' picture
+    viewer.window._qt_window.resize(1700, 880)
     viewer.reset_view()
+    qtbot.wait(300)  # the dock's scroll area settles (its scroll bar is gone once the form has its width)
     save_screenshot(viewer, "tile_search.png")
     cross = _load(panel.export(tmp_path / "b.geojson", kind="similar tiles (top k)"))
     assert _classes(cross) == ["similar"] * panel.top_k  # the query tile lies on slide A: not a tile of B

@@ -61,6 +61,16 @@ class DockScrollArea(QScrollArea):
             # ``dock.widget()._magic_widget`` when present: the magicgui Container, as before the wrapping
             self._magic_widget = magic_widget
 
+    def eventFilter(
+        self, obj: QObject, event: QEvent
+    ) -> bool:  # Qt override (QScrollArea filters its widget)
+        """The form's layout changed (a row shown, a wider label): ask the dock to re-read the size hints, so a
+        wider form widens the dock, as an unwrapped form did, instead of losing its right edge (this area
+        never scrolls sideways, and a QScrollArea does not pass its widget's new minimum on by itself)."""
+        if event.type() == QEvent.Type.LayoutRequest and obj is self.widget():
+            self.updateGeometry()
+        return super().eventFilter(obj, event)
+
     def changeEvent(self, event: QEvent) -> None:  # Qt override
         """Taken out of its dock (napari's close button: ``widget().setParent(None)``, then the area is freed):
         let go of the form first, so it outlives the area as it outlived the dock before the wrapping (the
@@ -69,18 +79,23 @@ class DockScrollArea(QScrollArea):
             self.takeWidget()
         super().changeEvent(event)
 
-    def _bar_width(self) -> int:
-        return int(self.verticalScrollBar().sizeHint().width())
+    def _extra(self) -> QSize:
+        """What the area adds around its form: the scroll bar's width, and the frame that napari's style sheet
+        draws even with ``NoFrame`` (1 px a side; without it a form as wide as the hint lost 2 px)."""
+        m = self.contentsMargins()
+        bar = int(self.verticalScrollBar().sizeHint().width())
+        return QSize(bar + m.left() + m.right(), m.top() + m.bottom())
 
     def sizeHint(self) -> QSize:
         form = self.widget()
         hint = form.sizeHint() if form is not None else QSize(0, 0)
-        return QSize(hint.width() + self._bar_width(), hint.height())
+        return hint + self._extra()
 
     def minimumSizeHint(self) -> QSize:
         form = self.widget()
         least = form.minimumSizeHint() if form is not None else QSize(0, 0)
-        return QSize(least.width() + self._bar_width(), min(least.height(), MIN_HEIGHT))
+        extra = self._extra()
+        return QSize(least.width() + extra.width(), min(least.height(), MIN_HEIGHT) + extra.height())
 
 
 class _WheelScrolls(QObject):

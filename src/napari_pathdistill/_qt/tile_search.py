@@ -17,8 +17,9 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.types import FileDialogMode
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, PushButton
 
+from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import map_layers
 from napari_pathdistill.inference.qupath import clusters_geojson, similarity_collection, write_geojson
 from napari_pathdistill.inference.similarity_map import Heatmap, heatmap
@@ -59,7 +60,7 @@ class TileSearchPanel(Container):
         self.target = ComboBox(label="search in", choices=self._choices, nullable=False)
         self.threshold = FloatSlider(label="similarity >=", value=0.8, min=0.0, max=1.0, step=0.001,
                                      readout=False)  # fmt: skip  # the summary line shows the value
-        self.summary = Label(value="")
+        self.summary = status_label()  # wraps: a long slide name must not widen (or be cut by) the dock
         self.export_kind = ComboBox(label="export", choices=list(EXPORTS), value="thresholded similarity")
         self.export_path = FileEdit(label="GeoJSON", mode=FileDialogMode.OPTIONAL_FILE, filter="*.geojson")
         self.export_button = PushButton(text="Export GeoJSON")
