@@ -49,6 +49,7 @@ class DockScrollArea(QScrollArea):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self._form_least_width = -1
         self.setWidget(form)
         self._wheel = _WheelScrolls(self)
         for kind in (QAbstractSpinBox, QComboBox, QAbstractSlider):
@@ -67,8 +68,13 @@ class DockScrollArea(QScrollArea):
         """The form's layout changed (a row shown, a wider label): ask the dock to re-read the size hints, so a
         wider form widens the dock, as an unwrapped form did, instead of losing its right edge (this area
         never scrolls sideways, and a QScrollArea does not pass its widget's new minimum on by itself)."""
-        if event.type() == QEvent.Type.LayoutRequest and obj is self.widget():
-            self.updateGeometry()
+        form = self.widget()
+        if event.type() == QEvent.Type.LayoutRequest and form is not None and obj is form:
+            least = form.minimumSizeHint().width()
+            # only when the width changed: a relayout of the window costs ~3 ms per status line otherwise
+            if least != self._form_least_width:
+                self._form_least_width = least
+                self.updateGeometry()
         return super().eventFilter(obj, event)
 
     def changeEvent(self, event: QEvent) -> None:  # Qt override
