@@ -64,13 +64,20 @@ def _settle(qtbot) -> None:
     qtbot.wait(50)
 
 
-def test_every_dock_shows_run_and_cancel_on_a_1280x1024_screen(view, qtbot) -> None:
+def _sample_on_a_1280x1024_screen(view, qtbot):
+    """``pathdistill view --sample`` settled on xvfb-run's 1280 x 1024 screen -> (docks, window, screen);
+    skips on a larger screen, where fitting it would prove nothing."""
     viewer, docks = view("--sample")
     window = viewer.window._qt_window
     screen = _screen(window)
     if screen.width() > 1280 or screen.height() > 1024:
         pytest.skip(f"screen is {screen.width()}x{screen.height()}: run under xvfb-run -a (1280x1024)")
     _settle(qtbot)
+    return docks, window, screen
+
+
+def test_every_dock_shows_run_and_cancel_on_a_1280x1024_screen(view, qtbot) -> None:
+    docks, window, screen = _sample_on_a_1280x1024_screen(view, qtbot)
     assert screen.contains(window.frameGeometry()), (window.frameGeometry(), screen)
     names = [dock.objectName() for dock, _ in docks]
     assert len(docks) == 6 and "Slide metadata" in names[0], names
@@ -95,12 +102,7 @@ def test_dock_tabs_show_whole_labels_on_a_1280x1024_screen(view, qtbot) -> None:
 
     from napari_pathdistill.cli.view import WIDGETS
 
-    viewer, docks = view("--sample")
-    window = viewer.window._qt_window
-    screen = _screen(window)
-    if screen.width() > 1280 or screen.height() > 1024:
-        pytest.skip(f"screen is {screen.width()}x{screen.height()}: run under xvfb-run -a (1280x1024)")
-    _settle(qtbot)
+    docks, window, _ = _sample_on_a_1280x1024_screen(view, qtbot)
     bars = [bar for bar in window.findChildren(QTabBar) if bar.isVisible() and bar.count()]
     assert len(bars) == 1
     bar = bars[0]
