@@ -63,9 +63,10 @@ class DockScrollArea(QScrollArea):
             self._magic_widget = magic_widget
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # Qt override
-        """(QScrollArea filters its widget's events.) The form's layout changed (a row shown, a wider label): ask the dock to re-read the size hints, so a
-        wider form widens the dock, as an unwrapped form did, instead of losing its right edge (this area
-        never scrolls sideways, and a QScrollArea does not pass its widget's new minimum on by itself)."""
+        """The form's layout changed (a row shown, a wider label; QScrollArea filters its widget's events): ask
+        the dock to re-read the size hints, so a wider form widens the dock, as an unwrapped form did, instead of
+        losing its right edge (this area never scrolls sideways, and a QScrollArea does not pass its widget's new
+        minimum on by itself)."""
         form = self.widget()
         if event.type() == QEvent.Type.LayoutRequest and form is not None and obj is form:
             least = form.minimumSizeHint().width()
