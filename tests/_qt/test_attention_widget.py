@@ -72,6 +72,37 @@ def test_side_by_side_labelled_maps_and_agreement(
     assert baseline.overall_r < 0.99
 
 
+def test_maps_stay_on_the_run_s_slide_and_fill_a_grid_cell(
+    make_napari_viewer, qtbot, cmu_svs, tcga_svs, tiny_vit, open_slide, wait_for
+):
+    """Choosing another slide while the maps are computed leaves them on the run's slide (before: placed on the
+    newly chosen one, in its units, beside its student view); the side-by-side cells are then fitted to the maps
+    (before: the camera kept the single canvas's view, so a half-width cell cut the maps' right half)."""
+    viewer = make_napari_viewer()
+    cmu, tcga = open_slide(viewer, cmu_svs), open_slide(viewer, tcga_svs)
+    widget = AttentionWidget(viewer)
+    widget.teacher.set_model(tiny_vit)
+    widget.student.set_model(tiny_vit)
+    widget.slide.value = cmu
+    widget.region.value = "whole slide"
+    widget.max_tiles.value = 40
+    viewer.fit_to_view(layers=[cmu])  # the slide fills the canvas: a grid cell is narrower than that
+    widget.run()
+    widget.slide.value = tcga  # while the worker runs
+    wait_for(widget)
+    assert widget.result is not None, widget.status.value
+    teacher = viewer.layers["teacher: tiny-vit, last-block attention, head mean"]
+    names = [layer.name for layer in viewer.layers]
+    assert names[:4] == [cmu.name, teacher.name, f"{cmu.name} (student view)", "student: tiny-vit, last-block "
+                         "attention, head mean"] and f"{tcga.name} (student view)" not in names  # fmt: skip
+    assert tuple(str(u) for u in teacher.units) == tuple(str(u) for u in cmu.units)
+    shown = np.asarray(view_bbox_level0(viewer, cmu))  # what one grid cell shows of the slide, level-0 px
+    (y0, x0), (y1, x1) = np.asarray(teacher.extent.world)[:, -2:] / cmu.scale[-1]
+    assert shown[0] <= x0 and shown[1] <= y0 and shown[2] >= x1 and shown[3] >= y1, (shown, (x0, y0, x1, y1))
+    fill = max((x1 - x0) / (shown[2] - shown[0]), (y1 - y0) / (shown[3] - shown[1]))
+    assert fill > 0.8, fill  # fitted to the maps, not left at the whole slide's zoom
+
+
 def test_head_range_is_the_model_s(make_napari_viewer, tiny_vit):
     widget = AttentionWidget(make_napari_viewer())
     assert widget.teacher.choice.value == "efficientnet-lite2-imagenet"  # the offline default

@@ -16,8 +16,19 @@ from napari_pathdistill.metrics.pairs import pair_metrics
 pytestmark = pytest.mark.napari
 
 
-def _compare_os2(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for, *, mpp: float):
-    """Run the widget on the real OS-2 scanner pair at ``mpp`` um/px with default tissue settings and top-5."""
+def _compare_os2(
+    make_napari_viewer,
+    os2_pair,
+    tiny_vit,
+    open_slide,
+    wait_for,
+    *,
+    mpp: float,
+    top_k: int = 5,
+    swap: bool = False,
+):
+    """Run the widget on the real OS-2 scanner pair at ``mpp`` um/px with default tissue settings and top-k;
+    ``swap``: choose B as slide A (and A as B) right after the run starts."""
     viewer = make_napari_viewer()
     a, b = (open_slide(viewer, p) for p in os2_pair)
     widget = SimilarityWidget(viewer)
@@ -26,8 +37,10 @@ def _compare_os2(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for, *
     widget.tile_px.value = tiny_vit.spec.tile_px
     widget.mpp.value = mpp
     assert widget.min_tissue.value == 0.5  # the default
-    widget.top_k.value = 5
+    widget.top_k.value = top_k
     widget.run()
+    if swap:
+        widget.slide_a.value, widget.slide_b.value = b, a
     wait_for(widget)
     return viewer, a, b, widget
 
@@ -92,6 +105,34 @@ def test_tiny_candidate_pool_flags_topk(make_napari_viewer, os2_pair, tiny_vit, 
     assert "NOT MEANINGFUL" in widget.summary.value and "0.71" in widget.summary.value
 
 
+def test_lowered_top_k_is_said_and_results_stay_on_the_run_s_slide_a(
+    make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for
+):
+    """top-10 over 4 matched tiles (7 neighbours each) is top-7, and the summary says so; swapping the slides in
+    the choosers while it runs leaves the overlays on the run's slide A (before: named after and placed on B)."""
+    viewer, a, b, widget = _compare_os2(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for, mpp=4.0,
+                                        top_k=10, swap=True)  # fmt: skip
+    res = widget.result
+    assert res is not None and res.k == 7, widget.status.value
+    assert "top-10 lowered to top-7 (the 8 pooled tiles have 7 neighbours each)" in widget.summary.value
+    cosine, registered = viewer.layers[f"{a.name} cosine to B"], viewer.layers[f"{a.name} registered B"]
+    assert f"{b.name} cosine to B" not in viewer.layers
+    for layer in (cosine, registered):  # inside A's extent (B's is larger: 0.346 vs 0.227 um/px)
+        lo, hi = np.asarray(layer.extent.world)
+        a_lo, a_hi = np.asarray(a.extent.world)
+        assert (lo >= a_lo - 5).all() and (hi <= a_hi + 5).all(), (layer.name, lo, hi, a_lo, a_hi)
+
+
+def test_slide_b_defaults_to_another_slide(make_napari_viewer, os2_pair, open_slide):
+    viewer = make_napari_viewer()
+    widget = SimilarityWidget(viewer)
+    a = open_slide(viewer, os2_pair[0])
+    assert widget.slide_a.value is a and widget.slide_b.value is a  # one slide: nothing else to offer
+    b = open_slide(viewer, os2_pair[1])
+    assert widget.slide_a.value is a and widget.slide_b.value is b
+    assert SimilarityWidget(viewer).slide_b.value is b  # docked after both were opened
+
+
 def test_tile_fields_follow_an_injected_model(make_napari_viewer, tiny_vit):
     """A ready model's spec sets tile px / um/px (56 px for the tiny ViT); back to the chooser, the student's."""
     from napari_pathdistill.models.testing import tiny_model
@@ -118,6 +159,9 @@ def test_same_layer_and_half_landmarks_are_refused(make_napari_viewer, os2_pair,
     widget.landmarks_a.value = viewer.add_points(np.array([[10.0, 10.0], [50, 10], [10, 60]]), name="lm A")
     widget.run()
     assert "both slides" in errors[-1]
+    widget.landmarks_b.value = viewer.add_points(np.array([[10.0, 10.0], [50, 10]]), name="lm B")
+    widget.run()
+    assert "'lm A' has 3 points and 'lm B' has 2" in errors[-1]
 
 
 def _birl_landmarks(path):

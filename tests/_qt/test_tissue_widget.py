@@ -166,3 +166,25 @@ def test_threshold_preview_redraws_the_mask_live_on_pale_ihc(
     res = widget.result
     assert res is not None and len(res.grid) > 0.5 * 16  # 224 px tiles at 0.5 um/px: 16 on the 500 um field
     np.testing.assert_array_equal(viewer.layers[f"{slide.name} tissue"].data.astype(bool), res.mask.mask)
+
+
+def test_results_go_on_the_slide_the_run_started_on(
+    make_napari_viewer, qtbot, cmu_svs: Path, tcga_svs: Path, open_slide, wait_for
+) -> None:
+    """Choosing another slide while the run works does not move its mask and grid onto that slide: they keep the
+    run's slide name, units and geometry (before the fix: named after, and placed on, the newly chosen one)."""
+    viewer = make_napari_viewer()
+    cmu, tcga = open_slide(viewer, cmu_svs), open_slide(viewer, tcga_svs)
+    widget = TissueWidget(viewer)
+    widget.slide.value = cmu
+    widget.run()
+    widget.slide.value = tcga  # while the worker runs
+    wait_for(widget)
+    assert widget.result is not None and widget.result.path == cmu_svs, widget.status.value
+    names = [layer.name for layer in viewer.layers]
+    assert f"{cmu.name} tissue" in names and f"{cmu.name} tiles" in names
+    assert not any(name.startswith(tcga.name) and name != tcga.name for name in names)
+    mask, tiles = viewer.layers[f"{cmu.name} tissue"], viewer.layers[f"{cmu.name} tiles"]
+    np.testing.assert_allclose(np.asarray(mask.extent.world), np.asarray(cmu.extent.world), atol=0.499 * 64)
+    assert tuple(str(u) for u in tiles.units) == tuple(str(u) for u in cmu.units)
+    assert mask.colormap.map(np.array([1]))[0][1] > 0.8  # the mask is drawn green, not napari's dark label 1

@@ -15,8 +15,10 @@ from magicgui.widgets import Label
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QSizePolicy
 
-#: characters shown at most; the rest is elided (the full text stays in the tooltip and ``value``)
+#: characters shown at most by default; the rest is elided (the full text stays in the tooltip and ``value``)
 MAX_CHARS = 400
+#: for labels that show a result's explanation (several sentences of numbers), not a status or an error
+RESULT_CHARS = 1200
 #: a run of non-space characters longer than this gets invisible break points
 MAX_RUN = 24
 _ZWSP = "\u200b"
@@ -34,22 +36,22 @@ def _breakable(run: str) -> str:
     return "".join(out)
 
 
-def display_text(text: str) -> str:
-    """What a :class:`StatusLabel` shows for ``text``: elided to ``MAX_CHARS``, long runs made breakable."""
+def display_text(text: str, max_chars: int = MAX_CHARS) -> str:
+    """What a :class:`StatusLabel` shows for ``text``: elided to ``max_chars``, long runs made breakable."""
     text = " ".join(text.split())  # newlines and tabs of tracebacks: one paragraph
-    if len(text) > MAX_CHARS:
-        text = text[: MAX_CHARS - 1].rstrip() + "\u2026"
+    if len(text) > max_chars:
+        text = text[: max_chars - 1].rstrip() + "\u2026"
     return re.sub(rf"\S{{{MAX_RUN + 1},}}", lambda m: _breakable(m.group(0)), text)
 
 
 class StatusLabel(Label):
     """A magicgui ``Label`` for status and error messages: wraps, elides, never widens its dock.
 
-    ``value`` is the full text as set; the label shows :func:`display_text` of it.
+    ``value`` is the full text as set; the label shows :func:`display_text` of it, elided past ``max_chars``.
     """
 
-    def __init__(self, value: str = "", **kwargs: Any) -> None:
-        self._full = ""
+    def __init__(self, value: str = "", max_chars: int = MAX_CHARS, **kwargs: Any) -> None:
+        self._full, self.max_chars = "", max_chars
         super().__init__(value=value, **kwargs)
         q = self.native
         q.setWordWrap(True)
@@ -64,11 +66,12 @@ class StatusLabel(Label):
     def set_value(self, value: Any) -> None:
         """Show ``value`` wrapped/elided; the full text goes to the tooltip when it does not fit."""
         self._full = "" if value is None else str(value)
-        shown = display_text(self._full)
+        shown = display_text(self._full, self.max_chars)
         self.native.setText(shown)
-        self.native.setToolTip(self._full if len(self._full) > MAX_CHARS else "")
+        self.native.setToolTip(self._full if len(self._full) > self.max_chars else "")
 
 
-def status_label(value: str = "", **kwargs: Any) -> StatusLabel:
-    """A :class:`StatusLabel` (the one constructor every widget uses for status, summary and error lines)."""
-    return StatusLabel(value=value, **kwargs)
+def status_label(value: str = "", max_chars: int = MAX_CHARS, **kwargs: Any) -> StatusLabel:
+    """A :class:`StatusLabel` (the one constructor every widget uses for status, summary and error lines);
+    ``max_chars``: :data:`RESULT_CHARS` for a label that explains a result."""
+    return StatusLabel(value=value, max_chars=max_chars, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ def is_slide_layer(layer: Layer) -> bool:
 
 
 def on_slide_layer(
-    slide: Layer | None, scale: Any, translate: Any, units_per_px: float
+    slide: Layer | SlideRef | None, scale: Any, translate: Any, units_per_px: float
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """napari (scale, translate) of a result computed in slide units (level-0 px times ``units_per_px``: the
     core's ``Pyramid.mpp`` of the slide, from its file or the widget's um/px override; 1 for pixels) on
@@ -47,6 +49,34 @@ def on_slide_layer(
     f = [s / units_per_px for s in slide.scale[-2:]]
     t0 = slide.translate[-2:]
     return (scale[0] * f[0], scale[1] * f[1]), (translate[0] * f[0] + t0[0], translate[1] * f[1] + t0[1])
+
+
+@dataclass(frozen=True)
+class SlideRef:
+    """The slide layer a run was started on, as it was then: its results are named and placed by this, whatever
+    the chooser shows or whichever layer is removed while the run works.
+
+    ``scale`` / ``translate`` / ``units`` are the layer's (last two axes); :meth:`layer` is the layer itself
+    while it is still in the viewer (for results that reuse its data), else None.
+    """
+
+    name: str
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+    units: Any
+    _ref: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, layer: Layer) -> SlideRef:
+        """A snapshot of ``layer`` (a slide layer a widget is about to run on)."""
+        scale, translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
+        units = tuple(layer.units[-2:]) if getattr(layer, "units", None) is not None else None
+        return cls(layer.name, scale, translate, units, weakref.ref(layer))  # type: ignore[arg-type]
+
+    def layer(self, viewer: napari.viewer.Viewer) -> Layer | None:
+        """The slide layer if it is still in ``viewer``, else None."""
+        layer = self._ref() if self._ref is not None else None
+        return layer if layer is not None and layer in viewer.layers else None
 
 
 def mpp_override_box(what: str = "its tiles are cut at the requested um/px") -> FloatSpinBox:

@@ -15,9 +15,10 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSp
 from napari.utils.colormaps import Colormap
 
 from napari_pathdistill._qt._dock import legible_readout, scroll_when_docked
-from napari_pathdistill._qt._labels import status_label
+from napari_pathdistill._qt._labels import RESULT_CHARS, status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
+    SlideRef,
     mpp_override_box,
     no_mpp_note,
     slide_path,
@@ -138,7 +139,8 @@ class AttentionWidget(Container):
         self.side_by_side = CheckBox(text="side by side (grid)", value=True)
         self.run_button = PushButton(text="Compute attention")
         self.cancel_button = PushButton(text="Cancel")
-        self.status, self.summary, self.histogram = status_label(), status_label(), status_label()
+        self.status, self.summary = status_label(), status_label(max_chars=RESULT_CHARS)
+        self.histogram = status_label()
         widgets = [self.slide, self.teacher, self.teacher_weights, self.teacher_head, self.student,
                    self.student_weights, self.student_head, self.region, self.max_tiles, self.overlap,
                    self.mpp_override, self.mode, self.opacity, self.side_by_side, self.run_button,
@@ -185,13 +187,20 @@ class AttentionWidget(Container):
             teacher, student = (_load(*side) for side in sides)
             return iter_attention_pair(teacher, student, path, cancel=cancel, **kw)
 
-        self.runner.start(factory, self.show_result, "Attention")
+        slide = SlideRef.of(layer)  # the maps go on this slide, whatever is chosen meanwhile
+        self.runner.start(factory, lambda pair: self.show_result(pair, slide), "Attention")
 
-    def show_result(self, pair: AttentionPair) -> None:
-        """Add both maps, their difference and the per-tile agreement; arrange the grid (main thread)."""
+    def show_result(self, pair: AttentionPair, slide: SlideRef | None = None) -> None:
+        """Add both maps, their difference and the per-tile agreement; arrange the grid (main thread).
+
+        Args:
+            pair: the computed maps.
+            slide: the slide layer they were computed on (default: the chosen one).
+        """
         self.result = pair
-        slide = self.slide.value
-        units = getattr(slide, "units", None)
+        if slide is None and self.slide.value is not None:
+            slide = SlideRef.of(self.slide.value)
+        units = slide.units if slide is not None else None
         for old in self._map_layers:
             if old in self.viewer.layers:
                 self.viewer.layers.remove(old)
@@ -205,23 +214,20 @@ class AttentionWidget(Container):
             name.visible, name.font_size = True, 8
             maps.append(layer)
         diff = upsert_layer(self.viewer, "image", pair.difference, "attention difference (student - teacher)",
-                            colormap="PiYG", contrast_limits=(-1, 1), visible=False, **geo)  # fmt: skip
-        tiles = upsert_layer(self.viewer, "points", self._tile_centres(pair), "attention tiles", size=0,
+                            colormap="PiYG", contrast_limits=(-1, 1), opacity=0.7, visible=False, **geo)  # fmt: skip
+        mpp = float(slide.scale[-1]) if slide is not None else 1.0
+        tiles = upsert_layer(self.viewer, "points", tile_centres(pair, mpp), "attention tiles", size=0,
                              features=pair.feature_table(), visible=False, units=units)  # fmt: skip
         self._map_layers = [*maps, diff, tiles]
         self.summary.value = agreement_text(pair)
         self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
-        if self.side_by_side.value and slide is not None:
-            self._arrange_grid(slide, maps[0], maps[1])
-
-    def _tile_centres(self, pair: AttentionPair) -> np.ndarray:
-        """(N, 2) tile centres (y, x) in slide-layer units (hover shows each tile's r and overlap)."""
-        mpp = float(self.slide.value.scale[-1]) if self.slide.value is not None else 1.0
-        centre = pair.coords + pair.tile_px_level0 / 2 - 0.5
-        return centre[:, ::-1] * mpp
+        on_view = slide.layer(self.viewer) if slide is not None else None  # None: removed while computing
+        if self.side_by_side.value and on_view is not None:
+            self._arrange_grid(on_view, maps[0], maps[1])
 
     def _arrange_grid(self, slide: Any, teacher: Any, student: Any) -> None:
-        """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = a view of the slide + student map; one camera."""
+        """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = a view of the slide + student map; one
+        camera, fitted to the maps (the grid halves each cell's width)."""
         view_name = f"{slide.name} (student view)"
         view = upsert_layer(self.viewer, "image", slide.data, view_name, multiscale=slide.multiscale,
                             rgb=slide.rgb, scale=slide.scale, translate=slide.translate, units=slide.units)  # fmt: skip
@@ -232,11 +238,19 @@ class AttentionWidget(Container):
             layers.move(layers.index(layer), target)
         self.viewer.grid.stride = 2
         self.viewer.grid.enabled = True
+        self.viewer.fit_to_view(layers=[teacher, student])
 
     def _set_opacity(self, value: float) -> None:
         for layer in self._map_layers[:2]:
             if layer in self.viewer.layers:
                 layer.opacity = value
+
+
+def tile_centres(pair: AttentionPair, mpp: float) -> np.ndarray:
+    """(N, 2) tile centres (y, x) in slide-layer units (``mpp``: the slide layer's units per level-0 px); hover
+    on them shows each tile's r and overlap."""
+    centre = pair.coords + pair.tile_px_level0 / 2 - 0.5
+    return centre[:, ::-1] * mpp
 
 
 def _load(request: ModelRequest, weights: str) -> EmbeddingModel:

@@ -10,11 +10,12 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, Spin
 from napari.layers import Points
 
 from napari_pathdistill._qt._dock import scroll_when_docked
-from napari_pathdistill._qt._labels import status_label
+from napari_pathdistill._qt._labels import RESULT_CHARS, status_label
 from napari_pathdistill._qt._layers import (
     LayerChooser,
     LayerInputError,
     SlideLayerChooser,
+    SlideRef,
     mpp_override_box,
     on_slide_layer,
     slide_path,
@@ -65,7 +66,7 @@ class SimilarityWidget(Container):
         self.run_button = PushButton(text="Register and compare")
         self.cancel_button = PushButton(text="Cancel")
         self.status = status_label()
-        self.summary = status_label()
+        self.summary = status_label(max_chars=RESULT_CHARS)
         widgets = [self.slide_a, self.slide_b, self.landmarks_a, self.landmarks_b, self.model, self.tile_px,
                    self.mpp, self.min_tissue, self.top_k, self.mpp_override, self.view_mode, self.run_button, self.cancel_button, self.status,
                    self.summary]  # fmt: skip
@@ -75,7 +76,17 @@ class SimilarityWidget(Container):
         self.run_button.changed.connect(self.run)
         self.view_mode.changed.connect(self.show_registered)
         self.result: PairSimilarity | None = None
+        self._slide: SlideRef | None = None  # slide A of the shown result
         follow_spec(self.model, self.tile_px, self.mpp)
+        viewer.layers.events.inserted.connect(self._other_b, position="last")  # after the choosers' refresh
+        self._other_b()
+
+    def _other_b(self, _event: Any = None) -> None:
+        """Slide B defaults to another slide than A: two slides open -> a pair to compare, not an error."""
+        if self.slide_b.value is not None and self.slide_b.value is self.slide_a.value:
+            others = [layer for layer in self.slide_b.choices or () if layer is not self.slide_a.value]
+            if others:
+                self.slide_b.value = others[0]
 
     def _landmarks(self) -> tuple[np.ndarray, np.ndarray] | None:
         pa, pb = self.landmarks_a.value, self.landmarks_b.value
@@ -83,6 +94,11 @@ class SimilarityWidget(Container):
             return None
         if pa is None or pb is None:
             raise LayerInputError("Choose a landmark Points layer for both slides, or for neither.")
+        if len(pa.data) != len(pb.data) or len(pa.data) < 3:
+            raise LayerInputError(
+                f"'{pa.name}' has {len(pa.data)} points and '{pb.name}' has {len(pb.data)}: manual registration "
+                "needs the same number (>= 3) on each slide, placed in the same order."
+            )
         return landmarks_level0(pa, self.slide_a.value), landmarks_level0(pb, self.slide_b.value)
 
     def run(self) -> None:
@@ -106,26 +122,36 @@ class SimilarityWidget(Container):
                                         mpp=mpp, min_tissue=min_tissue, top_k=top_k, fallback_mpp=fallback_mpp,
                                         cancel=cancel)  # fmt: skip
 
-        self.runner.start(factory, self.show_result, "Similarity")
+        slide = SlideRef.of(self.slide_a.value)  # the overlays go on this slide, whatever is chosen meanwhile
+        self.runner.start(factory, lambda result: self.show_result(result, slide, top_k), "Similarity")
 
     def _names(self) -> tuple[str, str]:
-        slide = self.slide_a.value
-        name = slide.name if slide is not None else "A"
+        name = self._slide.name if self._slide is not None else "A"
         return f"{name} cosine to B", f"{name} registered B"
 
-    def show_result(self, result: PairSimilarity) -> None:
-        """Overlay the per-tile cosine (with a colour bar) and registered B on slide A; show the metrics."""
+    def show_result(
+        self, result: PairSimilarity, slide: SlideRef | None = None, top_k: int | None = None
+    ) -> None:
+        """Overlay the per-tile cosine (with a colour bar) and registered B on slide A; show the metrics.
+
+        Args:
+            result: the computed comparison.
+            slide: slide A's layer it was computed on (default: the chosen one).
+            top_k: the k asked for (the summary says when the pair's tile count lowered it).
+        """
         self.result = result
-        slide = self.slide_a.value
+        if slide is None and self.slide_a.value is not None:
+            slide = SlideRef.of(self.slide_a.value)
+        self._slide = slide
         scale, translate = on_slide_layer(slide, result.scale, result.translate, result.mpp_a)
         cos_name, _ = self._names()
         layer = upsert_layer(self.viewer, "image", result.overlay, cos_name, colormap="viridis",
                              contrast_limits=(-1.0, 1.0) if result.cosine.min() < 0 else (0.0, 1.0), opacity=0.6,
-                             scale=scale, translate=translate, units=getattr(slide, "units", None))  # fmt: skip
+                             scale=scale, translate=translate, units=slide.units if slide else None)  # fmt: skip
         layer.colorbar.visible = True
         self.show_registered()
         self.viewer.layers.selection.active = layer
-        self.summary.value = summary_text(result)
+        self.summary.value = summary_text(result, top_k)
 
     def show_registered(self, _: Any = None) -> None:
         """Draw the ``<A> registered B`` layer in the chosen view mode (blend / checkerboard / hidden)."""
@@ -140,18 +166,19 @@ class SimilarityWidget(Container):
             layer = layers[name]
             layer.data = data
         else:
-            slide = self.slide_a.value
+            slide = self._slide
             scale, translate = on_slide_layer(slide, view.scale, view.translate, result.mpp_a)
             layer = upsert_layer(self.viewer, "image", data, name, rgb=True, scale=scale, translate=translate,
-                                 units=getattr(slide, "units", None))  # fmt: skip
+                                 units=slide.units if slide else None)  # fmt: skip
             if cos_name in layers:  # under the cosine overlay
                 layers.move(layers.index(layer), layers.index(cos_name))
         layer.opacity = 1.0 if mode == "checkerboard" else 0.5
         layer.visible = mode != "hidden"
 
 
-def summary_text(result: PairSimilarity) -> str:
-    """The dock's summary: registration, tiles (moved inside B / dropped), mean cosine, top-k or why it is moot."""
+def summary_text(result: PairSimilarity, top_k: int | None = None) -> str:
+    """The dock's summary: registration, tiles (moved inside B / dropped), mean cosine, top-k or why it is moot.
+    ``top_k``: the k asked for; when the pair has too few tiles for it, the summary says k was lowered."""
     reg = result.transform.registration
     tiles = f"{len(result.cosine)} matched tiles"
     extra = [f"{result.moved_inside} moved inside B's edge"] if result.moved_inside else []
@@ -159,6 +186,8 @@ def summary_text(result: PairSimilarity) -> str:
     if extra:
         tiles += f" ({', '.join(extra)})"
     text = f"{tiles}; registration {reg.method}, NCC {reg.ncc:.2f}; mean cosine {result.mean_cosine:.3f}; "
+    if top_k is not None and result.k < top_k:
+        text += f"top-{top_k} lowered to top-{result.k} (the {2 * len(result.cosine)} pooled tiles have {result.k} neighbours each); "
     if result.topk_note:
         return text + f"top-{result.k} accuracy {result.topk_accuracy:.3f} NOT MEANINGFUL: {result.topk_note}"
     return text + f"top-{result.k} accuracy {result.topk_accuracy:.3f} (chance {result.topk_chance:.2f})"

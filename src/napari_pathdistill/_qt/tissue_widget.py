@@ -20,6 +20,7 @@ from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
+    SlideRef,
     mpp_override_box,
     on_slide_layer,
     slide_path,
@@ -37,6 +38,18 @@ from napari_pathdistill.wsi.tissue_grid import (
 
 #: RGBA of the tile cells: tile ids alternate between them (neighbours in a row always differ)
 TILE_COLOURS = ((1.0, 0.85, 0.0, 1.0), (1.0, 0.45, 0.0, 1.0))
+
+
+#: RGBA of the tissue mask: green, which neither H&E (pink, purple) nor DAB (brown) nor glass has
+TISSUE_COLOUR = (0.1, 0.9, 0.3, 1.0)
+
+
+def mask_colormap() -> Any:
+    """The tissue mask's colours: 0 transparent, 1 :data:`TISSUE_COLOUR` (napari's default label 1 is a dark
+    brown that vanishes on H&E)."""
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    return CyclicLabelColormap(colors=[(0.0, 0.0, 0.0, 0.0), TISSUE_COLOUR], background_value=0)
 
 
 def tile_colormap() -> Any:
@@ -76,6 +89,7 @@ class TissueWidget(Container):
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.result: TissueGridResult | None = None
         self.preview: TissuePreview | None = None
+        self._preview_slide: SlideRef | None = None  # the slide layer the preview was computed on
         self.run_button.changed.connect(self.run)
         self.preview_button.changed.connect(self.start_preview)
         self.threshold.changed.connect(self.show_preview)
@@ -95,7 +109,9 @@ class TissueWidget(Container):
             "threshold": float(self.threshold.value),
             "fallback_mpp": float(self.mpp_override.value) or None,
         }
-        self.runner.start(lambda cancel: tissue_grid_steps(path, cancel=cancel, **kw), self._apply, "Tissue")
+        slide = SlideRef.of(self.slide.value)  # results go on this slide, whatever is chosen meanwhile
+        self.runner.start(lambda cancel: tissue_grid_steps(path, cancel=cancel, **kw),
+                          lambda result: self._apply(result, slide), "Tissue")  # fmt: skip
 
     def start_preview(self, _: Any = None) -> None:
         """Compute the slide's tissue maps once (worker); the mask then follows 'tissue threshold' live."""
@@ -106,49 +122,47 @@ class TissueWidget(Container):
             return
         fallback = float(self.mpp_override.value) or None
         factory = lambda cancel: tissue_preview_steps(path, fallback_mpp=fallback, cancel=cancel)  # noqa: E731
-        self.runner.start(factory, self._apply_preview, "Tissue preview")
+        slide = SlideRef.of(self.slide.value)
+        self.runner.start(factory, lambda preview: self._apply_preview(preview, slide), "Tissue preview")
 
-    def _apply_preview(self, preview: TissuePreview) -> None:
-        self.preview = preview
+    def _apply_preview(self, preview: TissuePreview, slide: SlideRef) -> None:
+        self.preview, self._preview_slide = preview, slide
         self.show_preview()
 
     def show_preview(self, _: Any = None) -> None:
-        """Redraw the tissue layer from the cached maps at the current threshold (main thread, < 1 s)."""
-        preview = self.preview
-        if preview is None or self.slide.value is None or slide_path(self.slide.value) != preview.path:
+        """Redraw the previewed slide's tissue layer at the current threshold (main thread, < 1 s)."""
+        preview, slide = self.preview, self._preview_slide
+        if preview is None or slide is None:
             return
         mask = preview.mask(float(self.threshold.value))
-        self._show_mask(mask.mask, preview.mask_scale, preview.mask_translate, preview.slide_mpp)
+        self._show_mask(mask.mask, preview.mask_scale, preview.mask_translate, preview.slide_mpp, slide)
         self.summary.value = (
             f"preview: {100 * mask.mask.mean():.0f} % of the slide is tissue at threshold "
             f"{self.threshold.value:.2f}; Run builds the tile grid with it"
         )
 
     def _show_mask(
-        self, mask: Any, scale: Any, translate: Any, slide_mpp: tuple[float, float] | None
+        self, mask: Any, scale: Any, translate: Any, slide_mpp: tuple[float, float] | None, slide: SlideRef
     ) -> None:
-        slide = self.slide.value
-        name = slide.name if slide is not None else "slide"
         # results are in um when the slide has an MPP (its file's or the override); its layer may be in px
         u = float(slide_mpp[1]) if slide_mpp else 1.0
-        units = getattr(slide, "units", None) or (("um", "um") if slide_mpp else ("pixel", "pixel"))
-        layer_name = f"{name} tissue"
+        units = slide.units or (("um", "um") if slide_mpp else ("pixel", "pixel"))
+        layer_name = f"{slide.name} tissue"
         layers = self._viewer.layers
         if layer_name in layers and layers[layer_name].data.shape == mask.shape:  # a threshold change
             layers[layer_name].data = mask.astype("uint8")
             return
         sc, tr = on_slide_layer(slide, scale, translate, u)
         upsert_layer(self._viewer, "labels", mask.astype("uint8"), layer_name, scale=sc, translate=tr,
-                     units=units, opacity=0.35)  # fmt: skip
+                     units=units, opacity=0.35, colormap=mask_colormap())  # fmt: skip
 
-    def _apply(self, result: TissueGridResult) -> None:
+    def _apply(self, result: TissueGridResult, slide: SlideRef) -> None:
+        """Show the mask and the tile grid of ``result`` on the slide layer it was computed from."""
         self.result = result
-        slide = self.slide.value
-        name = slide.name if slide is not None else result.path.name
         u = float(result.slide_mpp[1]) if result.slide_mpp else 1.0
-        units = getattr(slide, "units", None) or result.units
-        self._show_mask(result.mask.mask, result.mask_scale, result.mask_translate, result.slide_mpp)
-        tiles_name = f"{name} tiles"
+        units = slide.units or result.units
+        self._show_mask(result.mask.mask, result.mask_scale, result.mask_translate, result.slide_mpp, slide)
+        tiles_name = f"{slide.name} tiles"
         if tiles_name in self._viewer.layers:
             self._viewer.layers.remove(tiles_name)
         if len(result.grid) == 0:

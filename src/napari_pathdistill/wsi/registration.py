@@ -180,7 +180,10 @@ def landmark_affine(fixed_pts: np.ndarray, moving_pts: np.ndarray) -> np.ndarray
     """Least-squares affine (3, 3) mapping moving (n, 2) points onto fixed (n, 2) points (n >= 3)."""
     fixed_pts, moving_pts = np.asarray(fixed_pts, float), np.asarray(moving_pts, float)
     if len(fixed_pts) < 3 or fixed_pts.shape != moving_pts.shape:
-        raise RegistrationError("manual registration needs >= 3 matching landmark pairs (x, y)")
+        raise RegistrationError(
+            f"manual registration needs >= 3 matching landmark pairs (x, y), the same number on each slide in "
+            f"the same order; got {len(fixed_pts)} on the fixed slide and {len(moving_pts)} on the moving one"
+        )
     if hasattr(AffineTransform, "from_estimate"):  # scikit-image >= 0.26
         tf = AffineTransform.from_estimate(moving_pts, fixed_pts)
         ok = bool(tf)
