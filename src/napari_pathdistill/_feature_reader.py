@@ -3,8 +3,9 @@
 ``get_feature_reader`` only peeks at the file's dataset names (no data read) and never raises. The layers
 land on the slide: with the slide's MPP when the file stores a slide path that exists (its layers are added
 too, unless the slide is already open in the current viewer; a slide whose file states no MPP is shown in level-0
-pixels, and so is the map, also when its tiles were cut at an um/px override), else with the file's um/px. A stored slide
-that is missing gives a notification naming it (a reader must not open dialogs). The clusters layer carries
+pixels, and so is the map, also when its tiles were cut at an um/px override), or, for files that store none
+(CLAM, TRIDENT), when a slide of the same name (``<slide>.h5``) is open in the current viewer; else with the file's
+um/px. A stored slide that is missing gives a notification naming it (a reader must not open dialogs). The clusters layer carries
 the map-layer metadata (``slide_map``, ``model``, ``slide_layer``, ``features_file``) so the Embed widget's
 click-for-similar-tiles works on it.
 """
@@ -54,6 +55,23 @@ def _open_slide_layer(slide: Path) -> str | None:
     return None
 
 
+def _open_slide_named(stem: str) -> Path | None:
+    """The slide file of a layer of the current viewer opened by our reader whose file name, less its
+    extension, is ``stem``: CLAM and TRIDENT store no slide path but name each file after its slide
+    (``<slide_id>.h5``, the slide's name less its extension)."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:
+        return None
+    for layer in [] if viewer is None else viewer.layers:
+        path = layer.metadata.get("pathdistill", {}).get("path") if isinstance(layer.metadata, dict) else None
+        if path and Path(path).stem == stem and Path(path).exists():
+            return Path(path)
+    return None
+
+
 def _notify(message: str) -> None:
     try:
         from napari.utils.notifications import show_warning
@@ -79,25 +97,25 @@ def read_features(path: str | list[str]) -> list[LayerData]:
     layers: list[LayerData] = []
     slide_mpp, slide_layer, in_pixels = None, None, False
     name = ff.path.stem
-    if ff.slide_path:
-        slide = Path(ff.slide_path)
-        if slide.exists():
-            from napari_pathdistill.wsi.pyramid import open_pyramid
+    stored = Path(ff.slide_path) if ff.slide_path else None
+    slide = stored if stored is not None and stored.exists() else _open_slide_named(ff.path.stem)
+    if slide is not None:
+        from napari_pathdistill.wsi.pyramid import open_pyramid
 
-            with open_pyramid(slide) as pyr:
-                slide_mpp = pyr.mpp[1] if pyr.mpp else None
-            if slide_mpp is None and ff.mpp is not None:  # tiles cut at an um/px override of a slide napari
-                in_pixels = True  # shows in level-0 pixels: place the map in those (1 "um" per level-0 px)
-            slide_layer = _open_slide_layer(slide)
-            if slide_layer is None:
-                layers += read_slide(str(slide))
-                slide_layer = layers[0][1]["name"]
-            name = slide_layer  # "<slide layer> embedding map", as the Embed widget names its layers
-        else:
-            _notify(
-                f"{ff.path.name}: its slide {slide} is missing; the map is placed with the file's um/px. Open the "
-                "slide (File > Open) to see the map on it."
-            )
+        with open_pyramid(slide) as pyr:
+            slide_mpp = pyr.mpp[1] if pyr.mpp else None
+        if slide_mpp is None and ff.mpp is not None:  # tiles cut at an um/px override of a slide napari
+            in_pixels = True  # shows in level-0 pixels: place the map in those (1 "um" per level-0 px)
+        slide_layer = _open_slide_layer(slide)
+        if slide_layer is None:
+            layers += read_slide(str(slide))
+            slide_layer = layers[0][1]["name"]
+        name = slide_layer  # "<slide layer> embedding map", as the Embed widget names its layers
+    elif stored is not None:
+        _notify(
+            f"{ff.path.name}: its slide {stored} is missing; the map is placed with the file's um/px. Open "
+            "the slide (File > Open), then this file, to see the map on it."
+        )
     smap = slide_map_from_features(ff, slide_mpp=1.0 if in_pixels else slide_mpp)
     units = {"units": ("um", "um")} if (slide_mpp or ff.mpp) and not in_pixels else {}
     place = {"scale": smap.scale, "translate": smap.translate, **units}

@@ -59,6 +59,51 @@ def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours, save_screens
     save_screenshot(viewer, "feature_reader.png")
 
 
+def _as_layout(src: Path, dst: Path, layout: str) -> Path:
+    """``src``'s features and coords as CLAM (int coords, patch_size/downsample attrs) or TRIDENT (coords attrs
+    with patch_size_level0 and magnifications) write them: neither stores the slide's path or um/px."""
+    with h5py.File(src, "r") as f:
+        feats, coords, size = f["features"][()], f["coords"][()], int(f.attrs["patch_size_level0"])
+    with h5py.File(dst, "w") as f:
+        f.create_dataset("features", data=feats)
+        c = f.create_dataset("coords", data=coords.astype(np.int32) if layout == "clam" else coords)
+        attrs = (
+            {"patch_level": 0, "patch_size": size, "downsample": [1.0, 1.0]}
+            if layout == "clam"
+            else {
+                "patch_size": 224,
+                "patch_size_level0": size,
+                "level0_magnification": 20,
+                "target_magnification": 10,
+            }
+        )
+        c.attrs.update(attrs)  # fmt: skip
+    return dst
+
+
+@pytest.mark.parametrize("layout", ["clam", "trident"])
+def test_clam_and_trident_files_land_on_their_open_slide(make_napari_viewer, ours, tmp_path, layout):
+    """A CLAM / TRIDENT file named after its slide (``<slide_id>.h5``) dropped on the viewer showing that slide
+    takes the slide's um/px (before: CLAM's map was placed in level-0 px on a slide shown in um, twice the
+    slide's size; TRIDENT's at 10 / 20x = 0.5 um/px instead of 0.499)."""
+    viewer = make_napari_viewer()
+    [slide] = viewer.open(str(SLIDE), plugin="napari-pathdistill")
+    path = _as_layout(ours, tmp_path / f"{SLIDE.stem}.h5", layout)
+    layers = viewer.open(str(path), plugin="napari-pathdistill")
+    assert [ly.name for ly in layers] == [f"{slide.name} embedding map", f"{slide.name} clusters"]
+    labels = layers[1]
+    assert tuple(str(u) for u in labels.units) == ("micrometer", "micrometer")
+    smap = labels.metadata["pathdistill"]["slide_map"]
+    with h5py.File(ours, "r") as f:
+        coords = f["coords"][()]
+    far = len(coords) - 1  # the tile farthest from the origin: where a wrong um/px shows most
+    centre = (coords[far, ::-1] + smap.grid.size_level0 / 2) * slide.scale[-1]
+    value = int(labels.data[tuple(np.round(labels.world_to_data(centre)).astype(int))])
+    assert value == far * smap.n_clusters + smap.clusters[far]
+    np.testing.assert_allclose(np.asarray(labels.extent.world)[1], np.asarray(layers[0].extent.world)[1])
+    assert np.asarray(labels.extent.world)[1, -1] <= np.asarray(slide.extent.world)[1, -1] + 1
+
+
 def test_drop_on_empty_viewer_opens_the_stored_slide(make_napari_viewer, ours, tmp_path):
     viewer = make_napari_viewer()
     layers = viewer.open(str(ours), plugin="napari-pathdistill")
