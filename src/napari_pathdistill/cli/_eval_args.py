@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from napari_pathdistill.cli._argtypes import int_at_least, positive_int
+
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
@@ -12,16 +14,19 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def _cv(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-splits", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--n-splits", type=int_at_least(2), default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed of splits and models (default 0)")
 
 
 def _top_k(text: str) -> list[int]:
     """``--top-k 1 3 5 10`` or plismbench's quoted ``--top-k "1 3 5 10"``."""
     try:
-        return [int(v) for v in text.replace(",", " ").split()]
+        ks = [int(v) for v in text.replace(",", " ").split()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"top-k values must be integers: {text!r}") from err
+    if any(k < 1 for k in ks):
+        raise argparse.ArgumentTypeError(f"top-k values must be >= 1: {text!r}")
+    return ks
 
 
 def _robustness(p: argparse.ArgumentParser) -> None:
@@ -41,7 +46,7 @@ def _robustness(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-dir", help="with --features-dir: plismbench's --metrics-dir (default --out)")
     p.add_argument(
         "--n-tiles",
-        type=int,
+        type=positive_int,
         help="plismbench tile subset: 460, 2713, 5426, 8139 or 16278 (default 8139 when slides have PLISM's "
         "16,278 tiles, else every tile)",
     )
@@ -55,10 +60,15 @@ def _robustness(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="plismbench's float16 computation (cast features, matmul, divide by norms); default float32",
     )
-    p.add_argument("--workers", type=int, help="CPU threads for the matmuls (plismbench's --workers)")
+    p.add_argument(
+        "--workers", type=positive_int, help="CPU threads for the matmuls (plismbench's --workers)"
+    )
     p.add_argument("--overwrite", action="store_true", help="recompute pairs already saved (default: resume)")
     p.add_argument(
-        "--block", type=int, default=2048, help="queries per matmul block (memory ~ 2*block*n floats)"
+        "--block",
+        type=positive_int,
+        default=2048,
+        help="queries per matmul block (memory ~ 2*block*n floats)",
     )
     _common(p, "robustness")
 
@@ -70,7 +80,7 @@ def _plism_extract(p: argparse.ArgumentParser) -> None:
         "--export-dir", required=True, help="plismbench's --export-dir (features go to <dir>/<extractor>)"
     )
     p.add_argument("--extractor", help="extractor folder name (default: the model's name)")
-    p.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="tiles per forward pass (default 32)")
     p.add_argument(
         "--overwrite", action="store_true", help="re-extract slides already written (default: skip)"
     )
@@ -91,15 +101,20 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
         "--tiles", required=True, help="folder of class folders, flat histolab folder, or path,label CSV"
     )
     p.add_argument("--model", required=True, help="registry name, checkpoint folder or hf-hub id")
-    p.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN probe (default 20)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--knn-k", type=positive_int, default=20,
+        help="neighbours of the kNN probe (default 20; capped at the smallest class of a training fold)",
+    )  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=16, help="tiles per forward pass (default 16)")
     _cv(p)
     _common(p, "probe")
 
     p = ev.add_parser("regression", help="HEST-style PCA(256) + ridge, Pearson r per target")
     p.add_argument("--features", required=True, help="(N, D) features: .npy, .h5 or .csv with a header")
     p.add_argument("--targets", required=True, help="(N, T) targets: .npy or .csv with a header")
-    p.add_argument("--components", type=int, default=256, help="PCA components (capped at min(n, D))")
+    p.add_argument(
+        "--components", type=positive_int, default=256, help="PCA components (capped at min(n, D))"
+    )
     p.add_argument("--alpha", type=float, default=1.0, help="ridge strength")
     _cv(p)
     _common(p, "regression")
@@ -116,8 +131,10 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
     p.add_argument("--teacher", required=True)
     p.add_argument("--student", required=True)
     p.add_argument("--tiles", required=True, help="folder (or path,label CSV) of tile images")
-    p.add_argument("--max-tiles", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--max-tiles", type=int_at_least(2), default=256, help="compare the first N tiles (default 256)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=16, help="tiles per forward pass (default 16)")
     p.add_argument("--teacher-robustness", help="output folder of `eval robustness` for the teacher")
     p.add_argument("--student-robustness", help="output folder of `eval robustness` for the student")
     _common(p, "compare")
@@ -125,7 +142,9 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
     p = ev.add_parser("offline-benchmark", help="build + score the offline stand-in for PLISM (see docs)")
     p.add_argument("--model", required=True)
     p.add_argument("--data", default="../shared/data", help="shared data root (default ../shared/data)")
-    p.add_argument("--max-tiles", type=int, default=64, help="matched tiles per tissue (default 64)")
+    p.add_argument(
+        "--max-tiles", type=int_at_least(2), default=64, help="matched tiles per tissue (default 64)"
+    )
     _common(p, "offline-benchmark")
 
     for name, sp in ev.choices.items():

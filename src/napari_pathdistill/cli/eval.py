@@ -79,8 +79,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         out = drive(gen, "robustness")
         _report(out.result, [out.out_dir / n for n in ("metrics.csv", "results.csv", "summary.json")])
         return 0
-    entries = discover_plism(args.plism_dir) if args.plism_dir else read_manifest(args.manifest)
     subset = load_tile_subset(args.tile_subset)
+    entries = discover_plism(args.plism_dir) if args.plism_dir else read_manifest(args.manifest)
     if subset is None and entries[0].path is not None and Path(entries[0].path).suffix == ".npy":
         import numpy as np
 
@@ -142,11 +142,26 @@ def cmd_probe(args: argparse.Namespace) -> int:
             "std": res.std,
             "folds": res.fold_scores.tolist(),
         }
+        if res.k is not None:  # the kNN probe: the k it used, and the one asked for
+            out[res.name] |= {"k": res.k, "k_requested": args.knn_k}
         print(
-            f"{res.name:7s} balanced accuracy {res.mean:.3f} +- {res.std:.3f} ({args.n_splits}-fold, seed {args.seed})"
+            f"{res.name:7s} balanced accuracy {res.mean:.3f} +- {res.std:.3f} ({args.n_splits}-fold, "
+            f"seed {args.seed}{_k_note(res.k, args.knn_k)})"
         )
     _dump(out, Path(args.out) / "probe.json")
     return 0
+
+
+def _k_note(k_used: int | None, k_asked: int) -> str:
+    """``, k=5`` for the kNN probe, saying so when ``--knn-k`` was capped; empty for the linear probe."""
+    if k_used is None:
+        return ""
+    if k_used == k_asked:
+        return f", k={k_used}"
+    return (
+        f", k={k_used}: --knn-k {k_asked} capped at the smallest class's tiles in a training fold, "
+        "so that class can still win a vote"
+    )
 
 
 def _load_matrix(path: str):
@@ -204,21 +219,51 @@ def cmd_concordance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustness_medians(flag: str, folder: str) -> dict[str, float]:
+    """Robustness medians of an ``eval robustness`` output folder (or its ``summary.json``), checked."""
+    from napari_pathdistill.evaluation.compare import robustness_medians
+
+    given = Path(folder)
+    path = given if given.is_file() else given / "summary.json"
+    if not path.is_file():
+        raise PathDistillError(
+            f"{flag} {folder}: no summary.json there; give the --out folder of `pathdistill eval robustness`"
+        )
+    try:
+        return robustness_medians(json.loads(path.read_text())["summary"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise PathDistillError(
+            f"{flag} {path}: not a summary.json written by `pathdistill eval robustness` ({err!r})"
+        ) from None
+
+
+def _compare_inputs(args: argparse.Namespace) -> tuple[list[Path], dict[str, dict[str, float]]]:
+    """The tile paths (at most ``--max-tiles``) and robustness medians, checked before any model loads."""
+    from napari_pathdistill.errors import EvaluationError
+    from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles
+
+    rob = {
+        name: _robustness_medians(f"--{name}-robustness", folder)
+        for name, folder in (("teacher", args.teacher_robustness), ("student", args.student_robustness))
+        if folder
+    }
+    paths, _ = list_labelled_tiles(args.tiles, label_from_name=lambda p: "")
+    if len(paths) < 2:
+        raise EvaluationError(f"{args.tiles}: the teacher-vs-student report needs at least 2 tiles")
+    return paths[: args.max_tiles], rob
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from napari_pathdistill.evaluation.compare import iter_compare, robustness_medians
-    from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles, load_tile
+    from napari_pathdistill.evaluation.compare import iter_compare
+    from napari_pathdistill.evaluation.labelled_tiles import load_tile
     from napari_pathdistill.inference.attention import attention_maps
     from napari_pathdistill.models import load_model
 
+    paths, rob = _compare_inputs(args)
     teacher, student = load_model(args.teacher, args.device), load_model(args.student, args.device)
-    paths, _ = list_labelled_tiles(args.tiles, label_from_name=lambda p: "")
-    tiles = np.stack([load_tile(p, teacher.spec.tile_px) for p in paths[: args.max_tiles]])
-    rob = {}
-    for name, d in (("teacher", args.teacher_robustness), ("student", args.student_robustness)):
-        if d:
-            rob[name] = robustness_medians(json.loads((Path(d) / "summary.json").read_text())["summary"])
+    tiles = np.stack([load_tile(p, teacher.spec.tile_px) for p in paths])
     gen = iter_compare(
         teacher,
         student,
@@ -263,7 +308,7 @@ def _run(func):
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except PathDistillError as err:
+        except (PathDistillError, OSError) as err:  # OSError: an unreadable input or unwritable --out
             print(f"error: {err}", file=sys.stderr)
             return 1
 

@@ -12,10 +12,15 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_pathdistill.cli._argtypes import fraction, non_negative_int, positive_float, positive_int
 from napari_pathdistill.errors import PathDistillError
+
+if TYPE_CHECKING:
+    from napari_pathdistill.wsi.tiling import TileGrid
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,14 +28,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("tiles", help="tissue mask + tile grid of a slide -> CSV / PNG preview")
     p.add_argument("slide", type=Path, help="slide file or DICOM folder")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    p.add_argument("--tile-px", type=int, default=224, help="tile side in pixels (default 224)")
-    p.add_argument("--mpp", type=float, default=0.5, help="target um/px of the tiles (default 0.5)")
-    p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction to keep a tile")
+    p.add_argument("--tile-px", type=positive_int, default=224, help="tile side in pixels (default 224)")
+    p.add_argument("--mpp", type=positive_float, default=0.5, help="target um/px of the tiles (default 0.5)")
+    p.add_argument(
+        "--min-tissue", type=fraction, default=0.5, help="minimum tissue fraction (0-1) to keep a tile"
+    )
     p.add_argument("--mpp-override", type=float, default=None, metavar="UM_PER_PX",
                    help="level-0 um/px of the slide if its file states none (a file's own MPP wins)")  # fmt: skip
-    p.add_argument("--max-size", type=int, default=2048, help="longer side of the tissue-detection thumbnail")
+    p.add_argument("--max-size", type=positive_int, default=2048,
+                   help="longer side of the tissue-detection thumbnail in px (default 2048)")  # fmt: skip
     p.add_argument(
-        "--save-tiles", type=int, default=0, metavar="N", help="also write the first N tiles as PNG"
+        "--save-tiles",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also write the first N tiles as PNG",
     )
     p.set_defaults(func=run)
 
@@ -95,6 +107,16 @@ def run(args: argparse.Namespace) -> int:
         "n_tiles": len(grid), "grid_shape": grid.grid_shape, "mask_downsample": mask.downsample,
     }  # fmt: skip
     (out / "grid.json").write_text(json.dumps(meta, indent=2))
-    res_txt = f"{grid.mpp} um/px" if grid.mpp else "level-0 px (slide has no MPP)"
-    print(f"{len(grid)} tiles of {grid.tile_px} px at {res_txt} (level {grid.level}) -> {out}")
+    _print_summary(grid, args.mpp, out)
     return 0
+
+
+def _print_summary(grid: TileGrid, asked_mpp: float, out: Path) -> None:
+    """One line of what was written; a note when the slide's missing MPP kept ``--mpp`` from applying."""
+    res_txt = f"{grid.mpp:g} um/px" if grid.mpp else "level-0 px"
+    print(f"{len(grid)} tiles of {grid.tile_px} px at {res_txt} (level {grid.level}) -> {out}")
+    if not grid.mpp:
+        print(
+            f"note: the slide states no MPP, so --mpp {asked_mpp:g} could not apply: the tiles are "
+            f"{grid.tile_px} level-0 px; pass --mpp-override UM_PER_PX to tile at {asked_mpp:g} um/px"
+        )

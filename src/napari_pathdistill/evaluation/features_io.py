@@ -93,7 +93,17 @@ def load_tile_subset(path: str | Path | None) -> np.ndarray | None:
     """Optional tile subset (e.g. plismbench's ``assets/tiles_subset_8139.npy``): (n,) int indices."""
     if path is None:
         return None
-    idx = np.load(Path(path), allow_pickle=False)
+    if not Path(path).is_file():
+        raise EvaluationError(f"tile subset not found: {path} (give a .npy file of tile indices)")
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise EvaluationError(f"{path} is not a .npy file (np.save of an integer array of tile indices)")
+    try:
+        idx = np.load(Path(path), allow_pickle=False)
+    except (OSError, ValueError) as err:  # truncated, or a pickled object array (never unpickled)
+        raise EvaluationError(f"{path}: not a readable integer .npy array of tile indices ({err})") from None
     if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
         raise EvaluationError(f"{path}: tile subset must be a 1-D integer array")
+    if len(idx) and idx.min() < 0:
+        raise EvaluationError(f"{path}: tile subset holds negative indices (min {idx.min()})")
     return idx

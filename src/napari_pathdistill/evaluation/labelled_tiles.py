@@ -40,12 +40,7 @@ def list_labelled_tiles(
     """
     src = Path(source)
     if src.is_file() and src.suffix.lower() == ".csv":
-        with src.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows or not {"path", "label"} <= set(rows[0]):
-            raise EvaluationError(f"{src}: CSV needs columns path,label")
-        paths = [p if (p := Path(r["path"])).is_absolute() else src.parent / p for r in rows]
-        return paths, np.asarray([r["label"] for r in rows])
+        return _csv_tiles(src)
     if not src.is_dir():
         raise EvaluationError(f"labelled tiles not found: {src} (give a folder or a path,label CSV)")
     subdirs = sorted(d for d in src.iterdir() if d.is_dir())
@@ -61,8 +56,42 @@ def list_labelled_tiles(
     return [p for p, _ in pairs], np.asarray([lab for _, lab in pairs])
 
 
+def _csv_tiles(src: Path) -> tuple[list[Path], np.ndarray]:
+    """Paths (relative ones to the CSV's folder) and labels of a ``path,label`` CSV, every path checked.
+
+    Raises:
+        EvaluationError: missing columns, an empty path or label, or a path that is no file (naming its line).
+    """
+    with src.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise EvaluationError(f"{src}: CSV needs columns path,label")
+    paths, labels = [], []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        text, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        path = Path(text) if Path(text).is_absolute() else src.parent / text
+        if not text or not label:
+            raise EvaluationError(f"{src}, line {line}: empty path or label")
+        if not path.is_file():
+            raise EvaluationError(f"{src}, line {line}: tile image not found: {path}")
+        paths.append(path)
+        labels.append(label)
+    return paths, np.asarray(labels)
+
+
 def load_tile(path: Path, size: int) -> np.ndarray:
-    """RGB(A) image -> (size, size, 3) uint8, alpha composited on white, centre-cropped then resized."""
+    """RGB(A) image -> (size, size, 3) uint8, alpha composited on white, centre-cropped then resized.
+
+    Raises:
+        EvaluationError: the file is missing or not an image PIL can decode (naming it).
+    """
+    try:
+        return _load_tile(path, size)
+    except OSError as err:  # FileNotFoundError, PIL.UnidentifiedImageError, a truncated image
+        raise EvaluationError(f"tile image {path} cannot be read: {err}") from None
+
+
+def _load_tile(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as im:
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -95,6 +95,11 @@ def _pair_loader(
             if path is None:
                 raise EvaluationError(f"manifest row {slide!r} has no features path")
             feats, coords = load_features(path)
+            if subset is not None and len(subset) and subset.max() >= len(feats):
+                raise EvaluationError(
+                    f"the tile subset indexes tile {subset.max()}, but {slide!r} ({path}) has only "
+                    f"{len(feats)} tiles; give a subset made for these features"
+                )
             cache[slide] = (feats, coords) if subset is None else (feats[subset], coords[subset])
         return cache[slide]
 

@@ -8,7 +8,7 @@ session should not pay ~0.9 s and ~90 MB for scikit-learn before an evaluation r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,12 +26,14 @@ class ProbeResult:
         predictions: (N,) out-of-fold predicted label of every sample (classifiers; empty for regression):
             each sample is predicted by the one fold model that did not see it, so ``predictions != labels``
             names the misclassified samples.
+        k: neighbours the kNN probe actually used (``k`` capped, see :func:`knn_probe`); None for the others.
     """
 
     name: str
     fold_scores: np.ndarray
     per_target: np.ndarray
     predictions: np.ndarray = field(default_factory=lambda: np.empty(0))
+    k: int | None = None
 
     @property
     def mean(self) -> float:
@@ -90,8 +92,13 @@ def knn_probe(
 
     ``k`` is capped at the smallest class count of a training fold, so that on small, imbalanced sets (e.g. 8
     background vs 26 tissue tiles) the minority class can still win a vote instead of the probe collapsing
-    to the majority class.
+    to the majority class. The result's ``k`` is the value used.
+
+    Raises:
+        EvaluationError: ``k < 1`` (and the errors of the folds: one class, too few samples per class).
     """
+    if k < 1:
+        raise EvaluationError(f"the kNN probe needs k >= 1 neighbours, got {k}")
     x, y = np.asarray(features, dtype=np.float64), np.asarray(labels)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     _, counts = np.unique(y, return_counts=True)
@@ -99,7 +106,7 @@ def knn_probe(
     from sklearn.neighbors import KNeighborsClassifier
 
     model = KNeighborsClassifier(n_neighbors=k_eff, metric="cosine", weights="distance")
-    return _classify("knn", model, x, y, n_splits, seed)
+    return replace(_classify("knn", model, x, y, n_splits, seed), k=k_eff)
 
 
 def pearson_per_column(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 from napari_pathdistill.atomic import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:  # matplotlib is imported when a report is drawn, not with the module
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 Cell = str | int | float  # one value of a report row
@@ -120,7 +121,8 @@ def _plot_rows(report: Report, fig: Figure) -> None:
 
 
 def _plot_compare(report: Report, fig: Figure) -> None:
-    """``compare``: throughput of both models, histogram of per-tile attention r, robustness medians."""
+    """``compare``: throughput of both models, histogram of per-tile attention r, robustness medians (or a note
+    that no robustness run was given, instead of an empty axis)."""
     s = report.summary
     if "teacher" in report.params and "student" in report.params:
         fig.suptitle(f"teacher {report.params['teacher']} vs student {report.params['student']}", fontsize=10)
@@ -133,20 +135,31 @@ def _plot_compare(report: Report, fig: Figure) -> None:
     r = report.arrays["attention_r"]
     axes[1].hist(r[np.isfinite(r)], bins=20, range=(-1, 1), color="C2")
     axes[1].set(title="attention agreement", xlabel="Pearson r per tile", ylabel="tiles")
+    _plot_robustness(axes[2], s)
+
+
+#: what the robustness panel of a ``compare`` figure says when no robustness run was given
+NO_ROBUSTNESS = "not given\n(pass --teacher-robustness /\n--student-robustness)"
+
+
+def _plot_robustness(ax: Axes, summary: dict[str, float]) -> None:
+    """Bars of the ``robustness/<model>/<metric>`` medians per model, or :data:`NO_ROBUSTNESS` without any."""
     rob: dict[str, dict[str, float]] = {}
-    for key, v in s.items():
+    for key, v in summary.items():
         if key.startswith("robustness/"):
             _, model, metric = key.split("/", 2)
             rob.setdefault(model, {})[metric] = v
+    ax.set_title("robustness (medians)")
+    if not rob:
+        ax.text(0.5, 0.5, NO_ROBUSTNESS, ha="center", va="center", transform=ax.transAxes, color="0.4")
+        ax.set(xticks=[], yticks=[])
+        return
     keys = sorted({k for v in rob.values() for k in v})
     for i, (model, vals) in enumerate(rob.items()):
-        axes[2].bar(
-            np.arange(len(keys)) + 0.4 * i, [vals.get(k, np.nan) for k in keys], width=0.4, label=model
-        )
-    axes[2].set_xticks(np.arange(len(keys)) + 0.2, keys, rotation=45, ha="right", fontsize=7)
-    axes[2].set(title="robustness (medians)", ylim=(0, 1))
-    if rob:
-        axes[2].legend(fontsize=8)
+        ax.bar(np.arange(len(keys)) + 0.4 * i, [vals.get(k, np.nan) for k in keys], width=0.4, label=model)
+    ax.set_xticks(np.arange(len(keys)) + 0.2, keys, rotation=45, ha="right", fontsize=7)
+    ax.set(ylim=(0, 1))
+    ax.legend(fontsize=8)
 
 
 PLOTS: dict[str, Callable[[Report, Figure], None]] = {"linear_probe": _plot_folds, "compare": _plot_compare}

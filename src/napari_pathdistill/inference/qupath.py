@@ -80,39 +80,57 @@ def write_geojson(collection: dict[str, Any], path: str | Path) -> Path:
 
 
 def read_features(h5_path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """(features (N, D), coords (N, 2) level-0 xy, tile side in level-0 px) of an embedding HDF5 file."""
+    """(features (N, D), coords (N, 2) level-0 xy, tile side in level-0 px) of an embedding HDF5 file.
+
+    Read by :func:`~napari_pathdistill.inference.feature_files.read_feature_file` (ours, CLAM's and TRIDENT's
+    layouts; rows with NaN or inf features left out with a warning), after checking the path names a file.
+
+    Raises:
+        FeatureFileError: a missing path, a folder, a file that is no HDF5, or no usable feature file.
+    """
+    from napari_pathdistill.inference.feature_files import read_feature_file
+
+    path = Path(h5_path)
+    _check_feature_path(path)
+    ff = read_feature_file(path)
+    return ff.features, ff.coords, float(ff.patch_size_level0)
+
+
+def _check_feature_path(path: Path) -> None:
+    """Refuse a missing path, a folder or a non-HDF5 file with one line saying which (before h5py would)."""
     import h5py
 
-    with h5py.File(h5_path, "r") as f:
-        if "features" not in f or "coords" not in f:
-            raise PathDistillError(
-                f"{h5_path} has no 'features' and 'coords' datasets: not an embedding file."
-            )
-        size = _tile_side_level0(dict(f.attrs), dict(f["coords"].attrs))
-        if size is None:
-            raise PathDistillError(f"{h5_path} does not say its tile size (attr patch_size_level0).")
-        return f["features"][()], f["coords"][()], float(size)
+    from napari_pathdistill.inference.feature_files import FeatureFileError
 
-
-def _tile_side_level0(file_attrs: dict, coords_attrs: dict) -> float | None:
-    """Tile side in level-0 px: ours/TRIDENT's ``patch_size_level0`` (file or coords attrs), else CLAM's
-    ``patch_size`` at ``patch_level`` times its ``downsample`` (1 at level 0)."""
-    for attrs in (file_attrs, coords_attrs):
-        if "patch_size_level0" in attrs:
-            return float(attrs["patch_size_level0"])
-    if "patch_size" in coords_attrs:
-        down = (
-            np.ravel(coords_attrs.get("downsample", [1.0]))[0]
-            if int(coords_attrs.get("patch_level", 0))
-            else 1.0
+    if path.is_dir():
+        raise FeatureFileError(f"{path} is a folder, not a feature file: give one slide's .h5 file in it.")
+    if not path.exists():
+        raise FeatureFileError(f"feature file not found: {path}")
+    if not path.is_file():
+        raise FeatureFileError(f"{path} is not a regular file (a FIFO or device); give a feature .h5 file.")
+    try:
+        hdf5 = h5py.is_hdf5(path)
+    except OSError:  # unreadable: read_feature_file says why
+        return
+    if not hdf5:
+        raise FeatureFileError(
+            f"{path.name} is not an HDF5 file: give a feature .h5 written by `pathdistill embed`, CLAM or TRIDENT."
         )
-        return float(coords_attrs["patch_size"]) * float(down)
-    return None
 
 
 def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, Any]:
-    """k-means clusters of a slide's tiles as QuPath classes ``cluster 1..k``."""
+    """k-means clusters of a slide's tiles as QuPath classes ``cluster 1..k``.
+
+    Raises:
+        PathDistillError: ``k`` is not between 1 and the number of tiles (no cluster is silently dropped or
+            merged), or the file is unusable (:func:`read_features`).
+    """
     feats, coords, size = read_features(h5_path)
+    if not 1 <= k <= len(feats):
+        raise PathDistillError(
+            f"cannot make {k} clusters of the {len(feats)} tiles of {Path(h5_path).name}: "
+            f"k must be between 1 and {len(feats)}."
+        )
     return clusters_geojson(coords, size, kmeans_labels(feats, k, seed=seed))
 
 

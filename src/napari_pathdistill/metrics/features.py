@@ -233,9 +233,9 @@ def l2_normalise(features: np.ndarray, dtype: type = np.float64) -> np.ndarray:
 
 def cosine_to(features: np.ndarray, index: int) -> np.ndarray:
     """(N, D) -> (N,) float32 cosine similarity of every row to row ``index`` (one matrix-vector product,
-    no normalised copy of the matrix)."""
+    no normalised copy of the matrix), clipped to [-1, 1] (float rounding gives 1.0000001 for the row itself)."""
     x = np.asarray(features)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float32)
     norms = row_norms(x)
-    return ((x @ x[index]) / (norms * norms[index])).astype(np.float32)
+    return np.clip((x @ x[index]) / (norms * norms[index]), -1.0, 1.0).astype(np.float32)

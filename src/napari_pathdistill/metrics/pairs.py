@@ -3,7 +3,7 @@
 For a slide pair (S1, S2) with ``n`` matched tiles (row ``i`` of both feature matrices is the same tissue
 location):
 
-* **mean cosine**: ``mean_i cos(a_i, b_i)``;
+* **mean cosine**: ``mean_i cos(a_i, b_i)``, each cosine clipped to [-1, 1] (float rounding);
 * **top-k accuracy** (Filiot et al. 2025, appendix A.2): for a query ``a_i`` the ``2n - 1`` candidates are all
   tiles of both slides but the query itself; ``rank(b_i) = |{t != a_i : cos(a_i, t) >= cos(a_i, b_i)}|`` (ties
   count against the query) and the query is a hit when ``rank <= k``. The accuracy is averaged over the
@@ -186,7 +186,9 @@ def pair_metrics(
         r_ab, matched = _directional_ranks(ta, tb, block)
         r_ba, _ = _directional_ranks(tb, ta, block)
         r_ab, r_ba = r_ab.cpu(), r_ba.cpu()
-        cosine = float(matched.mean())  # the diagonal of the a-b cosine block, as plismbench
+        # the diagonal of the a-b cosine block, as plismbench; float32 rounding gives 1.0000000438 for equal
+        # tiles, so each cosine is clipped to [-1, 1] before the mean (ranks use the unclipped values)
+        cosine = float(matched.clamp(-1.0, 1.0).mean())
         topk = {
             int(k): 0.5 * (float((r_ab <= k).double().mean()) + float((r_ba <= k).double().mean()))
             for k in ks

