@@ -40,7 +40,8 @@ from napari_pathdistill.wsi.tissue_grid import (
 TILE_COLOURS = ((1.0, 0.85, 0.0, 1.0), (1.0, 0.45, 0.0, 1.0))
 
 
-#: RGBA of the tissue mask: green, which neither H&E (pink, purple) nor DAB (brown) nor glass has
+#: RGBA of the tissue mask's outline: green, which neither H&E (pink, purple) nor DAB (brown) nor glass has; an
+#: outline (Labels ``contour``), so that the stain under the mask keeps its colours
 TISSUE_COLOUR = (0.1, 0.9, 0.3, 1.0)
 
 
@@ -153,8 +154,9 @@ class TissueWidget(Container):
             layers[layer_name].data = mask.astype("uint8")
             return
         sc, tr = on_slide_layer(slide, scale, translate, u)
-        upsert_layer(self._viewer, "labels", mask.astype("uint8"), layer_name, scale=sc, translate=tr,
-                     units=units, opacity=0.35, colormap=mask_colormap())  # fmt: skip
+        layer = upsert_layer(self._viewer, "labels", mask.astype("uint8"), layer_name, scale=sc, translate=tr,
+                             units=units, opacity=0.9, colormap=mask_colormap())  # fmt: skip
+        layer.contour = 2  # not an add_labels argument
 
     def _apply(self, result: TissueGridResult, slide: SlideRef) -> None:
         """Show the mask and the tile grid of ``result`` on the slide layer it was computed from."""
