@@ -141,3 +141,36 @@ def test_rows_matched_by_coordinates_when_orders_differ(tmp_path):
     res = run_robustness(entries, device="cpu")
     assert res.rows[0]["cosine_similarity"] == pytest.approx(1.0, abs=1e-6)
     assert res.rows[0]["top_1_accuracy"] == 1.0
+
+
+def test_manifest_pairs_scans_at_different_um_px_by_grid_cell(tmp_path, os2_pair):
+    """The real OS-2 scanner pair (0.227 vs 0.346 um/px, crops of one field) embedded by ``embed_slide``: the same
+    tiles have different level-0 coords (tile steps of 123 vs 81 px for 28 um tiles), so matching by equal coords
+    found none ("share fewer than 2 tile coordinates"); they now match by grid cell of equal um size."""
+    from napari_pathdistill.evaluation.features_io import tile_grid
+    from napari_pathdistill.inference.embed import embed_slide
+    from napari_pathdistill.models.testing import tiny_model
+
+    model = tiny_model("vit")  # 56 px at 0.5 um/px: 28 um tiles, ~300 per field
+    paths = [embed_slide(p, model, tmp_path / "feats", num_workers=0) for p in os2_pair]
+    coords = [load_features(p)[1] for p in paths]
+    assert len(match_by_coords(*coords)[0]) < 2  # level-0 coords: nothing in common
+    (cells_a, um_a), (cells_b, um_b) = tile_grid(paths[0]), tile_grid(paths[1])  # type: ignore[misc]
+    assert um_a == pytest.approx(28.0, rel=0.01) and um_b == pytest.approx(28.0, rel=0.01)
+    entries = [
+        SlideEntry("os2_ndpi", "ki67", "ndpi", paths[0]),
+        SlideEntry("os2_vsi", "ki67", "vsi", paths[1]),
+    ]
+    res = run_robustness(entries, device="cpu")
+    [row] = res.rows
+    n = len(match_by_coords(cells_a, cells_b)[0])
+    assert row["group"] == "cross-scanner" and row["n_tiles"] == n > 0.8 * min(len(cells_a), len(cells_b))
+    ia, ib = match_by_coords(cells_a, cells_b)
+    fa, fb = load_features(paths[0])[0][ia], load_features(paths[1])[0][ib]
+    assert row["cosine_similarity"] == pytest.approx(pair_metrics(fa, fb, device="cpu").cosine, abs=1e-6)
+    mismatched = tmp_path / "other_size.h5"  # tiles of another um size never match by cell
+    mismatched.write_bytes(paths[1].read_bytes())
+    with h5py.File(mismatched, "a") as f:
+        f.attrs["mpp"] = float(f.attrs["mpp"]) * 2
+    with pytest.raises(EvaluationError, match="share fewer than 2"):
+        run_robustness([entries[0], SlideEntry("other", "ki67", "vsi", mismatched)], device="cpu")

@@ -60,6 +60,30 @@ def _load_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return feats.astype(np.float32), coords
 
 
+def tile_grid(path: str | Path) -> tuple[np.ndarray, float] | None:
+    """A feature HDF5's tiles as grid cells, for scans of one glass at different um/px: ``(cells, cell_um)``,
+    (N, 2) int64 (column, row) of each row's tile on the lattice fitted to its level-0 coords
+    (``inference.feature_files.fit_lattice``) and the cell's side in um; None when the file does not state its
+    tiles' um (our attrs ``tile_px``, ``mpp`` and ``patch_size_level0``; CLAM and TRIDENT files do not).
+
+    ``pathdistill embed`` cuts tiles of one um size on a lattice from the slide's origin, so two registered scans
+    (same origin in um) at 0.227 and 0.346 um/px give a tile the same cell, while its level-0 coords differ.
+    """
+    import h5py
+
+    from napari_pathdistill.inference.feature_files import fit_lattice, grid_step
+
+    with h5py.File(path, "r") as f:
+        attrs = {k: float(f.attrs.get(k, np.nan)) for k in ("tile_px", "mpp", "patch_size_level0")}
+        coords = np.asarray(f["coords"][()], np.float64) if "coords" in f else None
+    size = attrs["patch_size_level0"]
+    if coords is None or len(coords) == 0 or not all(np.isfinite(v) and v > 0 for v in attrs.values()):
+        return None
+    step, origin = fit_lattice(coords, min(grid_step(coords) or size, size))
+    cells = np.rint((coords - np.asarray(origin)) / step).astype(np.int64)
+    return cells, step * attrs["tile_px"] * attrs["mpp"] / size
+
+
 def match_by_coords(coords_a: np.ndarray, coords_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(ia, ib)`` of the tiles whose coordinates are equal in both slides, sorted by coordinate.
 

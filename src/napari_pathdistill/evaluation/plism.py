@@ -14,7 +14,7 @@ import torch
 
 from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import EvaluationError
-from napari_pathdistill.evaluation.features_io import load_features, match_by_coords
+from napari_pathdistill.evaluation.features_io import load_features, match_by_coords, tile_grid
 from napari_pathdistill.evaluation.manifest import (
     SlideEntry,
     aggregate,
@@ -114,10 +114,30 @@ def _pair_loader(
             )
         ia, ib = match_by_coords(ca, cb)
         if len(ia) < 2:
-            raise EvaluationError(f"{sa} and {sb} share fewer than 2 tile coordinates; are they registered?")
+            ia, ib = _match_by_grid(paths[sa], paths[sb], subset)
+        if len(ia) < 2:
+            raise EvaluationError(
+                f"{sa} and {sb} share fewer than 2 tile coordinates (level-0 px, nor grid cells of the same um "
+                "size); are they registered?"
+            )
         return fa[ia], fb[ib]
 
     return load_pair
+
+
+def _match_by_grid(
+    path_a: Path | None, path_b: Path | None, subset: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of two HDF5 feature files matched by grid cell (``features_io.tile_grid``): registered scans at
+    different um/px, whose level-0 coords differ; tiles must have the same side in um (1 %). Empty otherwise."""
+    none = (np.empty(0, np.int64), np.empty(0, np.int64))
+    if path_a is None or path_b is None or Path(path_a).suffix == ".npy" or Path(path_b).suffix == ".npy":
+        return none
+    grids = tile_grid(path_a), tile_grid(path_b)
+    if grids[0] is None or grids[1] is None or abs(grids[0][1] / grids[1][1] - 1) > 0.01:
+        return none
+    cells = [g[0] if subset is None else g[0][subset] for g in grids]  # type: ignore[index]
+    return match_by_coords(cells[0], cells[1])
 
 
 def _pair_row(a: SlideEntry, b: SlideEntry, metrics: dict) -> dict:
