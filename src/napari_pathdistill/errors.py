@@ -49,3 +49,7 @@ class CorruptTileWarning(UserWarning):
 
 class TruncatedFileWarning(UserWarning):
     """A slide file is cut short: it opens with the pyramid levels that are intact; the message names the rest."""
+
+
+class DeviceError(PathDistillError):
+    """A requested torch device is unknown or not available here (e.g. ``cuda`` without an NVIDIA driver)."""

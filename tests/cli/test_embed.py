@@ -89,7 +89,15 @@ def test_rerun_skips_complete_outputs_and_overwrite_recomputes(cmu_svs, ckpt, tm
     assert h5.stat().st_mtime_ns == first
     assert _embed([cmu_svs], ckpt, tmp_path, "--overwrite") == 0
     assert "skipped /" not in capsys.readouterr().err and h5.stat().st_mtime_ns != first
-    assert _embed([cmu_svs], ckpt, tmp_path, "--mpp", "8") == 0  # another embedding: recomputed
+    second = h5.stat().st_mtime_ns
+    assert _embed([cmu_svs], ckpt, tmp_path, "--mpp", "8") == 1  # another embedding: kept, not replaced
+    err = capsys.readouterr().err
+    assert (
+        f"FAILED {cmu_svs}: {h5} is a complete embedding with other settings (mpp 4 there, 8 requested)"
+        in err
+    )
+    assert "--overwrite" in err and h5.stat().st_mtime_ns == second
+    assert _embed([cmu_svs], ckpt, tmp_path, "--mpp", "8", "--overwrite") == 0
     assert "skipped /" not in capsys.readouterr().err
     with h5py.File(h5, "a") as f:
         f.attrs["done"] = len(f["coords"]) - 1  # an incomplete output is never skipped

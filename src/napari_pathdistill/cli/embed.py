@@ -5,48 +5,119 @@ worker per GPU with CUDA) and ``--scheduler ADDRESS`` uses an existing dask clus
 reported with its name and the others go on; the exit code is 1 when any slide failed. ``--slide-timeout S``
 (default: none) gives up a slide after S seconds ("FAILED <slide>: timed out after S s"); slides then run in a
 child process (per dask worker on a cluster), killed and replaced on a timeout.
+
+Refused before any work, with one ``error:`` line and exit code 2: out-of-range option values (argparse), a
+``--device`` this machine lacks, and two different slides of the same file name (both would write
+``<out>/<stem>.h5``). A complete output made with other settings or from another slide is kept and its slide
+reported failed, unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import sys
 import warnings
+from collections.abc import Sequence
+
+from napari_pathdistill.cli._argtypes import fraction, positive_float, positive_int
+
+#: the output layouts of ``--format`` (``h5`` is always written: plism's is copied from it)
+FORMATS = ("h5", "plism")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``embed`` sub-command."""
     p = sub.add_parser("embed", help="embed the tissue tiles of slides into <out>/<slide>.h5")
-    p.add_argument("slides", nargs="+")
+    p.add_argument(
+        "slides", nargs="+", help="slide files or DICOM folders (different file names: <out>/<stem>.h5)"
+    )
     p.add_argument(
         "--model", default="pathdistill-student", help="registry name, checkpoint folder or hf-hub: id"
     )
     p.add_argument("--out", required=True)
-    p.add_argument("--tile-px", type=int, default=None, help="tile side in px (default: the model's)")
-    p.add_argument("--mpp", type=float, default=None, help="tile um/px (default: the model's)")
-    p.add_argument("--mpp-override", type=float, default=None, metavar="UM_PER_PX",
+    p.add_argument(
+        "--tile-px", type=positive_int, default=None, help="tile side in px (default: the model's)"
+    )
+    p.add_argument("--mpp", type=positive_float, default=None, help="tile um/px (default: the model's)")
+    p.add_argument("--mpp-override", type=positive_float, default=None, metavar="UM_PER_PX",
                    help="level-0 um/px of slides whose file states none (slides with an MPP keep theirs)")  # fmt: skip
-    p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a tile (0: all)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+    p.add_argument("--min-tissue", type=fraction, default=0.5,
+                   help="minimum tissue fraction of a tile, 0 to 1 (0: every tile, no tissue detection)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=32, help="tiles per forward pass (default 32)")
+    p.add_argument("--num-workers", type=positive_int, default=None, metavar="N",
                    help="tile-reading threads per slide (default: up to 16 on CUDA, enough to feed a GPU; 2 on CPU)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="autocast dtype (auto: bf16 on CUDA, fp32 elsewhere)")  # fmt: skip
-    p.add_argument(
-        "--format", default="h5", help="comma list of h5, plism (<out>/<model>/<slide>/features.npy)"
-    )
+    p.add_argument("--format", default="h5", type=_formats, metavar="FORMATS",
+                   help="comma list of h5 (always written) and plism (<out>/<model>/<slide>/features.npy)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
-                   help="recompute slides whose complete <out>/<slide>.h5 exists (default: skip them)")  # fmt: skip
-    p.add_argument("--slide-timeout", type=float, default=None, metavar="SECONDS",
+                   help="recompute slides whose complete <out>/<slide>.h5 exists, also one of other "
+                   "settings or of another slide of the same name (default: keep a matching one, refuse "
+                   "another)")  # fmt: skip
+    p.add_argument("--slide-timeout", type=_timeout, default=None, metavar="SECONDS",
                    help="give up a slide after SECONDS (reported 'timed out', the cohort goes on; its partial "
-                   "output stays resumable). Each slide then runs in a child process. Default: no limit")  # fmt: skip
+                   "output stays resumable). Each slide then runs in a child process. 0 or default: "
+                   "no limit")  # fmt: skip
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None,
+    where.add_argument("--workers", type=positive_int, default=None,
                        help="run on a dask LocalCluster of N worker processes (with CUDA: one per GPU, at most N)")  # fmt: skip
     where.add_argument("--scheduler", default=None, help="dask scheduler address of an existing cluster, e.g. "
                        "tcp://host:8786 (workers: dask worker ADDRESS --nworkers 1 --resources GPU=1 per GPU)")  # fmt: skip
-    p.set_defaults(func=run)
+    p.set_defaults(func=functools.partial(run, parser=p))
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """``--format``: a comma list of :data:`FORMATS`, else an argparse error."""
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of {', '.join(FORMATS)}, got {text!r}"
+            + (f" ({', '.join(unknown)} unknown)" if unknown else "")
+        )
+    return formats
+
+
+def _timeout(text: str) -> float:
+    """``--slide-timeout``: seconds >= 0 (0: no limit), else an argparse error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be seconds >= 0 (0: no limit), got {text}")
+    return value
+
+
+def _clash_message(slides: Sequence[str], out: str) -> str | None:
+    """The error line when different slides would write the same ``<out>/<stem>.h5``, else None."""
+    from napari_pathdistill.inference.embed import output_clashes, output_path
+
+    clashes = output_clashes(slides)
+    if not clashes:
+        return None
+    groups = "; ".join(f"{' and '.join(g)} -> {output_path(g[0], out)}" for g in clashes)
+    return (
+        f"slides with the same file name would write the same output: {groups}. Embed them into separate "
+        "--out folders (one run each)"
+    )
+
+
+def _device_message(args: argparse.Namespace) -> str | None:
+    """Why ``--device`` cannot run here, else None (not checked with ``--scheduler``: its workers decide)."""
+    if args.scheduler is not None:
+        return None
+    from napari_pathdistill.device import resolve_device
+    from napari_pathdistill.errors import DeviceError
+
+    try:
+        resolve_device(args.device)
+    except DeviceError as exc:
+        return f"argument --device: {exc}"
+    return None
 
 
 def _options(args: argparse.Namespace):
@@ -55,7 +126,7 @@ def _options(args: argparse.Namespace):
     return CohortOptions(
         model=args.model, out_dir=args.out, device=args.device, amp=args.amp, tile_px=args.tile_px,
         mpp=args.mpp, fallback_mpp=args.mpp_override, min_tissue=args.min_tissue, batch_size=args.batch_size,
-        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()), overwrite=args.overwrite,
+        formats=args.format, overwrite=args.overwrite,
         slide_timeout=args.slide_timeout or None, num_workers=args.num_workers,
     )  # fmt: skip
 
@@ -135,11 +206,21 @@ def _distributed(args: argparse.Namespace, opts):
         yield from iter_cohort(args.slides, dataclasses.replace(opts, device=device), client)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Embed the slides; returns 0, 1 when any slide failed, 2 when nothing could start."""
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    """Embed the slides; returns 0, 1 when any slide failed, 2 when nothing could start.
+
+    Slides that would write the same output and a ``--device`` this machine lacks are refused before any
+    work (``parser.error``: exit code 2).
+    """
     from napari_pathdistill.errors import CorruptTileWarning, PathDistillError
     from napari_pathdistill.inference.embed import NoMPPWarning
 
+    problem = _clash_message(args.slides, args.out) or _device_message(args)
+    if problem is not None:
+        if parser is not None:
+            parser.error(problem)
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     opts = _options(args)
     distributed = args.workers is not None or args.scheduler is not None
     if distributed:
@@ -153,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoMPPWarning)  # _report prints it once per slide, with its name
-            warnings.simplefilter("ignore", CorruptTileWarning)  # likewise ("skipped N unreadable tiles")
+            # likewise ("skipped N unreadable tiles", "tissue detection: N tiles of level L cannot be ...")
+            warnings.simplefilter("ignore", CorruptTileWarning)
             return _report(outcomes, len(args.slides))
     except (PathDistillError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

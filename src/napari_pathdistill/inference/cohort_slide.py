@@ -52,7 +52,8 @@ class CohortOptions:
 class SlideOutcome:
     """Result of one slide: the files written (or kept: ``skipped``), or the error (``"<Type>: <message>"``).
 
-    ``warnings`` are the output's ``warning`` attr (e.g. the slide has no MPP).
+    ``warnings`` are the lines of the output's ``warning`` attr (e.g. the slide has no MPP, tissue detection
+    met undecodable tiles) and its skipped tiles.
     """
 
     slide: str
@@ -110,14 +111,14 @@ def reader_threads(device: object) -> int:
 
 
 def _warnings(h5: Path) -> tuple[str, ...]:
-    """The ``warning`` attr of an embedding HDF5 and its skipped (undecodable) tiles, as a tuple."""
+    """The ``warning`` attr lines of an embedding HDF5 and its skipped (undecodable) tiles, as a tuple."""
     import h5py
 
     from napari_pathdistill.inference.outputs import skipped_message
 
     with h5py.File(h5, "r") as f:
         w, n_skipped = f.attrs.get("warning"), int(f.attrs.get("skipped_tiles", 0))
-    return ((str(w),) if w else ()) + ((skipped_message(n_skipped),) if n_skipped else ())
+    return tuple(str(w or "").splitlines()) + ((skipped_message(n_skipped),) if n_skipped else ())
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,21 +118,23 @@ def embed_slide(
 
     Datasets ``features`` (N, D) float32 and ``coords`` (N, 2) int64 level-0 (x, y); attrs ``model``, ``spec``
     (JSON), ``tile_px``, ``mpp`` (NaN when the slide has no MPP), ``min_tissue``, ``patch_level`` (0),
-    ``patch_size_level0`` and, for a slide without MPP, ``warning`` (also a :class:`NoMPPWarning`); group
+    ``patch_size_level0``, ``slide_path`` and ``warning``, one line per warning: a slide without MPP (also a
+    :class:`NoMPPWarning`), tiles that tissue detection could not decode (counted as background); group
     ``map`` (PCA scores, k-means labels: ``inference.map_summary``) unless ``map_k`` is None. Rows are written
     every ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a killed or cancelled
     run resumes there; the file is renamed to ``.h5`` only when complete. Tiles are read
     ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`). The slide is
     locked (``<name>.h5.lock``, see :mod:`~napari_pathdistill.inference.outputs`) while it is written; a
-    complete ``.h5`` of the same model, spec, tile px, um/px and min tissue is kept (reported as
-    ``Progress(N, N, "skipped")``) unless ``overwrite``.
+    complete ``.h5`` of the same model, spec, tile px, um/px and min tissue and of the same slide is kept
+    (reported as ``Progress(N, N, "skipped")``) unless ``overwrite``; a complete one of another embedding or
+    slide (same file stem) is never replaced without ``overwrite`` (``outputs.OutputMismatchError``).
 
     Args:
         tile_px, mpp: tile side (px) and um/px; None: the model's (see :func:`tile_geometry`).
         fallback_mpp: level-0 um/px of a slide whose file states none (a file's own MPP always wins; without
             either, tiles are cut in level-0 px), see ``wsi.open_pyramid``.
         min_tissue: minimum tissue fraction of a tile (0 keeps the whole grid, without tissue detection).
-        overwrite: recompute even when a complete output exists.
+        overwrite: recompute even when a complete output exists (of this or of another embedding or slide).
         map_k: clusters of the stored map summary (the Embed widget's default k); None stores none.
         progress: called with ``Progress(done, N, "embedding")`` after every written chunk.
 
@@ -143,28 +145,27 @@ def embed_slide(
         WSIError: the slide cannot be read.
         EmptyTissueError: no tile has at least ``min_tissue`` tissue (nothing is written).
         SlideBusyError: another process is writing this slide's output.
+        OutputMismatchError: without ``overwrite``, a complete output of another embedding or of another slide
+            with the same file stem exists (it is kept; nothing is computed).
     """
     from napari_pathdistill.errors import CorruptTileWarning
-    from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, tissue_grid, write_rows
+    from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, write_rows
     from napari_pathdistill.inference.map_summary import summarise_partial
-    from napari_pathdistill.inference.outputs import complete_rows, finish_output, skipped_message, slide_lock
+    from napari_pathdistill.inference.outputs import finish_output, reusable_rows, skipped_message, slide_lock
     from napari_pathdistill.wsi import open_pyramid
 
-    out = Path(out_dir) / f"{Path(slide).stem}.h5"
+    out = output_path(slide, out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with slide_lock(out), open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         pyr.require_brightfield("embedding")
         attrs = slide_attrs(pyr, model, tile_px, mpp, min_tissue)
-        n_done = 0 if overwrite else complete_rows(out, attrs)
+        n_done = 0 if overwrite else reusable_rows(out, attrs)
         if n_done:
             if progress is not None:
                 progress(Progress(n_done, n_done, "skipped"))
             return out
-        grid = tissue_grid(pyr, tile_px, mpp, min_tissue)
-        attrs["patch_size_level0"] = round(grid.size_level0)
-        if "warning" in attrs:
-            warnings.warn(f"{pyr.path.name}: {attrs['warning']}", NoMPPWarning, stacklevel=2)
+        grid = _slide_grid(pyr, attrs, tile_px, mpp, min_tissue)
         with open_partial(out.with_suffix(".h5.partial"), model, grid, attrs) as f:
             done = int(f.attrs["done"])  # resumed rows (all of them when killed before the rename)
             for done in write_rows(f, model, pyr, grid, batch_size=batch_size, chunk_batches=chunk_batches,
@@ -179,6 +180,36 @@ def embed_slide(
         if n_skipped:
             warnings.warn(f"{pyr.path.name}: {skipped_message(n_skipped)}", CorruptTileWarning, stacklevel=2)
     return out
+
+
+def _slide_grid(pyr: Pyramid, attrs: dict, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:
+    """The tissue grid of ``pyr``; adds ``patch_size_level0`` and tissue detection's warnings to ``attrs`` and
+    warns :class:`NoMPPWarning` for a slide without MPP."""
+    from napari_pathdistill.inference.feature_writer import add_warnings, tissue_grid, tissue_warnings
+
+    no_mpp = attrs.get("warning")
+    grid = tissue_grid(pyr, tile_px, mpp, min_tissue)
+    attrs["patch_size_level0"] = round(grid.size_level0)
+    add_warnings(attrs, tissue_warnings(pyr))  # the CorruptTileWarning itself came from Pyramid.thumbnail
+    if no_mpp:
+        warnings.warn(f"{pyr.path.name}: {no_mpp}", NoMPPWarning, stacklevel=3)
+    return grid
+
+
+def output_path(slide: str | Path, out_dir: str | Path) -> Path:
+    """``<out_dir>/<slide stem>.h5``, where :func:`embed_slide` writes ``slide``."""
+    return Path(out_dir) / f"{Path(slide).stem}.h5"
+
+
+def output_clashes(slides: Iterable[str | Path]) -> list[list[str]]:
+    """Groups of ``slides`` that are different files with the same output name (:func:`output_path`): each
+    would be refused (or, with overwrite, replaced) by the other's output. The same file given twice is no
+    clash."""
+    by_name: dict[str, dict[Path, str]] = {}
+    for slide in slides:
+        same_name = by_name.setdefault(output_path(slide, ".").name, {})
+        same_name.setdefault(Path(slide).expanduser().resolve(), str(slide))
+    return [list(paths.values()) for paths in by_name.values() if len(paths) > 1]
 
 
 class NoMPPWarning(UserWarning):

@@ -66,18 +66,36 @@ def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> Ti
     return grid
 
 
+def tissue_warnings(pyr: Pyramid) -> list[str]:
+    """The ``warning`` lines of tiles tissue detection could not decode (``Pyramid.thumbnail_warnings``)."""
+    return [
+        f"tissue detection: {note} Tissue there has no tiles in this output (neither in coords nor in "
+        "skipped_coords)."
+        for note in dict.fromkeys(pyr.thumbnail_warnings)
+    ]
+
+
+def add_warnings(attrs: dict, lines: list[str]) -> None:
+    """Append ``lines`` to the ``warning`` attr of ``attrs`` (a string, one line per warning)."""
+    if lines:
+        attrs["warning"] = "\n".join(filter(None, [attrs.get("warning"), *lines]))
+
+
 def open_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: dict) -> Any:  # h5py.File
-    """Open or create ``partial``; an existing one is reused only if its model name, weights, um/px override and
-    grid coords match (rows of two checkpoints are never mixed in one file, and a file ends with its request's
-    attrs)."""
+    """Open or create ``partial``; an existing one is reused only if its attrs match (model, weights, tile
+    geometry, um/px override, slide: ``outputs.differing_attrs``) and so do its grid coords (rows of two
+    checkpoints or slides are never mixed in one file); a reused one gets the request's other attrs (e.g.
+    ``warning``). One that does not match is removed and started over."""
     import h5py
+
+    from napari_pathdistill.inference.outputs import differing_attrs
 
     if partial.exists():
         f = h5py.File(partial, "a")
-        same = (f.attrs.get("model") == model.spec.name and f.attrs.get("weights") == attrs.get("weights")
-                and f.attrs.get("mpp_override") == attrs.get("mpp_override")  # same tiles, other attrs
-                and np.array_equal(f["coords"][()], grid.coords))  # fmt: skip
-        if same:
+        if not differing_attrs(f.attrs, attrs) and np.array_equal(f["coords"][()], grid.coords):
+            f.attrs.update(attrs)
+            if "warning" not in attrs and "warning" in f.attrs:
+                del f.attrs["warning"]
             return f
         f.close()
         partial.unlink()

@@ -4,8 +4,10 @@
 worker) on the same slide is refused with a clear message instead of HDF5's BlockingIOError or a corrupt
 object header. A lock left by a killed process on this host (its pid no longer runs) is taken over.
 A finished ``<stem>.h5`` whose attrs match the requested embedding and whose rows are all written is
-complete: a rerun skips it (TRIDENT-style) unless asked to overwrite. Tiles that could not be decoded are
-left out of a finished output: its ``skipped_tiles`` attr counts them and its ``skipped_coords`` dataset
+complete: a rerun skips it (TRIDENT-style) unless asked to overwrite. A complete output of another embedding
+(other attrs) or of another slide (its ``slide_path``) is never replaced unless asked to overwrite
+either: :func:`reusable_rows` raises :class:`OutputMismatchError`, naming what differs. Tiles that could not be
+decoded are left out of a finished output: its ``skipped_tiles`` attr counts them and its ``skipped_coords`` dataset
 (K, 2) int64 holds their level-0 (x, y); ``done`` counts the rows written, so such an output is complete.
 """
 
@@ -16,7 +18,7 @@ import math
 import numbers
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,17 @@ MATCH_ATTRS = ("model", "spec", "weights", "tile_px", "mpp", "min_tissue")
 #: none); equal means both absent or both the same, and they enter a cache key only when present (so files
 #: written before they existed keep their names and still match)
 OPTIONAL_MATCH_ATTRS = ("mpp_override",)
+#: the attr holding the resolved path of the slide a file was made from; another path is another slide (files
+#: written before it existed have none and match any slide)
+SLIDE_ATTR = "slide_path"
 
 
 class SlideBusyError(PathDistillError):
     """Another process is writing the same slide's output (its lock file exists and its pid runs)."""
+
+
+class OutputMismatchError(PathDistillError):
+    """A complete output exists for another embedding or another slide: kept, unless asked to overwrite it."""
 
 
 @contextmanager
@@ -93,20 +102,49 @@ def _alive(pid: int) -> bool:
 
 
 def complete_rows(out: Path, attrs: dict[str, Any]) -> int:
-    """The tile count of ``out`` when it is a finished embedding with ``attrs`` (see :data:`MATCH_ATTRS`) and all
-    rows written, else 0 (missing, incomplete, another embedding, unreadable: recompute)."""
+    """The tile count of ``out`` when it is a finished embedding with ``attrs`` (see :data:`MATCH_ATTRS`) of
+    the same slide (:data:`SLIDE_ATTR`) and all rows written, else 0 (missing, incomplete, another embedding
+    or slide, unreadable: recompute)."""
+    n, differ = finished_rows(out, attrs)
+    return 0 if differ else n
+
+
+def reusable_rows(out: Path, attrs: dict[str, Any]) -> int:
+    """:func:`complete_rows`, except that a complete ``out`` of another embedding or slide raises (kept).
+
+    Raises:
+        OutputMismatchError: ``out`` is complete and differs from ``attrs``; the message names what differs.
+    """
+    n, differ = finished_rows(out, attrs)
+    if n and differ:
+        raise OutputMismatchError(mismatch_message(out, differ, attrs))
+    return n
+
+
+def finished_rows(out: Path, attrs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """``(N, differing)`` of ``out``: N its tile count when all its rows are written (else 0: missing,
+    incomplete, unreadable or not our layout), ``differing`` the stored values of the attrs that differ from
+    ``attrs`` (see :func:`differing_attrs`; empty when N is 0)."""
     import h5py
 
     if not out.is_file():
-        return 0
+        return 0, {}
     try:
         with h5py.File(out, "r") as f:
             n = len(f["coords"])
-            rows_ok = n > 0 and len(f["features"]) == n and int(f.attrs.get("done", -1)) == n
-            keys = MATCH_ATTRS + OPTIONAL_MATCH_ATTRS
-            return n if rows_ok and all(_same(f.attrs.get(k), attrs.get(k)) for k in keys) else 0
+            if not (n > 0 and len(f["features"]) == n and int(f.attrs.get("done", -1)) == n):
+                return 0, {}
+            return n, {k: f.attrs.get(k) for k in differing_attrs(f.attrs, attrs)}
     except (OSError, KeyError, ValueError):
-        return 0  # unreadable or not our layout
+        return 0, {}  # unreadable or not our layout
+
+
+def differing_attrs(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The attrs of :data:`MATCH_ATTRS`, :data:`OPTIONAL_MATCH_ATTRS` and :data:`SLIDE_ATTR` in which a file's
+    ``stored`` attrs differ from the ``wanted`` ones (empty: the same embedding of the same slide)."""
+    keys = MATCH_ATTRS + OPTIONAL_MATCH_ATTRS
+    differ = [k for k in keys if not _same(stored.get(k), wanted.get(k))]
+    return differ + ([] if _same_slide(stored.get(SLIDE_ATTR), wanted.get(SLIDE_ATTR)) else [SLIDE_ATTR])
 
 
 def _same(stored: Any, wanted: Any) -> bool:
@@ -121,6 +159,61 @@ def _same(stored: Any, wanted: Any) -> bool:
         except ValueError:
             return False
     return stored == wanted
+
+
+def _same_slide(stored: Any, wanted: Any) -> bool:
+    """Whether two slide paths (of the same file name: outputs are named after it) name one slide.
+
+    The same resolved path or file, a copy (two files of the same size), or a stored path that no longer
+    exists (the slides were moved, or are mounted elsewhere on this node) count as the same slide; two different
+    existing files (e.g. ``a/S.svs`` and ``b/S.svs``) do not. An unknown one (a file written before
+    :data:`SLIDE_ATTR` existed) matches."""
+    if stored is None or wanted is None:
+        return True
+    a = Path(stored.decode() if isinstance(stored, bytes) else str(stored))
+    b = Path(str(wanted))
+    if a.resolve() == b.resolve() or not a.exists():
+        return True
+    try:
+        if os.path.samefile(a, b):
+            return True
+        return a.is_file() and b.is_file() and a.stat().st_size == b.stat().st_size
+    except OSError:
+        return False
+
+
+def mismatch_message(out: Path, differ: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+    """The user's line for a complete ``out`` whose attrs ``differ`` (their stored values) from ``wanted``."""
+    parts = []
+    if SLIDE_ATTR in differ:
+        parts.append(f"of another slide ({_text(differ[SLIDE_ATTR])}, not {wanted[SLIDE_ATTR]})")
+    # another model has another spec and weights too: the model name says it
+    hidden = {SLIDE_ATTR, "spec", "weights"} if "model" in differ else {SLIDE_ATTR}
+    settings = [_setting(k, v, wanted.get(k)) for k, v in differ.items() if k not in hidden]
+    if settings:
+        parts.append(f"with other settings ({'; '.join(settings)})")
+    return (
+        f"{out} is a complete embedding {' and '.join(parts)}: kept, this slide was not embedded. Rerun with "
+        "--overwrite (overwrite=True) to replace it, or write to another --out folder to keep both."
+    )
+
+
+def _setting(key: str, stored: Any, wanted: Any) -> str:
+    """``"<key> <stored> there, <wanted> requested"`` with readable values."""
+    if key == "spec":
+        return "spec: the model's config differs"
+    return f"{key} {_text(stored)} there, {_text(wanted)} requested"
+
+
+def _text(value: Any) -> str:
+    """An attr value as the user reads it: None -> "none", floats with %g, bytes decoded."""
+    if value is None:
+        return "none"
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return "none (level-0 px)" if math.isnan(float(value)) else f"{float(value):g}"
+    return str(value)
 
 
 def record_skipped(f: Any, rows: list[int]) -> None:

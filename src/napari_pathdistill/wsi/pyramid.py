@@ -45,6 +45,9 @@ class Pyramid:
         #: the user's level-0 um/px when ``mpp`` comes from ``open_pyramid(fallback_mpp=...)`` (the file states
         #: none: napari shows such a slide in pixels), None when ``mpp`` is the file's own (or there is none)
         self.mpp_override: float | None = None
+        #: what :meth:`thumbnail` could not decode ("N tiles of level L cannot be decoded ..."), one note per
+        #: call that met such tiles: tissue detection counted them as background
+        self.thumbnail_warnings: list[str] = []
         self.properties: dict[str, str] = dict(backend.properties)
         self._dask: list[Any] | None = None
         self._token = uuid.uuid4().hex
@@ -184,7 +187,7 @@ class Pyramid:
         :mod:`~napari_pathdistill.wsi._blocks`), box-averages each block by a power of two into a small image
         and area-resamples that to the output: memory stays about the output plus one block, whatever the
         level's size (a 60,000 px slide without a pyramid included). Tiles that cannot be decoded are grey
-        (one :class:`CorruptTileWarning` says how many).
+        (one :class:`CorruptTileWarning` says how many; its text is kept in :attr:`thumbnail_warnings`).
 
         Returns:
             (image (h, w, 3) uint8, downsample of the image with respect to level 0 (x and y mean)).
@@ -204,10 +207,10 @@ class Pyramid:
         if img.shape[:2] != out_shape:
             img = np.asarray(Image.fromarray(img).resize(out_shape[::-1], Image.Resampling.BOX))
         if bad:
-            warnings.warn(
-                f"{self.path.name}: {bad} tiles of level {level} cannot be decoded (corrupt file); they are grey "
-                "in the thumbnail and count as background.", CorruptTileWarning, stacklevel=2,
-            )  # fmt: skip
+            note = (f"{bad} tiles of level {level} cannot be decoded (corrupt file); they are grey in the "
+                    "thumbnail and count as background.")  # fmt: skip
+            self.thumbnail_warnings.append(note)
+            warnings.warn(f"{self.path.name}: {note}", CorruptTileWarning, stacklevel=2)
         return img, (w0 / img.shape[1] + h0 / img.shape[0]) / 2.0
 
     def close(self) -> None:
