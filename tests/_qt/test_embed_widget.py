@@ -230,6 +230,28 @@ def test_results_stay_bound_to_the_slide_they_were_computed_from(
     assert tuple(viewer.layers["similar tiles"].units) == tuple(cmu.units)
 
 
+def test_a_slide_removed_while_it_is_embedded_gets_no_clusters(
+    make_napari_viewer, cmu_svs, tiny_vit, open_slide, wait_for, monkeypatch
+):
+    """The slide removed mid-run: no clusters layer is added for it (the features stay in the cache), and the
+    user is told why."""
+    import napari.utils.notifications as notifications
+
+    infos: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", infos.append)
+    viewer = make_napari_viewer()
+    cmu = open_slide(viewer, cmu_svs)
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value = tiny_vit.spec.tile_px, 2.0, 0.1
+    widget.slide.value = cmu
+    widget.run()
+    viewer.layers.remove(cmu)
+    wait_for(widget)
+    assert widget.result is None and f"{cmu.name} clusters" not in viewer.layers
+    assert any(f"'{cmu.name}' was removed from the viewer while it ran" in m for m in infos), infos
+
+
 def test_slide_without_mpp_warns_and_its_um_px_override_lands_the_map_on_its_pixels(
     make_napari_viewer, qtbot, tcga_svs, tiny_vit, open_slide, wait_for, monkeypatch
 ):

@@ -188,3 +188,23 @@ def test_results_go_on_the_slide_the_run_started_on(
     np.testing.assert_allclose(np.asarray(mask.extent.world), np.asarray(cmu.extent.world), atol=0.499 * 64)
     assert tuple(str(u) for u in tiles.units) == tuple(str(u) for u in cmu.units)
     assert mask.colormap.map(np.array([1]))[0][1] > 0.8  # the mask is drawn green, not napari's dark label 1
+
+
+def test_a_slide_removed_while_its_run_works_gets_no_layers(
+    make_napari_viewer, qtbot, cmu_svs: Path, open_slide, wait_for, monkeypatch
+) -> None:
+    """Removed mid-run: the run's mask and grid are not added over nothing (before: added, named after whichever
+    slide the box showed next), and the user is told why."""
+    import napari.utils.notifications as notifications
+
+    infos: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", infos.append)
+    viewer = make_napari_viewer()
+    cmu = open_slide(viewer, cmu_svs)
+    widget = TissueWidget(viewer)
+    widget.slide.value = cmu
+    widget.run()
+    viewer.layers.remove(cmu)
+    wait_for(widget)
+    assert widget.result is not None and len(viewer.layers) == 0
+    assert any(f"'{cmu.name}' was removed from the viewer while it ran" in m for m in infos), infos

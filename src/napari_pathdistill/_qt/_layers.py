@@ -79,6 +79,17 @@ class SlideRef:
         return layer if layer is not None and layer in viewer.layers else None
 
 
+def slide_removed(viewer: napari.viewer.Viewer, slide: SlideRef | None, what: str) -> bool:
+    """Whether the slide layer a run started on has left ``viewer`` meanwhile (then says so: its results, which
+    would lie over nothing, are not shown). None (no run: results shown directly) counts as present."""
+    if slide is None or slide.layer(viewer) is not None:
+        return False
+    from napari.utils.notifications import show_info
+
+    show_info(f"{what}: '{slide.name}' was removed from the viewer while it ran; its results are not shown.")
+    return True
+
+
 def mpp_override_box(what: str = "its tiles are cut at the requested um/px") -> FloatSpinBox:
     """The widgets' "slide um/px override" field: the level-0 um/px of a slide whose file states none.
 

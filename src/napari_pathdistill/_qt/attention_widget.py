@@ -22,6 +22,7 @@ from napari_pathdistill._qt._layers import (
     mpp_override_box,
     no_mpp_note,
     slide_path,
+    slide_removed,
     upsert_layer,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, ModelRequest
@@ -198,6 +199,8 @@ class AttentionWidget(Container):
             slide: the slide layer they were computed on (default: the chosen one).
         """
         self.result = pair
+        if slide_removed(self.viewer, slide, "Attention"):
+            return
         if slide is None and self.slide.value is not None:
             slide = SlideRef.of(self.slide.value)
         units = slide.units if slide is not None else None
@@ -221,7 +224,7 @@ class AttentionWidget(Container):
         self._map_layers = [*maps, diff, tiles]
         self.summary.value = agreement_text(pair)
         self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
-        on_view = slide.layer(self.viewer) if slide is not None else None  # None: removed while computing
+        on_view = slide.layer(self.viewer) if slide is not None else None
         if self.side_by_side.value and on_view is not None:
             self._arrange_grid(on_view, maps[0], maps[1])
 

@@ -33,10 +33,12 @@ from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
+    SlideRef,
     map_layers,
     mpp_override_box,
     no_mpp_note,
     slide_path,
+    slide_removed,
     upsert_image,
     upsert_labels,
     upsert_layer,
@@ -147,8 +149,9 @@ class EmbedWidget(Container):
 
         fit_rows = self.fit_rows
         source = (layer.name, _units(layer))  # results belong to this slide, whatever is chosen meanwhile
+        slide = SlideRef.of(layer)
         if self.map_kind.value == TOKENS:
-            self._run_dense(request, path, source, fallback)
+            self._run_dense(request, path, source, fallback, slide)
             return
 
         def factory(cancel: Any) -> Any:
@@ -158,7 +161,7 @@ class EmbedWidget(Container):
 
         self._live, self.progress.value = None, 0
         added = self._add_layers(path, source, (tile_px, mpp, fallback), k)
-        self.runner.start(factory, lambda result: self.show_result(result, source), "Embedding",
+        self.runner.start(factory, lambda result: self._finished(result, source, slide), "Embedding",
                           on_item=lambda item: self._on_item(item, source),
                           on_end=lambda: remove_unfilled(self.viewer, added),
                           cancel_note="the tiles done are kept in the feature cache: Embed resumes them")  # fmt: skip
@@ -177,7 +180,15 @@ class EmbedWidget(Container):
         self._live = raster if raster is not None else self._live
         return added
 
-    def _run_dense(self, request: Any, path: Path, source: tuple[str, Any], fallback: float | None) -> None:
+    def _finished(self, result: SlideMap, source: tuple[str, Any], slide: SlideRef) -> None:
+        """The run's end (main thread): its map on its slide, unless that slide was removed meanwhile (the
+        features stay in the cache: Embed on the re-opened slide shows them at once)."""
+        if not slide_removed(self.viewer, slide, "Embedding"):
+            self.show_result(result, source)
+
+    def _run_dense(
+        self, request: Any, path: Path, source: tuple[str, Any], fallback: float | None, slide: SlideRef
+    ) -> None:
         """The "patch tokens (ViT)" map: ``inference.dense_maps.iter_dense_map`` -> ``show_dense_map``."""
         from napari_pathdistill._qt.dense_map import show_dense_map
         from napari_pathdistill.inference.dense_maps import iter_dense_map
@@ -191,7 +202,12 @@ class EmbedWidget(Container):
                                   cancel=cancel)  # fmt: skip
 
         self.progress.value = 0
-        self.runner.start(factory, lambda result: show_dense_map(self.viewer, result, *source), "Patch-token map",
+
+        def finished(result: Any) -> None:
+            if not slide_removed(self.viewer, slide, "Patch-token map"):
+                show_dense_map(self.viewer, result, *source)
+
+        self.runner.start(factory, finished, "Patch-token map",
                           on_item=lambda item: self._on_item(item, source))  # fmt: skip
 
     def _on_item(self, item: Any, source: tuple[str, Any]) -> None:

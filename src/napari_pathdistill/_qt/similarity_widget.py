@@ -19,6 +19,7 @@ from napari_pathdistill._qt._layers import (
     mpp_override_box,
     on_slide_layer,
     slide_path,
+    slide_removed,
     upsert_layer,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
@@ -140,6 +141,8 @@ class SimilarityWidget(Container):
             top_k: the k asked for (the summary says when the pair's tile count lowered it).
         """
         self.result = result
+        if slide_removed(self.viewer, slide, "Similarity"):
+            return
         if slide is None and self.slide_a.value is not None:
             slide = SlideRef.of(self.slide_a.value)
         self._slide = slide

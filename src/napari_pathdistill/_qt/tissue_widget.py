@@ -24,6 +24,7 @@ from napari_pathdistill._qt._layers import (
     mpp_override_box,
     on_slide_layer,
     slide_path,
+    slide_removed,
     upsert_layer,
 )
 from napari_pathdistill._qt._workers import TaskRunner
@@ -127,6 +128,8 @@ class TissueWidget(Container):
         self.runner.start(factory, lambda preview: self._apply_preview(preview, slide), "Tissue preview")
 
     def _apply_preview(self, preview: TissuePreview, slide: SlideRef) -> None:
+        if slide_removed(self._viewer, slide, "Tissue preview"):
+            return
         self.preview, self._preview_slide = preview, slide
         self.show_preview()
 
@@ -161,6 +164,8 @@ class TissueWidget(Container):
     def _apply(self, result: TissueGridResult, slide: SlideRef) -> None:
         """Show the mask and the tile grid of ``result`` on the slide layer it was computed from."""
         self.result = result
+        if slide_removed(self._viewer, slide, "Tissue"):
+            return
         u = float(result.slide_mpp[1]) if result.slide_mpp else 1.0
         units = slide.units or result.units
         self._show_mask(result.mask.mask, result.mask_scale, result.mask_translate, result.slide_mpp, slide)
