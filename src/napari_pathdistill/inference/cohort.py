@@ -163,4 +163,15 @@ def cohort_client(
             raise PathDistillError(
                 f"dask workers did not start within {startup_timeout:.0f} s; see the worker logs above."
             ) from exc
-        yield client, device
+        from napari_pathdistill.inference._dask_plugins import IgnoreSigint
+
+        client.register_plugin(IgnoreSigint())
+        try:
+            yield client, device
+        except KeyboardInterrupt:
+            # Ctrl-C: the cluster is torn down mid-task; its nannies' "still alive, killing" warnings and
+            # CancelledError tracebacks would bury the one "interrupted" line (outputs stay resumable)
+            import logging
+
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            raise
