@@ -27,26 +27,25 @@ def int_at_least(low: int) -> Callable[[str], int]:
     return convert
 
 
-def positive_float(text: str) -> float:
-    """A finite float ``> 0`` (e.g. an um/px), else an argparse error."""
+def checked_float(text: str, ok: Callable[[float], bool], expected: str) -> float:
+    """``float(text)`` if finite and ``ok`` of it, else an argparse error saying it is ``expected``."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float ``> 0`` (e.g. an um/px), else an argparse error."""
+    return checked_float(text, lambda v: v > 0, "a number > 0")
 
 
 def fraction(text: str) -> float:
     """A number in [0, 1] (e.g. a minimum tissue fraction), else an argparse error."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
-    return value
+    return checked_float(text, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
 #: the common cases

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import sys
 import warnings
 from collections.abc import Sequence
 
-from napari_pathdistill.cli._argtypes import fraction, positive_float, positive_int
+from napari_pathdistill.cli._argtypes import checked_float, fraction, positive_float, positive_int
 
 #: the output layouts of ``--format`` (``h5`` is always written: plism's is copied from it)
 FORMATS = ("h5", "plism")
@@ -83,13 +82,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 def _timeout(text: str) -> float:
     """``--slide-timeout``: seconds >= 0 (0: no limit), else an argparse error."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be seconds >= 0 (0: no limit), got {text}")
-    return value
+    return checked_float(text, lambda v: v >= 0, "seconds >= 0 (0: no limit)")
 
 
 def _clash_message(slides: Sequence[str], out: str) -> str | None:
