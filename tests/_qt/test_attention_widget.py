@@ -14,17 +14,23 @@ from napari_pathdistill._qt.attention_widget import AttentionWidget, view_bbox_l
 pytestmark = pytest.mark.napari
 
 
+def _whole_slide_widget(viewer, model, slide, max_tiles: int) -> AttentionWidget:
+    """The widget with ``model`` on both sides, on the whole of ``slide``, at most ``max_tiles`` tiles."""
+    widget = AttentionWidget(viewer)
+    widget.teacher.set_model(model)
+    widget.student.set_model(model)
+    widget.slide.value = slide
+    widget.region.value = "whole slide"
+    widget.max_tiles.value = max_tiles
+    return widget
+
+
 def test_side_by_side_labelled_maps_and_agreement(
     make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
 ):
     viewer = make_napari_viewer()
     slide = open_slide(viewer, cmu_svs)
-    widget = AttentionWidget(viewer)
-    widget.teacher.set_model(tiny_vit)
-    widget.student.set_model(tiny_vit)
-    widget.slide.value = slide
-    widget.region.value = "whole slide"
-    widget.max_tiles.value = 6
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=6)
     widget.student_head.value = 1
     widget.run()
     wait_for(widget)
@@ -80,12 +86,7 @@ def test_maps_stay_on_the_run_s_slide_and_fill_a_grid_cell(
     (before: the camera kept the single canvas's view, so a half-width cell cut the maps' right half)."""
     viewer = make_napari_viewer()
     cmu, tcga = open_slide(viewer, cmu_svs), open_slide(viewer, tcga_svs)
-    widget = AttentionWidget(viewer)
-    widget.teacher.set_model(tiny_vit)
-    widget.student.set_model(tiny_vit)
-    widget.slide.value = cmu
-    widget.region.value = "whole slide"
-    widget.max_tiles.value = 40
+    widget = _whole_slide_widget(viewer, tiny_vit, cmu, max_tiles=40)
     viewer.fit_to_view(layers=[cmu])  # the slide fills the canvas: a grid cell is narrower than that
     widget.run()
     widget.slide.value = tcga  # while the worker runs
