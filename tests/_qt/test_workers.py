@@ -65,6 +65,17 @@ def test_result_reaches_main_thread(runner, qtbot):
     assert runner.status.value == "Squares: done" and ends == [True]  # once, after the result
 
 
+def test_a_status_the_result_handler_sets_stays(runner, qtbot):
+    """The Evaluate widget's 'saved ... in <dir>' was overwritten by 'Evaluation: done' right after it was set."""
+
+    def on_result(value):
+        runner.status.value = f"saved {value} in /somewhere"
+
+    runner.start(lambda c: _sum_squares(5, c), on_result, "Squares")
+    _wait_finished(runner, qtbot)
+    assert runner.status.value == "saved 30 in /somewhere"
+
+
 def test_cancel_discards_result(runner, qtbot, monkeypatch):
     infos, got = [], []
     monkeypatch.setattr(_workers, "show_info", infos.append)

@@ -127,4 +127,4 @@ def test_report_figures_name_the_models(name, params, rows, expected) -> None:
         table = [{"tile": f"t{i}.png", "label": "tissue", "knn5_overlap": i / rows} for i in range(rows)]
     fig = Figure()
     Report(name, table, {}, params).plot(fig)
-    assert fig.axes[0].get_title() == expected
+    assert fig.get_suptitle() == expected  # the figure's title (centred on it, wrapped to its width)

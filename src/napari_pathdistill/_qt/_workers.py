@@ -137,7 +137,9 @@ class TaskRunner:
 
         Args:
             factory: builds the core generator; it must check the event it is given and stop when it is set.
-            on_result: applied to the last non-Progress item, on the main thread, unless cancelled or failed.
+            on_result: applied to the last non-Progress item, on the main thread, unless cancelled or failed. A
+                status it sets (e.g. where it saved files) stays; left unchanged, the status becomes
+                ``"<what>: done"``.
             what: short task name for the progress bar and error messages, e.g. ``"Embedding"``.
             on_item: called on the main thread with every item the generator yields (Progress included), e.g.
                 to paint partial results while the task runs.
@@ -243,6 +245,7 @@ class TaskRunner:
             self.status.value = f"{what}: no result"
             show_error(f"{what} produced no result.")
             return
+        before = self.status.value
         try:
             on_result(self._result)
         except Exception as exc:
@@ -250,4 +253,5 @@ class TaskRunner:
             self.status.value = msg
             show_error(msg)
             return
-        self.status.value = f"{what}: done"
+        if self.status.value == before:  # the handler said nothing of its own: never overwrite what it said
+            self.status.value = f"{what}: done"

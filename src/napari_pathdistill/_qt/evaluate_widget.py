@@ -45,6 +45,7 @@ class EvaluateWidget(Container):
         self.inputs = FileEdit(label="pairs CSV / tiles folder", mode=FileDialogMode.EXISTING_FILE)
         self.model = ModelPicker(label="model")
         self.teacher = ModelPicker(label="teacher", default="h-optimus-0", visible=False)
+        self.teacher.device.label = "teacher device"
         self.out_dir = FileEdit(label="save reports to", mode=FileDialogMode.EXISTING_DIRECTORY)
         self.mpp_override = mpp_override_box("pair slides such as the BIRL JPEGs are tiled in um")
         self.run_button = PushButton(text="Run evaluation")
@@ -73,8 +74,12 @@ class EvaluateWidget(Container):
         self.inputs.mode = (
             FileDialogMode.EXISTING_FILE if kind == "robustness" else FileDialogMode.EXISTING_DIRECTORY
         )
-        self.teacher.visible = kind == "teacher_student"
+        pair = kind == "teacher_student"
+        self.teacher.visible = pair
         self.mpp_override.visible = kind == "robustness"
+        # two model pickers: say which model each device row is for (both read "device" before)
+        self.model.choice.label = "student" if pair else "model"
+        self.model.device.label = "student device" if pair else "device"
 
     def _factory(self) -> Any:
         kind = TASKS[self.task.value]
@@ -100,7 +105,9 @@ class EvaluateWidget(Container):
         try:
             factory = self._factory()
         except Exception as exc:
-            napari.utils.notifications.show_error(error_message(exc, "Evaluation"))
+            msg = error_message(exc, "Evaluation")
+            self.status.value = msg  # not the previous run's status next to this error's notification
+            napari.utils.notifications.show_error(msg)
             return
         self.clear_results()
         self.runner.start(factory, self.show_result, "Evaluation")
@@ -116,20 +123,30 @@ class EvaluateWidget(Container):
         self.summary.value = ""
 
     def show_result(self, report: Report) -> None:
-        """Fill the table, draw the plot and save the reports (main thread; written only on success)."""
+        """Fill the table, draw the plot and save the reports (main thread; written only on success).
+
+        The status says where the reports were saved (the task runner keeps it), or that none were.
+        """
         self.report = report
         self._fill_table(report)
         self._plot(report)
-        self.summary.value = "; ".join(_summary_item(k, v) for k, v in report.summary.items())
+        summary = "; ".join(_summary_item(k, v) for k, v in report.summary.items())
+        notes = report.params.get("notes")
+        if isinstance(notes, list) and notes:  # why a summary value is n/a (too few tiles for the metric)
+            summary += "; NOTE: " + "; ".join(map(str, notes))
         failed = [r for r in report.rows if r.get("error") and not r.get("tiles")]
         if failed:  # the other pairs went on: name the ones that failed, and why
-            self.summary.value += "; FAILED: " + "; ".join(
+            summary += "; FAILED: " + "; ".join(
                 f"{r['slide_a']} vs {r['slide_b']}: {r['error']}" for r in failed
             )
+        self.summary.value = summary
         out_dir = self.out_dir.value
         if isinstance(out_dir, Path) and str(out_dir).strip(". "):  # no folder chosen: nothing is saved
             self.saved = report.save(out_dir)
-            self.status.value = f"saved {', '.join(p.name for p in self.saved.values())} in {out_dir}"
+            names = ", ".join(p.name for p in self.saved.values())
+            self.status.value = f"Evaluation: done; saved {names} in {out_dir}"
+        else:
+            self.status.value = "Evaluation: done; no report saved (choose a 'save reports to' folder)"
 
     def _fill_table(self, report: Report) -> None:
         keys = list(dict.fromkeys(k for r in report.rows for k in r))

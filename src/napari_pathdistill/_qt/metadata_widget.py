@@ -28,8 +28,9 @@ NO_SLIDE = "Select a slide layer (opened with the napari-pathdistill reader) to 
 NO_MPP_STYLE = "background-color: #ffd54f; color: #202020; font-weight: bold; padding: 2px;"
 MIXED_UNITS = (
     "{names} has no MPP and is shown in pixels; the other layers keep their own units ({units}), but napari's "
-    "scale bar shows no unit while layers in pixels and in physical units are open together. Set 'slide um/px "
-    "override' in the tissue widget to compute in um, or close one of them."
+    "scale bar shows no unit while layers in pixels and in physical units are open together. The analysis widgets' "
+    "'slide um/px override' only makes their tiles be cut at the right um/px; the slide layer and the maps drawn "
+    "on it stay in pixels, because the file states no MPP. Close one of them to get a scale bar with a unit."
 )
 
 

@@ -77,16 +77,46 @@ def read_pairs(csv_path: str | Path) -> list[tuple[Path, Path]]:
     """Slide pairs from a CSV with columns ``slide_a,slide_b`` (or BIRL's ``Target image,Source image``).
 
     Relative paths are resolved against the CSV's folder.
+
+    Raises:
+        EvaluationError: one line saying what is wrong with the file: missing, not a text CSV (e.g. an image
+            chosen by mistake), empty, without those columns, without any pair under its header, or a line
+            with an empty slide cell.
     """
     path = Path(csv_path)
+    need = "give a CSV with columns slide_a,slide_b and one slide pair per line"
     if not path.is_file():
-        raise EvaluationError(f"Pair list '{path}' not found: give a CSV with columns slide_a,slide_b.")
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        raise EvaluationError(f"Pair list '{path}' not found: {need}.")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark
+            reader = csv.reader(fh)
+            lines = [(reader.line_num, [c.strip() for c in r]) for r in reader if any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise EvaluationError(f"{path.name} is not a CSV file ({why}): {need}.") from exc
+    header, rows = (lines[0][1], lines[1:]) if lines else ([], [])
+    if not header:
+        raise EvaluationError(f"{path.name} is empty: {need}.")
     for ka, kb in (("slide_a", "slide_b"), ("Target image", "Source image")):
-        if rows and ka in rows[0] and kb in rows[0]:
-            return [(path.parent / r[ka], path.parent / r[kb]) for r in rows]
-    raise EvaluationError(f"{path.name} has no slide_a,slide_b columns (nor Target image,Source image).")
+        if ka in header and kb in header:
+            break
+    else:
+        raise EvaluationError(
+            f"{path.name} has no slide_a,slide_b columns (nor Target image,Source image); its header is "
+            f"{','.join(header)[:120]}."
+        )
+    if not rows:
+        raise EvaluationError(
+            f"{path.name} has the columns {ka},{kb} but no pairs: add one line per slide pair."
+        )
+    ia, ib = header.index(ka), header.index(kb)
+    pairs = []
+    for line, row in rows:
+        cells = row + [""] * (len(header) - len(row))
+        if not cells[ia] or not cells[ib]:
+            raise EvaluationError(f"{path.name} line {line}: {ka if not cells[ia] else kb} is empty.")
+        pairs.append((path.parent / cells[ia], path.parent / cells[ib]))
+    return pairs
 
 
 def write_manifest(entries: Iterable[SlideEntry], path: str | Path) -> Path:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,17 +99,70 @@ def title(report: Report) -> str:
     return f"{name}\n{p['model']}" if "model" in p else name
 
 
+#: points per character of the titles' font, per point of font size (DejaVu Sans averages ~0.55 em; wider
+#: is safer: a title one character too long is cut at the figure's edge)
+_CHAR_EM = 0.62
+
+
+def set_title(fig: Figure, text: str, fontsize: float = 10) -> None:
+    """``text`` as the figure's title, centred on the figure and wrapped to its width.
+
+    A title centred on an axis that long tick labels push to the right was cut at the figure's right edge in
+    the Evaluate dock ("efficientnet-lite2-imagenet vs pathdi"): each line is wrapped at spaces (a longer word is split)
+    to the characters that fit the figure's width when it is drawn.
+    """
+    width = max(12, math.floor(0.94 * fig.get_figwidth() * 72 / (_CHAR_EM * fontsize)))
+    lines = [
+        w for line in text.split("\n") for w in textwrap.wrap(line, width, break_on_hyphens=False) or [""]
+    ]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
+
+
+def short_name(name: str, max_chars: int = 22) -> str:
+    """A file name for a plot label: without its extension(s), middle elided past ``max_chars``."""
+    stem = re.sub(r"(\.[A-Za-z][A-Za-z0-9]{0,4})+$", "", name) or name
+    if len(stem) <= max_chars:
+        return stem
+    keep = max_chars - 1
+    return stem[: (keep + 1) // 2] + "\u2026" + stem[len(stem) - keep // 2 :]
+
+
+def pair_label(a: str, b: str, max_chars: int = 22, sep: str = " ") -> str:
+    """``"<a> vs <b>"`` for a slide pair's bar: both short names, the start they share written once.
+
+    ``OS-2-ndpi.ome.tif``, ``OS-2-vsi.ome.tif`` -> ``"OS-2-ndpi vs \u2026vsi"``; pairs sharing slide A stay
+    apart (the robustness bars were labelled with slide A only).
+    """
+    sa, sb = short_name(a, 10**6), short_name(b, 10**6)
+    common = next((i for i, (x, y) in enumerate(zip(sa, sb, strict=False)) if x != y), min(len(sa), len(sb)))
+    cut = max((i + 1 for i, ch in enumerate(sa[:common]) if ch in "-_. "), default=0)  # ends at a separator
+    if 4 <= cut < len(sb):
+        sb = "\u2026" + sb[cut:]
+    return f"{short_name(sa, max_chars)}{sep}vs {short_name(sb, max_chars)}"
+
+
+def _row_label(row: dict[str, Cell], i: int, two_lines: bool) -> str:
+    """A bar's label: the tile, or both slides of a pair (on two lines when there is room: a dock is narrow)."""
+    if "tile" in row:
+        return short_name(str(row["tile"]), 28)
+    if "slide_a" in row and "slide_b" in row:
+        return pair_label(str(row["slide_a"]), str(row["slide_b"]), sep="\n" if two_lines else " ")
+    return str(i + 1)
+
+
 def _plot_folds(report: Report, fig: Figure) -> None:
     """``linear_probe``: balanced accuracy per fold."""
     ax = fig.add_subplot(111)
     folds = [f"fold {r['fold']}" for r in report.rows]
     ax.bar(folds, [float(r["balanced_accuracy"]) for r in report.rows], color="tab:blue")
     ax.set(ylabel="balanced accuracy", ylim=(0, 1))
-    ax.set_title(title(report), fontsize=10)
+    set_title(fig, title(report))
 
 
 def _plot_rows(report: Report, fig: Figure) -> None:
-    """The first numeric column: one bar per row, or its histogram when there are more than 12 rows."""
+    """The first numeric column: one bar per row (labelled by tile, or by both slides of a pair), or its
+    histogram when there are more than 12 rows; a dashed line marks its chance level when the summary has one
+    (``knn5_overlap`` -> ``knn5_chance``)."""
     ax = fig.add_subplot(111)
     first = report.rows[0] if report.rows else {}
     numeric = [k for k, v in first.items() if isinstance(v, float | np.floating)]
@@ -114,10 +170,22 @@ def _plot_rows(report: Report, fig: Figure) -> None:
         ax.hist([float(r[numeric[0]]) for r in report.rows], bins=10, color="tab:green")
         ax.set(xlabel=numeric[0], ylabel="count")
     elif numeric:
-        labels = [str(r.get("tile", r.get("slide_a", i))) for i, r in enumerate(report.rows)]
-        ax.barh(labels, [float(r[numeric[0]]) for r in report.rows], color="tab:green")
+        values = [float(r[numeric[0]]) for r in report.rows]
+        y = np.arange(len(values))  # positions, not category names: equal labels must not share one bar
+        ax.barh(y, values, color="tab:green")
+        two_lines = len(values) <= 6
+        ax.set_yticks(y, [_row_label(r, i, two_lines) for i, r in enumerate(report.rows)], fontsize=8)
+        ax.invert_yaxis()  # first row on top, as in the table
+        for i, (v, r) in enumerate(zip(values, report.rows, strict=True)):
+            if not np.isfinite(v):
+                ax.text(0, i, " failed" if r.get("error") else " n/a", va="center", fontsize=8, color="0.4")
         ax.set_xlabel(numeric[0])
-    ax.set_title(title(report), fontsize=10)
+    if numeric:
+        chance = report.summary.get(numeric[0].split("_")[0] + "_chance")
+        if chance is not None and np.isfinite(chance):
+            ax.axvline(chance, color="0.3", linestyle="--", linewidth=1, label=f"chance {chance:.2f}")
+            ax.legend(fontsize=7, loc="best")
+    set_title(fig, title(report))
 
 
 def _plot_compare(report: Report, fig: Figure) -> None:

@@ -23,7 +23,8 @@ from napari_pathdistill.evaluation.manifest import read_pairs
 from napari_pathdistill.evaluation.probes import linear_probe
 from napari_pathdistill.evaluation.report import Cell, Report
 from napari_pathdistill.inference.pair_similarity import iter_pair_similarity
-from napari_pathdistill.metrics.agreement import knn_overlap, linear_cka
+from napari_pathdistill.metrics.agreement import knn_overlap, knn_overlap_chance, linear_cka
+from napari_pathdistill.metrics.pairs import MAX_TOPK_CHANCE
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, drain, relabel
 
@@ -145,6 +146,28 @@ def iter_linear_probe(
     yield Report("linear_probe", rows, summary, params)
 
 
+def knn_overlap_note(n_tiles: int, k: int, max_chance: float = MAX_TOPK_CHANCE) -> str | None:
+    """What to read a k-NN overlap over ``n_tiles`` tiles against, or None when chance is low enough.
+
+    Unrelated models already share ``k / (n - 1)`` of their ``k`` neighbours. Above ``max_chance`` (the
+    robustness run's top-k rule, ``metrics.pairs.topk_pool_note``) the note gives that chance level; at 1 (k >=
+    n - 1: 6 tiles, k = 5) every other tile is a neighbour and the overlap is 1 by construction.
+    """
+    chance = knn_overlap_chance(n_tiles, k)
+    if chance <= max_chance:
+        return None
+    need = int(np.ceil(k / max_chance)) + 1
+    if chance >= 1.0:
+        return (
+            f"mean_knn{k}_overlap not meaningful: with {n_tiles} tiles every other tile is one of the {k} "
+            f"nearest, so the overlap is 1 by construction; it needs >= {need} tiles"
+        )
+    return (
+        f"mean_knn{k}_overlap: unrelated models already share {chance:.2f} of their {k} nearest among "
+        f"{n_tiles - 1} other tiles; read it against that (chance <= {max_chance:g} from {need} tiles)"
+    )
+
+
 def iter_teacher_student(
     teacher: EmbeddingModel,
     student: EmbeddingModel,
@@ -154,6 +177,11 @@ def iter_teacher_student(
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | Report]:
     """Linear CKA and per-tile k-NN overlap between teacher and student embeddings of the same tiles.
+
+    The summary's ``knn<k>_chance`` is the overlap of unrelated models (``k / (N - 1)``); when it is above
+    ``metrics.pairs.MAX_TOPK_CHANCE`` (as the robustness run's top-k accuracy, fewer than ``10 k + 1`` tiles)
+    ``params["notes"]`` says to read the mean against it, and at 1 (``k >= N - 1``) the mean is NaN (1 by
+    construction); the per-tile overlaps stay in the rows.
 
     Args:
         teacher, student: the two embedding models.
@@ -168,14 +196,18 @@ def iter_teacher_student(
     overlap = knn_overlap(ft, fs, k)
     rows: list[dict[str, Cell]] = [{"tile": p.name, "label": str(lb), f"knn{k}_overlap": float(o)}
                                    for p, lb, o in zip(paths, labels, overlap, strict=True)]  # fmt: skip
+    note, chance = knn_overlap_note(len(paths), k), knn_overlap_chance(len(paths), k)
     summary = {
         "linear_cka": linear_cka(ft, fs),
-        f"mean_knn{k}_overlap": float(overlap.mean()),
+        f"mean_knn{k}_overlap": float("nan") if chance >= 1.0 else float(overlap.mean()),
+        f"knn{k}_chance": chance,
         "tiles": float(len(paths)),
     }
     params: dict[str, object] = {
         "source": str(source),
         "teacher": teacher.spec.name,
         "student": student.spec.name,
+        "k": k,
+        "notes": [note] if note else [],
     }
     yield Report("teacher_student", rows, summary, params)

@@ -80,6 +80,16 @@ def knn_overlap(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     return np.array([len(set(r) & set(q)) / k for r, q in zip(a, b, strict=True)])
 
 
+def knn_overlap_chance(n_tiles: int, k: int) -> float:
+    """Expected :func:`knn_overlap` of two unrelated representations of ``n_tiles`` tiles: ``k / (n - 1)``.
+
+    Each tile's ``k`` neighbours are drawn from its ``n - 1`` other tiles; two random draws share ``k^2 / (n - 1)``
+    of them on average, a fraction ``k / (n - 1)`` of ``k`` (capped at 1: with ``k >= n - 1`` every other tile
+    is a neighbour and the overlap is 1 whatever the models).
+    """
+    return min(1.0, k / max(1, n_tiles - 1))
+
+
 def _to_grid(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if maps.shape[1:] == shape:
         return maps.astype(np.float64)

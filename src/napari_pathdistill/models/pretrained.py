@@ -99,12 +99,14 @@ def _hub_error(spec: ModelSpec, hub_id: str, why: str) -> ModelLoadError:
     from huggingface_hub import constants
 
     repo = hub_id.removeprefix("hf-hub:")
+    # what to do comes first: a status line shows the start of the message (the rest is in its tooltip)
     return ModelLoadError(
-        f"Could not get the weights of '{spec.name}' from {hub_id} ({why}). Put them in the Hugging Face cache "
+        f"Could not get the weights of '{spec.name}' ({why}): choose another model or a local checkpoint folder "
+        "(model.safetensors + config.json, see docs/models.md), or put the weights in the Hugging Face cache "
         f"{constants.HF_HUB_CACHE} (set by $HF_HOME/hub or $HF_HUB_CACHE, default ~/.cache/huggingface/hub): "
         f"accept the licence on https://huggingface.co/{repo}, run `hf auth login` (older: `huggingface-cli login`) "
-        "and run once with internet, or copy that folder from a machine that has it and set HF_HUB_OFFLINE=1. "
-        "Or pass a local checkpoint folder (model.safetensors + config.json, see docs/models.md)."
+        f"and run once with internet to download {hub_id}, or copy that folder from a machine that has it and set "
+        "HF_HUB_OFFLINE=1."
     )
 
 

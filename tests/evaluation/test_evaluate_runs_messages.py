@@ -1,0 +1,174 @@
+"""The Evaluate runs say what is wrong and what is not meaningful: pair CSVs that are no CSV or have no pairs,
+a k-NN overlap over too few tiles to mean anything, and plots whose titles fit and whose bars can be told apart."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.manifest import read_pairs
+from napari_pathdistill.evaluation.report import Report, pair_label
+from napari_pathdistill.evaluation.runs import iter_teacher_student, knn_overlap_note
+from napari_pathdistill.metrics.agreement import knn_overlap, knn_overlap_chance
+from napari_pathdistill.progress import drain
+
+# --- pair CSVs: one clear line each ---------------------------------------------------------------------------
+
+
+def test_an_image_chosen_as_the_pairs_csv_is_named_as_no_csv(histolab_tiles: Path) -> None:
+    png = histolab_tiles / "almost-white-1.png"  # a real PNG, picked by mistake (was: raw UnicodeDecodeError)
+    with pytest.raises(EvaluationError) as err:
+        read_pairs(png)
+    msg = str(err.value)
+    assert (
+        msg.startswith("almost-white-1.png is not a CSV file (not UTF-8 text)") and "slide_a,slide_b" in msg
+    )
+    assert "\n" not in msg and "UnicodeDecodeError" not in msg
+
+
+def test_a_header_only_csv_has_the_columns_but_no_pairs(tmp_path: Path) -> None:
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("slide_a,slide_b\n\n")
+    with pytest.raises(EvaluationError, match="has the columns slide_a,slide_b but no pairs") as err:
+        read_pairs(header_only)
+    assert "has no slide_a,slide_b columns" not in str(err.value)  # it said so, though the columns are there
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(
+        EvaluationError, match=r"^empty\.csv is empty: give a CSV with columns slide_a,slide_b"
+    ):
+        read_pairs(empty)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("a,b\nx.svs,y.svs\n")
+    with pytest.raises(EvaluationError, match=r"has no slide_a,slide_b columns .*; its header is a,b"):
+        read_pairs(wrong)
+
+
+def test_pairs_csv_cells_are_checked_and_trimmed(tmp_path: Path, os2_pair: tuple[Path, Path]) -> None:
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text(f"\ufeffslide_a, slide_b\n{os2_pair[0]} , {os2_pair[1]}\n\n{os2_pair[0]},\n")
+    with pytest.raises(EvaluationError, match=r"^pairs\.csv line 4: slide_b is empty\.$"):
+        read_pairs(csv_path)
+    csv_path.write_text(f"\ufeffslide_a, slide_b\n{os2_pair[0]} , {os2_pair[1]}\n")  # a spreadsheet's BOM
+    assert read_pairs(csv_path) == [os2_pair]
+
+
+# --- teacher vs student: a k-NN overlap over too few tiles is flagged ------------------------------------------
+
+
+def test_knn_overlap_chance_is_what_unrelated_embeddings_score() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 40, 5
+    scores = [knn_overlap(rng.normal(size=(n, 8)), rng.normal(size=(n, 8)), k).mean() for _ in range(40)]
+    assert np.mean(scores) == pytest.approx(knn_overlap_chance(n, k), abs=0.02)
+    assert knn_overlap_chance(6, 5) == 1.0  # every other tile is a neighbour
+    assert knn_overlap_note(51, 5) is None and knn_overlap_note(50, 5) is not None
+
+
+@pytest.fixture
+def six_tiles(tmp_path: Path, histolab_tiles: Path) -> Path:
+    """Six real histolab tiles in two class folders (the tester's 6-tile teacher-vs-student run)."""
+    names = {"background": ["almost-white-1.png", "almost-white-2.png", "almost-white-ihc.png"],
+             "tissue": ["high-nuclei-score-level0.png", "low-nuclei-score-level0.png",
+                        "medium-nuclei-score-level0.png"]}  # fmt: skip
+    for label, files in names.items():
+        (tmp_path / label).mkdir()
+        for f in files:
+            shutil.copy(histolab_tiles / f, tmp_path / label / f)
+    return tmp_path
+
+
+def _tiny_models():
+    testing = pytest.importorskip("napari_pathdistill.models.testing")
+    return testing.tiny_model(seed=0), testing.tiny_model(seed=1)
+
+
+def test_teacher_student_on_six_tiles_flags_its_knn_overlap(six_tiles: Path) -> None:
+    """6 tiles, k = 5: the overlap is 1 by construction; it was reported as mean_knn5_overlap 1.000 unflagged."""
+    teacher, student = _tiny_models()
+    rep = drain(iter_teacher_student(teacher, student, six_tiles))
+    assert rep is not None
+    assert [r["knn5_overlap"] for r in rep.rows] == [1.0] * 6  # kept per tile
+    assert np.isnan(rep.summary["mean_knn5_overlap"]) and rep.summary["knn5_chance"] == 1.0
+    (note,) = rep.params["notes"]
+    assert (
+        note.startswith("mean_knn5_overlap not meaningful: with 6 tiles every other tile is one of the 5")
+        and "needs >= 51 tiles" in note
+    )
+
+
+def test_teacher_student_with_enough_tiles_for_its_k_is_not_flagged(histolab_tiles: Path) -> None:
+    teacher, student = _tiny_models()
+    rep = drain(iter_teacher_student(teacher, student, histolab_tiles, k=3))
+    assert rep is not None
+    n = int(rep.summary["tiles"])
+    assert n > 31 and rep.params["notes"] == []  # 3 / (n - 1) <= 0.1
+    assert rep.summary["mean_knn3_overlap"] == pytest.approx(np.mean([r["knn3_overlap"] for r in rep.rows]))
+    assert rep.summary["knn3_chance"] == pytest.approx(3 / (n - 1))
+
+
+# --- plots ----------------------------------------------------------------------------------------------------
+
+
+def _render(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_a_long_teacher_student_title_fits_a_dock_sized_figure() -> None:
+    """In the dock the title was cut at the right: '...efficientnet-lite2-imagenet vs pathdi'."""
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    rows = [
+        {"tile": f"medium-nuclei-score-level{i}.png", "label": "tumor", "knn5_overlap": 1.0} for i in range(6)
+    ]
+    params = {"teacher": "efficientnet-lite2-imagenet", "student": "pathdistill-student"}
+    fig = Figure(figsize=(3.7, 2.6), tight_layout=True)  # about the Evaluate dock's canvas
+    Report("teacher_student", rows, {"knn5_chance": 1.0}, params).plot(fig)
+    renderer = _render(fig)
+    titles = [t for t in fig.findobj(Text) if "pathdistill-student" in t.get_text()]
+    assert titles, "the title names both models"
+    for t in titles:
+        box = t.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (t.get_text(), box, fig.bbox.width)
+
+
+def test_robustness_bars_name_both_slides_of_each_pair() -> None:
+    """Two pairs sharing slide A were both labelled 'OS-2-ndpi.ome.tif' and drawn as one bar."""
+    from matplotlib.figure import Figure
+
+    nan = float("nan")
+    rows = [
+        {
+            "slide_a": "OS-2-ndpi.ome.tif",
+            "slide_b": "OS-2-vsi.ome.tif",
+            "tiles": 14,
+            "mean_cosine": 0.9,
+            "error": "",
+        },
+        {
+            "slide_a": "OS-2-ndpi.ome.tif",
+            "slide_b": "slide.svs",
+            "tiles": 0,
+            "mean_cosine": nan,
+            "error": "gone",
+        },
+    ]
+    fig = Figure(figsize=(4, 3))
+    Report("robustness", rows, {}, {"model": "m"}).plot(fig)
+    _render(fig)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["OS-2-ndpi\nvs \u2026vsi", "OS-2-ndpi\nvs slide"]
+    assert len(ax.patches) == 2 and [t.get_text() for t in ax.texts] == [" failed"]
+    assert (
+        pair_label("Izd2-29-041-w35_HE.jpg", "Izd2-29-041-w35_proSPC.jpg")
+        == "Izd2-29-041-w35_HE vs \u2026proSPC"
+    )
