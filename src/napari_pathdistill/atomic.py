@@ -2,7 +2,8 @@
 
 The content is written to a hidden temporary file in the target's folder (same file system, so the final
 ``os.replace`` is atomic) whose name keeps the target's suffix, so writers that infer the format from the
-name (matplotlib, h5py, torch, safetensors) behave as with the target itself.
+name (matplotlib, h5py, torch, safetensors) behave as with the target itself. The file gets the permissions a
+plain ``open()`` would give it (0666 less the umask: 0644 typically), not ``mkstemp``'s private 0600.
 """
 
 from __future__ import annotations
@@ -29,9 +30,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # mkstemp's 0600 (or a writer's own, e.g. safetensors') -> what open() gives: 0644 with umask 022
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

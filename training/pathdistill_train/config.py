@@ -19,6 +19,53 @@ from pathdistill_train.errors import TrainConfigError
 CONFIG_DIR = Path(__file__).parent / "configs"
 # Free-form dict nodes: an experiment yaml that sets them replaces them whole (no key check inside).
 FREE_FORM = ("teacher.model_kwargs", "student.model_kwargs")
+# Keys with a fixed set of values (default.yaml lists what each means).
+ENUMS: dict[str, tuple[str, ...]] = {
+    "teacher.heads": ("load", "frozen_random", "learn"),
+    "student.embedding": ("cls", "cls+mean"),
+    "loss.mode": ("dino_ibot", "feature", "both"),
+    "loss.centering": ("centering", "sinkhorn_knopp"),
+    "loss.pairing": ("cross", "same"),
+    "data.pipeline": ("loader", "device"),
+    "optim.scaling_rule": ("sqrt_wrt_1024", "linear_wrt_256", "none"),
+    "train.device": ("auto", "cuda", "cpu"),
+    "train.amp": ("bf16", "none"),
+    "distributed.backend": ("auto", "nccl", "gloo"),
+}
+_INF = float("inf")
+_POSITIVE, _COUNT, _FRACTION = (1e-300, _INF, "> 0"), (1, _INF, ">= 1"), (0.0, 1.0, "in [0, 1]")
+# Numeric keys with bounds: (lowest, highest, how the error states it); null values are not checked here.
+RANGES: dict[str, tuple[float, float, str]] = {
+    **dict.fromkeys(("heads.dino_out_dim", "heads.ibot_out_dim", "heads.hidden_dim"), _COUNT),
+    **dict.fromkeys(("heads.dino_bottleneck_dim", "heads.ibot_bottleneck_dim", "heads.nlayers"), _COUNT),
+    **dict.fromkeys(("loss.student_temp", "loss.teacher_temp", "loss.warmup_teacher_temp"), _POSITIVE),
+    **dict.fromkeys(("loss.relational_teacher_temp", "loss.relational_student_temp"), _POSITIVE),
+    "loss.center_momentum": _FRACTION,
+    "loss.warmup_teacher_temp_epochs": (0.0, _INF, ">= 0"),
+    "crops.global_size": _COUNT,
+    "augmentation.local_crops_number": (0, _INF, ">= 0"),
+    "augmentation.local_crops_size": _COUNT,
+    **dict.fromkeys(
+        ("augmentation.color_jitter_p", "augmentation.grayscale_p", "augmentation.hed_p"), _FRACTION
+    ),
+    "augmentation.student_p": _FRACTION,
+    "data.mpp": _POSITIVE,
+    "data.min_tissue": _FRACTION,
+    "data.source_scale": _POSITIVE,
+    "crossmag.factor": _COUNT,
+    **dict.fromkeys(("optim.epochs", "optim.epoch_length"), _COUNT),
+    "optim.base_lr": _POSITIVE,
+    **dict.fromkeys(
+        ("optim.min_lr", "optim.warmup_epochs", "optim.freeze_last_layer_epochs"), (0.0, _INF, ">= 0")
+    ),
+    **dict.fromkeys(("optim.weight_decay", "optim.weight_decay_end"), (0.0, _INF, ">= 0")),
+    **dict.fromkeys(("optim.layerwise_decay", "optim.patch_embed_lr_mult"), (0.0, _INF, ">= 0")),
+    **dict.fromkeys(("optim.adamw_beta1", "optim.adamw_beta2"), (0.0, 0.999999, "in [0, 1)")),
+    **dict.fromkeys(("ema.momentum", "ema.final_momentum"), _FRACTION),
+    "train.batch_size_per_gpu": _COUNT,
+    "train.num_workers": (0, _INF, ">= 0"),
+    **dict.fromkeys(("train.checkpoint_every", "train.log_every"), _COUNT),
+}
 
 
 def resolve_config_path(name: str | Path) -> Path:
@@ -59,6 +106,7 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
             raise TrainConfigError(f"overrides must look like key=value, got {bad}")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         _check_types(OmegaConf.load(CONFIG_DIR / "default.yaml"), cfg, "")
+        validate(cfg)
     except (ConfigKeyError, ConfigAttributeError) as e:
         raise TrainConfigError(
             f"unknown config key: {getattr(e, 'msg', e)!s} "
@@ -83,6 +131,32 @@ def _check_types(default: Any, cfg: Any, prefix: str) -> None:
                 raise TrainConfigError(
                     f"invalid config value {prefix}{key}={val!r}: expected {type(ref).__name__} (see default.yaml)"
                 )
+
+
+def validate(cfg: Any) -> None:
+    """Check every enumerated key against its choices and every bounded number against its range.
+
+    Raises:
+        TrainConfigError: naming the key, its value and what it accepts.
+    """
+    for key, choices in ENUMS.items():
+        val = OmegaConf.select(cfg, key)
+        if val not in choices:
+            raise TrainConfigError(
+                f"invalid config value {key}={val!r}: expected one of {', '.join(choices)}"
+            )
+    for key, (lo, hi, text) in RANGES.items():
+        val = OmegaConf.select(cfg, key)
+        if val is not None and not (lo <= val <= hi):
+            raise TrainConfigError(f"invalid config value {key}={val!r}: expected {text}")
+    if cfg.train.max_steps == 0 or cfg.train.max_steps < -1:
+        raise TrainConfigError(
+            f"invalid config value train.max_steps={cfg.train.max_steps}: expected -1 or >= 1"
+        )
+    for key in ("data.mpp_override", "data.tile_dirs_mpp"):
+        val = OmegaConf.select(cfg, key)
+        if val is not None and not val > 0:
+            raise TrainConfigError(f"invalid config value {key}={val!r}: expected a positive um/px, or null")
 
 
 def _open_free_form(cfg: Any) -> None:

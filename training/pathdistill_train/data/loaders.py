@@ -78,11 +78,18 @@ def build_source(data_cfg: Any, source_px: int) -> ConcatSource:
     return ConcatSource(sources)
 
 
-def build_loader(cfg: Any, rank: int, world_size: int, start: int) -> torch.utils.data.DataLoader:
-    """DataLoader over an :class:`InfiniteSampler` starting at this rank's ``start``-th sample."""
+def build_loader(
+    cfg: Any, rank: int, world_size: int, start: int, summary: list[dict[str, Any]] | None = None
+) -> torch.utils.data.DataLoader:
+    """DataLoader over an :class:`InfiniteSampler` starting at this rank's ``start``-th sample.
+
+    ``summary``, when given, is extended with each slide / tile folder and its tile count.
+    """
     factor = cfg.crossmag.factor if cfg.crossmag.enabled else 1
     global_size = cfg.crops.global_size * factor
     source = build_source(cfg.data, round(global_size * cfg.data.source_scale))
+    if summary is not None:
+        summary.extend(source.describe())
     dataset = DistillDataset(source, DataAugmentationDistill(cfg.augmentation, global_size), cfg.train.seed)
     sampler = InfiniteSampler(
         len(dataset), cfg.train.seed, rank, world_size, start * cfg.train.batch_size_per_gpu
@@ -100,13 +107,22 @@ def build_loader(cfg: Any, rank: int, world_size: int, start: int) -> torch.util
     )
 
 
-def build_batches(cfg: Any, rank: int, world_size: int, start: int, device: torch.device) -> Iterator[dict]:
+def build_batches(
+    cfg: Any,
+    rank: int,
+    world_size: int,
+    start: int,
+    device: torch.device,
+    summary: list[dict[str, Any]] | None = None,
+) -> Iterator[dict]:
     """Training batches of ``data.pipeline``: the DataLoader, or views made on ``device`` from a tile store.
 
     The device pipeline writes the store on rank 0 (once; reused while the sources match), the other ranks wait.
+    ``summary``, when given, is extended with each slide / tile folder and its tile count (rank 0 of the device
+    pipeline).
     """
     if cfg.data.pipeline == "loader":
-        return iter(build_loader(cfg, rank, world_size, start))
+        return iter(build_loader(cfg, rank, world_size, start, summary))
     if cfg.data.pipeline != "device":
         raise TrainConfigError(f"data.pipeline must be loader or device, got {cfg.data.pipeline!r}")
     from pathdistill_train.data.device_views import DeviceViewMaker
@@ -120,7 +136,10 @@ def build_batches(cfg: Any, rank: int, world_size: int, start: int, device: torc
                 "mpp": cfg.data.mpp, "min_tissue": cfg.data.min_tissue, "seed": cfg.train.seed}  # fmt: skip
     if rank == 0:
         store.parent.mkdir(parents=True, exist_ok=True)
-        write_tile_store(build_source(cfg.data, source_px), store, describe, cfg.train.seed)
+        source = build_source(cfg.data, source_px)
+        if summary is not None:
+            summary.extend(source.describe())
+        write_tile_store(source, store, describe, cfg.train.seed)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     n = len(np.load(store, mmap_mode="r"))

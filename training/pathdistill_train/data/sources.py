@@ -7,18 +7,21 @@ make_tile_grid / read_tiles) at ``source_px`` and the target ``mpp``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from napari_pathdistill.errors import CorruptTileWarning
 from pathdistill_train.errors import TrainDataError
 
 if TYPE_CHECKING:
     from napari_pathdistill.wsi.pyramid import Pyramid
+    from napari_pathdistill.wsi.tiling import TileGrid
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -43,19 +46,56 @@ class TileFolderSource:
     """
 
     def __init__(self, root: str | Path, source_px: int, folder_mpp: float | None, mpp: float) -> None:
-        root = Path(root)
+        self.root = root = Path(root)
+        if not root.is_dir():
+            raise TrainDataError(
+                f"data.tile_dirs: tile folder {root} not found" + (" (a file)" * root.exists())
+            )
         self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
-            raise TrainDataError(f"no tile images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+            raise TrainDataError(f"data.tile_dirs: no tile images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
         self.source_px, self.scale = source_px, (folder_mpp / mpp if folder_mpp else 1.0)
+        self.unreadable: set[Path] = set()  # tiles skipped in this process (each worker keeps its own)
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def describe(self) -> list[dict[str, Any]]:
+        """The folder and its number of tile images (for the training record)."""
+        return [{"tile_dir": str(self.root), "tiles": len(self.paths)}]
+
+    def _read(self, index: int) -> np.ndarray:
+        """The RGB image of tile ``index``, or of the next readable one; an unreadable tile warns once.
+
+        Raises:
+            TrainDataError: no image of the folder can be read.
+        """
+        for k in range(len(self.paths)):
+            path = self.paths[(index + k) % len(self.paths)]
+            if path in self.unreadable:
+                continue
+            try:
+                with Image.open(path) as im:
+                    return _to_rgb(im)
+            except (
+                OSError,
+                ValueError,
+                Image.DecompressionBombError,
+            ) as e:  # UnidentifiedImageError: an OSError
+                self.unreadable.add(path)
+                warnings.warn(
+                    f"skipping unreadable tile {path} ({type(e).__name__}: {e}); "
+                    f"{len(self.unreadable)} of {len(self.paths)} tiles skipped so far",
+                    CorruptTileWarning,
+                    stacklevel=2,
+                )
+        raise TrainDataError(
+            f"data.tile_dirs: none of the {len(self.paths)} images under {self.root} can be read"
+        )
+
     def __getitem__(self, item: tuple[int, torch.Generator]) -> torch.Tensor:
         index, gen = item
-        with Image.open(self.paths[index]) as im:
-            rgb = _to_rgb(im)
+        rgb = self._read(index)
         h, w = rgb.shape[:2]
         if self.scale != 1.0:
             h, w = max(1, round(h * self.scale)), max(1, round(w * self.scale))
@@ -79,7 +119,11 @@ class WSISource:
         mpp: target um/px.
         min_tissue: minimum tissue fraction of a tile.
         mpp_override: level-0 um/px of slides whose metadata has none (a file's own MPP always wins);
-            None: such slides are tiled in level-0 px.
+            None: such slides are refused (tiled in level-0 px, they would not be at ``mpp``).
+
+    Raises:
+        TrainDataError: a slide that cannot be opened, states no um/px (without ``mpp_override``), is
+            smaller than one tile, or no slide has a tissue tile.
     """
 
     def __init__(
@@ -90,15 +134,11 @@ class WSISource:
         min_tissue: float,
         mpp_override: float | None,
     ) -> None:
-        from napari_pathdistill.wsi import detect_tissue, make_tile_grid, open_pyramid
-
         self.paths = [Path(p) for p in slides]
+        self.mpp_override = mpp_override
         self.grids, self.index = [], []
         for si, path in enumerate(self.paths):
-            with open_pyramid(path, fallback_mpp=mpp_override) as pyr:
-                grid = make_tile_grid(
-                    pyr, tile_px=source_px, mpp=mpp, min_tissue=min_tissue, mask=detect_tissue(pyr)
-                )
+            grid = _slide_grid(path, source_px, mpp, min_tissue, mpp_override)
             self.grids.append(grid)
             self.index += [(si, ti) for ti in range(len(grid.coords))]
         if not self.index:
@@ -110,14 +150,43 @@ class WSISource:
     def __len__(self) -> int:
         return len(self.index)
 
+    def describe(self) -> list[dict[str, Any]]:
+        """Each slide and its number of tissue tiles (for the training record)."""
+        return [
+            {"slide": str(p), "tiles": len(g.coords)} for p, g in zip(self.paths, self.grids, strict=True)
+        ]
+
     def __getitem__(self, item: tuple[int, torch.Generator]) -> torch.Tensor:
         from napari_pathdistill.wsi import open_pyramid, read_tiles
 
         si, ti = self.index[item[0]]
         if si not in self._open:  # one handle per slide and worker process
-            self._open[si] = open_pyramid(self.paths[si])
+            self._open[si] = open_pyramid(self.paths[si], fallback_mpp=self.mpp_override)
         tile = read_tiles(self._open[si], self.grids[si], [ti])[0]
         return torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1)
+
+
+def _slide_grid(
+    path: Path, source_px: int, mpp: float, min_tissue: float, mpp_override: float | None
+) -> TileGrid:
+    """The tissue tile grid of one slide at ``mpp``; every failure a :class:`TrainDataError` naming the slide."""
+    from napari_pathdistill.errors import WSIError
+    from napari_pathdistill.wsi import detect_tissue, make_tile_grid, open_pyramid
+
+    try:
+        with open_pyramid(path, fallback_mpp=mpp_override) as pyr:
+            if pyr.mpp is None:
+                raise TrainDataError(
+                    f"data.slides: {path} states no um/px (MPP) in its metadata, so its tiles could not be cut "
+                    f"at data.mpp={mpp:g}: set data.mpp_override=UM_PER_PX (the slide's level-0 um/px, e.g. "
+                    "0.25 at 40x, 0.5 at 20x), or leave the slide out"
+                )
+            return make_tile_grid(
+                pyr, tile_px=source_px, mpp=mpp, min_tissue=min_tissue, mask=detect_tissue(pyr)
+            )
+    except WSIError as e:
+        hint = " (lower data.mpp or crops.global_size)" if "smaller than one tile" in str(e) else ""
+        raise TrainDataError(f"data.slides: {str(e).rstrip('.')}{hint}") from e
 
 
 class ConcatSource:
@@ -128,6 +197,10 @@ class ConcatSource:
         if not self.sources:
             raise TrainDataError("no training data: set data.slides and/or data.tile_dirs")
         self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every slide and tile folder with its number of tiles (for the training record)."""
+        return [entry for s in self.sources for entry in s.describe()]
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

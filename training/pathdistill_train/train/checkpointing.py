@@ -81,13 +81,24 @@ def save_training_checkpoint(
 def load_training_checkpoint(path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Restore a checkpoint written by :func:`save_training_checkpoint`; returns the step to run next."""
     payload = read_training_checkpoint(path)
-    missing, unexpected = meta_arch.load_state_dict(payload["model"], strict=False)
+    try:
+        missing, unexpected = meta_arch.load_state_dict(payload["model"], strict=False)
+    except RuntimeError as e:  # same names, other shapes
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise TrainConfigError(
+            f"cannot resume from {path}: it holds another model ({first}); use another output_dir, or set "
+            "train.resume=false train.overwrite=true"
+        ) from e
     missing = [k for k in missing if not k.startswith("teachers.")]
     if missing or unexpected:
-        raise RuntimeError(
-            f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        raise TrainConfigError(
+            f"cannot resume from {path}: it holds another model (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}); use another output_dir, or set train.resume=false train.overwrite=true"
         )
-    optimizer.load_state_dict(payload["optimizer"])
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+    except ValueError as e:  # other parameter groups (e.g. optim.layerwise_decay changed)
+        raise TrainConfigError(f"cannot resume from {path}: its optimiser state does not fit ({e})") from e
     set_rng_state(payload["rng"])
     return int(payload["step"])
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
+from pathdistill_train.config import ENUMS, validate
 from pathdistill_train.data.scanner_augment import ScannerAugment, ScannerAugmentConfig
 from pathdistill_train.errors import TrainConfigError
 from pathdistill_train.layers import DINOHead
@@ -27,12 +28,12 @@ from pathdistill_train.loss import (
     iBOTPatchLoss,
 )
 from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
-from pathdistill_train.loss.views import PAIRINGS, view_pairs
+from pathdistill_train.loss.views import view_pairs
 from pathdistill_train.models import build_student, build_teacher
 from pathdistill_train.models.warm_start import describe, read_init_state, warm_start
 
-HEAD_MODES = ("load", "frozen_random", "learn")
-LOSS_MODES = ("dino_ibot", "feature", "both")
+HEAD_MODES = ENUMS["teacher.heads"]
+LOSS_MODES = ENUMS["loss.mode"]
 
 
 def _head(cfg: Any, dim: int, kind: str) -> DINOHead:
@@ -55,6 +56,19 @@ def _scanner_config(aug: Any) -> ScannerAugmentConfig:
     )
 
 
+def student_kwargs(cfg: Any) -> dict[str, Any]:
+    """``student.model_kwargs``, with ``dynamic_img_size=True`` when local crops are used (unless set).
+
+    Local crops are smaller than the global views; like DINOv2's ViT (which always interpolates its position
+    embeddings), the student then resamples its position grid to each input size. The export's config.json
+    keeps ``student.model_kwargs`` as written: the weights are the same, and the plugin feeds global-size tiles.
+    """
+    kwargs = dict(cfg.student.model_kwargs)
+    if cfg.augmentation.local_crops_number > 0:
+        kwargs.setdefault("dynamic_img_size", True)
+    return kwargs
+
+
 def center_crop_tokens(patch: torch.Tensor, factor: int) -> torch.Tensor:
     """Keep the central ``1/factor`` of a square (B, N, D) token grid (the teacher's field in XMAG mode)."""
     b, n, d = patch.shape
@@ -75,10 +89,7 @@ class DistillMetaArch(nn.Module):
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         self.cfg, lc = cfg, cfg.loss
-        if lc.mode not in LOSS_MODES or cfg.teacher.heads not in HEAD_MODES or lc.pairing not in PAIRINGS:
-            raise TrainConfigError(
-                f"loss.mode in {LOSS_MODES}, teacher.heads in {HEAD_MODES}, loss.pairing in {PAIRINGS}"
-            )
+        validate(cfg)  # a config built without load_config: each bad choice named with its key
         if cfg.teacher.heads == "learn" and lc.centering == "sinkhorn_knopp":
             raise TrainConfigError(
                 "teacher.heads=learn needs loss.centering=centering (Sinkhorn-Knopp has no gradient)"
@@ -86,9 +97,7 @@ class DistillMetaArch(nn.Module):
         teachers = [build_teacher(t) for t in [cfg.teacher, *cfg.teacher.extra]]
         self.teachers = nn.ModuleList(teachers)
         dims = [t.embed_dim for t in teachers]
-        self.student = build_student(
-            cfg.student.arch, dict(cfg.student.model_kwargs), cfg.student.mean, cfg.student.std
-        )
+        self.student = build_student(cfg.student.arch, student_kwargs(cfg), cfg.student.mean, cfg.student.std)
         if cfg.student.get("init_blocks") and not cfg.student.init_weights:
             raise TrainConfigError("student.init_blocks needs student.init_weights (the blocks' source)")
         if cfg.student.init_weights:

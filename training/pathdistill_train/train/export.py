@@ -39,13 +39,26 @@ def student_spec(cfg: Any) -> ModelSpec:
     )
 
 
-def training_info(cfg: Any, step: int) -> dict[str, Any]:
-    """The ``training`` entry of ``config.json``: teacher name(s), steps run and the whole resolved config."""
+def training_info(cfg: Any, step: int, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``training`` entry of ``config.json``: teacher name(s), steps run, the run record, the resolved config.
+
+    Args:
+        cfg: the training config.
+        step: optimisation steps run.
+        run: the record of the run (command, times, data, version, final loss; see ``train.run_record``).
+    """
     teachers = [cfg.teacher.name or cfg.teacher.arch] + [t.name or t.arch for t in cfg.teacher.extra]
-    return {"teacher": "+".join(teachers), "steps": step, "config": OmegaConf.to_container(cfg, resolve=True)}
+    return {
+        "teacher": "+".join(teachers),
+        "steps": step,
+        **(run or {}),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
 
 
-def export_student(model: nn.Module, cfg: Any, folder: Path, step: int) -> Path:
+def export_student(
+    model: nn.Module, cfg: Any, folder: Path, step: int, run: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` (the timm EMA student) and its spec with the plugin's ``save_checkpoint``.
 
     Args:
@@ -53,5 +66,6 @@ def export_student(model: nn.Module, cfg: Any, folder: Path, step: int) -> Path:
         cfg: the training config.
         folder: checkpoint folder to write (``model.safetensors`` + ``config.json``, atomic per file).
         step: optimisation steps run, recorded in ``config.json``.
+        run: the run record written with it (see :func:`training_info`).
     """
-    return save_checkpoint(model, student_spec(cfg), Path(folder), training=training_info(cfg, step))
+    return save_checkpoint(model, student_spec(cfg), Path(folder), training=training_info(cfg, step, run))

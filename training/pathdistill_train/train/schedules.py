@@ -93,4 +93,6 @@ def scaled_lr(base_lr: float, total_batch: int, rule: str) -> float:
         return base_lr * math.sqrt(total_batch / 1024.0)
     if rule == "linear_wrt_256":
         return base_lr * total_batch / 256.0
-    return base_lr
+    if rule == "none":
+        return base_lr
+    raise ValueError(f"optim.scaling_rule must be sqrt_wrt_1024, linear_wrt_256 or none; got {rule!r}")

@@ -6,6 +6,7 @@ import argparse
 import csv
 import inspect
 import math
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -17,13 +18,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
 from napari_pathdistill.atomic import atomic_path
+from napari_pathdistill.errors import PathDistillError
 from pathdistill_train import distributed
 from pathdistill_train.config import load_config, save_config
 from pathdistill_train.data.loaders import build_batches
-from pathdistill_train.errors import TrainConfigError
+from pathdistill_train.errors import TrainConfigError, TrainDivergedError, TrainInterrupted
 from pathdistill_train.train.checkpointing import load_training_checkpoint, save_training_checkpoint
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 from pathdistill_train.train.export import export_student
+from pathdistill_train.train.run_dir import (
+    check_inputs,
+    git_commit,
+    package_version,
+    prepare_output_dir,
+    utc_now,
+)
 from pathdistill_train.train.schedules import CosineScheduler, param_groups, scaled_lr, teacher_temp_schedule
 
 LOG_KEYS = (
@@ -43,6 +52,7 @@ LOG_KEYS = (
     "grad_norm",
     "images_per_s",
     "data_wait_frac",
+    "elapsed_s",
 )
 
 
@@ -156,8 +166,9 @@ def _setup(cfg: Any, env: distributed.DistEnv) -> tuple[DistillMetaArch, torch.o
     if cfg.train.resume and ckpt.exists():
         start = load_training_checkpoint(ckpt, meta, optimizer)
         if env.is_main:
-            _truncate_csv(Path(cfg.output_dir) / "metrics.csv", start)
             print(f"[pathdistill-train] resumed from {ckpt} at step {start}", flush=True)
+    if env.is_main and cfg.train.resume:  # rows a killed run logged past its checkpoint (all, without one)
+        _truncate_csv(Path(cfg.output_dir) / "metrics.csv", start)
     return meta, optimizer, sched, start
 
 
@@ -178,7 +189,9 @@ def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[st
     out = {k: float(v.detach()) for k, v in losses.items()}
     out["grad_norm"] = float(grad_norm)
     if not math.isfinite(out["loss"]):
-        raise FloatingPointError(f"loss is {out['loss']} at step {values.get('step')}: lower optim.base_lr")
+        raise TrainDivergedError(
+            f"loss is {out['loss']} at step {values.get('step')}: lower optim.base_lr (or check the data)"
+        )
     return out
 
 
@@ -190,74 +203,156 @@ def _no_buffer_sync() -> dict[str, Any]:
     )
 
 
-def train(cfg: Any) -> list[dict[str, float]]:
-    """Run (or resume) a distillation; returns the logged rows of this process (rank 0: all steps run)."""
+def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, float]]:
+    """Run (or resume) a distillation; returns the logged rows of this process (rank 0: all steps run).
+
+    Args:
+        cfg: the resolved config.
+        command: the command line recorded in the export (default: ``sys.argv``).
+
+    Raises:
+        TrainConfigError: missing inputs, a run folder that cannot be resumed or would be overwritten.
+        TrainInterrupted: Ctrl-C; the message says which checkpoint a rerun resumes from.
+    """
+    check_inputs(cfg)
     env = distributed.enable(cfg.distributed.backend, cfg.train.device)
     out_dir = Path(cfg.output_dir)
-    if env.is_main:
+    prepare_output_dir(cfg, clear=env.is_main)
+    meta, optimizer, sched, start = _setup(cfg, env)
+    if env.is_main:  # written once the checkpoint (if any) is known to fit
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
-    meta, optimizer, sched, start = _setup(cfg, env)
     model: torch.nn.Module = meta
     if env.world_size > 1:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(meta, meta.ddp_ignored_names())
         ids = [env.local_rank] if env.device.type == "cuda" else None
         model = DistributedDataParallel(meta, device_ids=ids, **_no_buffer_sync())
-    logger = MetricLogger(out_dir, env.is_main, cfg.train.tensorboard)
-    end = sched["total"] if cfg.train.max_steps < 0 else min(sched["total"], start + cfg.train.max_steps)
-    history, it = [], build_batches(cfg, env.rank, env.world_size, start, env.device)
-    t0 = time.perf_counter()
-    for step in range(start, end):
-        with record_function("data"):
-            batch = {k: v.to(env.device, non_blocking=True) for k, v in next(it).items()}
-            if cfg.train.sync_timing and env.device.type == "cuda":
-                torch.cuda.synchronize(env.device)  # the GPU-side view making counts as data time
-        t_data = time.perf_counter()
-        values = {"step": step, **apply_schedules(optimizer, sched, step)}
-        row = {**values, **_step(model, meta, optimizer, batch, values, cfg, env)}
-        t1 = time.perf_counter()
-        row["images_per_s"] = cfg.train.batch_size_per_gpu * env.world_size / max(t1 - t0, 1e-9)
-        row["data_wait_frac"] = (t_data - t0) / max(t1 - t0, 1e-9)  # waiting for (or making) the batch
-        row["time"] = time.time()  # wall clock at the step's end (returned, not logged)
-        t0 = t1
-        history.append(row)
-        logger.log(row)
-        if env.is_main and (step % cfg.train.log_every == 0 or step == end - 1):
-            print(
-                f"[pathdistill-train] step {step + 1}/{sched['total']} loss {row['loss']:.4f} "
-                f"lr {row['lr']:.2e} {row['images_per_s']:.1f} img/s",
-                flush=True,
-            )
-        if (step + 1) % cfg.train.checkpoint_every == 0 or step == end - 1:
-            _checkpoint(cfg, env, meta, optimizer, step + 1)
+    run = _run_record(command, start)
+    it = build_batches(cfg, env.rank, env.world_size, start, env.device, summary=run["data"])
+    history = _loop(cfg, env, model, meta, optimizer, sched, start, it, run)
     distributed.cleanup()
     return history
 
 
-def _checkpoint(cfg: Any, env, meta: DistillMetaArch, optimizer, step: int) -> None:
-    """Rank 0 writes the resumable checkpoint and exports the EMA student; all ranks wait."""
+def _run_record(command: Sequence[str] | None, start: int) -> dict[str, Any]:
+    """The run record exported with the student; ``data`` is filled by the data pipeline."""
+    return {
+        "command": shlex.join(command if command is not None else sys.argv),
+        "started": utc_now(),
+        "resumed_from_step": start,
+        "data": [],
+        "version": package_version(),
+        "git_commit": git_commit(),
+        "t0": time.monotonic(),
+    }
+
+
+def _loop(cfg, env, model, meta, optimizer, sched, start: int, it, run: dict) -> list[dict[str, float]]:
+    """The training steps from ``start``; Ctrl-C becomes :class:`TrainInterrupted`."""
+    logger = MetricLogger(Path(cfg.output_dir), env.is_main, cfg.train.tensorboard)
+    end = sched["total"] if cfg.train.max_steps < 0 else min(sched["total"], start + cfg.train.max_steps)
+    history: list[dict[str, float]] = []
+    saved, step, t0 = start, start, time.perf_counter()
+    offset = _elapsed_before(Path(cfg.output_dir) / "metrics.csv") if env.is_main else 0.0
+    try:
+        for step in range(start, end):
+            row = _timed_step(cfg, env, model, meta, optimizer, sched, step, it, t0)
+            t0 = time.perf_counter()
+            row["elapsed_s"] = offset + time.monotonic() - run["t0"]
+            history.append(row)
+            logger.log(row)
+            _progress(env, step, end, sched["total"], row, cfg.train.log_every)
+            if (step + 1) % cfg.train.checkpoint_every == 0 or step == end - 1:
+                run["final_loss"] = row["loss"]
+                _checkpoint(cfg, env, meta, optimizer, step + 1, run)
+                saved = step + 1
+    except KeyboardInterrupt:
+        raise TrainInterrupted(step, saved) from None
+    return history
+
+
+def _timed_step(cfg, env, model, meta, optimizer, sched, step: int, it, t0: float) -> dict[str, float]:
+    """Fetch a batch and run one step; the row holds its losses, schedule values and timings."""
+    with record_function("data"):
+        batch = {k: v.to(env.device, non_blocking=True) for k, v in next(it).items()}
+        if cfg.train.sync_timing and env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)  # the GPU-side view making counts as data time
+    t_data = time.perf_counter()
+    values = {"step": step, **apply_schedules(optimizer, sched, step)}
+    row = {**values, **_step(model, meta, optimizer, batch, values, cfg, env)}
+    t1 = time.perf_counter()
+    row["images_per_s"] = cfg.train.batch_size_per_gpu * env.world_size / max(t1 - t0, 1e-9)
+    row["data_wait_frac"] = (t_data - t0) / max(t1 - t0, 1e-9)  # waiting for (or making) the batch
+    row["time"] = time.time()  # wall clock at the step's end (returned, not logged)
+    return row
+
+
+def _progress(env, step: int, end: int, total: int, row: dict[str, float], every: int) -> None:
+    """Print a progress line on rank 0 every ``every`` steps and at the last step."""
+    if env.is_main and (step % every == 0 or step == end - 1):
+        print(
+            f"[pathdistill-train] step {step + 1}/{total} loss {row['loss']:.4f} "
+            f"lr {row['lr']:.2e} {row['images_per_s']:.1f} img/s",
+            flush=True,
+        )
+
+
+def _elapsed_before(path: Path) -> float:
+    """``elapsed_s`` of the last row of a resumed run's (truncated) metrics.csv; 0 without one."""
+    if not path.exists():
+        return 0.0
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return float(rows[-1]["elapsed_s"]) if rows else 0.0
+    except (KeyError, TypeError, ValueError):  # a file from before the column
+        return 0.0
+
+
+def _checkpoint(cfg: Any, env, meta: DistillMetaArch, optimizer, step: int, run: dict[str, Any]) -> None:
+    """Rank 0 writes the resumable checkpoint and exports the EMA student with the run record; all ranks wait."""
     if env.is_main:
         out_dir = Path(cfg.output_dir)
         save_training_checkpoint(out_dir / "checkpoint.pth", meta, optimizer, step)
-        export_student(meta.ema_student.model, cfg, out_dir / "export", step)
+        record = {k: v for k, v in run.items() if k != "t0"}
+        record.update(ended=utc_now(), wall_s=round(time.monotonic() - run["t0"], 3))
+        export_student(meta.ema_student.model, cfg, out_dir / "export", step, record)
     distributed.barrier()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``pathdistill-train --config X.yaml key=value ...``."""
+    """CLI: ``pathdistill-train --config X.yaml key=value ...``.
+
+    Returns:
+        0; 2 for a config error; 1 for any other error the trainer explains (data, device, divergence);
+        130 after Ctrl-C. Each error is one ``pathdistill-train: error: ...`` line on stderr.
+    """
     parser = argparse.ArgumentParser(prog="pathdistill-train", description=__doc__)
     parser.add_argument(
         "--config", default=None, help="experiment yaml (path or bundled name, e.g. smoke_cpu)"
     )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.batch_size_per_gpu=64")
     args = parser.parse_args(argv)
+    command = ["pathdistill-train", *(sys.argv[1:] if argv is None else argv)]
     try:
-        cfg = load_config(args.config, args.overrides)
-        train(cfg)
+        train(load_config(args.config, args.overrides), command)
     except TrainConfigError as e:
-        print(f"pathdistill-train: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e, 2)
+    except TrainInterrupted as e:
+        return _fail(e, 130, prefix="")
+    except KeyboardInterrupt:
+        return _fail("interrupted before training started", 130, prefix="")
+    except (PathDistillError, FloatingPointError) as e:
+        return _fail(e, 1)
     return 0
+
+
+def _fail(message: object, code: int, prefix: str = "error: ") -> int:
+    """Print ``message`` as one ``pathdistill-train:`` line on stderr; return ``code``."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    text = text or type(message).__name__
+    print(f"pathdistill-train: {prefix}{text}", file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

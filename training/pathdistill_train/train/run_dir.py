@@ -1,0 +1,142 @@
+"""The run folder before training starts: inputs that exist, a resume that fits, no run overwritten unasked.
+
+Also the run record exported with the student (command, times, data, version, commit, final loss).
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from pathdistill_train.errors import TrainConfigError
+
+# Settings that shape the checkpoint's tensors (model, heads, loss buffers): a resume must keep them.
+RESUME_KEYS = (
+    "teacher.name",
+    "teacher.arch",
+    "teacher.model_kwargs",
+    "teacher.extra",
+    "teacher.heads",
+    "student.arch",
+    "student.model_kwargs",
+    "loss.mode",
+    "loss.centering",
+    "loss.feature_center_teacher",
+)
+HEAD_KEYS = ("heads",)  # only with DINO/iBOT heads (loss.mode dino_ibot or both)
+RUN_FILES = ("checkpoint.pth", "metrics.csv", "export/model.safetensors")
+_MISSING = object()
+
+
+def check_inputs(cfg: Any) -> None:
+    """Refuse, before any model is built, data and files that do not exist and a device that is not here.
+
+    Raises:
+        TrainConfigError: no data, a missing slide / tile folder / heads file, or ``train.device=cuda``
+            without CUDA.
+    """
+    if not cfg.data.slides and not cfg.data.tile_dirs:
+        raise TrainConfigError("no training data: set data.slides and/or data.tile_dirs")
+    for slide in cfg.data.slides or []:
+        if not Path(slide).expanduser().exists():
+            raise TrainConfigError(f"data.slides: slide {slide} not found")
+    for folder in cfg.data.tile_dirs or []:
+        if not Path(folder).expanduser().is_dir():
+            raise TrainConfigError(f"data.tile_dirs: tile folder {folder} not found")
+    if cfg.teacher.heads == "load":
+        if not cfg.teacher.heads_weights:
+            raise TrainConfigError("teacher.heads=load needs teacher.heads_weights (a .safetensors file)")
+        if not Path(cfg.teacher.heads_weights).expanduser().is_file():
+            raise TrainConfigError(f"teacher.heads_weights: {cfg.teacher.heads_weights} not found")
+    if cfg.train.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainConfigError(
+                "train.device=cuda, but this torch sees no CUDA GPU: use train.device=auto or cpu"
+            )
+
+
+def prepare_output_dir(cfg: Any, clear: bool = True) -> None:
+    """Check that ``output_dir`` may be (re)used; with ``train.overwrite`` clear the previous run's files.
+
+    Every rank checks (so all stop together); only the one called with ``clear`` (rank 0) deletes.
+
+    Raises:
+        TrainConfigError: resuming a checkpoint of other model settings (named), or ``train.resume=false``
+            on a folder holding a run without ``train.overwrite=true``.
+    """
+    out = Path(cfg.output_dir)
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if cfg.train.resume and (out / "checkpoint.pth").exists():
+        diffs = resume_conflicts(out / "config.yaml", cfg)
+        if diffs:
+            raise TrainConfigError(
+                f"cannot resume from {out / 'checkpoint.pth'}: it was trained with other settings "
+                f"({'; '.join(diffs)}); use another output_dir, set those back, or set train.resume=false "
+                "train.overwrite=true to replace that run"
+            )
+    elif not cfg.train.resume and held:
+        if not cfg.train.overwrite:
+            raise TrainConfigError(
+                f"output_dir {out} holds a run ({', '.join(held)}) and train.resume=false would overwrite "
+                "it: use another output_dir, remove that folder, or add train.overwrite=true"
+            )
+        if clear:
+            (out / "checkpoint.pth").unlink(missing_ok=True)
+            (out / "metrics.csv").unlink(missing_ok=True)
+            shutil.rmtree(out / "export", ignore_errors=True)
+
+
+def resume_conflicts(old_yaml: Path, cfg: Any) -> list[str]:
+    """The model settings of ``cfg`` that differ from the run's ``config.yaml``, as ``key: old -> new``."""
+    if not old_yaml.is_file():
+        return []
+    old = OmegaConf.load(old_yaml)
+    keys = RESUME_KEYS + (HEAD_KEYS if cfg.loss.mode != "feature" else ())
+    diffs = []
+    for key in keys:
+        before = OmegaConf.select(old, key, default=_MISSING)
+        if before is _MISSING:  # a config.yaml from before that key existed
+            continue
+        a, b = _plain(before), _plain(OmegaConf.select(cfg, key))
+        if a != b:
+            diffs.append(f"{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    """The commit of the source checkout this package runs from, or None (installed copy, no git)."""
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def package_version() -> str:
+    """The installed napari-pathdistill version (the trainer ships with it)."""
+    from napari_pathdistill import __version__
+
+    return str(__version__)
