@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -250,3 +251,48 @@ def test_a_model_that_overflows_gives_a_clear_error_and_a_fresh_next_run(cmu_svs
     counted.embed, counted.calls = real, []
     items, _ = _run(counted, cmu_svs, tmp_path)  # embedded again from the first tile
     assert isinstance(items[-1], SlideMap) and sum(counted.calls) == len(items[-1].features)
+
+
+def test_a_small_slide_paints_its_live_map_long_before_its_end(cmu_svs, tmp_path, counted):
+    """A slide of fewer tiles than FIT_ROWS (256) waited for all of them: its live map only painted at the end,
+    and a cancelled run had nothing on screen. Its first live PCA now waits for a quarter of its tiles."""
+    assert live_map.first_fit_rows(live_map.FIT_ROWS, 221) == 56  # CMU-1-Small-Region at 0.25 um/px
+    assert live_map.first_fit_rows(live_map.FIT_ROWS, 5_000) == live_map.FIT_ROWS  # large slides: as before
+    assert live_map.first_fit_rows(live_map.FIT_ROWS, 5) == 5
+    items, _ = _run(counted, cmu_svs, tmp_path, fit_rows=live_map.FIT_ROWS)
+    n = len(items[-1].features)
+    parts = [i for i in items if isinstance(i, PartialMap)]
+    assert n < live_map.FIT_ROWS and parts, n
+    assert parts[0].done <= max(live_map.MIN_FIT_ROWS, -(-n // live_map.REFIT_GROWTH)) + 2  # 2-tile chunks
+    assert parts[-1].done == n and sum(len(p.cells) for p in parts) == n  # every tile painted once
+
+
+def test_a_cancelled_run_paints_every_tile_it_embedded(cmu_svs, tmp_path, counted):
+    """Cancel before the first live PCA: the tiles embedded so far are painted (the PCA fitted on them), so the
+    map layer keeps them on screen, as docs/widgets.md says."""
+    items, cancelled = _run(counted, cmu_svs, tmp_path, cancel_after=4, fit_rows=live_map.FIT_ROWS)
+    assert isinstance(cancelled, Cancelled)
+    (partial,) = tmp_path.glob("*.h5.partial")
+    with h5py.File(partial) as f:
+        done = int(f.attrs["done"])
+    parts = [i for i in items if isinstance(i, PartialMap)]
+    assert parts and parts[-1].done == done and sum(len(p.cells) for p in parts) == done
+    assert np.all((parts[-1].rgb >= 0) & (parts[-1].rgb <= 1))
+
+
+@pytest.mark.parametrize("bad", ["under_a_file", "proc"])
+def test_a_cache_folder_that_cannot_be_made_is_one_clear_line(cmu_svs, tmp_path, counted, bad):
+    """A cache folder under a regular file, or in /proc, failed 2 s in with a raw NotADirectoryError /
+    FileNotFoundError of h5py's mkdir: it is a CacheDirError (a PathDistillError) naming the folder."""
+    from napari_pathdistill.errors import PathDistillError
+
+    (tmp_path / "afile").write_text("x")
+    folder = tmp_path / "afile" / "sub" if bad == "under_a_file" else Path("/proc/pathdistill_cache")
+    with pytest.raises(feature_cache.CacheDirError, match="cannot be created") as err:
+        feature_cache.ensure_cache_dir(folder)
+    assert isinstance(err.value, PathDistillError) and str(folder) in str(err.value)
+    assert "choose another 'feature cache' folder" in str(err.value)
+    with pytest.raises(feature_cache.CacheDirError, match=str(folder)):
+        _run(counted, cmu_svs, folder)
+    assert feature_cache.ensure_cache_dir(tmp_path / "new" / "cache") == tmp_path / "new" / "cache"
+    assert (tmp_path / "new" / "cache").is_dir()

@@ -151,3 +151,19 @@ def test_cli_nan_rows_are_left_out_with_one_warning_line(h5: Path, tmp_path: Pat
     err = capsys.readouterr().err
     assert err.count("warning: nan.h5: 1 of") == 1 and "NaN or inf" in err
     assert len(json.loads(out.read_text())["features"]) == len(feats) - 1
+
+
+def test_cluster_colours_are_the_napari_clusters_layers(h5: Path) -> None:
+    """The GeoJSON classes took tab20 while the napari clusters layer and legend took napari's label colours:
+    both take ``inference.palette.cluster_rgb`` now, so cluster c has one colour in napari and in QuPath."""
+    from napari_pathdistill.inference.palette import cluster_rgb, cluster_rgb255
+
+    for k in (1, 3, 6, 20, 64):
+        colours = qupath.cluster_colours(k)
+        assert list(colours.values()) == cluster_rgb255(k)
+        np.testing.assert_allclose(np.asarray(list(colours.values())) / 255, cluster_rgb(k), atol=0.5 / 255)
+    assert len(set(cluster_rgb255(60))) == 60  # distinct up to 60 clusters (the widget allows 64)
+    col = qupath.cluster_collection(h5, 3)
+    for feat in col["features"]:
+        c = int(feat["properties"]["classification"]["name"].split()[1])
+        assert tuple(feat["properties"]["classification"]["color"]) == cluster_rgb255(3)[c - 1]

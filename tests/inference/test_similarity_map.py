@@ -33,7 +33,7 @@ def test_heatmap_cells_hold_the_cosine_of_their_tile(cmu_map):
     tiles = cmu_map.index_image[rr, cc] - 1
     np.testing.assert_allclose(hm.image[rr, cc], direct[tiles], atol=1e-5)
     off = cmu_map.index_image == 0
-    assert off.any() and np.all(hm.image[off] == hm.off_value)
+    assert off.any() and np.all(np.isnan(hm.image[off])) and np.isnan(hm.off_value)  # no cosine, not -2
     above = hm.above(0.5)
     assert above[0] == q and np.all(np.diff(hm.cosine[above]) <= 0) and np.all(hm.cosine[above] >= 0.5)
     assert set(above) == set(np.flatnonzero(direct >= 0.5))
@@ -86,3 +86,27 @@ def test_most_similar_equals_a_full_stable_sort_of_the_cosines(cmu_map):
             np.testing.assert_array_equal(idx, ref_idx)
             np.testing.assert_allclose(cos, ref_cos, rtol=1e-5, atol=1e-6)
             assert index not in idx and len(idx) == k
+
+
+def test_cells_without_a_tile_hold_no_cosine_and_the_tiles_all_do(cmu_map):
+    """Hovering the heatmap off the tiles showed -2, an internal sentinel: those cells are NaN (napari draws NaN
+    transparent), every tile's cell a finite cosine in [-1, 1]."""
+    hm = heatmap(cmu_map, 0)
+    tiles = cmu_map.index_image > 0
+    assert np.array_equal(np.isfinite(hm.image), tiles)
+    assert np.all(np.abs(hm.image[tiles]) <= 1 + 1e-5) and not np.any(hm.image == -2)
+
+
+def test_hover_table_holds_integers_for_tile_position_and_cluster(shared_data):
+    """The TCGA frozen section (no MPP: level-0 px) has tiles at x = 3136: napari's status bar printed the float64
+    column as "x: 3.14e+03". tile, x, y and cluster hold exact integers (row 0, the glass, left blank)."""
+    model = tiny_model("vit")
+    smap = drain(iter_slide_map(model, shared_data / "wsi" / "tcga-cr-7395-01a-01-ts1.svs", mpp=None,
+                                tile_px=56, min_tissue=0.5, k=2, max_tiles=40))  # fmt: skip
+    table = smap.feature_table()
+    for name, values in (("tile", np.arange(len(smap.clusters))), ("x", smap.grid.coords[:, 0]),
+                         ("y", smap.grid.coords[:, 1]), ("cluster", smap.clusters)):  # fmt: skip
+        column = table[name]
+        assert column[0] is None and all(type(v) is int for v in column[1:]), name
+        assert list(column[1:]) == [int(v) for v in values], name
+    assert any(v >= 1000 for v in table["x"][1:])  # a position napari would round to 3 digits as a float

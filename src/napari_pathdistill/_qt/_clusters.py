@@ -14,10 +14,13 @@ import numpy as np
 
 
 def cluster_palette(k: int) -> np.ndarray:
-    """(k + 1, 4) RGBA: transparent for 0, then napari's label colours for clusters 1..k."""
-    from napari.utils.colormaps import label_colormap
+    """(k + 1, 4) float32 RGBA: transparent for 0, then the colours of clusters 1..k, those of the QuPath export
+    too (``inference.palette.cluster_rgb``)."""
+    from napari_pathdistill.inference.palette import cluster_rgb
 
-    return np.asarray(label_colormap(max(k, 1) + 1).map(np.arange(k + 1)), dtype=np.float32)
+    rgba = np.zeros((k + 1, 4), np.float32)
+    rgba[1:, :3], rgba[1:, 3] = cluster_rgb(k), 1.0
+    return rgba
 
 
 def cluster_colormap(k: int) -> Any:

@@ -35,18 +35,19 @@ def is_slide_layer(layer: Layer) -> bool:
 
 
 def on_slide_layer(
-    slide: Layer | SlideRef | None, scale: Any, translate: Any, units_per_px: float
+    slide: Layer | SlideRef | None, scale: Any, translate: Any, units_per_px: float | tuple[float, float]
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """napari (scale, translate) of a result computed in slide units (level-0 px times ``units_per_px``: the
-    core's ``Pyramid.mpp`` of the slide, from its file or the widget's um/px override; 1 for pixels) on
-    ``slide``'s world frame.
+    core's ``Pyramid.mpp`` of the slide, from its file or the widget's um/px override; 1 for pixels; one value
+    or (y, x)) on ``slide``'s world frame, wherever the layer was moved or scaled.
 
-    The identity for slides opened by our reader with their MPP; for a slide layer shown in pixels (no MPP in
-    the file) whose result used an um/px override, it maps the um geometry back onto the pixels.
+    The identity for slides opened by our reader with their MPP and left in place; for a slide layer shown in
+    pixels (no MPP in the file) whose result used an um/px override, it maps the um geometry back onto the pixels.
     """
     if slide is None:
         return tuple(scale), tuple(translate)  # type: ignore[return-value]
-    f = [s / units_per_px for s in slide.scale[-2:]]
+    u = np.broadcast_to(np.asarray(units_per_px, dtype=np.float64), (2,))
+    f = [float(s / v) for s, v in zip(slide.scale[-2:], u, strict=True)]
     t0 = slide.translate[-2:]
     return (scale[0] * f[0], scale[1] * f[1]), (translate[0] * f[0] + t0[0], translate[1] * f[1] + t0[1])
 
@@ -56,8 +57,9 @@ class SlideRef:
     """The slide layer a run was started on, as it was then: its results are named and placed by this, whatever
     the chooser shows or whichever layer is removed while the run works.
 
-    ``scale`` / ``translate`` / ``units`` are the layer's (last two axes); :meth:`layer` is the layer itself
-    while it is still in the viewer (for results that reuse its data), else None.
+    ``scale`` / ``translate`` / ``units`` are the layer's (last two axes); ``native`` the (y, x) scale our reader
+    gives that slide (:func:`reader_scale`: the frame the core places its results in); :meth:`layer` is the
+    layer itself while it is still in the viewer (for results that reuse its data), else None.
     """
 
     name: str
@@ -65,18 +67,36 @@ class SlideRef:
     translate: tuple[float, float]
     units: Any
     _ref: Any = field(default=None, repr=False, compare=False)
+    native: tuple[float, float] = (1.0, 1.0)
 
     @classmethod
     def of(cls, layer: Layer) -> SlideRef:
         """A snapshot of ``layer`` (a slide layer a widget is about to run on)."""
         scale, translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
         units = tuple(layer.units[-2:]) if getattr(layer, "units", None) is not None else None
-        return cls(layer.name, scale, translate, units, weakref.ref(layer))  # type: ignore[arg-type]
+        return cls(layer.name, scale, translate, units, weakref.ref(layer), reader_scale(layer))  # type: ignore[arg-type]
 
     def layer(self, viewer: napari.viewer.Viewer) -> Layer | None:
         """The slide layer if it is still in ``viewer``, else None."""
         layer = self._ref() if self._ref is not None else None
         return layer if layer is not None and layer in viewer.layers else None
+
+    def place(
+        self, scale: Any, translate: Any, viewer: napari.viewer.Viewer | None = None
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """napari (scale, translate) of a core result (placed on the slide as our reader opens it: ``native``
+        scale, no translate) on this slide layer (:func:`on_slide_layer`): where the layer sits now while it is
+        in ``viewer``, else where it sat at the snapshot."""
+        layer = self.layer(viewer) if viewer is not None else None
+        return on_slide_layer(layer if layer is not None else self, scale, translate, self.native)
+
+
+def reader_scale(layer: Layer) -> tuple[float, float]:
+    """The (y, x) scale our reader gives ``layer``'s slide: its file's level-0 um/px, else 1 (level-0 pixels, as
+    for a slide whose file states none or a plain JPEG/PNG). The core places maps in that frame."""
+    meta = layer.metadata.get("pathdistill", {})
+    mpp = meta.get("mpp") if isinstance(meta, dict) else None
+    return (float(mpp[0]), float(mpp[1])) if mpp is not None else (1.0, 1.0)
 
 
 def slide_removed(viewer: napari.viewer.Viewer, slide: SlideRef | None, what: str) -> bool:

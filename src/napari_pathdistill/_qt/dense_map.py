@@ -2,11 +2,13 @@
 
 Signature (main thread, e.g. the Embed widget's TaskRunner callback for its "patch tokens (ViT)" map)::
 
-    show_dense_map(viewer: napari.viewer.Viewer, result: DenseMap, name: str, units: Any = None)
+    show_dense_map(viewer: napari.viewer.Viewer, result: DenseMap, name: str, units: Any = None,
+                   placement: tuple[scale, translate] | None = None)
         -> napari.layers.Image   # layer "<name> patch-token map"
 
 ``name`` is the slide layer's name and ``units`` its ``layer.units`` (um from our reader): the map's
-``scale``/``translate`` are in those units, like the tile-level embedding map's.
+``scale``/``translate`` are in those units, like the tile-level embedding map's, on the slide as our reader opens
+it; ``placement`` puts it on a slide layer that was moved or scaled since (``_qt._layers.SlideRef.place``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ def dense_rgba(result: DenseMap) -> np.ndarray:
 
 
 def show_dense_map(
-    viewer: napari.viewer.Viewer, result: DenseMap, name: str, units: Any = None
+    viewer: napari.viewer.Viewer,
+    result: DenseMap,
+    name: str,
+    units: Any = None,
+    placement: tuple[Any, Any] | None = None,
 ) -> napari.layers.Image:
     """Add the RGBA layer ``"<name> patch-token map"``, or update that layer in place (same layer object).
 
@@ -37,10 +43,13 @@ def show_dense_map(
         result: the map from ``iter_dense_map``.
         name: the slide layer's name.
         units: the slide layer's units (``layer.units``), so the map renders in the same world units.
+        placement: (scale, translate) of the map on its slide layer (default: the result's own, right for a
+            slide layer left where our reader put it).
 
     Returns:
         The image layer.
     """
+    scale, translate = placement if placement is not None else (result.scale, result.translate)
     layer_name = f"{name} {LAYER_SUFFIX}"
     rgba = dense_rgba(result)
     meta = {"pathdistill": {"model": result.model_name, "patch_grid": result.patch_grid,
@@ -48,7 +57,7 @@ def show_dense_map(
     layer = viewer.layers[layer_name] if layer_name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
     if isinstance(layer, napari.layers.Image) and layer.rgb:
         layer.data = rgba  # in place: removing a layer costs napari a gc pass and loses the user's settings
-        layer.scale, layer.translate = result.scale, result.translate
+        layer.scale, layer.translate = scale, translate
         if units is not None:
             layer.units = units
         layer.metadata = {**layer.metadata, **meta}
@@ -57,5 +66,5 @@ def show_dense_map(
     if layer is not None:
         viewer.layers.remove(layer)
     kwargs = {"units": units} if units is not None else {}
-    return viewer.add_image(rgba, name=layer_name, rgb=True, scale=result.scale, translate=result.translate,
-                            opacity=0.7, metadata=meta, **kwargs)  # fmt: skip
+    return viewer.add_image(rgba, name=layer_name, rgb=True, scale=scale, translate=translate, opacity=0.7,
+                            metadata=meta, **kwargs)  # fmt: skip

@@ -3,6 +3,7 @@ click a tile of any map layer for similar tiles. Features are cached (``inferenc
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,13 @@ from napari_pathdistill._qt._layers import (
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
-from napari_pathdistill._qt.tile_search import TileSearchPanel
+from napari_pathdistill._qt.tile_search import TileSearchPanel, points_colormap
 from napari_pathdistill.errors import PathDistillError
-from napari_pathdistill.inference.feature_cache import default_cache_dir, resolve_cache_dir
+from napari_pathdistill.inference.feature_cache import default_cache_dir, ensure_cache_dir, resolve_cache_dir
 from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map, map_placement
 from napari_pathdistill.inference.similarity_map import most_similar
 from napari_pathdistill.inference.slide_maps import SlideMap
+from napari_pathdistill.models.spec import ModelSpec
 from napari_pathdistill.progress import Progress
 
 
@@ -68,6 +70,30 @@ def _folder(value: Any) -> Path | None:
     return Path(value) if isinstance(value, (str, Path)) else None
 
 
+def patch_size_of(spec: ModelSpec) -> int | None:
+    """Patch side in model px of a ViT spec, read without building it (``model_kwargs["patch_size"]``, else the
+    ``patch<N>`` of its timm architecture name); None for a CNN or when the spec does not say."""
+    if spec.family != "vit":
+        return None
+    size = spec.model_kwargs.get("patch_size")
+    if size is None:
+        match = re.search(r"patch(\d+)", spec.arch)
+        size = match.group(1) if match else None
+    return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
+
+
+def stride_tooltip(spec: ModelSpec | None) -> str:
+    """The "token stride px" tooltip, naming the chosen model's patch size."""
+    patch = patch_size_of(spec) if spec is not None else None
+    what = "a multiple of the ViT's patch size"
+    if spec is not None:
+        what += f" ({patch} px for {spec.name})" if patch else f"; {spec.name} has none: it is no ViT"
+    return (
+        f"Patch-token map only: model px between neighbouring tiles ({what}); 0: the tile px (no overlap). "
+        "Half a tile averages each patch cell over up to 4 tiles."
+    )
+
+
 class EmbedWidget(Container):
     """Dock widget: embed the tiles of a slide and show the embedding map, clusters and similar tiles.
 
@@ -81,6 +107,7 @@ class EmbedWidget(Container):
         self.model = ModelPicker()
         self.tile_px = SpinBox(label="tile px", value=224, min=32, max=1024, step=16)
         self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
+        self.mpp.native.setDecimals(4)  # as 'slide um/px override': 0.125 stays 0.125, not 0.13
         self.mpp_override = mpp_override_box("its tiles are cut at 'um/px' like any other slide's")
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
@@ -116,41 +143,52 @@ class EmbedWidget(Container):
             "Folder of the feature files (HDF5, as `pathdistill embed` writes): a matching file is reused, a "
             "cancelled run resumes. Empty: $PATHDISTILL_CACHE_DIR, else the user cache folder."
         )
-        self.stride.tooltip = (
-            "Patch-token map only: model px between neighbouring tiles (a multiple of the ViT's patch size); "
-            "0: the tile px (no overlap). Half a tile averages each patch cell over up to 4 tiles."
-        )
+        self.stride.tooltip = stride_tooltip(None)
         follow_spec(self.model, self.tile_px, self.mpp)
+        self.model.on_spec(self._follow_patch_size)
+        # one colour, one cosine: the similar-tiles points follow the heatmap's contrast limits
+        self.search.threshold.changed.connect(self._recolour_similar)
         self._labels_name: str | None = None
         self._units: Any = None  # units of the slide the shown result was computed from
         self._live: np.ndarray | None = None  # (rows, cols, 4) float32 raster painted while embedding
+        self._run_slide: SlideRef | None = None  # the slide layer of the run in flight (its maps go on it)
+        self._shown = False  # the run in flight showed its result
         self.fit_rows = FIT_ROWS  # tiles the live PCA colours wait for (then every written chunk is painted)
         viewer.mouse_drag_callbacks.append(self._on_click)  # viewer-level: works whatever layer is active
         warm_labels_layer()  # napari's first Labels layer of a session costs seconds: here, not at a run's end
 
+    def _follow_patch_size(self, spec: ModelSpec) -> None:
+        """The stride field steps by the chosen model's patch size, and its tooltip names it."""
+        self.stride.tooltip = stride_tooltip(spec)
+        patch = patch_size_of(spec)
+        if patch:
+            self.stride.step = patch
+
+    def _fail(self, exc: BaseException) -> None:
+        """A run refused before it starts: one notification, the same line in the status (nothing else changes)."""
+        msg = error_message(exc, "Embedding")
+        self.status.value = msg
+        napari.utils.notifications.show_error(msg)
+
     def run(self) -> None:
         """Start embedding the chosen slide (handler of the Embed button)."""
-        layer = self.slide.value
+        layer, dense = self.slide.value, self.map_kind.value == TOKENS
         try:
             path = slide_path(layer)
             request = self.model.request()
-        except Exception as exc:
-            napari.utils.notifications.show_error(error_message(exc, "Embedding"))
+            if not dense:  # the patch-token map is not cached
+                cache = ensure_cache_dir(resolve_cache_dir(_folder(self.cache_dir.value)), writable=False)
+        except Exception as exc:  # no slide, no model, a cache folder that cannot be made: no run
+            self._fail(exc)
             return
         tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
         fallback = float(self.mpp_override.value) or None
         if (note := no_mpp_note(layer, fallback, tile_px, mpp)) is not None:
             napari.utils.notifications.show_warning(note)
-        batch_size, k, cache = (
-            self.batch_size.value,
-            self.k.value,
-            resolve_cache_dir(_folder(self.cache_dir.value)),
-        )
-
-        fit_rows = self.fit_rows
+        batch_size, k, fit_rows = self.batch_size.value, self.k.value, self.fit_rows
         source = (layer.name, _units(layer))  # results belong to this slide, whatever is chosen meanwhile
         slide = SlideRef.of(layer)
-        if self.map_kind.value == TOKENS:
+        if dense:
             self._run_dense(request, path, source, fallback, slide)
             return
 
@@ -159,23 +197,38 @@ class EmbedWidget(Container):
                                  batch_size=batch_size, k=k, fit_rows=fit_rows, fallback_mpp=fallback,
                                  cancel=cancel)  # fmt: skip
 
-        self._live, self.progress.value = None, 0
-        added = self._add_layers(path, source, (tile_px, mpp, fallback), k)
+        self._live, self._run_slide = None, slide
+        ended = self._on_end(self._add_layers(path, slide, (tile_px, mpp, fallback), k))  # the bar as it was
+        self.progress.value = 0
         self.runner.start(factory, lambda result: self._finished(result, source, slide), "Embedding",
-                          on_item=lambda item: self._on_item(item, source),
-                          on_end=lambda: remove_unfilled(self.viewer, added),
+                          on_item=lambda item: self._on_item(item, source), on_end=ended,
                           cancel_note="the tiles done are kept in the feature cache: Embed resumes them")  # fmt: skip
 
+    def _on_end(self, added: list[Any]) -> Any:
+        """The ``on_end`` of a run starting now: remove the layers it added and left empty; when it showed no
+        result (it failed, or its slide was removed), the progress bar back where it was, on the result still
+        shown beside its legend and layers, not at 0 %. A cancelled run keeps its bar on the tiles it painted."""
+        before, self._shown = (self.progress.max, self.progress.value), False
+
+        def ended() -> None:
+            remove_unfilled(self.viewer, added)
+            if not self._shown and not self.runner.cancel_event.is_set():
+                self.progress.max, self.progress.value = before
+
+        return ended
+
     def _add_layers(
-        self, path: Path, source: tuple[str, Any], tiling: tuple[int, float, float | None], k: int
+        self, path: Path, slide: SlideRef, tiling: tuple[int, float, float | None], k: int
     ) -> list[Any]:
-        """The run's map layers, empty, now (``_qt._clusters.add_empty_map_layers``); none if the slide's
-        geometry cannot be read (the run reports why). ``tiling``: tile px, um/px, slide um/px override."""
+        """The run's map layers, empty, now (``_qt._clusters.add_empty_map_layers``), on the slide layer wherever
+        it sits; none if the slide's geometry cannot be read (the run reports why). ``tiling``: tile px, um/px,
+        slide um/px override."""
         try:
-            placement = map_placement(path, *tiling)
+            shape, scale, translate = map_placement(path, *tiling)
         except Exception:
             return []
-        raster, added = add_empty_map_layers(self.viewer, source[0], placement, source[1], k,
+        placement = (shape, *slide.place(scale, translate, self.viewer))
+        raster, added = add_empty_map_layers(self.viewer, slide.name, placement, slide.units, k,
                                              self.model.choice.value)  # fmt: skip
         self._live = raster if raster is not None else self._live
         return added
@@ -184,7 +237,8 @@ class EmbedWidget(Container):
         """The run's end (main thread): its map on its slide, unless that slide was removed meanwhile (the
         features stay in the cache: Embed on the re-opened slide shows them at once)."""
         if not slide_removed(self.viewer, slide, "Embedding"):
-            self.show_result(result, source)
+            self.show_result(result, source, slide)
+            self._shown = True
 
     def _run_dense(
         self, request: Any, path: Path, source: tuple[str, Any], fallback: float | None, slide: SlideRef
@@ -201,32 +255,39 @@ class EmbedWidget(Container):
                                   stride_px=stride, batch_size=batch_size, fallback_mpp=fallback,
                                   cancel=cancel)  # fmt: skip
 
-        self.progress.value = 0
-
         def finished(result: Any) -> None:
             if not slide_removed(self.viewer, slide, "Patch-token map"):
-                show_dense_map(self.viewer, result, *source)
+                placement = slide.place(result.scale, result.translate, self.viewer)
+                show_dense_map(self.viewer, result, *source, placement=placement)
+                self._shown = True
 
-        self.runner.start(factory, finished, "Patch-token map",
+        ended = self._on_end([])
+        self.progress.value = 0
+        self.runner.start(factory, finished, "Patch-token map", on_end=ended,
                           on_item=lambda item: self._on_item(item, source))  # fmt: skip
 
     def _on_item(self, item: Any, source: tuple[str, Any]) -> None:
-        """Main thread, while embedding: move the dock's progress bar, paint a :class:`PartialMap`."""
+        """Main thread, while embedding: move the dock's progress bar, paint a :class:`PartialMap` (on the slide
+        layer of the run, ``_run_slide``)."""
         if isinstance(item, Progress):
             if item.total:
                 self.progress.max, self.progress.value = item.total, min(item.done, item.total)
         elif isinstance(item, PartialMap):
-            self.paint_partial(item, source)
+            self.paint_partial(item, source, self._run_slide)
 
-    def paint_partial(self, part: PartialMap, source: tuple[str, Any]) -> napari.layers.Image:
+    def paint_partial(
+        self, part: PartialMap, source: tuple[str, Any], slide: SlideRef | None = None
+    ) -> napari.layers.Image:
         """Paint the tiles of ``part`` into the "<slide> embedding map" layer (created once, then updated in
-        place: one (rows, cols, 4) raster, only the new cells written)."""
+        place: one (rows, cols, 4) raster, only the new cells written), placed on the slide layer ``slide``
+        (default: the layer named ``source[0]``) wherever it sits."""
         name = f"{source[0]} embedding map"
         layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
         raster = self._live
         if raster is None or raster.shape[:2] != part.shape or layer is None or layer.data is not raster:
             raster = self._live = np.zeros((*part.shape, 4), np.float32)
-            layer = upsert_image(self.viewer, raster, name, rgb=True, scale=part.scale, translate=part.translate,
+            scale, translate = self._place(part.scale, part.translate, slide or self._slide_named(source[0]))
+            layer = upsert_image(self.viewer, raster, name, rgb=True, scale=scale, translate=translate,
                                  units=source[1], opacity=0.7, contrast_limits=(0, 1),
                                  metadata={"pathdistill": {"model": self.model.choice.value}})  # fmt: skip
         rr, cc = part.cells[:, 0], part.cells[:, 1]
@@ -235,19 +296,33 @@ class EmbedWidget(Container):
         _repaint(layer)
         return layer
 
-    def show_result(self, result: SlideMap, source: tuple[str, Any] | None = None) -> None:
+    def _slide_named(self, name: str) -> SlideRef | None:
+        """The image layer called ``name`` (a slide's results are named after it) as a :class:`SlideRef`."""
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+        return SlideRef.of(layer) if isinstance(layer, napari.layers.Image) else None
+
+    def _place(self, scale: Any, translate: Any, slide: SlideRef | None) -> tuple[Any, Any]:
+        """A core result's (scale, translate) on its slide layer (``SlideRef.place``); unchanged without one."""
+        return (scale, translate) if slide is None else slide.place(scale, translate, self.viewer)
+
+    def show_result(
+        self, result: SlideMap, source: tuple[str, Any] | None = None, slide: SlideRef | None = None
+    ) -> None:
         """Add the embedding map, the cluster labels (with features) and connect tile clicks (main thread).
 
         Args:
             result: the computed map.
             source: (slide layer name, units) of the slide it was computed from (default: the chosen one).
+            slide: that slide layer (default: the layer called ``source[0]``): the map layers follow its scale
+                and translate, wherever it was moved.
         """
         self.result = result
         if source is None:
             layer = self.slide.value
             source = (layer.name if layer is not None else "slide", _units(layer))
         name, self._units = source
-        geo = {"scale": result.scale, "translate": result.translate, "units": self._units}
+        scale, translate = self._place(result.scale, result.translate, slide or self._slide_named(name))
+        geo = {"scale": scale, "translate": translate, "units": self._units}
         self._show_rgb(result, f"{name} embedding map", geo)
         meta = {"slide_map": result, "model": result.model_name, "slide_layer": name,
                 "features_file": None if result.features_file is None else str(result.features_file)}  # fmt: skip
@@ -258,6 +333,7 @@ class EmbedWidget(Container):
         self.progress.max = self.progress.value = max(1, len(result.features))
         self._set_legend(result)
         self._labels_name = labels.name
+        self.search.refresh()  # the clusters layer became a map in place: list it in "search in"
         self.viewer.layers.selection.active = labels
 
     def _show_rgb(self, result: SlideMap, name: str, geo: dict[str, Any]) -> None:
@@ -278,7 +354,7 @@ class EmbedWidget(Container):
         palette = cluster_palette(int(ids.max()))
         rows = []
         for i, n in zip(ids, counts, strict=True):
-            r, g, b, _ = (palette[int(i)] * 255).astype(int)
+            r, g, b, _ = np.round(palette[int(i)] * 255).astype(int)  # as the GeoJSON export's colours
             rows.append(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span> cluster {i}: {n} tiles")
         self.legend.value = "<br>".join(rows)
 
@@ -309,7 +385,8 @@ class EmbedWidget(Container):
             self.viewer.layers.selection.active = layer
 
     def show_similar(self, index: int, layer: Any = None) -> napari.layers.Points:
-        """Put the query tile and its top-k most similar tiles (cosine) of a map layer in a Points layer.
+        """Put the query tile and its top-k most similar tiles (cosine) of a map layer in a Points layer, on that
+        layer wherever it sits, coloured as the similarity heatmap (same magma, same contrast limits).
 
         Args:
             index: the query tile (row of the map's features).
@@ -322,30 +399,47 @@ class EmbedWidget(Container):
         )
         assert smap is not None
         idx, cos = most_similar(smap, index, self.top_k.value)  # cached unit features (fast at 100k)
-        centers = smap.tile_centers()
-        pts = np.concatenate([centers[[index]], centers[idx]])
+        placed = layer is not None
+        scale, translate = (layer.scale[-2:], layer.translate[-2:]) if placed else (smap.scale, None)
+        centers = smap.tile_centers(scale, translate)
         features = {
             "tile": np.r_[index, idx],
             "cosine": np.r_[1.0, cos],
             "query": np.r_[True, np.zeros(len(idx), bool)],
         }
-        size = float(min(smap.scale)) * 0.6
-        symbols = ["star"] + ["disc"] * len(idx)
         units = getattr(layer, "units", None) if layer is not None else self._units
-        points = self.viewer.layers["similar tiles"] if "similar tiles" in self.viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
-        if isinstance(points, napari.layers.Points) and tuple(points.units) == tuple(units or points.units):
-            points.data, points.features, points.size, points.symbol = pts, features, size, symbols
-            points.face_color = "cosine"  # in place: removing a layer costs a napari gc pass
-            points.refresh()
-        else:
-            points = upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,
-                                  face_color="cosine", symbol=symbols, units=units,
-                                  face_colormap="magma", border_color="white")  # fmt: skip
+        pts = np.concatenate([centers[[index]], centers[idx]])
+        points = self._similar_points(pts, features, float(min(scale)) * 0.6, units)
         self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
         # keep the map layer active: hovering shows its features in the status bar, as before the click
         if layer is not None and layer in self.viewer.layers:
             self.viewer.layers.selection.active = layer
         return points
+
+    def _similar_points(
+        self, pts: np.ndarray, features: dict[str, np.ndarray], size: float, units: Any
+    ) -> napari.layers.Points:
+        """The "similar tiles" layer holding ``pts``: updated in place (removing a layer costs a napari gc pass)
+        unless its units differ, else added; faces by cosine on the heatmap's magma and contrast limits."""
+        symbols = ["star"] + ["disc"] * (len(pts) - 1)
+        limits = self.search.contrast_limits
+        points = self.viewer.layers["similar tiles"] if "similar tiles" in self.viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
+        if isinstance(points, napari.layers.Points) and tuple(points.units) == tuple(units or points.units):
+            points.data, points.features, points.size, points.symbol = pts, features, size, symbols
+            points.face_color = "cosine"
+            points.face_contrast_limits = limits
+            points.refresh()
+            return points
+        return upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,  # type: ignore[return-value]
+                            face_color="cosine", symbol=symbols, units=units, face_colormap=points_colormap(),
+                            face_contrast_limits=limits, border_color="white")  # fmt: skip
+
+    def _recolour_similar(self, _value: Any = None) -> None:
+        """The threshold moved the heatmap's contrast limits: the similar-tiles points follow them."""
+        points = self.viewer.layers["similar tiles"] if "similar tiles" in self.viewer.layers else None  # noqa: SIM401
+        if isinstance(points, napari.layers.Points) and len(points.data):
+            points.face_contrast_limits = self.search.contrast_limits
+            points.refresh()
 
 
 def _repaint(layer: napari.layers.Image) -> None:

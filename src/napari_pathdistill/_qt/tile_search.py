@@ -29,15 +29,34 @@ from napari_pathdistill.inference.slide_maps import SlideMap
 EXPORTS = ("thresholded similarity", "similar tiles (top k)", "clusters")
 
 
-def threshold_colormap() -> Any:
-    """magma with a transparent bottom: values at or below the lower contrast limit are not drawn."""
+def _magma(transparent_bottom: bool) -> Any:
+    """magma from 0.15 (its near-black left out) on controls ``[0, 1e-3 .. 1]``; the colour at 0 transparent, or
+    magma's first one."""
     import matplotlib
     from napari.utils.colormaps import Colormap
 
     colors = np.asarray(matplotlib.colormaps["magma"](np.linspace(0.15, 1.0, 64)), dtype=np.float32)
-    colors = np.concatenate([np.zeros((1, 4), np.float32), colors])
+    bottom = np.zeros((1, 4), np.float32) if transparent_bottom else colors[:1]
     controls = np.r_[0.0, np.linspace(1e-3, 1.0, 64)]
-    return Colormap(colors=colors, controls=controls, name="magma above threshold")
+    name = "magma above threshold" if transparent_bottom else "magma (similar tiles)"
+    return Colormap(colors=np.concatenate([bottom, colors]), controls=controls, name=name)
+
+
+def threshold_colormap() -> Any:
+    """magma with a transparent bottom: values at or below the lower contrast limit are not drawn."""
+    return _magma(transparent_bottom=True)
+
+
+def points_colormap() -> Any:
+    """The heatmap's magma (:func:`threshold_colormap`) with an opaque bottom, for the Embed widget's top-k points:
+    on the same contrast limits (:func:`similarity_limits`) one colour is one cosine in both, and a point below
+    the threshold stays drawn (in the lowest colour)."""
+    return _magma(transparent_bottom=False)
+
+
+def similarity_limits(threshold: float) -> tuple[float, float]:
+    """Contrast limits of the heatmap (and of the similar-tiles points) at a threshold: [threshold, 1]."""
+    return (min(float(threshold), 1.0 - 1e-3), 1.0)  # napari: lo < hi
 
 
 def _slide_map(layer: Any) -> SlideMap:
@@ -78,10 +97,21 @@ class TileSearchPanel(Container):
         self.threshold.changed.connect(self._apply_threshold)
         self.export_button.changed.connect(lambda _v=None: self.export())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(lambda _e=None: self.target.reset_choices())
+            ev.connect(lambda _e=None: self.refresh())
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [("the clicked slide", None)] + [(layer.name, layer) for layer in map_layers(self.viewer)]
+
+    def refresh(self) -> None:
+        """List the viewer's map layers in "search in" again: on every layer inserted or removed, and when a layer
+        becomes a map in place (the Embed widget's clusters layer, made empty at the press, gets its
+        ``slide_map`` at the run's end: ``EmbedWidget.show_result`` calls this)."""
+        self.target.reset_choices()
+
+    @property
+    def contrast_limits(self) -> tuple[float, float]:
+        """The heatmap's contrast limits at the current threshold (:func:`similarity_limits`)."""
+        return similarity_limits(self.threshold.value)
 
     def query(self, map_layer: Any, index: int) -> napari.layers.Image:
         """Heatmap of the cosine of tile ``index`` of ``map_layer`` to every tile of the "search in" map.
@@ -116,7 +146,7 @@ class TileSearchPanel(Container):
         name = f"{_base_name(target)} similarity"
         thr = float(self.threshold.value)
         if name in self.viewer.layers:
-            self.viewer.layers[name].contrast_limits = (min(thr, 1.0 - 1e-3), 1.0)  # napari: lo < hi
+            self.viewer.layers[name].contrast_limits = similarity_limits(thr)
         n = len(result.above(thr))
         where = "" if target is source else f" in {_base_name(target)}"
         self.summary.value = f"tile {index}: {n} tiles{where} with cosine >= {thr:.3f}"

@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from napari_pathdistill.errors import PathDistillError
 
 #: environment variable naming the cache folder (the widget's field wins over it)
 CACHE_ENV = "PATHDISTILL_CACHE_DIR"
@@ -37,6 +40,38 @@ def resolve_cache_dir(field: str | Path | None = None) -> Path:
     """The cache folder: ``field`` (the widget's value) when given and not empty, else :func:`default_cache_dir`."""
     text = str(field).strip() if field is not None else ""
     return Path(text).expanduser() if text and text != "." else default_cache_dir()
+
+
+class CacheDirError(PathDistillError):
+    """The feature cache folder cannot be created or written (the message names it and says to choose another)."""
+
+
+def ensure_cache_dir(path: str | Path, writable: bool = True) -> Path:
+    """Create the cache folder ``path`` if it is missing and, with ``writable``, check that files can be made in
+    it (a scratch file, removed at once). The Embed widget calls it when Embed is pressed (``writable=False``: a
+    read-only folder may hold the complete file asked for), the live map before it writes.
+
+    Raises:
+        CacheDirError: one line naming the folder and why: a path under a regular file, a virtual or read-only
+            file system (``/proc``), no permission.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheDirError(_cache_dir_message(folder, "created", exc)) from exc
+    if writable:
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise CacheDirError(_cache_dir_message(folder, "written", exc)) from exc
+    return folder
+
+
+def _cache_dir_message(folder: Path, what: str, exc: OSError) -> str:
+    reason = exc.strerror or type(exc).__name__
+    return f"cache folder {folder} cannot be {what} ({reason}): choose another 'feature cache' folder."
 
 
 def slide_fingerprint(slide: str | Path) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 
 from napari_pathdistill.errors import Cancelled
 from napari_pathdistill.inference.embed import EmbeddingResult, tile_geometry
-from napari_pathdistill.inference.feature_cache import cache_file, find_complete
+from napari_pathdistill.inference.feature_cache import cache_file, ensure_cache_dir, find_complete
 from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, tissue_grid, write_rows
 from napari_pathdistill.inference.map_summary import MapSummary, summarise_partial
 from napari_pathdistill.inference.outputs import finish_output, slide_lock
@@ -36,8 +37,12 @@ from napari_pathdistill.wsi.tiling import TileGrid, grid_placement, make_tile_gr
 if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
 
-#: tiles the live PCA is first fitted on (all of them when the slide has fewer)
+#: tiles the live PCA is first fitted on; a slide of fewer than ``REFIT_GROWTH * FIT_ROWS`` tiles waits for a
+#: ``REFIT_GROWTH``-th of them only (at least :data:`MIN_FIT_ROWS`), so that its map paints long before its end
+#: (:func:`first_fit_rows`)
 FIT_ROWS = 256
+#: the fewest tiles the first live PCA waits for (all of them on a slide of fewer)
+MIN_FIT_ROWS = 8
 #: the live PCA is refitted each time the embedded tiles grow by this factor (tiles come in row-major order,
 #: so the first ones are the top band of the slide), and the tiles shown so far are repainted
 REFIT_GROWTH = 4
@@ -71,6 +76,13 @@ class PartialMap:
     refit: bool = False
 
 
+def first_fit_rows(fit_rows: int, n: int) -> int:
+    """Tiles the first live PCA of a slide of ``n`` tiles waits for: ``fit_rows``, or a :data:`REFIT_GROWTH`-th
+    of the tiles when that is fewer (at least :data:`MIN_FIT_ROWS`, at most ``n``). A 221-tile slide is first
+    fitted on 56 tiles, not on all 221 at its end: its live map paints while it runs, and Cancel keeps it."""
+    return max(1, min(fit_rows, n, max(MIN_FIT_ROWS, math.ceil(n / REFIT_GROWTH))))
+
+
 class LiveColours:
     """PCA colours of the tiles embedded so far: fitted on the first tiles, refitted (on rows spread over all
     embedded ones) each time their number grows :data:`REFIT_GROWTH`-fold; each refit keeps the previous axes'
@@ -78,7 +90,8 @@ class LiveColours:
 
     Args:
         grid: the tile grid; features: its (N, D) rows, filled in as they are embedded.
-        fit_rows: rows the first PCA waits for (capped at N).
+        fit_rows: rows the first PCA waits for (:func:`first_fit_rows`: fewer on a slide of fewer than
+            ``REFIT_GROWTH * fit_rows`` tiles).
         to_layer: slide-layer units per unit of the grid's geometry (``wsi.pyramid.layer_factor``).
     """
 
@@ -86,7 +99,7 @@ class LiveColours:
         self, grid: TileGrid, features: np.ndarray, fit_rows: int = FIT_ROWS, to_layer: float = 1.0
     ) -> None:
         self.features, self.shown, self.fitted_on = features, 0, 0
-        self.fit_rows = max(1, min(fit_rows, len(features)))
+        self.fit_rows = first_fit_rows(fit_rows, len(features))
         size = grid.size_level0
         self.cells = np.stack([np.round(grid.coords[:, 1] / size), np.round(grid.coords[:, 0] / size)], 1)
         self.cells = self.cells.astype(np.int64)
@@ -105,8 +118,25 @@ class LiveColours:
             return None
         refit = self.basis is not None and done >= REFIT_GROWTH * self.fitted_on and done < len(self.features)
         if self.basis is None or refit:  # rows spread over all those embedded (a resumed run has many)
-            self._fit(np.unique(np.linspace(0, done - 1, min(done, REFIT_MAX_ROWS)).astype(np.int64)))
+            self._fit_spread(done)
             self.shown = 0 if refit else self.shown
+        return self._part(done, refit)
+
+    def flush(self, done: int) -> PartialMap | None:
+        """The :class:`PartialMap` of the rows ``[shown, done)`` not painted yet, the PCA fitted on the rows
+        done when it still waits for ``fit_rows`` (a cancelled run paints every tile it embedded); None when
+        there is nothing to paint (or a single row: no PCA)."""
+        if done <= self.shown or done < 2:
+            return None
+        if self.basis is None:
+            self._fit_spread(done)
+        return self._part(done, False)
+
+    def _fit_spread(self, done: int) -> None:
+        self._fit(np.unique(np.linspace(0, done - 1, min(done, REFIT_MAX_ROWS)).astype(np.int64)))
+
+    def _part(self, done: int, refit: bool) -> PartialMap:
+        """Colour rows ``[shown, done)`` into a :class:`PartialMap`; they count as shown."""
         rgb = np.concatenate([self._colours(i, min(i + COLOUR_CHUNK, done))
                               for i in range(self.shown, done, COLOUR_CHUNK)])  # fmt: skip
         shape, scale, translate = self.placement
@@ -195,7 +225,8 @@ def iter_live_map(
     Raises:
         WSIError: the slide cannot be read. EmptyTissueError: no tile has ``min_tissue`` tissue.
         SlideBusyError: another process writes the same cache file. Cancelled: ``cancel`` was set (the rows
-        written so far stay in the ``.partial`` cache file; the next run resumes them).
+        written so far stay in the ``.partial`` cache file; the next run resumes them); a last
+        :class:`PartialMap` of the tiles not painted yet comes first (``LiveColours.flush``).
     """
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
@@ -210,7 +241,7 @@ def iter_live_map(
         grid = tissue_grid(pyr, tile_px, mpp, min_tissue)
         attrs["patch_size_level0"] = round(grid.size_level0)
         out = cache_file(cache_dir, slide, attrs)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        ensure_cache_dir(out.parent)  # one clear line, not an OSError of h5py's
         with slide_lock(out):
             partial = out.with_suffix(".h5.partial")
             with open_partial(partial, model, grid, attrs) as f:
@@ -225,6 +256,8 @@ def iter_live_map(
                     if (update := live.update(done)) is not None:
                         yield update
             if done < len(grid):
+                if (update := live.flush(done)) is not None:  # what was embedded stays on screen
+                    yield update
                 raise Cancelled(f"Embedding cancelled; {done} of {len(grid)} tiles kept in {partial}.")
             yield Progress(0, 0, "PCA and k-means")
             # stored: a re-open needs no refit; oriented as the live colours, so that no channel inverts

@@ -17,16 +17,8 @@ import numpy as np
 
 from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.inference.palette import cluster_rgb255
 from napari_pathdistill.metrics.features import cosine_to, kmeans_labels
-
-
-def _cluster_colours() -> list[tuple[int, int, int]]:
-    """Qualitative 0-255 RGB colours for clusters 1..20: matplotlib's tab20, its 10 dark shades first."""
-    import matplotlib
-
-    c = np.asarray(matplotlib.colormaps["tab20"](np.arange(20))[:, :3])  # a ListedColormap of 20 colours
-    rgb = np.round(np.concatenate([c[0::2], c[1::2]]) * 255).astype(int)
-    return [(int(r), int(g), int(b)) for r, g, b in rgb]
 
 
 def tiles_geojson(
@@ -135,15 +127,16 @@ def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, 
 
 
 def clusters_geojson(coords: np.ndarray, size_level0: float, labels: np.ndarray) -> dict[str, Any]:
-    """(N, 2) level-0 top-left corners and (N,) cluster labels 1..k -> classes ``cluster 1..k`` (tab20)."""
+    """(N, 2) level-0 top-left corners and (N,) cluster labels 1..k -> classes ``cluster 1..k`` (coloured as
+    napari's clusters layer: :func:`cluster_colours`)."""
     names = [f"cluster {int(c)}" for c in labels]
     return tiles_geojson(coords, size_level0, names, cluster_colours(int(np.max(labels, initial=1))))
 
 
 def cluster_colours(k: int) -> dict[str, tuple[int, int, int]]:
-    """QuPath class name ``cluster c`` -> 0-255 RGB for clusters 1..k (tab20, repeated past 20)."""
-    palette = _cluster_colours()
-    return {f"cluster {c}": palette[(c - 1) % len(palette)] for c in range(1, k + 1)}
+    """QuPath class name ``cluster c`` -> 0-255 RGB for clusters 1..k: the palette of the Embed widget's clusters
+    layer and legend (``inference.palette.cluster_rgb``)."""
+    return {f"cluster {c}": rgb for c, rgb in enumerate(cluster_rgb255(k), start=1)}
 
 
 def similar_collection(

@@ -34,12 +34,13 @@ class Heatmap:
     Attributes:
         cosine: (N,) float32 cosine of each target tile to the query.
         image: (rows, cols) float32 raster on the target's grid; ``off_value`` where there is no tile.
-        off_value: the value of cells without a tile (below any cosine, so they render as the lowest colour).
+        off_value: the value of cells without a tile: NaN, no cosine (napari draws it transparent; hovering
+            it reads ``nan``, not a made-up value such as -2).
     """
 
     cosine: np.ndarray
     image: np.ndarray
-    off_value: float = -2.0
+    off_value: float = float("nan")
 
     def above(self, threshold: float) -> np.ndarray:
         """(K,) indices of the target tiles whose cosine is >= ``threshold``, most similar first."""

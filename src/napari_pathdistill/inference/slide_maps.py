@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,7 +82,9 @@ class SlideMap:
 
     def feature_table(self) -> dict[str, np.ndarray]:
         """Columns for the clusters layer's ``features``: row 0 = background, row i + 1 = tile i; the ``index``
-        column holds each row's label value (:meth:`cluster_labels`), which napari looks hovered labels up by."""
+        column holds each row's label value (:meth:`cluster_labels`), which napari looks hovered labels up by.
+        ``tile``, ``x``, ``y`` (level-0 px) and ``cluster`` hold integers, shown exactly on hover (``tile: 0, x:
+        3136, y: 0``), row 0 blank (``wsi.tissue_grid.background_row``)."""
         per_tile = tile_features(self.grid)  # tile, x, y, tissue fraction; row 0 (background) left blank
         cols: dict[str, np.ndarray] = {"index": np.r_[0, self.cluster_labels()]}
         cols.update({name: per_tile[name] for name in ("tile", "x", "y")})
@@ -100,13 +102,17 @@ class SlideMap:
         value = int(self.index_image[r, c])
         return value - 1 if value > 0 else None
 
-    def tile_centers(self) -> np.ndarray:
-        """(N, 2) centres (y, x) of the tiles in slide-layer (world) units."""
+    def tile_centers(self, scale: Any = None, translate: Any = None) -> np.ndarray:
+        """(N, 2) centres (y, x) of the tiles in world units: of the map raster placed at ``scale`` /
+        ``translate`` (a map layer's, wherever its slide layer was moved), by default at the map's own placement
+        (slide-layer units as our reader opens the slide)."""
+        sy, sx = self.scale if scale is None else scale
+        ty, tx = self.translate if translate is None else translate
         rr, cc = np.nonzero(self.index_image)
         centers = np.zeros((len(self.clusters), 2))
         idx = self.index_image[rr, cc] - 1
-        centers[idx, 0] = self.translate[0] + rr * self.scale[0]  # napari: pixel r is centred at t + r * s
-        centers[idx, 1] = self.translate[1] + cc * self.scale[1]
+        centers[idx, 0] = ty + rr * sy  # napari: pixel r is centred at t + r * s
+        centers[idx, 1] = tx + cc * sx
         return centers
 
 

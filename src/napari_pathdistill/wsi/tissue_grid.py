@@ -70,14 +70,15 @@ def tile_id_raster(grid: TileGrid, max_side: int = MAX_RASTER_SIDE) -> TileRaste
 def tile_features(grid: TileGrid) -> dict[str, np.ndarray]:
     """Columns for the grid layer's ``features``: row i describes label value i (row 0: no tile).
 
-    ``tile`` is the tile's index in the grid, ``x``, ``y`` its level-0 top-left corner; row 0 is empty
-    (:func:`background_row`), so hovering glass shows no tile.
+    ``tile`` is the tile's index in the grid, ``x``, ``y`` its level-0 top-left corner (integers: napari's status
+    bar prints a float with 3 significant digits, x 3136 as "3.14e+03"); row 0 is empty (:func:`background_row`),
+    so hovering glass shows no tile.
     """
-    xy = grid.coords
+    xy = np.asarray(grid.coords, dtype=np.int64)
     return {
         "tile": background_row(np.arange(len(grid))),
-        "x": background_row(xy[:, 0].astype(np.float64)),
-        "y": background_row(xy[:, 1].astype(np.float64)),
+        "x": background_row(xy[:, 0]),
+        "y": background_row(xy[:, 1]),
         "tissue_fraction": background_row(grid.tissue_fraction),
     }
 
@@ -85,7 +86,8 @@ def tile_features(grid: TileGrid) -> dict[str, np.ndarray]:
 def background_row(values: np.ndarray) -> np.ndarray:
     """(N,) per-tile values -> (N + 1,) ``features`` column whose row 0 (label 0, background) napari's status
     bar leaves out: NaN in a float64 column, None in an object column of Python ints for integer values (napari
-    skips None and Python-float NaN, but prints an integer sentinel or a float32 NaN as "tile: -1", "pc1: nan").
+    skips None and Python-float NaN, but prints an integer sentinel or a float32 NaN as "tile: -1", "pc1: nan",
+    and pandas' nullable ``Int64`` missing value as "<NA>"): integers are shown exactly, glass names nothing.
     """
     values = np.asarray(values)
     if np.issubdtype(values.dtype, np.integer):
