@@ -42,15 +42,14 @@ from napari_pathdistill._qt._layers import (
     slide_removed,
     upsert_image,
     upsert_labels,
-    upsert_layer,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
-from napari_pathdistill._qt.tile_search import TileSearchPanel, points_colormap
+from napari_pathdistill._qt.similar_tiles import map_layer_at, recolour_similar_tiles, show_similar_tiles
+from napari_pathdistill._qt.tile_search import TileSearchPanel
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.feature_cache import default_cache_dir, ensure_cache_dir, resolve_cache_dir
 from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map, map_placement
-from napari_pathdistill.inference.similarity_map import most_similar
 from napari_pathdistill.inference.slide_maps import SlideMap
 from napari_pathdistill.models.spec import ModelSpec
 from napari_pathdistill.progress import Progress
@@ -386,7 +385,7 @@ class EmbedWidget(Container):
 
     def show_similar(self, index: int, layer: Any = None) -> napari.layers.Points:
         """Put the query tile and its top-k most similar tiles (cosine) of a map layer in a Points layer, on that
-        layer wherever it sits, coloured as the similarity heatmap (same magma, same contrast limits).
+        layer wherever it sits, coloured as the similarity heatmap (``_qt.similar_tiles.show_similar_tiles``).
 
         Args:
             index: the query tile (row of the map's features).
@@ -398,66 +397,20 @@ class EmbedWidget(Container):
             layer.metadata["pathdistill"]["slide_map"] if layer is not None else self.result
         )
         assert smap is not None
-        idx, cos = most_similar(smap, index, self.top_k.value)  # cached unit features (fast at 100k)
-        placed = layer is not None
-        scale, translate = (layer.scale[-2:], layer.translate[-2:]) if placed else (smap.scale, None)
-        centers = smap.tile_centers(scale, translate)
-        features = {
-            "tile": np.r_[index, idx],
-            "cosine": np.r_[1.0, cos],
-            "query": np.r_[True, np.zeros(len(idx), bool)],
-        }
-        units = getattr(layer, "units", None) if layer is not None else self._units
-        pts = np.concatenate([centers[[index]], centers[idx]])
-        points = self._similar_points(pts, features, float(min(scale)) * 0.6, units)
-        self.status.value = f"tile {index}: top-{len(idx)} mean cosine {cos.mean():.3f}"
+        points, cos = show_similar_tiles(self.viewer, smap, index, self.top_k.value, layer, self._units,
+                                         self.search.contrast_limits)  # fmt: skip
+        self.status.value = f"tile {index}: top-{len(cos)} mean cosine {cos.mean():.3f}"
         # keep the map layer active: hovering shows its features in the status bar, as before the click
         if layer is not None and layer in self.viewer.layers:
             self.viewer.layers.selection.active = layer
         return points
 
-    def _similar_points(
-        self, pts: np.ndarray, features: dict[str, np.ndarray], size: float, units: Any
-    ) -> napari.layers.Points:
-        """The "similar tiles" layer holding ``pts``: updated in place (removing a layer costs a napari gc pass)
-        unless its units differ, else added; faces by cosine on the heatmap's magma and contrast limits."""
-        symbols = ["star"] + ["disc"] * (len(pts) - 1)
-        limits = self.search.contrast_limits
-        points = self.viewer.layers["similar tiles"] if "similar tiles" in self.viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
-        if isinstance(points, napari.layers.Points) and tuple(points.units) == tuple(units or points.units):
-            points.data, points.features, points.size, points.symbol = pts, features, size, symbols
-            points.face_color = "cosine"
-            points.face_contrast_limits = limits
-            points.refresh()
-            return points
-        return upsert_layer(self.viewer, "points", pts, "similar tiles", features=features, size=size,  # type: ignore[return-value]
-                            face_color="cosine", symbol=symbols, units=units, face_colormap=points_colormap(),
-                            face_contrast_limits=limits, border_color="white")  # fmt: skip
-
     def _recolour_similar(self, _value: Any = None) -> None:
         """The threshold moved the heatmap's contrast limits: the similar-tiles points follow them."""
-        points = self.viewer.layers["similar tiles"] if "similar tiles" in self.viewer.layers else None  # noqa: SIM401
-        if isinstance(points, napari.layers.Points) and len(points.data):
-            points.face_contrast_limits = self.search.contrast_limits
-            points.refresh()
+        recolour_similar_tiles(self.viewer, self.search.contrast_limits)
 
 
 def _repaint(layer: napari.layers.Image) -> None:
     """Show a layer whose data array was changed in place: re-slice and upload the texture, without what
     setting ``layer.data`` adds (dims and extent recomputed: 10-12 instead of 4-5 ms per update on this CPU)."""
     layer.refresh(extent=False, highlight=False)
-
-
-def map_layer_at(viewer: Any, position: Any) -> tuple[Any, int] | None:
-    """(map layer, tile index) under a world position: the active map layer first, then the visible ones from the
-    top; None off every map's tiles."""
-    layers = map_layers(viewer)
-    active = viewer.layers.selection.active
-    order = [active] if active in layers else []
-    order += [layer for layer in layers if layer.visible and layer is not active]
-    for layer in order:
-        row, col = layer.world_to_data(position)[-2:]
-        index = layer.metadata["pathdistill"]["slide_map"].tile_at(row, col)
-        if index is not None:
-            return layer, index
-    return None
