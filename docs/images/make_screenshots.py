@@ -49,8 +49,21 @@ def shoot(viewer, name: str) -> None:
     for _ in range(10):
         QApplication.processEvents()
     img = viewer.screenshot(canvas_only=False)
-    Image.fromarray(img[..., :3]).quantize(256, dither=Image.Dither.NONE).save(OUT / name, optimize=True)
+    quantized(Image.fromarray(img[..., :3])).save(OUT / name, optimize=True)
     print("wrote", OUT / name, (OUT / name).stat().st_size // 1024, "KB")
+
+
+def quantized(rgb: Image.Image, exact: int = 20) -> Image.Image:
+    """A 256-colour copy of ``rgb`` (small PNGs) whose palette holds the first ``exact`` cluster colours as they
+    are, so the Embed legend's swatches keep the colours the map is drawn in (a plain 256-colour quantisation
+    remapped them to whatever the canvas's colours made the palette)."""
+    from napari_pathdistill.inference.palette import cluster_rgb255
+
+    fixed = [c for rgb3 in cluster_rgb255(exact) for c in rgb3]
+    rest = rgb.quantize(256 - exact, dither=Image.Dither.NONE).getpalette()[: 3 * (256 - exact)]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(fixed + rest)
+    return rgb.quantize(palette=palette, dither=Image.Dither.NONE)
 
 
 def embed() -> None:
