@@ -37,18 +37,21 @@ def get_feature_reader(path: str | list[str]) -> Callable[[str | list[str]], lis
         return None
 
 
-def _open_slide_layer(slide: Path) -> str | None:
-    """Name of a layer of the current viewer showing ``slide`` (source path or our metadata path), or None."""
+def _viewer_layers() -> list[Any]:
+    """The layers of the current napari viewer; none without one (a reader never raises)."""
     try:
         import napari
 
         viewer = napari.current_viewer()
     except Exception:
-        return None
-    if viewer is None:
-        return None
+        return []
+    return [] if viewer is None else list(viewer.layers)
+
+
+def _open_slide_layer(slide: Path) -> str | None:
+    """Name of a layer of the current viewer showing ``slide`` (source path or our metadata path), or None."""
     target = str(slide.resolve())
-    for layer in viewer.layers:
+    for layer in _viewer_layers():
         paths = [getattr(layer.source, "path", None), layer.metadata.get("pathdistill", {}).get("path")]
         if any(p and str(Path(p).resolve()) == target for p in paths):
             return layer.name
@@ -59,13 +62,7 @@ def _open_slide_named(stem: str) -> Path | None:
     """The slide file of a layer of the current viewer opened by our reader whose file name, less its
     extension, is ``stem``: CLAM and TRIDENT store no slide path but name each file after its slide
     (``<slide_id>.h5``, the slide's name less its extension)."""
-    try:
-        import napari
-
-        viewer = napari.current_viewer()
-    except Exception:
-        return None
-    for layer in [] if viewer is None else viewer.layers:
+    for layer in _viewer_layers():
         path = layer.metadata.get("pathdistill", {}).get("path") if isinstance(layer.metadata, dict) else None
         if path and Path(path).stem == stem and Path(path).exists():
             return Path(path)
