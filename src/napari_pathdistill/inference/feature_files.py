@@ -105,11 +105,13 @@ def read_feature_file(path: str | Path) -> FeatureFile:
     """Read a feature HDF5 of our, CLAM's or TRIDENT's layout (see the module docstring).
 
     Raises:
-        FeatureFileError: unreadable/truncated file, no features/coords, mismatched shapes, unknown tile size.
+        FeatureFileError: a missing path, a folder, a file that is no HDF5, an unreadable/truncated one, no
+            features/coords, mismatched shapes, unknown tile size.
     """
     import h5py
 
     path = Path(path)
+    _check_path(path)
     try:
         with h5py.File(path, "r") as f:
             if not (
@@ -156,6 +158,26 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         tissue_fraction=frac.astype(np.float32, copy=False),
         summary=summary if summary is not None and len(summary.pcs) == len(coords) else None,
     )
+
+
+def _check_path(path: Path) -> None:
+    """Refuse a missing path, a folder or a non-HDF5 file with one line saying which (before h5py would)."""
+    import h5py
+
+    if path.is_dir():
+        raise FeatureFileError(f"{path} is a folder, not a feature file: give one slide's .h5 file in it.")
+    if not path.exists():
+        raise FeatureFileError(f"feature file not found: {path}")
+    if not path.is_file():
+        raise FeatureFileError(f"{path} is not a regular file (a FIFO or device); give a feature .h5 file.")
+    try:
+        hdf5 = h5py.is_hdf5(path)
+    except OSError:  # unreadable: read_feature_file says why
+        return
+    if not hdf5:
+        raise FeatureFileError(
+            f"{path.name} is not an HDF5 file: give a feature .h5 written by `pathdistill embed`, CLAM or TRIDENT."
+        )
 
 
 def _finite_rows(path: Path, feats: np.ndarray) -> np.ndarray | None:

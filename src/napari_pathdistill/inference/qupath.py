@@ -75,39 +75,15 @@ def read_features(h5_path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
     """(features (N, D), coords (N, 2) level-0 xy, tile side in level-0 px) of an embedding HDF5 file.
 
     Read by :func:`~napari_pathdistill.inference.feature_files.read_feature_file` (ours, CLAM's and TRIDENT's
-    layouts; rows with NaN or inf features left out with a warning), after checking the path names a file.
+    layouts, its path checks; rows with NaN or inf features left out with a warning).
 
     Raises:
         FeatureFileError: a missing path, a folder, a file that is no HDF5, or no usable feature file.
     """
     from napari_pathdistill.inference.feature_files import read_feature_file
 
-    path = Path(h5_path)
-    _check_feature_path(path)
-    ff = read_feature_file(path)
+    ff = read_feature_file(h5_path)
     return ff.features, ff.coords, float(ff.patch_size_level0)
-
-
-def _check_feature_path(path: Path) -> None:
-    """Refuse a missing path, a folder or a non-HDF5 file with one line saying which (before h5py would)."""
-    import h5py
-
-    from napari_pathdistill.inference.feature_files import FeatureFileError
-
-    if path.is_dir():
-        raise FeatureFileError(f"{path} is a folder, not a feature file: give one slide's .h5 file in it.")
-    if not path.exists():
-        raise FeatureFileError(f"feature file not found: {path}")
-    if not path.is_file():
-        raise FeatureFileError(f"{path} is not a regular file (a FIFO or device); give a feature .h5 file.")
-    try:
-        hdf5 = h5py.is_hdf5(path)
-    except OSError:  # unreadable: read_feature_file says why
-        return
-    if not hdf5:
-        raise FeatureFileError(
-            f"{path.name} is not an HDF5 file: give a feature .h5 written by `pathdistill embed`, CLAM or TRIDENT."
-        )
 
 
 def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, Any]:
