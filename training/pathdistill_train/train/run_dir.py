@@ -53,13 +53,14 @@ def check_inputs(cfg: Any) -> None:
             raise TrainConfigError("teacher.heads=load needs teacher.heads_weights (a .safetensors file)")
         if not Path(cfg.teacher.heads_weights).expanduser().is_file():
             raise TrainConfigError(f"teacher.heads_weights: {cfg.teacher.heads_weights} not found")
-    if cfg.train.device == "cuda":
-        import torch
+    if cfg.train.device != "auto":
+        from napari_pathdistill.device import resolve_device
+        from napari_pathdistill.errors import DeviceError
 
-        if not torch.cuda.is_available():
-            raise TrainConfigError(
-                "train.device=cuda, but this torch sees no CUDA GPU: use train.device=auto or cpu"
-            )
+        try:
+            resolve_device(cfg.train.device)  # the plugin's check: cuda without CUDA, mps off a Mac, ...
+        except DeviceError as exc:
+            raise TrainConfigError(f"train.device={cfg.train.device}: {exc}") from None
 
 
 def prepare_output_dir(cfg: Any, clear: bool = True) -> None:
