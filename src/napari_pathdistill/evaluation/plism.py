@@ -103,6 +103,18 @@ def _pair_loader(
             cache[slide] = (feats, coords) if subset is None else (feats[subset], coords[subset])
         return cache[slide]
 
+    grids: dict[str, tuple[np.ndarray, float] | None] = {}
+
+    def grid(slide: str) -> tuple[np.ndarray, float] | None:
+        """The slide's tile-grid cells (subset rows) and cell um (``features_io.tile_grid``), read once."""
+        if slide not in grids:
+            path = paths[slide]
+            found = None if path is None or Path(path).suffix == ".npy" else tile_grid(path)
+            if found is not None and subset is not None:
+                found = (found[0][subset], found[1])
+            grids[slide] = found
+        return grids[slide]
+
     def load_pair(sa: str, sb: str) -> tuple[np.ndarray, np.ndarray]:
         (fa, ca), (fb, cb) = load(sa), load(sb)
         if ca.shape == cb.shape and np.array_equal(ca, cb):
@@ -114,7 +126,7 @@ def _pair_loader(
             )
         ia, ib = match_by_coords(ca, cb)
         if len(ia) < 2:
-            ia, ib = _match_by_grid(paths[sa], paths[sb], subset)
+            ia, ib = _match_by_grid(grid(sa), grid(sb))
         if len(ia) < 2:
             raise EvaluationError(
                 f"{sa} and {sb} share fewer than 2 tile coordinates (level-0 px, nor grid cells of the same um "
@@ -126,18 +138,14 @@ def _pair_loader(
 
 
 def _match_by_grid(
-    path_a: Path | None, path_b: Path | None, subset: np.ndarray | None
+    grid_a: tuple[np.ndarray, float] | None, grid_b: tuple[np.ndarray, float] | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of two HDF5 feature files matched by grid cell (``features_io.tile_grid``): registered scans at
-    different um/px, whose level-0 coords differ; tiles must have the same side in um (1 %). Empty otherwise."""
-    none = (np.empty(0, np.int64), np.empty(0, np.int64))
-    if path_a is None or path_b is None or Path(path_a).suffix == ".npy" or Path(path_b).suffix == ".npy":
-        return none
-    grids = tile_grid(path_a), tile_grid(path_b)
-    if grids[0] is None or grids[1] is None or abs(grids[0][1] / grids[1][1] - 1) > 0.01:
-        return none
-    cells = [g[0] if subset is None else g[0][subset] for g in grids]  # type: ignore[index]
-    return match_by_coords(cells[0], cells[1])
+    """Rows of two HDF5 feature files matched by grid cell (``features_io.tile_grid``: (cells, cell um) each):
+    registered scans at different um/px, whose level-0 coords differ; cells must have the same side in um (1 %).
+    Empty otherwise."""
+    if grid_a is None or grid_b is None or abs(grid_a[1] / grid_b[1] - 1) > 0.01:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return match_by_coords(grid_a[0], grid_b[0])
 
 
 def _pair_row(a: SlideEntry, b: SlideEntry, metrics: dict) -> dict:
