@@ -271,11 +271,9 @@ def test_um_px_shows_four_decimals(make_napari_viewer):
 
 def test_stride_names_the_chosen_models_patch_size(make_napari_viewer, tiny_vit):
     """The bundled student has 16 px patches (14 x 14 tokens of 8 um per 224 px tile at 0.5 um/px), not 14."""
-    from napari_pathdistill._qt.embed_widget import patch_size_of
-
     widget = EmbedWidget(make_napari_viewer())
     spec = widget.model.spec()
-    assert spec.name == "pathdistill-student" and patch_size_of(spec) == 16
+    assert spec.name == "pathdistill-student" and spec.patch_size == 16
     assert "16 px for pathdistill-student" in widget.stride.tooltip and widget.stride.step == 16
     widget.model.set_model(tiny_vit)  # a DINOv2-style patch-14 ViT
     assert "14 px for tiny-vit" in widget.stride.tooltip and widget.stride.step == 14

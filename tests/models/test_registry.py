@@ -12,7 +12,7 @@ from timm.layers import GluMlp
 from napari_pathdistill.errors import ModelLoadError
 from napari_pathdistill.models import get_spec, load_model
 from napari_pathdistill.models.registry import _registry
-from napari_pathdistill.models.spec import IMAGENET_MEAN, build_module
+from napari_pathdistill.models.spec import IMAGENET_MEAN, ModelSpec, build_module
 from napari_pathdistill.models.testing import TINY_VIT, tiny_model, tiny_spec
 
 # name: (width, prefix tokens, depth, patch, SwiGLUPacked MLP, embedding dim, parameters in millions)
@@ -110,3 +110,17 @@ def test_resolve_spec_is_the_spec_load_model_uses(tmp_path):
         resolve_spec("no-such-model")
     with pytest.raises(ModelLoadError, match="hub id"):
         resolve_spec("hf-hub:org/name")
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "family", "patch"),
+    [
+        ("vit_giant_patch14_reg4_dinov2", {}, "vit", 14),
+        ("vit_base_patch14_reg4_dinov2", {"patch_size": 16}, "vit", 16),
+        ("vit_small_patch16_224", {"patch_size": [8, 8]}, "vit", 8),
+        ("hf-hub:org/some-vit", {}, "vit", None),
+        ("tf_efficientnet_lite2", {}, "cnn", None),
+    ],
+)
+def test_patch_size_is_read_without_building_the_model(arch, kwargs, family, patch):
+    assert ModelSpec("m", arch, model_kwargs=kwargs, family=family).patch_size == patch

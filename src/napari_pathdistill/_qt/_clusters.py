@@ -93,3 +93,14 @@ def remove_unfilled(viewer: Any, layers: list[Any]) -> None:
     for layer in layers:
         if layer in viewer.layers and not np.any(layer.data):
             viewer.layers.remove(layer)
+
+
+def legend_html(clusters: np.ndarray) -> str:
+    """Rich-text legend of a map's clusters: one coloured square and tile count per cluster id (1..k)."""
+    ids, counts = np.unique(clusters, return_counts=True)
+    palette = cluster_palette(int(ids.max()))
+    rows = []
+    for i, n in zip(ids, counts, strict=True):
+        r, g, b, _ = np.round(palette[int(i)] * 255).astype(int)  # as the GeoJSON export's colours
+        rows.append(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span> cluster {i}: {n} tiles")
+    return "<br>".join(rows)

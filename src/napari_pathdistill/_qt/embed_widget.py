@@ -3,12 +3,10 @@ click a tile of any map layer for similar tiles. Features are cached (``inferenc
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     ComboBox,
@@ -23,13 +21,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
-from napari_pathdistill._qt._clusters import (
-    add_empty_map_layers,
-    cluster_palette,
-    clusters_layer,
-    remove_unfilled,
-    warm_labels_layer,
-)
+from napari_pathdistill._qt._clusters import legend_html, remove_unfilled, warm_labels_layer
 from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
@@ -40,16 +32,15 @@ from napari_pathdistill._qt._layers import (
     no_mpp_note,
     slide_path,
     slide_removed,
-    upsert_image,
-    upsert_labels,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
 from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill._qt.embed_maps import MapPainter
 from napari_pathdistill._qt.similar_tiles import map_layer_at, recolour_similar_tiles, show_similar_tiles
 from napari_pathdistill._qt.tile_search import TileSearchPanel
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.feature_cache import default_cache_dir, ensure_cache_dir, resolve_cache_dir
-from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map, map_placement
+from napari_pathdistill.inference.live_map import FIT_ROWS, PartialMap, iter_live_map
 from napari_pathdistill.inference.slide_maps import SlideMap
 from napari_pathdistill.models.spec import ModelSpec
 from napari_pathdistill.progress import Progress
@@ -69,21 +60,9 @@ def _folder(value: Any) -> Path | None:
     return Path(value) if isinstance(value, (str, Path)) else None
 
 
-def patch_size_of(spec: ModelSpec) -> int | None:
-    """Patch side in model px of a ViT spec, read without building it (``model_kwargs["patch_size"]``, else the
-    ``patch<N>`` of its timm architecture name); None for a CNN or when the spec does not say."""
-    if spec.family != "vit":
-        return None
-    size = spec.model_kwargs.get("patch_size")
-    if size is None:
-        match = re.search(r"patch(\d+)", spec.arch)
-        size = match.group(1) if match else None
-    return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
-
-
 def stride_tooltip(spec: ModelSpec | None) -> str:
     """The "token stride px" tooltip, naming the chosen model's patch size."""
-    patch = patch_size_of(spec) if spec is not None else None
+    patch = spec.patch_size if spec is not None else None
     what = "a multiple of the ViT's patch size"
     if spec is not None:
         what += f" ({patch} px for {spec.name})" if patch else f"; {spec.name} has none: it is no ViT"
@@ -149,7 +128,7 @@ class EmbedWidget(Container):
         self.search.threshold.changed.connect(self._recolour_similar)
         self._labels_name: str | None = None
         self._units: Any = None  # units of the slide the shown result was computed from
-        self._live: np.ndarray | None = None  # (rows, cols, 4) float32 raster painted while embedding
+        self.maps = MapPainter(viewer)  # the map layers: live raster while embedding, then the result
         self._run_slide: SlideRef | None = None  # the slide layer of the run in flight (its maps go on it)
         self._shown = False  # the run in flight showed its result
         self.fit_rows = FIT_ROWS  # tiles the live PCA colours wait for (then every written chunk is painted)
@@ -159,7 +138,7 @@ class EmbedWidget(Container):
     def _follow_patch_size(self, spec: ModelSpec) -> None:
         """The stride field steps by the chosen model's patch size, and its tooltip names it."""
         self.stride.tooltip = stride_tooltip(spec)
-        patch = patch_size_of(spec)
+        patch = spec.patch_size
         if patch:
             self.stride.step = patch
 
@@ -196,8 +175,9 @@ class EmbedWidget(Container):
                                  batch_size=batch_size, k=k, fit_rows=fit_rows, fallback_mpp=fallback,
                                  cancel=cancel)  # fmt: skip
 
-        self._live, self._run_slide = None, slide
-        ended = self._on_end(self._add_layers(path, slide, (tile_px, mpp, fallback), k))  # the bar as it was
+        self.maps.live, self._run_slide = None, slide
+        added = self.maps.add_layers(path, slide, (tile_px, mpp, fallback), k, self.model.choice.value)
+        ended = self._on_end(added)  # the bar as it was
         self.progress.value = 0
         self.runner.start(factory, lambda result: self._finished(result, source, slide), "Embedding",
                           on_item=lambda item: self._on_item(item, source), on_end=ended,
@@ -215,22 +195,6 @@ class EmbedWidget(Container):
                 self.progress.max, self.progress.value = before
 
         return ended
-
-    def _add_layers(
-        self, path: Path, slide: SlideRef, tiling: tuple[int, float, float | None], k: int
-    ) -> list[Any]:
-        """The run's map layers, empty, now (``_qt._clusters.add_empty_map_layers``), on the slide layer wherever
-        it sits; none if the slide's geometry cannot be read (the run reports why). ``tiling``: tile px, um/px,
-        slide um/px override."""
-        try:
-            shape, scale, translate = map_placement(path, *tiling)
-        except Exception:
-            return []
-        placement = (shape, *slide.place(scale, translate, self.viewer))
-        raster, added = add_empty_map_layers(self.viewer, slide.name, placement, slide.units, k,
-                                             self.model.choice.value)  # fmt: skip
-        self._live = raster if raster is not None else self._live
-        return added
 
     def _finished(self, result: SlideMap, source: tuple[str, Any], slide: SlideRef) -> None:
         """The run's end (main thread): its map on its slide, unless that slide was removed meanwhile (the
@@ -277,32 +241,9 @@ class EmbedWidget(Container):
     def paint_partial(
         self, part: PartialMap, source: tuple[str, Any], slide: SlideRef | None = None
     ) -> napari.layers.Image:
-        """Paint the tiles of ``part`` into the "<slide> embedding map" layer (created once, then updated in
-        place: one (rows, cols, 4) raster, only the new cells written), placed on the slide layer ``slide``
-        (default: the layer named ``source[0]``) wherever it sits."""
-        name = f"{source[0]} embedding map"
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
-        raster = self._live
-        if raster is None or raster.shape[:2] != part.shape or layer is None or layer.data is not raster:
-            raster = self._live = np.zeros((*part.shape, 4), np.float32)
-            scale, translate = self._place(part.scale, part.translate, slide or self._slide_named(source[0]))
-            layer = upsert_image(self.viewer, raster, name, rgb=True, scale=scale, translate=translate,
-                                 units=source[1], opacity=0.7, contrast_limits=(0, 1),
-                                 metadata={"pathdistill": {"model": self.model.choice.value}})  # fmt: skip
-        rr, cc = part.cells[:, 0], part.cells[:, 1]
-        raster[rr, cc, :3] = part.rgb
-        raster[rr, cc, 3] = 1.0
-        _repaint(layer)
-        return layer
-
-    def _slide_named(self, name: str) -> SlideRef | None:
-        """The image layer called ``name`` (a slide's results are named after it) as a :class:`SlideRef`."""
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
-        return SlideRef.of(layer) if isinstance(layer, napari.layers.Image) else None
-
-    def _place(self, scale: Any, translate: Any, slide: SlideRef | None) -> tuple[Any, Any]:
-        """A core result's (scale, translate) on its slide layer (``SlideRef.place``); unchanged without one."""
-        return (scale, translate) if slide is None else slide.place(scale, translate, self.viewer)
+        """Paint the tiles of ``part`` into the "<slide> embedding map" layer, in place (``MapPainter.paint``),
+        on the slide layer ``slide`` (default: the layer named ``source[0]``) wherever it sits."""
+        return self.maps.paint(part, source, slide, self.model.choice.value)
 
     def show_result(
         self, result: SlideMap, source: tuple[str, Any] | None = None, slide: SlideRef | None = None
@@ -319,43 +260,13 @@ class EmbedWidget(Container):
         if source is None:
             layer = self.slide.value
             source = (layer.name if layer is not None else "slide", _units(layer))
-        name, self._units = source
-        scale, translate = self._place(result.scale, result.translate, slide or self._slide_named(name))
-        geo = {"scale": scale, "translate": translate, "units": self._units}
-        self._show_rgb(result, f"{name} embedding map", geo)
-        meta = {"slide_map": result, "model": result.model_name, "slide_layer": name,
-                "features_file": None if result.features_file is None else str(result.features_file)}  # fmt: skip
-        # hover finds the tile's row; colours by cluster (see _qt._clusters)
-        data, kw = clusters_layer(result)
-        labels = upsert_labels(self.viewer, data, f"{name} clusters", opacity=0.5, metadata={"pathdistill": meta},
-                               **kw, **geo)  # fmt: skip
+        self._units = source[1]
+        labels = self.maps.show(result, source, slide)
         self.progress.max = self.progress.value = max(1, len(result.features))
-        self._set_legend(result)
+        self.legend.value = legend_html(result.clusters)
         self._labels_name = labels.name
         self.search.refresh()  # the clusters layer became a map in place: list it in "search in"
         self.viewer.layers.selection.active = labels
-
-    def _show_rgb(self, result: SlideMap, name: str, geo: dict[str, Any]) -> None:
-        """The final PCA colours (refitted on every tile): into the live raster in place, else into the layer of
-        that name (a re-run, a cache hit), else a new layer."""
-        rgba = np.concatenate([result.raster(result.rgb), (result.index_image > 0)[..., None]], axis=-1)
-        live = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
-        raster = self._live
-        if live is not None and raster is not None and live.data is raster and rgba.shape == raster.shape:
-            raster[:] = rgba
-            _repaint(live)
-            return
-        upsert_image(self.viewer, rgba.astype(np.float32), name, rgb=True, **geo, opacity=0.7,
-                     contrast_limits=(0, 1), metadata={"pathdistill": {"model": result.model_name}})  # fmt: skip
-
-    def _set_legend(self, result: SlideMap) -> None:
-        ids, counts = np.unique(result.clusters, return_counts=True)
-        palette = cluster_palette(int(ids.max()))
-        rows = []
-        for i, n in zip(ids, counts, strict=True):
-            r, g, b, _ = np.round(palette[int(i)] * 255).astype(int)  # as the GeoJSON export's colours
-            rows.append(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span> cluster {i}: {n} tiles")
-        self.legend.value = "<br>".join(rows)
 
     def _on_click(self, viewer: Any, event: Any) -> Any:
         """A click (press + release without a drag, so panning is left alone) on a tile of any map layer
@@ -408,9 +319,3 @@ class EmbedWidget(Container):
     def _recolour_similar(self, _value: Any = None) -> None:
         """The threshold moved the heatmap's contrast limits: the similar-tiles points follow them."""
         recolour_similar_tiles(self.viewer, self.search.contrast_limits)
-
-
-def _repaint(layer: napari.layers.Image) -> None:
-    """Show a layer whose data array was changed in place: re-slice and upload the texture, without what
-    setting ``layer.data`` adds (dims and extent recomputed: 10-12 instead of 4-5 ms per update on this CPU)."""
-    layer.refresh(extent=False, highlight=False)

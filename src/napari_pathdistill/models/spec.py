@@ -13,6 +13,7 @@ names in them into the classes ``timm.create_model`` wants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,18 @@ class ModelSpec:
     embedding: str = "cls"
     weights: str | None = None
     family: str = "vit"
+
+    @property
+    def patch_size(self) -> int | None:
+        """Patch side in model px of a ViT, read without building it (``model_kwargs["patch_size"]``, else the
+        ``patch<N>`` of its timm architecture name); None for a CNN or when the spec does not say."""
+        if self.family != "vit":
+            return None
+        size = self.model_kwargs.get("patch_size")
+        if size is None:
+            match = re.search(r"patch(\d+)", self.arch)
+            size = match.group(1) if match else None
+        return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
 
 
 def timm_kwargs(model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
