@@ -144,8 +144,14 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
     _maybe_srgb(pyramid)
     _check_displayable(pyramid)
     if pyramid.mpp is None:
+        bad = pyramid.implausible_mpp
+        what = (
+            "has no pixel size (MPP)"
+            if bad is None
+            else f"states {bad[1]:.4g} um/px, no microscope's (a dpi placeholder)"
+        )
         warnings.warn(
-            f"{slide.name} has no pixel size (MPP): opened in pixels; the scale bar and um/px-based tiling "
+            f"{slide.name} {what}: opened in pixels; the scale bar and um/px-based tiling "
             "use level-0 pixels. If you know it, set 'slide um/px override' in the embed, tissue or similarity "
             "widget (or --mpp-override on the command line).",
             UserWarning,

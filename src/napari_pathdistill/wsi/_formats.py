@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._backend import Backend
+from napari_pathdistill.wsi._backend import Backend, microscope_mpp
 from napari_pathdistill.wsi._openslide_backend import OpenSlideBackend, detect_vendor
 
 
@@ -54,8 +54,7 @@ def choose_backend(path: Path) -> Backend:
             tiff.close()
             raise WSIError(_openslide_refusal(path, tiff.vendor))
         if vendor == "generic-tiff" and len(tiff.levels) <= 1 and tiff.channels is None:
-            tiff.close()  # OpenSlide reads plain tiled TIFF pyramids (top-level IFDs) natively
-            return OpenSlideBackend(path)
+            return _openslide_unless_it_loses_mpp(path, tiff)
         return tiff
     if path.is_file() and path.suffix.lower() in _image_backend.SUFFIXES:
         return _image_backend.ImageBackend(path)
@@ -68,6 +67,18 @@ def choose_backend(path: Path) -> Backend:
         f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: .svs .tif/.tiff "
         ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF, pyramidal TIFF and small JPEG/PNG."
     )
+
+
+def _openslide_unless_it_loses_mpp(path: Path, tiff: Backend) -> Backend:
+    """A single-level generic TIFF: OpenSlide reads its tiles natively, but takes its pixel size from the
+    resolution tags only; when tifffile found one OpenSlide lacks (an OME-XML ``PhysicalSizeX``, as QuPath and
+    Bio-Formats write), the tifffile backend keeps it."""
+    slide = OpenSlideBackend(path)
+    if microscope_mpp(slide.mpp) is None and microscope_mpp(tiff.mpp) is not None:
+        slide.close()
+        return tiff
+    tiff.close()
+    return slide
 
 
 #: suffixes of vendor formats only OpenSlide reads in full (MPP, associated images): never a tifffile fallback

@@ -53,8 +53,8 @@ def _tag_mpp(page) -> tuple[float, float] | None:
     for name in ("YResolution", "XResolution"):
         num, den = tags[name].value
         res.append(per_unit * den / num if num else 0.0)
-    # 72/96 dpi placeholders give > 250 um/px: not a microscope resolution
-    return (res[0], res[1]) if all(0 < r < 50 for r in res) else None
+    # kept as stated: Pyramid ignores a 72/96 dpi placeholder (> 250 um/px: ``_backend.microscope_mpp``)
+    return (res[0], res[1]) if all(r > 0 for r in res) else None
 
 
 class TiffFileBackend:

@@ -21,6 +21,7 @@ import numpy as np
 
 from napari_pathdistill.errors import CorruptTileWarning, WSIError
 from napari_pathdistill.wsi._backend import Backend as _Backend
+from napari_pathdistill.wsi._backend import microscope_mpp
 from napari_pathdistill.wsi._backend_utils import BlockCache
 from napari_pathdistill.wsi._dask_levels import LevelArray, chunk_sizes
 from napari_pathdistill.wsi._formats import choose_backend, permission_message
@@ -41,7 +42,9 @@ class Pyramid:
         self._backend = backend
         self.backend: str = backend.name
         self.levels: list[PyramidLevel] = list(backend.levels)
-        self.mpp: tuple[float, float] | None = backend.mpp
+        self.mpp: tuple[float, float] | None = microscope_mpp(backend.mpp)
+        #: the file's (y, x) um/px when it is no microscope's (a 72/96 dpi placeholder: > MAX_MPP): ignored
+        self.implausible_mpp: tuple[float, float] | None = backend.mpp if self.mpp != backend.mpp else None
         #: the user's level-0 um/px when ``mpp`` comes from ``open_pyramid(fallback_mpp=...)`` (the file states
         #: none: napari shows such a slide in pixels), None when ``mpp`` is the file's own (or there is none)
         self.mpp_override: float | None = None

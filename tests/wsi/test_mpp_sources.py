@@ -1,0 +1,67 @@
+"""Where a slide's pixel size comes from: an OME-XML PhysicalSize of a single-level TIFF (OpenSlide ignores it),
+and the 72/96 dpi placeholders image editors write (no microscope's: ignored, and the warning says so)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pytest
+import tifffile
+
+from napari_pathdistill._reader import get_reader
+from napari_pathdistill.wsi import open_pyramid
+from napari_pathdistill.wsi._backend import microscope_mpp
+
+
+@pytest.fixture(scope="module")
+def tissue(cmu_svs: Path) -> np.ndarray:
+    with openslide.OpenSlide(str(cmu_svs)) as slide:
+        return np.asarray(slide.read_region((600, 600), 0, (512, 384)).convert("RGB"))
+
+
+def test_single_level_ome_tiff_keeps_its_physical_size(tmp_path: Path, tissue: np.ndarray) -> None:
+    path = tmp_path / "export.ome.tif"
+    meta = {"PhysicalSizeX": 0.5, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.25, "PhysicalSizeYUnit": "µm"}
+    tifffile.imwrite(path, tissue, tile=(128, 128), photometric="rgb", compression="zlib", metadata=meta)
+    assert openslide.OpenSlide.detect_format(str(path)) == "generic-tiff"  # OpenSlide alone has no MPP here
+    with open_pyramid(path) as pyr:
+        assert pyr.mpp == (0.25, 0.5) and pyr.backend == "tifffile"
+        np.testing.assert_array_equal(pyr.read_region((0, 0), 0, (512, 384)), tissue)
+
+
+def test_single_level_tiff_with_resolution_tags_stays_with_openslide(
+    tmp_path: Path, tissue: np.ndarray
+) -> None:
+    path = tmp_path / "tags.tif"
+    tifffile.imwrite(path, tissue, tile=(128, 128), photometric="rgb", compression="zlib",
+                     resolution=(2e4, 2e4), resolutionunit="CENTIMETER")  # fmt: skip
+    with open_pyramid(path) as pyr:
+        assert pyr.backend == "openslide" and pyr.mpp == pytest.approx((0.5, 0.5))
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_72_dpi_placeholder_is_no_pixel_size(tmp_path: Path, tissue: np.ndarray, tiled: bool) -> None:
+    path = tmp_path / "gimp.tif"
+    tile = {"tile": (128, 128)} if tiled else {}
+    tifffile.imwrite(path, tissue, photometric="rgb", resolution=(72, 72), resolutionunit="INCH", **tile)
+    with open_pyramid(path) as pyr:
+        assert pyr.mpp is None and pyr.implausible_mpp == pytest.approx((25400 / 72, 25400 / 72))
+    reader = get_reader(str(path))
+    assert reader is not None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (_, kwargs, _), *_ = reader(str(path))
+    assert "units" not in kwargs or kwargs["units"] in (None, "pixel", ("pixel", "pixel"))
+    assert any("states 352.8 um/px" in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize(
+    ("mpp", "kept"),
+    [((0.25, 0.25), True), ((4.0, 4.0), True), ((352.8, 352.8), False), ((0.0, 0.5), False),
+     ((float("nan"), 0.5), False), (None, False)],
+)  # fmt: skip
+def test_microscope_mpp(mpp, kept: bool) -> None:
+    assert (microscope_mpp(mpp) == mpp) if kept else microscope_mpp(mpp) is None
