@@ -116,3 +116,23 @@ def test_sparse_pyramid_layer(tmp_path: Path) -> None:
         kwargs["scale"] == pytest.approx((0.25, 0.25))
         and kwargs["metadata"]["pathdistill"]["backend"] == "tifffile"
     )
+
+
+def test_manifest_offers_the_reader_for_every_suffix_it_reads(tmp_path: Path) -> None:
+    """napari asks npe2 which readers take a file by its name: a suffix missing from napari.yaml is a slide that
+    drag-and-drop cannot open (VSI/CZI/iSyntax were, although fastslide reads them)."""
+    from importlib.resources import files
+
+    import yaml
+    from npe2 import PluginManager
+
+    from napari_pathdistill._reader import SUFFIXES
+
+    manifest = yaml.safe_load(files("napari_pathdistill").joinpath("napari.yaml").read_text())
+    (reader,) = [r for r in manifest["contributions"]["readers"] if r["command"].endswith(".get_reader")]
+    assert {p.removeprefix("*") for p in reader["filename_patterns"]} == set(SUFFIXES)
+    pm = PluginManager.instance()
+    pm.discover()
+    for suffix in SUFFIXES:
+        offered = {r.command for r in pm.iter_compatible_readers([str(tmp_path / f"slide{suffix}")])}
+        assert "napari-pathdistill.get_reader" in offered, suffix
