@@ -136,3 +136,15 @@ def test_manifest_offers_the_reader_for_every_suffix_it_reads(tmp_path: Path) ->
     for suffix in SUFFIXES:
         offered = {r.command for r in pm.iter_compatible_readers([str(tmp_path / f"slide{suffix}")])}
         assert "napari-pathdistill.get_reader" in offered, suffix
+
+
+@pytest.mark.parametrize("name", ["empty.tif", "empty.svs", "empty.ndpi"])
+def test_an_empty_file_is_said_to_be_empty(tmp_path: Path, name: str) -> None:
+    """A 0-byte file (a failed copy) got napari's "reader ... refused the file" (.tif) or "not a whole-slide
+    image" (.svs): neither says what is wrong."""
+    path = tmp_path / name
+    path.write_bytes(b"")
+    reader = get_reader(str(path))
+    assert reader is read_slide
+    with pytest.raises(WSIError, match=r"is empty \(0 bytes\): the copy or download"):
+        reader(str(path))

@@ -57,6 +57,8 @@ def _looks_readable(path: Path) -> bool:
         return detect_vendor(path) is not None or is_dicom(path)
     if not path.is_file() or path.suffix.lower() not in SUFFIXES:
         return False  # also a FIFO, socket or device: never opened here (a read would block)
+    if path.stat().st_size == 0:  # no reader can: read_slide says it is empty, not napari's "refused"
+        return True
     if path.suffix.lower() in (".tif", ".tiff", ".btf", ".qptiff"):
         return _is_tiff(path) or detect_vendor(path) is not None
     return True  # vendor formats: let the reader give a clear error if the file is broken
@@ -164,11 +166,25 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
     layers: list[LayerData] = [(levels, kwargs, "image")]
     wanted = os.environ.get("PATHDISTILL_ASSOCIATED", "").strip()
     if wanted:
-        names = (
-            pyramid.associated_image_names() if wanted == "all" else [n.strip() for n in wanted.split(",")]
-        )
-        layers += associated_layers(pyramid, names)
+        layers += associated_layers(pyramid, _wanted_associated(pyramid, wanted))
     return layers
+
+
+def _wanted_associated(pyramid: Any, wanted: str) -> list[str]:
+    """The associated images named by ``PATHDISTILL_ASSOCIATED`` (``view --associated``): 'all' or a comma list;
+    a name the slide has not is said in a warning that lists those it has."""
+    have = pyramid.associated_image_names()
+    if wanted == "all":
+        return have
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    if missing := [n for n in names if n not in have]:
+        warnings.warn(
+            f"{pyramid.path.name} has no associated image {', '.join(map(repr, missing))}; it has: "
+            f"{', '.join(have) or 'none'}.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return [n for n in names if n in have]
 
 
 #: napari colormaps of the channels whose file states no colour, in channel order
@@ -221,13 +237,14 @@ def _contrast_limits(coarsest: Any, dtype: Any) -> tuple[float, float]:
     return (0.0, 1.0)
 
 
-def associated_layers(pyramid: Any, names: list[str] | None = None) -> list[LayerData]:
-    """Associated images (label, macro, thumbnail, ...) as separate RGB layers, placed beside the slide."""
+def associated_layers(pyramid: Any, names: list[str] | None = None, x_min: float = 0.0) -> list[LayerData]:
+    """Associated images (label, macro, thumbnail, ...) as separate RGB layers, placed side by side right of the
+    slide, at the slide's height, from world x ``x_min`` (or the slide's right edge and a 5 % gap) on."""
     names = pyramid.associated_image_names() if names is None else names
     out: list[LayerData] = []
     h0, w0 = pyramid.levels[0].shape
     unit = pyramid.mpp[1] if pyramid.mpp else 1.0
-    x_off = w0 * unit * 1.05
+    x_off = max(w0 * unit * 1.05, x_min)
     for name in [n for n in names if n in pyramid.associated_image_names()]:
         img = pyramid.read_associated(name)
         scale = (h0 * unit / img.shape[0],) * 2  # same height as the slide, aspect kept

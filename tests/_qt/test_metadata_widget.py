@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from pathlib import Path
@@ -82,6 +83,17 @@ def test_associated_image_buttons_add_layers(make_napari_viewer, cmu_svs: Path, 
     np.testing.assert_array_equal(layer.data, label)
     assert "CMU-1-Small-Region.svs [macro]" in viewer.layers
     assert layer.units == viewer.layers[0].units  # placed beside the slide in um
+    buttons["thumbnail"].clicked()
+    buttons["label"].clicked()  # again: replaced where it was, not moved over the others
+    spans = []  # world x range of the slide and of each associated image: side by side, none over another
+    for lay in viewer.layers:
+        x0 = lay.translate[-1]
+        spans.append((x0, x0 + lay.data.shape[1] * lay.scale[-1] if lay.ndim == 2 and not lay.multiscale
+                      else x0 + lay.level_shapes[0][1] * lay.scale[-1]))  # fmt: skip
+    assert len(spans) == 4
+    ordered = sorted(spans)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ordered)), spans
+    assert viewer.layers["CMU-1-Small-Region.svs [label]"].translate[-1] == layer.translate[-1]
 
 
 def test_srgb_checkbox_replaces_the_layer_data_in_place(

@@ -151,8 +151,18 @@ def test_srgb_flag_opens_the_slide_converted(view, tcga_svs: Path) -> None:
     assert "converted to sRGB" in widget.rows["ICC profile"].value
 
 
+def _notified(pattern: str) -> list[str]:
+    """The napari warning notifications of this session that match ``pattern``."""
+    import re
+
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    return [n.message for n in notification_manager.records
+            if n.severity == NotificationSeverity.WARNING and re.search(pattern, n.message)]  # fmt: skip
+
+
 def test_srgb_flag_with_a_damaged_profile_warns_and_opens_raw(
-    view, tmp_path: Path, cmu_rgb, tcga_svs: Path
+    view, tmp_path: Path, cmu_rgb, tcga_svs: Path, capsys
 ) -> None:
     import numpy as np
 
@@ -160,13 +170,34 @@ def test_srgb_flag_with_a_damaged_profile_warns_and_opens_raw(
 
     crop = np.ascontiguousarray(cmu_rgb[:256, :256])
     path = write_icc_tiff(tmp_path / "damaged.tif", crop, srgb_profile_of(tcga_svs)[:300])
-    with pytest.warns(
-        UserWarning, match=r"damaged\.tif: its embedded ICC profile \(300 bytes\) cannot be read"
-    ):
-        viewer, _ = view(str(path), "--srgb", "--widgets", "")
+    viewer, _ = view(str(path), "--srgb", "--widgets", "")
+    said = _notified(r"damaged\.tif: its embedded ICC profile \(300 bytes\) cannot be read")
+    assert len(said) == 1
     layer = viewer.layers[0]
     assert layer.metadata["pathdistill"]["color"] == "raw"
     np.testing.assert_array_equal(np.asarray(layer.data[0]), crop)
+    err = capsys.readouterr().err
+    assert "warning: damaged.tif: its embedded ICC profile" in err and "UserWarning" not in err
+
+
+def test_no_mpp_and_unknown_associated_names_are_notified_in_the_window(view, tcga_svs: Path, capsys) -> None:
+    """Opened before napari's event loop installs its warning hooks, the reader's warnings were printed on the
+    terminal as Python's file:line dump and never reached the window."""
+    view(str(tcga_svs), "--associated", "thumbnail,bogus", "--widgets", "")
+    assert _notified(r"tcga-cr-7395-01a-01-ts1\.svs has no pixel size \(MPP\): opened in pixels")
+    (unknown,) = _notified("has no associated image")
+    assert unknown.startswith("tcga-cr-7395-01a-01-ts1.svs has no associated image 'bogus'; it has: ")
+    assert "thumbnail" in unknown.split("it has: ")[1]
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 2 and "UserWarning" not in err
+
+
+def test_associated_all_leaves_the_metadata_dock_on_the_slide(view, cmu_svs: Path) -> None:
+    viewer, docks = view(str(cmu_svs), "--associated", "all", "--widgets", "Slide metadata")
+    assert viewer.layers.selection.active.name.endswith("]")  # the last associated image, as napari leaves it
+    widget = docks[0][1]
+    assert widget.layer is viewer.layers[0] and not widget.hint.visible
+    assert widget.rows["file"].value.replace("\u200b", "").endswith("CMU-1-Small-Region.svs")
 
 
 def test_view_of_a_missing_slide_fails_with_the_reason(tmp_path: Path, capsys) -> None:

@@ -62,6 +62,20 @@ def mixed_units_notice(viewer: napari.viewer.Viewer) -> str | None:
     )
 
 
+def _right_edge(viewer: Any, slide_name: str, name: str) -> float:
+    """World x where the associated image ``name`` of ``slide_name`` goes: where it is if shown (it is replaced
+    in place), else after the associated images of that slide already shown, plus a gap (not over them); 0
+    when none is shown."""
+    prefix, edges = f"{slide_name} [", []
+    if f"{prefix}{name}]" in viewer.layers:
+        return float(viewer.layers[f"{prefix}{name}]"].translate[-1])
+    for layer in viewer.layers:
+        if layer.name.startswith(prefix):
+            width = layer.data.shape[1] * layer.scale[-1]
+            edges.append(layer.translate[-1] + width * 1.05)
+    return max(edges, default=0.0)
+
+
 class MetadataWidget(Container):
     """File, backend, vendor, objective, MPP, levels, associated images and ICC profile of the active slide."""
 
@@ -87,7 +101,10 @@ class MetadataWidget(Container):
         if layer is not None and is_slide_layer(layer):
             self.show_layer(layer)
         elif self.layer is None or self.layer not in self._viewer.layers:
-            self.show_layer(None)  # another kind of layer keeps the last slide shown while that slide is open
+            # another kind of layer active (an associated image, a map): the last slide shown while it is open,
+            # else the topmost slide layer (``view --associated all`` leaves the last associated image active)
+            slides = [lay for lay in self._viewer.layers if is_slide_layer(lay)]
+            self.show_layer(slides[-1] if slides else None)
 
     def _on_inserted(self, _event: Any = None) -> None:
         notice = mixed_units_notice(self._viewer)
@@ -142,7 +159,7 @@ class MetadataWidget(Container):
 
         try:
             with open_pyramid(slide_path(self.layer)) as pyr:
-                layers = associated_layers(pyr, [name])
+                layers = associated_layers(pyr, [name], _right_edge(self._viewer, pyr.path.name, name))
         except PathDistillError as exc:
             show_error(str(exc))
             return

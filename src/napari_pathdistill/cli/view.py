@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -110,19 +111,35 @@ def open_viewer(args: argparse.Namespace) -> tuple[Any, list[tuple[Any, Any]]]:
     viewer = napari.Viewer(title="PathDistill", show=True)
     fit_to_screen(viewer.window._qt_window)
     try:
-        if args.sample:
-            viewer.open_sample("napari-pathdistill", "cmu_small_region")
-        else:
-            viewer.open(str(args.slide), plugin="napari-pathdistill")
+        with warnings.catch_warnings(record=True) as said:  # before napari.run, napari's hooks catch none
+            warnings.simplefilter("always", UserWarning)
+            if args.sample:
+                viewer.open_sample("napari-pathdistill", "cmu_small_region")
+            else:
+                viewer.open(str(args.slide), plugin="napari-pathdistill")
     except Exception as exc:
         viewer.close()
         cause = exc.__cause__ if isinstance(exc.__cause__, PathDistillError) else exc
         raise PathDistillError(str(cause)) from exc
+    _notify(said)
     docks = _dock(viewer, widgets)
     fit_to_screen(viewer.window._qt_window)  # docks can grow the window past the screen
     viewer.scale_bar.visible = True
     viewer.reset_view()
     return viewer, docks
+
+
+def _notify(said: list[warnings.WarningMessage]) -> None:
+    """The reader's warnings (no MPP, an unknown associated image) as napari notifications in the window, and
+    one ``warning:`` line each on stderr, instead of Python's file:line dump of them."""
+    from napari.utils.notifications import show_warning
+
+    for w in said:
+        if not issubclass(w.category, UserWarning):  # a library's deprecation: as Python would show it
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    for text in dict.fromkeys(str(w.message) for w in said if issubclass(w.category, UserWarning)):
+        print(f"warning: {text}", file=sys.stderr)
+        show_warning(text)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -122,7 +122,8 @@ def _check_path(path: Path) -> bool:
     A FIFO, socket or device would block or stream forever in OpenSlide's or tifffile's reads.
 
     Raises:
-        WSIError: the path does not exist, may not be read by this user, or is not a regular file/folder.
+        WSIError: the path does not exist, may not be read by this user, is not a regular file/folder, or is an
+            empty file.
     """
     try:
         mode = path.stat().st_mode
@@ -135,7 +136,10 @@ def _check_path(path: Path) -> bool:
                 "or a DICOM folder."
             )
         with path.open("rb"):
-            return False
+            pass
+        if path.stat().st_size == 0:
+            raise WSIError(f"{path} is empty (0 bytes): the copy or download that made it may have failed.")
+        return False
     except FileNotFoundError:
         raise WSIError(f"{path} does not exist.") from None
     except PermissionError as exc:
