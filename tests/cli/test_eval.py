@@ -153,3 +153,20 @@ def test_eval_robustness_refuses_leaderboard_and_bad_n_tiles(tmp_path, capsys):
     rc = main(["eval", "robustness", "--plism-dir", str(tmp_path / "feats"), "--n-tiles", "460",
                "--out", str(tmp_path / "o")])  # fmt: skip
     assert rc == 1 and "these slides have 16" in capsys.readouterr().err
+
+
+def test_progress_into_a_log_file_is_rate_limited(capsys):
+    """Into a file (a batch job's stderr) the bar was redrawn twice per item: 410 lines for 205 pairs."""
+    from napari_pathdistill.cli.eval import drive
+    from napari_pathdistill.progress import Progress
+
+    def gen():
+        for stage in ("embed", "robustness"):
+            for i in range(1, 2001):
+                yield Progress(i, 2000, stage)
+        yield "result"
+
+    assert drive(gen(), "robustness") == "result"
+    err = capsys.readouterr().err
+    assert err.count("\r") <= 6, err.count("\r")
+    assert "2000/2000" in err and "robustness" in err.splitlines()[-1]

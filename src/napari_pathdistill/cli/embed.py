@@ -128,8 +128,10 @@ def _report(outcomes, total: int) -> int:
     """Show a slides bar over ``outcomes``; print outputs (stdout) and failures (stderr); 1 if any failed."""
     from tqdm import tqdm
 
+    from napari_pathdistill.cli._bars import progress_bar
+
     failed, skipped = [], 0
-    with tqdm(total=total, desc="slides", unit="slide", file=sys.stderr) as bar:
+    with progress_bar(total=total, desc="slides", unit="slide") as bar:
         for o in outcomes:
             for w in o.warnings:
                 tqdm.write(f"WARNING {o.slide}: {w}", file=sys.stderr)
@@ -144,8 +146,8 @@ def _report(outcomes, total: int) -> int:
             else:
                 failed.append(o)
                 tqdm.write(f"FAILED {o.slide}: {o.error}", file=sys.stderr)
+            bar.set_postfix(failed=len(failed), skipped=skipped, refresh=False)
             bar.update(1)
-            bar.set_postfix(failed=len(failed), skipped=skipped)
     if failed:
         print(
             f"{len(failed)} of {total} slides failed: {', '.join(o.slide for o in failed)}", file=sys.stderr
@@ -155,8 +157,7 @@ def _report(outcomes, total: int) -> int:
 
 def _serial(args: argparse.Namespace, opts):
     """In-process: load the model once, then one slide after another with a tiles bar each."""
-    from tqdm import tqdm
-
+    from napari_pathdistill.cli._bars import advance, progress_bar
     from napari_pathdistill.inference.cohort import embed_one
     from napari_pathdistill.inference.slide_process import SlideProcess
     from napari_pathdistill.models.factory import load_model
@@ -172,12 +173,10 @@ def _serial(args: argparse.Namespace, opts):
 
     try:
         for slide in args.slides:
-            with tqdm(desc=str(slide), unit="tile", file=sys.stderr, leave=False) as bar:
+            with progress_bar(desc=str(slide), unit="tile", leave=False) as bar:
 
                 def tick(p, bar=bar):
-                    bar.total = p.total
-                    bar.n = p.done
-                    bar.refresh()
+                    advance(bar, p.done, p.total)
 
                 yield run_one(slide, tick)
     finally:

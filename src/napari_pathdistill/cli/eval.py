@@ -15,19 +15,11 @@ from napari_pathdistill.errors import PathDistillError
 
 def drive(gen: Iterator, desc: str):
     """Consume a core generator, showing its ``Progress`` items with tqdm; returns the last non-progress item."""
-    from tqdm import tqdm
+    from napari_pathdistill.cli._bars import advance, progress_bar
+    from napari_pathdistill.progress import drain
 
-    from napari_pathdistill.progress import Progress, drain
-
-    with tqdm(desc=desc, unit="step", file=sys.stderr) as bar:
-
-        def show(item: Progress) -> None:
-            bar.total = item.total or None
-            bar.n = item.done
-            bar.set_postfix_str(item.stage[:40])
-            bar.refresh()
-
-        return drain(gen, show)
+    with progress_bar(desc=desc, unit="step") as bar:
+        return drain(gen, lambda item: advance(bar, item.done, item.total, item.stage))
 
 
 def _dump(obj, path: Path) -> None:
