@@ -178,8 +178,11 @@ def test_results_go_on_the_slide_the_run_started_on(
     widget = TissueWidget(viewer)
     widget.slide.value = cmu
     widget.run()
+    # while it runs, Preview is off as Run is (pressing it raised "a task is already running" into Qt)
+    assert not widget.preview_button.enabled and not widget.run_button.enabled
     widget.slide.value = tcga  # while the worker runs
     wait_for(widget)
+    assert widget.preview_button.enabled and widget.run_button.enabled and not widget.cancel_button.enabled
     assert widget.result is not None and widget.result.path == cmu_svs, widget.status.value
     names = [layer.name for layer in viewer.layers]
     assert f"{cmu.name} tissue" in names and f"{cmu.name} tiles" in names

@@ -88,7 +88,9 @@ class TissueWidget(Container):
                      self.preview_button, self.run_button, self.cancel_button, self.associated_button, self.status, self.summary],
         )  # fmt: skip
         scroll_when_docked(self)
-        self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
+        self.runner = TaskRunner(
+            self.run_button, self.cancel_button, self.status, also=(self.preview_button,)
+        )
         self.result: TissueGridResult | None = None
         self.preview: TissuePreview | None = None
         self._preview_slide: SlideRef | None = None  # the slide layer the preview was computed on
