@@ -6,6 +6,7 @@ napari's window at least ~1,750 px tall: the Run buttons lay below any laptop sc
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, QPointF, Qt
 from qtpy.QtGui import QWheelEvent
@@ -174,3 +175,48 @@ def _whole_width(qtbot, area) -> None:
     """The form is no wider than the area's viewport (else its right edge is cut off: no sideways scrolling).
     Waited for: while Qt settles a scroll area, its bar can show for a moment over a form that fits."""
     qtbot.waitUntil(lambda: area.widget().width() <= area.viewport().width(), timeout=3000)
+
+
+def test_a_closed_embed_dock_stops_answering_clicks_and_lets_go_of_its_maps(make_napari_viewer, qtbot):
+    """Each closed Embed dock kept its click handler in the viewer: reopened three times, a tile click ran the
+    similar-tiles search four times, and every closed widget stayed in memory with its maps."""
+    import gc
+    import weakref
+
+    viewer = make_napari_viewer(show=True)
+    before = len(viewer.mouse_drag_callbacks)
+    refs = []
+    for _ in range(3):
+        dock, widget = _dock_from_menu(viewer, qtbot, "Embed slide")
+        assert widget._on_click in viewer.mouse_drag_callbacks
+        widget.result, widget.maps.live = object(), np.zeros((4, 4, 4), np.float32)  # as after a run
+        refs.append(weakref.ref(widget))
+        dock.destroyOnClose()  # the dock's close button
+        assert widget._on_click not in viewer.mouse_drag_callbacks
+        del widget, dock
+    _settle(qtbot)
+    gc.collect()
+    assert len(viewer.mouse_drag_callbacks) == before
+    # what a closed dock still holds is magicgui's (its FloatSlider keeps a form alive), not the maps
+    assert all(r() is None or (r().result is None and r().maps.live is None) for r in refs)
+    _, widget = _dock_from_menu(viewer, qtbot, "Embed slide")  # the one open dock answers
+    assert viewer.mouse_drag_callbacks.count(widget._on_click) == 1
+
+
+@pytest.mark.parametrize(
+    "name", ["Tissue and tile grid", "Cross-stain similarity", "Slide metadata", "Evaluate"]
+)
+def test_a_closed_dock_is_freed(make_napari_viewer, qtbot, name):
+    """shiboken kept the closed form as a child of the scroll area, and layer choosers connected lambdas to the
+    viewer's layer events: every closed dock lived on, answering layer events, until the viewer closed."""
+    import gc
+    import weakref
+
+    viewer = make_napari_viewer(show=True)
+    dock, widget = _dock_from_menu(viewer, qtbot, name)
+    ref = weakref.ref(widget)
+    dock.destroyOnClose()
+    del widget, dock
+    _settle(qtbot)
+    gc.collect()
+    assert ref() is None

@@ -50,6 +50,7 @@ class DockScrollArea(QScrollArea):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self._form_least_width = -1
+        self._container = magic_widget  # told when the dock closes (on_dock_change)
         self.setWidget(form)
         self._wheel = _WheelScrolls(self)
         for kind in (QAbstractSpinBox, QComboBox, QAbstractSlider):
@@ -81,7 +82,9 @@ class DockScrollArea(QScrollArea):
         let go of the form first, so it outlives the area as it outlived the dock before the wrapping (the
         widget object lives on, e.g. in viewer callbacks, and a run may still be finishing)."""
         if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.widget() is not None:
-            self.takeWidget()
+            form = self.takeWidget()
+            form.setParent(None)  # through Python: shiboken drops its parent -> child reference to the form
+            _tell(self._container, docked=False)
         super().changeEvent(event)
 
     def _extra(self) -> QSize:
@@ -122,7 +125,9 @@ def wrap_dock(dock: QDockWidget) -> None:
     is left as it is)."""
     form = dock.widget()
     if form is not None and not isinstance(form, QScrollArea):
-        dock.setWidget(DockScrollArea(form, getattr(form, "_magic_widget", None)))
+        magic = getattr(form, "_magic_widget", None)
+        dock.setWidget(DockScrollArea(form, magic))
+        _tell(magic, docked=True)
 
 
 class _DockWatcher(QObject):
@@ -142,6 +147,18 @@ def scroll_when_docked(container: Any) -> None:
     form: QWidget = container.native
     watcher = _DockWatcher(form)  # parented to the form: lives and dies with it
     form.installEventFilter(watcher)
+
+
+def on_dock_change(container: Any, callback: Any) -> None:
+    """Call ``callback(docked)`` when napari docks ``container`` (True) or closes its dock (False: napari's close
+    button or ``remove_dock_widget`` takes the form out; the widget object lives on while anything holds it,
+    e.g. a viewer callback it registered, which this is the moment to remove). Needs :func:`scroll_when_docked`."""
+    container.__dict__.setdefault("_dock_callbacks", []).append(callback)
+
+
+def _tell(container: Any, docked: bool) -> None:
+    for callback in getattr(container, "_dock_callbacks", ()):
+        callback(docked)
 
 
 #: napari's QAbstractSpinBox rules give a spin box without buttons a 1 px edit field; these make the buttons 0 px

@@ -197,7 +197,12 @@ class LayerChooser(ComboBox):
         super().__init__(label=label, choices=self._choices, nullable=True, **kwargs)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed):
-            ev.connect(lambda _e=None: self.reset_choices())
+            ev.connect(
+                self._refresh
+            )  # a bound method: napari holds it weakly (a lambda kept a closed dock alive)
+
+    def _refresh(self, _event: Any = None) -> None:
+        self.reset_choices()
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, self._kind)]

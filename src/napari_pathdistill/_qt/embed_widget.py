@@ -22,7 +22,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
 from napari_pathdistill._qt._clusters import legend_html, remove_unfilled, warm_labels_layer
-from napari_pathdistill._qt._dock import scroll_when_docked
+from napari_pathdistill._qt._dock import on_dock_change, scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
@@ -133,7 +133,21 @@ class EmbedWidget(Container):
         self._shown = False  # the run in flight showed its result
         self.fit_rows = FIT_ROWS  # tiles the live PCA colours wait for (then every written chunk is painted)
         viewer.mouse_drag_callbacks.append(self._on_click)  # viewer-level: works whatever layer is active
+        on_dock_change(
+            self, self._listen_to_clicks
+        )  # a closed dock stops answering clicks (and can be freed)
         warm_labels_layer()  # napari's first Labels layer of a session costs seconds: here, not at a run's end
+
+    def _listen_to_clicks(self, on: bool) -> None:
+        """Tile clicks reach this widget while it is docked (or never was): not once its dock is closed, which
+        also lets go of the maps it holds (the layers keep theirs; magicgui's slider keeps a closed form alive)."""
+        callbacks = self.viewer.mouse_drag_callbacks
+        if on and self._on_click not in callbacks:
+            callbacks.append(self._on_click)
+        elif not on and self._on_click in callbacks:
+            callbacks.remove(self._on_click)
+            if not self.runner.running:
+                self.result, self.maps.live, self.search.result = None, None, None
 
     def _follow_patch_size(self, spec: ModelSpec) -> None:
         """The stride field steps by the chosen model's patch size, and its tooltip names it."""

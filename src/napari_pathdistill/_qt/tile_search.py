@@ -97,7 +97,12 @@ class TileSearchPanel(Container):
         self.threshold.changed.connect(self._apply_threshold)
         self.export_button.changed.connect(lambda _v=None: self.export())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(lambda _e=None: self.refresh())
+            ev.connect(
+                self._on_layers
+            )  # a bound method: napari holds it weakly (a lambda kept a closed dock alive)
+
+    def _on_layers(self, _event: Any = None) -> None:
+        self.refresh()
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [("the clicked slide", None)] + [(layer.name, layer) for layer in map_layers(self.viewer)]
