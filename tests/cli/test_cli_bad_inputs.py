@@ -91,3 +91,23 @@ def test_tiles_on_a_slide_without_mpp_says_mpp_could_not_apply(tmp_path, tcga_sv
     out = capsys.readouterr().out
     assert "tiles of 224 px at level-0 px" in out
     assert "the slide states no MPP, so --mpp 1 could not apply" in out and "--mpp-override" in out
+
+
+def test_robustness_manifest_with_a_nan_feature_names_the_file(tmp_path, capsys) -> None:
+    """One NaN value used to raise a pair's top-1 silently and print ``leaderboard: nan = mean of ...``."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    base, rows = rng.normal(size=(20, 8)), ["slide,stain,scanner,path"]
+    for stain, scanner in (("HE", "A"), ("HE", "B"), ("IHC", "A"), ("IHC", "B")):
+        feats = (base + 0.5 * rng.normal(size=base.shape)).astype(np.float32)
+        if (stain, scanner) == ("IHC", "B"):
+            feats[3, 0] = np.nan
+        with h5py.File(tmp_path / f"{stain}_{scanner}.h5", "w") as f:
+            f["features"], f["coords"] = feats, np.c_[np.arange(20) * 224, np.zeros(20)]
+        rows.append(f"{stain}_{scanner},{stain},{scanner},{stain}_{scanner}.h5")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    argv = ["eval", "robustness", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"),
+            "--device", "cpu"]  # fmt: skip
+    line = _run_error(argv, capsys, "'IHC_B'", "IHC_B.h5", "1 of 20 tiles have non-finite")
+    assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "o" / "summary.json").exists(), line

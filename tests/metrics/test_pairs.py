@@ -125,3 +125,17 @@ def test_matches_plismbench_ranking_without_ties():
     ks = (1, 3, 5, 10)
     ours = pair_metrics(a, b, ks, device="cpu", block=50, dtype=torch.float64).topk
     assert ours == pytest.approx(plismbench_style(a, b, ks), abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("rows", [[0], slice(None)])
+def test_non_finite_features_are_refused_not_scored(bad, rows):
+    """A NaN cosine fails every ``>=``: the match ranked first and one all-NaN slide scored top-1 = 1.0."""
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=(8, 16)).astype(np.float32)
+    b = a + rng.normal(scale=2.0, size=a.shape).astype(np.float32)
+    a[rows, 0] = bad
+    n_bad = 8 if isinstance(rows, slice) else 1
+    for mixed in (False, True):
+        with pytest.raises(EvaluationError, match=rf"HE_A: {n_bad} of 8 tiles have non-finite"):
+            pair_metrics(a, b, device="cpu", mixed_precision=mixed, names=("HE_A", "HE_B"))

@@ -25,7 +25,7 @@ from napari_pathdistill.evaluation.manifest import (
 )
 from napari_pathdistill.evaluation.plismbench_files import PairStore
 from napari_pathdistill.evaluation.report import rows_csv
-from napari_pathdistill.metrics.pairs import DEFAULT_KS, iter_pair_metrics
+from napari_pathdistill.metrics.pairs import DEFAULT_KS, check_finite, iter_pair_metrics
 from napari_pathdistill.progress import Progress, drain
 
 
@@ -101,6 +101,7 @@ def _pair_loader(
                     f"{len(feats)} tiles; give a subset made for these features"
                 )
             cache[slide] = (feats, coords) if subset is None else (feats[subset], coords[subset])
+            check_finite(cache[slide][0], f"{slide!r} ({path})")
         return cache[slide]
 
     grids: dict[str, tuple[np.ndarray, float] | None] = {}

@@ -114,7 +114,26 @@ class _Tiles:
         return sims
 
 
-def _check_pair(a: np.ndarray, b: np.ndarray, ks: Sequence[int]) -> None:
+def check_finite(features: np.ndarray, what: str) -> None:
+    """Refuse (n, D) features with NaN or inf values, naming ``what`` (a slide or file) and how many rows.
+
+    A NaN cosine makes every ``>=`` comparison false, so the matched tile would rank first: a silent hit.
+
+    Raises:
+        EvaluationError: some row holds a non-finite value.
+    """
+    x = np.asarray(features)
+    if x.dtype.kind not in "fc" or x.size == 0:
+        return
+    bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+    if bad:
+        raise EvaluationError(
+            f"{what}: {bad} of {len(x)} tiles have non-finite (NaN or inf) features; re-extract them "
+            "(a NaN cosine would count as a top-k hit)"
+        )
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray, ks: Sequence[int], names: tuple[str, str]) -> None:
     if a.ndim != 2 or a.shape != b.shape:
         raise EvaluationError(
             f"matched feature matrices must both be (n, D) with the same shape; got {a.shape} and {b.shape}. "
@@ -124,6 +143,8 @@ def _check_pair(a: np.ndarray, b: np.ndarray, ks: Sequence[int]) -> None:
         raise EvaluationError(f"need at least 2 matched tiles per slide, got {a.shape[0]}")
     if not ks or min(ks) < 1:
         raise EvaluationError(f"k values must be positive integers, got {list(ks)}")
+    check_finite(a, names[0])
+    check_finite(b, names[1])
 
 
 def _directional_ranks(same: _Tiles, other: _Tiles, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,6 +183,7 @@ def pair_metrics(
     block: int = 2048,
     mixed_precision: bool = False,
     dtype: torch.dtype = torch.float32,
+    names: tuple[str, str] = ("slide a", "slide b"),
 ) -> PairMetrics:
     """PLISM metrics of one slide pair.
 
@@ -174,12 +196,16 @@ def pair_metrics(
         mixed_precision: plismbench's float16 order of operations (cast, matmul, divide by the norms)
             instead of float32 unit vectors; raises ``EvaluationError`` where float16 overflows.
         dtype: compute dtype of the unit-vector path (float32; float64 for exact-tie tests).
+        names: the two slides' names for error messages.
 
     Returns:
         The pair's mean cosine, top-k accuracies and tile count.
+
+    Raises:
+        EvaluationError: shapes differ, fewer than 2 tiles, a k below 1, or NaN/inf features.
     """
     a, b = np.asarray(a), np.asarray(b)
-    _check_pair(a, b, ks)
+    _check_pair(a, b, ks, names)
     dev = resolve_device(device)
     with torch.no_grad():
         ta, tb = _Tiles(a, dev, mixed_precision, dtype), _Tiles(b, dev, mixed_precision, dtype)
@@ -230,6 +256,13 @@ def iter_pair_metrics(
         yield (
             sa,
             sb,
-            pair_metrics(*load_pair(sa, sb), ks, device=device, block=block, mixed_precision=mixed_precision),
+            pair_metrics(
+                *load_pair(sa, sb),
+                ks,
+                device=device,
+                block=block,
+                mixed_precision=mixed_precision,
+                names=(sa, sb),
+            ),
         )
     yield Progress(total, total, "robustness")
