@@ -2,7 +2,8 @@
 
 ``reference_a2``: Filiot et al. 2025, appendix A.2, written query by query (float64, or plismbench's float16
 order of operations). ``plismbench_core``: owkin/plism-benchmark ``engine/evaluate.py::core_compute_metrics``
-(cpu branch), reimplemented from its source to show where it differs.
+(cpu branch), reimplemented from its source to show where it differs. ``plismbench_float16``: the same with its
+float16 cast (``compute_metrics_ab``), ported line for line, which ``mixed_precision=True`` reproduces exactly.
 """
 
 from __future__ import annotations
@@ -45,3 +46,26 @@ def plismbench_core(a: np.ndarray, b: np.ndarray, ks=KS) -> dict[int, float]:
         acc_b = np.sum(np.any(top[n:, :k] == np.arange(0, n)[:, None], axis=1)) / n
         out[k] = (acc_a + acc_b) / 2
     return out
+
+
+def plismbench_float16(matrix_a: np.ndarray, matrix_b: np.ndarray, k_list=KS) -> tuple[float, list[float]]:
+    """plismbench ``compute_metrics_ab`` + ``core_compute_metrics`` (device='cpu'), ported verbatim."""
+    matrix_ab = np.concatenate([matrix_a, matrix_b], axis=0).astype(np.float16)
+    n_tiles = matrix_ab.shape[0] // 2
+    dot_product_ab = np.matmul(matrix_ab, matrix_ab.T)
+    norm_ab = np.linalg.norm(matrix_ab, axis=1, keepdims=True)
+    cosine_ab = dot_product_ab / (norm_ab * norm_ab.T)
+    mean_cosine_ab = float(np.diag(cosine_ab[:n_tiles, n_tiles:]).mean())
+    kmax = max(k_list)
+    top_kmax_indices_ab = np.argpartition(-cosine_ab, range(1, kmax + 1), axis=1)[:, 1 : kmax + 1]
+    top_k_accuracies = []
+    for k in k_list:
+        top_k_indices_ab = top_kmax_indices_ab[:, :k]
+        top_k_indices_a, top_k_indices_b = top_k_indices_ab[:n_tiles], top_k_indices_ab[n_tiles:]
+        top_k_accs = []
+        for i, top_k_indices in enumerate([top_k_indices_a, top_k_indices_b]):
+            other_slide_indices = np.arange(n_tiles, 2 * n_tiles) if i == 0 else np.arange(0, n_tiles)
+            correct_matches = np.sum(np.any(top_k_indices == other_slide_indices[:, None], axis=1))
+            top_k_accs.append(float(correct_matches / n_tiles))
+        top_k_accuracies.append(sum(top_k_accs) / 2)
+    return mean_cosine_ab, top_k_accuracies

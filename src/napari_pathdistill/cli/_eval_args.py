@@ -58,7 +58,7 @@ def _robustness(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mixed-precision",
         action="store_true",
-        help="plismbench's float16 computation (cast features, matmul, divide by norms); default float32",
+        help="reproduce plismbench's float16 numpy computation exactly (slow on CPU); default float32",
     )
     p.add_argument(
         "--workers", type=positive_int, help="CPU threads for the matmuls (plismbench's --workers)"

@@ -9,12 +9,11 @@ location):
   count against the query) and the query is a hit when ``rank <= k``. The accuracy is averaged over the
   queries of S1 (target in S2) and of S2 (target in S1).
 
-Two precisions: float32 (the default: unit-normalise, then one matmul) and ``mixed_precision=True``, which
-repeats plismbench's order of operations (``engine/evaluate.py::compute_metrics_ab`` and
-``core_compute_metrics``): the raw features are cast to float16 FIRST, the dot products and the norms are
-taken in float16 and the cosine is ``dot / (norm_a * norm_b)`` AFTER the matmul. Where that float16 path
-overflows (feature norms above ~256 give dot products past float16's 65,504, so plismbench gets inf/inf =
-NaN) we raise an ``EvaluationError`` instead of reporting NaN.
+Two precisions: float32 (the default: unit-normalise, then one matmul; the definition above) and
+``mixed_precision=True``, which reproduces plismbench's float16 numpy computation bit for bit, its
+argpartition included (``metrics.pairs_f16``; there the match can be dropped when it ties with the query).
+Where float16 overflows (feature norms above ~256 give dot products past float16's 65,504, so plismbench
+gets inf/inf = NaN) we raise an ``EvaluationError`` instead of reporting NaN.
 
 The computation is chunked: a block of ``block`` queries is compared with both slides by one matmul
 (``(block, D) @ (D, n)``) on the GPU when one is present, so ``n = 16,278`` tiles never needs the full
@@ -32,6 +31,7 @@ import torch
 
 from napari_pathdistill.device import resolve_device
 from napari_pathdistill.errors import Cancelled, EvaluationError
+from napari_pathdistill.metrics.pairs_f16 import plismbench_f16
 from napari_pathdistill.progress import Progress
 
 DEFAULT_KS: tuple[int, ...] = (1, 3, 5, 10)
@@ -81,37 +81,10 @@ class PairMetrics:
         return row
 
 
-class _Tiles:
-    """One slide's tiles ready for cosine blocks: ``cos(rows i, tiles) = (q @ x.T) / (qn * xn.T)``.
-
-    float32: ``x`` is unit-normalised and ``norm`` is all ones (no division). Mixed precision (plismbench):
-    ``x`` is the raw (n, D) float16 features and ``norm`` their float16 norms, divided after the matmul.
-    """
-
-    def __init__(
-        self, x: np.ndarray, device: torch.device, mixed_precision: bool, dtype: torch.dtype
-    ) -> None:
-        t = torch.as_tensor(np.asarray(x), device=device).to(torch.float32 if mixed_precision else dtype)
-        self.mixed = mixed_precision
-        if mixed_precision:
-            self.x = t.to(torch.float16)
-            self.norm = (self.x * self.x).sum(1).sqrt()  # (n,) float16: squares rounded, as numpy's norm
-        else:
-            self.x = torch.nn.functional.normalize(t, dim=1, eps=1e-12)
-            self.norm = torch.ones(len(t), device=device, dtype=dtype)
-
-    def cos(self, start: int, stop: int, other: _Tiles) -> torch.Tensor:
-        """(stop - start, n_other) cosines of rows ``start:stop`` of self with every tile of ``other``."""
-        dots = self.x[start:stop] @ other.x.T
-        if not self.mixed:
-            return dots
-        sims = dots / (self.norm[start:stop, None] * other.norm[None, :])
-        if not bool(torch.isfinite(sims).all()):
-            raise EvaluationError(
-                "mixed-precision (float16) cosines overflow on these features (norms too large for float16, "
-                "plismbench would report NaN here); run without --mixed-precision (float32)"
-            )
-        return sims
+def _unit_rows(x: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n, D) features as unit rows: ``cos(i, j) = x[i] @ x[j]``."""
+    t = torch.as_tensor(np.asarray(x), device=device).to(dtype)
+    return torch.nn.functional.normalize(t, dim=1, eps=1e-12)
 
 
 def check_finite(features: np.ndarray, what: str) -> None:
@@ -147,26 +120,28 @@ def _check_pair(a: np.ndarray, b: np.ndarray, ks: Sequence[int], names: tuple[st
     check_finite(b, names[1])
 
 
-def _directional_ranks(same: _Tiles, other: _Tiles, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _directional_ranks(
+    same: torch.Tensor, other: torch.Tensor, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of each query's matched tile among the 2n - 1 candidates (self excluded), and its cosine.
 
     Args:
-        same: the query slide's n tiles (every tile is a query).
-        other: the other slide's n tiles; row i is the match of query i.
+        same: (n, D) unit rows of the query slide (every tile is a query).
+        other: (n, D) unit rows of the other slide; row i is the match of query i.
         block: queries per matmul.
 
     Returns:
         (n,) int64 ranks (1 = the matched tile is the nearest neighbour) and (n,) float64 matched cosines.
     """
-    n = same.x.shape[0]
-    dev = same.x.device
+    n = same.shape[0]
+    dev = same.device
     ranks = torch.empty(n, dtype=torch.int64, device=dev)
     matched = torch.empty(n, dtype=torch.float64)
     for start in range(0, n, block):
         stop = min(start + block, n)
         rows = torch.arange(start, stop, device=dev)
-        s_same = same.cos(start, stop, same)  # (b, n)
-        s_other = same.cos(start, stop, other)  # (b, n)
+        s_same = same[start:stop] @ same.T  # (b, n)
+        s_other = same[start:stop] @ other.T  # (b, n)
         target = s_other[rows - start, rows].unsqueeze(1)  # (b, 1)
         s_same[rows - start, rows] = -torch.inf  # exclude the query itself
         ranks[start:stop] = (s_same >= target).sum(1) + (s_other >= target).sum(1)
@@ -193,8 +168,8 @@ def pair_metrics(
         ks: values of k for top-k accuracy (k > 2n - 1 gives accuracy 1).
         device: "auto", "cpu", "cuda"...
         block: queries per matmul; memory is about ``2 * block * n`` floats.
-        mixed_precision: plismbench's float16 order of operations (cast, matmul, divide by the norms)
-            instead of float32 unit vectors; raises ``EvaluationError`` where float16 overflows.
+        mixed_precision: plismbench's float16 numpy computation, reproduced exactly
+            (:func:`~napari_pathdistill.metrics.pairs_f16.plismbench_f16`) instead of float32 unit vectors.
         dtype: compute dtype of the unit-vector path (float32; float64 for exact-tie tests).
         names: the two slides' names for error messages.
 
@@ -207,8 +182,12 @@ def pair_metrics(
     a, b = np.asarray(a), np.asarray(b)
     _check_pair(a, b, ks, names)
     dev = resolve_device(device)
+    if mixed_precision:
+        with torch.no_grad():
+            cos16, topk16 = plismbench_f16(a, b, ks, dev, block)
+        return PairMetrics(cosine=cos16, topk=topk16, n_tiles=int(a.shape[0]))
     with torch.no_grad():
-        ta, tb = _Tiles(a, dev, mixed_precision, dtype), _Tiles(b, dev, mixed_precision, dtype)
+        ta, tb = _unit_rows(a, dev, dtype), _unit_rows(b, dev, dtype)
         r_ab, matched = _directional_ranks(ta, tb, block)
         r_ba, _ = _directional_ranks(tb, ta, block)
         r_ab, r_ba = r_ab.cpu(), r_ba.cpu()
