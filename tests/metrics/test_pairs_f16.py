@@ -57,3 +57,11 @@ def test_cuda_accumulation_reproduces_the_numpy_float16_path():
     cos16, topk16 = plismbench_float16(a, b)
     m = pair_metrics(a, b, KS, device="cuda", block=97, mixed_precision=True)
     assert (m.cosine, [m.topk[k] for k in KS]) == (cos16, topk16)
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-5])  # 1e-5 squared underflows to 0 in float16
+def test_zero_feature_vector_is_named_not_called_an_overflow(value):
+    a, b = _near_duplicates(8, n=20, d=16)
+    b[4] = value
+    with pytest.raises(EvaluationError, match="zero feature vector in float16 \\(first: row 4 of slide b\\)"):
+        pair_metrics(a, b, KS, device="cpu", mixed_precision=True)

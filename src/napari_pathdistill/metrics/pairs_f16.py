@@ -41,6 +41,17 @@ def _overflow() -> EvaluationError:
     )
 
 
+def _refuse_zero_norms(norm16: np.ndarray, n: int) -> None:
+    """A zero (or, in float16, underflowing) feature vector has no cosine: plismbench divides 0 by 0."""
+    zero = np.flatnonzero(norm16 == 0)
+    if len(zero):
+        slide, row = ("a", zero[0]) if zero[0] < n else ("b", zero[0] - n)
+        raise EvaluationError(
+            f"{len(zero)} tile(s) have a zero feature vector in float16 (first: row {row} of slide {slide}); "
+            "its cosine is undefined (0 / 0, plismbench would report NaN); drop those tiles or re-extract"
+        )
+
+
 def _cos_block(start: int, stop: int, m_t: torch.Tensor, norm: torch.Tensor) -> np.ndarray:
     """(stop - start, 2n) float16 cosines of rows ``start:stop`` with every tile, on the host."""
     dots = _half_dots(m_t[:, start:stop], m_t)
@@ -66,7 +77,7 @@ def plismbench_f16(
         The float16 mean cosine (as a float) and ``{k: accuracy}`` averaged over both directions.
 
     Raises:
-        EvaluationError: the float16 computation overflows.
+        EvaluationError: the float16 computation overflows, or a feature vector is zero in float16.
     """
     n = len(a)
     m16 = np.concatenate([np.asarray(a), np.asarray(b)]).astype(np.float16)
@@ -74,6 +85,7 @@ def plismbench_f16(
         norm16 = np.linalg.norm(m16, axis=1)
     if not np.isfinite(norm16).all():
         raise _overflow()
+    _refuse_zero_norms(norm16, n)
     m_t = torch.as_tensor(m16, device=device).to(torch.float32).T.contiguous()  # (D, 2n)
     norm = torch.as_tensor(norm16, device=device)
     kmax = min(max(ks), 2 * n - 1)
