@@ -58,7 +58,7 @@ def reference_leaderboard(ref: dict) -> float:
     """README definition, each median rounded to 3 decimals as results.csv holds it."""
 
     def med(select, metric):
-        return round(float(np.median([metric(v) for k, v in ref.items() if select(*k)])), 3)
+        return float(pd.Series([np.median([metric(v) for k, v in ref.items() if select(*k)])]).round(3)[0])
 
     stain, scanner = (lambda s: s.split("_")[0]), (lambda s: s.split("_")[1])
     return float(
@@ -203,6 +203,24 @@ def test_results_cell_format_and_the_negative_value_edge_case():
     cell = results_cell({"mean": -0.1, "std": 0.0, "median": -0.1, "iqr": 0.0})
     assert cell == "-0.10 (0.000) ; -0.10 (0.000)"
     assert pd.Series([cell.split(" ; ")[1]]).str.extract(r"([0-9.]+)\s?\(([^)]+)\)")[0][0] == "0.10"
+
+
+@pytest.mark.parametrize("x", [0.0125, 0.0375, 0.2375, 0.6875, 0.9995])
+def test_rounding_is_pandas_dataframe_round_not_python_round(x):
+    """plismbench rounds with ``DataFrame.round(3)`` (numpy); Python's round differs at exact halves on
+    small cohorts: 0.0125 (1 of 80) is 0.013 there and was 0.012 here."""
+    pb = pd.DataFrame({"m": [x, x, x, x]}, index=["mean", "std", "median", "iqr"]).round(3)["m"]
+    pad = pb.astype(str).str.pad(5, side="right", fillchar="0")  # plismbench's pad
+    assert (
+        results_cell({"mean": x, "std": x, "median": x, "iqr": x})
+        == f"{pad.iloc[0]} ({pad.iloc[1]}) ; {pad.iloc[2]} ({pad.iloc[3]})"
+    )
+    rows = [
+        {"group": g, "cosine_similarity": x, "top_10_accuracy": x}
+        for g in ("cross-scanner", "cross-staining", "cross-both")
+    ]
+    terms = leaderboard_terms(aggregate(rows, ["cosine_similarity", "top_10_accuracy"]))
+    assert set(terms.values()) == {pb["median"]}
 
 
 def test_pairs_resume_and_overwrite(tmp_path):

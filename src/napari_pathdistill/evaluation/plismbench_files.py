@@ -25,6 +25,7 @@ import numpy as np
 
 from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.manifest import round3
 
 PLISM_TILES: int = 16_278
 DEFAULT_N_TILES: int = PLISM_TILES // 2  # 8,139: plismbench's default and the leaderboard's
@@ -100,8 +101,9 @@ def _pad(x: float) -> str:
 
 
 def results_cell(stats: dict) -> str:
-    """One results.csv cell, ``"mean (std) ; median (iqr)"``, each value rounded to 3 decimals first."""
-    m, s, med, q = (round(float(stats[k]), 3) for k in ("mean", "std", "median", "iqr"))
+    """One results.csv cell, ``"mean (std) ; median (iqr)"``, each value rounded to 3 decimals first (numpy's
+    rounding, as plismbench's ``DataFrame.round(3)``)."""
+    m, s, med, q = (round3(stats[k]) for k in ("mean", "std", "median", "iqr"))
     return f"{_pad(m)} ({_pad(s)}) ; {_pad(med)} ({_pad(q)})"
 
 
