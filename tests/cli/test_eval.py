@@ -170,3 +170,21 @@ def test_progress_into_a_log_file_is_rate_limited(capsys):
     err = capsys.readouterr().err
     assert err.count("\r") <= 6, err.count("\r")
     assert "2000/2000" in err and "robustness" in err.splitlines()[-1]
+
+
+def test_eval_concordance_accepts_text_labels(tmp_path, capsys):
+    """tumour/normal labels crashed with a ValueError traceback from int(label)."""
+    rng = np.random.default_rng(3)
+    rows = ["block,condition,label,path"]
+    for b in range(12):
+        label = ("normal", "tumour")[b % 2]
+        tissue = rng.normal(loc=b % 2, size=(20, 6))
+        for cond in ("he", "scan2"):
+            _h5(tmp_path / f"{b}_{cond}.h5", tissue + 0.1 * rng.normal(size=tissue.shape))
+            rows.append(f"{b},{cond},{label},{b}_{cond}.h5")
+    (tmp_path / "slides.csv").write_text("\n".join(rows) + "\n")
+    argv = ["eval", "concordance", "--slides", str(tmp_path / "slides.csv"), "--train-condition", "he",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    assert "P(label = tumour)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "concordance.json").read_text())["he|scan2"] > 0.8

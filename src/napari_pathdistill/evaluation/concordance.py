@@ -72,13 +72,38 @@ def cross_condition_ccc(
     return {f"{a}|{b}": lins_ccc(probs[a], probs[b]) for a, b in pairs}
 
 
+def slide_labels(raw: Sequence[str]) -> list[int | str]:
+    """Class labels read from a CSV: integers when every label is one (``0``/``1``), else the text itself
+    (``tumour``/``normal``), stripped.
+
+    Raises:
+        EvaluationError: an empty label.
+    """
+    labels = [str(x).strip() for x in raw]
+    if any(not x for x in labels):
+        raise EvaluationError(f"slide {labels.index('') + 1} has an empty label; give every slide its class")
+    try:
+        return [int(x) for x in labels]
+    except ValueError:
+        return list(labels)
+
+
+def positive_class(labels: Sequence[object]) -> object:
+    """The class whose predicted probability the CCC compares: the classifier's second class (sorted)."""
+    classes = sorted(set(labels), key=lambda c: (isinstance(c, str), c))
+    if len(classes) < 2:
+        raise EvaluationError("slide labels need at least two classes to train the slide classifier")
+    return classes[1]
+
+
 def breastbm_ccc(
     slides: Sequence[Mapping[str, object]], train_condition: str, *, seed: int = 0
 ) -> dict[str, float]:
     """BreastBm robustness protocol on slide records.
 
     Args:
-        slides: dicts with ``block`` (tissue block id), ``condition`` (stain/scanner), ``label`` (0/1) and
+        slides: dicts with ``block`` (tissue block id), ``condition`` (stain/scanner), ``label`` (a class:
+            0/1 or text; the CCC compares P(:func:`positive_class`)) and
             ``features`` ((N_i, D) tile features).
         train_condition: condition whose slides train the mean-pooling logistic regression.
         seed: random seed of the classifier.
