@@ -188,3 +188,27 @@ def test_eval_concordance_accepts_text_labels(tmp_path, capsys):
     assert main(argv) == 0
     assert "P(label = tumour)" in capsys.readouterr().out
     assert json.loads((tmp_path / "concordance.json").read_text())["he|scan2"] > 0.8
+
+
+def test_eval_regression_hest_defaults_group_column_and_components(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    groups = np.repeat(["pA", "pB", "pC", "pD", "pE"], 8)
+    x = rng.normal(size=(40, 12))
+    np.save(tmp_path / "x.npy", x)
+    lines = ["patient,g1,g2"] + [
+        f"{g},{a},{b}" for g, a, b in zip(groups, x[:, 0], x[:, 1] - x[:, 2], strict=True)
+    ]
+    (tmp_path / "y.csv").write_text("\n".join(lines) + "\n")
+    argv = ["eval", "regression", "--features", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "y.csv"),
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    cap = capsys.readouterr()
+    # 12-d features: PCA capped at 12 (it printed PCA(256) before); HEST's alpha = 100 / (12 * 2)
+    assert "PCA(12, capped from 256)+ridge(alpha=4.167, no intercept), GroupKFold(5)" in cap.out
+    assert "tile-level KFold" not in cap.err
+    res = json.loads((tmp_path / "regression.json").read_text())
+    assert res["splits"] == "group" and res["n_components"] == 12 and min(res["per_target"]) > 0.9
+    np.save(tmp_path / "y.npy", np.c_[x[:, 0], x[:, 1]])
+    argv[5] = str(tmp_path / "y.npy")
+    assert main(argv) == 0
+    assert "note: tile-level KFold" in capsys.readouterr().err

@@ -109,13 +109,22 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
     _cv(p)
     _common(p, "probe")
 
-    p = ev.add_parser("regression", help="HEST-style PCA(256) + ridge, Pearson r per target")
+    p = ev.add_parser("regression", help="HEST-bench PCA(256) + ridge, Pearson r per target")
     p.add_argument("--features", required=True, help="(N, D) features: .npy, .h5 or .csv with a header")
-    p.add_argument("--targets", required=True, help="(N, T) targets: .npy or .csv with a header")
+    p.add_argument(
+        "--targets", required=True,
+        help="(N, T) targets: .npy or .csv with a header (a group/patient column holds the group ids)",
+    )  # fmt: skip
+    p.add_argument(
+        "--groups", help="one group (patient/slide) id per row (.npy, or a text/CSV file): GroupKFold folds"
+    )
     p.add_argument(
         "--components", type=positive_int, default=256, help="PCA components (capped at min(n, D))"
     )
-    p.add_argument("--alpha", type=float, default=1.0, help="ridge strength")
+    p.add_argument(
+        "--alpha", type=float, default=None,
+        help="ridge strength (default HEST's 100 / (components x targets))",
+    )  # fmt: skip
     _cv(p)
     _common(p, "regression")
 

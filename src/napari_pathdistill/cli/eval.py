@@ -156,36 +156,6 @@ def _k_note(k_used: int | None, k_asked: int) -> str:
     )
 
 
-def _load_matrix(path: str):
-    import numpy as np
-
-    from napari_pathdistill.evaluation.features_io import load_features
-
-    p = Path(path)
-    if p.suffix == ".csv":
-        return np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
-    return np.load(p, allow_pickle=False) if p.suffix == ".npy" else load_features(p)[0]
-
-
-def cmd_regression(args: argparse.Namespace) -> int:
-    from napari_pathdistill.evaluation.probes import pca_ridge
-
-    res = pca_ridge(
-        _load_matrix(args.features),
-        _load_matrix(args.targets),
-        n_components=args.components,
-        alpha=args.alpha,
-        n_splits=args.n_splits,
-        seed=args.seed,
-    )
-    print(f"PCA({args.components})+ridge: mean Pearson r {res.mean:.3f} +- {res.std:.3f}")
-    _dump(
-        {"pearson_mean": res.mean, "folds": res.fold_scores.tolist(), "per_target": res.per_target.tolist()},
-        Path(args.out) / "regression.json",
-    )
-    return 0
-
-
 def cmd_concordance(args: argparse.Namespace) -> int:
     import csv
 
@@ -310,6 +280,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate models: robustness, probes, concordance, teacher vs student")
     ev = p.add_subparsers(dest="eval_command", metavar="TASK", required=True)
     from napari_pathdistill.cli._eval_args import add_all
+    from napari_pathdistill.cli.eval_regression import cmd_regression
 
     add_all(
         ev,

@@ -1,6 +1,7 @@
 """Frozen-feature probes: logistic-regression linear probe, kNN, and HEST-style PCA + ridge regression.
 
-All use stratified / plain K-fold cross-validation with fixed seeds, so a run is reproducible bit for bit.
+All use stratified / plain (or, for the regression, group) K-fold cross-validation with fixed seeds, so a run is
+reproducible bit for bit.
 Classification is scored by balanced accuracy (mean per-class recall), regression by Pearson r per target.
 scikit-learn is imported by each function, not by the module: the Evaluate dock imports this module, and a napari
 session should not pay ~0.9 s and ~90 MB for scikit-learn before an evaluation runs.
@@ -27,6 +28,7 @@ class ProbeResult:
             each sample is predicted by the one fold model that did not see it, so ``predictions != labels``
             names the misclassified samples.
         k: neighbours the kNN probe actually used (``k`` capped, see :func:`knn_probe`); None for the others.
+        n_components: PCA components the ridge probe used (the smallest over folds, after capping).
     """
 
     name: str
@@ -34,6 +36,7 @@ class ProbeResult:
     per_target: np.ndarray
     predictions: np.ndarray = field(default_factory=lambda: np.empty(0))
     k: int | None = None
+    n_components: int | None = None
 
     @property
     def mean(self) -> float:
@@ -118,43 +121,73 @@ def pearson_per_column(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a * b).sum(0) / den, np.nan)
 
 
+def _regression_folds(
+    n: int, n_splits: int, seed: int, groups: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """GroupKFold over ``groups`` (patients/slides: no group in two folds), else shuffled tile-level KFold."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if groups is None:
+        return list(KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(n)))
+    groups = np.asarray(groups)
+    if len(groups) != n:
+        raise EvaluationError(f"got {len(groups)} group ids for {n} samples; give one group per row")
+    if len(np.unique(groups)) < n_splits:
+        raise EvaluationError(
+            f"{len(np.unique(groups))} groups (patients) are fewer than n_splits={n_splits}; lower n_splits"
+        )
+    return list(GroupKFold(n_splits=n_splits).split(np.zeros(n), groups=groups))
+
+
+def hest_alpha(n_components: int, n_targets: int) -> float:
+    """HEST-bench's ridge strength (``trainer.py::train_test_reg``): ``100 / (n_components * n_targets)``."""
+    return 100.0 / (n_components * n_targets)
+
+
 def pca_ridge(
     features: np.ndarray,
     targets: np.ndarray,
     *,
     n_components: int = 256,
-    alpha: float = 1.0,
+    alpha: float | None = None,
     n_splits: int = 5,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> ProbeResult:
-    """HEST-style regression: standardise, PCA(256) (capped at min(n_train, D)), ridge; Pearson r per target.
+    """HEST-bench regression: StandardScaler, PCA(256) (capped at min(n_train, D)), ridge without intercept.
+
+    As HEST (``benchmark.py::predict_single_split`` and ``trainer.py::train_test_reg``): the ridge is
+    ``Ridge(solver="lsqr", alpha=100 / (n_components * n_targets), fit_intercept=False)`` and the score is the
+    mean over folds of the per-target Pearson mean. HEST uses predefined patient-level splits: pass ``groups``
+    (one patient/slide id per sample) for GroupKFold; without it, tiles of one patient can be in train and test.
 
     Args:
         features: (N, D) tile embeddings.
         targets: (N,) or (N, T) continuous targets (e.g. log1p gene expression of the top-50 genes).
         n_components: PCA dimension before capping.
-        alpha: ridge strength.
-        n_splits: K-fold splits (shuffled, seeded).
-        seed: random seed.
+        alpha: ridge strength; None: HEST's ``100 / (components used * T)``.
+        n_splits: folds.
+        seed: random seed (shuffled KFold, PCA, lsqr).
+        groups: (N,) group ids for GroupKFold, or None for a shuffled tile-level KFold.
 
     Returns:
-        fold scores = mean Pearson r over targets per fold; ``per_target`` = out-of-fold r per target.
+        fold scores = mean Pearson r over targets per fold; ``per_target`` = out-of-fold r per target;
+        ``n_components`` = components used.
     """
     from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
-    from sklearn.model_selection import KFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets, dtype=np.float64).reshape(len(x), -1)
-    oof = np.zeros_like(y)
-    scores = []
-    for train, test in KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(x):
+    oof, scores, used = np.zeros_like(y), [], []
+    for train, test in _regression_folds(len(x), n_splits, seed, groups):
         n_comp = min(n_components, len(train), x.shape[1])
-        model = make_pipeline(
-            StandardScaler(), PCA(n_components=n_comp, random_state=seed), Ridge(alpha=alpha)
-        )
+        a = hest_alpha(n_comp, y.shape[1]) if alpha is None else alpha
+        ridge = Ridge(alpha=a, solver="lsqr", fit_intercept=False, max_iter=1000, random_state=seed)
+        model = make_pipeline(StandardScaler(), PCA(n_components=n_comp, random_state=seed), ridge)
         oof[test] = model.fit(x[train], y[train]).predict(x[test]).reshape(len(test), -1)
         scores.append(np.nanmean(pearson_per_column(y[test], oof[test])))
-    return ProbeResult("ridge", np.asarray(scores), pearson_per_column(y, oof))
+        used.append(n_comp)
+    return ProbeResult("ridge", np.asarray(scores), pearson_per_column(y, oof), n_components=min(used))
