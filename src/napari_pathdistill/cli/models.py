@@ -14,7 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print one line per model: name, architecture, embedding, tile px, um/px, weights source.
 
-    Shipped checkpoints (``models/weights/<name>``) show the spec of their ``config.json``.
+    Shipped checkpoints (``models/weights/<name>``) show the spec of their ``config.json``. The architecture is
+    the timm name, followed in brackets by the shape its ``model_kwargs`` set over that name's defaults
+    (:attr:`ModelSpec.shape_summary`, e.g. ``[ViT patch16 d192 x5 h3]`` for the bundled student).
     """
     from napari_pathdistill.errors import ModelLoadError
     from napari_pathdistill.models.factory import checkpoint_path, resolve_spec
@@ -27,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:32s} unreadable: {exc}")
             continue
         source = s.weights if checkpoint_path(name) is None else f"checkpoint {checkpoint_path(name)}"
-        print(f"{name:32s} {s.arch:36s} {s.embedding:9s} {s.tile_px}px {s.mpp}um/px  {source}")
+        arch = f"{s.arch} [{s.shape_summary}]" if s.shape_summary else s.arch
+        print(f"{name:32s} {arch:56s} {s.embedding:9s} {s.tile_px}px {s.mpp}um/px  {source}")
     return 0

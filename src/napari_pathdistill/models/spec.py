@@ -38,6 +38,8 @@ DEFAULT_MEAN, DEFAULT_STD = HOPT_MEAN, HOPT_STD
 SWIGLU_PACKED = "swiglu_packed"
 #: every ``mlp_layer`` spelling: SWIGLU_PACKED, then the ``timm.layers`` MLPs that fit a ViT block
 MLP_LAYERS = (SWIGLU_PACKED, "SwiGLUPacked", "SwiGLU", "GluMlp", "Mlp", "GatedMlp")
+#: the ``model_kwargs`` that change a ViT's shape, and their tags in :attr:`ModelSpec.shape_summary`
+SHAPE_KWARGS = {"patch_size": "patch", "embed_dim": "d", "depth": "x", "num_heads": "h"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,20 @@ class ModelSpec:
             match = re.search(r"patch(\d+)", self.arch)
             size = match.group(1) if match else None
         return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
+
+    @property
+    def shape_summary(self) -> str:
+        """The ViT shape its ``model_kwargs`` set over the timm architecture's defaults, read without building
+        it: e.g. ``"ViT patch16 d192 x5 h3"`` (patch side, embedding width, blocks, heads) for the bundled
+        student (``vit_small_patch14_reg4_dinov2`` with ``patch_size=16, embed_dim=192, depth=5,
+        num_heads=3``); empty when the kwargs change none of them (or for a CNN): the arch name then says it.
+        """
+        kw = self.model_kwargs
+        if self.family != "vit" or not any(k in kw for k in SHAPE_KWARGS):
+            return ""
+        parts = [f"{tag}{kw[k] if k != 'patch_size' else self.patch_size}"
+                 for k, tag in SHAPE_KWARGS.items() if k in kw]  # fmt: skip
+        return "ViT " + " ".join(parts)
 
 
 def timm_kwargs(model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
