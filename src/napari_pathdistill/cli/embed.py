@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mpp-override", type=positive_float, default=None, metavar="UM_PER_PX",
                    help="level-0 um/px of slides whose file states none (slides with an MPP keep theirs)")  # fmt: skip
     p.add_argument("--min-tissue", type=fraction, default=0.5,
-                   help="minimum tissue fraction of a tile, 0 to 1 (0: every tile, no tissue detection)")  # fmt: skip
+                   help="minimum tissue fraction of a tile, 0 to 1 (default 0.5; 0: every tile, no tissue detection)")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, default=32, help="tiles per forward pass (default 32)")
     p.add_argument("--num-workers", type=positive_int, default=None, metavar="N",
                    help="tile-reading threads per slide (default: up to 16 on CUDA, enough to feed a GPU; 2 on CPU)")  # fmt: skip
@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="autocast dtype (auto: bf16 on CUDA, fp32 elsewhere)")  # fmt: skip
     p.add_argument("--format", default="h5", type=_formats, metavar="FORMATS",
-                   help="comma list of h5 (always written) and plism (<out>/<model>/<slide>/features.npy)")  # fmt: skip
+                   help="comma list of h5 (always written) and plism (<out>/<model>/<slide>_to_GMH_S60.tif/features.npy)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="recompute slides whose complete <out>/<slide>.h5 exists, also one of other "
                    "settings or of another slide of the same name (default: keep a matching one, refuse "

@@ -31,7 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-px", type=positive_int, default=224, help="tile side in pixels (default 224)")
     p.add_argument("--mpp", type=positive_float, default=0.5, help="target um/px of the tiles (default 0.5)")
     p.add_argument(
-        "--min-tissue", type=fraction, default=0.5, help="minimum tissue fraction (0-1) to keep a tile"
+        "--min-tissue",
+        type=fraction,
+        default=0.5,
+        help="minimum tissue fraction (0-1) to keep a tile (default 0.5; 0 keeps every tile)",
     )
     p.add_argument("--mpp-override", type=float, default=None, metavar="UM_PER_PX",
                    help="level-0 um/px of the slide if its file states none (a file's own MPP wins)")  # fmt: skip
