@@ -12,7 +12,7 @@ printed ratios are what to compare):
 * **matmul peak**: best of a few large ``torch.matmul`` (fp32 on CPU, bf16 on GPU), in FLOP/s;
 * **FLOPs per tile**: ``torch.utils.flop_counter.FlopCounterMode`` on one 224 px tile (forward + pooling);
 * **end to end**: ``napari_pathdistill.inference.embed.iter_embeddings`` over the tissue tile grid of a real
-  slide (default ``../shared/data/wsi/CMU-1-Small-Region.svs``, 47 tissue tiles of 224 px at 0.5 um/px). The
+  slide (default ``../shared/data/wsi/CMU-1-Small-Region.svs``, 53 tissue tiles of 224 px at 0.5 um/px). The
   slide is small, so it is embedded in passes, each on a freshly opened slide (cold OpenSlide tile cache, as on
   a big slide); tissue detection is done once beforehand and reported apart;
 * **model only**: the same forward on a pre-loaded, pre-normalised tensor batch of real tiles;
@@ -49,8 +49,10 @@ RANDOM_INIT = (
     "h0-mini",
     "h-optimus-0",
 )  # hub weights unavailable offline: exact architecture, random weights
+# row labels; a model whose spec's model_kwargs reshape its timm arch gets ModelSpec.shape_summary appended, read
+# from the spec it loads (the bundled student: its shipped config.json), e.g. "bundled student ViT patch16 d192 x5 h3"
 LABELS = {
-    "pathdistill-student": "bundled student ViT-Ti/14-reg4",
+    "pathdistill-student": "bundled student",
     "efficientnet-lite2-imagenet": "teacher EfficientNet-Lite2",
     "h0-mini": "H0-mini ViT-B/14 (random init)",
     "h-optimus-0": "H-optimus-0 ViT-g/14 (random init)",
@@ -76,6 +78,12 @@ def build_model(name: str, device: torch.device):
         torch.manual_seed(0)
         return EmbeddingModel(get_spec(name), build_module(get_spec(name)), device)
     return load_model(name, str(device))
+
+
+def label(name: str, spec) -> str:
+    """The row label: :data:`LABELS` (else the name) plus the shape the spec's kwargs set over its timm arch."""
+    base = LABELS.get(name, name)
+    return f"{base} {spec.shape_summary}" if spec.shape_summary else base
 
 
 def table(rows: list[Row], peak: float) -> str:
@@ -168,7 +176,7 @@ def prepare_jobs(names: list[str], args: argparse.Namespace, device: torch.devic
         if key not in grids:
             grids[key] = tile_grid(args.slide, *key, args.mpp_override)
         tiles, batch, repeats = settings(name, args, device)
-        jobs.append(prepare(model, LABELS.get(name, name), args.slide, grids[key][0], tiles, batch, repeats))
+        jobs.append(prepare(model, label(name, model.spec), args.slide, grids[key][0], tiles, batch, repeats))
         print(f"{name}: built and warmed up in {time.perf_counter() - t0:.1f} s; {tiles} tiles, batch {batch}, "
               f"{repeats} round(s)", flush=True)  # fmt: skip
     return jobs, grids

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from napari_pathdistill.models.registry import SHIPPED
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -51,6 +53,11 @@ def test_embed_benchmark_main(bench_modules, cmu_svs: Path, tmp_path: Path, caps
     out = capsys.readouterr().out
     assert "speed-up" in out and "not applicable on CPU" in out
     assert rows["pathdistill-student"]["reference_speedup_end_to_end_paired"] == 1.0
+    # the student's label comes from its shipped config.json, not a hard-coded name (it said ViT-Ti/14 for v5)
+    kw = json.loads((SHIPPED / "pathdistill-student" / "config.json").read_text())["model_kwargs"]
+    shape = f"ViT patch{kw['patch_size']} d{kw['embed_dim']} x{kw['depth']} h{kw['num_heads']}"
+    assert rows["pathdistill-student"]["label"] == f"bundled student {shape}"
+    assert rows["h0-mini"]["label"] == "H0-mini ViT-B/14 (random init)"
     with (tmp_path / "embed.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 3
     assert json.loads((tmp_path / "embed.json").read_text())["rows"][0]["model"] == "pathdistill-student"
