@@ -102,6 +102,11 @@ def test_maps_stay_on_the_run_s_slide_and_fill_a_grid_cell(
     assert shown[0] <= x0 and shown[1] <= y0 and shown[2] >= x1 and shown[3] >= y1, (shown, (x0, y0, x1, y1))
     fill = max((x1 - x0) / (shown[2] - shown[0]), (y1 - y0) / (shown[3] - shown[1]))
     assert fill > 0.8, fill  # fitted to the maps, not left at the whole slide's zoom
+    widget.slide.value = tcga  # then the other slide: its maps replace CMU's, student view included
+    widget.run()
+    wait_for(widget)
+    names = [layer.name for layer in viewer.layers]
+    assert f"{tcga.name} (student view)" in names and f"{cmu.name} (student view)" not in names, names
 
 
 def test_head_range_is_the_model_s(make_napari_viewer, tiny_vit):

@@ -226,11 +226,11 @@ class AttentionWidget(Container):
         self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
         on_view = slide.layer(self.viewer) if slide is not None else None
         if self.side_by_side.value and on_view is not None:
-            self._arrange_grid(on_view, maps[0], maps[1])
+            self._map_layers.append(self._arrange_grid(on_view, maps[0], maps[1]))  # replaced with the maps
 
-    def _arrange_grid(self, slide: Any, teacher: Any, student: Any) -> None:
+    def _arrange_grid(self, slide: Any, teacher: Any, student: Any) -> Any:
         """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = a view of the slide + student map; one
-        camera, fitted to the maps (the grid halves each cell's width)."""
+        camera, fitted to the maps (the grid halves each cell's width). Returns the view layer."""
         view_name = f"{slide.name} (student view)"
         view = upsert_layer(self.viewer, "image", slide.data, view_name, multiscale=slide.multiscale,
                             rgb=slide.rgb, scale=slide.scale, translate=slide.translate, units=slide.units)  # fmt: skip
@@ -242,6 +242,7 @@ class AttentionWidget(Container):
         self.viewer.grid.stride = 2
         self.viewer.grid.enabled = True
         self.viewer.fit_to_view(layers=[teacher, student])
+        return view
 
     def _set_opacity(self, value: float) -> None:
         for layer in self._map_layers[:2]:
