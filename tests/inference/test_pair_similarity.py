@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
 
-from napari_pathdistill.errors import RegistrationError
+from napari_pathdistill.errors import Cancelled, RegistrationError
 from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity, register_pair
 from napari_pathdistill.progress import drain
 from napari_pathdistill.wsi.pyramid import open_pyramid
@@ -123,3 +123,17 @@ def test_topk_is_flagged_on_a_tiny_candidate_pool(os2_pair, tiny_vit_2um):
     assert res5.topk_note is not None and f"{2 * n - 1} candidates" in res5.topk_note
     res1 = drain(iter_pair_similarity(tiny_vit_2um, *os2_pair, top_k=1, view_size=None))
     assert res1.topk_note is None and res1.topk_chance == pytest.approx(1 / (2 * n - 1))
+
+
+def test_cancel_stops_the_registration_and_the_stages_after_it(os2_pair, tiny_vit_2um):
+    """Cancel pressed during "registration" took effect after it and the tissue grids (~30 s later)."""
+    import threading
+
+    cancel = threading.Event()
+    cancel.set()
+    with open_pyramid(os2_pair[0]) as a, open_pyramid(os2_pair[1]) as b, pytest.raises(Cancelled):
+        register_pair(a, b, cancel=cancel)
+    steps = iter_pair_similarity(tiny_vit_2um, *os2_pair, cancel=cancel)
+    assert next(steps).stage == "registration"
+    with pytest.raises(Cancelled):
+        next(steps)

@@ -86,3 +86,19 @@ def test_checkerboard_alternates_the_two_images() -> None:
     assert (cb[8:16, 8:16] == 0).all() and (cb == 200).mean() == pytest.approx(0.5, abs=0.05)
     with pytest.raises(ValueError, match="one shape"):
         checkerboard(a, b[:, :10])
+
+
+def test_the_search_checks_for_a_stop_before_each_angle_and_each_evaluation(os2_pair):
+    """Cancel reached the similarity run only after its registration (~30 s on a CPU): the search now calls
+    ``check`` between its steps, and what ``check`` raises stops it."""
+    ndpi, vsi = (tifffile.imread(p) for p in os2_pair)
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 30:  # past the 3 angles: inside the optimiser
+            raise KeyboardInterrupt("stop")
+
+    with pytest.raises(KeyboardInterrupt, match="stop"):
+        register_images(ndpi, vsi, fixed_mpp=0.227, moving_mpp=0.346, angles=(0, 90, 180), check=check)
+    assert len(calls) == 30

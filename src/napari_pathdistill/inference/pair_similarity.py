@@ -53,7 +53,12 @@ class PairTransform:
 
 
 def register_pair(
-    a: Pyramid, b: Pyramid, *, landmarks: tuple[np.ndarray, np.ndarray] | None = None, work_mpp: float = 4.0
+    a: Pyramid,
+    b: Pyramid,
+    *,
+    landmarks: tuple[np.ndarray, np.ndarray] | None = None,
+    work_mpp: float = 4.0,
+    cancel: threading.Event | None = None,
 ) -> PairTransform:
     """Register B (moving) onto A (fixed) on thumbnails with ``wsi.registration.register_images``.
 
@@ -61,14 +66,22 @@ def register_pair(
         a, b: the two slides (both need an MPP).
         landmarks: optional ((M, 2), (M, 2)) paired level-0 (x, y) points in A and B: manual override.
         work_mpp: common um/px of the automatic registration.
+        cancel: set -> :class:`Cancelled` between the search's steps (it takes tens of seconds on a CPU).
     """
     ma, mb = _mpp(a), _mpp(b)
     (ta, da), (tb, db) = a.thumbnail(1024), b.thumbnail(1024)
     lm_um = None if landmarks is None else (np.asarray(landmarks[0]) * ma, np.asarray(landmarks[1]) * mb)
-    reg = register_images(ta, tb, fixed_mpp=da * ma, moving_mpp=db * mb, work_mpp=work_mpp, landmarks=lm_um)
+    reg = register_images(ta, tb, fixed_mpp=da * ma, moving_mpp=db * mb, work_mpp=work_mpp, landmarks=lm_um,
+                          check=lambda: _stop_if(cancel))  # fmt: skip
     # reg.matrix maps B um -> A um; tiles need A level-0 px -> B level-0 px
     a_to_b = np.diag([1 / mb, 1 / mb, 1.0]) @ np.linalg.inv(reg.matrix) @ np.diag([ma, ma, 1.0])
     return PairTransform(a_to_b, reg)
+
+
+def _stop_if(cancel: threading.Event | None) -> None:
+    """Raise :class:`Cancelled` when ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("Similarity cancelled.")
 
 
 @dataclass
@@ -215,9 +228,13 @@ def iter_pair_similarity(
         open_pyramid(slide_b, fallback_mpp=fallback_mpp) as pb,
     ):
         yield Progress(0, 0, "registration")
-        reg = register_pair(pa, pb, landmarks=landmarks)
+        reg = register_pair(pa, pb, landmarks=landmarks, cancel=cancel)
+        yield Progress(0, 0, "tissue and tile grids")
+        _stop_if(cancel)
         grid_a = make_tile_grid(pa, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=detect_tissue(pa))
+        _stop_if(cancel)
         grid_b = make_tile_grid(pb, tile_px=tile_px, mpp=mpp, min_tissue=0.0)
+        _stop_if(cancel)
         n_a = len(grid_a)
         grid_a, grid_b, moved = _matched_grid(grid_a, grid_b, reg, pb, max_overhang)
         if len(grid_a.coords) < 2:

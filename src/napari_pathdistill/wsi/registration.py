@@ -10,6 +10,7 @@ MPP, pass ``mpp=1``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,10 @@ def _resample(img: np.ndarray, mpp: float, work_mpp: float) -> np.ndarray:
     return rescale(img, mpp / work_mpp, order=1, anti_aliasing=mpp < work_mpp, channel_axis=None)
 
 
+def _go_on() -> None:
+    """The default ``check``: never stops."""
+
+
 def _pad_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = np.zeros(shape, dtype=a.dtype)
     out[: a.shape[0], : a.shape[1]] = a
@@ -87,13 +92,17 @@ def _rotation_about(center: np.ndarray, angle_deg: float) -> np.ndarray:
     return back @ r @ tr
 
 
-def coarse_pose(fixed: np.ndarray, moving: np.ndarray, angles) -> np.ndarray:
-    """Best rotation (about the moving centre) + phase-correlation translation, by overlap NCC."""
+def coarse_pose(
+    fixed: np.ndarray, moving: np.ndarray, angles, check: Callable[[], None] = _go_on
+) -> np.ndarray:
+    """Best rotation (about the moving centre) + phase-correlation translation, by overlap NCC; ``check()`` is
+    called before each angle (it raises to stop, e.g. on Cancel)."""
     shape = tuple(np.maximum(fixed.shape, moving.shape) * 2)
     f = _pad_to(fixed, shape)
     centre = np.array(moving.shape[::-1]) / 2.0
     best, best_m = -2.0, np.eye(3)
     for ang in angles:
+        check()
         rot = _rotation_about(centre, ang)
         m_rot = np.nan_to_num(warp_moving(moving, rot, shape))
         shift = phase_cross_correlation(f, m_rot, normalization=None)[0]
@@ -106,8 +115,16 @@ def coarse_pose(fixed: np.ndarray, moving: np.ndarray, angles) -> np.ndarray:
     return best_m
 
 
-def refine(fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, affine: bool) -> np.ndarray:
-    """Maximise overlap NCC over rigid (angle, tx, ty) or affine (6) parameters around ``init``."""
+def refine(
+    fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, affine: bool, check: Callable[[], None] = _go_on
+) -> np.ndarray:
+    """Maximise overlap NCC over rigid (angle, tx, ty) or affine (6) parameters around ``init``; ``check()`` is
+    called before each of the optimiser's evaluations (up to 3,000: it raises to stop)."""
+
+    def cost(p: np.ndarray) -> float:
+        check()
+        return -overlap_ncc(fixed, warp_moving(moving, matrix(p), fixed.shape))
+
     centre = np.array(fixed.shape[::-1]) / 2.0
 
     def matrix(p: np.ndarray) -> np.ndarray:
@@ -120,7 +137,7 @@ def refine(fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, affine: bool
 
     x0 = np.zeros(6 if affine else 3)
     res = minimize(
-        lambda p: -overlap_ncc(fixed, warp_moving(moving, matrix(p), fixed.shape)),
+        cost,
         x0,
         method="Powell",
         options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": 3000},
@@ -143,6 +160,7 @@ def register_images(
     transform: str = "affine",
     angles=range(0, 360, 15),
     landmarks: tuple[np.ndarray, np.ndarray] | None = None,
+    check: Callable[[], None] = _go_on,
 ) -> Registration:
     """Register ``moving_rgb`` onto ``fixed_rgb``.
 
@@ -156,6 +174,7 @@ def register_images(
         angles: rotations (degrees) tried by the coarse search; ``(0,)`` for same-orientation scans.
         landmarks: optional ``(fixed_um, moving_um)`` (n, 2) point pairs; when given they define the affine
             (manual override) and the automatic search is skipped.
+        check: called between the search's steps; raises to stop it (``errors.Cancelled`` on Cancel).
 
     Returns:
         The :class:`Registration` (matrix in micrometres).
@@ -170,7 +189,8 @@ def register_images(
         f_s, m_s = gaussian(fixed_g, 1.0), gaussian(moving_g, 1.0)
         if f_s.max() <= 0.05 or m_s.max() <= 0.05:
             raise RegistrationError("an image has no visible tissue at this resolution; lower work_mpp")
-        m_px = refine(f_s, m_s, coarse_pose(f_s, m_s, angles), affine=transform == "affine")
+        pose = coarse_pose(f_s, m_s, angles, check)
+        m_px = refine(f_s, m_s, pose, affine=transform == "affine", check=check)
         m_um, method = _px_to_um(m_px, work_mpp), f"auto-{transform}"
     score = overlap_ncc(fixed_g, warp_moving(moving_g, m_px, fixed_g.shape))
     return Registration(m_um, score, method, work_mpp)
