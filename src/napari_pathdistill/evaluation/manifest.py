@@ -42,7 +42,8 @@ class SlideEntry:
 
 
 def read_manifest(path: str | Path) -> list[SlideEntry]:
-    """Read a ``slide,stain,scanner[,path]`` CSV; relative paths resolve against the CSV's folder."""
+    """Read a ``slide,stain,scanner[,path][,tissue]`` CSV (robustness needs ``path``); relative paths resolve
+    against the CSV's folder."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"manifest not found: {path}")
