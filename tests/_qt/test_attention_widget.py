@@ -57,6 +57,8 @@ def test_side_by_side_labelled_maps_and_agreement(
     np.testing.assert_allclose(t.translate[-2] - t.scale[-2] / 2, (y0 - 0.5) * mpp, atol=0.5 * mpp)
     tiles = layers["attention tiles"]
     np.testing.assert_allclose(tiles.features["pearson_r"].to_numpy(), pair.tile_r)
+    centre = (pair.coords[0] + pair.tile_px_level0 / 2 - 0.5)[::-1] * mpp  # tile 0's centre, world um
+    np.testing.assert_allclose(tiles.data_to_world(tiles.data[0]), centre)
     assert "Pearson r" in widget.summary.value and "chance = 0.10" in widget.summary.value
     assert f"{pair.overall_r:.2f}" in widget.summary.value
     assert pair.region_tiles > 6  # the whole slide has more tissue tiles; the summary says the cap cut them
@@ -216,3 +218,29 @@ def test_slide_without_mpp_warns_and_the_override_cuts_um_tiles_on_its_pixels(
     np.testing.assert_allclose(t.translate[-1] - t.scale[-1] / 2, x0 - 0.5, atol=0.5)
     np.testing.assert_allclose(t.translate[-2] - t.scale[-2] / 2, y0 - 0.5, atol=0.5)
     assert t.scale[-1] * t.data.shape[-1] == pytest.approx(np.ptp(pair.coords[:, 0]) + 448, rel=0.05)
+
+
+def test_maps_and_tiles_follow_a_moved_slide_layer(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """A slide layer moved beside another (translate in um): the maps and tile points went to where the slide
+    would be unmoved, i.e. onto the other slide (Embed's maps were placed right)."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    slide.translate = (0.0, 2000.0)  # um: beside where it was
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=6)
+    widget.side_by_side.value = False
+    widget.run()
+    wait_for(widget)
+    pair = widget.result
+    assert pair is not None, widget.status.value
+    teacher = viewer.layers["teacher: tiny-vit, last-block attention, head mean"]
+    tiles = viewer.layers["attention tiles"]
+    mpp = slide.scale[-1]
+    x0 = pair.coords[:, 0].min()
+    np.testing.assert_allclose(
+        teacher.translate[-1] - teacher.scale[-1] / 2, (x0 - 0.5) * mpp + 2000, atol=mpp
+    )
+    centre = pair.coords[0] + pair.tile_px_level0 / 2 - 0.5  # level-0 (x, y)
+    np.testing.assert_allclose(tiles.data_to_world(tiles.data[0]), [centre[1] * mpp, centre[0] * mpp + 2000])
+    np.testing.assert_allclose(slide.world_to_data(tiles.data_to_world(tiles.data[0]))[-2:], centre[::-1])

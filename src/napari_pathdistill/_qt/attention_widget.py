@@ -207,7 +207,9 @@ class AttentionWidget(Container):
         for old in self._map_layers:
             if old in self.viewer.layers:
                 self.viewer.layers.remove(old)
-        geo = {"scale": pair.scale, "translate": pair.translate, "units": units}
+        scale, translate = (pair.scale, pair.translate) if slide is None else slide.place(
+            pair.scale, pair.translate, self.viewer)  # on the slide layer wherever it was moved  # fmt: skip
+        geo = {"scale": scale, "translate": translate, "units": units}
         cmap = attention_colormap()
         maps = []
         for source, data in zip(pair.sources, (pair.teacher_map, pair.student_map), strict=True):
@@ -218,9 +220,14 @@ class AttentionWidget(Container):
             maps.append(layer)
         diff = upsert_layer(self.viewer, "image", pair.difference, "attention difference (student - teacher)",
                             colormap="PiYG", contrast_limits=(-1, 1), opacity=0.7, visible=False, **geo)  # fmt: skip
-        mpp = float(slide.scale[-1]) if slide is not None else 1.0
-        tiles = upsert_layer(self.viewer, "points", tile_centres(pair, mpp), "attention tiles", size=0,
-                             features=pair.feature_table(), visible=False, units=units)  # fmt: skip
+        on_slide = slide.layer(self.viewer) if slide is not None else None
+        frame = (
+            {"scale": on_slide.scale[-2:], "translate": on_slide.translate[-2:]}
+            if on_slide is not None
+            else {}
+        )
+        tiles = upsert_layer(self.viewer, "points", tile_centres(pair), "attention tiles", size=0,
+                             features=pair.feature_table(), visible=False, units=units, **frame)  # fmt: skip
         self._map_layers = [*maps, diff, tiles]
         self.summary.value = agreement_text(pair)
         self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
@@ -250,11 +257,11 @@ class AttentionWidget(Container):
                 layer.opacity = value
 
 
-def tile_centres(pair: AttentionPair, mpp: float) -> np.ndarray:
-    """(N, 2) tile centres (y, x) in slide-layer units (``mpp``: the slide layer's units per level-0 px); hover
-    on them shows each tile's r and overlap."""
+def tile_centres(pair: AttentionPair) -> np.ndarray:
+    """(N, 2) tile centres (y, x) in level-0 px: the slide layer's data frame (the points layer takes that
+    layer's scale and translate, so it lies on the slide wherever it sits); hover shows each tile's r."""
     centre = pair.coords + pair.tile_px_level0 / 2 - 0.5
-    return centre[:, ::-1] * mpp
+    return centre[:, ::-1]
 
 
 def _load(request: ModelRequest, weights: str) -> EmbeddingModel:
