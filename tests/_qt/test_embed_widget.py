@@ -489,3 +489,18 @@ def test_closing_napari_mid_embed_keeps_a_resumable_cache(
     wait_for(widget)
     assert widget.result is not None and len(widget.result.features) == total
     assert widget.status.value == "Embedding: done"
+
+
+def test_the_top_k_export_writes_the_similar_tiles_shown(embedded, tmp_path):
+    """The export's "similar tiles (top k)" wrote the query and 10 tiles whatever the "similar tiles" field said
+    (26 points shown for 25, 11 features written)."""
+    import json
+
+    viewer, slide, widget = embedded
+    labels = viewer.layers[f"{slide.name} clusters"]
+    widget.top_k.value = 3
+    widget.search_tile(0, labels)
+    shown = len(viewer.layers["similar tiles"].data)
+    out = widget.search.export(tmp_path / "top.geojson", kind="similar tiles (top k)")
+    assert out is not None and shown == 4
+    assert len(json.loads(out.read_text())["features"]) == shown

@@ -301,6 +301,7 @@ class EmbedWidget(Container):
     def search_tile(self, index: int, layer: Any) -> None:
         """A clicked tile: its top-k similar tiles as points, and its cosine heatmap over the "search in" map."""
         self.show_similar(index, layer)
+        self.search.top_k = self.top_k.value  # its "similar tiles (top k)" export: the points shown
         try:
             self.search.query(layer, index)
         except PathDistillError as exc:  # e.g. a cross-slide map of another model
