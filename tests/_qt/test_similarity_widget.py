@@ -213,3 +213,34 @@ def test_birl_he_vs_ihc_plain_jpgs_with_um_px_override_and_landmarks(
     first = res.coords_a[0] + (tile - 1) / 2  # centre of the first matched tile, (x, y) level-0 px
     r, c = np.round(overlay.world_to_data(first[::-1])).astype(int)
     assert res.overlay[r, c] == pytest.approx(res.cosine[0])
+
+
+def test_a_rerun_clears_the_summary_follows_a_moved_a_and_warns_of_unrelated_slides(
+    make_napari_viewer, qtbot, os2_pair, tiny_vit, open_slide, wait_for, monkeypatch
+):
+    """A cancelled run left the last pair's numbers on screen; registered B stayed where A was before it was
+    moved; an unrelated pair (another tissue) finished as 'done' without a word."""
+    import napari.utils.notifications as notifications
+
+    warnings_shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_warning", warnings_shown.append)
+    viewer, a, b, widget = _compare_os2(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for, mpp=4.0)
+    assert widget.summary.value and not widget.summary.value.startswith("WARNING") and not warnings_shown
+    a.translate = (100.0, 0.0)
+    widget.run()
+    assert widget.summary.value == ""  # until this run's result
+    wait_for(widget)
+    registered = viewer.layers[f"{a.name} registered B"]
+    cosine = viewer.layers[f"{a.name} cosine to B"]
+    assert registered.translate[-2] == pytest.approx(a.translate[-2] + registered.scale[-2] / 2 - a.scale[-2] / 2,
+                                                     abs=1.0)  # fmt: skip
+    assert cosine.translate[-2] > 90
+    other = open_slide(viewer, os2_pair[0].parent / "OS-1-detail.ome.tif")
+    widget.slide_a.value, widget.slide_b.value = other, b
+    widget.min_tissue.value, widget.mpp.value = 0.0, 1.0
+    widget.run()
+    wait_for(widget)
+    assert widget.summary.value.startswith("WARNING: the auto-affine registration looks wrong"), (
+        widget.status.value
+    )
+    assert warnings_shown and "Are A and B the same tissue?" in warnings_shown[-1]

@@ -172,3 +172,25 @@ def test_robustness_bars_name_both_slides_of_each_pair() -> None:
         pair_label("Izd2-29-041-w35_HE.jpg", "Izd2-29-041-w35_proSPC.jpg")
         == "Izd2-29-041-w35_HE vs \u2026proSPC"
     )
+
+
+def test_robustness_rows_name_their_registration_and_a_doubtful_pair_fails_alone(tmp_path, os2_pair) -> None:
+    """An unrelated pair (OS-1's H&E vs OS-2's Ki67) counted as a good pair (median cosine -0.08); a lowered k
+    made a second top-k column; the report kept only pairs, top_k and model of what was run."""
+    from napari_pathdistill.evaluation.runs import iter_pair_robustness
+    from napari_pathdistill.models.factory import load_model
+    from napari_pathdistill.progress import drain
+
+    pairs = tmp_path / "pairs.csv"
+    other = os2_pair[0].parent / "OS-1-detail.ome.tif"
+    pairs.write_text(f"slide_a,slide_b\n{os2_pair[0]},{os2_pair[1]}\n{other},{os2_pair[1]}\n")
+    model = load_model("pathdistill-student", device="cpu")
+    report = drain(iter_pair_robustness(model, pairs, top_k=10, min_tissue=0.0))
+    good, bad = report.rows
+    assert good["registration"] == "auto-affine" and float(good["ncc"]) > 0.9 and good["error"] == ""
+    assert int(good["k"]) <= 10 and 0.0 <= float(good["topk_accuracy"]) <= 1.0
+    assert bad["tiles"] == 0 and "registration looks wrong" in str(bad["error"])
+    assert report.summary["pairs"] == 1 and report.summary["failed_pairs"] == 1
+    assert report.params["mpp"] == model.spec.mpp and report.params["min_tissue"] == 0.0
+    assert report.params["tile_px"] == model.spec.tile_px
+    assert len({tuple(r) for r in report.rows}) == 1  # one set of columns

@@ -137,3 +137,40 @@ def test_cancel_stops_the_registration_and_the_stages_after_it(os2_pair, tiny_vi
     assert next(steps).stage == "registration"
     with pytest.raises(Cancelled):
         next(steps)
+
+
+def test_unrelated_slides_are_a_doubtful_registration(os2_pair, tiny_vit_2um):
+    """OS-1's H&E against OS-2's Ki67 (other tissue) finished as a normal result (NCC 0.15, a 0.35-1.13x
+    stretch, mean cosine -0.08) in the widget and counted as a good pair in Evaluate."""
+    other = os2_pair[0].parent / "OS-1-detail.ome.tif"
+    res = drain(iter_pair_similarity(tiny_vit_2um, other, os2_pair[1], min_tissue=0.0))
+    doubt = res.transform.registration.doubt()
+    assert doubt is not None and "registration looks wrong" in doubt and "same tissue" in doubt
+    with pytest.raises(RegistrationError, match="registration looks wrong"):
+        drain(iter_pair_similarity(tiny_vit_2um, other, os2_pair[1], strict_registration=True))
+    same = drain(iter_pair_similarity(tiny_vit_2um, *os2_pair, strict_registration=True))
+    assert same.transform.registration.doubt() is None
+
+
+def test_a_small_field_registers_finer_than_4_um_per_px(shared_data):
+    """BIRL's rat-kidney JPEGs (a 580 um field with the docs' 0.5 um/px override) were registered at 4 um/px
+    (146 px): 35 px off the expert landmarks, worse than no registration (28 px)."""
+    import csv
+
+    from napari_pathdistill.inference.pair_similarity import work_resolution
+
+    d = shared_data / "paired" / "birl_anhir" / "rat-kidney_"
+
+    def points(name: str) -> np.ndarray:
+        with (d / name).open(newline="") as f:
+            return np.array([(float(r["X"]), float(r["Y"])) for r in csv.DictReader(f)])
+
+    a, b = points("Rat-Kidney_HE.csv"), points("Rat-Kidney_PanCytokeratin.csv")
+    n = min(len(a), len(b))
+    with (
+        open_pyramid(d / "Rat-Kidney_HE.jpg", fallback_mpp=0.5) as pa,
+        open_pyramid(d / "Rat-Kidney_PanCytokeratin.jpg", fallback_mpp=0.5) as pb,
+    ):
+        assert 2.0 < work_resolution(pa, pb, thumb_mpp=0.5) < 2.5
+        tre = np.linalg.norm(register_pair(pa, pb).apply(a[:n]) - b[:n], axis=1).mean()
+    assert tre < 12, tre

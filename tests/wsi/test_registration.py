@@ -102,3 +102,26 @@ def test_the_search_checks_for_a_stop_before_each_angle_and_each_evaluation(os2_
     with pytest.raises(KeyboardInterrupt, match="stop"):
         register_images(ndpi, vsi, fixed_mpp=0.227, moving_mpp=0.346, angles=(0, 90, 180), check=check)
     assert len(calls) == 30
+
+
+@pytest.mark.parametrize(
+    ("linear", "ncc", "why"),
+    [
+        (np.eye(2), 0.9, None),
+        (np.array([[0.0, -1.0], [1.0, 0.0]]) * 1.1, 0.5, None),  # rotated, 10 % larger: a rescan can be
+        (np.eye(2) * 2.4, 0.9, "stretches B by 2.40-2.40x"),
+        (np.array([[1.0, 0.0], [0.0, 0.4]]), 0.9, "stretches B by 0.40-1.00x"),
+        (np.eye(2), 0.1, "agree poorly after it (NCC 0.10 < 0.25)"),
+    ],
+)
+def test_a_registration_no_rescan_makes_is_doubted(linear, ncc, why):
+    from napari_pathdistill.wsi.registration import Registration
+
+    matrix = np.eye(3)
+    matrix[:2, :2] = linear
+    doubt = Registration(matrix, ncc, "auto-affine", 4.0).doubt()
+    assert (
+        (doubt is None)
+        if why is None
+        else (why in doubt and doubt.startswith("the auto-affine registration"))
+    )

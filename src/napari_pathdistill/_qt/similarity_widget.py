@@ -124,6 +124,7 @@ class SimilarityWidget(Container):
                                         cancel=cancel)  # fmt: skip
 
         slide = SlideRef.of(self.slide_a.value)  # the overlays go on this slide, whatever is chosen meanwhile
+        self.summary.value = ""  # the last pair's numbers are not this run's (a cancelled run left them)
         self.runner.start(factory, lambda result: self.show_result(result, slide, top_k), "Similarity")
 
     def _names(self) -> tuple[str, str]:
@@ -155,6 +156,8 @@ class SimilarityWidget(Container):
         self.show_registered()
         self.viewer.layers.selection.active = layer
         self.summary.value = summary_text(result, top_k)
+        if doubt := result.transform.registration.doubt():
+            napari.utils.notifications.show_warning(f"Similarity: {doubt}")
 
     def show_registered(self, _: Any = None) -> None:
         """Draw the ``<A> registered B`` layer in the chosen view mode (blend / checkerboard / hidden)."""
@@ -165,12 +168,13 @@ class SimilarityWidget(Container):
         data = checkerboard(view.a, view.b_in_a) if mode == "checkerboard" else view.b_in_a
         cos_name, name = self._names()
         layers = self.viewer.layers
-        if name in layers and layers[name].data.shape == data.shape:  # a toggle: same layer, new pixels
+        slide = self._slide
+        scale, translate = on_slide_layer(slide, view.scale, view.translate, result.mpp_a)
+        if name in layers and layers[name].data.shape == data.shape:  # a toggle or a rerun: same layer
             layer = layers[name]
             layer.data = data
+            layer.scale, layer.translate = scale, translate  # on slide A wherever it was moved since
         else:
-            slide = self._slide
-            scale, translate = on_slide_layer(slide, view.scale, view.translate, result.mpp_a)
             layer = upsert_layer(self.viewer, "image", data, name, rgb=True, scale=scale, translate=translate,
                                  units=slide.units if slide else None)  # fmt: skip
             if cos_name in layers:  # under the cosine overlay
@@ -183,7 +187,8 @@ def summary_text(result: PairSimilarity, top_k: int | None = None) -> str:
     """The dock's summary: registration, tiles (moved inside B / dropped), mean cosine, top-k or why it is moot.
     ``top_k``: the k asked for; when the pair has too few tiles for it, the summary says k was lowered."""
     reg = result.transform.registration
-    tiles = f"{len(result.cosine)} matched tiles"
+    doubt = reg.doubt()
+    tiles = (f"WARNING: {doubt} " if doubt else "") + f"{len(result.cosine)} matched tiles"
     extra = [f"{result.moved_inside} moved inside B's edge"] if result.moved_inside else []
     extra += [f"{result.dropped} outside B dropped"] if result.dropped else []
     if extra:

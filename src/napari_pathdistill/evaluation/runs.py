@@ -36,12 +36,14 @@ def _check(cancel: threading.Event | None, what: str) -> None:
 
 def _pair_row(model: EmbeddingModel, a: Path, b: Path, top_k: int, cancel: threading.Event | None,
               kw: dict[str, Any]) -> dict[str, Cell]:  # fmt: skip
-    """One pair's report row: tiles, mean cosine, top-k accuracy and its chance level (or a note)."""
-    res = drain(iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, **kw))
+    """One pair's report row: tiles, mean cosine, top-k accuracy (k: the k used) and its chance level (or a
+    note), and the registration behind them (a doubtful one fails the pair: ``strict_registration``)."""
+    res = drain(iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, strict_registration=True, **kw))
     assert res is not None
+    reg = res.transform.registration
     return {"slide_a": a.name, "slide_b": b.name, "tiles": len(res.cosine), "mean_cosine": res.mean_cosine,
-            f"top{res.k}_accuracy": res.topk_accuracy, "topk_chance": res.topk_chance,
-            "note": res.topk_note or "", "error": ""}  # fmt: skip
+            "k": res.k, "topk_accuracy": res.topk_accuracy, "topk_chance": res.topk_chance,
+            "registration": reg.method, "ncc": reg.ncc, "note": res.topk_note or "", "error": ""}  # fmt: skip
 
 
 def iter_pair_robustness(
@@ -80,21 +82,23 @@ def iter_pair_robustness(
             raise
         except PathDistillError as exc:
             nan = float("nan")
-            rows.append({"slide_a": a.name, "slide_b": b.name, "tiles": 0, "mean_cosine": nan,
-                         f"top{top_k}_accuracy": nan, "topk_chance": nan, "note": "", "error": str(exc)})  # fmt: skip
+            rows.append({"slide_a": a.name, "slide_b": b.name, "tiles": 0, "mean_cosine": nan, "k": top_k,
+                         "topk_accuracy": nan, "topk_chance": nan, "registration": "", "ncc": nan, "note": "",
+                         "error": str(exc)})  # fmt: skip
         _check(cancel, "Robustness")
     good = [r for r in rows if r.get("tiles", 0)]
     if not good:
         raise EvaluationError("No slide pair could be compared: " + "; ".join(
             f"{r['slide_a']} vs {r['slide_b']}: {r['error']}" for r in rows))  # fmt: skip
-    meaningful = [float(v) for r in good if not r["note"] for k, v in r.items() if k.endswith("_accuracy")]
+    meaningful = [float(r["topk_accuracy"]) for r in good if not r["note"]]
     summary = {
         "median_mean_cosine": float(np.median([float(r["mean_cosine"]) for r in good])),
         "median_topk_accuracy": float(np.median(meaningful)) if meaningful else float("nan"),
         "pairs": float(len(good)),
         "failed_pairs": float(len(rows) - len(good)),
     }
-    params: dict[str, object] = {"pairs": str(pairs_csv), "top_k": top_k, "model": model.spec.name}
+    params: dict[str, object] = {"pairs": str(pairs_csv), "top_k": top_k, "model": model.spec.name,
+                                 **{k: v for k, v in kw.items() if isinstance(v, (int, float, str, type(None)))}}  # fmt: skip
     yield Report("robustness", rows, summary, params)
 
 
@@ -116,11 +120,13 @@ def iter_linear_probe(
     model: EmbeddingModel,
     source: str | Path,
     *,
-    n_splits: int = 3,
+    n_splits: int = 5,
     seed: int = 0,
     cancel: threading.Event | None = None,
 ) -> Iterator[Progress | Report]:
-    """Balanced accuracy of a logistic-regression probe (stratified k-fold) on labelled tiles.
+    """Balanced accuracy of a logistic-regression probe (stratified k-fold) on labelled tiles; the folds and seed
+    of ``pathdistill eval probe`` (5, 0: the same numbers on the same tiles), fewer folds when the smallest
+    class has fewer tiles (at least 2), recorded in the report.
 
     Args:
         model: the embedding model.
@@ -131,8 +137,9 @@ def iter_linear_probe(
         cancel: optional event that stops the run (raises ``Cancelled``).
     """
     paths, labels = list_labelled_tiles(source)
+    folds = max(2, min(n_splits, int(np.unique(labels, return_counts=True)[1].min())))
     feats = yield from _embed(model, paths, "embedding tiles", cancel)
-    res = linear_probe(feats, labels, n_splits=n_splits, seed=seed)
+    res = linear_probe(feats, labels, n_splits=folds, seed=seed)
     rows: list[dict[str, Cell]] = [
         {"fold": i + 1, "balanced_accuracy": float(v)} for i, v in enumerate(res.fold_scores)
     ]
@@ -142,6 +149,8 @@ def iter_linear_probe(
         "source": str(source),
         "model": model.spec.name,
         "classes": dict(zip(classes.tolist(), counts.tolist(), strict=True)),
+        "folds": folds,
+        "seed": seed,
     }
     yield Report("linear_probe", rows, summary, params)
 

@@ -32,6 +32,12 @@ __all__ = [
 ]
 
 
+#: least overlap NCC of a registration :meth:`Registration.doubt` trusts
+MIN_NCC = 0.25
+#: the affine scales (um per um) a registration of one section's scans may have
+SCALE_RANGE = (0.8, 1.25)
+
+
 @dataclass(frozen=True)
 class Registration:
     """Result of a registration.
@@ -47,6 +53,30 @@ class Registration:
     ncc: float
     method: str
     work_mpp: float
+
+    def doubt(self) -> str | None:
+        """Why this registration is not to be trusted, or None.
+
+        Two scans or stains of one section differ in micrometres by a near-rigid motion: the affine's scales
+        (singular values) stay within :data:`SCALE_RANGE` (BIRL-ANHIR's lesion and rat-kidney landmarks: 0.98-1.10,
+        OS-2 NDPI vs VSI: 1.00) and the overlap NCC over :data:`MIN_NCC` (OS-2 0.99, BIRL H&E vs IHC 0.44-0.55);
+        unrelated slides, or landmarks in another order, gave scales of 0.4-2.4 or an NCC of 0.05-0.15.
+        """
+        scales = np.linalg.svd(self.matrix[:2, :2], compute_uv=False)
+        lo, hi = SCALE_RANGE
+        why = []
+        if self.ncc < MIN_NCC:
+            why.append(f"the images agree poorly after it (NCC {self.ncc:.2f} < {MIN_NCC})")
+        if scales.min() < lo or scales.max() > hi:
+            why.append(
+                f"it stretches B by {scales.min():.2f}-{scales.max():.2f}x in um (a rescan: {lo}-{hi}x)"
+            )
+        if not why:
+            return None
+        return (
+            f"the {self.method} registration looks wrong: {' and '.join(why)}. Are A and B the same tissue? "
+            "Check the registered view, or place landmarks (same order on both slides)."
+        )
 
 
 def density(rgb: np.ndarray) -> np.ndarray:
