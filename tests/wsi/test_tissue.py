@@ -168,3 +168,29 @@ def test_tile_id_raster_stays_bounded_at_100k_tiles_and_places_every_tile() -> N
     assert feats["tile"][1 + 5000] == 5000 and feats["x"][1 + 5000] == coords[5000, 0]
     small = TileGrid(coords[:10], 224, 0.5, size, 0, np.ones(10), (int(2 * size), int(10 * size)))
     assert tile_id_raster(small).px_per_tile == 16
+
+
+def test_cancel_stops_detection_between_the_blocks_it_reads(sparse_tiff: Path) -> None:
+    """Closing napari during a Tissue run waited ~7 s: the detector read its whole level before Cancel was
+    looked at. ``check`` is called before each block; what it raises stops the read."""
+    import threading
+
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.wsi.tissue_grid import tissue_grid_steps
+
+    calls: list[int] = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise Cancelled("stop")
+
+    with open_pyramid(sparse_tiff) as pyr, pytest.raises(Cancelled, match="stop"):
+        detect_tissue(pyr, max_size=1_000_000, check=check)
+    assert len(calls) == 3  # of the dozens of blocks of its 12,500 px level
+    cancel = threading.Event()
+    steps = tissue_grid_steps(sparse_tiff, cancel=cancel)
+    assert next(steps).stage == "tissue detection"
+    cancel.set()
+    with pytest.raises(Cancelled, match="Tissue detection cancelled"):
+        next(steps)

@@ -69,12 +69,13 @@ def register_pair(
         cancel: set -> :class:`Cancelled` between the search's steps (it takes tens of seconds on a CPU).
     """
     ma, mb = _mpp(a), _mpp(b)
-    (ta, da), (tb, db) = a.thumbnail(1024), b.thumbnail(1024)
+    stop = lambda: _stop_if(cancel)  # noqa: E731
+    (ta, da), (tb, db) = a.thumbnail(1024, stop), b.thumbnail(1024, stop)
     if work_mpp is None:
         work_mpp = work_resolution(a, b, thumb_mpp=max(da * ma, db * mb))
     lm_um = None if landmarks is None else (np.asarray(landmarks[0]) * ma, np.asarray(landmarks[1]) * mb)
     reg = register_images(ta, tb, fixed_mpp=da * ma, moving_mpp=db * mb, work_mpp=work_mpp, landmarks=lm_um,
-                          check=lambda: _stop_if(cancel))  # fmt: skip
+                          check=stop)  # fmt: skip
     # reg.matrix maps B um -> A um; tiles need A level-0 px -> B level-0 px
     a_to_b = np.diag([1 / mb, 1 / mb, 1.0]) @ np.linalg.inv(reg.matrix) @ np.diag([ma, ma, 1.0])
     return PairTransform(a_to_b, reg)
@@ -251,7 +252,8 @@ def iter_pair_similarity(
             raise RegistrationError(doubt)
         yield Progress(0, 0, "tissue and tile grids")
         _stop_if(cancel)
-        grid_a = make_tile_grid(pa, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=detect_tissue(pa))
+        mask = detect_tissue(pa, check=lambda: _stop_if(cancel))
+        grid_a = make_tile_grid(pa, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=mask)
         _stop_if(cancel)
         grid_b = make_tile_grid(pb, tile_px=tile_px, mpp=mpp, min_tissue=0.0)
         _stop_if(cancel)

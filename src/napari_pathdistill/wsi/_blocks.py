@@ -88,7 +88,9 @@ def _read_block(
     return out, bad
 
 
-def reduced_level(read: ReadLevel, level: int, lv: PyramidLevel, k: int) -> tuple[np.ndarray, int]:
+def reduced_level(
+    read: ReadLevel, level: int, lv: PyramidLevel, k: int, check: Callable[[], None] | None = None
+) -> tuple[np.ndarray, int]:
     """Level ``level`` box-averaged by ``k`` (a power of two), read block by block.
 
     Args:
@@ -97,6 +99,7 @@ def reduced_level(read: ReadLevel, level: int, lv: PyramidLevel, k: int) -> tupl
         lv: its geometry.
         k: the reduction factor; pixel (i, j) of the result is the mean of the k x k level pixels from
             (k i, k j) (fewer at the right and bottom edges).
+        check: called before each block; raises to stop the read (e.g. ``errors.Cancelled`` on Cancel).
 
     Returns:
         ((ceil(h / k), ceil(w / k), 3) uint8, number of tiles that could not be decoded (grey there)).
@@ -109,6 +112,8 @@ def reduced_level(read: ReadLevel, level: int, lv: PyramidLevel, k: int) -> tupl
     bad = 0
     for y in range(0, h, bh):
         for x in range(0, w, bw):
+            if check is not None:
+                check()
             block, n_bad = _read_block(read, level, lv, (x, y, min(bw, w - x), min(bh, h - y)))
             bad += n_bad
             small = np.asarray(Image.fromarray(block).reduce(k)) if k > 1 else block

@@ -14,6 +14,7 @@ import math
 import os
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,9 @@ class Pyramid:
                 best = i if lv.downsample >= self.levels[best].downsample else best
         return best
 
-    def thumbnail(self, max_size: int = 1024) -> tuple[np.ndarray, float]:
+    def thumbnail(
+        self, max_size: int = 1024, check: Callable[[], None] | None = None
+    ) -> tuple[np.ndarray, float]:
         """A low-resolution RGB image whose longer side is at most ``max_size``.
 
         Reads the coarsest level at least as fine as needed block by block (a few megapixels each, see
@@ -191,6 +194,7 @@ class Pyramid:
         and area-resamples that to the output: memory stays about the output plus one block, whatever the
         level's size (a 60,000 px slide without a pyramid included). Tiles that cannot be decoded are grey
         (one :class:`CorruptTileWarning` says how many; its text is kept in :attr:`thumbnail_warnings`).
+        ``check`` is called before each block (it raises to stop: Cancel of a tissue run).
 
         Returns:
             (image (h, w, 3) uint8, downsample of the image with respect to level 0 (x and y mean)).
@@ -206,7 +210,8 @@ class Pyramid:
         check_chunk_size(self.path, lv)
         scale = min(1.0, max_size / max(lv.shape))
         out_shape = (max(1, round(lv.shape[0] * scale)), max(1, round(lv.shape[1] * scale)))
-        img, bad = reduced_level(self._backend.read_level, level, lv, reduction_factor(lv.shape, out_shape))
+        k = reduction_factor(lv.shape, out_shape)
+        img, bad = reduced_level(self._backend.read_level, level, lv, k, check)
         if img.shape[:2] != out_shape:
             img = np.asarray(Image.fromarray(img).resize(out_shape[::-1], Image.Resampling.BOX))
         if bad:

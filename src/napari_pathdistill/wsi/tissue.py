@@ -9,6 +9,7 @@ stained tissue is), then closing, removal of small objects and hole filling.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,7 +259,9 @@ def bound_thumbnail(pyramid: Pyramid, image: np.ndarray, downsample: float) -> t
     return small, (w0 / small.shape[1] + h0 / small.shape[0]) / 2.0
 
 
-def detection_thumbnail(pyramid: Pyramid, max_size: int = 2048) -> tuple[np.ndarray, float]:
+def detection_thumbnail(
+    pyramid: Pyramid, max_size: int = 2048, check: Callable[[], None] | None = None
+) -> tuple[np.ndarray, float]:
     """The slide's thumbnail for tissue detection: longer side <= ``max_size``, pixels <= ``MAX_DETECTION_PIXELS``.
 
     ``Pyramid.thumbnail`` reads its level block by block, so memory is about this image (12.6 MB at most) plus
@@ -267,11 +270,16 @@ def detection_thumbnail(pyramid: Pyramid, max_size: int = 2048) -> tuple[np.ndar
     Returns:
         (image (h, w, 3) uint8, level-0 px per image px).
     """
-    return pyramid.thumbnail(detection_side(pyramid, max_size))
+    return pyramid.thumbnail(detection_side(pyramid, max_size), check)
 
 
 def detect_tissue(
-    pyramid: Pyramid, max_size: int = 2048, *, thumbnail: tuple[np.ndarray, float] | None = None, **kw: Any
+    pyramid: Pyramid,
+    max_size: int = 2048,
+    *,
+    thumbnail: tuple[np.ndarray, float] | None = None,
+    check: Callable[[], None] | None = None,
+    **kw: Any,
 ) -> TissueMask:
     """Tissue mask on a thumbnail of at most ``max_size`` px (longer side); ``kw`` go to :func:`mask_from_maps`.
 
@@ -281,7 +289,7 @@ def detect_tissue(
     ``thumbnail``: the (image, downsample) of ``pyramid.thumbnail`` when the caller already has it (it is the
     slow part on a large slide), instead of reading it again.
     """
-    thumb, ds = thumbnail if thumbnail is not None else detection_thumbnail(pyramid, max_size)
+    thumb, ds = thumbnail if thumbnail is not None else detection_thumbnail(pyramid, max_size, check)
     thumb, ds = bound_thumbnail(pyramid, thumb, ds)
     maps = tissue_maps(thumb, tissue_smooth_px(pyramid, ds))
     return TissueMask(mask=mask_from_maps(maps, **kw), downsample=ds)

@@ -9,7 +9,7 @@ costs the same with 100 or 100,000 tiles (a Shapes layer of rectangles costs ~0.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +168,16 @@ class TissuePreview:
         return TissueMask(mask_from_maps(self.maps, threshold=threshold), self.downsample)
 
 
+def _stopper(cancel: threading.Event | None, message: str) -> Callable[[], None]:
+    """A ``check`` for the thumbnail read: raises :class:`Cancelled` (``message``) once ``cancel`` is set."""
+
+    def stop() -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(message)
+
+    return stop
+
+
 def tissue_preview_steps(
     path: str | Path,
     *,
@@ -178,7 +188,8 @@ def tissue_preview_steps(
     """Thumbnail and tissue maps of a slide; yields Progress, then a :class:`TissuePreview`."""
     yield Progress(0, 1, "tissue maps")
     with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
-        thumb, ds = detection_thumbnail(pyr, max_size)  # bounded: what detect_tissue works on
+        # bounded: what detect_tissue works on; Cancel stops its read between blocks
+        thumb, ds = detection_thumbnail(pyr, max_size, _stopper(cancel, "Tissue preview cancelled."))
         maps = tissue_maps(thumb, tissue_smooth_px(pyr, ds))
         shape, slide_mpp = pyr.levels[0].shape, pyr.mpp
     if cancel is not None and cancel.is_set():
@@ -210,7 +221,8 @@ def tissue_grid_steps(
     """
     yield Progress(0, 2, "tissue detection")
     with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
-        mask = detect_tissue(pyr, max_size=max_size, threshold=threshold)
+        stop = _stopper(cancel, "Tissue detection cancelled.")
+        mask = detect_tissue(pyr, max_size=max_size, threshold=threshold, check=stop)
         if cancel is not None and cancel.is_set():
             raise Cancelled("Tissue detection cancelled.")
         yield Progress(1, 2, "tile grid")
