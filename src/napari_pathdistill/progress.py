@@ -35,6 +35,16 @@ class Progress:
         return min(1.0, self.done / self.total) if self.total else 0.0
 
 
+def raise_if_cancelled(cancel: threading.Event | None, message: str) -> None:
+    """Raise :class:`~napari_pathdistill.errors.Cancelled` (``message``) once ``cancel`` is set.
+
+    Called between a generator's steps, or given as ``functools.partial(raise_if_cancelled, cancel, message)``
+    to a long core call that takes a ``check`` (a thumbnail read, the registration search).
+    """
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(message)
+
+
 def drain(items: Iterable[Any], on_progress: Callable[[Progress], None] | None = None) -> Any:
     """Consume a core generator and return its last non-:class:`Progress` item (None when there is none).
 

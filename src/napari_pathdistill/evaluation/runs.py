@@ -26,12 +26,11 @@ from napari_pathdistill.inference.pair_similarity import iter_pair_similarity
 from napari_pathdistill.metrics.agreement import knn_overlap, knn_overlap_chance, linear_cka
 from napari_pathdistill.metrics.pairs import MAX_TOPK_CHANCE
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.progress import Progress, drain, relabel
+from napari_pathdistill.progress import Progress, drain, raise_if_cancelled, relabel
 
 
 def _check(cancel: threading.Event | None, what: str) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled(f"{what} cancelled; no report was written.")
+    raise_if_cancelled(cancel, f"{what} cancelled; no report was written.")
 
 
 def _pair_row(model: EmbeddingModel, a: Path, b: Path, top_k: int, cancel: threading.Event | None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from napari_pathdistill.errors import Cancelled, EmptyTissueError, RegistrationE
 from napari_pathdistill.inference.embed import iter_embeddings, tile_geometry
 from napari_pathdistill.metrics.pairs import pair_metrics, topk_chance, topk_pool_note
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.progress import Progress, relabel
+from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
 from napari_pathdistill.wsi.registration import Registration, apply_affine, register_images, warp_rgb
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
@@ -69,7 +70,7 @@ def register_pair(
         cancel: set -> :class:`Cancelled` between the search's steps (it takes tens of seconds on a CPU).
     """
     ma, mb = _mpp(a), _mpp(b)
-    stop = lambda: _stop_if(cancel)  # noqa: E731
+    stop = partial(raise_if_cancelled, cancel, CANCELLED)
     (ta, da), (tb, db) = a.thumbnail(1024, stop), b.thumbnail(1024, stop)
     if work_mpp is None:
         work_mpp = work_resolution(a, b, thumb_mpp=max(da * ma, db * mb))
@@ -81,6 +82,8 @@ def register_pair(
     return PairTransform(a_to_b, reg)
 
 
+#: what Cancel of a similarity run raises, at whichever step it is seen
+CANCELLED = "Similarity cancelled."
 #: the automatic registration's coarsest um/px, and the least side (px) the larger slide keeps there
 WORK_MPP, WORK_SIDE = 4.0, 256
 
@@ -91,12 +94,6 @@ def work_resolution(a: Pyramid, b: Pyramid, thumb_mpp: float) -> float:
     BIRL rat-kidney landmarks, 8 px at 2.3 um/px), never finer than the thumbnails (``thumb_mpp``)."""
     side_um = max(max(a.levels[0].shape) * _mpp(a), max(b.levels[0].shape) * _mpp(b))
     return max(thumb_mpp, min(WORK_MPP, side_um / WORK_SIDE))
-
-
-def _stop_if(cancel: threading.Event | None) -> None:
-    """Raise :class:`Cancelled` when ``cancel`` is set."""
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("Similarity cancelled.")
 
 
 @dataclass
@@ -210,7 +207,7 @@ def _embed(
         iter_embeddings(model, pyr, grid, batch_size=batch_size, cancel=cancel), stage
     )
     if result is None:
-        raise Cancelled("Similarity cancelled.")
+        raise Cancelled(CANCELLED)
     return result.features
 
 
@@ -251,12 +248,13 @@ def iter_pair_similarity(
         if strict_registration and (doubt := reg.registration.doubt()):
             raise RegistrationError(doubt)
         yield Progress(0, 0, "tissue and tile grids")
-        _stop_if(cancel)
-        mask = detect_tissue(pa, check=lambda: _stop_if(cancel))
+        stop = partial(raise_if_cancelled, cancel, CANCELLED)
+        stop()
+        mask = detect_tissue(pa, check=stop)
         grid_a = make_tile_grid(pa, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=mask)
-        _stop_if(cancel)
+        stop()
         grid_b = make_tile_grid(pb, tile_px=tile_px, mpp=mpp, min_tissue=0.0)
-        _stop_if(cancel)
+        stop()
         n_a = len(grid_a)
         grid_a, grid_b, moved = _matched_grid(grid_a, grid_b, reg, pb, max_overhang)
         if len(grid_a.coords) < 2:
@@ -266,8 +264,7 @@ def iter_pair_similarity(
         fa = yield from _embed(model, pa, grid_a, "embedding A", batch_size, cancel)
         fb = yield from _embed(model, pb, grid_b, "embedding B", batch_size, cancel)
         view = registered_view(pa, pb, reg, view_size) if view_size else None
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("Similarity cancelled.")
+    raise_if_cancelled(cancel, CANCELLED)
     k = min(top_k, 2 * len(fa) - 1)
     metrics = pair_metrics(fa, fb, ks=(k,), device="cpu")
     na = fa / np.maximum(np.linalg.norm(fa, axis=1, keepdims=True), 1e-12)

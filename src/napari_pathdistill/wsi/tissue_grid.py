@@ -9,14 +9,14 @@ costs the same with 100 or 100,000 tiles (a Shapes layer of rectangles costs ~0.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from napari_pathdistill.errors import Cancelled
-from napari_pathdistill.progress import Progress, drain
+from napari_pathdistill.progress import Progress, drain, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, grid_to_image, grid_to_shapes, make_tile_grid
 from napari_pathdistill.wsi.tissue import (
@@ -168,16 +168,6 @@ class TissuePreview:
         return TissueMask(mask_from_maps(self.maps, threshold=threshold), self.downsample)
 
 
-def _stopper(cancel: threading.Event | None, message: str) -> Callable[[], None]:
-    """A ``check`` for the thumbnail read: raises :class:`Cancelled` (``message``) once ``cancel`` is set."""
-
-    def stop() -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(message)
-
-    return stop
-
-
 def tissue_preview_steps(
     path: str | Path,
     *,
@@ -187,13 +177,13 @@ def tissue_preview_steps(
 ) -> Generator[Progress | TissuePreview, None, None]:
     """Thumbnail and tissue maps of a slide; yields Progress, then a :class:`TissuePreview`."""
     yield Progress(0, 1, "tissue maps")
+    stop = partial(raise_if_cancelled, cancel, "Tissue preview cancelled.")
     with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
         # bounded: what detect_tissue works on; Cancel stops its read between blocks
-        thumb, ds = detection_thumbnail(pyr, max_size, _stopper(cancel, "Tissue preview cancelled."))
+        thumb, ds = detection_thumbnail(pyr, max_size, stop)
         maps = tissue_maps(thumb, tissue_smooth_px(pyr, ds))
         shape, slide_mpp = pyr.levels[0].shape, pyr.mpp
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("Tissue preview cancelled.")
+    stop()
     scale, translate = mask_placement(maps.density.shape, shape, slide_mpp)
     yield Progress(1, 1, "done")
     yield TissuePreview(Path(path), maps, ds, shape, slide_mpp, scale, translate)
@@ -221,10 +211,9 @@ def tissue_grid_steps(
     """
     yield Progress(0, 2, "tissue detection")
     with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
-        stop = _stopper(cancel, "Tissue detection cancelled.")
+        stop = partial(raise_if_cancelled, cancel, "Tissue detection cancelled.")
         mask = detect_tissue(pyr, max_size=max_size, threshold=threshold, check=stop)
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Tissue detection cancelled.")
+        stop()
         yield Progress(1, 2, "tile grid")
         grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=mask)
         slide_mpp = pyr.mpp
