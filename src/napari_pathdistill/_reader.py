@@ -237,6 +237,10 @@ def _contrast_limits(coarsest: Any, dtype: Any) -> tuple[float, float]:
     return (0.0, 1.0)
 
 
+#: the slide and each associated image take this many times their width: a 5 % gap before the next image
+ASSOCIATED_SPACING = 1.05
+
+
 def associated_layers(pyramid: Any, names: list[str] | None = None, x_min: float = 0.0) -> list[LayerData]:
     """Associated images (label, macro, thumbnail, ...) as separate RGB layers, placed side by side right of the
     slide, at the slide's height, from world x ``x_min`` (or the slide's right edge and a 5 % gap) on."""
@@ -244,7 +248,7 @@ def associated_layers(pyramid: Any, names: list[str] | None = None, x_min: float
     out: list[LayerData] = []
     h0, w0 = pyramid.levels[0].shape
     unit = pyramid.mpp[1] if pyramid.mpp else 1.0
-    x_off = max(w0 * unit * 1.05, x_min)
+    x_off = max(w0 * unit * ASSOCIATED_SPACING, x_min)
     for name in [n for n in names if n in pyramid.associated_image_names()]:
         img = pyramid.read_associated(name)
         scale = (h0 * unit / img.shape[0],) * 2  # same height as the slide, aspect kept
@@ -252,5 +256,5 @@ def associated_layers(pyramid: Any, names: list[str] | None = None, x_min: float
         if pyramid.mpp:
             kw["units"] = ("um", "um")
         out.append((img, kw, "image"))
-        x_off += img.shape[1] * scale[1] * 1.05
+        x_off += img.shape[1] * scale[1] * ASSOCIATED_SPACING
     return out

@@ -197,9 +197,8 @@ class LayerChooser(ComboBox):
         super().__init__(label=label, choices=self._choices, nullable=True, **kwargs)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed):
-            ev.connect(
-                self._refresh
-            )  # a bound method: napari holds it weakly (a lambda kept a closed dock alive)
+            # a bound method: napari holds it weakly (a lambda kept a closed dock alive)
+            ev.connect(self._refresh)
 
     def _refresh(self, _event: Any = None) -> None:
         self.reset_choices()

@@ -220,18 +220,15 @@ class AttentionWidget(Container):
             maps.append(layer)
         diff = upsert_layer(self.viewer, "image", pair.difference, "attention difference (student - teacher)",
                             colormap="PiYG", contrast_limits=(-1, 1), opacity=0.7, visible=False, **geo)  # fmt: skip
-        on_slide = slide.layer(self.viewer) if slide is not None else None
+        on_view = slide.layer(self.viewer) if slide is not None else None
         frame = (
-            {"scale": on_slide.scale[-2:], "translate": on_slide.translate[-2:]}
-            if on_slide is not None
-            else {}
+            {"scale": on_view.scale[-2:], "translate": on_view.translate[-2:]} if on_view is not None else {}
         )
         tiles = upsert_layer(self.viewer, "points", tile_centres(pair), "attention tiles", size=0,
                              features=pair.feature_table(), visible=False, units=units, **frame)  # fmt: skip
         self._map_layers = [*maps, diff, tiles]
         self.summary.value = agreement_text(pair)
         self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
-        on_view = slide.layer(self.viewer) if slide is not None else None
         if self.side_by_side.value and on_view is not None:
             self._map_layers.append(self._arrange_grid(on_view, maps[0], maps[1]))  # replaced with the maps
 

@@ -132,10 +132,9 @@ class EmbedWidget(Container):
         self._run_slide: SlideRef | None = None  # the slide layer of the run in flight (its maps go on it)
         self._shown = False  # the run in flight showed its result
         self.fit_rows = FIT_ROWS  # tiles the live PCA colours wait for (then every written chunk is painted)
-        viewer.mouse_drag_callbacks.append(self._on_click)  # viewer-level: works whatever layer is active
-        on_dock_change(
-            self, self._listen_to_clicks
-        )  # a closed dock stops answering clicks (and can be freed)
+        # viewer-level clicks (whatever layer is active), until a closed dock stops answering them
+        self._listen_to_clicks(True)
+        on_dock_change(self, self._listen_to_clicks)
         warm_labels_layer()  # napari's first Labels layer of a session costs seconds: here, not at a run's end
 
     def _listen_to_clicks(self, on: bool) -> None:

@@ -66,13 +66,15 @@ def _right_edge(viewer: Any, slide_name: str, name: str) -> float:
     """World x where the associated image ``name`` of ``slide_name`` goes: where it is if shown (it is replaced
     in place), else after the associated images of that slide already shown, plus a gap (not over them); 0
     when none is shown."""
+    from napari_pathdistill._reader import ASSOCIATED_SPACING
+
     prefix, edges = f"{slide_name} [", []
     if f"{prefix}{name}]" in viewer.layers:
         return float(viewer.layers[f"{prefix}{name}]"].translate[-1])
     for layer in viewer.layers:
         if layer.name.startswith(prefix):
             width = layer.data.shape[1] * layer.scale[-1]
-            edges.append(layer.translate[-1] + width * 1.05)
+            edges.append(layer.translate[-1] + width * ASSOCIATED_SPACING)
     return max(edges, default=0.0)
 
 

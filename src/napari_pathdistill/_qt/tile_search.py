@@ -97,9 +97,8 @@ class TileSearchPanel(Container):
         self.threshold.changed.connect(self._apply_threshold)
         self.export_button.changed.connect(lambda _v=None: self.export())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(
-                self._on_layers
-            )  # a bound method: napari holds it weakly (a lambda kept a closed dock alive)
+            # a bound method: napari holds it weakly (a lambda kept a closed dock alive)
+            ev.connect(self._on_layers)
 
     def _on_layers(self, _event: Any = None) -> None:
         self.refresh()

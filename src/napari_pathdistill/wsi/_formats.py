@@ -126,7 +126,8 @@ def _check_path(path: Path) -> bool:
             empty file.
     """
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
+        mode = st.st_mode
         if stat.S_ISDIR(mode):
             os.listdir(path)
             return True
@@ -137,7 +138,7 @@ def _check_path(path: Path) -> bool:
             )
         with path.open("rb"):
             pass
-        if path.stat().st_size == 0:
+        if st.st_size == 0:
             raise WSIError(f"{path} is empty (0 bytes): the copy or download that made it may have failed.")
         return False
     except FileNotFoundError:
