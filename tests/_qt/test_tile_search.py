@@ -86,6 +86,29 @@ def test_click_heatmap_in_place_threshold_and_export(two_slides, tmp_path):
     assert doc["features"][0]["geometry"]["coordinates"][0][0] == [x, y]  # the query tile, in level-0 px
 
 
+def test_first_click_keeps_the_map_layer_selected_throughout(two_slides):
+    """The click adds the 'similar tiles' and heatmap layers without making them active on the way (napari
+    activates an inserted layer, which shows its fresh controls panel, 0.1-1 s each on a busy CPU, only for the
+    widget to re-select the map): the clicked map stays the one selected layer at every selection change."""
+    viewer, widget, a, _b = two_slides
+    viewer.layers.selection.active = a
+    seen = []
+
+    def record(_event):
+        seen.append((viewer.layers.selection.active, set(viewer.layers.selection)))
+
+    viewer.layers.selection.events.changed.connect(record)
+    widget.search_tile(3, a)
+    viewer.layers.selection.events.changed.disconnect(record)
+    assert (
+        "similar tiles" in viewer.layers
+        and f"{a.metadata['pathdistill']['slide_layer']} similarity" in viewer.layers
+    )
+    assert all(active is a and selected == {a} for active, selected in seen)
+    assert viewer.layers.selection.active is a
+    assert viewer.layers._activate_on_insert  # napari's default is back after the click
+
+
 def _alpha(layer):
     """Per-cell opacity the layer's colormap gives its data (what the canvas shows)."""
     lo, hi = layer.contrast_limits

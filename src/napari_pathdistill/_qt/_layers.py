@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,33 @@ class LayerChooser(ComboBox):
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, self._kind)]
+
+
+@contextmanager
+def added_unselected(viewer: napari.viewer.Viewer) -> Iterator[None]:
+    """Layers added inside the block are not made active: the selection stays where the user left it.
+
+    napari activates each inserted layer, which shows that layer's controls panel (a fresh Qt panel: 0.1-1 s
+    on a busy 2-core CPU for the first layer of its kind) only for a caller that then re-selects the map layer.
+    Uses napari's private ``SelectableEventedList._activate_on_insert``; without it, napari's default applies.
+    """
+    layers = viewer.layers
+    before = getattr(layers, "_activate_on_insert", None)
+    if before is None:
+        yield
+        return
+    layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        layers._activate_on_insert = before
+
+
+def keep_active(viewer: napari.viewer.Viewer, layer: Layer | None) -> None:
+    """Make ``layer`` the active layer if it is still in the viewer and not active already (setting the active
+    layer again emits a selection change, which re-shows the controls panel)."""
+    if layer is not None and layer in viewer.layers and viewer.layers.selection.active is not layer:
+        viewer.layers.selection.active = layer
 
 
 def upsert_layer(viewer: napari.viewer.Viewer, kind: str, data: Any, name: str, **kwargs: Any) -> Layer:

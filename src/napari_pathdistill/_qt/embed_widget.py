@@ -27,6 +27,8 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
     SlideRef,
+    added_unselected,
+    keep_active,
     map_layers,
     mpp_override_box,
     no_mpp_note,
@@ -299,14 +301,14 @@ class EmbedWidget(Container):
 
     def search_tile(self, index: int, layer: Any) -> None:
         """A clicked tile: its top-k similar tiles as points, and its cosine heatmap over the "search in" map."""
-        self.show_similar(index, layer)
-        self.search.top_k = self.top_k.value  # its "similar tiles (top k)" export: the points shown
-        try:
-            self.search.query(layer, index)
-        except PathDistillError as exc:  # e.g. a cross-slide map of another model
-            napari.utils.notifications.show_error(str(exc))
-        if layer in self.viewer.layers:  # keep the map active: hovering shows its features in the status bar
-            self.viewer.layers.selection.active = layer
+        with added_unselected(self.viewer):  # the map stays active; no controls panel flips to and fro
+            self.show_similar(index, layer)
+            self.search.top_k = self.top_k.value  # its "similar tiles (top k)" export: the points shown
+            try:
+                self.search.query(layer, index)
+            except PathDistillError as exc:  # e.g. a cross-slide map of another model
+                napari.utils.notifications.show_error(str(exc))
+        keep_active(self.viewer, layer)  # hovering the map shows its features in the status bar
 
     def show_similar(self, index: int, layer: Any = None) -> napari.layers.Points:
         """Put the query tile and its top-k most similar tiles (cosine) of a map layer in a Points layer, on that
@@ -325,9 +327,7 @@ class EmbedWidget(Container):
         points, cos = show_similar_tiles(self.viewer, smap, index, self.top_k.value, layer, self._units,
                                          self.search.contrast_limits)  # fmt: skip
         self.status.value = f"tile {index}: top-{len(cos)} mean cosine {cos.mean():.3f}"
-        # keep the map layer active: hovering shows its features in the status bar, as before the click
-        if layer is not None and layer in self.viewer.layers:
-            self.viewer.layers.selection.active = layer
+        keep_active(self.viewer, layer)  # hovering the map shows its features in the status bar, as before
         return points
 
     def _recolour_similar(self, _value: Any = None) -> None:
