@@ -200,6 +200,23 @@ def tissue() -> None:
     viewer.close()
 
 
+def tissue_grid() -> None:
+    """The tile grid of CMU-1-Small-Region zoomed in, one tile hovered: the status bar names its tile, x, y and
+    tissue fraction."""
+    viewer, w = viewer_with(DATA / "wsi" / "CMU-1-Small-Region.svs", TissueWidget, "Tissue and tile grid")
+    w.run()
+    wait(w)
+    tiles = viewer.layers[-1]
+    viewer.layers.selection.active = tiles
+    viewer.reset_view()
+    viewer.camera.zoom *= 1.6
+    rows, cols = (tiles.data == 27).nonzero()  # tile 26 (ids are tile index + 1)
+    viewer.cursor.position = tuple(tiles.data_to_world((rows.mean(), cols.mean())))
+    viewer.update_status_from_cursor()
+    shoot(viewer, "tissue_grid.png")
+    viewer.close()
+
+
 def tissue_ihc() -> None:
     """OS-2 Ki67 (pale IHC, 0.23 um/px): threshold preview at the default, then the grid."""
     pair = DATA / "paired" / "openslide_OS-2_ndpi_vs_vsi"
@@ -216,6 +233,6 @@ def tissue_ihc() -> None:
 
 if __name__ == "__main__":
     everything = ["embed", "attention", "similarity", "similarity_small_pool", "similarity_birl", "evaluate",
-                  "evaluate_robustness", "tissue", "tissue_ihc"]  # fmt: skip
+                  "evaluate_robustness", "tissue", "tissue_grid", "tissue_ihc"]  # fmt: skip
     for name in sys.argv[1:] or everything:
         globals()[name]()
