@@ -70,6 +70,26 @@ def test_three_menu_docks_fit_a_1280x720_window_and_scroll_to_their_buttons(
     assert all(layer in widget.slide.choices for _, widget, _ in docked)
 
 
+def test_tabified_docks_fit_a_1280x720_window(make_napari_viewer, qtbot):
+    """Docked as tabs (``add_plugin_dock_widget(..., tabify=True)``, as ``pathdistill view`` docks all six), a
+    dock kept the minimum height of its unwrapped form (Embed: 709 px): the window could not be shorter than
+    ~775 px, past a 1280 x 720 laptop screen, and the scroll area never got to scroll."""
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    docks = []
+    for i, (name, _cls) in enumerate(MENU):
+        dock, _ = viewer.window.add_plugin_dock_widget("napari-pathdistill", name, tabify=i > 0)
+        qtbot.waitUntil(lambda d=dock: isinstance(d.widget(), DockScrollArea), timeout=5000)
+        docks.append(dock)
+    _settle(qtbot)
+    for dock in docks:
+        assert dock.minimumSizeHint().height() < 300, dock.name  # was the whole form: 360, 709, 613 px
+    assert window.minimumSizeHint().height() <= LAPTOP[1]
+    window.resize(*LAPTOP)
+    _settle(qtbot)
+    assert window.height() == LAPTOP[1]
+
+
 def test_a_dock_with_room_shows_its_whole_form(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     dock, widget = _dock_from_menu(viewer, qtbot, "Embed slide")

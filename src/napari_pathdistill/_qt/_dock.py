@@ -127,6 +127,11 @@ def wrap_dock(dock: QDockWidget) -> None:
     if form is not None and not isinstance(form, QScrollArea):
         magic = getattr(form, "_magic_widget", None)
         dock.setWidget(DockScrollArea(form, magic))
+        # A dock napari tabifies (add_plugin_dock_widget(tabify=True), as `pathdistill view` docks) is laid out
+        # before this turn: its layout (SetMinAndMaxSize) pins the dock's minimum height at the unwrapped form's
+        # (Embed: 709 px), and keeps it, since it counts the dock's own minimum in. Let it go: the layout then sets
+        # the scroll area's (MIN_HEIGHT + title), as for a dock docked on its own.
+        dock.setMinimumHeight(0)
         _tell(magic, docked=True)
 
 
