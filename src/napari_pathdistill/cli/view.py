@@ -7,6 +7,7 @@ buttons) and each dock scrolls inside a ``QScrollArea`` when the screen is even 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import warnings
@@ -28,6 +29,8 @@ WIDGETS = {
 }
 #: preferred window size (width, height); smaller screens get their available geometry
 WINDOW_SIZE = (1500, 950)
+#: what ``view`` says without napari (an extra: a plain ``pip install napari-pathdistill`` leaves it out)
+NO_NAPARI = "pathdistill view needs napari, which is not installed: pip install 'napari-pathdistill[napari]'"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -99,8 +102,11 @@ def open_viewer(args: argparse.Namespace) -> tuple[Any, list[tuple[Any, Any]]]:
         The viewer and the (dock, widget) pairs of the docked widgets.
 
     Raises:
-        PathDistillError: the slide cannot be opened (the viewer is closed first).
+        PathDistillError: napari is not installed (a plain ``pip install napari-pathdistill`` leaves it out), or
+            the slide cannot be opened (the viewer is closed first).
     """
+    if importlib.util.find_spec("napari") is None:
+        raise PathDistillError(NO_NAPARI)
     if args.associated:
         os.environ["PATHDISTILL_ASSOCIATED"] = args.associated
     if getattr(args, "srgb", False):
