@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from pathdistill_train.launch import main
 
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (the project supports 3.10)
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
