@@ -16,11 +16,16 @@ from napari_pathdistill import __version__
 
 #: sub-command modules, in the order shown by --help
 SUBCOMMANDS = ("view", "tiles", "embed", "qupath", "eval", "models")
+#: what ``pathdistill --help`` says first (the module docstring is for developers)
+DESCRIPTION = (
+    "Whole-slide images, pathology foundation models and their distilled students: view, tile, embed, export to "
+    "QuPath, evaluate."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every available sub-command."""
-    parser = argparse.ArgumentParser(prog="pathdistill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pathdistill", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:

@@ -34,6 +34,12 @@ from pathdistill_train.train.run_dir import (
 )
 from pathdistill_train.train.schedules import CosineScheduler, param_groups, scaled_lr, teacher_temp_schedule
 
+#: what ``pathdistill-train --help`` says first (the module docstring is for developers)
+DESCRIPTION = (
+    "Distil a frozen teacher into a ViT student (DINO + iBOT or feature distillation; torchrun-ready, exact "
+    "resume, CSV/TensorBoard logging). Bundled configs include smoke_cpu and h0mini_from_hoptimus0."
+)
+
 
 def build_schedules(cfg: Any, world_size: int) -> dict[str, Any]:
     """LR, weight decay, EMA momentum, teacher temperature and last-layer LR schedules (dinov2 semantics)."""
@@ -249,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0; 2 for a config error; 1 for any other error the trainer explains (data, device, divergence);
         130 after Ctrl-C. Each error is one ``pathdistill-train: error: ...`` line on stderr.
     """
-    parser = argparse.ArgumentParser(prog="pathdistill-train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pathdistill-train", description=DESCRIPTION)
     parser.add_argument(
         "--config", default=None, help="experiment yaml (path or bundled name, e.g. smoke_cpu)"
     )
