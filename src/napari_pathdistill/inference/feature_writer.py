@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_pathdistill.errors import EmptyTissueError
+from napari_pathdistill.errors import EmptyTissueError, PathDistillError
 from napari_pathdistill.inference.batches import iter_batches
 from napari_pathdistill.wsi.pyramid import Pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, make_tile_grid
@@ -85,19 +85,18 @@ def open_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: di
     """Open or create ``partial``; an existing one is reused only if its attrs match (model, weights, tile
     geometry, um/px override, slide: ``outputs.differing_attrs``) and so do its grid coords (rows of two
     checkpoints or slides are never mixed in one file); a reused one gets the request's other attrs (e.g.
-    ``warning``). One that does not match is removed and started over."""
+    ``warning``). One that does not match, or that HDF5 cannot read (a process killed or a disk filled up
+    while it was written), is removed and started over.
+
+    Raises:
+        PathDistillError: ``partial`` is open in another program (HDF5's file lock), which must close it.
+    """
     import h5py
 
-    from napari_pathdistill.inference.outputs import differing_attrs
-
     if partial.exists():
-        f = h5py.File(partial, "a")
-        if not differing_attrs(f.attrs, attrs) and np.array_equal(f["coords"][()], grid.coords):
-            f.attrs.update(attrs)
-            if "warning" not in attrs and "warning" in f.attrs:
-                del f.attrs["warning"]
+        f = _reusable_partial(partial, model, grid, attrs)
+        if f is not None:
             return f
-        f.close()
         partial.unlink()
     f = h5py.File(partial, "w")
     f.create_dataset("coords", data=np.asarray(grid.coords, np.int64))
@@ -108,6 +107,41 @@ def open_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: di
     f.attrs["done"] = 0
     f.flush()  # a valid, resumable file from the start, even if the process is killed before the first rows
     return f
+
+
+def _reusable_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: dict) -> Any:
+    """``partial`` opened for appending when it resumes this request (see :func:`open_partial`), else None
+    (closed): another request, or a file HDF5 cannot read."""
+    import h5py
+
+    from napari_pathdistill.inference.outputs import differing_attrs
+
+    try:
+        f = h5py.File(partial, "a")
+    except BlockingIOError as exc:
+        raise PathDistillError(
+            f"{partial} is open in another program (HDF5 file lock): close it there, then rerun to resume it."
+        ) from exc
+    except OSError:
+        return None  # unreadable (truncated, corrupt header): its rows cannot be resumed
+    try:
+        features = f.get("features")
+        same = (
+            not differing_attrs(f.attrs, attrs)
+            and np.array_equal(f["coords"][()], grid.coords)
+            and isinstance(features, h5py.Dataset)
+            and features.shape == (len(grid.coords), model.dim)
+            and 0 <= int(f.attrs["done"]) <= len(grid.coords)
+        )
+    except (OSError, KeyError, ValueError, TypeError):
+        same = False
+    if same:
+        f.attrs.update(attrs)
+        if "warning" not in attrs and "warning" in f.attrs:
+            del f.attrs["warning"]
+        return f
+    f.close()
+    return None
 
 
 def write_rows(
