@@ -81,3 +81,35 @@ def test_a_partial_open_in_another_program_is_one_clear_error(model, tmp_path) -
     assert partial.exists()  # kept: its rows are resumed once the other program closed it
     with open_partial(partial, model, grid, _attrs(model)) as f:
         assert int(f.attrs["done"]) == 2
+
+
+class _Grid:
+    """The part of a TileGrid ``write_rows`` uses."""
+
+    def __init__(self, n: int) -> None:
+        self.coords = np.stack([np.arange(n) * 56, np.zeros(n, np.int64)], 1)
+        self.tissue_fraction = np.ones(n, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def subset(self, _rows):
+        return self
+
+
+def test_ctrl_c_between_two_flushes_keeps_the_embedded_rows(model, tmp_path, monkeypatch) -> None:
+    """Ctrl-C (or the CLI's SIGTERM) after 3 batches of a 4-batch chunk: those 3 batches are written, not lost."""
+    from napari_pathdistill.inference import feature_writer
+
+    def batches(*_args, **_kwargs):
+        for b in range(3):
+            yield 2 * b, np.full((2, model.dim), b + 1, np.float32)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(feature_writer, "iter_batches", batches)
+    partial, grid = tmp_path / "s.h5.partial", _Grid(16)
+    with open_partial(partial, model, grid, _attrs(model)) as f, pytest.raises(KeyboardInterrupt):
+        list(feature_writer.write_rows(f, model, None, grid, batch_size=2, chunk_batches=4))
+    with h5py.File(partial) as f:
+        assert int(f.attrs["done"]) == 6
+        assert np.array_equal(f["features"][:6, 0], [1, 1, 2, 2, 3, 3])

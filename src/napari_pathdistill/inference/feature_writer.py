@@ -160,7 +160,8 @@ def write_rows(
     """Embed the rows of ``grid`` from the partial file's ``done`` on; yields ``done`` after every flush.
 
     Rows are written every ``chunk_batches`` batches, with the ``done`` attr after them; when ``cancel`` is set
-    the batches embedded since the last flush are written too. Tiles that cannot be decoded get NaN rows and
+    (or a KeyboardInterrupt stops the loop: Ctrl-C, SIGTERM in the CLI) the batches embedded since the last
+    flush are written too. Tiles that cannot be decoded get NaN rows and
     are listed in the file (``outputs.record_skipped``).
 
     Args:
@@ -174,12 +175,17 @@ def write_rows(
         prefetch=prefetch, cancel=cancel, skipped=skipped,
     )  # fmt: skip
     start, buffer = done, []
-    for i, (_s, feats) in enumerate(batches, start=1):
-        buffer.append(feats)
-        if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
-            done = _flush(f, buffer, done, [start + k for k in skipped], rows)
-            skipped.clear()
-            yield done
+    try:
+        for i, (_s, feats) in enumerate(batches, start=1):
+            buffer.append(feats)
+            if i % chunk_batches == 0 or done + sum(map(len, buffer)) == n:
+                done = _flush(f, buffer, done, [start + k for k in skipped], rows)
+                skipped.clear()
+                yield done
+    except KeyboardInterrupt:  # Ctrl-C (or the CLI's SIGTERM): keep what was embedded, then stop
+        if buffer:
+            _flush(f, buffer, done, [start + k for k in skipped], rows)
+        raise
     if buffer:  # cancelled between two flushes: keep what was embedded
         yield _flush(f, buffer, done, [start + k for k in skipped], rows)
 
