@@ -4,8 +4,8 @@ Pure core. A cached file is exactly what ``pathdistill embed`` writes (``inferen
 (N, D) / ``coords`` (N, 2), attrs :data:`~napari_pathdistill.inference.outputs.MATCH_ATTRS`, ``.partial`` while
 incomplete, a ``.lock`` while written). Its name is ``<slide stem>-<key>.h5``: ``key`` hashes the slide's
 absolute path, its size and mtime (two slides with the same file name, or a slide rewritten in place, do not
-collide) and the embedding (model, spec, tile px, um/px, min tissue, and the level-0 um/px given for a slide
-whose file states none). A ``<stem>.h5`` written by
+collide) and the embedding (model, spec less its weights location, weights hash, tile px, um/px, min tissue,
+and the level-0 um/px given for a slide whose file states none). A ``<stem>.h5`` written by
 ``pathdistill embed`` into the same folder is used too when its attrs match, so a CLI output folder can be the
 cache.
 """
@@ -95,11 +95,19 @@ def cache_file(cache_dir: str | Path, slide: str | Path, attrs: Mapping[str, Any
     """
     from napari_pathdistill.inference.outputs import MATCH_ATTRS, OPTIONAL_MATCH_ATTRS
 
-    key = [str(attrs.get(k)) for k in MATCH_ATTRS]
+    key = [str(attrs.get(k)) if k != "spec" else _spec_key(attrs.get(k)) for k in MATCH_ATTRS]
     key += [f"{k}={attrs[k]}" for k in OPTIONAL_MATCH_ATTRS if attrs.get(k) is not None]
     text = json.dumps([slide_fingerprint(slide), key])
     digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
     return Path(cache_dir) / f"{Path(slide).stem}-{digest}.h5"
+
+
+def _spec_key(spec: Any) -> str:
+    """The spec's part of a cache key: its JSON less the weights location (``feature_writer.spec_identity``),
+    so that the same model installed elsewhere finds its cache files."""
+    from napari_pathdistill.inference.feature_writer import spec_identity
+
+    return json.dumps(spec_identity(spec), sort_keys=True, default=str)
 
 
 def find_complete(cache_dir: str | Path, slide: str | Path, attrs: Mapping[str, Any]) -> Path | None:

@@ -13,7 +13,6 @@ decoded are left out of a finished output: its ``skipped_tiles`` attr counts the
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -142,22 +141,23 @@ def finished_rows(out: Path, attrs: dict[str, Any]) -> tuple[int, dict[str, Any]
 def differing_attrs(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """The attrs of :data:`MATCH_ATTRS`, :data:`OPTIONAL_MATCH_ATTRS` and :data:`SLIDE_ATTR` in which a file's
     ``stored`` attrs differ from the ``wanted`` ones (empty: the same embedding of the same slide)."""
-    keys = MATCH_ATTRS + OPTIONAL_MATCH_ATTRS
-    differ = [k for k in keys if not _same(stored.get(k), wanted.get(k))]
+    from napari_pathdistill.inference.feature_writer import spec_identity
+
+    def same(key: str) -> bool:  # a spec less its weights location: the `weights` hash names the checkpoint
+        if key == "spec":
+            return spec_identity(stored.get(key)) == spec_identity(wanted.get(key))
+        return _same(stored.get(key), wanted.get(key))
+
+    differ = [k for k in MATCH_ATTRS + OPTIONAL_MATCH_ATTRS if not same(k)]
     return differ + ([] if _same_slide(stored.get(SLIDE_ATTR), wanted.get(SLIDE_ATTR)) else [SLIDE_ATTR])
 
 
 def _same(stored: Any, wanted: Any) -> bool:
-    """Attr equality with NaN == NaN (no-MPP slides) and JSON specs compared as objects."""
+    """Attr equality with NaN == NaN (no-MPP slides); bytes decoded."""
     if isinstance(wanted, float) and isinstance(stored, numbers.Real):
         return (math.isnan(wanted) and math.isnan(stored)) or math.isclose(wanted, float(stored))
     if isinstance(stored, bytes):
         stored = stored.decode()
-    if isinstance(wanted, str) and isinstance(stored, str) and wanted.startswith("{"):
-        try:
-            return json.loads(stored) == json.loads(wanted)
-        except ValueError:
-            return False
     return stored == wanted
 
 
