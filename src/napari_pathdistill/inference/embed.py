@@ -3,6 +3,7 @@ cancellable, written to resumable HDF5 (``embed_slide``) and plismbench ``featur
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -124,7 +125,8 @@ def embed_slide(
     every ``chunk_batches`` batches into ``<name>.h5.partial`` with a ``done`` attr, so a killed or cancelled
     run resumes there; the file is renamed to ``.h5`` only when complete. Tiles are read
     ahead across chunks (``num_workers`` threads, ``prefetch`` batches, see :func:`iter_batches`). The slide is
-    locked (``<name>.h5.lock``, see :mod:`~napari_pathdistill.inference.outputs`) while it is written; a
+    locked (``<name>.h5.lock``, see :mod:`~napari_pathdistill.inference.outputs`) while it is written (a
+    complete output is checked before, without it: also in a read-only folder); a
     complete ``.h5`` of the same model, spec, tile px, um/px and min tissue and of the same slide is kept
     (reported as ``Progress(N, N, "skipped")``) unless ``overwrite``; a complete one of another embedding or
     slide (same file stem) is never replaced without ``overwrite`` (``outputs.OutputMismatchError``).
@@ -151,19 +153,21 @@ def embed_slide(
     from napari_pathdistill.errors import CorruptTileWarning
     from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, write_rows
     from napari_pathdistill.inference.map_summary import summarise_partial
-    from napari_pathdistill.inference.outputs import finish_output, reusable_rows, skipped_message, slide_lock
+    from napari_pathdistill.inference.outputs import finish_output, skipped_message, slide_lock
     from napari_pathdistill.wsi import open_pyramid
 
     out = output_path(slide, out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
-    with slide_lock(out), open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
+    with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr, contextlib.ExitStack() as locked:
         pyr.require_brightfield("embedding")
         attrs = slide_attrs(pyr, model, tile_px, mpp, min_tissue)
-        n_done = 0 if overwrite else reusable_rows(out, attrs)
-        if n_done:
-            if progress is not None:
-                progress(Progress(n_done, n_done, "skipped"))
+        # a complete output appears whole (renamed into place): kept without taking the lock, so also where the
+        # folder is read-only (an archive of features)
+        if not overwrite and _kept(out, attrs, progress):
+            return out
+        locked.enter_context(slide_lock(out))
+        if not overwrite and _kept(out, attrs, progress):  # another process finished it meanwhile
             return out
         grid = _slide_grid(pyr, attrs, tile_px, mpp, min_tissue)
         with open_partial(out.with_suffix(".h5.partial"), model, grid, attrs) as f:
@@ -180,6 +184,20 @@ def embed_slide(
         if n_skipped:
             warnings.warn(f"{pyr.path.name}: {skipped_message(n_skipped)}", CorruptTileWarning, stacklevel=2)
     return out
+
+
+def _kept(out: Path, attrs: dict, progress: Callable[[Progress], None] | None) -> bool:
+    """Whether ``out`` is a complete output of ``attrs`` (reported as ``Progress(N, N, "skipped")``).
+
+    Raises:
+        OutputMismatchError: ``out`` is complete and of another embedding or slide (``outputs.reusable_rows``).
+    """
+    from napari_pathdistill.inference.outputs import reusable_rows
+
+    n_done = reusable_rows(out, attrs)
+    if n_done and progress is not None:
+        progress(Progress(n_done, n_done, "skipped"))
+    return bool(n_done)
 
 
 def _slide_grid(pyr: Pyramid, attrs: dict, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:

@@ -74,6 +74,11 @@ def _acquire(lock: Path, out: Path) -> None:
                 f"{out.name} is being written by another process (pid {pid} on {host}); skipped here. If "
                 f"that process is gone, delete {lock}."
             ) from None
+        except OSError as exc:  # a read-only folder or file system, no permission
+            raise PathDistillError(
+                f"cannot write {out.name} into {lock.parent} ({exc.strerror or exc}): write to another folder "
+                "(--out) or make this one writable."
+            ) from exc
         with os.fdopen(fd, "w") as fh:
             fh.write(f"{os.getpid()} {socket.gethostname()}\n")
         return
