@@ -113,3 +113,28 @@ def test_ctrl_c_between_two_flushes_keeps_the_embedded_rows(model, tmp_path, mon
     with h5py.File(partial) as f:
         assert int(f.attrs["done"]) == 6
         assert np.array_equal(f["features"][:6, 0], [1, 1, 2, 2, 3, 3])
+
+
+def test_the_rows_disk_space_is_taken_when_the_partial_is_created(model, tmp_path) -> None:
+    """HDF5 reports a row write that fails for a full disk only at close, after ``done`` counted the rows: the
+    features' whole extent is allocated up front instead (on a 300 kB tmpfs, a 494-tile run wrote done=494 with
+    121 rows of zeros, then segfaulted)."""
+    partial, grid = tmp_path / "s.h5.partial", _grid(64)
+    with open_partial(partial, model, grid, _attrs(model)) as f:
+        assert f["features"].id.get_storage_size() == 64 * model.dim * 4
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial(model, tmp_path, monkeypatch) -> None:
+    import errno
+    import os
+
+    from napari_pathdistill.inference import feature_writer
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(feature_writer.os, "posix_fallocate", full, raising=False)
+    partial = tmp_path / "s.h5.partial"
+    with pytest.raises(PathDistillError, match=r"no space left in .* for s\.h5\.partial"):
+        open_partial(partial, model, _grid(), _attrs(model))
+    assert not partial.exists()

@@ -9,8 +9,11 @@ resumes at ``done``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,25 +108,67 @@ def open_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: di
     ``warning``). One that does not match, or that HDF5 cannot read (a process killed or a disk filled up
     while it was written), is removed and started over.
 
-    Raises:
-        PathDistillError: ``partial`` is open in another program (HDF5's file lock), which must close it.
-    """
-    import h5py
+    The file's disk space is reserved when it is opened (``features`` allocated whole, then ``fallocate``): HDF5
+    reports a write that fails for a full disk only when the file is closed, after its ``done`` attr counted rows
+    that were never written, so the space must be there before any row is.
 
+    Raises:
+        PathDistillError: ``partial`` is open in another program (HDF5's file lock), which must close it; the disk
+            has no room for it (nothing is kept).
+    """
     if partial.exists():
         f = _reusable_partial(partial, model, grid, attrs)
         if f is not None:
+            _reserve_space(partial, f)
             return f
         partial.unlink()
+    return _new_partial(partial, model, grid, attrs)
+
+
+def _new_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: dict) -> Any:  # h5py.File
+    """Create ``partial`` with its coords and its whole ``features`` dataset on disk, ``done`` 0."""
+    import h5py
+
     f = h5py.File(partial, "w")
-    f.create_dataset("coords", data=np.asarray(grid.coords, np.int64))
-    # ours only (CLAM/TRIDENT have none): the hover readout of a cached or dropped file shows it
-    f.create_dataset("tissue_fraction", data=np.asarray(grid.tissue_fraction, np.float32))
-    f.create_dataset("features", shape=(len(grid.coords), model.dim), dtype="float32")
-    f.attrs.update(attrs)
-    f.attrs["done"] = 0
-    f.flush()  # a valid, resumable file from the start, even if the process is killed before the first rows
+    try:
+        f.create_dataset("coords", data=np.asarray(grid.coords, np.int64))
+        # ours only (CLAM/TRIDENT have none): the hover readout of a cached or dropped file shows it
+        f.create_dataset("tissue_fraction", data=np.asarray(grid.tissue_fraction, np.float32))
+        early = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        early.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # its whole extent in the file now, not row by row
+        shape = (len(grid.coords), model.dim)
+        f.create_dataset("features", shape=shape, dtype="float32", dcpl=early, fill_time="never")
+        f.attrs.update(attrs)
+        f.attrs["done"] = 0
+        f.flush()  # a valid, resumable file from the start, even if the process is killed before the first rows
+        _reserve_space(partial, f)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            f.close()
+        partial.unlink(missing_ok=True)
+        raise
     return f
+
+
+def _reserve_space(partial: Path, f: Any) -> None:
+    """Reserve the disk blocks of ``partial`` (open as ``f``: the size HDF5 gave it), so that writing its rows
+    cannot fail for a full disk; a no-op where blocks are reserved already or ``fallocate`` does not exist."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        return
+    size = partial.stat().st_size
+    fd = os.open(partial, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            return  # e.g. EOPNOTSUPP: a file system without it; rows are written as before
+        f.close()
+        raise PathDistillError(
+            f"no space left in {partial.parent} for {partial.name} ({size / 1e6:.1f} MB): free some space, or "
+            "write to another folder, then rerun."
+        ) from exc
+    finally:
+        os.close(fd)
 
 
 def _reusable_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: dict) -> Any:
