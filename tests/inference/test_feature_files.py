@@ -124,6 +124,10 @@ def test_bad_files_raise_clear_errors(tmp_path):
     one = _write(tmp_path / "one.h5", features=np.zeros((1, 8)), coords=np.zeros((1, 2)))
     with pytest.raises(FeatureFileError, match="tile size"):
         read_feature_file(one)
+    # a valid HDF5 of scalar datasets: its shapes are the problem, not "truncated or not HDF5?"
+    scalars = _write(tmp_path / "scalars.h5", features=np.float32(1), coords=np.float32(2))
+    with pytest.raises(FeatureFileError, match=r"features \(\) and coords \(\) are not \(N, D\)"):
+        read_feature_file(scalars)
 
 
 def _write(path: Path, **datasets: np.ndarray) -> Path:

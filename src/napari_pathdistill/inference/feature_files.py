@@ -124,7 +124,7 @@ def read_feature_file(path: str | Path) -> FeatureFile:
             feats, coords = f["features"][()], f["coords"][()]
             fa, ca = dict(f.attrs), dict(f["coords"].attrs)
             frac = f["tissue_fraction"][()] if isinstance(f.get("tissue_fraction"), h5py.Dataset) else None
-            summary = read_summary(f, len(f["coords"]))
+            summary = read_summary(f, len(coords) if coords.ndim else 0)  # a scalar: _check_shapes says so
     except FeatureFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as err:
