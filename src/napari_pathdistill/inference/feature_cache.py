@@ -103,9 +103,9 @@ def cache_file(cache_dir: str | Path, slide: str | Path, attrs: Mapping[str, Any
 
 
 def _spec_key(spec: Any) -> str:
-    """The spec's part of a cache key: its JSON less the weights location (``feature_writer.spec_identity``),
+    """The spec's part of a cache key: its JSON less the weights location (``outputs.spec_identity``),
     so that the same model installed elsewhere finds its cache files."""
-    from napari_pathdistill.inference.feature_writer import spec_identity
+    from napari_pathdistill.inference.outputs import spec_identity
 
     return json.dumps(spec_identity(spec), sort_keys=True, default=str)
 

@@ -53,23 +53,6 @@ def slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, m
     return attrs
 
 
-def spec_identity(spec: Any) -> Any:
-    """A ``spec`` attr as outputs are matched and cache files named by it: the parsed JSON object less its
-    ``weights`` location (another install or venv, or a worker's mount, puts the same checkpoint elsewhere; the
-    ``weights`` attr, a hash of the loaded tensors, tells checkpoints apart). Anything else is returned as is."""
-    if isinstance(spec, bytes):
-        spec = spec.decode()
-    if not isinstance(spec, str) or not spec.startswith("{"):
-        return spec
-    try:
-        parsed = json.loads(spec)
-    except ValueError:
-        return spec
-    if isinstance(parsed, dict):
-        parsed.pop("weights", None)
-    return parsed
-
-
 def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:
     """The tissue tile grid of ``pyr``.
 

@@ -13,6 +13,7 @@ decoded are left out of a finished output: its ``skipped_tiles`` attr counts the
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -146,7 +147,6 @@ def finished_rows(out: Path, attrs: dict[str, Any]) -> tuple[int, dict[str, Any]
 def differing_attrs(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """The attrs of :data:`MATCH_ATTRS`, :data:`OPTIONAL_MATCH_ATTRS` and :data:`SLIDE_ATTR` in which a file's
     ``stored`` attrs differ from the ``wanted`` ones (empty: the same embedding of the same slide)."""
-    from napari_pathdistill.inference.feature_writer import spec_identity
 
     def same(key: str) -> bool:  # a spec less its weights location: the `weights` hash names the checkpoint
         if key == "spec":
@@ -155,6 +155,23 @@ def differing_attrs(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> lis
 
     differ = [k for k in MATCH_ATTRS + OPTIONAL_MATCH_ATTRS if not same(k)]
     return differ + ([] if _same_slide(stored.get(SLIDE_ATTR), wanted.get(SLIDE_ATTR)) else [SLIDE_ATTR])
+
+
+def spec_identity(spec: Any) -> Any:
+    """A ``spec`` attr as outputs are matched and cache files named by it: the parsed JSON object less its
+    ``weights`` location (another install or venv, or a worker's mount, puts the same checkpoint elsewhere; the
+    ``weights`` attr, a hash of the loaded tensors, tells checkpoints apart). Anything else is returned as is."""
+    if isinstance(spec, bytes):
+        spec = spec.decode()
+    if not isinstance(spec, str) or not spec.startswith("{"):
+        return spec
+    try:
+        parsed = json.loads(spec)
+    except ValueError:
+        return spec
+    if isinstance(parsed, dict):
+        parsed.pop("weights", None)
+    return parsed
 
 
 def _same(stored: Any, wanted: Any) -> bool:
