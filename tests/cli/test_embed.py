@@ -17,7 +17,7 @@ import tifffile
 from napari_pathdistill.cli.main import main
 from napari_pathdistill.errors import EmptyTissueError
 from napari_pathdistill.inference.embed import NoMPPWarning, embed_slide
-from napari_pathdistill.inference.outputs import SlideBusyError
+from napari_pathdistill.inference.output_lock import SlideBusyError
 from napari_pathdistill.models.checkpoint import save_checkpoint
 from napari_pathdistill.models.factory import load_model
 from napari_pathdistill.models.testing import tiny_model

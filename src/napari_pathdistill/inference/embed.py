@@ -153,7 +153,8 @@ def embed_slide(
     from napari_pathdistill.errors import CorruptTileWarning
     from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, write_rows
     from napari_pathdistill.inference.map_summary import summarise_partial
-    from napari_pathdistill.inference.outputs import finish_output, skipped_message, slide_lock
+    from napari_pathdistill.inference.output_lock import slide_lock
+    from napari_pathdistill.inference.outputs import finish_output, skipped_message
     from napari_pathdistill.wsi import open_pyramid
 
     out = output_path(slide, out_dir)

@@ -26,7 +26,8 @@ from napari_pathdistill.inference.embed import EmbeddingResult, tile_geometry
 from napari_pathdistill.inference.feature_cache import cache_file, ensure_cache_dir, find_complete
 from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, tissue_grid, write_rows
 from napari_pathdistill.inference.map_summary import MapSummary, summarise_partial
-from napari_pathdistill.inference.outputs import finish_output, slide_lock
+from napari_pathdistill.inference.output_lock import slide_lock
+from napari_pathdistill.inference.outputs import finish_output
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
 from napari_pathdistill.metrics.features import pca_axes

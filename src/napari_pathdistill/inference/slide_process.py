@@ -87,7 +87,7 @@ class SlideProcess:
         return SlideOutcome(slide, error=f"timed out after {timeout:g} s; {self._clean(slide, pid)}")
 
     def _clean(self, slide: str, pid: int) -> str:
-        from napari_pathdistill.inference.outputs import release_killed
+        from napari_pathdistill.inference.output_lock import release_killed
 
         return release_killed(Path(self.opts.out_dir) / f"{Path(slide).stem}.h5", pid)
 
