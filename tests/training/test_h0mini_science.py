@@ -1,0 +1,139 @@
+"""The H0-mini recipe wired through the meta-architecture, against sums written out by hand.
+
+Tiny, randomly initialised models of the exact architectures (ViT/14 with 4 registers, SwiGLUPacked + SiLU
+student); the expected losses are explicit loops over views, samples, patches and prototypes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pathdistill_train.config import load_config
+from pathdistill_train.train.distill_meta_arch import DistillMetaArch
+from pathdistill_train.train.train import build_schedules
+
+TINY_H0MINI = [
+    "student.model_kwargs={img_size: 56, embed_dim: 32, depth: 2, num_heads: 2, mlp_ratio: 5.33334,"
+    " mlp_layer: swiglu_packed, act_layer: silu, drop_path_rate: 0.0, num_classes: 0}",
+    "teacher.name=''",
+    "teacher.arch=vit_giant_patch14_reg4_dinov2",
+    "teacher.model_kwargs={img_size: 56, embed_dim: 48, depth: 2, num_heads: 2, num_classes: 0}",
+    "teacher.weights=random",
+    "teacher.fsdp=false",
+    "heads.dino_out_dim=8",
+    "heads.ibot_out_dim=6",
+    "heads.hidden_dim=16",
+    "heads.dino_bottleneck_dim=4",
+    "heads.ibot_bottleneck_dim=4",
+    "crops.global_size=56",
+    "train.device=cpu",
+]
+
+
+def _meta(*extra: str) -> DistillMetaArch:
+    torch.manual_seed(0)
+    meta = DistillMetaArch(load_config("h0mini_from_hoptimus0", [*TINY_H0MINI, *extra]))
+    with torch.no_grad():  # heads initialised with std 0.02 barely depend on the input: make views differ
+        for name, p in meta.named_parameters():
+            if "head" in name and ".mlp." in name and p.ndim == 2:
+                p.normal_(0, 1.0, generator=torch.Generator().manual_seed(len(name)))
+    return meta
+
+
+def _views(b: int = 3) -> torch.Tensor:
+    return torch.rand(2, b, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+
+
+def _xent(t: list[float], s: list[float], student_temp: float) -> float:
+    """-sum_k t_k log softmax(s / tau)_k, in plain Python."""
+    z = [v / student_temp for v in s]
+    lse = max(z) + math.log(sum(math.exp(v - max(z)) for v in z))
+    return -sum(tk * (zk - lse) for tk, zk in zip(t, z))
+
+
+def _softmax(x: list[float], temp: float) -> list[float]:
+    e = [math.exp((v - max(x)) / temp) for v in x]
+    return [v / sum(e) for v in e]
+
+
+def test_h0mini_losses_are_eq1_cross_view_and_eq2_all_patches_same_view():
+    meta = _meta()
+    views, temp = _views(), 0.05
+    t_out = meta.get_teacher_output(views, temp)
+    s_out = meta.get_student_output(views, torch.zeros(0, 3, 3, 1, 1))
+    losses = meta.compute_losses(t_out, s_out)
+    # teacher probabilities by hand from the raw head scores (centre 0 at the first step)
+    t_dino = t_out["dino_logits"].tolist()  # (2, B, K)
+    s_dino = s_out["dino_logits"].tolist()
+    b = len(t_dino[0])
+    eq1 = sum(
+        _xent(_softmax(t_dino[i][n], temp), s_dino[j][n], 0.1) for i, j in ((0, 1), (1, 0)) for n in range(b)
+    ) / (2 * b)
+    assert losses["dino"].item() == pytest.approx(eq1, rel=1e-4)
+    same_view = sum(
+        _xent(_softmax(t_dino[i][n], temp), s_dino[i][n], 0.1) for i in (0, 1) for n in range(b)
+    ) / (2 * b)
+    assert abs(same_view - eq1) > 1e-3  # the check can tell the pairings apart
+    # eq. 2: every patch (P = 16 of a 4x4 grid, no mask), teacher and student of the SAME view j
+    t_ibot, s_ibot = t_out["ibot_logits"].tolist(), s_out["ibot_logits"].tolist()  # (2B, P, K)
+    assert len(t_ibot[0]) == len(s_ibot[0]) == 16
+    eq2 = sum(
+        _xent(_softmax(t_ibot[r][p], temp), s_ibot[r][p], 0.1) for r in range(2 * b) for p in range(16)
+    ) / (2 * b * 16)
+    assert losses["ibot"].item() == pytest.approx(eq2, rel=1e-4)
+    assert losses["loss"].item() == pytest.approx(eq1 + eq2, rel=1e-4)
+
+
+def test_centres_update_after_the_loss_with_the_batch_mean_of_raw_scores():
+    meta = _meta()
+    views = _views()
+    meta({"global": views, "local": torch.zeros(0, 3, 3, 1, 1)}, 0.04)
+    t_out = meta.get_teacher_output(views, 0.04)  # same frozen teacher and heads: same raw scores
+    dino_mean = t_out["dino_logits"].reshape(-1, 8).mean(0)
+    ibot_mean = t_out["ibot_logits"].reshape(-1, 6).mean(0)
+    torch.testing.assert_close(meta.dino_loss.center.view(-1), 0.1 * dino_mean)  # 0.9 * 0 + 0.1 * mean
+    torch.testing.assert_close(meta.ibot_loss.center.view(-1), 0.1 * ibot_mean)
+    # the second step's teacher probabilities use that centre
+    expected = torch.softmax((t_out["dino_logits"] - meta.dino_loss.center) / 0.04, dim=-1)
+    torch.testing.assert_close(t_out["dino_probs"], expected)
+
+
+def test_h0mini_recipe_has_no_stochastic_depth_no_koleo_and_dinov2_schedules():
+    cfg = load_config("h0mini_from_hoptimus0")
+    # Table 5
+    assert (cfg.optim.warmup_epochs, cfg.loss.warmup_teacher_temp_epochs, cfg.optim.weight_decay_end) == (
+        16,
+        30,
+        0.4,
+    )
+    assert cfg.optim.epochs * cfg.optim.epoch_length == 105_000
+    assert cfg.train.batch_size_per_gpu * 128 == 2048
+    assert (cfg.heads.dino_out_dim, cfg.heads.ibot_out_dim) == (131072, 131072)
+    assert (cfg.heads.dino_bottleneck_dim, cfg.heads.ibot_bottleneck_dim) == (384, 256)
+    # dinov2 defaults the paper keeps
+    assert (cfg.loss.student_temp, cfg.loss.warmup_teacher_temp, cfg.loss.teacher_temp) == (0.1, 0.04, 0.07)
+    assert (cfg.ema.momentum, cfg.ema.final_momentum, cfg.optim.clip_grad) == (0.992, 1.0, 3.0)
+    assert cfg.augmentation.local_crops_number == 0 and cfg.augmentation.student_p == 0.0  # two views
+    meta = _meta()
+    assert all(isinstance(blk.drop_path1, torch.nn.Identity) for blk in meta.student.model.blocks)
+    assert not any("koleo" in n.lower() for n, _ in meta.named_modules())
+    sched = build_schedules(cfg, 128)
+    ep = cfg.optim.epoch_length
+    assert sched["lr"][16 * ep] == pytest.approx(0.004 * math.sqrt(2048 / 1024))  # sqrt_wrt_1024 peak
+    assert sched["teacher_temp"][0] == pytest.approx(0.04) and sched["teacher_temp"][30 * ep] == 0.07
+    assert sched["wd"][0] == pytest.approx(0.04) and sched["wd"][105_000] == pytest.approx(0.4)
+    assert sched["momentum"][0] == pytest.approx(0.992)
+
+
+def test_the_exported_model_is_the_ema_student():
+    meta = _meta()
+    with torch.no_grad():
+        for p in meta.student.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in meta.ema_student.parameters()]
+    meta.update_ema(0.75)
+    for e, b0, s in zip(meta.ema_student.parameters(), before, meta.student.parameters()):
+        torch.testing.assert_close(e, 0.75 * b0 + 0.25 * s)
