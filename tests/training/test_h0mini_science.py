@@ -137,3 +137,39 @@ def test_the_exported_model_is_the_ema_student():
     meta.update_ema(0.75)
     for e, b0, s in zip(meta.ema_student.parameters(), before, meta.student.parameters()):
         torch.testing.assert_close(e, 0.75 * b0 + 0.25 * s)
+
+
+def test_gradients_are_clipped_per_module_as_dinov2():
+    """dinov2 clips the backbone, the DINO head and the iBOT head each to ``clip_grad`` on its own: with a limit
+    between their norms, the modules under it keep their gradients and the others are scaled to the limit."""
+    import copy
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from pathdistill_train.train.train import _step
+
+    meta = _meta()
+    batch = {"global": _views(), "local": torch.zeros(0, 3, 3, 1, 1)}
+    ref = copy.deepcopy(meta)  # same centres: the unclipped reference gradients
+    ref(batch, 0.05)["loss"].backward()
+    modules = {"student.": ref.student, "dino_head.": ref.dino_head, "ibot_head.": ref.ibot_head}
+    norms = {
+        k: float(torch.nn.utils.get_total_norm([p.grad for p in m.parameters()])) for k, m in modules.items()
+    }
+    limit = sorted(norms.values())[1]  # the median module norm
+    captured: dict[str, torch.Tensor] = {}
+    optimizer = torch.optim.SGD(meta.parameters(), lr=0.0)
+    optimizer.step = lambda *a, **k: captured.update(  # type: ignore[method-assign]
+        {n: p.grad.clone() for n, p in meta.named_parameters() if p.grad is not None}
+    )
+    cfg = copy.deepcopy(meta.cfg)
+    OmegaConf.update(cfg, "optim.clip_grad", limit)
+    env = SimpleNamespace(device=torch.device("cpu"))
+    row = _step(meta, meta, optimizer, batch, {"teacher_temp": 0.05, "momentum": 0.9}, cfg, env)
+    assert row["grad_norm"] == pytest.approx(math.sqrt(sum(n * n for n in norms.values())), rel=1e-4)
+    for name, p in ref.named_parameters():
+        if p.grad is not None:
+            prefix = next(k for k in modules if name.startswith(k))
+            scale = min(1.0, limit / (norms[prefix] + 1e-6))
+            torch.testing.assert_close(captured[name], p.grad * scale, rtol=1e-4, atol=1e-9)

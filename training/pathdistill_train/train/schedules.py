@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 
@@ -85,6 +86,34 @@ def param_groups(
             }
         )
     return groups
+
+
+def clip_groups(module: nn.Module) -> list[list[nn.Parameter]]:
+    """Trainable parameters grouped as dinov2 clips them: one group per child module (the student backbone, the
+    DINO head, the iBOT head, ...) and per element of a child ``ModuleList`` (each teacher's heads, each feature
+    loss's adaptors)."""
+    groups: list[list[nn.Parameter]] = []
+    for child in module.children():
+        parts = list(child) if isinstance(child, nn.ModuleList) else [child]
+        groups += [g for g in ([p for p in m.parameters() if p.requires_grad] for m in parts) if g]
+    return groups
+
+
+def clip_gradients(module: nn.Module, max_norm: float) -> float:
+    """Clip the gradient norm of each :func:`clip_groups` group to ``max_norm`` separately (dinov2's
+    ``for v in model.student.values(): v.clip_grad_norm_(clip)``), so the heads' large gradients do not shrink
+    the backbone's.
+
+    Args:
+        module: the meta-architecture (not its DDP wrapper).
+        max_norm: per-group norm limit (``<= 0``: no clipping).
+
+    Returns:
+        The total gradient norm over all groups before clipping.
+    """
+    limit = max_norm if max_norm > 0 else math.inf
+    norms = [torch.nn.utils.clip_grad_norm_(g, limit) for g in clip_groups(module)]
+    return float(torch.stack(norms).norm()) if norms else 0.0
 
 
 def scaled_lr(base_lr: float, total_batch: int, rule: str) -> float:

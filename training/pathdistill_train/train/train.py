@@ -32,7 +32,13 @@ from pathdistill_train.train.run_dir import (
     prepare_output_dir,
     utc_now,
 )
-from pathdistill_train.train.schedules import CosineScheduler, param_groups, scaled_lr, teacher_temp_schedule
+from pathdistill_train.train.schedules import (
+    CosineScheduler,
+    clip_gradients,
+    param_groups,
+    scaled_lr,
+    teacher_temp_schedule,
+)
 
 #: what ``pathdistill-train --help`` says first (the module docstring is for developers)
 DESCRIPTION = (
@@ -111,9 +117,7 @@ def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[st
     optimizer.zero_grad(set_to_none=True)
     with record_function("backward"):
         losses["loss"].backward()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    clip = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    grad_norm = clip_gradients(meta, cfg.optim.clip_grad)  # per module, as dinov2
     with record_function("optimizer+ema"):
         optimizer.step()
         meta.update_ema(values["momentum"])
