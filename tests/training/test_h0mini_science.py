@@ -173,3 +173,12 @@ def test_gradients_are_clipped_per_module_as_dinov2():
             prefix = next(k for k in modules if name.startswith(k))
             scale = min(1.0, limit / (norms[prefix] + 1e-6))
             torch.testing.assert_close(captured[name], p.grad * scale, rtol=1e-4, atol=1e-9)
+
+
+def test_last_layer_lr_is_the_lr_schedule_zeroed_while_frozen():
+    """dinov2 ``build_schedulers``: ``last_layer_lr = CosineScheduler(**lr)`` with its first
+    ``freeze_last_layer_epochs`` epochs set to 0 (not a warm-up delayed by the freeze)."""
+    sched = build_schedules(load_config("h0mini_from_hoptimus0"), 128)
+    for step in (0, 1249, 1250, 5000, 19_999, 20_000, 60_000, 104_999):
+        expected = 0.0 if step < 1250 else sched["lr"][step]
+        assert sched["last_layer_lr"][step] == pytest.approx(expected, rel=1e-9, abs=1e-12), step

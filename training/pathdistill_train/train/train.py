@@ -52,6 +52,8 @@ def build_schedules(cfg: Any, world_size: int) -> dict[str, Any]:
     o, ep = cfg.optim, cfg.optim.epoch_length
     total = o.epochs * ep
     peak = scaled_lr(o.base_lr, cfg.train.batch_size_per_gpu * world_size, o.scaling_rule)
+    last_layer_lr = CosineScheduler(peak, o.min_lr, total, int(o.warmup_epochs * ep), 0.0)
+    last_layer_lr.schedule[: int(o.freeze_last_layer_epochs * ep)] = 0.0  # dinov2: the LR schedule, zeroed
     return {
         "total": total,
         "lr": CosineScheduler(peak, o.min_lr, total, int(o.warmup_epochs * ep), 0.0),
@@ -63,14 +65,7 @@ def build_schedules(cfg: Any, world_size: int) -> dict[str, Any]:
             int(cfg.loss.warmup_teacher_temp_epochs * ep),
             total,
         ),
-        "last_layer_lr": CosineScheduler(
-            peak,
-            o.min_lr,
-            total,
-            int(o.warmup_epochs * ep),
-            0.0,
-            freeze_iters=int(o.freeze_last_layer_epochs * ep),
-        ),
+        "last_layer_lr": last_layer_lr,
     }
 
 
