@@ -182,3 +182,26 @@ def test_last_layer_lr_is_the_lr_schedule_zeroed_while_frozen():
     for step in (0, 1249, 1250, 5000, 19_999, 20_000, 60_000, 104_999):
         expected = 0.0 if step < 1250 else sched["lr"][step]
         assert sched["last_layer_lr"][step] == pytest.approx(expected, rel=1e-9, abs=1e-12), step
+
+
+def test_each_teacher_is_centred_by_its_own_running_centre():
+    """Multi-teacher with heads: each teacher's probabilities are its own scores minus its own EMA centre."""
+    extra = (
+        "teacher.extra=[{name: '', arch: vit_small_patch14_reg4_dinov2, weights: random, "
+        "model_kwargs: {img_size: 56, embed_dim: 24, depth: 1, num_heads: 2, num_classes: 0}, "
+        "mean: [], std: [], extra: []}]"
+    )
+    meta = _meta(extra)
+    batch = {"global": _views(), "local": torch.zeros(0, 3, 3, 1, 1)}
+    meta(batch, 0.05)  # first step: centres = 0.1 * batch means
+    t_out = meta.get_teacher_output(batch["global"], 0.05)
+    images = batch["global"].flatten(0, 1)
+    dino, ibot = [], []
+    with torch.no_grad():  # each teacher's raw scores, by hand from its frozen backbone and heads
+        for teacher, d_head, i_head in zip(meta.teachers, meta.teacher_dino_heads, meta.teacher_ibot_heads):
+            tok = teacher(images)
+            x, y = d_head(tok["cls"]).view(2, 3, 8), i_head(tok["patch"])  # (2, B, K), (2B, 16, K)
+            dino.append(torch.softmax((x - 0.1 * x.reshape(-1, 8).mean(0)) / 0.05, dim=-1))
+            ibot.append(torch.softmax((y - 0.1 * y.reshape(-1, 6).mean(0)) / 0.05, dim=-1))
+    torch.testing.assert_close(t_out["dino_probs"], torch.stack(dino).mean(0))
+    torch.testing.assert_close(t_out["ibot_probs"], torch.stack(ibot).mean(0))

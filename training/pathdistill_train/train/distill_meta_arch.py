@@ -8,7 +8,6 @@ the EMA student hold no trainable parameters and are ignored by DDP).
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
@@ -17,9 +16,8 @@ from torch import nn
 from torch.profiler import record_function
 
 from pathdistill_train.config import ENUMS, validate
-from pathdistill_train.data.scanner_augment import ScannerAugment, ScannerAugmentConfig
+from pathdistill_train.data.scanner_augment import ScannerAugment
 from pathdistill_train.errors import TrainConfigError
-from pathdistill_train.layers import DINOHead
 from pathdistill_train.loss import (
     CKADistillLoss,
     DINOLoss,
@@ -31,52 +29,10 @@ from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
 from pathdistill_train.loss.views import view_pairs
 from pathdistill_train.models import build_student, build_teacher
 from pathdistill_train.models.warm_start import describe, read_init_state, warm_start
+from pathdistill_train.train.meta_parts import build_head, center_crop_tokens, scanner_config, student_kwargs
 
 HEAD_MODES = ENUMS["teacher.heads"]
 LOSS_MODES = ENUMS["loss.mode"]
-
-
-def _head(cfg: Any, dim: int, kind: str) -> DINOHead:
-    h = cfg.heads
-    out = h.dino_out_dim if kind == "dino" else h.ibot_out_dim
-    bottleneck = h.dino_bottleneck_dim if kind == "dino" else h.ibot_bottleneck_dim
-    return DINOHead(dim, out, h.hidden_dim, bottleneck, h.nlayers)
-
-
-def _scanner_config(aug: Any) -> ScannerAugmentConfig:
-    """The ``augmentation.student_*`` keys as a :class:`ScannerAugmentConfig`."""
-    return ScannerAugmentConfig(
-        p=float(aug.student_p),
-        hed_sigma=float(aug.student_hed_sigma),
-        hed_bias=float(aug.student_hed_bias),
-        gamma=(float(aug.student_gamma[0]), float(aug.student_gamma[1])),
-        blur_sigma=(float(aug.student_blur_sigma[0]), float(aug.student_blur_sigma[1])),
-        jpeg_quality=(int(aug.student_jpeg_quality[0]), int(aug.student_jpeg_quality[1])),
-        resolution=(float(aug.student_resolution[0]), float(aug.student_resolution[1])),
-    )
-
-
-def student_kwargs(cfg: Any) -> dict[str, Any]:
-    """``student.model_kwargs``, with ``dynamic_img_size=True`` when local crops are used (unless set).
-
-    Local crops are smaller than the global views; like DINOv2's ViT (which always interpolates its position
-    embeddings), the student then resamples its position grid to each input size. The export's config.json
-    keeps ``student.model_kwargs`` as written: the weights are the same, and the plugin feeds global-size tiles.
-    """
-    kwargs = dict(cfg.student.model_kwargs)
-    if cfg.augmentation.local_crops_number > 0:
-        kwargs.setdefault("dynamic_img_size", True)
-    return kwargs
-
-
-def center_crop_tokens(patch: torch.Tensor, factor: int) -> torch.Tensor:
-    """Keep the central ``1/factor`` of a square (B, N, D) token grid (the teacher's field in XMAG mode)."""
-    b, n, d = patch.shape
-    side = math.isqrt(n)
-    keep = max(1, round(side / factor))
-    start = (side - keep) // 2
-    grid = patch.reshape(b, side, side, d)[:, start : start + keep, start : start + keep]
-    return grid.reshape(b, keep * keep, d)
 
 
 class DistillMetaArch(nn.Module):
@@ -107,15 +63,26 @@ class DistillMetaArch(nn.Module):
         sd = self.student.embed_dim
         self.use_heads, self.use_feature = lc.mode in ("dino_ibot", "both"), lc.mode in ("feature", "both")
         if self.use_heads:
-            self.dino_head, self.ibot_head = _head(cfg, sd, "dino"), _head(cfg, sd, "ibot")
-            self.teacher_dino_heads = nn.ModuleList([_head(cfg, d, "dino") for d in dims])
-            self.teacher_ibot_heads = nn.ModuleList([_head(cfg, d, "ibot") for d in dims])
+            self.dino_head, self.ibot_head = build_head(cfg, sd, "dino"), build_head(cfg, sd, "ibot")
+            self.teacher_dino_heads = nn.ModuleList([build_head(cfg, d, "dino") for d in dims])
+            self.teacher_ibot_heads = nn.ModuleList([build_head(cfg, d, "ibot") for d in dims])
             self._setup_teacher_heads()
             self.dino_loss = DINOLoss(
                 cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering, lc.pairing
             )
             self.ibot_loss = iBOTPatchLoss(
                 cfg.heads.ibot_out_dim, lc.student_temp, lc.center_momentum, lc.centering
+            )
+            # each extra teacher's heads score differently: each is centred by its own running centres
+            self.extra_dino_losses = nn.ModuleList(
+                DINOLoss(
+                    cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering, lc.pairing
+                )
+                for _ in dims[1:]
+            )
+            self.extra_ibot_losses = nn.ModuleList(
+                iBOTPatchLoss(cfg.heads.ibot_out_dim, lc.student_temp, lc.center_momentum, lc.centering)
+                for _ in dims[1:]
             )
         if self.use_feature:
             self.feature_losses = nn.ModuleList(
@@ -137,7 +104,7 @@ class DistillMetaArch(nn.Module):
                 lc.relational_teacher_temp, lc.relational_student_temp
             )
         self.ema_student = copy.deepcopy(self.student).requires_grad_(False).eval()
-        self.student_augment = ScannerAugment(_scanner_config(cfg.augmentation))
+        self.student_augment = ScannerAugment(scanner_config(cfg.augmentation))
 
     def _setup_teacher_heads(self) -> None:
         """Apply ``teacher.heads``: load from safetensors, keep random and frozen, or learn."""
@@ -194,8 +161,9 @@ class DistillMetaArch(nn.Module):
 
         Returns:
             ``tokens``: per teacher ``{"cls": (2B, Dt), "patch": (2B, Nt, Dt)}``; with heads also
-            ``dino_probs`` (2, B, K) and ``ibot_probs`` (2B, Nt, K) averaged over teachers, and the raw
-            ``dino_logits``/``ibot_logits`` of the first teacher for centre updates.
+            ``dino_probs`` (2, B, K) and ``ibot_probs`` (2B, Nt, K) averaged over teachers (each centred by its
+            own centres), the raw scores of every teacher ``dino_logits_all`` / ``ibot_logits_all`` for the
+            centre updates, and the first teacher's as ``dino_logits`` / ``ibot_logits``.
         """
         v, b = global_views.shape[:2]
         images = self._teacher_images(global_views.flatten(0, 1))
@@ -209,14 +177,26 @@ class DistillMetaArch(nn.Module):
             ibot = [h(tok["patch"].float()) for h, tok in zip(self.teacher_ibot_heads, tokens)]
             n = min(x.shape[1] for x in ibot)
             ibot = [resize_patch_grid(x, n) for x in ibot]
+            d_losses, i_losses = self._centerers()
             out["dino_probs"] = torch.stack(
-                [self.dino_loss.teacher_probs(x, teacher_temp) for x in dino]
+                [c.teacher_probs(x, teacher_temp) for c, x in zip(d_losses, dino)]
             ).mean(0)
             out["ibot_probs"] = torch.stack(
-                [self.ibot_loss.teacher_probs(x, teacher_temp) for x in ibot]
+                [c.teacher_probs(x, teacher_temp) for c, x in zip(i_losses, ibot)]
             ).mean(0)
-        out["dino_logits"], out["ibot_logits"] = dino[0].detach(), ibot[0].detach()
+        out["dino_logits_all"], out["ibot_logits_all"] = (
+            [x.detach() for x in dino],
+            [x.detach() for x in ibot],
+        )
+        out["dino_logits"], out["ibot_logits"] = out["dino_logits_all"][0], out["ibot_logits_all"][0]
         return out
+
+    def _centerers(self) -> tuple[list[DINOLoss], list[iBOTPatchLoss]]:
+        """The DINO and iBOT losses holding each teacher's centres, in teacher order (the first teacher's are
+        ``dino_loss`` / ``ibot_loss``)."""
+        dino: list[DINOLoss] = [self.dino_loss, *self.extra_dino_losses]  # type: ignore[list-item]
+        ibot: list[iBOTPatchLoss] = [self.ibot_loss, *self.extra_ibot_losses]  # type: ignore[list-item]
+        return dino, ibot
 
     def get_student_output(
         self, global_views: torch.Tensor, local_views: torch.Tensor
@@ -324,8 +304,10 @@ class DistillMetaArch(nn.Module):
         with record_function("losses"):
             losses = self.compute_losses(t_out, s_out)
         if self.use_heads and self.cfg.loss.centering == "centering":
-            self.dino_loss.update_center(t_out["dino_logits"])
-            self.ibot_loss.update_center(t_out["ibot_logits"])
+            d_losses, i_losses = self._centerers()
+            pairs = [*zip(d_losses, t_out["dino_logits_all"]), *zip(i_losses, t_out["ibot_logits_all"])]
+            for centred, scores in pairs:
+                centred.update_center(scores)
         if self.use_feature:
             for fl, tok in zip(self.feature_losses, t_out["tokens"]):
                 fl.update_center(tok["cls"], tok["patch"])  # type: ignore[operator]
