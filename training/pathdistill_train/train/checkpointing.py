@@ -78,8 +78,16 @@ def save_training_checkpoint(
         torch.save(payload, tmp)
 
 
-def load_training_checkpoint(path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore a checkpoint written by :func:`save_training_checkpoint`; returns the step to run next."""
+def load_training_checkpoint(
+    path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, dict[str, Any]]:
+    """Restore the model and optimiser of a checkpoint written by :func:`save_training_checkpoint`.
+
+    Returns:
+        The step to run next and the RNG states saved with it. The caller restores them with
+        :func:`set_rng_state` once everything that draws from the global RNGs before the first step (the
+        DataLoader iterator's base seed) is built, as in the run that wrote the checkpoint.
+    """
     payload = read_training_checkpoint(path)
     try:
         missing, unexpected = meta_arch.load_state_dict(payload["model"], strict=False)
@@ -99,8 +107,7 @@ def load_training_checkpoint(path: Path, meta_arch: torch.nn.Module, optimizer: 
         optimizer.load_state_dict(payload["optimizer"])
     except ValueError as e:  # other parameter groups (e.g. optim.layerwise_decay changed)
         raise TrainConfigError(f"cannot resume from {path}: its optimiser state does not fit ({e})") from e
-    set_rng_state(payload["rng"])
-    return int(payload["step"])
+    return int(payload["step"]), payload["rng"]
 
 
 def read_training_checkpoint(path: Path) -> dict[str, Any]:

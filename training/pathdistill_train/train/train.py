@@ -21,7 +21,11 @@ from pathdistill_train import distributed
 from pathdistill_train.config import load_config, save_config
 from pathdistill_train.data.loaders import build_batches
 from pathdistill_train.errors import TrainConfigError, TrainDivergedError, TrainInterrupted
-from pathdistill_train.train.checkpointing import load_training_checkpoint, save_training_checkpoint
+from pathdistill_train.train.checkpointing import (
+    load_training_checkpoint,
+    save_training_checkpoint,
+    set_rng_state,
+)
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 from pathdistill_train.train.export import export_student
 from pathdistill_train.train.metric_logger import MetricLogger, elapsed_before, format_duration, truncate_csv
@@ -79,8 +83,11 @@ def apply_schedules(optimizer: torch.optim.Optimizer, sched: dict[str, Any], ste
     return {"lr": lr, "wd": wd, "momentum": sched["momentum"][step], "teacher_temp": temp}
 
 
-def _setup(cfg: Any, env: distributed.DistEnv) -> tuple[DistillMetaArch, torch.optim.Optimizer, dict, int]:
-    """Model, optimiser, schedules, and the first step (resuming from ``checkpoint.pth`` when present)."""
+def _setup(
+    cfg: Any, env: distributed.DistEnv
+) -> tuple[DistillMetaArch, torch.optim.Optimizer, dict, int, dict | None]:
+    """Model, optimiser, schedules, the first step and, when resuming from ``checkpoint.pth``, its RNG states
+    (restored by the caller after the data iterator is made, see :func:`load_training_checkpoint`)."""
     torch.manual_seed(cfg.train.seed)  # identical init on every rank
     meta = DistillMetaArch(cfg).to(env.device)
     if cfg.teacher.fsdp and env.world_size > 1:
@@ -94,14 +101,14 @@ def _setup(cfg: Any, env: distributed.DistEnv) -> tuple[DistillMetaArch, torch.o
     groups = param_groups(meta, depth, cfg.optim.layerwise_decay, cfg.optim.patch_embed_lr_mult)
     optimizer = torch.optim.AdamW(groups, betas=(cfg.optim.adamw_beta1, cfg.optim.adamw_beta2))
     sched = build_schedules(cfg, env.world_size)
-    ckpt, start = Path(cfg.output_dir) / "checkpoint.pth", 0
+    ckpt, start, rng = Path(cfg.output_dir) / "checkpoint.pth", 0, None
     if cfg.train.resume and ckpt.exists():
-        start = load_training_checkpoint(ckpt, meta, optimizer)
+        start, rng = load_training_checkpoint(ckpt, meta, optimizer)
         if env.is_main:
             print(f"[pathdistill-train] resumed from {ckpt} at step {start}", flush=True)
     if env.is_main and cfg.train.resume:  # rows a killed run logged past its checkpoint (all, without one)
         truncate_csv(Path(cfg.output_dir) / "metrics.csv", start)
-    return meta, optimizer, sched, start
+    return meta, optimizer, sched, start, rng
 
 
 def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[str, float]:
@@ -148,7 +155,7 @@ def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, floa
     env = distributed.enable(cfg.distributed.backend, cfg.train.device)
     out_dir = Path(cfg.output_dir)
     prepare_output_dir(cfg, clear=env.is_main)
-    meta, optimizer, sched, start = _setup(cfg, env)
+    meta, optimizer, sched, start, rng = _setup(cfg, env)
     if env.is_main:  # written once the checkpoint (if any) is known to fit
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
@@ -159,6 +166,8 @@ def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, floa
         model = DistributedDataParallel(meta, device_ids=ids, **_no_buffer_sync())
     run = _run_record(command, start)
     it = build_batches(cfg, env.rank, env.world_size, start, env.device, summary=run["data"])
+    if rng is not None:  # after the DataLoader iterator drew its base seed, as the first invocation did
+        set_rng_state(rng)
     history = _loop(cfg, env, model, meta, optimizer, sched, start, it, run)
     distributed.cleanup()
     return history
