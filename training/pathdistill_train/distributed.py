@@ -46,6 +46,20 @@ def enable(backend: str = "auto", device: str = "auto") -> DistEnv:
     return DistEnv(rank, world, local, dev)
 
 
+def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors averaged over ranks (one all-reduce; as they are without a process group).
+
+    Each rank's losses are means over its own shard of the batch; with equal shards their mean over ranks is
+    the loss of the global batch, what dinov2 logs.
+    """
+    names = list(values)
+    stacked = torch.stack([values[k].detach().float().reshape(()) for k in names])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(stacked)
+        stacked /= dist.get_world_size()
+    return dict(zip(names, stacked.tolist()))
+
+
 def barrier() -> None:
     """Synchronise ranks (no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():

@@ -112,7 +112,8 @@ def _setup(
 
 
 def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[str, float]:
-    """Forward/backward/clip/step/EMA for one batch; returns float losses and the gradient norm."""
+    """Forward/backward/clip/step/EMA for one batch; returns the losses averaged over ranks and the gradient
+    norm."""
     use_bf16 = env.device.type == "cuda" and cfg.train.amp == "bf16"
     with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         losses = model(batch, values["teacher_temp"])
@@ -123,7 +124,7 @@ def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[st
     with record_function("optimizer+ema"):
         optimizer.step()
         meta.update_ema(values["momentum"])
-    out = {k: float(v.detach()) for k, v in losses.items()}
+    out = distributed.mean_over_ranks(losses)  # the global batch's losses (and NaN seen by every rank)
     out["grad_norm"] = float(grad_norm)
     if not math.isfinite(out["loss"]):
         raise TrainDivergedError(
