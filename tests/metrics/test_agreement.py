@@ -75,15 +75,10 @@ def test_knn_overlap_by_hand():
     ang = np.array([0.0, 0.1, 0.3, 1.5, 1.6])
     x = np.c_[np.cos(ang), np.sin(ang)]
     assert np.allclose(knn_overlap(x, x, 2), 1.0)
-    # y swaps tiles 0 and 3: tile 1's two neighbours in x are {0, 2}, in y {2, 3}... computed both ways
+    # y swaps tiles 0 and 3: its angles are (1.5, 0.1, 0.3, 0.0, 1.6). Two nearest angles, self excluded:
+    #   x: 0 -> {1, 2}, 1 -> {0, 2}, 2 -> {1, 0}, 3 -> {4, 2}, 4 -> {3, 2}
+    #   y: 0 -> {4, 2}, 1 -> {3, 2}, 2 -> {1, 3}, 3 -> {1, 2}, 4 -> {0, 2}
+    # each tile shares exactly one of its two neighbours (tile 2 in rows 0, 1, 3, 4; tile 1 in row 2)
     y = x[[3, 1, 2, 0, 4]]
-
-    def knn(f, k):
-        f = f / np.linalg.norm(f, axis=1, keepdims=True)
-        s = f @ f.T
-        np.fill_diagonal(s, -np.inf)
-        return [set(np.argsort(-r, kind="stable")[:k]) for r in s]
-
-    expected = [len(p & q) / 2 for p, q in zip(knn(x, 2), knn(y, 2))]
-    assert np.allclose(knn_overlap(x, y, 2), expected)
-    assert knn_overlap(x, y, 2).min() < 1
+    assert knn_overlap(x, y, 2).tolist() == [0.5] * 5
+    assert knn_overlap(x, y, 4).tolist() == [1.0] * 5  # k = n - 1: every other tile is a neighbour
