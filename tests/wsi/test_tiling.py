@@ -72,15 +72,27 @@ def test_grid_to_image_aligns_with_slide_layer(cmu_svs: Path) -> None:
     assert (img > 0).sum() == len(grid)
     k = len(grid) // 2
     r, c = np.argwhere(img == values[k])[0]
-    # centre of the cell in layer units (um) == centre of tile k's level-0 pixels times slide MPP
+    # centre of the cell in layer units (um) == centre of tile k's level-0 pixels times slide MPP. Level-0
+    # pixel i is centred on i * mpp in the slide layer, so tile (x, y) spans pixels x .. x + size - 1 and its
+    # centre is x + (size - 1) / 2. Tile coords are rounded to whole pixels, the raster's cells are not: every
+    # cell lands within half a level-0 pixel of its tile (a half-pixel shift of the raster breaks this).
     x, y = grid.coords[k]
     centre_um = (np.array([y, x]) + (grid.size_level0 - 1) / 2) * 0.499
     np.testing.assert_allclose(np.array([r, c]) * scale + translate, centre_um, atol=0.499)
+    cells = np.argwhere(img > 0)  # every kept tile: (row, col) of value v is tile v - 1
+    centres = (grid.coords[img[cells[:, 0], cells[:, 1]] - 1][:, ::-1] + (grid.size_level0 - 1) / 2) * 0.499
+    err = np.abs(cells * np.asarray(scale) + np.asarray(translate) - centres)
+    assert err.max() <= 0.5 * 0.499 + 1e-9 and err.max() > 0.1 * 0.499  # the rounding is there, and bounded
     nan_img, _, _ = grid_to_image(grid, values.astype(float)[:, None].repeat(2, 1), fill=np.nan)
     assert nan_img.shape == (*grid.grid_shape, 2) and np.isnan(nan_img).sum() == 2 * (img.size - len(grid))
     rects = grid_to_shapes(grid)
     assert rects.shape == (len(grid), 4, 2)
-    np.testing.assert_allclose(rects[k].mean(axis=0), centre_um, atol=0.499)
+    # outlines on pixel edges: tile k covers [x - 0.5, x - 0.5 + size) level-0 px, exactly centred on its tile
+    np.testing.assert_allclose(rects[k].mean(axis=0), centre_um, rtol=0, atol=1e-9)
+    top_left = (np.array([y, x]) - 0.5) * 0.499
+    side = grid.size_level0 * 0.499
+    corners = np.array([[0, 0], [0, side], [side, side], [side, 0]])
+    np.testing.assert_allclose(rects[k], top_left + corners, atol=1e-9)
 
 
 def test_empty_mask_gives_empty_grid(cmu_svs: Path) -> None:
