@@ -130,6 +130,26 @@ def test_tifffile_pyramid_roundtrip(tmp_path: Path, cmu_rgb: np.ndarray, ome: bo
         assert (edge[50:] == 255).all()
 
 
+def test_ome_tiff_level_with_a_fractional_downsample(tmp_path: Path, cmu_rgb: np.ndarray) -> None:
+    """A 1000 px level 0 over a 400 px level 1: downsample 2.5 (1000 / 400), not rounded to 2 or 3. OpenSlide's
+    read_region takes level-0 coordinates, so level-0 (500, 250) is level-1 pixel (200, 100). (An OME-TIFF:
+    tifffile lists such a SubIFD level only in OME series.)"""
+    import tifffile
+
+    level0 = cmu_rgb[:1000, :1000]
+    level1 = cmu_rgb[1000:1400, 1000:1400]  # any content: the test only follows coordinates
+    kw = {"tile": (128, 128), "compression": "zlib", "photometric": "rgb"}
+    path = tmp_path / "frac.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        meta = {"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+        tw.write(level0, subifds=1, resolution=(2e4, 2e4), resolutionunit="CENTIMETER", metadata=meta, **kw)
+        tw.write(level1, subfiletype=1, metadata=None, **kw)
+    with open_pyramid(path) as pyr:
+        assert pyr.backend == "tifffile" and pyr.levels[1].downsample == 2.5
+        np.testing.assert_array_equal(pyr.read_region((500, 250), 1, (64, 48)), level1[100:148, 200:264])
+        assert pyr.best_level_for_downsample(2.4) == 0 and pyr.best_level_for_downsample(2.5) == 1
+
+
 def test_ome_tiff_cross_scanner(os2_pair: tuple[Path, Path]) -> None:
     """The OS-2 OME-TIFFs are read by tifffile (OpenSlide rejects them), with MPP from the OME-XML."""
     import tifffile
