@@ -132,6 +132,14 @@ def test_a_partial_of_another_slide_or_min_tissue_starts_over(tmp_path) -> None:
             f.attrs["done"] = 1
         with open_partial(partial, model, grid, {**attrs, **request}) as f:
             assert (int(f.attrs["done"]) == 1) is resumed, request
+    # the same request over another tile grid (the slide rewritten in place, tissue detection changed): row 0
+    # of the partial is another tile, so it starts over on the new grid's coords
+    moved = SimpleNamespace(coords=np.array([[0, 56], [56, 56]]), tissue_fraction=np.ones(2, np.float32))
+    with open_partial(partial, model, grid, attrs) as f:
+        f.attrs["done"] = 1
+    with open_partial(partial, model, moved, attrs) as f:
+        assert int(f.attrs["done"]) == 0
+        np.testing.assert_array_equal(f["coords"][()], moved.coords)
 
 
 def test_output_clashes_are_different_files_of_one_output_name(cmu_svs, cmu_copy, tcga_svs) -> None:
