@@ -128,6 +128,32 @@ def test_h0mini_recipe_has_no_stochastic_depth_no_koleo_and_dinov2_schedules():
     assert sched["momentum"][0] == pytest.approx(0.992)
 
 
+def test_weight_decay_groups_follow_dinov2():
+    """dinov2's ``get_params_groups_with_decay``: no decay for ``.bias``, norms and LayerScale ``gamma``; the CLS,
+    register and position embeddings are decayed (they were not, timm's no_weight_decay set); the patch
+    embedding's LR x 0.2 (Table 5 / dinov2 ``patch_embed_lr_mult``)."""
+    from pathdistill_train.train.schedules import param_groups
+
+    meta = _meta()
+    groups = {g["name"]: g for g in param_groups(meta, 2, 1.0, 0.2)}
+    wd = {n: g["wd_multiplier"] for n, g in groups.items()}
+    for name in (
+        "cls_token",
+        "reg_token",
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "blocks.0.attn.qkv.weight",
+    ):
+        assert wd[f"student.model.{name}"] == 1.0, name
+    for name in ("blocks.0.norm1.weight", "blocks.0.norm1.bias", "blocks.0.ls1.gamma", "norm.weight",
+                 "blocks.1.mlp.fc1.bias", "patch_embed.proj.bias"):  # fmt: skip
+        assert wd[f"student.model.{name}"] == 0.0, name
+    assert groups["student.model.patch_embed.proj.weight"]["lr_multiplier"] == pytest.approx(0.2)
+    heads = [n for n in wd if "head" in n]
+    assert heads and all(wd[n] == (0.0 if n.endswith(".bias") else 1.0) for n in heads)
+    assert all(g["is_last_layer"] == ("last_layer" in n) for n, g in groups.items())
+
+
 def test_the_exported_model_is_the_ema_student():
     meta = _meta()
     with torch.no_grad():

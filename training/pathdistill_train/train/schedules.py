@@ -65,7 +65,8 @@ def param_groups(
 ) -> list[dict]:
     """One group per trainable parameter with ``lr_multiplier``, ``wd_multiplier`` and ``is_last_layer``.
 
-    Biases, norms and tokens (ndim <= 1 or ``*_token``/``pos_embed``) get no weight decay; layer-wise LR
+    As dinov2's ``get_params_groups_with_decay``: biases, norms and LayerScale gammas get no weight decay, every
+    other parameter (the class, register and position embeddings included) the scheduled one; layer-wise LR
     decay multiplies block ``i``'s LR by ``decay ** (depth + 1 - layer_id)``.
     """
     groups: list[dict[str, Any]] = []
@@ -75,7 +76,7 @@ def param_groups(
         lr_mult = layerwise_decay ** (depth + 1 - _layer_id(name, depth))
         if "patch_embed" in name:
             lr_mult *= patch_embed_lr_mult
-        no_wd = p.ndim <= 1 or name.endswith(("token", "pos_embed")) or "gamma" in name
+        no_wd = name.endswith(".bias") or "norm" in name or "gamma" in name
         groups.append(
             {
                 "params": [p],
