@@ -27,6 +27,20 @@ def test_pathdistill_help_has_no_markup() -> None:
         assert "``" not in text and "dispatcher" not in text, parser.prog
 
 
+def test_every_command_says_what_it_does_and_every_option_has_help() -> None:
+    """`pathdistill embed --help` began with the usage alone, and --out, compare's --teacher/--student,
+    offline-benchmark's --model and concordance's --seed had no help line."""
+    skip = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
+    for parser in _parsers(build_parser()):
+        assert parser.description, parser.prog
+        undocumented = [
+            a.option_strings or a.dest for a in parser._actions if not isinstance(a, skip) and not a.help
+        ]
+        assert not undocumented, (parser.prog, undocumented)
+    embed = next(p for p in _parsers(build_parser()) if p.prog == "pathdistill embed")
+    assert "\n\nEmbed the tissue tiles of slides into <out>/<slide>.h5.\n" in embed.format_help()
+
+
 def test_pathdistill_train_help_has_no_markup(capsys) -> None:
     from pathdistill_train.train.train import main
 

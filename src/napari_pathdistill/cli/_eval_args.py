@@ -131,14 +131,14 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
     p = ev.add_parser("concordance", help="BreastBm protocol: mean pooling + logistic regression, Lin's CCC")
     p.add_argument("--slides", required=True, help="CSV with block,condition,label,path (features .h5/.npy)")
     p.add_argument("--train-condition", required=True, help="condition whose slides train the classifier")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the logistic regression (default 0)")
     _common(p, "concordance")
 
     p = ev.add_parser(
         "compare", help="teacher vs student: CKA, attention agreement, speed ratio (+ robustness)"
     )
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--student", required=True)
+    p.add_argument("--teacher", required=True, help="registry name, checkpoint folder or hf-hub: id")
+    p.add_argument("--student", required=True, help="registry name, checkpoint folder or hf-hub: id")
     p.add_argument("--tiles", required=True, help="folder (or path,label CSV) of tile images")
     p.add_argument(
         "--max-tiles", type=int_at_least(2), default=256, help="compare the first N tiles (default 256)"
@@ -149,7 +149,7 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
     _common(p, "compare")
 
     p = ev.add_parser("offline-benchmark", help="build + score the offline stand-in for PLISM (see docs)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="registry name, checkpoint folder or hf-hub: id")
     p.add_argument("--data", default="../shared/data", help="shared data root (default ../shared/data)")
     p.add_argument(
         "--max-tiles", type=int_at_least(2), default=64, help="matched tiles per tissue (default 64)"

@@ -35,7 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model", default="pathdistill-student", help="registry name, checkpoint folder or hf-hub: id"
     )
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--out", required=True, help="output folder: <out>/<slide>.h5 per slide (created if needed)"
+    )
     p.add_argument(
         "--tile-px", type=positive_int, default=None, help="tile side in px (default: the model's)"
     )

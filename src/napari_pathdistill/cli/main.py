@@ -39,7 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # sub-command not built yet
             raise
         module.add_parser(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Each sub-command's ``--help`` opens with the line the command list shows for it (argparse leaves its
+    description empty: ``pathdistill embed --help`` began with the usage alone)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions if a.help}
+            for name, sub in action.choices.items():
+                line = helps.get(name)
+                if sub.description is None and line:
+                    sub.description = line[:1].upper() + line[1:] + "."
+                _describe(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
