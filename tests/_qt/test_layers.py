@@ -13,10 +13,8 @@ from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
     slide_layers,
     slide_path,
-    upsert_image,
-    upsert_labels,
-    upsert_layer,
 )
+from napari_pathdistill._qt._upsert import upsert_image, upsert_labels, upsert_layer
 
 pytestmark = pytest.mark.napari
 

@@ -1,10 +1,9 @@
-"""Layer helpers shared by the widgets: choosers listing our slide layers and add-or-update of result layers."""
+"""Layer helpers shared by the widgets: choosers listing our slide layers, slide references and placement (the
+add-or-update of result layers: ``_qt._upsert``)."""
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,9 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox
-from napari.layers import Image, Labels, Layer, Points
+from napari.layers import Image, Labels, Layer
 
 from napari_pathdistill.errors import LayerInputError
-
-_KINDS: dict[str, type[Layer]] = {"image": Image, "labels": Labels, "points": Points}
 
 
 def _plain_image_path(layer: Layer) -> Path | None:
@@ -207,106 +204,3 @@ class LayerChooser(ComboBox):
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, self._kind)]
-
-
-@contextmanager
-def added_unselected(viewer: napari.viewer.Viewer) -> Iterator[None]:
-    """Layers added inside the block are not made active: the selection stays where the user left it.
-
-    napari activates each inserted layer, which shows that layer's controls panel (a fresh Qt panel: 0.1-1 s
-    on a busy 2-core CPU for the first layer of its kind) only for a caller that then re-selects the map layer.
-    Uses napari's private ``SelectableEventedList._activate_on_insert``; without it, napari's default applies.
-    """
-    layers = viewer.layers
-    before = getattr(layers, "_activate_on_insert", None)
-    if before is None:
-        yield
-        return
-    layers._activate_on_insert = False
-    try:
-        yield
-    finally:
-        layers._activate_on_insert = before
-
-
-def keep_active(viewer: napari.viewer.Viewer, layer: Layer | None) -> None:
-    """Make ``layer`` the active layer if it is still in the viewer and not active already (setting the active
-    layer again emits a selection change, which re-shows the controls panel)."""
-    if layer is not None and layer in viewer.layers and viewer.layers.selection.active is not layer:
-        viewer.layers.selection.active = layer
-
-
-def upsert_layer(viewer: napari.viewer.Viewer, kind: str, data: Any, name: str, **kwargs: Any) -> Layer:
-    """Replace the layer called ``name`` (same kind) by a new one, or add it: re-runs do not pile up.
-
-    Args:
-        viewer: the viewer.
-        kind: ``"image"``, ``"labels"`` or ``"points"``.
-        data: layer data.
-        name: layer name (results of a re-run replace the previous ones instead of piling up).
-        **kwargs: layer properties (``scale``, ``translate``, ``features``, ``colormap``...).
-
-    Returns:
-        The layer.
-    """
-    if name in viewer.layers and isinstance(viewer.layers[name], _KINDS[kind]):
-        viewer.layers.remove(name)
-    add = {"image": viewer.add_image, "labels": viewer.add_labels, "points": viewer.add_points}[kind]
-    return add(data, name=name, **kwargs)
-
-
-def upsert_labels(viewer: napari.viewer.Viewer, data: np.ndarray, name: str, **kwargs: Any) -> Labels:
-    """Update the Labels layer called ``name`` in place (data, then each property of ``kwargs``), or add it.
-
-    In place keeps the layer's position and selection, and spares napari the gc pass of removing a layer
-    (~0.7 s in a session holding large layers). ``kwargs`` are Labels properties (``scale``, ``translate``,
-    ``features``, ``colormap``, ``metadata``, ``units``, ``opacity``...).
-    """
-    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
-    if not isinstance(layer, Labels) or layer.data.ndim != data.ndim:
-        return upsert_layer(viewer, "labels", data, name, **kwargs)  # type: ignore[return-value]
-    _update(layer, data, kwargs)
-    return layer
-
-
-def upsert_image(viewer: napari.viewer.Viewer, data: np.ndarray, name: str, **kwargs: Any) -> Image:
-    """Update the single-scale Image layer called ``name`` in place (same ``rgb`` and dimensions), or add it:
-    as :func:`upsert_labels`, a re-run spares napari a layer removal (a full gc pass) and a layer creation."""
-    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
-    rgb = bool(kwargs.get("rgb", False))
-    if (not isinstance(layer, Image) or layer.multiscale or bool(layer.rgb) != rgb
-            or layer.data.ndim != data.ndim):  # fmt: skip
-        return upsert_layer(viewer, "image", data, name, **kwargs)  # type: ignore[return-value]
-    _update(layer, data, {k: v for k, v in kwargs.items() if k != "rgb"})
-    return layer
-
-
-def _update(layer: Layer, data: np.ndarray, props: dict[str, Any]) -> None:
-    """Set a layer's data, then the properties that differ (geometry after data, so napari re-slices once per
-    change; napari re-slices and re-emits on every set, equal or not: ~20 ms each on this CPU)."""
-    layer.data = data
-    for key, value in props.items():
-        if (key == "units" and value is None) or _unchanged(layer, key, value):
-            continue
-        setattr(layer, key, value)
-
-
-#: properties :func:`_update` compares before setting (arrays, units, numbers, colormaps: cheap and exact)
-_COMPARED = ("scale", "translate", "contrast_limits", "units", "opacity", "colormap", "blending")
-
-
-def _unchanged(layer: Layer, key: str, value: Any) -> bool:
-    """Whether setting ``layer.<key> = value`` would change nothing (False when it cannot tell)."""
-    if key not in _COMPARED:
-        return False
-    current = getattr(layer, key, None)
-    if current is None:
-        return False
-    if key in ("scale", "translate", "contrast_limits"):
-        return np.shape(current) == np.shape(value) and bool(np.allclose(current, value))
-    if key == "units":  # pint units; names ("um") are set, napari converts them
-        return tuple(current) == tuple(value)
-    try:
-        return bool(current == value)
-    except (TypeError, ValueError):
-        return False

@@ -23,9 +23,9 @@ from napari_pathdistill._qt._layers import (
     no_mpp_note,
     slide_path,
     slide_removed,
-    upsert_layer,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, ModelRequest
+from napari_pathdistill._qt._upsert import upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.device import resolve_device
 from napari_pathdistill.inference.attention import spec_heads

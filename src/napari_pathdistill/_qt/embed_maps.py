@@ -13,7 +13,8 @@ import napari
 import numpy as np
 
 from napari_pathdistill._qt._clusters import add_empty_map_layers, clusters_layer
-from napari_pathdistill._qt._layers import SlideRef, upsert_image, upsert_labels
+from napari_pathdistill._qt._layers import SlideRef
+from napari_pathdistill._qt._upsert import upsert_image, upsert_labels
 from napari_pathdistill.inference.live_map import PartialMap, map_placement
 from napari_pathdistill.inference.slide_maps import SlideMap
 

@@ -27,8 +27,6 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import (
     SlideLayerChooser,
     SlideRef,
-    added_unselected,
-    keep_active,
     map_layers,
     mpp_override_box,
     no_mpp_note,
@@ -36,6 +34,7 @@ from napari_pathdistill._qt._layers import (
     slide_removed,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
+from napari_pathdistill._qt._upsert import added_unselected, keep_active
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill._qt.embed_maps import MapPainter
 from napari_pathdistill._qt.similar_tiles import map_layer_at, recolour_similar_tiles, show_similar_tiles

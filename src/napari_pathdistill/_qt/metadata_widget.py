@@ -19,7 +19,8 @@ from napari.layers import Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_pathdistill._qt._dock import scroll_when_docked
-from napari_pathdistill._qt._layers import is_slide_layer, slide_path, upsert_layer
+from napari_pathdistill._qt._layers import is_slide_layer, slide_path
+from napari_pathdistill._qt._upsert import upsert_layer
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.wsi.metadata import SlideMetadata, metadata_rows, slide_metadata
 

@@ -12,7 +12,8 @@ from typing import Any
 import napari
 import numpy as np
 
-from napari_pathdistill._qt._layers import map_layers, upsert_layer
+from napari_pathdistill._qt._layers import map_layers
+from napari_pathdistill._qt._upsert import upsert_layer
 from napari_pathdistill._qt.tile_search import points_colormap
 from napari_pathdistill.inference.similarity_map import most_similar
 from napari_pathdistill.inference.slide_maps import SlideMap

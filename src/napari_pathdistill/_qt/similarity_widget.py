@@ -20,9 +20,9 @@ from napari_pathdistill._qt._layers import (
     on_slide_layer,
     slide_path,
     slide_removed,
-    upsert_layer,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
+from napari_pathdistill._qt._upsert import upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity
 from napari_pathdistill.wsi.registration import checkerboard

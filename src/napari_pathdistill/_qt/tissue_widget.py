@@ -25,8 +25,8 @@ from napari_pathdistill._qt._layers import (
     on_slide_layer,
     slide_path,
     slide_removed,
-    upsert_layer,
 )
+from napari_pathdistill._qt._upsert import upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.wsi.tissue_grid import (
