@@ -190,6 +190,26 @@ def test_eval_concordance_accepts_text_labels(tmp_path, capsys):
     assert json.loads((tmp_path / "concordance.json").read_text())["he|scan2"] > 0.8
 
 
+def test_eval_regression_reports_the_alpha_each_fold_used(tmp_path, capsys):
+    """Groups of unequal size: each fold's PCA is capped at its own training-set size, so HEST's alpha
+    100 / (components x targets) differs by fold; the line and regression.json say so (they printed the
+    smallest fold's alpha as if every fold had used it)."""
+    rng = np.random.default_rng(5)
+    groups = np.repeat(["pA", "pB", "pC"], [4, 6, 10])
+    x = rng.normal(size=(20, 64))
+    np.save(tmp_path / "x.npy", x)
+    lines = ["patient,g1"] + [f"{g},{a}" for g, a in zip(groups, x[:, 0], strict=True)]
+    (tmp_path / "y.csv").write_text("\n".join(lines) + "\n")
+    argv = ["eval", "regression", "--features", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "y.csv"),
+            "--out", str(tmp_path), "--n-splits", "3"]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "regression.json").read_text())
+    # training sets of 16, 14 and 10 tiles -> 16, 14 and 10 components, one target
+    assert sorted(res["alpha_per_fold"]) == pytest.approx([100 / 16, 100 / 14, 100 / 10])
+    assert res["alpha"] is None and res["n_components"] == 10
+    assert "ridge(alpha=6.25-10 by fold, no intercept)" in capsys.readouterr().out
+
+
 def test_eval_regression_hest_defaults_group_column_and_components(tmp_path, capsys):
     rng = np.random.default_rng(4)
     groups = np.repeat(["pA", "pB", "pC", "pD", "pE"], 8)

@@ -59,7 +59,7 @@ def targets_and_groups(targets: str, groups: str | None) -> tuple[np.ndarray, np
 
 def cmd_regression(args: argparse.Namespace) -> int:
     from napari_pathdistill.atomic import atomic_write_text
-    from napari_pathdistill.evaluation.probes import hest_alpha, pca_ridge
+    from napari_pathdistill.evaluation.probes import pca_ridge
 
     y, groups = targets_and_groups(args.targets, args.groups)
     if groups is None:
@@ -73,16 +73,18 @@ def cmd_regression(args: argparse.Namespace) -> int:
         x, y, n_components=args.components, alpha=args.alpha, n_splits=args.n_splits, seed=args.seed,
         groups=groups,
     )  # fmt: skip
-    n_comp, n_t = res.n_components or 0, y.reshape(len(y), -1).shape[1]
-    alpha = args.alpha if args.alpha is not None else hest_alpha(n_comp, n_t)
+    n_comp, lo, hi = res.n_components or 0, float(res.alphas.min()), float(res.alphas.max())
+    # folds whose training sets cap the PCA differently get HEST's alpha of their own components
+    said = f"{lo:.4g}" if lo == hi else f"{lo:.4g}-{hi:.4g} by fold"
     folds = f"GroupKFold({args.n_splits})" if groups is not None else f"KFold({args.n_splits}, shuffled)"
     capped = "" if n_comp == args.components else f", capped from {args.components}"
     print(
-        f"PCA({n_comp}{capped})+ridge(alpha={alpha:.4g}, no intercept), {folds}: "
+        f"PCA({n_comp}{capped})+ridge(alpha={said}, no intercept), {folds}: "
         f"mean Pearson r {res.mean:.3f} +- {res.std:.3f}"
     )
     out = {"pearson_mean": res.mean, "folds": res.fold_scores.tolist(), "per_target": res.per_target.tolist()}
-    out |= {"n_components": n_comp, "alpha": alpha, "splits": "group" if groups is not None else "tile"}
+    out |= {"n_components": n_comp, "alpha": lo if lo == hi else None, "alpha_per_fold": res.alphas.tolist()}
+    out["splits"] = "group" if groups is not None else "tile"
     path = Path(args.out) / "regression.json"
     atomic_write_text(path, json.dumps(out, indent=2, default=float))
     print(f"wrote {path}")

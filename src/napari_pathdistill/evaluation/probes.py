@@ -29,6 +29,8 @@ class ProbeResult:
             names the misclassified samples.
         k: neighbours the kNN probe actually used (``k`` capped, see :func:`knn_probe`); None for the others.
         n_components: PCA components the ridge probe used (the smallest over folds, after capping).
+        alphas: (n_folds,) ridge strength each fold used (HEST's depends on its fold's components); empty for
+            the classifiers.
     """
 
     name: str
@@ -37,6 +39,7 @@ class ProbeResult:
     predictions: np.ndarray = field(default_factory=lambda: np.empty(0))
     k: int | None = None
     n_components: int | None = None
+    alphas: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def mean(self) -> float:
@@ -181,7 +184,7 @@ def pca_ridge(
 
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets, dtype=np.float64).reshape(len(x), -1)
-    oof, scores, used = np.zeros_like(y), [], []
+    oof, scores, used, alphas = np.zeros_like(y), [], [], []
     for train, test in _regression_folds(len(x), n_splits, seed, groups):
         n_comp = min(n_components, len(train), x.shape[1])
         a = hest_alpha(n_comp, y.shape[1]) if alpha is None else alpha
@@ -190,4 +193,6 @@ def pca_ridge(
         oof[test] = model.fit(x[train], y[train]).predict(x[test]).reshape(len(test), -1)
         scores.append(np.nanmean(pearson_per_column(y[test], oof[test])))
         used.append(n_comp)
-    return ProbeResult("ridge", np.asarray(scores), pearson_per_column(y, oof), n_components=min(used))
+        alphas.append(a)
+    return ProbeResult("ridge", np.asarray(scores), pearson_per_column(y, oof), n_components=min(used),
+                       alphas=np.asarray(alphas))  # fmt: skip
