@@ -50,6 +50,10 @@ def test_side_by_side_labelled_maps_and_agreement(
     t = layers[teacher_name]
     assert t.blending == "translucent" and t.colormap.colors[0, 3] == 0 and t.colormap.colors[-1, 3] > 0.8
     assert tuple(t.contrast_limits) == (0, 1) and np.nanmax(t.data) <= 1
+    # each cell has a colour bar (before: none, the colours were unexplained), clear of the name (top left)
+    for name in (teacher_name, student_name, "attention difference (student - teacher)"):
+        assert layers[name].colorbar.visible and layers[name].colorbar.position == "bottom_right"
+    assert "percentile rank in the region" in widget.summary.value
     # the map's first pixel starts at the first tile's corner (level-0 -> um; tiles are read at whole pixels)
     mpp = slide.scale[-1]
     x0, y0 = pair.coords.min(0)

@@ -110,7 +110,9 @@ def agreement_text(pair: AttentionPair) -> str:
         f"{tiles} Pearson r of the two maps: whole map {pair.overall_r:.2f}, per tile median "
         f"{med_r} (1 = same layout, 0 = unrelated, < 0 = opposite). Top-{pct} overlap (share of the most attended "
         f"{pct} of one map in the other's): whole map {pair.overall_overlap:.2f}, per tile median {med_ov} "
-        f"(chance = {pair.top_frac:.2f}, 1 = same hot spots). Compare with a random-init side for the baseline."
+        f"(chance = {pair.top_frac:.2f}, 1 = same hot spots). Compare with a random-init side for the baseline. "
+        "Colours (colour bars): each pixel's percentile rank in the region on its own map, 0-1; transparent below "
+        "0.5, yellow = top 10 %."
     )
 
 
@@ -220,6 +222,8 @@ class AttentionWidget(Container):
             maps.append(layer)
         diff = upsert_layer(self.viewer, "image", pair.difference, "attention difference (student - teacher)",
                             colormap="PiYG", contrast_limits=(-1, 1), opacity=0.7, visible=False, **geo)  # fmt: skip
+        for layer in (*maps, diff):  # what a colour means, in each cell, clear of the name drawn top left
+            layer.colorbar.visible, layer.colorbar.position = True, "bottom_right"
         on_view = slide.layer(self.viewer) if slide is not None else None
         frame = (
             {"scale": on_view.scale[-2:], "translate": on_view.translate[-2:]} if on_view is not None else {}
