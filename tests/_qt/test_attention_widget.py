@@ -38,8 +38,8 @@ def test_side_by_side_labelled_maps_and_agreement(
     assert pair is not None, widget.status.value
     assert len(pair.coords) == 6
     # same model on both sides, teacher = head mean, student = head 1: different maps, still labelled apart
-    teacher_name = "teacher: tiny-vit, last-block attention, head mean"
-    student_name = "student: tiny-vit, last-block attention, head 1"
+    teacher_name = "teacher last-block attention, head mean: tiny-vit"
+    student_name = "student last-block attention, head 1: tiny-vit"
     layers = viewer.layers
     names = [layer.name for layer in layers]
     assert names[:4] == [slide.name, teacher_name, f"{slide.name} (student view)", student_name]
@@ -79,7 +79,7 @@ def test_side_by_side_labelled_maps_and_agreement(
     assert baseline is not pair and baseline.sources[1].model == "tiny-vit (random init)"
     names = [layer.name for layer in viewer.layers]
     assert (
-        "student: tiny-vit (random init), last-block attention, head 1" in names and student_name not in names
+        "student last-block attention, head 1: tiny-vit (random init)" in names and student_name not in names
     )
     assert baseline.overall_r < 0.99
 
@@ -98,10 +98,10 @@ def test_maps_stay_on_the_run_s_slide_and_fill_a_grid_cell(
     widget.slide.value = tcga  # while the worker runs
     wait_for(widget)
     assert widget.result is not None, widget.status.value
-    teacher = viewer.layers["teacher: tiny-vit, last-block attention, head mean"]
+    teacher = viewer.layers["teacher last-block attention, head mean: tiny-vit"]
     names = [layer.name for layer in viewer.layers]
-    assert names[:4] == [cmu.name, teacher.name, f"{cmu.name} (student view)", "student: tiny-vit, last-block "
-                         "attention, head mean"] and f"{tcga.name} (student view)" not in names  # fmt: skip
+    assert names[:4] == [cmu.name, teacher.name, f"{cmu.name} (student view)", "student last-block attention, "
+                         "head mean: tiny-vit"] and f"{tcga.name} (student view)" not in names  # fmt: skip
     assert tuple(str(u) for u in teacher.units) == tuple(str(u) for u in cmu.units)
     shown = np.asarray(view_bbox_level0(viewer, cmu))  # what one grid cell shows of the slide, level-0 px
     (y0, x0), (y1, x1) = np.asarray(teacher.extent.world)[:, -2:] / cmu.scale[-1]
@@ -217,7 +217,7 @@ def test_slide_without_mpp_warns_and_the_override_cuts_um_tiles_on_its_pixels(
     wait_for(widget)
     pair = widget.result
     assert len(warned) == 1 and pair is not None and pair.tile_px_level0 == pytest.approx(448)
-    t = viewer.layers["teacher: tiny-vit, last-block attention, head mean"]
+    t = viewer.layers["teacher last-block attention, head mean: tiny-vit"]
     x0, y0 = pair.coords.min(0)  # the map starts at the first tile's corner, in the slide layer's pixels
     np.testing.assert_allclose(t.translate[-1] - t.scale[-1] / 2, x0 - 0.5, atol=0.5)
     np.testing.assert_allclose(t.translate[-2] - t.scale[-2] / 2, y0 - 0.5, atol=0.5)
@@ -238,7 +238,7 @@ def test_maps_and_tiles_follow_a_moved_slide_layer(
     wait_for(widget)
     pair = widget.result
     assert pair is not None, widget.status.value
-    teacher = viewer.layers["teacher: tiny-vit, last-block attention, head mean"]
+    teacher = viewer.layers["teacher last-block attention, head mean: tiny-vit"]
     tiles = viewer.layers["attention tiles"]
     mpp = slide.scale[-1]
     x0 = pair.coords[:, 0].min()

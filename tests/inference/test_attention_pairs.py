@@ -40,10 +40,11 @@ def test_same_model_on_both_sides_agrees_perfectly_and_sides_are_labelled(cmu_sv
         and pair.hist_counts[-1] == pair.hist_counts.sum()
     )
     assert pair.teacher_map.dtype == np.float16 and np.nanmax(np.abs(pair.difference)) == 0
-    assert pair.sources[0].label() == "teacher: tiny-vit, last-block attention, head 1"
+    assert pair.sources[0].label() == "teacher last-block attention, head 1: tiny-vit"
     mixed = drain(iter_attention_pair(cnn, vit, cmu_svs, max_tiles=12, mode="rollout"))
-    assert mixed.sources[0].label() == "teacher: tiny-cnn, Grad-CAM"
-    assert mixed.sources[1].label() == "student: tiny-vit, attention rollout, head mean"
+    # what the map is first (before: after the model name, cut off in a narrow grid cell)
+    assert mixed.sources[0].label() == "teacher Grad-CAM: tiny-cnn"
+    assert mixed.sources[1].label() == "student attention rollout, head mean: tiny-vit"
     assert mixed.teacher_map.shape == mixed.student_map.shape  # a 2x2 Grad-CAM and a 4x4 ViT map, one canvas
     assert -1 <= mixed.overall_r <= 1 and 0 <= mixed.overall_overlap <= 1
 

@@ -50,9 +50,10 @@ class MapSource:
     head: int | None
 
     def label(self) -> str:
-        """e.g. ``"student: pathdistill-student, last-block attention, head 1"``."""
+        """e.g. ``"student last-block attention, head 1: pathdistill-student"``: what the map is comes first, so
+        a grid cell too narrow for the whole name still says it (Grad-CAM or attention, which head)."""
         head = "" if self.method == METHODS["cnn"] else f", head {'mean' if self.head is None else self.head}"
-        return f"{self.role}: {self.model}, {self.method}{head}"
+        return f"{self.role} {self.method}{head}: {self.model}"
 
 
 @dataclass
