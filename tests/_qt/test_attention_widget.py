@@ -115,6 +115,29 @@ def test_maps_stay_on_the_run_s_slide_and_fill_a_grid_cell(
     assert f"{tcga.name} (student view)" in names and f"{cmu.name} (student view)" not in names, names
 
 
+def test_a_run_without_side_by_side_ends_the_grid_it_started(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """Unticking "side by side" and running again left grid mode on (stride 2), the student view removed: the
+    student map then sat alone in the second cell over black, the teacher's in the first over the slide."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=4)
+    widget.run()
+    wait_for(widget)
+    assert viewer.grid.enabled
+    widget.side_by_side.value = False
+    widget.run()
+    wait_for(widget)
+    assert widget.result is not None, widget.status.value
+    assert not viewer.grid.enabled  # both maps over the one slide, in one canvas
+    assert f"{slide.name} (student view)" not in [layer.name for layer in viewer.layers]
+    viewer.grid.enabled = True  # the user's own grid is theirs: a run without side by side leaves it
+    widget.run()
+    wait_for(widget)
+    assert viewer.grid.enabled
+
+
 def test_head_range_is_the_model_s(make_napari_viewer, tiny_vit):
     widget = AttentionWidget(make_napari_viewer())
     assert widget.teacher.choice.value == "efficientnet-lite2-imagenet"  # the offline default

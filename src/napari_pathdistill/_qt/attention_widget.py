@@ -157,6 +157,7 @@ class AttentionWidget(Container):
         self.student.on_spec(lambda spec: self._set_head_range(self.student_head, spec))
         self.result: AttentionPair | None = None
         self._map_layers: list[napari.layers.Layer] = []
+        self._grid_ours = False  # grid mode was switched on by "side by side", so a run without it ends it
 
     @staticmethod
     def _set_head_range(head: SpinBox, spec: ModelSpec) -> None:
@@ -235,6 +236,8 @@ class AttentionWidget(Container):
         self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
         if self.side_by_side.value and on_view is not None:
             self._map_layers.append(self._arrange_grid(on_view, maps[0], maps[1]))  # replaced with the maps
+        elif self._grid_ours:  # else the student map would sit alone in the second cell, over no slide
+            self.viewer.grid.enabled = self._grid_ours = False
 
     def _arrange_grid(self, slide: Any, teacher: Any, student: Any) -> Any:
         """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = a view of the slide + student map; one
@@ -248,7 +251,7 @@ class AttentionWidget(Container):
         for target, layer in enumerate((slide, teacher, view, student)):
             layers.move(layers.index(layer), target)
         self.viewer.grid.stride = 2
-        self.viewer.grid.enabled = True
+        self.viewer.grid.enabled = self._grid_ours = True
         self.viewer.fit_to_view(layers=[teacher, student])
         return view
 
