@@ -250,6 +250,7 @@ def test_a_slide_removed_while_it_is_embedded_gets_no_clusters(
     wait_for(widget)
     assert widget.result is None and f"{cmu.name} clusters" not in viewer.layers
     assert any(f"'{cmu.name}' was removed from the viewer while it ran" in m for m in infos), infos
+    assert widget.status.value == f"Embedding: not shown ('{cmu.name}' was removed while it ran)"
 
 
 def test_slide_without_mpp_warns_and_its_um_px_override_lands_the_map_on_its_pixels(

@@ -211,3 +211,6 @@ def test_a_slide_removed_while_its_run_works_gets_no_layers(
     wait_for(widget)
     assert widget.result is not None and len(viewer.layers) == 0
     assert any(f"'{cmu.name}' was removed from the viewer while it ran" in m for m in infos), infos
+    assert (
+        widget.status.value == f"Tissue: not shown ('{cmu.name}' was removed while it ran)"
+    )  # was 'Tissue: done'

@@ -98,14 +98,19 @@ def reader_scale(layer: Layer) -> tuple[float, float]:
     return (float(mpp[0]), float(mpp[1])) if mpp is not None else (1.0, 1.0)
 
 
-def slide_removed(viewer: napari.viewer.Viewer, slide: SlideRef | None, what: str) -> bool:
-    """Whether the slide layer a run started on has left ``viewer`` meanwhile (then says so: its results, which
-    would lie over nothing, are not shown). None (no run: results shown directly) counts as present."""
+def slide_removed(
+    viewer: napari.viewer.Viewer, slide: SlideRef | None, what: str, status: Any = None
+) -> bool:
+    """Whether the slide layer a run started on has left ``viewer`` meanwhile (then says so, in a notification and
+    in the widget's ``status`` label when given, which read "<what>: done" before: its results, which would lie
+    over nothing, are not shown). None (no run: results shown directly) counts as present."""
     if slide is None or slide.layer(viewer) is not None:
         return False
     from napari.utils.notifications import show_info
 
     show_info(f"{what}: '{slide.name}' was removed from the viewer while it ran; its results are not shown.")
+    if status is not None:
+        status.value = f"{what}: not shown ('{slide.name}' was removed while it ran)"
     return True
 
 

@@ -202,7 +202,7 @@ class AttentionWidget(Container):
             slide: the slide layer they were computed on (default: the chosen one).
         """
         self.result = pair
-        if slide_removed(self.viewer, slide, "Attention"):
+        if slide_removed(self.viewer, slide, "Attention", self.status):
             return
         if slide is None and self.slide.value is not None:
             slide = SlideRef.of(self.slide.value)

@@ -213,7 +213,7 @@ class EmbedWidget(Container):
     def _finished(self, result: SlideMap, source: tuple[str, Any], slide: SlideRef) -> None:
         """The run's end (main thread): its map on its slide, unless that slide was removed meanwhile (the
         features stay in the cache: Embed on the re-opened slide shows them at once)."""
-        if not slide_removed(self.viewer, slide, "Embedding"):
+        if not slide_removed(self.viewer, slide, "Embedding", self.status):
             self.show_result(result, source, slide)
             self._shown = True
 
@@ -233,7 +233,7 @@ class EmbedWidget(Container):
                                   cancel=cancel)  # fmt: skip
 
         def finished(result: Any) -> None:
-            if not slide_removed(self.viewer, slide, "Patch-token map"):
+            if not slide_removed(self.viewer, slide, "Patch-token map", self.status):
                 placement = slide.place(result.scale, result.translate, self.viewer)
                 show_dense_map(self.viewer, result, *source, placement=placement)
                 self._shown = True

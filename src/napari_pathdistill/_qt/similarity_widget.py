@@ -142,7 +142,7 @@ class SimilarityWidget(Container):
             top_k: the k asked for (the summary says when the pair's tile count lowered it).
         """
         self.result = result
-        if slide_removed(self.viewer, slide, "Similarity"):
+        if slide_removed(self.viewer, slide, "Similarity", self.status):
             return
         if slide is None and self.slide_a.value is not None:
             slide = SlideRef.of(self.slide_a.value)

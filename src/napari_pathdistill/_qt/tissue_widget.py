@@ -130,7 +130,7 @@ class TissueWidget(Container):
         self.runner.start(factory, lambda preview: self._apply_preview(preview, slide), "Tissue preview")
 
     def _apply_preview(self, preview: TissuePreview, slide: SlideRef) -> None:
-        if slide_removed(self._viewer, slide, "Tissue preview"):
+        if slide_removed(self._viewer, slide, "Tissue preview", self.status):
             return
         self.preview, self._preview_slide = preview, slide
         self.show_preview()
@@ -166,7 +166,7 @@ class TissueWidget(Container):
     def _apply(self, result: TissueGridResult, slide: SlideRef) -> None:
         """Show the mask and the tile grid of ``result`` on the slide layer it was computed from."""
         self.result = result
-        if slide_removed(self._viewer, slide, "Tissue"):
+        if slide_removed(self._viewer, slide, "Tissue", self.status):
             return
         u = float(result.slide_mpp[1]) if result.slide_mpp else 1.0
         units = slide.units or result.units
