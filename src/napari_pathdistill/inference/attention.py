@@ -1,7 +1,8 @@
 """Attention maps of tiles: ViT CLS->patch attention (last block or rollout), Grad-CAM for CNNs.
 
-ViT attention is recomputed from each block's attention input (``softmax(q k^T / sqrt(d))`` with the block's
-own q/k norms), so it works whether timm uses fused attention or not. Rollout follows Abnar & Zuidema (2020):
+ViT attention is timm's own softmax, read from each watched block's explicit attention path (its ``fused_attn``
+switched off for the call), so q/k norms and rotary position embeddings (DINOv3, EVA) enter as the model applies
+them. Rollout follows Abnar & Zuidema (2020):
 per block ``0.5 * A + 0.5 * I``, rows renormalised, multiplied from the first block to the last. Prefix
 tokens (CLS and registers) are dropped from the map. CNNs get Grad-CAM (Selvaraju et al. 2017) of the
 embedding's squared L2 norm on the last feature map.
@@ -57,25 +58,39 @@ def check_head(model: EmbeddingModel, head: int | None) -> None:
         )
 
 
-def _probs(attn: Any, t: torch.Tensor, head: int | None) -> torch.Tensor:
-    """Block input (B, N, D) -> (B, N, N) attention probabilities of ``head`` (None: mean over heads)."""
-    b, n, _ = t.shape
-    qkv = attn.qkv(t).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k = attn.q_norm(qkv[0]).float(), attn.k_norm(qkv[1]).float()
-    a = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1)  # (B, heads, N, N)
-    return a[:, head] if head is not None else a.mean(1)
+def _attention_modules(model: EmbeddingModel, mode: str) -> list[Any]:
+    """The attention modules whose probabilities the map needs (the last block's, or every block's for rollout).
+
+    Raises:
+        ValueError: a block's attention is not timm's (no ``attn_drop`` applied to the softmax, no
+            ``fused_attn`` switch), so its probabilities cannot be read.
+    """
+    blocks: list[Any] = list(model.module.get_submodule("blocks").children())
+    mods = [blk.attn for blk in (blocks[-1:] if mode == "last" else blocks)]
+    if not all(hasattr(m, "attn_drop") and hasattr(m, "fused_attn") for m in mods):
+        raise ValueError(
+            f"{model.spec.name}: attention maps need timm's attention blocks (Attention, AttentionRope, "
+            f"EvaAttention); {type(mods[0]).__name__} is not one"
+        )
+    return mods
 
 
 def _vit_raw(model: EmbeddingModel, x: torch.Tensor, mode: str, head: int | None) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, g, g) CLS->patch attention (last block or rollout), not normalised."""
+    """(B, 3, H, W) -> (B, g, g) CLS->patch attention (last block or rollout), not normalised.
+
+    The probabilities are timm's own: the watched blocks run their explicit path (``fused_attn`` off for the
+    call) and a hook on ``attn_drop`` (identity in eval) reads the (B, heads, N, N) softmax it is given, so q/k
+    norms, biases and rotary position embeddings (DINOv3 / EVA) are exactly as the model applies them.
+    """
     if mode not in ("last", "rollout"):
         raise ValueError(f"mode must be 'last' or 'rollout', got {mode!r}")
     check_head(model, head)
-    blocks: list[Any] = list(model.module.get_submodule("blocks").children())
+    mods = _attention_modules(model, mode)
     state: dict[str, torch.Tensor] = {}
 
-    def fold(module: Any, args: tuple[torch.Tensor, ...]) -> None:
-        a = _probs(module, args[0], head)
+    def fold(_module: Any, args: tuple[torch.Tensor, ...]) -> None:
+        a = args[0].float()
+        a = a[:, head] if head is not None else a.mean(1)  # (B, N, N)
         if mode == "last":
             state["joint"] = a
             return
@@ -83,12 +98,16 @@ def _vit_raw(model: EmbeddingModel, x: torch.Tensor, mode: str, head: int | None
         a = a / a.sum(-1, keepdim=True)
         state["joint"] = a @ state["joint"] if "joint" in state else a
 
-    watched = blocks[-1:] if mode == "last" else blocks
-    hooks = [blk.attn.register_forward_pre_hook(fold) for blk in watched]
+    fused = [m.fused_attn for m in mods]
+    hooks = [m.attn_drop.register_forward_pre_hook(fold) for m in mods]
     try:
+        for m in mods:
+            m.fused_attn = False
         with torch.autocast(x.device.type, dtype=model.amp_dtype, enabled=model.amp_dtype != torch.float32):
             model.forward_tokens(x)
     finally:
+        for m, f in zip(mods, fused, strict=True):
+            m.fused_attn = f
         for h in hooks:
             h.remove()
     cls = state["joint"][:, 0, model.num_prefix_tokens :]
