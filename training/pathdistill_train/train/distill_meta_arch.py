@@ -29,7 +29,13 @@ from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
 from pathdistill_train.loss.views import view_pairs
 from pathdistill_train.models import build_student, build_teacher
 from pathdistill_train.models.warm_start import describe, read_init_state, warm_start
-from pathdistill_train.train.meta_parts import build_head, center_crop_tokens, scanner_config, student_kwargs
+from pathdistill_train.train.meta_parts import (
+    build_head,
+    center_crop_tokens,
+    head_losses,
+    scanner_config,
+    student_kwargs,
+)
 
 HEAD_MODES = ENUMS["teacher.heads"]
 LOSS_MODES = ENUMS["loss.mode"]
@@ -67,23 +73,11 @@ class DistillMetaArch(nn.Module):
             self.teacher_dino_heads = nn.ModuleList([build_head(cfg, d, "dino") for d in dims])
             self.teacher_ibot_heads = nn.ModuleList([build_head(cfg, d, "ibot") for d in dims])
             self._setup_teacher_heads()
-            self.dino_loss = DINOLoss(
-                cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering, lc.pairing
-            )
-            self.ibot_loss = iBOTPatchLoss(
-                cfg.heads.ibot_out_dim, lc.student_temp, lc.center_momentum, lc.centering
-            )
+            self.dino_loss, self.ibot_loss = head_losses(cfg)
             # each extra teacher's heads score differently: each is centred by its own running centres
-            self.extra_dino_losses = nn.ModuleList(
-                DINOLoss(
-                    cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering, lc.pairing
-                )
-                for _ in dims[1:]
-            )
-            self.extra_ibot_losses = nn.ModuleList(
-                iBOTPatchLoss(cfg.heads.ibot_out_dim, lc.student_temp, lc.center_momentum, lc.centering)
-                for _ in dims[1:]
-            )
+            extra = [head_losses(cfg) for _ in dims[1:]]
+            self.extra_dino_losses = nn.ModuleList(d for d, _ in extra)
+            self.extra_ibot_losses = nn.ModuleList(i for _, i in extra)
         if self.use_feature:
             self.feature_losses = nn.ModuleList(
                 FeatureDistillLoss(

@@ -1,5 +1,5 @@
-"""Small builders of the distillation meta-architecture: heads, the student's kwargs and scanner-augmentation
-config, and the XMAG token crop."""
+"""Small builders of the distillation meta-architecture: heads and their losses, the student's kwargs and
+scanner-augmentation config, and the XMAG token crop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from pathdistill_train.data.scanner_augment import ScannerAugmentConfig
 from pathdistill_train.layers import DINOHead
+from pathdistill_train.loss import DINOLoss, iBOTPatchLoss
 
 
 def build_head(cfg: Any, dim: int, kind: str) -> DINOHead:
@@ -18,6 +19,13 @@ def build_head(cfg: Any, dim: int, kind: str) -> DINOHead:
     out = h.dino_out_dim if kind == "dino" else h.ibot_out_dim
     bottleneck = h.dino_bottleneck_dim if kind == "dino" else h.ibot_bottleneck_dim
     return DINOHead(dim, out, h.hidden_dim, bottleneck, h.nlayers)
+
+
+def head_losses(cfg: Any) -> tuple[DINOLoss, iBOTPatchLoss]:
+    """The DINO (CLS) and iBOT (patch) losses of one teacher's heads, each holding that teacher's centres."""
+    lc = cfg.loss
+    dino = DINOLoss(cfg.heads.dino_out_dim, lc.student_temp, lc.center_momentum, lc.centering, lc.pairing)
+    return dino, iBOTPatchLoss(cfg.heads.ibot_out_dim, lc.student_temp, lc.center_momentum, lc.centering)
 
 
 def scanner_config(aug: Any) -> ScannerAugmentConfig:

@@ -19,7 +19,6 @@ class CosineScheduler:
         total_iters: schedule length in steps (indices past it return ``final_value``).
         warmup_iters: warm-up steps.
         start_warmup_value: value at step 0.
-        freeze_iters: leading steps held at 0 (before warm-up).
     """
 
     def __init__(
@@ -29,15 +28,13 @@ class CosineScheduler:
         total_iters: int,
         warmup_iters: int = 0,
         start_warmup_value: float = 0.0,
-        freeze_iters: int = 0,
     ) -> None:
         self.final_value = final_value
-        freeze = np.zeros(freeze_iters)
         warmup = np.linspace(start_warmup_value, base_value, warmup_iters)
-        n = max(total_iters - warmup_iters - freeze_iters, 0)
+        n = max(total_iters - warmup_iters, 0)
         iters = np.arange(n)
         cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / max(n, 1)))
-        self.schedule = np.concatenate((freeze, warmup, cosine))
+        self.schedule = np.concatenate((warmup, cosine))
 
     def __getitem__(self, it: int) -> float:
         return float(self.schedule[it]) if it < len(self.schedule) else float(self.final_value)
