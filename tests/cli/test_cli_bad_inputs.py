@@ -111,3 +111,43 @@ def test_robustness_manifest_with_a_nan_feature_names_the_file(tmp_path, capsys)
             "--device", "cpu"]  # fmt: skip
     line = _run_error(argv, capsys, "'IHC_B'", "IHC_B.h5", "1 of 20 tiles have non-finite")
     assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "o" / "summary.json").exists(), line
+
+
+def test_embed_checks_a_read_only_out_before_loading_the_model(
+    tmp_path, cmu_svs, capsys, monkeypatch
+) -> None:
+    """Was: the model loaded (a minute for H-optimus-0) before the first slide found the folder read-only."""
+    import errno
+    import os
+
+    from napari_pathdistill.cli import embed as cli_embed
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # as a read-only mount (tests may run as root, whom modes do not stop)
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(cli_embed.os, "open", read_only)
+    argv = ["embed", str(cmu_svs), "--model", "no-such-model", "--out", str(tmp_path), "--device", "cpu"]
+    _argument_error(argv, capsys, "--out", str(tmp_path), "Read-only file system")
+    a_file = tmp_path / "features.h5"
+    a_file.write_bytes(b"")
+    argv[argv.index(str(tmp_path))] = str(a_file)
+    _argument_error(argv, capsys, "--out", "cannot write into", str(a_file))
+
+
+def test_embed_into_a_read_only_out_holding_every_output_is_no_error(tmp_path, cmu_svs, monkeypatch) -> None:
+    """Complete outputs are kept read-only (skipped): the early check lets the run go on to say so."""
+    from napari_pathdistill.cli import embed as cli_embed
+
+    (tmp_path / "CMU-1-Small-Region.h5").write_bytes(b"")
+    monkeypatch.setattr(cli_embed.os, "open", None)  # any write probe would fail
+    import argparse
+
+    args = argparse.Namespace(slides=[str(cmu_svs)], out=str(tmp_path), overwrite=False, scheduler=None)
+    assert cli_embed._out_message(args) is None
+    args.overwrite = True  # replacing them needs a writable folder
+    with pytest.raises(TypeError):
+        cli_embed._out_message(args)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from napari_pathdistill.cli._argtypes import checked_float, fraction, positive_float, positive_int
 
@@ -112,6 +114,28 @@ def _device_message(args: argparse.Namespace) -> str | None:
         resolve_device(args.device)
     except DeviceError as exc:
         return f"argument --device: {exc}"
+    return None
+
+
+def _out_message(args: argparse.Namespace) -> str | None:
+    """Why ``--out`` cannot take the outputs still to write, else None: checked before the model loads (an
+    H-optimus-0 takes a minute to load before the first slide would have found a read-only folder). A folder
+    that already holds every slide's output is fine read-only (complete outputs are kept), and workers behind
+    ``--scheduler`` write on their own machines."""
+    from napari_pathdistill.inference.embed import output_path
+
+    out = Path(args.out).expanduser()
+    if args.scheduler is not None or (
+        not args.overwrite and all(output_path(s, out).is_file() for s in args.slides)
+    ):
+        return None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".pathdistill-write-test-{os.getpid()}"
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        probe.unlink()
+    except OSError as exc:
+        return f"argument --out: cannot write into {out} ({exc.strerror or exc}): choose a writable folder"
     return None
 
 
@@ -209,7 +233,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     from napari_pathdistill.errors import CorruptTileWarning, PathDistillError
     from napari_pathdistill.inference.embed import NoMPPWarning
 
-    problem = _clash_message(args.slides, args.out) or _device_message(args)
+    problem = _clash_message(args.slides, args.out) or _device_message(args) or _out_message(args)
     if problem is not None:
         if parser is not None:
             parser.error(problem)
