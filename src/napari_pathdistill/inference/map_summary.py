@@ -135,6 +135,8 @@ def summarise_partial(
     """
     import h5py
 
+    from napari_pathdistill.inference.disk_room import reserve_tail, summary_bytes
+
     with h5py.File(partial, "r+") as f:
         skipped = np.unique(f["skipped_rows"][()]) if "skipped_rows" in f else np.zeros(0, np.int64)
         if features is None:
@@ -148,6 +150,7 @@ def summarise_partial(
         except NonFiniteFeaturesError as err:
             error = err
         else:
+            reserve_tail(partial, summary_bytes(len(features)), len(features))
             write_summary(f, summary)
             return summary
     kept = partial.with_name(partial.name.removesuffix(".partial") + ".nonfinite")

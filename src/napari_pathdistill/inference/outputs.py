@@ -208,9 +208,12 @@ def finish_output(partial: Path, out: Path) -> int:
     """
     import h5py
 
+    from napari_pathdistill.inference.disk_room import METADATA_ROOM, reserve_tail
+
     with h5py.File(partial, "r+") as f:
         rows = np.unique(f["skipped_rows"][()]) if "skipped_rows" in f else np.zeros(0, np.int64)
         if not len(rows):
+            reserve_tail(partial, METADATA_ROOM, int(f.attrs.get("done", 0)))
             f.attrs["skipped_tiles"] = 0
             if "skipped_coords" not in f:
                 f.create_dataset("skipped_coords", data=np.zeros((0, 2), np.int64))
@@ -226,6 +229,7 @@ def _drop_rows(partial: Path, out: Path, rows: np.ndarray, step: int = 4096) -> 
     import h5py
 
     from napari_pathdistill.errors import CorruptTileError
+    from napari_pathdistill.inference.disk_room import METADATA_ROOM, require_free
 
     tmp = out.with_name(out.name + ".tmp")
     with h5py.File(partial, "r") as src:
@@ -235,6 +239,8 @@ def _drop_rows(partial: Path, out: Path, rows: np.ndarray, step: int = 4096) -> 
         if not keep.any():
             partial.unlink()
             raise CorruptTileError(f"{out.stem}: none of its {n} tiles can be decoded; nothing written.")
+        kept = int(keep.sum())
+        require_free(partial, kept * (4 * dim + 8 + 4 + 16) + 16 * len(rows) + METADATA_ROOM, n)
         with h5py.File(tmp, "w") as dst:
             dst.attrs.update(dict(src.attrs))
             dst.create_dataset("coords", data=src["coords"][()][keep])
@@ -243,7 +249,7 @@ def _drop_rows(partial: Path, out: Path, rows: np.ndarray, step: int = 4096) -> 
                 dst.create_dataset("tissue_fraction", data=src["tissue_fraction"][()][keep])
             if "map" in src:  # inference.map_summary: computed on the kept rows already
                 src.copy("map", dst)
-            feats = dst.create_dataset("features", shape=(int(keep.sum()), dim), dtype="float32")
+            feats = dst.create_dataset("features", shape=(kept, dim), dtype="float32")
             at = 0
             for s in range(0, n, step):
                 block = src["features"][s : s + step][keep[s : s + step]]
