@@ -1,4 +1,5 @@
-"""Load triton's native library so that torch can be imported after Qt/OpenGL (no torch import here).
+"""Native-library helpers (no torch import here): load triton's native library so that torch can be imported after
+Qt/OpenGL, and give glibc's freed heap back to the system after long work.
 
 torch imports triton (torch._dynamo -> triton) whenever it is installed, e.g. with the CUDA wheels. Its
 ``libtriton.so`` carries its own LLVM; when Mesa's OpenGL (llvmpipe, as under Xvfb or on machines without a GPU
@@ -10,6 +11,8 @@ installed, or off Linux.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
 import os
 import sys
@@ -38,3 +41,22 @@ def preload_triton() -> bool:
     finally:
         sys.setdlopenflags(flags)
     return True
+
+
+def trim_heap() -> bool:
+    """Return the heap memory glibc keeps after ``free`` to the system (``malloc_trim(0)``, every arena).
+
+    A slide read by several threads leaves 0.1-0.2 GB freed but resident in their malloc arenas (measured on a
+    2,352-tile embed: glibc's ``mallinfo2`` counted 0.03 GB in use); the process keeps it until exit and every
+    later layer, PCA or click stacks on top. Called once at the end of a long task (a few ms), never per tile.
+
+    Returns:
+        True when memory was given back; False off glibc or when there was nothing to give.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return False

@@ -24,6 +24,7 @@ from napari.qt.threading import GeneratorWorker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
+from napari_pathdistill._native import trim_heap
 from napari_pathdistill.errors import Cancelled, PathDistillError
 from napari_pathdistill.progress import Progress
 
@@ -33,10 +34,22 @@ CLOSE_WAIT_S = 20.0
 PROVIDER = "napari-pathdistill"
 
 
+class TaskRuntimeError(Exception):
+    """A ``RuntimeError`` of a task's core generator, re-raised as another type (its cause is the original).
+
+    superqt's worker takes any ``RuntimeError`` out of the generator for a deleted Qt object and ends without
+    its ``errored`` and ``finished`` signals; but torch raises them for real failures (CUDA out of memory, a
+    shape mismatch), as does h5py for I/O errors: the widget stayed "running" for ever (Run greyed out, the bar
+    stuck, no message). Core generators never touch Qt, so none of theirs is a deleted Qt object.
+    """
+
+
 def error_message(exc: BaseException, what: str) -> str:
     """A message for a notification: user errors verbatim, anything else prefixed with what failed."""
     if isinstance(exc, PathDistillError):
         return str(exc)
+    if isinstance(exc, TaskRuntimeError):
+        return f"{what} failed: {exc}"
     return f"{what} failed: {type(exc).__name__}: {exc}"
 
 
@@ -44,7 +57,8 @@ def _drive(
     factory: GeneratorFactory, cancel: threading.Event, ended: threading.Event | None = None
 ) -> Generator[Any, None, None]:
     """Run ``factory(cancel)`` and re-yield its items; a generator ``return`` value is yielded last.
-    ``ended`` is set in the worker thread once the core generator has ended, however it ended."""
+    ``ended`` is set in the worker thread once the core generator has ended, however it ended, after the heap it
+    freed is given back (:func:`~napari_pathdistill._native.trim_heap`)."""
     try:
         items = factory(cancel)
         if not isinstance(items, Generator):  # a plain iterator has no return value
@@ -53,7 +67,10 @@ def _drive(
         result = yield from items
         if result is not None:
             yield result
+    except RuntimeError as exc:  # else superqt ends the worker silently (TaskRuntimeError)
+        raise TaskRuntimeError(f"{type(exc).__name__}: {exc}") from exc
     finally:
+        trim_heap()  # the task's freed buffers (tiles of several reader threads) back to the system
         if ended is not None:
             ended.set()
 
