@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -58,6 +61,37 @@ def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:
         dist.all_reduce(stacked)
         stacked /= dist.get_world_size()
     return dict(zip(names, stacked.tolist()))
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """Give rank ``rank`` > 0 its own torch (CPU and CUDA), numpy and python RNG streams.
+
+    Called after the model is built from ``torch.manual_seed(seed)`` on every rank (identical init: the EMA
+    student, which DDP does not broadcast, starts equal everywhere). From there each rank must draw its own
+    random parameters (the student-only augmentation draws from torch's global RNG), as dinov2 seeds each rank
+    with ``seed + rank``: alike-seeded ranks would apply the same parameters to their different images. Rank 0
+    keeps the stream it has, so a one-process run is unchanged; rank r > 0 is seeded from ``(seed, r)``
+    (numpy's SeedSequence, so no rank of one seed shares a stream with a rank of a neighbouring seed).
+    """
+    if rank == 0:
+        return
+    words = np.random.SeedSequence([int(seed) % 2**63, rank]).generate_state(2, np.uint32)
+    torch.manual_seed(int(words[0]) << 32 | int(words[1]))
+    np.random.seed(int(words[0]))
+    random.seed(int(words[1]))
+
+
+def gather_to_main(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on rank 0 (``[obj]`` without a process group; ``[]`` elsewhere).
+
+    A collective: every rank must call it.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    main = dist.get_rank() == 0
+    out: list[Any] = [None] * dist.get_world_size() if main else []
+    dist.gather_object(obj, out if main else None, dst=0)
+    return out
 
 
 def barrier() -> None:

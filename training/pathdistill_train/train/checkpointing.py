@@ -50,6 +50,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rank_rng_state(states: list[dict[str, Any]] | dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """This rank's RNG states among a checkpoint's per-rank ones (None: none saved for this rank).
+
+    ``states`` is the list :func:`save_training_checkpoint` writes (one entry per rank, in rank order), or
+    the one dict of checkpoints written before ranks had their own streams (then rank 0's).
+    """
+    per_rank = [states] if isinstance(states, dict) else list(states)
+    return per_rank[rank] if rank < len(per_rank) else None
+
+
 def _state_without_teachers(meta_arch: torch.nn.Module) -> dict[str, torch.Tensor]:
     """``meta_arch.state_dict()`` minus ``teachers.*``, without running the teachers' state-dict hooks.
 
@@ -66,27 +76,36 @@ def _state_without_teachers(meta_arch: torch.nn.Module) -> dict[str, torch.Tenso
 
 
 def save_training_checkpoint(
-    path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int
+    path: Path,
+    meta_arch: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    rng: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write model (student, heads, EMA, centres), optimiser, step and RNG states; atomic rename.
 
     The frozen teacher backbones are not saved (they are rebuilt from the config).
+
+    Args:
+        rng: every rank's :func:`rng_state`, in rank order (default: this process's alone).
     """
     state = _state_without_teachers(meta_arch)
-    payload = {"model": state, "optimizer": optimizer.state_dict(), "step": step, "rng": rng_state()}
+    rng = rng if rng is not None else [rng_state()]
+    payload = {"model": state, "optimizer": optimizer.state_dict(), "step": step, "rng": rng}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_training_checkpoint(
     path: Path, meta_arch: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, list[dict[str, Any]] | dict[str, Any]]:
     """Restore the model and optimiser of a checkpoint written by :func:`save_training_checkpoint`.
 
     Returns:
-        The step to run next and the RNG states saved with it. The caller restores them with
-        :func:`set_rng_state` once everything that draws from the global RNGs before the first step (the
-        DataLoader iterator's base seed) is built, as in the run that wrote the checkpoint.
+        The step to run next and the RNG states saved with it (per rank: see :func:`rank_rng_state`). The
+        caller restores its rank's with :func:`set_rng_state` once everything that draws from the global
+        RNGs before the first step (the DataLoader iterator's base seed) is built, as in the run that wrote
+        the checkpoint.
     """
     payload = read_training_checkpoint(path)
     try:

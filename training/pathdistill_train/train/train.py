@@ -23,6 +23,8 @@ from pathdistill_train.data.loaders import build_batches
 from pathdistill_train.errors import TrainConfigError, TrainDivergedError, TrainInterrupted
 from pathdistill_train.train.checkpointing import (
     load_training_checkpoint,
+    rank_rng_state,
+    rng_state,
     save_training_checkpoint,
     set_rng_state,
 )
@@ -86,10 +88,11 @@ def apply_schedules(optimizer: torch.optim.Optimizer, sched: dict[str, Any], ste
 def _setup(
     cfg: Any, env: distributed.DistEnv
 ) -> tuple[DistillMetaArch, torch.optim.Optimizer, dict, int, dict | None]:
-    """Model, optimiser, schedules, the first step and, when resuming from ``checkpoint.pth``, its RNG states
-    (restored by the caller after the data iterator is made, see :func:`load_training_checkpoint`)."""
+    """Model, optimiser, schedules, the first step and, when resuming from ``checkpoint.pth``, this rank's RNG
+    states (restored by the caller after the data iterator is made, see :func:`load_training_checkpoint`)."""
     torch.manual_seed(cfg.train.seed)  # identical init on every rank
     meta = DistillMetaArch(cfg).to(env.device)
+    distributed.seed_rank(cfg.train.seed, env.rank)  # then each rank its own random augmentation parameters
     if cfg.teacher.fsdp and env.world_size > 1:
         from torch.distributed.fsdp import fully_shard
 
@@ -103,12 +106,26 @@ def _setup(
     sched = build_schedules(cfg, env.world_size)
     ckpt, start, rng = Path(cfg.output_dir) / "checkpoint.pth", 0, None
     if cfg.train.resume and ckpt.exists():
-        start, rng = load_training_checkpoint(ckpt, meta, optimizer)
+        start, states = load_training_checkpoint(ckpt, meta, optimizer)
+        rng = rank_rng_state(states, env.rank)
         if env.is_main:
             print(f"[pathdistill-train] resumed from {ckpt} at step {start}", flush=True)
+            _warn_world_size(states, env.world_size)
     if env.is_main and cfg.train.resume:  # rows a killed run logged past its checkpoint (all, without one)
         truncate_csv(Path(cfg.output_dir) / "metrics.csv", start)
     return meta, optimizer, sched, start, rng
+
+
+def _warn_world_size(states: list | dict, world_size: int) -> None:
+    """Say so when a checkpoint written by another number of ranks is resumed: not an exact resume."""
+    saved = 1 if isinstance(states, dict) else len(states)
+    if saved != world_size:
+        print(
+            f"[pathdistill-train] the checkpoint holds the RNG states of {saved} rank(s), this run has "
+            f"{world_size}: the ranks without one keep fresh streams, and the sampler splits the stream "
+            "anew, so the next steps are not those of an uninterrupted run",
+            flush=True,
+        )
 
 
 def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[str, float]:
@@ -247,10 +264,12 @@ def _progress(env, step: int, ends: tuple[int, int], row: dict[str, float], ever
 
 
 def _checkpoint(cfg: Any, env, meta: DistillMetaArch, optimizer, step: int, run: dict[str, Any]) -> None:
-    """Rank 0 writes the resumable checkpoint and exports the EMA student with the run record; all ranks wait."""
+    """Rank 0 writes the resumable checkpoint (with every rank's RNG states) and exports the EMA student with the
+    run record; all ranks wait."""
+    states = distributed.gather_to_main(rng_state())  # a collective: every rank sends its own
     if env.is_main:
         out_dir = Path(cfg.output_dir)
-        save_training_checkpoint(out_dir / "checkpoint.pth", meta, optimizer, step)
+        save_training_checkpoint(out_dir / "checkpoint.pth", meta, optimizer, step, states)
         record = {k: v for k, v in run.items() if k != "t0"}
         record.update(ended=utc_now(), wall_s=round(time.monotonic() - run["t0"], 3))
         export_student(meta.ema_student.model, cfg, out_dir / "export", step, record)
