@@ -117,7 +117,8 @@ def build_batches(
 ) -> Iterator[dict]:
     """Training batches of ``data.pipeline``: the DataLoader, or views made on ``device`` from a tile store.
 
-    The device pipeline writes the store on rank 0 (once; reused while the sources match), the other ranks wait.
+    The device pipeline writes the store on rank 0 (once; reused while the sources match); the other ranks wait
+    for its file (no collective: see :func:`~pathdistill_train.data.tile_store.wait_for_tile_store`).
     ``summary``, when given, is extended with each slide / tile folder and its tile count (rank 0 of the device
     pipeline).
     """
@@ -126,7 +127,7 @@ def build_batches(
     if cfg.data.pipeline != "device":
         raise TrainConfigError(f"data.pipeline must be loader or device, got {cfg.data.pipeline!r}")
     from pathdistill_train.data.device_views import DeviceViewMaker
-    from pathdistill_train.data.tile_store import DeviceBatches, write_tile_store
+    from pathdistill_train.data.tile_store import DeviceBatches, wait_for_tile_store, write_tile_store
 
     factor = cfg.crossmag.factor if cfg.crossmag.enabled else 1
     global_size = cfg.crops.global_size * factor
@@ -140,8 +141,8 @@ def build_batches(
         if summary is not None:
             summary.extend(source.describe())
         write_tile_store(source, store, describe, cfg.train.seed)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    else:  # not a barrier: rank 0 may decode tiles for longer than any collective waits
+        wait_for_tile_store(store, describe)
     n = len(np.load(store, mmap_mode="r"))
     sampler = InfiniteSampler(n, cfg.train.seed, rank, world_size, start * cfg.train.batch_size_per_gpu)
     views = DeviceViewMaker(cfg.augmentation, global_size)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_pathdistill.atomic import atomic_write_text
 from pathdistill_train.data.device_views import DeviceViewMaker
 from pathdistill_train.data.samplers import InfiniteSampler
 from pathdistill_train.data.sources import ConcatSource
@@ -37,8 +39,7 @@ def write_tile_store(source: ConcatSource, path: Path, describe: dict[str, Any],
     Returns:
         ``path``.
     """
-    meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("describe") == describe:
+    if store_matches(path, describe):
         return path
     first = source[(0, torch.Generator().manual_seed(seed))]
     shape = (len(source), *first.shape)
@@ -49,7 +50,29 @@ def write_tile_store(source: ConcatSource, path: Path, describe: dict[str, Any],
     arr.flush()
     del arr
     os.replace(tmp, path)
-    meta_path.write_text(json.dumps({"describe": describe, "shape": list(shape)}, indent=1))
+    atomic_write_text(
+        path.with_suffix(".json"), json.dumps({"describe": describe, "shape": list(shape)}, indent=1)
+    )
+    return path
+
+
+def store_matches(path: Path, describe: dict[str, Any]) -> bool:
+    """Whether ``path`` is a complete store of the sources ``describe`` names (its JSON is written last)."""
+    try:
+        return path.exists() and json.loads(path.with_suffix(".json").read_text()).get("describe") == describe
+    except (OSError, ValueError):
+        return False
+
+
+def wait_for_tile_store(path: Path, describe: dict[str, Any], poll_s: float = 0.5) -> Path:
+    """Wait until another rank has written the store of ``describe`` at ``path`` (on a shared file system).
+
+    A file poll, not a collective: writing a store takes as long as decoding every tile (an hour for 100k
+    tiles at 30 tiles/s), far past a process group's timeout (10 minutes on NCCL), and no collective may wait
+    that long. The writer's ranks meet again at the first training step.
+    """
+    while not store_matches(path, describe):
+        time.sleep(poll_s)
     return path
 
 
