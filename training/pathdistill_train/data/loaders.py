@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from pathdistill_train.data.augmentations import DataAugmentationDistill
 from pathdistill_train.data.samplers import InfiniteSampler
 from pathdistill_train.data.sources import ConcatSource, TileFolderSource, WSISource
 from pathdistill_train.errors import TrainConfigError
+from pathdistill_train.train.metric_logger import format_duration
 
 
 class DistillDataset(torch.utils.data.Dataset):
@@ -107,6 +109,20 @@ def build_loader(
     )
 
 
+def _store_progress(store: Path) -> Callable[[int, int], None]:
+    """Progress lines of a tile-store write (decoding every tile once takes an hour for 100k tiles)."""
+    t0 = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.monotonic() - t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = f", ETA {format_duration((total - done) / rate)}" if 0 < done < total and rate > 0 else ""
+        print(f"[pathdistill-train] tile store {store}: {done}/{total} tiles ({rate:.0f} tiles/s{eta})",
+              flush=True)  # fmt: skip
+
+    return report
+
+
 def build_batches(
     cfg: Any,
     rank: int,
@@ -140,7 +156,7 @@ def build_batches(
         source = build_source(cfg.data, source_px)
         if summary is not None:
             summary.extend(source.describe())
-        write_tile_store(source, store, describe, cfg.train.seed)
+        write_tile_store(source, store, describe, cfg.train.seed, progress=_store_progress(store))
     else:  # not a barrier: rank 0 may decode tiles for longer than any collective waits
         wait_for_tile_store(store, describe)
     n = len(np.load(store, mmap_mode="r"))

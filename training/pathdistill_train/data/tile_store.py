@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,14 @@ from pathdistill_train.data.samplers import InfiniteSampler
 from pathdistill_train.data.sources import ConcatSource
 
 
-def write_tile_store(source: ConcatSource, path: Path, describe: dict[str, Any], seed: int = 0) -> Path:
+def write_tile_store(
+    source: ConcatSource,
+    path: Path,
+    describe: dict[str, Any],
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    every_s: float = 30.0,
+) -> Path:
     """Decode every tile of ``source`` once into ``path`` (.npy memmap) unless a matching store exists.
 
     Args:
@@ -35,6 +42,9 @@ def write_tile_store(source: ConcatSource, path: Path, describe: dict[str, Any],
         path: the store file; ``<path>.json`` holds ``describe`` and the shape.
         describe: what identifies the source (slides, folders, field px, um/px): a mismatch rewrites the store.
         seed: base seed of the field drawn for each tile.
+        progress: called with (tiles written, total) before the first tile, at most every ``every_s``
+            seconds, and after the last (not called when the store is reused).
+        every_s: seconds between progress calls.
 
     Returns:
         ``path``.
@@ -45,8 +55,14 @@ def write_tile_store(source: ConcatSource, path: Path, describe: dict[str, Any],
     shape = (len(source), *first.shape)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    last = time.monotonic()
+    if progress is not None:
+        progress(0, len(source))
     for i in range(len(source)):
         arr[i] = (first if i == 0 else source[(i, torch.Generator().manual_seed(seed + i))]).numpy()
+        if progress is not None and (i == len(source) - 1 or time.monotonic() - last >= every_s):
+            progress(i + 1, len(source))
+            last = time.monotonic()
     arr.flush()
     del arr
     os.replace(tmp, path)
