@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pathdistill_train.errors import TrainConfigError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -35,18 +37,39 @@ def enable(backend: str = "auto", device: str = "auto") -> DistEnv:
 
     Returns:
         The :class:`DistEnv` (rank 0 of 1 without torchrun).
+
+    Raises:
+        TrainConfigError: NCCL without CUDA, or a local rank without a CUDA device of its own.
     """
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    be = ("nccl" if use_cuda else "gloo") if backend == "auto" else backend
+    _check(world, local, use_cuda, be)
     dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        be = ("nccl" if use_cuda else "gloo") if backend == "auto" else backend
         dist.init_process_group(backend=be, rank=rank, world_size=world)
     return DistEnv(rank, world, local, dev)
+
+
+def _check(world: int, local: int, use_cuda: bool, backend: str) -> None:
+    """Refuse, before any rendezvous, a job this machine cannot run (each rank says so in one line).
+
+    Raises:
+        TrainConfigError: NCCL without CUDA devices; more processes on this node than CUDA devices.
+    """
+    if world > 1 and backend == "nccl" and not use_cuda:
+        where = "train.device=cpu" if torch.cuda.is_available() else "no CUDA device here"
+        raise TrainConfigError(f"distributed.backend=nccl needs CUDA ({where}): use distributed.backend=gloo")
+    n = torch.cuda.device_count() if use_cuda else 0
+    if use_cuda and local >= n:
+        raise TrainConfigError(
+            f"LOCAL_RANK {local} has no CUDA device ({n} visible): start at most {n} processes per node "
+            "(torchrun --nproc_per_node), or check CUDA_VISIBLE_DEVICES"
+        )
 
 
 def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:
