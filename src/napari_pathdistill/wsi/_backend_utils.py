@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+
+def open_fd(owner: object, path: str | Path) -> tuple[int, Callable[[], None]]:
+    """A read-only descriptor of ``path`` and the callable that closes it (once; later calls do nothing).
+
+    It is also closed when ``owner`` is garbage-collected: napari drops a removed slide layer's dask arrays,
+    and with them the backend, without calling ``close()``; a bare descriptor would stay open for the rest of
+    the session (one per slide opened).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    return fd, weakref.finalize(owner, os.close, fd)
 
 
 def composite_rgba(rgba: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._backend_utils import to_rgb
+from napari_pathdistill.wsi._backend_utils import open_fd, to_rgb
 
 #: native (uncompressed) little-endian transfer syntaxes -> length of the Pixel Data element header
 NATIVE = {"1.2.840.10008.1.2": 8, "1.2.840.10008.1.2.1": 12}
@@ -57,7 +57,8 @@ class InstanceFrames:
         self._spp = int(ds.get("SamplesPerPixel", 3))
         self._planar = int(ds.get("PlanarConfiguration", 0) or 0)
         self._bits = int(ds.get("BitsAllocated", 8))
-        self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fd: int | None
+        self._fd, self._close_fd = open_fd(self, path)  # also closed when this object is collected
         self._lock = threading.Lock()  # only without os.pread (Windows): seek + read under it
         size = os.fstat(self._fd).st_size
         try:
@@ -188,9 +189,8 @@ class InstanceFrames:
         return rgb
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        self._fd = None
+        self._close_fd()
 
 
 def frame_positions(ds: Any, n_frames: int) -> list[tuple[int, int, int]]:

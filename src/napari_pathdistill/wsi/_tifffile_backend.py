@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_pathdistill.errors import CorruptTileError, WSIError
 from napari_pathdistill.wsi import _multiplex
-from napari_pathdistill.wsi._backend_utils import paste_tiles, to_rgb
+from napari_pathdistill.wsi._backend_utils import open_fd, paste_tiles, to_rgb
 from napari_pathdistill.wsi._blocks import check_chunk_size
 from napari_pathdistill.wsi._truncation import intact_levels
 from napari_pathdistill.wsi.levels import PyramidLevel
@@ -106,7 +106,9 @@ class TiffFileBackend:
         # ``os.pread`` on a descriptor of our own (no shared file position), decoding needs no file at all.
         self._segments = [(p.dataoffsets, p.databytecounts, p.jpegtables) for p in self._pages]
         self._decoders = [p.decode for p in self._pages]
-        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)) if hasattr(os, "pread") else None
+        self._fd: int | None = None
+        if hasattr(os, "pread"):
+            self._fd, self._close_fd = open_fd(self, path)
         self.background = (255, 255, 255)
         h0, w0 = self._pages[0].shape[:2]
         self.levels = [self._level(p, h0, w0) for p in self._pages]
@@ -203,6 +205,6 @@ class TiffFileBackend:
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
             self._fd = None
+            self._close_fd()
         self._tif.close()
