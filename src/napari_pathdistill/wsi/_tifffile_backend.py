@@ -16,6 +16,7 @@ from napari_pathdistill.errors import CorruptTileError, WSIError
 from napari_pathdistill.wsi import _multiplex
 from napari_pathdistill.wsi._backend_utils import open_fd, paste_tiles, to_rgb
 from napari_pathdistill.wsi._blocks import check_chunk_size
+from napari_pathdistill.wsi._tiff_levels import pyramid_pages
 from napari_pathdistill.wsi._truncation import intact_levels
 from napari_pathdistill.wsi.levels import PyramidLevel
 
@@ -87,16 +88,19 @@ class TiffFileBackend:
                 f"{size:,}-byte file or is damaged. The file is truncated or corrupt (copy it again)."
             )
         series = self._tif.series[0]
-        self._pages = intact_levels(path, self._tif, [lvl.keyframe for lvl in series.levels])
-        #: a vendor flavour OpenSlide reads (svs, ndpi, ...) as tifffile recognises it, else None
-        self.vendor = next(
-            (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None
-        )
         #: the channels of a multiplex (multi-channel, non-RGB) slide, None for brightfield
         self.channels: list[_multiplex.ChannelInfo] | None = None
         self._multiplex = self._detect_multiplex(path, series)
         if self._multiplex is not None:
             self.channels = self._multiplex.channels
+            pages, declared = [lvl.keyframe for lvl in series.levels], None
+        else:  # with the levels tifffile's series detection leaves out (a skipped level, uneven factors)
+            pages, declared = pyramid_pages(self._tif, series)
+        self._pages = intact_levels(path, self._tif, pages, declared)
+        #: a vendor flavour OpenSlide reads (svs, ndpi, ...) as tifffile recognises it, else None
+        self.vendor = next(
+            (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None
+        )
         for page in self._pages if self.channels is None else []:
             self._check_page(path, page)
         self._tif.filehandle.set_lock(True)  # tifffile's own lazy tag reads lock too

@@ -44,14 +44,16 @@ def _dangling_next_ifd(tif: Any, size: int) -> int | None:
     return offset or None  # not 0: a directory follows that tifffile could not read
 
 
-def intact_levels(path: Path, tif: Any, pages: list[Any]) -> list[Any]:
+def intact_levels(path: Path, tif: Any, pages: list[Any], declared: int | None = None) -> list[Any]:
     """``pages`` (level 0 first) without the reduced levels a truncation damaged; warns about what was lost.
 
     Level 0 is always kept (its tiles past the end read as corrupt tiles: grey in the viewer, skipped by
-    embedding). Nothing is said about an intact file.
+    embedding). Nothing is said about an intact file. ``declared``: the number of levels the file declares
+    (default: level 0 and its SubIFDs, else ``len(pages)``).
     """
     size = path.stat().st_size
-    declared = len(pages[0].subifds or ()) + 1 if pages[0].subifds else len(pages)
+    if declared is None:
+        declared = len(pages[0].subifds or ()) + 1 if pages[0].subifds else len(pages)
     keep = [pages[0]]
     for page in pages[1:]:
         if _data_end(page) > size:
