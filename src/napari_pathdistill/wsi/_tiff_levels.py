@@ -18,12 +18,17 @@ _GENERIC_KINDS = ("generic", "shaped", "uniform")
 
 def _downsample_of(base: Any, page: Any) -> bool:
     """Whether ``page`` can be ``base`` reduced by one factor d, each side rounded either way (|side0/d - side| < 1)."""
-    (h0, w0), (h, w) = base.shape[:2], page.shape[:2]
+    (h0, w0), (h, w) = _yx(base), _yx(page)
     if h < 1 or w < 1:
         return False
     lo = max(w0 / (w + 1), h0 / (h + 1))
     hi = min(w0 / (w - 1) if w > 1 else math.inf, h0 / (h - 1) if h > 1 else math.inf)
     return lo < hi
+
+
+def _yx(page: Any) -> tuple[int, int]:
+    """(height, width) of a page, planar (samples, h, w) ones included."""
+    return int(page.imagelength), int(page.imagewidth)
 
 
 def _same_kind(base: Any, page: Any) -> bool:
@@ -79,11 +84,9 @@ def pyramid_pages(tif: Any, series: Any) -> tuple[list[Any], int | None]:
     else:
         candidates = _following_reduced_pages(tif, base)
     levels, ignored = [base], 0
-    for page in sorted(candidates, key=lambda p: -p.shape[0] * p.shape[1]):
-        prev = levels[-1]
-        smaller = (
-            page.shape[0] <= prev.shape[0] and page.shape[1] <= prev.shape[1] and page.shape != prev.shape
-        )
+    for page in sorted(candidates, key=lambda p: -_yx(p)[0] * _yx(p)[1]):
+        (h, w), (ph, pw) = _yx(page), _yx(levels[-1])
+        smaller = h <= ph and w <= pw and (h, w) != (ph, pw)
         if smaller and _same_kind(base, page) and _downsample_of(base, page):
             levels.append(page)
         else:

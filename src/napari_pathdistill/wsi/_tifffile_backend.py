@@ -101,8 +101,12 @@ class TiffFileBackend:
         self.vendor = next(
             (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None
         )
-        for page in self._pages if self.channels is None else []:
-            self._check_page(path, page)
+        try:
+            for page in self._pages if self.channels is None else []:
+                self._check_page(path, page)
+        except WSIError:
+            self._tif.close()
+            raise
         self._tif.filehandle.set_lock(True)  # tifffile's own lazy tag reads lock too
         # Thread-safe by construction: everything tifffile reads lazily through its shared file handle is read
         # now, single-threaded: tag values (offsets, bytecounts, JPEG tables) and each page's decoder, whose
@@ -110,11 +114,13 @@ class TiffFileBackend:
         # ``os.pread`` on a descriptor of our own (no shared file position), decoding needs no file at all.
         self._segments = [(p.dataoffsets, p.databytecounts, p.jpegtables) for p in self._pages]
         self._decoders = [p.decode for p in self._pages]
+        #: samples stored as separate planes (planar configuration 2), else 1
+        self._planes = [p.samplesperpixel if p.planarconfig == 2 and p.ndim == 3 else 1 for p in self._pages]
         self._fd: int | None = None
         if hasattr(os, "pread"):
             self._fd, self._close_fd = open_fd(self, path)
         self.background = (255, 255, 255)
-        h0, w0 = self._pages[0].shape[:2]
+        h0, w0 = self._pages[0].imagelength, self._pages[0].imagewidth
         self.levels = [self._level(p, h0, w0) for p in self._pages]
         self.properties = {"tifffile.series": series.kind, "tifffile.axes": series.axes}
         self.mpp = _ome_mpp(self._tif.ome_metadata) or _tag_mpp(self._pages[0])
@@ -137,13 +143,11 @@ class TiffFileBackend:
     @staticmethod
     def _check_page(path: Path, page) -> None:
         samples = page.samplesperpixel
-        if page.ndim not in (2, 3) or (page.ndim == 3 and page.shape[2] != samples):
+        planar = page.ndim == 3 and samples > 1 and page.planarconfig == 2
+        if page.ndim not in (2, 3) or (page.ndim == 3 and page.shape[0 if planar else 2] != samples):
             raise WSIError(
-                f"{path}: unsupported TIFF layout {page.shape} (axes {page.axes}); expected YX or YXS."
-            )
-        if samples > 1 and page.planarconfig != 1:
-            raise WSIError(
-                f"{path}: planar (separate-plane) TIFF is not supported; save it as contiguous RGB."
+                f"{path}: unsupported TIFF layout {page.shape} (axes {page.axes}); expected YX, YXS or "
+                "(planar) SYX."
             )
         if page.dtype is None or page.dtype.kind not in "ui":
             raise WSIError(
@@ -152,7 +156,7 @@ class TiffFileBackend:
 
     @staticmethod
     def _level(page, h0: int, w0: int) -> PyramidLevel:
-        h, w = page.shape[:2]
+        h, w = page.imagelength, page.imagewidth  # page.shape is (samples, h, w) for a planar page
         ch, cw = page.chunks[:2]
         return PyramidLevel(shape=(h, w), downsample=(w0 / w + h0 / h) / 2.0, tile_shape=(ch, cw))
 
@@ -166,6 +170,22 @@ class TiffFileBackend:
             return fh.read(count)
 
     def _read_chunk(self, level: int, index: int) -> np.ndarray | None:
+        """Tile (or strip) ``index`` of ``level`` as (h, w, 3) uint8, None where it is sparse.
+
+        A planar (separate-plane) page stores each sample's tiles after the previous sample's: the tile's
+        planes are decoded one by one and stacked.
+        """
+        planes = self._planes[level]
+        if planes == 1:
+            seg = self._decode_segment(level, index)
+        else:
+            per_plane = len(self._segments[level][0]) // planes
+            parts = [self._decode_segment(level, index + s * per_plane) for s in range(planes)]
+            seg = None if any(p is None for p in parts) else np.concatenate(parts, axis=-1)  # type: ignore[arg-type]
+        return None if seg is None else to_rgb(seg, self.background)
+
+    def _decode_segment(self, level: int, index: int) -> np.ndarray | None:
+        """Segment ``index`` of ``level`` decoded to (h, w) or (h, w, samples); None where it is sparse."""
         offsets, counts, jpegtables = self._segments[level]
         offset, count = offsets[index], counts[index]
         if not offset or not count:
@@ -182,7 +202,7 @@ class TiffFileBackend:
                 f"{self._tif.filename}: level {level} tile {index} cannot be decoded ({exc}); corrupt file."
             ) from exc
         seg = np.asarray(seg).reshape(shape[1:] if len(shape) == 4 else shape)
-        return to_rgb(seg.reshape(seg.shape[-3:]) if seg.ndim > 3 else seg, self.background)
+        return seg.reshape(seg.shape[-3:]) if seg.ndim > 3 else seg
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Read the block [y, y+h) x [x, x+w) of ``level`` (level pixels); outside the image is white.

@@ -69,7 +69,7 @@ def intact_levels(path: Path, tif: Any, pages: list[Any], declared: int | None =
     if _data_end(pages[0]) > size:
         lost.append("the last tiles of level 0 (shown grey)")
     if lost:
-        dims = ", ".join(f"{p.shape[1]}x{p.shape[0]}" for p in keep)
+        dims = ", ".join(f"{p.imagewidth}x{p.imagelength}" for p in keep)
         warnings.warn(
             f"{path.name} is truncated (the file ends at byte {size:,}): lost {'; '.join(lost)}. Opened with the "
             f"{len(keep)} intact level(s) ({dims}); copy the file again for the whole pyramid.",
