@@ -148,3 +148,20 @@ def test_an_empty_file_is_said_to_be_empty(tmp_path: Path, name: str) -> None:
     assert reader is read_slide
     with pytest.raises(WSIError, match=r"is empty \(0 bytes\): the copy or download"):
         reader(str(path))
+
+
+def test_a_pyramid_whose_smallest_level_is_huge_is_refused_not_loaded(tmp_path: Path) -> None:
+    """napari materialises a multiscale layer's coarsest level (its thumbnail): a 2-level 60k pyramid (e.g. a
+    truncated one, its intact levels 60k and 30k) would have it allocate 2.5 GiB on open."""
+    path = tmp_path / "two_levels.tif"
+    tile = np.full((512, 512, 3), 230, np.uint8)
+    kw = {"dtype": np.uint8, "tile": (512, 512), "photometric": "rgb"}
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        shape = (60_000, 60_000, 3)
+        tw.write((tile if i == 0 else None for i in range(118 * 118)), shape=shape, subifds=1, **kw)
+        shape = (30_000, 30_000, 3)
+        tw.write((tile if i == 0 else None for i in range(59 * 59)), shape=shape, subfiletype=1, **kw)
+    with pytest.raises(
+        WSIError, match=r"smallest pyramid level is still 30000x30000 px \(2 levels, 2\.5 GiB"
+    ):
+        read_slide(str(path))

@@ -42,7 +42,8 @@ SUFFIXES = (
     ".isyntax",
     ".i2syntax",
 )
-#: a single-level image with more pixels than this is refused (napari would load it whole)
+#: a slide whose coarsest level has more pixels than this is refused: napari loads a multiscale layer's
+#: coarsest level whole (its thumbnail), and a single-level image is all coarsest level
 MAX_FLAT_PIXELS = 10_000 * 10_000
 
 
@@ -124,13 +125,22 @@ def _maybe_srgb(pyramid: Any) -> None:
 
 
 def _check_displayable(pyramid: Any) -> None:
+    """Refuse a slide whose coarsest level napari would have to load whole into memory (> MAX_FLAT_PIXELS)."""
     h, w = pyramid.levels[-1].shape
-    if len(pyramid.levels) == 1 and h * w > MAX_FLAT_PIXELS:
+    if h * w <= MAX_FLAT_PIXELS:
+        return
+    convert = ("Convert it to a pyramidal TIFF first, e.g. `vips tiffsave in.tif out.tif --tile --pyramid "
+               "--compression jpeg`; `pathdistill tiles` can still tile it.")  # fmt: skip
+    if len(pyramid.levels) == 1:
         raise WSIError(
             f"{pyramid.path.name} is a {w}x{h} image without a pyramid: napari would have to load it whole. "
-            "Convert it to a pyramidal TIFF first, e.g. `vips tiffsave in.tif out.tif --tile --pyramid "
-            "--compression jpeg`; `pathdistill tiles` can still tile it."
+            + convert
         )
+    raise WSIError(
+        f"{pyramid.path.name}: its smallest pyramid level is still {w}x{h} px ({len(pyramid.levels)} levels, "
+        f"{h * w * 3 / 2**30:.1f} GiB as RGB), and napari loads a slide's smallest level whole. If the file is "
+        "truncated, copy it again; else " + convert[0].lower() + convert[1:]
+    )
 
 
 def read_slide(path: str | list[str]) -> list[LayerData]:
@@ -143,8 +153,12 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
 
     slide = Path(path[0] if isinstance(path, list) else path)
     pyramid = open_pyramid(slide)
-    _maybe_srgb(pyramid)
-    _check_displayable(pyramid)
+    try:
+        _maybe_srgb(pyramid)
+        _check_displayable(pyramid)
+    except WSIError:
+        pyramid.close()
+        raise
     if pyramid.mpp is None:
         bad = pyramid.implausible_mpp
         what = (
