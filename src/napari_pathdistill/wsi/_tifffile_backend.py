@@ -17,6 +17,7 @@ from napari_pathdistill.wsi import _multiplex
 from napari_pathdistill.wsi._backend_utils import open_fd, paste_tiles, to_rgb
 from napari_pathdistill.wsi._blocks import check_chunk_size
 from napari_pathdistill.wsi._tiff_levels import pyramid_pages
+from napari_pathdistill.wsi._tiff_samples import SampleLayout, sample_layout
 from napari_pathdistill.wsi._truncation import intact_levels
 from napari_pathdistill.wsi.levels import PyramidLevel
 
@@ -102,8 +103,10 @@ class TiffFileBackend:
             (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None
         )
         try:
-            for page in self._pages if self.channels is None else []:
-                self._check_page(path, page)
+            #: per level, the decoded samples shown (colour, then alpha) (brightfield only)
+            self._layouts = [
+                self._check_page(path, p) for p in (self._pages if self.channels is None else [])
+            ]
         except WSIError:
             self._tif.close()
             raise
@@ -141,7 +144,7 @@ class TiffFileBackend:
         return self._multiplex.read(self.levels[level], level, c, (x, y, w, h), self._read_bytes)
 
     @staticmethod
-    def _check_page(path: Path, page) -> None:
+    def _check_page(path: Path, page) -> SampleLayout:
         samples = page.samplesperpixel
         planar = page.ndim == 3 and samples > 1 and page.planarconfig == 2
         if page.ndim not in (2, 3) or (page.ndim == 3 and page.shape[0 if planar else 2] != samples):
@@ -153,6 +156,7 @@ class TiffFileBackend:
             raise WSIError(
                 f"{path}: pixel type {page.dtype} is not supported; expected 8/16-bit brightfield RGB."
             )
+        return sample_layout(path, page)
 
     @staticmethod
     def _level(page, h0: int, w0: int) -> PyramidLevel:
@@ -182,7 +186,9 @@ class TiffFileBackend:
             per_plane = len(self._segments[level][0]) // planes
             parts = [self._decode_segment(level, index + s * per_plane) for s in range(planes)]
             seg = None if any(p is None for p in parts) else np.concatenate(parts, axis=-1)  # type: ignore[arg-type]
-        return None if seg is None else to_rgb(seg, self.background)
+        return (
+            None if seg is None else to_rgb(self._layouts[level].apply(seg, self.background), self.background)
+        )
 
     def _decode_segment(self, level: int, index: int) -> np.ndarray | None:
         """Segment ``index`` of ``level`` decoded to (h, w) or (h, w, samples); None where it is sparse."""
