@@ -82,3 +82,18 @@ def test_a_cut_subifd_of_a_plain_pyramid_still_warns(tmp_path: Path) -> None:
     msgs = [str(w.message) for w in got if issubclass(w.category, TruncatedFileWarning)]
     assert len(pyr.levels) == 2 and len(msgs) == 1 and "lost 1 of its 3 pyramid levels" in msgs[0]
     pyr.close()
+
+
+@pytest.mark.parametrize(
+    ("ome", "planes"), [(True, "Z=3"), (False, "I=3")], ids=["ome-z-stack", "plain-stack"]
+)
+def test_a_stack_of_images_says_only_the_first_is_shown(tmp_path: Path, ome: bool, planes: str) -> None:
+    stack = np.stack([_levels((1,))[0][:256, :320] + k for k in range(3)])  # 3 planes of 320 x 256
+    path = tmp_path / ("z.ome.tif" if ome else "z.tif")
+    meta = {"axes": "ZYXS"} if ome else None
+    tifffile.imwrite(path, stack, ome=ome, metadata=meta, **KW)
+    with pytest.warns(
+        UserWarning, match=rf"holds 3 images of 320x256 px \({planes}: .*only the first is shown"
+    ):
+        [(data, _, _)] = read_slide(str(path))
+    np.testing.assert_array_equal(np.asarray(data[0]), stack[0])

@@ -94,3 +94,17 @@ def pyramid_pages(tif: Any, series: Any) -> tuple[list[Any], int | None]:
     if len(levels) < len(pages) or (declared is None and len(levels) == len(pages)):
         return pages, None
     return levels, None if declared is None else declared - ignored
+
+
+def other_planes_note(name: str, series: Any) -> str | None:
+    """What is not shown of a brightfield ``series`` holding several images of one size (focal planes, time
+    points, or channels a file without OME metadata does not name): the reader shows its first; None if one."""
+    if len(series.pages) <= 1:
+        return None
+    planes = ", ".join(f"{a}={n}" for a, n in zip(series.axes, series.shape, strict=False) if a not in "YXS")
+    h, w = _yx(series.keyframe)
+    return (
+        f"{name} holds {len(series.pages)} images of {w}x{h} px ({planes}: focal planes, time points or channels "
+        "without names); only the first is shown and read. Save the plane you need on its own, or channels as "
+        "an OME-TIFF with channel names."
+    )

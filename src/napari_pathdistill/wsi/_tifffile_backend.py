@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from napari_pathdistill.errors import CorruptTileError, WSIError
 from napari_pathdistill.wsi import _multiplex
 from napari_pathdistill.wsi._backend_utils import open_fd, paste_tiles, to_rgb
 from napari_pathdistill.wsi._blocks import check_chunk_size
-from napari_pathdistill.wsi._tiff_levels import pyramid_pages
+from napari_pathdistill.wsi._tiff_levels import other_planes_note, pyramid_pages
 from napari_pathdistill.wsi._tiff_samples import SampleLayout, sample_layout
 from napari_pathdistill.wsi._truncation import intact_levels
 from napari_pathdistill.wsi.levels import PyramidLevel
@@ -97,6 +98,8 @@ class TiffFileBackend:
             pages, declared = [lvl.keyframe for lvl in series.levels], None
         else:  # with the levels tifffile's series detection leaves out (a skipped level, uneven factors)
             pages, declared = pyramid_pages(self._tif, series)
+            if note := other_planes_note(path.name, series):
+                warnings.warn(note, UserWarning, stacklevel=3)
         self._pages = intact_levels(path, self._tif, pages, declared)
         #: a vendor flavour OpenSlide reads (svs, ndpi, ...) as tifffile recognises it, else None
         self.vendor = next(
