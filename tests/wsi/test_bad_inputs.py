@@ -148,3 +148,25 @@ def test_fifo_does_not_hang_the_tiles_command(tmp_path: Path) -> None:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "not a regular file (a FIFO)" in proc.stderr
+
+
+def test_a_tiff_still_being_written_says_so(tmp_path: Path) -> None:
+    """tifffile (like other writers) puts a zeroed image directory first and fills it in when the image data is
+    written: a copy (or an open) taken meanwhile said 'unsupported TIFF layout () (axes )'."""
+    import tifffile
+
+    path, snapshot = tmp_path / "writing.tif", tmp_path / "snapshot.tif"
+    tile = np.full((256, 256, 3), 180, np.uint8)
+
+    def tiles():
+        for i in range(16):
+            if i == 8:
+                snapshot.write_bytes(path.read_bytes())  # what a reader sees while the writer is busy
+            yield tile
+
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(tiles(), shape=(1024, 1024, 3), dtype=np.uint8, tile=(256, 256), photometric="rgb")
+    with pytest.raises(WSIError, match=r"holds no image .* the file is still being written, or was cut off"):
+        open_pyramid(snapshot)
+    with open_pyramid(path) as pyr:  # once written, it opens
+        assert pyr.levels[0].shape == (1024, 1024)

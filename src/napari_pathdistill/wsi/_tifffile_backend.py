@@ -148,6 +148,12 @@ class TiffFileBackend:
 
     @staticmethod
     def _check_page(path: Path, page) -> SampleLayout:
+        if not page.shape or 0 in page.shape:  # an image directory without its tags (all zero so far)
+            raise WSIError(
+                f"{path}: its image directory at byte {page.offset:,} holds no image (size {page.imagewidth}x"
+                f"{page.imagelength}, {len(page.tags)} tags): the file is still being written, or was cut off or "
+                "damaged. Wait until the program writing it has finished, else copy it again."
+            )
         samples = page.samplesperpixel
         planar = page.ndim == 3 and samples > 1 and page.planarconfig == 2
         if page.ndim not in (2, 3) or (page.ndim == 3 and page.shape[0 if planar else 2] != samples):
