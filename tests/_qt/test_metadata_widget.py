@@ -193,3 +193,17 @@ def test_slide_without_mpp_leaves_other_layers_units_and_warns_once(
         warnings.simplefilter("ignore", UserWarning)
         open_slide(viewer, tcga_svs)  # a second slide in pixels: no second notice
     assert len(notices["warning"]) == 1 and cmu.units == units
+
+
+def test_multiplex_slide_shows_its_channels(make_napari_viewer, tmp_path: Path, open_slide, cmu_svs) -> None:
+    from _multiplex_files import channel_levels, write_ome_multiplex
+
+    viewer = make_napari_viewer()
+    widget = _docked(viewer)
+    open_slide(viewer, cmu_svs)
+    assert widget.rows["channels"].native.isHidden()  # brightfield: no such row
+    open_slide(viewer, write_ome_multiplex(tmp_path / "mx.ome.tif", channel_levels("uint8")))
+    assert widget.layer.name == "DAPI"  # its first channel layer
+    assert widget.rows["channels"].value == "4: DAPI, CD3, CD8, PanCK"
+    assert not widget.rows["channels"].native.isHidden()
+    assert widget.rows["ICC profile"].value == "absent" and not widget.srgb.enabled

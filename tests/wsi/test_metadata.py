@@ -81,3 +81,19 @@ def test_plain_tiff_facts_from_its_tags(tmp_path: Path, cmu_rgb: np.ndarray) -> 
     assert meta.vendor == "TIFF (ScanSoft 2.1)"
     assert meta.scanner == "Acme Scanners Model 9"
     assert meta.mpp is None and dict(metadata_rows(meta))["MPP"] == NO_MPP
+
+
+def test_multiplex_slide_lists_its_channels_and_no_rgb(tmp_path: Path) -> None:
+    from _multiplex_files import NAMES, channel_levels, write_ome_multiplex
+
+    path = write_ome_multiplex(tmp_path / "mx.ome.tif", channel_levels("uint16"))
+    with open_pyramid(path) as pyr:
+        rows = dict(metadata_rows(slide_metadata(pyr)))
+    assert rows["channels"] == f"4: {', '.join(NAMES)}" == "4: DAPI, CD3, CD8, PanCK"
+    assert rows["ICC profile"] == "absent"  # not "raw RGB shown": its channels are shown with colormaps
+    assert list(rows)[:7] == ["file", "backend", "vendor", "scanner", "objective", "MPP", "channels"]
+
+
+def test_brightfield_slide_has_no_channels_row(os2_pair: tuple[Path, Path]) -> None:
+    with open_pyramid(os2_pair[0]) as pyr:
+        assert "channels" not in dict(metadata_rows(slide_metadata(pyr)))

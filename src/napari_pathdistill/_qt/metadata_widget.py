@@ -24,7 +24,20 @@ from napari_pathdistill._qt._upsert import upsert_layer
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.wsi.metadata import SlideMetadata, metadata_rows, slide_metadata
 
-ROWS = ("file", "backend", "vendor", "scanner", "objective", "MPP", "levels", "associated", "ICC profile")
+ROWS = (
+    "file",
+    "backend",
+    "vendor",
+    "scanner",
+    "objective",
+    "MPP",
+    "channels",
+    "levels",
+    "associated",
+    "ICC profile",
+)
+#: rows shown only when the slide has them (a multiplex slide's channels)
+OPTIONAL_ROWS = ("channels",)
 NO_SLIDE = "Select a slide layer (opened with the napari-pathdistill reader) to see its metadata."
 NO_MPP_STYLE = "background-color: #ffd54f; color: #202020; font-weight: bold; padding: 2px;"
 MIXED_UNITS = (
@@ -141,7 +154,7 @@ class MetadataWidget(Container):
         values = dict(metadata_rows(meta)) if meta is not None else {}
         for name, label in self.rows.items():
             label.value = _breakable(values.get(name, "")) if name == "file" else values.get(name, "")
-            label.visible = meta is not None
+            label.visible = meta is not None and (name not in OPTIONAL_ROWS or name in values)
         self.rows["MPP"].native.setStyleSheet(NO_MPP_STYLE if meta is not None and not meta.has_mpp else "")
         self.buttons.clear()
         for name in meta.associated if meta is not None else ():
@@ -152,7 +165,7 @@ class MetadataWidget(Container):
         ours = self.layer is not None and "pathdistill" in self.layer.metadata
         with self.srgb.changed.blocked():
             self.srgb.value = meta is not None and meta.color == "srgb"
-        self.srgb.enabled = bool(meta is not None and meta.icc_profile and ours)
+        self.srgb.enabled = bool(meta is not None and meta.icc_profile and ours and not meta.channels)
         self.srgb.visible = meta is not None
 
     def add_associated(self, name: str) -> None:

@@ -47,6 +47,8 @@ class SlideMetadata:
     color: str = "raw"  # "raw" or "srgb" (converted with the ICC profile)
     scanner: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: channel names of a multiplex immunofluorescence slide (shown one layer each); empty for brightfield RGB
+    channels: tuple[str, ...] = ()
 
     @property
     def has_mpp(self) -> bool:
@@ -131,6 +133,7 @@ def slide_metadata(pyramid: Any) -> SlideMetadata:
         color=getattr(pyramid, "color", "raw"),
         scanner=scanner,
         extra=extra,
+        channels=tuple(ch.name for ch in getattr(pyramid, "channels", None) or ()),
     )
 
 
@@ -143,6 +146,8 @@ def metadata_rows(meta: SlideMetadata) -> list[tuple[str, str]]:
     unknown = "not stated"
     mpp = f"{meta.mpp[1]:.4g} x {meta.mpp[0]:.4g} um/px (x, y)" if meta.mpp else NO_MPP
     icc = f"present ({meta.icc_profile})" if meta.icc_profile else "absent (raw RGB shown)"
+    if meta.channels and not meta.icc_profile:
+        icc = "absent"  # the channels are shown with colormaps, not as RGB
     if meta.icc_profile and meta.color == "srgb":
         icc += ", converted to sRGB"
     rows = [
@@ -156,4 +161,6 @@ def metadata_rows(meta: SlideMetadata) -> list[tuple[str, str]]:
         ("associated", ", ".join(meta.associated) or "none"),
         ("ICC profile", icc),
     ]
+    if meta.channels:  # multiplex: what each of its layers shows
+        rows.insert(6, ("channels", f"{len(meta.channels)}: {', '.join(meta.channels)}"))
     return rows + [(k, v) for k, v in meta.extra.items()]
