@@ -1,4 +1,5 @@
-"""Shared by the WSI backends: conversion of decoded pixels to RGB uint8 and the decoded-block LRU cache."""
+"""Shared by the WSI backends: conversion of decoded pixels to RGB uint8, the decoded-block LRU cache, tile-file
+descriptors closed with their owner, and the files of a folder that may be DICOM instances."""
 
 from __future__ import annotations
 
@@ -8,6 +9,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+#: files of a folder examined when asking whether it holds a DICOM series: a series has a few to a few hundred
+#: instances, while napari asks about every folder dropped on it (100,000 tiles must not be opened one by one)
+MAX_FOLDER_SCAN = 256
+#: suffixes of files that are no DICOM instance (image tiles, tables, other slides), never opened in that scan
+NOT_DICOM_SUFFIXES = frozenset({
+    ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svs", ".ndpi", ".h5", ".hdf5", ".npy",
+    ".npz", ".csv", ".tsv", ".json", ".txt", ".md", ".xml", ".geojson", ".pt", ".pth", ".safetensors", ".zip", ".gz",
+})  # fmt: skip
+
+
+def dicom_candidates(folder: Path, limit: int | None = MAX_FOLDER_SCAN) -> list[Path]:
+    """The files of ``folder`` (the first ``limit``; None: all), in name order, that may be DICOM instances."""
+    out: list[Path] = []
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() not in NOT_DICOM_SUFFIXES and f.is_file():
+            out.append(f)
+            if len(out) == limit:
+                break
+    return out
 
 
 def open_fd(owner: object, path: str | Path) -> tuple[int, Callable[[], None]]:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
+from napari_pathdistill.wsi._backend_utils import dicom_candidates
 from napari_pathdistill.wsi._dicom_frames import TiledLevel
 from napari_pathdistill.wsi.levels import PyramidLevel
 
@@ -58,7 +59,7 @@ def is_dicom(path: Path) -> bool:
     """A DICOM Part-10 file (not a DICOM-TIFF), or a folder holding one; never raises."""
     try:
         if path.is_dir():
-            return any(f.is_file() and _dicm_magic(f) for f in sorted(path.iterdir()))
+            return any(_dicm_magic(f) for f in dicom_candidates(path))
         return path.is_file() and _dicm_magic(path)
     except OSError:
         return False
@@ -127,9 +128,9 @@ def _scan(path: Path) -> tuple[list[_Instance], list[str]]:
     if not path.is_dir():
         return [_read_instance(path)], []
     instances, notes = [], []
-    for f in sorted(path.iterdir()):
+    for f in dicom_candidates(path, limit=None):  # every instance of the series
         try:
-            if f.is_file() and _dicm_magic(f):
+            if _dicm_magic(f):
                 instances.append(_read_instance(f))
         except (WSIError, OSError) as exc:
             notes.append(str(exc))

@@ -19,8 +19,10 @@ def find_dicom_file(folder: Path) -> Path | None:
     """Return a file of a DICOM WSI series in ``folder`` that OpenSlide recognises, or None."""
     import openslide
 
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and openslide.OpenSlide.detect_format(str(f)) == "dicom":
+    from napari_pathdistill.wsi._backend_utils import dicom_candidates
+
+    for f in dicom_candidates(folder):
+        if openslide.OpenSlide.detect_format(str(f)) == "dicom":
             return f
     return None
 
