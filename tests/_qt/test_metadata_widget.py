@@ -207,3 +207,21 @@ def test_multiplex_slide_shows_its_channels(make_napari_viewer, tmp_path: Path, 
     assert widget.rows["channels"].value == "4: DAPI, CD3, CD8, PanCK"
     assert not widget.rows["channels"].native.isHidden()
     assert widget.rows["ICC profile"].value == "absent" and not widget.srgb.enabled
+
+
+def test_a_dicom_uid_file_name_wraps_inside_the_dock(
+    make_napari_viewer, tmp_path: Path, cmu_rgb: np.ndarray, open_slide, qtbot
+) -> None:
+    """A single DICOM instance opened by itself is named by its UID: a 38-digit run had no break opportunity and
+    was cut off at the dock's edge."""
+    name = "1.2.826.0.1.3680043.8.498.46702941076792458794464453066648511350.tif"
+    path = write_icc_tiff(tmp_path / name, np.ascontiguousarray(cmu_rgb[:256, :256]), None)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1000, 700)
+    widget = _docked(viewer)
+    open_slide(viewer, path)
+    qtbot.wait(50)
+    label = widget.rows["file"].native
+    assert label.text().replace("\u200b", "") == name
+    widest = max(label.fontMetrics().horizontalAdvance(part) for part in label.text().split("\u200b"))
+    assert widest <= label.contentsRect().width()  # every unbreakable part fits: nothing is cut off

@@ -11,6 +11,7 @@ units: napari keeps every layer's own units, but its one scale bar then shows no
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import napari
@@ -58,11 +59,17 @@ def _compact(label: Label) -> Label:
     return label
 
 
+#: longest run of characters left without a break opportunity in a file name (a DICOM UID has 38 digits)
+_MAX_RUN = 12
+
+
 def _breakable(text: str) -> str:
-    """``text`` with zero-width spaces after ``_-./`` so a QLabel can wrap file names without spaces."""
+    """``text`` with zero-width spaces after ``_-./`` and inside longer runs (every :data:`_MAX_RUN` characters),
+    so a QLabel can wrap file names without spaces, DICOM UIDs (``1.2.826.0...46702941076792458794464453066648``)
+    included."""
     for ch in "_-./":
         text = text.replace(ch, ch + "\u200b")
-    return text
+    return re.sub(rf"([^\s\u200b]{{{_MAX_RUN}}})(?=[^\s\u200b])", "\\1\u200b", text)
 
 
 def mixed_units_notice(viewer: napari.viewer.Viewer) -> str | None:
