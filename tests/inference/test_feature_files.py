@@ -160,3 +160,71 @@ def test_nan_or_inf_rows_are_left_out_with_a_warning(ours, tmp_path):
         f["features"][...] = np.nan
     with pytest.raises(FeatureFileError, match="NaN or inf"):
         read_feature_file(path)
+
+
+def _clam_save_hdf5(path: Path, assets: dict[str, np.ndarray], mode: str, chunk_size: int = 32) -> None:
+    """CLAM's ``utils/file_utils.save_hdf5`` as ``extract_features_fp.compute_w_loader`` calls it: one call per
+    batch (``mode='w'`` first, then ``'a'``), datasets chunked (32, ...) with maxshape (None, ...), no attrs."""
+    with h5py.File(path, mode) as f:
+        for key, val in assets.items():
+            if key not in f:
+                shape = val.shape
+                d = f.create_dataset(key, shape=shape, maxshape=(None, *shape[1:]),
+                                     chunks=(chunk_size, *shape[1:]), dtype=val.dtype)  # fmt: skip
+                d[:] = val
+            else:
+                d = f[key]
+                d.resize(len(d) + len(val), axis=0)
+                d[-len(val) :] = val
+
+
+def _clam_contour_coords(boxes: list[tuple[int, int, int, int]], step: int) -> np.ndarray:
+    """Level-0 coords as CLAM's ``WholeSlideImage.process_contour`` makes them (``create_patches_fp.py``): per
+    tissue contour, ``np.arange`` from its bounding box's corner by the step, ``np.meshgrid(..., indexing='ij')``."""
+    out = []
+    for x0, y0, w, h in boxes:
+        xx, yy = np.meshgrid(np.arange(x0, x0 + w, step), np.arange(y0, y0 + h, step), indexing="ij")
+        out.append(np.array([xx.flatten(), yy.flatten()]).T)
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("second", [(1300, 1603), (103, 1000)])
+def test_clam_feature_file_of_two_contours(tmp_path, second):
+    """CLAM's real h5_files/<slide>.h5 (no attrs; two tissue contours whose grids start at their bounding boxes:
+    on no single lattice). It used to fit a 250.4 px step through both grids and stop with numpy's IndexError,
+    or (x starts 3 px apart) take 3 px, the smallest difference of the x values, for the tile side; now the step
+    is CLAM's 256, the larger contour's tiles sit exactly on their cells and the other one's within half a tile,
+    each tile in its own cell."""
+    boxes = [(100, 50, 900, 700), (*second, 800, 1200)]  # 4 x 3 and 4 x 5 tiles of 256 px on the CMU slide
+    coords = _clam_contour_coords(boxes, 256).astype(np.int32)
+    feats = np.random.default_rng(0).normal(size=(len(coords), 16)).astype(np.float32)
+    path = tmp_path / "CMU-1-Small-Region.h5"
+    for i, mode in zip(range(0, len(coords), 16), ["w", "a"], strict=True):  # two batches of the loader
+        _clam_save_hdf5(path, {"features": feats[i : i + 16], "coords": coords[i : i + 16]}, mode)
+    ff = read_feature_file(path)
+    assert ff.source == "clam" and ff.patch_size_level0 == 256 and ff.step == 256.0
+    smap = slide_map_from_features(ff, slide_mpp=0.499)
+    assert np.count_nonzero(np.unique(smap.index_image)) == len(coords)  # no tile lost to another's cell
+    off = smap.tile_centers() / 0.499 - (coords[:, ::-1] + 127.5)  # level-0 px from each tile's centre
+    big = np.arange(len(coords)) >= 12  # the second contour: 20 tiles
+    np.testing.assert_allclose(off[big], 0, atol=1e-6)
+    assert np.abs(off[~big]).max() <= 128
+
+
+def test_wide_slide_lattice_does_not_drift(tmp_path):
+    """Our coords on a slide 600 tiles wide (134,700 px at 0.499 um/px, a 20x resection): 112 um tiles are
+    224.449 px, rounded per tile as ``wsi.tiling.make_tile_grid`` does. The step used to be fitted with tile
+    indices from ``round(x / 224)``, wrong past 250 columns: 5 of 3000 tiles shared a cell with a neighbour
+    and the others drifted; now each tile's cell centre is within 1 px of its box centre."""
+    size = 224 * 0.5 / 0.499
+    xx, yy = np.meshgrid(np.arange(600), np.arange(5))
+    coords = np.stack([np.round(xx.ravel() * size), np.round(yy.ravel() * size)], 1).astype(np.int64)
+    path = _write(tmp_path / "wide.h5", features=np.ones((len(coords), 4), np.float32), coords=coords)
+    with h5py.File(path, "r+") as f:
+        f.attrs.update({"tile_px": 224, "mpp": 0.5, "patch_size_level0": round(size), "spec": "{}"})
+    ff = read_feature_file(path)
+    assert ff.step == pytest.approx(size, abs=1e-3) and ff.mpp == pytest.approx(0.499, abs=1e-4)
+    smap = slide_map_from_features(ff, k=1)
+    assert np.count_nonzero(np.unique(smap.index_image)) == len(coords)
+    centre = smap.tile_centers() / ff.mpp - (coords[:, ::-1] + (size - 1) / 2)
+    assert np.abs(centre).max() <= 1.0
