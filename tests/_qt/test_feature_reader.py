@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -155,3 +156,50 @@ def test_non_feature_h5_not_claimed(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
     assert get_feature_reader(str(bad)) is None
+
+
+def _click(widget, position) -> None:
+    """A press and release at ``position`` (world) through the Embed widget's mouse callback, as napari runs it."""
+    from types import SimpleNamespace
+
+    event = SimpleNamespace(button=1, position=position, type="mouse_press")
+    gen = widget._on_click(widget.viewer, event)
+    next(gen)
+    event.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_clam_contour_grid_hover_and_export_keep_the_files_coords(make_napari_viewer, ours, tmp_path):
+    """CLAM's h5_files/<slide>.h5 of one tissue contour whose bounding box starts at level-0 (100, 60): its 256
+    px grid runs through (100, 60), not 0. The map sat right, but hovering a tile showed x, y 100 and 60 px off
+    the file's coords, and the tile search's GeoJSON put every square 100 px left and 60 px up of its tile
+    (50 and 30 um: onto the neighbouring tissue in QuPath)."""
+    from napari_pathdistill._qt.embed_widget import EmbedWidget
+
+    xx, yy = np.meshgrid(np.arange(100, 1900, 256), np.arange(60, 2800, 256), indexing="ij")
+    coords = np.array([xx.flatten(), yy.flatten()]).T.astype(np.int32)  # process_contour's order
+    with h5py.File(ours, "r") as f:
+        feats = np.resize(f["features"][()], (len(coords), f["features"].shape[1]))
+    path = tmp_path / f"{SLIDE.stem}.h5"
+    with h5py.File(path, "w") as f:  # utils/file_utils.save_hdf5: chunks of 32 rows, resizable, no attrs
+        for key, val in (("features", feats), ("coords", coords)):
+            f.create_dataset(key, data=val, maxshape=(None, val.shape[1]), chunks=(32, val.shape[1]))
+    viewer = make_napari_viewer()
+    [slide] = viewer.open(str(SLIDE), plugin="napari-pathdistill")
+    labels = viewer.open(str(path), plugin="napari-pathdistill")[1]
+    smap = labels.metadata["pathdistill"]["slide_map"]
+    mpp, i = slide.scale[-1], 17
+    centre = (coords[i, ::-1] + 127.5) * mpp  # tile i's box centre in um (y, x)
+    value = int(labels.data[tuple(np.round(labels.world_to_data(centre)).astype(int))])
+    assert value == i * smap.n_clusters + smap.clusters[i]  # the tile's cell is over its tissue
+    row = labels._label_index[value]  # what hovering it shows
+    assert (labels.features["x"][row], labels.features["y"][row]) == tuple(coords[i])
+    widget = EmbedWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    _click(widget, centre)
+    assert viewer.layers["similar tiles"].features["tile"].iloc[0] == i
+    doc = json.loads(widget.search.export(tmp_path / "top.geojson", kind="similar tiles (top k)").read_text())
+    ring = doc["features"][0]["geometry"]["coordinates"][0]
+    x, y = coords[i]
+    assert ring == [[x, y], [x + 256, y], [x + 256, y + 256], [x, y + 256], [x, y]]

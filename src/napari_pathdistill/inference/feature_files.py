@@ -315,22 +315,20 @@ def _level0_mpp(fa: dict, ca: dict, size: float) -> float | None:
     return None
 
 
-def feature_grid(ff: FeatureFile, slide_mpp: float | None = None) -> tuple[Any, tuple[float, float]]:
-    """The :class:`~napari_pathdistill.wsi.tiling.TileGrid` of a feature file's tiles, and its origin.
+def feature_grid(ff: FeatureFile, slide_mpp: float | None = None) -> Any:
+    """The :class:`~napari_pathdistill.wsi.tiling.TileGrid` of a feature file's tiles.
 
-    The grid cell is the coords' step (``patch_size_level0``, or less with overlapping tiles). Coords off the
-    step's lattice (CLAM starts each tissue contour's grid at its bounding box) are snapped to the nearest
-    cell of the lattice through the smallest coords; the grid then holds coords minus ``origin`` (x, y) level-0
-    px, and the returned origin must be added to the map's translate.
+    The grid cell is the coords' step (``patch_size_level0``, or less with overlapping tiles), on the lattice
+    fitted to the coords (``grid.origin`` its cell (0, 0), ``ff.origin``); tiles off it (CLAM's other tissue
+    contours) are drawn in the nearest cell. ``grid.coords`` are the file's own level-0 coords, which the hover
+    table and the GeoJSON export show.
     """
     from napari_pathdistill.wsi.tiling import TileGrid
 
     step = ff.step or float(ff.patch_size_level0)
-    origin = np.asarray(ff.origin)
-    coords = ff.coords - np.round(origin).astype(np.int64)
     mpp = slide_mpp if slide_mpp is not None else ff.mpp
-    grid = TileGrid(
-        coords=coords,
+    return TileGrid(
+        coords=ff.coords,
         tile_px=1,
         mpp=None
         if mpp is None
@@ -338,14 +336,16 @@ def feature_grid(ff: FeatureFile, slide_mpp: float | None = None) -> tuple[Any, 
         size_level0=step,
         level=0,
         tissue_fraction=(
-            ff.tissue_fraction if ff.tissue_fraction is not None else np.full(len(coords), np.nan, np.float32)
+            ff.tissue_fraction
+            if ff.tissue_fraction is not None
+            else np.full(len(ff.coords), np.nan, np.float32)
         ),
-        slide_shape=(
-            int(np.ceil(coords[:, 1].max() + step + 1)),
-            int(np.ceil(coords[:, 0].max() + step + 1)),
+        slide_shape=(  # two cells past the last tile: a tile snapped up to half a cell still has one
+            int(np.ceil(ff.coords[:, 1].max() + 2 * step)),
+            int(np.ceil(ff.coords[:, 0].max() + 2 * step)),
         ),
+        origin=(float(ff.origin[0]), float(ff.origin[1])),
     )
-    return grid, (float(np.round(origin[0])), float(np.round(origin[1])))
 
 
 def slide_map_from_features(ff: FeatureFile, k: int = 6, slide_mpp: float | None = None) -> Any:
@@ -355,7 +355,7 @@ def slide_map_from_features(ff: FeatureFile, k: int = 6, slide_mpp: float | None
     from napari_pathdistill.inference.embed import EmbeddingResult
     from napari_pathdistill.inference.slide_maps import build_slide_map
 
-    grid, (ox, oy) = feature_grid(ff, slide_mpp)
+    grid = feature_grid(ff, slide_mpp)
     if grid.slide_mpp is None:
         warnings.warn(
             f"{ff.path.name}: no um/px in the file and no slide MPP given: the map is placed in level-0 pixels.",
@@ -364,8 +364,6 @@ def slide_map_from_features(ff: FeatureFile, k: int = 6, slide_mpp: float | None
         )
     result = EmbeddingResult(ff.features, grid, ff.model or ff.source)
     smap = build_slide_map(result, k, summary=ff.summary)  # a stored summary: no PCA / k-means refit
-    px = grid.slide_mpp or 1.0
-    translate = (smap.translate[0] + oy * px, smap.translate[1] + ox * px)
     from napari_pathdistill.inference.similarity_map import prepared
 
-    return prepared(dataclasses.replace(smap, translate=translate, features_file=ff.path))
+    return prepared(dataclasses.replace(smap, features_file=ff.path))

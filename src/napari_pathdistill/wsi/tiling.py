@@ -56,6 +56,9 @@ class TileGrid:
         level: pyramid level the tiles are read from (then resized to tile_px).
         tissue_fraction: (N,) float in [0, 1].
         slide_shape: level-0 (h, w).
+        origin: level-0 (x, y) of the lattice's cell (0, 0): (0, 0) for our grids; a feature file's coords may
+            lie on a lattice through another point (``inference.feature_files.fit_lattice``). ``coords`` stay
+            the tiles' own level-0 coords either way.
     """
 
     coords: np.ndarray
@@ -65,6 +68,7 @@ class TileGrid:
     level: int
     tissue_fraction: np.ndarray
     slide_shape: tuple[int, int]
+    origin: tuple[float, float] = (0.0, 0.0)
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
@@ -82,7 +86,7 @@ class TileGrid:
     def grid_shape(self) -> tuple[int, int]:
         """(rows, cols) of the full regular grid (kept or not)."""
         h, w = self.slide_shape
-        return (int(h // self.size_level0), int(w // self.size_level0))
+        return (int((h - self.origin[1]) // self.size_level0), int((w - self.origin[0]) // self.size_level0))
 
 
 def tissue_fractions(mask: TissueMask, coords: np.ndarray, size: float) -> np.ndarray:
@@ -185,8 +189,8 @@ def grid_to_image(
     nan_fill = isinstance(fill, float) and math.isnan(fill)
     dtype = np.result_type(values.dtype, np.float32) if nan_fill else values.dtype
     img = np.full((rows, cols, *values.shape[1:]), fill, dtype=dtype)
-    r = np.round(grid.coords[:, 1] / grid.size_level0).astype(int)
-    c = np.round(grid.coords[:, 0] / grid.size_level0).astype(int)
+    r = np.round((grid.coords[:, 1] - grid.origin[1]) / grid.size_level0).astype(int)
+    c = np.round((grid.coords[:, 0] - grid.origin[0]) / grid.size_level0).astype(int)
     img[r, c] = values
     _, scale, translate = grid_placement(grid)
     return img, scale, translate
@@ -196,8 +200,8 @@ def grid_placement(grid: TileGrid) -> tuple[tuple[int, int], tuple[float, float]
     """(rows, cols) of the grid's raster (one cell per grid tile) and its napari scale and translate in the slide
     layer's units (um if the slide has MPP, else level-0 px): a cell's centre lands on its tile's centre."""
     tile, px = _layer_units(grid)
-    offset = (grid.size_level0 - 1) / 2 * px
-    return grid.grid_shape, (tile, tile), (offset, offset)
+    half = (grid.size_level0 - 1) / 2
+    return grid.grid_shape, (tile, tile), ((half + grid.origin[1]) * px, (half + grid.origin[0]) * px)
 
 
 def grid_to_shapes(grid: TileGrid) -> np.ndarray:
