@@ -109,6 +109,16 @@ def test_3d_features_and_offset_grid(ours, tmp_path):
     np.testing.assert_allclose(smap.tile_centers()[:, 0], (ff.coords[:, 1] + half) * ref.mpp, atol=ref.mpp)
 
 
+def test_n_1_d_features(ours, tmp_path):
+    """(N, 1, D) features: a model's (B, 1, D) token output appended by CLAM's save_hdf5 as is. It used to be
+    refused ("features (53, 1, 48) and coords (53, 2) are not (N, D) and (N, 2)")."""
+    ref = read_feature_file(ours)
+    path = _write(tmp_path / "n1d.h5", features=ref.features[:, None], coords=ref.coords.astype(np.int32))
+    ff = read_feature_file(path)
+    np.testing.assert_array_equal(ff.features, ref.features)
+    np.testing.assert_array_equal(ff.coords, ref.coords)
+
+
 def test_bad_files_raise_clear_errors(tmp_path):
     not_h5 = tmp_path / "x.h5"
     not_h5.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)  # HDF5 magic, then nothing: truncated

@@ -1,6 +1,7 @@
 """Feature HDF5 files (ours, CLAM, TRIDENT) read as one :class:`FeatureFile`, and their slide maps.
 
-Pure core (no Qt/napari). Layouts (datasets ``features`` (N, D) or (1, N, D), ``coords`` (N, 2) level-0 (x, y)):
+Pure core (no Qt/napari). Layouts (datasets ``features`` (N, D), (1, N, D) or (N, 1, D), ``coords`` (N, 2)
+level-0 (x, y)):
 
 * ours, written by ``inference.embed.embed_slide``: file attrs ``model``, ``spec``, ``tile_px``, ``mpp`` (tile
   um/px, NaN without slide MPP), ``patch_level`` (0), ``patch_size_level0``; level-0 um/px is
@@ -204,8 +205,12 @@ def _finite_rows(path: Path, feats: np.ndarray) -> np.ndarray | None:
 
 
 def _check_shapes(path: Path, feats: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) features and (N, 2) coords; (1, N, D) and (N, 1, D) features (a batch axis, or a model's (B, 1, D)
+    token output saved as is) lose their axis of one."""
     if feats.ndim == 3 and feats.shape[0] == 1:
         feats = feats[0]
+    elif feats.ndim == 3 and feats.shape[1] == 1:
+        feats = feats[:, 0]
     if coords.ndim == 3 and coords.shape[0] == 1:
         coords = coords[0]
     if feats.ndim != 2 or coords.ndim != 2 or coords.shape[1] != 2 or len(feats) != len(coords):
