@@ -110,3 +110,30 @@ def test_hover_table_holds_integers_for_tile_position_and_cluster(shared_data):
         assert column[0] is None and all(type(v) is int for v in column[1:]), name
         assert list(column[1:]) == [int(v) for v in values], name
     assert any(v >= 1000 for v in table["x"][1:])  # a position napari would round to 3 digits as a float
+
+
+def test_two_checkpoints_of_one_name_are_refused(cmu_map, shared_data, tmp_path):
+    """Two training runs both export ``pathdistill-student`` (the config's default name) of one architecture: the
+    name and width match, but the feature spaces do not. Slide B embedded by the other run used to be searched
+    silently (a heatmap of meaningless cosines); now the weights (``EmbeddingModel.weights_id``, a feature
+    file's ``weights`` attr) must match too, for the Embed widget's maps and for feature files."""
+    from napari_pathdistill.inference.embed import embed_slide
+    from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
+
+    other_run = tiny_model("vit", seed=1)  # same name "tiny-vit", 48-d: another initialisation
+    assert other_run.spec.name == "tiny-vit" and other_run.dim == cmu_map.features.shape[1]
+    b = drain(iter_slide_map(other_run, shared_data / "wsi" / "CMU-1-Small-Region.svs", mpp=1.0, min_tissue=0.1,
+                             k=3))  # fmt: skip
+    with pytest.raises(SimilarityMapError, match="different weights"):
+        heatmap(cmu_map, 0, b)
+    files = []
+    for seed in (0, 1):
+        model = tiny_model("vit", seed=seed)
+        model.spec = dataclasses.replace(model.spec, mpp=2.0)  # 112 um tiles: a few dozen
+        out = embed_slide(
+            shared_data / "wsi" / "CMU-1-Small-Region.svs", model, tmp_path / str(seed), num_workers=0
+        )
+        files.append(slide_map_from_features(read_feature_file(out), k=3))
+    with pytest.raises(SimilarityMapError, match=r"weights [0-9a-f]{16} vs [0-9a-f]{16}"):
+        heatmap(files[0], 0, files[1])
+    assert heatmap(files[0], 0, cmu_map).cosine.shape == (len(cmu_map.features),)  # one checkpoint: compared

@@ -31,11 +31,14 @@ class EmbeddingResult:
         features: (N, D) float32, row i = tile ``grid.coords[i]``.
         grid: the tile grid.
         model_name: the model's registry/checkpoint name.
+        weights: 16 hex digits naming the loaded weights (``EmbeddingModel.weights_id``; a feature file's
+            ``weights`` attr), None when unknown (CLAM/TRIDENT files).
     """
 
     features: np.ndarray
     grid: TileGrid
     model_name: str
+    weights: str | None = None
 
 
 def tile_geometry(model: EmbeddingModel, tile_px: int | None, mpp: float | None) -> tuple[int, float]:
@@ -94,7 +97,7 @@ def iter_embeddings(
     if done < n:
         return
     out = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, model.dim), np.float32)
-    yield EmbeddingResult(out, grid, model.spec.name)
+    yield EmbeddingResult(out, grid, model.spec.name, model.weights_id)
 
 
 def embed_slide(

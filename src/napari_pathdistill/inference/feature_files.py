@@ -65,6 +65,7 @@ class FeatureFile:
         origin: level-0 (x, y) of the lattice's cell (0, 0), in [-step/2, step/2).
         tissue_fraction: (N,) float32 tissue fraction of each tile (ours; NaN for CLAM/TRIDENT files).
         summary: the stored PCA / k-means of the rows (ours, ``inference.map_summary``), else None.
+        weights: 16 hex digits naming the model's weights (ours: attr ``weights``), else None.
     """
 
     features: np.ndarray
@@ -79,6 +80,7 @@ class FeatureFile:
     origin: tuple[float, float] = (0.0, 0.0)
     tissue_fraction: np.ndarray | None = None
     summary: MapSummary | None = None
+    weights: str | None = None
 
 
 def _attr(attrs: Any, key: str) -> Any:
@@ -158,6 +160,7 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         path=path,
         tissue_fraction=frac.astype(np.float32, copy=False),
         summary=summary if summary is not None and len(summary.pcs) == len(coords) else None,
+        weights=(str(_attr(fa, "weights")) if _attr(fa, "weights") is not None else None),
     )
 
 
@@ -367,7 +370,7 @@ def slide_map_from_features(ff: FeatureFile, k: int = 6, slide_mpp: float | None
             NoMPPFeatureWarning,
             stacklevel=2,
         )
-    result = EmbeddingResult(ff.features, grid, ff.model or ff.source)
+    result = EmbeddingResult(ff.features, grid, ff.model or ff.source, ff.weights)
     smap = build_slide_map(result, k, summary=ff.summary)  # a stored summary: no PCA / k-means refit
     from napari_pathdistill.inference.similarity_map import prepared
 

@@ -264,14 +264,15 @@ def iter_live_map(
             # stored: a re-open needs no refit; oriented as the live colours, so that no channel inverts
             summary = summarise_partial(partial, k, feats, reference_axes=live.axes)
             finish_output(partial, out)
-    yield _on_layer(_final_map(out, feats, grid, model.spec.name, k, summary), to_layer)
+    result = EmbeddingResult(feats, grid, model.spec.name, model.weights_id)
+    yield _on_layer(_final_map(out, result, k, summary), to_layer)
 
 
-def _final_map(
-    out: Path, feats: np.ndarray, grid: TileGrid, model_name: str, k: int, summary: MapSummary | None
-) -> SlideMap:
+def _final_map(out: Path, result: EmbeddingResult, k: int, summary: MapSummary | None) -> SlideMap:
     """The SlideMap of the finished file: the in-memory rows, less those ``finish_output`` left out."""
     import h5py
+
+    feats, grid = result.features, result.grid
 
     with h5py.File(out, "r") as f:
         coords = f["coords"][()]
@@ -280,7 +281,7 @@ def _final_map(
         keep = np.isin(grid.coords[:, 0] + grid.coords[:, 1] * width, coords[:, 0] + coords[:, 1] * width)
         grid = grid.subset(keep)
         feats = feats[keep]
-    smap = build_slide_map(EmbeddingResult(feats, grid, model_name), k, summary=summary)
+    smap = build_slide_map(dataclasses.replace(result, features=feats, grid=grid), k, summary=summary)
     return dataclasses.replace(smap, features_file=out)
 
 
@@ -292,6 +293,6 @@ def _map_from_file(path: Path, pyr: Pyramid, tile_px: int, mpp: float, k: int) -
     assert ff.tissue_fraction is not None  # read_feature_file always fills it
     geometry = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=0.0)  # size, level, shape only
     grid = dataclasses.replace(geometry, coords=ff.coords, tissue_fraction=ff.tissue_fraction)
-    result = EmbeddingResult(ff.features, grid, str(ff.model))
+    result = EmbeddingResult(ff.features, grid, str(ff.model), ff.weights)
     smap = build_slide_map(result, k, summary=ff.summary)
     return dataclasses.replace(smap, features_file=path)

@@ -119,12 +119,19 @@ def cosines(source: SlideMap, index: int, target: SlideMap | None = None) -> np.
 
 
 def check_comparable(source: SlideMap, target: SlideMap) -> None:
-    """Raise unless ``source``'s features can be compared with ``target``'s (same model and width)."""
+    """Raise unless ``source``'s features can be compared with ``target``'s (same model, width and, where both
+    maps know them, weights: two checkpoints of one name, e.g. two training runs' ``pathdistill-student``)."""
     ds, dt = source.features.shape[1], target.features.shape[1]
     if ds != dt or source.model_name != target.model_name:
         raise SimilarityMapError(
             f"cannot compare tiles across maps of different models: {source.model_name} ({ds}-d) vs "
             f"{target.model_name} ({dt}-d); embed both slides with the same model"
+        )
+    if source.weights and target.weights and source.weights != target.weights:
+        raise SimilarityMapError(
+            f"cannot compare tiles across maps of different weights: both {source.model_name}, but weights "
+            f"{source.weights} vs {target.weights} (two checkpoints of one name); embed both slides with the "
+            "same checkpoint"
         )
 
 

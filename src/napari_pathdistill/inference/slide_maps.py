@@ -43,6 +43,8 @@ class SlideMap:
         translate: napari translate (y, x) of the rasterised maps.
         model_name: the model that made the embeddings.
         features_file: the HDF5 feature file the features were read from or written to (None: in memory only).
+        weights: 16 hex digits naming the weights that made the embeddings (None: unknown, e.g. a CLAM file);
+            two checkpoints of one model name are told apart by it.
     """
 
     features: np.ndarray
@@ -55,6 +57,7 @@ class SlideMap:
     translate: tuple[float, float]
     model_name: str
     features_file: Path | None = None
+    weights: str | None = None
 
     def raster(self, values: np.ndarray, fill: float = 0) -> np.ndarray:
         """Per-tile values (N,) or (N, C) -> (rows, cols[, C]) image on the grid (same scale/translate)."""
@@ -142,6 +145,7 @@ def build_slide_map(
         scale=tuple(scale),  # type: ignore[arg-type]
         translate=tuple(translate),  # type: ignore[arg-type]
         model_name=result.model_name,
+        weights=result.weights,
     )
 
 
