@@ -58,13 +58,26 @@ def _open_slide_layer(slide: Path) -> str | None:
     return None
 
 
+#: extensions of two parts, removed whole from a slide's name by TRIDENT (``IO.splitext``) and by CLAM's
+#: ``slide_id = name.split(slide_ext)[0]`` with ``--slide_ext .ome.tif``
+COMPOUND_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr", ".ome.btf")
+
+
+def slide_ids(path: Path) -> set[str]:
+    """The names a CLAM / TRIDENT feature file of slide ``path`` may have (less ``.h5``): its stem, and its
+    name less a compound extension (``OS-2-ndpi.ome.tif`` -> ``OS-2-ndpi``)."""
+    ids = {path.stem}
+    ids.update(path.name[: -len(ext)] for ext in COMPOUND_SUFFIXES if path.name.lower().endswith(ext))
+    return ids
+
+
 def _open_slide_named(stem: str) -> Path | None:
     """The slide file of a layer of the current viewer opened by our reader whose file name, less its
     extension, is ``stem``: CLAM and TRIDENT store no slide path but name each file after its slide
-    (``<slide_id>.h5``, the slide's name less its extension)."""
+    (``<slide_id>.h5``, the slide's name less its extension, ``.ome.tif`` whole: :func:`slide_ids`)."""
     for layer in _viewer_layers():
         path = layer.metadata.get("pathdistill", {}).get("path") if isinstance(layer.metadata, dict) else None
-        if path and Path(path).stem == stem and Path(path).exists():
+        if path and stem in slide_ids(Path(path)) and Path(path).exists():
             return Path(path)
     return None
 

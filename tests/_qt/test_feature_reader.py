@@ -203,3 +203,24 @@ def test_clam_contour_grid_hover_and_export_keep_the_files_coords(make_napari_vi
     ring = doc["features"][0]["geometry"]["coordinates"][0]
     x, y = coords[i]
     assert ring == [[x, y], [x + 256, y], [x + 256, y + 256], [x, y + 256], [x, y]]
+
+
+def test_clam_file_of_an_ome_tiff_lands_on_its_open_slide(make_napari_viewer, os2_pair, tmp_path):
+    """CLAM (``slide_id = name.split(slide_ext)[0]``) and TRIDENT (``splitext`` knowing ``.ome.tif``) name the
+    features of OS-2-ndpi.ome.tif ``OS-2-ndpi.h5``. Its open slide was looked up as ``OS-2-ndpi.ome`` (the
+    path's stem) and not found: the map was placed in level-0 px over the slide shown in um, 4.4x its size."""
+    viewer = make_napari_viewer()
+    [slide] = viewer.open(str(os2_pair[0]), plugin="napari-pathdistill")
+    xx, yy = np.meshgrid(np.arange(0, 2000, 256), np.arange(0, 2000, 256), indexing="ij")
+    coords = np.array([xx.flatten(), yy.flatten()]).T.astype(np.int32)
+    path = tmp_path / "OS-2-ndpi.h5"
+    with h5py.File(path, "w") as f:  # h5_files/<slide_id>.h5: no attrs, no slide path, no um/px
+        f["features"] = np.random.default_rng(0).normal(size=(len(coords), 8)).astype(np.float32)
+        f["coords"] = coords
+    labels = viewer.open(str(path), plugin="napari-pathdistill")[1]
+    assert labels.metadata["pathdistill"]["slide_layer"] == slide.name
+    assert tuple(str(u) for u in labels.units) == ("micrometer", "micrometer")
+    smap, mpp, i = labels.metadata["pathdistill"]["slide_map"], slide.scale[-1], len(coords) - 1
+    centre = (coords[i, ::-1] + 127.5) * mpp  # the farthest tile's box centre on the slide, in um
+    value = int(labels.data[tuple(np.round(labels.world_to_data(centre)).astype(int))])
+    assert value == i * smap.n_clusters + smap.clusters[i]
