@@ -53,6 +53,30 @@ def slide_attrs(pyr: Pyramid, model: EmbeddingModel, tile_px: int, mpp: float, m
     return attrs
 
 
+def trident_coords_attrs(attrs: dict) -> dict:
+    """The ``coords`` dataset's attrs as TRIDENT writes them (``IO.coords_to_h5``), from our file attrs.
+
+    TRIDENT's slide encoders read the tile side in level-0 px from ``coords.attrs["patch_size_level0"]`` (TITAN,
+    GigaPath), its patch extraction ``patch_size`` (px at the target) and the integer magnifications
+    ``level0_magnification`` / ``target_magnification`` (10 / um/px), left out for a slide without MPP;
+    without ``patch_size_level0`` or ``tile_px``: none.
+    """
+    if attrs.get("patch_size_level0") is None or attrs.get("tile_px") is None:
+        return {}
+    size, tile_px, mpp = (
+        int(attrs["patch_size_level0"]),
+        int(attrs["tile_px"]),
+        float(attrs.get("mpp", "nan")),
+    )
+    out: dict[str, Any] = {"patch_size": tile_px, "patch_size_level0": size, "overlap": 0}
+    if attrs.get("slide_path"):
+        out["name"] = Path(str(attrs["slide_path"])).stem
+    if np.isfinite(mpp):  # the slide's level-0 um/px is mpp * tile_px / size
+        out["level0_magnification"] = round(10 * size / (mpp * tile_px))
+        out["target_magnification"] = round(10 / mpp)
+    return out
+
+
 def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> TileGrid:
     """The tissue tile grid of ``pyr``.
 
@@ -114,7 +138,9 @@ def _new_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: di
 
     f = h5py.File(partial, "w")
     try:
-        f.create_dataset("coords", data=np.asarray(grid.coords, np.int64))
+        f.create_dataset("coords", data=np.asarray(grid.coords, np.int64)).attrs.update(
+            trident_coords_attrs(attrs)
+        )
         # ours only (CLAM/TRIDENT have none): the hover readout of a cached or dropped file shows it
         f.create_dataset("tissue_fraction", data=np.asarray(grid.tissue_fraction, np.float32))
         early = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
@@ -182,6 +208,7 @@ def _reusable_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attr
         same = False
     if same:
         f.attrs.update(attrs)
+        f["coords"].attrs.update(trident_coords_attrs(attrs))  # a partial written before coords had them
         if "warning" not in attrs and "warning" in f.attrs:
             del f.attrs["warning"]
         return f

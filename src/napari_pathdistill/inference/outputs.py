@@ -243,7 +243,7 @@ def _drop_rows(partial: Path, out: Path, rows: np.ndarray, step: int = 4096) -> 
         require_free(partial, kept * (4 * dim + 8 + 4 + 16) + 16 * len(rows) + METADATA_ROOM, n)
         with h5py.File(tmp, "w") as dst:
             dst.attrs.update(dict(src.attrs))
-            dst.create_dataset("coords", data=src["coords"][()][keep])
+            dst.create_dataset("coords", data=src["coords"][()][keep]).attrs.update(dict(src["coords"].attrs))
             dst.create_dataset("skipped_coords", data=src["coords"][()][rows])
             if "tissue_fraction" in src:
                 dst.create_dataset("tissue_fraction", data=src["tissue_fraction"][()][keep])
