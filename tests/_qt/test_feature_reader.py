@@ -224,3 +224,36 @@ def test_clam_file_of_an_ome_tiff_lands_on_its_open_slide(make_napari_viewer, os
     centre = (coords[i, ::-1] + 127.5) * mpp  # the farthest tile's box centre on the slide, in um
     value = int(labels.data[tuple(np.round(labels.world_to_data(centre)).astype(int))])
     assert value == i * smap.n_clusters + smap.clusters[i]
+
+
+def test_trident_overlapping_tiles_export_their_own_side(make_napari_viewer, ours, tmp_path):
+    """TRIDENT with ``--overlap 32`` (224 px patches at 20x on the 20x slide, 192 px apart): the map's cells are
+    the 192 px step, but the tile search exported 192 px squares where ``pathdistill qupath`` writes the 224 px
+    tiles; now both write the file's tiles."""
+    from napari_pathdistill._qt.embed_widget import EmbedWidget
+    from napari_pathdistill.cli.main import main
+
+    ticks = [c * 224 - 32 * max(c - 1, 0) for c in range(11)]  # WSIPatcher._colrow_to_xy: 0, 224, 416, ...
+    coords = np.array([(x, y) for x in ticks[1:] for y in ticks[1:]], np.int64)
+    with h5py.File(ours, "r") as f:
+        feats = np.resize(f["features"][()], (len(coords), f["features"].shape[1]))
+    path = tmp_path / f"{SLIDE.stem}.h5"
+    with h5py.File(path, "w") as f:  # IO.save_h5: one-row chunks, the patcher's attrs on coords
+        for key, val in (("features", feats), ("coords", coords)):
+            f.create_dataset(key, data=val, maxshape=(None, val.shape[1]), chunks=(1, val.shape[1]))
+        f["coords"].attrs.update({"patch_size": 224, "patch_size_level0": 224, "level0_magnification": 20,
+                                  "target_magnification": 20, "overlap": 32, "name": SLIDE.stem})  # fmt: skip
+    viewer = make_napari_viewer()
+    [slide] = viewer.open(str(SLIDE), plugin="napari-pathdistill")
+    labels = viewer.open(str(path), plugin="napari-pathdistill")[1]
+    assert labels.metadata["pathdistill"]["slide_map"].grid.size_level0 == 192  # cells: the step
+    widget = EmbedWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    i = 37
+    _click(widget, (coords[i, ::-1] + 96) * slide.scale[-1])
+    panel = json.loads(widget.search.export(tmp_path / "p.geojson", kind="clusters").read_text())
+    assert main(["qupath", str(path), "--out", str(tmp_path / "c.geojson"), "--clusters", "2"]) == 0
+    cli = json.loads((tmp_path / "c.geojson").read_text())
+    ring = [f["geometry"]["coordinates"][0] for f in panel["features"]]
+    assert ring == [f["geometry"]["coordinates"][0] for f in cli["features"]]
+    assert ring[i][0] == list(coords[i].astype(float)) and ring[i][2] == list((coords[i] + 224).astype(float))

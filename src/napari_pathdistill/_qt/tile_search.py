@@ -174,7 +174,7 @@ class TileSearchPanel(Container):
         kind = kind or str(self.export_kind.value)
         source, index, target, result = self.result
         smap = _slide_map(target)
-        coords, size = smap.grid.coords, float(smap.grid.size_level0)
+        coords, size = smap.grid.coords, float(smap.grid.tile_level0 or smap.grid.size_level0)
         query = index if target is source else None
         if kind == "clusters":
             collection = clusters_geojson(coords, size, smap.clusters)

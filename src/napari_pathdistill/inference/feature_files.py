@@ -353,6 +353,9 @@ def feature_grid(ff: FeatureFile, slide_mpp: float | None = None) -> Any:
             int(np.ceil(ff.coords[:, 0].max() + 2 * step)),
         ),
         origin=(float(ff.origin[0]), float(ff.origin[1])),
+        tile_level0=float(
+            ff.patch_size_level0
+        ),  # the GeoJSON export's squares, as `pathdistill qupath` writes
     )
 
 

@@ -59,6 +59,8 @@ class TileGrid:
         origin: level-0 (x, y) of the lattice's cell (0, 0): (0, 0) for our grids; a feature file's coords may
             lie on a lattice through another point (``inference.feature_files.fit_lattice``). ``coords`` stay
             the tiles' own level-0 coords either way.
+        tile_level0: a tile's own side in level-0 px where it is not the cell's ``size_level0``: a feature
+            file's ``patch_size_level0`` (TRIDENT's overlapping tiles are larger than their step); None: the same.
     """
 
     coords: np.ndarray
@@ -69,6 +71,7 @@ class TileGrid:
     tissue_fraction: np.ndarray
     slide_shape: tuple[int, int]
     origin: tuple[float, float] = (0.0, 0.0)
+    tile_level0: float | None = None
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
