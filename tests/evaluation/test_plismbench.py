@@ -240,6 +240,22 @@ def test_pairs_resume_and_overwrite(tmp_path):
     assert [r["cosine_similarity"] for r in again] == [r["cosine_similarity"] for r in first.result.rows]
 
 
+def test_resume_never_mixes_precisions(tmp_path):
+    """Pairs saved by a float32 run were reported as plismbench's float16 numbers by a later --mixed-precision
+    run into the same metrics folder (and vice versa): the store now keeps each pair's precision."""
+    write_cohort(tmp_path / "features" / "m", ["GM", "HR"], ["AT2", "S60"])
+
+    def cosines(met: str, mixed: bool) -> list[float]:
+        gen = iter_plismbench_evaluate(tmp_path / "features", "m", tmp_path / met, device="cpu",
+                                       mixed_precision=mixed)  # fmt: skip
+        return [r["cosine_similarity"] for r in drain(gen).result.rows]
+
+    f32, mixed_fresh = cosines("met", False), cosines("fresh", True)
+    assert f32 != mixed_fresh  # float16 rounding shows in every pair
+    assert cosines("met", True) == mixed_fresh  # after the float32 run: recomputed, not resumed
+    assert cosines("met", False) == f32  # and back
+
+
 def test_differing_coordinates_are_an_error(tmp_path):
     root = write_cohort(tmp_path / "features" / "m", ["GM", "HR"], ["AT2", "S60"])
     f = root / "HR_S60_to_GMH_S60.tif" / "features.npy"

@@ -171,6 +171,22 @@ def _finish(rows: list[dict], ks: Sequence[int], seconds: float, precision: str)
     return RobustnessResult(rows, summary, board, seconds, precision, why)
 
 
+def _resumed(
+    store: PairStore | None, names: Sequence[tuple[str, str]], ks: Sequence[int], precision: str
+) -> dict[tuple[str, str], dict]:
+    """The pairs of ``store`` computed with the same k values and precision (their rows without
+    ``precision``); a pair saved by a float32 run is recomputed by a mixed-precision one, and vice versa."""
+    needed = {"cosine_similarity", *(f"top_{k}_accuracy" for k in ks)}
+    saved: dict[tuple[str, str], dict] = {}
+    if store is None:
+        return saved
+    for p in names:
+        row = store.get(*p)
+        if row is not None and needed <= row.keys() and row.get("precision") == precision:
+            saved[p] = {k: v for k, v in row.items() if k != "precision"}
+    return saved
+
+
 def iter_robustness(
     entries: Sequence[SlideEntry],
     ks: Sequence[int] = DEFAULT_KS,
@@ -204,13 +220,8 @@ def iter_robustness(
         raise EvaluationError("the manifest needs at least two slides")
     by_name = {e.slide: e for e in entries}
     names = [(a.slide, b.slide) for a, b in all_pairs(list(entries))]
-    needed = {"cosine_similarity", *(f"top_{k}_accuracy" for k in ks)}
-    saved: dict[tuple[str, str], dict] = {}
-    if store is not None:
-        for p in names:
-            row = store.get(*p)
-            if row is not None and needed <= row.keys():  # saved with the same k values
-                saved[p] = row
+    precision = "mixed (float16, plismbench)" if mixed_precision else "float32"
+    saved = _resumed(store, names, ks, precision)
     todo = [p for p in names if p not in saved]
     load_pair = _pair_loader(entries, subset, strict_coords)
     t0 = time.perf_counter()
@@ -225,9 +236,8 @@ def iter_robustness(
         row = {"n_tiles": m.n_tiles, **m.as_row()}
         saved[(sa, sb)] = row
         if store is not None:
-            store.put(sa, sb, row)
+            store.put(sa, sb, {**row, "precision": precision})
     rows = [_pair_row(by_name[sa], by_name[sb], saved[(sa, sb)]) for sa, sb in names]
-    precision = "mixed (float16, plismbench)" if mixed_precision else "float32"
     yield _finish(rows, ks, (time.perf_counter() - t0) / max(1, len(todo)), precision)
 
 
