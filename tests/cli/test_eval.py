@@ -232,3 +232,14 @@ def test_eval_regression_hest_defaults_group_column_and_components(tmp_path, cap
     argv[5] = str(tmp_path / "y.npy")
     assert main(argv) == 0
     assert "note: tile-level KFold" in capsys.readouterr().err
+
+
+def test_eval_regression_refuses_targets_of_another_length(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    np.save(tmp_path / "x.npy", rng.normal(size=(100, 20)))
+    np.savetxt(tmp_path / "y.csv", rng.normal(size=(50, 2)), delimiter=",", header="g1,g2", comments="")
+    argv = ["eval", "regression", "--features", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "y.csv"),
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1
+    assert "error: 100 feature rows but 50 rows of targets" in capsys.readouterr().err
+    assert not (tmp_path / "regression.json").exists()

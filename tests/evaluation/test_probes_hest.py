@@ -64,3 +64,26 @@ def test_explicit_alpha_is_used():
     a = pca_ridge(x, y, n_splits=3, groups=groups, alpha=1e4)
     b = pca_ridge(x, y, n_splits=3, groups=groups)
     assert a.fold_scores.tolist() != b.fold_scores.tolist()
+
+
+def test_targets_must_have_one_row_per_feature_row():
+    """100 feature rows and a 50 x 2 target table were reshaped to 100 x 1 and scored silently (pairing row i
+    with half of another row's targets); 99 rows crashed in numpy's reshape."""
+    x, y, _ = _patients(n_patients=5, spots=20, t=2)
+    with pytest.raises(EvaluationError, match="100 feature rows but 50 rows of targets"):
+        pca_ridge(x, y[:50], n_splits=3)
+    with pytest.raises(EvaluationError, match="100 feature rows but 99 rows of targets"):
+        pca_ridge(x, y[:99, :1], n_splits=3)
+    y[3, 1] = np.nan
+    with pytest.raises(EvaluationError, match="1 of 100 rows of targets hold NaN"):
+        pca_ridge(x, y, n_splits=3)
+
+
+def test_probe_labels_must_have_one_row_per_feature_row():
+    from napari_pathdistill.evaluation.probes import knn_probe, linear_probe
+
+    x, _, groups = _patients(n_patients=2, spots=30)
+    with pytest.raises(EvaluationError, match="60 feature rows but 50 rows of labels"):
+        linear_probe(x, groups[:50], n_splits=3)
+    with pytest.raises(EvaluationError, match="60 feature rows but 59 rows of labels"):
+        knn_probe(x, groups[1:], n_splits=3)

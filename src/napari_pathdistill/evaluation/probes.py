@@ -52,6 +52,25 @@ class ProbeResult:
         return float(np.std(self.fold_scores))
 
 
+def _check_rows(x: np.ndarray, y: np.ndarray, what: str) -> None:
+    """(N, D) features and N rows of ``what`` (labels or targets), all finite.
+
+    Raises:
+        EvaluationError: features not 2-D, a row count that differs (never reshaped to fit), or NaN/inf.
+    """
+    if x.ndim != 2:
+        raise EvaluationError(f"features must be an (N, D) matrix, got shape {x.shape}")
+    if len(y) != len(x):
+        raise EvaluationError(
+            f"{len(x)} feature rows but {len(y)} rows of {what}: give one row of {what} per feature row, "
+            "in the same order"
+        )
+    for name, arr in (("features", x), (what, y)):
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(axis=1).sum())
+            raise EvaluationError(f"{bad} of {len(arr)} rows of {name} hold NaN or inf values")
+
+
 def _folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     _, counts = np.unique(labels, return_counts=True)
     if len(counts) < 2:
@@ -69,6 +88,7 @@ def _folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarra
 def _classify(name: str, model, x: np.ndarray, y: np.ndarray, n_splits: int, seed: int) -> ProbeResult:
     from sklearn.metrics import balanced_accuracy_score
 
+    _check_rows(x, y, "labels")
     scores, predictions = [], np.empty(len(y), dtype=y.dtype)
     for train, test in _folds(y, n_splits, seed):
         model.fit(x[train], y[train])
@@ -183,7 +203,9 @@ def pca_ridge(
     from sklearn.preprocessing import StandardScaler
 
     x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(targets, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(targets, dtype=np.float64)
+    _check_rows(x, y, "targets")
+    y = y.reshape(len(x), -1)
     oof, scores, used, alphas = np.zeros_like(y), [], [], []
     for train, test in _regression_folds(len(x), n_splits, seed, groups):
         n_comp = min(n_components, len(train), x.shape[1])
