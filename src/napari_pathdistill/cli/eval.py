@@ -172,7 +172,10 @@ def cmd_concordance(args: argparse.Namespace) -> int:
         for r, label in zip(rows, labels, strict=True)
     ]  # fmt: skip
     ccc = breastbm_ccc(slides, args.train_condition, seed=args.seed)
-    print(f"CCC of the predicted P(label = {positive_class(labels)}) across conditions")
+    print(
+        f"CCC of the predicted P(label = {positive_class(labels)}) across conditions (each block predicted by a "
+        f"classifier fitted on the other {args.train_condition!r} blocks)"
+    )
     for k, v in ccc.items():
         print(f"CCC {k}: {v:.3f}")
     _dump(ccc, Path(args.out) / "concordance.json")

@@ -96,32 +96,78 @@ def positive_class(labels: Sequence[object]) -> object:
     return classes[1]
 
 
+def _out_of_fold_probs(
+    slides: Sequence[Mapping[str, object]], train_condition: str, n_splits: int, seed: int
+) -> tuple[dict[str, dict[object, float]], int]:
+    """P(positive class) of every slide from a classifier that never saw its block.
+
+    The train condition's blocks are split into stratified folds; each fold's classifier is fitted on the
+    train-condition slides of the other blocks and predicts the held-out blocks under every condition. Blocks
+    absent from the train condition are predicted by the classifier of all train-condition blocks.
+
+    Returns:
+        ``{condition: {block: probability}}`` and the number of folds used.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    train = [s for s in slides if s["condition"] == train_condition]
+    if not train:
+        raise EvaluationError(f"no slide has condition {train_condition!r}")
+    labels = np.asarray([s["label"] for s in train])
+    _, counts = np.unique(labels, return_counts=True)
+    if len(counts) < 2 or counts.min() < 2:
+        raise EvaluationError(
+            f"the {train_condition!r} slides need >= 2 blocks of each of >= 2 classes (classes {counts.tolist()}) "
+            "so that every block is predicted by a classifier trained without it"
+        )
+    folds = int(min(n_splits, counts.min()))
+    x = mean_pool([np.asarray(s["features"]) for s in train])
+    fold_of = {s["block"]: -1 for s in slides}
+    models = []
+    for i, (tr, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, labels)):
+        models.append(fit_slide_classifier(x[tr], labels[tr], seed=seed))
+        fold_of.update({train[j]["block"]: i for j in te})
+    models.append(fit_slide_classifier(x, labels, seed=seed))  # index -1: blocks never trained on
+    probs: dict[str, dict[object, float]] = {}
+    for s in slides:
+        model = models[fold_of[s["block"]]]
+        p = float(model.predict_proba(mean_pool([np.asarray(s["features"])]))[0, 1])
+        probs.setdefault(str(s["condition"]), {})[s["block"]] = p
+    return probs, folds
+
+
 def breastbm_ccc(
-    slides: Sequence[Mapping[str, object]], train_condition: str, *, seed: int = 0
+    slides: Sequence[Mapping[str, object]], train_condition: str, *, seed: int = 0, n_splits: int = 5
 ) -> dict[str, float]:
     """BreastBm robustness protocol on slide records.
+
+    In the paper the classifier is trained on another cohort (TCGA-BRCA) and never sees the evaluated blocks.
+    Here it is trained on the ``train_condition`` slides of the same blocks, so the predictions are
+    cross-fitted (:func:`_out_of_fold_probs`): a classifier fitted on a block would have memorised it, and its
+    predictions of that block would agree across conditions even without any signal in the features.
 
     Args:
         slides: dicts with ``block`` (tissue block id), ``condition`` (stain/scanner), ``label`` (a class:
             0/1 or text; the CCC compares P(:func:`positive_class`)) and
-            ``features`` ((N_i, D) tile features).
+            ``features`` ((N_i, D) tile features); one slide per block and condition.
         train_condition: condition whose slides train the mean-pooling logistic regression.
-        seed: random seed of the classifier.
+        seed: random seed of the folds and the classifier.
+        n_splits: block folds of the cross-fitting (capped at the smallest class's blocks).
 
     Returns:
         ``{"condA|condB": ccc}`` over the blocks present in both conditions of each pair.
+
+    Raises:
+        EvaluationError: no slide of ``train_condition``, fewer than 2 blocks of a class there, or a block
+            listed twice under one condition.
     """
-    train = [s for s in slides if s["condition"] == train_condition]
-    if not train:
-        raise EvaluationError(f"no slide has condition {train_condition!r}")
-    clf = fit_slide_classifier(
-        mean_pool([np.asarray(s["features"]) for s in train]),
-        np.asarray([s["label"] for s in train]),
-        seed=seed,
-    )
-    by_cond: dict[str, dict[object, np.ndarray]] = {}
+    seen: set[tuple[str, object]] = set()
     for s in slides:
-        by_cond.setdefault(str(s["condition"]), {})[s["block"]] = np.asarray(s["features"])
+        key = (str(s["condition"]), s["block"])
+        if key in seen:
+            raise EvaluationError(f"block {key[1]!r} has two slides under condition {key[0]!r}; give one")
+        seen.add(key)
+    by_cond, _ = _out_of_fold_probs(slides, train_condition, n_splits, seed)
     names = sorted(by_cond)
     out = {}
     for i, a in enumerate(names):
@@ -129,7 +175,6 @@ def breastbm_ccc(
             blocks = sorted(set(by_cond[a]) & set(by_cond[b]), key=str)
             if len(blocks) < 2:
                 continue
-            pa = clf.predict_proba(mean_pool([by_cond[a][k] for k in blocks]))[:, 1]
-            pb = clf.predict_proba(mean_pool([by_cond[b][k] for k in blocks]))[:, 1]
+            pa, pb = (np.asarray([by_cond[c][k] for k in blocks]) for c in (a, b))
             out[f"{a}|{b}"] = lins_ccc(pa, pb)
     return out
