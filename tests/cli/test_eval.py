@@ -243,3 +243,18 @@ def test_eval_regression_refuses_targets_of_another_length(tmp_path, capsys):
     assert main(argv) == 1
     assert "error: 100 feature rows but 50 rows of targets" in capsys.readouterr().err
     assert not (tmp_path / "regression.json").exists()
+
+
+def test_eval_concordance_bad_slides_csv_is_one_line(tmp_path, capsys):
+    """A slides CSV without a 'block' column ended in a KeyError traceback."""
+    _h5(tmp_path / "a.h5", np.zeros((3, 4)))
+    argv = ["eval", "concordance", "--slides", str(tmp_path / "s.csv"), "--train-condition", "he",
+            "--out", str(tmp_path)]  # fmt: skip
+    for text, said in (
+        ("blk,condition,label,path\nb1,he,0,a.h5\n", "s.csv needs the columns block,condition,label,path; missing ['block']"),
+        ("block,condition,label,path\n", "s.csv has no slides"),
+        ("block,condition,label,path\nb1,,0,a.h5\n", "s.csv line 2: condition is empty"),
+    ):  # fmt: skip
+        (tmp_path / "s.csv").write_text(text)
+        assert main(argv) == 1
+        assert f"error: {said}" in capsys.readouterr().err

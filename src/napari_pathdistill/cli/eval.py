@@ -157,20 +157,10 @@ def _k_note(k_used: int | None, k_asked: int) -> str:
 
 
 def cmd_concordance(args: argparse.Namespace) -> int:
-    import csv
+    from napari_pathdistill.evaluation.concordance import breastbm_ccc, positive_class, read_slides_csv
 
-    from napari_pathdistill.evaluation.concordance import breastbm_ccc, positive_class, slide_labels
-    from napari_pathdistill.evaluation.features_io import load_features
-
-    root = Path(args.slides).parent
-    with open(args.slides, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    labels = slide_labels([r.get("label") or "" for r in rows])
-    slides = [
-        {"block": r["block"], "condition": r["condition"], "label": label,
-         "features": load_features(root / r["path"])[0]}
-        for r, label in zip(rows, labels, strict=True)
-    ]  # fmt: skip
+    slides = read_slides_csv(args.slides)
+    labels = [s["label"] for s in slides]
     ccc = breastbm_ccc(slides, args.train_condition, seed=args.seed)
     print(
         f"CCC of the predicted P(label = {positive_class(labels)}) across conditions (each block predicted by a "

@@ -7,7 +7,9 @@ tissue block digitised under two conditions (stain or scanner).
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +88,39 @@ def slide_labels(raw: Sequence[str]) -> list[int | str]:
         return [int(x) for x in labels]
     except ValueError:
         return list(labels)
+
+
+SLIDE_COLUMNS = ("block", "condition", "label", "path")
+
+
+def read_slides_csv(path: str | Path) -> list[dict[str, object]]:
+    """The slide records of a ``block,condition,label,path`` CSV, features loaded (paths relative to the CSV).
+
+    Raises:
+        EvaluationError: a missing column, no rows, an empty cell, or an unreadable features file.
+    """
+    from napari_pathdistill.evaluation.features_io import load_features
+
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader]
+        header = [(h or "").strip().lower() for h in reader.fieldnames or []]
+    missing = [c for c in SLIDE_COLUMNS if c not in header]
+    if missing:
+        raise EvaluationError(f"{path.name} needs the columns {','.join(SLIDE_COLUMNS)}; missing {missing}")
+    if not rows:
+        raise EvaluationError(f"{path.name} has no slides: add one line per slide")
+    for i, r in enumerate(rows, start=2):
+        empty = [c for c in ("block", "condition", "path") if not r[c]]
+        if empty:
+            raise EvaluationError(f"{path.name} line {i}: {empty[0]} is empty")
+    labels = slide_labels([r["label"] for r in rows])
+    return [
+        {"block": r["block"], "condition": r["condition"], "label": label,
+         "features": load_features(path.parent / r["path"])[0]}
+        for r, label in zip(rows, labels, strict=True)
+    ]  # fmt: skip
 
 
 def positive_class(labels: Sequence[object]) -> object:
