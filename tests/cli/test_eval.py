@@ -258,3 +258,54 @@ def test_eval_concordance_bad_slides_csv_is_one_line(tmp_path, capsys):
         (tmp_path / "s.csv").write_text(text)
         assert main(argv) == 1
         assert f"error: {said}" in capsys.readouterr().err
+
+
+def test_eval_robustness_plism_dir_resumes_and_redoes_re_extracted_slides(tmp_path):
+    """--plism-dir and --manifest runs kept no per-pair results: an interrupted run of 4,095 pairs (hours on a
+    CPU) started again from nothing, and --overwrite did nothing. They now resume from <out>/pairs/, except
+    pairs whose features file changed since (re-extracted), which are recomputed."""
+    _plism_cohort(tmp_path / "feats")
+    argv = ["eval", "robustness", "--plism-dir", str(tmp_path / "feats"), "--out", str(tmp_path / "o"),
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    saved = sorted((tmp_path / "o" / "pairs").glob("*.json"))
+    assert len(saved) == 6
+
+    def cosines() -> dict[str, float]:
+        rows = (tmp_path / "o" / "pairs.csv").read_text().splitlines()
+        head = rows[0].split(",")
+        return {
+            ",".join(r.split(",")[:2]): float(r.split(",")[head.index("cosine_similarity")]) for r in rows[1:]
+        }
+
+    first = cosines()
+    for f in saved:  # markers only a resume can show
+        f.write_text(json.dumps({**json.loads(f.read_text()), "cosine_similarity": -5.0}))
+    assert main(argv) == 0
+    assert set(cosines().values()) == {-5.0}
+    feats = tmp_path / "feats" / "HR_S60_to_GMH_S60.tif" / "features.npy"
+    np.save(feats, np.load(feats))  # re-extracted: same values, a new file
+    assert main(argv) == 0
+    again = cosines()
+    redone = {k for k in again if "HR_S60" in k}
+    assert len(redone) == 3 and all(again[k] == pytest.approx(first[k]) for k in redone)
+    assert {again[k] for k in again if k not in redone} == {-5.0}
+    assert main([*argv, "--overwrite"]) == 0
+    assert cosines() == pytest.approx(first)
+
+
+def test_eval_robustness_manifest_slide_names_with_a_slash(tmp_path):
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=(12, 6))
+    lines = ["slide,stain,scanner,path"]
+    for i, (stain, scanner) in enumerate((("he", "a"), ("he", "b"), ("ihc", "a"))):
+        _h5(tmp_path / f"s{i}.h5", base + 0.3 * rng.normal(size=base.shape))
+        lines.append(f"patient1/s{i},{stain},{scanner},s{i}.h5")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    argv = ["eval", "robustness", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"),
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert (
+        sorted(p.name for p in (tmp_path / "o" / "pairs").iterdir())[0]
+        == "patient1%2Fs0---patient1%2Fs1.json"
+    )

@@ -55,7 +55,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from napari_pathdistill.evaluation.features_io import discover_plism, load_tile_subset
     from napari_pathdistill.evaluation.manifest import read_manifest
     from napari_pathdistill.evaluation.plism import iter_robustness
-    from napari_pathdistill.evaluation.plismbench_files import tile_subset
+    from napari_pathdistill.evaluation.plismbench_files import PairStore, tile_subset
     from napari_pathdistill.evaluation.plismbench_run import iter_plismbench_evaluate
 
     opts, ks = _robustness_options(args), _ks(args)
@@ -81,7 +81,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         raise PathDistillError(
             "--n-tiles applies to plismbench features.npy; use --tile-subset for .h5 features"
         )
-    res = drive(iter_robustness(entries, ks, subset=subset, **opts), "robustness")
+    store = PairStore(Path(args.out), overwrite=args.overwrite)  # <out>/pairs/: an interrupted run resumes
+    res = drive(iter_robustness(entries, ks, subset=subset, store=store, **opts), "robustness")
     _report(res, list(res.save(args.out)))
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -171,19 +172,40 @@ def _finish(rows: list[dict], ks: Sequence[int], seconds: float, precision: str)
     return RobustnessResult(rows, summary, board, seconds, precision, why)
 
 
+def _file_stamp(path: Path | None) -> str:
+    """``size:mtime_ns`` of a features file ("" when it has none): a re-extracted file gets a new stamp."""
+    if path is None or not Path(path).is_file():
+        return ""
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _subset_key(subset: np.ndarray | None) -> str:
+    """Which tiles were evaluated: "all", or a digest of the subset's indices."""
+    if subset is None:
+        return "all"
+    return hashlib.sha1(np.ascontiguousarray(subset, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _run_keys(a: SlideEntry, b: SlideEntry, precision: str, subset: str) -> dict[str, object]:
+    """What a saved pair must share with this run to be resumed: precision, tile subset and both files."""
+    return {"precision": precision, "subset": subset, "files": [_file_stamp(a.path), _file_stamp(b.path)]}
+
+
 def _resumed(
-    store: PairStore | None, names: Sequence[tuple[str, str]], ks: Sequence[int], precision: str
+    store: PairStore | None, pairs: Sequence[tuple[SlideEntry, SlideEntry]], ks: Sequence[int], keys: Callable
 ) -> dict[tuple[str, str], dict]:
-    """The pairs of ``store`` computed with the same k values and precision (their rows without
-    ``precision``); a pair saved by a float32 run is recomputed by a mixed-precision one, and vice versa."""
+    """The pairs of ``store`` computed with the same k values and the same :func:`_run_keys` (their rows without
+    those keys): a pair saved at another precision, on another tile subset or from features re-extracted since
+    is recomputed."""
     needed = {"cosine_similarity", *(f"top_{k}_accuracy" for k in ks)}
     saved: dict[tuple[str, str], dict] = {}
     if store is None:
         return saved
-    for p in names:
-        row = store.get(*p)
-        if row is not None and needed <= row.keys() and row.get("precision") == precision:
-            saved[p] = {k: v for k, v in row.items() if k != "precision"}
+    for a, b in pairs:
+        row, want = store.get(a.slide, b.slide), keys(a, b)
+        if row is not None and needed <= row.keys() and all(row.get(k) == v for k, v in want.items()):
+            saved[a.slide, b.slide] = {k: v for k, v in row.items() if k not in want}
     return saved
 
 
@@ -219,9 +241,15 @@ def iter_robustness(
     if len(entries) < 2:
         raise EvaluationError("the manifest needs at least two slides")
     by_name = {e.slide: e for e in entries}
-    names = [(a.slide, b.slide) for a, b in all_pairs(list(entries))]
+    pairs = all_pairs(list(entries))
+    names = [(a.slide, b.slide) for a, b in pairs]
     precision = "mixed (float16, plismbench)" if mixed_precision else "float32"
-    saved = _resumed(store, names, ks, precision)
+    subset_key = _subset_key(subset)
+
+    def keys(a: SlideEntry, b: SlideEntry) -> dict[str, object]:
+        return _run_keys(a, b, precision, subset_key)
+
+    saved = _resumed(store, pairs, ks, keys)
     todo = [p for p in names if p not in saved]
     load_pair = _pair_loader(entries, subset, strict_coords)
     t0 = time.perf_counter()
@@ -236,7 +264,7 @@ def iter_robustness(
         row = {"n_tiles": m.n_tiles, **m.as_row()}
         saved[(sa, sb)] = row
         if store is not None:
-            store.put(sa, sb, {**row, "precision": precision})
+            store.put(sa, sb, {**row, **keys(by_name[sa], by_name[sb])})
     rows = [_pair_row(by_name[sa], by_name[sb], saved[(sa, sb)]) for sa, sb in names]
     yield _finish(rows, ks, (time.perf_counter() - t0) / max(1, len(todo)), precision)
 

@@ -20,6 +20,7 @@ import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -120,6 +121,9 @@ def write_results_csv(path: Path, summary: dict, metrics: Sequence[str]) -> Path
     return atomic_write_text(path, _csv(["", *metrics], body))
 
 
+_SAFE = " !#$&'()+,;=@[]^`{}~"  # kept as they are in a pair's file name (with letters, digits and _.-)
+
+
 class PairStore:
     """Per-pair results under ``<dir>/pairs/`` so an interrupted run resumes (one JSON per pair, atomic)."""
 
@@ -129,7 +133,8 @@ class PairStore:
         self.overwrite = overwrite
 
     def _path(self, sa: str, sb: str) -> Path:
-        return self.dir / f"{sa}---{sb}.json"
+        """``<a>---<b>.json`` (plismbench's pickle key); characters a file name cannot hold are %-escaped."""
+        return self.dir / f"{quote(sa, safe=_SAFE)}---{quote(sb, safe=_SAFE)}.json"
 
     def get(self, sa: str, sb: str) -> dict | None:
         """Saved metrics of a pair, or None (absent, unreadable, or ``overwrite``)."""
