@@ -309,3 +309,24 @@ def test_eval_robustness_manifest_slide_names_with_a_slash(tmp_path):
         sorted(p.name for p in (tmp_path / "o" / "pairs").iterdir())[0]
         == "patient1%2Fs0---patient1%2Fs1.json"
     )
+
+
+def test_eval_robustness_features_dir_of_a_partial_cohort_keeps_its_summary(tmp_path, capsys):
+    """--features-dir on slides of one staining computed every pair, wrote metrics.csv, then stopped with
+    'error: results.csv needs pairs of every robustness type' before summary.json and pairs.csv: no medians."""
+    _plism_cohort(tmp_path / "features" / "m")
+    for d in (tmp_path / "features" / "m").glob("HR_*"):  # one staining left: no cross-staining pairs
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+    argv = ["eval", "robustness", "--features-dir", str(tmp_path / "features"), "--extractor", "m",
+            "--metrics-dir", str(tmp_path / "met"), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    cap = capsys.readouterr()
+    out_dir = tmp_path / "met" / "16_tiles" / "m"
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["n_pairs"] == 1 and summary["leaderboard"] is None
+    assert (out_dir / "pairs.csv").is_file() and (out_dir / "metrics.csv").is_file()
+    assert not (out_dir / "results.csv").exists()
+    assert "cross-scanner   n=1" in cap.out and "leaderboard: undefined" in cap.out
+    assert "note: results.csv not written: results.csv needs pairs of every robustness type" in cap.err

@@ -69,7 +69,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, **opts,
         )  # fmt: skip
         out = drive(gen, "robustness")
-        _report(out.result, [out.out_dir / n for n in ("metrics.csv", "results.csv", "summary.json")])
+        _report(out.result, list(out.files))
+        if out.note:
+            print(f"note: {out.note}", file=sys.stderr)
         return 0
     subset = load_tile_subset(args.tile_subset)
     entries = discover_plism(args.plism_dir) if args.plism_dir else read_manifest(args.manifest)

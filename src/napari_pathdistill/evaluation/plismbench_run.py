@@ -39,6 +39,8 @@ class PlismbenchOutput:
     result: RobustnessResult
     out_dir: Path
     n_tiles: int
+    files: tuple[Path, ...] = ()
+    note: str = ""
 
 
 def _n_rows(entries: Sequence[SlideEntry]) -> int:
@@ -119,7 +121,14 @@ def iter_plismbench_evaluate(
     if not isinstance(result, RobustnessResult):
         raise EvaluationError("robustness evaluation ended without a result")
     metrics = ["cosine_similarity"] + [f"top_{k}_accuracy" for k in ks]
-    write_metrics_csv(out_dir / "metrics.csv", _plismbench_rows(result, entries), metrics)
-    write_results_csv(out_dir / "results.csv", result.summary, metrics)
-    result.save(out_dir)
-    yield PlismbenchOutput(result, out_dir, n_used)
+    files = [write_metrics_csv(out_dir / "metrics.csv", _plismbench_rows(result, entries), metrics)]
+    files += result.save(out_dir)  # before results.csv: a cohort without one robustness type still gets these
+    note = ""
+    try:
+        files.append(write_results_csv(out_dir / "results.csv", result.summary, metrics))
+    except (
+        EvaluationError
+    ) as err:  # a partial cohort (one scanner, one staining): plismbench needs all 91 slides
+        (out_dir / "results.csv").unlink(missing_ok=True)  # never leave an earlier run's results beside these
+        note = f"results.csv not written: {err}"
+    yield PlismbenchOutput(result, out_dir, n_used, tuple(files), note)
