@@ -260,7 +260,7 @@ def test_eval_concordance_bad_slides_csv_is_one_line(tmp_path, capsys):
         assert f"error: {said}" in capsys.readouterr().err
 
 
-def test_eval_robustness_plism_dir_resumes_and_redoes_re_extracted_slides(tmp_path):
+def test_eval_robustness_plism_dir_resumes_and_redoes_re_extracted_slides(tmp_path, capsys):
     """--plism-dir and --manifest runs kept no per-pair results: an interrupted run of 4,095 pairs (hours on a
     CPU) started again from nothing, and --overwrite did nothing. They now resume from <out>/pairs/, except
     pairs whose features file changed since (re-extracted), which are recomputed."""
@@ -283,6 +283,10 @@ def test_eval_robustness_plism_dir_resumes_and_redoes_re_extracted_slides(tmp_pa
         f.write_text(json.dumps({**json.loads(f.read_text()), "cosine_similarity": -5.0}))
     assert main(argv) == 0
     assert set(cosines().values()) == {-5.0}
+    # every pair resumed: it printed "0.000 s/pair" and saved seconds_per_pair 0.0, as if they had been timed
+    assert "all 6 pairs resumed from pairs/ (none computed" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["seconds_per_pair"] is None and summary["n_resumed"] == 6
     feats = tmp_path / "feats" / "HR_S60_to_GMH_S60.tif" / "features.npy"
     np.save(feats, np.load(feats))  # re-extracted: same values, a new file
     assert main(argv) == 0
@@ -290,6 +294,7 @@ def test_eval_robustness_plism_dir_resumes_and_redoes_re_extracted_slides(tmp_pa
     redone = {k for k in again if "HR_S60" in k}
     assert len(redone) == 3 and all(again[k] == pytest.approx(first[k]) for k in redone)
     assert {again[k] for k in again if k not in redone} == {-5.0}
+    assert " s/pair over 3 computed pairs, 3 resumed from pairs/" in capsys.readouterr().out
     assert main([*argv, "--overwrite"]) == 0
     assert cosines() == pytest.approx(first)
 

@@ -48,7 +48,7 @@ def _robustness_options(args: argparse.Namespace) -> dict:
 def _report(res, out_files: list[Path]) -> None:
     _print_summary(res.summary)
     print(res.leaderboard_line())
-    print(f"{res.seconds_per_pair:.3f} s/pair; wrote " + ", ".join(str(p) for p in out_files))
+    print(f"{res.timing_line()}; wrote " + ", ".join(str(p) for p in out_files))
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:

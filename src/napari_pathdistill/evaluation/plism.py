@@ -41,17 +41,29 @@ class RobustnessResult:
         leaderboard: plismbench's leaderboard metric (``manifest.leaderboard_metric``: mean of the median
             cosine over all pairs and the median top-10 accuracy of the three cross groups, each rounded to
             3 decimals), None when undefined (``leaderboard_error`` says why).
-        seconds_per_pair: wall time per pair (metrics only, loading included; resumed pairs excluded).
+        seconds_per_pair: wall time per computed pair (loading included), None when every pair was resumed.
         precision: "float32" or "mixed (float16, plismbench)".
         leaderboard_error: why the leaderboard is undefined (a needed pair group is empty), else "".
+        n_resumed: pairs read back from the per-pair store instead of computed.
     """
 
     rows: list[dict]
     summary: dict
     leaderboard: float | None
-    seconds_per_pair: float
+    seconds_per_pair: float | None
     precision: str = "float32"
     leaderboard_error: str = ""
+    n_resumed: int = 0
+
+    def timing_line(self) -> str:
+        """``0.021 s/pair over 40 computed pairs, 5 resumed``, or that every pair was resumed."""
+        if self.seconds_per_pair is None:
+            return (
+                f"all {self.n_resumed} pairs resumed from pairs/ (none computed; --overwrite recomputes them)"
+            )
+        resumed = f", {self.n_resumed} resumed from pairs/" if self.n_resumed else ""
+        computed = len(self.rows) - self.n_resumed
+        return f"{self.seconds_per_pair:.3f} s/pair over {computed} computed pairs{resumed}"
 
     def leaderboard_line(self) -> str:
         """One line for the console: the value and its four terms, or why there is none."""
@@ -72,6 +84,7 @@ class RobustnessResult:
             "precision": self.precision,
             "seconds_per_pair": self.seconds_per_pair,
             "n_pairs": len(self.rows),
+            "n_resumed": self.n_resumed,
         }
         atomic_write_text(json_path, json.dumps(payload, indent=2))
         return csv_path, json_path
@@ -163,13 +176,15 @@ def _pair_row(a: SlideEntry, b: SlideEntry, metrics: dict) -> dict:
     }
 
 
-def _finish(rows: list[dict], ks: Sequence[int], seconds: float, precision: str) -> RobustnessResult:
+def _finish(
+    rows: list[dict], ks: Sequence[int], seconds: float | None, precision: str, n_resumed: int
+) -> RobustnessResult:
     summary = aggregate(rows, ["cosine_similarity"] + [f"top_{k}_accuracy" for k in ks])
     try:
         board, why = leaderboard_metric(summary), ""
     except EvaluationError as err:
         board, why = None, str(err)
-    return RobustnessResult(rows, summary, board, seconds, precision, why)
+    return RobustnessResult(rows, summary, board, seconds, precision, why, n_resumed)
 
 
 def _file_stamp(path: Path | None) -> str:
@@ -266,7 +281,8 @@ def iter_robustness(
         if store is not None:
             store.put(sa, sb, {**row, **keys(by_name[sa], by_name[sb])})
     rows = [_pair_row(by_name[sa], by_name[sb], saved[(sa, sb)]) for sa, sb in names]
-    yield _finish(rows, ks, (time.perf_counter() - t0) / max(1, len(todo)), precision)
+    seconds = (time.perf_counter() - t0) / len(todo) if todo else None
+    yield _finish(rows, ks, seconds, precision, len(names) - len(todo))
 
 
 def run_robustness(entries: Sequence[SlideEntry], ks: Sequence[int] = DEFAULT_KS, **kw) -> RobustnessResult:
