@@ -131,7 +131,9 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
     p = ev.add_parser("concordance", help="BreastBm protocol: mean pooling + logistic regression, Lin's CCC")
     p.add_argument("--slides", required=True, help="CSV with block,condition,label,path (features .h5/.npy)")
     p.add_argument("--train-condition", required=True, help="condition whose slides train the classifier")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the logistic regression (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the block folds and the classifier (default 0)"
+    )
     _common(p, "concordance")
 
     p = ev.add_parser(
