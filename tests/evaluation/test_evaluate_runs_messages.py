@@ -194,3 +194,27 @@ def test_robustness_rows_name_their_registration_and_a_doubtful_pair_fails_alone
     assert report.params["mpp"] == model.spec.mpp and report.params["min_tissue"] == 0.0
     assert report.params["tile_px"] == model.spec.tile_px
     assert len({tuple(r) for r in report.rows}) == 1  # one set of columns
+
+
+def test_widget_probe_uses_the_csv_patient_column_as_the_cli_does(
+    histolab_tiles: Path, tmp_path: Path
+) -> None:
+    """The Evaluate widget's linear probe split tiles of one patient across train and test (tile-level folds)
+    even when the CSV named each tile's patient."""
+    from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles
+    from napari_pathdistill.evaluation.probes import linear_probe
+    from napari_pathdistill.evaluation.runs import iter_linear_probe
+    from napari_pathdistill.models.testing import tiny_model
+
+    paths, labels = list_labelled_tiles(histolab_tiles)
+    groups = np.asarray([f"pt{i % 4}" for i in range(len(paths))])
+    lines = ["path,label,patient"] + [
+        f"{p},{lab},{g}" for p, lab, g in zip(paths, labels, groups, strict=True)
+    ]
+    (tmp_path / "tiles.csv").write_text("\n".join(lines) + "\n")
+    model = tiny_model("cnn", seed=2)
+    rep = drain(iter_linear_probe(model, tmp_path / "tiles.csv"))
+    assert rep.params["splits"] == "patient (StratifiedGroupKFold)" and rep.params["folds"] == 4
+    feats = drain(iter_embed_tiles(model, paths))
+    expected = linear_probe(feats, labels, n_splits=4, groups=groups).fold_scores
+    assert [r["balanced_accuracy"] for r in rep.rows] == pytest.approx(expected.tolist())

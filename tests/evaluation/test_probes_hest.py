@@ -87,3 +87,40 @@ def test_probe_labels_must_have_one_row_per_feature_row():
         linear_probe(x, groups[:50], n_splits=3)
     with pytest.raises(EvaluationError, match="60 feature rows but 59 rows of labels"):
         knn_probe(x, groups[1:], n_splits=3)
+
+
+def _patient_tiles(seed: int = 0, n_patients: int = 12, tiles: int = 15):
+    """Tiles of a patient share its look (an offset) and its label, and the label has no signal of its own:
+    a tile-level split learns the patients, a patient-level one can only guess."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"p{i}" for i in range(n_patients)], tiles)
+    labels = np.repeat(np.arange(n_patients) % 2, tiles)
+    x = np.repeat(rng.normal(size=(n_patients, 16)) * 3, tiles, axis=0) + rng.normal(size=(len(groups), 16))
+    return x, labels, groups
+
+
+def test_probes_with_patient_groups_keep_each_patient_on_one_side():
+    """Tile-level StratifiedKFold put tiles of one patient in train and test: 1.0 balanced accuracy on labels
+    without any signal. With groups, the folds are scikit-learn's StratifiedGroupKFold (the reference)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+
+    from napari_pathdistill.evaluation.probes import knn_probe, linear_probe
+
+    x, y, groups = _patient_tiles()
+    assert linear_probe(x, y, n_splits=3).mean > 0.95  # the leak
+    assert knn_probe(x, y, n_splits=3).mean > 0.95
+    res = linear_probe(x, y, n_splits=3, groups=groups)
+    expected = []
+    for tr, te in StratifiedGroupKFold(3, shuffle=True, random_state=0).split(x, y, groups):
+        assert not set(groups[tr]) & set(groups[te])
+        clf = make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced", random_state=0)
+        )
+        expected.append(balanced_accuracy_score(y[te], clf.fit(x[tr], y[tr]).predict(x[te])))
+    assert res.fold_scores == pytest.approx(expected)
+    assert res.mean < 0.8 and knn_probe(x, y, n_splits=3, groups=groups).mean < 0.8
+    with pytest.raises(EvaluationError, match=r"12 groups .* fewer than n_splits=13"):
+        linear_probe(x, y, n_splits=13, groups=groups)

@@ -124,23 +124,31 @@ def _features_and_labels(args: argparse.Namespace):
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.labelled_tiles import tile_groups
     from napari_pathdistill.evaluation.probes import knn_probe, linear_probe
 
+    groups, col = tile_groups(args.tiles)  # checked before the model loads
+    if groups is None:
+        print(
+            "note: tile-level StratifiedKFold: tiles of one slide/patient fall in both train and test folds; "
+            "give a patient (or slide/group) column in the path,label CSV for patient-level folds",
+            file=sys.stderr,
+        )
     feats, labels = _features_and_labels(args)
-    out = {}
-    for res in (
-        linear_probe(feats, labels, n_splits=args.n_splits, seed=args.seed),
-        knn_probe(feats, labels, k=args.knn_k, n_splits=args.n_splits, seed=args.seed),
-    ):
+    cv = {"n_splits": args.n_splits, "seed": args.seed, "groups": groups}
+    splits, out = f"{col} (StratifiedGroupKFold)" if groups is not None else "tile", {}
+    for res in (linear_probe(feats, labels, **cv), knn_probe(feats, labels, k=args.knn_k, **cv)):
         out[res.name] = {
             "balanced_accuracy_mean": res.mean,
             "std": res.std,
             "folds": res.fold_scores.tolist(),
+            "splits": splits,
         }
         if res.k is not None:  # the kNN probe: the k it used, and the one asked for
             out[res.name] |= {"k": res.k, "k_requested": args.knn_k}
         print(
-            f"{res.name:7s} balanced accuracy {res.mean:.3f} +- {res.std:.3f} ({args.n_splits}-fold, "
+            f"{res.name:7s} balanced accuracy {res.mean:.3f} +- {res.std:.3f} ({args.n_splits}-fold"
+            f"{f' by {col}' if groups is not None else ''}, "
             f"seed {args.seed}{_k_note(res.k, args.knn_k)})"
         )
     _dump(out, Path(args.out) / "probe.json")

@@ -32,7 +32,8 @@ def list_labelled_tiles(
 
     Args:
         source: a folder of class sub-folders, a flat folder (then ``label_from_name`` is required, default
-            :func:`histolab_label`), or a CSV with columns ``path,label`` (paths relative to the CSV).
+            :func:`histolab_label`), or a CSV with columns ``path,label`` (paths relative to the CSV; an
+            optional ``patient``/``slide``/``group`` column is read by :func:`tile_groups`).
         label_from_name: labelling rule for a flat folder.
 
     Returns:
@@ -77,6 +78,31 @@ def _csv_tiles(src: Path) -> tuple[list[Path], np.ndarray]:
         paths.append(path)
         labels.append(label)
     return paths, np.asarray(labels)
+
+
+#: a labelled-tiles CSV column with one of these names holds each tile's patient/slide (first found wins)
+GROUP_COLUMNS = ("patient", "slide", "group")
+
+
+def tile_groups(source: str | Path) -> tuple[np.ndarray | None, str]:
+    """The patient/slide id of every tile of a ``path,label[,patient]`` CSV, in :func:`list_labelled_tiles`
+    order, and the column read; ``(None, "")`` for a folder or a CSV without such a column.
+
+    Raises:
+        EvaluationError: a row with an empty group cell.
+    """
+    src = Path(source)
+    if not (src.is_file() and src.suffix.lower() == ".csv"):
+        return None, ""
+    with src.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    col = next((c for c in GROUP_COLUMNS if rows and c in rows[0]), None)
+    if col is None:
+        return None, ""
+    groups = [(r.get(col) or "").strip() for r in rows]
+    if "" in groups:
+        raise EvaluationError(f"{src}, line {groups.index('') + 2}: empty {col}")
+    return np.asarray(groups), col
 
 
 def load_tile(path: Path, size: int) -> np.ndarray:

@@ -71,7 +71,11 @@ def _check_rows(x: np.ndarray, y: np.ndarray, what: str) -> None:
             raise EvaluationError(f"{bad} of {len(arr)} rows of {name} hold NaN or inf values")
 
 
-def _folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(
+    labels: np.ndarray, n_splits: int, seed: int, groups: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds of the samples, or with ``groups`` (patient/slide ids) ``StratifiedGroupKFold``: no
+    group in both the training and the test set of a fold."""
     _, counts = np.unique(labels, return_counts=True)
     if len(counts) < 2:
         raise EvaluationError("classification probes need at least two classes")
@@ -79,18 +83,39 @@ def _folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarra
         raise EvaluationError(
             f"the smallest class has {counts.min()} samples, fewer than n_splits={n_splits}; lower n_splits"
         )
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return list(skf.split(np.zeros(len(labels)), labels))
+    if groups is None:
+        skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        return list(skf.split(np.zeros(len(labels)), labels))
+    groups = np.asarray(groups)
+    if len(groups) != len(labels):
+        raise EvaluationError(
+            f"got {len(groups)} group ids for {len(labels)} samples; give one group per row"
+        )
+    if len(np.unique(groups)) < n_splits:
+        raise EvaluationError(
+            f"{len(np.unique(groups))} groups (patients) are fewer than n_splits={n_splits}; lower n_splits"
+        )
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    folds = list(sgkf.split(np.zeros(len(labels)), labels, groups))
+    for train, _ in folds:
+        if len(np.unique(labels[train])) < len(counts):
+            raise EvaluationError(
+                "a training fold lacks a class: every patient of that class fell in one test fold; "
+                "lower n_splits or add patients"
+            )
+    return folds
 
 
-def _classify(name: str, model, x: np.ndarray, y: np.ndarray, n_splits: int, seed: int) -> ProbeResult:
+def _classify(
+    name: str, model, x: np.ndarray, y: np.ndarray, n_splits: int, seed: int, groups: np.ndarray | None
+) -> ProbeResult:
     from sklearn.metrics import balanced_accuracy_score
 
     _check_rows(x, y, "labels")
     scores, predictions = [], np.empty(len(y), dtype=y.dtype)
-    for train, test in _folds(y, n_splits, seed):
+    for train, test in _folds(y, n_splits, seed, groups):
         model.fit(x[train], y[train])
         predictions[test] = model.predict(x[test])
         scores.append(balanced_accuracy_score(y[test], predictions[test]))
@@ -98,9 +123,16 @@ def _classify(name: str, model, x: np.ndarray, y: np.ndarray, n_splits: int, see
 
 
 def linear_probe(
-    features: np.ndarray, labels: np.ndarray, *, n_splits: int = 5, seed: int = 0, c: float = 1.0
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_splits: int = 5,
+    seed: int = 0,
+    c: float = 1.0,
+    groups: np.ndarray | None = None,
 ) -> ProbeResult:
-    """Logistic regression on standardised (N, D) features; balanced accuracy per stratified fold."""
+    """Logistic regression on standardised (N, D) features; balanced accuracy per stratified fold (per
+    stratified group fold with ``groups``: (N,) patient/slide ids, so no patient is in train and test)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -108,17 +140,23 @@ def linear_probe(
     model = make_pipeline(
         StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced", random_state=seed)
     )
-    return _classify("linear", model, np.asarray(features), np.asarray(labels), n_splits, seed)
+    return _classify("linear", model, np.asarray(features), np.asarray(labels), n_splits, seed, groups)
 
 
 def knn_probe(
-    features: np.ndarray, labels: np.ndarray, *, k: int = 20, n_splits: int = 5, seed: int = 0
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    k: int = 20,
+    n_splits: int = 5,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> ProbeResult:
     """Distance-weighted cosine kNN on (N, D) features; balanced accuracy per stratified fold.
 
     ``k`` is capped at the smallest class count of a training fold, so that on small, imbalanced sets (e.g. 8
     background vs 26 tissue tiles) the minority class can still win a vote instead of the probe collapsing
-    to the majority class. The result's ``k`` is the value used.
+    to the majority class. The result's ``k`` is the value used. ``groups`` as :func:`linear_probe`.
 
     Raises:
         EvaluationError: ``k < 1`` (and the errors of the folds: one class, too few samples per class).
@@ -132,7 +170,7 @@ def knn_probe(
     from sklearn.neighbors import KNeighborsClassifier
 
     model = KNeighborsClassifier(n_neighbors=k_eff, metric="cosine", weights="distance")
-    return replace(_classify("knn", model, x, y, n_splits, seed), k=k_eff)
+    return replace(_classify("knn", model, x, y, n_splits, seed, groups), k=k_eff)
 
 
 def pearson_per_column(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:

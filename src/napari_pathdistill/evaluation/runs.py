@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EvaluationError, PathDistillError
-from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles
+from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles, tile_groups
 from napari_pathdistill.evaluation.manifest import read_pairs
 from napari_pathdistill.evaluation.probes import linear_probe
 from napari_pathdistill.evaluation.report import Cell, Report
@@ -125,7 +125,8 @@ def iter_linear_probe(
 ) -> Iterator[Progress | Report]:
     """Balanced accuracy of a logistic-regression probe (stratified k-fold) on labelled tiles; the folds and seed
     of ``pathdistill eval probe`` (5, 0: the same numbers on the same tiles), fewer folds when the smallest
-    class has fewer tiles (at least 2), recorded in the report.
+    class has fewer tiles (at least 2), recorded in the report. A CSV's ``patient``/``slide``/``group`` column
+    (``labelled_tiles.tile_groups``) makes the folds patient-level, as the CLI's.
 
     Args:
         model: the embedding model.
@@ -136,9 +137,12 @@ def iter_linear_probe(
         cancel: optional event that stops the run (raises ``Cancelled``).
     """
     paths, labels = list_labelled_tiles(source)
+    groups, col = tile_groups(source)  # a patient column of the CSV: patient-level folds
     folds = max(2, min(n_splits, int(np.unique(labels, return_counts=True)[1].min())))
+    if groups is not None:
+        folds = max(2, min(folds, len(np.unique(groups))))
     feats = yield from _embed(model, paths, "embedding tiles", cancel)
-    res = linear_probe(feats, labels, n_splits=folds, seed=seed)
+    res = linear_probe(feats, labels, n_splits=folds, seed=seed, groups=groups)
     rows: list[dict[str, Cell]] = [
         {"fold": i + 1, "balanced_accuracy": float(v)} for i, v in enumerate(res.fold_scores)
     ]
@@ -150,6 +154,7 @@ def iter_linear_probe(
         "classes": dict(zip(classes.tolist(), counts.tolist(), strict=True)),
         "folds": folds,
         "seed": seed,
+        "splits": f"{col} (StratifiedGroupKFold)" if groups is not None else "tile",
     }
     yield Report("linear_probe", rows, summary, params)
 
