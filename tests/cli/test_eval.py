@@ -335,3 +335,20 @@ def test_eval_robustness_features_dir_of_a_partial_cohort_keeps_its_summary(tmp_
     assert not (out_dir / "results.csv").exists()
     assert "cross-scanner   n=1" in cap.out and "leaderboard: undefined" in cap.out
     assert "note: results.csv not written: results.csv needs pairs of every robustness type" in cap.err
+
+
+def test_eval_regression_json_is_strict_with_an_undefined_correlation(tmp_path):
+    """A constant target has no Pearson r: regression.json held the bare token NaN (not JSON); now null."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(40, 6))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.c_[x[:, 0], np.ones(40)])
+    argv = ["eval", "regression", "--features", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "y.npy"),
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    res = json.loads((tmp_path / "regression.json").read_text(), parse_constant=refuse)
+    assert res["per_target"][1] is None and res["per_target"][0] > 0.9

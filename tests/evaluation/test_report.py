@@ -128,3 +128,28 @@ def test_report_figures_name_the_models(name, params, rows, expected) -> None:
     fig = Figure()
     Report(name, table, {}, params).plot(fig)
     assert fig.get_suptitle() == expected  # the figure's title (centred on it, wrapped to its width)
+
+
+def _strict(text: str) -> object:
+    """json.loads refusing the NaN / Infinity tokens, as jq or a browser's JSON.parse do."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_saved_json_is_strict_json_nan_as_null(tmp_path):
+    """A failed pair (NaN cosine) or an undefined median was written as the bare token NaN: not JSON, so jq and
+    JSON.parse refused the whole robustness.json."""
+    nan = float("nan")
+    rep = Report(
+        "robustness",
+        [{"slide_a": "a", "slide_b": "b", "tiles": 0, "mean_cosine": nan, "error": "no tissue"}],
+        {"median_mean_cosine": 0.5, "median_topk_accuracy": nan},
+        {"top_k": 10},
+        {"attention_r": np.array([0.5, np.nan, np.inf], dtype=np.float32)},
+    )
+    data = _strict(rep.save(tmp_path)["json"].read_text())
+    assert data["rows"][0]["mean_cosine"] is None and data["summary"]["median_topk_accuracy"] is None
+    assert data["summary"]["median_mean_cosine"] == 0.5 and data["arrays"]["attention_r"] == [0.5, None, None]

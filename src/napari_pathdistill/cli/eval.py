@@ -23,10 +23,9 @@ def drive(gen: Iterator, desc: str):
 
 
 def _dump(obj, path: Path) -> None:
-    from napari_pathdistill.atomic import atomic_write_text
+    from napari_pathdistill.evaluation.report import write_json
 
-    atomic_write_text(path, json.dumps(obj, indent=2, default=float))
-    print(f"wrote {path}")
+    print(f"wrote {write_json(path, obj)}")
 
 
 def _ks(args: argparse.Namespace) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -58,8 +57,8 @@ def targets_and_groups(targets: str, groups: str | None) -> tuple[np.ndarray, np
 
 
 def cmd_regression(args: argparse.Namespace) -> int:
-    from napari_pathdistill.atomic import atomic_write_text
     from napari_pathdistill.evaluation.probes import pca_ridge
+    from napari_pathdistill.evaluation.report import write_json
 
     y, groups = targets_and_groups(args.targets, args.groups)
     if groups is None:
@@ -85,7 +84,5 @@ def cmd_regression(args: argparse.Namespace) -> int:
     out = {"pearson_mean": res.mean, "folds": res.fold_scores.tolist(), "per_target": res.per_target.tolist()}
     out |= {"n_components": n_comp, "alpha": lo if lo == hi else None, "alpha_per_fold": res.alphas.tolist()}
     out["splits"] = "group" if groups is not None else "tile"
-    path = Path(args.out) / "regression.json"
-    atomic_write_text(path, json.dumps(out, indent=2, default=float))
-    print(f"wrote {path}")
+    print(f"wrote {write_json(Path(args.out) / 'regression.json', out)}")
     return 0

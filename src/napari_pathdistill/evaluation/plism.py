@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +24,7 @@ from napari_pathdistill.evaluation.manifest import (
     pair_group,
 )
 from napari_pathdistill.evaluation.plismbench_files import PairStore
-from napari_pathdistill.evaluation.report import rows_csv
+from napari_pathdistill.evaluation.report import json_text, rows_csv
 from napari_pathdistill.metrics.pairs import DEFAULT_KS, check_finite, iter_pair_metrics
 from napari_pathdistill.progress import Progress, drain
 
@@ -86,7 +85,7 @@ class RobustnessResult:
             "n_pairs": len(self.rows),
             "n_resumed": self.n_resumed,
         }
-        atomic_write_text(json_path, json.dumps(payload, indent=2))
+        atomic_write_text(json_path, json_text(payload))
         return csv_path, json_path
 
 

@@ -65,7 +65,7 @@ class Report:
         out = Path(out_dir)
         paths = {ext: out / f"{self.name}.{ext}" for ext in ("csv", "json", "png")}
         atomic_write_text(paths["csv"], rows_csv(self.rows))
-        atomic_write_text(paths["json"], json.dumps(asdict(self), indent=2, default=_jsonable))
+        atomic_write_text(paths["json"], json_text(asdict(self)))
         fig = Figure(figsize=(13, 3.8) if self.name == "compare" else (5, 3.5), layout="tight")
         self.plot(fig)
         with atomic_path(paths["png"]) as tmp:
@@ -87,6 +87,33 @@ def _jsonable(value: object) -> object:
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     return str(value)
+
+
+def _finite(value: object) -> object:
+    """``value`` with every NaN / inf float (numpy's included) replaced by None, containers walked."""
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(obj: object) -> str:
+    """Strict JSON of ``obj`` (indent 2): a NaN or inf (a failed pair, an undefined correlation) is ``null``.
+
+    ``json.dumps`` writes them as the bare tokens ``NaN`` / ``Infinity``, which are not JSON: ``jq``, a browser's
+    ``JSON.parse`` and other strict readers refuse the whole file.
+    """
+    return json.dumps(_finite(obj), indent=2, default=_jsonable, allow_nan=False)
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    """Write :func:`json_text` of ``obj`` to ``path`` atomically; returns the path."""
+    return atomic_write_text(Path(path), json_text(obj))
 
 
 def title(report: Report) -> str:
