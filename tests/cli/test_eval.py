@@ -352,3 +352,19 @@ def test_eval_regression_json_is_strict_with_an_undefined_correlation(tmp_path):
 
     res = json.loads((tmp_path / "regression.json").read_text(), parse_constant=refuse)
     assert res["per_target"][1] is None and res["per_target"][0] > 0.9
+
+
+def test_eval_robustness_resumed_pairs_keep_only_this_runs_k_values(tmp_path):
+    """A run with --top-k "1 5 10" resumed after one with "1 3 5 10" copied top_3_accuracy, a k not asked for,
+    from the resumed rows into pairs.csv (a half-empty column when only some pairs were resumed)."""
+    _plism_cohort(tmp_path / "feats")
+    argv = ["eval", "robustness", "--plism-dir", str(tmp_path / "feats"), "--out", str(tmp_path / "o"),
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert main([*argv, "--top-k", "1 5 10"]) == 0
+    header = (tmp_path / "o" / "pairs.csv").read_text().splitlines()[0].split(",")
+    assert [h for h in header if h.startswith("top_")] == [
+        "top_1_accuracy",
+        "top_5_accuracy",
+        "top_10_accuracy",
+    ]

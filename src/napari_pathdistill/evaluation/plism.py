@@ -209,9 +209,9 @@ def _run_keys(a: SlideEntry, b: SlideEntry, precision: str, subset: str) -> dict
 def _resumed(
     store: PairStore | None, pairs: Sequence[tuple[SlideEntry, SlideEntry]], ks: Sequence[int], keys: Callable
 ) -> dict[tuple[str, str], dict]:
-    """The pairs of ``store`` computed with the same k values and the same :func:`_run_keys` (their rows without
-    those keys): a pair saved at another precision, on another tile subset or from features re-extracted since
-    is recomputed."""
+    """The pairs of ``store`` computed with (at least) this run's k values and the same :func:`_run_keys`, as
+    rows of this run's metrics only: a pair saved at another precision, on another tile subset or from features
+    re-extracted since is recomputed."""
     needed = {"cosine_similarity", *(f"top_{k}_accuracy" for k in ks)}
     saved: dict[tuple[str, str], dict] = {}
     if store is None:
@@ -219,7 +219,7 @@ def _resumed(
     for a, b in pairs:
         row, want = store.get(a.slide, b.slide), keys(a, b)
         if row is not None and needed <= row.keys() and all(row.get(k) == v for k, v in want.items()):
-            saved[a.slide, b.slide] = {k: v for k, v in row.items() if k not in want}
+            saved[a.slide, b.slide] = {k: v for k, v in row.items() if k in needed or k == "n_tiles"}
     return saved
 
 
