@@ -203,6 +203,8 @@ def test_birl_he_vs_ihc_plain_jpgs_with_um_px_override_and_landmarks(
         res = widget.result
         assert res is not None and len(res.cosine) >= 2, widget.status.value
         assert res.transform.registration.method.startswith(mode)
+        assert res.b_resampled, "the sections are turned by 10 degrees: B's tiles follow"
+        assert "B's tiles resampled through the registration" in widget.summary.value
         tre[mode] = np.linalg.norm(res.transform.apply(fp) - mp, axis=1).mean()
     identity = np.linalg.norm(fp - mp, axis=1).mean()
     assert identity > 50 and tre["auto"] < 12.0 and tre["landmarks"] < 12.0, (identity, tre)

@@ -191,6 +191,8 @@ def summary_text(result: PairSimilarity, top_k: int | None = None) -> str:
     tiles = (f"WARNING: {doubt} " if doubt else "") + f"{len(result.cosine)} matched tiles"
     extra = [f"{result.moved_inside} moved inside B's edge"] if result.moved_inside else []
     extra += [f"{result.dropped} outside B dropped"] if result.dropped else []
+    if result.b_resampled:
+        extra.append("B's tiles resampled through the registration: it turns or stretches them")
     if extra:
         tiles += f" ({', '.join(extra)})"
     text = f"{tiles}; registration {reg.method}, NCC {reg.ncc:.2f}; mean cosine {result.mean_cosine:.3f}; "

@@ -30,6 +30,7 @@ def iter_batches(
     cancel: threading.Event | None = None,
     skipped: list[int] | None = None,
     embed: Callable[[Any], np.ndarray] | None = None,
+    read_fn: Callable[[Pyramid, TileGrid, Sequence[int]], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Embed the tiles of ``grid`` batch by batch, in order; yields ``(start, features (b, D) float32)``.
 
@@ -39,7 +40,9 @@ def iter_batches(
     reads are cancelled when the generator is closed. A tile that cannot be decoded raises
     :class:`~napari_pathdistill.errors.CorruptTileError`, unless a ``skipped`` list is given: then its grid
     index is appended there and its feature row is NaN. ``embed`` replaces ``model.embed`` as the function
-    of a batch of host tiles (e.g. patch tokens (b, gh, gw, D), see ``inference.dense_maps``).
+    of a batch of host tiles (e.g. patch tokens (b, gh, gw, D), see ``inference.dense_maps``); ``read_fn``
+    replaces ``read_tiles`` as the reader of a batch of tiles (e.g. slide B's tiles resampled through a
+    registration, ``inference.pair_tiles``).
     """
     n = len(grid.coords)
     depth = max(1, num_workers + 1 if prefetch is None else prefetch)
@@ -50,7 +53,7 @@ def iter_batches(
     def read(start: int) -> tuple[object, list[int]]:
         indices = range(start, min(n, start + batch_size))
         if skipped is None:
-            return model.host_tensor(read_tiles(pyramid, grid, indices)), []
+            return model.host_tensor((read_fn or read_tiles)(pyramid, grid, indices)), []
         tiles, bad = read_readable_tiles(pyramid, grid, indices)
         return model.host_tensor(tiles), bad
 

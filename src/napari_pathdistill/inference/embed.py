@@ -79,17 +79,25 @@ def iter_embeddings(
     num_workers: int = 2,
     prefetch: int | None = None,
     cancel: threading.Event | None = None,
+    read_fn: Callable[[Pyramid, TileGrid, Any], np.ndarray] | None = None,
 ) -> Iterator[Progress | EmbeddingResult]:
     """Embed every tile of ``grid``; yields ``Progress(done, N, "embedding")`` per batch, then the result.
 
-    Reading runs ahead of the model by up to ``prefetch`` batches (see :func:`iter_batches`). When
-    ``cancel`` is set the generator stops without yielding a result.
+    Reading runs ahead of the model by up to ``prefetch`` batches (see :func:`iter_batches`, which also
+    describes ``read_fn``). When ``cancel`` is set the generator stops without yielding a result.
     """
     n = len(grid.coords)
     feats: list[np.ndarray] = []
     done = 0
     for _start, batch in iter_batches(
-        model, pyramid, grid, batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, cancel=cancel
+        model,
+        pyramid,
+        grid,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        prefetch=prefetch,
+        cancel=cancel,
+        read_fn=read_fn,
     ):
         feats.append(batch)
         done += len(batch)

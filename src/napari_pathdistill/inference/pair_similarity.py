@@ -2,9 +2,10 @@
 
 1. Register slide B onto slide A on thumbnails at a common um/px (``wsi.registration.register_images``:
    rotation search + phase correlation + NCC refinement), or from paired landmarks (manual override).
-2. Tile A's tissue; map each tile centre into B; cut the matching B tile at the same um/px. A B tile that
-   overhangs B's edge by at most ``max_overhang`` of its side (a few px: two scans of one field rarely match to
-   the pixel) is moved inside; one that overhangs more is dropped.
+2. Tile A's tissue; map each tile centre into B; cut the matching B tile at the same um/px, resampled through
+   the registration when it turns or stretches the tissue (``pair_tiles``). A B tile that overhangs B's edge by
+   at most ``max_overhang`` of its side (a few px: two scans of one field rarely match to the pixel) is moved
+   inside; one that overhangs more is dropped.
 3. Embed both tile sets with one model; per-tile cosine of matched tiles, and the pair's mean cosine and PLISM
    top-k retrieval accuracy from ``metrics.pairs.pair_metrics``, flagged when the pool of candidates is too
    small to mean anything (``metrics.pairs.topk_pool_note``).
@@ -14,15 +15,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError, RegistrationError
 from napari_pathdistill.inference.embed import iter_embeddings, tile_geometry
+from napari_pathdistill.inference.pair_tiles import match_tiles
 from napari_pathdistill.metrics.pairs import pair_metrics, topk_chance, topk_pool_note
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel
@@ -114,6 +117,9 @@ class PairSimilarity:
         moved_inside: B tiles that overhung B's edge by a few px and were moved inside it.
         dropped: A tiles whose B tile falls (mostly) outside B.
         registered: B resampled into A's frame with A's thumbnail, or None.
+        b_resampled: B's tiles were resampled through the registration (it turns, shears or stretches A's tiles
+            by more than ``pair_tiles.MAX_CORNER_PX`` at a corner); ``coords_b`` is then the top-left of the
+            axis-aligned square around each B tile's centre.
     """
 
     cosine: np.ndarray
@@ -132,6 +138,7 @@ class PairSimilarity:
     moved_inside: int = 0
     dropped: int = 0
     registered: RegisteredView | None = None
+    b_resampled: bool = False
 
 
 @dataclass
@@ -172,28 +179,6 @@ def registered_view(a: Pyramid, b: Pyramid, transform: PairTransform, max_size: 
     return RegisteredView(np.ascontiguousarray(ta), b_in_a, inside, scale, translate)
 
 
-def _matched_grid(
-    grid_a: TileGrid, grid_b: TileGrid, reg: PairTransform, pyr_b: Pyramid, max_overhang: float
-) -> tuple[TileGrid, TileGrid, int]:
-    """Grids of A tiles whose mapped B tile lies inside B, those B tiles, and how many were moved inside.
-
-    A B tile overhanging B's edge by at most ``max_overhang`` of its side is moved (clamped) inside B.
-    """
-    centers = reg.apply(grid_a.coords + grid_a.size_level0 / 2)
-    size = grid_b.size_level0
-    tl = np.rint(centers - size / 2).astype(np.int64)
-    h, w = pyr_b.levels[0].shape
-    tol = max_overhang * size
-    lo = np.zeros(2)
-    hi = np.array([w - size, h - size], dtype=np.float64)
-    ok = ((tl >= lo - tol) & (tl <= hi + tol)).all(axis=1) & (hi >= 0).all()
-    clamped = np.clip(tl, lo, np.floor(hi)).astype(np.int64)
-    moved = int((ok & (clamped != tl).any(axis=1)).sum())
-    sub_a = grid_a.subset(np.asarray(ok))
-    sub_b = replace(grid_b, coords=clamped[ok], tissue_fraction=np.ones(int(ok.sum())))
-    return sub_a, sub_b, moved
-
-
 def _embed(
     model: EmbeddingModel,
     pyr: Pyramid,
@@ -201,10 +186,12 @@ def _embed(
     stage: str,
     batch_size: int,
     cancel: threading.Event | None,
+    read_fn: Callable[[Pyramid, TileGrid, Any], np.ndarray] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
-    """Embed ``grid``'s tiles, yielding Progress re-labelled ``stage``; returns the (N, D) features."""
+    """Embed ``grid``'s tiles (read by ``read_fn``, default ``read_tiles``), yielding Progress re-labelled
+    ``stage``; returns the (N, D) features."""
     result = yield from relabel(
-        iter_embeddings(model, pyr, grid, batch_size=batch_size, cancel=cancel), stage
+        iter_embeddings(model, pyr, grid, batch_size=batch_size, cancel=cancel, read_fn=read_fn), stage
     )
     if result is None:
         raise Cancelled(CANCELLED)
@@ -256,13 +243,13 @@ def iter_pair_similarity(
         grid_b = make_tile_grid(pb, tile_px=tile_px, mpp=mpp, min_tissue=0.0)
         stop()
         n_a = len(grid_a)
-        grid_a, grid_b, moved = _matched_grid(grid_a, grid_b, reg, pb, max_overhang)
+        grid_a, grid_b, moved, read_b = match_tiles(pa, grid_a, pb, grid_b, reg.matrix, max_overhang)
         if len(grid_a.coords) < 2:
             raise EmptyTissueError(
                 "Fewer than 2 tissue tiles of A map inside B: check the registration/landmarks."
             )
         fa = yield from _embed(model, pa, grid_a, "embedding A", batch_size, cancel)
-        fb = yield from _embed(model, pb, grid_b, "embedding B", batch_size, cancel)
+        fb = yield from _embed(model, pb, grid_b, "embedding B", batch_size, cancel, read_b)
         view = registered_view(pa, pb, reg, view_size) if view_size else None
     raise_if_cancelled(cancel, CANCELLED)
     k = min(top_k, 2 * len(fa) - 1)
@@ -273,4 +260,4 @@ def iter_pair_similarity(
     overlay, scale, translate = grid_to_image(grid_a, cos, fill=np.nan)
     yield PairSimilarity(cos, grid_a.coords, grid_b.coords, metrics.cosine, metrics.topk[k], k, reg, overlay,
                          scale, translate, float(grid_a.slide_mpp or 1.0), topk_chance(len(fa), k),
-                         topk_pool_note(len(fa), k), moved, n_a - len(grid_a), view)  # fmt: skip
+                         topk_pool_note(len(fa), k), moved, n_a - len(grid_a), view, read_b is not None)  # fmt: skip
