@@ -55,3 +55,26 @@ def write_pyramid_tiff(path: Path, image: np.ndarray, *, levels: int = 3, tile: 
         for lvl in pyramid[1:]:
             tw.write(lvl, subfiletype=1, metadata=None, **kw)
     return pyramid
+
+
+def write_turned_pair(
+    out: Path, a: np.ndarray, mpp_a: float, degrees: float, mpp_b: float
+) -> tuple[Path, Path, np.ndarray]:
+    """A known slide pair: ``a`` (h, w, 3) at ``mpp_a`` and the same tissue turned by ``degrees`` about its centre,
+    40 um further right and down, "rescanned" at ``mpp_b`` (bilinear). Single-level TIFFs (no decimated levels:
+    exact pixels). Returns (path A, path B, (3, 3) A level-0 px (x, y) -> B level-0 px, pixel centres)."""
+    from skimage.transform import AffineTransform, warp
+
+    t = np.deg2rad(degrees)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    centre = np.array(a.shape[1::-1]) * mpp_a / 2
+    um = np.eye(3)  # A um -> B um
+    um[:2, :2], um[:2, 2] = rot, centre + 40.0 - rot @ centre
+    a_to_b = np.diag([1 / mpp_b, 1 / mpp_b, 1]) @ um @ np.diag([mpp_a, mpp_a, 1])
+    side_b = int(max(a.shape[:2]) * mpp_a / mpp_b * 1.25)
+    b = warp(
+        a, AffineTransform(matrix=np.linalg.inv(a_to_b)), output_shape=(side_b, side_b), order=1, cval=1.0
+    )
+    write_pyramid_tiff(out / "a.tif", a, mpp=mpp_a, levels=1)
+    write_pyramid_tiff(out / "b.tif", np.clip(np.rint(b * 255), 0, 255).astype(np.uint8), mpp=mpp_b, levels=1)
+    return out / "a.tif", out / "b.tif", a_to_b

@@ -4,40 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage.transform import AffineTransform, warp
 
-from _wsi_files import write_pyramid_tiff
+from _wsi_files import write_turned_pair
 from napari_pathdistill.inference.pair_similarity import iter_pair_similarity
 from napari_pathdistill.progress import drain
 from napari_pathdistill.wsi.pyramid import open_pyramid
 
-MPP_A, MPP_B, SIDE = 0.499, 0.35, 1200  # CMU's um/px; B "rescanned" finer; A's side in px
-
 
 def _turned_pair(tmp_path, cmu_svs, degrees: float) -> tuple:
-    """A: a real CMU field; B: the same tissue turned by ``degrees`` about the field's centre, at 0.35 um/px.
+    """A: a real 600 um CMU field; B: the same tissue turned by ``degrees``, at 0.35 um/px.
     Returns (path A, path B, (3, 3) A level-0 px -> B level-0 px, landmarks (A px, B px))."""
     with open_pyramid(cmu_svs) as pyr:
-        a = np.ascontiguousarray(pyr.read_region((600, 1100), 0, (SIDE, SIDE))[..., :3])
-    t = np.deg2rad(degrees)
-    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    centre = np.full(2, SIDE * MPP_A / 2)
-    um = np.eye(3)
-    um[:2, :2], um[:2, 2] = (
-        rot,
-        centre + 40.0 - rot @ centre,
-    )  # A um -> B um: turned, 40 um further right/down
-    a_to_b = np.diag([1 / MPP_B, 1 / MPP_B, 1]) @ um @ np.diag([MPP_A, MPP_A, 1])
-    side_b = int(SIDE * MPP_A / MPP_B * 1.25)
-    b = warp(
-        a, AffineTransform(matrix=np.linalg.inv(a_to_b)), output_shape=(side_b, side_b), order=1, cval=1.0
-    )
-    b = np.clip(np.rint(b * 255), 0, 255).astype(np.uint8)
-    write_pyramid_tiff(tmp_path / "a.tif", a, mpp=MPP_A, levels=1)  # no decimated levels: exact pixels
-    write_pyramid_tiff(tmp_path / "b.tif", b, mpp=MPP_B, levels=1)
+        a = np.ascontiguousarray(pyr.read_region((600, 1100), 0, (1200, 1200))[..., :3])
+    path_a, path_b, a_to_b = write_turned_pair(tmp_path, a, float(np.mean(pyr.mpp)), degrees, 0.35)
     lm_a = np.array([[100.0, 100.0], [1100, 150], [600, 1100], [200, 900]])
-    lm_b = lm_a @ a_to_b[:2, :2].T + a_to_b[:2, 2]
-    return tmp_path / "a.tif", tmp_path / "b.tif", a_to_b, (lm_a, lm_b)
+    return path_a, path_b, a_to_b, (lm_a, lm_a @ a_to_b[:2, :2].T + a_to_b[:2, 2])
 
 
 def test_b_tiles_of_a_turned_section_show_a_s_tissue_in_a_s_orientation(tmp_path, cmu_svs, tiny_vit_2um):
@@ -64,7 +45,9 @@ def test_b_tiles_of_a_turned_section_show_a_s_tissue_in_a_s_orientation(tmp_path
         tb = read_b(pb, grid_b, range(len(grid_b))).astype(np.float64)
         square = read_tiles(pb, grid_b, range(len(grid_b))).astype(np.float64)  # the old cut
     assert len(ta) >= 4
-    assert np.abs(tb - ta).mean() < 6, np.abs(tb - ta).mean()  # grey levels of 255 (3.3: B was resampled twice)
+    assert np.abs(tb - ta).mean() < 6, np.abs(
+        tb - ta
+    ).mean()  # grey levels of 255 (3.3: B was resampled twice)
     assert np.abs(square - ta).mean() > 25, np.abs(square - ta).mean()
 
 

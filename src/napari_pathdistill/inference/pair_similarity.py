@@ -77,12 +77,24 @@ def register_pair(
     (ta, da), (tb, db) = a.thumbnail(1024, stop), b.thumbnail(1024, stop)
     if work_mpp is None:
         work_mpp = work_resolution(a, b, thumb_mpp=max(da * ma, db * mb))
-    lm_um = None if landmarks is None else (np.asarray(landmarks[0]) * ma, np.asarray(landmarks[1]) * mb)
+    # reg.matrix maps B's thumbnail um -> A's (pixel j at j * thumbnail um/px); tiles need A level-0 px -> B's
+    to_a, to_b = _thumb_um_to_level0(ta, a, da * ma), _thumb_um_to_level0(tb, b, db * mb)
+    lm_um = None
+    if landmarks is not None:
+        lm_um = (
+            apply_affine(np.linalg.inv(to_a), landmarks[0]),
+            apply_affine(np.linalg.inv(to_b), landmarks[1]),
+        )
     reg = register_images(ta, tb, fixed_mpp=da * ma, moving_mpp=db * mb, work_mpp=work_mpp, landmarks=lm_um,
                           check=stop)  # fmt: skip
-    # reg.matrix maps B um -> A um; tiles need A level-0 px -> B level-0 px
-    a_to_b = np.diag([1 / mb, 1 / mb, 1.0]) @ np.linalg.inv(reg.matrix) @ np.diag([ma, ma, 1.0])
-    return PairTransform(a_to_b, reg)
+    return PairTransform(to_b @ np.linalg.inv(reg.matrix) @ np.linalg.inv(to_a), reg)
+
+
+def _thumb_um_to_level0(thumb: np.ndarray, pyr: Pyramid, thumb_mpp: float) -> np.ndarray:
+    """(3, 3) um of a thumbnail (its pixel j at ``j * thumb_mpp``) -> level-0 px (x, y) of its slide."""
+    return _thumb_to_level0(thumb.shape[:2], pyr.levels[0].shape) @ np.diag(
+        [1 / thumb_mpp, 1 / thumb_mpp, 1.0]
+    )
 
 
 #: what Cancel of a similarity run raises, at whichever step it is seen
