@@ -192,3 +192,11 @@ def test_a_slide_turned_the_other_way_round_registers_to_the_micrometre(tmp_path
     pts = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64)
     err_um = np.linalg.norm(t.apply(pts) - (pts @ a_to_b[:2, :2].T + a_to_b[:2, 2]), axis=1) * 0.35
     assert t.registration.work_mpp == 4.0 and err_um.max() < 2.0, err_um.round(2)
+
+
+def test_one_file_as_both_slides_is_refused(os2_pair, tiny_vit_2um):
+    """The same NDPI opened twice (two layers, or one path spelt two ways) ran to a perfect pair (mean cosine 1,
+    top-k accuracy 1) as if two scanners agreed exactly."""
+    spelt_otherwise = os2_pair[0].parent / ".." / os2_pair[0].parent.name / os2_pair[0].name
+    with pytest.raises(RegistrationError, match=r"same file \(OS-2-ndpi.ome.tif\)"):
+        drain(iter_pair_similarity(tiny_vit_2um, os2_pair[0], spelt_otherwise, view_size=None))

@@ -237,6 +237,11 @@ def iter_pair_similarity(
     :class:`RegistrationError` before any tile is embedded when ``strict_registration`` (a batch of pairs:
     the pair fails alone), else the result's ``transform.registration.doubt()`` says it (the widget shows it).
     """
+    if Path(slide_a).resolve() == Path(slide_b).resolve():  # every tile would match itself: cosine 1, top-k 1
+        raise RegistrationError(
+            f"Slide A and slide B are the same file ({Path(slide_a).name}); choose two scans or stains of the same "
+            "tissue."
+        )
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     with (
         open_pyramid(slide_a, fallback_mpp=fallback_mpp) as pa,
