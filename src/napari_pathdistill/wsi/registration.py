@@ -43,7 +43,8 @@ class Registration:
     """Result of a registration.
 
     Attributes:
-        matrix: (3, 3) affine mapping moving (x, y) -> fixed (x, y), in micrometres.
+        matrix: (3, 3) affine mapping moving (x, y) -> fixed (x, y), in micrometres of the two input images (their
+            pixel i at i * um/px, pixel centres).
         ncc: NCC of the grey-level images on their overlap after warping, at ``work_mpp``.
         method: "auto-rigid", "auto-affine" or "landmarks".
         work_mpp: resolution (um/px) the automatic registration ran at.
