@@ -158,7 +158,9 @@ def test_embed_skips_corrupt_tiles_and_lists_them(jpeg_pyramid, tmp_path: Path) 
     with h5py.File(out) as f:
         coords, feats, skipped = f["coords"][()], f["features"][()], f["skipped_coords"][()]
         assert f.attrs["skipped_tiles"] == 8 and f.attrs["done"] == 248 == len(coords) == len(feats)
-        assert f["coords"].attrs["patch_size_level0"] == f.attrs["patch_size_level0"]  # TRIDENT's, kept in the copy
+        assert (
+            f["coords"].attrs["patch_size_level0"] == f.attrs["patch_size_level0"]
+        )  # TRIDENT's, kept in the copy
     want_bad = {((i % 8) * TILE + dx, (i // 8) * TILE + dy) for i in BAD for dx in (0, 64) for dy in (0, 64)}
     assert {tuple(c) for c in skipped} == want_bad
     keep = np.array([tuple(c) not in want_bad for c in all_coords])

@@ -63,7 +63,7 @@ def _load_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def tile_grid(path: str | Path) -> tuple[np.ndarray, float] | None:
     """A feature HDF5's tiles as grid cells, for scans of one glass at different um/px: ``(cells, cell_um)``,
     (N, 2) int64 (column, row) of each row's tile on the lattice fitted to its level-0 coords
-    (``inference.feature_files.fit_lattice``) and the cell's side in um; None when the file does not state its
+    (``inference.lattice.fit_lattice``) and the cell's side in um; None when the file does not state its
     tiles' um (our attrs ``tile_px``, ``mpp`` and ``patch_size_level0``; CLAM and TRIDENT files do not).
 
     ``pathdistill embed`` cuts tiles of one um size on a lattice from the slide's origin, so two registered scans
@@ -71,7 +71,7 @@ def tile_grid(path: str | Path) -> tuple[np.ndarray, float] | None:
     """
     import h5py
 
-    from napari_pathdistill.inference.feature_files import fit_lattice, grid_step
+    from napari_pathdistill.inference.lattice import fit_lattice, grid_step
 
     with h5py.File(path, "r") as f:
         attrs = {k: float(f.attrs.get(k, np.nan)) for k in ("tile_px", "mpp", "patch_size_level0")}

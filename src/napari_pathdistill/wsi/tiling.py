@@ -57,7 +57,7 @@ class TileGrid:
         tissue_fraction: (N,) float in [0, 1].
         slide_shape: level-0 (h, w).
         origin: level-0 (x, y) of the lattice's cell (0, 0): (0, 0) for our grids; a feature file's coords may
-            lie on a lattice through another point (``inference.feature_files.fit_lattice``). ``coords`` stay
+            lie on a lattice through another point (``inference.lattice.fit_lattice``). ``coords`` stay
             the tiles' own level-0 coords either way.
         tile_level0: a tile's own side in level-0 px where it is not the cell's ``size_level0``: a feature
             file's ``patch_size_level0`` (TRIDENT's overlapping tiles are larger than their step); None: the same.

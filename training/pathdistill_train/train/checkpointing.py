@@ -60,6 +60,18 @@ def rank_rng_state(states: list[dict[str, Any]] | dict[str, Any], rank: int) -> 
     return per_rank[rank] if rank < len(per_rank) else None
 
 
+def warn_world_size(states: list | dict, world_size: int) -> None:
+    """Say so when a checkpoint written by another number of ranks is resumed: not an exact resume."""
+    saved = 1 if isinstance(states, dict) else len(states)
+    if saved != world_size:
+        print(
+            f"[pathdistill-train] the checkpoint holds the RNG states of {saved} rank(s), this run has "
+            f"{world_size}: the ranks without one keep fresh streams, and the sampler splits the stream "
+            "anew, so the next steps are not those of an uninterrupted run",
+            flush=True,
+        )
+
+
 def _state_without_teachers(meta_arch: torch.nn.Module) -> dict[str, torch.Tensor]:
     """``meta_arch.state_dict()`` minus ``teachers.*``, without running the teachers' state-dict hooks.
 

@@ -27,6 +27,7 @@ from pathdistill_train.train.checkpointing import (
     rng_state,
     save_training_checkpoint,
     set_rng_state,
+    warn_world_size,
 )
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 from pathdistill_train.train.export import export_student
@@ -110,22 +111,10 @@ def _setup(
         rng = rank_rng_state(states, env.rank)
         if env.is_main:
             print(f"[pathdistill-train] resumed from {ckpt} at step {start}", flush=True)
-            _warn_world_size(states, env.world_size)
+            warn_world_size(states, env.world_size)
     if env.is_main and cfg.train.resume:  # rows a killed run logged past its checkpoint (all, without one)
         truncate_csv(Path(cfg.output_dir) / "metrics.csv", start)
     return meta, optimizer, sched, start, rng
-
-
-def _warn_world_size(states: list | dict, world_size: int) -> None:
-    """Say so when a checkpoint written by another number of ranks is resumed: not an exact resume."""
-    saved = 1 if isinstance(states, dict) else len(states)
-    if saved != world_size:
-        print(
-            f"[pathdistill-train] the checkpoint holds the RNG states of {saved} rank(s), this run has "
-            f"{world_size}: the ranks without one keep fresh streams, and the sampler splits the stream "
-            "anew, so the next steps are not those of an uninterrupted run",
-            flush=True,
-        )
 
 
 def _step(model, meta, optimizer, batch, values: dict, cfg: Any, env) -> dict[str, float]:
