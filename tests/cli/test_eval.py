@@ -368,3 +368,21 @@ def test_eval_robustness_resumed_pairs_keep_only_this_runs_k_values(tmp_path):
         "top_5_accuracy",
         "top_10_accuracy",
     ]
+
+
+@pytest.mark.parametrize(("n", "flagged"), [(16, ["top_5", "top_10"]), (60, [])])
+def test_eval_robustness_notes_top_k_that_chance_alone_scores(tmp_path, capsys, n, flagged):
+    """16 matched tiles per slide: a query has 31 candidates, so a random ranking already scores 0.32 top-10
+    (0.16 top-5); the CLI printed those medians and the leaderboard built on them without a word. 60 tiles
+    (119 candidates, top-10 chance 0.084) need no note."""
+    _plism_cohort(tmp_path / "feats", n=n)
+    rc = main(["eval", "robustness", "--plism-dir", str(tmp_path / "feats"), "--out", str(tmp_path / "o"),
+               "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert [line.split()[1].removesuffix("_accuracy:") for line in notes] == flagged
+    if flagged:
+        assert (
+            f"the smallest pair has {n} matched tiles: 31 candidates, a random ranking scores 0.32"
+            in notes[-1]
+        )

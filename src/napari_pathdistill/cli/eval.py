@@ -46,7 +46,7 @@ def _robustness_options(args: argparse.Namespace) -> dict:
 
 def _report(res, out_files: list[Path]) -> None:
     _print_summary(res.summary)
-    print(res.leaderboard_line())
+    print("\n".join([res.leaderboard_line(), *res.topk_notes()]))
     print(f"{res.timing_line()}; wrote " + ", ".join(str(p) for p in out_files))
 
 
@@ -263,7 +263,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
     res = drive(iter_robustness(read_manifest(manifest), device=args.device), "robustness")
     res.save(Path(args.out) / "metrics")
     _print_summary(res.summary)
-    print(res.leaderboard_line() + "  [offline stand-in, NOT PLISM]")
+    print("\n".join([res.leaderboard_line() + "  [offline stand-in, NOT PLISM]", *res.topk_notes()]))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,7 @@ from napari_pathdistill.evaluation.manifest import (
 )
 from napari_pathdistill.evaluation.plismbench_files import PairStore
 from napari_pathdistill.evaluation.report import json_text, rows_csv
-from napari_pathdistill.metrics.pairs import DEFAULT_KS, check_finite, iter_pair_metrics
+from napari_pathdistill.metrics.pairs import DEFAULT_KS, check_finite, iter_pair_metrics, topk_pool_note
 from napari_pathdistill.progress import Progress, drain
 
 
@@ -70,6 +71,19 @@ class RobustnessResult:
             return f"leaderboard: undefined: {self.leaderboard_error}"
         terms = "  ".join(f"{k}={v:.3f}" for k, v in leaderboard_terms(self.summary).items())
         return f"leaderboard (plismbench, {self.precision}): {self.leaderboard:.3f} = mean of  {terms}"
+
+    def topk_notes(self) -> list[str]:
+        """One ``note:`` line per top-k accuracy that chance alone scores above ``MAX_TOPK_CHANCE`` on the
+        pair with the fewest matched tiles (``metrics.pairs.topk_pool_note``), e.g. top-10 of 16 tiles."""
+        sizes = [int(r["n_tiles"]) for r in self.rows if r.get("n_tiles")]
+        if not sizes:
+            return []
+        n, notes = min(sizes), []
+        for key in self.rows[0]:
+            k = re.fullmatch(r"top_(\d+)_accuracy", key)
+            if k and (why := topk_pool_note(n, int(k.group(1)))):
+                notes.append(f"note: {key}: the smallest pair has {n} matched tiles: {why}")
+        return notes
 
     def save(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``pairs.csv`` (one row per pair) and ``summary.json``; returns both paths."""
