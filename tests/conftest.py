@@ -50,6 +50,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason="gpu: no CUDA device"))
 
 
+@pytest.fixture
+def own_napari_app(mock_app_model):
+    """For a test that builds a ``napari.Viewer`` itself (as ``pathdistill view`` does) instead of through
+    ``make_napari_viewer``: a fresh napari app model whose plugins are registered anew, as that fixture gives its
+    viewers (napari's ``mock_app_model``, plus the plugin and Qt-action caches cleared first).
+
+    Without it, a direct viewer that followed a ``make_napari_viewer`` test registered the plugins' commands a
+    second time into the real app that an earlier direct viewer had filled (napari's fixture clears
+    ``_initialize_plugins``' cache when it ends): ``Command 'napari-pathdistill.get_reader' already registered``.
+    """
+    from napari._qt._qapp_model.qactions import init_qactions
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins.cache_clear()
+    init_qactions.cache_clear()
+    return mock_app_model
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of the real, read-only test data (../shared/data)."""

@@ -190,7 +190,7 @@ def test_closing_the_window_after_a_task_ended_changes_nothing(runner, qtbot):
     assert not runner.cancel_event.is_set() and runner.status.value == "Squares: done"
 
 
-def test_a_closed_viewer_is_freed_after_a_run(qtbot):
+def test_a_closed_viewer_is_freed_after_a_run(qtbot, own_napari_app):
     """Qt held the lambdas connected to a worker's signals, and through them the runner, its widget and the
     viewer: after one run a closed viewer was never freed (~35 MB a viewer over an afternoon)."""
     import gc

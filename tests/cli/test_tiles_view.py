@@ -62,7 +62,7 @@ def test_view_needs_a_slide(capsys) -> None:
 
 
 @pytest.mark.napari
-def test_view_sample_screenshot(tmp_path: Path, qtbot) -> None:
+def test_view_sample_screenshot(tmp_path: Path, qtbot, own_napari_app) -> None:
     shot = tmp_path / "view.png"
     assert main(["view", "--sample", "--widgets", "Tissue and tile grid", "--screenshot", str(shot)]) == 0
     img = imread(shot)[..., :3].astype(int)

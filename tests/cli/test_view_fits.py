@@ -19,7 +19,7 @@ DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 @pytest.fixture
-def view(monkeypatch: pytest.MonkeyPatch):
+def view(monkeypatch: pytest.MonkeyPatch, own_napari_app):
     """``view(*argv)`` opens the viewer as ``pathdistill view ARGV`` does; closes it afterwards."""
     from napari_pathdistill.cli.view import open_viewer
 
@@ -200,7 +200,7 @@ def test_associated_all_leaves_the_metadata_dock_on_the_slide(view, cmu_svs: Pat
     assert widget.rows["file"].value.replace("\u200b", "").endswith("CMU-1-Small-Region.svs")
 
 
-def test_view_of_a_missing_slide_fails_with_the_reason(tmp_path: Path, capsys) -> None:
+def test_view_of_a_missing_slide_fails_with_the_reason(tmp_path: Path, capsys, own_napari_app) -> None:
     from napari_pathdistill.cli.main import main
 
     assert main(["view", str(tmp_path / "missing.svs"), "--screenshot", str(tmp_path / "v.png")]) == 1
