@@ -182,7 +182,7 @@ def test_slide_scale_embed_section_alone_needs_no_viewer(shared_data: Path, tmp_
 
 
 @pytest.mark.napari
-def test_slide_scale_benchmark_quick_on_the_big_slide(big_slide, tmp_path: Path) -> None:
+def test_slide_scale_benchmark_quick_on_the_big_slide(big_slide, tmp_path: Path, own_napari_app) -> None:
     bench = _bench("slide_scale")
     path, _ = big_slide
     res = bench.main(["--quick", "--slide", str(path), "--out", str(tmp_path)])
