@@ -128,12 +128,10 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial(model, tmp_path, monkeypa
     import errno
     import os
 
-    from napari_pathdistill.inference import feature_writer
-
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(feature_writer.os, "posix_fallocate", full, raising=False)
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
     partial = tmp_path / "s.h5.partial"
     with pytest.raises(PathDistillError, match=r"no space left in .* for s\.h5\.partial"):
         open_partial(partial, model, _grid(), _attrs(model))

@@ -28,24 +28,33 @@ def summary_bytes(n_rows: int) -> int:
     return 16 * int(n_rows) + METADATA_ROOM
 
 
+def fallocate(path: Path, offset: int, length: int) -> bool:
+    """Give ``path`` its disk blocks from ``offset`` for ``length`` bytes (``posix_fallocate``).
+
+    Returns:
+        False when the disk has no room for them; True otherwise, also where ``fallocate`` does not exist or the
+        file system lacks it (writes then go as before).
+    """
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        return True
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, int(offset), int(length))
+    except OSError as exc:
+        return exc.errno != errno.ENOSPC  # e.g. EOPNOTSUPP: a file system without it
+    finally:
+        os.close(fd)
+    return True
+
+
 def reserve_tail(path: Path, nbytes: int, rows: int) -> None:
     """Reserve ``nbytes`` past the end of ``path`` (a ``.partial`` holding ``rows`` embedded rows).
-
-    A no-op where ``fallocate`` does not exist or the file system lacks it (writes then go as before).
 
     Raises:
         PathDistillError: the disk has no room; the file and its rows are kept for a rerun.
     """
-    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
-        return
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, os.fstat(fd).st_size, int(nbytes))
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise PathDistillError(_full(path, nbytes, rows)) from exc
-    finally:
-        os.close(fd)
+    if not fallocate(path, path.stat().st_size, nbytes):
+        raise PathDistillError(_full(path, nbytes, rows))
 
 
 def require_free(path: Path, nbytes: int, rows: int) -> None:

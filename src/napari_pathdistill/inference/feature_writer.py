@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 
 from napari_pathdistill.errors import EmptyTissueError, PathDistillError
 from napari_pathdistill.inference.batches import iter_batches
+from napari_pathdistill.inference.disk_room import fallocate
 from napari_pathdistill.wsi.pyramid import Pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, make_tile_grid
 
@@ -162,22 +161,14 @@ def _new_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: di
 def _reserve_space(partial: Path, f: Any) -> None:
     """Reserve the disk blocks of ``partial`` (open as ``f``: the size HDF5 gave it), so that writing its rows
     cannot fail for a full disk; a no-op where blocks are reserved already or ``fallocate`` does not exist."""
-    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
-        return
     size = partial.stat().st_size
-    fd = os.open(partial, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            return  # e.g. EOPNOTSUPP: a file system without it; rows are written as before
-        f.close()
-        raise PathDistillError(
-            f"no space left in {partial.parent} for {partial.name} ({size / 1e6:.1f} MB): free some space, or "
-            "write to another folder, then rerun."
-        ) from exc
-    finally:
-        os.close(fd)
+    if fallocate(partial, 0, size):
+        return
+    f.close()
+    raise PathDistillError(
+        f"no space left in {partial.parent} for {partial.name} ({size / 1e6:.1f} MB): free some space, or "
+        "write to another folder, then rerun."
+    )
 
 
 def _reusable_partial(partial: Path, model: EmbeddingModel, grid: TileGrid, attrs: dict) -> Any:
