@@ -271,3 +271,32 @@ def test_maps_and_tiles_follow_a_moved_slide_layer(
     centre = pair.coords[0] + pair.tile_px_level0 / 2 - 0.5  # level-0 (x, y)
     np.testing.assert_allclose(tiles.data_to_world(tiles.data[0]), [centre[1] * mpp, centre[0] * mpp + 2000])
     np.testing.assert_allclose(slide.world_to_data(tiles.data_to_world(tiles.data[0]))[-2:], centre[::-1])
+
+
+def test_maps_leave_with_their_slide_layer(
+    make_napari_viewer, qtbot, cmu_svs, tcga_svs, tiny_vit, open_slide, wait_for
+):
+    """Removing the slide layer left its two maps, the difference, the tile points and the student view (a copy
+    of the slide) in the viewer, in grid mode: the student map then sat alone in a cell over black. They now go
+    with the slide, the grid the run switched on ends, and another slide's layers stay."""
+    viewer = make_napari_viewer()
+    tcga, cmu = open_slide(viewer, tcga_svs), open_slide(viewer, cmu_svs)
+    widget = _whole_slide_widget(viewer, tiny_vit, cmu, max_tiles=4)
+    widget.run()
+    wait_for(widget)
+    assert widget.result is not None and viewer.grid.enabled, widget.status.value
+    results = [layer.name for layer in viewer.layers if layer not in (cmu, tcga)]
+    assert len(results) == 5 and f"{cmu.name} (student view)" in results
+    viewer.layers.selection.active = viewer.layers[results[1]]  # a map is the active layer, as after a look
+    viewer.layers.remove(cmu)
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [tcga.name], timeout=5_000)
+    assert not viewer.grid.enabled
+    # "delete selected" with the slide and one of its maps selected: napari removes both itself, no error
+    widget.slide.value = cmu = open_slide(viewer, cmu_svs)
+    viewer.grid.enabled = True  # the user's own grid: it stays
+    widget.run()
+    wait_for(widget)
+    viewer.layers.selection = {cmu, viewer.layers[f"{cmu.name} (student view)"]}
+    viewer.layers.remove_selected()
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [tcga.name], timeout=5_000)
+    assert viewer.grid.enabled

@@ -1,14 +1,19 @@
-"""Add-or-update of the widgets' result layers, and adding them without moving the user's selection."""
+"""Add-or-update of the widgets' result layers, adding them without moving the user's selection, and their
+removal with the slide layer they were computed on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer, Points
+from qtpy.QtCore import QTimer
 
 _KINDS: dict[str, type[Layer]] = {"image": Image, "labels": Labels, "points": Points}
 
@@ -114,3 +119,53 @@ def _unchanged(layer: Layer, key: str, value: Any) -> bool:
         return bool(current == value)
     except (TypeError, ValueError):
         return False
+
+
+#: (the result layers bound to a slide layer, weakly; a callable giving ``on_gone`` or None once it is freed)
+_Bound = tuple[list["weakref.ref[Layer]"], Callable[[], Callable[[], Any] | None]]
+#: slide layer -> what goes with it (held weakly: a slide layer removed and freed drops its entry)
+_WITH_SLIDE: weakref.WeakKeyDictionary[Layer, list[_Bound]] = weakref.WeakKeyDictionary()
+
+
+def go_with_slide(
+    viewer: napari.viewer.Viewer,
+    slide: Layer,
+    layers: Iterable[Layer],
+    on_gone: Callable[[], Any] | None = None,
+) -> None:
+    """Bind result ``layers`` to the slide layer they lie on: when ``slide`` leaves ``viewer``, those of them still
+    there leave too, and then ``on_gone`` is called (e.g. to end a grid mode they were arranged in).
+
+    The removal runs right after the slide's, on the Qt event loop: napari's "delete selected layers" is still
+    iterating a selection that may hold some of these layers when it removes the slide. Layers are held weakly,
+    and ``on_gone`` too when it is a bound method (a closed dock is freed; its results still go with the slide).
+    """
+    if on_gone is None:
+        gone: Callable[[], Callable[[], Any] | None] = lambda: None  # noqa: E731
+    elif inspect.ismethod(on_gone):
+        gone = weakref.WeakMethod(on_gone)
+    else:
+        gone = lambda: on_gone  # noqa: E731
+    bound = [(refs, cb) for refs, cb in _WITH_SLIDE.get(slide, []) if any(r() is not None for r in refs)]
+    _WITH_SLIDE[slide] = [*bound, ([weakref.ref(layer) for layer in layers], gone)]
+    viewer.layers.events.removed.connect(_slide_left)  # once per viewer: napari ignores a second connect
+
+
+def _slide_left(event: Any) -> None:
+    """A layer left a viewer's layer list (``event.source``): if results are bound to it, remove them next."""
+    bound = _WITH_SLIDE.pop(event.value, None)
+    if bound:
+        QTimer.singleShot(0, partial(_remove_bound, weakref.ref(event.source), bound))
+
+
+def _remove_bound(layers_ref: weakref.ref[Any], bound: list[_Bound]) -> None:
+    layers = layers_ref()
+    if layers is None:
+        return
+    for refs, gone in bound:
+        present = [layer for layer in (ref() for ref in refs) if layer is not None and layer in layers]
+        for layer in present:
+            layers.remove(layer)
+        callback = gone() if present else None  # results a re-run has replaced already end nothing
+        if callback is not None:
+            callback()

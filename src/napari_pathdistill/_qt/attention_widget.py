@@ -25,7 +25,7 @@ from napari_pathdistill._qt._layers import (
     slide_removed,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, ModelRequest
-from napari_pathdistill._qt._upsert import upsert_layer
+from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.device import resolve_device
 from napari_pathdistill.inference.attention import spec_heads
@@ -236,7 +236,15 @@ class AttentionWidget(Container):
         self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
         if self.side_by_side.value and on_view is not None:
             self._map_layers.append(self._arrange_grid(on_view, maps[0], maps[1]))  # replaced with the maps
-        elif self._grid_ours:  # else the student map would sit alone in the second cell, over no slide
+        else:
+            self._end_grid()
+        if on_view is not None:  # the maps, tiles and student view leave with their slide, and our grid ends
+            go_with_slide(self.viewer, on_view, self._map_layers, self._end_grid)
+
+    def _end_grid(self) -> None:
+        """End the grid mode a side-by-side run switched on (a grid the user switched on stays): without the
+        student view the student map would sit alone in the second cell, over no slide."""
+        if self._grid_ours:
             self.viewer.grid.enabled = self._grid_ours = False
 
     def _arrange_grid(self, slide: Any, teacher: Any, student: Any) -> Any:
@@ -251,7 +259,8 @@ class AttentionWidget(Container):
         for target, layer in enumerate((slide, teacher, view, student)):
             layers.move(layers.index(layer), target)
         self.viewer.grid.stride = 2
-        self.viewer.grid.enabled = self._grid_ours = True
+        self._grid_ours = self._grid_ours or not self.viewer.grid.enabled  # the user's own grid stays
+        self.viewer.grid.enabled = True
         self.viewer.fit_to_view(layers=[teacher, student])
         return view
 
