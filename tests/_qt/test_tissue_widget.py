@@ -214,3 +214,29 @@ def test_a_slide_removed_while_its_run_works_gets_no_layers(
     assert (
         widget.status.value == f"Tissue: not shown ('{cmu.name}' was removed while it ran)"
     )  # was 'Tissue: done'
+
+
+def test_mask_and_grid_leave_with_their_slide_layer(
+    make_napari_viewer, qtbot, cmu_svs: Path, tcga_svs: Path, open_slide, wait_for
+) -> None:
+    """Removing the slide layer left '<slide> tissue' and '<slide> tiles' over nothing (or over the next slide),
+    and a threshold change after it drew the previewed mask again. They now go with it; another slide's stay."""
+    viewer = make_napari_viewer()
+    tcga, cmu = open_slide(viewer, tcga_svs), open_slide(viewer, cmu_svs)
+    widget = TissueWidget(viewer)
+    widget.slide.value = tcga
+    widget.run()
+    wait_for(widget)
+    widget.slide.value = cmu
+    widget.start_preview()
+    wait_for(widget)
+    widget.run()
+    wait_for(widget)
+    names = [layer.name for layer in viewer.layers]
+    assert f"{cmu.name} tissue" in names and f"{cmu.name} tiles" in names, widget.status.value
+    kept = [tcga.name, f"{tcga.name} tissue", f"{tcga.name} tiles"]
+    viewer.layers.selection.active = viewer.layers[f"{cmu.name} tiles"]
+    viewer.layers.remove(cmu)
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == kept, timeout=5_000)
+    widget.threshold.value = 0.3  # the preview's slide is gone: no mask drawn for it
+    assert [layer.name for layer in viewer.layers] == kept

@@ -26,7 +26,7 @@ from napari_pathdistill._qt._layers import (
     slide_path,
     slide_removed,
 )
-from napari_pathdistill._qt._upsert import upsert_layer
+from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.wsi.tissue_grid import (
@@ -138,7 +138,8 @@ class TissueWidget(Container):
     def show_preview(self, _: Any = None) -> None:
         """Redraw the previewed slide's tissue layer at the current threshold (main thread, < 1 s)."""
         preview, slide = self.preview, self._preview_slide
-        if preview is None or slide is None:
+        if preview is None or slide is None or slide.layer(self._viewer) is None:
+            self.preview = self._preview_slide = None  # its slide was removed: its mask went with it
             return
         mask = preview.mask(float(self.threshold.value))
         self._show_mask(mask.mask, preview.mask_scale, preview.mask_translate, preview.slide_mpp, slide)
@@ -162,6 +163,13 @@ class TissueWidget(Container):
         layer = upsert_layer(self._viewer, "labels", mask.astype("uint8"), layer_name, scale=sc, translate=tr,
                              units=units, opacity=0.9, colormap=mask_colormap())  # fmt: skip
         layer.contour = 2  # not an add_labels argument
+        self._bind(slide, layer)
+
+    def _bind(self, slide: SlideRef, layer: Any) -> None:
+        """``layer`` leaves the viewer with the slide layer it lies on."""
+        on_view = slide.layer(self._viewer)
+        if on_view is not None:
+            go_with_slide(self._viewer, on_view, [layer])
 
     def _apply(self, result: TissueGridResult, slide: SlideRef) -> None:
         """Show the mask and the tile grid of ``result`` on the slide layer it was computed from."""
@@ -179,8 +187,9 @@ class TissueWidget(Container):
             return
         raster = result.tile_raster
         sc, tr = on_slide_layer(slide, raster.scale, raster.translate, u)
-        upsert_layer(self._viewer, "labels", raster.data, tiles_name, scale=sc, translate=tr, units=units,
-                     opacity=0.45, features=tile_features(result.grid), colormap=tile_colormap())  # fmt: skip
+        tiles = upsert_layer(self._viewer, "labels", raster.data, tiles_name, scale=sc, translate=tr, units=units,
+                             opacity=0.45, features=tile_features(result.grid), colormap=tile_colormap())  # fmt: skip
+        self._bind(slide, tiles)
         grid = result.grid
         res = f"{grid.mpp} um/px" if grid.mpp else "level-0 px (no MPP)"
         self.summary.value = f"{len(grid)} tiles of {grid.tile_px} px at {res}, read from level {grid.level}"
