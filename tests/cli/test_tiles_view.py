@@ -67,3 +67,34 @@ def test_view_sample_screenshot(tmp_path: Path, qtbot, own_napari_app) -> None:
     assert main(["view", "--sample", "--widgets", "Tissue and tile grid", "--screenshot", str(shot)]) == 0
     img = imread(shot)[..., :3].astype(int)
     assert (img.max(axis=2) - img.min(axis=2) > 40).mean() > 0.02  # H&E pixels are on screen
+
+
+def test_tiles_threshold_gives_the_widget_s_grid_on_faint_he(tmp_path: Path, cmu_svs: Path, capsys) -> None:
+    """A faint H&E (CMU's optical density x 0.15): at the default threshold the mask keeps a few bits; the Tissue
+    widget's threshold lowered to 0.05 gets the tissue back, but `pathdistill tiles` had no threshold option, so
+    its tiles.csv could not be the grid the widget showed. ``--threshold`` gives the widget's core grid."""
+    import openslide
+    from skimage.io import imsave
+
+    from napari_pathdistill.wsi.tissue_grid import tissue_grid
+
+    with openslide.OpenSlide(str(cmu_svs)) as slide:
+        rgb = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"), np.float32)
+    faint = tmp_path / "faint.png"
+    imsave(faint, (255 - (255 - rgb) * 0.15).astype(np.uint8), check_contrast=False)
+    coords = {}
+    for threshold in ("0.08", "0.05"):
+        out = tmp_path / threshold
+        assert main(["tiles", str(faint), "--out", str(out), "--threshold", threshold]) == 0
+        rows = list(csv.DictReader((out / "tiles.csv").open()))
+        coords[threshold] = np.array([[int(r["x"]), int(r["y"])] for r in rows]).reshape(-1, 2)
+        assert json.loads((out / "grid.json").read_text())["threshold"] == float(threshold)
+        np.testing.assert_array_equal(
+            coords[threshold], tissue_grid(faint, threshold=float(threshold)).grid.coords
+        )
+    assert len(coords["0.05"]) > 5 * max(1, len(coords["0.08"]))  # the faint tissue is found again
+    assert main(["tiles", str(faint), "--out", str(tmp_path / "d")]) == 0  # the default is the widget's
+    assert json.loads((tmp_path / "d" / "grid.json").read_text())["threshold"] == 0.08
+    with pytest.raises(SystemExit):
+        main(["tiles", str(faint), "--out", str(tmp_path / "n"), "--threshold", "-0.1"])
+    assert "a number >= 0" in capsys.readouterr().err

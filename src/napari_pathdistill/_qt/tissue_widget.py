@@ -29,6 +29,7 @@ from napari_pathdistill._qt._layers import (
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.wsi.tissue import TISSUE_THRESHOLD
 from napari_pathdistill.wsi.tissue_grid import (
     TissueGridResult,
     TissuePreview,
@@ -72,7 +73,7 @@ class TissueWidget(Container):
         self.mpp = FloatSpinBox(value=0.5, min=0.05, max=64.0, step=0.05, label="tile um/px")
         self.min_tissue = FloatSpinBox(value=0.5, min=0.0, max=1.0, step=0.05, label="min tissue")
         self.threshold = FloatSpinBox(
-            value=0.08, min=0.0, max=3.0, step=0.01, label="tissue threshold",
+            value=TISSUE_THRESHOLD, min=0.0, max=3.0, step=0.01, label="tissue threshold",
             tooltip="Optical density (sum over R, G, B, relative to the glass) above which a pixel is tissue: "
             "glass ~0.03, pale IHC 0.1-0.3, H&E 0.5-1.5. After 'Preview', changing it redraws the mask at once.",
         )  # fmt: skip

@@ -43,6 +43,11 @@ def positive_float(text: str) -> float:
     return checked_float(text, lambda v: v > 0, "a number > 0")
 
 
+def non_negative_float(text: str) -> float:
+    """A finite float ``>= 0`` (e.g. an optical-density threshold), else an argparse error."""
+    return checked_float(text, lambda v: v >= 0, "a number >= 0")
+
+
 def fraction(text: str) -> float:
     """A number in [0, 1] (e.g. a minimum tissue fraction), else an argparse error."""
     return checked_float(text, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")

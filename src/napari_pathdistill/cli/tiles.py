@@ -2,6 +2,7 @@
 
 Outputs in DIR: ``tiles.csv`` (index, x, y in level-0 px, size_level0, level, tissue_fraction), ``tissue_mask.png``,
 ``preview.png`` (thumbnail, tissue tinted green, kept tiles outlined in yellow) and ``grid.json`` (parameters).
+``--threshold`` is the Tissue widget's "tissue threshold", so a grid tuned there is reproduced here.
 With ``--save-tiles N`` the first N tiles are also written as PNGs (tile_px at the target um/px).
 """
 
@@ -16,7 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_pathdistill.cli._argtypes import fraction, non_negative_int, positive_float, positive_int
+from napari_pathdistill.cli._argtypes import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from napari_pathdistill.errors import PathDistillError
 
 if TYPE_CHECKING:
@@ -36,6 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=0.5,
         help="minimum tissue fraction (0-1) to keep a tile (default 0.5; 0 keeps every tile)",
     )
+    p.add_argument("--threshold", type=non_negative_float, default=None, metavar="OD",
+                   help="optical density (sum over RGB, relative to the glass) above which a pixel is "
+                   "tissue: the Tissue widget's 'tissue threshold' (default 0.08; lower it, e.g. 0.05, "
+                   "for faint H&E)")  # fmt: skip
     p.add_argument("--mpp-override", type=float, default=None, metavar="UM_PER_PX",
                    help="level-0 um/px of the slide if its file states none (a file's own MPP wins)")  # fmt: skip
     p.add_argument("--max-size", type=positive_int, default=2048,
@@ -74,12 +85,15 @@ def run(args: argparse.Namespace) -> int:
     from skimage.io import imsave
 
     from napari_pathdistill.wsi import detect_tissue, make_tile_grid, open_pyramid, read_tiles
+    from napari_pathdistill.wsi.tissue import TISSUE_THRESHOLD
+
+    threshold = TISSUE_THRESHOLD if args.threshold is None else args.threshold
 
     try:
         with open_pyramid(args.slide, fallback_mpp=args.mpp_override) as pyr:
             pyr.require_brightfield("tiling")
             thumb, ds = pyr.thumbnail(args.max_size)  # read once: for the mask and for the preview
-            mask = detect_tissue(pyr, thumbnail=(thumb, ds))
+            mask = detect_tissue(pyr, thumbnail=(thumb, ds), threshold=threshold)
             grid = make_tile_grid(
                 pyr, tile_px=args.tile_px, mpp=args.mpp, min_tissue=args.min_tissue, mask=mask
             )
@@ -107,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "slide": str(args.slide), "slide_mpp": slide_mpp, "tile_px": grid.tile_px, "mpp": grid.mpp,
         "size_level0": grid.size_level0, "level": grid.level, "min_tissue": args.min_tissue,
-        "n_tiles": len(grid), "grid_shape": grid.grid_shape, "mask_downsample": mask.downsample,
+        "threshold": threshold, "n_tiles": len(grid), "grid_shape": grid.grid_shape,
+        "mask_downsample": mask.downsample,
     }  # fmt: skip
     (out / "grid.json").write_text(json.dumps(meta, indent=2))
     _print_summary(grid, args.mpp, out)

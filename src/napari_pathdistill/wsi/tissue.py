@@ -166,10 +166,14 @@ def _maps_from_moments(od: list[np.ndarray], second: np.ndarray) -> tuple[np.nda
     return density, texture, ratio
 
 
+#: default optical-density threshold of the tissue mask (widget, ``pathdistill tiles --threshold``, embedding)
+TISSUE_THRESHOLD = 0.08
+
+
 def mask_from_maps(
     maps: TissueMaps,
     *,
-    threshold: float = 0.08,
+    threshold: float = TISSUE_THRESHOLD,
     min_texture: float = 0.02,
     min_stain_ratio: float = 0.04,
     closing_radius: int = 2,

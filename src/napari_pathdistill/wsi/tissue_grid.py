@@ -20,6 +20,7 @@ from napari_pathdistill.progress import Progress, drain, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, grid_to_image, grid_to_shapes, make_tile_grid
 from napari_pathdistill.wsi.tissue import (
+    TISSUE_THRESHOLD,
     TissueMaps,
     TissueMask,
     detect_tissue,
@@ -163,7 +164,7 @@ class TissuePreview:
     mask_scale: tuple[float, float]
     mask_translate: tuple[float, float]
 
-    def mask(self, threshold: float = 0.08) -> TissueMask:
+    def mask(self, threshold: float = TISSUE_THRESHOLD) -> TissueMask:
         """The tissue mask at ``threshold`` (optical density, see ``wsi.tiling.mask_from_maps``)."""
         return TissueMask(mask_from_maps(self.maps, threshold=threshold), self.downsample)
 
@@ -195,7 +196,7 @@ def tissue_grid_steps(
     tile_px: int = 224,
     mpp: float = 0.5,
     min_tissue: float = 0.5,
-    threshold: float = 0.08,
+    threshold: float = TISSUE_THRESHOLD,
     fallback_mpp: float | None = None,
     max_size: int = 2048,
     cancel: threading.Event | None = None,
