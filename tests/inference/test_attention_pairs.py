@@ -79,6 +79,19 @@ def test_cancel_stops_between_batches(cmu_svs):
         next(items)
 
 
+def test_cancel_reaches_tissue_detection(sparse_tiff):
+    """Cancel pressed while "finding tissue" on a 100k x 100k slide waited for the whole detection (~4-5 s
+    here), then the run failed with "No tissue tile" instead of stopping; it now stops between the level's
+    blocks (as the Tissue and Similarity widgets' detection does)."""
+    vit = tiny_model(tile_px=56)
+    cancel = threading.Event()
+    items = iter_attention_pair(vit, vit, sparse_tiff, max_tiles=4, cancel=cancel)
+    assert next(items).stage == "finding tissue"
+    cancel.set()
+    with pytest.raises(Cancelled, match="Attention cancelled"):
+        next(items)
+
+
 def test_random_init_baseline_has_the_architecture_but_other_weights():
     student = load_model("pathdistill-student", device="cpu")
     rnd = random_init(student)

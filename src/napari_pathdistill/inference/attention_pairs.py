@@ -16,6 +16,7 @@ import threading
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from napari_pathdistill.inference.attention_region import (
 from napari_pathdistill.metrics.agreement import attention_agreement, map_agreement, top_overlap
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.spec import ModelSpec, build_module
-from napari_pathdistill.progress import Progress
+from napari_pathdistill.progress import Progress, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
 from napari_pathdistill.wsi.tiling import detect_tissue, read_tiles
 
@@ -178,9 +179,12 @@ def iter_attention_pair(
     """
     for model, head in zip((teacher, student), heads, strict=True):
         check_head(model, head)
+    stop = partial(raise_if_cancelled, cancel, "Attention cancelled.")
     with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         yield Progress(0, 0, "finding tissue")
-        region = region_grid(pyr, detect_tissue(pyr), bbox=bbox, tile_px=student.spec.tile_px, mpp=student.spec.mpp,
+        mask = detect_tissue(pyr, check=stop)  # Cancel reaches it between the blocks of the level it reads
+        stop()
+        region = region_grid(pyr, mask, bbox=bbox, tile_px=student.spec.tile_px, mpp=student.spec.mpp,
                              overlap=overlap, min_tissue=min_tissue, max_tiles=max_tiles)  # fmt: skip
         if len(region) == 0:
             raise EmptyTissueError(
