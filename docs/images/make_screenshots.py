@@ -88,6 +88,11 @@ def attention() -> None:
     wait(w)
     viewer.reset_view()
     print("whole slide:", w.summary.value)
+    tiles = viewer.layers["attention tiles"]  # the status bar names the hovered tile: as if hovering one
+    viewer.cursor.position = tuple(tiles.data_to_world(tiles.data[len(tiles.data) // 2]))
+    viewer.mouse_over_canvas = True
+    viewer.update_status_from_cursor()
+    print("hovered:", viewer.status)
     shoot(viewer, "attention_widget.png")
     viewer.scene.camera.center = (0, 900.0, 500.0)
     viewer.scene.camera.zoom *= 2.5

@@ -42,11 +42,14 @@ def test_side_by_side_labelled_maps_and_agreement(
     student_name = "student last-block attention, head 1: tiny-vit"
     layers = viewer.layers
     names = [layer.name for layer in layers]
-    assert names[:4] == [slide.name, teacher_name, f"{slide.name} (student view)", student_name]
+    diff_name = "attention difference (student - teacher)"
+    assert names == [slide.name, teacher_name, "attention tiles", f"{slide.name} (student view)", student_name,
+                     diff_name]  # fmt: skip
     assert layers[teacher_name]._overlays["layer_name"].visible  # each grid cell shows its map's name
-    assert viewer.grid.enabled and viewer.grid.stride == 2
-    cells = [viewer.grid.position(i, layers) for i in range(4)]
-    assert cells[0] == cells[1] == (0, 0) and cells[2] == cells[3] != (0, 0)
+    assert viewer.grid.enabled and viewer.grid.stride == 3
+    cells = [viewer.grid.position(i, layers) for i in range(5)]  # the difference (hidden) is in no cell
+    assert cells[0] == cells[1] == cells[2] == (0, 0) and cells[3] == cells[4] == (0, 1)
+    assert tuple(viewer.grid.actual_shape(layers)) == (1, 2)  # two cells: the tile points add none
     t = layers[teacher_name]
     assert t.blending == "translucent" and t.colormap.colors[0, 3] == 0 and t.colormap.colors[-1, 3] > 0.8
     assert tuple(t.contrast_limits) == (0, 1) and np.nanmax(t.data) <= 1
@@ -100,8 +103,8 @@ def test_maps_stay_on_the_run_s_slide_and_fill_a_grid_cell(
     assert widget.result is not None, widget.status.value
     teacher = viewer.layers["teacher last-block attention, head mean: tiny-vit"]
     names = [layer.name for layer in viewer.layers]
-    assert names[:4] == [cmu.name, teacher.name, f"{cmu.name} (student view)", "student last-block attention, "
-                         "head mean: tiny-vit"] and f"{tcga.name} (student view)" not in names  # fmt: skip
+    assert names[:5] == [cmu.name, teacher.name, "attention tiles", f"{cmu.name} (student view)", "student "
+                         "last-block attention, head mean: tiny-vit"] and f"{tcga.name} (student view)" not in names  # fmt: skip
     assert tuple(str(u) for u in teacher.units) == tuple(str(u) for u in cmu.units)
     shown = np.asarray(view_bbox_level0(viewer, cmu))  # what one grid cell shows of the slide, level-0 px
     (y0, x0), (y1, x1) = np.asarray(teacher.extent.world)[:, -2:] / cmu.scale[-1]
@@ -300,3 +303,31 @@ def test_maps_leave_with_their_slide_layer(
     viewer.layers.remove_selected()
     qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [tcga.name], timeout=5_000)
     assert viewer.grid.enabled
+
+
+def test_hovering_a_tile_names_it_and_its_agreement(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """The "attention tiles" points had size 0: hovering found a tile only within ~1 um of its exact centre, so
+    the per-tile r and top-10 % overlap could not be read anywhere on the maps (and another layer was active).
+    Each tile now answers over the square of the map nearest its centre (drawn transparent, in the teacher's grid
+    cell), and the layer is active after a run, so the status bar names the hovered tile."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=12)
+    widget.run()
+    wait_for(widget)
+    pair = widget.result
+    assert pair is not None, widget.status.value
+    tiles = viewer.layers["attention tiles"]
+    assert viewer.layers.selection.active is tiles and tiles.visible  # a hidden layer is not sliced: no hover
+    assert viewer.grid.position(viewer.layers.index(tiles), viewer.layers) == (0, 0)  # with the teacher map
+    assert pair.stride_level0 == pytest.approx(pair.tile_px_level0 / 2, rel=0.01)  # overlap 0.5
+    mpp = slide.scale[-1]
+    for k in range(len(pair.coords)):
+        centre = (pair.coords[k] + pair.tile_px_level0 / 2 - 0.5)[::-1]  # level-0 (y, x)
+        for dy, dx in ((0.3, 0.3), (-0.45, 0.2), (0.0, -0.45)):
+            pos = (centre + np.array([dy, dx]) * pair.stride_level0) * mpp
+            assert tiles.get_value(pos, world=True) == k, (k, dy, dx)
+        status = tiles.get_status(tuple(centre * mpp + 0.3 * pair.stride_level0 * mpp), world=True)["value"]
+        assert f"pearson_r: {pair.tile_r[k]:.3g}"[:14] in status, status

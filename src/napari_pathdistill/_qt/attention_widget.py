@@ -229,15 +229,24 @@ class AttentionWidget(Container):
         frame = (
             {"scale": on_view.scale[-2:], "translate": on_view.translate[-2:]} if on_view is not None else {}
         )
-        tiles = upsert_layer(self.viewer, "points", tile_centres(pair), "attention tiles", size=0,
-                             features=pair.feature_table(), visible=False, units=units, **frame)  # fmt: skip
+        # hovering a map names the tile nearest the cursor: each point answers over the square of its tile's centre
+        # (napari's Points hit test), drawn transparent (a hidden layer is not sliced, so it would answer nothing)
+        side = pair.stride_level0 or pair.tile_px_level0
+        tiles = upsert_layer(self.viewer, "points", tile_centres(pair), "attention tiles", size=side, symbol="square",
+                             face_color="transparent", border_color="white", border_width=0,
+                             features=pair.feature_table(), units=units, **frame)  # fmt: skip
         self._map_layers = [*maps, diff, tiles]
         self.summary.value = agreement_text(pair)
         self.histogram.value = r_histogram(pair.hist_counts, pair.hist_edges)
         if self.side_by_side.value and on_view is not None:
-            self._map_layers.append(self._arrange_grid(on_view, maps[0], maps[1]))  # replaced with the maps
+            self._map_layers.append(
+                self._arrange_grid(on_view, maps[0], tiles, maps[1], diff)
+            )  # replaced with them
         else:
             self._end_grid()
+        self.viewer.layers.selection.active = (
+            tiles  # the status bar shows the hovered tile's x, y, r, overlap
+        )
         if on_view is not None:  # the maps, tiles and student view leave with their slide, and our grid ends
             go_with_slide(self.viewer, on_view, self._map_layers, self._end_grid)
 
@@ -247,18 +256,19 @@ class AttentionWidget(Container):
         if self._grid_ours:
             self.viewer.grid.enabled = self._grid_ours = False
 
-    def _arrange_grid(self, slide: Any, teacher: Any, student: Any) -> Any:
-        """Grid mode, stride 2: cell 1 = slide + teacher map, cell 2 = a view of the slide + student map; one
-        camera, fitted to the maps (the grid halves each cell's width). Returns the view layer."""
+    def _arrange_grid(self, slide: Any, teacher: Any, tiles: Any, student: Any, diff: Any) -> Any:
+        """Grid mode, stride 3: cell 1 = slide + teacher map + the (transparent) tile points, cell 2 = a view of the
+        slide + student map + the difference (hidden); one camera, fitted to the maps (the grid halves each cell's
+        width). Returns the view layer."""
         view_name = f"{slide.name} (student view)"
         view = upsert_layer(self.viewer, "image", slide.data, view_name, multiscale=slide.multiscale,
                             rgb=slide.rgb, scale=slide.scale, translate=slide.translate, units=slide.units)  # fmt: skip
         layers = self.viewer.layers
         # napari >= 0.9 groups layers by index // stride from the bottom of the list (hidden groups skipped):
-        # indices 0-1 -> first cell, 2-3 -> second cell; other layers go to later cells.
-        for target, layer in enumerate((slide, teacher, view, student)):
+        # indices 0-2 -> first cell, 3-5 -> second cell; other layers go to later cells.
+        for target, layer in enumerate((slide, teacher, tiles, view, student, diff)):
             layers.move(layers.index(layer), target)
-        self.viewer.grid.stride = 2
+        self.viewer.grid.stride = 3
         self._grid_ours = self._grid_ours or not self.viewer.grid.enabled  # the user's own grid stays
         self.viewer.grid.enabled = True
         self.viewer.fit_to_view(layers=[teacher, student])

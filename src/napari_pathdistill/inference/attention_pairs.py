@@ -75,6 +75,7 @@ class AttentionPair:
         top_frac: the share of most attended pixels the overlaps compare.
         region_tiles: tissue tiles in the chosen region; more than ``len(coords)`` when "max tiles" kept only the
             ones nearest its centre.
+        stride_level0: level-0 px between neighbouring tiles (``tile_px_level0`` without overlap).
     """
 
     sources: tuple[MapSource, MapSource]
@@ -94,6 +95,7 @@ class AttentionPair:
     translate: tuple[float, float]
     top_frac: float = 0.1
     region_tiles: int = 0
+    stride_level0: float = 0.0
 
     def feature_table(self) -> dict[str, np.ndarray]:
         """Per-tile columns (one row per tile) for a Points layer's ``features``."""
@@ -210,4 +212,5 @@ def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, sli
     scale, translate = region.geometry(slide_mpp)
     return AttentionPair(sources, t, s, (s.astype(np.float32) - t).astype(np.float16), ((t_lo, t_hi), (s_lo, s_hi)),
                          region.tiles.coords, region.tiles.size_level0, r, ov, overall_r, overall_ov, counts, edges,
-                         scale, translate, top_frac, region.candidates)  # fmt: skip
+                         scale, translate, top_frac, region.candidates,
+                         region.cell_px * region.stride_cells)  # fmt: skip
