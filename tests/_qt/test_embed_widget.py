@@ -230,6 +230,41 @@ def test_results_stay_bound_to_the_slide_they_were_computed_from(
     assert tuple(viewer.layers["similar tiles"].units) == tuple(cmu.units)
 
 
+def test_maps_and_search_results_leave_with_their_slide_layer(
+    make_napari_viewer, qtbot, cmu_svs, tcga_svs, tiny_vit, open_slide, wait_for
+):
+    """Removing a slide layer left its embedding map, clusters, the similar-tiles points and similarity heatmap
+    on it in the viewer (over nothing, or over the next slide). They now go with it; the points follow the map
+    last clicked (they moved to the other slide, so they stay), and the other slide's results stay."""
+    viewer = make_napari_viewer()
+    cmu, tcga = open_slide(viewer, cmu_svs), open_slide(viewer, tcga_svs)
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value, widget.k.value = (
+        tiny_vit.spec.tile_px, 2.0, 0.1, 2,
+    )  # fmt: skip
+    for slide in (cmu, tcga):
+        widget.slide.value = slide
+        widget.run()
+        wait_for(widget)
+        assert widget.result is not None, widget.status.value
+        clusters = viewer.layers[f"{slide.name} clusters"]
+        widget.search.target.value = clusters
+        widget.search_tile(0, clusters)
+    names = {layer.name for layer in viewer.layers}
+    for slide in (cmu, tcga):
+        assert {f"{slide.name} {s}" for s in ("embedding map", "clusters", "similarity")} <= names
+    viewer.layers.remove(cmu)
+    left = {
+        tcga.name,
+        "similar tiles",
+        *(f"{tcga.name} {s}" for s in ("embedding map", "clusters", "similarity")),
+    }
+    qtbot.waitUntil(lambda: {layer.name for layer in viewer.layers} == left, timeout=5_000)
+    viewer.layers.remove(tcga)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=5_000)
+
+
 def test_a_slide_removed_while_it_is_embedded_gets_no_clusters(
     make_napari_viewer, cmu_svs, tiny_vit, open_slide, wait_for, monkeypatch
 ):
@@ -442,7 +477,7 @@ def _shoot(viewer, qtbot, name: str) -> None:
 
 
 def test_patch_token_map_option_runs_the_dense_map(
-    make_napari_viewer, cmu_svs, tiny_vit, open_slide, wait_for
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
 ):
     """map: "patch tokens (ViT)" runs inference.dense_maps and adds H4's "<slide> patch-token map" layer, aligned
     with the slide, instead of the tile map (no cache file, no clusters)."""
@@ -460,6 +495,8 @@ def test_patch_token_map_option_runs_the_dense_map(
     layer = viewer.layers[f"{slide.name} patch-token map"]
     assert layer.rgb and tuple(layer.units) == tuple(slide.units) and layer.data[..., 3].any()
     assert f"{slide.name} clusters" not in viewer.layers and widget.progress.value == widget.progress.max
+    viewer.layers.remove(slide)  # the map goes with its slide
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=5_000)
 
 
 def test_closing_napari_mid_embed_keeps_a_resumable_cache(

@@ -246,3 +246,16 @@ def test_a_rerun_clears_the_summary_follows_a_moved_a_and_warns_of_unrelated_sli
         widget.status.value
     )
     assert warnings_shown and "Are A and B the same tissue?" in warnings_shown[-1]
+
+
+def test_overlays_leave_with_slide_a(make_napari_viewer, qtbot, os2_pair, tiny_vit, open_slide, wait_for):
+    """Removing slide A left '<A> cosine to B' and '<A> registered B' over nothing; they now go with it, and
+    removing B (only compared with) keeps them."""
+    viewer, a, b, widget = _compare_os2(make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for, mpp=4.0)
+    assert widget.result is not None, widget.status.value
+    overlays = [f"{a.name} cosine to B", f"{a.name} registered B"]
+    viewer.layers.remove(b)
+    qtbot.wait(50)
+    assert all(name in viewer.layers for name in overlays)
+    viewer.layers.remove(a)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=5_000)

@@ -139,6 +139,8 @@ def go_with_slide(
     The removal runs right after the slide's, on the Qt event loop: napari's "delete selected layers" is still
     iterating a selection that may hold some of these layers when it removes the slide. Layers are held weakly,
     and ``on_gone`` too when it is a bound method (a closed dock is freed; its results still go with the slide).
+    A layer goes with one slide at a time: binding it again (the "similar tiles" points moved to another map)
+    ends its earlier binding. ``slide`` may be a result layer itself (points on a map go with the map).
     """
     if on_gone is None:
         gone: Callable[[], Callable[[], Any] | None] = lambda: None  # noqa: E731
@@ -146,9 +148,21 @@ def go_with_slide(
         gone = weakref.WeakMethod(on_gone)
     else:
         gone = lambda: on_gone  # noqa: E731
-    bound = [(refs, cb) for refs, cb in _WITH_SLIDE.get(slide, []) if any(r() is not None for r in refs)]
-    _WITH_SLIDE[slide] = [*bound, ([weakref.ref(layer) for layer in layers], gone)]
+    layers = list(layers)
+    _unbind({id(layer) for layer in layers})
+    _WITH_SLIDE[slide] = [*_WITH_SLIDE.get(slide, []), ([weakref.ref(layer) for layer in layers], gone)]
     viewer.layers.events.removed.connect(_slide_left)  # once per viewer: napari ignores a second connect
+
+
+def _unbind(ids: set[int]) -> None:
+    """Drop the bindings of the layers of these ``id``s, and of layers already freed, from every slide."""
+    for slide in list(_WITH_SLIDE.keys()):
+        kept = []
+        for refs, gone in _WITH_SLIDE.get(slide, []):
+            alive = [ref for ref in refs if (layer := ref()) is not None and id(layer) not in ids]
+            if alive:
+                kept.append((alive, gone))
+        _WITH_SLIDE[slide] = kept
 
 
 def _slide_left(event: Any) -> None:

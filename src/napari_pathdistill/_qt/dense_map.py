@@ -18,6 +18,7 @@ from typing import Any
 import napari
 import numpy as np
 
+from napari_pathdistill._qt._upsert import go_with_slide
 from napari_pathdistill.inference.dense_maps import DenseMap
 
 #: suffix of the layer name after the slide layer's name
@@ -35,6 +36,7 @@ def show_dense_map(
     name: str,
     units: Any = None,
     placement: tuple[Any, Any] | None = None,
+    slide: napari.layers.Layer | None = None,
 ) -> napari.layers.Image:
     """Add the RGBA layer ``"<name> patch-token map"``, or update that layer in place (same layer object).
 
@@ -45,6 +47,7 @@ def show_dense_map(
         units: the slide layer's units (``layer.units``), so the map renders in the same world units.
         placement: (scale, translate) of the map on its slide layer (default: the result's own, right for a
             slide layer left where our reader put it).
+        slide: the slide layer: the map leaves the viewer with it (``_qt._upsert.go_with_slide``).
 
     Returns:
         The image layer.
@@ -55,16 +58,20 @@ def show_dense_map(
     meta = {"pathdistill": {"model": result.model_name, "patch_grid": result.patch_grid,
                             "stride_cells": result.stride_cells}}  # fmt: skip
     layer = viewer.layers[layer_name] if layer_name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
-    if isinstance(layer, napari.layers.Image) and layer.rgb:
+    if layer is not None and not (isinstance(layer, napari.layers.Image) and layer.rgb):
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        kwargs = {"units": units} if units is not None else {}
+        layer = viewer.add_image(rgba, name=layer_name, rgb=True, scale=scale, translate=translate, opacity=0.7,
+                                 metadata=meta, **kwargs)  # fmt: skip
+    else:
         layer.data = rgba  # in place: removing a layer costs napari a gc pass and loses the user's settings
         layer.scale, layer.translate = scale, translate
         if units is not None:
             layer.units = units
         layer.metadata = {**layer.metadata, **meta}
         layer.refresh()
-        return layer
-    if layer is not None:
-        viewer.layers.remove(layer)
-    kwargs = {"units": units} if units is not None else {}
-    return viewer.add_image(rgba, name=layer_name, rgb=True, scale=scale, translate=translate, opacity=0.7,
-                            metadata=meta, **kwargs)  # fmt: skip
+    if slide is not None and slide in viewer.layers:
+        go_with_slide(viewer, slide, [layer])
+    return layer

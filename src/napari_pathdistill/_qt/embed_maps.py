@@ -1,7 +1,8 @@
 """The Embed widget's map layers: the "<slide> embedding map" raster painted in place while the model runs, then
 the final PCA colours and the "<slide> clusters" labels of a finished :class:`SlideMap`.
 
-All on the main thread; placed on the slide layer of the run (``_qt._layers.SlideRef``) wherever it sits.
+All on the main thread; placed on the slide layer of the run (``_qt._layers.SlideRef``) wherever it sits, and
+removed with it (``_qt._upsert.go_with_slide``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from napari_pathdistill._qt._clusters import add_empty_map_layers, clusters_layer
 from napari_pathdistill._qt._layers import SlideRef
-from napari_pathdistill._qt._upsert import upsert_image, upsert_labels
+from napari_pathdistill._qt._upsert import go_with_slide, upsert_image, upsert_labels
 from napari_pathdistill.inference.live_map import PartialMap, map_placement
 from napari_pathdistill.inference.slide_maps import SlideMap
 
@@ -43,6 +44,7 @@ class MapPainter:
         placement = (shape, *slide.place(scale, translate, self.viewer))
         raster, added = add_empty_map_layers(self.viewer, slide.name, placement, slide.units, k, model)
         self.live = raster if raster is not None else self.live
+        self.bind(slide, added)
         return added
 
     def paint(
@@ -60,6 +62,7 @@ class MapPainter:
             layer = upsert_image(self.viewer, raster, name, rgb=True, scale=scale, translate=translate,
                                  units=source[1], opacity=0.7, contrast_limits=(0, 1),
                                  metadata={"pathdistill": {"model": model}})  # fmt: skip
+            self.bind(slide or self.slide_named(source[0]), [layer])
         rr, cc = part.cells[:, 0], part.cells[:, 1]
         raster[rr, cc, :3] = part.rgb
         raster[rr, cc, 3] = 1.0
@@ -76,8 +79,16 @@ class MapPainter:
         meta = {"slide_map": result, "model": result.model_name, "slide_layer": name,
                 "features_file": None if result.features_file is None else str(result.features_file)}  # fmt: skip
         data, kw = clusters_layer(result)
-        return upsert_labels(self.viewer, data, f"{name} clusters", opacity=0.5, metadata={"pathdistill": meta},
-                             **kw, **geo)  # fmt: skip
+        labels = upsert_labels(self.viewer, data, f"{name} clusters", opacity=0.5, metadata={"pathdistill": meta},
+                               **kw, **geo)  # fmt: skip
+        self.bind(slide or self.slide_named(name), [labels, self.viewer.layers[f"{name} embedding map"]])
+        return labels
+
+    def bind(self, slide: SlideRef | None, layers: list[Any]) -> None:
+        """``layers`` leave the viewer with ``slide``'s layer (when it is still there)."""
+        on_view = slide.layer(self.viewer) if slide is not None else None
+        if on_view is not None and layers:
+            go_with_slide(self.viewer, on_view, layers)
 
     def _show_rgb(self, result: SlideMap, name: str, geo: dict[str, Any]) -> None:
         """The final PCA colours (refitted on every tile): into the live raster in place, else into the layer of

@@ -235,7 +235,9 @@ class EmbedWidget(Container):
         def finished(result: Any) -> None:
             if not slide_removed(self.viewer, slide, "Patch-token map", self.status):
                 placement = slide.place(result.scale, result.translate, self.viewer)
-                show_dense_map(self.viewer, result, *source, placement=placement)
+                show_dense_map(
+                    self.viewer, result, *source, placement=placement, slide=slide.layer(self.viewer)
+                )
                 self._shown = True
 
         ended = self._on_end([])

@@ -13,7 +13,7 @@ import napari
 import numpy as np
 
 from napari_pathdistill._qt._layers import map_layers
-from napari_pathdistill._qt._upsert import upsert_layer
+from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
 from napari_pathdistill._qt.tile_search import points_colormap
 from napari_pathdistill.inference.similarity_map import most_similar
 from napari_pathdistill.inference.slide_maps import SlideMap
@@ -55,7 +55,10 @@ def show_similar_tiles(
     }
     pts = np.concatenate([centers[[index]], centers[idx]])
     units = getattr(layer, "units", None) if placed else units
-    return _points(viewer, pts, features, float(min(scale)) * 0.6, units, limits), cos
+    points = _points(viewer, pts, features, float(min(scale)) * 0.6, units, limits)
+    if placed and layer in viewer.layers:  # they leave with the map they lie on (it with its slide)
+        go_with_slide(viewer, layer, [points])
+    return points, cos
 
 
 def _points(

@@ -22,7 +22,7 @@ from napari_pathdistill._qt._layers import (
     slide_removed,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
-from napari_pathdistill._qt._upsert import upsert_layer
+from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity
 from napari_pathdistill.wsi.registration import checkerboard
@@ -154,6 +154,10 @@ class SimilarityWidget(Container):
                              scale=scale, translate=translate, units=slide.units if slide else None)  # fmt: skip
         layer.colorbar.visible = True
         self.show_registered()
+        if slide is not None and (on_view := slide.layer(self.viewer)) is not None:  # they leave with slide A
+            go_with_slide(
+                self.viewer, on_view, [lay for lay in self.viewer.layers if lay.name in self._names()]
+            )
         self.viewer.layers.selection.active = layer
         self.summary.value = summary_text(result, top_k)
         if doubt := result.transform.registration.doubt():

@@ -21,6 +21,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, PushBut
 
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import map_layers
+from napari_pathdistill._qt._upsert import go_with_slide
 from napari_pathdistill.inference.qupath import clusters_geojson, similarity_collection, write_geojson
 from napari_pathdistill.inference.similarity_map import Heatmap, heatmap
 from napari_pathdistill.inference.slide_maps import SlideMap
@@ -140,6 +141,7 @@ class TileSearchPanel(Container):
                                           units=target.units, contrast_limits=(0.0, 1.0))  # fmt: skip
             layer.colorbar.visible = True
         layer.scale, layer.translate = target.scale, target.translate  # wherever the map layer sits now
+        go_with_slide(self.viewer, target, [layer])  # it leaves with the map it lies on (it with its slide)
         self._apply_threshold()
         return layer
 
