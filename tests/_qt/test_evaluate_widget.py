@@ -268,3 +268,47 @@ def test_a_bad_pair_fails_alone_and_a_failed_run_clears_stale_results(
     assert "No slide pair could be compared" in errors[-1] and "missing.tif vs" in errors[-1]
     assert widget.report is None and widget.summary.value == ""
     assert widget.table.rowCount() == 0 and widget.table.columnCount() == 0 and not widget.figure.axes
+
+
+def test_cancelled_robustness_shows_the_finished_pairs_and_a_rerun_resumes(
+    make_napari_viewer, shared_data, tiny_vit, tmp_path, wait_for, qtbot
+):
+    """Cancel after the first of three pairs: the table was emptied and the pair lost (the CLI resumes per pair).
+    Now the finished pair is shown with a CANCELLED line, kept in <out>/pairs/, and a rerun resumes it."""
+    src = shared_data / "stain_norm" / "tiatoolbox"
+    names = ["norm_macenko.png", "norm_reinhard.png", "norm_vahadane.png"]
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text(
+        "slide_a,slide_b\n" + "".join(f"{src / 'source_image.png'},{src / n}\n" for n in names)
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "robustness (slide pairs CSV)"
+    widget.inputs.value = csv_path
+    widget.model.set_model(tiny_vit)
+    widget.mpp_override.value = 0.25  # 256 px PNGs at 0.25 um/px: 4 tiles of 56 px at 0.5 um/px
+    widget.out_dir.value = out
+    widget.run()
+    qtbot.waitUntil(lambda: widget.status.value.startswith("pair 2/3"), timeout=120_000)
+    widget.runner.cancel()
+    wait_for(widget)
+    rep = widget.report
+    assert rep is not None and rep.params["cancelled"] == (1, 3), widget.status.value
+    assert widget.table.rowCount() == 1 and widget.table.item(0, 1).text() == "norm_macenko.png"
+    assert widget.summary.value.startswith("CANCELLED after 1 of 3 pairs; median_mean_cosine ")
+    assert widget.status.value == (
+        f"Evaluation cancelled after 1 of 3 pairs; no report saved; finished pairs kept in {out / 'pairs'}: "
+        "Run again to resume"
+    )
+    assert [p.name for p in out.iterdir()] == ["pairs"]  # no robustness.csv/json/png of a partial run
+    shot = tmp_path / "evaluate_cancelled.png"
+    assert widget.native.grab().save(str(shot))
+    first = rep.rows[0]
+    widget.run()
+    wait_for(widget)
+    rep = widget.report
+    assert rep is not None and "cancelled" not in rep.params and rep.params["resumed"] == 1
+    assert rep.rows[0] == first and [r["tiles"] for r in rep.rows] == [4, 4, 4]
+    assert widget.status.value.endswith(f"(1 of 3 pairs resumed from {out / 'pairs'})")
+    assert json.loads((out / "robustness.json").read_text())["rows"][0]["mean_cosine"] == first["mean_cosine"]

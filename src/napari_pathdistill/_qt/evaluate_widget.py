@@ -7,7 +7,7 @@ canvas, and the saved files ``Report.save`` (``<name>.csv``, ``.json``, ``.png``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import napari
 from magicgui.types import FileDialogMode
@@ -22,6 +22,7 @@ from napari_pathdistill._qt._layers import mpp_override_box
 from napari_pathdistill._qt._model_picker import ModelPicker
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.plismbench_files import PairStore
 from napari_pathdistill.evaluation.report import Report
 from napari_pathdistill.evaluation.runs import iter_linear_probe, iter_pair_robustness, iter_teacher_student
 
@@ -66,6 +67,7 @@ class EvaluateWidget(Container):
         self.run_button.changed.connect(self.run)
         self.task.changed.connect(self._on_task)
         self.report: Report | None = None
+        self._partial: Report | None = None  # a cancelled robustness run's finished pairs
         self.saved: dict[str, Path] | None = None
         self._on_task(self.task.value)
 
@@ -92,13 +94,33 @@ class EvaluateWidget(Container):
         teacher = self.teacher.request() if kind == "teacher_student" else None
         if kind == "robustness":
             fallback = float(self.mpp_override.value) or None
+            store = self._pair_store()
             return lambda cancel: iter_pair_robustness(
-                student.load(), src, fallback_mpp=fallback, cancel=cancel
+                student.load(), src, fallback_mpp=fallback, store=store, cancel=cancel
             )
         if kind == "probe":
             return lambda cancel: iter_linear_probe(student.load(), src, cancel=cancel)
         assert teacher is not None
         return lambda cancel: iter_teacher_student(teacher.load(), student.load(), src, cancel=cancel)
+
+    def _out_dir(self) -> Path | None:
+        """The 'save reports to' folder, None when none is chosen."""
+        out_dir = self.out_dir.value
+        return out_dir if isinstance(out_dir, Path) and str(out_dir).strip(". ") else None
+
+    def _pair_store(self) -> PairStore | None:
+        """``<save reports to>/pairs/``: each finished pair is kept there and a rerun of the same request resumes
+        (as ``pathdistill eval robustness --out``); None without a folder."""
+        out_dir = self._out_dir()
+        if out_dir is None:
+            return None
+        try:
+            return PairStore(out_dir)
+        except OSError as exc:
+            raise EvaluationError(
+                f"Cannot write finished pairs to {out_dir / 'pairs'} ({exc.strerror or exc}): choose another "
+                "'save reports to' folder."
+            ) from exc
 
     def run(self) -> None:
         """Start the chosen evaluation (handler of the Run button)."""
@@ -110,11 +132,46 @@ class EvaluateWidget(Container):
             napari.utils.notifications.show_error(msg)
             return
         self.clear_results()
-        self.runner.start(factory, self.show_result, "Evaluation")
+        robustness = TASKS[self.task.value] == "robustness"
+        note = "the finished pairs are shown, no report was saved" if robustness else "no report was saved"
+        self.runner.start(
+            factory,
+            self.show_result,
+            "Evaluation",
+            on_item=self._on_item,
+            cancel_note=note,
+            on_end=self._on_end,
+        )
+
+    def _on_item(self, item: object) -> None:
+        """Keep the report a run yields: a cancelled robustness run yields the pairs it finished before it stops."""
+        if isinstance(item, Report):
+            self._partial = item
+
+    def _on_end(self) -> None:
+        """After a cancelled robustness run: show the pairs it finished and say how many, and where they are kept
+        (a run whose report came before Cancel was pressed is shown and saved as done)."""
+        partial, self._partial = self._partial, None
+        if partial is None or not self.runner.cancel_event.is_set():
+            return
+        if "cancelled" not in partial.params:
+            self.show_result(partial)
+            return
+        self.report = partial
+        self._show(partial)
+        done, total = cast("tuple[int, int]", partial.params["cancelled"])
+        self.summary.value = f"CANCELLED after {done} of {total} pairs; " + self.summary.value
+        out_dir = self._out_dir()
+        kept = (
+            f"finished pairs kept in {out_dir / 'pairs'}: Run again to resume"
+            if out_dir is not None
+            else "choose a 'save reports to' folder to keep finished pairs for a rerun"
+        )
+        self.status.value = f"Evaluation cancelled after {done} of {total} pairs; no report saved; {kept}"
 
     def clear_results(self) -> None:
         """Empty the table, the plot and the summary: a failed or cancelled run leaves no stale results."""
-        self.report, self.saved = None, None
+        self.report, self.saved, self._partial = None, None, None
         self.table.clear()
         self.table.setRowCount(0)
         self.table.setColumnCount(0)
@@ -128,6 +185,23 @@ class EvaluateWidget(Container):
         The status says where the reports were saved (the task runner keeps it), or that none were.
         """
         self.report = report
+        self._show(report)
+        out_dir = self._out_dir()
+        if out_dir is not None:  # no folder chosen: nothing is saved
+            self.saved = report.save(out_dir)
+            names = ", ".join(p.name for p in self.saved.values())
+            resumed = report.params.get("resumed")
+            again = (
+                f" ({resumed} of {len(report.rows)} pairs resumed from {out_dir / 'pairs'})"
+                if resumed
+                else ""
+            )
+            self.status.value = f"Evaluation: done; saved {names} in {out_dir}{again}"
+        else:
+            self.status.value = "Evaluation: done; no report saved (choose a 'save reports to' folder)"
+
+    def _show(self, report: Report) -> None:
+        """The report's table, plot and summary line (with its notes and failed pairs)."""
         self._fill_table(report)
         self._plot(report)
         summary = "; ".join(_summary_item(k, v) for k, v in report.summary.items())
@@ -140,13 +214,6 @@ class EvaluateWidget(Container):
                 f"{r['slide_a']} vs {r['slide_b']}: {r['error']}" for r in failed
             )
         self.summary.value = summary
-        out_dir = self.out_dir.value
-        if isinstance(out_dir, Path) and str(out_dir).strip(". "):  # no folder chosen: nothing is saved
-            self.saved = report.save(out_dir)
-            names = ", ".join(p.name for p in self.saved.values())
-            self.status.value = f"Evaluation: done; saved {names} in {out_dir}"
-        else:
-            self.status.value = "Evaluation: done; no report saved (choose a 'save reports to' folder)"
 
     def _fill_table(self, report: Report) -> None:
         keys = list(dict.fromkeys(k for r in report.rows for k in r))

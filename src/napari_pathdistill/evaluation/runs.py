@@ -1,7 +1,8 @@
 """The Evaluate widget's runs (pure core, no Qt): each yields ``Progress`` items, then one ``Report``.
 
 * :func:`iter_pair_robustness` - PLISM-style pair metrics (mean cosine, top-k accuracy) over a CSV of slide pairs
-  (``manifest.read_pairs``), each pair registered and tiled by ``inference.pair_similarity``;
+  (``manifest.read_pairs``), each pair registered and tiled by ``inference.pair_similarity``; it lives in
+  ``evaluation.pair_robustness`` (per-pair resume, partial report on cancel) and is re-exported here;
 * :func:`iter_linear_probe` - ``probes.linear_probe`` (balanced accuracy, stratified CV) on labelled tiles;
 * :func:`iter_teacher_student` - linear CKA and retrieval overlap of teacher and student on the same tiles.
 
@@ -13,92 +14,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from napari_pathdistill.errors import Cancelled, EvaluationError, PathDistillError
+from napari_pathdistill.errors import Cancelled, EvaluationError
 from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles, tile_groups
-from napari_pathdistill.evaluation.manifest import read_pairs
+from napari_pathdistill.evaluation.pair_robustness import iter_pair_robustness
 from napari_pathdistill.evaluation.probes import linear_probe
 from napari_pathdistill.evaluation.report import Cell, Report
-from napari_pathdistill.inference.pair_similarity import iter_pair_similarity
 from napari_pathdistill.metrics.agreement import knn_overlap, knn_overlap_chance, linear_cka
 from napari_pathdistill.metrics.pairs import MAX_TOPK_CHANCE
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.progress import Progress, drain, raise_if_cancelled, relabel
+from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel
+
+__all__ = ["iter_linear_probe", "iter_pair_robustness", "iter_teacher_student", "knn_overlap_note"]
 
 
 def _check(cancel: threading.Event | None, what: str) -> None:
     raise_if_cancelled(cancel, f"{what} cancelled; no report was written.")
-
-
-def _pair_row(model: EmbeddingModel, a: Path, b: Path, top_k: int, cancel: threading.Event | None,
-              kw: dict[str, Any]) -> dict[str, Cell]:  # fmt: skip
-    """One pair's report row: tiles, mean cosine, top-k accuracy (k: the k used) and its chance level (or a
-    note), and the registration behind them (a doubtful one fails the pair: ``strict_registration``)."""
-    res = drain(iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, strict_registration=True, **kw))
-    assert res is not None
-    reg = res.transform.registration
-    return {"slide_a": a.name, "slide_b": b.name, "tiles": len(res.cosine), "mean_cosine": res.mean_cosine,
-            "k": res.k, "topk_accuracy": res.topk_accuracy, "topk_chance": res.topk_chance,
-            "registration": reg.method, "ncc": reg.ncc, "note": res.topk_note or "", "error": ""}  # fmt: skip
-
-
-def iter_pair_robustness(
-    model: EmbeddingModel,
-    pairs_csv: str | Path,
-    *,
-    top_k: int = 10,
-    cancel: threading.Event | None = None,
-    **kw: Any,
-) -> Iterator[Progress | Report]:
-    """Mean cosine and top-k accuracy of matched tiles for every slide pair; the summary holds their medians.
-
-    A pair that cannot be compared (unreadable slide, no um/px, failed registration, too few tiles) fails alone:
-    its row names the error and the others go on; the run fails only when no pair succeeds. A top-k accuracy
-    over a candidate pool too small to mean anything is kept out of the median (NaN when no pair has a
-    meaningful one) and its row's ``note`` says why.
-
-    Args:
-        model: the embedding model; tiles are cut at its ``tile_px`` and ``mpp`` unless ``kw`` says otherwise.
-        pairs_csv: CSV of slide pairs (see ``manifest.read_pairs``).
-        top_k: k of the top-k retrieval accuracy.
-        cancel: optional event that stops the run (raises ``Cancelled``).
-        **kw: passed to ``inference.pair_similarity.iter_pair_similarity`` (e.g. ``fallback_mpp``, the level-0
-            um/px of plain JPEG/PNG slides).
-    """
-    pairs = read_pairs(pairs_csv)
-    rows: list[dict[str, Cell]] = []
-    kw.setdefault("tile_px", model.spec.tile_px)  # tiles as the model was trained: px and um/px
-    kw.setdefault("mpp", model.spec.mpp)
-    for i, (a, b) in enumerate(pairs):
-        _check(cancel, "Robustness")
-        yield Progress(i, len(pairs), f"pair {i + 1}/{len(pairs)}")
-        try:
-            rows.append(_pair_row(model, a, b, top_k, cancel, kw))
-        except Cancelled:
-            raise
-        except PathDistillError as exc:
-            nan = float("nan")
-            rows.append({"slide_a": a.name, "slide_b": b.name, "tiles": 0, "mean_cosine": nan, "k": top_k,
-                         "topk_accuracy": nan, "topk_chance": nan, "registration": "", "ncc": nan, "note": "",
-                         "error": str(exc)})  # fmt: skip
-        _check(cancel, "Robustness")
-    good = [r for r in rows if r.get("tiles", 0)]
-    if not good:
-        raise EvaluationError("No slide pair could be compared: " + "; ".join(
-            f"{r['slide_a']} vs {r['slide_b']}: {r['error']}" for r in rows))  # fmt: skip
-    meaningful = [float(r["topk_accuracy"]) for r in good if not r["note"]]
-    summary = {
-        "median_mean_cosine": float(np.median([float(r["mean_cosine"]) for r in good])),
-        "median_topk_accuracy": float(np.median(meaningful)) if meaningful else float("nan"),
-        "pairs": float(len(good)),
-        "failed_pairs": float(len(rows) - len(good)),
-    }
-    params: dict[str, object] = {"pairs": str(pairs_csv), "top_k": top_k, "model": model.spec.name,
-                                 **{k: v for k, v in kw.items() if isinstance(v, (int, float, str, type(None)))}}  # fmt: skip
-    yield Report("robustness", rows, summary, params)
 
 
 def _embed(

@@ -1,0 +1,81 @@
+"""The Evaluate widget's robustness run keeps finished pairs: a cancelled run reports them, a rerun resumes.
+
+Real slides: tiatoolbox's H&E tile and two stain-normalised versions of it (the same tissue, other stains; 256 px
+PNGs read at 0.5 um/px), tiled at 1 um/px by a tiny ViT: 4 tiles per slide.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from napari_pathdistill.errors import Cancelled
+from napari_pathdistill.evaluation.pair_robustness import iter_pair_robustness, request_stamp
+from napari_pathdistill.evaluation.plismbench_files import PairStore
+from napari_pathdistill.evaluation.report import Report
+from napari_pathdistill.models.testing import tiny_model
+from napari_pathdistill.progress import Progress, drain
+
+GEOMETRY = {"fallback_mpp": 0.5, "mpp": 1.0}
+
+
+@pytest.fixture
+def stain_pairs(shared_data: Path, tmp_path: Path) -> Path:
+    """A pairs CSV of copies (their mtimes are the test's to change): source vs Macenko, source vs Reinhard."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("source_image.png", "norm_macenko.png", "norm_reinhard.png"):
+        shutil.copy(shared_data / "stain_norm" / "tiatoolbox" / name, slides / name)
+    csv = slides / "pairs.csv"
+    csv.write_text("slide_a,slide_b\nsource_image.png,norm_macenko.png\nsource_image.png,norm_reinhard.png\n")
+    return csv
+
+
+def test_cancel_reports_the_finished_pairs_and_a_rerun_resumes_them(
+    stain_pairs: Path, tmp_path: Path
+) -> None:
+    """Cancelling after the first pair dropped it (`Cancelled`, no rows), where `eval robustness` resumes."""
+    model, cancel, items = tiny_model(), threading.Event(), []
+    store = PairStore(tmp_path / "out")
+    with pytest.raises(Cancelled, match="after 1 of 2 pairs"):
+        for item in iter_pair_robustness(model, stain_pairs, store=store, cancel=cancel, **GEOMETRY):
+            items.append(item)
+            if isinstance(item, Progress) and item.stage == "pair 2/2":
+                cancel.set()
+    (partial,) = [i for i in items if isinstance(i, Report)]
+    assert partial.params["cancelled"] == (1, 2) and len(partial.rows) == 1
+    first = partial.rows[0]
+    assert first["slide_b"] == "norm_macenko.png" and first["tiles"] == 4 and first["error"] == ""
+    assert partial.summary["median_mean_cosine"] == pytest.approx(first["mean_cosine"])
+    assert [p.name for p in store.dir.iterdir()] == ["source_image.png---norm_macenko.png.json"]
+
+    full = drain(iter_pair_robustness(model, stain_pairs, store=PairStore(tmp_path / "out"), **GEOMETRY))
+    assert full.params["resumed"] == 1 and "cancelled" not in full.params
+    assert full.rows[0] == first and full.rows[1]["tiles"] == 4
+    assert full.params["min_tissue"] == 0.5 and full.params["fallback_mpp"] == 0.5  # the tiling, recorded
+
+    again = drain(iter_pair_robustness(model, stain_pairs, store=PairStore(tmp_path / "out"), **GEOMETRY))
+    assert again.params["resumed"] == 2 and again.rows == full.rows
+    assert again.summary == pytest.approx(full.summary, nan_ok=True)
+
+    # a slide rewritten since (its mtime): its pair is computed again, the other resumed
+    macenko = stain_pairs.parent / "norm_macenko.png"
+    st = macenko.stat()
+    os.utime(macenko, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    redo = drain(iter_pair_robustness(model, stain_pairs, store=PairStore(tmp_path / "out"), **GEOMETRY))
+    assert redo.params["resumed"] == 1 and redo.rows[0]["mean_cosine"] == pytest.approx(first["mean_cosine"])
+
+
+def test_the_resume_stamp_tells_models_and_tilings_apart() -> None:
+    """Another checkpoint of the same name, another top-k or another tiling never reads a saved pair back."""
+    a, b = tiny_model(seed=0), tiny_model(seed=1)
+    kw = {"tile_px": 56, "mpp": 1.0}
+    assert a.spec.name == b.spec.name and request_stamp(a, 10, kw) != request_stamp(b, 10, kw)
+    assert request_stamp(a, 10, kw) == request_stamp(tiny_model(seed=0), 10, dict(kw))
+    assert request_stamp(a, 10, kw) != request_stamp(a, 5, kw)
+    assert request_stamp(a, 10, kw) != request_stamp(a, 10, {**kw, "min_tissue": 0.2})
+    assert request_stamp(a, 10, kw)["precision"] == "float32" and request_stamp(a, 10, kw)["subset"] == "all"
