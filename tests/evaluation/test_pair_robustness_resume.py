@@ -51,6 +51,9 @@ def test_cancel_reports_the_finished_pairs_and_a_rerun_resumes_them(
     first = partial.rows[0]
     assert first["slide_b"] == "norm_macenko.png" and first["tiles"] == 4 and first["error"] == ""
     assert partial.summary["median_mean_cosine"] == pytest.approx(first["mean_cosine"])
+    # the pair's own steps were shown, not only "pair 1/2" for its whole registration and embedding
+    stages = {i.stage for i in items if isinstance(i, Progress)}
+    assert {"pair 1/2: registration", "pair 1/2: embedding A", "pair 1/2: embedding B"} <= stages
     assert [p.name for p in store.dir.iterdir()] == ["source_image.png---norm_macenko.png.json"]
 
     full = drain(iter_pair_robustness(model, stain_pairs, store=PairStore(tmp_path / "out"), **GEOMETRY))

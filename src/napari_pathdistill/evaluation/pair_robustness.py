@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from napari_pathdistill.evaluation.report import Cell, Report
 from napari_pathdistill.inference.feature_cache import slide_fingerprint
 from napari_pathdistill.inference.pair_similarity import iter_pair_similarity
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.progress import Progress, drain, raise_if_cancelled
+from napari_pathdistill.progress import Progress, raise_if_cancelled
 
 #: the columns of a pair's row (a resumed row is read back with these)
 ROW_KEYS = ("slide_a", "slide_b", "tiles", "mean_cosine", "k", "topk_accuracy", "topk_chance", "registration",
@@ -69,10 +69,18 @@ def _saved_row(store: PairStore | None, a: Path, b: Path, stamp: dict[str, objec
 
 
 def _pair_row(model: EmbeddingModel, a: Path, b: Path, top_k: int, cancel: threading.Event | None,
-              kw: dict[str, Any]) -> dict[str, Cell]:  # fmt: skip
+              kw: dict[str, Any], stage: str, pair: tuple[int, int]) -> Generator[Progress, None, dict[str, Cell]]:  # fmt: skip
     """One pair's report row: tiles, mean cosine, top-k accuracy (k: the k used) and its chance level (or a
-    note), and the registration behind them (a doubtful one fails the pair: ``strict_registration``)."""
-    res = drain(iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, strict_registration=True, **kw))
+    note), and the registration behind them (a doubtful one fails the pair: ``strict_registration``).
+    The pair's own progress is re-yielded as ``<stage>: embedding A`` (tiles), or over pairs when it has no count."""
+    res = None
+    for item in iter_pair_similarity(model, a, b, top_k=top_k, cancel=cancel, strict_registration=True, **kw):
+        if not isinstance(item, Progress):
+            res = item
+        elif item.total:
+            yield Progress(item.done, item.total, f"{stage}: {item.stage}")
+        else:
+            yield Progress(*pair, f"{stage}: {item.stage}")
     assert res is not None
     reg = res.transform.registration
     return {"slide_a": a.name, "slide_b": b.name, "tiles": len(res.cosine), "mean_cosine": res.mean_cosine,
@@ -150,7 +158,7 @@ def iter_pair_robustness(
                 rows.append(row)
                 continue
             try:
-                row = _pair_row(model, a, b, top_k, cancel, kw)
+                row = yield from _pair_row(model, a, b, top_k, cancel, kw, stage, (i, n))
             except Cancelled:
                 raise
             except PathDistillError as exc:
