@@ -312,3 +312,18 @@ def test_cancelled_robustness_shows_the_finished_pairs_and_a_rerun_resumes(
     assert rep.rows[0] == first and [r["tiles"] for r in rep.rows] == [4, 4, 4]
     assert widget.status.value.endswith(f"(1 of 3 pairs resumed from {out / 'pairs'})")
     assert json.loads((out / "robustness.json").read_text())["rows"][0]["mean_cosine"] == first["mean_cosine"]
+
+
+def test_a_report_finished_before_cancel_is_not_shown_as_done(make_napari_viewer, tmp_path):
+    """Cancel pressed after the run's last item: the runner notified 'cancelled; no report was saved' and then the
+    widget showed and saved the report as done. Only a cancelled run's own partial report is shown."""
+    from napari_pathdistill.evaluation.report import Report
+
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.out_dir.value = tmp_path
+    widget._on_item(
+        Report("linear_probe", [{"fold": 1, "balanced_accuracy": 0.5}], {"balanced_accuracy": 0.5})
+    )
+    widget.runner.cancel_event.set()
+    widget._on_end()
+    assert widget.report is None and widget.table.rowCount() == 0 and list(tmp_path.iterdir()) == []

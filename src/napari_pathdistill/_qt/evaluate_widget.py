@@ -144,18 +144,14 @@ class EvaluateWidget(Container):
         )
 
     def _on_item(self, item: object) -> None:
-        """Keep the report a run yields: a cancelled robustness run yields the pairs it finished before it stops."""
-        if isinstance(item, Report):
+        """Keep the report of a cancelled robustness run (the pairs it finished), yielded before it stops."""
+        if isinstance(item, Report) and "cancelled" in item.params:
             self._partial = item
 
     def _on_end(self) -> None:
-        """After a cancelled robustness run: show the pairs it finished and say how many, and where they are kept
-        (a run whose report came before Cancel was pressed is shown and saved as done)."""
+        """After a cancelled robustness run: show the pairs it finished and say how many, and where they are kept."""
         partial, self._partial = self._partial, None
         if partial is None or not self.runner.cancel_event.is_set():
-            return
-        if "cancelled" not in partial.params:
-            self.show_result(partial)
             return
         self.report = partial
         self._show(partial)
