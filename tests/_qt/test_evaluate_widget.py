@@ -327,3 +327,42 @@ def test_a_report_finished_before_cancel_is_not_shown_as_done(make_napari_viewer
     widget.runner.cancel_event.set()
     widget._on_end()
     assert widget.report is None and widget.table.rowCount() == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_probe_labels_a_cv_cannot_use_are_refused_before_embedding_in_one_clear_line(
+    make_napari_viewer, shared_data, tiny_vit, tmp_path, errors, wait_for, monkeypatch
+):
+    """A flat folder of unlabelled tiles read 'classification probes need at least two classes', a class of one
+    tile 'fewer than n_splits=2; lower n_splits' (no such field in the dock), both after embedding every tile."""
+    import napari_pathdistill.evaluation.runs as runs
+
+    src = shared_data / "stain_norm" / "tiatoolbox"
+    flat, classes = tmp_path / "flat", tmp_path / "classes"
+    for folder in (flat, classes / "macenko", classes / "source"):
+        folder.mkdir(parents=True)
+    for name in ("source_image.png", "norm_macenko.png", "norm_reinhard.png"):
+        (flat / name).write_bytes((src / name).read_bytes())
+    for name in ("norm_macenko.png", "norm_reinhard.png"):
+        (classes / "macenko" / name).write_bytes((src / name).read_bytes())
+    (classes / "source" / "source_image.png").write_bytes((src / "source_image.png").read_bytes())
+    embedded: list[int] = []
+    real_embed = runs.iter_embed_tiles
+    monkeypatch.setattr(runs, "iter_embed_tiles", lambda m, p: embedded.append(len(p)) or real_embed(m, p))
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "linear probe (labelled tiles folder/CSV)"
+    widget.model.set_model(tiny_vit)
+    widget.inputs.value = flat
+    widget.run()
+    wait_for(widget)
+    assert errors[-1] == (
+        "flat has no class sub-folders: a flat folder is labelled by histolab file names (no-tissue*/almost-white* "
+        "= background, others tissue) and all 3 tiles are 'tissue'; give one sub-folder of tiles per class (e.g. "
+        "tumor/, normal/) or a path,label CSV."
+    )
+    widget.inputs.value = classes
+    widget.run()
+    wait_for(widget)
+    assert errors[-1].startswith(
+        "classes: class 'source' has 1 tile; a cross-validated probe needs at least 2"
+    )
+    assert widget.status.value == errors[-1] and widget.report is None and embedded == []

@@ -151,3 +151,20 @@ def test_embed_into_a_read_only_out_holding_every_output_is_no_error(tmp_path, c
     args.overwrite = True  # replacing them needs a writable folder
     with pytest.raises(TypeError):
         cli_embed._out_message(args)
+
+
+def test_probe_on_a_flat_folder_without_labels_says_how_to_label_before_the_model_loads(
+    tmp_path, shared_data, capsys
+) -> None:
+    """Unlabelled tiles in a flat folder were all labelled 'tissue' (histolab names): after embedding every tile,
+    'classification probes need at least two classes'. Now refused first (the model is never loaded)."""
+    for name in ("source_image.png", "norm_macenko.png", "norm_reinhard.png"):
+        (tmp_path / name).write_bytes((shared_data / "stain_norm" / "tiatoolbox" / name).read_bytes())
+    argv = ["eval", "probe", "--tiles", str(tmp_path), "--model", "no-such-model", "--out", str(tmp_path)]
+    _run_error(
+        argv,
+        capsys,
+        "has no class sub-folders",
+        "all 3 tiles are 'tissue'",
+        "one sub-folder of tiles per class",
+    )

@@ -123,10 +123,15 @@ def _features_and_labels(args: argparse.Namespace):
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from napari_pathdistill.evaluation.labelled_tiles import tile_groups
+    from napari_pathdistill.evaluation.labelled_tiles import (
+        check_probe_labels,
+        list_labelled_tiles,
+        tile_groups,
+    )
     from napari_pathdistill.evaluation.probes import knn_probe, linear_probe
 
     groups, col = tile_groups(args.tiles)  # checked before the model loads
+    check_probe_labels(args.tiles, list_labelled_tiles(args.tiles)[1], groups)
     if groups is None:
         print(
             "note: tile-level StratifiedKFold: tiles of one slide/patient fall in both train and test folds; "

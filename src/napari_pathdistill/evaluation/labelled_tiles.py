@@ -105,6 +105,44 @@ def tile_groups(source: str | Path) -> tuple[np.ndarray | None, str]:
     return np.asarray(groups), col
 
 
+def check_probe_labels(source: str | Path, labels: np.ndarray, groups: np.ndarray | None = None) -> None:
+    """Refuse, before any tile is embedded, labels a cross-validated probe cannot use, saying how to fix them.
+
+    The probe's own checks (``probes._folds``) ran after every tile was embedded and spoke of ``n_splits``, which
+    the widget does not show: a flat folder of unlabelled tiles read "classification probes need at least two
+    classes" (its tiles were all labelled ``tissue`` by :func:`histolab_label`).
+
+    Raises:
+        EvaluationError: one class (for a flat folder: how its labels were made), a class of one tile, or the tiles
+            of a single patient.
+    """
+    src = Path(source)
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
+    how = "give one sub-folder of tiles per class (e.g. tumor/, normal/) or a path,label CSV"
+    if len(classes) < 2:
+        if src.is_dir() and not any(d.is_dir() for d in src.iterdir()):
+            raise EvaluationError(
+                f"{src.name} has no class sub-folders: a flat folder is labelled by histolab file names "
+                f"(no-tissue*/almost-white* = background, others tissue) and all {len(labels)} tiles are "
+                f"'{classes[0]}'; {how}."
+            )
+        raise EvaluationError(
+            f"{src.name}: all {len(labels)} tiles have the label '{classes[0]}'; the probe needs two classes or "
+            f"more: {how}."
+        )
+    few = [f"'{c}'" for c, n in zip(classes.tolist(), counts.tolist(), strict=True) if n < 2]
+    if few:
+        raise EvaluationError(
+            f"{src.name}: class {', '.join(few)} has 1 tile; a cross-validated probe needs at least 2 tiles per "
+            "class (one to train on, one to test): add tiles or leave that class out."
+        )
+    if groups is not None and len(np.unique(groups)) < 2:
+        raise EvaluationError(
+            f"{src.name}: every tile has the same patient/slide/group, so patient-level folds cannot be made: give "
+            "tiles of at least 2 patients, or drop that column for tile-level folds."
+        )
+
+
 def load_tile(path: Path, size: int) -> np.ndarray:
     """RGB(A) image -> (size, size, 3) uint8, alpha composited on white, centre-cropped then resized.
 

@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EvaluationError
-from napari_pathdistill.evaluation.labelled_tiles import iter_embed_tiles, list_labelled_tiles, tile_groups
+from napari_pathdistill.evaluation.labelled_tiles import (
+    check_probe_labels,
+    iter_embed_tiles,
+    list_labelled_tiles,
+    tile_groups,
+)
 from napari_pathdistill.evaluation.pair_robustness import iter_pair_robustness
 from napari_pathdistill.evaluation.probes import linear_probe
 from napari_pathdistill.evaluation.report import Cell, Report
@@ -71,6 +76,7 @@ def iter_linear_probe(
     """
     paths, labels = list_labelled_tiles(source)
     groups, col = tile_groups(source)  # a patient column of the CSV: patient-level folds
+    check_probe_labels(source, labels, groups)  # before any tile is embedded
     folds = max(2, min(n_splits, int(np.unique(labels, return_counts=True)[1].min())))
     if groups is not None:
         folds = max(2, min(folds, len(np.unique(groups))))
