@@ -366,3 +366,22 @@ def test_probe_labels_a_cv_cannot_use_are_refused_before_embedding_in_one_clear_
         "classes: class 'source' has 1 tile; a cross-validated probe needs at least 2"
     )
     assert widget.status.value == errors[-1] and widget.report is None and embedded == []
+
+
+def test_teacher_vs_student_on_one_tile_says_it_needs_two(
+    make_napari_viewer, shared_data, tiny_vit, tmp_path, errors, wait_for
+):
+    """One tile read 'k-NN overlap needs the same N tiles in both and 1 <= k < N; got 1, 1, k=1', after both
+    models had embedded it."""
+    (tmp_path / "one").mkdir()
+    tile = shared_data / "stain_norm" / "tiatoolbox" / "source_image.png"
+    (tmp_path / "one" / tile.name).write_bytes(tile.read_bytes())
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "teacher vs student (tiles folder)"
+    widget.inputs.value = tmp_path / "one"
+    widget.model.set_model(tiny_vit)
+    widget.teacher.set_model(tiny_vit)
+    widget.run()
+    wait_for(widget)
+    assert errors[-1] == "one: the teacher-vs-student report needs at least 2 tiles; it has 1."
+    assert widget.status.value == errors[-1] and widget.report is None

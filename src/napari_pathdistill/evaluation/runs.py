@@ -142,6 +142,10 @@ def iter_teacher_student(
         cancel: optional event that stops the run (raises ``Cancelled``).
     """
     paths, labels = list_labelled_tiles(source)
+    if len(paths) < 2:  # as `eval compare`; the k-NN check spoke of "1 <= k < N" after both models had run
+        raise EvaluationError(
+            f"{Path(source).name}: the teacher-vs-student report needs at least 2 tiles; it has {len(paths)}."
+        )
     ft = yield from _embed(teacher, paths, "teacher", cancel)
     fs = yield from _embed(student, paths, "student", cancel)
     k = max(1, min(k, len(paths) - 1))
