@@ -140,6 +140,13 @@ def test_bad_pairs_csvs_give_one_clear_line_and_a_pre_run_error_replaces_the_sta
         errors[-1]
         == "header_only.csv has the columns slide_a,slide_b but no pairs: add one line per slide pair."
     )
+    widget.inputs.value = histolab_tiles  # the probe's folder, left in the box: it said "not found"
+    widget.run()
+    wait_for(widget)
+    assert errors[-1] == (
+        f"'{histolab_tiles}' is a folder, not a pair list: give a CSV with columns slide_a,slide_b and one slide "
+        "pair per line."
+    )
     # refused before any run: the status kept the previous run's error next to this one's notification
     widget.inputs.value = tmp_path / "nosuch.csv"
     widget.run()

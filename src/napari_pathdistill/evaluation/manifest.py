@@ -86,6 +86,8 @@ def read_pairs(csv_path: str | Path) -> list[tuple[Path, Path]]:
     """
     path = Path(csv_path)
     need = "give a CSV with columns slide_a,slide_b and one slide pair per line"
+    if path.is_dir():  # e.g. the tiles folder of the previous task, still in the widget's input box
+        raise EvaluationError(f"'{path}' is a folder, not a pair list: {need}.")
     if not path.is_file():
         raise EvaluationError(f"Pair list '{path}' not found: {need}.")
     try:
