@@ -302,7 +302,7 @@ def test_cancelled_robustness_shows_the_finished_pairs_and_a_rerun_resumes(
     wait_for(widget)
     rep = widget.report
     assert rep is not None and rep.params["cancelled"] == (1, 3), widget.status.value
-    assert widget.table.rowCount() == 1 and widget.table.item(0, 1).text() == "norm_macenko.png"
+    assert widget.table.rowCount() == 1 and widget.table.text(0, 1) == "norm_macenko.png"
     assert widget.summary.value.startswith("CANCELLED after 1 of 3 pairs; median_mean_cosine ")
     assert widget.status.value == (
         f"Evaluation cancelled after 1 of 3 pairs; no report saved; finished pairs kept in {out / 'pairs'}: "

@@ -14,13 +14,13 @@ from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
 from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import mpp_override_box
 from napari_pathdistill._qt._model_picker import ModelPicker
 from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill._qt.report_table import ReportTable
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation.plismbench_files import PairStore
 from napari_pathdistill.evaluation.report import Report
@@ -57,7 +57,7 @@ class EvaluateWidget(Container):
                    self.cancel_button, self.status, self.summary]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         scroll_when_docked(self)
-        self.table = QTableWidget()
+        self.table = ReportTable()
         self.figure = Figure(figsize=(4, 3), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(220)
@@ -168,9 +168,7 @@ class EvaluateWidget(Container):
     def clear_results(self) -> None:
         """Empty the table, the plot and the summary: a failed or cancelled run leaves no stale results."""
         self.report, self.saved, self._partial = None, None, None
-        self.table.clear()
-        self.table.setRowCount(0)
-        self.table.setColumnCount(0)
+        self.table.clear_rows()
         self.figure.clear()
         self.canvas.draw_idle()
         self.summary.value = ""
@@ -212,16 +210,7 @@ class EvaluateWidget(Container):
         self.summary.value = summary
 
     def _fill_table(self, report: Report) -> None:
-        keys = list(dict.fromkeys(k for r in report.rows for k in r))
-        self.table.clear()
-        self.table.setRowCount(len(report.rows))
-        self.table.setColumnCount(len(keys))
-        self.table.setHorizontalHeaderLabels(keys)
-        for i, row in enumerate(report.rows):
-            for j, key in enumerate(keys):
-                v = row.get(key, "")
-                self.table.setItem(i, j, QTableWidgetItem(f"{v:.4f}" if isinstance(v, float) else str(v)))
-        self.table.resizeColumnsToContents()
+        self.table.show_rows(report.rows)
 
     def _plot(self, report: Report) -> None:
         self.figure.clear()
