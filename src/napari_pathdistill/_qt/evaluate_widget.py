@@ -133,7 +133,11 @@ class EvaluateWidget(Container):
             return
         self.clear_results()
         robustness = TASKS[self.task.value] == "robustness"
-        note = "the finished pairs are shown, no report was saved" if robustness else "no report was saved"
+        note = (
+            "no report was saved (pairs finished before it are shown)"
+            if robustness
+            else "no report was saved"
+        )
         self.runner.start(
             factory,
             self.show_result,
