@@ -134,8 +134,11 @@ def test_bad_pairs_csvs_give_one_clear_line_and_a_pre_run_error_replaces_the_sta
     header_only = tmp_path / "header_only.csv"
     header_only.write_text("slide_a,slide_b\n")
     widget.inputs.value = header_only
+    (tmp_path / "out").mkdir()
+    widget.out_dir.value = tmp_path / "out"
     widget.run()
     wait_for(widget)
+    assert list((tmp_path / "out").iterdir()) == []  # no empty pairs/ folder left by the failed run
     assert (
         errors[-1]
         == "header_only.csv has the columns slide_a,slide_b but no pairs: add one line per slide pair."

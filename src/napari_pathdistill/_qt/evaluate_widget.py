@@ -68,6 +68,7 @@ class EvaluateWidget(Container):
         self.task.changed.connect(self._on_task)
         self.report: Report | None = None
         self._partial: Report | None = None  # a cancelled robustness run's finished pairs
+        self._store: PairStore | None = None  # the running robustness run's pairs/ folder
         self.saved: dict[str, Path] | None = None
         self._on_task(self.task.value)
 
@@ -94,7 +95,7 @@ class EvaluateWidget(Container):
         teacher = self.teacher.request() if kind == "teacher_student" else None
         if kind == "robustness":
             fallback = float(self.mpp_override.value) or None
-            store = self._pair_store()
+            store = self._store = self._pair_store()
             return lambda cancel: iter_pair_robustness(
                 student.load(), src, fallback_mpp=fallback, store=store, cancel=cancel
             )
@@ -155,6 +156,9 @@ class EvaluateWidget(Container):
     def _on_end(self) -> None:
         """After a cancelled robustness run: show the pairs it finished and say how many, and where they are kept."""
         partial, self._partial = self._partial, None
+        store, self._store = self._store, None
+        if store is not None and store.dir.is_dir() and not any(store.dir.iterdir()):
+            store.dir.rmdir()  # no pair finished (a failed or cancelled run): no empty pairs/ left behind
         if partial is None or not self.runner.cancel_event.is_set():
             return
         self.report = partial
