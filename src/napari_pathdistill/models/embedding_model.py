@@ -75,10 +75,13 @@ class EmbeddingModel:
         """(B, H, W, 3) uint8 (array or :meth:`host_tensor`) -> (B, 3, H, W) float32 normalised on the device.
 
         The uint8 tiles travel to the device (4x fewer bytes than float32), asynchronously from pinned memory.
+        The float32 batch is normalised in place: one (B, 3, H, W) buffer instead of three alive at once
+        (19 MB each for 32 tiles of 224 px), the same values.
         """
         host = tiles if isinstance(tiles, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tiles))
-        x = host.to(self.device, non_blocking=host.is_pinned()).permute(0, 3, 1, 2).float() / 255.0
-        return (x - self._mean) / self._std
+        x = host.to(self.device, non_blocking=host.is_pinned()).permute(0, 3, 1, 2)
+        x = x.to(torch.float32, copy=True)  # our own buffer, never the caller's tensor (a float input too)
+        return x.div_(255.0).sub_(self._mean).div_(self._std)
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N_prefix + N_patch, D) normalised tokens (ViTs) or (B, C, h, w) maps (CNNs)."""
