@@ -33,14 +33,22 @@ EXPORTS = ("thresholded similarity", "similar tiles (top k)", "clusters")
 def _magma(transparent_bottom: bool) -> Any:
     """magma from 0.15 (its near-black left out) on controls ``[0, 1e-3 .. 1]``; the colour at 0 transparent, or
     magma's first one."""
-    import matplotlib
-    from napari.utils.colormaps import Colormap
+    from napari.utils.colormaps import Colormap, ensure_colormap
 
-    colors = np.asarray(matplotlib.colormaps["magma"](np.linspace(0.15, 1.0, 64)), dtype=np.float32)
+    colors = _magma_samples(ensure_colormap("magma").colors, np.linspace(0.15, 1.0, 64))
     bottom = np.zeros((1, 4), np.float32) if transparent_bottom else colors[:1]
     controls = np.r_[0.0, np.linspace(1e-3, 1.0, 64)]
     name = "magma above threshold" if transparent_bottom else "magma (similar tiles)"
     return Colormap(colors=np.concatenate([bottom, colors]), controls=controls, name=name)
+
+
+def _magma_samples(table: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(len(x), 4) float32 RGBA of the 256-entry ``table`` at ``x`` in [0, 1], looked up as matplotlib's
+    ``colormaps["magma"](x)`` does (entry ``int(x * 256)``, 1.0 the last). napari's magma table is matplotlib's,
+    so the viewer gets matplotlib's colours without importing it (~12 MB resident)."""
+    n = len(table)
+    idx = np.clip((np.asarray(x, np.float64) * n).astype(int), 0, n - 1)
+    return np.asarray(table, np.float32)[idx]
 
 
 def threshold_colormap() -> Any:
