@@ -200,3 +200,23 @@ def test_slide_scale_benchmark_quick_on_the_big_slide(big_slide, tmp_path: Path,
         and "load average at start" in md
         and "first click of the session" in md
     )
+
+
+@pytest.mark.napari
+def test_rss_floor_benchmark_lists_the_steps_and_mapped_files() -> None:
+    """``rss_floor.py`` in its own interpreter (what it measures is a fresh process): every step's row, the
+    grouped mapped files, and the watched imports (no matplotlib in the viewer since the palette is a table)."""
+    import subprocess
+
+    script = BENCH / "rss_floor.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--batch", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for row in ("napari.Viewer(show=True)", "import the Embed widget's module", "the Embed dock built",
+                "load_model('pathdistill-student')", "one forward of 2 tiles (worker thread)"):  # fmt: skip
+        assert f"| {row} |" in out
+    assert "| torch CPU libraries |" in out and "| largest mapped files |" in out
+    imported = out.rsplit("imported:", 1)[1]
+    assert "torch" in out and "matplotlib" not in imported
