@@ -32,3 +32,19 @@ class TrainInterrupted(PathDistillError):
         else:
             text = "no checkpoint was written yet: rerunning the same command starts again at step 0"
         super().__init__(f"interrupted at step {step + 1}; {text}")
+
+
+class TrainTerminated(PathDistillError):
+    """The run got SIGTERM (a scheduler's preemption or time-limit notice) and stopped after step ``steps``,
+    whose checkpoint it wrote.
+
+    Args:
+        steps: steps done, all saved in ``output_dir/checkpoint.pth``.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        super().__init__(
+            f"terminated (SIGTERM) after step {steps}; checkpoint of step {steps} written: rerun the same "
+            "command to resume from it"
+        )

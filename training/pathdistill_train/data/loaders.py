@@ -16,6 +16,7 @@ from pathdistill_train.data.samplers import InfiniteSampler
 from pathdistill_train.data.sources import ConcatSource, TileFolderSource, WSISource
 from pathdistill_train.errors import TrainConfigError
 from pathdistill_train.train.metric_logger import format_duration
+from pathdistill_train.train.preemption import ignore_sigterm
 
 
 class DistillDataset(torch.utils.data.Dataset):
@@ -62,7 +63,9 @@ def collate_views(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 def _worker_init(worker_id: int) -> None:
-    """Seed numpy/python in each worker from torch's per-worker seed (base_seed + worker_id)."""
+    """Seed numpy/python in each worker from torch's per-worker seed (base_seed + worker_id); leave SIGTERM to
+    the training process (:func:`~pathdistill_train.train.preemption.ignore_sigterm`)."""
+    ignore_sigterm()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -20,7 +20,7 @@ from napari_pathdistill.errors import PathDistillError
 from pathdistill_train import distributed
 from pathdistill_train.config import load_config, save_config
 from pathdistill_train.data.loaders import build_batches
-from pathdistill_train.errors import TrainConfigError, TrainDivergedError, TrainInterrupted
+from pathdistill_train.errors import TrainConfigError, TrainDivergedError, TrainInterrupted, TrainTerminated
 from pathdistill_train.train.checkpointing import (
     load_training_checkpoint,
     rank_rng_state,
@@ -32,6 +32,7 @@ from pathdistill_train.train.checkpointing import (
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 from pathdistill_train.train.export import export_student
 from pathdistill_train.train.metric_logger import MetricLogger, elapsed_before, format_duration, truncate_csv
+from pathdistill_train.train.preemption import TermSignal, any_rank
 from pathdistill_train.train.run_dir import (
     check_inputs,
     git_commit,
@@ -157,6 +158,7 @@ def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, floa
     Raises:
         TrainConfigError: missing inputs, a run folder that cannot be resumed or would be overwritten.
         TrainInterrupted: Ctrl-C; the message says which checkpoint a rerun resumes from.
+        TrainTerminated: SIGTERM; the step in progress was finished and checkpointed.
     """
     check_inputs(cfg)
     env = distributed.enable(cfg.distributed.backend, cfg.train.device)
@@ -194,25 +196,30 @@ def _run_record(command: Sequence[str] | None, start: int) -> dict[str, Any]:
 
 
 def _loop(cfg, env, model, meta, optimizer, sched, start: int, it, run: dict) -> list[dict[str, float]]:
-    """The training steps from ``start``; Ctrl-C becomes :class:`TrainInterrupted`."""
+    """The training steps from ``start``; Ctrl-C becomes :class:`TrainInterrupted`, SIGTERM a checkpoint of the
+    step in progress (finished) and :class:`TrainTerminated`."""
     logger = MetricLogger(Path(cfg.output_dir), env.is_main, cfg.train.tensorboard)
     end = sched["total"] if cfg.train.max_steps < 0 else min(sched["total"], start + cfg.train.max_steps)
     history: list[dict[str, float]] = []
     saved, step, t0 = start, start, time.perf_counter()
     offset = elapsed_before(Path(cfg.output_dir) / "metrics.csv") if env.is_main else 0.0
     try:
-        for step in range(start, end):
-            row = _timed_step(cfg, env, model, meta, optimizer, sched, step, it, t0)
-            t0 = time.perf_counter()
-            row["elapsed_s"] = offset + time.monotonic() - run["t0"]
-            history.append(row)
-            logger.log(row)
-            eta = (time.monotonic() - run["t0"]) / (step + 1 - start) * (end - step - 1)
-            _progress(env, step, (end, sched["total"]), row, cfg.train.log_every, eta)
-            if (step + 1) % cfg.train.checkpoint_every == 0 or step == end - 1:
-                run["final_loss"] = row["loss"]
-                _checkpoint(cfg, env, meta, optimizer, step + 1, run)
-                saved = step + 1
+        with TermSignal() as term:
+            for step in range(start, end):
+                row = _timed_step(cfg, env, model, meta, optimizer, sched, step, it, t0)
+                t0 = time.perf_counter()
+                row["elapsed_s"] = offset + time.monotonic() - run["t0"]
+                history.append(row)
+                logger.log(row)
+                eta = (time.monotonic() - run["t0"]) / (step + 1 - start) * (end - step - 1)
+                _progress(env, step, (end, sched["total"]), row, cfg.train.log_every, eta)
+                stop = any_rank(term.received, env.device)  # SIGTERM: checkpoint this step, then stop
+                if (step + 1) % cfg.train.checkpoint_every == 0 or step == end - 1 or stop:
+                    run["final_loss"] = row["loss"]
+                    _checkpoint(cfg, env, meta, optimizer, step + 1, run)
+                    saved = step + 1
+                if stop:
+                    raise TrainTerminated(step + 1)
     except KeyboardInterrupt:
         raise TrainInterrupted(step, saved) from None
     return history
@@ -270,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0; 2 for a config error; 1 for any other error the trainer explains (data, device, divergence);
-        130 after Ctrl-C. Each error is one ``pathdistill-train: error: ...`` line on stderr.
+        130 after Ctrl-C; 143 after SIGTERM (128 + 15, the signal's usual status), once the step in progress
+        is finished and checkpointed. Each error is one ``pathdistill-train: error: ...`` line on stderr.
     """
     parser = argparse.ArgumentParser(prog="pathdistill-train", description=DESCRIPTION)
     parser.add_argument(
@@ -285,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(e, 2)
     except TrainInterrupted as e:
         return _fail(e, 130, prefix="")
+    except TrainTerminated as e:
+        return _fail(e, 143, prefix="")
     except KeyboardInterrupt:
         return _fail("interrupted before training started", 130, prefix="")
     except (PathDistillError, FloatingPointError) as e:
