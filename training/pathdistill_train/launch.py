@@ -22,3 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pathdistill_train.train.train import main as train_main
 
     return train_main(argv)
+
+
+if __name__ == "__main__":  # python -m pathdistill_train.launch, also under torchrun -m
+    raise SystemExit(main())
