@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -92,7 +93,8 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         The merged config, read-only keys set fixed (struct mode).
 
     Raises:
-        TrainConfigError: a key that default.yaml does not list, or a malformed override.
+        TrainConfigError: a key that default.yaml does not list, a value of another type or shape than
+            default.yaml's, or a malformed override or experiment yaml.
     """
     cfg: Any = OmegaConf.load(CONFIG_DIR / "default.yaml")
     OmegaConf.set_struct(cfg, True)
@@ -104,7 +106,7 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise TrainConfigError(f"overrides must look like key=value, got {bad}")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        cfg = _merge_overrides(cfg, overrides)
         _check_types(OmegaConf.load(CONFIG_DIR / "default.yaml"), cfg, "")
         validate(cfg)
     except (ConfigKeyError, ConfigAttributeError) as e:
@@ -117,12 +119,48 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     return cfg
 
 
+def _merge_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
+    """``cfg`` with the ``key=value`` overrides merged; an override that is not YAML or cannot merge (a mapping
+    for a list) is a :class:`TrainConfigError` naming it, not a yaml / TypeError traceback."""
+    for override in overrides:
+        try:
+            OmegaConf.from_dotlist([override])
+        except yaml.YAMLError as e:
+            raise TrainConfigError(
+                f"invalid config override {override}: not valid YAML ({getattr(e, 'problem', None) or e}); "
+                "a list is written key='[a,b]'"
+            ) from None
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except TypeError:
+        for override in overrides:
+            try:
+                OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
+            except TypeError as e:
+                raise TrainConfigError(
+                    f"invalid config override {override}: {e} (see default.yaml)"
+                ) from None
+        raise
+
+
 def _check_types(default: Any, cfg: Any, prefix: str) -> None:
-    """Raise when a scalar's type differs from default.yaml's (ints are valid floats; null is free)."""
+    """Raise when a value's type differs from default.yaml's (ints are valid floats; null is free for scalars
+    and lists): a section must stay a section, a list a list (``data.tile_dirs=/data/tiles`` would otherwise
+    be read as one folder per character)."""
     for key, ref in default.items():
+        val = cfg[key]
+        if isinstance(ref, DictConfig) and not isinstance(val, DictConfig):
+            raise TrainConfigError(
+                f"invalid config value {prefix}{key}={_plain(val)!r}: expected a section of keys, set one "
+                f"key at a time ({prefix}{key}.<key>=...; see default.yaml)"
+            )
+        if isinstance(ref, ListConfig) and val is not None and not isinstance(val, ListConfig):
+            raise TrainConfigError(
+                f"invalid config value {prefix}{key}={_plain(val)!r}: expected a list, e.g. "
+                f"{prefix}{key}='[{_plain(val)}]'"
+            )
         if f"{prefix}{key}" in FREE_FORM:
             continue
-        val = cfg[key]
         if isinstance(ref, DictConfig):
             _check_types(ref, val, f"{prefix}{key}.")
         elif ref is not None and val is not None and not isinstance(ref, (list, ListConfig)):
@@ -131,6 +169,10 @@ def _check_types(default: Any, cfg: Any, prefix: str) -> None:
                 raise TrainConfigError(
                     f"invalid config value {prefix}{key}={val!r}: expected {type(ref).__name__} (see default.yaml)"
                 )
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def validate(cfg: Any) -> None:
@@ -173,8 +215,17 @@ def _experiment_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Any]:
     path = path.resolve()
     if path in seen:
         raise TrainConfigError(f"config base cycle: {' -> '.join(p.name for p in (*seen, path))}")
-    exp = OmegaConf.load(path)
-    base = exp.pop("base", None) if isinstance(exp, DictConfig) else None
+    try:
+        exp = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise TrainConfigError(
+            f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e})"
+        ) from None
+    if not isinstance(exp, DictConfig):
+        raise TrainConfigError(f"{path}: an experiment yaml must map config keys to values, not a list")
+    base = exp.pop("base", None)
     if base is None:
         return [exp]
     if not isinstance(base, str):
