@@ -175,11 +175,27 @@ def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, floa
         model = DistributedDataParallel(meta, device_ids=ids, **_no_buffer_sync())
     run = _run_record(command, start)
     it = build_batches(cfg, env.rank, env.world_size, start, env.device, summary=run["data"])
-    if rng is not None:  # after the DataLoader iterator drew its base seed, as the first invocation did
-        set_rng_state(rng)
-    history = _loop(cfg, env, model, meta, optimizer, sched, start, it, run)
+    try:
+        if rng is not None:  # after the DataLoader iterator drew its base seed, as the first invocation did
+            set_rng_state(rng)
+        history = _loop(cfg, env, model, meta, optimizer, sched, start, it, run)
+    finally:
+        _close_batches(it)
     distributed.cleanup()
     return history
+
+
+def _close_batches(it: Any) -> None:
+    """Shut the DataLoader's workers down now, also when the loop raised.
+
+    The workers ignore SIGTERM (:func:`~pathdistill_train.train.preemption.ignore_sigterm`); left to
+    multiprocessing's exit handler, which terminates daemonic children with SIGTERM and then joins them, they
+    would keep the process from exiting after an error (e.g. a worker's own ``TrainDataError``), its iterator
+    still referenced by the traceback.
+    """
+    shutdown = getattr(it, "_shutdown_workers", None)  # torch's multi-process DataLoader iterator
+    if callable(shutdown):
+        shutdown()
 
 
 def _run_record(command: Sequence[str] | None, start: int) -> dict[str, Any]:
