@@ -110,7 +110,7 @@ def test_sigterm_to_one_torchrun_rank_stops_both_ranks_after_the_same_step(tmp_p
     assert "DataLoader worker" not in err and _saved_step(tmp_path) == said[0]
 
 
-def test_a_run_whose_workers_fail_still_exits(tmp_path):
+def test_a_run_whose_workers_fail_exits_with_their_message(tmp_path):
     """The workers ignore SIGTERM, so the trainer shuts them down itself: left to multiprocessing's exit handler
     (SIGTERM, then join) they kept a run whose worker raised (no readable tile) from ever exiting."""
     (tmp_path / "tiles").mkdir()
@@ -118,7 +118,11 @@ def test_a_run_whose_workers_fail_still_exits(tmp_path):
     cmd = [sys.executable, "-m", "pathdistill_train.train.train",
            *_args(tmp_path / "out", tmp_path / "tiles", "train.num_workers=2")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "none of the 1 images" in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("pathdistill-train")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert errors == [  # the worker's message alone, not its traceback flattened into the line
+        f"pathdistill-train: error: data.tile_dirs: none of the 1 images under {tmp_path / 'tiles'} can be read"
+    ]
 
 
 def test_term_signal_restores_the_previous_handler():

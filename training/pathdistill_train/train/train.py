@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import re
 import shlex
 import sys
 import time
@@ -320,10 +321,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(message: object, code: int, prefix: str = "error: ") -> int:
     """Print ``message`` as one ``pathdistill-train:`` line on stderr; return ``code``."""
-    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    text = " ".join(line.strip() for line in _own_message(str(message)).splitlines() if line.strip())
     text = text or type(message).__name__
     print(f"pathdistill-train: {prefix}{text}", file=sys.stderr, flush=True)
     return code
+
+
+def _own_message(text: str) -> str:
+    """The error's own message when a DataLoader worker raised it.
+
+    torch re-raises a worker's exception in the training process as the same type whose message is
+    ``Caught X in DataLoader worker process N.`` followed by the worker's whole traceback, ending with
+    ``module.X: message``.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not re.match(r"Caught \w+ in DataLoader worker process \d+", lines[0]):
+        return text
+    head, sep, rest = lines[-1].partition(": ")
+    return rest if sep and re.fullmatch(r"[\w.]+", head) else lines[-1]
 
 
 if __name__ == "__main__":
