@@ -323,7 +323,8 @@ def _fail(message: object, code: int, prefix: str = "error: ") -> int:
     """Print ``message`` as one ``pathdistill-train:`` line on stderr; return ``code``."""
     text = " ".join(line.strip() for line in _own_message(str(message)).splitlines() if line.strip())
     text = text or type(message).__name__
-    print(f"pathdistill-train: {prefix}{text}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"pathdistill-train: {prefix}{text}\n")  # one write: ranks' lines stay whole in a pipe
+    sys.stderr.flush()
     return code
 
 
