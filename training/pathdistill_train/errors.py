@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from napari_pathdistill.errors import PathDistillError
 
 
@@ -48,3 +50,17 @@ class TrainTerminated(PathDistillError):
             f"terminated (SIGTERM) after step {steps}; checkpoint of step {steps} written: rerun the same "
             "command to resume from it"
         )
+
+
+def worker_message(text: str) -> str:
+    """The error's own message when a DataLoader worker raised it.
+
+    torch re-raises a worker's exception in the training process as the same type whose message is
+    ``Caught X in DataLoader worker process N.`` followed by the worker's whole traceback, ending with
+    ``module.X: message``.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not re.match(r"Caught \w+ in DataLoader worker process \d+", lines[0]):
+        return text
+    head, sep, rest = lines[-1].partition(": ")
+    return rest if sep and re.fullmatch(r"[\w.]+", head) else lines[-1]

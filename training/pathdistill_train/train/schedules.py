@@ -123,3 +123,35 @@ def scaled_lr(base_lr: float, total_batch: int, rule: str) -> float:
     if rule == "none":
         return base_lr
     raise ValueError(f"optim.scaling_rule must be sqrt_wrt_1024, linear_wrt_256 or none; got {rule!r}")
+
+
+def build_schedules(cfg: Any, world_size: int) -> dict[str, Any]:
+    """LR, weight decay, EMA momentum, teacher temperature and last-layer LR schedules (dinov2 semantics)."""
+    o, ep = cfg.optim, cfg.optim.epoch_length
+    total = o.epochs * ep
+    peak = scaled_lr(o.base_lr, cfg.train.batch_size_per_gpu * world_size, o.scaling_rule)
+    last_layer_lr = CosineScheduler(peak, o.min_lr, total, int(o.warmup_epochs * ep), 0.0)
+    last_layer_lr.schedule[: int(o.freeze_last_layer_epochs * ep)] = 0.0  # dinov2: the LR schedule, zeroed
+    return {
+        "total": total,
+        "lr": CosineScheduler(peak, o.min_lr, total, int(o.warmup_epochs * ep), 0.0),
+        "wd": CosineScheduler(o.weight_decay, o.weight_decay_end, total),
+        "momentum": CosineScheduler(cfg.ema.momentum, cfg.ema.final_momentum, total),
+        "teacher_temp": teacher_temp_schedule(
+            cfg.loss.warmup_teacher_temp,
+            cfg.loss.teacher_temp,
+            int(cfg.loss.warmup_teacher_temp_epochs * ep),
+            total,
+        ),
+        "last_layer_lr": last_layer_lr,
+    }
+
+
+def apply_schedules(optimizer: torch.optim.Optimizer, sched: dict[str, Any], step: int) -> dict[str, float]:
+    """Set each group's lr / weight decay for ``step``; return the scalar values."""
+    lr, wd, last_lr = sched["lr"][step], sched["wd"][step], sched["last_layer_lr"][step]
+    for g in optimizer.param_groups:
+        g["lr"] = (last_lr if g["is_last_layer"] else lr) * g["lr_multiplier"]
+        g["weight_decay"] = wd * g["wd_multiplier"]
+    temp = float(sched["teacher_temp"][min(step, len(sched["teacher_temp"]) - 1)])
+    return {"lr": lr, "wd": wd, "momentum": sched["momentum"][step], "teacher_temp": temp}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-import re
 import shlex
 import sys
 import time
@@ -21,7 +20,13 @@ from napari_pathdistill.errors import PathDistillError
 from pathdistill_train import distributed
 from pathdistill_train.config import load_config, save_config
 from pathdistill_train.data.loaders import build_batches
-from pathdistill_train.errors import TrainConfigError, TrainDivergedError, TrainInterrupted, TrainTerminated
+from pathdistill_train.errors import (
+    TrainConfigError,
+    TrainDivergedError,
+    TrainInterrupted,
+    TrainTerminated,
+    worker_message,
+)
 from pathdistill_train.train.checkpointing import (
     load_training_checkpoint,
     rank_rng_state,
@@ -41,51 +46,13 @@ from pathdistill_train.train.run_dir import (
     prepare_output_dir,
     utc_now,
 )
-from pathdistill_train.train.schedules import (
-    CosineScheduler,
-    clip_gradients,
-    param_groups,
-    scaled_lr,
-    teacher_temp_schedule,
-)
+from pathdistill_train.train.schedules import apply_schedules, build_schedules, clip_gradients, param_groups
 
 #: what ``pathdistill-train --help`` says first (the module docstring is for developers)
 DESCRIPTION = (
     "Distil a frozen teacher into a ViT student (DINO + iBOT or feature distillation; torchrun-ready, exact "
     "resume, CSV/TensorBoard logging). Bundled configs include smoke_cpu and h0mini_from_hoptimus0."
 )
-
-
-def build_schedules(cfg: Any, world_size: int) -> dict[str, Any]:
-    """LR, weight decay, EMA momentum, teacher temperature and last-layer LR schedules (dinov2 semantics)."""
-    o, ep = cfg.optim, cfg.optim.epoch_length
-    total = o.epochs * ep
-    peak = scaled_lr(o.base_lr, cfg.train.batch_size_per_gpu * world_size, o.scaling_rule)
-    last_layer_lr = CosineScheduler(peak, o.min_lr, total, int(o.warmup_epochs * ep), 0.0)
-    last_layer_lr.schedule[: int(o.freeze_last_layer_epochs * ep)] = 0.0  # dinov2: the LR schedule, zeroed
-    return {
-        "total": total,
-        "lr": CosineScheduler(peak, o.min_lr, total, int(o.warmup_epochs * ep), 0.0),
-        "wd": CosineScheduler(o.weight_decay, o.weight_decay_end, total),
-        "momentum": CosineScheduler(cfg.ema.momentum, cfg.ema.final_momentum, total),
-        "teacher_temp": teacher_temp_schedule(
-            cfg.loss.warmup_teacher_temp,
-            cfg.loss.teacher_temp,
-            int(cfg.loss.warmup_teacher_temp_epochs * ep),
-            total,
-        ),
-        "last_layer_lr": last_layer_lr,
-    }
-
-
-def apply_schedules(optimizer: torch.optim.Optimizer, sched: dict[str, Any], step: int) -> dict[str, float]:
-    """Set each group's lr / weight decay for ``step``; return the scalar values."""
-    lr, wd, last_lr = sched["lr"][step], sched["wd"][step], sched["last_layer_lr"][step]
-    for g in optimizer.param_groups:
-        g["lr"] = (last_lr if g["is_last_layer"] else lr) * g["lr_multiplier"]
-        g["weight_decay"] = wd * g["wd_multiplier"]
-    temp = float(sched["teacher_temp"][min(step, len(sched["teacher_temp"]) - 1)])
-    return {"lr": lr, "wd": wd, "momentum": sched["momentum"][step], "teacher_temp": temp}
 
 
 def _setup(
@@ -321,25 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(message: object, code: int, prefix: str = "error: ") -> int:
     """Print ``message`` as one ``pathdistill-train:`` line on stderr; return ``code``."""
-    text = " ".join(line.strip() for line in _own_message(str(message)).splitlines() if line.strip())
+    text = " ".join(line.strip() for line in worker_message(str(message)).splitlines() if line.strip())
     text = text or type(message).__name__
     sys.stderr.write(f"pathdistill-train: {prefix}{text}\n")  # one write: ranks' lines stay whole in a pipe
     sys.stderr.flush()
     return code
-
-
-def _own_message(text: str) -> str:
-    """The error's own message when a DataLoader worker raised it.
-
-    torch re-raises a worker's exception in the training process as the same type whose message is
-    ``Caught X in DataLoader worker process N.`` followed by the worker's whole traceback, ending with
-    ``module.X: message``.
-    """
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines or not re.match(r"Caught \w+ in DataLoader worker process \d+", lines[0]):
-        return text
-    head, sep, rest = lines[-1].partition(": ")
-    return rest if sep and re.fullmatch(r"[\w.]+", head) else lines[-1]
 
 
 if __name__ == "__main__":
