@@ -292,7 +292,7 @@ def test_maps_leave_with_their_slide_layer(
     assert len(results) == 5 and f"{cmu.name} (student view)" in results
     viewer.layers.selection.active = viewer.layers[results[1]]  # a map is the active layer, as after a look
     viewer.layers.remove(cmu)
-    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [tcga.name], timeout=5_000)
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [tcga.name], timeout=30_000)
     assert not viewer.grid.enabled
     # "delete selected" with the slide and one of its maps selected: napari removes both itself, no error
     widget.slide.value = cmu = open_slide(viewer, cmu_svs)
@@ -301,7 +301,7 @@ def test_maps_leave_with_their_slide_layer(
     wait_for(widget)
     viewer.layers.selection = {cmu, viewer.layers[f"{cmu.name} (student view)"]}
     viewer.layers.remove_selected()
-    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [tcga.name], timeout=5_000)
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [tcga.name], timeout=30_000)
     assert viewer.grid.enabled
 
 

@@ -260,9 +260,13 @@ def test_maps_and_search_results_leave_with_their_slide_layer(
         "similar tiles",
         *(f"{tcga.name} {s}" for s in ("embedding map", "clusters", "similarity")),
     }
-    qtbot.waitUntil(lambda: {layer.name for layer in viewer.layers} == left, timeout=5_000)
+
+    def only(expected: set[str]) -> None:  # waitUntil reports the last difference when it times out
+        assert {layer.name for layer in viewer.layers} == expected
+
+    qtbot.waitUntil(lambda: only(left), timeout=30_000)
     viewer.layers.remove(tcga)
-    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=5_000)
+    qtbot.waitUntil(lambda: only(set()), timeout=30_000)
 
 
 def test_a_slide_removed_while_it_is_embedded_gets_no_clusters(
@@ -496,7 +500,7 @@ def test_patch_token_map_option_runs_the_dense_map(
     assert layer.rgb and tuple(layer.units) == tuple(slide.units) and layer.data[..., 3].any()
     assert f"{slide.name} clusters" not in viewer.layers and widget.progress.value == widget.progress.max
     viewer.layers.remove(slide)  # the map goes with its slide
-    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=5_000)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=30_000)
 
 
 def test_closing_napari_mid_embed_keeps_a_resumable_cache(

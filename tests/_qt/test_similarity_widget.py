@@ -258,4 +258,4 @@ def test_overlays_leave_with_slide_a(make_napari_viewer, qtbot, os2_pair, tiny_v
     qtbot.wait(50)
     assert all(name in viewer.layers for name in overlays)
     viewer.layers.remove(a)
-    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=5_000)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=30_000)

@@ -237,6 +237,6 @@ def test_mask_and_grid_leave_with_their_slide_layer(
     kept = [tcga.name, f"{tcga.name} tissue", f"{tcga.name} tiles"]
     viewer.layers.selection.active = viewer.layers[f"{cmu.name} tiles"]
     viewer.layers.remove(cmu)
-    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == kept, timeout=5_000)
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == kept, timeout=30_000)
     widget.threshold.value = 0.3  # the preview's slide is gone: no mask drawn for it
     assert [layer.name for layer in viewer.layers] == kept
