@@ -15,6 +15,8 @@ import numpy as np
 from napari.layers import Image, Labels, Layer, Points
 from qtpy.QtCore import QTimer
 
+from napari_pathdistill._qt._layers import SlideRef
+
 _KINDS: dict[str, type[Layer]] = {"image": Image, "labels": Labels, "points": Points}
 
 
@@ -129,7 +131,7 @@ _WITH_SLIDE: weakref.WeakKeyDictionary[Layer, list[_Bound]] = weakref.WeakKeyDic
 
 def go_with_slide(
     viewer: napari.viewer.Viewer,
-    slide: Layer,
+    slide: Layer | SlideRef | None,
     layers: Iterable[Layer],
     on_gone: Callable[[], Any] | None = None,
 ) -> None:
@@ -140,8 +142,13 @@ def go_with_slide(
     iterating a selection that may hold some of these layers when it removes the slide. Layers are held weakly,
     and ``on_gone`` too when it is a bound method (a closed dock is freed; its results still go with the slide).
     A layer goes with one slide at a time: binding it again (the "similar tiles" points moved to another map)
-    ends its earlier binding. ``slide`` may be a result layer itself (points on a map go with the map).
+    ends its earlier binding. ``slide`` may be a result layer itself (points on a map go with the map), or the
+    :class:`SlideRef` of a run (its layer); nothing is bound when it is None or no longer in ``viewer``.
     """
+    if isinstance(slide, SlideRef):
+        slide = slide.layer(viewer)
+    if slide is None or slide not in viewer.layers:
+        return
     if on_gone is None:
         gone: Callable[[], Callable[[], Any] | None] = lambda: None  # noqa: E731
     elif inspect.ismethod(on_gone):

@@ -247,8 +247,8 @@ class AttentionWidget(Container):
         self.viewer.layers.selection.active = (
             tiles  # the status bar shows the hovered tile's x, y, r, overlap
         )
-        if on_view is not None:  # the maps, tiles and student view leave with their slide, and our grid ends
-            go_with_slide(self.viewer, on_view, self._map_layers, self._end_grid)
+        # the maps, tiles and student view leave with their slide, and our grid ends
+        go_with_slide(self.viewer, on_view, self._map_layers, self._end_grid)
 
     def _end_grid(self) -> None:
         """End the grid mode a side-by-side run switched on (a grid the user switched on stays): without the

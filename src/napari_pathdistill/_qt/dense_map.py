@@ -72,6 +72,5 @@ def show_dense_map(
             layer.units = units
         layer.metadata = {**layer.metadata, **meta}
         layer.refresh()
-    if slide is not None and slide in viewer.layers:
-        go_with_slide(viewer, slide, [layer])
+    go_with_slide(viewer, slide, [layer])
     return layer

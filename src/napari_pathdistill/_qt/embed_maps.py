@@ -44,7 +44,7 @@ class MapPainter:
         placement = (shape, *slide.place(scale, translate, self.viewer))
         raster, added = add_empty_map_layers(self.viewer, slide.name, placement, slide.units, k, model)
         self.live = raster if raster is not None else self.live
-        self.bind(slide, added)
+        go_with_slide(self.viewer, slide, added)
         return added
 
     def paint(
@@ -62,7 +62,7 @@ class MapPainter:
             layer = upsert_image(self.viewer, raster, name, rgb=True, scale=scale, translate=translate,
                                  units=source[1], opacity=0.7, contrast_limits=(0, 1),
                                  metadata={"pathdistill": {"model": model}})  # fmt: skip
-            self.bind(slide or self.slide_named(source[0]), [layer])
+            go_with_slide(self.viewer, slide or self.slide_named(source[0]), [layer])
         rr, cc = part.cells[:, 0], part.cells[:, 1]
         raster[rr, cc, :3] = part.rgb
         raster[rr, cc, 3] = 1.0
@@ -81,14 +81,12 @@ class MapPainter:
         data, kw = clusters_layer(result)
         labels = upsert_labels(self.viewer, data, f"{name} clusters", opacity=0.5, metadata={"pathdistill": meta},
                                **kw, **geo)  # fmt: skip
-        self.bind(slide or self.slide_named(name), [labels, self.viewer.layers[f"{name} embedding map"]])
+        go_with_slide(
+            self.viewer,
+            slide or self.slide_named(name),
+            [labels, self.viewer.layers[f"{name} embedding map"]],
+        )
         return labels
-
-    def bind(self, slide: SlideRef | None, layers: list[Any]) -> None:
-        """``layers`` leave the viewer with ``slide``'s layer (when it is still there)."""
-        on_view = slide.layer(self.viewer) if slide is not None else None
-        if on_view is not None and layers:
-            go_with_slide(self.viewer, on_view, layers)
 
     def _show_rgb(self, result: SlideMap, name: str, geo: dict[str, Any]) -> None:
         """The final PCA colours (refitted on every tile): into the live raster in place, else into the layer of

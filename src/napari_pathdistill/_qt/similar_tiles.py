@@ -56,8 +56,7 @@ def show_similar_tiles(
     pts = np.concatenate([centers[[index]], centers[idx]])
     units = getattr(layer, "units", None) if placed else units
     points = _points(viewer, pts, features, float(min(scale)) * 0.6, units, limits)
-    if placed and layer in viewer.layers:  # they leave with the map they lie on (it with its slide)
-        go_with_slide(viewer, layer, [points])
+    go_with_slide(viewer, layer, [points])  # they leave with the map they lie on (it with its slide)
     return points, cos
 
 

@@ -154,10 +154,8 @@ class SimilarityWidget(Container):
                              scale=scale, translate=translate, units=slide.units if slide else None)  # fmt: skip
         layer.colorbar.visible = True
         self.show_registered()
-        if slide is not None and (on_view := slide.layer(self.viewer)) is not None:  # they leave with slide A
-            go_with_slide(
-                self.viewer, on_view, [lay for lay in self.viewer.layers if lay.name in self._names()]
-            )
+        names = self._names()  # they leave with slide A
+        go_with_slide(self.viewer, slide, [lay for lay in self.viewer.layers if lay.name in names])
         self.viewer.layers.selection.active = layer
         self.summary.value = summary_text(result, top_k)
         if doubt := result.transform.registration.doubt():

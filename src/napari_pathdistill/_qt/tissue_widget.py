@@ -164,13 +164,7 @@ class TissueWidget(Container):
         layer = upsert_layer(self._viewer, "labels", mask.astype("uint8"), layer_name, scale=sc, translate=tr,
                              units=units, opacity=0.9, colormap=mask_colormap())  # fmt: skip
         layer.contour = 2  # not an add_labels argument
-        self._bind(slide, layer)
-
-    def _bind(self, slide: SlideRef, layer: Any) -> None:
-        """``layer`` leaves the viewer with the slide layer it lies on."""
-        on_view = slide.layer(self._viewer)
-        if on_view is not None:
-            go_with_slide(self._viewer, on_view, [layer])
+        go_with_slide(self._viewer, slide, [layer])  # it leaves with the slide layer it lies on
 
     def _apply(self, result: TissueGridResult, slide: SlideRef) -> None:
         """Show the mask and the tile grid of ``result`` on the slide layer it was computed from."""
@@ -190,7 +184,7 @@ class TissueWidget(Container):
         sc, tr = on_slide_layer(slide, raster.scale, raster.translate, u)
         tiles = upsert_layer(self._viewer, "labels", raster.data, tiles_name, scale=sc, translate=tr, units=units,
                              opacity=0.45, features=tile_features(result.grid), colormap=tile_colormap())  # fmt: skip
-        self._bind(slide, tiles)
+        go_with_slide(self._viewer, slide, [tiles])
         grid = result.grid
         res = f"{grid.mpp} um/px" if grid.mpp else "level-0 px (no MPP)"
         self.summary.value = f"{len(grid)} tiles of {grid.tile_px} px at {res}, read from level {grid.level}"
