@@ -11,8 +11,10 @@ reads after each step: every rank agrees on it (:func:`any_rank`, one all-reduce
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType, TracebackType
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -75,3 +77,49 @@ def ignore_sigterm() -> None:
     a worker whose parent died exits on its own) and on SIGKILL.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def close_workers(batches: Any, grace_s: float = 10.0) -> None:
+    """Shut the DataLoader's workers down now, also when the training loop raised.
+
+    The workers ignore SIGTERM (:func:`ignore_sigterm`), so neither torch's fallback (``terminate()`` of a
+    worker that did not exit within 5 s) nor multiprocessing's exit handler (SIGTERM, then an unbounded join)
+    can end one that hangs: left to them, a stuck worker (a read blocked on a network file system) kept the
+    process from ever exiting. A worker still alive ``grace_s`` after the shutdown is killed. A worker that
+    dies while being shut down (its batches are no longer needed) is one warning line on stderr: before, the
+    DataLoader's SIGCHLD handler raised ``DataLoader worker ... is killed by signal: Aborted`` out of the
+    shutdown, turning a finished run into a failed one, or replacing the error the loop raised.
+
+    Args:
+        batches: the iterator of :func:`~pathdistill_train.data.loaders.build_batches`; anything else (the
+            single-process DataLoader iterator, the device pipeline) is left alone.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's multi-process DataLoader iterator
+    if not callable(shutdown):
+        return
+    try:
+        shutdown()
+    except RuntimeError as error:  # torch's SIGCHLD handler: the exit codes below say which worker, how
+        if not str(error).startswith("DataLoader worker"):
+            raise
+    for worker in getattr(batches, "_workers", []):
+        worker.join(timeout=grace_s)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+            print(f"pathdistill-train: warning: DataLoader worker (pid {worker.pid}) did not exit within "
+                  f"{grace_s:g} s of the shutdown; killed", file=sys.stderr, flush=True)  # fmt: skip
+        elif worker.exitcode:
+            print(f"pathdistill-train: warning: DataLoader worker (pid {worker.pid}) ended by "
+                  f"{_how(worker.exitcode)} while being shut down; its batches were no longer needed",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _how(exitcode: int) -> str:
+    """``signal SIGABRT`` for a negative exit code (multiprocessing's convention), ``exit code N`` else."""
+    if exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"

@@ -38,7 +38,7 @@ from pathdistill_train.train.checkpointing import (
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 from pathdistill_train.train.export import export_student
 from pathdistill_train.train.metric_logger import MetricLogger, elapsed_before, format_duration, truncate_csv
-from pathdistill_train.train.preemption import TermSignal, any_rank
+from pathdistill_train.train.preemption import TermSignal, any_rank, close_workers
 from pathdistill_train.train.run_dir import (
     check_inputs,
     git_commit,
@@ -148,22 +148,9 @@ def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, floa
             set_rng_state(rng)
         history = _loop(cfg, env, model, meta, optimizer, sched, start, it, run)
     finally:
-        _close_batches(it)
+        close_workers(it)
     distributed.cleanup()
     return history
-
-
-def _close_batches(it: Any) -> None:
-    """Shut the DataLoader's workers down now, also when the loop raised.
-
-    The workers ignore SIGTERM (:func:`~pathdistill_train.train.preemption.ignore_sigterm`); left to
-    multiprocessing's exit handler, which terminates daemonic children with SIGTERM and then joins them, they
-    would keep the process from exiting after an error (e.g. a worker's own ``TrainDataError``), its iterator
-    still referenced by the traceback.
-    """
-    shutdown = getattr(it, "_shutdown_workers", None)  # torch's multi-process DataLoader iterator
-    if callable(shutdown):
-        shutdown()
 
 
 def _run_record(command: Sequence[str] | None, start: int) -> dict[str, Any]:
