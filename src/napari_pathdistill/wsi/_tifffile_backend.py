@@ -17,6 +17,7 @@ from napari_pathdistill.errors import CorruptTileError, WSIError
 from napari_pathdistill.wsi import _multiplex
 from napari_pathdistill.wsi._backend_utils import open_fd, paste_tiles, to_rgb
 from napari_pathdistill.wsi._blocks import check_chunk_size
+from napari_pathdistill.wsi._sample_range import estimated_white, stated_white, stretch
 from napari_pathdistill.wsi._tiff_levels import other_planes_note, pyramid_pages
 from napari_pathdistill.wsi._tiff_samples import SampleLayout, sample_layout
 from napari_pathdistill.wsi._truncation import intact_levels
@@ -130,8 +131,39 @@ class TiffFileBackend:
         self.levels = [self._level(p, h0, w0) for p in self._pages]
         self.properties = {"tifffile.series": series.kind, "tifffile.axes": series.axes}
         self.mpp = _ome_mpp(self._tif.ome_metadata) or _tag_mpp(self._pages[0])
+        #: the value of white of >8-bit samples (12-bit data in 16-bit samples: 4095), None: the dtype's maximum
+        self._white: int | None = None
+        self._white = None if self.channels is not None else self._sample_white()
         icc = self._pages[0].tags.get(34675)  # InterColorProfile
         self.icc_profile: bytes | None = bytes(icc.value) if icc is not None and icc.value else None
+
+    def _sample_white(self) -> int | None:
+        """White of a >8-bit slide: stated by its tags / OME-XML, else estimated on the coarsest level
+        (``_sample_range``); None for 8-bit samples or when white is the dtype's maximum."""
+        page = self._pages[0]
+        if page.dtype.itemsize == 1:
+            return None
+        stated = stated_white(page, self._tif.ome_metadata)
+        white, source = stated if stated else (None, "the largest value of the coarsest level")
+        if white is None:
+            last = len(self._pages) - 1
+
+            def decode(i: int) -> np.ndarray | None:
+                try:
+                    return self._decode_segment(last, i)
+                except CorruptTileError:
+                    return None
+
+            white = estimated_white(len(self._segments[last][0]), decode, page.dtype)
+        if white is None or white >= np.iinfo(page.dtype).max:
+            return None
+        self.properties["pathdistill.sample-range"] = f"0-{white} ({source}), stretched to 8 bits"
+        return white
+
+    @property
+    def sample_white(self) -> int | None:
+        """The value of white of samples stored in more bits than they use (12 bits in 16: 4095), else None."""
+        return self._white
 
     def _detect_multiplex(self, path: Path, series) -> _multiplex.ChannelSource | None:
         try:
@@ -217,7 +249,8 @@ class TiffFileBackend:
                 f"{self._tif.filename}: level {level} tile {index} cannot be decoded ({exc}); corrupt file."
             ) from exc
         seg = np.asarray(seg).reshape(shape[1:] if len(shape) == 4 else shape)
-        return seg.reshape(seg.shape[-3:]) if seg.ndim > 3 else seg
+        seg = seg.reshape(seg.shape[-3:]) if seg.ndim > 3 else seg
+        return stretch(seg, self._white) if self._white else seg
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Read the block [y, y+h) x [x, x+w) of ``level`` (level pixels); outside the image is white.

@@ -120,7 +120,8 @@ def slide_metadata(pyramid: Any) -> SlideMetadata:
         )
         for lv in pyramid.levels
     )
-    extra = {label: props[k] for k, label in (("aperio.Date", "scan date"),) if props.get(k)}
+    labels = (("aperio.Date", "scan date"), ("pathdistill.sample-range", "pixel values"))
+    extra = {label: props[k] for k, label in labels if props.get(k)}
     return SlideMetadata(
         path=Path(pyramid.path),
         backend=pyramid.backend,
