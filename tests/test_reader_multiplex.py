@@ -67,3 +67,14 @@ def test_multiplex_in_a_viewer(make_napari_viewer, tmp_path: Path) -> None:
         assert [str(u) for u in layer.units] == ["micrometer", "micrometer"]
         np.testing.assert_allclose(layer.colormap.colors[-1], [v / 255 for v in COLOURS[c]] + [1.0])
         np.testing.assert_array_equal(np.asarray(layer.data[-1]), levels[-1][c])
+
+
+def test_a_large_single_level_12_bit_multiplex_gets_limits_from_a_sample_of_its_tiles(tmp_path: Path) -> None:
+    """Its only level is too large to read whole for limits; the dtype's range (0-65535) showed 12-bit black."""
+    rng = np.random.default_rng(5)
+    level = rng.gamma(2.0, 300.0, (len(NAMES), 2100, 2100)).clip(0, 4095).astype(np.uint16)  # 12-bit signal
+    path = write_ome_multiplex(tmp_path / "mx12.ome.tif", [level])
+    for c, (_, kw, _) in enumerate(read_slide(str(path))):
+        lo, hi = kw["contrast_limits"]
+        want_lo, want_hi = np.percentile(level[c], [0.5, 99.9])
+        assert lo == pytest.approx(want_lo, abs=15) and hi == pytest.approx(want_hi, rel=0.1)

@@ -237,12 +237,27 @@ def _channel_colormap(c: int, color: tuple[int, int, int] | None) -> Any:
     return {"colors": [[0.0, 0.0, 0.0, 1.0], [*rgb, 1.0]], "name": f"pathdistill-#{hexcode}"}
 
 
-def _contrast_limits(coarsest: Any, dtype: Any) -> tuple[float, float]:
-    """(0.5, 99.9) percentiles of the coarsest level if small enough, else the integer dtype's range."""
+def _limits_sample(coarsest: Any) -> Any:
+    """The coarsest level's pixels if it has at most _LIMITS_MAX_PIXELS, else those of up to 4 x 4 of its native
+    tiles (dask blocks) spread evenly over it (a single-level slide is all level 0: never read whole); None when
+    its tiles are larger than that too."""
     import numpy as np
 
     if coarsest.size <= _LIMITS_MAX_PIXELS:
-        lo, hi = (float(v) for v in np.percentile(np.asarray(coarsest), [0.5, 99.9]))
+        return np.asarray(coarsest)
+    if max(coarsest.chunksize) ** 2 > _LIMITS_MAX_PIXELS // 16:
+        return None
+    picks = [np.unique(np.linspace(0, n - 1, min(n, 4)).round().astype(int)) for n in coarsest.numblocks]
+    return np.concatenate([np.asarray(coarsest.blocks[y, x]).ravel() for y in picks[0] for x in picks[1]])
+
+
+def _contrast_limits(coarsest: Any, dtype: Any) -> tuple[float, float]:
+    """(0.5, 99.9) percentiles of the coarsest level (a sample of its tiles if large), else the dtype's range."""
+    import numpy as np
+
+    sample = _limits_sample(coarsest)
+    if sample is not None and sample.size:
+        lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.9]))
         if hi > lo:
             return (lo, hi)
     if np.dtype(dtype).kind in "ui":
