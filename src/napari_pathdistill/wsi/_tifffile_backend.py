@@ -18,6 +18,7 @@ from napari_pathdistill.wsi import _multiplex
 from napari_pathdistill.wsi._backend_utils import open_fd, paste_tiles, to_rgb
 from napari_pathdistill.wsi._blocks import check_chunk_size
 from napari_pathdistill.wsi._sample_range import estimated_white, stated_white, stretch
+from napari_pathdistill.wsi._tiff_associated import associated_series, read_series_rgb
 from napari_pathdistill.wsi._tiff_levels import other_planes_note, pyramid_pages
 from napari_pathdistill.wsi._tiff_samples import SampleLayout, sample_layout
 from napari_pathdistill.wsi._truncation import intact_levels
@@ -130,6 +131,7 @@ class TiffFileBackend:
         h0, w0 = self._pages[0].imagelength, self._pages[0].imagewidth
         self.levels = [self._level(p, h0, w0) for p in self._pages]
         self.properties = {"tifffile.series": series.kind, "tifffile.axes": series.axes}
+        self._associated = associated_series(self._tif)
         self.mpp = _ome_mpp(self._tif.ome_metadata) or _tag_mpp(self._pages[0])
         #: the value of white of >8-bit samples (12-bit data in 16-bit samples: 4095), None: the dtype's maximum
         self._white: int | None = None
@@ -270,10 +272,14 @@ class TiffFileBackend:
         return self.read_level(level, round(location[0] / ds), round(location[1] / ds), size[0], size[1])
 
     def associated_image_names(self) -> list[str]:
-        return []
+        """An OME-TIFF's label / macro / thumbnail Images (``_tiff_associated``); other TIFFs have none."""
+        return sorted(self._associated)
 
     def read_associated(self, name: str) -> np.ndarray:
-        raise WSIError(f"No associated image {name!r}: TIFFs read by tifffile expose none.")
+        if name not in self._associated:
+            names = ", ".join(self.associated_image_names()) or "none"
+            raise WSIError(f"No associated image {name!r}; this slide has: {names}.")
+        return read_series_rgb(self._tif.filename, name, self._associated[name])
 
     def close(self) -> None:
         if self._fd is not None:
