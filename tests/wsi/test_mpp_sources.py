@@ -65,3 +65,39 @@ def test_72_dpi_placeholder_is_no_pixel_size(tmp_path: Path, tissue: np.ndarray,
 )  # fmt: skip
 def test_microscope_mpp(mpp, kept: bool) -> None:
     assert (microscope_mpp(mpp) == mpp) if kept else microscope_mpp(mpp) is None
+
+
+@pytest.mark.parametrize(
+    ("size", "unit", "want"),
+    [
+        (
+            "abc",
+            "µm",
+            None,
+        ),  # before: ValueError "could not convert string to float: 'abc'" out of the reader
+        ("0,25", "µm", 0.25),  # a decimal comma (a writer under a German or French locale)
+        ("2500", "Å", 0.25),  # before: 2500 um/px, ignored as no microscope's
+        ("250000", "pm", 0.25),
+        ("1", "pixel", None),  # no length: before, 1 um/px
+    ],
+)
+def test_ome_physical_size_is_read_or_ignored_never_raises(
+    tmp_path: Path, tissue: np.ndarray, size: str, unit: str, want: float | None
+) -> None:
+    path = tmp_path / "odd.ome.tif"
+    meta = {"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeXUnit": "mm", "PhysicalSizeYUnit": "mm"}
+    tifffile.imwrite(path, tissue, tile=(128, 128), photometric="rgb", metadata=meta)
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    for old, new in (('="0.5"', f'="{size}"'), ('Unit="mm"', f'Unit="{unit}"')):
+        assert xml.count(old) == 2
+        xml = xml.replace(old, new)
+    tifffile.tiffcomment(path, xml.encode())  # the file's OME-XML, as a writer stated it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layers = get_reader(str(path))(str(path))
+    kwargs = layers[0][1]
+    if want is None:
+        assert "scale" not in kwargs and any("no pixel size" in str(w.message) for w in caught)
+    else:
+        assert kwargs["scale"] == pytest.approx((want, want)) and kwargs["units"] == ("um", "um")

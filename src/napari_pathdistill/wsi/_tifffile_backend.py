@@ -31,19 +31,30 @@ _VENDOR_FLAGS = {
     "philips": "Philips TIFF",
     "bif": "Ventana BIF",
 }
-_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+#: OME length units (UnitsLength) in um; a unit not here ("pixel", "reference frame") is no pixel size
+_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "pm": 1e-6, "Å": 1e-4, "\u212b": 1e-4,
+               "mm": 1e3, "cm": 1e4, "m": 1e6, "in": 25400.0}  # fmt: skip
 
 
 def _ome_mpp(ome_xml: str | None) -> tuple[float, float] | None:
+    """(y, x) um/px of the first OME Pixels; None when absent or unreadable (a decimal comma is read as a point).
+
+    A malformed value (``PhysicalSizeX="abc"``) or a unit that is no length is no pixel size, never an exception:
+    the slide then opens in pixels with the reader's no-MPP warning.
+    """
     if not ome_xml:
         return None
     vals = {}
     for ax in ("X", "Y"):
         m = re.search(rf'PhysicalSize{ax}="([^"]+)"', ome_xml)
         u = re.search(rf'PhysicalSize{ax}Unit="([^"]+)"', ome_xml)
-        if m is None:
+        factor = _UNIT_TO_UM.get(u.group(1).strip() if u else "µm")
+        if m is None or factor is None:
             return None
-        vals[ax] = float(m.group(1)) * _UNIT_TO_UM.get(u.group(1) if u else "µm", 1.0)
+        try:
+            vals[ax] = float(m.group(1).strip().replace(",", ".")) * factor
+        except ValueError:
+            return None
     return (vals["Y"], vals["X"])
 
 
