@@ -12,6 +12,7 @@ Associated images (label, macro, thumbnail) are not added by default; set the en
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -161,11 +162,7 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
         raise
     if pyramid.mpp is None:
         bad = pyramid.implausible_mpp
-        what = (
-            "has no pixel size (MPP)"
-            if bad is None
-            else f"states {bad[1]:.4g} um/px, no microscope's (a dpi placeholder)"
-        )
+        what = "has no pixel size (MPP)" if bad is None else _implausible(bad)
         warnings.warn(
             f"{slide.name} {what}: opened in pixels; the scale bar and um/px-based tiling "
             "use level-0 pixels. If you know it, set 'slide um/px override' in the embed, tissue or similarity "
@@ -182,6 +179,15 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
     if wanted:
         layers += associated_layers(pyramid, _wanted_associated(pyramid, wanted))
     return layers
+
+
+def _implausible(mpp: tuple[float, float]) -> str:
+    """How the no-MPP warning words a stated (y, x) um/px that is no microscope's."""
+    y, x = mpp
+    size = f"{x:.4g} um/px" if f"{x:.4g}" == f"{y:.4g}" else f"{x:.4g} x {y:.4g} um/px (x, y)"
+    if all(math.isfinite(v) and v > 0 for v in mpp):
+        return f"states {size}, no microscope's (a dpi placeholder)"
+    return f"states {size}, which is no pixel size (zero, negative or not a number)"
 
 
 def _wanted_associated(pyramid: Any, wanted: str) -> list[str]:

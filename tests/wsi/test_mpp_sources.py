@@ -101,3 +101,28 @@ def test_ome_physical_size_is_read_or_ignored_never_raises(
         assert "scale" not in kwargs and any("no pixel size" in str(w.message) for w in caught)
     else:
         assert kwargs["scale"] == pytest.approx((want, want)) and kwargs["units"] == ("um", "um")
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "said"),
+    [
+        (0.0, 0.0, "states 0 um/px, which is no pixel size (zero, negative or not a number)"),
+        (0.5, -0.5, "states 0.5 x -0.5 um/px (x, y), which is no pixel size"),  # before: "states 0.5 um/px"
+        (1e6, 1e6, "states 1e+06 um/px, no microscope's (a dpi placeholder)"),
+    ],
+)
+def test_the_warning_says_what_is_wrong_with_a_stated_pixel_size(
+    tmp_path: Path, tissue: np.ndarray, x: float, y: float, said: str
+) -> None:
+    path = tmp_path / "odd.ome.tif"
+    meta = {"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.75}
+    with tifffile.TiffWriter(path, ome=True) as tw:  # a pyramid: read by tifffile, which keeps what it states
+        tw.write(tissue, tile=(128, 128), photometric="rgb", subifds=1, metadata=meta)
+        tw.write(tissue[::2, ::2], tile=(128, 128), photometric="rgb", subfiletype=1, metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata.replace('="0.25"', f'="{x}"').replace('="0.75"', f'="{y}"')
+    tifffile.tiffcomment(path, xml.encode())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_reader(str(path))(str(path))
+    assert any(f"odd.ome.tif {said}" in str(w.message) for w in caught), [str(w.message) for w in caught]
