@@ -165,3 +165,20 @@ def test_a_pyramid_whose_smallest_level_is_huge_is_refused_not_loaded(tmp_path: 
         WSIError, match=r"smallest pyramid level is still 30000x30000 px \(2 levels, 2\.5 GiB"
     ):
         read_slide(str(path))
+
+
+def test_a_folder_named_like_a_slide_says_which_file_to_open(tmp_path: Path, cmu_svs: Path) -> None:
+    """An archive ``CMU.svs.zip`` unpacked into a folder ``CMU.svs/``: before, napari said the reader 'refused the
+    file' (and ``open_pyramid`` that it is 'not a whole-slide image')."""
+    folder = tmp_path / "CMU.svs"
+    folder.mkdir()
+    (folder / cmu_svs.name).symlink_to(cmu_svs)
+    (folder / "readme.txt").write_text("scanned 2024")
+    assert get_reader(str(folder)) is read_slide
+    with pytest.raises(WSIError, match=r"CMU\.svs is a folder, not a slide file.*open the slide file in it "
+                       r"instead: CMU-1-Small-Region\.svs\.$"):  # fmt: skip
+        read_slide(str(folder))
+    (folder / cmu_svs.name).unlink()
+    with pytest.raises(WSIError, match=r"holds no slide file either"):
+        read_slide(str(folder))
+    assert get_reader(str(tmp_path)) is None  # a folder without a slide suffix is still declined

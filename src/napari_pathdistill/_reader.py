@@ -55,8 +55,9 @@ def _looks_readable(path: Path) -> bool:
 
     if _denied(path):  # read_slide then says "permission denied", not napari's "no reader"
         return path.suffix.lower() in SUFFIXES
-    if path.is_dir():  # a DICOM folder OpenSlide refuses (no ImageType, no VOLUME) gets the reader's message
-        return detect_vendor(path) is not None or is_dicom(path)
+    if path.is_dir():  # a DICOM folder OpenSlide refuses (no ImageType, no VOLUME) gets the reader's message,
+        # and so does a folder named like a slide (``x.svs/``, an archive unpacked): it says which file to open
+        return path.suffix.lower() in SUFFIXES or detect_vendor(path) is not None or is_dicom(path)
     if not path.is_file() or path.suffix.lower() not in SUFFIXES:
         return False  # also a FIFO, socket or device: never opened here (a read would block)
     if path.stat().st_size == 0:  # no reader can: read_slide says it is empty, not napari's "refused"

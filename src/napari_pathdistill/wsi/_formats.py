@@ -44,6 +44,8 @@ def choose_backend(path: Path) -> Backend:
     vendor = detect_vendor(path)
     if vendor == "dicom" or is_dicom(path):  # OpenSlide first, pydicom for the DICOM it refuses
         return open_dicom(path, openslide_reads=vendor == "dicom")
+    if vendor is None and path.is_dir():  # no DICOM series, no vendor index: say what the folder holds
+        raise WSIError(_folder_refusal(path))
     if vendor is not None and vendor != "generic-tiff":
         return OpenSlideBackend(path)
     if vendor is None and _claims_vendor_format(path):
@@ -67,6 +69,27 @@ def choose_backend(path: Path) -> Backend:
         f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: .svs .tif/.tiff "
         ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF, pyramidal TIFF and small JPEG/PNG."
     )
+
+
+#: suffixes of the slide files named in the message for a folder that is no slide (e.g. ``x.svs/`` unzipped)
+SLIDE_FILE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".btf",
+                       ".qptiff", ".vsi", ".czi", ".isyntax", ".i2syntax")  # fmt: skip
+
+
+def _folder_refusal(path: Path, limit: int = 1000) -> str:
+    """The message for a folder that holds no DICOM series, naming the slide files in it (first ``limit`` entries)."""
+    slides: list[str] = []
+    with os.scandir(path) as entries:
+        for i, entry in enumerate(entries):
+            if i >= limit:
+                break
+            if entry.name.lower().endswith(SLIDE_FILE_SUFFIXES) and entry.is_file():
+                slides.append(entry.name)
+    head = f"{path} is a folder, not a slide file, and holds no DICOM whole-slide series"
+    if not slides:
+        return head + "; it holds no slide file either."
+    names = ", ".join(sorted(slides)[:3]) + (f" and {len(slides) - 3} more" if len(slides) > 3 else "")
+    return f"{head}; open the slide file in it instead: {names}."
 
 
 def _openslide_unless_it_loses_mpp(path: Path, tiff: Backend) -> Backend:
