@@ -225,3 +225,30 @@ def test_a_dicom_uid_file_name_wraps_inside_the_dock(
     assert label.text().replace("\u200b", "") == name
     widest = max(label.fontMetrics().horizontalAdvance(part) for part in label.text().split("\u200b"))
     assert widest <= label.contentsRect().width()  # every unbreakable part fits: nothing is cut off
+
+
+def test_scan_date_and_a_12_bit_range_are_shown(
+    make_napari_viewer, cmu_svs: Path, open_slide, tmp_path
+) -> None:
+    """``metadata_rows`` gives them, but the dock showed only its fixed rows: both were never seen."""
+    import tifffile
+
+    viewer = make_napari_viewer()
+    widget = _docked(viewer)
+    open_slide(viewer, cmu_svs)
+    assert widget.rows["scan date"].value == "12/29/09" and not widget.rows["scan date"].native.isHidden()
+    assert widget.rows["pixel values"].native.isHidden()
+    with openslide.OpenSlide(str(cmu_svs)) as s:
+        rgb = np.asarray(s.read_region((0, 0), 0, (512, 512)).convert("RGB"))
+    path = tmp_path / "he12.tif"
+    with tifffile.TiffWriter(
+        path
+    ) as tw:  # the tissue in 12 bits, a pyramid of two levels (tifffile reads it)
+        twelve = ((rgb.astype(np.uint32) * 4095 + 127) // 255).astype(np.uint16)
+        tw.write(
+            twelve, tile=(128, 128), photometric="rgb", subifds=1, resolution=(2e4, 2e4), resolutionunit=3
+        )
+        tw.write(twelve[::2, ::2], tile=(128, 128), photometric="rgb", subfiletype=1)
+    open_slide(viewer, path)
+    assert widget.rows["pixel values"].value.startswith("0-4095 (")
+    assert not widget.rows["pixel values"].native.isHidden() and widget.rows["scan date"].native.isHidden()

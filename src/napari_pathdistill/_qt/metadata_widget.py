@@ -36,9 +36,12 @@ ROWS = (
     "levels",
     "associated",
     "ICC profile",
+    "pixel values",
+    "scan date",
 )
-#: rows shown only when the slide has them (a multiplex slide's channels)
-OPTIONAL_ROWS = ("channels",)
+#: rows shown only when the slide has them (a multiplex slide's channels, an SVS's scan date, the range a
+#: 12-bit slide is stretched from: ``wsi.metadata``'s extra rows)
+OPTIONAL_ROWS = ("channels", "pixel values", "scan date")
 NO_SLIDE = "Select a slide layer (opened with the napari-pathdistill reader) to see its metadata."
 NO_MPP_STYLE = "background-color: #ffd54f; color: #202020; font-weight: bold; padding: 2px;"
 MIXED_UNITS = (

@@ -101,7 +101,8 @@ def _tifffile_facts(path: Path) -> tuple[str | None, float | None, str | None]:
 
 
 def slide_metadata(pyramid: Any) -> SlideMetadata:
-    """The facts of an open slide for display; reads no pixels (a TIFF's tags are re-read from its file).
+    """The facts of an open slide for display; reads no pixels (a TIFF's tags are re-read from its file; opening a
+    TIFF of more than 8 bits without a stated white decodes a few coarsest-level tiles: ``_sample_range``).
 
     Args:
         pyramid: a :class:`~napari_pathdistill.wsi.pyramid.Pyramid`.
