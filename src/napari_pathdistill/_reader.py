@@ -283,11 +283,11 @@ def associated_layers(pyramid: Any, names: list[str] | None = None, x_min: float
     names = pyramid.associated_image_names() if names is None else names
     out: list[LayerData] = []
     h0, w0 = pyramid.levels[0].shape
-    unit = pyramid.mpp[1] if pyramid.mpp else 1.0
-    x_off = max(w0 * unit * ASSOCIATED_SPACING, x_min)
+    unit_y, unit_x = pyramid.mpp if pyramid.mpp else (1.0, 1.0)  # non-square pixels: y and x differ
+    x_off = max(w0 * unit_x * ASSOCIATED_SPACING, x_min)
     for name in [n for n in names if n in pyramid.associated_image_names()]:
         img = pyramid.read_associated(name)
-        scale = (h0 * unit / img.shape[0],) * 2  # same height as the slide, aspect kept
+        scale = (h0 * unit_y / img.shape[0],) * 2  # same height as the slide, aspect kept
         kw = {"name": f"{pyramid.path.name} [{name}]", "rgb": True, "scale": scale, "translate": (0, x_off)}
         if pyramid.mpp:
             kw["units"] = ("um", "um")

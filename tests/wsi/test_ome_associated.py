@@ -77,3 +77,20 @@ def test_the_reader_adds_them_when_asked(tmp_path, cmu_parts, monkeypatch) -> No
         "cmu.ome.tif [macro]",
     ]
     assert np.array_equal(layers[1][0], cmu_parts["label"])
+
+
+def test_with_non_square_pixels_the_label_stands_as_high_as_the_slide(tmp_path, cmu_parts) -> None:
+    """MPP-Y 0.5, MPP-X 0.25: the slide is 0.5 um x its rows high; the label was scaled with MPP-X (half as high)."""
+    from napari_pathdistill._reader import associated_layers
+
+    path = _write(tmp_path / "aniso.ome.tif", cmu_parts, {"label image": "label"})
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata.replace(f'PhysicalSizeY="{MPP}"', 'PhysicalSizeY="0.5"')
+        xml = xml.replace(f'PhysicalSizeX="{MPP}"', 'PhysicalSizeX="0.25"')
+    tifffile.tiffcomment(path, xml.encode())
+    with open_pyramid(path) as pyr:
+        assert pyr.mpp == (0.5, 0.25)
+        ((img, kw, _),) = associated_layers(pyr, ["label"])
+        h0, w0 = pyr.levels[0].shape
+    assert img.shape[0] * kw["scale"][0] == pytest.approx(h0 * 0.5)  # before: h0 * 0.25
+    assert kw["translate"][1] == pytest.approx(w0 * 0.25 * 1.05)
