@@ -107,3 +107,21 @@ def test_the_metadata_panel_says_the_range_it_stretched(tmp_path, he_tile) -> No
     assert rows["pixel values"].startswith("0-4095 (") and rows["pixel values"].endswith(
         "stretched to 8 bits"
     )
+
+
+def test_the_estimate_decodes_at_most_its_pixel_budget(tmp_path, he_tile, monkeypatch) -> None:
+    """A flat 16-bit image in one strip would be decoded whole to estimate its white: it is not estimated."""
+    from napari_pathdistill.wsi import _sample_range
+
+    path = tmp_path / "strip12.tif"
+    tifffile.imwrite(path, _to_bits(he_tile, 12), photometric="rgb", rowsperstrip=he_tile.shape[0])
+    monkeypatch.setattr(_sample_range, "MAX_SAMPLED_PIXELS", he_tile.shape[0] * he_tile.shape[1] - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_pyramid(path) as pyr:
+            assert pyr.levels[0].tile_shape[0] == he_tile.shape[0]  # one strip
+            assert "pathdistill.sample-range" not in pyr.properties  # not decoded to estimate
+    monkeypatch.setattr(_sample_range, "MAX_SAMPLED_PIXELS", he_tile.shape[0] * he_tile.shape[1])
+    got, _, props = _read_all(path)
+    assert props["pathdistill.sample-range"].startswith("0-4095 (")
+    _assert_same(got, he_tile)

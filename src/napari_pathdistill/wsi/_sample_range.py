@@ -21,6 +21,9 @@ import numpy as np
 
 #: tiles of the coarsest level decoded to estimate a slide's bit depth (evenly spread over the level)
 MAX_SAMPLED = 64
+#: pixels decoded for that estimate at most: fewer tiles when they are large (strips of a flat TIFF), none when
+#: one alone is larger (a single-strip image: then no estimate, white stays the dtype's maximum)
+MAX_SAMPLED_PIXELS = 2**24
 
 
 def stated_white(page: Any, ome_xml: str | None) -> tuple[int, str] | None:
@@ -43,20 +46,27 @@ def stated_white(page: Any, ome_xml: str | None) -> tuple[int, str] | None:
     return None
 
 
-def estimated_white(n_tiles: int, decode: Callable[[int], np.ndarray | None], dtype: np.dtype) -> int | None:
-    """The next ``2**k - 1`` (k >= 8) at or above the largest value of up to MAX_SAMPLED of ``n_tiles`` tiles.
+def estimated_white(
+    n_tiles: int, tile_pixels: int, decode: Callable[[int], np.ndarray | None], dtype: np.dtype
+) -> int | None:
+    """The next ``2**k - 1`` (k >= 8) at or above the largest value of up to MAX_SAMPLED of ``n_tiles`` tiles
+    (fewer when they hold more than MAX_SAMPLED_PIXELS together).
 
     Args:
         n_tiles: tiles (segments) of the level sampled.
+        tile_pixels: pixels of one tile.
         decode: tile index -> its decoded samples in the file's dtype, None for a sparse tile.
         dtype: the samples' integer dtype.
 
     Returns:
-        The white value, None when every sampled tile is sparse.
+        The white value, None when every sampled tile is sparse or one tile is over MAX_SAMPLED_PIXELS.
     """
-    step = max(1, n_tiles // MAX_SAMPLED)
+    most = min(MAX_SAMPLED, MAX_SAMPLED_PIXELS // max(1, tile_pixels))
+    if most == 0:
+        return None
+    step = max(1, n_tiles // most)
     peak = -1
-    for i in range(0, n_tiles, step)[:MAX_SAMPLED]:
+    for i in range(0, n_tiles, step)[:most]:
         tile = decode(i)
         if tile is not None and tile.size:
             peak = max(peak, int(tile.max()))

@@ -167,7 +167,8 @@ class TiffFileBackend:
                 except CorruptTileError:
                     return None
 
-            white = estimated_white(len(self._segments[last][0]), decode, page.dtype)
+            (th, tw), (h, w) = self.levels[last].tile_shape, self.levels[last].shape
+            white = estimated_white(len(self._segments[last][0]), min(th, h) * min(tw, w), decode, page.dtype)
         if white is None or white >= np.iinfo(page.dtype).max:
             return None
         self.properties["pathdistill.sample-range"] = f"0-{white} ({source}), stretched to 8 bits"
