@@ -78,3 +78,17 @@ def test_a_large_single_level_12_bit_multiplex_gets_limits_from_a_sample_of_its_
         lo, hi = kw["contrast_limits"]
         want_lo, want_hi = np.percentile(level[c], [0.5, 99.9])
         assert lo == pytest.approx(want_lo, abs=15) and hi == pytest.approx(want_hi, rel=0.1)
+
+
+@pytest.mark.parametrize("tile", [256, 1024, 2048])
+def test_limits_of_a_large_level_come_from_its_tiles_whatever_their_size(tile: int) -> None:
+    """Before, tiles over 512 px gave no sample, and a 12-bit channel got the dtype's range (shown black)."""
+    import dask.array as da
+
+    from napari_pathdistill._reader import _contrast_limits
+
+    rng = np.random.default_rng(tile)
+    level = rng.gamma(2.0, 300.0, (4600, 4600)).clip(0, 4095).astype(np.uint16)
+    lo, hi = _contrast_limits(da.from_array(level, chunks=(tile, tile)), level.dtype)
+    want_lo, want_hi = np.percentile(level, [0.5, 99.9])
+    assert lo == pytest.approx(want_lo, abs=15) and hi == pytest.approx(want_hi, rel=0.1)

@@ -246,15 +246,16 @@ def _channel_colormap(c: int, color: tuple[int, int, int] | None) -> Any:
 
 def _limits_sample(coarsest: Any) -> Any:
     """The coarsest level's pixels if it has at most _LIMITS_MAX_PIXELS, else those of up to 4 x 4 of its native
-    tiles (dask blocks) spread evenly over it (a single-level slide is all level 0: never read whole); None when
-    its tiles are larger than that too."""
+    tiles (dask blocks) spread evenly over it, as many as hold _LIMITS_MAX_PIXELS together (a single-level slide
+    is all level 0: never read whole); None when one tile alone holds more."""
     import numpy as np
 
     if coarsest.size <= _LIMITS_MAX_PIXELS:
         return np.asarray(coarsest)
-    if max(coarsest.chunksize) ** 2 > _LIMITS_MAX_PIXELS // 16:
+    side = math.isqrt(_LIMITS_MAX_PIXELS // math.prod(coarsest.chunksize))  # tiles per axis within the budget
+    if side == 0:
         return None
-    picks = [np.unique(np.linspace(0, n - 1, min(n, 4)).round().astype(int)) for n in coarsest.numblocks]
+    picks = [np.unique(np.linspace(0, n - 1, min(n, side, 4)).round().astype(int)) for n in coarsest.numblocks]
     return np.concatenate([np.asarray(coarsest.blocks[y, x]).ravel() for y in picks[0] for x in picks[1]])
 
 
