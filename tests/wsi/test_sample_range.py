@@ -125,3 +125,16 @@ def test_the_estimate_decodes_at_most_its_pixel_budget(tmp_path, he_tile, monkey
     got, _, props = _read_all(path)
     assert props["pathdistill.sample-range"].startswith("0-4095 (")
     _assert_same(got, he_tile)
+
+
+@pytest.mark.parametrize("bits", [12, 16])
+def test_16_bit_grey_png_is_not_white(tmp_path, he_tile, bits: int) -> None:
+    """Pillow's convert('RGB') of a 16-bit grey PNG clipped every value over 255: the tile read all white."""
+    from PIL import Image
+
+    grey = he_tile.mean(axis=2).astype(np.uint8)
+    path = tmp_path / f"grey{bits}.png"
+    Image.fromarray(_to_bits(grey, bits)).save(path)
+    got, backend, _ = _read_all(path)
+    assert backend == "pillow"
+    _assert_same(got[..., 0], grey)

@@ -21,6 +21,16 @@ MAX_PIXELS = 20_000 * 20_000
 CHUNK = 512
 
 
+def _grey16(grey: np.ndarray) -> np.ndarray:
+    """A 16-bit grey image (Pillow mode I;16 or I) as uint16 stretched from its bit depth's white (a 12-bit image
+    in a 16-bit PNG: 4095; ``_sample_range.bit_depth_white``) to 65535."""
+    from napari_pathdistill.wsi._sample_range import bit_depth_white, stretch
+
+    arr = np.clip(grey, 0, 65535).astype(np.uint16)
+    white = bit_depth_white(int(arr.max(initial=0)), arr.dtype)
+    return stretch(arr, white) if white < 65535 else arr
+
+
 class ImageBackend:
     """A JPEG/PNG decoded with Pillow into one in-memory RGB level."""
 
@@ -38,7 +48,10 @@ class ImageBackend:
                         "--pyramid`) and open that."
                     )
                 im.load()
-                arr = np.asarray(im.convert("RGBA") if "A" in im.getbands() else im.convert("RGB"))
+                if im.mode.startswith("I"):  # 16-bit grey: Pillow's convert("RGB") clips every value over 255
+                    arr = _grey16(np.asarray(im))
+                else:
+                    arr = np.asarray(im.convert("RGBA") if "A" in im.getbands() else im.convert("RGB"))
         except WSIError:
             raise
         except Exception as exc:  # truncated / corrupt / not an image

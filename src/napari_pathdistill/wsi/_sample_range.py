@@ -70,8 +70,11 @@ def estimated_white(
         tile = decode(i)
         if tile is not None and tile.size:
             peak = max(peak, int(tile.max()))
-    if peak < 0:
-        return None
+    return None if peak < 0 else bit_depth_white(peak, dtype)
+
+
+def bit_depth_white(peak: int, dtype: np.dtype) -> int:
+    """The smallest ``2**k - 1`` (k >= 8) at or above ``peak``, at most ``dtype``'s maximum."""
     bits = max(8, int(peak).bit_length())
     return min(2**bits - 1, int(np.iinfo(dtype).max))
 
