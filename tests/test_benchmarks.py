@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from _fresh_process import run_python
 from napari_pathdistill.models.registry import SHIPPED
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -206,13 +207,7 @@ def test_slide_scale_benchmark_quick_on_the_big_slide(big_slide, tmp_path: Path,
 def test_rss_floor_benchmark_lists_the_steps_and_mapped_files() -> None:
     """``rss_floor.py`` in its own interpreter (what it measures is a fresh process): every step's row, the
     grouped mapped files, and the watched imports (no matplotlib in the viewer since the palette is a table)."""
-    import subprocess
-
-    script = BENCH / "rss_floor.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--batch", "2"], capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_python(BENCH / "rss_floor.py", "--batch", "2")
     out = proc.stdout
     for row in ("napari.Viewer(show=True)", "import the Embed widget's module", "the Embed dock built",
                 "load_model('pathdistill-student')", "one forward of 2 tiles (worker thread)"):  # fmt: skip

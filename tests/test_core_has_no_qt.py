@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pkgutil
-import subprocess
-import sys
 
 import pytest
 
 import napari_pathdistill
+from _fresh_process import run_code
 
 CORE_PACKAGES = ("wsi", "models", "inference", "evaluation")
 FORBIDDEN = ("napari", "qtpy", "PySide6", "PyQt5", "PyQt6", "magicgui", "vispy")
@@ -39,8 +38,7 @@ def _imported_after(imports: list[str], watch: tuple[str, ...]) -> list[str]:
         "        print('skipped', m, e, file=sys.stderr)\n"
         f"print(','.join(sorted({{n.split('.')[0] for n in sys.modules}} & set({watch!r}))))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_code(code)
     return [n for n in out.stdout.strip().split(",") if n]
 
 

@@ -4,11 +4,9 @@ llvmpipe LLVM and triton's own LLVM in one process). Each case runs in a fresh p
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
+
+from _fresh_process import run_code
 
 pytestmark = pytest.mark.napari
 
@@ -30,8 +28,7 @@ viewer.close()
      "napari_pathdistill.metrics.agreement", "napari_pathdistill.device"],
 )  # fmt: skip
 def test_core_imported_after_napari_started_opengl(module: str, cmu_svs) -> None:
-    code = textwrap.dedent(SCRIPT.format(module=module, slide=str(cmu_svs)))
-    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
-                          timeout=240)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_code(
+        SCRIPT.format(module=module, slide=str(cmu_svs)), flags=["-X", "faulthandler"], timeout=240
+    )
     assert "docked 1" in proc.stdout

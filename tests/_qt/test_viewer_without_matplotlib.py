@@ -9,32 +9,27 @@ matplotlib samples it.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
-SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import napari
-    from napari_pathdistill._qt.embed_widget import EmbedWidget
-    from napari_pathdistill._qt.tile_search import points_colormap, threshold_colormap
-    viewer = napari.Viewer(show=False)
-    widget = EmbedWidget(viewer)  # builds the cluster palette (warm_labels_layer)
-    threshold_colormap(), points_colormap()
-    print("matplotlib imported:", "matplotlib" in sys.modules)
-    viewer.close()
-    """
-)
+from _fresh_process import run_code
+
+SCRIPT = """
+import sys
+import napari
+from napari_pathdistill._qt.embed_widget import EmbedWidget
+from napari_pathdistill._qt.tile_search import points_colormap, threshold_colormap
+viewer = napari.Viewer(show=False)
+widget = EmbedWidget(viewer)  # builds the cluster palette (warm_labels_layer)
+threshold_colormap(), points_colormap()
+print("matplotlib imported:", "matplotlib" in sys.modules)
+viewer.close()
+"""
 
 
 @pytest.mark.napari
 def test_embed_dock_and_heatmap_colours_do_not_import_matplotlib() -> None:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    proc = run_code(SCRIPT)
     assert "matplotlib imported: False" in proc.stdout
 
 

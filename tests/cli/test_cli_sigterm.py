@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-SCRIPT = textwrap.dedent(
-    """
+from _fresh_process import run_code
+
+SCRIPT = """
     import os, signal, sys, time
     from pathlib import Path
     from napari_pathdistill.cli import embed, main
@@ -25,16 +22,11 @@ SCRIPT = textwrap.dedent(
     embed.run = run
     sys.exit(main.main(["embed", "slide.svs", "--out", "out"]))
     """
-)
 
 
 def test_sigterm_unwinds_the_command_and_exits_143(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(marker)], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert proc.returncode == 143, proc.stderr
+    proc = run_code(SCRIPT, marker, timeout=120, returncode=143)
     assert proc.stderr.strip().splitlines()[-1] == "terminated"
     assert marker.read_text() == "cleaned up"  # finally blocks ran: not killed outright
 

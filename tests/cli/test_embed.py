@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from _fresh_process import run_python
 from napari_pathdistill.cli.main import main
 from napari_pathdistill.errors import EmptyTissueError
 from napari_pathdistill.inference.embed import NoMPPWarning, embed_slide
@@ -125,10 +126,8 @@ def test_two_processes_on_one_slide(cmu_svs, ckpt, tmp_path) -> None:
         assert started.wait(180), "the first process did not start writing"
         lock = tmp_path / f"{cmu_svs.stem}.h5.lock"
         assert lock.read_text().split()[0] == str(holder.pid)
-        cmd = [sys.executable, "-m", "napari_pathdistill.cli.main", "embed", str(cmu_svs), "--model", str(ckpt),
-               "--out", str(tmp_path), *FAST]  # fmt: skip
-        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert second.returncode == 1
+        second = run_python("-m", "napari_pathdistill.cli.main", "embed", cmu_svs, "--model", ckpt,
+                            "--out", tmp_path, *FAST, returncode=1)  # fmt: skip
         assert f"being written by another process (pid {holder.pid} on" in second.stderr, second.stderr
         assert "BlockingIOError" not in second.stderr and "Traceback" not in second.stderr
     finally:

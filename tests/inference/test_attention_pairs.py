@@ -5,8 +5,6 @@ before any work, and the memory bound measured in a child process over 400 tiles
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _fresh_process import run_python
 from napari_pathdistill.errors import Cancelled
 from napari_pathdistill.inference.attention import num_heads, spec_heads
 from napari_pathdistill.inference.attention_pairs import AttentionPair, iter_attention_pair, random_init
@@ -130,8 +129,7 @@ def test_peak_memory_is_bounded_over_many_tiles_of_a_large_generated_slide(tmp_p
         "--out",
         str(tmp_path),
     ]
-    proc = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_python(BENCH, *args)
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RSS before"))
     assert "peak increase" in line and "load average before" in proc.stdout
     res = json.loads(

