@@ -26,9 +26,9 @@ from pathdistill_train.loss import (
     iBOTPatchLoss,
 )
 from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
-from pathdistill_train.loss.views import view_pairs
 from pathdistill_train.models import build_student, build_teacher
 from pathdistill_train.models.warm_start import describe, read_init_state, warm_start
+from pathdistill_train.train.feature_terms import cls_view_triples, feature_terms
 from pathdistill_train.train.meta_parts import (
     build_head,
     center_crop_tokens,
@@ -247,10 +247,12 @@ class DistillMetaArch(nn.Module):
             losses["dino"] = lc.dino_weight * self.dino_loss(student["dino_logits"], teacher["dino_probs"])
             losses["ibot"] = lc.ibot_weight * self.ibot_loss(student["ibot_logits"], t_ibot)
         if self.use_feature:
-            for key, values in self._feature_terms(teacher["tokens"], student).items():
+            for key, values in feature_terms(
+                self.feature_losses, teacher["tokens"], student, lc.pairing
+            ).items():
                 losses[key] = lc.feature_weight * torch.stack(values).mean()
             triples = (
-                self._cls_view_triples(teacher["tokens"], student)
+                cls_view_triples(self.feature_losses, teacher["tokens"], student, lc.pairing)
                 if lc.cka_weight or lc.relational_weight
                 else []
             )
@@ -262,41 +264,6 @@ class DistillMetaArch(nn.Module):
                 losses["relational"] = lc.relational_weight * torch.stack(rel).mean()
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
-
-    def _feature_terms(
-        self, teacher_tokens: list[dict[str, torch.Tensor]], student: dict[str, torch.Tensor]
-    ) -> dict[str, list[torch.Tensor]]:
-        """Feature-loss terms per teacher: CLS over :func:`view_pairs`, patches same-view.
-
-        Tokens are flattened view-major: (V * B, ...) with rows ``v * B + b``.
-        """
-        v = 2
-        s_cls = student["cls"].unflatten(0, (v, -1))
-        pairs = view_pairs(v, v, self.cfg.loss.pairing)
-        out: dict[str, list[torch.Tensor]] = {"feat_cls": [], "feat_patch": []}
-        fls: list[FeatureDistillLoss] = list(self.feature_losses)  # type: ignore[arg-type]
-        for fl, t in zip(fls, teacher_tokens):
-            t_cls = t["cls"].unflatten(0, (v, -1))
-            out["feat_cls"].append(torch.stack([fl.cls_term(s_cls[j], t_cls[i]) for i, j in pairs]).mean())
-            out["feat_patch"].append(fl.patch_term(student["patch"], t["patch"]))
-        if fls[0].spread_weight > 0:  # on the student's own CLS, once (not per teacher), per view
-            out["feat_spread"] = [torch.stack([fls[0].spread_term(s_cls[j]) for j in range(v)]).mean()]
-        return out
-
-    def _cls_view_triples(
-        self, teacher_tokens: list[dict[str, torch.Tensor]], student: dict[str, torch.Tensor]
-    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(student view j CLS (B, Ds), student view i CLS (B, Ds), teacher view i targets (B, Dt)) for every
-        :func:`view_pairs` pair (i, j) and teacher: the inputs of the terms on the exported CLS's geometry
-        (CKA, relational). Targets are the feature loss's (normalised, centred when ``feature_center_teacher``)."""
-        v = 2
-        s_cls = student["cls"].unflatten(0, (v, -1))
-        fls: list[FeatureDistillLoss] = list(self.feature_losses)  # type: ignore[arg-type]
-        triples = []
-        for fl, t in zip(fls, teacher_tokens):
-            t_cls = fl.cls_target(t["cls"]).unflatten(0, (v, -1))
-            triples += [(s_cls[j], s_cls[i], t_cls[i]) for i, j in view_pairs(v, v, self.cfg.loss.pairing)]
-        return triples
 
     def forward(self, batch: dict[str, torch.Tensor], teacher_temp: float) -> dict[str, torch.Tensor]:
         """One distillation step's losses (centres are updated after the loss is computed)."""
