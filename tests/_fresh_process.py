@@ -4,9 +4,9 @@ Some checks cannot run in pytest's process: what a fresh session imports (pytest
 matplotlib already), import-order crashes (a segfault would end the test run), signals and exit codes of the
 CLIs, a benchmark that measures its own process. They all start ``sys.executable`` the same way here:
 
-- the environment is the test's own (``DISPLAY`` of ``xvfb-run`` included, so a napari child draws on the same
-  X server), with this checkout's ``src`` and ``training`` first on ``PYTHONPATH`` (the code under test, not an
-  installed copy), after any ``paths`` the test puts before them (a ``sitecustomize`` folder);
+- the environment is the test's own (``DISPLAY`` of ``xvfb-run`` included, so a napari child draws on the
+  same X server), with this checkout's ``src`` and ``training`` first on ``PYTHONPATH`` (the code under test,
+  not an installed copy), after any ``paths`` the test puts before them (a ``sitecustomize`` folder);
 - output is captured as text; a child that outlives ``timeout`` is killed and the test fails naming the
   command and showing its output so far, not with a bare ``TimeoutExpired``;
 - ``returncode`` (0 unless told) is asserted with the child's stdout and stderr tails in the message; pass
@@ -30,7 +30,7 @@ TAIL = 3000  # characters of each stream shown in a failure
 
 
 def python_env(paths: Iterable[str | os.PathLike] = (), **extra: str) -> dict[str, str]:
-    """``os.environ`` plus ``extra``, with ``paths``, then this checkout's src and training, first on PYTHONPATH."""
+    """``os.environ`` plus ``extra``; ``paths``, then this checkout's src and training, lead PYTHONPATH."""
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     pythonpath = [*map(str, paths), *map(str, CODE_PATHS), *inherited]
     return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(dict.fromkeys(pythonpath))}
@@ -73,9 +73,8 @@ def run_python(
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{_shown(cmd)} did not finish in {timeout:g} s\n{_streams(e.stdout, e.stderr)}")
     if returncode is not None and proc.returncode != returncode:
-        pytest.fail(
-            f"{_shown(cmd)} exited {proc.returncode}, expected {returncode}\n{_streams(proc.stdout, proc.stderr)}"
-        )
+        expected = f"exited {proc.returncode}, expected {returncode}"
+        pytest.fail(f"{_shown(cmd)} {expected}\n{_streams(proc.stdout, proc.stderr)}")
     return proc
 
 

