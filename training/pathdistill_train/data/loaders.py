@@ -83,6 +83,16 @@ def build_source(data_cfg: Any, source_px: int) -> ConcatSource:
     return ConcatSource(sources)
 
 
+def _summarise(source: ConcatSource, summary: list[dict[str, Any]], rank: int) -> None:
+    """Extend ``summary`` with each slide / tile folder and its tile count; rank 0 prints one line each."""
+    entries = source.describe()
+    summary.extend(entries)
+    for e in entries if rank == 0 else []:
+        what = f"slide {e['slide']}" if "slide" in e else f"tile folder {e['tile_dir']}"
+        left_out = f" (left out {e['left_out']})" if e.get("left_out") else ""
+        print(f"[pathdistill-train] data: {what}: {e['tiles']} tiles{left_out}", flush=True)
+
+
 def build_loader(
     cfg: Any, rank: int, world_size: int, start: int, summary: list[dict[str, Any]] | None = None
 ) -> torch.utils.data.DataLoader:
@@ -94,7 +104,7 @@ def build_loader(
     global_size = cfg.crops.global_size * factor
     source = build_source(cfg.data, round(global_size * cfg.data.source_scale))
     if summary is not None:
-        summary.extend(source.describe())
+        _summarise(source, summary, rank)
     dataset = DistillDataset(source, DataAugmentationDistill(cfg.augmentation, global_size), cfg.train.seed)
     sampler = InfiniteSampler(
         len(dataset), cfg.train.seed, rank, world_size, start * cfg.train.batch_size_per_gpu
@@ -158,7 +168,7 @@ def build_batches(
         store.parent.mkdir(parents=True, exist_ok=True)
         source = build_source(cfg.data, source_px)
         if summary is not None:
-            summary.extend(source.describe())
+            _summarise(source, summary, rank)
         write_tile_store(source, store, describe, cfg.train.seed, progress=_store_progress(store))
     else:  # not a barrier: rank 0 may decode tiles for longer than any collective waits
         wait_for_tile_store(store, describe)

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from napari_pathdistill.wsi.tiling import TileGrid
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: what ``pathdistill tiles --out DIR`` writes beside its ``tiles/`` folder: images, but not tiles
+TILES_CMD_BYPRODUCTS = ("preview.png", "tissue_mask.png")
+TILES_CMD_MANIFEST = ("grid.json", "tiles.csv")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -67,9 +70,17 @@ class TileFolderSource:
             raise TrainDataError(
                 f"data.tile_dirs: tile folder {root} not found" + (" (a file)" * root.exists())
             )
-        self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.left_out = [p for p in images if _tiles_cmd_byproduct(p)]
+        self.paths = sorted(set(images).difference(self.left_out))
         if not self.paths:
-            raise TrainDataError(f"data.tile_dirs: no tile images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+            hint = (
+                f": it holds only the {' and '.join(TILES_CMD_BYPRODUCTS)} of `pathdistill tiles`, which writes "
+                "tiles only with --save-tiles N"
+            ) * bool(self.left_out)
+            raise TrainDataError(
+                f"data.tile_dirs: no tile images ({', '.join(IMAGE_SUFFIXES)}) under {root}{hint}"
+            )
         self.source_px, self.scale = source_px, (folder_mpp / mpp if folder_mpp else 1.0)
         self.unreadable: set[Path] = set()  # tiles skipped in this process (each worker keeps its own)
 
@@ -77,8 +88,15 @@ class TileFolderSource:
         return len(self.paths)
 
     def describe(self) -> list[dict[str, Any]]:
-        """The folder and its number of tile images (for the training record)."""
-        return [{"tile_dir": str(self.root), "tiles": len(self.paths)}]
+        """The folder and its number of tile images (for the training record), and what was left out."""
+        entry: dict[str, Any] = {"tile_dir": str(self.root), "tiles": len(self.paths)}
+        if self.left_out:
+            n = len({p.parent for p in self.left_out})
+            entry["left_out"] = (
+                f"{len(self.left_out)} images, the {' and '.join(TILES_CMD_BYPRODUCTS)} of {n} "
+                f"`pathdistill tiles` output folder{'s' * (n > 1)}"
+            )
+        return [entry]
 
     def _read(self, index: int) -> np.ndarray:
         """The RGB image of tile ``index``, or of the next readable one; an unreadable tile warns once.
@@ -124,6 +142,11 @@ class TileFolderSource:
         y = int(torch.randint(0, h - s + 1, (1,), generator=gen))
         x = int(torch.randint(0, w - s + 1, (1,), generator=gen))
         return torch.from_numpy(np.ascontiguousarray(rgb[y : y + s, x : x + s])).permute(2, 0, 1)
+
+
+def _tiles_cmd_byproduct(path: Path) -> bool:
+    """Whether ``path`` is the preview or tissue mask of a ``pathdistill tiles`` output (beside its manifest)."""
+    return path.name in TILES_CMD_BYPRODUCTS and all((path.parent / m).is_file() for m in TILES_CMD_MANIFEST)
 
 
 class WSISource:
