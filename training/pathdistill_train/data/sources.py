@@ -88,8 +88,9 @@ class TileFolderSource:
         return len(self.paths)
 
     def describe(self) -> list[dict[str, Any]]:
-        """The folder and its number of tile images (for the training record), and what was left out."""
-        entry: dict[str, Any] = {"tile_dir": str(self.root), "tiles": len(self.paths)}
+        """The folder (its absolute path) and its number of tile images (for the training record), and what was
+        left out."""
+        entry: dict[str, Any] = {"tile_dir": str(self.root.resolve()), "tiles": len(self.paths)}
         if self.left_out:
             n = len({p.parent for p in self.left_out})
             entry["left_out"] = (
@@ -190,9 +191,10 @@ class WSISource:
         return len(self.index)
 
     def describe(self) -> list[dict[str, Any]]:
-        """Each slide and its number of tissue tiles (for the training record)."""
+        """Each slide (its absolute path) and its number of tissue tiles (for the training record)."""
         return [
-            {"slide": str(p), "tiles": len(g.coords)} for p, g in zip(self.paths, self.grids, strict=True)
+            {"slide": str(p.resolve()), "tiles": len(g.coords)}
+            for p, g in zip(self.paths, self.grids, strict=True)
         ]
 
     def __getitem__(self, item: tuple[int, torch.Generator]) -> torch.Tensor:
