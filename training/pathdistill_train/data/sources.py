@@ -7,6 +7,7 @@ make_tile_grid / read_tiles) at ``source_px`` and the target ``mpp``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +56,8 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 
 
 class TileFolderSource:
-    """Every image in a folder (recursively), rescaled from ``folder_mpp`` to ``mpp``, random crops.
+    """Every image in a folder (recursively, through symlinked folders), rescaled from ``folder_mpp`` to ``mpp``;
+    random crops.
 
     Args:
         root: folder of tile images.
@@ -70,9 +72,10 @@ class TileFolderSource:
             raise TrainDataError(
                 f"data.tile_dirs: tile folder {root} not found" + (" (a file)" * root.exists())
             )
-        images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = _images_under(root)
         self.left_out = [p for p in images if _tiles_cmd_byproduct(p)]
-        self.paths = sorted(set(images).difference(self.left_out))
+        drop = set(self.left_out)
+        self.paths = [p for p in images if p not in drop] if drop else images
         if not self.paths:
             hint = (
                 f": it holds only the {' and '.join(TILES_CMD_BYPRODUCTS)} of `pathdistill tiles`, which writes "
@@ -143,6 +146,29 @@ class TileFolderSource:
         y = int(torch.randint(0, h - s + 1, (1,), generator=gen))
         x = int(torch.randint(0, w - s + 1, (1,), generator=gen))
         return torch.from_numpy(np.ascontiguousarray(rgb[y : y + s, x : x + s])).permute(2, 0, 1)
+
+
+def _images_under(root: Path) -> list[Path]:
+    """The image files under ``root`` in path order, following symlinked folders (each real folder once).
+
+    ``Path.rglob`` does not descend into a symlinked folder (before Python 3.13), so a folder of links to the
+    tile folders of several slides held no tiles.
+    """
+    seen: set[str] = set()
+    found: list[
+        tuple[list[str], Path, str]
+    ] = []  # (sort key, folder, name): sorting 100k Paths takes seconds
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to the same folder
+            subfolders.clear()
+            continue
+        seen.add(real)
+        parent, parts = Path(folder), os.path.relpath(folder, root).split(os.sep)
+        parts = [] if parts == ["."] else parts
+        found += [([*parts, f], parent, f) for f in files if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+    found.sort(key=lambda item: item[0])  # Path order (by parts)
+    return [parent / name for _, parent, name in found]
 
 
 def _tiles_cmd_byproduct(path: Path) -> bool:
