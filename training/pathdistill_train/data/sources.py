@@ -67,7 +67,7 @@ class TileFolderSource:
     """
 
     def __init__(self, root: str | Path, source_px: int, folder_mpp: float | None, mpp: float) -> None:
-        self.root = root = Path(root)
+        self.root = root = Path(root).expanduser()
         if not root.is_dir():
             raise TrainDataError(
                 f"data.tile_dirs: tile folder {root} not found" + (" (a file)" * root.exists())
@@ -200,7 +200,7 @@ class WSISource:
         min_tissue: float,
         mpp_override: float | None,
     ) -> None:
-        self.paths = [Path(p) for p in slides]
+        self.paths = [Path(p).expanduser() for p in slides]
         self.mpp_override = mpp_override
         self.grids, self.index = [], []
         for si, path in enumerate(self.paths):
