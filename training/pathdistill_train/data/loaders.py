@@ -156,14 +156,18 @@ def build_batches(
     if cfg.data.pipeline != "device":
         raise TrainConfigError(f"data.pipeline must be loader or device, got {cfg.data.pipeline!r}")
     from pathdistill_train.data.device_views import DeviceViewMaker
-    from pathdistill_train.data.tile_store import DeviceBatches, wait_for_tile_store, write_tile_store
+    from pathdistill_train.data.tile_store import (
+        DeviceBatches,
+        store_identity,
+        wait_for_tile_store,
+        write_tile_store,
+    )
 
     factor = cfg.crossmag.factor if cfg.crossmag.enabled else 1
     global_size = cfg.crops.global_size * factor
     source_px = round(global_size * cfg.data.source_scale)
     store = Path(cfg.data.tile_store or Path(cfg.output_dir) / "tile_store.npy")
-    describe = {"slides": list(cfg.data.slides), "tile_dirs": list(cfg.data.tile_dirs or []), "px": source_px,
-                "mpp": cfg.data.mpp, "min_tissue": cfg.data.min_tissue, "seed": cfg.train.seed}  # fmt: skip
+    describe = store_identity(cfg.data, source_px, cfg.train.seed)
     if rank == 0:
         store.parent.mkdir(parents=True, exist_ok=True)
         source = build_source(cfg.data, source_px)

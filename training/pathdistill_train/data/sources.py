@@ -72,10 +72,7 @@ class TileFolderSource:
             raise TrainDataError(
                 f"data.tile_dirs: tile folder {root} not found" + (" (a file)" * root.exists())
             )
-        images = _images_under(root)
-        self.left_out = [p for p in images if _tiles_cmd_byproduct(p)]
-        drop = set(self.left_out)
-        self.paths = [p for p in images if p not in drop] if drop else images
+        self.paths, self.left_out = list_tiles(root)
         if not self.paths:
             hint = (
                 f": it holds only the {' and '.join(TILES_CMD_BYPRODUCTS)} of `pathdistill tiles`, which writes "
@@ -146,6 +143,14 @@ class TileFolderSource:
         y = int(torch.randint(0, h - s + 1, (1,), generator=gen))
         x = int(torch.randint(0, w - s + 1, (1,), generator=gen))
         return torch.from_numpy(np.ascontiguousarray(rgb[y : y + s, x : x + s])).permute(2, 0, 1)
+
+
+def list_tiles(root: Path) -> tuple[list[Path], list[Path]]:
+    """The tile images under ``root`` in path order, and the ``pathdistill tiles`` by-products left out."""
+    images = _images_under(root)
+    left_out = [p for p in images if _tiles_cmd_byproduct(p)]
+    drop = set(left_out)
+    return ([p for p in images if p not in drop] if drop else images), left_out
 
 
 def _images_under(root: Path) -> list[Path]:

@@ -1,8 +1,8 @@
 """A memory-mapped store of decoded uint8 tiles, written once from the slides, and device batches from it.
 
 ``data.pipeline: device`` reads the tile fields once (slides are decoded by the plugin's readers, tile folders
-by PIL) into ``<output_dir>/tile_store.npy`` (N, 3, S, S) uint8 plus a JSON description; a rerun with the same
-sources and field size reuses it, and a killed write leaves no store behind (written to a temporary name, then
+by PIL) into ``<output_dir>/tile_store.npy`` (N, 3, S, S) uint8 plus a JSON description; a rerun on the same
+data (:func:`store_identity`) reuses it, and a killed write leaves no store behind (written to a temporary name, then
 renamed; the partial file is deleted on an exception, or by the next write after a SIGKILL). Training then
 gathers batches of rows from the memory map (the page cache keeps them in RAM), moves them to the device and
 makes the views there (:class:`~pathdistill_train.data.device_views.DeviceViewMaker`).
@@ -25,7 +25,7 @@ import torch
 from napari_pathdistill.atomic import atomic_write_text
 from pathdistill_train.data.device_views import DeviceViewMaker
 from pathdistill_train.data.samplers import InfiniteSampler
-from pathdistill_train.data.sources import ConcatSource
+from pathdistill_train.data.sources import ConcatSource, list_tiles
 
 
 def write_tile_store(
@@ -76,6 +76,32 @@ def write_tile_store(
         path.with_suffix(".json"), json.dumps({"describe": describe, "shape": list(shape)}, indent=1)
     )
     return path
+
+
+def store_identity(data_cfg: Any, px: int, seed: int) -> dict[str, Any]:
+    """What a store of the ``data`` config node's sources at field side ``px`` is written from (its ``describe``).
+
+    Every setting that changes the decoded fields (``tile_dirs_mpp``, ``mpp_override`` too), each slide by its
+    absolute path, size and modification time, and each tile folder by its absolute path and number of tiles:
+    a tile added to or removed from a folder, or the same relative paths run from another folder, rewrite the
+    store. Every rank computes it alike (a folder listing; no slide is opened).
+    """
+
+    def slide(path: str) -> dict[str, Any]:
+        p = Path(path).expanduser().resolve()
+        st = p.stat() if p.exists() else None
+        return {"path": str(p), "bytes": st and st.st_size, "mtime_ns": st and st.st_mtime_ns}
+
+    def folder(path: str) -> dict[str, Any]:
+        p = Path(path).expanduser().resolve()
+        return {"path": str(p), "tiles": len(list_tiles(p)[0])}
+
+    return {
+        "slides": [slide(p) for p in data_cfg.slides or []],
+        "tile_dirs": [folder(d) for d in data_cfg.tile_dirs or []],
+        "px": px, "mpp": data_cfg.mpp, "min_tissue": data_cfg.min_tissue, "seed": seed,
+        "tile_dirs_mpp": data_cfg.tile_dirs_mpp, "mpp_override": data_cfg.mpp_override,
+    }  # fmt: skip
 
 
 def remove_stale_partial_stores(path: Path) -> list[Path]:
