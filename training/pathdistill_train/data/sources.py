@@ -7,7 +7,6 @@ make_tile_grid / read_tiles) at ``source_px`` and the target ``mpp``.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,16 +17,12 @@ import torch
 from PIL import Image
 
 from napari_pathdistill.errors import CorruptTileWarning
+from pathdistill_train.data.tile_listing import IMAGE_SUFFIXES, TILES_CMD_BYPRODUCTS, list_tiles
 from pathdistill_train.errors import TrainDataError
 
 if TYPE_CHECKING:
     from napari_pathdistill.wsi.pyramid import Pyramid
     from napari_pathdistill.wsi.tiling import TileGrid
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-#: what ``pathdistill tiles --out DIR`` writes beside its ``tiles/`` folder: images, but not tiles
-TILES_CMD_BYPRODUCTS = ("preview.png", "tissue_mask.png")
-TILES_CMD_MANIFEST = ("grid.json", "tiles.csv")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -143,42 +138,6 @@ class TileFolderSource:
         y = int(torch.randint(0, h - s + 1, (1,), generator=gen))
         x = int(torch.randint(0, w - s + 1, (1,), generator=gen))
         return torch.from_numpy(np.ascontiguousarray(rgb[y : y + s, x : x + s])).permute(2, 0, 1)
-
-
-def list_tiles(root: Path) -> tuple[list[Path], list[Path]]:
-    """The tile images under ``root`` in path order, and the ``pathdistill tiles`` by-products left out."""
-    images = _images_under(root)
-    left_out = [p for p in images if _tiles_cmd_byproduct(p)]
-    drop = set(left_out)
-    return ([p for p in images if p not in drop] if drop else images), left_out
-
-
-def _images_under(root: Path) -> list[Path]:
-    """The image files under ``root`` in path order, following symlinked folders (each real folder once).
-
-    ``Path.rglob`` does not descend into a symlinked folder (before Python 3.13), so a folder of links to the
-    tile folders of several slides held no tiles.
-    """
-    seen: set[str] = set()
-    found: list[
-        tuple[list[str], Path, str]
-    ] = []  # (sort key, folder, name): sorting 100k Paths takes seconds
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:  # a link back up the tree, or a second link to the same folder
-            subfolders.clear()
-            continue
-        seen.add(real)
-        parent, parts = Path(folder), os.path.relpath(folder, root).split(os.sep)
-        parts = [] if parts == ["."] else parts
-        found += [([*parts, f], parent, f) for f in files if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
-    found.sort(key=lambda item: item[0])  # Path order (by parts)
-    return [parent / name for _, parent, name in found]
-
-
-def _tiles_cmd_byproduct(path: Path) -> bool:
-    """Whether ``path`` is the preview or tissue mask of a ``pathdistill tiles`` output (beside its manifest)."""
-    return path.name in TILES_CMD_BYPRODUCTS and all((path.parent / m).is_file() for m in TILES_CMD_MANIFEST)
 
 
 class WSISource:

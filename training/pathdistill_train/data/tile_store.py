@@ -25,7 +25,8 @@ import torch
 from napari_pathdistill.atomic import atomic_write_text
 from pathdistill_train.data.device_views import DeviceViewMaker
 from pathdistill_train.data.samplers import InfiniteSampler
-from pathdistill_train.data.sources import ConcatSource, list_tiles
+from pathdistill_train.data.sources import ConcatSource
+from pathdistill_train.data.tile_listing import list_tiles
 
 
 def write_tile_store(
