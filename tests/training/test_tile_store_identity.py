@@ -48,7 +48,7 @@ def test_a_changed_folder_scale_or_tile_count_rewrites_the_store(tmp_path, tiles
     shutil.copy(tiles[14], folder / tiles[14].name)
     assert _store(tmp_path, str(folder), "data.tile_dirs_mpp=0.25").shape[0] == 4
     describe = json.loads((tmp_path / "cache" / "store.json").read_text())["describe"]
-    assert describe["tile_dirs"] == [{"path": str(folder.resolve()), "tiles": 4}]
+    assert describe["tile_dirs"] == [{"path": str(folder.resolve()), "tiles": 4, "manifest_mpp": []}]
 
 
 def test_the_same_relative_folder_from_another_project_is_other_data(tmp_path, tiles, monkeypatch):

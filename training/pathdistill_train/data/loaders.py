@@ -89,8 +89,10 @@ def _summarise(source: ConcatSource, summary: list[dict[str, Any]], rank: int) -
     summary.extend(entries)
     for e in entries if rank == 0 else []:
         what = f"slide {e['slide']}" if "slide" in e else f"tile folder {e['tile_dir']}"
-        left_out = f" (left out {e['left_out']})" if e.get("left_out") else ""
-        print(f"[pathdistill-train] data: {what}: {e['tiles']} tiles{left_out}", flush=True)
+        notes = "; ".join(f"{k.replace('_', ' ')} {e[k]}" for k in ("left_out", "rescaled") if e.get(k))
+        print(
+            f"[pathdistill-train] data: {what}: {e['tiles']} tiles" + f" ({notes})" * bool(notes), flush=True
+        )
 
 
 def build_loader(

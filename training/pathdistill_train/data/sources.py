@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from napari_pathdistill.errors import CorruptTileWarning
-from pathdistill_train.data.tile_listing import IMAGE_SUFFIXES, TILES_CMD_BYPRODUCTS, list_tiles
+from pathdistill_train.data.tile_listing import IMAGE_SUFFIXES, TILES_CMD_BYPRODUCTS, list_tiles, manifest_mpp
 from pathdistill_train.errors import TrainDataError
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ class TileFolderSource:
     Args:
         root: folder of tile images.
         source_px: side of the returned field in pixels.
-        folder_mpp: um/px of the images (None: already at the target).
+        folder_mpp: um/px of the images (None: already at the target); the tiles of a ``pathdistill tiles``
+            output are at the um/px of its ``grid.json`` (when it states one), whatever this says.
         mpp: target um/px.
     """
 
@@ -76,7 +77,11 @@ class TileFolderSource:
             raise TrainDataError(
                 f"data.tile_dirs: no tile images ({', '.join(IMAGE_SUFFIXES)}) under {root}{hint}"
             )
-        self.source_px, self.scale = source_px, (folder_mpp / mpp if folder_mpp else 1.0)
+        self.source_px, self.folder_mpp, self.mpp = source_px, folder_mpp, mpp
+        #: um/px of the tiles of each ``pathdistill tiles`` output: its grid.json wins over ``folder_mpp``
+        self.manifest_mpp = {
+            d: m for d in {p.parent for p in self.paths} if (m := manifest_mpp(d)) is not None
+        }
         self.unreadable: set[Path] = set()  # tiles skipped in this process (each worker keeps its own)
 
     def __len__(self) -> int:
@@ -92,10 +97,16 @@ class TileFolderSource:
                 f"{len(self.left_out)} images, the {' and '.join(TILES_CMD_BYPRODUCTS)} of {n} "
                 f"`pathdistill tiles` output folder{'s' * (n > 1)}"
             )
+        mpps = sorted({m for m in self.manifest_mpp.values() if m != self.mpp})
+        if mpps:
+            entry["rescaled"] = (
+                f"from {' / '.join(f'{m:g}' for m in mpps)} um/px (the grid.json of `pathdistill tiles`) "
+                f"to {self.mpp:g} um/px"
+            )
         return [entry]
 
-    def _read(self, index: int) -> np.ndarray:
-        """The RGB image of tile ``index``, or of the next readable one; an unreadable tile warns once.
+    def _read(self, index: int) -> tuple[Path, np.ndarray]:
+        """The path and RGB image of tile ``index``, or of the next readable one; an unreadable tile warns once.
 
         Raises:
             TrainDataError: no image of the folder can be read.
@@ -106,7 +117,7 @@ class TileFolderSource:
                 continue
             try:
                 with Image.open(path) as im:
-                    return _to_rgb(im)
+                    return path, _to_rgb(im)
             except (
                 OSError,
                 ValueError,
@@ -125,10 +136,12 @@ class TileFolderSource:
 
     def __getitem__(self, item: tuple[int, torch.Generator]) -> torch.Tensor:
         index, gen = item
-        rgb = self._read(index)
+        path, rgb = self._read(index)
         h, w = rgb.shape[:2]
-        if self.scale != 1.0:
-            h, w = max(1, round(h * self.scale)), max(1, round(w * self.scale))
+        tile_mpp = self.manifest_mpp.get(path.parent, self.folder_mpp)
+        scale = tile_mpp / self.mpp if tile_mpp else 1.0
+        if scale != 1.0:
+            h, w = max(1, round(h * scale)), max(1, round(w * scale))
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
         s = self.source_px
         if min(h, w) < s:

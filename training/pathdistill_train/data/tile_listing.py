@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -48,3 +49,15 @@ def _images_under(root: Path) -> list[Path]:
 def _tiles_cmd_byproduct(path: Path) -> bool:
     """Whether ``path`` is the preview or tissue mask of a ``pathdistill tiles`` output (beside its manifest)."""
     return path.name in TILES_CMD_BYPRODUCTS and all((path.parent / m).is_file() for m in TILES_CMD_MANIFEST)
+
+
+def manifest_mpp(folder: Path) -> float | None:
+    """The um/px at which ``pathdistill tiles`` wrote the tiles of ``folder`` (``DIR/tiles``; ``mpp`` of
+    ``DIR/grid.json``), or None: not such a folder, or level-0 px of a slide without MPP (``mpp`` null)."""
+    if folder.name != "tiles" or not all((folder.parent / m).is_file() for m in TILES_CMD_MANIFEST):
+        return None
+    try:
+        mpp = json.loads((folder.parent / "grid.json").read_text()).get("mpp")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+        return None
+    return float(mpp) if isinstance(mpp, int | float) and mpp > 0 else None

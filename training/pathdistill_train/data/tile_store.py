@@ -26,7 +26,7 @@ from napari_pathdistill.atomic import atomic_write_text
 from pathdistill_train.data.device_views import DeviceViewMaker
 from pathdistill_train.data.samplers import InfiniteSampler
 from pathdistill_train.data.sources import ConcatSource
-from pathdistill_train.data.tile_listing import list_tiles
+from pathdistill_train.data.tile_listing import list_tiles, manifest_mpp
 
 
 def write_tile_store(
@@ -83,7 +83,8 @@ def store_identity(data_cfg: Any, px: int, seed: int) -> dict[str, Any]:
     """What a store of the ``data`` config node's sources at field side ``px`` is written from (its ``describe``).
 
     Every setting that changes the decoded fields (``tile_dirs_mpp``, ``mpp_override`` too), each slide by its
-    absolute path, size and modification time, and each tile folder by its absolute path and number of tiles:
+    absolute path, size and modification time, and each tile folder by its absolute path, number of tiles and the um/px of its ``pathdistill tiles``
+    outputs:
     a tile added to or removed from a folder, or the same relative paths run from another folder, rewrite the
     store. Every rank computes it alike (a folder listing; no slide is opened).
     """
@@ -95,7 +96,9 @@ def store_identity(data_cfg: Any, px: int, seed: int) -> dict[str, Any]:
 
     def folder(path: str) -> dict[str, Any]:
         p = Path(path).expanduser().resolve()
-        return {"path": str(p), "tiles": len(list_tiles(p)[0])}
+        tiles = list_tiles(p)[0]
+        mpps = sorted({m for d in {t.parent for t in tiles} if (m := manifest_mpp(d)) is not None})
+        return {"path": str(p), "tiles": len(tiles), "manifest_mpp": mpps}
 
     return {
         "slides": [slide(p) for p in data_cfg.slides or []],
