@@ -132,11 +132,22 @@ def run(args: argparse.Namespace) -> int:
 
 def save_tiles(pyr: Pyramid, grid: TileGrid, folder: Path, n: int) -> None:
     """Write the first ``n`` tiles of ``grid`` as ``folder/tile_NNNNN.png``, ``SAVE_CHUNK`` tiles in memory at a
-    time (all at once, 100k tiles of 224 px took 15 GB)."""
+    time (all at once, 100k tiles of 224 px took 15 GB).
+
+    The ``tile_NNNNN.png`` an earlier run left in ``folder`` are deleted first (a note says how many): they were cut
+    from another grid (other um/px, px or tissue threshold) than the ``grid.json`` written now describes.
+    """
     from skimage.io import imsave
 
     from napari_pathdistill.wsi import read_tiles
 
+    old = [f for f in folder.glob("tile_*.png") if f.stem[5:].isdigit()] if folder.is_dir() else []
+    for f in old:
+        f.unlink()
+    if old:
+        print(f"note: deleted the {len(old)} tiles an earlier run wrote to {folder}")
+        if not n and not any(folder.iterdir()):
+            folder.rmdir()
     if n:
         folder.mkdir(exist_ok=True)
     for start in range(0, n, SAVE_CHUNK):
