@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
         check_contrast=False,
     )
     meta = {
-        "slide": str(args.slide), "slide_mpp": slide_mpp, "tile_px": grid.tile_px, "mpp": grid.mpp,
-        "size_level0": grid.size_level0, "level": grid.level, "min_tissue": args.min_tissue,
+        "slide": str(args.slide.expanduser().resolve()), "slide_mpp": slide_mpp, "tile_px": grid.tile_px,
+        "mpp": grid.mpp, "size_level0": grid.size_level0, "level": grid.level, "min_tissue": args.min_tissue,
         "threshold": threshold, "n_tiles": len(grid), "grid_shape": grid.grid_shape,
         "mask_downsample": mask.downsample,
     }  # fmt: skip
@@ -131,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def save_tiles(pyr: Pyramid, grid: TileGrid, folder: Path, n: int) -> None:
-    """Write the first ``n`` tiles of ``grid`` as ``folder/tile_NNNNN.png``, ``SAVE_CHUNK`` tiles in memory at a
-    time (all at once, 100k tiles of 224 px took 15 GB).
+    """Write the first ``n`` tiles of ``grid`` as ``folder/tile_NNNNN.png``, ``SAVE_CHUNK`` tiles in memory
+    at a time (all at once, 100k tiles of 224 px took 15 GB).
 
-    The ``tile_NNNNN.png`` an earlier run left in ``folder`` are deleted first (a note says how many): they were cut
-    from another grid (other um/px, px or tissue threshold) than the ``grid.json`` written now describes.
+    The ``tile_NNNNN.png`` an earlier run left in ``folder`` are deleted first (a note says how many): they
+    were cut from another grid (other um/px, px or tissue threshold) than the new ``grid.json`` describes.
     """
     from skimage.io import imsave
 
