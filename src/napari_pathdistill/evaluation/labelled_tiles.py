@@ -16,6 +16,7 @@ from PIL import Image
 
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.progress import Progress
+from napari_pathdistill.wsi.pil_rgb import pil_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -157,9 +158,10 @@ def load_tile(path: Path, size: int) -> np.ndarray:
 
 def _load_tile(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as im:
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(bg, rgba).convert("RGB")
+        try:
+            rgb = Image.fromarray(pil_rgb(im))
+        except ValueError as err:  # a 32-bit integer / float image
+            raise EvaluationError(f"tile image {path}: {err}") from None
     w, h = rgb.size
     s = min(w, h)
     rgb = rgb.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))

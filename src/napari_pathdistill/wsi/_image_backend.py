@@ -14,21 +14,12 @@ import numpy as np
 from napari_pathdistill.errors import WSIError
 from napari_pathdistill.wsi._backend_utils import to_rgb
 from napari_pathdistill.wsi.levels import PyramidLevel
+from napari_pathdistill.wsi.pil_rgb import grey16
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
 #: larger plain images would be decoded whole: convert them to a pyramidal (OME-)TIFF instead
 MAX_PIXELS = 20_000 * 20_000
 CHUNK = 512
-
-
-def _grey16(grey: np.ndarray) -> np.ndarray:
-    """A 16-bit grey image (Pillow mode I;16 or I) as uint16 stretched from its bit depth's white (a 12-bit image
-    in a 16-bit PNG: 4095; ``_sample_range.bit_depth_white``) to 65535."""
-    from napari_pathdistill.wsi._sample_range import bit_depth_white, stretch
-
-    arr = np.clip(grey, 0, 65535).astype(np.uint16)
-    white = bit_depth_white(int(arr.max(initial=0)), arr.dtype)
-    return stretch(arr, white) if white < 65535 else arr
 
 
 class ImageBackend:
@@ -49,7 +40,7 @@ class ImageBackend:
                     )
                 im.load()
                 if im.mode.startswith("I"):  # 16-bit grey: Pillow's convert("RGB") clips every value over 255
-                    arr = _grey16(np.asarray(im))
+                    arr = grey16(np.asarray(im))
                 else:
                     arr = np.asarray(im.convert("RGBA") if "A" in im.getbands() else im.convert("RGB"))
         except WSIError:

@@ -17,37 +17,13 @@ import torch
 from PIL import Image
 
 from napari_pathdistill.errors import CorruptTileWarning
+from napari_pathdistill.wsi.pil_rgb import pil_rgb
 from pathdistill_train.data.tile_listing import IMAGE_SUFFIXES, TILES_CMD_BYPRODUCTS, list_tiles, manifest_mpp
 from pathdistill_train.errors import TrainDataError
 
 if TYPE_CHECKING:
     from napari_pathdistill.wsi.pyramid import Pyramid
     from napari_pathdistill.wsi.tiling import TileGrid
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    """PIL image -> (H, W, 3) uint8 RGB, alpha composited on white.
-
-    16-bit grey (PNG / TIFF: mode ``I;16*``; Pillow before 10.x opened 16-bit grey PNG as ``I``) is scaled by the
-    range of its dtype (v * 255 / 65535, rounded), as Pillow reads 16-bit RGB(A) (its high byte); Pillow's own
-    conversion clips it at 255, which turns the tile white.
-
-    Raises:
-        ValueError: a 32-bit integer or float image (``I``, ``F``): no fixed range maps it to 8 bits.
-    """
-    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):  # PNG has no 32-bit grey
-        grey = (np.asarray(img).astype(np.uint32) * 255 + 32767) // 65535
-        return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
-    if img.mode in ("I", "F"):
-        raise ValueError(
-            f"a {'32-bit integer' if img.mode == 'I' else 'floating-point'} image (mode {img.mode}) has no fixed "
-            "range to map to 8-bit RGB: convert it to 8-bit RGB"
-        )
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, img)
-    return np.asarray(img.convert("RGB"))
 
 
 class TileFolderSource:
@@ -117,7 +93,7 @@ class TileFolderSource:
                 continue
             try:
                 with Image.open(path) as im:
-                    return path, _to_rgb(im)
+                    return path, pil_rgb(im)
             except (
                 OSError,
                 ValueError,
