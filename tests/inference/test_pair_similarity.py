@@ -200,3 +200,18 @@ def test_one_file_as_both_slides_is_refused(os2_pair, tiny_vit_2um):
     spelt_otherwise = os2_pair[0].parent / ".." / os2_pair[0].parent.name / os2_pair[0].name
     with pytest.raises(RegistrationError, match=r"same file \(OS-2-ndpi.ome.tif\)"):
         drain(iter_pair_similarity(tiny_vit_2um, os2_pair[0], spelt_otherwise, view_size=None))
+
+
+def test_a_tile_larger_than_a_slide_fails_before_the_registration(os2_pair, tiny_vit_2um):
+    """56 px at 10 um/px (560 um) on the 500 um OS-2 field: 'smaller than one tile' came after the registration
+    had run (~20 s on a CPU); both slides are now checked before it, and the message says it in um."""
+    from napari_pathdistill.errors import WSIError
+
+    steps = iter_pair_similarity(tiny_vit_2um, *os2_pair, mpp=10.0)
+    with pytest.raises(
+        WSIError, match=r"OS-2-ndpi.ome.tif \(2202x2202 px, 500x500 um\).*\(56 px at 10 um/px: 560 um\)"
+    ):
+        next(steps)  # the first step: no "registration" progress before the error
+    steps = iter_pair_similarity(tiny_vit_2um, *os2_pair, mpp=7.0)  # 392 um: fits both
+    assert next(steps).stage == "registration"
+    steps.close()

@@ -31,7 +31,13 @@ from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
 from napari_pathdistill.wsi.registration import Registration, apply_affine, register_images, warp_rgb
-from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, grid_to_image, make_tile_grid
+from napari_pathdistill.wsi.tiling import (
+    TileGrid,
+    check_tile_fits,
+    detect_tissue,
+    grid_to_image,
+    make_tile_grid,
+)
 from napari_pathdistill.wsi.tissue_grid import mask_placement
 
 
@@ -247,6 +253,9 @@ def iter_pair_similarity(
         open_pyramid(slide_a, fallback_mpp=fallback_mpp) as pa,
         open_pyramid(slide_b, fallback_mpp=fallback_mpp) as pb,
     ):
+        for pyr in (pa, pb):  # no MPP, or a tile larger than a slide, fails now, not after the registration
+            _mpp(pyr)
+            check_tile_fits(pyr, tile_px, mpp)
         yield Progress(0, 0, "registration")
         reg = register_pair(pa, pb, landmarks=landmarks, cancel=cancel)
         if strict_registration and (doubt := reg.registration.doubt()):

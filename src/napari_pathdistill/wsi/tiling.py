@@ -32,6 +32,7 @@ __all__ = [
     "TissueMaps",
     "TissueMask",
     "background_rgb",
+    "check_tile_fits",
     "detect_tissue",
     "grid_to_image",
     "grid_to_shapes",
@@ -107,6 +108,27 @@ def tissue_fractions(mask: TissueMask, coords: np.ndarray, size: float) -> np.nd
     return (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) / area
 
 
+def check_tile_fits(pyramid: Pyramid, tile_px: int, mpp: float) -> float:
+    """Side (level-0 px) of a ``tile_px`` tile at ``mpp`` um/px (``tile_px`` without an MPP), checked to fit
+    in the slide: a cheap check to make before long work (a similarity run's registration) that a grid follows.
+
+    Raises:
+        WSIError: the slide is smaller than one tile on a side.
+    """
+    slide_mpp = float(np.mean(pyramid.mpp)) if pyramid.mpp else None
+    in_um = bool(slide_mpp and mpp)
+    size = tile_px * float(mpp) / slide_mpp if (slide_mpp and mpp) else float(tile_px)
+    h0, w0 = pyramid.levels[0].shape
+    if h0 // size == 0 or w0 // size == 0:
+        um = f", {w0 * slide_mpp:.0f}x{h0 * slide_mpp:.0f} um" if slide_mpp else ""
+        tile = f" ({tile_px} px at {mpp:g} um/px: {tile_px * mpp:.0f} um)" if in_um else ""
+        raise WSIError(
+            f"{pyramid.path.name} ({w0}x{h0} px{um}) is smaller than one tile of {size:.0f} level-0 px{tile}: "
+            "choose fewer tile px or a finer um/px."
+        )
+    return size
+
+
 def make_tile_grid(
     pyramid: Pyramid,
     *,
@@ -131,15 +153,11 @@ def make_tile_grid(
     """
     if tile_px <= 0 or not 0.0 <= min_tissue <= 1.0:
         raise ValueError(f"tile_px must be > 0 and min_tissue in [0, 1]; got {tile_px}, {min_tissue}")
+    size = check_tile_fits(pyramid, tile_px, mpp)
     slide_mpp = float(np.mean(pyramid.mpp)) if pyramid.mpp else None
     out_mpp = float(mpp) if slide_mpp else None
-    size = tile_px * out_mpp / slide_mpp if (slide_mpp and out_mpp) else float(tile_px)
     h0, w0 = pyramid.levels[0].shape
     rows, cols = int(h0 // size), int(w0 // size)
-    if rows == 0 or cols == 0:
-        raise WSIError(
-            f"{pyramid.path.name} ({w0}x{h0} px) is smaller than one tile of {size:.0f} level-0 px."
-        )
     yy, xx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
     coords = np.stack([np.round(xx.ravel() * size), np.round(yy.ravel() * size)], axis=1).astype(np.int64)
     if min_tissue > 0 and mask is None:
