@@ -11,6 +11,7 @@ from PIL import Image
 
 from napari_pathdistill.wsi.registration import (
     RegistrationError,
+    apply_affine,
     landmark_affine,
     register_images,
     target_registration_error,
@@ -125,3 +126,27 @@ def test_a_registration_no_rescan_makes_is_doubted(linear, ncc, why):
         if why is None
         else (why in doubt and doubt.startswith("the auto-affine registration"))
     )
+
+
+def test_small_images_are_not_upsampled_to_work_mpp(os2_pair):
+    """Thumbnails coarser than ``work_mpp`` were resampled finer before the search: 4x the pixels at 1 um/px
+    for 2 um/px OS-2 thumbnails, 16x at 0.5 (each of the optimiser's hundreds of NCC evaluations grew with them:
+    3-18x the time) and nothing gained. The search now works at the coarser image's um/px, same field."""
+    from skimage.transform import rescale
+
+    def thumb(path, mpp):
+        img = tifffile.imread(path)[..., :3]
+        f = 250 / max(img.shape[:2])
+        small = rescale(img, f, channel_axis=-1, anti_aliasing=True, preserve_range=True).astype(np.uint8)
+        return small, mpp * img.shape[1] / small.shape[1]
+
+    (fa, ma), (fb, mb) = thumb(os2_pair[0], 0.227), thumb(os2_pair[1], 0.346)
+    reg = register_images(fa, fb, fixed_mpp=ma, moving_mpp=mb, work_mpp=1.0, angles=(0,))
+    assert reg.work_mpp == pytest.approx(max(ma, mb)) and max(ma, mb) == pytest.approx(2.0, abs=0.1)
+    # the same 500 um field, as at full resolution (test_os2_cross_scanner_pair_registers)
+    assert reg.ncc > 0.9 and np.allclose(reg.matrix[:2, :2], np.eye(2), atol=0.03)
+    assert np.abs(reg.matrix[:2, 2]).max() < 15.0
+    full = register_images(*(tifffile.imread(p) for p in os2_pair), fixed_mpp=0.227, moving_mpp=0.346,
+                           work_mpp=4.0, angles=(0,))  # fmt: skip
+    corners = np.array([[0.0, 0.0], [500.0, 0.0], [0.0, 500.0], [500.0, 500.0]])
+    assert np.abs(apply_affine(reg.matrix, corners) - apply_affine(full.matrix, corners)).max() < 4.0

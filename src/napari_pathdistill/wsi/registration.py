@@ -207,7 +207,10 @@ def register_images(
         fixed_mpp: um per pixel of ``fixed_rgb`` (thumbnail downsample x slide MPP); its pixel (i, j) is at
             (i, j) * fixed_mpp um, as the moving image's.
         moving_mpp: um per pixel of ``moving_rgb``.
-        work_mpp: common resolution of the automatic registration.
+        work_mpp: common resolution of the automatic registration; never finer than the coarser image
+            (``Registration.work_mpp`` says the one used): pixels resampled finer carry no information, only cost
+            (256 px OS-2 thumbnails at 1.95 um/px took 3-18x longer at 1-0.5 um/px, for a matrix within 0.1 um:
+            ``benchmarks/registration_work.py``).
         transform: "rigid" or "affine".
         angles: rotations (degrees) tried by the coarse search; ``(0,)`` for same-orientation scans.
         landmarks: optional ``(fixed_um, moving_um)`` (n, 2) point pairs; when given they define the affine
@@ -217,6 +220,7 @@ def register_images(
     Returns:
         The :class:`Registration` (matrix in micrometres).
     """
+    work_mpp = max(work_mpp, fixed_mpp, moving_mpp)
     fixed_g, fixed_um = _resample(density(fixed_rgb), fixed_mpp, work_mpp)
     moving_g, moving_um = _resample(density(moving_rgb), moving_mpp, work_mpp)
     if landmarks is not None:
