@@ -54,7 +54,8 @@ def test_cancel_reports_the_finished_pairs_and_a_rerun_resumes_them(
     # the pair's own steps were shown, not only "pair 1/2" for its whole registration and embedding
     stages = {i.stage for i in items if isinstance(i, Progress)}
     assert {"pair 1/2: registration", "pair 1/2: embedding A", "pair 1/2: embedding B"} <= stages
-    assert [p.name for p in store.dir.iterdir()] == ["source_image.png---norm_macenko.png.json"]
+    (saved,) = [p.name for p in store.dir.iterdir()]
+    assert saved.startswith("source_image.png---norm_macenko.png.") and saved.endswith(".json")
 
     full = drain(iter_pair_robustness(model, stain_pairs, store=PairStore(tmp_path / "out"), **GEOMETRY))
     assert full.params["resumed"] == 1 and "cancelled" not in full.params
@@ -82,3 +83,36 @@ def test_the_resume_stamp_tells_models_and_tilings_apart() -> None:
     assert request_stamp(a, 10, kw) != request_stamp(a, 5, kw)
     assert request_stamp(a, 10, kw) != request_stamp(a, 10, {**kw, "min_tissue": 0.2})
     assert request_stamp(a, 10, kw)["precision"] == "float32" and request_stamp(a, 10, kw)["subset"] == "all"
+
+
+def test_same_named_slides_of_two_folders_resume_each_their_own_pair(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Two cohorts' folders with the same slide names (scanner A/slide_01.svs vs B/slide_01.svs, twice): both
+    pairs were saved to one ``<a>---<b>.json``, each overwriting the other, so a rerun resumed neither (their
+    stamps hold the paths: results never mixed, work was lost). Files of an earlier version, named by the slides
+    alone, still resume."""
+    for cohort in ("cohort1", "cohort2"):
+        (tmp_path / cohort).mkdir()
+        for name in ("source_image.png", "norm_macenko.png"):
+            shutil.copy(shared_data / "stain_norm" / "tiatoolbox" / name, tmp_path / cohort / name)
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("slide_a,slide_b\n" + "".join(f"{c}/source_image.png,{c}/norm_macenko.png\n"
+                                                 for c in ("cohort1", "cohort2")))  # fmt: skip
+    model, out = tiny_model(), tmp_path / "out"
+    first = drain(iter_pair_robustness(model, csv, store=PairStore(out), **GEOMETRY))
+    assert first.params["resumed"] == 0 and [r["tiles"] for r in first.rows] == [4, 4]
+    assert len(list((out / "pairs").iterdir())) == 2
+    again = drain(iter_pair_robustness(model, csv, store=PairStore(out), **GEOMETRY))
+    assert again.params["resumed"] == 2 and again.rows == first.rows
+
+    # an earlier version's file (named by the slides alone) of cohort 2's pair is read back
+    from napari_pathdistill.evaluation.pair_robustness import pair_key
+
+    store = PairStore(out)
+    a2, b2 = tmp_path / "cohort2" / "source_image.png", tmp_path / "cohort2" / "norm_macenko.png"
+    a1, b1 = tmp_path / "cohort1" / "source_image.png", tmp_path / "cohort1" / "norm_macenko.png"
+    store._path(a2.name, b2.name, pair_key(a2, b2)).rename(store._path(a2.name, b2.name))
+    assert pair_key(a1, b1) != pair_key(a2, b2)
+    old = drain(iter_pair_robustness(model, csv, store=PairStore(out), **GEOMETRY))
+    assert old.params["resumed"] == 2 and old.rows == first.rows

@@ -2,13 +2,14 @@
 
 Each pair is registered, tiled and embedded by ``inference.pair_similarity`` and scored with PLISM's metrics
 (mean cosine of matched tiles, top-k accuracy). Finished pairs are not lost: with a
-``plismbench_files.PairStore`` each one is saved as it ends (``<folder>/pairs/<a>---<b>.json``, as
-``pathdistill eval robustness --out``), so a rerun of the same request resumes; a cancelled run yields a report
+``plismbench_files.PairStore`` each one is saved as it ends (``<folder>/pairs/<a>---<b>.<key>.json``, the key
+a hash of both paths: :func:`pair_key`), so a rerun of the same request resumes; a cancelled run yields a report
 of the pairs it finished before raising ``Cancelled``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import threading
 from collections.abc import Generator, Iterator
@@ -60,9 +61,15 @@ def _pair_stamp(a: Path, b: Path, request: dict[str, object]) -> dict[str, objec
     }
 
 
+def pair_key(a: Path, b: Path) -> str:
+    """12 hex digits of both slides' full paths: the store's file of a pair, beside the slides' names, so pairs
+    of same-named slides in other folders (two cohorts' ``slide_01.svs``) keep files of their own."""
+    return hashlib.sha1(f"{a.resolve()}\n{b.resolve()}".encode()).hexdigest()[:12]
+
+
 def _saved_row(store: PairStore | None, a: Path, b: Path, stamp: dict[str, object]) -> dict[str, Cell] | None:
     """The pair's row saved by an earlier run of the same request, or None (absent, other stamp, unreadable)."""
-    saved = store.get(a.name, b.name) if store is not None else None
+    saved = store.get(a.name, b.name, pair_key(a, b)) if store is not None else None
     if saved is None or any(saved.get(k) != v for k, v in stamp.items()) or not set(ROW_KEYS) <= saved.keys():
         return None
     return {k: saved[k] for k in ROW_KEYS}
@@ -166,7 +173,7 @@ def iter_pair_robustness(
                 continue
             rows.append(row)
             if store is not None:
-                store.put(a.name, b.name, {**row, **stamp})
+                store.put(a.name, b.name, {**row, **stamp}, pair_key(a, b))
             raise_if_cancelled(cancel, "Robustness cancelled")
     except Cancelled as exc:
         if rows:  # the finished pairs, for the caller to show (they are in ``store`` too)

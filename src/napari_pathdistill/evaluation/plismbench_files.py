@@ -125,27 +125,36 @@ _SAFE = " !#$&'()+,;=@[]^`{}~"  # kept as they are in a pair's file name (with l
 
 
 class PairStore:
-    """Per-pair results under ``<dir>/pairs/`` so an interrupted run resumes (one JSON per pair, atomic)."""
+    """Per-pair results under ``<dir>/pairs/`` so an interrupted run resumes (one JSON per pair, atomic).
+
+    A pair is named by its slides' names (plismbench's key), plus an optional ``key`` where names alone are
+    ambiguous: slide pairs of two folders holding same-named slides (``A/slide_01.svs`` vs ``B/slide_01.svs`` of
+    two cohorts) shared one file, each overwriting the other, so neither ever resumed.
+    """
 
     def __init__(self, root: Path, overwrite: bool = False) -> None:
         self.dir = root / "pairs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.overwrite = overwrite
 
-    def _path(self, sa: str, sb: str) -> Path:
-        """``<a>---<b>.json`` (plismbench's pickle key); characters a file name cannot hold are %-escaped."""
-        return self.dir / f"{quote(sa, safe=_SAFE)}---{quote(sb, safe=_SAFE)}.json"
+    def _path(self, sa: str, sb: str, key: str = "") -> Path:
+        """``<a>---<b>[.<key>].json``; characters a file name cannot hold are %-escaped."""
+        name = f"{quote(sa, safe=_SAFE)}---{quote(sb, safe=_SAFE)}"
+        return self.dir / (f"{name}.{quote(key, safe=_SAFE)}.json" if key else f"{name}.json")
 
-    def get(self, sa: str, sb: str) -> dict | None:
-        """Saved metrics of a pair, or None (absent, unreadable, or ``overwrite``)."""
-        path = self._path(sa, sb)
-        if self.overwrite or not path.is_file():
+    def get(self, sa: str, sb: str, key: str = "") -> dict | None:
+        """Saved metrics of a pair, or None (absent, unreadable, or ``overwrite``). With a ``key``, a file named
+        without it (an earlier version's) is read when the keyed one is absent: the caller's stamp decides."""
+        if self.overwrite:
             return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        for path in (self._path(sa, sb, key), self._path(sa, sb)) if key else (self._path(sa, sb),):
+            if path.is_file():
+                try:
+                    return json.loads(path.read_text())
+                except (OSError, ValueError):
+                    return None
+        return None
 
-    def put(self, sa: str, sb: str, row: dict) -> None:
+    def put(self, sa: str, sb: str, row: dict, key: str = "") -> None:
         """Save one pair's metrics."""
-        atomic_write_text(self._path(sa, sb), json.dumps(row))
+        atomic_write_text(self._path(sa, sb, key), json.dumps(row))
