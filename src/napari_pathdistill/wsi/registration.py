@@ -117,13 +117,18 @@ def warp_moving(moving: np.ndarray, matrix_px: np.ndarray, shape: tuple[int, int
 
 
 def overlap_ncc(fixed: np.ndarray, warped: np.ndarray) -> float:
-    """NCC over pixels where the warped image is defined (NaN outside)."""
+    """NCC over pixels where the warped image is defined (NaN outside).
+
+    Sums of products by ``einsum``, not BLAS (``a @ b``, ``norm``): OpenBLAS splits a dot of 10,000+ elements
+    over threads, and with the CPU shared (napari, other work) each of the search's hundreds of evaluations
+    waited on their wake-ups, 3-10x slower (``benchmarks/registration_work.py``)."""
     ok = ~np.isnan(warped)
     if ok.sum() < 16:
         return -1.0
-    a, b = fixed[ok] - fixed[ok].mean(), warped[ok] - warped[ok].mean()
-    den = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / den) if den > 0 else -1.0
+    a, b = fixed[ok], warped[ok]
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt(np.einsum("i,i", a, a) * np.einsum("i,i", b, b))
+    return float(np.einsum("i,i", a, b) / den) if den > 0 else -1.0
 
 
 def _rotation_about(center: np.ndarray, angle_deg: float) -> np.ndarray:
