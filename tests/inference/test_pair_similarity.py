@@ -215,3 +215,24 @@ def test_a_tile_larger_than_a_slide_fails_before_the_registration(os2_pair, tiny
     steps = iter_pair_similarity(tiny_vit_2um, *os2_pair, mpp=7.0)  # 392 um: fits both
     assert next(steps).stage == "registration"
     steps.close()
+
+
+def test_a_large_slide_registers_on_at_most_512_px(tmp_path, shared_data):
+    """A 4.4 mm field (the real TCGA frozen section's level 1 written at 2 um/px) and the same tissue turned by
+    170 degrees at 2.5 um/px on a 5.6 mm canvas: fields over 2 mm were registered on up to their whole 1024 px
+    thumbnails (here, 89 s: the search's cost grows with the pixels); on at most 512 px now, a few um off the known
+    transform as before (2.8 um mean on 1024 px, 2.9 on 512)."""
+    from _wsi_files import write_turned_pair
+
+    with open_pyramid(shared_data / "wsi" / "tcga-cr-7395-01a-01-ts1.svs", fallback_mpp=1.0) as pyr:
+        a = np.ascontiguousarray(pyr.read_region((0, 0), 1, pyr.levels[1].shape[::-1])[..., :3])
+    path_a, path_b, a_to_b = write_turned_pair(tmp_path, a, 2.0, 170.0, 2.5)
+    with open_pyramid(path_a) as pa, open_pyramid(path_b) as pb:
+        t = register_pair(pa, pb)
+        side_um = max(max(pa.levels[0].shape) * 2.0, max(pb.levels[0].shape) * 2.5)
+    assert side_um > 4000 and side_um / t.registration.work_mpp <= 512 + 1e-6
+    h, w = a.shape[:2]
+    yy, xx = np.mgrid[h * 0.1 : h * 0.9 : 6j, w * 0.1 : w * 0.9 : 6j]
+    pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
+    err_um = np.linalg.norm(t.apply(pts) - (pts @ a_to_b[:2, :2].T + a_to_b[:2, 2]), axis=1) * 2.5
+    assert err_um.max() < 5.0, err_um.round(2)
