@@ -121,7 +121,7 @@ def overlap_ncc(fixed: np.ndarray, warped: np.ndarray) -> float:
 
     Sums of products by ``einsum``, not BLAS (``a @ b``, ``norm``): OpenBLAS splits a dot of 10,000+ elements
     over threads, and with the CPU shared (napari, other work) each of the search's hundreds of evaluations
-    waited on their wake-ups, 3-10x slower (``benchmarks/registration_work.py``)."""
+    waited on their wake-ups, 3-40x slower here (``benchmarks/registration_work.py``)."""
     ok = ~np.isnan(warped)
     if ok.sum() < 16:
         return -1.0
