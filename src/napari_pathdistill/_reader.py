@@ -255,7 +255,9 @@ def _limits_sample(coarsest: Any) -> Any:
     side = math.isqrt(_LIMITS_MAX_PIXELS // math.prod(coarsest.chunksize))  # tiles per axis within the budget
     if side == 0:
         return None
-    picks = [np.unique(np.linspace(0, n - 1, min(n, side, 4)).round().astype(int)) for n in coarsest.numblocks]
+    picks = [
+        np.unique(np.linspace(0, n - 1, min(n, side, 4)).round().astype(int)) for n in coarsest.numblocks
+    ]
     return np.concatenate([np.asarray(coarsest.blocks[y, x]).ravel() for y in picks[0] for x in picks[1]])
 
 
