@@ -12,9 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from _big_slide_files import BIG_SLIDE_SHAPE, big_slide_module
 from _wsi_files import write_sparse_tiff
+
+# One thread per numerical library, in this process and the ones it starts (trainer runs, torchrun ranks), unless
+# set already: the tests' models and arrays are tiny, and on CI's two shared cores OpenMP / OpenBLAS thread
+# wake-ups made them several times slower (test_losses' 400 Adam steps of an 8-16-4 MLP: 5 s on one thread,
+# 11-18 s on two, at load 5). torch reads OMP_NUM_THREADS when first imported (after this file); numpy's
+# OpenBLAS is loaded already (by pytest plugins), so threadpoolctl limits it. Benchmarks, not tests, measure the
+# product's own threading.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PATHDISTILL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
