@@ -40,6 +40,7 @@ def synthetic_grid(n_tiles: int) -> TileGrid:
 def _add_grid(viewer, grid: TileGrid, kind: str) -> float:
     """Add the grid layer as ``kind`` ("shapes" = before, "labels" = now, "none"); seconds it took."""
     from napari_pathdistill._qt.tissue_widget import tile_colormap
+    from napari_pathdistill.wsi.tile_raster import raster_features
     from napari_pathdistill.wsi.tiling import grid_to_shapes
     from napari_pathdistill.wsi.tissue_grid import tile_features, tile_id_raster
 
@@ -51,7 +52,8 @@ def _add_grid(viewer, grid: TileGrid, kind: str) -> float:
     elif kind == "labels":
         r = tile_id_raster(grid)
         viewer.add_labels(r.data, scale=r.scale, translate=r.translate, opacity=0.45, name="tiles",
-                          features=tile_features(grid), colormap=tile_colormap())  # fmt: skip
+                          multiscale=r.multiscale, features=raster_features(tile_features(grid)),
+                          colormap=tile_colormap())  # fmt: skip
     return time.perf_counter() - t0
 
 

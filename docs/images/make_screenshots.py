@@ -215,7 +215,9 @@ def tissue_grid() -> None:
     viewer.layers.selection.active = tiles
     viewer.reset_view()
     viewer.camera.zoom *= 1.6
-    rows, cols = (tiles.data == 27).nonzero()  # tile 26 (ids are tile index + 1)
+    rows, cols = (
+        (tiles.data > 0) & ((tiles.data - 1) // 2 == 26)
+    ).nonzero()  # tile 26 (values 2 t + 1, 2 t + 2)
     viewer.cursor.position = tuple(tiles.data_to_world((rows.mean(), cols.mean())))
     viewer.update_status_from_cursor()
     shoot(viewer, "tissue_grid.png")

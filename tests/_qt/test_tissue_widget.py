@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_pathdistill._qt.tissue_widget import TissueWidget
+from napari_pathdistill.wsi.tile_raster import tile_of_value
 
 pytestmark = pytest.mark.napari
 
@@ -31,7 +32,12 @@ def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_
     mask_layer = viewer.layers[f"{slide.name} tissue"]
     tiles = viewer.layers[f"{slide.name} tiles"]
     assert isinstance(tiles, napari.layers.Labels) and f"{len(res.grid)} tiles" in widget.summary.value
-    assert np.array_equal(np.unique(tiles.data), np.arange(len(res.grid) + 1)) and len(res.grid) > 0
+    values = np.unique(tiles.data)
+    assert (
+        values[0] == 0
+        and np.array_equal(tile_of_value(values[1:]), np.arange(len(res.grid)))
+        and len(res.grid)
+    )
     # the mask covers the slide exactly: its world extent equals the slide's (both in um)
     slide_extent = np.asarray(slide.extent.world)
     mask_extent = np.asarray(mask_layer.extent.world)
@@ -40,14 +46,15 @@ def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_
     kpx = res.tile_raster.px_per_tile
     for k in (0, len(res.grid) // 2, len(res.grid) - 1):
         x, y = res.grid.coords[k]
-        lo, hi = _cell_world_box(tiles, k + 1, kpx)
+        lo, hi = _cell_world_box(tiles, k, kpx)
         # (the grid's corners are rounded to whole level-0 px; the raster's cells are exactly 224.45 px apart)
         np.testing.assert_allclose(lo, (np.array([y, x]) - 0.5) * 0.499, atol=0.5 * 0.499)
         np.testing.assert_allclose(hi - lo, (112.0, 112.0), rtol=1e-6)
         # hovering the tile's centre shows its id and its features row (tile, x, y, tissue fraction)
         centre = (np.array([y, x]) + res.grid.size_level0 / 2) * 0.499
-        assert tiles.get_value(centre, world=True) == k + 1
-        row = tiles.features.iloc[k + 1]
+        value = tiles.get_value(centre, world=True)
+        assert tile_of_value(value) == k
+        row = tiles.features.iloc[value]
         assert row["tile"] == k and (row["x"], row["y"]) == (x, y)
         assert row["tissue_fraction"] == pytest.approx(res.grid.tissue_fraction[k])
         assert f"tile: {k}" in str(tiles.get_status(centre, world=True))
@@ -73,9 +80,9 @@ def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_
         imsave(DOCS_IMAGES / "tissue_widget.png", viewer.screenshot(canvas_only=False, flash=False))
 
 
-def _cell_world_box(layer, label: int, px_per_tile: int) -> tuple[np.ndarray, np.ndarray]:
-    """World (y, x) of the top-left and bottom-right edges of the raster cell of ``label`` (gap included)."""
-    rows, cols = np.nonzero(layer.data == label)
+def _cell_world_box(layer, tile: int, px_per_tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """World (y, x) of the top-left and bottom-right edges of the raster cell of ``tile`` (gap included)."""
+    rows, cols = np.nonzero((layer.data > 0) & (tile_of_value(layer.data) == tile))
     gap = 1 if px_per_tile >= 4 else 0  # the cell's first row and column are the gap drawing the grid lines
     lo = np.array([rows.min() - gap, cols.min() - gap]) - 0.5
     hi = np.array([rows.max(), cols.max()]) + 0.5
@@ -133,7 +140,7 @@ def test_um_px_override_on_a_slide_without_mpp_stays_aligned(
     tiles = viewer.layers[f"{slide.name} tiles"]
     k = len(res.grid) // 2
     x, y = res.grid.coords[k]
-    lo, hi = _cell_world_box(tiles, k + 1, res.tile_raster.px_per_tile)
+    lo, hi = _cell_world_box(tiles, k, res.tile_raster.px_per_tile)
     np.testing.assert_allclose(lo, np.array([y, x]) - 0.5, atol=1e-6)
     np.testing.assert_allclose(hi - lo, (448.0, 448.0), rtol=1e-6)
 

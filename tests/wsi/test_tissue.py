@@ -147,27 +147,39 @@ def test_a_thumbnail_above_the_bound_is_reduced_before_detection(cmu_svs: Path) 
 
 
 def test_tile_id_raster_stays_bounded_at_100k_tiles_and_places_every_tile() -> None:
-    """100,489 tiles (a 317 x 317 grid) fit a <= 2048 px int32 raster (k = 6 px per tile, 1 px gaps); every
-    tile's cell holds its id at its grid row / column; a 10-tile grid gets 16 px per tile."""
+    """100,489 tiles (a 317 x 317 grid): lazy levels of 16 px per tile and coarser, halving down to <= 1024 px;
+    every tile's cell holds one of its two values at its grid row / column, in a checkerboard (a tile's row and
+    column neighbours have the other colour), with 1 px gaps; levels under 4 px per tile have one colour."""
+    from napari_pathdistill.wsi.tile_raster import MAX_LEVEL_SIDE, raster_features, tile_of_value
     from napari_pathdistill.wsi.tiling import TileGrid
-    from napari_pathdistill.wsi.tissue_grid import MAX_RASTER_SIDE, tile_features, tile_id_raster
+    from napari_pathdistill.wsi.tissue_grid import tile_features, tile_id_raster
 
     side, size = 317, 448.0
     rows, cols = np.divmod(np.arange(side * side), side)
     coords = np.stack([np.round(cols * size), np.round(rows * size)], axis=1).astype(np.int64)
     grid = TileGrid(coords, 224, 0.5, size, 0, np.ones(len(coords)), (int(side * size), int(side * size)))
     r = tile_id_raster(grid)
-    assert max(r.data.shape) <= MAX_RASTER_SIDE and r.data.dtype == np.int32 and r.px_per_tile == 6
-    k = r.px_per_tile
-    np.testing.assert_array_equal(r.data[rows * k + 1, cols * k + 1], np.arange(1, len(grid) + 1))
-    assert (r.data[::k] == 0).all() and (r.data[:, ::k] == 0).all()  # the grid lines
+    assert r.multiscale and r.px_per_tile == 16 and [lv.shape[0] for lv in r.data] == [5072, 2536, 1268, 634]
+    assert max(r.data[-1].shape) <= MAX_LEVEL_SIDE and all(lv.dtype == np.int32 for lv in r.data)
+    top = np.asarray(r.data[0][: 16 * 40, : 16 * 40])  # 40 x 40 tiles, computed for this block only
+    v = top[np.arange(40)[:, None] * 16 + 1, np.arange(40)[None, :] * 16 + 1]  # one pixel inside each cell
+    np.testing.assert_array_equal(tile_of_value(v), (np.arange(40)[:, None] * side + np.arange(40)))
+    colour = (v - 1) % 2
+    assert (colour[1:] != colour[:-1]).all() and (colour[:, 1:] != colour[:, :-1]).all()
+    assert (top[::16] == 0).all() and (top[:, ::16] == 0).all()  # the grid lines
+    coarse = np.asarray(r.data[3])  # 2 px per tile: no lines, one colour
+    assert (coarse > 0).all() and (coarse % 2 == 1).all()
+    assert set(np.unique(tile_of_value(coarse[::2, ::2]))) == set(np.arange(len(grid)))
     # pixel p of the raster spans [p s - 0.5, (p + 1) s - 0.5] level-0 px times 0.25 um: tile edges are cell edges
-    assert r.scale == pytest.approx((size * 0.25 / k,) * 2)
+    assert r.scale == pytest.approx((size * 0.25 / 16,) * 2)
     assert r.translate[0] - r.scale[0] / 2 == pytest.approx(-0.5 * 0.25)
-    feats = tile_features(grid)
-    assert feats["tile"][1 + 5000] == 5000 and feats["x"][1 + 5000] == coords[5000, 0]
+    feats = raster_features(tile_features(grid))
+    for value in (2 * 5000 + 1, 2 * 5000 + 2):  # both values of tile 5000 describe it
+        assert feats["tile"][value] == 5000 and feats["x"][value] == coords[5000, 0]
+    assert feats["tile"][0] is None and len(feats["x"]) == 2 * len(grid) + 1
     small = TileGrid(coords[:10], 224, 0.5, size, 0, np.ones(10), (int(2 * size), int(10 * size)))
-    assert tile_id_raster(small).px_per_tile == 16
+    one = tile_id_raster(small)
+    assert not one.multiscale and one.data.shape == (32, 160) and isinstance(one.data, np.ndarray)
 
 
 def test_cancel_stops_detection_between_the_blocks_it_reads(sparse_tiff: Path) -> None:

@@ -1,8 +1,8 @@
 """Dock widget "Tissue and tile grid": tissue mask and kept tiles (two Labels layers) aligned on a slide layer.
 
-The tiles layer is a raster of tile ids (``wsi.tissue_grid.tile_id_raster``): cells in two alternating colours
-with 1 px gaps, one texture whatever the tile count, and hovering a cell shows its tile's row of ``features``
-(tile, x, y, tissue fraction).
+The tiles layer is a raster of tile labels (``wsi.tile_raster.tile_id_raster``): cells in two colours in a
+checkerboard with 1 px gaps, multiscale for a large grid so that it reads right at every zoom, and hovering a
+cell shows its tile's row of ``features`` (tile, x, y, tissue fraction).
 
 A thin magicgui Container: Run calls :func:`napari_pathdistill.wsi.tissue_grid.tissue_grid_steps` in a worker;
 the result is placed in the slide layer's units (um with MPP). Never imports torch.
@@ -29,6 +29,7 @@ from napari_pathdistill._qt._layers import (
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.wsi.tile_raster import raster_features
 from napari_pathdistill.wsi.tissue import TISSUE_THRESHOLD
 from napari_pathdistill.wsi.tissue_grid import (
     TissueGridResult,
@@ -38,7 +39,7 @@ from napari_pathdistill.wsi.tissue_grid import (
     tissue_preview_steps,
 )
 
-#: RGBA of the tile cells: tile ids alternate between them (neighbours in a row always differ)
+#: RGBA of the tile cells: a checkerboard (neighbours in a row or a column always differ)
 TILE_COLOURS = ((1.0, 0.85, 0.0, 1.0), (1.0, 0.45, 0.0, 1.0))
 
 
@@ -183,7 +184,8 @@ class TissueWidget(Container):
         raster = result.tile_raster
         sc, tr = on_slide_layer(slide, raster.scale, raster.translate, u)
         tiles = upsert_layer(self._viewer, "labels", raster.data, tiles_name, scale=sc, translate=tr, units=units,
-                             opacity=0.45, features=tile_features(result.grid), colormap=tile_colormap())  # fmt: skip
+                             multiscale=raster.multiscale, opacity=0.45, colormap=tile_colormap(),
+                             features=raster_features(tile_features(result.grid)))  # fmt: skip
         go_with_slide(self._viewer, slide, [tiles])
         grid = result.grid
         res = f"{grid.mpp} um/px" if grid.mpp else "level-0 px (no MPP)"

@@ -2,8 +2,8 @@
 
 Everything is expressed in the slide layer's units (um when the slide has MPP, else level-0 px) so that the
 mask and the tile grid (two Labels layers) sit exactly on the slide image layer. The grid is a raster of tile
-ids (:func:`tile_id_raster`, a few px per tile, at most ``MAX_RASTER_SIDE`` per side): one texture, so panning
-costs the same with 100 or 100,000 tiles (a Shapes layer of rectangles costs ~0.5 s per pan step at 14k).
+labels (``wsi.tile_raster.tile_id_raster``: 16 px per tile, multiscale when large): one texture per level, so
+panning costs the same with 100 or 100,000 tiles (a Shapes layer of rectangles costs ~0.5 s per pan step at 14k).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 
 from napari_pathdistill.progress import Progress, drain, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import open_pyramid
-from napari_pathdistill.wsi.tiling import TileGrid, grid_to_image, grid_to_shapes, make_tile_grid
+from napari_pathdistill.wsi.tile_raster import TileRaster, tile_id_raster
+from napari_pathdistill.wsi.tiling import TileGrid, grid_to_shapes, make_tile_grid
 from napari_pathdistill.wsi.tissue import (
     TISSUE_THRESHOLD,
     TissueMaps,
@@ -29,43 +30,6 @@ from napari_pathdistill.wsi.tissue import (
     tissue_maps,
     tissue_smooth_px,
 )
-
-#: longest side (px) of the tile-id raster: 2048^2 int32 = 16 MB whatever the tile count
-MAX_RASTER_SIDE = 2048
-#: most raster px per tile (a small grid gets crisp 1 px gaps between its cells)
-MAX_PX_PER_TILE = 16
-
-
-@dataclass
-class TileRaster:
-    """Tile ids painted on the slide: ``data[i, j]`` = index + 1 of the tile there, 0 off the grid's tiles.
-
-    Attributes:
-        data: (rows * k, cols * k) int32; with k >= 4 the top row and left column of each cell are 0 (a gap
-            that draws the grid's lines).
-        px_per_tile: k.
-        scale, translate: napari placement (slide-layer units): the cells' edges are the tiles' edges.
-    """
-
-    data: np.ndarray
-    px_per_tile: int
-    scale: tuple[float, float]
-    translate: tuple[float, float]
-
-
-def tile_id_raster(grid: TileGrid, max_side: int = MAX_RASTER_SIDE) -> TileRaster:
-    """The :class:`TileRaster` of ``grid``: k = min(16, max_side // longest grid side) px per tile (>= 1)."""
-    cells, (sy, sx), _ = grid_to_image(grid, np.arange(1, len(grid) + 1, dtype=np.int32), fill=0)
-    k = int(max(1, min(MAX_PX_PER_TILE, max_side // max(1, max(cells.shape)))))
-    data = np.repeat(np.repeat(cells, k, axis=0), k, axis=1) if k > 1 else cells
-    if k >= 4:
-        data[::k] = 0
-        data[:, ::k] = 0
-    px = (
-        grid.slide_mpp or 1.0
-    )  # pixel p of the raster spans [p s - 0.5 px, (p + 1) s - 0.5 px] (s = tile / k)
-    scale = (sy / k, sx / k)
-    return TileRaster(data, k, scale, (scale[0] / 2 - 0.5 * px, scale[1] / 2 - 0.5 * px))
 
 
 def tile_features(grid: TileGrid) -> dict[str, np.ndarray]:
