@@ -247,3 +247,38 @@ def test_mask_and_grid_leave_with_their_slide_layer(
     qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == kept, timeout=30_000)
     widget.threshold.value = 0.3  # the preview's slide is gone: no mask drawn for it
     assert [layer.name for layer in viewer.layers] == kept
+
+
+def test_mask_and_grid_stay_on_a_slide_with_non_square_pixels(
+    make_napari_viewer, qtbot, cmu_svs: Path, open_slide, wait_for, tmp_path: Path
+) -> None:
+    """MPP-X 0.5, MPP-Y 0.505 (a 1 % anisotropy, tiled with the mean um/px): the mask covers the slide and the
+    tiles' cells sit on their level-0 corners on both axes. Before, both layers were mapped onto the slide with
+    MPP-X for the y axis too: the mask and the grid stood 1 % too tall (the mask's bottom 30 px below the slide's)."""
+    import openslide
+    import tifffile
+
+    with openslide.OpenSlide(str(cmu_svs)) as s:
+        rgb = np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
+    path = tmp_path / "aniso.ome.tif"
+    tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb", compression="zlib",
+                     metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.505})  # fmt: skip
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, path)
+    assert tuple(slide.scale[-2:]) == pytest.approx((0.505, 0.5))
+    widget = TissueWidget(viewer)
+    widget.slide.value = slide
+    widget.run()
+    wait_for(widget)
+    res = widget.result
+    assert res is not None and len(res.grid) > 20, widget.status.value
+    mask_layer, tiles = viewer.layers[f"{slide.name} tissue"], viewer.layers[f"{slide.name} tiles"]
+    np.testing.assert_allclose(np.asarray(mask_layer.extent.world), np.asarray(slide.extent.world),
+                               atol=0.505 * res.mask.downsample)  # fmt: skip
+    for k in (0, len(res.grid) // 2, len(res.grid) - 1):
+        x, y = res.grid.coords[k]
+        lo, hi = _cell_world_box(tiles, k, res.tile_raster.px_per_tile)
+        # in level-0 px of the slide layer (its world / its scale): the tile's corner and its square side
+        lo_px, hi_px = lo / (0.505, 0.5), hi / (0.505, 0.5)
+        np.testing.assert_allclose(lo_px, np.array([y, x]) - 0.5, atol=0.5)
+        np.testing.assert_allclose(hi_px - lo_px, (res.grid.size_level0,) * 2, rtol=1e-6)

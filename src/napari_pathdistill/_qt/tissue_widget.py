@@ -153,8 +153,8 @@ class TissueWidget(Container):
     def _show_mask(
         self, mask: Any, scale: Any, translate: Any, slide_mpp: tuple[float, float] | None, slide: SlideRef
     ) -> None:
-        # results are in um when the slide has an MPP (its file's or the override); its layer may be in px
-        u = float(slide_mpp[1]) if slide_mpp else 1.0
+        # results are in um when the slide has an MPP (its file's or the override), per axis; its layer may be in px
+        u = slide_mpp or 1.0
         units = slide.units or (("um", "um") if slide_mpp else ("pixel", "pixel"))
         layer_name = f"{slide.name} tissue"
         layers = self._viewer.layers
@@ -172,7 +172,8 @@ class TissueWidget(Container):
         self.result = result
         if slide_removed(self._viewer, slide, "Tissue", self.status):
             return
-        u = float(result.slide_mpp[1]) if result.slide_mpp else 1.0
+        # the grid's um are level-0 px times its one um/px (square tiles: the mean of MPP-Y and MPP-X)
+        u = result.grid.slide_mpp or 1.0
         units = slide.units or result.units
         self._show_mask(result.mask.mask, result.mask_scale, result.mask_translate, result.slide_mpp, slide)
         tiles_name = f"{slide.name} tiles"
