@@ -99,3 +99,38 @@ def test_empty_mask_gives_empty_grid(cmu_svs: Path) -> None:
     with open_pyramid(cmu_svs) as pyr:
         grid = make_tile_grid(pyr, mask=TissueMask(np.zeros((64, 48), bool), 2967 / 64))
     assert len(grid) == 0 and grid.coords.shape == (0, 2)
+
+
+def _aniso_slide(path: Path, cmu_svs: Path, mpp_x: float, mpp_y: float) -> Path:
+    import tifffile
+
+    with openslide.OpenSlide(str(cmu_svs)) as s:
+        rgb = np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
+    tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb", compression="zlib",
+                     metadata={"PhysicalSizeX": mpp_x, "PhysicalSizeY": mpp_y})  # fmt: skip
+    return path
+
+
+def test_non_square_pixels_are_tiled_within_1_percent_or_refused(cmu_svs: Path, tmp_path: Path) -> None:
+    """MPP-X 0.25, MPP-Y 0.5: square level-0 tiles at the mean um/px (0.375) were 75 um wide and 149 um high for
+    112 um asked, silently. Such a slide is now refused, by the core, ``pathdistill tiles`` (exit 1, nothing
+    written) and the widget's core call; at a 1 % anisotropy the tiles are 112 um within 1 % on both axes."""
+    from napari_pathdistill.cli.main import main
+    from napari_pathdistill.errors import WSIError
+    from napari_pathdistill.wsi.tissue_grid import tissue_grid
+
+    slide = _aniso_slide(tmp_path / "aniso.ome.tif", cmu_svs, 0.25, 0.5)
+    with (
+        open_pyramid(slide) as pyr,
+        pytest.raises(WSIError, match=r"non-square pixels: MPP-X 0.25, MPP-Y 0.5"),
+    ):
+        make_tile_grid(pyr, min_tissue=0.0)
+    with pytest.raises(WSIError, match="Resample the slide to square pixels"):
+        tissue_grid(slide)
+    assert main(["tiles", str(slide), "--out", str(tmp_path / "o")]) == 1
+    assert not (tmp_path / "o").exists()
+    near = _aniso_slide(tmp_path / "near.ome.tif", cmu_svs, 0.5, 0.505)
+    with open_pyramid(near) as pyr:
+        grid = make_tile_grid(pyr, min_tissue=0.0)
+    side_um = np.array([grid.size_level0 * 0.505, grid.size_level0 * 0.5])  # (y, x)
+    np.testing.assert_allclose(side_um, 112.0, rtol=0.006)

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from skimage.io import imsave
 
     from napari_pathdistill.wsi import detect_tissue, make_tile_grid, open_pyramid
+    from napari_pathdistill.wsi.tiling import square_pixel_mpp
     from napari_pathdistill.wsi.tissue import TISSUE_THRESHOLD
 
     threshold = TISSUE_THRESHOLD if args.threshold is None else args.threshold
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open_pyramid(args.slide, fallback_mpp=args.mpp_override) as pyr:
             pyr.require_brightfield("tiling")
+            square_pixel_mpp(pyr)  # refused before the thumbnail is read
             thumb, ds = pyr.thumbnail(args.max_size)  # read once: for the mask and for the preview
             mask = detect_tissue(pyr, thumbnail=(thumb, ds), threshold=threshold)
             grid = make_tile_grid(

@@ -39,6 +39,7 @@ __all__ = [
     "make_tile_grid",
     "mask_from_maps",
     "read_tiles",
+    "square_pixel_mpp",
     "tissue_fractions",
     "tissue_maps",
     "tissue_mask_from_rgb",
@@ -108,14 +109,39 @@ def tissue_fractions(mask: TissueMask, coords: np.ndarray, size: float) -> np.nd
     return (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) / area
 
 
+#: largest pixel anisotropy (max(MPP-X, MPP-Y) / min - 1) tiled: square level-0 tiles at the mean um/px are then
+#: within 1 % of the asked um on each axis (real scanners differ by < 1 %); beyond, ``make_tile_grid`` refuses
+MAX_PIXEL_ANISOTROPY = 0.02
+
+
+def square_pixel_mpp(pyramid: Pyramid) -> float | None:
+    """The one level-0 um/px square tiles are cut at: the mean of MPP-Y and MPP-X (None without MPP).
+
+    Raises:
+        WSIError: the pixels are further from square than ``MAX_PIXEL_ANISOTROPY``.
+    """
+    if not pyramid.mpp:
+        return None
+    my, mx = (float(v) for v in pyramid.mpp)
+    if max(mx, my) / min(mx, my) - 1 > MAX_PIXEL_ANISOTROPY + 1e-9:
+        raise WSIError(
+            f"{pyramid.path.name} has non-square pixels: MPP-X {mx:g}, MPP-Y {my:g} um/px "
+            f"({max(mx, my) / min(mx, my):.3g}:1). Its tiles are cut square in level-0 px, which would be "
+            f"{mx / my:.3g} times as wide as high in um; tiling accepts up to {MAX_PIXEL_ANISOTROPY:.0%} "
+            "(at the mean um/px). Resample the slide to square pixels first."
+        )
+    return (mx + my) / 2
+
+
 def check_tile_fits(pyramid: Pyramid, tile_px: int, mpp: float) -> float:
     """Side (level-0 px) of a ``tile_px`` tile at ``mpp`` um/px (``tile_px`` without an MPP), checked to fit
     in the slide: a cheap check to make before long work (a similarity run's registration) that a grid follows.
 
     Raises:
-        WSIError: the slide is smaller than one tile on a side.
+        WSIError: the slide is smaller than one tile on a side, or its pixels are not square enough to tile
+            (:func:`square_pixel_mpp`).
     """
-    slide_mpp = float(np.mean(pyramid.mpp)) if pyramid.mpp else None
+    slide_mpp = square_pixel_mpp(pyramid)
     in_um = bool(slide_mpp and mpp)
     size = tile_px * float(mpp) / slide_mpp if (slide_mpp and mpp) else float(tile_px)
     h0, w0 = pyramid.levels[0].shape
@@ -149,12 +175,17 @@ def make_tile_grid(
     Returns:
         TileGrid; may be empty (callers decide whether that is an error). The slide's um/px is
         ``pyramid.mpp`` (from the file, or ``open_pyramid``'s ``fallback_mpp``); without one the grid uses
-        level-0 pixels (``size_level0 = tile_px``) and ``mpp`` is None.
+        level-0 pixels (``size_level0 = tile_px``) and ``mpp`` is None. Tiles are square in level-0 px, cut at
+        the mean of MPP-Y and MPP-X (:func:`square_pixel_mpp`).
+
+    Raises:
+        WSIError: the slide is smaller than one tile, or its pixels are further from square than
+            ``MAX_PIXEL_ANISOTROPY`` (its tiles would not be ``tile_px * mpp`` um on both axes).
     """
     if tile_px <= 0 or not 0.0 <= min_tissue <= 1.0:
         raise ValueError(f"tile_px must be > 0 and min_tissue in [0, 1]; got {tile_px}, {min_tissue}")
     size = check_tile_fits(pyramid, tile_px, mpp)
-    slide_mpp = float(np.mean(pyramid.mpp)) if pyramid.mpp else None
+    slide_mpp = square_pixel_mpp(pyramid)
     out_mpp = float(mpp) if slide_mpp else None
     h0, w0 = pyramid.levels[0].shape
     rows, cols = int(h0 // size), int(w0 // size)

@@ -19,7 +19,7 @@ import numpy as np
 from napari_pathdistill.progress import Progress, drain, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import open_pyramid
 from napari_pathdistill.wsi.tile_raster import TileRaster, tile_id_raster
-from napari_pathdistill.wsi.tiling import TileGrid, grid_to_shapes, make_tile_grid
+from napari_pathdistill.wsi.tiling import TileGrid, grid_to_shapes, make_tile_grid, square_pixel_mpp
 from napari_pathdistill.wsi.tissue import (
     TISSUE_THRESHOLD,
     TissueMaps,
@@ -176,6 +176,7 @@ def tissue_grid_steps(
     """
     yield Progress(0, 2, "tissue detection")
     with open_pyramid(path, fallback_mpp=fallback_mpp) as pyr:
+        square_pixel_mpp(pyr)  # non-square pixels are refused before the detection, not after
         stop = partial(raise_if_cancelled, cancel, "Tissue detection cancelled.")
         mask = detect_tissue(pyr, max_size=max_size, threshold=threshold, check=stop)
         stop()
