@@ -215,3 +215,10 @@ def test_rss_floor_benchmark_lists_the_steps_and_mapped_files() -> None:
     assert "| torch CPU libraries |" in out and "| largest mapped files |" in out
     imported = out.rsplit("imported:", 1)[1]
     assert "torch" in out and "matplotlib" not in imported
+
+
+def test_tiles_cli_benchmark_prints_both_previews_and_the_command(cmu_svs: Path, capsys) -> None:
+    _bench("tiles_cli").main(["--tiles", "400", "--before-tiles", "20", "--slide", str(cmu_svs)])
+    out = capsys.readouterr().out
+    assert "preview per tile: before" in out and "now" in out
+    assert "pathdistill tiles CMU-1-Small-Region.svs: exit 0" in out and "peak RSS" in out

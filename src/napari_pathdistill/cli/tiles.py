@@ -24,6 +24,7 @@ from napari_pathdistill.cli._argtypes import (
     positive_float,
     positive_int,
 )
+from napari_pathdistill.cli._preview import preview
 from napari_pathdistill.errors import PathDistillError
 
 if TYPE_CHECKING:
@@ -63,25 +64,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also write the first N tiles as PNG",
     )
     p.set_defaults(func=run)
-
-
-def preview(
-    thumb: np.ndarray, mask: np.ndarray, coords: np.ndarray, size_level0: float, ds: float
-) -> np.ndarray:
-    """Thumbnail (h, w, 3) with tissue tinted green and tiles outlined in yellow -> (h, w, 3) uint8."""
-    from skimage.draw import rectangle_perimeter
-    from skimage.transform import resize
-
-    if mask.shape != thumb.shape[:2]:
-        mask = resize(mask.astype(float), thumb.shape[:2], order=0) > 0.5
-    out = thumb.astype(np.float32)
-    out[mask] = 0.7 * out[mask] + 0.3 * np.array([0, 200, 0], np.float32)
-    out = out.astype(np.uint8)
-    side = size_level0 / ds
-    for x, y in coords:
-        rr, cc = rectangle_perimeter((y / ds, x / ds), extent=(side, side), shape=out.shape[:2])
-        out[rr, cc] = (255, 220, 0)
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
