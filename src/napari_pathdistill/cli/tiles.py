@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_pathdistill.atomic import atomic_path, atomic_write_text
 from napari_pathdistill.cli._argtypes import (
     fraction,
     non_negative_float,
@@ -24,6 +26,7 @@ from napari_pathdistill.cli._argtypes import (
     positive_float,
     positive_int,
 )
+from napari_pathdistill.cli._bars import advance, progress_bar
 from napari_pathdistill.cli._preview import preview
 from napari_pathdistill.errors import PathDistillError
 
@@ -80,43 +83,44 @@ def run(args: argparse.Namespace) -> int:
         with open_pyramid(args.slide, fallback_mpp=args.mpp_override) as pyr:
             pyr.require_brightfield("tiling")
             square_pixel_mpp(pyr)  # refused before the thumbnail is read
-            thumb, ds = pyr.thumbnail(args.max_size)  # read once: for the mask and for the preview
+            with progress_bar(desc="thumbnail", unit="block") as bar:  # read once: mask and preview
+                thumb, ds = pyr.thumbnail(args.max_size, progress=lambda d, n: advance(bar, d, n))
             mask = detect_tissue(pyr, thumbnail=(thumb, ds), threshold=threshold)
             grid = make_tile_grid(
                 pyr, tile_px=args.tile_px, mpp=args.mpp, min_tissue=args.min_tissue, mask=mask
             )
             slide_mpp = pyr.mpp
+            # everything but the tiles is computed before the first write; each file appears whole or not at
+            # all (Ctrl-C, kill), and grid.json, removed before and written last, says the folder is complete
+            images = {"tissue_mask.png": (mask.mask * 255).astype(np.uint8),
+                      "preview.png": preview(thumb, mask.mask, grid.coords, grid.size_level0, ds)}  # fmt: skip
             out: Path = args.out
             out.mkdir(parents=True, exist_ok=True)
+            (out / "grid.json").unlink(missing_ok=True)
             save_tiles(pyr, grid, out / "tiles", min(args.save_tiles, len(grid)))
     except (PathDistillError, ValueError) as exc:  # ValueError: a bad tile px / min tissue / um/px value
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    with (out / "tiles.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["index", "x", "y", "size_level0", "level", "tissue_fraction"])
-        for i, ((x, y), f) in enumerate(zip(grid.coords, grid.tissue_fraction, strict=True)):
-            w.writerow([i, int(x), int(y), f"{grid.size_level0:.4f}", grid.level, f"{f:.4f}"])
-    imsave(out / "tissue_mask.png", (mask.mask * 255).astype(np.uint8), check_contrast=False)
-    imsave(
-        out / "preview.png",
-        preview(thumb, mask.mask, grid.coords, grid.size_level0, ds),
-        check_contrast=False,
-    )
     meta = {
         "slide": str(args.slide.expanduser().resolve()), "slide_mpp": slide_mpp, "tile_px": grid.tile_px,
         "mpp": grid.mpp, "size_level0": grid.size_level0, "level": grid.level, "min_tissue": args.min_tissue,
         "threshold": threshold, "n_tiles": len(grid), "grid_shape": grid.grid_shape,
         "mask_downsample": mask.downsample,
     }  # fmt: skip
-    (out / "grid.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_text(out / "tiles.csv", _csv_text(grid))
+    for name, img in images.items():
+        with atomic_path(out / name) as tmp:
+            imsave(tmp, img, check_contrast=False)
+    atomic_write_text(out / "grid.json", json.dumps(meta, indent=2))
     _print_summary(grid, args.mpp, out)
+    if not len(grid):
+        print(_no_tiles_note(args, float(mask.mask.mean()), threshold), file=sys.stderr)
     return 0
 
 
 def save_tiles(pyr: Pyramid, grid: TileGrid, folder: Path, n: int) -> None:
-    """Write the first ``n`` tiles of ``grid`` as ``folder/tile_NNNNN.png``, ``SAVE_CHUNK`` tiles in memory
-    at a time (all at once, 100k tiles of 224 px took 15 GB).
+    """Write the first ``n`` tiles of ``grid`` as ``folder/tile_NNNNN.png`` (each whole or not at all), with a
+    progress bar, ``SAVE_CHUNK`` tiles in memory at a time (all at once, 100k tiles of 224 px took 15 GB).
 
     The ``tile_NNNNN.png`` an earlier run left in ``folder`` are deleted first (a note says how many): they
     were cut from another grid (other um/px, px or tissue threshold) than the new ``grid.json`` describes.
@@ -132,11 +136,43 @@ def save_tiles(pyr: Pyramid, grid: TileGrid, folder: Path, n: int) -> None:
         print(f"note: deleted the {len(old)} tiles an earlier run wrote to {folder}")
         if not n and not any(folder.iterdir()):
             folder.rmdir()
-    if n:
-        folder.mkdir(exist_ok=True)
-    for start in range(0, n, SAVE_CHUNK):
-        for i, tile in enumerate(read_tiles(pyr, grid, range(start, min(start + SAVE_CHUNK, n))), start):
-            imsave(folder / f"tile_{i:05d}.png", tile, check_contrast=False)
+    if not n:
+        return
+    folder.mkdir(exist_ok=True)
+    with progress_bar(desc="tiles", unit="tile", total=n) as bar:
+        for start in range(0, n, SAVE_CHUNK):
+            for i, tile in enumerate(read_tiles(pyr, grid, range(start, min(start + SAVE_CHUNK, n))), start):
+                with atomic_path(folder / f"tile_{i:05d}.png") as tmp:
+                    imsave(tmp, tile, check_contrast=False)
+                bar.update(1)
+
+
+def _csv_text(grid: TileGrid) -> str:
+    """tiles.csv: index, x, y (level-0 px), size_level0, level, tissue_fraction; one row per tile."""
+    fh = io.StringIO()
+    w = csv.writer(fh)
+    w.writerow(["index", "x", "y", "size_level0", "level", "tissue_fraction"])
+    size, level = f"{grid.size_level0:.4f}", grid.level
+    w.writerows(
+        [i, x, y, size, level, f"{f:.4f}"]
+        for i, ((x, y), f) in enumerate(zip(grid.coords.tolist(), grid.tissue_fraction.tolist(), strict=True))
+    )
+    return fh.getvalue()
+
+
+def _no_tiles_note(args: argparse.Namespace, tissue: float, threshold: float) -> str:
+    """Why the grid is empty and what to change: no tissue at all, or tissue but no tile with enough of it."""
+    if tissue == 0:
+        return (
+            f"note: no tissue found on {Path(args.slide).name} at --threshold {threshold:g} (optical density "
+            "above the glass): tiles.csv has no rows. A blank slide has none; for faint stain lower the "
+            "threshold (e.g. --threshold 0.05) and check preview.png"
+        )
+    return (
+        f"note: the tissue mask covers {100 * tissue:.1f} % of {Path(args.slide).name} but no tile of "
+        f"{args.tile_px} px at {args.mpp:g} um/px reaches --min-tissue {args.min_tissue:g}: tiles.csv has no rows; "
+        "lower --min-tissue or cut smaller tiles (see preview.png)"
+    )
 
 
 def _print_summary(grid: TileGrid, asked_mpp: float, out: Path) -> None:
