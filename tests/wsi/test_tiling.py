@@ -134,3 +134,31 @@ def test_non_square_pixels_are_tiled_within_1_percent_or_refused(cmu_svs: Path, 
         grid = make_tile_grid(pyr, min_tissue=0.0)
     side_um = np.array([grid.size_level0 * 0.505, grid.size_level0 * 0.5])  # (y, x)
     np.testing.assert_allclose(side_um, 112.0, rtol=0.006)
+
+
+def test_a_level_of_downsample_4_004_serves_tiles_at_4_and_coords_stay_on_the_level0_grid(
+    cmu_svs: Path, tmp_path: Path
+) -> None:
+    """A 2002 px level 0 over a 500 px level 1 (downsample 4.004 / 2002 / 500; Aperio writes 4.000112): tiles of
+    224 px at 2 um/px on a 0.5 um/px slide are 896 level-0 px, downsample 4. They were read from level 0 (16 times
+    the pixels) because 4.004 > 4 exactly; now from level 1, as they are, at the same level-0 corners."""
+    import tifffile
+    from skimage.transform import resize
+
+    with openslide.OpenSlide(str(cmu_svs)) as s:
+        level0 = np.asarray(s.read_region((100, 400), 0, (2002, 2002)).convert("RGB"))  # any content
+    level1 = (resize(level0, (500, 500), order=1, anti_aliasing=True) * 255).round().astype(np.uint8)
+    path = tmp_path / "ds4.ome.tif"
+    kw = {"tile": (128, 128), "compression": "zlib", "photometric": "rgb"}
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(level0, subifds=1, metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}, **kw)
+        tw.write(level1, subfiletype=1, metadata=None, **kw)
+    with open_pyramid(path) as pyr:
+        assert pyr.levels[1].downsample == pytest.approx(4.004)
+        grid = make_tile_grid(pyr, tile_px=224, mpp=2.0, min_tissue=0.0)
+        assert grid.size_level0 == 896.0 and grid.level == 1  # was 0
+        np.testing.assert_array_equal(grid.coords, [[0, 0], [896, 0], [0, 896], [896, 896]])
+        tiles = read_tiles(pyr, grid, range(4))
+    for (x, y), tile in zip(grid.coords, tiles, strict=True):  # level 1's pixels at the tile's level-0 corner
+        r, c = round(y / 4.004), round(x / 4.004)
+        np.testing.assert_array_equal(tile, level1[r : r + 224, c : c + 224])

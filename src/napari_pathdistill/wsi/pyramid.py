@@ -32,6 +32,12 @@ from napari_pathdistill.wsi.levels import PyramidLevel
 __all__ = ["Pyramid", "PyramidLevel", "layer_factor", "open_pyramid", "permission_message", "scale_placement"]
 
 
+#: relative excess of a level's downsample over the one asked for that still serves it: scanners write levels of
+#: 4.000112 or 16.0045 for 4 and 16 (level sizes rounded to whole px); an exact comparison passed them over for
+#: level 0 (16 times the pixels to decode); TRIDENT accepts 0.01 absolute. 0.1 % of a 224 px tile is 0.2 px.
+LEVEL_DOWNSAMPLE_TOLERANCE = 1e-3
+
+
 class Pyramid:
     """A whole-slide image: level geometry, MPP, thread-safe RGB reads and lazy dask levels.
 
@@ -177,10 +183,11 @@ class Pyramid:
         return self._backend.read_associated(name)
 
     def best_level_for_downsample(self, downsample: float) -> int:
-        """Index of the coarsest level whose downsample is <= ``downsample`` (level 0 if none)."""
+        """Index of the coarsest level whose downsample is <= ``downsample`` (level 0 if none), within
+        ``LEVEL_DOWNSAMPLE_TOLERANCE``: an Aperio level of 4.000112 serves a downsample of 4."""
         best = 0
         for i, lv in enumerate(self.levels):
-            if lv.downsample <= downsample * (1 + 1e-6):
+            if lv.downsample <= downsample * (1 + LEVEL_DOWNSAMPLE_TOLERANCE):
                 best = i if lv.downsample >= self.levels[best].downsample else best
         return best
 
