@@ -98,3 +98,25 @@ def test_tiles_threshold_gives_the_widget_s_grid_on_faint_he(tmp_path: Path, cmu
     with pytest.raises(SystemExit):
         main(["tiles", str(faint), "--out", str(tmp_path / "n"), "--threshold", "-0.1"])
     assert "a number >= 0" in capsys.readouterr().err
+
+
+def test_tiles_of_a_blank_slide_or_with_no_tile_kept_say_why(tmp_path: Path, cmu_svs: Path, capsys) -> None:
+    """A slide of bare glass, or tiles that no tissue fills enough: exit 0 with an empty tiles.csv, as before,
+    but a note now says why and what to change (before: only "0 tiles of 224 px ...")."""
+    import tifffile
+
+    glass = np.random.default_rng(0).normal((236, 234, 240), 2.0, (1500, 2000, 3))
+    blank = tmp_path / "blank.tif"
+    tifffile.imwrite(blank, np.clip(glass, 0, 255).astype(np.uint8), tile=(256, 256), photometric="rgb",
+                     resolution=(4e4, 4e4), resolutionunit="CENTIMETER")  # fmt: skip
+    assert main(["tiles", str(blank), "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "note: no tissue found on blank.tif at --threshold 0.08" in err and "--threshold 0.05" in err
+    assert (tmp_path / "b" / "tiles.csv").read_text().splitlines() == [
+        "index,x,y,size_level0,level,tissue_fraction"
+    ]
+    assert main(["tiles", str(cmu_svs), "--out", str(tmp_path / "c"), "--mpp", "4", "--min-tissue", "1"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "no tile of 224 px at 4 um/px reaches --min-tissue 1" in err and "% of CMU-1-Small-Region.svs" in err
+    )
