@@ -120,3 +120,15 @@ def test_tiles_of_a_blank_slide_or_with_no_tile_kept_say_why(tmp_path: Path, cmu
     assert (
         "no tile of 224 px at 4 um/px reaches --min-tissue 1" in err and "% of CMU-1-Small-Region.svs" in err
     )
+
+
+def test_tiles_shows_the_progress_of_its_long_reads(tmp_path: Path, cmu_svs: Path, capsys) -> None:
+    """The thumbnail read (minutes on a 60k px slide without a pyramid) and --save-tiles showed nothing until the
+    end; each has a bar on stderr now, run to its total."""
+    import re
+
+    out = tmp_path / "out"
+    assert main(["tiles", str(cmu_svs), "--out", str(out), "--save-tiles", "70"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"thumbnail: 100%.*\| (\d+)/\1 \[", err), err
+    assert re.search(r"tiles: 100%.*\| 53/53 \[", err), err  # 53 tissue tiles, fewer than the 70 asked

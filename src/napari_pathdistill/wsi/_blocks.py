@@ -89,7 +89,12 @@ def _read_block(
 
 
 def reduced_level(
-    read: ReadLevel, level: int, lv: PyramidLevel, k: int, check: Callable[[], None] | None = None
+    read: ReadLevel,
+    level: int,
+    lv: PyramidLevel,
+    k: int,
+    check: Callable[[], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Level ``level`` box-averaged by ``k`` (a power of two), read block by block.
 
@@ -100,6 +105,7 @@ def reduced_level(
         k: the reduction factor; pixel (i, j) of the result is the mean of the k x k level pixels from
             (k i, k j) (fewer at the right and bottom edges).
         check: called before each block; raises to stop the read (e.g. ``errors.Cancelled`` on Cancel).
+        progress: called after each block with (blocks read, blocks in all).
 
     Returns:
         ((ceil(h / k), ceil(w / k), 3) uint8, number of tiles that could not be decoded (grey there)).
@@ -109,7 +115,7 @@ def reduced_level(
     h, w = lv.shape
     out = np.empty((-(-h // k), -(-w // k), 3), np.uint8)
     bh, bw = _block_shape(lv, k)
-    bad = 0
+    bad, done, total = 0, 0, -(-h // bh) * -(-w // bw)
     for y in range(0, h, bh):
         for x in range(0, w, bw):
             if check is not None:
@@ -118,4 +124,7 @@ def reduced_level(
             bad += n_bad
             small = np.asarray(Image.fromarray(block).reduce(k)) if k > 1 else block
             out[y // k : y // k + small.shape[0], x // k : x // k + small.shape[1]] = small
+            done += 1
+            if progress is not None:
+                progress(done, total)
     return out, bad

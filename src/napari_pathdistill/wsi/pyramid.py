@@ -192,7 +192,10 @@ class Pyramid:
         return best
 
     def thumbnail(
-        self, max_size: int = 1024, check: Callable[[], None] | None = None
+        self,
+        max_size: int = 1024,
+        check: Callable[[], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, float]:
         """A low-resolution RGB image whose longer side is at most ``max_size``.
 
@@ -201,7 +204,8 @@ class Pyramid:
         and area-resamples that to the output: memory stays about the output plus one block, whatever the
         level's size (a 60,000 px slide without a pyramid included). Tiles that cannot be decoded are grey
         (one :class:`CorruptTileWarning` says how many; its text is kept in :attr:`thumbnail_warnings`).
-        ``check`` is called before each block (it raises to stop: Cancel of a tissue run).
+        ``check`` is called before each block (it raises to stop: Cancel of a tissue run), ``progress`` after
+        each with (blocks read, blocks in all).
 
         Returns:
             (image (h, w, 3) uint8, downsample of the image with respect to level 0 (x and y mean)).
@@ -218,7 +222,7 @@ class Pyramid:
         scale = min(1.0, max_size / max(lv.shape))
         out_shape = (max(1, round(lv.shape[0] * scale)), max(1, round(lv.shape[1] * scale)))
         k = reduction_factor(lv.shape, out_shape)
-        img, bad = reduced_level(self._backend.read_level, level, lv, k, check)
+        img, bad = reduced_level(self._backend.read_level, level, lv, k, check, progress)
         if img.shape[:2] != out_shape:
             img = np.asarray(Image.fromarray(img).resize(out_shape[::-1], Image.Resampling.BOX))
         if bad:
