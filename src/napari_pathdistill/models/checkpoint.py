@@ -7,10 +7,13 @@ The one writer and reader of the format, for the plugin and the training package
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from napari_pathdistill.atomic import atomic_path, atomic_write_text
@@ -107,13 +110,61 @@ def read_spec(folder: str | Path) -> ModelSpec:
 
 
 def load_checkpoint(path: str | Path) -> tuple[ModelSpec, torch.nn.Module]:
-    """Spec and module (weights loaded, strict) of any checkpoint path :func:`locate` accepts."""
+    """Spec and module (weights loaded, strict) of any checkpoint path :func:`locate` accepts.
+
+    Raises:
+        ModelLoadError: one line naming the file and what does not fit (see :func:`mismatch`), or a weights
+            file that is missing, truncated or not safetensors.
+    """
     spec = read_spec(path)
-    module = build_module(spec)
+    weights = Path(str(spec.weights))
     try:
-        module.load_state_dict(load_file(Path(str(spec.weights))), strict=True)
-    except Exception as exc:
+        state = load_file(weights)
+    except FileNotFoundError as exc:
         raise ModelLoadError(
-            f"Weights in {spec.weights} do not fit {spec.arch} {spec.model_kwargs}: {exc}"
+            f"{weights} is missing: the checkpoint folder has config.json but no weights."
         ) from exc
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(
+            f"{weights} is not a complete safetensors file ({exc}): it is truncated or another format; "
+            "copy or export it again."
+        ) from exc
+    module = build_module(spec)
+    why = mismatch(state, module.state_dict())
+    if why:
+        arch = f"{spec.arch} [{spec.shape_summary}]" if spec.shape_summary else spec.arch
+        raise ModelLoadError(f"{weights} does not fit its config.json ({arch}): {why}.")
+    module.load_state_dict(state, strict=True)
     return spec, module
+
+
+def mismatch(state: Mapping[str, torch.Tensor], wanted: Mapping[str, torch.Tensor]) -> str:
+    """What keeps ``state`` (a file's tensors) from loading strictly into ``wanted`` (a module's); "" if nothing.
+
+    Says the ViT shape of each side when it can be read (width, blocks, patch), then counts and examples of the
+    tensors of other shapes, missing and unexpected ones.
+    """
+    shapes = [k for k in wanted if k in state and state[k].shape != wanted[k].shape]
+    missing = [k for k in wanted if k not in state]
+    extra = [k for k in state if k not in wanted]
+    if not (shapes or missing or extra):
+        return ""
+    have, want = _shape(state), _shape(wanted)
+    parts = [f"the file holds {have}, config.json builds {want}"] if have != want else []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} tensors of another shape (e.g. {k}: file {tuple(state[k].shape)}, "
+                     f"model {tuple(wanted[k].shape)})")  # fmt: skip
+    for keys, what in ((missing, "missing from the file"), (extra, "not in the model")):
+        if keys:
+            parts.append(f"{len(keys)} tensors {what} (e.g. {', '.join(keys[:3])})")
+    return "; ".join(parts)
+
+
+def _shape(tensors: Mapping[str, torch.Tensor]) -> str:
+    """The shape of a timm ViT's tensors (e.g. ``a ViT of width 32, 2 blocks, patch 14``), else their count."""
+    if "cls_token" not in tensors or "patch_embed.proj.weight" not in tensors:
+        return f"{len(tensors)} tensors, no ViT (first: {next(iter(tensors), 'none')})"
+    blocks = {int(m.group(1)) for k in tensors if (m := re.match(r"blocks\.(\d+)\.", k))}
+    patch = tuple(tensors["patch_embed.proj.weight"].shape[-2:])
+    return f"a ViT of width {tensors['cls_token'].shape[-1]}, {len(blocks)} blocks, patch {patch[0]}"
