@@ -6,6 +6,7 @@ loading live in ``models.factory.load_model``; the contract itself in ``models.s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from napari_pathdistill.errors import ModelLoadError
@@ -20,6 +21,8 @@ from napari_pathdistill.models.spec import (
 )
 
 SHIPPED = Path(__file__).parent / "weights"
+#: file suffixes that make an unknown model name a path that does not exist
+PATH_SUFFIXES = (".safetensors", ".json", ".pth", ".pt", ".ckpt", ".bin")
 
 
 def _registry() -> dict[str, ModelSpec]:
@@ -85,11 +88,18 @@ def get_spec(name: str) -> ModelSpec:
 
     Raises:
         ModelLoadError: an unknown name; the message lists every name ``pathdistill models`` lists (the
-            registry and the shipped checkpoints, which ``load_model`` resolves before asking here).
+            registry and the shipped checkpoints, which ``load_model`` resolves before asking here), and says
+            when the name looks like a path that does not exist.
     """
     reg = _registry()
-    if name not in reg:
+    if name in reg:
+        return reg[name]
+    known = f"known: {', '.join(list_models())}"
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not name.startswith("."):
         raise ModelLoadError(
-            f"Unknown model '{name}'; known: {', '.join(list_models())}, or give a checkpoint folder."
+            f"Unknown model '{name}': no such file or folder, and not a registry name ({known}); for a model "
+            f"on the Hugging Face hub write hf-hub:{name}."
         )
-    return reg[name]
+    if any(c in name for c in "/\\") or name.startswith(("~", ".")) or Path(name).suffix in PATH_SUFFIXES:
+        raise ModelLoadError(f"Checkpoint '{name}' does not exist (no such file or folder); {known}.")
+    raise ModelLoadError(f"Unknown model '{name}'; {known}, or give a checkpoint folder.")
