@@ -26,7 +26,9 @@ def load_model(
 
     ``pathdistill-student`` resolves to the checkpoint shipped in ``models/weights/pathdistill-student`` when
     present. Registry entries whose weights live on the hub are created by timm from the hub (no random
-    initialisation first). An ``hf-hub:`` id gets the CLS embedding and ``spec.DEFAULT_MEAN``/``DEFAULT_STD``.
+    initialisation first). The hub repo of a registry entry's weights (``bioptimus/H0-mini``, with or without
+    ``hf-hub:``) gets that entry's spec; any other ``hf-hub:`` id the CLS embedding and
+    ``spec.DEFAULT_MEAN``/``DEFAULT_STD``.
     Raises :class:`ModelLoadError` with what to do when anything is missing.
 
     Args:
@@ -41,7 +43,7 @@ def load_model(
     path = checkpoint_path(name_or_path)
     if path is not None:
         spec, module = load_checkpoint(path)
-    elif name_or_path.startswith("hf-hub:"):
+    elif name_or_path.startswith("hf-hub:") and not _registry_hub_id(name_or_path):
         spec = ModelSpec(name_or_path, name_or_path, {"num_classes": 0}, weights=name_or_path)
         module = hub_module(spec)
     else:
@@ -68,7 +70,7 @@ def resolve_spec(name_or_path: str) -> ModelSpec:
     path = checkpoint_path(name_or_path)
     if path is not None:
         return read_spec(path)
-    if name_or_path.startswith("hf-hub:"):
+    if name_or_path.startswith("hf-hub:") and not _registry_hub_id(name_or_path):
         raise ModelLoadError(f"{name_or_path}: the spec of a hub id is known only after loading it.")
     return get_spec(name_or_path)
 
@@ -81,3 +83,12 @@ def _registry_module(spec: ModelSpec, pretrained: bool) -> torch.nn.Module:
     if pretrained:
         load_weights(spec, module)
     return module
+
+
+def _registry_hub_id(hub_id: str) -> bool:
+    """Whether ``hub_id`` (``hf-hub:org/name``) holds a registry entry's weights (it then gets that entry's spec)."""
+    try:
+        get_spec(hub_id)
+    except ModelLoadError:
+        return False
+    return True

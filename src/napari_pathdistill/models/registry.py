@@ -84,7 +84,11 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of a registry name.
+    """The :class:`ModelSpec` of a registry name, or of the Hugging Face repo of a registry entry's weights.
+
+    ``bioptimus/H0-mini`` and ``hf-hub:bioptimus/H0-mini`` (any case) give the ``h0-mini`` entry (the first
+    entry with those weights), so a model named by its hub page still gets its contract: normalisation,
+    embedding rule (CLS + mean patch token, 1536-d, for H0-mini), tile size and um/px.
 
     Raises:
         ModelLoadError: an unknown name; the message lists every name ``pathdistill models`` lists (the
@@ -94,6 +98,10 @@ def get_spec(name: str) -> ModelSpec:
     reg = _registry()
     if name in reg:
         return reg[name]
+    repo = name.removeprefix("hf-hub:").lower()
+    for spec in reg.values():
+        if spec.weights and spec.weights.lower() == f"hf-hub:{repo}":
+            return spec
     known = f"known: {', '.join(list_models())}"
     if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not name.startswith("."):
         raise ModelLoadError(
