@@ -17,8 +17,9 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBo
 
 from napari_pathdistill.errors import ModelLoadError
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.models.factory import load_model, resolve_spec
+from napari_pathdistill.models.factory import resolve_spec
 from napari_pathdistill.models.registry import list_models
+from napari_pathdistill.models.shared import shared_model
 from napari_pathdistill.models.spec import ModelSpec
 
 CHECKPOINT = "checkpoint file/folder..."
@@ -99,11 +100,12 @@ class ModelRequest:
     model: EmbeddingModel | None = None
 
     def load(self) -> EmbeddingModel:
-        """Load the model (slow: call it inside the worker). Raises :class:`ModelLoadError`."""
+        """Load the model (slow: call it inside the worker), or take the copy another task already holds
+        (:func:`~napari_pathdistill.models.shared.shared_model`). Raises :class:`ModelLoadError`."""
         if self.model is not None:
             return self.model
         try:
-            return load_model(self.source, device=self.device)
+            return shared_model(self.source, device=self.device)
         except ModelLoadError:
             raise
         except Exception as exc:

@@ -15,6 +15,7 @@ backbone without autograd and differentiates only the pooling head, so no backbo
 from __future__ import annotations
 
 import json
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -26,6 +27,8 @@ from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.spec import ModelSpec, timm_kwargs
 
 #: what a map is, per ``mode`` (ViT CLS->patch attention) or "cnn" (Grad-CAM on the last feature map), for labels
+#: held around a hooked forward (``_vit_raw``): models are shared between tasks (``models.shared``)
+_HOOKED = threading.Lock()
 METHODS = {
     "last": "last-block attention",
     "rollout": "attention rollout",
@@ -87,8 +90,11 @@ def _vit_raw(model: EmbeddingModel, x: torch.Tensor, mode: str, head: int | None
     check_head(model, head)
     mods = _attention_modules(model, mode)
     state: dict[str, torch.Tensor] = {}
+    owner = threading.get_ident()
 
     def fold(_module: Any, args: tuple[torch.Tensor, ...]) -> None:
+        if threading.get_ident() != owner:
+            return  # another task's forward of this model, shared between tasks (models.shared): not this map's
         a = args[0].float()
         a = a[:, head] if head is not None else a.mean(1)  # (B, N, N)
         if mode == "last":
@@ -98,18 +104,20 @@ def _vit_raw(model: EmbeddingModel, x: torch.Tensor, mode: str, head: int | None
         a = a / a.sum(-1, keepdim=True)
         state["joint"] = a @ state["joint"] if "joint" in state else a
 
-    fused = [m.fused_attn for m in mods]
-    hooks = [m.attn_drop.register_forward_pre_hook(fold) for m in mods]
-    try:
-        for m in mods:
-            m.fused_attn = False
-        with torch.autocast(x.device.type, dtype=model.amp_dtype, enabled=model.amp_dtype != torch.float32):
-            model.forward_tokens(x)
-    finally:
-        for m, f in zip(mods, fused, strict=True):
-            m.fused_attn = f
-        for h in hooks:
-            h.remove()
+    with _HOOKED:  # one hooked forward at a time: another one would restore fused_attn under this one
+        fused = [m.fused_attn for m in mods]
+        hooks = [m.attn_drop.register_forward_pre_hook(fold) for m in mods]
+        try:
+            for m in mods:
+                m.fused_attn = False
+            amp = model.amp_dtype
+            with torch.autocast(x.device.type, dtype=amp, enabled=amp != torch.float32):
+                model.forward_tokens(x)
+        finally:
+            for m, f in zip(mods, fused, strict=True):
+                m.fused_attn = f
+            for h in hooks:
+                h.remove()
     cls = state["joint"][:, 0, model.num_prefix_tokens :]
     g = round(cls.shape[1] ** 0.5)
     return cls.reshape(len(cls), g, g)
