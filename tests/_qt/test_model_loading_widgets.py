@@ -1,5 +1,5 @@
-"""Loading a chosen checkpoint in the widgets: one copy of the same weights across widgets and sides, and an
-Attention run with the same export on both sides."""
+"""Loading a chosen checkpoint in the widgets: in the task's worker with a "loading model" status, one copy of
+the same weights across widgets and sides, and an Attention run with the same export on both sides."""
 
 from __future__ import annotations
 
@@ -43,6 +43,24 @@ def test_the_same_export_in_two_widgets_is_one_copy_in_memory(make_napari_viewer
     held = embed.model.request().load()
     assert attention.student.request().load() is held
     assert attention.teacher.request().load() is held
+
+
+def test_embedding_says_it_loads_the_model_then_runs(
+    make_napari_viewer, export, cmu_svs, open_slide, wait_for
+):
+    viewer = make_napari_viewer()
+    widget = EmbedWidget(viewer)
+    _pick(widget.model, export)
+    widget.slide.value = open_slide(viewer, cmu_svs)
+    widget.mpp.value, widget.min_tissue.value, widget.k.value = 4.0, 0.1, 2
+    seen: list[str] = []
+    shown = widget.status.set_value
+    widget.status.set_value = lambda value: (seen.append(value), shown(value))  # every status the run sets
+    widget.run()
+    wait_for(widget)
+    assert widget.result is not None, widget.status.value
+    assert "loading model run/export: 0/?" in seen, seen
+    assert seen.index("loading model run/export: 0/?") < min(i for i, s in enumerate(seen) if "tissue" in s)
 
 
 def test_attention_with_the_export_on_both_sides(make_napari_viewer, export, cmu_svs, open_slide, wait_for):

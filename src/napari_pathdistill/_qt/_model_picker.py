@@ -7,7 +7,8 @@ training resolution until the user types other values.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from napari_pathdistill.models.factory import resolve_spec
 from napari_pathdistill.models.registry import list_models
 from napari_pathdistill.models.shared import shared_model
 from napari_pathdistill.models.spec import ModelSpec
+from napari_pathdistill.progress import Progress, raise_if_cancelled
 
 CHECKPOINT = "checkpoint file/folder..."
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -112,6 +114,33 @@ class ModelRequest:
             raise ModelLoadError(
                 f"Could not load model '{self.source}': {type(exc).__name__}: {exc}"
             ) from exc
+
+    def load_steps(self, cancel: threading.Event | None = None) -> Generator[Progress, None, EmbeddingModel]:
+        """:meth:`load` in a task: yields ``Progress(0, 0, "loading model <name>")`` first (the status and bar
+        say what the task waits for), and raises :class:`Cancelled` when Cancel was pressed meanwhile (a load
+        cannot be stopped half-way: it ends, then nothing else runs)."""
+        if self.model is None:
+            yield Progress(0, 0, f"loading model {_short(self.source)}")
+        model = self.load()
+        raise_if_cancelled(cancel, f"Cancelled while loading {_short(self.source)}.")
+        return model
+
+
+def with_models(
+    cancel: threading.Event, requests: Sequence[ModelRequest], run: Callable[..., Iterator[Any]]
+) -> Generator[Any, None, Any]:
+    """A task's generator: load each request in turn (:meth:`ModelRequest.load_steps`), then ``run(*models)``'s
+    items and result. Called in the worker (``TaskRunner.start``'s factory)."""
+    models = []
+    for request in requests:
+        models.append((yield from request.load_steps(cancel)))
+    return (yield from run(*models))
+
+
+def _short(source: str) -> str:
+    """A registry name as it is; a path by its last two parts (``run1/export``)."""
+    parts = Path(source).parts
+    return str(Path(*parts[-2:])) if len(parts) > 1 else source
 
 
 def spec_of(source: str) -> ModelSpec | None:

@@ -7,6 +7,8 @@ streamed in batches by ``inference.attention_pairs.iter_attention_pair``.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Generator
 from typing import Any
 
 import napari
@@ -38,6 +40,7 @@ from napari_pathdistill.inference.attention_pairs import (
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.factory import resolve_spec
 from napari_pathdistill.models.spec import ModelSpec
+from napari_pathdistill.progress import Progress
 
 REGIONS = ("tiles in current view", "whole slide")
 WEIGHTS = ("pretrained", "random init")
@@ -188,8 +191,9 @@ class AttentionWidget(Container):
             napari.utils.notifications.show_warning(note)
 
         def factory(cancel: Any) -> Any:
-            teacher, student = (_load(*side) for side in sides)
-            return iter_attention_pair(teacher, student, path, cancel=cancel, **kw)
+            teacher = yield from _load(*sides[0], cancel)
+            student = yield from _load(*sides[1], cancel)
+            return (yield from iter_attention_pair(teacher, student, path, cancel=cancel, **kw))
 
         slide = SlideRef.of(layer)  # the maps go on this slide, whatever is chosen meanwhile
         self.runner.start(factory, lambda pair: self.show_result(pair, slide), "Attention")
@@ -287,10 +291,13 @@ def tile_centres(pair: AttentionPair) -> np.ndarray:
     return centre[:, ::-1]
 
 
-def _load(request: ModelRequest, weights: str) -> EmbeddingModel:
-    """The model of one side (in the worker): pretrained, or the architecture's random initialisation."""
+def _load(
+    request: ModelRequest, weights: str, cancel: threading.Event
+) -> Generator[Progress, None, EmbeddingModel]:
+    """The model of one side (in the worker): pretrained (the copy a task already holds, see
+    ``ModelRequest.load_steps``), or the architecture's random initialisation."""
     if weights == WEIGHTS[0]:
-        return request.load()
+        return (yield from request.load_steps(cancel))
     if request.model is not None:
         return random_init(request.model)
     # the spec alone (registry entry or checkpoint config.json): no weights are read, a hub model works offline

@@ -32,7 +32,7 @@ from napari_pathdistill._qt._layers import (
     slide_path,
     slide_removed,
 )
-from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
+from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec, with_models
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill._qt.embed_clicks import TileClicks
 from napari_pathdistill._qt.embed_maps import MapPainter
@@ -174,9 +174,9 @@ class EmbedWidget(TileClicks, Container):
             return
 
         def factory(cancel: Any) -> Any:
-            return iter_live_map(request.load(), path, cache, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
-                                 batch_size=batch_size, k=k, fit_rows=fit_rows, fallback_mpp=fallback,
-                                 cancel=cancel)  # fmt: skip
+            return with_models(cancel, [request], lambda model: iter_live_map(
+                model, path, cache, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, batch_size=batch_size, k=k,
+                fit_rows=fit_rows, fallback_mpp=fallback, cancel=cancel))  # fmt: skip
 
         self.maps.live, self._run_slide = None, slide
         added = self.maps.add_layers(path, slide, (tile_px, mpp, fallback), k, self.model.choice.value)
@@ -217,9 +217,9 @@ class EmbedWidget(TileClicks, Container):
         batch_size, stride = self.batch_size.value, self.stride.value or None
 
         def factory(cancel: Any) -> Any:
-            return iter_dense_map(request.load(), path, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
-                                  stride_px=stride, batch_size=batch_size, fallback_mpp=fallback,
-                                  cancel=cancel)  # fmt: skip
+            return with_models(cancel, [request], lambda model: iter_dense_map(
+                model, path, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, stride_px=stride,
+                batch_size=batch_size, fallback_mpp=fallback, cancel=cancel))  # fmt: skip
 
         def finished(result: Any) -> None:
             if not slide_removed(self.viewer, slide, "Patch-token map", self.status):

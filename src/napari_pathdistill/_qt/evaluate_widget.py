@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import mpp_override_box
-from napari_pathdistill._qt._model_picker import ModelPicker
+from napari_pathdistill._qt._model_picker import ModelPicker, with_models
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill._qt.report_table import ReportTable
 from napari_pathdistill.errors import EvaluationError
@@ -96,13 +96,16 @@ class EvaluateWidget(Container):
         if kind == "robustness":
             fallback = float(self.mpp_override.value) or None
             store = self._store = self._pair_store()
-            return lambda cancel: iter_pair_robustness(
-                student.load(), src, fallback_mpp=fallback, store=store, cancel=cancel
-            )
+            return lambda cancel: with_models(cancel, [student], lambda model: iter_pair_robustness(
+                model, src, fallback_mpp=fallback, store=store, cancel=cancel))  # fmt: skip
         if kind == "probe":
-            return lambda cancel: iter_linear_probe(student.load(), src, cancel=cancel)
+            return lambda cancel: with_models(
+                cancel, [student], lambda model: iter_linear_probe(model, src, cancel=cancel)
+            )
         assert teacher is not None
-        return lambda cancel: iter_teacher_student(teacher.load(), student.load(), src, cancel=cancel)
+        return lambda cancel: with_models(
+            cancel, [teacher, student], lambda t, s: iter_teacher_student(t, s, src, cancel=cancel)
+        )
 
     def _out_dir(self) -> Path | None:
         """The 'save reports to' folder, None when none is chosen."""

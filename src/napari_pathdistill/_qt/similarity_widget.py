@@ -21,7 +21,7 @@ from napari_pathdistill._qt._layers import (
     slide_path,
     slide_removed,
 )
-from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec
+from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec, with_models
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity
@@ -119,9 +119,9 @@ class SimilarityWidget(Container):
         top_k, fallback_mpp = self.top_k.value, self.mpp_override.value or None
 
         def factory(cancel: Any) -> Any:
-            return iter_pair_similarity(request.load(), path_a, path_b, landmarks=landmarks, tile_px=tile_px,
-                                        mpp=mpp, min_tissue=min_tissue, top_k=top_k, fallback_mpp=fallback_mpp,
-                                        cancel=cancel)  # fmt: skip
+            return with_models(cancel, [request], lambda model: iter_pair_similarity(
+                model, path_a, path_b, landmarks=landmarks, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue,
+                top_k=top_k, fallback_mpp=fallback_mpp, cancel=cancel))  # fmt: skip
 
         slide = SlideRef.of(self.slide_a.value)  # the overlays go on this slide, whatever is chosen meanwhile
         self.summary.value = ""  # the last pair's numbers are not this run's (a cancelled run left them)
