@@ -7,6 +7,7 @@ The one writer and reader of the format, for the plugin and the training package
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -110,32 +111,51 @@ def read_spec(folder: str | Path) -> ModelSpec:
 
 
 def load_checkpoint(path: str | Path) -> tuple[ModelSpec, torch.nn.Module]:
-    """Spec and module (weights loaded, strict) of any checkpoint path :func:`locate` accepts.
+    """Spec and module (weights loaded, strict) of any checkpoint path :func:`locate` accepts."""
+    spec = read_spec(path)
+    return spec, build_with_weights(spec)
+
+
+def build_with_weights(spec: ModelSpec) -> torch.nn.Module:
+    """The module of ``spec`` holding the tensors of its local weights file ``spec.weights`` (strict).
+
+    The file is read with safetensors, or with ``torch.load(weights_only=True)`` for a Hugging Face download's
+    ``pytorch_model.bin`` (``models.hub_folder``); no pickled object is ever built.
 
     Raises:
         ModelLoadError: one line naming the file and what does not fit (see :func:`mismatch`), or a weights
-            file that is missing, truncated or not safetensors.
+            file that is missing, truncated or not a weights-only file.
     """
-    spec = read_spec(path)
     weights = Path(str(spec.weights))
-    try:
-        state = load_file(weights)
-    except FileNotFoundError as exc:
-        raise ModelLoadError(
-            f"{weights} is missing: the checkpoint folder has config.json but no weights."
-        ) from exc
-    except (SafetensorError, OSError) as exc:
-        raise ModelLoadError(
-            f"{weights} is not a complete safetensors file ({exc}): it is truncated or another format; "
-            "copy or export it again."
-        ) from exc
+    state = _read_weights(weights)
     module = build_module(spec)
     why = mismatch(state, module.state_dict())
     if why:
         arch = f"{spec.arch} [{spec.shape_summary}]" if spec.shape_summary else spec.arch
         raise ModelLoadError(f"{weights} does not fit its config.json ({arch}): {why}.")
     module.load_state_dict(state, strict=True)
-    return spec, module
+    return module
+
+
+def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    try:
+        if weights.suffix == ".safetensors":
+            return load_file(weights)
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(
+            f"{weights} is missing: the checkpoint folder has config.json but no weights."
+        ) from exc
+    except (SafetensorError, OSError, EOFError) as exc:
+        raise ModelLoadError(
+            f"{weights} is not a complete safetensors file ({exc}): it is truncated or another format; "
+            "copy or export it again."
+        ) from exc
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(
+            f"{weights} is not a weights-only torch file ({reason}): only tensors are read, never pickled objects."
+        ) from exc
 
 
 def mismatch(state: Mapping[str, torch.Tensor], wanted: Mapping[str, torch.Tensor]) -> str:

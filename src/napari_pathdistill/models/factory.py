@@ -12,8 +12,9 @@ import torch
 
 from napari_pathdistill.device import resolve_device
 from napari_pathdistill.errors import ModelLoadError
-from napari_pathdistill.models.checkpoint import load_checkpoint, read_spec
+from napari_pathdistill.models.checkpoint import build_with_weights, locate, read_spec
 from napari_pathdistill.models.embedding_model import EmbeddingModel
+from napari_pathdistill.models.hub_folder import hub_config, hub_folder_spec
 from napari_pathdistill.models.pretrained import hub_module, load_weights
 from napari_pathdistill.models.registry import SHIPPED, get_spec
 from napari_pathdistill.models.spec import ModelSpec, build_module
@@ -34,7 +35,9 @@ def load_model(
     Args:
         name_or_path: registry name, ``hf-hub:org/name``, or a checkpoint: its folder, its ``model.safetensors``
             (or another ``.safetensors`` beside its ``config.json``), its ``config.json``, or a training run
-            folder (its ``export/``); see ``checkpoint.locate``.
+            folder (its ``export/``), see ``checkpoint.locate``; or a local copy of a Hugging Face hub model
+            (``config.json`` in timm's format + ``model.safetensors`` / ``pytorch_model.bin``, see
+            ``models.hub_folder``).
         device: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:1", ...
         pretrained: load the weights (False: random initialisation of the registry architecture).
         amp: autocast dtype of :meth:`EmbeddingModel.embed`: "auto" (bfloat16 on CUDA, float32 elsewhere),
@@ -42,7 +45,8 @@ def load_model(
     """
     path = checkpoint_path(name_or_path)
     if path is not None:
-        spec, module = load_checkpoint(path)
+        spec = checkpoint_spec(path)
+        module = build_with_weights(spec)
     elif name_or_path.startswith("hf-hub:") and not _registry_hub_id(name_or_path):
         spec = ModelSpec(name_or_path, name_or_path, {"num_classes": 0}, weights=name_or_path)
         module = hub_module(spec)
@@ -69,7 +73,7 @@ def resolve_spec(name_or_path: str) -> ModelSpec:
     """
     path = checkpoint_path(name_or_path)
     if path is not None:
-        return read_spec(path)
+        return checkpoint_spec(path)
     if name_or_path.startswith("hf-hub:") and not _registry_hub_id(name_or_path):
         raise ModelLoadError(f"{name_or_path}: the spec of a hub id is known only after loading it.")
     return get_spec(name_or_path)
@@ -92,3 +96,11 @@ def _registry_hub_id(hub_id: str) -> bool:
     except ModelLoadError:
         return False
     return True
+
+
+def checkpoint_spec(path: Path) -> ModelSpec:
+    """The spec of a checkpoint path (``checkpoint.locate``): our ``config.json``, or a local copy of a Hugging
+    Face hub model in timm's format (``models.hub_folder``)."""
+    folder, _weights = locate(path)
+    cfg = hub_config(folder)
+    return hub_folder_spec(folder, cfg) if cfg is not None else read_spec(path)

@@ -101,8 +101,10 @@ def _hub_error(spec: ModelSpec, hub_id: str, why: str) -> ModelLoadError:
     repo = hub_id.removeprefix("hf-hub:")
     # what to do comes first: a status line shows the start of the message (the rest is in its tooltip)
     return ModelLoadError(
-        f"Could not get the weights of '{spec.name}' ({why}): choose another model or a local checkpoint folder "
-        "(model.safetensors + config.json, see docs/models.md), or put the weights in the Hugging Face cache "
+        f"Could not get the weights of '{spec.name}' ({why}): choose another model, a local checkpoint folder "
+        "(model.safetensors + config.json, see docs/models.md) or a local copy of the hub model (on a machine with "
+        f"internet: `hf download {repo} --local-dir DIR`, copy DIR here and choose it), or put the weights in the "
+        "Hugging Face cache "
         f"{constants.HF_HUB_CACHE} (set by $HF_HOME/hub or $HF_HUB_CACHE, default ~/.cache/huggingface/hub): "
         f"accept the licence on https://huggingface.co/{repo}, run `hf auth login` (older: `huggingface-cli login`) "
         f"and run once with internet to download {hub_id}, or copy that folder from a machine that has it and set "

@@ -8,7 +8,7 @@ device and precision while any caller still holds it (a weak reference: nothing 
 has let it go). Two threads asking at once wait for one load.
 
 The same weights are the same checkpoint file as it is now (resolved path, size and modification time of its
-``model.safetensors`` and ``config.json``: a re-export is loaded afresh), or the same registry entry (a hub
+weights file and ``config.json``: a re-export is loaded afresh), or the same registry entry (a hub
 name of a registry entry is that entry). Sharing is safe because inference never changes a model: the attention
 maps' hooks act only on the thread that set them (``inference.attention``).
 """
@@ -24,7 +24,7 @@ from napari_pathdistill.device import resolve_device
 from napari_pathdistill.errors import ModelLoadError
 from napari_pathdistill.models.checkpoint import locate
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.models.factory import checkpoint_path, load_model
+from napari_pathdistill.models.factory import checkpoint_path, checkpoint_spec, load_model
 from napari_pathdistill.models.registry import get_spec
 
 _LOADED: weakref.WeakValueDictionary[tuple[Any, ...], EmbeddingModel] = weakref.WeakValueDictionary()
@@ -40,7 +40,8 @@ def model_key(source: str, device: str = "auto", amp: str = "auto") -> tuple[Any
     """
     path = checkpoint_path(source)
     if path is not None:
-        folder, weights = locate(path)
+        folder, _ = locate(path)
+        weights = Path(str(checkpoint_spec(path).weights))
         ident: tuple[Any, ...] = tuple(_file_stamp(p) for p in (weights, folder / "config.json"))
     else:
         try:
