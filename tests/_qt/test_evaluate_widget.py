@@ -395,3 +395,75 @@ def test_teacher_vs_student_on_one_tile_says_it_needs_two(
     wait_for(widget)
     assert errors[-1] == "one: the teacher-vs-student report needs at least 2 tiles; it has 1."
     assert widget.status.value == errors[-1] and widget.report is None
+
+
+def _pick_in_file_dialog(qtbot, button, path) -> dict:
+    """Click ``button`` and, in the real (Qt, non-native) file dialog it opens, choose ``path``; returns the
+    dialog's file mode and name filters. A dialog still open after 50 tries is closed (the test then fails, never
+    hangs)."""
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication, QFileDialog, QLineEdit
+
+    seen: dict = {"tries": 0}
+
+    def choose() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QFileDialog):
+            if "mode" not in seen and seen["tries"] < 50:
+                seen["tries"] += 1
+                QTimer.singleShot(100, choose)  # not open yet
+            return
+        seen["tries"] += 1
+        if seen["tries"] > 50:
+            dialog.reject()
+            return
+        seen.update(mode=dialog.fileMode(), filters=dialog.nameFilters())
+        dialog.findChild(QLineEdit, "fileNameEdit").setText(str(path))  # typed into its file name box
+        dialog.accept()
+        QTimer.singleShot(100, choose)  # again while it stays open
+
+    QTimer.singleShot(100, choose)
+    button.native.click()  # returns when the dialog is closed
+    return seen
+
+
+def test_the_probe_csv_can_be_picked_not_only_typed(
+    make_napari_viewer, qtbot, histolab_tiles, tiny_vit, tmp_path, errors, wait_for
+):
+    """The probe's picker opened a folders-only dialog ("Choose directory", ShowDirsOnly), so a path,label CSV
+    -- the usual way to give labels -- could only be typed. "Select CSV" picks it, and Run checks it as typed."""
+    from qtpy.QtWidgets import QFileDialog
+
+    tiles = sorted(histolab_tiles.glob("*.png"))
+    rows = [
+        f"{p},{'background' if p.stem.startswith(('no-tissue', 'almost-white')) else 'tissue'}" for p in tiles
+    ]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "\n".join(rows[:3] + rows[-3:]) + "\n")
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "robustness (slide pairs CSV)"
+    assert widget.csv_button.native.isHidden()  # the pairs CSV has its own file picker
+    widget.task.value = "linear probe (labelled tiles folder/CSV)"
+    assert not widget.csv_button.native.isHidden()
+    seen = _pick_in_file_dialog(qtbot, widget.csv_button, labels)
+    assert seen["mode"] == QFileDialog.FileMode.ExistingFile and seen["filters"][0] == "CSV (*.csv)"
+    assert widget.inputs.value == labels
+    widget.model.set_model(tiny_vit)
+    widget.run()
+    wait_for(widget)
+    assert widget.report is not None, widget.status.value
+    assert widget.report.summary["tiles"] == 6 and widget.report.params["source"] == str(labels)
+
+    bad = tmp_path / "bad.csv"  # a bad CSV says the same whether picked or typed
+    bad.write_text("file,class\nx.png,tumor\n")
+    messages = []
+    for choose in (
+        lambda: _pick_in_file_dialog(qtbot, widget.csv_button, bad),
+        lambda: setattr(widget.inputs, "value", bad),
+    ):
+        widget.inputs.value = histolab_tiles
+        choose()
+        widget.run()
+        wait_for(widget)
+        messages.append(errors[-1])
+    assert messages == [f"{bad}: CSV needs columns path,label"] * 2

@@ -44,6 +44,9 @@ class EvaluateWidget(Container):
         self.viewer = viewer
         self.task = ComboBox(label="evaluation", choices=list(TASKS), value=next(iter(TASKS)))
         self.inputs = FileEdit(label="pairs CSV / tiles folder", mode=FileDialogMode.EXISTING_FILE)
+        self.csv_button = PushButton(text="Select CSV", tooltip="choose a path,label CSV of labelled tiles")
+        self.inputs.native.layout().addWidget(self.csv_button.native)  # beside the probe's folder picker
+        self.csv_button.changed.connect(self.choose_csv)
         self.model = ModelPicker(label="model")
         self.teacher = ModelPicker(label="teacher", default="h-optimus-0", visible=False)
         self.teacher.device.label = "teacher device"
@@ -77,12 +80,33 @@ class EvaluateWidget(Container):
         self.inputs.mode = (
             FileDialogMode.EXISTING_FILE if kind == "robustness" else FileDialogMode.EXISTING_DIRECTORY
         )
+        self.csv_button.native.setVisible(kind == "probe")  # the folder dialog shows no files
         pair = kind == "teacher_student"
         self.teacher.visible = pair
         self.mpp_override.visible = kind == "robustness"
         # two model pickers: say which model each device row is for (both read "device" before)
         self.model.choice.label = "student" if pair else "model"
         self.model.device.label = "student device" if pair else "device"
+
+    def choose_csv(self) -> None:
+        """Pick the linear probe's ``path,label`` CSV (the "Select CSV" button): the folder dialog of "Choose
+        directory" shows folders only, so a CSV could only be typed. The chosen file goes into the input box,
+        and Run checks it as it checks a typed path."""
+        from magicgui.application import use_app
+
+        current = self.inputs.value
+        start = None
+        if isinstance(current, Path) and str(current).strip(". "):
+            start = str((current if current.is_dir() else current.parent).expanduser().absolute())
+        show = use_app().get_obj("show_file_dialog")
+        chosen = show(
+            FileDialogMode.EXISTING_FILE,
+            caption="Select a path,label CSV of labelled tiles",
+            start_path=start,
+            filter="CSV (*.csv);;All files (*)",
+        )
+        if chosen:
+            self.inputs.value = chosen
 
     def _factory(self) -> Any:
         kind = TASKS[self.task.value]
