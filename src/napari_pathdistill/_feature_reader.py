@@ -5,7 +5,9 @@ land on the slide: with the slide's MPP when the file stores a slide path that e
 too, unless the slide is already open in the current viewer; a slide whose file states no MPP is shown in level-0
 pixels, and so is the map, also when its tiles were cut at an um/px override), or, for files that store none
 (CLAM, TRIDENT), when a slide of the same name (``<slide>.h5``) is open in the current viewer; else with the file's
-um/px. A stored slide that is missing gives a notification naming it (a reader must not open dialogs). The clusters layer carries
+um/px. A stored slide that is missing gives a notification naming it (a reader must not open dialogs), and so
+does a file that does not fit its slide (``inference.feature_match``: tiles past its edge, TRIDENT's level-0 size
+or magnification, our um/px). The clusters layer carries
 the map-layer metadata (``slide_map``, ``model``, ``slide_layer``, ``features_file``) so the Embed widget's
 click-for-similar-tiles works on it.
 """
@@ -102,6 +104,7 @@ def read_features(path: str | list[str]) -> list[LayerData]:
     from napari_pathdistill._qt._clusters import clusters_layer
     from napari_pathdistill._reader import read_slide
     from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
+    from napari_pathdistill.inference.feature_match import slide_mismatch
 
     ff = read_feature_file(Path(path[0] if isinstance(path, list) else path))
     layers: list[LayerData] = []
@@ -113,7 +116,10 @@ def read_features(path: str | list[str]) -> list[LayerData]:
         from napari_pathdistill.wsi.pyramid import open_pyramid
 
         with open_pyramid(slide) as pyr:
-            slide_mpp = pyr.mpp[1] if pyr.mpp else None
+            slide_mpp, slide_size = (pyr.mpp[1] if pyr.mpp else None), pyr.dimensions
+        mismatch = slide_mismatch(ff, slide.name, slide_size, slide_mpp)
+        if mismatch:  # another slide of this name, another scan of it: say so, not a map off the tissue
+            _notify(mismatch)
         if slide_mpp is None and ff.mpp is not None:  # tiles cut at an um/px override of a slide napari
             in_pixels = True  # shows in level-0 pixels: place the map in those (1 "um" per level-0 px)
         slide_layer = _open_slide_layer(slide)

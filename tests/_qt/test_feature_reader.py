@@ -257,3 +257,46 @@ def test_trident_overlapping_tiles_export_their_own_side(make_napari_viewer, our
     ring = [f["geometry"]["coordinates"][0] for f in panel["features"]]
     assert ring == [f["geometry"]["coordinates"][0] for f in cli["features"]]
     assert ring[i][0] == list(coords[i].astype(float)) and ring[i][2] == list((coords[i] + 224).astype(float))
+
+
+def test_a_file_of_another_slide_or_scan_is_named_when_dropped(make_napari_viewer, ours, tmp_path):
+    """A TRIDENT file of the TCGA slide saved as CMU-1-Small-Region.h5, or one of CMU's tiles made at a stated
+    40x, was placed on the open CMU slide without a word: the TCGA tiles ran off the slide (to 4443 px), the 40x
+    file's map lay on tissue it was not computed from. Each is now named in a notification saying why."""
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    viewer.open(str(SLIDE), plugin="napari-pathdistill")
+    xs, ys = np.meshgrid(np.arange(0, 4443 - 224, 224), np.arange(0, 3567 - 224, 224))
+    other = tmp_path / "other" / f"{SLIDE.stem}.h5"  # trident/IO.save_h5 of the TCGA slide (4443 x 3567)
+    other.parent.mkdir()
+    with h5py.File(other, "w") as f:
+        f.create_dataset(
+            "features", data=np.random.default_rng(0).normal(size=(xs.size, 8)).astype(np.float32)
+        )
+        c = f.create_dataset("coords", data=np.c_[xs.ravel(), ys.ravel()].astype(np.int64))
+        c.attrs.update({"patch_size": 224, "patch_size_level0": 224, "level0_magnification": 20,
+                        "target_magnification": 20, "overlap": 0, "name": "tcga-cr-7395-01a-01-ts1",
+                        "level0_width": 4443, "level0_height": 3567})  # fmt: skip
+    at40 = _as_layout(ours, tmp_path / f"{SLIDE.stem}.h5", "trident")
+    with h5py.File(at40, "a") as f:
+        f["coords"].attrs["level0_magnification"] = 40
+    (tmp_path / "own").mkdir()
+    own = _as_layout(ours, tmp_path / "own" / f"{SLIDE.stem}.h5", "trident")
+    said = []
+    for path in (other, at40, own):
+        seen = len(notification_manager.records)
+        labels = viewer.open(str(path), plugin="napari-pathdistill")[-1]
+        assert labels.name.startswith(f"{SLIDE.name} clusters")  # on the open slide, as before
+        said.append([str(n.message) for n in notification_manager.records[seen:]])
+    past = int(((xs >= 2220) | (ys >= 2967)).sum())
+    head = f"{SLIDE.stem}.h5 does not match {SLIDE.name} (2220 x 2967 level-0 px, 0.499 um/px): "
+    assert said[0] == [
+        head + f"it was made from a slide of 4443 x 3567 level-0 px; {past} of its {xs.size} tiles lie "
+        "past the slide's edge (they reach 4256 x 3360 level-0 px). It is of another slide, or of another scan of "
+        "this one: its map is shown but does not lie on this slide's tissue. Open the slide it was made from."
+    ]
+    assert len(said[1]) == 1 and said[1][0].startswith(
+        head + "it was made at level-0 magnification 40x, where this slide is 20x. It is of another slide"
+    )
+    assert said[2] == []  # its own slide: nothing to say

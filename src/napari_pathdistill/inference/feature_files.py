@@ -35,6 +35,7 @@ from napari_pathdistill.inference.feature_layouts import (
     check_shapes,
     finite_rows,
     level0_mpp,
+    level0_size,
     patch_size,
 )
 from napari_pathdistill.inference.lattice import fit_lattice, grid_step
@@ -79,6 +80,8 @@ class FeatureFile:
         tissue_fraction: (N,) float32 tissue fraction of each tile (ours; NaN for CLAM/TRIDENT files).
         summary: the stored PCA / k-means of the rows (ours, ``inference.map_summary``), else None.
         weights: 16 hex digits naming the model's weights (ours: attr ``weights``), else None.
+        level0_size: level-0 (width, height) of the slide the file was made from, where it says (TRIDENT's
+            coords attrs ``level0_width`` / ``level0_height``), else None.
     """
 
     features: np.ndarray
@@ -94,6 +97,7 @@ class FeatureFile:
     tissue_fraction: np.ndarray | None = None
     summary: MapSummary | None = None
     weights: str | None = None
+    level0_size: tuple[int, int] | None = None
 
 
 def is_feature_file(path: str | Path) -> bool:
@@ -164,6 +168,7 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         tissue_fraction=frac.astype(np.float32, copy=False),
         summary=summary if summary is not None and len(summary.pcs) == len(coords) else None,
         weights=(str(attr(fa, "weights")) if attr(fa, "weights") is not None else None),
+        level0_size=level0_size(ca),
     )
 
 

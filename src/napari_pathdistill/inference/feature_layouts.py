@@ -126,3 +126,12 @@ def level0_mpp(fa: dict, ca: dict, size: float) -> float | None:
     if mag is not None and float(mag) > 0:
         return 10.0 / float(mag)  # TRIDENT: 20x ~ 0.5 um/px (approximate; the slide's own MPP wins)
     return None
+
+
+def level0_size(ca: dict) -> tuple[int, int] | None:
+    """TRIDENT's level-0 (width, height) of the slide (coords attrs ``level0_width`` / ``level0_height``)."""
+    width, height = attr(ca, "level0_width"), attr(ca, "level0_height")
+    try:
+        return (int(width), int(height)) if width is not None and height is not None else None
+    except (TypeError, ValueError):  # TRIDENT's save_h5 writes a None as the string 'None'
+        return None
