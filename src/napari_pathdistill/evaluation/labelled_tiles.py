@@ -64,7 +64,7 @@ def _csv_tiles(src: Path) -> tuple[list[Path], np.ndarray]:
     Raises:
         EvaluationError: missing columns, an empty path or label, or a path that is no file (naming its line).
     """
-    with src.open(newline="") as fh:
+    with src.open(newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" has a BOM
         rows = list(csv.DictReader(fh))
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise EvaluationError(f"{src}: CSV needs columns path,label")
@@ -95,7 +95,7 @@ def tile_groups(source: str | Path) -> tuple[np.ndarray | None, str]:
     src = Path(source)
     if not (src.is_file() and src.suffix.lower() == ".csv"):
         return None, ""
-    with src.open(newline="") as fh:
+    with src.open(newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" has a BOM
         rows = list(csv.DictReader(fh))
     col = next((c for c in GROUP_COLUMNS if rows and c in rows[0]), None)
     if col is None:
