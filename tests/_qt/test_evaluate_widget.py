@@ -466,4 +466,5 @@ def test_the_probe_csv_can_be_picked_not_only_typed(
         widget.run()
         wait_for(widget)
         messages.append(errors[-1])
-    assert messages == [f"{bad}: CSV needs columns path,label"] * 2
+    assert messages == [f"{bad}: CSV needs columns path,label, comma-separated on its first line; its first line "
+                        "reads 'file,class'"] * 2  # fmt: skip

@@ -45,6 +45,28 @@ def test_labels_csv_saved_by_excel_with_a_byte_order_mark_is_read(tmp_path, hist
     assert col == "patient" and groups is not None and groups.tolist() == ["p1", "p2"]
 
 
+def test_a_labels_file_that_is_no_usable_csv_says_what_it_is(tmp_path, histolab_tiles) -> None:
+    """An image chosen as the labels raised a bare UnicodeDecodeError (as a .csv) or "labelled tiles not found"
+    (an existing file); a header-only CSV and a semicolon-separated one both read "CSV needs columns path,label"."""
+    image = histolab_tiles / "no-tissue.png"
+    as_csv = tmp_path / "image.csv"
+    as_csv.write_bytes(image.read_bytes())
+    header_only, semicolons = tmp_path / "header.csv", tmp_path / "semi.csv"
+    header_only.write_text("path,label\n")
+    semicolons.write_text(f"path;label\n{image};background\n")
+    cases = {
+        as_csv: "image.csv is not a CSV file (not UTF-8 text): give a path,label CSV or a folder of tiles.",
+        image: "no-tissue.png is not a .csv file: give a path,label CSV or a folder of tiles.",
+        header_only: f"{header_only} has the columns path,label but no tiles: add one line per tile.",
+        semicolons: f"{semicolons}: CSV needs columns path,label, comma-separated on its first line; its first "
+        "line reads 'path;label'",
+    }
+    for path, message in cases.items():
+        with pytest.raises(EvaluationError) as err:
+            list_labelled_tiles(path)
+        assert str(err.value) == message
+
+
 def test_unreadable_tile_image_is_an_evaluation_error(tmp_path, histolab_tiles) -> None:
     assert load_tile(histolab_tiles / "no-tissue.png", 32).shape == (32, 32, 3)
     (tmp_path / "notes.png").write_text("not an image")

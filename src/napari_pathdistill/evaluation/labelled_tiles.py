@@ -43,6 +43,8 @@ def list_labelled_tiles(
     src = Path(source)
     if src.is_file() and src.suffix.lower() == ".csv":
         return _csv_tiles(src)
+    if src.is_file():  # an image or a .txt chosen as the labels: "not found" said before
+        raise EvaluationError(f"{src.name} is not a .csv file: give a path,label CSV or a folder of tiles.")
     if not src.is_dir():
         raise EvaluationError(f"labelled tiles not found: {src} (give a folder or a path,label CSV)")
     subdirs = sorted(d for d in src.iterdir() if d.is_dir())
@@ -64,10 +66,7 @@ def _csv_tiles(src: Path) -> tuple[list[Path], np.ndarray]:
     Raises:
         EvaluationError: missing columns, an empty path or label, or a path that is no file (naming its line).
     """
-    with src.open(newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" has a BOM
-        rows = list(csv.DictReader(fh))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise EvaluationError(f"{src}: CSV needs columns path,label")
+    rows = csv_rows(src)
     paths, labels = [], []
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         text, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
@@ -79,6 +78,31 @@ def _csv_tiles(src: Path) -> tuple[list[Path], np.ndarray]:
         paths.append(path)
         labels.append(label)
     return paths, np.asarray(labels)
+
+
+def csv_rows(src: Path) -> list[dict[str, str]]:
+    """The rows of a ``path,label[,patient]`` CSV, read as UTF-8 with or without a byte-order mark (Excel's
+    "CSV UTF-8" writes one, which made the first column ``\ufeffpath``: "CSV needs columns path,label").
+
+    Raises:
+        EvaluationError: not UTF-8 text, no ``path`` and ``label`` columns (naming the header found), or no rows.
+    """
+    try:
+        with src.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows, header = list(reader), reader.fieldnames or []
+    except UnicodeDecodeError:
+        raise EvaluationError(
+            f"{src.name} is not a CSV file (not UTF-8 text): give a path,label CSV or a folder of tiles."
+        ) from None
+    if not {"path", "label"} <= set(header):
+        found = ",".join(header) if header else "nothing"
+        raise EvaluationError(
+            f"{src}: CSV needs columns path,label, comma-separated on its first line; its first line reads {found!r}"
+        )
+    if not rows:
+        raise EvaluationError(f"{src} has the columns path,label but no tiles: add one line per tile.")
+    return rows
 
 
 #: a labelled-tiles CSV column with one of these names holds each tile's patient/slide (first found wins)
@@ -95,8 +119,7 @@ def tile_groups(source: str | Path) -> tuple[np.ndarray | None, str]:
     src = Path(source)
     if not (src.is_file() and src.suffix.lower() == ".csv"):
         return None, ""
-    with src.open(newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" has a BOM
-        rows = list(csv.DictReader(fh))
+    rows = csv_rows(src)
     col = next((c for c in GROUP_COLUMNS if rows and c in rows[0]), None)
     if col is None:
         return None, ""
