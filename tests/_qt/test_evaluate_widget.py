@@ -399,8 +399,8 @@ def test_teacher_vs_student_on_one_tile_says_it_needs_two(
 
 def _pick_in_file_dialog(qtbot, button, path) -> dict:
     """Click ``button`` and, in the real (Qt, non-native) file dialog it opens, choose ``path``; returns the
-    dialog's file mode and name filters. A dialog still open after 50 tries is closed (the test then fails, never
-    hangs)."""
+    dialog's file mode and name filters. It may take seconds to open on a loaded machine (looked for up to 60 s);
+    a dialog still open after 50 tries is closed (the test then fails, never hangs)."""
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication, QFileDialog, QLineEdit
 
@@ -409,8 +409,8 @@ def _pick_in_file_dialog(qtbot, button, path) -> dict:
     def choose() -> None:
         dialog = QApplication.activeModalWidget()
         if not isinstance(dialog, QFileDialog):
-            if "mode" not in seen and seen["tries"] < 50:
-                seen["tries"] += 1
+            if "mode" not in seen and seen.setdefault("waits", 0) < 600:
+                seen["waits"] += 1
                 QTimer.singleShot(100, choose)  # not open yet
             return
         seen["tries"] += 1
