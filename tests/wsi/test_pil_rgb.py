@@ -3,17 +3,21 @@ in the trainer's tile folders and in the linear probe's labelled tiles (``wsi.pi
 
 Until 2026-12-07 these were three conversions: the probe's ``load_tile`` turned a 16-bit grey tile white
 (Pillow's ``convert`` clips at 255), and the trainer read a 12-bit camera's tile (white 4095 in 16 bits) at
-1/16 of the brightness the viewer showed.
+1/16 of the brightness the viewer showed; the plain-image backend then kept its own conversion, which showed a
+palette PNG's transparent entries in their palette colour where the trainer and the probe saw white glass.
 """
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from napari_builtins.io import imread as napari_imread
 from PIL import Image
 
 from napari_pathdistill.evaluation.labelled_tiles import load_tile
@@ -29,6 +33,26 @@ def grey8(histolab_tiles: Path) -> np.ndarray:
     """A real H&E tile's (PX, PX) grey crop, uint8."""
     with Image.open(histolab_tiles / "high-nuclei-score-level0.png") as im:
         return np.asarray(im.convert("L"))[:PX, :PX].copy()
+
+
+@pytest.fixture(scope="module")
+def he(histolab_tiles: Path) -> np.ndarray:
+    """A real H&E tile's (PX, PX) RGB crop, uint8."""
+    with Image.open(histolab_tiles / "high-nuclei-score-level0.png") as im:
+        return np.asarray(im.convert("RGB"))[:PX, :PX].copy()
+
+
+def _write_png16(path: Path, arr: np.ndarray) -> None:
+    """(h, w, 3|4) uint16 -> a 16-bit RGB / RGBA PNG (Pillow cannot write those)."""
+    h, w, c = arr.shape
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
 def _three_readers(path: Path) -> list[np.ndarray]:
@@ -56,3 +80,87 @@ def test_alpha_is_composited_on_white_and_32_bit_images_are_refused(grey8) -> No
     assert (got[:, : PX // 2] == 255).all() and (got[:, PX // 2 :, 0] == grey8[:, PX // 2 :]).all()
     with pytest.raises(ValueError, match="no fixed range"):
         pil_rgb(Image.fromarray(grey8.astype(np.float32), mode="F"))
+
+
+def _write_mode(path: Path, he: np.ndarray, kind: str) -> np.ndarray:
+    """Write ``he`` as a ``kind`` image at ``path``; the RGB a pathologist expects it to read as (transparent:
+    white glass)."""
+    left = np.s_[:, : PX // 2]  # the transparent half, where a kind has one
+    grey = np.asarray(Image.fromarray(he).convert("L"))
+    want = he.copy()
+    if kind in ("palette_transparent_index", "palette_alpha_table"):
+        pal = Image.fromarray(he).quantize(63)  # entries 0..62 hold the tile, 63 is free for the glass
+        idx = np.asarray(pal).copy()
+        idx[left] = 63
+        out = Image.fromarray(idx, "P")
+        out.putpalette([*pal.getpalette()[: 63 * 3], 20, 20, 20])  # the glass entry's colour: near black
+        if kind == "palette_transparent_index":
+            out.save(path, transparency=63)
+        else:  # a tRNS alpha table: the glass entry transparent, the others opaque
+            out.save(path, transparency=bytes([255] * 63 + [0]))
+        want = np.asarray(pal.convert("RGB")).copy()
+        want[left] = 255
+    elif kind == "grey_alpha":
+        alpha = np.full((PX, PX), 255, np.uint8)
+        alpha[left] = 0
+        Image.fromarray(np.dstack([grey, alpha]), "LA").save(path)
+        want = np.repeat(grey[..., None], 3, axis=2)
+        want[left] = 255
+    elif kind == "rgba":
+        alpha = np.full((PX, PX), 255, np.uint8)
+        alpha[left] = 0
+        Image.fromarray(np.dstack([he, alpha])).save(path)
+        want[left] = 255
+    elif kind == "cmyk_jpeg":
+        Image.fromarray(he).convert("CMYK").save(path, quality=95)
+        with Image.open(path) as im:
+            want = np.asarray(im.convert("RGB"))
+    elif kind == "rgb16_png":
+        _write_png16(path, he.astype(np.uint16) * 257)
+    elif kind == "grey16_png":
+        Image.fromarray(grey.astype(np.uint16) * 257).save(path)
+        want = np.repeat(grey[..., None], 3, axis=2)
+    elif kind == "one_bit":
+        Image.fromarray(grey > 128).save(path)
+        want = np.repeat(np.where(grey > 128, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+    return want
+
+
+MODES = ["palette_transparent_index", "palette_alpha_table", "grey_alpha", "rgba", "cmyk_jpeg", "rgb16_png",
+         "grey16_png", "one_bit"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", MODES)
+def test_every_image_mode_is_the_same_pixels_for_viewer_trainer_and_probe(tmp_path, he, kind) -> None:
+    """The old plain-image backend showed a palette PNG's transparent entries in their palette colour (here near
+    black) where the trainer and the probe saw white: a tile's glass read as dark tissue in napari and
+    ``pathdistill tiles`` only."""
+    path = tmp_path / ("tile.jpg" if kind.endswith("jpeg") else "tile.png")
+    want = _write_mode(path, he, kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow: "Palette images with Transparency expressed in bytes ..."
+        got = _three_readers(path)
+    for name, arr in zip(("viewer", "trainer", "probe"), got, strict=True):
+        np.testing.assert_array_equal(arr, want, err_msg=name)
+
+
+def test_an_exif_rotated_jpeg_is_used_as_stored_as_napari_shows_it(tmp_path, he) -> None:
+    """A phone photo of a tile carries an EXIF Orientation tag. napari's own reader (imageio, no ``rotate``)
+    shows the pixels as stored, and the widgets place their results on that layer in its pixels, so the core,
+    the trainer and the probe use the stored pixels too: a rotation applied in one of them only would put every
+    overlay on a transposed frame."""
+    tall = np.concatenate([he, he[::-1]], axis=0)  # (2 PX, PX): a rotation changes the shape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(tall).save(path, exif=exif, quality=95)
+    layer = napari_imread(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no MPP
+        with open_pyramid(path) as pyr:
+            assert pyr.levels[0].shape == layer.shape[:2] == (2 * PX, PX)
+            viewer = pyr.read_region((0, 0), 0, (PX, 2 * PX))
+    np.testing.assert_array_equal(viewer, layer)
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(pil_rgb(im), layer)
+    np.testing.assert_array_equal(load_tile(path, PX), layer[PX // 2 : PX // 2 + PX])  # centre crop

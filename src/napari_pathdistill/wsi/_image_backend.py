@@ -1,8 +1,12 @@
 """Plain-image backend: a small JPEG/PNG (e.g. the 5 % scale BIRL/ANHIR registration images) as a 1-level slide.
 
-The image is decoded once into memory (it must be small: at most ``MAX_PIXELS``), composited on white if it has
-alpha, and served in 512 px chunks. Such files carry no microscope pixel size, so ``mpp`` is None unless the
-caller supplies one (``open_pyramid(path, fallback_mpp=...)``).
+The image is decoded once into memory (it must be small: at most ``MAX_PIXELS``) by the project's one tile-image
+rule, :func:`~napari_pathdistill.wsi.pil_rgb.pil_rgb` (alpha and transparent palette entries composited on white,
+16-bit grey stretched from its bit depth's white), so a file is the same pixels here (napari's widgets,
+``pathdistill tiles`` / ``embed``) as in the trainer's tile folders and the linear probe; and served in 512 px
+chunks. The EXIF Orientation tag is not applied, as napari's own reader (imageio) does not apply it: the widgets
+place their results on that layer in its pixels, so the image is used as stored. Such files carry no microscope
+pixel size, so ``mpp`` is None unless the caller supplies one (``open_pyramid(path, fallback_mpp=...)``).
 """
 
 from __future__ import annotations
@@ -12,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathdistill.errors import WSIError
-from napari_pathdistill.wsi._backend_utils import to_rgb
 from napari_pathdistill.wsi.levels import PyramidLevel
-from napari_pathdistill.wsi.pil_rgb import grey16
+from napari_pathdistill.wsi.pil_rgb import pil_rgb
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
 #: larger plain images would be decoded whole: convert them to a pyramidal (OME-)TIFF instead
@@ -38,16 +41,12 @@ class ImageBackend:
                         "Convert it to a pyramidal OME-TIFF (e.g. `vips tiffsave in.jpg out.ome.tif --tile "
                         "--pyramid`) and open that."
                     )
-                im.load()
-                if im.mode.startswith("I"):  # 16-bit grey: Pillow's convert("RGB") clips every value over 255
-                    arr = grey16(np.asarray(im))
-                else:
-                    arr = np.asarray(im.convert("RGBA") if "A" in im.getbands() else im.convert("RGB"))
+                rgb = pil_rgb(im)
         except WSIError:
             raise
         except Exception as exc:  # truncated / corrupt / not an image
             raise WSIError(f"{path.name} could not be decoded as an image ({exc}).") from exc
-        self._rgb = to_rgb(arr)
+        self._rgb = np.ascontiguousarray(rgb)
         h, w = self._rgb.shape[:2]
         self.levels = [PyramidLevel((h, w), 1.0, (min(CHUNK, h), min(CHUNK, w)))]
         self.mpp: tuple[float, float] | None = None
