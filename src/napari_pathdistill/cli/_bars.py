@@ -1,4 +1,4 @@
-"""tqdm bars of the command line: rate-limited, also into a log file.
+"""tqdm bars of the command line: rate-limited, also into a log file; :func:`drive` runs a core generator with one.
 
 tqdm limits its redraws in ``update()`` only; a bar moved by setting ``n`` and calling ``refresh()`` (or by a
 ``set_postfix`` that refreshes) draws once per call, which into a batch job's stderr file is one line per tile.
@@ -7,6 +7,7 @@ tqdm limits its redraws in ``update()`` only; a bar moved by setting ``n`` and c
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -24,3 +25,11 @@ def advance(bar: Any, done: int, total: int | None, stage: str | None = None) ->
     if stage is not None:
         bar.set_postfix_str(stage[:40], refresh=False)
     bar.update(done - bar.n)
+
+
+def drive(gen: Iterator, desc: str):
+    """Consume a core generator, showing its ``Progress`` items with tqdm; returns the last non-progress item."""
+    from napari_pathdistill.progress import drain
+
+    with progress_bar(desc=desc, unit="step") as bar:
+        return drain(gen, lambda item: advance(bar, item.done, item.total, item.stage))

@@ -1,0 +1,116 @@
+"""``pathdistill eval robustness`` (PLISM metrics from features or plismbench folders), ``eval plism-extract``
+and ``eval offline-benchmark`` (the offline stand-in for PLISM)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from napari_pathdistill.cli._bars import drive
+from napari_pathdistill.errors import PathDistillError
+
+
+def _ks(args: argparse.Namespace) -> list[int]:
+    ks = sorted({k for group in args.k for k in group})
+    if not ks:
+        raise PathDistillError("--top-k needs at least one value")
+    return ks
+
+
+def _robustness_options(args: argparse.Namespace) -> dict:
+    import torch
+
+    if args.workers:
+        torch.set_num_threads(args.workers)
+    device = "cuda" if args.device == "gpu" else args.device  # plismbench says gpu
+    return {"device": device, "block": args.block, "mixed_precision": args.mixed_precision}
+
+
+def _report(res, out_files: list[Path]) -> None:
+    _print_summary(res.summary)
+    print("\n".join([res.leaderboard_line(), *res.topk_notes()]))
+    print(f"{res.timing_line()}; wrote " + ", ".join(str(p) for p in out_files))
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.features_io import discover_plism, load_tile_subset
+    from napari_pathdistill.evaluation.manifest import read_manifest
+    from napari_pathdistill.evaluation.plism import iter_robustness
+    from napari_pathdistill.evaluation.plismbench_files import PairStore, tile_subset
+    from napari_pathdistill.evaluation.plismbench_run import iter_plismbench_evaluate
+
+    opts, ks = _robustness_options(args), _ks(args)
+    if args.features_dir:
+        if not args.extractor:
+            raise PathDistillError(
+                "--features-dir needs --extractor (the folder under it holding the slides)"
+            )
+        gen = iter_plismbench_evaluate(
+            args.features_dir, args.extractor, args.metrics_dir or args.out, n_tiles=args.n_tiles, ks=ks,
+            overwrite=args.overwrite, **opts,
+        )  # fmt: skip
+        out = drive(gen, "robustness")
+        _report(out.result, list(out.files))
+        if out.note:
+            print(f"note: {out.note}", file=sys.stderr)
+        return 0
+    subset = load_tile_subset(args.tile_subset)
+    entries = discover_plism(args.plism_dir) if args.plism_dir else read_manifest(args.manifest)
+    if subset is None and entries[0].path is not None and Path(entries[0].path).suffix == ".npy":
+        import numpy as np
+
+        subset = tile_subset(args.n_tiles, np.load(entries[0].path, mmap_mode="r").shape[0])
+    elif args.n_tiles is not None and subset is None:
+        raise PathDistillError(
+            "--n-tiles applies to plismbench features.npy; use --tile-subset for .h5 features"
+        )
+    store = PairStore(Path(args.out), overwrite=args.overwrite)  # <out>/pairs/: an interrupted run resumes
+    res = drive(iter_robustness(entries, ks, subset=subset, store=store, **opts), "robustness")
+    _report(res, list(res.save(args.out)))
+    return 0
+
+
+def cmd_plism_extract(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.plism_extract import iter_plism_extract
+    from napari_pathdistill.models import load_model
+
+    model = load_model(args.model, args.device)
+    gen = iter_plism_extract(
+        args.plism_dir, model, args.export_dir, extractor=args.extractor, batch_size=args.batch_size,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    paths = drive(gen, "plism-extract")
+    print(
+        f"wrote {len(paths)} features.npy under {Path(args.export_dir) / (args.extractor or model.spec.name)}"
+    )
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    for group, metrics in summary.items():
+        vals = "  ".join(f"{m}={v['median']:.3f} ({v['iqr']:.3f})" for m, v in metrics.items())
+        print(f"{group:15s} n={next(iter(metrics.values()))['n_pairs']:<5d} {vals}")
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
+    from napari_pathdistill.evaluation.manifest import read_manifest
+    from napari_pathdistill.evaluation.offline_benchmark import iter_build_benchmark
+    from napari_pathdistill.evaluation.plism import iter_robustness
+    from napari_pathdistill.models import load_model
+
+    model = load_model(args.model, args.device)
+    gen = iter_build_benchmark(
+        args.out,
+        model.embed,
+        args.data,
+        tile_px=model.spec.tile_px,
+        mpp=model.spec.mpp,
+        max_tiles=args.max_tiles,
+    )
+    manifest = drive(gen, "building benchmark")
+    res = drive(iter_robustness(read_manifest(manifest), device=args.device), "robustness")
+    res.save(Path(args.out) / "metrics")
+    _print_summary(res.summary)
+    print("\n".join([res.leaderboard_line() + "  [offline stand-in, NOT PLISM]", *res.topk_notes()]))
+    return 0
