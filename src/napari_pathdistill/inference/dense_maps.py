@@ -11,24 +11,23 @@ Colours: each score scaled between its 1st and 99th percentile over the tissue c
 Use: run ``iter_dense_map(model, slide, *, tile_px=None, mpp=None, min_tissue=0.5, stride_px=None,
 batch_size=32, max_tiles=None, n_fit_tokens=32_768, cancel=None) -> Iterator[Progress | DenseMap]`` in a
 TaskRunner, then on the main thread ``napari_pathdistill._qt.dense_map.show_dense_map(viewer, result,
-slide_layer.name, slide_layer.units) -> napari.layers.Image``.
+slide_layer.name, slide_layer.units) -> napari.layers.Image``. The tokens, their PCA and the summing canvas
+are in ``inference.dense_tokens``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError, PathDistillError
-from napari_pathdistill.inference.embed import iter_batches, tile_geometry
+from napari_pathdistill.inference.dense_tokens import TokenCanvas, fit_pca, map_tiles, patch_size
+from napari_pathdistill.inference.embed import tile_geometry
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid, scale_placement
@@ -38,6 +37,8 @@ from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, make_tile_gri
 N_FIT_TOKENS = 32_768
 #: percentiles of each score mapped to colour 0 and 255
 COLOUR_PERCENTILES = (1.0, 99.0)
+#: its name before it moved to inference.dense_tokens (tests/metrics/test_kmeans.py uses it)
+_fit_pca = fit_pca
 
 
 @dataclass
@@ -81,37 +82,6 @@ class DenseMap:
         return (np.asarray(tokens, np.float32) - self.pca_mean) @ self.pca_components.T
 
 
-def patch_size(model: EmbeddingModel) -> int:
-    """Side in model px of a ViT's patches.
-
-    Raises:
-        PathDistillError: the model has no patch tokens (a CNN, or a module without ``patch_embed``).
-    """
-    pe = getattr(model.module, "patch_embed", None)
-    size = getattr(pe, "patch_size", None)
-    if model.spec.family != "vit" or size is None:
-        raise PathDistillError(
-            f"{model.spec.name} is not a ViT: dense maps need a ViT with patch tokens; use the tile-level map."
-        )
-    return int(size[0] if isinstance(size, tuple | list) else size)
-
-
-def _token_fn(model: EmbeddingModel, pca: tuple[torch.Tensor, torch.Tensor] | None) -> Callable[[Any], Any]:
-    """Host tiles -> (B, gh, gw, D) tokens, or their (B, gh, gw, 3) scores on ``pca`` = (mean, components)."""
-    p = patch_size(model)
-    amp = model.amp_dtype
-
-    @torch.inference_mode()
-    def run(tiles: Any) -> Any:
-        x = model.preprocess(tiles)
-        with torch.autocast(model.device.type, dtype=amp, enabled=amp != torch.float32):
-            tokens = model.forward_tokens(x)[:, model.num_prefix_tokens :].float()
-        tokens = tokens.reshape(len(x), x.shape[2] // p, x.shape[3] // p, -1)
-        return tokens if pca is None else (tokens - pca[0]) @ pca[1].T
-
-    return run
-
-
 def dense_grid(
     pyramid: Pyramid, tile_px: int, mpp: float, min_tissue: float, stride_px: int
 ) -> tuple[TileGrid, np.ndarray, tuple[int, int]]:
@@ -140,31 +110,6 @@ def _check_stride(stride_px: int | None, tile_px: int, patch: int) -> int:
             f"stride <= tile, so that the patch grids of overlapping tiles align (e.g. {tile_px // 2} px)."
         )
     return stride
-
-
-class _Canvas:
-    """Sums (H, W, 3) float32 and counts (H, W) uint16 of the scores of tiles placed at cell offsets."""
-
-    def __init__(self, shape: tuple[int, int]) -> None:
-        self.sums = np.zeros((*shape, 3), np.float32)
-        self.counts = np.zeros(shape, np.uint16)
-
-    def add(self, offsets: np.ndarray, scores: np.ndarray) -> None:
-        """Add (b, gh, gw, 3) ``scores`` of tiles whose first cells are ``offsets`` (b, 2)."""
-        gh, gw = scores.shape[1:3]
-        for (r, c), s in zip(offsets, scores, strict=True):
-            self.sums[r : r + gh, c : c + gw] += s
-            self.counts[r : r + gh, c : c + gw] += 1
-
-
-def _fit_pca(tokens: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """(M, D) tokens -> (mean (D,), components (3, D)) float32, seeded; missing components are zero rows."""
-    from napari_pathdistill.metrics.features import pca_axes
-
-    comps, p = np.zeros((3, d), np.float32), min(3, len(tokens) - 1, d)
-    if p > 0:
-        comps[:p] = pca_axes(tokens, p, fit_rows=len(tokens))[1]
-    return tokens.mean(0, dtype=np.float64).astype(np.float32), comps
 
 
 def colour_scores(scores: np.ndarray, valid: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -234,9 +179,9 @@ def iter_dense_map(
         if max_tiles is not None and len(grid.coords) > max_tiles:
             grid, lattice = grid.subset(np.arange(max_tiles)), lattice[:max_tiles]
         g, k = tile_px // patch, stride // patch
-        canvas = _Canvas(((shape[0] - 1) * k + g, (shape[1] - 1) * k + g))
+        canvas = TokenCanvas(((shape[0] - 1) * k + g, (shape[1] - 1) * k + g))
         offsets = lattice * k
-        pca = yield from _map_tiles(model, pyramid, grid, offsets, canvas, batch_size, n_fit_tokens, cancel)
+        pca = yield from map_tiles(model, pyramid, grid, offsets, canvas, batch_size, n_fit_tokens, cancel)
     if pca is None:
         raise Cancelled("Dense map cancelled.")
     yield Progress(len(grid), len(grid), "colours")
@@ -245,50 +190,8 @@ def iter_dense_map(
     yield dataclasses.replace(dense, scale=scale, translate=translate)
 
 
-def _map_tiles(
-    model: EmbeddingModel, pyramid: Pyramid, grid: TileGrid, offsets: np.ndarray, canvas: _Canvas,
-    batch_size: int, n_fit_tokens: int, cancel: threading.Event | None,
-) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
-    """Fit the PCA on the tokens of random tiles (projected into ``canvas`` from memory), then compute and
-    project the other tiles on the model's device; returns (mean, components), or None when cancelled."""
-    n, g2 = len(grid), (grid.tile_px // patch_size(model)) ** 2
-    n_fit = min(n, max(1, math.ceil(n_fit_tokens / g2)))
-    fit = np.sort(np.random.default_rng(0).choice(n, n_fit, replace=False))
-    tokens, tokens_of = [], _token_fn(model, None)
-    for start, batch in iter_batches(model, pyramid, grid.subset(fit), batch_size=batch_size, cancel=cancel,
-                                     embed=lambda t: tokens_of(t).cpu().numpy()):  # fmt: skip
-        tokens.append(batch)
-        yield Progress(start + len(batch), n, "patch tokens")
-    if sum(map(len, tokens)) < len(fit):
-        return None
-    fitted = np.concatenate(tokens)
-    mean, comps = _fit_pca(fitted.reshape(-1, fitted.shape[-1]), fitted.shape[-1])
-    canvas.add(offsets[fit], (fitted - mean) @ comps.T)
-    rest = np.setdiff1d(np.arange(n), fit)
-    done = yield from _project_rest(model, pyramid, grid.subset(rest), offsets[rest], canvas, (mean, comps),
-                                    batch_size, cancel, n)  # fmt: skip
-    return (mean, comps) if done == len(rest) else None
-
-
-def _project_rest(
-    model: EmbeddingModel, pyramid: Pyramid, grid: TileGrid, offsets: np.ndarray, canvas: _Canvas,
-    pca: tuple[np.ndarray, np.ndarray], batch_size: int, cancel: threading.Event | None, total: int,
-) -> Generator[Progress, None, int]:  # fmt: skip
-    """Project the tiles of ``grid`` on ``pca`` into ``canvas`` batch by batch (the last of ``total`` tiles);
-    returns how many were done."""
-    mean, comps = (torch.from_numpy(a).to(model.device) for a in pca)
-    project = _token_fn(model, (mean, comps))
-    done = 0
-    for start, batch in iter_batches(model, pyramid, grid, batch_size=batch_size, cancel=cancel,
-                                     embed=lambda t: project(t).cpu().numpy()):  # fmt: skip
-        canvas.add(offsets[start : start + len(batch)], batch)
-        done += len(batch)
-        yield Progress(total - len(offsets) + done, total, "patch tokens")
-    return done
-
-
 def _finish(
-    canvas: _Canvas, grid: TileGrid, offsets: np.ndarray, pca: tuple[np.ndarray, np.ndarray], name: str,
+    canvas: TokenCanvas, grid: TileGrid, offsets: np.ndarray, pca: tuple[np.ndarray, np.ndarray], name: str,
     cells: tuple[int, int],
 ) -> DenseMap:  # fmt: skip
     """Mean scores, colours and napari geometry of a filled canvas; ``cells`` = (patches per tile side,
