@@ -100,6 +100,19 @@ def _write_mode(path: Path, he: np.ndarray, kind: str) -> np.ndarray:
             out.save(path, transparency=bytes([255] * 63 + [0]))
         want = np.asarray(pal.convert("RGB")).copy()
         want[left] = 255
+    elif kind == "grey_colour_key":  # PNG tRNS: grey level 0 is transparent
+        img = np.maximum(grey, 1)  # the tile's own pixels never take the key's value
+        img[left] = 0
+        Image.fromarray(img).save(path, transparency=0)
+        want = np.repeat(img[..., None], 3, axis=2)
+        want[left] = 255
+    elif kind == "rgb_colour_key":  # PNG tRNS: the colour (1, 2, 3) is transparent
+        img = he.copy()
+        img[np.all(img == (1, 2, 3), axis=2)] = (4, 4, 4)
+        img[left] = (1, 2, 3)
+        Image.fromarray(img).save(path, transparency=(1, 2, 3))
+        want = img.copy()
+        want[left] = 255
     elif kind == "grey_alpha":
         alpha = np.full((PX, PX), 255, np.uint8)
         alpha[left] = 0
@@ -126,8 +139,8 @@ def _write_mode(path: Path, he: np.ndarray, kind: str) -> np.ndarray:
     return want
 
 
-MODES = ["palette_transparent_index", "palette_alpha_table", "grey_alpha", "rgba", "cmyk_jpeg", "rgb16_png",
-         "grey16_png", "one_bit"]  # fmt: skip
+MODES = ["palette_transparent_index", "palette_alpha_table", "grey_colour_key", "rgb_colour_key", "grey_alpha",
+         "rgba", "cmyk_jpeg", "rgb16_png", "grey16_png", "one_bit"]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", MODES)

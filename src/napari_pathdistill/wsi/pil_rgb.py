@@ -4,7 +4,8 @@ Three readers decode single images with Pillow: the plain-image slide backend (n
 the trainer's tile folders and the linear probe's labelled tiles. They share these rules so a tile is the same
 pixels wherever it is read:
 
-- alpha (RGBA, LA, PA, transparent palette) is composited on white, the slide background;
+- alpha (RGBA, LA, PA, transparent palette entries, and a grey / RGB PNG's transparent colour, its tRNS colour
+  key, which image viewers show as transparent) is composited on white, the slide background;
 - 16-bit grey (Pillow modes ``I;16*``; Pillow before 10 opened a 16-bit grey PNG as ``I``) is stretched from
   its bit depth's white (:func:`~napari_pathdistill.wsi._sample_range.bit_depth_white`: a 12-bit camera's 4095,
   else 65535) to 8 bits, as the tifffile backend does for 12-bit slides: Pillow's ``convert("RGB")`` clips
@@ -47,6 +48,6 @@ def pil_rgb(img: Any) -> np.ndarray:
             f"a {'32-bit integer' if img.mode == 'I' else 'floating-point'} image (mode {img.mode}) has no fixed "
             "range to map to 8-bit RGB: convert it to 8-bit RGB"
         )
-    if "A" in img.getbands() or img.mode in ("P", "PA"):
+    if "A" in img.getbands() or img.mode in ("P", "PA") or "transparency" in img.info:
         return to_rgb(np.asarray(img.convert("RGBA")))
     return np.asarray(img.convert("RGB"))
