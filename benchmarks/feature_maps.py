@@ -3,7 +3,10 @@
 Builds (N, D) float32 features with cluster structure (default 100,000 x 1,536: a large slide embedded with
 H0-mini's CLS + mean-patch embedding), then times each call of ``metrics.features`` the Embed widget makes, with
 the peak memory it adds (``tracemalloc``: numpy's allocations), side by side with the exact methods
-(full SVD, full k-means) on a subsample for the ratio. Run from the repository root::
+(full SVD, full k-means) on a subsample for the ratio. k-means also runs on features with only weak structure
+(cluster centres 0.05 noise sd apart: no strong clusters, where Lloyd to scikit-learn's convergence crawls),
+beside the earlier fit (every seeding to convergence, up to 300 iterations), with the inertia ratio. Run from
+the repository root::
 
     python benchmarks/feature_maps.py [--n 100000] [--dim 1536] [--k 8]
 
@@ -21,10 +24,11 @@ from collections.abc import Callable
 import numpy as np
 
 
-def features(n: int, dim: int, k: int, seed: int = 0) -> np.ndarray:
-    """(n, dim) float32 rows around k random centres (unit noise), like tissue classes in embedding space."""
+def features(n: int, dim: int, k: int, seed: int = 0, spread: float = 2.0) -> np.ndarray:
+    """(n, dim) float32 rows around k random centres (unit noise; centre sd ``spread``), like tissue classes in
+    embedding space (``spread`` 0.05: no strong structure)."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((k, dim)).astype(np.float32) * 2
+    centres = rng.standard_normal((k, dim)).astype(np.float32) * spread
     out = rng.standard_normal((n, dim), dtype=np.float32)
     out += centres[rng.integers(0, k, n)]
     return out
@@ -41,6 +45,29 @@ def measure(fn: Callable[[], object]) -> tuple[float, float]:
     return seconds, peak
 
 
+def kmeans_to_convergence(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """The earlier ``kmeans_labels`` of a large input: every seeding refined by Lloyd to scikit-learn's
+    convergence (300 iterations at most), the lowest inertia kept, then every row assigned."""
+    from napari_pathdistill.metrics import features as F
+    from napari_pathdistill.metrics.kmeans import lloyd
+
+    norms = F.row_norms(x)
+    rows = F._fit_rows(len(x), F.KMEANS_FIT_ROWS, seed)
+    sample = (x if rows is None else x[rows]).astype(np.float32)
+    sample /= (norms if rows is None else norms[rows])[:, None].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    fits = [lloyd(sample, F.kmeans_plusplus_unit(sample, k, rng)) for _ in range(F.KMEANS_INITS)]
+    return F.nearest_centre(x, min(fits, key=lambda fit: fit[2])[0], norms) + 1
+
+
+def inertia(x: np.ndarray, labels: np.ndarray) -> float:
+    """k-means inertia of ``labels`` (1..k) on the L2-normalised rows of ``x``, each cluster about its mean."""
+    from napari_pathdistill.metrics.features import l2_normalise
+
+    xn = l2_normalise(x, np.float32)
+    return sum(float(((xn[labels == j] - xn[labels == j].mean(0)) ** 2).sum()) for j in np.unique(labels))
+
+
 def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     from sklearn.cluster import KMeans
 
@@ -54,6 +81,12 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     args = p.parse_args(argv)
     x = features(args.n, args.dim, args.k)
     sub = x[: args.exact_rows]
+    weak = features(args.n, args.dim, args.k, seed=1, spread=0.05)
+    labels: dict[str, np.ndarray] = {}
+
+    def keep(name: str, fn: Callable[[], np.ndarray]) -> Callable[[], None]:
+        return lambda: labels.__setitem__(name, fn())
+
     res = {
         "PCA colours (pca_rgb)": measure(lambda: pca_rgb(x)),
         "k-means clusters (kmeans_labels)": measure(lambda: kmeans_labels(x, args.k)),
@@ -65,11 +98,17 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
         f"full k-means (scikit-learn), first {len(sub):,} rows": measure(
             lambda: KMeans(args.k, n_init=4, random_state=0).fit(l2_normalise(sub, dtype=np.float32))
         ),
+        "weak structure: k-means (kmeans_labels)": measure(keep("new", lambda: kmeans_labels(weak, args.k))),
+        "weak structure: every seeding to convergence (before)": measure(
+            keep("old", lambda: kmeans_to_convergence(weak, args.k))
+        ),
     }
     print(f"{args.n:,} x {args.dim} float32 features ({x.nbytes / 2**20:.0f} MB), k={args.k}; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     for name, (sec, mb) in res.items():
-        print(f"  {name:50s} {sec:7.2f} s   peak +{mb:7.0f} MB")
+        print(f"  {name:55s} {sec:7.2f} s   peak +{mb:7.0f} MB")
+    ratio = inertia(weak, labels["new"]) / inertia(weak, labels["old"])
+    print(f"  weak structure: inertia kmeans_labels / before = {ratio:.5f}")
     return res
 
 

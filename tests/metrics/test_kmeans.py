@@ -55,6 +55,44 @@ def test_kmeans_labels_reach_sklearn_inertia_on_real_like_overlap() -> None:
     np.testing.assert_array_equal(labels, kmeans_labels(x, 8, seed=0))  # seeded
 
 
+def test_kmeans_of_features_without_clusters_stops_after_a_bounded_number_of_passes(monkeypatch) -> None:
+    """80k x 64 random rows (no cluster structure: the case of 100k weakly structured tile features, where
+    Lloyd to scikit-learn's convergence took 148 iterations per seeding, 40-60 s when a file was dropped):
+    the old fit made 366 distance passes here. Counted by a spy around the real ``assign``."""
+    import napari_pathdistill.metrics.features as feats_mod
+    import napari_pathdistill.metrics.kmeans as kmeans_mod
+
+    passes = []
+    real = kmeans_mod.assign
+    monkeypatch.setattr(kmeans_mod, "assign", lambda *a, **kw: passes.append(len(a[0])) or real(*a, **kw))
+    x = np.random.default_rng(0).standard_normal((80_000, 64)).astype(np.float32)
+    labels = kmeans_labels(x, 6, seed=0)
+    fits = [m for m in passes if m == feats_mod.KMEANS_FIT_ROWS]  # the sample's passes (not the final one)
+    assert 0 < len(fits) <= 80  # 3 seedings x (1 + 5 screening) + 1 + 50 refining at most
+    assert sorted(np.unique(labels)) == list(range(1, 7))
+    np.testing.assert_array_equal(labels, kmeans_labels(x, 6, seed=0))  # seeded
+
+
+@pytest.mark.parametrize("spread", [0.05, 0.15, 0.4])  # separated .. overlapping clusters (cosine geometry)
+def test_large_input_kmeans_is_as_good_as_sklearn(spread: float) -> None:
+    """Above EXACT_MAX_ELEMENTS (sample fit, bounded iterations, one assignment pass): inertia on all rows
+    within 1 % of scikit-learn's KMeans on all rows; well-separated clusters are recovered exactly."""
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(7)
+    n, d, k = 20_000, 256, 6
+    truth = rng.integers(0, k, n)
+    centres = rng.standard_normal((k, d))
+    x = (centres[truth] + spread * np.sqrt(d) * rng.standard_normal((n, d)) / 4).astype(np.float32)
+    labels = kmeans_labels(x, k, seed=0)
+    xn = l2_normalise(x, np.float32)
+    ours = sum(float(((xn[labels == j] - xn[labels == j].mean(0)) ** 2).sum()) for j in range(1, k + 1))
+    ref = KMeans(n_clusters=k, n_init=3, random_state=0).fit(xn)
+    assert ours <= ref.inertia_ * 1.01
+    if spread <= 0.15:
+        assert adjusted_rand_score(truth, labels) == 1.0
+
+
 @pytest.mark.parametrize("n", [400, 6_000])  # exact SVD, and randomized above EXACT_MAX_ELEMENTS (6000 x 800)
 def test_pca_axes_are_sklearns_components_up_to_sign(n: int) -> None:
     rng = np.random.default_rng(6)
