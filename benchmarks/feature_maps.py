@@ -5,8 +5,9 @@ H0-mini's CLS + mean-patch embedding), then times each call of ``metrics.feature
 the peak memory it adds (``tracemalloc``: numpy's allocations), side by side with the exact methods
 (full SVD, full k-means) on a subsample for the ratio. k-means also runs on features with only weak structure
 (cluster centres 0.05 noise sd apart: no strong clusters, where Lloyd to scikit-learn's convergence crawls),
-beside the earlier fit (every seeding to convergence, up to 300 iterations), with the inertia ratio. Run from
-the repository root::
+beside the earlier fit (every seeding to convergence, up to 300 iterations), with the inertia ratio. Last, the
+features are written as TRIDENT writes them (one row per HDF5 chunk) and read back by h5py and by
+``inference.h5_rows.read_rows`` (the feature-file reader's). Run from the repository root::
 
     python benchmarks/feature_maps.py [--n 100000] [--dim 1536] [--k 8]
 
@@ -34,8 +35,13 @@ def features(n: int, dim: int, k: int, seed: int = 0, spread: float = 2.0) -> np
     return out
 
 
-def measure(fn: Callable[[], object]) -> tuple[float, float]:
-    """(seconds, peak MB allocated during the call) of ``fn()``."""
+def measure(fn: Callable[[], object], trace: bool = True) -> tuple[float, float]:
+    """(seconds, peak MB allocated during the call) of ``fn()``; ``trace=False``: time only (tracemalloc slows
+    Python-level callbacks, e.g. one per HDF5 chunk), peak reported as -1."""
+    if not trace:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0, -1.0
     tracemalloc.start()
     t0 = time.perf_counter()
     fn()
@@ -66,6 +72,25 @@ def inertia(x: np.ndarray, labels: np.ndarray) -> float:
 
     xn = l2_normalise(x, np.float32)
     return sum(float(((xn[labels == j] - xn[labels == j].mean(0)) ** 2).sum()) for j in np.unique(labels))
+
+
+def h5_reads(x: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Times of reading ``x`` back from a TRIDENT-layout HDF5 (chunks (1, D)): h5py's ``[()]``, ``read_rows``."""
+    import tempfile
+
+    import h5py
+
+    from napari_pathdistill.inference.h5_rows import read_rows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/trident.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("features", data=x, maxshape=(None, x.shape[1]), chunks=(1, x.shape[1]))
+        with h5py.File(path, "r") as f:
+            return {
+                "TRIDENT h5 (1-row chunks): h5py dset[()]": measure(lambda: f["features"][()], trace=False),
+                "TRIDENT h5 (1-row chunks): read_rows": measure(lambda: read_rows(f["features"]), False),
+            }
 
 
 def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
@@ -102,11 +127,12 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
         "weak structure: every seeding to convergence (before)": measure(
             keep("old", lambda: kmeans_to_convergence(weak, args.k))
         ),
+        **h5_reads(x),
     }
     print(f"{args.n:,} x {args.dim} float32 features ({x.nbytes / 2**20:.0f} MB), k={args.k}; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     for name, (sec, mb) in res.items():
-        print(f"  {name:55s} {sec:7.2f} s   peak +{mb:7.0f} MB")
+        print(f"  {name:55s} {sec:7.2f} s   " + (f"peak +{mb:7.0f} MB" if mb >= 0 else "(time only)"))
     ratio = inertia(weak, labels["new"]) / inertia(weak, labels["old"])
     print(f"  weak structure: inertia kmeans_labels / before = {ratio:.5f}")
     return res

@@ -163,7 +163,7 @@ def test_student_arch_benchmark_times_every_candidate_against_the_teacher() -> N
 def test_feature_maps_benchmark_runs_on_a_small_matrix() -> None:
     bench = _bench("feature_maps")
     res = bench.main(["--n", "3000", "--dim", "64", "--k", "3", "--exact-rows", "500"])
-    assert len(res) == 8 and all(sec >= 0 and mb >= 0 for sec, mb in res.values())
+    assert len(res) == 10 and all(sec >= 0 and (mb >= 0 or mb == -1) for sec, mb in res.values())
 
 
 def test_slide_scale_embed_section_alone_needs_no_viewer(shared_data: Path, tmp_path: Path) -> None:

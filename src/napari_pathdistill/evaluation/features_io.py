@@ -46,13 +46,15 @@ def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def _load_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import h5py
 
+    from napari_pathdistill.inference.h5_rows import read_rows
+
     try:
         with h5py.File(path, "r") as f:
             if "features" not in f or "coords" not in f:
                 raise EvaluationError(
                     f"{path}: HDF5 needs datasets 'features' and 'coords' (found {list(f)})"
                 )
-            feats, coords = f["features"][()], f["coords"][()]
+            feats, coords = read_rows(f["features"]), read_rows(f["coords"])  # CLAM/TRIDENT: row chunks
     except OSError as err:
         raise EvaluationError(f"{path}: not a readable HDF5 file ({err}); re-run the embedding") from err
     if feats.ndim != 2 or len(feats) != len(coords):

@@ -38,6 +38,7 @@ from napari_pathdistill.inference.feature_layouts import (
     level0_size,
     patch_size,
 )
+from napari_pathdistill.inference.h5_rows import read_rows
 from napari_pathdistill.inference.lattice import fit_lattice, grid_step
 from napari_pathdistill.inference.map_summary import MapSummary, read_summary
 
@@ -131,7 +132,7 @@ def read_feature_file(path: str | Path) -> FeatureFile:
                     f"{path.name} is not a feature file: it needs 'features' (N, D) and 'coords' (N, 2) "
                     f"datasets (found {sorted(f)})."
                 )
-            feats, coords = f["features"][()], f["coords"][()]
+            feats, coords = read_rows(f["features"]), read_rows(f["coords"])  # row-chunked: large blocks
             fa, ca = dict(f.attrs), dict(f["coords"].attrs)
             frac = f["tissue_fraction"][()] if isinstance(f.get("tissue_fraction"), h5py.Dataset) else None
             summary = read_summary(f, len(coords) if coords.ndim else 0)  # a scalar: check_shapes says so
