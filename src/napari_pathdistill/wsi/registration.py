@@ -5,7 +5,8 @@ stained tissue > 0, comparable across H&E and IHC). A coarse search over rotatio
 gives the initial pose; it is refined by maximising the normalised cross-correlation (NCC) of the warped
 images with Powell's method (an intensity-based, ECC-like refinement). The result is a 3x3 affine matrix that
 maps **moving** coordinates to **fixed** coordinates, in micrometres (or in level-0 pixels when a slide has no
-MPP, pass ``mpp=1``).
+MPP, pass ``mpp=1``). The search itself (density, resampling, rotation search, refinement) lives in
+``wsi._registration_search``; its functions are importable from here too.
 """
 
 from __future__ import annotations
@@ -14,21 +15,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 from skimage.filters import gaussian
-from skimage.registration import phase_cross_correlation
-from skimage.transform import AffineTransform, rescale, warp
+from skimage.transform import AffineTransform, warp
 
 from napari_pathdistill.errors import RegistrationError
+from napari_pathdistill.wsi._registration_search import (
+    coarse_pose,
+    density,
+    go_on,
+    overlap_ncc,
+    refine,
+    resample,
+    warp_moving,
+    work_to_um,
+)
 
 __all__ = [
     "Registration",
     "RegistrationError",
     "checkerboard",
+    "coarse_pose",
+    "density",
     "landmark_affine",
+    "overlap_ncc",
+    "refine",
     "register_images",
     "target_registration_error",
+    "warp_moving",
     "warp_rgb",
+    "work_to_um",
 ]
 
 
@@ -80,118 +95,6 @@ class Registration:
         )
 
 
-def density(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W) float optical density summed over channels (background ~ 0)."""
-    return (-np.log((rgb.astype(np.float64) + 1.0) / 256.0)).sum(-1)
-
-
-def _resample(img: np.ndarray, mpp: float, work_mpp: float) -> tuple[np.ndarray, np.ndarray]:
-    """``img`` at ``work_mpp`` and the (3, 3) map of its pixels (x, y) to the micrometres of ``img``."""
-    out = rescale(img, mpp / work_mpp, order=1, anti_aliasing=mpp < work_mpp, channel_axis=None)
-    return out, work_to_um(img.shape[:2], out.shape[:2], mpp)
-
-
-def work_to_um(in_shape: tuple[int, ...], out_shape: tuple[int, ...], mpp: float) -> np.ndarray:
-    """(3, 3) pixel (x, y) of an image resized from ``in_shape`` to ``out_shape`` -> micrometres of the input,
-    whose pixel i is at ``i * mpp``. A resize maps output pixel k to input pixel ``(k + 0.5) f - 0.5`` (f = in /
-    out on each axis, pixel edges aligned): ``k * work_mpp`` alone put every point ``(work_mpp - mpp) / 2`` off, an
-    offset that a rotation between the slides does not cancel (5 um on a slide turned by 170 degrees)."""
-    fy, fx = in_shape[0] / out_shape[0], in_shape[1] / out_shape[1]
-    return np.array([[fx * mpp, 0, (fx - 1) / 2 * mpp], [0, fy * mpp, (fy - 1) / 2 * mpp], [0, 0, 1.0]])
-
-
-def _go_on() -> None:
-    """The default ``check``: never stops."""
-
-
-def _pad_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    out = np.zeros(shape, dtype=a.dtype)
-    out[: a.shape[0], : a.shape[1]] = a
-    return out
-
-
-def warp_moving(moving: np.ndarray, matrix_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Warp a (H, W[, C]) moving image into the fixed frame of ``shape`` (outside = NaN)."""
-    inv = AffineTransform(matrix=np.linalg.inv(matrix_px))
-    return warp(moving.astype(np.float64), inv, output_shape=shape, order=1, cval=np.nan)
-
-
-def overlap_ncc(fixed: np.ndarray, warped: np.ndarray) -> float:
-    """NCC over pixels where the warped image is defined (NaN outside).
-
-    Sums of products by ``einsum``, not BLAS (``a @ b``, ``norm``): OpenBLAS splits a dot of 10,000+ elements
-    over threads, and with the CPU shared (napari, other work) each of the search's hundreds of evaluations
-    waited on their wake-ups, 3-40x slower here (``benchmarks/registration_work.py``)."""
-    ok = ~np.isnan(warped)
-    if ok.sum() < 16:
-        return -1.0
-    a, b = fixed[ok], warped[ok]
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt(np.einsum("i,i", a, a) * np.einsum("i,i", b, b))
-    return float(np.einsum("i,i", a, b) / den) if den > 0 else -1.0
-
-
-def _rotation_about(center: np.ndarray, angle_deg: float) -> np.ndarray:
-    t = np.deg2rad(angle_deg)
-    r = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
-    tr, back = np.eye(3), np.eye(3)
-    tr[:2, 2], back[:2, 2] = -center, center
-    return back @ r @ tr
-
-
-def coarse_pose(
-    fixed: np.ndarray, moving: np.ndarray, angles, check: Callable[[], None] = _go_on
-) -> np.ndarray:
-    """Best rotation (about the moving centre) + phase-correlation translation, by overlap NCC; ``check()`` is
-    called before each angle (it raises to stop, e.g. on Cancel)."""
-    shape = tuple(np.maximum(fixed.shape, moving.shape) * 2)
-    f = _pad_to(fixed, shape)
-    centre = np.array(moving.shape[::-1]) / 2.0
-    best, best_m = -2.0, np.eye(3)
-    for ang in angles:
-        check()
-        rot = _rotation_about(centre, ang)
-        m_rot = np.nan_to_num(warp_moving(moving, rot, shape))
-        shift = phase_cross_correlation(f, m_rot, normalization=None)[0]
-        m = np.eye(3)
-        m[:2, 2] = shift[::-1]
-        m = m @ rot
-        score = overlap_ncc(fixed, warp_moving(moving, m, fixed.shape))
-        if score > best:
-            best, best_m = score, m
-    return best_m
-
-
-def refine(
-    fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, affine: bool, check: Callable[[], None] = _go_on
-) -> np.ndarray:
-    """Maximise overlap NCC over rigid (angle, tx, ty) or affine (6) parameters around ``init``; ``check()`` is
-    called before each of the optimiser's evaluations (up to 3,000: it raises to stop)."""
-
-    def cost(p: np.ndarray) -> float:
-        check()
-        return -overlap_ncc(fixed, warp_moving(moving, matrix(p), fixed.shape))
-
-    centre = np.array(fixed.shape[::-1]) / 2.0
-
-    def matrix(p: np.ndarray) -> np.ndarray:
-        if affine:
-            d = np.array([[1 + p[0], p[1], p[4]], [p[2], 1 + p[3], p[5]], [0, 0, 1]])
-        else:
-            d = _rotation_about(centre, p[0])
-            d[:2, 2] += p[1:3]
-        return d @ init
-
-    x0 = np.zeros(6 if affine else 3)
-    res = minimize(
-        cost,
-        x0,
-        method="Powell",
-        options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": 3000},
-    )
-    return matrix(res.x)
-
-
 def register_images(
     fixed_rgb: np.ndarray,
     moving_rgb: np.ndarray,
@@ -202,7 +105,7 @@ def register_images(
     transform: str = "affine",
     angles=range(0, 360, 15),
     landmarks: tuple[np.ndarray, np.ndarray] | None = None,
-    check: Callable[[], None] = _go_on,
+    check: Callable[[], None] = go_on,
 ) -> Registration:
     """Register ``moving_rgb`` onto ``fixed_rgb``.
 
@@ -226,8 +129,8 @@ def register_images(
         The :class:`Registration` (matrix in micrometres).
     """
     work_mpp = max(work_mpp, fixed_mpp, moving_mpp)
-    fixed_g, fixed_um = _resample(density(fixed_rgb), fixed_mpp, work_mpp)
-    moving_g, moving_um = _resample(density(moving_rgb), moving_mpp, work_mpp)
+    fixed_g, fixed_um = resample(density(fixed_rgb), fixed_mpp, work_mpp)
+    moving_g, moving_um = resample(density(moving_rgb), moving_mpp, work_mpp)
     if landmarks is not None:
         m_um, method = landmark_affine(*landmarks), "landmarks"
         m_px = np.linalg.inv(fixed_um) @ m_um @ moving_um
