@@ -1,7 +1,8 @@
 """Cross-stain / cross-scanner similarity of two slides of the same tissue (pure core, no Qt).
 
 1. Register slide B onto slide A on thumbnails at a common um/px (``wsi.registration.register_images``:
-   rotation search + phase correlation + NCC refinement), or from paired landmarks (manual override).
+   rotation search + phase correlation + NCC refinement), or from paired landmarks (manual override):
+   ``inference.pair_registration``.
 2. Tile A's tissue; map each tile centre into B; cut the matching B tile at the same um/px, resampled through
    the registration when it turns or stretches the tissue (``pair_tiles``). A B tile that overhangs B's edge by
    at most ``max_overhang`` of its side (a few px: two scans of one field rarely match to the pixel) is moved
@@ -9,7 +10,7 @@
 3. Embed both tile sets with one model; per-tile cosine of matched tiles, and the pair's mean cosine and PLISM
    top-k retrieval accuracy from ``metrics.pairs.pair_metrics``, flagged when the pool of candidates is too
    small to mean anything (``metrics.pairs.topk_pool_note``).
-4. B resampled into A's frame (``registered_view``), to judge the registration by eye.
+4. B resampled into A's frame (``pair_registration.registered_view``), to judge the registration by eye.
 """
 
 from __future__ import annotations
@@ -25,12 +26,23 @@ import numpy as np
 
 from napari_pathdistill.errors import Cancelled, EmptyTissueError, RegistrationError
 from napari_pathdistill.inference.embed import iter_embeddings, tile_geometry
+from napari_pathdistill.inference.pair_registration import (
+    CANCELLED,
+    WORK_MAX_SIDE,
+    WORK_MPP,
+    WORK_SIDE,
+    PairTransform,
+    RegisteredView,
+    pair_mpp,
+    register_pair,
+    registered_view,
+    work_resolution,
+)
 from napari_pathdistill.inference.pair_tiles import match_tiles
 from napari_pathdistill.metrics.pairs import pair_metrics, topk_chance, topk_pool_note
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
-from napari_pathdistill.wsi.registration import Registration, apply_affine, register_images, warp_rgb
 from napari_pathdistill.wsi.tiling import (
     TileGrid,
     check_tile_fits,
@@ -38,86 +50,20 @@ from napari_pathdistill.wsi.tiling import (
     grid_to_image,
     make_tile_grid,
 )
-from napari_pathdistill.wsi.tissue_grid import mask_placement
 
-
-def _mpp(pyr: Pyramid) -> float:
-    if pyr.mpp is None:
-        raise RegistrationError(
-            f"{pyr.path.name} has no um/px (MPP); similarity needs both slides' physical scale: set the slide "
-            "um/px override."
-        )
-    return float(np.mean(pyr.mpp))
-
-
-@dataclass(frozen=True)
-class PairTransform:
-    """Level-0 (x, y) of slide A -> level-0 (x, y) of slide B, from a ``wsi.registration.Registration``."""
-
-    matrix: np.ndarray
-    registration: Registration
-
-    def apply(self, xy: np.ndarray) -> np.ndarray:
-        """(N, 2) points of A -> (N, 2) points of B."""
-        return apply_affine(self.matrix, xy)
-
-
-def register_pair(
-    a: Pyramid,
-    b: Pyramid,
-    *,
-    landmarks: tuple[np.ndarray, np.ndarray] | None = None,
-    work_mpp: float | None = None,
-    cancel: threading.Event | None = None,
-) -> PairTransform:
-    """Register B (moving) onto A (fixed) on thumbnails with ``wsi.registration.register_images``.
-
-    Args:
-        a, b: the two slides (both need an MPP).
-        landmarks: optional ((M, 2), (M, 2)) paired level-0 (x, y) points in A and B: manual override.
-        work_mpp: common um/px of the automatic registration; None: :func:`work_resolution`.
-        cancel: set -> :class:`Cancelled` between the search's steps (it takes tens of seconds on a CPU).
-    """
-    ma, mb = _mpp(a), _mpp(b)
-    stop = partial(raise_if_cancelled, cancel, CANCELLED)
-    (ta, da), (tb, db) = a.thumbnail(1024, stop), b.thumbnail(1024, stop)
-    if work_mpp is None:
-        work_mpp = work_resolution(a, b, thumb_mpp=max(da * ma, db * mb))
-    # reg.matrix maps B's thumbnail um -> A's (pixel j at j * thumbnail um/px); tiles need A level-0 px -> B's
-    to_a, to_b = _thumb_um_to_level0(ta, a, da * ma), _thumb_um_to_level0(tb, b, db * mb)
-    lm_um = None
-    if landmarks is not None:
-        lm_um = (
-            apply_affine(np.linalg.inv(to_a), landmarks[0]),
-            apply_affine(np.linalg.inv(to_b), landmarks[1]),
-        )
-    reg = register_images(ta, tb, fixed_mpp=da * ma, moving_mpp=db * mb, work_mpp=work_mpp, landmarks=lm_um,
-                          check=stop)  # fmt: skip
-    return PairTransform(to_b @ np.linalg.inv(reg.matrix) @ np.linalg.inv(to_a), reg)
-
-
-def _thumb_um_to_level0(thumb: np.ndarray, pyr: Pyramid, thumb_mpp: float) -> np.ndarray:
-    """(3, 3) um of a thumbnail (its pixel j at ``j * thumb_mpp``) -> level-0 px (x, y) of its slide."""
-    return _thumb_to_level0(thumb.shape[:2], pyr.levels[0].shape) @ np.diag(
-        [1 / thumb_mpp, 1 / thumb_mpp, 1.0]
-    )
-
-
-#: what Cancel of a similarity run raises, at whichever step it is seen
-CANCELLED = "Similarity cancelled."
-#: the automatic registration's um/px for slides, the least side (px) the larger slide keeps there, and the most
-WORK_MPP, WORK_SIDE, WORK_MAX_SIDE = 4.0, 256, 512
-
-
-def work_resolution(a: Pyramid, b: Pyramid, thumb_mpp: float) -> float:
-    """um/px of the automatic registration: :data:`WORK_MPP` for slides (mm wide), finer for a small field, so
-    the larger slide keeps :data:`WORK_SIDE` px (a 580 um field at 4 um/px, 146 px, registered 35 px off the
-    BIRL rat-kidney landmarks, 8 px at 2.3 um/px), never finer than the thumbnails (``thumb_mpp``), and coarser
-    for a slide over 2 mm, so that it keeps at most :data:`WORK_MAX_SIDE` px: a 4.4 mm field against a turned
-    5.6 mm copy registered on 1024 px thumbnails (5.4 um/px) took 89 s here for 2.8 um off the known transform,
-    on 512 px 18 s for 2.9 um (the search's cost grows with the pixels, its accuracy no longer)."""
-    side_um = max(max(a.levels[0].shape) * _mpp(a), max(b.levels[0].shape) * _mpp(b))
-    return max(thumb_mpp, min(WORK_MPP, side_um / WORK_SIDE), side_um / WORK_MAX_SIDE)
+__all__ = [
+    "CANCELLED",
+    "WORK_MAX_SIDE",
+    "WORK_MPP",
+    "WORK_SIDE",
+    "PairSimilarity",
+    "PairTransform",
+    "RegisteredView",
+    "iter_pair_similarity",
+    "register_pair",
+    "registered_view",
+    "work_resolution",
+]
 
 
 @dataclass
@@ -160,44 +106,6 @@ class PairSimilarity:
     dropped: int = 0
     registered: RegisteredView | None = None
     b_resampled: bool = False
-
-
-@dataclass
-class RegisteredView:
-    """Slide B resampled into slide A's frame, on A's thumbnail grid (to judge a registration by eye).
-
-    Attributes:
-        a: (h, w, 3) uint8 thumbnail of A.
-        b_in_a: (h, w, 3) uint8 B warped onto the same pixels (white outside B).
-        inside: (h, w) bool, True where the pixel maps inside B.
-        scale, translate: napari placement of both images on A's slide layer (um with MPP, as the overlay).
-    """
-
-    a: np.ndarray
-    b_in_a: np.ndarray
-    inside: np.ndarray
-    scale: tuple[float, float]
-    translate: tuple[float, float]
-
-
-def _thumb_to_level0(shape: tuple[int, int], slide_shape: tuple[int, int]) -> np.ndarray:
-    """(3, 3) thumbnail pixel (x, y) -> level-0 pixel (x, y): pixel j's centre is (j + 0.5) ds - 0.5."""
-    dy, dx = slide_shape[0] / shape[0], slide_shape[1] / shape[1]
-    return np.array([[dx, 0, dx / 2 - 0.5], [0, dy, dy / 2 - 0.5], [0, 0, 1.0]])
-
-
-def registered_view(a: Pyramid, b: Pyramid, transform: PairTransform, max_size: int = 1024) -> RegisteredView:
-    """Resample B into A's frame on A's thumbnail grid with ``transform`` (A level-0 -> B level-0)."""
-    ta, tb = a.thumbnail(max_size)[0][..., :3], b.thumbnail(max_size)[0][..., :3]
-    sa, sb = a.levels[0].shape, b.levels[0].shape
-    out_to_in = (
-        np.linalg.inv(_thumb_to_level0(tb.shape[:2], sb))
-        @ transform.matrix
-        @ _thumb_to_level0(ta.shape[:2], sa)
-    )
-    b_in_a, inside = warp_rgb(tb, out_to_in, ta.shape[:2])
-    scale, translate = mask_placement(ta.shape[:2], sa, a.mpp)
-    return RegisteredView(np.ascontiguousarray(ta), b_in_a, inside, scale, translate)
 
 
 def _embed(
@@ -257,7 +165,7 @@ def iter_pair_similarity(
         open_pyramid(slide_b, fallback_mpp=fallback_mpp) as pb,
     ):
         for pyr in (pa, pb):  # no MPP, or a tile larger than a slide, fails now, not after the registration
-            _mpp(pyr)
+            pair_mpp(pyr)
             check_tile_fits(pyr, tile_px, mpp)
         yield Progress(0, 0, "registration")
         reg = register_pair(pa, pb, landmarks=landmarks, cancel=cancel)
