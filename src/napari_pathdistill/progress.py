@@ -7,12 +7,15 @@ one re-yield its progress under their own stage name with ``result = yield from 
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from napari_pathdistill.errors import Cancelled
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,54 @@ def relabel(
         else:
             result = item
     return result
+
+
+_END = object()
+
+
+def reported(
+    call: Callable[[Callable[[float], None]], T], stage: str, total: int = 100
+) -> Generator[Progress, None, T]:
+    """Run a blocking ``call(report)`` that reports its finished fraction (0..1) and yield it as Progress.
+
+    For long work that reports from inside code that cannot yield (a scipy optimiser's evaluations, a thumbnail's
+    block reads): ``call`` runs on a helper thread while this generator yields ``Progress(n, total, stage)``
+    each time ``n = int(fraction * total)`` goes up (never down; ``Progress(0, total)`` first, ``total`` last),
+    then returns ``call``'s result or raises its exception (``Cancelled`` from its own checks included). Closed
+    early (the consumer stops), it makes ``call``'s next ``report`` raise :class:`Cancelled` and waits for it.
+    Use as ``result = yield from reported(lambda report: work(progress=report), "registration")``.
+    """
+    yield Progress(0, total, stage)
+    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    abandoned = threading.Event()
+    out: dict[str, Any] = {}
+
+    def report(fraction: float) -> None:
+        if abandoned.is_set():
+            raise Cancelled(f"{stage} abandoned.")
+        items.put(fraction)
+
+    def run() -> None:
+        try:
+            out["result"] = call(report)
+        except BaseException as exc:  # handed to the consumer's thread
+            out["error"] = exc
+        finally:
+            items.put(_END)
+
+    worker = threading.Thread(target=run, name=f"pathdistill {stage}", daemon=True)
+    worker.start()
+    done = 0
+    try:
+        while (item := items.get()) is not _END:
+            if (n := min(total, int(item * total))) > done:
+                done = n
+                yield Progress(done, total, stage)
+    finally:
+        abandoned.set()
+        worker.join()
+    if "error" in out:
+        raise out["error"]
+    if done < total:
+        yield Progress(total, total, stage)
+    return out["result"]

@@ -6,13 +6,14 @@ to judge it by eye (:func:`registered_view`). ``inference.pair_similarity`` runs
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from napari_pathdistill.errors import RegistrationError
-from napari_pathdistill.progress import raise_if_cancelled
+from napari_pathdistill.progress import Progress, raise_if_cancelled, reported
 from napari_pathdistill.wsi.pyramid import Pyramid
 from napari_pathdistill.wsi.registration import Registration, apply_affine, register_images, warp_rgb
 from napari_pathdistill.wsi.tissue_grid import mask_placement
@@ -40,6 +41,14 @@ class PairTransform:
         return apply_affine(self.matrix, xy)
 
 
+#: (image (h, w, 3) uint8, downsample) of ``Pyramid.thumbnail``; the registration's are at most this many px
+Thumbnail = tuple[np.ndarray, float]
+THUMB_SIDE = 1024
+#: the two thumbnail reads' share of the registration's progress (on a slide without a level near the
+#: thumbnail's size the read is long: it goes block by block)
+READ_SHARE = 0.1
+
+
 def register_pair(
     a: Pyramid,
     b: Pyramid,
@@ -47,6 +56,8 @@ def register_pair(
     landmarks: tuple[np.ndarray, np.ndarray] | None = None,
     work_mpp: float | None = None,
     cancel: threading.Event | None = None,
+    thumbnails: tuple[Thumbnail, Thumbnail] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> PairTransform:
     """Register B (moving) onto A (fixed) on thumbnails with ``wsi.registration.register_images``.
 
@@ -55,10 +66,14 @@ def register_pair(
         landmarks: optional ((M, 2), (M, 2)) paired level-0 (x, y) points in A and B: manual override.
         work_mpp: common um/px of the automatic registration; None: :func:`work_resolution`.
         cancel: set -> :class:`Cancelled` between the search's steps (it takes tens of seconds on a CPU).
+        thumbnails: A's and B's :data:`THUMB_SIDE` thumbnails when already read (:func:`iter_register_pair`).
+        progress: the search's progress (``register_images``).
     """
     ma, mb = pair_mpp(a), pair_mpp(b)
     stop = partial(raise_if_cancelled, cancel, CANCELLED)
-    (ta, da), (tb, db) = a.thumbnail(1024, stop), b.thumbnail(1024, stop)
+    if thumbnails is None:
+        thumbnails = a.thumbnail(THUMB_SIDE, stop), b.thumbnail(THUMB_SIDE, stop)
+    (ta, da), (tb, db) = thumbnails
     if work_mpp is None:
         work_mpp = work_resolution(a, b, thumb_mpp=max(da * ma, db * mb))
     # reg.matrix maps B's thumbnail um -> A's (pixel j at j * thumbnail um/px); tiles need A level-0 px -> B's
@@ -70,8 +85,33 @@ def register_pair(
             apply_affine(np.linalg.inv(to_b), landmarks[1]),
         )
     reg = register_images(ta, tb, fixed_mpp=da * ma, moving_mpp=db * mb, work_mpp=work_mpp, landmarks=lm_um,
-                          check=stop)  # fmt: skip
+                          check=stop, progress=progress)  # fmt: skip
     return PairTransform(to_b @ np.linalg.inv(reg.matrix) @ np.linalg.inv(to_a), reg)
+
+
+def iter_register_pair(
+    a: Pyramid,
+    b: Pyramid,
+    *,
+    landmarks: tuple[np.ndarray, np.ndarray] | None = None,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, tuple[PairTransform, tuple[Thumbnail, Thumbnail]]]:
+    """:func:`register_pair` yielding its progress (stage ``"registration"``, 0..100: the thumbnails' block
+    reads, the rotation search's angles, the refinement's estimate); returns the transform and the thumbnails it
+    read (for :func:`iter_registered_view`). Cancel stops it at the next block, angle or evaluation."""
+
+    def run(report: Callable[[float], None]) -> tuple[PairTransform, tuple[Thumbnail, Thumbnail]]:
+        stop = partial(raise_if_cancelled, cancel, CANCELLED)
+        read = (a.thumbnail(THUMB_SIDE, stop, lambda d, n: report(READ_SHARE * d / n)),
+                b.thumbnail(THUMB_SIDE, stop, lambda d, n: report(READ_SHARE * (1 + d / n))))  # fmt: skip
+
+        def search(f: float) -> None:
+            report(2 * READ_SHARE + (1 - 2 * READ_SHARE) * f)
+
+        t = register_pair(a, b, landmarks=landmarks, cancel=cancel, thumbnails=read, progress=search)
+        return t, read
+
+    return (yield from reported(run, "registration"))
 
 
 def _thumb_um_to_level0(thumb: np.ndarray, pyr: Pyramid, thumb_mpp: float) -> np.ndarray:

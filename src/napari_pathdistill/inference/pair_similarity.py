@@ -33,6 +33,7 @@ from napari_pathdistill.inference.pair_registration import (
     WORK_SIDE,
     PairTransform,
     RegisteredView,
+    iter_register_pair,
     pair_mpp,
     register_pair,
     registered_view,
@@ -167,8 +168,7 @@ def iter_pair_similarity(
         for pyr in (pa, pb):  # no MPP, or a tile larger than a slide, fails now, not after the registration
             pair_mpp(pyr)
             check_tile_fits(pyr, tile_px, mpp)
-        yield Progress(0, 0, "registration")
-        reg = register_pair(pa, pb, landmarks=landmarks, cancel=cancel)
+        reg, _ = yield from iter_register_pair(pa, pb, landmarks=landmarks, cancel=cancel)
         if strict_registration and (doubt := reg.registration.doubt()):
             raise RegistrationError(doubt)
         yield Progress(0, 0, "tissue and tile grids")

@@ -75,15 +75,23 @@ def _rotation_about(center: np.ndarray, angle_deg: float) -> np.ndarray:
 
 
 def coarse_pose(
-    fixed: np.ndarray, moving: np.ndarray, angles, check: Callable[[], None] = go_on
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    angles,
+    check: Callable[[], None] = go_on,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Best rotation (about the moving centre) + phase-correlation translation, by overlap NCC; ``check()`` is
-    called before each angle (it raises to stop, e.g. on Cancel)."""
+    called before each angle (it raises to stop, e.g. on Cancel), ``progress`` after it with the fraction of
+    the angles done."""
     shape = tuple(np.maximum(fixed.shape, moving.shape) * 2)
     f = _pad_to(fixed, shape)
     centre = np.array(moving.shape[::-1]) / 2.0
     best, best_m = -2.0, np.eye(3)
-    for ang in angles:
+    angles = list(angles)
+    for i, ang in enumerate(angles):
+        if progress is not None and i:
+            progress(i / len(angles))
         check()
         rot = _rotation_about(centre, ang)
         m_rot = np.nan_to_num(warp_moving(moving, rot, shape))
@@ -97,13 +105,30 @@ def coarse_pose(
     return best_m
 
 
+#: the refinement's most evaluations, and about how many it makes (OS-2 NDPI vs VSI 393, BIRL lesion H&E vs IHC
+#: 918, rat kidney 1,853, a 4.4 mm TCGA field turned by 170 degrees 1,261): the scale of its progress estimate
+MAX_EVALS, TYPICAL_EVALS = 3000, 700
+
+
 def refine(
-    fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, affine: bool, check: Callable[[], None] = go_on
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    init: np.ndarray,
+    affine: bool,
+    check: Callable[[], None] = go_on,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Maximise overlap NCC over rigid (angle, tx, ty) or affine (6) parameters around ``init``; ``check()`` is
-    called before each of the optimiser's evaluations (up to 3,000: it raises to stop)."""
+    called before each of the optimiser's evaluations (up to :data:`MAX_EVALS`: it raises to stop), ``progress``
+    with an estimate of the fraction done, ``1 - exp(-evaluations / TYPICAL_EVALS)`` (Powell's method stops when
+    the NCC no longer improves: how many evaluations that takes is not known in advance)."""
+    evals = 0
 
     def cost(p: np.ndarray) -> float:
+        nonlocal evals
+        if progress is not None and evals:
+            progress(1.0 - np.exp(-evals / TYPICAL_EVALS))
+        evals += 1
         check()
         return -overlap_ncc(fixed, warp_moving(moving, matrix(p), fixed.shape))
 
@@ -122,6 +147,6 @@ def refine(
         cost,
         x0,
         method="Powell",
-        options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": 3000},
+        options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": MAX_EVALS},
     )
     return matrix(res.x)

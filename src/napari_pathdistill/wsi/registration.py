@@ -51,6 +51,9 @@ __all__ = [
 MIN_NCC = 0.25
 #: the affine scales (um per um) a registration of one section's scans may have
 SCALE_RANGE = (0.8, 1.25)
+#: the rotation search's share of the automatic registration's progress (its time: 1.1 of 2.7 s on OS-2, 1.5 of
+#: 4.4 s on BIRL's lesion pair, ~10 of 20 s on a 4.4 mm field; the refinement takes the rest)
+COARSE_SHARE = 0.45
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def register_images(
     angles=range(0, 360, 15),
     landmarks: tuple[np.ndarray, np.ndarray] | None = None,
     check: Callable[[], None] = go_on,
+    progress: Callable[[float], None] | None = None,
 ) -> Registration:
     """Register ``moving_rgb`` onto ``fixed_rgb``.
 
@@ -124,6 +128,8 @@ def register_images(
         landmarks: optional ``(fixed_um, moving_um)`` (n, 2) point pairs; when given they define the affine
             (manual override) and the automatic search is skipped.
         check: called between the search's steps; raises to stop it (``errors.Cancelled`` on Cancel).
+        progress: called with the fraction of the search done (0..1, increasing): the rotation search by angle
+            (the first :data:`COARSE_SHARE`), then the refinement's estimate (``_registration_search.refine``).
 
     Returns:
         The :class:`Registration` (matrix in micrometres).
@@ -138,11 +144,16 @@ def register_images(
         f_s, m_s = gaussian(fixed_g, 1.0), gaussian(moving_g, 1.0)
         if f_s.max() <= 0.05 or m_s.max() <= 0.05:
             raise RegistrationError("an image has no visible tissue at this resolution; lower work_mpp")
-        pose = coarse_pose(f_s, m_s, angles, check)
-        m_px = refine(f_s, m_s, pose, affine=transform == "affine", check=check)
+        pose = coarse_pose(f_s, m_s, angles, check, _share(progress, 0.0, COARSE_SHARE))
+        m_px = refine(f_s, m_s, pose, transform == "affine", check, _share(progress, COARSE_SHARE, 1.0))
         m_um, method = fixed_um @ m_px @ np.linalg.inv(moving_um), f"auto-{transform}"
     score = overlap_ncc(fixed_g, warp_moving(moving_g, m_px, fixed_g.shape))
     return Registration(m_um, score, method, work_mpp)
+
+
+def _share(progress: Callable[[float], None] | None, lo: float, hi: float) -> Callable[[float], None] | None:
+    """``progress`` of a step that makes up ``lo``..``hi`` of the whole (None: None)."""
+    return None if progress is None else (lambda f: progress(lo + (hi - lo) * f))
 
 
 def landmark_affine(fixed_pts: np.ndarray, moving_pts: np.ndarray) -> np.ndarray:
