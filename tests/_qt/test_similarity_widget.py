@@ -259,3 +259,43 @@ def test_overlays_leave_with_slide_a(make_napari_viewer, qtbot, os2_pair, tiny_v
     assert all(name in viewer.layers for name in overlays)
     viewer.layers.remove(a)
     qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=30_000)
+
+
+def test_cancel_during_the_registered_view_adds_nothing(
+    make_napari_viewer, qtbot, os2_pair, tiny_vit, open_slide, wait_for, monkeypatch
+):
+    """Cancel pressed once the tiles were embedded, while B was resampled into A's frame: that step read both
+    thumbnails again and ignored Cancel to its end. The core is paused at the step's first item (the real run,
+    passed through) until Cancel is clicked; the run then ends at the next strip, with no layer added."""
+    import threading
+
+    from napari_pathdistill._qt import similarity_widget
+    from napari_pathdistill.progress import Progress
+
+    in_view, clicked, after = threading.Event(), threading.Event(), []
+    real = similarity_widget.iter_pair_similarity
+
+    def paused_in_the_view(*args, cancel, **kw):
+        for item in real(*args, cancel=cancel, **kw):
+            if cancel.is_set():
+                after.append(item)
+            elif isinstance(item, Progress) and item.stage == "registered view" and not in_view.is_set():
+                in_view.set()
+                clicked.wait(60)
+            yield item
+
+    monkeypatch.setattr(similarity_widget, "iter_pair_similarity", paused_in_the_view)
+    viewer = make_napari_viewer()
+    a, b = (open_slide(viewer, p) for p in os2_pair)
+    widget = SimilarityWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.slide_a.value, widget.slide_b.value = a, b
+    widget.mpp.value = 4.0
+    widget.run()
+    qtbot.waitUntil(in_view.is_set, timeout=120_000)
+    widget.cancel_button.native.click()
+    clicked.set()
+    wait_for(widget)
+    assert widget.status.value == "Similarity cancelled" and widget.result is None
+    assert [layer.name for layer in viewer.layers] == [a.name, b.name]
+    assert len(after) <= 1, after  # the item it was paused at, at most

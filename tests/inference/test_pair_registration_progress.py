@@ -97,3 +97,41 @@ def test_reported_hands_back_errors_and_stops_the_call_when_closed() -> None:
         list(reported(fail, "failing"))
     assert returned(reported(lambda report: 7, "quick")) == 7
     assert [p.done for p in reported(lambda report: 7, "quick")] == [0, 100]
+
+
+def test_cancel_during_the_registered_view_stops_within_a_few_items(os2_pair, tiny_vit_2um):
+    """After the tiles were embedded, the registered view (B resampled into A's frame) read both thumbnails again
+    and warped them without a look at Cancel (~2-3 s here, more on a large slide): it now has its own stage,
+    strip by strip, and Cancel ends the run at the next strip."""
+    cancel = threading.Event()
+    after = []
+    with pytest.raises(Cancelled, match=CANCELLED):
+        for item in iter_pair_similarity(tiny_vit_2um, *os2_pair, top_k=1, cancel=cancel):
+            if cancel.is_set():
+                after.append(item)
+            elif isinstance(item, Progress) and item.stage == "registered view":
+                assert item.total >= 8  # 1024 px thumbnails, strips of 64 rows
+                cancel.set()
+    assert cancel.is_set() and len(after) <= 1, after
+
+
+def test_the_run_reads_each_thumbnail_once(os2_pair, tiny_vit_2um, monkeypatch):
+    """The registration's 1024 px thumbnails of A and B serve the registered view too (it read both again)."""
+    from napari_pathdistill.wsi.pyramid import Pyramid
+
+    reads: list[tuple[str, int]] = []
+    real = Pyramid.thumbnail
+
+    def counted(self, max_size=1024, *args, **kw):
+        reads.append((self.path.name, max_size))
+        return real(self, max_size, *args, **kw)
+
+    monkeypatch.setattr(Pyramid, "thumbnail", counted)
+    res = iter_pair_similarity(tiny_vit_2um, *os2_pair, top_k=1)
+    items = list(res)
+    view = items[-1].registered
+    assert view is not None and view.a.shape == (1024, 1024, 3) and view.inside.mean() > 0.98
+    assert len(reads) == len(set(reads)), reads
+    stages = [p.stage for p in items[:-1]]
+    done = [p.done for p in items[:-1] if p.stage == "registered view"]
+    assert done == sorted(done) and done[-1] == items[-2].total and stages[-1] == "registered view"

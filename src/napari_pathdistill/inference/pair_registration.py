@@ -162,15 +162,60 @@ def _thumb_to_level0(shape: tuple[int, int], slide_shape: tuple[int, int]) -> np
     return np.array([[dx, 0, dx / 2 - 0.5], [0, dy, dy / 2 - 0.5], [0, 0, 1.0]])
 
 
-def registered_view(a: Pyramid, b: Pyramid, transform: PairTransform, max_size: int = 1024) -> RegisteredView:
-    """Resample B into A's frame on A's thumbnail grid with ``transform`` (A level-0 -> B level-0)."""
-    ta, tb = a.thumbnail(max_size)[0][..., :3], b.thumbnail(max_size)[0][..., :3]
-    sa, sb = a.levels[0].shape, b.levels[0].shape
+#: rows of the registered view resampled between two looks at Cancel (and two progress steps)
+VIEW_STRIP_ROWS = 64
+
+
+def iter_registered_view(
+    a: Pyramid,
+    b: Pyramid,
+    transform: PairTransform,
+    max_size: int = THUMB_SIDE,
+    *,
+    thumbnails: tuple[Thumbnail, Thumbnail] | None = None,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, RegisteredView]:
+    """Resample B into A's frame on A's thumbnail grid with ``transform`` (A level-0 -> B level-0), yielding
+    Progress (stage ``"registered view"``, one step per :data:`VIEW_STRIP_ROWS` rows); returns the view.
+
+    ``thumbnails``: the registration's (:func:`iter_register_pair`), used when ``max_size`` is theirs
+    (:data:`THUMB_SIDE`); otherwise both slides are read again (stage ``"registered view: thumbnails"``).
+    Cancel (:class:`Cancelled`) is seen between blocks of a read and between strips.
+    """
+    stop = partial(raise_if_cancelled, cancel, CANCELLED)
+    if thumbnails is None or max_size != THUMB_SIDE:
+        thumbnails = yield from reported(
+            lambda report: (a.thumbnail(max_size, stop, lambda d, n: report(d / n / 2)),
+                            b.thumbnail(max_size, stop, lambda d, n: report(0.5 + d / n / 2))),
+            "registered view: thumbnails",
+        )  # fmt: skip
+    ta, tb = thumbnails[0][0][..., :3], thumbnails[1][0][..., :3]
+    (h, w), sa = ta.shape[:2], a.levels[0].shape
     out_to_in = (
-        np.linalg.inv(_thumb_to_level0(tb.shape[:2], sb))
+        np.linalg.inv(_thumb_to_level0(tb.shape[:2], b.levels[0].shape))
         @ transform.matrix
-        @ _thumb_to_level0(ta.shape[:2], sa)
+        @ _thumb_to_level0((h, w), sa)
     )
-    b_in_a, inside = warp_rgb(tb, out_to_in, ta.shape[:2])
-    scale, translate = mask_placement(ta.shape[:2], sa, a.mpp)
+    b_in_a, inside = np.empty((h, w, 3), np.uint8), np.empty((h, w), bool)
+    starts = range(0, h, VIEW_STRIP_ROWS)
+    yield Progress(0, len(starts), "registered view")
+    for i, r0 in enumerate(starts):
+        stop()
+        r1 = min(h, r0 + VIEW_STRIP_ROWS)
+        below = np.array([[1.0, 0, 0], [0, 1, r0], [0, 0, 1]])  # strip pixel (x, y) -> view pixel (x, y + r0)
+        b_in_a[r0:r1], inside[r0:r1] = warp_rgb(tb, out_to_in @ below, (r1 - r0, w))
+        yield Progress(i + 1, len(starts), "registered view")
+    scale, translate = mask_placement((h, w), sa, a.mpp)
     return RegisteredView(np.ascontiguousarray(ta), b_in_a, inside, scale, translate)
+
+
+def registered_view(
+    a: Pyramid, b: Pyramid, transform: PairTransform, max_size: int = THUMB_SIDE
+) -> RegisteredView:
+    """:func:`iter_registered_view` run to its end (reads both thumbnails)."""
+    steps = iter_registered_view(a, b, transform, max_size)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value

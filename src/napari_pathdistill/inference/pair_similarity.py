@@ -34,6 +34,7 @@ from napari_pathdistill.inference.pair_registration import (
     PairTransform,
     RegisteredView,
     iter_register_pair,
+    iter_registered_view,
     pair_mpp,
     register_pair,
     registered_view,
@@ -168,7 +169,7 @@ def iter_pair_similarity(
         for pyr in (pa, pb):  # no MPP, or a tile larger than a slide, fails now, not after the registration
             pair_mpp(pyr)
             check_tile_fits(pyr, tile_px, mpp)
-        reg, _ = yield from iter_register_pair(pa, pb, landmarks=landmarks, cancel=cancel)
+        reg, thumbnails = yield from iter_register_pair(pa, pb, landmarks=landmarks, cancel=cancel)
         if strict_registration and (doubt := reg.registration.doubt()):
             raise RegistrationError(doubt)
         yield Progress(0, 0, "tissue and tile grids")
@@ -187,7 +188,11 @@ def iter_pair_similarity(
             )
         fa = yield from _embed(model, pa, grid_a, "embedding A", batch_size, cancel)
         fb = yield from _embed(model, pb, grid_b, "embedding B", batch_size, cancel, read_b)
-        view = registered_view(pa, pb, reg, view_size) if view_size else None
+        view = None
+        if view_size:  # on the registration's thumbnails (read again only for another size)
+            view = yield from iter_registered_view(
+                pa, pb, reg, view_size, thumbnails=thumbnails, cancel=cancel
+            )
     raise_if_cancelled(cancel, CANCELLED)
     k = min(top_k, 2 * len(fa) - 1)
     metrics = pair_metrics(fa, fb, ks=(k,), device="cpu")

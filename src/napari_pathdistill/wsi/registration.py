@@ -204,9 +204,18 @@ def warp_rgb(
     """
     tf = AffineTransform(matrix=out_to_in)
     img = warp(moving_rgb[..., :3], tf, output_shape=shape, order=1, preserve_range=True, cval=float(cval))
-    ones = np.ones(moving_rgb.shape[:2], np.float32)
-    inside = warp(ones, tf, output_shape=shape, order=0, cval=0.0) > 0.5
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), inside
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), _inside(out_to_in, shape, moving_rgb.shape[:2])
+
+
+def _inside(out_to_in: np.ndarray, shape: tuple[int, int], in_shape: tuple[int, ...]) -> np.ndarray:
+    """(h, w) bool: output pixels whose nearest input pixel exists (the input's pixel centres 0..W-1 cover
+    -0.5..W-0.5), computed from the coordinates: what a nearest-neighbour warp of ones with 0 outside gives, which
+    scikit-image does through scipy.ndimage (0.4-2 s on a 1024 px view, 10x the bilinear warp of the image)."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    (a, b, c), (d, e, f) = out_to_in[0], out_to_in[1]
+    x, y = a * xx + b * yy + c, d * xx + e * yy + f
+    h_in, w_in = in_shape
+    return (x >= -0.5) & (x <= w_in - 0.5) & (y >= -0.5) & (y <= h_in - 0.5)
 
 
 def checkerboard(a: np.ndarray, b: np.ndarray, squares: int = 8) -> np.ndarray:
