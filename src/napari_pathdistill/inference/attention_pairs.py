@@ -193,15 +193,19 @@ def iter_attention_pair(
                 "No tissue tile in the chosen region: pan/zoom onto tissue or lower 'min tissue'."
             )
         # slide-layer units per level-0 px: um from the file's MPP, 1 (pixels) with an override or without any
-        slide_mpp = float(pyr.mpp[1]) * layer_factor(pyr) if pyr.mpp is not None else None
+        units = (
+            (float(pyr.mpp[0]) * layer_factor(pyr), float(pyr.mpp[1]) * layer_factor(pyr))
+            if pyr.mpp
+            else None
+        )
         models = {"teacher": (teacher, heads[0]), "student": (student, heads[1])}
         blend, r, ov = yield from _stream(models, region, pyr, mode, batch_size, top_frac, cancel)
     yield Progress(len(region), len(region), "normalising")
-    yield _pair(region, blend, r, ov, slide_mpp, (source_of("teacher", teacher, mode, heads[0]),
+    yield _pair(region, blend, r, ov, units, (source_of("teacher", teacher, mode, heads[0]),
                 source_of("student", student, mode, heads[1])), top_frac)  # fmt: skip
 
 
-def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, slide_mpp: float | None,
+def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, units: tuple[float, float] | None,
           sources: tuple[MapSource, MapSource], top_frac: float) -> AttentionPair:  # fmt: skip
     raw_t, raw_s = blend.result("teacher"), blend.result("student")
     del blend
@@ -209,7 +213,7 @@ def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, sli
     s, s_lo, s_hi = normalise_region(raw_s)
     overall_r, overall_ov = map_agreement(raw_t, raw_s, top_frac)
     counts, edges = np.histogram(np.clip(r[np.isfinite(r)], -1, 1), bins=10, range=(-1.0, 1.0))
-    scale, translate = region.geometry(slide_mpp)
+    scale, translate = region.geometry(units)
     return AttentionPair(sources, t, s, (s.astype(np.float32) - t).astype(np.float16), ((t_lo, t_hi), (s_lo, s_hi)),
                          region.tiles.coords, region.tiles.size_level0, r, ov, overall_r, overall_ov, counts, edges,
                          scale, translate, top_frac, region.candidates,

@@ -50,12 +50,15 @@ class RegionGrid:
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def geometry(self, slide_mpp: float | None) -> tuple[tuple[float, float], tuple[float, float]]:
-        """napari (scale, translate) of the canvas in slide-layer units (um with MPP, else level-0 px)."""
-        unit = slide_mpp if slide_mpp is not None else 1.0
+    def geometry(self, units: tuple[float, float] | None) -> tuple[tuple[float, float], tuple[float, float]]:
+        """napari (scale, translate) of the canvas in slide-layer units: ``units`` (y, x) per level-0 px (the
+        layer's scale: MPP-Y and MPP-X), None for level-0 px. Per axis: with MPP-X on both, a slide of non-square
+        pixels (up to 2 % accepted) had its maps 2 % too short and too high up on its layer."""
+        uy, ux = units if units is not None else (1.0, 1.0)
         # level-0 pixel p is centred at world p * unit; map pixel 0 spans origin .. origin + cell_px
-        ty, tx = ((o - 0.5 + self.cell_px / 2) * unit for o in self.origin[::-1])
-        return (self.cell_px * unit, self.cell_px * unit), (float(ty), float(tx))
+        oy, ox = self.origin[::-1]
+        translate = ((oy - 0.5 + self.cell_px / 2) * uy, (ox - 0.5 + self.cell_px / 2) * ux)
+        return (self.cell_px * uy, self.cell_px * ux), (float(translate[0]), float(translate[1]))
 
 
 def _lattice(lo: float, hi: float, size: float, stride: float, limit: float) -> np.ndarray:
