@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from napari_pathdistill.inference.attention_pairs import iter_attention_pair
 from napari_pathdistill.models.testing import tiny_model
@@ -42,3 +43,21 @@ def test_maps_lie_on_their_tiles_on_both_axes(cmu_svs, tmp_path):
     assert lo[0] > 2000 * MPP_Y
     np.testing.assert_allclose(top_left, lo, atol=0.5 * MPP_Y)
     np.testing.assert_allclose(bottom_right, hi, atol=0.5 * MPP_Y)
+
+
+def test_a_slide_of_2_to_1_pixels_is_refused_before_any_work(cmu_svs, tmp_path):
+    """MPP-X 0.25, MPP-Y 0.5: the maps were computed on tiles cut square in level-0 px at the mean um/px, 19 um
+    wide and 37 um high for the student's 28 um (the tissue squashed 2:1 under both models), without a word; the
+    Tissue, Embed and Similarity runs refuse such a slide. Attention now does too, before tissue detection."""
+    import tifffile
+
+    from napari_pathdistill.errors import WSIError
+
+    rgb = tifffile.imread(_anisotropic_cmu(tmp_path / "near.ome.tif", cmu_svs))
+    slide = tmp_path / "squashed.ome.tif"
+    tifffile.imwrite(slide, rgb, tile=(256, 256), photometric="rgb", compression="zlib",
+                     metadata={"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.5})  # fmt: skip
+    vit = tiny_model(tile_px=56)
+    steps = iter_attention_pair(vit, vit, slide, max_tiles=4, overlap=0.0)
+    with pytest.raises(WSIError, match=r"non-square pixels: MPP-X 0.25, MPP-Y 0.5"):
+        next(steps)  # the first step: no "finding tissue" before the refusal

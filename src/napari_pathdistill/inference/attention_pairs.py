@@ -36,7 +36,7 @@ from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.spec import ModelSpec, build_module
 from napari_pathdistill.progress import Progress, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
-from napari_pathdistill.wsi.tiling import detect_tissue, read_tiles
+from napari_pathdistill.wsi.tiling import detect_tissue, read_tiles, square_pixel_mpp
 
 SIDES = ("teacher", "student")
 
@@ -183,6 +183,7 @@ def iter_attention_pair(
         check_head(model, head)
     stop = partial(raise_if_cancelled, cancel, "Attention cancelled.")
     with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
+        square_pixel_mpp(pyr)  # non-square pixels are refused before the detection, not after
         yield Progress(0, 0, "finding tissue")
         mask = detect_tissue(pyr, check=stop)  # Cancel reaches it between the blocks of the level it reads
         stop()

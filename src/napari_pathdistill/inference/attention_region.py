@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_pathdistill.wsi.pyramid import Pyramid
-from napari_pathdistill.wsi.tiling import TileGrid, TissueMask, tissue_fractions
+from napari_pathdistill.wsi.tiling import TileGrid, TissueMask, square_pixel_mpp, tissue_fractions
 
 #: the longest side of a blended map; a bigger region gets fewer map pixels per tile
 MAX_SIDE = 8192
@@ -83,11 +83,15 @@ def region_grid(
     """Overlapping tissue tiles whose centres lie in ``bbox`` (x0, y0, x1, y1 level-0 px; None: whole slide).
 
     ``max_tiles`` keeps the tiles nearest the box centre. ``overlap`` in [0, 0.9] is the fraction of a tile
-    shared with its neighbour. The grid may be empty.
+    shared with its neighbour. The grid may be empty. Tiles are square in level-0 px at the mean of MPP-Y and
+    MPP-X, as ``wsi.tiling`` cuts them.
+
+    Raises:
+        WSIError: the slide's pixels are further from square than tiling accepts (``square_pixel_mpp``).
     """
     if not 0.0 <= overlap <= 0.9:
         raise ValueError(f"overlap must be in [0, 0.9], got {overlap}")
-    slide_mpp = float(np.mean(pyramid.mpp)) if pyramid.mpp else None
+    slide_mpp = square_pixel_mpp(pyramid)  # the mean of MPP-Y and MPP-X; more than 2 % apart is refused
     size = tile_px * mpp / slide_mpp if slide_mpp else float(tile_px)
     h0, w0 = pyramid.levels[0].shape
     x0, y0, x1, y1 = bbox if bbox is not None else (0.0, 0.0, float(w0), float(h0))
