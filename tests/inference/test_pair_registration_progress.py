@@ -135,3 +135,17 @@ def test_the_run_reads_each_thumbnail_once(os2_pair, tiny_vit_2um, monkeypatch):
     stages = [p.stage for p in items[:-1]]
     done = [p.done for p in items[:-1] if p.stage == "registered view"]
     assert done == sorted(done) and done[-1] == items[-2].total and stages[-1] == "registered view"
+
+
+def test_the_tissue_step_reports_its_read_and_keeps_its_mask(os2_pair, tiny_vit_2um):
+    """'tissue and tile grids' was one indeterminate step (0/?) around the read of A's 2,048 px detection
+    thumbnail, the slow part on a large slide; it now reports the read to its end, and finds the same tiles."""
+    from napari_pathdistill.wsi.tiling import detect_tissue, make_tile_grid
+
+    items = list(iter_pair_similarity(tiny_vit_2um, *os2_pair, top_k=1, view_size=None))
+    tissue = [p for p in items[:-1] if p.stage == "tissue and tile grids"]
+    done = [p.done for p in tissue]
+    assert {p.total for p in tissue} == {100} and done[0] == 0 and done[-1] == 100 and done == sorted(done)
+    with open_pyramid(os2_pair[0]) as a:
+        grid = make_tile_grid(a, tile_px=56, mpp=2.0, min_tissue=0.5, mask=detect_tissue(a))
+    assert len(items[-1].cosine) + items[-1].dropped == len(grid)

@@ -43,7 +43,7 @@ from napari_pathdistill.inference.pair_registration import (
 from napari_pathdistill.inference.pair_tiles import match_tiles
 from napari_pathdistill.metrics.pairs import pair_metrics, topk_chance, topk_pool_note
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel
+from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel, reported
 from napari_pathdistill.wsi.pyramid import Pyramid, open_pyramid
 from napari_pathdistill.wsi.tiling import (
     TileGrid,
@@ -52,6 +52,7 @@ from napari_pathdistill.wsi.tiling import (
     grid_to_image,
     make_tile_grid,
 )
+from napari_pathdistill.wsi.tissue import detection_side
 
 __all__ = [
     "CANCELLED",
@@ -172,10 +173,12 @@ def iter_pair_similarity(
         reg, thumbnails = yield from iter_register_pair(pa, pb, landmarks=landmarks, cancel=cancel)
         if strict_registration and (doubt := reg.registration.doubt()):
             raise RegistrationError(doubt)
-        yield Progress(0, 0, "tissue and tile grids")
         stop = partial(raise_if_cancelled, cancel, CANCELLED)
-        stop()
-        mask = detect_tissue(pa, check=stop)
+        # detect_tissue's own thumbnail (its default 2048 px), read here block by block with progress
+        side = detection_side(pa, 2048)
+        thumb = yield from reported(lambda report: pa.thumbnail(side, stop, lambda d, n: report(d / n)),
+                                    "tissue and tile grids")  # fmt: skip
+        mask = detect_tissue(pa, thumbnail=thumb, check=stop)
         grid_a = make_tile_grid(pa, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue, mask=mask)
         stop()
         grid_b = make_tile_grid(pb, tile_px=tile_px, mpp=mpp, min_tissue=0.0)
