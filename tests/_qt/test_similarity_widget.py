@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import threading
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core
 
 from napari_pathdistill._qt.similarity_widget import SimilarityWidget
 from napari_pathdistill.metrics.pairs import pair_metrics
+from napari_pathdistill.progress import Progress
 
 pytestmark = pytest.mark.napari
 
@@ -267,10 +269,7 @@ def test_cancel_during_the_registered_view_adds_nothing(
     """Cancel pressed once the tiles were embedded, while B was resampled into A's frame: that step read both
     thumbnails again and ignored Cancel to its end. The core is paused at the step's first item (the real run,
     passed through) until Cancel is clicked; the run then ends at the next strip, with no layer added."""
-    import threading
-
     from napari_pathdistill._qt import similarity_widget
-    from napari_pathdistill.progress import Progress
 
     in_view, clicked, after = threading.Event(), threading.Event(), []
     real = similarity_widget.iter_pair_similarity
