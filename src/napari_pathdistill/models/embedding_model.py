@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+#: tiles per forward on the CPU (:meth:`EmbeddingModel.embed` splits a larger batch): the float32 input and
+#: every activation scale with it, and glibc keeps the heap a larger forward touched; the read + embed pipeline
+#: runs as many tiles/s at 16 as at 32 (docs/benchmarks.md), with half the transient
+CPU_FORWARD_TILES = 16
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype:
@@ -96,12 +100,19 @@ class EmbeddingModel:
             return torch.cat([cls, feats[:, self.num_prefix_tokens :].mean(1)], dim=1)
         return cls
 
-    @torch.inference_mode()
     def embed(self, tiles: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, H, W, 3) uint8 tiles -> (B, dim) float32 embeddings, under autocast to ``amp_dtype``.
 
-        float32 (CPU/MPS default) runs without autocast, so results are those of the float32 module.
+        float32 (CPU/MPS default) runs without autocast, so results are those of the float32 module. On the CPU
+        the forward takes at most :data:`CPU_FORWARD_TILES` tiles at a time (bounded activation memory).
         """
+        step = CPU_FORWARD_TILES if self.device.type == "cpu" else len(tiles)
+        if len(tiles) <= step:
+            return self._embed(tiles)
+        return np.concatenate([self._embed(tiles[i : i + step]) for i in range(0, len(tiles), step)])
+
+    @torch.inference_mode()
+    def _embed(self, tiles: np.ndarray | torch.Tensor) -> np.ndarray:
         x = self.preprocess(tiles)
         if self.amp_dtype == torch.float32:
             out = self.pool(self.forward_tokens(x))
