@@ -119,4 +119,5 @@ class EmbeddingModel:
         else:
             with torch.autocast(self.device.type, dtype=self.amp_dtype):
                 out = self.pool(self.forward_tokens(x))
-        return out.float().cpu().numpy()
+        # contiguous: the CLS embedding is a view into the (B, N, D) tokens, which would stay alive with it
+        return out.float().contiguous().cpu().numpy()
