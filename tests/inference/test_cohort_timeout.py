@@ -37,6 +37,9 @@ if os.environ.get("PATHDISTILL_TEST_HANG_SLIDE"):
     _embed.read_tiles = read_tiles
 """
 FAST = ["--mpp", "4", "--min-tissue", "0", "--device", "cpu"]
+#: the per-slide limit of the hanging runs: the good slide (24 tiles of a tiny ViT, well under a second on an idle
+#: CPU) must finish within it on a loaded CI machine too (at 5 s it once timed out beside a parallel test run)
+LIMIT = 15
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,7 @@ def _embed(
 
 def _check_outputs(out: Path, proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 1, proc.stderr
-    assert f"FAILED {out.parent / 'hang.svs'}: timed out after 5 s" in proc.stderr
+    assert f"FAILED {out.parent / 'hang.svs'}: timed out after {LIMIT} s" in proc.stderr
     assert "hang.h5.partial (0 of 24 tiles) is kept: a rerun resumes it" in proc.stderr
     assert "1 of 2 slides failed" in proc.stderr
     with h5py.File(out / "ok.h5") as f:
@@ -84,9 +87,9 @@ def _check_outputs(out: Path, proc: subprocess.CompletedProcess) -> None:
 
 def test_a_hanging_slide_times_out_and_the_next_one_is_embedded(slides, ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc, took = _embed(slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", "5")
+    proc, took = _embed(slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", str(LIMIT))
     _check_outputs(out, proc)
-    assert took < 120  # two child starts (torch + model) and the 5 s limit, not for ever
+    assert took < 120 + LIMIT  # two child starts (torch + model) and the limit, not for ever
     proc, _ = _embed(slides, ckpt, out, tmp_path, None, "--slide-timeout", "60")  # no hang now
     assert proc.returncode == 0, proc.stderr
     assert "skipped" in proc.stderr and not (out / "hang.h5.partial").exists()  # ok.h5 kept, hang.h5 resumed
@@ -97,9 +100,11 @@ def test_a_hanging_slide_times_out_and_the_next_one_is_embedded(slides, ckpt: Pa
 def test_the_timeout_also_holds_on_a_dask_worker(slides, ckpt: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     out = tmp_path / "out"
-    proc, took = _embed(slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", "5", "--workers", "1")
+    proc, took = _embed(
+        slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", str(LIMIT), "--workers", "1"
+    )
     _check_outputs(out, proc)
-    assert took < 180
+    assert took < 180 + LIMIT
 
 
 def test_slide_process_reports_a_model_that_cannot_load(tmp_path: Path, cmu_svs: Path) -> None:
