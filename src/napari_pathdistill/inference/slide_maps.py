@@ -30,20 +30,6 @@ if TYPE_CHECKING:  # torch-free at import: reading feature files needs no model
     from napari_pathdistill.models.embedding_model import EmbeddingModel
 
 
-def exact_integers(values: np.ndarray) -> pd.Categorical:
-    """(N,) integers -> (N + 1,) hover column for napari, row 0 (the background label) missing.
-
-    napari's status bar prints a numpy float with 3 significant digits (x 3136 as "3.14e+03"), an integer
-    sentinel as itself and pandas' nullable ``Int64`` missing value as "<NA>"; it skips None and float NaN. A
-    categorical of the int64 values shows each value exactly and gives NaN for its missing row 0, in its codes
-    (int8-int32) and the sorted distinct values, not a Python int object per row.
-    """
-    import pandas as pd
-
-    uniq, codes = np.unique(np.asarray(values, np.int64), return_inverse=True)
-    return pd.Categorical.from_codes(np.r_[-1, codes.ravel()], categories=pd.Index(uniq))
-
-
 @dataclass
 class SlideMap:
     """Embedding map of one slide.
@@ -103,18 +89,16 @@ class SlideMap:
         """The clusters layer's ``features`` (a pandas DataFrame): row 0 = background, row i + 1 = tile i; the
         ``index`` column holds each row's label value (:meth:`cluster_labels`), which napari looks hovered labels
         up by. ``tile``, ``x``, ``y`` (level-0 px) and ``cluster`` are shown exactly on hover (``tile: 0, x: 3136,
-        y: 0``) and row 0 names nothing: they are :func:`exact_integers` columns (categoricals of int64 values,
-        row 0 missing), 1-12 bytes a row where object columns of Python ints cost ~36 (10 MB at 100k tiles, kept
-        while the layer lives). ``tissue_fraction`` and ``pc1..pc3`` are float64 with NaN in row 0
-        (``wsi.tissue_grid.background_row``)."""
+        y: 0``) and row 0 names nothing: they, ``tissue_fraction`` and ``pc1..pc3`` are
+        ``wsi.tissue_grid.background_row`` columns (integers as categoricals, floats as float64, row 0 missing)."""
         import pandas as pd
 
         cols: dict[str, Any] = {"index": np.r_[0, self.cluster_labels()]}
         xy = np.asarray(self.grid.coords, np.int64)
-        ints = {"tile": np.arange(len(self.grid)), "x": xy[:, 0], "y": xy[:, 1], "cluster": self.clusters}
-        cols.update({name: exact_integers(values) for name, values in ints.items()})
-        cols["tissue_fraction"] = background_row(self.grid.tissue_fraction)
-        cols.update({f"pc{j + 1}": background_row(self.pcs[:, j]) for j in range(self.pcs.shape[1])})
+        per_tile = {"tile": np.arange(len(self.grid)), "x": xy[:, 0], "y": xy[:, 1], "cluster": self.clusters,
+                    "tissue_fraction": self.grid.tissue_fraction}  # fmt: skip
+        per_tile.update({f"pc{j + 1}": self.pcs[:, j] for j in range(self.pcs.shape[1])})
+        cols.update({name: background_row(values) for name, values in per_tile.items()})
         return pd.DataFrame(cols)
 
     def tile_at(self, row: float, col: float) -> int | None:

@@ -106,7 +106,17 @@ def tile_of_value(values: np.ndarray) -> np.ndarray:
     return (np.asarray(values) - 1) // 2
 
 
-def raster_features(per_tile: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def raster_features(per_tile: dict[str, Any]) -> dict[str, Any]:
     """``features`` of the raster from per-tile columns whose row 0 is the background (``tile_features``): row
-    v (label value v) is tile (v - 1) // 2's row, for both of its values."""
-    return {name: np.concatenate([col[:1], np.repeat(col[1:], 2)]) for name, col in per_tile.items()}
+    v (label value v) is tile (v - 1) // 2's row, for both of its values. Categorical columns stay categorical."""
+    return {name: _repeat_tiles(col) for name, col in per_tile.items()}
+
+
+def _repeat_tiles(col: Any) -> Any:
+    """(N + 1,) column -> (2 N + 1,): row 0 kept, every tile's row twice (a categorical by its codes)."""
+    codes = getattr(col, "codes", None)
+    if codes is None:
+        return np.concatenate([col[:1], np.repeat(col[1:], 2)])
+    return type(col).from_codes(
+        np.concatenate([codes[:1], np.repeat(codes[1:], 2)]), categories=col.categories
+    )
