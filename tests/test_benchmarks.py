@@ -166,6 +166,16 @@ def test_feature_maps_benchmark_runs_on_a_small_matrix() -> None:
     assert len(res) == 10 and all(sec >= 0 and (mb >= 0 or mb == -1) for sec, mb in res.values())
 
 
+@pytest.mark.napari
+def test_feature_drop_benchmark_runs_on_a_small_file(tmp_path: Path, own_napari_app) -> None:
+    """24 px tiles of CMU-1-Small-Region (11,316 rows, above the deferral threshold), 16-d features."""
+    bench = _bench("feature_drop")
+    res = bench.main(["--tile", "24", "--dim", "16", "--out", str(tmp_path)])
+    before, now = res.values()
+    assert before["map_at_return"] and not now["map_at_return"]  # the worker's map comes after open() returns
+    assert all(r["stall_ms"] > 0 for r in res.values())
+
+
 def test_slide_scale_embed_section_alone_needs_no_viewer(shared_data: Path, tmp_path: Path) -> None:
     """``--only-cuda`` runs (f) alone (here on the CPU, a rehearsal): two embeds of a generated zlib slide."""
     bench = _bench("slide_scale")

@@ -9,7 +9,8 @@ um/px. A stored slide that is missing gives a notification naming it (a reader m
 does a file that does not fit its slide (``inference.feature_match``: tiles past its edge, TRIDENT's level-0 size
 or magnification, our um/px). The clusters layer carries
 the map-layer metadata (``slide_map``, ``model``, ``slide_layer``, ``features_file``) so the Embed widget's
-click-for-similar-tiles works on it.
+click-for-similar-tiles works on it. A large file without a stored map (CLAM, TRIDENT) dropped on a viewer gets
+its map computed off the main thread (:func:`read_features`, ``_qt.deferred_map``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ SUFFIXES = (".h5", ".hdf5")
 
 
 def get_feature_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """Return :func:`read_features` if ``path`` is a feature HDF5 (features + coords datasets), else None."""
+    """Return :func:`read_features_deferred` if ``path`` is a feature HDF5 (features + coords datasets), else
+    None."""
     try:
         from napari_pathdistill.inference.feature_files import is_feature_file
 
@@ -34,7 +36,11 @@ def get_feature_reader(path: str | list[str]) -> Callable[[str | list[str]], lis
                 return None
             path = path[0]
         p = Path(path)
-        return read_features if p.suffix.lower() in SUFFIXES and p.is_file() and is_feature_file(p) else None
+        return (
+            read_features_deferred
+            if p.suffix.lower() in SUFFIXES and p.is_file() and is_feature_file(p)
+            else None
+        )
     except Exception:
         return None
 
@@ -93,20 +99,38 @@ def _notify(message: str) -> None:
         warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def read_features(path: str | list[str]) -> list[LayerData]:
+def read_features_deferred(path: str | list[str]) -> list[LayerData]:
+    """The npe2 reader: :func:`read_features` with ``defer=True`` (napari adds the layers it returns, then the
+    worker fills them)."""
+    return read_features(path, defer=True)
+
+
+def read_features(path: str | list[str], defer: bool = False) -> list[LayerData]:
     """The map layers of one feature file (plus its slide's layers when stored, existing and not open).
+
+    With ``defer`` (the npe2 reader), a file of at least ``_qt.deferred_map.DEFER_MIN_ROWS`` rows without a
+    stored map (CLAM, TRIDENT) read on the main thread of a napari session gets its map computed in a worker
+    thread: the two map layers come at once, placed and named as they will stay, the map a grey raster of the
+    tiles and the clusters empty, and the worker fills them in place once napari has added them
+    (``_qt.deferred_map``). Everywhere else (no viewer, another thread, a small file, our files, which store
+    their map, or ``defer=False``: scripts, benchmarks) the layers come complete.
+
+    Args:
+        path: the file (or a list of one).
+        defer: leave the map of a large file without a stored one to a worker, where possible.
 
     Raises:
         FeatureFileError: the file is not a usable feature HDF5.
     """
-    import numpy as np
-
-    from napari_pathdistill._qt._clusters import clusters_layer
     from napari_pathdistill._reader import read_slide
     from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
     from napari_pathdistill.inference.feature_match import slide_mismatch
 
-    ff = read_feature_file(Path(path[0] if isinstance(path, list) else path))
+    file = Path(path[0] if isinstance(path, list) else path)
+    deferred = _deferred_map() if defer else None
+    ff = read_feature_file(file, features=deferred is None)
+    if deferred is not None and not deferred.worth_deferring(ff):
+        deferred, ff = None, read_feature_file(file)
     layers: list[LayerData] = []
     slide_mpp, slide_layer, in_pixels = None, None, False
     name = ff.path.stem
@@ -132,17 +156,38 @@ def read_features(path: str | list[str]) -> list[LayerData]:
             f"{ff.path.name}: its slide {stored} is missing; the map is placed with the file's um/px. Open "
             "the slide (File > Open), then this file, to see the map on it."
         )
-    smap = slide_map_from_features(ff, slide_mpp=1.0 if in_pixels else slide_mpp)
+    map_mpp = 1.0 if in_pixels else slide_mpp
     units = {"units": ("um", "um")} if (slide_mpp or ff.mpp) and not in_pixels else {}
+    meta = {"slide_layer": slide_layer, "features_file": str(ff.path), "source": ff.source}
+    if deferred is not None:
+        return layers + deferred.placeholder_layers(ff, map_mpp, name, meta, units)
+    smap = slide_map_from_features(ff, slide_mpp=map_mpp)
+    return layers + map_layer_data(smap, name, {"slide_map": smap, "model": smap.model_name, **meta}, units)
+
+
+def map_layer_data(smap: Any, name: str, meta: dict[str, Any], units: dict[str, Any]) -> list[LayerData]:
+    """The "<name> embedding map" (RGBA) and "<name> clusters" (Labels) layer data of a slide map."""
+    import numpy as np
+
+    from napari_pathdistill._qt._clusters import clusters_layer
+
     place = {"scale": smap.scale, "translate": smap.translate, **units}
-    meta = {"slide_map": smap, "model": smap.model_name, "slide_layer": slide_layer, "features_file": str(ff.path),
-            "source": ff.source}  # fmt: skip
     rgba = smap.raster(
         np.c_[smap.rgb, np.ones(len(smap.rgb))].astype(np.float32), fill=0.0
     )  # alpha 0: no tile
     image_kw = {"name": f"{name} embedding map", "rgb": True, "opacity": 0.6, **place}
-    layers.append((rgba, image_kw, "image"))
     data, kw = clusters_layer(smap)  # tile * K + cluster: hover finds the tile, a K-colour cyclic colormap
     labels_kw = {"name": f"{name} clusters", "opacity": 0.5, "metadata": {"pathdistill": meta}, **kw, **place}
-    layers.append((data, labels_kw, "labels"))
-    return layers
+    return [(rgba, image_kw, "image"), (data, labels_kw, "labels")]
+
+
+def _deferred_map() -> Any:
+    """``_qt.deferred_map`` when this call can leave the map to a worker (a napari viewer, its main thread),
+    else None."""
+    import sys
+
+    if "napari" not in sys.modules:  # no napari session in this process
+        return None
+    from napari_pathdistill._qt import deferred_map
+
+    return deferred_map if deferred_map.can_defer() else None

@@ -119,6 +119,24 @@ def test_n_1_d_features(ours, tmp_path):
     np.testing.assert_array_equal(ff.coords, ref.coords)
 
 
+@pytest.mark.parametrize("shape", ["n_d", "1_n_d", "n_1_d"])
+def test_reading_without_the_rows_keeps_everything_else(ours, tmp_path, shape):
+    """``features=False`` (the reader's deferred map places its layers with it): the same coords, lattice, um/px,
+    attrs and stored summary as the whole read, and (N, 0) features, for every features layout."""
+    ref = read_feature_file(ours)
+    feats = {"n_d": ref.features, "1_n_d": ref.features[None], "n_1_d": ref.features[:, None]}[shape]
+    path = _write(tmp_path / "f.h5", features=feats, coords=ref.coords)
+    with h5py.File(ours, "r") as src, h5py.File(path, "a") as dst:
+        dst.attrs.update(dict(src.attrs))
+        src.copy("map", dst)
+    whole, head = read_feature_file(path), read_feature_file(path, features=False)
+    assert head.features.shape == (len(ref.coords), 0) and whole.summary is not None
+    np.testing.assert_array_equal(head.coords, whole.coords)
+    np.testing.assert_array_equal(head.summary.clusters, whole.summary.clusters)  # type: ignore[union-attr]
+    for key in ("patch_size_level0", "step", "origin", "mpp", "slide_path", "model", "source", "level0_size"):
+        assert getattr(head, key) == getattr(whole, key), key
+
+
 def test_bad_files_raise_clear_errors(tmp_path):
     not_h5 = tmp_path / "x.h5"
     not_h5.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)  # HDF5 magic, then nothing: truncated

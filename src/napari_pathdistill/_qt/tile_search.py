@@ -108,8 +108,14 @@ class TileSearchPanel(Container):
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             # a bound method: napari holds it weakly (a lambda kept a closed dock alive)
             ev.connect(self._on_layers)
+        for layer in viewer.layers:
+            layer.events.metadata.connect(self._on_layers)
 
-    def _on_layers(self, _event: Any = None) -> None:
+    def _on_layers(self, event: Any = None) -> None:
+        """A layer inserted or removed, or a layer's metadata set: a dropped feature file's clusters layer
+        becomes a map when its worker fills it (``_qt.deferred_map``)."""
+        if getattr(event, "type", None) == "inserted":
+            event.value.events.metadata.connect(self._on_layers)
         self.refresh()
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:

@@ -161,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     if args.screenshot is not None:
         from qtpy.QtWidgets import QApplication
 
+        from napari_pathdistill._qt.deferred_map import wait_for_maps
+
+        wait_for_maps()  # a large feature file's map is computed in a worker: shown once filled
         for _ in range(20):
             QApplication.processEvents()
         viewer.screenshot(str(args.screenshot), canvas_only=False, flash=False)

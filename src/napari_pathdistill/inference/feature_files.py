@@ -112,8 +112,15 @@ def is_feature_file(path: str | Path) -> bool:
         return False
 
 
-def read_feature_file(path: str | Path) -> FeatureFile:
+def read_feature_file(path: str | Path, *, features: bool = True) -> FeatureFile:
     """Read a feature HDF5 of our, CLAM's or TRIDENT's layout (see the module docstring).
+
+    Args:
+        path: the file.
+        features: False: read everything but the feature rows (``features`` is then (N, 0), with no check for
+            NaN / inf rows): the coords, attrs, tile grid and stored summary (~0.3 s for TRIDENT's 100k one-row
+            coords chunks, where the rows take seconds), to place a map before its rows are read (the
+            feature-file reader's deferred map).
 
     Raises:
         FeatureFileError: a missing path, a folder, a file that is no HDF5, an unreadable/truncated one, no
@@ -132,7 +139,8 @@ def read_feature_file(path: str | Path) -> FeatureFile:
                     f"{path.name} is not a feature file: it needs 'features' (N, D) and 'coords' (N, 2) "
                     f"datasets (found {sorted(f)})."
                 )
-            feats, coords = read_rows(f["features"]), read_rows(f["coords"])  # row-chunked: large blocks
+            feats = read_rows(f["features"]) if features else _no_columns(f["features"])
+            coords = read_rows(f["coords"])  # row-chunked: read in large blocks
             fa, ca = dict(f.attrs), dict(f["coords"].attrs)
             frac = f["tissue_fraction"][()] if isinstance(f.get("tissue_fraction"), h5py.Dataset) else None
             summary = read_summary(f, len(coords) if coords.ndim else 0)  # a scalar: check_shapes says so
@@ -143,7 +151,7 @@ def read_feature_file(path: str | Path) -> FeatureFile:
     feats, coords = check_shapes(path, feats, coords)
     if frac is None or frac.shape != (len(coords),):
         frac = np.full(len(coords), np.nan, np.float32)  # CLAM/TRIDENT store none
-    keep = finite_rows(path, feats)
+    keep = finite_rows(path, feats) if features else None
     if keep is not None:
         feats, coords, frac = feats[keep], coords[keep], frac[keep]
         if summary is not None and len(summary.pcs) == len(keep):
@@ -171,6 +179,12 @@ def read_feature_file(path: str | Path) -> FeatureFile:
         weights=(str(attr(fa, "weights")) if attr(fa, "weights") is not None else None),
         level0_size=level0_size(ca),
     )
+
+
+def _no_columns(dset: Any) -> np.ndarray:
+    """An empty array of ``dset``'s shape less its last axis's length ((N, D) -> (N, 0)), nothing read."""
+    shape = tuple(dset.shape)
+    return np.empty((*shape[:-1], 0) if len(shape) >= 2 else shape, dset.dtype)
 
 
 def feature_grid(ff: FeatureFile, slide_mpp: float | None = None) -> Any:
