@@ -191,3 +191,16 @@ def test_rows_left_out_in_the_worker_are_said_and_the_map_matches(make_napari_vi
     assert any("2 of 25530 tiles have NaN or inf features" in m for m in said), said
     assert len(layers[1].metadata["pathdistill"]["slide_map"].clusters) == 25528
     _same_as_synchronous(layers, path)
+
+
+def test_a_viewer_that_is_not_the_current_one_gets_its_map(make_napari_viewer, big, qtbot):
+    """A script's ``first.open(file)`` after a second viewer was made (the current one): the layers land in the
+    first viewer, which the worker fills (watching only the current viewer left them grey for ever)."""
+    import napari
+
+    first = make_napari_viewer()
+    second = make_napari_viewer()
+    assert napari.current_viewer() is second
+    labels = first.open(str(big), plugin="napari-pathdistill")[1]
+    assert deferred_map.wait_for_maps(120)
+    assert "slide_map" in labels.metadata["pathdistill"] and labels.data.any() and not len(second.layers)

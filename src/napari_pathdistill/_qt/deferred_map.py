@@ -124,7 +124,12 @@ class DeferredMap:
         self.bar: Any = None
         self.task: Any = None
         _MAPS[self.token] = self
-        viewer.layers.events.inserted.connect(self._on_inserted)
+        # napari's open() of a viewer other than the current one adds the layers there: every viewer is watched
+        from napari import Viewer
+
+        self.watched = [weakref.ref(v) for v in {viewer, *Viewer._instances}]
+        for ref in self.watched:
+            ref().layers.events.inserted.connect(self._on_inserted)  # type: ignore[union-attr]
 
     def layers(self) -> list[Any]:
         """This map's layers still in the viewer (image first)."""
@@ -134,7 +139,10 @@ class DeferredMap:
 
     def _on_inserted(self, event: Any) -> None:
         if _token(event.value) == self.token and event.value._type_string == "labels":  # the last one
-            self.viewer_ref().layers.events.inserted.disconnect(self._on_inserted)  # type: ignore[union-attr]
+            viewers = [v for v in (ref() for ref in self.watched) if v is not None]
+            for v in viewers:
+                v.layers.events.inserted.disconnect(self._on_inserted)
+            self.viewer_ref = weakref.ref(next(v for v in viewers if event.value in v.layers))
             self.scheduled = True
             from qtpy.QtCore import QTimer
 
