@@ -270,3 +270,35 @@ def test_a_runtime_error_of_the_task_ends_it_with_a_message(runner, qtbot, monke
     assert errors == [f"Embedding failed: {type(exc).__name__}: {exc}"]
     assert runner.run_button.enabled and not runner.cancel_button.enabled and ends == [1]
     assert runner.status.value == errors[0]
+
+
+def test_warnings_of_a_task_become_notifications_each_once(runner, qtbot):
+    """A task's warnings (CorruptTileWarning: tiles skipped, holes in the map) reached no one in the GUI: napari's
+    GeneratorWorker does not relay its ``warned`` signal under PySide6. Each distinct warning is now shown once
+    through napari's notification manager, and a flood stops after a few with one note."""
+    import warnings
+
+    from napari.utils.notifications import notification_manager
+
+    from napari_pathdistill._qt._task_warnings import MAX_SHOWN
+    from napari_pathdistill.errors import CorruptTileWarning
+
+    def warning(cancel):
+        for i in range(3):  # the same message three times: shown once
+            warnings.warn(
+                "slide.svs: 2 tiles could not be read and were skipped", CorruptTileWarning, stacklevel=1
+            )
+            yield Progress(i + 1, 3, "embedding")
+        for i in range(MAX_SHOWN + 3):  # distinct messages: MAX_SHOWN shown, then one note
+            warnings.warn(f"tile {i} could not be decoded", CorruptTileWarning, stacklevel=1)
+        return 1
+
+    seen = len(notification_manager.records)
+    got: list = []
+    runner.start(warning, got.append, "Embedding")
+    _wait_finished(runner, qtbot)
+    messages = [str(r.message) for r in notification_manager.records[seen:]]
+    assert got == [1]
+    assert messages[0] == "slide.svs: 2 tiles could not be read and were skipped"
+    assert messages[1:-1] == [f"tile {i} could not be decoded" for i in range(MAX_SHOWN - 1)]
+    assert messages[-1] == f"Embedding: more warnings than the {MAX_SHOWN} shown; the rest are not shown."

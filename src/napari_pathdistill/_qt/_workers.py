@@ -25,6 +25,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from napari_pathdistill._native import trim_heap
+from napari_pathdistill._qt._task_warnings import WarningRelay
 from napari_pathdistill.errors import Cancelled, PathDistillError
 from napari_pathdistill.progress import Progress
 
@@ -180,13 +181,13 @@ class TaskRunner:
         self.cancel_event, ended = threading.Event(), threading.Event()
         self._result, self._failed = None, False
         self._bar, self._stage = progress(total=0, desc=what), what
-        # Built directly (not create_worker): errors are ours to report, and napari 0.9.2's task-status hook
-        # connected by create_worker raises a TypeError on `errored`; the task status is registered here.
+        # Built directly: errors are ours to report (napari 0.9.2 create_worker's task-status hook raises on them)
         worker = GeneratorWorker(_drive, factory, self.cancel_event, ended)
         window = _napari_window(self.run_button)
         self._task = _WindowTask(window, what, self.cancel_event, ended) if window is not None else None
         worker.yielded.connect(lambda item: self._on_yielded(item, worker, on_item))
         worker.errored.connect(lambda exc: self._on_error(exc, what))
+        worker.warned.connect(WarningRelay(what))  # napari's worker relays none under PySide6
         worker.finished.connect(lambda: self._on_finished(on_result, what, cancel_note, on_end, worker))
         self.worker = worker
         self._enable_starts(False)
@@ -292,9 +293,8 @@ class TaskRunner:
 
 
 def _disconnect(worker: GeneratorWorker) -> None:
-    """Drop the finished worker's connections to this runner's lambdas: Qt holds them (invisible to Python's
-    garbage collector), and through them the worker, the runner, its widget and the viewer it docks in; a
-    viewer closed after one run was never freed (~35 MB a viewer)."""
-    for signal in (worker.yielded, worker.errored, worker.finished):
+    """Drop the finished worker's connections: Qt holds them (invisible to Python's gc), and through them the
+    worker, the runner, its widget and its viewer; a viewer closed after one run was never freed (~35 MB)."""
+    for signal in (worker.yielded, worker.errored, worker.warned, worker.finished):
         with contextlib.suppress(RuntimeError, TypeError):  # nothing (left) connected
             signal.disconnect()
