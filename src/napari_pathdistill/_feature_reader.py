@@ -122,6 +122,7 @@ def read_features(path: str | list[str], defer: bool = False) -> list[LayerData]
     Raises:
         FeatureFileError: the file is not a usable feature HDF5.
     """
+    from napari_pathdistill._qt._clusters import map_layer_data
     from napari_pathdistill._reader import read_slide
     from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
     from napari_pathdistill.inference.feature_match import slide_mismatch
@@ -163,22 +164,6 @@ def read_features(path: str | list[str], defer: bool = False) -> list[LayerData]
         return layers + deferred.placeholder_layers(ff, map_mpp, name, meta, units)
     smap = slide_map_from_features(ff, slide_mpp=map_mpp)
     return layers + map_layer_data(smap, name, {"slide_map": smap, "model": smap.model_name, **meta}, units)
-
-
-def map_layer_data(smap: Any, name: str, meta: dict[str, Any], units: dict[str, Any]) -> list[LayerData]:
-    """The "<name> embedding map" (RGBA) and "<name> clusters" (Labels) layer data of a slide map."""
-    import numpy as np
-
-    from napari_pathdistill._qt._clusters import clusters_layer
-
-    place = {"scale": smap.scale, "translate": smap.translate, **units}
-    rgba = smap.raster(
-        np.c_[smap.rgb, np.ones(len(smap.rgb))].astype(np.float32), fill=0.0
-    )  # alpha 0: no tile
-    image_kw = {"name": f"{name} embedding map", "rgb": True, "opacity": 0.6, **place}
-    data, kw = clusters_layer(smap)  # tile * K + cluster: hover finds the tile, a K-colour cyclic colormap
-    labels_kw = {"name": f"{name} clusters", "opacity": 0.5, "metadata": {"pathdistill": meta}, **kw, **place}
-    return [(rgba, image_kw, "image"), (data, labels_kw, "labels")]
 
 
 def _deferred_map() -> Any:

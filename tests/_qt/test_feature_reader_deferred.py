@@ -204,3 +204,16 @@ def test_a_viewer_that_is_not_the_current_one_gets_its_map(make_napari_viewer, b
     labels = first.open(str(big), plugin="napari-pathdistill")[1]
     assert deferred_map.wait_for_maps(120)
     assert "slide_map" in labels.metadata["pathdistill"] and labels.data.any() and not len(second.layers)
+
+
+def test_pathdistill_view_waits_for_a_pending_map_before_its_screenshot(make_napari_viewer, big):
+    """``pathdistill view FILE.h5 --screenshot`` must show the map, not the grey placeholders: the CLI (which does
+    not import the Qt layer) runs the event loop while a layer's metadata says its map is pending."""
+    from napari_pathdistill.cli.view import _wait_for_pending_maps
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(big), plugin="napari-pathdistill")
+    assert "pending" in layers[1].metadata["pathdistill"]
+    _wait_for_pending_maps(viewer, timeout=120)
+    assert "slide_map" in layers[1].metadata["pathdistill"] and layers[1].data.any()
+    assert all("pending" not in ly.metadata.get("pathdistill", {}) for ly in viewer.layers)

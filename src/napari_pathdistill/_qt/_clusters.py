@@ -104,3 +104,18 @@ def legend_html(clusters: np.ndarray) -> str:
         r, g, b, _ = np.round(palette[int(i)] * 255).astype(int)  # as the GeoJSON export's colours
         rows.append(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span> cluster {i}: {n} tiles")
     return "<br>".join(rows)
+
+
+def map_layer_data(
+    smap: Any, name: str, meta: dict[str, Any], units: dict[str, Any]
+) -> list[tuple[Any, dict[str, Any], str]]:
+    """The "<name> embedding map" (RGBA) and "<name> clusters" (Labels) layer data of a slide map (the feature
+    reader's, synchronous or filled by ``_qt.deferred_map``)."""
+    place = {"scale": smap.scale, "translate": smap.translate, **units}
+    colours = np.ones((len(smap.rgb), 4), np.float32)  # (N, 4) RGBA, filled in place: no float64 copy
+    colours[:, :3] = smap.rgb
+    rgba = smap.raster(colours, fill=0.0)  # alpha 0: no tile
+    image_kw = {"name": f"{name} embedding map", "rgb": True, "opacity": 0.6, **place}
+    data, kw = clusters_layer(smap)  # tile * K + cluster: hover finds the tile, a K-colour cyclic colormap
+    labels_kw = {"name": f"{name} clusters", "opacity": 0.5, "metadata": {"pathdistill": meta}, **kw, **place}
+    return [(rgba, image_kw, "image"), (data, labels_kw, "labels")]

@@ -5,7 +5,7 @@ rows (100,000 x 1,536 float32: 600 MB) must be read and get their PCA and k-mean
 window. For such a file :func:`placeholder_layers` returns the two map layers at once, named and placed (scale,
 translate, units) from the file's coords and attrs alone: the map a grey raster of the tiles, the clusters empty.
 Once napari has added them, a worker thread (``GeneratorWorker``) reads the rows and computes the map with the
-same functions as the synchronous reader (``_feature_reader.map_layer_data``), with a progress bar in napari's
+same functions as the synchronous reader (``_qt._clusters.map_layer_data``), with a progress bar in napari's
 activity panel and a line in the status bar; its result fills the layers in place on the main thread (data,
 scale, translate, features, colormap, metadata: what the synchronous reader creates them with). The layers are
 found by a token in their metadata: removed meanwhile, the result is dropped (and the worker stops after its
@@ -93,7 +93,7 @@ class _Result:
 def _compute(path: Path, slide_mpp: float | None, name: str, meta: dict[str, Any], units: dict[str, Any],
              cancel: threading.Event) -> Iterator[str | _Result]:  # fmt: skip
     """Worker: read the rows, PCA + k-means, the layers' data; yields each step's name, then the result."""
-    from napari_pathdistill._feature_reader import map_layer_data
+    from napari_pathdistill._qt._clusters import map_layer_data
     from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
 
     yield STEPS[0]

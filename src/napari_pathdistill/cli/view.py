@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,25 @@ def _notify(said: list[warnings.WarningMessage]) -> None:
         show_warning(text)
 
 
+def _wait_for_pending_maps(viewer: Any, timeout: float = 300.0) -> None:
+    """Run Qt's event loop while a layer is a placeholder of a map being computed in a worker (a large feature
+    file's, ``_qt.deferred_map``: ``metadata["pathdistill"]["pending"]`` until filled or removed), so the
+    screenshot shows the map. Sleeps between events (a ``processEvents`` loop slowed the worker 1.5-2x)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    def pending() -> bool:
+        return any(isinstance(m := layer.metadata.get("pathdistill"), dict) and m.get("pending")
+                   for layer in viewer.layers)  # fmt: skip
+
+    deadline = time.monotonic() + timeout
+    if pending():
+        loop, check = QEventLoop(), QTimer()
+        check.timeout.connect(lambda: None if pending() and time.monotonic() < deadline else loop.quit())
+        check.start(50)
+        loop.exec()
+        check.stop()
+
+
 def run(args: argparse.Namespace) -> int:
     """Open the viewer; blocks in the Qt event loop unless ``--screenshot`` is given."""
     if args.slide is None and not args.sample:
@@ -161,9 +181,7 @@ def run(args: argparse.Namespace) -> int:
     if args.screenshot is not None:
         from qtpy.QtWidgets import QApplication
 
-        from napari_pathdistill._qt.deferred_map import wait_for_maps
-
-        wait_for_maps()  # a large feature file's map is computed in a worker: shown once filled
+        _wait_for_pending_maps(viewer)
         for _ in range(20):
             QApplication.processEvents()
         viewer.screenshot(str(args.screenshot), canvas_only=False, flash=False)
