@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +80,16 @@ def write_turned_pair(
     write_pyramid_tiff(out / "a.tif", a, mpp=mpp_a, levels=1)
     write_pyramid_tiff(out / "b.tif", np.clip(np.rint(b * 255), 0, 255).astype(np.uint8), mpp=mpp_b, levels=1)
     return out / "a.tif", out / "b.tif", a_to_b
+
+
+def write_png16(path: Path, arr: np.ndarray) -> None:
+    """(h, w, 3|4) uint16 -> a 16-bit RGB / RGBA PNG (Pillow cannot write those)."""
+    h, w, c = arr.shape
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)

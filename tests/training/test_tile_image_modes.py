@@ -6,8 +6,6 @@ clips at 255: the tile trained as a white square, silently.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from _wsi_files import write_png16
 from napari_pathdistill.errors import CorruptTileWarning
 from pathdistill_train.data.sources import TileFolderSource
 from pathdistill_train.errors import TrainDataError
@@ -28,19 +27,6 @@ def he(shared_data: Path) -> np.ndarray:
     """A real 64 x 64 H&E crop (uint8 RGB)."""
     with Image.open(shared_data / "stain_norm" / "torchstain" / "source.png") as im:
         return np.asarray(im.convert("RGB"))[100 : 100 + PX, 100 : 100 + PX].copy()
-
-
-def _write_png16(path: Path, arr: np.ndarray) -> None:
-    """(h, w, 3|4) uint16 -> a 16-bit RGB / RGBA PNG (Pillow cannot write those)."""
-    h, w, c = arr.shape
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
-    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
 def _only_tile(folder: Path) -> np.ndarray:
@@ -72,11 +58,11 @@ def test_other_modes_read_as_the_rgb_they_show(tmp_path, he, kind):
     wide = he.astype(np.uint16) * 257
     expect = he
     if kind == "rgb16_png":
-        _write_png16(tmp_path / "t.png", wide)
+        write_png16(tmp_path / "t.png", wide)
     elif kind == "rgba16_png":
         alpha = np.full((PX, PX, 1), 65535, np.uint16)
         alpha[:, : PX // 2] = 0  # transparent left half: white
-        _write_png16(tmp_path / "t.png", np.concatenate([wide, alpha], axis=2))
+        write_png16(tmp_path / "t.png", np.concatenate([wide, alpha], axis=2))
         expect = he.copy()
         expect[:, : PX // 2] = 255
     elif kind == "rgb16_tiff":

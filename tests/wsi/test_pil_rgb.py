@@ -9,9 +9,7 @@ palette PNG's transparent entries in their palette colour where the trainer and 
 
 from __future__ import annotations
 
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import torch
 from napari_builtins.io import imread as napari_imread
 from PIL import Image
 
+from _wsi_files import write_png16
 from napari_pathdistill.evaluation.labelled_tiles import load_tile
 from napari_pathdistill.wsi.pil_rgb import pil_rgb
 from napari_pathdistill.wsi.pyramid import open_pyramid
@@ -40,19 +39,6 @@ def he(histolab_tiles: Path) -> np.ndarray:
     """A real H&E tile's (PX, PX) RGB crop, uint8."""
     with Image.open(histolab_tiles / "high-nuclei-score-level0.png") as im:
         return np.asarray(im.convert("RGB"))[:PX, :PX].copy()
-
-
-def _write_png16(path: Path, arr: np.ndarray) -> None:
-    """(h, w, 3|4) uint16 -> a 16-bit RGB / RGBA PNG (Pillow cannot write those)."""
-    h, w, c = arr.shape
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
-    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
 def _three_readers(path: Path) -> list[np.ndarray]:
@@ -129,7 +115,7 @@ def _write_mode(path: Path, he: np.ndarray, kind: str) -> np.ndarray:
         with Image.open(path) as im:
             want = np.asarray(im.convert("RGB"))
     elif kind == "rgb16_png":
-        _write_png16(path, he.astype(np.uint16) * 257)
+        write_png16(path, he.astype(np.uint16) * 257)
     elif kind == "grey16_png":
         Image.fromarray(grey.astype(np.uint16) * 257).save(path)
         want = np.repeat(grey[..., None], 3, axis=2)
