@@ -153,6 +153,7 @@ class DeferredMap:
         from napari.qt.threading import GeneratorWorker
         from napari.utils import progress
 
+        from napari_pathdistill._qt._task_warnings import WarningRelay
         from napari_pathdistill._qt._workers import _drive, _WindowTask
 
         viewer = self.viewer_ref()
@@ -171,7 +172,7 @@ class DeferredMap:
         self.worker.errored.connect(self._on_error)
         # napari 0.9.2's GeneratorWorker relays neither warnings nor errors under PySide6 (QRunnable's __init__
         # does not chain to its notifying mixin): ours, for the reader's warnings and a clear error
-        self.worker.warned.connect(self._on_warned)
+        self.worker.warned.connect(WarningRelay(what))
         self.worker.finished.connect(self._on_finished)
         viewer.layers.events.removed.connect(self._on_removed)
         viewer.status = f"{what}: computing it for {self.rows:,} tiles in the background..."
@@ -184,13 +185,6 @@ class DeferredMap:
             self.bar.set_description(f"{self.path.name}: embedding map: {item}")
             self.bar.n = STEPS.index(item)
             self.bar.refresh()
-
-    def _on_warned(self, args: tuple) -> None:
-        """A warning of the worker (rows with NaN / inf left out, no um/px) as a notification, as the
-        synchronous reader's are shown."""
-        from napari.utils.notifications import notification_manager
-
-        notification_manager.receive_warning(*args)
 
     def _on_removed(self, _event: Any = None) -> None:
         if not self.layers():  # nothing left to fill: stop after the current step
