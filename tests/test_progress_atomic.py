@@ -9,7 +9,7 @@ import pytest
 
 from napari_pathdistill.atomic import atomic_path, atomic_write_text
 from napari_pathdistill.errors import Cancelled
-from napari_pathdistill.progress import Progress, drain, relabel
+from napari_pathdistill.progress import Progress, cancel_scope, checkpoint, drain, relabel
 
 
 def _work(n: int):
@@ -55,3 +55,31 @@ def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "a,b\n1,2\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["report.csv"]
+
+
+def test_checkpoints_raise_only_inside_a_cancelled_scope_of_their_own_thread() -> None:
+    cancel, other = threading.Event(), threading.Event()
+    checkpoint()  # outside any scope: nothing
+    with cancel_scope(cancel, "outer stopped"):
+        checkpoint()  # not cancelled yet
+        cancel.set()
+        raised: list[Cancelled] = []
+
+        def elsewhere() -> None:
+            try:
+                checkpoint()
+            except Cancelled as exc:
+                raised.append(exc)
+
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        assert raised == []  # another thread is outside this scope
+        with cancel_scope(other, "inner stopped"):
+            checkpoint()  # the inner scope rules: not cancelled
+            other.set()
+            with pytest.raises(Cancelled, match="inner stopped"):
+                checkpoint()
+        with pytest.raises(Cancelled, match="outer stopped"):  # the outer scope is back
+            checkpoint()
+    checkpoint()  # and gone with its block

@@ -7,9 +7,10 @@ one re-yield its progress under their own stage name with ``result = yield from 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,6 +47,41 @@ def raise_if_cancelled(cancel: threading.Event | None, message: str) -> None:
     """
     if cancel is not None and cancel.is_set():
         raise Cancelled(message)
+
+
+#: the cancellation of the long numerical work running in this thread (:func:`cancel_scope`)
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def cancel_scope(cancel: threading.Event | None, message: str) -> Iterator[None]:
+    """Within it, in this thread, :func:`checkpoint` raises :class:`~napari_pathdistill.errors.Cancelled`
+    (``message``) once ``cancel`` is set.
+
+    For long numerical calls that take no ``check`` (a 100k-row read, PCA, k-means: seconds each), so that a
+    worker stops within one of their steps instead of at the end of the call. Scopes nest (the inner one rules
+    until it exits); outside any, :func:`checkpoint` does nothing.
+    """
+    outer = getattr(_SCOPE, "current", None)
+    _SCOPE.current = (cancel, message)
+    try:
+        yield
+    finally:
+        _SCOPE.current = outer
+
+
+def shielded() -> contextlib.AbstractContextManager[None]:
+    """A block that runs to its end in a cancelled scope (its checkpoints do nothing): work whose result must
+    reach the caller even when cancelled, e.g. painting the tiles already embedded."""
+    return cancel_scope(None, "")
+
+
+def checkpoint() -> None:
+    """A cancellation point of a long loop: raises ``Cancelled`` when this thread's :func:`cancel_scope` is
+    cancelled; else nothing (a thread-local lookup)."""
+    scope = getattr(_SCOPE, "current", None)
+    if scope is not None:
+        raise_if_cancelled(*scope)
 
 
 def drain(items: Iterable[Any], on_progress: Callable[[Progress], None] | None = None) -> Any:

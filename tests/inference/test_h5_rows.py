@@ -3,14 +3,17 @@ chunk bytes give exactly h5py's arrays; layouts where that does not apply fall b
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from napari_pathdistill.errors import Cancelled
 from napari_pathdistill.inference.feature_files import read_feature_file
 from napari_pathdistill.inference.h5_rows import raw_rows, read_rows
+from napari_pathdistill.progress import cancel_scope
 
 
 def _trident(path: Path, feats: np.ndarray, coords: np.ndarray) -> Path:
@@ -72,3 +75,17 @@ def test_other_layouts_fall_back_to_h5py(tmp_path) -> None:
         for key in f:
             assert raw_rows(f[key]) is None, key
             np.testing.assert_array_equal(read_rows(f[key]), f[key][()])
+
+
+def test_a_cancelled_read_stops_instead_of_falling_back_to_h5py(tmp_path: Path) -> None:
+    """A 100k-row read takes seconds on a busy disk: a cancelled scope stops it between its block reads (the
+    fallback for "anything unexpected" must not swallow the cancellation and read the rows with h5py)."""
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((300, 8)).astype(np.float32)
+    path = _trident(tmp_path / "t.h5", feats, np.arange(600, dtype=np.int64).reshape(300, 2))
+    cancel = threading.Event()
+    cancel.set()
+    with h5py.File(path) as f:
+        with cancel_scope(cancel, "read cancelled"), pytest.raises(Cancelled, match="read cancelled"):
+            read_rows(f["features"])
+        np.testing.assert_array_equal(read_rows(f["features"]), feats)  # outside the scope: read

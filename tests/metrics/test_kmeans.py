@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
 from _fresh_process import run_code
-from napari_pathdistill.metrics.features import kmeans_labels, l2_normalise, pca_axes
+from napari_pathdistill.errors import Cancelled
+from napari_pathdistill.metrics.features import kmeans_labels, l2_normalise, pca_axes, principal_components
 from napari_pathdistill.metrics.kmeans import assign, lloyd
+from napari_pathdistill.progress import cancel_scope
 
 
 def _blobs(n: int, d: int, k: int, spread: float, seed: int) -> np.ndarray:
@@ -128,3 +132,20 @@ def test_the_viewer_map_path_never_imports_sklearn() -> None:
     imports mid-run (the Evaluate dock imports it when an evaluation runs)."""
     proc = run_code(SCRIPT, timeout=240)
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("work", ["lloyd", "kmeans", "pca"])
+def test_a_cancelled_worker_stops_inside_kmeans_and_pca(work: str) -> None:
+    """Seconds each on 100k tiles: a cancelled scope (a closed window, removed layers) stops them at their next
+    iteration or block instead of after the whole call; outside a scope they run as before."""
+    x = _blobs(5_000, 1_024, 6, 4.0, seed=3)  # above EXACT_MAX_ELEMENTS: the sampled / randomized paths
+    calls = {
+        "lloyd": lambda: lloyd(x, x[:6].copy())[1],
+        "kmeans": lambda: kmeans_labels(x, 6),
+        "pca": lambda: principal_components(x, 3),
+    }
+    cancel = threading.Event()
+    cancel.set()
+    with cancel_scope(cancel, "map cancelled"), pytest.raises(Cancelled, match="map cancelled"):
+        calls[work]()
+    assert len(calls[work]()) == len(x)

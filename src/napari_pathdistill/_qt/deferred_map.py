@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_pathdistill.errors import Cancelled
+from napari_pathdistill.progress import cancel_scope, raise_if_cancelled
+
 #: a file of fewer rows (and any of ours, which stores its map) is read on the main thread: a fraction of a second
 DEFER_MIN_ROWS = 4096
 #: the worker's steps, as the progress bar counts them
@@ -92,20 +95,31 @@ class _Result:
 
 def _compute(path: Path, slide_mpp: float | None, name: str, meta: dict[str, Any], units: dict[str, Any],
              cancel: threading.Event) -> Iterator[str | _Result]:  # fmt: skip
-    """Worker: read the rows, PCA + k-means, the layers' data; yields each step's name, then the result."""
+    """Worker: read the rows, PCA + k-means, the layers' data; yields each step's name, then the result.
+
+    Cancelled (layers removed, window closed), it stops within a step: the row reads, PCA and k-means check
+    ``cancel`` between their blocks and iterations (``progress.cancel_scope``), so closing the window no longer
+    waits for seconds of numerical work whose result nobody will see."""
     from napari_pathdistill._qt._clusters import map_layer_data
     from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
 
-    yield STEPS[0]
-    ff = read_feature_file(path)
-    if cancel.is_set():
+    def step(what: str) -> contextlib.AbstractContextManager[None]:
+        raise_if_cancelled(cancel, f"{path.name}: embedding map cancelled")
+        return cancel_scope(cancel, f"{path.name}: embedding map cancelled while {what}")
+
+    try:
+        yield STEPS[0]
+        with step(STEPS[0]):
+            ff = read_feature_file(path)
+        yield STEPS[1]
+        with step(STEPS[1]):
+            smap = slide_map_from_features(ff, slide_mpp=slide_mpp)
+        yield STEPS[2]
+        with step(STEPS[2]):
+            data = map_layer_data(smap, name, {"slide_map": smap, "model": smap.model_name, **meta}, units)
+        yield _Result(data)
+    except Cancelled:  # nothing to show: the layers are gone or the window is closing
         return
-    yield STEPS[1]
-    smap = slide_map_from_features(ff, slide_mpp=slide_mpp)
-    if cancel.is_set():
-        return
-    yield STEPS[2]
-    yield _Result(map_layer_data(smap, name, {"slide_map": smap, "model": smap.model_name, **meta}, units))
 
 
 class DeferredMap:

@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_pathdistill.errors import Cancelled
+from napari_pathdistill.progress import checkpoint
+
 
 def read_rows(dset: Any) -> np.ndarray:
     """The whole h5py dataset ``dset`` as a numpy array (its stored dtype), row-chunked ones by :func:`raw_rows`."""
@@ -38,6 +41,7 @@ def raw_rows(dset: Any) -> np.ndarray | None:
         flat = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
         with open(dset.file.filename, "rb", buffering=0) as fh:
             for row0, offset, n_bytes in chunks:
+                checkpoint()  # a cancelled worker stops between reads (100k rows: seconds on a busy disk)
                 start = row0 * row_bytes
                 n_bytes = min(n_bytes, len(flat) - start)  # the last chunk holds rows past the end
                 fh.seek(offset)
@@ -47,6 +51,8 @@ def raw_rows(dset: Any) -> np.ndarray | None:
             if not np.array_equal(out[i], dset[i], equal_nan=out.dtype.kind == "f"):
                 return None
         return out
+    except Cancelled:
+        raise
     except Exception:  # anything unexpected: h5py's own read
         return None
 

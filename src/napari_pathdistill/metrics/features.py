@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_pathdistill.metrics.kmeans import assign, lloyd
+from napari_pathdistill.progress import checkpoint
 
 #: inputs up to this many elements get the exact SVD / full k-means
 EXACT_MAX_ELEMENTS = 4_000_000
@@ -105,6 +106,7 @@ def project(x: np.ndarray, mean: np.ndarray, components: np.ndarray, chunk: int 
     offset = mean.astype(np.float64) @ components.T.astype(np.float64)
     out = np.empty((len(x), len(components)), np.float64)
     for i in range(0, len(x), chunk):
+        checkpoint()
         out[i : i + chunk] = (np.asarray(x[i : i + chunk], np.float32) @ comps.T) - offset
     return out
 
@@ -130,6 +132,7 @@ def _randomized_components(
 
     y = orth(a_times(q))
     for _ in range(n_iter):
+        checkpoint()  # a cancelled worker stops between power iterations
         y = orth(a_times(orth(at_times(y))))
     b = at_times(y).T  # (l, D) = y^T (x - 1 mu^T)
     _, _, vt = np.linalg.svd(b.astype(np.float64), full_matrices=False)
@@ -218,6 +221,7 @@ def kmeans_plusplus_unit(x: np.ndarray, k: int, rng: np.random.Generator) -> np.
     centres = [int(rng.integers(n))]
     d2 = np.maximum(2.0 - 2.0 * (x @ x[centres[0]]), 0.0)
     for _ in range(1, k):
+        checkpoint()
         total = float(d2.sum())
         p = d2 / total if total > 0 else None
         cand = rng.choice(n, size=trials, p=p)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_pathdistill.progress import checkpoint
+
 #: Lloyd iterations at most (scikit-learn's default)
 MAX_ITER = 300
 #: relative tolerance on the squared centre shift (scikit-learn's default)
@@ -48,6 +50,7 @@ def lloyd(
     labels, d2 = assign(x, c, chunk)
     inertia = float(d2.sum())
     for _ in range(max_iter):
+        checkpoint()  # a cancelled worker stops between iterations
         new = cluster_means(x, labels, c, d2)
         shift = float(((new - c) ** 2).sum())
         c = new
@@ -77,6 +80,7 @@ def assign(
     labels = np.empty(len(x), np.int64)
     d2 = np.empty(len(x), np.float64)
     for i in range(0, len(x), chunk):
+        checkpoint()
         xi = x[i : i + chunk]
         dots = xi @ c.T
         if norms is None:
