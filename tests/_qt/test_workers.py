@@ -302,3 +302,31 @@ def test_warnings_of_a_task_become_notifications_each_once(runner, qtbot):
     assert messages[0] == "slide.svs: 2 tiles could not be read and were skipped"
     assert messages[1:-1] == [f"tile {i} could not be decoded" for i in range(MAX_SHOWN - 1)]
     assert messages[-1] == f"Embedding: more warnings than the {MAX_SHOWN} shown; the rest are not shown."
+
+
+def test_cancel_stops_a_task_inside_a_long_numerical_call(runner, qtbot, monkeypatch):
+    """Cancel during the final PCA / k-means of 100k tiles waited for the whole call: a task runs in a cancel
+    scope, so the checkpoints of such calls (``progress.checkpoint``) stop it at their next iteration."""
+    from napari_pathdistill.progress import checkpoint
+
+    monkeypatch.setattr(_workers, "show_info", lambda *_: None)
+    iterations = [0]
+
+    def long_call() -> str:  # one core call, e.g. k-means: no Progress and no cancel argument inside
+        for _ in range(3_000):
+            checkpoint()
+            iterations[0] += 1
+            time.sleep(0.01)
+        return "ran to the end"
+
+    def task(cancel):
+        yield Progress(0, 1, "k-means")
+        return long_call()
+
+    got = []
+    runner.start(task, got.append, "Clusters")
+    qtbot.waitUntil(lambda: iterations[0] > 5, timeout=30_000)
+    runner.cancel_button.changed.emit(True)
+    _wait_finished(runner, qtbot)
+    assert got == [] and runner.status.value == "Clusters cancelled"
+    assert iterations[0] < 3_000  # stopped inside the call, not after 30 s of it

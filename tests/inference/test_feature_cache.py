@@ -35,9 +35,9 @@ def counted():
     return model
 
 
-def _run(model, slide, cache, cancel_after=None, **kw):
+def _run(model, slide, cache, cancel_after=None, cancel=None, **kw):
     """Drain iter_live_map: (items, the Cancelled raised or None); cancels once ``cancel_after`` tiles are written."""
-    cancel, items = threading.Event(), []
+    cancel, items = cancel or threading.Event(), []
     try:
         for item in iter_live_map(model, slide, cache, cancel=cancel, **{**KW, **kw}):
             items.append(item)
@@ -278,6 +278,28 @@ def test_a_cancelled_run_paints_every_tile_it_embedded(cmu_svs, tmp_path, counte
     parts = [i for i in items if isinstance(i, PartialMap)]
     assert parts and parts[-1].done == done and sum(len(p.cells) for p in parts) == done
     assert np.all((parts[-1].rgb >= 0) & (parts[-1].rgb <= 1))
+
+
+def test_a_cancelled_run_in_a_cancel_scope_still_paints_every_tile_it_embedded(
+    cmu_svs, tmp_path, counted, monkeypatch
+):
+    """The Embed widget runs this generator in a cancel scope (``_qt._workers._drive``), where the live PCA of a
+    large slide (its randomized path, here a checkpoint put before it) raises Cancelled: the paint of the tiles
+    embedded before Cancel must still reach the map (it is shielded), as without a scope."""
+    from napari_pathdistill.progress import cancel_scope, checkpoint
+
+    real = live_map.pca_axes
+    monkeypatch.setattr(live_map, "pca_axes", lambda *a, **kw: (checkpoint(), real(*a, **kw))[1])
+    cancel = threading.Event()
+    with cancel_scope(cancel, "Cancelled."):
+        items, cancelled = _run(counted, cmu_svs, tmp_path, fit_rows=live_map.FIT_ROWS, cancel=cancel,
+                                cancel_after=4)  # fmt: skip
+    assert isinstance(cancelled, Cancelled) and "Embedding cancelled" in str(cancelled)
+    (partial,) = tmp_path.glob("*.h5.partial")
+    with h5py.File(partial) as f:
+        done = int(f.attrs["done"])
+    parts = [i for i in items if isinstance(i, PartialMap)]
+    assert parts and parts[-1].done == done and sum(len(p.cells) for p in parts) == done
 
 
 @pytest.mark.parametrize("bad", ["under_a_file", "proc"])

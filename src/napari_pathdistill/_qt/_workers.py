@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error, show_info
 from napari_pathdistill._native import trim_heap
 from napari_pathdistill._qt._task_warnings import WarningRelay
 from napari_pathdistill.errors import Cancelled, PathDistillError
-from napari_pathdistill.progress import Progress
+from napari_pathdistill.progress import Progress, cancel_scope
 
 GeneratorFactory = Callable[[threading.Event], Iterator[Any]]
 #: how long closing the window waits for a cancelled task's generator to end (s); a CPU batch takes ~1 s
@@ -59,21 +59,29 @@ def _drive(
 ) -> Generator[Any, None, None]:
     """Run ``factory(cancel)`` and re-yield its items; a generator ``return`` value is yielded last.
     ``ended`` is set in the worker thread once the core generator has ended, however it ended, after the heap it
-    freed is given back (:func:`~napari_pathdistill._native.trim_heap`)."""
+    freed is given back (:func:`~napari_pathdistill._native.trim_heap`). The task runs in a
+    :func:`~napari_pathdistill.progress.cancel_scope` of ``cancel``: Cancel stops it inside long numerical calls
+    (PCA, k-means, large row reads: seconds each on 100k tiles) at their next iteration, not after them."""
     try:
-        items = factory(cancel)
-        if not isinstance(items, Generator):  # a plain iterator has no return value
-            yield from items
-            return
-        result = yield from items
-        if result is not None:
-            yield result
+        with cancel_scope(cancel, "Cancelled."):
+            yield from _items(factory, cancel)
     except RuntimeError as exc:  # else superqt ends the worker silently (TaskRuntimeError)
         raise TaskRuntimeError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         trim_heap()  # the task's freed buffers (tiles of several reader threads) back to the system
         if ended is not None:
             ended.set()
+
+
+def _items(factory: GeneratorFactory, cancel: threading.Event) -> Generator[Any, None, None]:
+    """``factory(cancel)``'s items, then its generator's return value when not None."""
+    items = factory(cancel)
+    if not isinstance(items, Generator):  # a plain iterator has no return value
+        yield from items
+        return
+    result = yield from items
+    if result is not None:
+        yield result
 
 
 def _napari_window(widget: Any) -> Any | None:

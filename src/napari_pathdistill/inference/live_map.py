@@ -31,7 +31,7 @@ from napari_pathdistill.inference.outputs import finish_output
 from napari_pathdistill.inference.similarity_map import prepared
 from napari_pathdistill.inference.slide_maps import SlideMap, build_slide_map
 from napari_pathdistill.metrics.features import pca_axes
-from napari_pathdistill.progress import Progress
+from napari_pathdistill.progress import Progress, shielded
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid, scale_placement
 from napari_pathdistill.wsi.tiling import TileGrid, grid_placement, make_tile_grid
 
@@ -254,10 +254,16 @@ def iter_live_map(
                                      num_workers=num_workers, cancel=cancel, rows=feats)  # fmt: skip
                 for done in itertools.chain([resumed], flushed):  # the resumed rows first
                     yield Progress(done, len(grid), "embedding")
-                    if (update := live.update(done)) is not None:
+                    with (
+                        shielded()
+                    ):  # a cancelled run still paints what it embedded (cancel stops write_rows)
+                        update = live.update(done)
+                    if update is not None:
                         yield update
             if done < len(grid):
-                if (update := live.flush(done)) is not None:  # what was embedded stays on screen
+                with shielded():
+                    update = live.flush(done)
+                if update is not None:  # what was embedded stays on screen
                     yield update
                 raise Cancelled(f"Embedding cancelled; {done} of {len(grid)} tiles kept in {partial}.")
             yield Progress(0, 0, "PCA and k-means")
