@@ -60,15 +60,17 @@ def write_pyramid_tiff(path: Path, image: np.ndarray, *, levels: int = 3, tile: 
 
 
 def write_turned_pair(
-    out: Path, a: np.ndarray, mpp_a: float, degrees: float, mpp_b: float
+    out: Path, a: np.ndarray, mpp_a: float, degrees: float, mpp_b: float, mirror: bool = False
 ) -> tuple[Path, Path, np.ndarray]:
-    """A known slide pair: ``a`` (h, w, 3) at ``mpp_a`` and the same tissue turned by ``degrees`` about its centre,
-    40 um further right and down, "rescanned" at ``mpp_b`` (bilinear). Single-level TIFFs (no decimated levels:
-    exact pixels). Returns (path A, path B, (3, 3) A level-0 px (x, y) -> B level-0 px, pixel centres)."""
+    """A known slide pair: ``a`` (h, w, 3) at ``mpp_a`` and the same tissue turned by ``degrees`` about its centre
+    (first mirrored left to right when ``mirror``: a section laid face down), 40 um further right and down,
+    "rescanned" at ``mpp_b`` (bilinear). Single-level TIFFs (no decimated levels: exact pixels). Returns (path A,
+    path B, (3, 3) A level-0 px (x, y) -> B level-0 px, pixel centres)."""
     from skimage.transform import AffineTransform, warp
 
     t = np.deg2rad(degrees)
-    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    flip = np.diag([-1.0 if mirror else 1.0, 1.0])
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ flip
     centre = np.array(a.shape[1::-1]) * mpp_a / 2
     um = np.eye(3)  # A um -> B um
     um[:2, :2], um[:2, 2] = rot, centre + 40.0 - rot @ centre

@@ -197,7 +197,8 @@ def summary_text(result: PairSimilarity, top_k: int | None = None) -> str:
         extra.append("B's tiles resampled through the registration: it turns or stretches them")
     if extra:
         tiles += f" ({', '.join(extra)})"
-    text = f"{tiles}; registration {reg.method}, NCC {reg.ncc:.2f}; mean cosine {result.mean_cosine:.3f}; "
+    method = f"{reg.method} (B mirrored)" if reg.mirrored else reg.method
+    text = f"{tiles}; registration {method}, NCC {reg.ncc:.2f}; mean cosine {result.mean_cosine:.3f}; "
     if top_k is not None and result.k < top_k:
         text += f"top-{top_k} lowered to top-{result.k} (the {2 * len(result.cosine)} pooled tiles have {result.k} neighbours each); "
     if result.topk_note:

@@ -74,26 +74,34 @@ def _rotation_about(center: np.ndarray, angle_deg: float) -> np.ndarray:
     return back @ r @ tr
 
 
+def mirror_x(shape: tuple[int, ...]) -> np.ndarray:
+    """(3, 3) pixel (x, y) -> (W - 1 - x, y) of an image of ``shape`` (H, W): its mirror image onto itself."""
+    return np.array([[-1.0, 0.0, shape[1] - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
 def coarse_pose(
     fixed: np.ndarray,
     moving: np.ndarray,
     angles,
     check: Callable[[], None] = go_on,
     progress: Callable[[float], None] | None = None,
+    mirror: bool = True,
 ) -> np.ndarray:
-    """Best rotation (about the moving centre) + phase-correlation translation, by overlap NCC; ``check()`` is
-    called before each angle (it raises to stop, e.g. on Cancel), ``progress`` after it with the fraction of
-    the angles done."""
+    """Best rotation (about the moving centre) + phase-correlation translation, by overlap NCC; with ``mirror``
+    each angle is tried on the mirror image of ``moving`` too (a section laid face down on its glass, a scan
+    flipped on export: no rotation maps it onto ``fixed``). ``check()`` is called before each pose (it raises
+    to stop, e.g. on Cancel), ``progress`` after it with the fraction of the poses done."""
     shape = tuple(np.maximum(fixed.shape, moving.shape) * 2)
     f = _pad_to(fixed, shape)
     centre = np.array(moving.shape[::-1]) / 2.0
     best, best_m = -2.0, np.eye(3)
-    angles = list(angles)
-    for i, ang in enumerate(angles):
+    flips = (np.eye(3), mirror_x(moving.shape)) if mirror else (np.eye(3),)
+    poses = [(ang, flip) for flip in flips for ang in angles]
+    for i, (ang, flip) in enumerate(poses):
         if progress is not None and i:
-            progress(i / len(angles))
+            progress(i / len(poses))
         check()
-        rot = _rotation_about(centre, ang)
+        rot = _rotation_about(centre, ang) @ flip
         m_rot = np.nan_to_num(warp_moving(moving, rot, shape))
         shift = phase_cross_correlation(f, m_rot, normalization=None)[0]
         m = np.eye(3)
