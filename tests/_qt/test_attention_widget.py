@@ -331,3 +331,28 @@ def test_hovering_a_tile_names_it_and_its_agreement(
             assert tiles.get_value(pos, world=True) == k, (k, dy, dx)
         status = tiles.get_status(tuple(centre * mpp + 0.3 * pair.stride_level0 * mpp), world=True)["value"]
         assert f"pearson_r: {pair.tile_r[k]:.3g}"[:14] in status, status
+
+
+def test_the_last_run_s_agreement_goes_at_a_rerun_and_with_its_maps(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """The agreement text and r histogram of the last run stayed on screen under a new run's progress, after a
+    cancel ("Attention cancelled" above the old r) and after their maps had left with the slide: numbers of maps
+    no longer shown, read as the new run's."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=4)
+    widget.run()
+    wait_for(widget)
+    assert "Pearson r" in widget.summary.value and "(4 tiles)" in widget.histogram.value, widget.status.value
+    widget.run()
+    assert widget.summary.value == widget.histogram.value == ""  # until this run's result
+    widget.runner.cancel()
+    wait_for(widget)
+    assert widget.summary.value == widget.histogram.value == "", widget.status.value
+    widget.run()
+    wait_for(widget)
+    assert "Pearson r" in widget.summary.value, widget.status.value
+    viewer.layers.remove(slide)  # its maps go with it, and so do their numbers
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=30_000)
+    assert widget.summary.value == widget.histogram.value == ""

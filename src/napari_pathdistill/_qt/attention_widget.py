@@ -128,6 +128,7 @@ class AttentionWidget(Container):
             return (yield from iter_attention_pair(teacher, student, path, cancel=cancel, **kw))
 
         slide = SlideRef.of(layer)  # the maps go on this slide, whatever is chosen meanwhile
+        self._clear_numbers()  # the last run's agreement is not this run's (a cancelled run left it)
         self.runner.start(factory, lambda pair: self.show_result(pair, slide), "Attention")
 
     def show_result(self, pair: AttentionPair, slide: SlideRef | None = None) -> None:
@@ -183,8 +184,16 @@ class AttentionWidget(Container):
         self.viewer.layers.selection.active = (
             tiles  # the status bar shows the hovered tile's x, y, r, overlap
         )
-        # the maps, tiles and student view leave with their slide, and our grid ends
-        go_with_slide(self.viewer, on_view, self._map_layers, self._end_grid)
+        # the maps, tiles and student view leave with their slide, our grid ends and their numbers go
+        go_with_slide(self.viewer, on_view, self._map_layers, self._maps_gone)
+
+    def _clear_numbers(self) -> None:
+        self.summary.value = self.histogram.value = ""
+
+    def _maps_gone(self) -> None:
+        """The maps left with their slide: their agreement numbers and our grid go too."""
+        self._clear_numbers()
+        self._end_grid()
 
     def _end_grid(self) -> None:
         """End the grid mode a side-by-side run switched on (a grid the user switched on stays): without the
