@@ -298,3 +298,35 @@ def test_cancel_during_the_registered_view_adds_nothing(
     assert widget.status.value == "Similarity cancelled" and widget.result is None
     assert [layer.name for layer in viewer.layers] == [a.name, b.name]
     assert len(after) <= 1, after  # the item it was paused at, at most
+
+
+def test_removing_slide_a_stops_the_run(make_napari_viewer, qtbot, os2_pair, tiny_vit, open_slide, wait_for):
+    """Removing slide A while the pair was registered let the run register, tile and embed both slides to its end,
+    then show nothing (its overlays lie on A): the removal now cancels it. B alone removed does not (A's
+    overlays still show)."""
+    viewer = make_napari_viewer()
+    a, b = (open_slide(viewer, p) for p in os2_pair)
+    widget = SimilarityWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.slide_a.value, widget.slide_b.value = a, b
+    widget.mpp.value = 4.0
+    widget.run()
+    stages: list[str] = []
+
+    def remove_a_in_the_registration(item) -> None:  # on the main thread, while the worker goes on
+        if isinstance(item, Progress):
+            stages.append(item.stage)
+            if stages.count("registration") == 1:
+                viewer.layers.remove(a)
+
+    widget.runner.worker.yielded.connect(remove_a_in_the_registration)
+    wait_for(widget)
+    assert widget.status.value == f"Similarity stopped: '{a.name}' was removed while it ran"
+    assert "embedding A" not in stages and widget.result is None, stages
+    assert [layer.name for layer in viewer.layers] == [b.name]
+    a = open_slide(viewer, os2_pair[0])
+    widget.slide_a.value, widget.slide_b.value = a, b
+    widget.run()
+    viewer.layers.remove(b)
+    wait_for(widget)
+    assert widget.result is not None and f"{a.name} cosine to B" in viewer.layers, widget.status.value

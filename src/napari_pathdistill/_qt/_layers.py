@@ -114,6 +114,26 @@ def slide_removed(
     return True
 
 
+def stop_when_removed(viewer: napari.viewer.Viewer, slide: SlideRef, runner: Any, what: str) -> Any:
+    """Cancel ``runner``'s task as soon as the slide layer it runs on leaves ``viewer``: a task whose results are
+    only drawn on that slide (attention maps, a pair's similarity on slide A) would show nothing
+    (:func:`slide_removed`), yet it ran on for minutes (a 194-tile attention run: 209 s after its slide was
+    removed). Returns the ``on_end`` for ``TaskRunner.start``: it disconnects and says why the task stopped."""
+
+    def on_removed(_event: Any = None) -> None:
+        if runner.running and not runner.cancel_event.is_set() and slide.layer(viewer) is None:
+            runner.cancel()
+
+    viewer.layers.events.removed.connect(on_removed)
+
+    def on_end() -> None:
+        viewer.layers.events.removed.disconnect(on_removed)
+        if runner.cancel_event.is_set() and slide.layer(viewer) is None:
+            runner.status.value = f"{what} stopped: '{slide.name}' was removed while it ran"
+
+    return on_end
+
+
 def mpp_override_box(what: str = "its tiles are cut at the requested um/px") -> FloatSpinBox:
     """The widgets' "slide um/px override" field: the level-0 um/px of a slide whose file states none.
 

@@ -30,6 +30,7 @@ from napari_pathdistill._qt._layers import (
     no_mpp_note,
     slide_path,
     slide_removed,
+    stop_when_removed,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, ModelRequest
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
@@ -129,7 +130,8 @@ class AttentionWidget(Container):
 
         slide = SlideRef.of(layer)  # the maps go on this slide, whatever is chosen meanwhile
         self._clear_numbers()  # the last run's agreement is not this run's (a cancelled run left it)
-        self.runner.start(factory, lambda pair: self.show_result(pair, slide), "Attention")
+        self.runner.start(factory, lambda pair: self.show_result(pair, slide), "Attention",
+                          on_end=stop_when_removed(self.viewer, slide, self.runner, "Attention"))  # fmt: skip
 
     def show_result(self, pair: AttentionPair, slide: SlideRef | None = None) -> None:
         """Add both maps, their difference and the per-tile agreement; arrange the grid (main thread).

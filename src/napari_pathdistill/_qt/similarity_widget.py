@@ -20,6 +20,7 @@ from napari_pathdistill._qt._layers import (
     on_slide_layer,
     slide_path,
     slide_removed,
+    stop_when_removed,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec, with_models
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
@@ -125,7 +126,8 @@ class SimilarityWidget(Container):
 
         slide = SlideRef.of(self.slide_a.value)  # the overlays go on this slide, whatever is chosen meanwhile
         self.summary.value = ""  # the last pair's numbers are not this run's (a cancelled run left them)
-        self.runner.start(factory, lambda result: self.show_result(result, slide, top_k), "Similarity")
+        on_end = stop_when_removed(self.viewer, slide, self.runner, "Similarity")  # not B: A shows its result
+        self.runner.start(factory, lambda r: self.show_result(r, slide, top_k), "Similarity", on_end=on_end)
 
     def _names(self) -> tuple[str, str]:
         name = self._slide.name if self._slide is not None else "A"
