@@ -1,4 +1,5 @@
-"""Slides with a few tiles that cannot be decoded: the viewer shows them flat grey with one warning per tile,
+"""Slides with a few tiles that cannot be decoded: the viewer shows them flat grey with one warning per tile (the
+first 5 tiles of a slide; then one note for the rest),
 ``pathdistill embed`` leaves them out, says so, lists them in the HDF5 and still resumes.
 
 Both backends: a tifffile-written JPEG pyramid (tifffile) and a copy of CMU-1-Small-Region.svs (OpenSlide,
@@ -110,6 +111,33 @@ def test_tifffile_corrupt_tiles_are_grey_in_the_viewer_with_one_warning_each(jpe
         with pytest.raises(CorruptTileError, match=r"bad\.ome\.tif: level 0 tile 3 cannot be decoded"):
             pyr.read_region((3 * TILE, 0), 0, (16, 16))
     _check_viewer(good, bad, TILE, 8)
+
+
+def test_a_slide_with_many_undecodable_tiles_names_five_then_says_so_once(tmp_path: Path, os2_pair) -> None:
+    """The real OS-2 NDPI scan cut in half (a copy that stopped): 14 of its 25 tiles lie past the end. Each gave
+    its own warning, a notification each in napari (65 for a truncated DICOM of CMU-1-Small-Region at full zoom;
+    one per tile panned over on a large slide). Now the first 5 are named, one note says that more are grey, and
+    the rest are grey without a word; a redraw warns no more."""
+    from napari_pathdistill.errors import TruncatedFileWarning
+    from napari_pathdistill.wsi._dask_levels import MAX_TILE_WARNINGS
+
+    data = os2_pair[0].read_bytes()
+    cut = tmp_path / "cut.ome.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.warns(TruncatedFileWarning, match="lost the last tiles of level 0"), open_pyramid(cut) as pyr:
+        got, warned = _compute(pyr)
+        th, tw = pyr.levels[0].tile_shape
+        grey = [(got[y : y + th, x : x + tw] == GREY).all() for y in range(0, got.shape[0], th)
+                for x in range(0, got.shape[1], tw)]  # fmt: skip
+        assert sum(grey) > MAX_TILE_WARNINGS + 3, sum(grey)  # many more grey tiles than warnings
+        messages = [str(w.message) for w in warned]
+        assert len(messages) == MAX_TILE_WARNINGS + 1, messages
+        assert all("Shown as a flat grey tile: level 0, tile row" in m for m in messages[:-1])
+        assert f"More than {MAX_TILE_WARNINGS} tiles of this slide cannot be decoded" in messages[-1]
+        pyr._cache.max_bytes = 0  # a redraw without the cache reads the tiles again: still no new warning
+        pyr._cache._data.clear()
+        again, warned = _compute(pyr)
+        assert warned == [] and np.array_equal(again, got)
 
 
 def test_openslide_corrupt_tiles_are_grey_and_the_handle_keeps_working(

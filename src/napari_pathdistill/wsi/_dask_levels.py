@@ -1,5 +1,6 @@
 """The dask view of one pyramid level: one chunk per native tile, served from a shared LRU cache of decoded
-tiles; a tile that cannot be decoded is a flat grey block, reported once (napari shows the warning)."""
+tiles; a tile that cannot be decoded is a flat grey block, reported once (napari shows the warning), up to
+:data:`MAX_TILE_WARNINGS` tiles per slide, then one note for the rest."""
 
 from __future__ import annotations
 
@@ -14,6 +15,41 @@ from napari_pathdistill.wsi._backend_utils import BlockCache
 from napari_pathdistill.wsi._blocks import CORRUPT_GREY
 from napari_pathdistill.wsi.levels import PyramidLevel
 
+#: corrupt tiles of one slide reported one by one (a notification each in napari); past these, one note says that
+#: more are grey without a word: a truncated DICOM of CMU-1-Small-Region gave 65 notifications at full zoom,
+#: a truncated slide of 100k tiles would give one per tile panned over
+MAX_TILE_WARNINGS = 5
+
+
+class TileWarnings:
+    """The corrupt-tile warnings of one slide, shared by its levels: each tile once, the first
+    :data:`MAX_TILE_WARNINGS` tiles by name, then one note that more are shown grey without a warning."""
+
+    def __init__(self, limit: int = MAX_TILE_WARNINGS) -> None:
+        self.limit = limit
+        self._seen: set[tuple[int, int, int]] = set()
+        self._lock = threading.Lock()
+
+    def warn(self, level: int, ty: int, tx: int, exc: CorruptTileError, tile: tuple[int, int]) -> None:
+        """Report tile (``ty``, ``tx``) of ``level`` (its shape ``tile``) that raised ``exc``, unless it was, or
+        the slide's quota of warnings is spent."""
+        with self._lock:
+            if (level, ty, tx) in self._seen:
+                return
+            self._seen.add((level, ty, tx))
+            n = len(self._seen)
+        th, tw = tile
+        if n <= self.limit:
+            message = (f"{exc} Shown as a flat grey tile: level {level}, tile row {ty} column {tx} (level px x="
+                       f"{tx * tw}, y={ty * th}).")  # fmt: skip
+        elif n == self.limit + 1:
+            message = (f"{exc} More than {self.limit} tiles of this slide cannot be decoded: this one and any "
+                       "further are shown as flat grey tiles without a warning each. The file is corrupt or "
+                       "truncated; copy it again.")  # fmt: skip
+        else:
+            return
+        warnings.warn(message, CorruptTileWarning, stacklevel=3)
+
 
 class LevelArray:
     """Array-like view of one level for ``dask.array.from_array``.
@@ -26,12 +62,18 @@ class LevelArray:
     dtype = np.dtype(np.uint8)
     ndim = 3
 
-    def __init__(self, backend: _Backend, level: int, lv: PyramidLevel, cache: BlockCache) -> None:
+    def __init__(
+        self,
+        backend: _Backend,
+        level: int,
+        lv: PyramidLevel,
+        cache: BlockCache,
+        notes: TileWarnings | None = None,
+    ) -> None:
         self._backend, self._level, self._cache = backend, level, cache
         self.shape = (*lv.shape, 3)
         self._tile = lv.tile_shape
-        self._warned: set[tuple[int, int]] = set()  # corrupt tiles already reported
-        self._warned_lock = threading.Lock()
+        self._notes = notes if notes is not None else TileWarnings()  # the slide's, shared by its levels
 
     def _tile_block(self, ty: int, tx: int) -> np.ndarray:
         key = (self._level, ty, tx)
@@ -44,21 +86,9 @@ class LevelArray:
                 block = self._backend.read_level(self._level, x0, y0, size[1], size[0])
             except CorruptTileError as exc:
                 block = np.full((*size, 3), CORRUPT_GREY, np.uint8)
-                self._warn_once(ty, tx, exc)
+                self._notes.warn(self._level, ty, tx, exc, self._tile)
             self._cache.put(key, block)
         return block
-
-    def _warn_once(self, ty: int, tx: int, exc: CorruptTileError) -> None:
-        """One :class:`CorruptTileWarning` per tile (napari shows it as a notification)."""
-        with self._warned_lock:
-            if (ty, tx) in self._warned:
-                return
-            self._warned.add((ty, tx))
-        th, tw = self._tile
-        warnings.warn(
-            f"{exc} Shown as a flat grey tile: level {self._level}, tile row {ty} column {tx} (level px x="
-            f"{tx * tw}, y={ty * th}).", CorruptTileWarning, stacklevel=2,
-        )  # fmt: skip
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         (y0, y1, _), (x0, x1, _) = key[0].indices(self.shape[0]), key[1].indices(self.shape[1])

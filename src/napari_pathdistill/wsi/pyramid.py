@@ -24,7 +24,7 @@ from napari_pathdistill.errors import CorruptTileWarning, WSIError
 from napari_pathdistill.wsi._backend import Backend as _Backend
 from napari_pathdistill.wsi._backend import microscope_mpp
 from napari_pathdistill.wsi._backend_utils import BlockCache
-from napari_pathdistill.wsi._dask_levels import LevelArray, chunk_sizes
+from napari_pathdistill.wsi._dask_levels import LevelArray, TileWarnings, chunk_sizes
 from napari_pathdistill.wsi._formats import choose_backend, permission_message
 from napari_pathdistill.wsi._multiplex import ChannelInfo, channel_dask, multiplex_refusal
 from napari_pathdistill.wsi.levels import PyramidLevel
@@ -62,6 +62,7 @@ class Pyramid:
         self._dask: list[Any] | None = None
         self._token = uuid.uuid4().hex
         self._cache = BlockCache(int(float(os.environ.get("PATHDISTILL_CHUNK_CACHE_MB", "128")) * 2**20))
+        self._tile_warnings = TileWarnings()  # the viewer's corrupt-tile warnings, all levels together
         #: the slide's embedded ICC profile (OpenSlide's colour profile, TIFF tag 34675), None if it has none
         self.icc_profile: bytes | None = getattr(backend, "icc_profile", None)
         #: "raw" (the file's pixels, the default) or "srgb" (converted with the ICC profile: ``use_srgb``)
@@ -170,7 +171,7 @@ class Pyramid:
         # unique per Pyramid object for the life of the process: id(self) is reused after garbage collection,
         # and napari's global dask cache would then serve an earlier slide's chunks under the same keys
         name = f"pathdistill-{self.path.name}-{self._token}-L{level}"
-        source = LevelArray(self._backend, level, self.levels[level], self._cache)
+        source = LevelArray(self._backend, level, self.levels[level], self._cache, self._tile_warnings)
         meta = np.empty((0, 0, 0), np.uint8)
         return da.from_array(source, chunks=chunks, name=name, asarray=False, fancy=False, meta=meta)
 
