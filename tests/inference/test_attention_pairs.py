@@ -20,6 +20,7 @@ from napari_pathdistill.models import load_model
 from napari_pathdistill.models.factory import resolve_spec
 from napari_pathdistill.models.testing import tiny_model
 from napari_pathdistill.progress import Progress, drain
+from napari_pathdistill.wsi import open_pyramid
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "attention_memory.py"
 
@@ -138,3 +139,22 @@ def test_peak_memory_is_bounded_over_many_tiles_of_a_large_generated_slide(tmp_p
     assert res["tiles"] == 400 and res["peak_reset"]
     assert res["peak_increase_mb"] < 500, res
     assert res["stream_growth_mb"] < 100, res  # nothing accumulates per tile
+
+
+def test_a_teacher_of_another_input_size_sees_the_student_s_tiles_resized(cmu_svs):
+    """A 112 px teacher beside a 56 px student (any two models may be paired: a student trained at another tile
+    size, a hub model of 448 px) failed on the first batch with timm's 'AssertionError: Input height (56)
+    doesn't match model (112)'. Each model now gets the student's tiles at its own input size."""
+    teacher, student = tiny_model(tile_px=112), tiny_model(tile_px=56)
+    pair = drain(iter_attention_pair(teacher, student, cmu_svs, max_tiles=8, overlap=0.0))
+    assert len(pair.coords) == 8 and pair.teacher_map.shape == pair.student_map.shape
+    on_tiles = np.isfinite(pair.student_map)
+    assert np.isfinite(pair.teacher_map[on_tiles]).all() and np.ptp(pair.teacher_map[on_tiles]) > 0.5
+    from napari_pathdistill.inference.attention_pairs import fit_tiles
+
+    with open_pyramid(cmu_svs) as pyr:
+        tiles = pyr.read_region((900, 1200), 0, (56, 56))[None, ..., :3]
+    assert fit_tiles(tiles, 56) is tiles
+    big = fit_tiles(tiles, 112)
+    assert big.shape == (1, 112, 112, 3) and big.dtype == np.uint8
+    np.testing.assert_allclose(big.reshape(-1, 3).mean(0), tiles.reshape(-1, 3).mean(0), atol=1.0)

@@ -136,6 +136,16 @@ def _batches(region: RegionGrid, pyr: Pyramid, batch_size: int) -> Iterator[tupl
             yield s, tiles
 
 
+def fit_tiles(tiles: np.ndarray, px: int) -> np.ndarray:
+    """(B, H, W, 3) uint8 tiles resized to (B, px, px, 3) (bilinear, antialiased; unchanged when already that
+    size): the student's tile field at a model's own input size, for two models of different sizes."""
+    if tiles.shape[1:3] == (px, px):
+        return tiles
+    x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, (px, px), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def _stream(models: dict[str, tuple[EmbeddingModel, int | None]], region: RegionGrid, pyr: Pyramid, mode: str,
             batch_size: int, frac: float, cancel: threading.Event | None
             ) -> Generator[Progress, None, tuple[Blender, np.ndarray, np.ndarray]]:  # fmt: skip
@@ -145,8 +155,8 @@ def _stream(models: dict[str, tuple[EmbeddingModel, int | None]], region: Region
     for first, tiles in _batches(region, pyr, batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Attention cancelled.")
-        maps = {k: resample(raw_attention_maps(m, tiles, mode=mode, head=h), region.cells)
-                for k, (m, h) in models.items()}  # fmt: skip
+        maps = {k: resample(raw_attention_maps(m, fit_tiles(tiles, m.spec.tile_px), mode=mode, head=h),
+                            region.cells) for k, (m, h) in models.items()}  # fmt: skip
         blend.add(first, maps)
         end = first + len(tiles)
         r[first:end] = attention_agreement(maps["teacher"], maps["student"])
@@ -173,7 +183,8 @@ def iter_attention_pair(
 ) -> Iterator[Progress | AttentionPair]:
     """Both models' attention over the tissue tiles of ``bbox`` (None: whole slide); Progress, then the pair.
 
-    Tiles are cut at the student's ``tile_px``/``mpp`` with ``overlap``; both models see the same pixels.
+    Tiles are cut at the student's ``tile_px``/``mpp`` with ``overlap``; both models see the same tissue, each
+    at its own input size (a teacher of another ``tile_px`` gets each tile resized: :func:`fit_tiles`).
     ``heads`` = (teacher head, student head), None for the mean; checked before any tile is read. Memory: the
     two float32 canvases, a few numbers per tile and one batch of ``batch_size`` tiles in flight.
     ``fallback_mpp``: level-0 um/px of a slide whose file states none (its tiles are then cut at the student's
