@@ -98,3 +98,19 @@ def test_no_seams_on_a_real_slide_with_the_real_teacher(cmu_svs):
     assert _border_ratio(blended.teacher_map, 8) <= 1.0
     # the same maps without overlap show their tile borders (what the check detects)
     assert _border_ratio(plain.teacher_map, 16) > 1.5
+
+
+def test_a_view_zoomed_in_within_one_tile_gets_the_tile_under_it(cmu_svs):
+    """Zoomed in on tissue until the view (40 x 48 level-0 px at zoom 40) held no tile centre, 'tiles in current
+    view' found no tile and failed with 'No tissue tile in the chosen region: pan/zoom onto tissue'. A box
+    narrower than the stride is widened about its middle to one stride: the tile nearest the view."""
+    with open_pyramid(cmu_svs) as pyr:
+        mask = detect_tissue(pyr)
+        bbox = (1080.0, 1376.0, 1120.0, 1424.0)
+        region = region_grid(pyr, mask, bbox=bbox, tile_px=224, mpp=0.5, overlap=0.5)
+    size, stride = region.tiles.size_level0, region.tiles.size_level0 / 2
+    assert 1 <= len(region) <= 4
+    centres = region.tiles.coords + size / 2
+    assert (np.abs(centres - [1100.0, 1400.0]) <= stride / 2 + 1).all(), centres
+    for x0, y0 in region.tiles.coords:  # each tile covers the whole view
+        assert x0 <= bbox[0] and y0 <= bbox[1] and x0 + size >= bbox[2] and y0 + size >= bbox[3]

@@ -62,7 +62,11 @@ class RegionGrid:
 
 
 def _lattice(lo: float, hi: float, size: float, stride: float, limit: float) -> np.ndarray:
-    """Tile indices i whose centre i * stride + size / 2 lies in [lo, hi] and whose tile ends inside limit."""
+    """Tile indices i whose centre i * stride + size / 2 lies in [lo, hi] and whose tile ends inside limit; a span
+    narrower than the stride (a view zoomed in within one tile) is widened about its middle to one stride, so
+    the tile nearest it is found (an empty region said 'No tissue tile' over tissue)."""
+    if hi - lo < stride:
+        lo, hi = (lo + hi - stride) / 2, (lo + hi + stride) / 2
     first = max(0, math.ceil((lo - size / 2) / stride))
     last = min(math.floor((hi - size / 2) / stride), math.floor((limit - size) / stride))
     return np.arange(first, last + 1)
