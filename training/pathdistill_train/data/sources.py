@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 class TileFolderSource:
     """Every image in a folder (recursively, through symlinked folders), rescaled from ``folder_mpp`` to ``mpp``;
-    random crops.
+    random crops of ``source_px``. A tile smaller than that (224-px tiles and the 280-px field of 224-px views)
+    gives its largest square, at a random place, enlarged to ``source_px`` (bicubic): the views a full-area crop
+    makes are then the tile at its own resolution (until 2026-12-07 it was padded with white: 36 % of the field).
 
     Args:
         root: folder of tile images.
@@ -120,13 +122,13 @@ class TileFolderSource:
             h, w = max(1, round(h * scale)), max(1, round(w * scale))
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
         s = self.source_px
-        if min(h, w) < s:
-            pad = np.full((max(h, s), max(w, s), 3), 255, np.uint8)
-            pad[:h, :w] = rgb
-            rgb, h, w = pad, pad.shape[0], pad.shape[1]
-        y = int(torch.randint(0, h - s + 1, (1,), generator=gen))
-        x = int(torch.randint(0, w - s + 1, (1,), generator=gen))
-        return torch.from_numpy(np.ascontiguousarray(rgb[y : y + s, x : x + s])).permute(2, 0, 1)
+        side = min(h, w, s)  # a tile smaller than the field: its largest square, enlarged to the field
+        y = int(torch.randint(0, h - side + 1, (1,), generator=gen))
+        x = int(torch.randint(0, w - side + 1, (1,), generator=gen))
+        field = rgb[y : y + side, x : x + side]
+        if side < s:
+            field = np.asarray(Image.fromarray(field).resize((s, s), Image.Resampling.BICUBIC))
+        return torch.from_numpy(np.ascontiguousarray(field)).permute(2, 0, 1)
 
 
 class WSISource:

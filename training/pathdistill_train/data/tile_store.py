@@ -105,6 +105,7 @@ def store_identity(data_cfg: Any, px: int, seed: int) -> dict[str, Any]:
         "tile_dirs": [folder(d) for d in data_cfg.tile_dirs or []],
         "px": px, "mpp": data_cfg.mpp, "min_tissue": data_cfg.min_tissue, "seed": seed,
         "tile_dirs_mpp": data_cfg.tile_dirs_mpp, "mpp_override": data_cfg.mpp_override,
+        "small_tiles": "enlarged",  # stores written before 2026-12-07 padded them with white: rewritten
     }  # fmt: skip
 
 
