@@ -9,6 +9,7 @@ tile's pixels (a full-area crop gives back the tile at its own resolution).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,20 @@ def test_a_224_px_tile_fills_the_280_px_field_with_its_own_pixels(tmp_path, tiss
     assert field.shape == (FIELD, FIELD, 3)
     assert (field == 255).all(-1).mean() < 0.01  # was 0.36: white right and bottom bands
     np.testing.assert_array_equal(field, _enlarged(tile))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 1.25x: no warning, and a writable array for torch
+        _field(tmp_path)
+
+
+def test_a_tile_enlarged_more_than_twice_is_said_once(tmp_path, histolab_tiles):
+    # the 50 x 50 px liver tiles of the histolab fixtures, 5.6x in the field
+    for name in ("liver-level2-10907-7808-11707-8608.png", "liver-level2-20914-13715-21714-14515.png"):
+        (tmp_path / name).symlink_to(histolab_tiles / name)
+    source = TileFolderSource(tmp_path, FIELD, None, 0.5)
+    with pytest.warns(UserWarning, match=r"50 x 50 px at 0.5 um/px, enlarged 5.6x") as record:
+        fields = [source[(i, torch.Generator().manual_seed(0))] for i in (0, 1, 0)]
+    assert len([w for w in record if "enlarged" in str(w.message)]) == 1
+    assert all(f.shape == (3, FIELD, FIELD) and f.numpy().flags.writeable for f in fields)
 
 
 def test_a_tile_narrower_than_the_field_gives_a_random_square_of_its_own(tmp_path, tissue):

@@ -61,6 +61,7 @@ class TileFolderSource:
             d: m for d in {p.parent for p in self.paths} if (m := manifest_mpp(d)) is not None
         }
         self.unreadable: set[Path] = set()  # tiles skipped in this process (each worker keeps its own)
+        self.warned_enlarged = False  # a tile enlarged more than twice was reported (in this process)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -127,8 +128,23 @@ class TileFolderSource:
         x = int(torch.randint(0, w - side + 1, (1,), generator=gen))
         field = rgb[y : y + side, x : x + side]
         if side < s:
+            self._warn_enlarged(path, (h, w), s / side)
             field = np.asarray(Image.fromarray(field).resize((s, s), Image.Resampling.BICUBIC))
-        return torch.from_numpy(np.ascontiguousarray(field)).permute(2, 0, 1)
+        return torch.from_numpy(np.require(field, requirements=["C", "W"])).permute(2, 0, 1)
+
+    def _warn_enlarged(self, path: Path, shape: tuple[int, int], factor: float) -> None:
+        """Warn once (per process) when a tile is enlarged more than twice to fill the field: its views are then
+        at a finer um/px than ``mpp`` (a 224-px tile in the 280-px field of 224-px views is enlarged 1.25x)."""
+        if factor <= 2 or self.warned_enlarged:
+            return
+        self.warned_enlarged = True
+        warnings.warn(
+            f"tile {path} is {shape[1]} x {shape[0]} px at {self.mpp:g} um/px, enlarged {factor:.1f}x to the "
+            f"{self.source_px}-px field (data.source_scale x crops.global_size), so its views are at a finer um/px "
+            "than data.mpp: leave such tiles out, or check data.tile_dirs_mpp (said once)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class WSISource:
