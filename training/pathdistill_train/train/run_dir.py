@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from pathdistill_train.errors import TrainConfigError
 
-# Settings that shape the checkpoint's tensors (model, heads, loss buffers): a resume must keep them.
+# Settings that shape the checkpoint's tensors (model, heads, loss buffers), and the student's input
+# normalisation: a resume must keep them.
 RESUME_KEYS = (
     "teacher.name",
     "teacher.arch",
@@ -24,6 +25,9 @@ RESUME_KEYS = (
     "teacher.heads",
     "student.arch",
     "student.model_kwargs",
+    # not tensors, but what the weights were trained on: every checkpoint's export records them
+    "student.mean",
+    "student.std",
     "loss.mode",
     "loss.centering",
     "loss.feature_center_teacher",
