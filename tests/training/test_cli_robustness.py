@@ -129,6 +129,21 @@ def test_resume_with_another_student_normalisation_is_refused(tmp_path, capsys, 
     assert json.loads((run / "export" / "config.json").read_text())["training"]["steps"] == 2
 
 
+def test_resume_says_which_other_settings_changed(tmp_path, capsys, feature_run, histolab_tiles):
+    """A resume rewrites config.yaml (and the export's record) with the new values: the log keeps the old ones."""
+    run = shutil.copytree(feature_run, tmp_path / "run")
+    args = [*SMOKE, f"output_dir={run}", f"data.tile_dirs=[{histolab_tiles}]", "train.max_steps=1"]
+    changes = ["optim.base_lr=0.001", "loss.feature_beta=0.5"]
+    assert main([*args, *changes]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "resuming with changed settings: loss.feature_beta: 1.0 -> 0.5; optim.base_lr: 0.002 -> 0.001\n"
+        in out
+    )
+    assert main([*args, *changes]) == 0  # the settings of the previous call: nothing to say
+    assert "changed settings" not in capsys.readouterr().out
+
+
 def test_resume_false_on_a_run_is_refused_unless_overwrite(tmp_path, capsys, feature_run, histolab_tiles):
     run = shutil.copytree(feature_run, tmp_path / "run")
     args = [*SMOKE, f"output_dir={run}", f"data.tile_dirs=[{histolab_tiles}]", "train.resume=false"]

@@ -89,6 +89,9 @@ def prepare_output_dir(cfg: Any, clear: bool = True) -> None:
                 f"({'; '.join(diffs)}); use another output_dir, set those back, or set train.resume=false "
                 "train.overwrite=true to replace that run"
             )
+        changed = changed_settings(out / "config.yaml", cfg)
+        if changed and clear:  # rank 0: config.yaml is about to hold the new values only
+            print(f"[pathdistill-train] resuming with changed settings: {'; '.join(changed)}", flush=True)
     elif held and (not cfg.train.resume or exported):  # an export is written after its checkpoint
         if not cfg.train.overwrite:
             why = (
@@ -121,6 +124,30 @@ def resume_conflicts(old_yaml: Path, cfg: Any) -> list[str]:
         if a != b:
             diffs.append(f"{key}: {a!r} -> {b!r}")
     return diffs
+
+
+#: settings that only steer this invocation, not what is trained (output_dir: a run folder moved elsewhere)
+INVOCATION_KEYS = ("output_dir", "train.max_steps", "train.resume", "train.overwrite", "train.log_every")
+
+
+def changed_settings(old_yaml: Path, cfg: Any) -> list[str]:
+    """Every other setting of ``cfg`` that differs from the run's ``config.yaml``, as ``key: old -> new`` (a
+    resume overwrites that file: the log line is then the only record of the earlier values)."""
+    if not old_yaml.is_file():
+        return []
+    old, new = _flat(OmegaConf.to_container(OmegaConf.load(old_yaml))), _flat(_plain(cfg))
+    keys = sorted((old.keys() & new.keys()) - set(INVOCATION_KEYS))
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if old[k] != new[k]]
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b": leaf}`` (lists and empty dicts are leaves)."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, sub in tree.items():
+        out.update(_flat(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def _plain(value: Any) -> Any:
