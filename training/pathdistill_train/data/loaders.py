@@ -71,13 +71,18 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_source(data_cfg: Any, source_px: int) -> ConcatSource:
-    """Tile source of the ``data`` config node: WSIs (``slides``) and tile folders (``tile_dirs``)."""
+def build_source(
+    data_cfg: Any, source_px: int, progress: Callable[[int, int], None] | None = None
+) -> ConcatSource:
+    """Tile source of the ``data`` config node: WSIs (``slides``) and tile folders (``tile_dirs``).
+
+    ``progress`` is called with (slides whose tissue grid is made, slides) while the grids are made (see
+    :class:`WSISource`).
+    """
     sources: list[Any] = []
     if data_cfg.slides:
-        sources.append(
-            WSISource(data_cfg.slides, source_px, data_cfg.mpp, data_cfg.min_tissue, data_cfg.mpp_override)
-        )
+        cfg = data_cfg
+        sources.append(WSISource(cfg.slides, source_px, cfg.mpp, cfg.min_tissue, cfg.mpp_override, progress))
     for d in data_cfg.tile_dirs or []:
         sources.append(TileFolderSource(Path(d), source_px, data_cfg.tile_dirs_mpp, data_cfg.mpp))
     return ConcatSource(sources)
@@ -104,7 +109,8 @@ def build_loader(
     """
     factor = cfg.crossmag.factor if cfg.crossmag.enabled else 1
     global_size = cfg.crops.global_size * factor
-    source = build_source(cfg.data, round(global_size * cfg.data.source_scale))
+    progress = _rate_progress("tissue grids", "slides") if rank == 0 else None
+    source = build_source(cfg.data, round(global_size * cfg.data.source_scale), progress)
     if summary is not None:
         _summarise(source, summary, rank)
     dataset = DistillDataset(source, DataAugmentationDistill(cfg.augmentation, global_size), cfg.train.seed)
@@ -124,15 +130,16 @@ def build_loader(
     )
 
 
-def _store_progress(store: Path) -> Callable[[int, int], None]:
-    """Progress lines of a tile-store write (decoding every tile once takes an hour for 100k tiles)."""
+def _rate_progress(what: str, unit: str) -> Callable[[int, int], None]:
+    """Progress lines ``[pathdistill-train] WHAT: done/total UNIT (rate, ETA)`` of a long preparation: a
+    tile-store write (decoding every tile once takes an hour for 100k tiles), the tissue grids of many slides."""
     t0 = time.monotonic()
 
     def report(done: int, total: int) -> None:
         elapsed = time.monotonic() - t0
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = f", ETA {format_duration((total - done) / rate)}" if 0 < done < total and rate > 0 else ""
-        print(f"[pathdistill-train] tile store {store}: {done}/{total} tiles ({rate:.0f} tiles/s{eta})",
+        print(f"[pathdistill-train] {what}: {done}/{total} {unit} ({rate:.{1 if 0 < rate < 10 else 0}f} {unit}/s{eta})",
               flush=True)  # fmt: skip
 
     return report
@@ -172,10 +179,11 @@ def build_batches(
     describe = store_identity(cfg.data, source_px, cfg.train.seed)
     if rank == 0:
         store.parent.mkdir(parents=True, exist_ok=True)
-        source = build_source(cfg.data, source_px)
+        source = build_source(cfg.data, source_px, _rate_progress("tissue grids", "slides"))
         if summary is not None:
             _summarise(source, summary, rank)
-        write_tile_store(source, store, describe, cfg.train.seed, progress=_store_progress(store))
+        progress = _rate_progress(f"tile store {store}", "tiles")
+        write_tile_store(source, store, describe, cfg.train.seed, progress=progress)
     else:  # not a barrier: rank 0 may decode tiles for longer than any collective waits
         wait_for_tile_store(store, describe)
     n = len(np.load(store, mmap_mode="r"))

@@ -7,8 +7,9 @@ make_tile_grid / read_tiles) at ``source_px`` and the target ``mpp``.
 
 from __future__ import annotations
 
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +158,10 @@ class WSISource:
         min_tissue: minimum tissue fraction of a tile.
         mpp_override: level-0 um/px of slides whose metadata has none (a file's own MPP always wins);
             None: such slides are refused (tiled in level-0 px, they would not be at ``mpp``).
+        progress: with several slides, called with (slides done, total) before the first, at most every
+            ``every_s`` seconds and after the last (finding each slide's tissue reads its thumbnail: about a
+            second a slide, an hour for thousands).
+        every_s: seconds between progress calls.
 
     Raises:
         TrainDataError: a slide that cannot be opened, states no um/px (without ``mpp_override``), is
@@ -170,14 +175,24 @@ class WSISource:
         mpp: float,
         min_tissue: float,
         mpp_override: float | None,
+        progress: Callable[[int, int], None] | None = None,
+        every_s: float = 30.0,
     ) -> None:
         self.paths = [Path(p).expanduser() for p in slides]
         self.mpp_override = mpp_override
         self.grids, self.index = [], []
+        n = len(self.paths)
+        report = progress if progress is not None and n > 1 else None
+        if report is not None:
+            report(0, n)
+        last = time.monotonic()
         for si, path in enumerate(self.paths):
             grid = _slide_grid(path, source_px, mpp, min_tissue, mpp_override)
             self.grids.append(grid)
             self.index += [(si, ti) for ti in range(len(grid.coords))]
+            if report is not None and (si == n - 1 or time.monotonic() - last >= every_s):
+                report(si + 1, n)
+                last = time.monotonic()
         if not self.index:
             raise TrainDataError(
                 f"no tissue tiles with >= {min_tissue:.0%} tissue in {len(self.paths)} slide(s)"
