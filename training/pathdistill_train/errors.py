@@ -19,6 +19,12 @@ class TrainDivergedError(PathDistillError, FloatingPointError):
     """The loss became NaN or infinite (the message says at which step and what to lower)."""
 
 
+class TrainWriteError(PathDistillError):
+    """A checkpoint or export could not be written (a full disk, a quota, a file-size limit); the message names
+    the file, the reason and the space left, and the previous checkpoint is intact (files are replaced
+    atomically)."""
+
+
 class TrainInterrupted(PathDistillError):
     """The run was stopped with Ctrl-C; ``step`` steps were done, the last checkpoint holds ``saved`` (0: none).
 

@@ -6,16 +6,20 @@ A checkpoint holds tensors and plain metadata only (dicts, lists, numbers, strin
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from napari_pathdistill.atomic import atomic_path
-from pathdistill_train.errors import TrainConfigError
+from pathdistill_train.errors import TrainConfigError, TrainWriteError
 
 
 def rng_state() -> dict[str, Any]:
@@ -159,3 +163,25 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or not {"model", "optimizer", "step", "rng"} <= payload.keys():
         raise TrainConfigError(f"cannot resume from {path}: not a pathdistill-train checkpoint")
     return payload
+
+
+@contextlib.contextmanager
+def writing(path: Path, step: int) -> Iterator[None]:
+    """Turn a failed write of ``path`` into a :class:`TrainWriteError` naming it, the reason and the free space.
+
+    torch.save reports a full disk (or quota, or file-size limit) as ``RuntimeError: [enforce fail at
+    inline_container.cc:...] . unexpected pos N vs M``, safetensors as a ``SafetensorError``.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 1e9:.1f} GB free there"
+        except OSError:
+            free = "free space unknown"
+        raise TrainWriteError(
+            f"cannot write {path} at step {step} ({type(e).__name__}: {reason}); {free}: is the disk full or a "
+            "quota reached? checkpoint.pth and export/ are only ever replaced whole: once there is room, rerun "
+            "the same command to resume from the last checkpoint written"
+        ) from e

@@ -34,6 +34,7 @@ from pathdistill_train.train.checkpointing import (
     save_training_checkpoint,
     set_rng_state,
     warn_world_size,
+    writing,
 )
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 from pathdistill_train.train.export import export_student
@@ -236,10 +237,12 @@ def _checkpoint(cfg: Any, env, meta: DistillMetaArch, optimizer, step: int, run:
     states = distributed.gather_to_main(rng_state())  # a collective: every rank sends its own
     if env.is_main:
         out_dir = Path(cfg.output_dir)
-        save_training_checkpoint(out_dir / "checkpoint.pth", meta, optimizer, step, states)
+        with writing(out_dir / "checkpoint.pth", step):
+            save_training_checkpoint(out_dir / "checkpoint.pth", meta, optimizer, step, states)
         record = {k: v for k, v in run.items() if k != "t0"}
         record.update(ended=utc_now(), wall_s=round(time.monotonic() - run["t0"], 3))
-        export_student(meta.ema_student.model, cfg, out_dir / "export", step, record)
+        with writing(out_dir / "export", step):
+            export_student(meta.ema_student.model, cfg, out_dir / "export", step, record)
     distributed.barrier()
 
 
