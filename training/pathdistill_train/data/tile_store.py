@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from pathdistill_train.data.device_views import DeviceViewMaker
 from pathdistill_train.data.samplers import InfiniteSampler
 from pathdistill_train.data.sources import ConcatSource
 from pathdistill_train.data.tile_listing import list_tiles, manifest_mpp
+from pathdistill_train.errors import TrainDataError
 
 
 def write_tile_store(
@@ -57,8 +59,12 @@ def write_tile_store(
     first = source[(0, torch.Generator().manual_seed(seed))]
     shape = (len(source), *first.shape)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    check_room(path, int(np.prod(shape)))
     try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        try:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        except OSError as e:
+            raise TrainDataError(f"cannot write the tile store {path}: {e}; {_STORE_HINT}") from e
         last = time.monotonic()
         if progress is not None:
             progress(0, len(source))
@@ -77,6 +83,37 @@ def write_tile_store(
         path.with_suffix(".json"), json.dumps({"describe": describe, "shape": list(shape)}, indent=1)
     )
     return path
+
+
+_STORE_HINT = "set data.tile_store to a file on a disk with room, or use data.pipeline=loader"
+
+
+def check_room(path: Path, nbytes: int) -> None:
+    """Refuse a store of ``nbytes`` that the disk (or the file-size limit, ``ulimit -f``) cannot hold, before
+    writing: the memory map is a sparse file, so a full disk would otherwise kill the process with SIGBUS
+    part-way through (100k tiles of 280 px are 23.5 GB).
+
+    Raises:
+        TrainDataError: not enough room, naming the size needed and the room there.
+    """
+    free = shutil.disk_usage(path.parent).free
+    limit = _file_size_limit()
+    if nbytes >= free or (limit is not None and nbytes >= limit):
+        room = (
+            f"{free / 1e9:.1f} GB free there" if nbytes >= free else f"the file-size limit is {limit:,} bytes"
+        )
+        size = f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
+        raise TrainDataError(f"the tile store {path} needs {size} and {room}: {_STORE_HINT}")
+
+
+def _file_size_limit() -> int | None:
+    """This process's file-size limit in bytes (``ulimit -f``), None when there is none (or on Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def store_identity(data_cfg: Any, px: int, seed: int) -> dict[str, Any]:
