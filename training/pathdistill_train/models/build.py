@@ -102,6 +102,25 @@ class TokenEncoder(nn.Module):
         return {"cls": x.mean(dim=(2, 3)), "patch": x.flatten(2).transpose(1, 2)}
 
 
+def check_image_size(encoder: TokenEncoder, size: int, role: str) -> None:
+    """Refuse, before any data is read, a ViT built for other images than the ``size`` px views it will get.
+
+    A ViT made with a fixed ``img_size`` (no ``dynamic_img_size``) asserts the input size in its first forward:
+    ``crops.global_size=518`` with ``img_size: 224`` was a traceback at step 1, after the tissue grids and the
+    tile store were made. CNNs take any size.
+
+    Raises:
+        TrainConfigError: naming the two sizes and what to set.
+    """
+    pe = getattr(encoder.model, "patch_embed", None)
+    fixed = tuple(getattr(pe, "img_size", None) or ()) if getattr(pe, "strict_img_size", False) else ()
+    if fixed and fixed != (size, size):
+        raise TrainConfigError(
+            f"{role} takes {fixed[0]} x {fixed[1]} px images ({role}.model_kwargs.img_size) but crops.global_size="
+            f"{size}: set {role}.model_kwargs.img_size={size}, or {role}.model_kwargs.dynamic_img_size=true"
+        )
+
+
 def build_student(arch: str, model_kwargs: dict[str, Any], mean: tuple, std: tuple) -> TokenEncoder:
     """Create a randomly initialised timm ViT student.
 

@@ -26,7 +26,7 @@ from pathdistill_train.loss import (
     iBOTPatchLoss,
 )
 from pathdistill_train.loss.feature_distill_loss import resize_patch_grid
-from pathdistill_train.models import build_student, build_teacher
+from pathdistill_train.models import build_student, build_teacher, check_image_size
 from pathdistill_train.models.warm_start import describe, read_init_state, warm_start
 from pathdistill_train.train.feature_terms import cls_view_triples, feature_terms
 from pathdistill_train.train.meta_parts import (
@@ -60,6 +60,9 @@ class DistillMetaArch(nn.Module):
         self.teachers = nn.ModuleList(teachers)
         dims = [t.embed_dim for t in teachers]
         self.student = build_student(cfg.student.arch, student_kwargs(cfg), cfg.student.mean, cfg.student.std)
+        roles = ["teacher", *(f"teacher.extra[{i}]" for i in range(len(teachers) - 1)), "student"]
+        for encoder, role in zip([*teachers, self.student], roles):  # both see crops.global_size px views
+            check_image_size(encoder, cfg.crops.global_size, role)
         if cfg.student.get("init_blocks") and not cfg.student.init_weights:
             raise TrainConfigError("student.init_blocks needs student.init_weights (the blocks' source)")
         if cfg.student.init_weights:
