@@ -48,6 +48,29 @@ def test_build_and_evaluate(tmp_path, shared_data, tiny_embed):
     assert entries[0].path.stat().st_mtime_ns == mtime
 
 
+def test_a_rerun_with_another_model_or_tiling_embeds_again(tmp_path, shared_data, tiny_embed):
+    """`eval offline-benchmark --model B --out DIR` after a run of model A into DIR scored A's features as B's
+    (every existing file was reused); now a file is reused only for the same model stamp and tiles."""
+    from napari_pathdistill.evaluation.features_io import load_features
+
+    kw = {"tile_px": 56, "mpp": 2.0, "max_tiles": 4, "tissues": ("cmu-he",)}
+    items = list(iter_build_benchmark(tmp_path, tiny_embed, shared_data, stamp={"model": "a"}, **kw))
+    path = read_manifest(items[-1])[0].path
+    first = load_features(path)[0]
+
+    def other(tiles: np.ndarray) -> np.ndarray:  # another model of the same width
+        return tiny_embed(tiles)[:, ::-1].copy()
+
+    list(iter_build_benchmark(tmp_path, other, shared_data, stamp={"model": "b"}, **kw))
+    assert np.array_equal(load_features(path)[0], first[:, ::-1])
+    mtime = path.stat().st_mtime_ns
+    items = list(iter_build_benchmark(tmp_path, other, shared_data, stamp={"model": "b"}, **kw))
+    assert path.stat().st_mtime_ns == mtime  # the same model again: reused
+    assert any(isinstance(i, Progress) and i.stage.startswith("reused") for i in items)
+    list(iter_build_benchmark(tmp_path, other, shared_data, stamp={"model": "b"}, **{**kw, "max_tiles": 6}))
+    assert len(load_features(path)[0]) == 6  # more tiles asked for: embedded again, not the 4 of before
+
+
 def test_os2_matched_tiles_really_correspond(shared_data):
     """After rescaling + registration, each NDPI tile is most similar (pixel NCC) to its VSI counterpart."""
     from napari_pathdistill.evaluation.offline_benchmark import os2_source

@@ -107,6 +107,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
         tile_px=model.spec.tile_px,
         mpp=model.spec.mpp,
         max_tiles=args.max_tiles,
+        stamp={"model": model.spec.name, "weights": model.weights_id},
     )
     manifest = drive(gen, "building benchmark")
     res = drive(iter_robustness(read_manifest(manifest), device=args.device), "robustness")

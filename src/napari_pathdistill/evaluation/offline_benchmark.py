@@ -16,7 +16,7 @@ and grouped as in plismbench (cross-scanner / cross-staining / both). With a rea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,17 +161,23 @@ def iter_build_benchmark(
     mpp: float = 0.5,
     max_tiles: int = 64,
     tissues=("cmu-he", "os2-ki67"),
+    stamp: Mapping[str, str | int | float] | None = None,
 ) -> Iterator[Progress | Path]:
     """Build the stand-in benchmark: per-slide HDF5 features for ``embed`` and a manifest.
 
     Args:
-        out_dir: output folder (``features/<slide>.h5`` and ``manifest.csv``); existing files are reused.
+        out_dir: output folder (``features/<slide>.h5`` and ``manifest.csv``); an existing features file is
+            reused only when it was written for the same ``stamp``, ``tile_px``, ``mpp`` and tiles (its HDF5
+            attributes and coords), else embedded again: a rerun with another model or ``max_tiles`` into the
+            same folder scored the first run's features under the new model's name.
         embed: ``(B, px, px, 3) uint8 -> (B, D)`` features, e.g. ``EmbeddingModel.embed``.
         data: the shared data root (``../shared/data``).
         tile_px: tile size in pixels at ``mpp``.
         mpp: tile resolution (um/px).
         max_tiles: matched tiles per tissue (evenly spread over the tissue grid).
         tissues: which tissue sources to include.
+        stamp: what identifies ``embed`` (e.g. ``{"model": name, "weights": weights id}``), written into each
+            features file's attributes.
 
     Yields:
         ``Progress`` items, then the manifest path.
@@ -181,16 +187,34 @@ def iter_build_benchmark(
     out, data = Path(out_dir), Path(data)
     (out / "features").mkdir(parents=True, exist_ok=True)
     builders = {"cmu-he": cmu_source, "os2-ki67": os2_source}
+    attrs = {**(stamp or {}), "tile_px": tile_px, "mpp": mpp}
     entries: list[SlideEntry] = []
     for t_i, name in enumerate(tissues):
         yield Progress(t_i, len(tissues), f"reading {name}")
         source = builders[name](data, tile_px, mpp, max_tiles)
         for entry, tiles in iter_conditions(source, data):
             path = out / "features" / f"{entry.slide}.h5"
-            if not path.exists():
+            done = "reused" if reusable(path, attrs, source.coords) else "embedded"
+            if done == "embedded":
                 feats = np.concatenate([embed(tiles[i : i + 16]) for i in range(0, len(tiles), 16)])
                 with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
                     f["features"], f["coords"] = feats.astype(np.float32), source.coords
+                    f.attrs.update(attrs)
             entries.append(SlideEntry(entry.slide, entry.stain, entry.scanner, path, entry.tissue))
-            yield Progress(len(entries), 0, f"embedded {entry.slide}")
+            yield Progress(len(entries), 0, f"{done} {entry.slide}")
     yield write_manifest(entries, out / "manifest.csv")
+
+
+def reusable(path: Path, attrs: Mapping[str, str | int | float], coords: np.ndarray) -> bool:
+    """Whether the features file ``path`` was written for ``attrs`` (model stamp, tile px, um/px) and holds the
+    tiles at ``coords``; False when it is missing, unreadable, of another model or of other tiles."""
+    import h5py
+
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            same = all(k in f.attrs and f.attrs[k] == v for k, v in attrs.items())
+            return bool(same and "coords" in f and np.array_equal(f["coords"][()], coords))
+    except OSError:
+        return False
