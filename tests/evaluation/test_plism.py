@@ -174,3 +174,27 @@ def test_manifest_pairs_scans_at_different_um_px_by_grid_cell(tmp_path, os2_pair
         f.attrs["mpp"] = float(f.attrs["mpp"]) * 2
     with pytest.raises(EvaluationError, match="share fewer than 2"):
         run_robustness([entries[0], SlideEntry("other", "ki67", "vsi", mismatched)], device="cpu")
+
+
+def test_slides_of_two_models_are_refused_before_any_pair(tmp_path):
+    """A manifest whose slides were embedded by two checkpoints of one architecture (same width) was scored as
+    if one model had embedded them: cross-model cosines read as a robustness failure. Two widths failed at the
+    first pair of them with a shape error naming neither slide."""
+    entries = _slides(tmp_path, np.random.default_rng(0))
+    for e in entries:  # as `pathdistill embed` writes them
+        with h5py.File(e.path, "a") as f:
+            f.attrs["model"], f.attrs["weights"] = "h0-mini", "aaaa"
+    run_robustness(entries, device="cpu")  # one model: fine
+    with h5py.File(entries[2].path, "a") as f:
+        f.attrs["weights"] = "bbbb"  # HR_AT2 re-embedded with a new checkpoint
+    with pytest.raises(EvaluationError, match=r"different models .*'HR_AT2'"):
+        run_robustness(entries, device="cpu")
+    npy = tmp_path / "plism"
+    for i, name in enumerate(("GM_AT2_to_GMH_S60.tif", "GM_S60_to_GMH_S60.tif", "HR_AT2_to_GMH_S60.tif")):
+        (npy / name).mkdir(parents=True)
+        d = 7 if i == 2 else 12  # the last slide from another model's export
+        np.save(npy / name / "features.npy", np.c_[np.zeros((20, 3)), np.ones((20, d))].astype(np.float32))
+    with pytest.raises(
+        EvaluationError, match=r"feature widths .*D=7: 1 slide\(s\), e.g. 'HR_AT2_to_GMH_S60.tif'"
+    ):
+        run_robustness(discover_plism(npy), device="cpu")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,53 @@ def load_tile_subset(path: str | Path | None) -> np.ndarray | None:
     if len(idx) and idx.min() < 0:
         raise EvaluationError(f"{path}: tile subset holds negative indices (min {idx.min()})")
     return idx
+
+
+def embedding_of(path: str | Path) -> tuple[str | None, int | None]:
+    """Which embedding a features file holds, read without loading it: ``(model, D)``.
+
+    ``model`` is ``"<name> (weights <hash>)"`` from the attributes ``pathdistill embed`` writes (``model``,
+    ``weights``), None for files without them (plismbench ``.npy``, CLAM/TRIDENT HDF5); ``D`` is the feature
+    width, None when the file cannot be read (the loader reports that later, naming it).
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            return None, (shape[1] - 3 if len(shape) == 2 else None)
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            width = f["features"].shape[-1] if "features" in f else None
+            name = f.attrs.get("model")
+            model = None if name is None else f"{name} (weights {f.attrs.get('weights', '?')})"
+            return model, (int(width) if width is not None else None)
+    except (OSError, ValueError):
+        return None, None
+
+
+def check_one_embedding(entries: Sequence[SlideEntry]) -> None:
+    """Refuse slides whose features come from different models before any pair is scored.
+
+    The PLISM metrics compare one model's features of the same tissue across slides; features of two models
+    (a folder re-embedded in part with a new checkpoint, a manifest line pointing at another model's folder)
+    give cross-model cosines that read as a robustness failure when both have the same width, and a shape
+    error naming neither slide otherwise.
+
+    Raises:
+        EvaluationError: two feature widths, or two models named in the files' attributes.
+    """
+    found = {e.slide: embedding_of(e.path) for e in entries if e.path is not None and Path(e.path).is_file()}
+    for what, index in (("feature widths", 1), ("models", 0)):
+        groups: dict[object, list[str]] = {}
+        for slide, emb in found.items():
+            if emb[index] is not None:
+                groups.setdefault(emb[index], []).append(slide)
+        if len(groups) > 1:
+            parts = "; ".join(
+                f"{'D=' if index else ''}{key}: {len(s)} slide(s), e.g. {s[0]!r}" for key, s in groups.items()
+            )
+            raise EvaluationError(
+                f"the slides' features come from different {what} ({parts}); robustness compares one model's "
+                "features across slides: embed every slide with the same model"
+            )

@@ -15,6 +15,7 @@ import torch
 
 from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.evaluation.features_io import check_one_embedding
 from napari_pathdistill.evaluation.manifest import (
     SlideEntry,
     aggregate,
@@ -195,6 +196,7 @@ def iter_robustness(
     """
     if len(entries) < 2:
         raise EvaluationError("the manifest needs at least two slides")
+    check_one_embedding(entries)
     by_name = {e.slide: e for e in entries}
     pairs = all_pairs(list(entries))
     names = [(a.slide, b.slide) for a, b in pairs]
