@@ -198,3 +198,17 @@ def test_slides_of_two_models_are_refused_before_any_pair(tmp_path):
         EvaluationError, match=r"feature widths .*D=7: 1 slide\(s\), e.g. 'HR_AT2_to_GMH_S60.tif'"
     ):
         run_robustness(discover_plism(npy), device="cpu")
+
+
+def test_missing_features_files_are_all_named_before_any_pair(tmp_path):
+    """A manifest row whose features file is missing stopped the run at that slide's first pair (after every pair
+    before it), naming only that file; now all missing slides are named and nothing is computed."""
+    from napari_pathdistill.evaluation.plismbench_files import PairStore
+
+    entries = _slides(tmp_path, np.random.default_rng(0))
+    entries[2].path.unlink()
+    entries[3].path.unlink()
+    store = PairStore(tmp_path / "out")
+    with pytest.raises(EvaluationError, match=r"not found for 2 of 4 slides \('HR_AT2': .*'HR_S60': "):
+        run_robustness(entries, device="cpu", store=store)
+    assert not list(store.dir.iterdir())  # no pair was scored first

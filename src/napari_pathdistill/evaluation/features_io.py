@@ -160,7 +160,8 @@ def embedding_of(path: str | Path) -> tuple[str | None, int | None]:
 
 
 def check_one_embedding(entries: Sequence[SlideEntry]) -> None:
-    """Refuse slides whose features come from different models before any pair is scored.
+    """Refuse missing features files, and slides whose features come from different models, before any pair is
+    scored.
 
     The PLISM metrics compare one model's features of the same tissue across slides; features of two models
     (a folder re-embedded in part with a new checkpoint, a manifest line pointing at another model's folder)
@@ -168,9 +169,18 @@ def check_one_embedding(entries: Sequence[SlideEntry]) -> None:
     error naming neither slide otherwise.
 
     Raises:
-        EvaluationError: two feature widths, or two models named in the files' attributes.
+        EvaluationError: a slide without a features file (all of them named, up to 5), two feature widths, or
+            two models named in the files' attributes.
     """
-    found = {e.slide: embedding_of(e.path) for e in entries if e.path is not None and Path(e.path).is_file()}
+    missing = [e for e in entries if e.path is None or not Path(e.path).is_file()]
+    if missing:  # at its first pair this stopped the run, maybe hours in, naming only that slide
+        named = "; ".join(f"{e.slide!r}: {e.path or 'no path'}" for e in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise EvaluationError(
+            f"features file not found for {len(missing)} of {len(entries)} slides ({named}{more}); "
+            "fix the paths (relative ones are read from the manifest's folder) or embed those slides first"
+        )
+    found = {e.slide: embedding_of(e.path) for e in entries if e.path is not None}
     for what, index in (("feature widths", 1), ("models", 0)):
         groups: dict[object, list[str]] = {}
         for slide, emb in found.items():
