@@ -89,6 +89,26 @@ def test_bad_tile_files_are_clear_errors(tmp_path):
         drain(iter_plism_extract(tmp_path, model, tmp_path / "out"))
 
 
+def test_a_truncated_file_or_a_ragged_tile_is_named(tmp_path):
+    """A truncated download gave h5py's bare "Unable to synchronously open file (truncated file ...)" naming no
+    file, and one tile of another size a numpy traceback ("all input arrays must have the same shape")."""
+    write_plism_h5(tmp_path / "plism", stains=("GM",), scanners=("AT2", "S60"))
+    good = tmp_path / "plism" / "GM_S60_to_GMH_S60.tif.h5"
+    model = tiny_model("vit", tile_px=56)
+    with h5py.File(tmp_path / "plism" / "GM_AT2_to_GMH_S60.tif.h5", "a") as f:
+        del f["tile_0_224_0"]
+        f["tile_0_224_0"] = np.zeros((56, 40, 3), np.uint8)  # an edge crop of another width
+    with pytest.raises(
+        EvaluationError, match=r"GM_AT2_to_GMH_S60.tif.h5: tile 'tile_0_224_0' is \(56, 40, 3\)"
+    ):
+        drain(iter_plism_extract(tmp_path / "plism", model, tmp_path / "out", batch_size=8))
+    (tmp_path / "plism" / "GM_AT2_to_GMH_S60.tif.h5").write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(
+        EvaluationError, match=r"GM_AT2_to_GMH_S60.tif.h5: not a readable HDF5 file .*re-download"
+    ):
+        drain(iter_plism_extract(tmp_path / "plism", model, tmp_path / "out"))
+
+
 def test_cli_plism_extract_then_plismbench_evaluate(tmp_path, capsys):
     write_plism_h5(tmp_path / "plism", stains=("GM", "HR"), scanners=("AT2", "S60", "SQ"))
     m = tiny_model("vit", tile_px=56)

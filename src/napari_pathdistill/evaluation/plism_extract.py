@@ -43,25 +43,50 @@ def sort_rows(features: np.ndarray) -> np.ndarray:
     return features[np.lexsort((features[:, 2], features[:, 1]))]
 
 
+def _read_tiles(h5_path: Path, f, keys: list[str], shape: tuple[int, ...] | None) -> np.ndarray:
+    """(B, H, W, 3) uint8 tiles of ``keys``; each must be an (H, W, 3) uint8 dataset of the slide's one tile size
+    ``shape`` (that of its first tile when None).
+
+    Raises:
+        EvaluationError: naming the file and the first tile that is not such a dataset.
+    """
+    import h5py
+
+    tiles: list[np.ndarray] = []
+    for k in keys:
+        d = f[k]
+        ok = isinstance(d, h5py.Dataset) and d.dtype == np.uint8 and d.ndim == 3 and d.shape[-1] == 3
+        if not ok or (shape or (tiles[0].shape if tiles else d.shape)) != d.shape:
+            what = f"{d.shape} {d.dtype}" if isinstance(d, h5py.Dataset) else "a group"
+            want = f"{shape or tiles[0].shape} uint8" if ok else "(H, W, 3) uint8"
+            raise EvaluationError(
+                f"{h5_path}: tile {k!r} is {what}, not {want} like the slide's other tiles (PLISM tiles are "
+                "(224, 224, 3) uint8); re-download the file"
+            )
+        tiles.append(d[()])
+    return np.stack(tiles)
+
+
 def _embed_slide(
     h5_path: Path, model: EmbeddingModel, batch_size: int, cancel: threading.Event | None
 ) -> Iterator[Progress | np.ndarray]:
     import h5py
 
-    with h5py.File(h5_path, "r") as f:
+    try:
+        f = h5py.File(h5_path, "r")
+    except OSError as err:  # truncated download: h5py's message named no file
+        raise EvaluationError(f"{h5_path}: not a readable HDF5 file ({err}); re-download it") from err
+    with f:
         keys = list(f.keys())
         if not keys:
             raise EvaluationError(f"{h5_path}: no tiles")
-        chunks = []
+        chunks, shape = [], None
         for start in range(0, len(keys), batch_size):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("PLISM extraction cancelled")
             yield Progress(start, len(keys), h5_path.name)
-            tiles = np.stack([f[k][()] for k in keys[start : start + batch_size]])
-            if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[-1] != 3:
-                raise EvaluationError(
-                    f"{h5_path}: tiles must be (H, W, 3) uint8, got {tiles.shape} {tiles.dtype}"
-                )
+            tiles = _read_tiles(h5_path, f, keys[start : start + batch_size], shape)
+            shape = tiles.shape[1:]
             chunks.append(model.embed(tiles))
     feats = np.concatenate(chunks).astype(np.float32)
     yield sort_rows(np.concatenate([tile_coords(keys).astype(np.float32), feats], axis=1))
