@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import timm
 import torch
+from matplotlib.figure import Figure
 
 from napari_pathdistill.evaluation.compare import iter_compare
-from napari_pathdistill.evaluation.report import Report
+from napari_pathdistill.evaluation.report import Cell, Report
 from napari_pathdistill.metrics.agreement import linear_cka
 
 
@@ -153,3 +154,21 @@ def test_saved_json_is_strict_json_nan_as_null(tmp_path):
     data = _strict(rep.save(tmp_path)["json"].read_text())
     assert data["rows"][0]["mean_cosine"] is None and data["summary"]["median_topk_accuracy"] is None
     assert data["summary"]["median_mean_cosine"] == 0.5 and data["arrays"]["attention_r"] == [0.5, None, None]
+
+
+def test_a_report_of_many_failed_pairs_still_plots(tmp_path):
+    """More than 12 rows are drawn as a histogram; when every row was NaN (a robustness run cancelled after 13
+    pairs that all failed, e.g. slides on an unmounted drive, whose partial report the dock shows) numpy's
+    histogram raised "autodetected range of [nan, nan] is not finite" in the dock, and Report.save too."""
+    nan = float("nan")
+    rows: list[dict[str, Cell]] = [
+        {"slide_a": f"s{i}.svs", "slide_b": f"t{i}.svs", "tiles": 0, "mean_cosine": nan, "error": "not found"}
+        for i in range(13)
+    ]
+    report = Report("robustness", rows, {"median_mean_cosine": nan}, {"model": "m", "cancelled": (13, 40)})
+    fig = Figure()
+    report.plot(fig)
+    assert fig.axes[0].get_title() == "13 of 13 rows failed or n/a"
+    rows[0] = {**rows[0], "tiles": 5, "mean_cosine": 0.8, "error": ""}
+    saved = Report("robustness", rows, {"median_mean_cosine": 0.8}, {"model": "m"}).save(tmp_path)
+    assert saved["png"].stat().st_size > 0

@@ -194,8 +194,12 @@ def _plot_rows(report: Report, fig: Figure) -> None:
     first = report.rows[0] if report.rows else {}
     numeric = [k for k, v in first.items() if isinstance(v, float | np.floating)]
     if numeric and len(report.rows) > 12:
-        ax.hist([float(r[numeric[0]]) for r in report.rows], bins=10, color="tab:green")
+        column = np.asarray([float(r[numeric[0]]) for r in report.rows])
+        finite = column[np.isfinite(column)]  # failed pairs are NaN: numpy's range failed on all-NaN
+        ax.hist(finite, bins=10, color="tab:green")
         ax.set(xlabel=numeric[0], ylabel="count")
+        if len(finite) < len(column):
+            ax.set_title(f"{len(column) - len(finite)} of {len(column)} rows failed or n/a", fontsize=8)
     elif numeric:
         values = [float(r[numeric[0]]) for r in report.rows]
         y = np.arange(len(values))  # positions, not category names: equal labels must not share one bar
