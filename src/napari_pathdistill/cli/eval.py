@@ -106,9 +106,17 @@ def _robustness_medians(flag: str, folder: str) -> dict[str, float]:
     given = Path(folder)
     path = given if given.is_file() else given / "summary.json"
     if not path.is_file():
-        raise PathDistillError(
-            f"{flag} {folder}: no summary.json there; give the --out folder of `pathdistill eval robustness`"
-        )
+        # `eval offline-benchmark --out DIR` writes DIR/metrics/summary.json and `--metrics-dir DIR`
+        # DIR/<n>_tiles/<extractor>/summary.json: one summary below the folder is the one meant
+        found = sorted(given.glob("*/summary.json")) + sorted(given.glob("*/*/summary.json"))
+        if len(found) != 1:
+            also = f"; below it: {', '.join(map(str, found))}: give one of those folders" if found else ""
+            raise PathDistillError(
+                f"{flag} {folder}: no summary.json there; give the --out folder of `pathdistill eval robustness`"
+                + also
+            )
+        path = found[0]
+        print(f"{flag}: reading {path}")
     try:
         return robustness_medians(json.loads(path.read_text())["summary"])
     except (ValueError, KeyError, TypeError, AttributeError) as err:
