@@ -75,6 +75,24 @@ def test_resume_skips_written_slides_and_cancel_keeps_them(tmp_path):
     assert written[0].stat().st_mtime_ns == mtime  # resumed: the finished slide was not redone
 
 
+def test_another_checkpoint_of_the_same_name_is_extracted_again(tmp_path):
+    """Two checkpoints of one model name (a student's epochs) into one --export-dir: the second run skipped every
+    slide and its robustness was the first checkpoint's. A slide is now skipped only for the same weights."""
+    write_plism_h5(tmp_path / "plism", stains=("GM",), scanners=("AT2", "S60"))
+    first, second = tiny_model("vit", tile_px=56, seed=0), tiny_model("vit", tile_px=56, seed=1)
+    assert first.spec.name == second.spec.name and first.weights_id != second.weights_id
+    out = tmp_path / "out" / "m" / "GM_AT2_to_GMH_S60.tif" / "features.npy"
+    drain(iter_plism_extract(tmp_path / "plism", first, tmp_path / "out", extractor="m"))
+    mtime = out.stat().st_mtime_ns
+    drain(iter_plism_extract(tmp_path / "plism", first, tmp_path / "out", extractor="m"))
+    assert out.stat().st_mtime_ns == mtime  # the same weights: resumed
+    drain(iter_plism_extract(tmp_path / "plism", second, tmp_path / "out", extractor="m"))
+    with h5py.File(tmp_path / "plism" / "GM_AT2_to_GMH_S60.tif.h5") as f:
+        tile = f["tile_0_0_0"][()]
+    np.testing.assert_allclose(np.load(out)[0, 3:], second.embed(tile[None])[0], atol=1e-5)
+    assert json.loads(out.with_name("pathdistill.json").read_text())["weights"] == second.weights_id
+
+
 def test_bad_tile_files_are_clear_errors(tmp_path):
     model = tiny_model("vit", tile_px=56)
     with pytest.raises(EvaluationError, match="no PLISM tile files"):

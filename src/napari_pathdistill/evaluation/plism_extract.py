@@ -10,6 +10,7 @@ by columns 1 and 2 (``engine/extract/utils.py::process_imgs``, ``sort_coords``, 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_pathdistill.atomic import atomic_path
+from napari_pathdistill.atomic import atomic_path, atomic_write_text
 from napari_pathdistill.errors import Cancelled, EvaluationError
 from napari_pathdistill.progress import Progress
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from napari_pathdistill.models.embedding_model import EmbeddingModel
 
 PLISM_H5_GLOB = "*_to_GMH_S60.tif.h5"
+#: beside each features.npy: the model and weights hash that wrote it (plismbench's layout has no such field)
+STAMP_FILE = "pathdistill.json"
 
 
 def tile_coords(tile_ids: list[str]) -> np.ndarray:
@@ -110,7 +113,9 @@ def iter_plism_extract(
         export_dir: plismbench's ``--export-dir``; files go to ``<export_dir>/<extractor>/<slide_id>/``.
         extractor: folder name (default the model's name); pass it as ``--extractor`` to ``evaluate``.
         batch_size: tiles per forward pass.
-        overwrite: re-extract slides whose features.npy exists (by default they are skipped: resume).
+        overwrite: re-extract slides whose features.npy exists (by default they are skipped: resume, unless
+            the slide's ``pathdistill.json`` beside it names another model or weights: two checkpoints of one
+            name, e.g. a student's epochs, extract into the same folder).
         cancel: optional event that stops the run between batches (finished slides stay written).
 
     Yields:
@@ -120,12 +125,13 @@ def iter_plism_extract(
     if not files:
         raise EvaluationError(f"no PLISM tile files ({PLISM_H5_GLOB}) in {plism_dir}")
     root = Path(export_dir) / (extractor or model.spec.name)
+    stamp = {"model": model.spec.name, "weights": model.weights_id}
     outputs = []
     for i, h5_path in enumerate(files):
         target = root / h5_path.name.removesuffix(".h5") / "features.npy"
         outputs.append(target)
         yield Progress(i, len(files), f"slide {i + 1}/{len(files)}")
-        if target.is_file() and not overwrite:
+        if target.is_file() and not overwrite and _same_model(target, stamp):
             continue
         arr = None
         for item in _embed_slide(h5_path, model, batch_size, cancel):
@@ -138,5 +144,18 @@ def iter_plism_extract(
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             np.save(tmp, arr)
+        atomic_write_text(target.with_name(STAMP_FILE), json.dumps(stamp))
     yield Progress(len(files), len(files), "done")
     yield outputs
+
+
+def _same_model(target: Path, stamp: dict[str, str]) -> bool:
+    """Whether ``target`` (a features.npy) was written by the model of ``stamp``: its ``pathdistill.json`` says so,
+    or it has none (plismbench's own export, or one of an earlier version: kept, as before)."""
+    try:
+        written = json.loads(target.with_name(STAMP_FILE).read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and all(written.get(k) == v for k, v in stamp.items())
