@@ -292,6 +292,45 @@ def test_a_slide_removed_while_it_is_embedded_gets_no_clusters(
     assert widget.status.value == f"Embedding: not shown ('{cmu.name}' was removed while it ran)"
 
 
+def test_the_live_map_is_not_painted_back_after_its_slide_is_removed(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """Found driving the widget: the slide removed mid-run took its map layers with it, but the next tiles
+    painted a new "<slide> embedding map" over nothing, which stayed; the slide opened again and embedded
+    then got its final map into that orphan layer, under the slide, out of sight."""
+    from napari_pathdistill.inference.live_map import PartialMap
+
+    viewer = make_napari_viewer()
+    cmu = open_slide(viewer, cmu_svs)
+    widget = EmbedWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value = tiny_vit.spec.tile_px, 1.0, 0.1
+    widget.batch_size.value, widget.k.value, widget.slide.value, widget.fit_rows = 4, 3, cmu, 8
+    parts, on_item = [], widget._on_item
+
+    def remove_at_the_first_paint(item, source):
+        if isinstance(item, PartialMap):
+            parts.append(item.done)
+            if cmu in viewer.layers:
+                viewer.layers.remove(cmu)  # mid-run, between two paints
+        on_item(item, source)
+
+    widget._on_item = remove_at_the_first_paint
+    widget.run()
+    wait_for(widget)
+    qtbot.wait(50)  # the layers that go with the slide leave on the next event-loop turn
+    assert len(parts) > 1, parts  # painted again after the removal
+    assert [layer.name for layer in viewer.layers] == []
+
+    widget._on_item = on_item
+    again = open_slide(viewer, cmu_svs)
+    widget.slide.value = again
+    widget.run()
+    wait_for(widget)
+    names = [layer.name for layer in viewer.layers]
+    assert names == [again.name, f"{again.name} embedding map", f"{again.name} clusters"], names
+
+
 def test_slide_without_mpp_warns_and_its_um_px_override_lands_the_map_on_its_pixels(
     make_napari_viewer, qtbot, tcga_svs, tiny_vit, open_slide, wait_for, monkeypatch
 ):

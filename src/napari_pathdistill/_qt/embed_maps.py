@@ -49,10 +49,13 @@ class MapPainter:
 
     def paint(
         self, part: PartialMap, source: tuple[str, Any], slide: SlideRef | None, model: str
-    ) -> napari.layers.Image:
+    ) -> napari.layers.Image | None:
         """Paint the tiles of ``part`` into the "<slide> embedding map" layer (created once, then updated in
         place: one (rows, cols, 4) raster, only the new cells written), placed on ``slide`` (default: the layer
-        named ``source[0]``)."""
+        named ``source[0]``). Nothing once that slide layer has left the viewer (its map left with it; the run
+        goes on into the feature cache): a new map there would lie over nothing and stay."""
+        if slide is not None and slide.layer(self.viewer) is None:
+            return None
         name = f"{source[0]} embedding map"
         layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
         raster = self.live

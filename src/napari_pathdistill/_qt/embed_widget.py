@@ -245,9 +245,10 @@ class EmbedWidget(TileClicks, Container):
 
     def paint_partial(
         self, part: PartialMap, source: tuple[str, Any], slide: SlideRef | None = None
-    ) -> napari.layers.Image:
+    ) -> napari.layers.Image | None:
         """Paint the tiles of ``part`` into the "<slide> embedding map" layer, in place (``MapPainter.paint``),
-        on the slide layer ``slide`` (default: the layer named ``source[0]``) wherever it sits."""
+        on the slide layer ``slide`` (default: the layer named ``source[0]``) wherever it sits; nothing (None)
+        once that slide layer was removed."""
         return self.maps.paint(part, source, slide, self.model.choice.value)
 
     def show_result(
