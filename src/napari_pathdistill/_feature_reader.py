@@ -26,10 +26,11 @@ SUFFIXES = (".h5", ".hdf5")
 
 
 def get_feature_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """Return :func:`read_features_deferred` if ``path`` is a feature HDF5 (features + coords datasets), else
-    None."""
+    """Return :func:`read_features_deferred` if ``path`` is a feature HDF5 (features + coords datasets), or a
+    ``.h5`` HDF5 that cannot be opened (truncated: the reader then raises ``FeatureFileError`` saying so, where
+    napari would say only that no reader can read it), else None."""
     try:
-        from napari_pathdistill.inference.feature_files import is_feature_file
+        from napari_pathdistill.inference.feature_files import is_damaged_hdf5, is_feature_file
 
         if isinstance(path, list):
             if len(path) != 1:
@@ -38,7 +39,7 @@ def get_feature_reader(path: str | list[str]) -> Callable[[str | list[str]], lis
         p = Path(path)
         return (
             read_features_deferred
-            if p.suffix.lower() in SUFFIXES and p.is_file() and is_feature_file(p)
+            if p.suffix.lower() in SUFFIXES and p.is_file() and (is_feature_file(p) or is_damaged_hdf5(p))
             else None
         )
     except Exception:

@@ -300,3 +300,23 @@ def test_a_file_of_another_slide_or_scan_is_named_when_dropped(make_napari_viewe
         head + "it was made at level-0 magnification 40x, where this slide is 20x. It is of another slide"
     )
     assert said[2] == []  # its own slide: nothing to say
+
+
+def test_a_truncated_feature_file_says_it_is_truncated(make_napari_viewer, ours, tmp_path):
+    """Found dropping a half-copied feature file on the viewer: the reader declined it like any other HDF5, so
+    napari said only that the plugin "refused the file". An HDF5 that h5py cannot open is claimed (no reader
+    can read it) and the error says what is wrong with it; a readable HDF5 of other data is still left alone."""
+    from napari_pathdistill.inference.feature_files import FeatureFileError
+
+    cut = tmp_path / "half.h5"
+    data = ours.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    reader = get_feature_reader(str(cut))
+    assert reader is not None
+    with pytest.raises(FeatureFileError, match=r"half\.h5 cannot be read as HDF5 \(.*truncated file"):
+        reader(str(cut))
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match="truncated or not HDF5") as err:
+        viewer.open(str(cut), plugin="napari-pathdistill")
+    assert "refused the file" not in str(err.value)
+    assert len(viewer.layers) == 0

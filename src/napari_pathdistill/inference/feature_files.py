@@ -49,6 +49,7 @@ __all__ = [
     "NoMPPFeatureWarning",
     "NonFiniteFeatureWarning",
     "feature_grid",
+    "is_damaged_hdf5",
     "is_feature_file",
     "read_feature_file",
     "slide_map_from_features",
@@ -110,6 +111,20 @@ def is_feature_file(path: str | Path) -> bool:
             return isinstance(f.get("features"), h5py.Dataset) and isinstance(f.get("coords"), h5py.Dataset)
     except Exception:
         return False
+
+
+def is_damaged_hdf5(path: str | Path) -> bool:
+    """An HDF5 file (its signature is there) that h5py cannot open: cut off by a failed copy or download, or
+    corrupt. No program can read it, so the feature reader claims it (a ``.h5``) to say so. Never raises."""
+    try:
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r"):
+            return False
+    except Exception:
+        return True
 
 
 def read_feature_file(path: str | Path, *, features: bool = True) -> FeatureFile:
