@@ -47,3 +47,48 @@ def test_a_long_message_does_not_widen_the_window(cls, make_napari_viewer, qtbot
     assert window.width() == width  # before: 5,195 px for one such message
     assert labels[0].value == LONG and labels[0].native.toolTip() == LONG  # nothing lost
     assert labels[0].native.wordWrap()
+
+
+def test_the_tile_search_summary_gets_the_lines_it_wraps_to(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """Found driving the Embed widget docked under the Tissue widget: after a tile click the tile search's summary
+    ("tile 5: 10 tiles with cosine >= 0.800", the only place the threshold's value shows) wrapped to two lines
+    but kept the height of one, its second line hidden under the "export" row. Each wrapped label now holds the
+    height its text needs at its width."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 1000)
+    slide = open_slide(viewer, cmu_svs)
+    viewer.window.add_dock_widget(TissueWidget(viewer), name="Tissue")
+    widget = EmbedWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Embed")
+    widget.model.set_model(tiny_vit)
+    widget.tile_px.value, widget.mpp.value, widget.min_tissue.value = tiny_vit.spec.tile_px, 2.0, 0.1
+    widget.slide.value = slide
+    widget.run()
+    wait_for(widget)
+    widget.search_tile(1, viewer.layers[f"{slide.name} clusters"])
+    qtbot.wait(300)
+    label = widget.search.summary
+    q = label.native
+    assert q.heightForWidth(q.width()) > 1.5 * q.fontMetrics().height()  # it wraps at this dock's width
+    assert q.height() >= q.heightForWidth(q.width()), (label.value, q.height(), q.width())
+
+
+def test_a_wrapped_label_shrinks_back_to_one_line(make_napari_viewer, qtbot):
+    """The height a label holds for a long message is let go when a short one follows (QLabel's height-for-width
+    is at least its minimum height, so a label fitted to its own answer would never shrink)."""
+    viewer = make_napari_viewer(show=True)
+    widget = TissueWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right")
+    label = widget.status
+    q = label.native
+    label.value = "short"
+    qtbot.wait(50)
+    one = q.height()
+    label.value = LONG
+    qtbot.wait(50)
+    assert q.height() >= q.heightForWidth(q.width()) > 3 * one
+    label.value = "short again"
+    qtbot.wait(50)
+    assert (q.height(), q.minimumHeight(), q.heightForWidth(q.width())) == (one, one, one)

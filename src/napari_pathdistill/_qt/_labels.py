@@ -12,8 +12,8 @@ import re
 from typing import Any
 
 from magicgui.widgets import Label
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtWidgets import QLabel, QSizePolicy
 
 #: characters shown at most by default; the rest is elided (the full text stays in the tooltip and ``value``)
 MAX_CHARS = 400
@@ -44,8 +44,36 @@ def display_text(text: str, max_chars: int = MAX_CHARS) -> str:
     return re.sub(rf"\S{{{MAX_RUN + 1},}}", lambda m: _breakable(m.group(0)), text)
 
 
+def fit_height(label: QLabel) -> None:
+    """Hold a word-wrapped label at least as tall as its text needs at its current width.
+
+    Qt's layouts do not pass a wrapped label's height-for-width up through nested forms reliably: the tile
+    search's summary (a form inside the Embed form, inside a dock's scroll area) wrapped to two lines after a
+    tile click and kept the height of one, its second line hidden under the next row.
+    """
+    if not (label.text() and label.isVisible()):  # a hidden label's width is no layout's yet: fitted on show
+        need = 0
+    else:
+        need = max(label.heightForWidth(label.width()), 0)  # QLabel's answer is at least its minimum height
+        if need <= label.minimumHeight() and need > 1.5 * label.fontMetrics().lineSpacing():
+            label.setMinimumHeight(0)  # it held several lines: its text may need fewer now (a relayout)
+            need = max(label.heightForWidth(label.width()), 0)
+    if need != label.minimumHeight():
+        label.setMinimumHeight(need)
+
+
+class _FitOnResize(QObject):
+    """Event filter: a label shown, or its width changed (the dock resized): the lines it wraps to may have."""
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # Qt override
+        if event.type() in (QEvent.Type.Resize, QEvent.Type.Show) and isinstance(obj, QLabel):
+            fit_height(obj)
+        return False
+
+
 class StatusLabel(Label):
-    """A magicgui ``Label`` for status and error messages: wraps, elides, never widens its dock.
+    """A magicgui ``Label`` for status and error messages: wraps, elides, never widens its dock, and is as
+    tall as the lines it wraps to (:func:`fit_height`).
 
     ``value`` is the full text as set; the label shows :func:`display_text` of it, elided past ``max_chars``.
     """
@@ -58,6 +86,7 @@ class StatusLabel(Label):
         q.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
         q.setMinimumWidth(0)
         q.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        q.installEventFilter(_FitOnResize(q))  # parented to the label: lives and dies with it
 
     def get_value(self) -> str:
         """The full text last set (the display may be elided)."""
@@ -69,6 +98,7 @@ class StatusLabel(Label):
         shown = display_text(self._full, self.max_chars)
         self.native.setText(shown)
         self.native.setToolTip(self._full if len(self._full) > self.max_chars else "")
+        fit_height(self.native)
 
 
 def status_label(value: str = "", max_chars: int = MAX_CHARS, **kwargs: Any) -> StatusLabel:
