@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import time
@@ -585,3 +586,29 @@ def test_the_top_k_export_writes_the_similar_tiles_shown(embedded, tmp_path):
     out = widget.search.export(tmp_path / "top.geojson", kind="similar tiles (top k)")
     assert out is not None and shown == 4
     assert len(json.loads(out.read_text())["features"]) == shown
+
+
+def test_a_search_on_a_recomputed_map_is_dropped_not_exported(embedded, tmp_path, wait_for):
+    """Found driving the widget: a tile clicked, then the slide embedded again at another um/px (its clusters
+    layer updated in place with a map of 4x the tiles). The old heatmap and points stayed over the new map, and
+    "Export GeoJSON" wrote the old map's cosines on the new map's first tiles, rows that are other tiles: wrong
+    objects in QuPath, without a word. The search is now dropped with its heatmap and points, and said so."""
+    viewer, slide, widget = embedded
+    clusters = viewer.layers[f"{slide.name} clusters"]
+    widget.search_tile(1, clusters)
+    widget.search.threshold.value = 0.0
+    assert widget.search.export(tmp_path / "before.geojson") is not None
+    n_before = len(widget.result.features)
+    widget.mpp.value = 1.0
+    widget.run()
+    wait_for(widget)
+    assert viewer.layers[f"{slide.name} clusters"] is clusters and len(widget.result.features) > n_before
+    names = [layer.name for layer in viewer.layers]
+    assert f"{slide.name} similarity" not in names and "similar tiles" not in names, names
+    assert widget.search.result is None and "click a tile again" in widget.search.summary.value
+    assert (
+        widget.search.export(tmp_path / "after.geojson") is None and not (tmp_path / "after.geojson").exists()
+    )
+    widget.search_tile(1, clusters)  # a new click searches the new map
+    out = widget.search.export(tmp_path / "again.geojson")
+    assert out is not None and len(json.loads(out.read_text())["features"]) == len(widget.result.features)

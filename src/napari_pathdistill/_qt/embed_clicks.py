@@ -12,7 +12,12 @@ from napari_pathdistill._qt._layers import map_layers
 from napari_pathdistill._qt._upsert import added_unselected, keep_active
 from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill._qt.embed_maps import MapPainter
-from napari_pathdistill._qt.similar_tiles import map_layer_at, recolour_similar_tiles, show_similar_tiles
+from napari_pathdistill._qt.similar_tiles import (
+    NAME,
+    map_layer_at,
+    recolour_similar_tiles,
+    show_similar_tiles,
+)
 from napari_pathdistill._qt.tile_search import TileSearchPanel
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.slide_maps import SlideMap
@@ -89,6 +94,11 @@ class TileClicks:
         self.status.value = f"tile {index}: top-{len(cos)} mean cosine {cos.mean():.3f}"
         keep_active(self.viewer, layer)  # hovering the map shows its features in the status bar, as before
         return points
+
+    def _forget_similar(self) -> None:
+        """The tile search was dropped (its map was recomputed): the top-k points of that click go with it."""
+        if NAME in self.viewer.layers:
+            self.viewer.layers.remove(NAME)
 
     def _recolour_similar(self, _value: Any = None) -> None:
         """The threshold moved the heatmap's contrast limits: the similar-tiles points follow them."""

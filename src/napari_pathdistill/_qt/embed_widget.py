@@ -127,6 +127,7 @@ class EmbedWidget(TileClicks, Container):
         self.model.on_spec(self._follow_patch_size)
         # one colour, one cosine: the similar-tiles points follow the heatmap's contrast limits
         self.search.threshold.changed.connect(self._recolour_similar)
+        self.search.on_forget(self._forget_similar)  # a recomputed map voids its click's points too
         self._labels_name: str | None = None
         self._units: Any = None  # units of the slide the shown result was computed from
         self.maps = MapPainter(viewer)  # the map layers: live raster while embedding, then the result

@@ -11,6 +11,8 @@ FeatureCollection, with the core functions of ``pathdistill qupath``.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,12 @@ def _slide_map(layer: Any) -> SlideMap:
     return layer.metadata["pathdistill"]["slide_map"]
 
 
+def _slide_map_now(layer: Any) -> SlideMap | None:
+    """The map a layer holds now (None once it holds none)."""
+    meta = layer.metadata.get("pathdistill") if isinstance(layer.metadata, dict) else None
+    return meta.get("slide_map") if isinstance(meta, dict) else None
+
+
 def _base_name(layer: Any) -> str:
     return str(layer.metadata["pathdistill"].get("slide_layer") or layer.name.removesuffix(" clusters"))
 
@@ -103,6 +111,8 @@ class TileSearchPanel(Container):
         )
         self.top_k = 10  #: tiles in the "similar tiles (top k)" export (the Embed widget may set it)
         self.result: tuple[Any, int, Any, Heatmap] | None = None  # source layer, tile, target layer, heatmap
+        self._maps: tuple[SlideMap, SlideMap] | None = None  # the source's and target's maps at the query
+        self._on_forget: list[Callable[[], Any]] = []  # told when a recomputed map voids the search
         self.threshold.changed.connect(self._apply_threshold)
         self.export_button.changed.connect(lambda _v=None: self.export())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
@@ -124,8 +134,38 @@ class TileSearchPanel(Container):
     def refresh(self) -> None:
         """List the viewer's map layers in "search in" again: on every layer inserted or removed, and when a layer
         becomes a map in place (the Embed widget's clusters layer, made empty at the press, gets its
-        ``slide_map`` at the run's end: ``EmbedWidget.show_result`` calls this)."""
+        ``slide_map`` at the run's end: ``EmbedWidget.show_result`` calls this). A search whose map was
+        recomputed meanwhile is forgotten (:meth:`forget`)."""
+        if self.stale():
+            self.forget()
         self.target.reset_choices()
+
+    def stale(self) -> bool:
+        """Whether the clicked or the searched map layer holds another map than at the click (Embed re-run with
+        other settings, a feature file's map filled in): the cosines and tile rows no longer fit its tiles."""
+        if self.result is None or self._maps is None:
+            return False
+        source, _, target, _ = self.result
+        return _slide_map_now(source) is not self._maps[0] or _slide_map_now(target) is not self._maps[1]
+
+    def on_forget(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback`` (a bound method, held weakly) when :meth:`forget` drops the search."""
+        self._on_forget.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
+
+    def forget(self) -> None:
+        """Drop the search (its heatmap layer too): its map was recomputed, so its tiles are not this map's."""
+        if self.result is None:
+            return
+        _, index, target, _ = self.result
+        self.result = self._maps = None
+        name = f"{_base_name(target)} similarity"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.summary.value = f"the map of tile {index}'s search was recomputed: click a tile again"
+        for ref in self._on_forget:
+            callback = ref()
+            if callback is not None:
+                callback()
 
     @property
     def contrast_limits(self) -> tuple[float, float]:
@@ -139,8 +179,9 @@ class TileSearchPanel(Container):
             SimilarityMapError: the two maps come from different models.
         """
         target = self.target.value if self.target.value in self.viewer.layers else map_layer
-        result = heatmap(_slide_map(map_layer), index, _slide_map(target))
-        self.result = (map_layer, index, target, result)
+        maps = (_slide_map(map_layer), _slide_map(target))
+        result = heatmap(maps[0], index, maps[1])
+        self.result, self._maps = (map_layer, index, target, result), maps
         return self._show(target, result)
 
     def _show(self, target: Any, result: Heatmap) -> napari.layers.Image:
@@ -180,6 +221,8 @@ class TileSearchPanel(Container):
                 >= the threshold (class ``similar``), the ``top_k`` most similar ones, or the target's k-means
                 clusters (``cluster 1..k``). The query tile is class ``query`` when it lies on the target slide.
         """
+        if self.stale():
+            self.forget()
         if self.result is None:
             napari.utils.notifications.show_warning("Click a tile first: there is no similarity to export.")
             return None
