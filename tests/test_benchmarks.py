@@ -166,6 +166,11 @@ def test_feature_maps_benchmark_runs_on_a_small_matrix() -> None:
     assert len(res) == 10 and all(sec >= 0 and (mb >= 0 or mb == -1) for sec, mb in res.values())
 
 
+def test_geojson_export_benchmark_writes_the_same_text_both_ways() -> None:
+    res = _bench("geojson_export").main(["--n", "500", "--repeats", "1"])  # asserts the texts are equal
+    assert set(res) == {"clusters", "similar (threshold -1: all)"} and all(r > 0 for r in res.values())
+
+
 @pytest.mark.napari
 def test_feature_drop_benchmark_runs_on_a_small_file(tmp_path: Path, own_napari_app) -> None:
     """24 px tiles of CMU-1-Small-Region (11,316 rows, above the deferral threshold), 16-d features."""

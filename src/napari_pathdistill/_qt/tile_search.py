@@ -243,7 +243,5 @@ class TileSearchPanel(Container):
             collection = similarity_collection(coords, size, result.cosine, query=query,
                                                threshold=float(self.threshold.value))  # fmt: skip
         out = write_geojson(collection, path)
-        self.summary.value = (
-            f"wrote {len(collection['features'])} tiles ({kind}, query tile {index}) to {out.name}"
-        )
+        self.summary.value = f"wrote {collection.n_tiles} tiles ({kind}, query tile {index}) to {out.name}"
         return out

@@ -10,6 +10,7 @@ features, the tiles most similar to a query tile, and the tiles whose similarity
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.palette import cluster_rgb255
+from napari_pathdistill.inference.tile_collection import TileCollection
 from napari_pathdistill.metrics.features import cosine_to, kmeans_labels
 
 
@@ -29,7 +31,7 @@ def tiles_geojson(
     *,
     measurements: dict[str, np.ndarray] | None = None,
     object_type: str = "detection",
-) -> dict[str, Any]:
+) -> TileCollection:
     """A QuPath FeatureCollection of square tiles.
 
     Args:
@@ -41,34 +43,27 @@ def tiles_geojson(
         object_type: ``"detection"`` or ``"annotation"``.
 
     Returns:
-        The GeoJSON dict (``json.dumps`` it, or :func:`write_geojson`).
+        The FeatureCollection: a read-only mapping equal to its GeoJSON dict that :func:`write_geojson` writes
+        without building a dict per tile (:class:`~napari_pathdistill.inference.tile_collection.TileCollection`).
     """
     if object_type not in ("detection", "annotation"):
         raise ValueError(f"object_type must be detection or annotation, got {object_type!r}")
     xy = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     if len(classes) != len(xy):
         raise ValueError(f"{len(classes)} class names for {len(xy)} tiles")
-    meas = {k: np.asarray(v, dtype=np.float64) for k, v in (measurements or {}).items()}
-    features = []
-    for i, (x, y) in enumerate(xy):
-        x1, y1 = x + size_level0, y + size_level0
-        props: dict[str, Any] = {
-            "objectType": object_type,
-            "classification": {"name": classes[i], "color": list(colors[classes[i]])},
-        }
-        if meas:
-            props["measurements"] = {k: float(v[i]) for k, v in meas.items()}
-        features.append({
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x1, y], [x1, y1], [x, y1], [x, y]]]},
-            "properties": props,
-        })  # fmt: skip
-    return {"type": "FeatureCollection", "features": features}
+    if missing := set(classes) - set(colors):
+        raise ValueError(f"no colour for the classes {sorted(missing)}")
+    meas = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in (measurements or {}).items()}
+    if any(len(v) != len(xy) for v in meas.values()):
+        raise ValueError(f"measurements of another length than the {len(xy)} tiles")
+    return TileCollection(xy, float(size_level0), list(classes), dict(colors), meas, object_type)
 
 
-def write_geojson(collection: dict[str, Any], path: str | Path) -> Path:
-    """Write a FeatureCollection atomically (UTF-8 JSON); returns the path."""
-    return atomic_write_text(path, json.dumps(collection))
+def write_geojson(collection: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a FeatureCollection (a :class:`TileCollection` or a plain dict) atomically (UTF-8 JSON); returns the
+    path."""
+    text = collection.text() if isinstance(collection, TileCollection) else json.dumps(collection)
+    return atomic_write_text(path, text)
 
 
 def read_features(h5_path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -86,7 +81,7 @@ def read_features(h5_path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
     return ff.features, ff.coords, float(ff.patch_size_level0)
 
 
-def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, Any]:
+def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> TileCollection:
     """k-means clusters of a slide's tiles as QuPath classes ``cluster 1..k``.
 
     Raises:
@@ -102,7 +97,7 @@ def cluster_collection(h5_path: str | Path, k: int, seed: int = 0) -> dict[str, 
     return clusters_geojson(coords, size, kmeans_labels(feats, k, seed=seed))
 
 
-def clusters_geojson(coords: np.ndarray, size_level0: float, labels: np.ndarray) -> dict[str, Any]:
+def clusters_geojson(coords: np.ndarray, size_level0: float, labels: np.ndarray) -> TileCollection:
     """(N, 2) level-0 top-left corners and (N,) cluster labels 1..k -> classes ``cluster 1..k`` (coloured as
     napari's clusters layer: :func:`cluster_colours`)."""
     names = [f"cluster {int(c)}" for c in labels]
@@ -117,7 +112,7 @@ def cluster_colours(k: int) -> dict[str, tuple[int, int, int]]:
 
 def similar_collection(
     h5_path: str | Path, query: int, *, top_k: int | None = None, threshold: float | None = None
-) -> dict[str, Any]:
+) -> TileCollection:
     """The query tile (class ``query``) and the tiles most similar to it (class ``similar``), by cosine.
 
     Args:
@@ -141,7 +136,7 @@ def similarity_collection(
     query: int | None = None,
     top_k: int | None = None,
     threshold: float | None = None,
-) -> dict[str, Any]:
+) -> TileCollection:
     """Tiles similar to a query as classes ``query`` (gold) and ``similar`` (crimson), with their cosine.
 
     Args:
