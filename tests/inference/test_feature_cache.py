@@ -318,3 +318,27 @@ def test_a_cache_folder_that_cannot_be_made_is_one_clear_line(cmu_svs, tmp_path,
         _run(counted, cmu_svs, folder)
     assert feature_cache.ensure_cache_dir(tmp_path / "new" / "cache") == tmp_path / "new" / "cache"
     assert (tmp_path / "new" / "cache").is_dir()
+
+
+def test_cancelled_during_the_final_pca_the_next_run_only_refits(cmu_svs, tmp_path, counted, monkeypatch):
+    """The widget's Cancel reaches the final PCA / k-means of a large slide inside them (its cancel scope): every
+    row is then in the .partial file, so the next run embeds no tile again and ends with the same map."""
+    from napari_pathdistill.progress import cancel_scope, checkpoint
+
+    full, _ = _run(counted, cmu_svs, tmp_path / "full")
+    real = live_map.summarise_partial
+    monkeypatch.setattr(live_map, "summarise_partial", lambda *a, **kw: (checkpoint(), real(*a, **kw))[1])
+    cancel, items = threading.Event(), []
+    with cancel_scope(cancel, "Cancelled."), pytest.raises(Cancelled):
+        for item in iter_live_map(counted, cmu_svs, tmp_path / "cut", cancel=cancel, **KW):
+            items.append(item)
+            if isinstance(item, Progress) and item.stage == "PCA and k-means":
+                cancel.set()  # pressed while the refit runs
+    (partial,) = (tmp_path / "cut").glob("*.h5.partial")
+    with h5py.File(partial) as f:
+        assert int(f.attrs["done"]) == len(full[-1].features)
+    counted.calls.clear()
+    again, _ = _run(counted, cmu_svs, tmp_path / "cut")
+    assert sum(counted.calls) == 0 and not list((tmp_path / "cut").glob("*.partial"))
+    np.testing.assert_allclose(again[-1].features, full[-1].features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(again[-1].clusters, full[-1].clusters)
