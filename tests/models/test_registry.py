@@ -112,6 +112,20 @@ def test_resolve_spec_is_the_spec_load_model_uses(tmp_path):
         resolve_spec("hf-hub:org/name")
 
 
+def test_every_listed_name_has_a_spec():
+    """get_spec of a shipped checkpoint's name (listed by list_models and in get_spec's own 'known:' list) is
+    its spec, the one load_model uses, not 'Unknown model'; the trainer's teacher.name and tiny_spec use it."""
+    from napari_pathdistill.models import list_models
+    from napari_pathdistill.models.factory import resolve_spec
+
+    assert "pathdistill-student" in list_models()
+    for name in list_models():
+        assert get_spec(name) == resolve_spec(name)
+    spec = get_spec("pathdistill-student")
+    assert spec.model_kwargs["embed_dim"] == 192 and spec.weights.endswith("model.safetensors")
+    assert tiny_spec("pathdistill-student").model_kwargs["depth"] == TINY_VIT["depth"]
+
+
 @pytest.mark.parametrize(
     ("arch", "kwargs", "family", "patch"),
     [

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from napari_pathdistill.errors import ModelLoadError
+from napari_pathdistill.models.checkpoint import read_spec
 from napari_pathdistill.models.pretrained import EFFICIENTNET_LITE2_PYPI
 from napari_pathdistill.models.spec import (
     IMAGENET_MEAN,
@@ -79,25 +80,32 @@ def _registry() -> dict[str, ModelSpec]:
 
 def list_models() -> list[str]:
     """Registry names, then checkpoints shipped in ``models/weights`` (e.g. ``pathdistill-student``)."""
-    shipped = sorted(p.parent.name for p in SHIPPED.glob("*/config.json")) if SHIPPED.is_dir() else []
-    return [*_registry(), *[n for n in shipped if n not in _registry()]]
+    return [*_registry(), *[n for n in _shipped() if n not in _registry()]]
+
+
+def _shipped() -> list[str]:
+    """Names of the checkpoint folders shipped in ``models/weights``."""
+    return sorted(p.parent.name for p in SHIPPED.glob("*/config.json")) if SHIPPED.is_dir() else []
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of a registry name, or of the Hugging Face repo of a registry entry's weights.
+    """The :class:`ModelSpec` of a name :func:`list_models` lists, or of the Hugging Face repo of a registry entry.
 
-    ``bioptimus/H0-mini`` and ``hf-hub:bioptimus/H0-mini`` (any case) give the ``h0-mini`` entry (the first
-    entry with those weights), so a model named by its hub page still gets its contract: normalisation,
-    embedding rule (CLS + mean patch token, 1536-d, for H0-mini), tile size and um/px.
+    A checkpoint shipped in ``models/weights`` (``pathdistill-student``) gives its ``config.json``'s spec, with
+    ``weights`` its ``model.safetensors``, as ``load_model`` reads it. ``bioptimus/H0-mini`` and
+    ``hf-hub:bioptimus/H0-mini`` (any case) give the ``h0-mini`` entry (the first entry with those weights), so a
+    model named by its hub page still gets its contract: normalisation, embedding rule (CLS + mean patch token,
+    1536-d, for H0-mini), tile size and um/px.
 
     Raises:
         ModelLoadError: an unknown name; the message lists every name ``pathdistill models`` lists (the
-            registry and the shipped checkpoints, which ``load_model`` resolves before asking here), and says
-            when the name looks like a path that does not exist.
+            registry and the shipped checkpoints), and says when the name looks like a path that does not exist.
     """
     reg = _registry()
     if name in reg:
         return reg[name]
+    if name in _shipped():
+        return read_spec(SHIPPED / name)
     repo = name.removeprefix("hf-hub:").lower()
     for spec in reg.values():
         if spec.weights and spec.weights.lower() == f"hf-hub:{repo}":
