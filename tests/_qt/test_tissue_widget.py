@@ -57,7 +57,9 @@ def test_run_adds_aligned_layers(make_napari_viewer, qtbot, cmu_svs: Path, open_
         row = tiles.features.iloc[value]
         assert row["tile"] == k and (row["x"], row["y"]) == (x, y)
         assert row["tissue_fraction"] == pytest.approx(res.grid.tissue_fraction[k])
-        assert f"tile: {k}" in str(tiles.get_status(centre, world=True))
+        status = str(tiles.get_status(centre, world=True))
+        # exact integers in the status bar (a features dict made them float64: "x: 3.14e+03")
+        assert f"tile: {k}," in status and f"x: {x}," in status and f"y: {y}," in status, status
     # hovering glass (label 0) names no tile: no "tile: -1" or "nan" in the status bar
     status = tiles.get_status((-0.4 * 0.499, -0.4 * 0.499), world=True)["coordinates"]
     assert tiles.get_value((-0.4 * 0.499, -0.4 * 0.499), world=True) == 0

@@ -16,11 +16,14 @@ aliasing (a one-texel-per-tile raster of alternating ids, drawn at several tiles
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_pathdistill.wsi.tiling import TileGrid, grid_to_image
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: raster px per tile at the finest level (a gap of 1 px, then 15 px of colour)
 MAX_PX_PER_TILE = 16
@@ -106,10 +109,17 @@ def tile_of_value(values: np.ndarray) -> np.ndarray:
     return (np.asarray(values) - 1) // 2
 
 
-def raster_features(per_tile: dict[str, Any]) -> dict[str, Any]:
+def raster_features(per_tile: dict[str, Any]) -> pd.DataFrame:
     """``features`` of the raster from per-tile columns whose row 0 is the background (``tile_features``): row
-    v (label value v) is tile (v - 1) // 2's row, for both of its values. Categorical columns stay categorical."""
-    return {name: _repeat_tiles(col) for name, col in per_tile.items()}
+    v (label value v) is tile (v - 1) // 2's row, for both of its values.
+
+    A DataFrame, so that categorical columns stay categorical in the layer: napari turns each column of a
+    ``features`` dict into ``np.asarray(column)``, which made the integer categoricals float64 and the status
+    bar read ``x: 3.14e+03`` instead of ``x: 3136``.
+    """
+    import pandas as pd
+
+    return pd.DataFrame({name: _repeat_tiles(col) for name, col in per_tile.items()})
 
 
 def _repeat_tiles(col: Any) -> Any:
