@@ -204,7 +204,7 @@ LEADERBOARD_TERMS: tuple[tuple[str, str], ...] = (
 
 def round3(x: float) -> float:
     """Round to 3 decimals as pandas' ``DataFrame.round(3)`` in plismbench: ``np.round`` (``rint(x * 1000) /
-    1000``), not Python's ``round`` (0.0125 -> 0.013 with numpy, 0.012 with Python)."""
+    1000``), not Python's ``round`` (0.0125 -> 0.012 with numpy, 0.013 with Python)."""
     return float(np.round(np.float64(x), 3))
 
 
