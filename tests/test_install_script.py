@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,28 @@ def test_install_and_ci_stop_at_the_first_failure() -> None:
         lines = script.read_text().splitlines()
         assert lines[0] == "#!/usr/bin/env bash" and "set -euo pipefail" in lines[:6], script
     assert re.search(r"^bash scripts/install\.sh && ", (ROOT / ".ci" / "run").read_text(), re.MULTILINE)
+
+
+def _missing_apt_pkgs(*packages: str) -> list[str]:
+    """install.sh's own ``missing_apt_pkgs`` function (cut out of the script), run with bash on ``packages``."""
+    text = INSTALL.read_text()
+    match = re.search(r"^missing_apt_pkgs\(\) \{\n.*?^\}\n", text, re.MULTILINE | re.DOTALL)
+    assert match, "install.sh has no missing_apt_pkgs function"
+    script = f"set -euo pipefail\n{match.group(0)}missing_apt_pkgs {shlex.join(packages)}"
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_each_missing_system_package_is_installed_not_only_without_xvfb() -> None:
+    """The Debian step ran only when xvfb-run was missing: on a machine with Xvfb but without libxcb-cursor0
+    (Qt 6's xcb platform needs it) nothing was installed and napari could not start. Now every package of the
+    list that dpkg does not report installed is, and a machine that has them all runs no apt-get."""
+    if shutil.which("dpkg-query") is None:
+        pytest.skip("not a Debian/Ubuntu machine")
+    installed = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Status}\n", "bash", "coreutils"], capture_output=True, text=True
+    ).stdout
+    assert "bash install ok installed" in installed
+    assert _missing_apt_pkgs("bash", "coreutils", "no-such-package-pathdistill") == [
+        "no-such-package-pathdistill"
+    ]
+    assert "libxcb-cursor0" in INSTALL.read_text().split("missing_apt_pkgs()")[0]
