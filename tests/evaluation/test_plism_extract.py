@@ -134,7 +134,11 @@ def test_cli_plism_extract_then_plismbench_evaluate(tmp_path, capsys):
     rc = main(["eval", "plism-extract", "--plism-dir", str(tmp_path / "plism"), "--model", str(ckpt),
                "--export-dir", str(tmp_path / "features"), "--extractor", "tiny", "--batch-size", "4",
                "--device", "cpu"])  # fmt: skip
-    assert rc == 0 and "wrote 6 features.npy" in capsys.readouterr().out
+    assert rc == 0 and "wrote 6 features.npy under" in capsys.readouterr().out
+    args = ["eval", "plism-extract", "--plism-dir", str(tmp_path / "plism"), "--model", str(ckpt),
+            "--export-dir", str(tmp_path / "features"), "--extractor", "tiny", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0  # a rerun keeps every slide: it says so instead of "wrote 6"
+    assert "wrote 0 features.npy, kept 6 already extracted by this model under" in capsys.readouterr().out
     rc = main(["eval", "robustness", "--features-dir", str(tmp_path / "features"), "--extractor", "tiny",
                "--metrics-dir", str(tmp_path / "metrics"), "--top-k", "1", "3", "5", "10", "--device", "cpu"])  # fmt: skip
     assert rc == 0

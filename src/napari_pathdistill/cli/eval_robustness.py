@@ -76,14 +76,16 @@ def cmd_plism_extract(args: argparse.Namespace) -> int:
     from napari_pathdistill.models import load_model
 
     model = load_model(args.model, args.device)
+    root = Path(args.export_dir) / (args.extractor or model.spec.name)
+    before = {p: p.stat().st_mtime_ns for p in root.glob("*/features.npy")}  # what a resume keeps
     gen = iter_plism_extract(
         args.plism_dir, model, args.export_dir, extractor=args.extractor, batch_size=args.batch_size,
         overwrite=args.overwrite,
     )  # fmt: skip
     paths = drive(gen, "plism-extract")
-    print(
-        f"wrote {len(paths)} features.npy under {Path(args.export_dir) / (args.extractor or model.spec.name)}"
-    )
+    written = sum(before.get(p) != p.stat().st_mtime_ns for p in paths)
+    kept = f", kept {len(paths) - written} already extracted by this model" if written < len(paths) else ""
+    print(f"wrote {written} features.npy{kept} under {root}")
     return 0
 
 
