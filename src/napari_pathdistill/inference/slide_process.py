@@ -5,12 +5,18 @@ a time limit, slides run one at a time in a long-lived child process (``python -
 loaded there once). When a slide exceeds the limit the child is killed, the slide is reported as timed out, its
 lock is released, its partial output is kept when it is still a readable, resumable HDF5 (else removed), and a
 new child takes the next slide. Parent and child talk over a socket pair (pickled messages); POSIX only.
+
+The child runs in a session of its own, so a terminal's Ctrl-C reaches the parent alone. A parent stopped
+mid-slide (Ctrl-C, ``kill PID``, a batch scheduler's SIGTERM) sends the child SIGTERM, on which the child stops
+as the in-process path does: it writes the rows embedded since the last chunk, releases the slide's lock and exits
+without a traceback (killed after :data:`INTERRUPT_GRACE` seconds, its lock then released by the parent).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +27,9 @@ from pathlib import Path
 
 from napari_pathdistill.inference.cohort_slide import CohortOptions, SlideOutcome, embed_one, worker_model
 from napari_pathdistill.progress import Progress
+
+#: seconds a child stopped mid-slide has to write its rows and exit before it is killed
+INTERRUPT_GRACE = 20.0
 
 
 class SlideProcess:
@@ -43,7 +52,9 @@ class SlideProcess:
         """Start the child and wait until its model is loaded; the error text if that fails."""
         ours, theirs = socket.socketpair()
         cmd = [sys.executable, "-m", __name__, str(theirs.fileno())]
-        self._proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),))
+        # its own session: a terminal's Ctrl-C reaches the parent alone, which stops the child (``_interrupt``)
+        # at any time, also while it is still importing torch
+        self._proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), start_new_session=True)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._conn.send((self.opts, self.threads))
@@ -66,6 +77,15 @@ class SlideProcess:
                 return SlideOutcome(slide, error=error)
         assert self._conn is not None and self._proc is not None
         self._conn.send(slide)
+        try:
+            return self._wait(slide, timeout, progress)
+        except BaseException:  # Ctrl-C, the CLI's SIGTERM: the child keeps its rows too
+            self._interrupt(slide)
+            raise
+
+    def _wait(self, slide: str, timeout: float, progress: Callable[[Progress], None] | None) -> SlideOutcome:
+        """The outcome of ``slide``, sent to the child, or a failed one when it dies or times out."""
+        assert self._conn is not None and self._proc is not None
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             if not self._conn.poll(min(left, 1.0)):
@@ -85,6 +105,21 @@ class SlideProcess:
         pid = self._proc.pid
         self._stop()
         return SlideOutcome(slide, error=f"timed out after {timeout:g} s; {self._clean(slide, pid)}")
+
+    def _interrupt(self, slide: str, grace: float = INTERRUPT_GRACE) -> None:
+        """Stop the child mid-slide with SIGTERM: it writes its unflushed rows and releases the lock; one that has
+        not exited within ``grace`` seconds is killed and its lock released here."""
+        pid, hung = None, False
+        if self._proc is not None and self._proc.poll() is None:
+            pid = self._proc.pid
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                hung = True
+        self._stop()
+        if hung and pid is not None:
+            self._clean(slide, pid)
 
     def _clean(self, slide: str, pid: int) -> str:
         from napari_pathdistill.inference.output_lock import release_killed
@@ -144,8 +179,28 @@ def _serve(conn: Connection) -> None:
         conn.send(embed_one(slide, model, opts, progress=conn.send))
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM, and SIGINT unless this process was started ignoring it, unwind the slide as a KeyboardInterrupt
+    (its rows written, its lock released: ``feature_writer.write_rows``); the signals that follow during that
+    clean-up (the terminal's Ctrl-C and the parent's SIGTERM both come) are ignored."""
+    received: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # e.g. ignored by a dask worker
+        signal.signal(signal.SIGINT, stop)
+
+
 if __name__ == "__main__":
     fd = int(sys.argv[1])
     os.set_inheritable(fd, False)
-    with contextlib.suppress(EOFError, BrokenPipeError):  # the parent went away
-        _serve(Connection(fd))
+    _stop_on_signals()
+    try:
+        with contextlib.suppress(EOFError, BrokenPipeError):  # the parent went away
+            _serve(Connection(fd))
+    except KeyboardInterrupt:  # stopped: the parent reports it
+        sys.exit(130)
