@@ -7,6 +7,10 @@ was stored ended in a segmentation fault, the lock left behind). So every write 
 with ``posix_fallocate``: HDF5 allocates new data at its end of file, into blocks that are already the file's.
 A copy into a new file (the rows of undecodable tiles left out) first checks the folder's free space.
 
+A file-size limit (``ulimit -f``, a batch scheduler's RLIMIT_FSIZE) is checked likewise: ``embed_slide`` refuses,
+before embedding, an output whose estimated size (:func:`output_bytes`) exceeds it, and the reservations above
+check it too (``posix_fallocate`` past the limit fails with EFBIG, which is not a file system without it).
+
 Pure core (no h5py, no Qt).
 """
 
@@ -28,11 +32,46 @@ def summary_bytes(n_rows: int) -> int:
     return 16 * int(n_rows) + METADATA_ROOM
 
 
+def output_bytes(n_rows: int, dim: int) -> int:
+    """Estimated bytes of a finished feature file: (N, D) float32 features, int64 coords, float32 tissue fractions,
+    the map summary and room for the last metadata writes (what :func:`reserve_tail` reserves)."""
+    return int(n_rows) * (4 * int(dim) + 16 + 4) + summary_bytes(n_rows) + METADATA_ROOM
+
+
+def file_size_limit() -> int | None:
+    """This process's file-size limit in bytes (RLIMIT_FSIZE, ``ulimit -f``); None when there is none."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def require_size_limit(path: Path, nbytes: int, rows: int | None = None) -> None:
+    """Refuse (before writing) to grow ``path`` to ``nbytes`` past this process's file-size limit.
+
+    Args:
+        rows: embedded rows ``path`` already holds (said to be kept), None before any.
+
+    Raises:
+        PathDistillError: ``nbytes`` exceeds the limit.
+    """
+    limit = file_size_limit()
+    if limit is None or nbytes <= limit:
+        return
+    kept = f"; its {rows} embedded rows are kept" if rows else ""
+    raise PathDistillError(
+        f"{path.name} needs about {nbytes / 1e6:.1f} MB but this process's file-size limit is {limit / 1e6:.1f} "
+        f"MB (ulimit -f, or the batch scheduler's){kept}: raise the limit (ulimit -f unlimited) and rerun."
+    )
+
+
 def fallocate(path: Path, offset: int, length: int) -> bool:
     """Give ``path`` its disk blocks from ``offset`` for ``length`` bytes (``posix_fallocate``).
 
     Returns:
-        False when the disk has no room for them; True otherwise, also where ``fallocate`` does not exist or the
+        False when the disk has no room for them (or they pass the file-size limit); True otherwise, also where ``fallocate`` does not exist or the
         file system lacks it (writes then go as before).
     """
     if not hasattr(os, "posix_fallocate"):  # macOS, Windows
@@ -41,7 +80,7 @@ def fallocate(path: Path, offset: int, length: int) -> bool:
     try:
         os.posix_fallocate(fd, int(offset), int(length))
     except OSError as exc:
-        return exc.errno != errno.ENOSPC  # e.g. EOPNOTSUPP: a file system without it
+        return exc.errno not in (errno.ENOSPC, errno.EFBIG)  # else e.g. EOPNOTSUPP: a file system without it
     finally:
         os.close(fd)
     return True
@@ -51,9 +90,12 @@ def reserve_tail(path: Path, nbytes: int, rows: int) -> None:
     """Reserve ``nbytes`` past the end of ``path`` (a ``.partial`` holding ``rows`` embedded rows).
 
     Raises:
-        PathDistillError: the disk has no room; the file and its rows are kept for a rerun.
+        PathDistillError: the disk has no room, or the file would pass the file-size limit; the file and its rows
+            are kept for a rerun.
     """
-    if not fallocate(path, path.stat().st_size, nbytes):
+    size = path.stat().st_size
+    require_size_limit(path, size + nbytes, rows)
+    if not fallocate(path, size, nbytes):
         raise PathDistillError(_full(path, nbytes, rows))
 
 

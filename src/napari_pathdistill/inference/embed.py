@@ -157,11 +157,13 @@ def embed_slide(
     Raises:
         WSIError: the slide cannot be read.
         EmptyTissueError: no tile has at least ``min_tissue`` tissue (nothing is written).
+        PathDistillError: the output would pass this process's file-size limit (``ulimit -f``; nothing is written).
         SlideBusyError: another process is writing this slide's output.
         OutputMismatchError: without ``overwrite``, a complete output of another embedding or of another slide
             with the same file stem exists (it is kept; nothing is computed).
     """
     from napari_pathdistill.errors import CorruptTileWarning
+    from napari_pathdistill.inference.disk_room import output_bytes, require_size_limit
     from napari_pathdistill.inference.feature_writer import open_partial, slide_attrs, write_rows
     from napari_pathdistill.inference.map_summary import summarise_partial
     from napari_pathdistill.inference.output_lock import slide_lock
@@ -182,6 +184,8 @@ def embed_slide(
         if not overwrite and _kept(out, attrs, progress):  # another process finished it meanwhile
             return out
         grid = _slide_grid(pyr, attrs, tile_px, mpp, min_tissue)
+        # refused before embedding, not at the last write after hours of it
+        require_size_limit(out, output_bytes(len(grid), model.dim))
         with open_partial(out.with_suffix(".h5.partial"), model, grid, attrs) as f:
             done = int(f.attrs["done"])  # resumed rows (all of them when killed before the rename)
             for done in write_rows(f, model, pyr, grid, batch_size=batch_size, chunk_batches=chunk_batches,
