@@ -24,6 +24,7 @@ from napari_pathdistill.inference.cohort_slide import (
     SlideOutcome,
     _describe,
     embed_one,
+    quiet_slide_warnings,
     worker_model,
 )
 
@@ -54,6 +55,7 @@ def slide_task(slide: str, opts: CohortOptions, slots_by_host: dict[str, int]) -
     from distributed import get_worker
 
     worker = get_worker()
+    quiet_slide_warnings()  # the outcome carries them to the CLI's report
     slots = slots_by_host.get(urlparse(worker.address).hostname or "", 0) or worker.state.nthreads
     torch.set_num_threads(max(1, cpu_count() // slots))
     name = str(worker.name)

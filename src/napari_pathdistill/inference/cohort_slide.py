@@ -102,6 +102,19 @@ def embed_one(
         return SlideOutcome(str(slide), error=_describe(exc))
 
 
+def quiet_slide_warnings() -> None:
+    """Silence, in this process, the warnings that a :class:`SlideOutcome` carries to the report (a slide without
+    MPP, undecodable tiles): for the processes that embed slides for a cohort (dask workers, ``--slide-timeout``
+    children), whose own ``file:line: NoMPPWarning: ...`` lines would repeat the CLI's ``WARNING SLIDE: ...``."""
+    import warnings
+
+    from napari_pathdistill.errors import CorruptTileWarning
+    from napari_pathdistill.inference.embed import NoMPPWarning
+
+    for quiet in (NoMPPWarning, CorruptTileWarning):
+        warnings.simplefilter("ignore", quiet)
+
+
 def reader_threads(device: object) -> int:
     """Default reader threads for one slide: enough to feed a GPU (decoding releases the GIL; 2 threads
     capped an H100 at ~1,350 tiles/s), two on a CPU, whose cores the model itself needs."""

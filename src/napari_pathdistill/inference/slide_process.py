@@ -25,7 +25,13 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from napari_pathdistill.inference.cohort_slide import CohortOptions, SlideOutcome, embed_one, worker_model
+from napari_pathdistill.inference.cohort_slide import (
+    CohortOptions,
+    SlideOutcome,
+    embed_one,
+    quiet_slide_warnings,
+    worker_model,
+)
 from napari_pathdistill.progress import Progress
 
 #: seconds a child stopped mid-slide has to write its rows and exit before it is killed
@@ -157,13 +163,7 @@ class SlideProcess:
 
 def _serve(conn: Connection) -> None:
     """The child: load the model, then embed each slide received until None (or the parent goes)."""
-    import warnings
-
-    from napari_pathdistill.errors import CorruptTileWarning
-    from napari_pathdistill.inference.embed import NoMPPWarning
-
-    for quiet in (NoMPPWarning, CorruptTileWarning):  # the outcome carries them to the parent's report
-        warnings.simplefilter("ignore", quiet)
+    quiet_slide_warnings()  # the outcome carries them to the parent's report
     opts, threads = conn.recv()
     if threads:
         import torch
