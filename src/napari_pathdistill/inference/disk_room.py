@@ -11,6 +11,8 @@ A file-size limit (``ulimit -f``, a batch scheduler's RLIMIT_FSIZE) is checked l
 before embedding, an output whose estimated size (:func:`output_bytes`) exceeds it, and the reservations above
 check it too (``posix_fallocate`` past the limit fails with EFBIG, which is not a file system without it).
 
+Also the plismbench copy's ``features.npy`` is written whole or not at all (:func:`save_npy_whole`).
+
 Pure core (no h5py, no Qt).
 """
 
@@ -20,6 +22,8 @@ import errno
 import os
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from napari_pathdistill.errors import PathDistillError
 
@@ -114,3 +118,35 @@ def _full(path: Path, nbytes: int, rows: int) -> str:
         f"no space left in {path.parent} to finish {path.name} ({nbytes / 1e6:.1f} MB more needed): its {rows} "
         "embedded rows are kept; free some space and rerun (it finishes the file without embedding again)."
     )
+
+
+def save_npy_whole(target: Path, rows: np.ndarray, kept: str) -> None:
+    """``np.save(target, rows)`` whole or not at all: written beside it, checked, then renamed into place.
+
+    ``np.save`` says nothing when a file-size limit cuts its write short (measured: 5,000 of 5,024 bytes, no
+    error), and a full disk or Ctrl-C leaves a truncated file that plismbench globs and fails on.
+
+    Args:
+        kept: the file the data come from, named in the error (it is kept).
+
+    Raises:
+        PathDistillError: ``target`` cannot be written whole (nothing is left of it).
+    """
+    tmp = target.with_name(target.name + ".partial")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, rows)
+            fh.flush()
+            wanted, written = fh.tell(), os.fstat(fh.fileno()).st_size
+        if written != wanted:
+            raise OSError(f"only {written:,} of its {wanted:,} bytes were written")
+        tmp.replace(target)
+    except OSError as exc:
+        free = shutil.disk_usage(target.parent).free
+        raise PathDistillError(
+            f"cannot write {target} ({exc.strerror or exc}; {rows.nbytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free "
+            "there): free some space, raise the file-size limit (ulimit -f) or write to another --out folder, "
+            f"then rerun ({kept} is kept)."
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)

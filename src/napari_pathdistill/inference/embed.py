@@ -261,9 +261,15 @@ def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
     in the HDF5's row order. The slide folder ends in ``_to_GMH_S60.tif`` (added
     unless the stem already ends in ``_to_GMH_S60[.tif]``, as PLISM's slides do): plismbench and
     ``evaluation.features_io.discover_plism`` list only such folders and read the stain and scanner from the
-    first two ``_``-separated fields of the name, so name slides ``<stain>_<scanner>[...]``.
+    first two ``_``-separated fields of the name, so name slides ``<stain>_<scanner>[...]``. The file is written
+    whole or not at all.
+
+    Raises:
+        PathDistillError: the file cannot be written whole (full disk, file-size limit).
     """
     import h5py
+
+    from napari_pathdistill.inference.disk_room import save_npy_whole
 
     h5_path = Path(h5_path)
     with h5py.File(h5_path, "r") as f:
@@ -273,5 +279,5 @@ def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
     slide = h5_path.stem.removesuffix(PLISM_SLIDE_SUFFIX).removesuffix(PLISM_SLIDE_SUFFIX[:-4])
     target = Path(out_dir) / name / (slide + PLISM_SLIDE_SUFFIX) / "features.npy"
     target.parent.mkdir(parents=True, exist_ok=True)
-    np.save(target, rows)
+    save_npy_whole(target, rows, kept=h5_path.name)
     return target
