@@ -137,7 +137,7 @@ def test_embed_checks_a_read_only_out_before_loading_the_model(
     import errno
     import os
 
-    from napari_pathdistill.cli import embed as cli_embed
+    from napari_pathdistill.cli import _writable
 
     real_open = os.open
 
@@ -146,7 +146,7 @@ def test_embed_checks_a_read_only_out_before_loading_the_model(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(cli_embed.os, "open", read_only)
+    monkeypatch.setattr(_writable.os, "open", read_only)
     argv = ["embed", str(cmu_svs), "--model", "no-such-model", "--out", str(tmp_path), "--device", "cpu"]
     _argument_error(argv, capsys, "--out", str(tmp_path), "Read-only file system")
     a_file = tmp_path / "features.h5"
@@ -157,10 +157,12 @@ def test_embed_checks_a_read_only_out_before_loading_the_model(
 
 def test_embed_into_a_read_only_out_holding_every_output_is_no_error(tmp_path, cmu_svs, monkeypatch) -> None:
     """Complete outputs are kept read-only (skipped): the early check lets the run go on to say so."""
+    import os
+
     from napari_pathdistill.cli import embed as cli_embed
 
     (tmp_path / "CMU-1-Small-Region.h5").write_bytes(b"")
-    monkeypatch.setattr(cli_embed.os, "open", None)  # any write probe would fail
+    monkeypatch.setattr(os, "open", None)  # any write probe would fail
     import argparse
 
     args = argparse.Namespace(slides=[str(cmu_svs)], out=str(tmp_path), overwrite=False, scheduler=None)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from napari_pathdistill.cli._argtypes import checked_float, fraction, positive_float, positive_int
+from napari_pathdistill.cli._writable import folder_problem
 
 #: the output layouts of ``--format`` (``h5`` is always written: plism's is copied from it)
 FORMATS = ("h5", "plism")
@@ -129,14 +129,8 @@ def _out_message(args: argparse.Namespace) -> str | None:
         not args.overwrite and all(output_path(s, out).is_file() for s in args.slides)
     ):
         return None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".pathdistill-write-test-{os.getpid()}"
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        probe.unlink()
-    except OSError as exc:
-        return f"argument --out: cannot write into {out} ({exc.strerror or exc}): choose a writable folder"
-    return None
+    problem = folder_problem(out)
+    return None if problem is None else f"argument --out: {problem}"
 
 
 def _options(args: argparse.Namespace):

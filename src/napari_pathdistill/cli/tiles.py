@@ -28,6 +28,7 @@ from napari_pathdistill.cli._argtypes import (
 )
 from napari_pathdistill.cli._bars import advance, progress_bar
 from napari_pathdistill.cli._preview import preview
+from napari_pathdistill.cli._writable import folder_problem
 from napari_pathdistill.errors import PathDistillError
 
 if TYPE_CHECKING:
@@ -78,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_pathdistill.wsi.tissue import TISSUE_THRESHOLD
 
     threshold = TISSUE_THRESHOLD if args.threshold is None else args.threshold
-
+    problem = folder_problem(args.out)  # before the slide is read
+    if problem is not None:
+        print(f"error: argument --out: {problem}", file=sys.stderr)
+        return 2
     try:
         with open_pyramid(args.slide, fallback_mpp=args.mpp_override) as pyr:
             pyr.require_brightfield("tiling")
@@ -101,17 +105,24 @@ def run(args: argparse.Namespace) -> int:
     except (PathDistillError, ValueError) as exc:  # ValueError: a bad tile px / min tissue / um/px value
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the disk filled up, the folder went away
+        print(f"error: cannot write the tiles into {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     meta = {
         "slide": str(args.slide.expanduser().resolve()), "slide_mpp": slide_mpp, "tile_px": grid.tile_px,
         "mpp": grid.mpp, "size_level0": grid.size_level0, "level": grid.level, "min_tissue": args.min_tissue,
         "threshold": threshold, "n_tiles": len(grid), "grid_shape": grid.grid_shape,
         "mask_downsample": mask.downsample,
     }  # fmt: skip
-    atomic_write_text(out / "tiles.csv", _csv_text(grid))
-    for name, img in images.items():
-        with atomic_path(out / name) as tmp:
-            imsave(tmp, img, check_contrast=False)
-    atomic_write_text(out / "grid.json", json.dumps(meta, indent=2))
+    try:
+        atomic_write_text(out / "tiles.csv", _csv_text(grid))
+        for name, img in images.items():
+            with atomic_path(out / name) as tmp:
+                imsave(tmp, img, check_contrast=False)
+        atomic_write_text(out / "grid.json", json.dumps(meta, indent=2))
+    except OSError as exc:  # each file is whole or absent; without grid.json the folder is not complete
+        print(f"error: cannot write into {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     _print_summary(grid, args.mpp, out)
     if not len(grid):
         print(_no_tiles_note(args, float(mask.mask.mean()), threshold), file=sys.stderr)

@@ -173,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
     if args.slide is None and not args.sample:
         print("error: give a SLIDE path or --sample", file=sys.stderr)
         return 2
+    if args.screenshot is not None:  # before napari opens, not in imageio's traceback after
+        from napari_pathdistill.cli._writable import folder_problem
+
+        problem = folder_problem(args.screenshot.expanduser().resolve().parent)
+        if problem is not None:
+            print(f"error: argument --screenshot: {problem}", file=sys.stderr)
+            return 2
     try:
         viewer, _ = open_viewer(args)
     except PathDistillError as exc:
