@@ -9,13 +9,12 @@ the read-only mount is stood in for as in ``test_cli_bad_inputs`` (``os.open`` r
 
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 
 import pytest
 
 from _fresh_process import run_python
+from _read_only_fs import no_file_creation
 from napari_pathdistill.cli.main import main
 
 
@@ -37,14 +36,7 @@ def test_tiles_into_a_read_only_folder_is_one_line(
 ) -> None:
     from napari_pathdistill.cli import _writable
 
-    real_open = os.open
-
-    def read_only(path, flags, *args):
-        if flags & os.O_CREAT:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(_writable.os, "open", read_only)
+    no_file_creation(monkeypatch, _writable)
     assert main(["tiles", str(cmu_svs), "--out", str(tmp_path)]) == 2
     _one_error_line(capsys.readouterr().err, "argument --out", str(tmp_path), "Read-only file system")
 
