@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     if args.screenshot is not None:  # before napari opens, not in imageio's traceback after
         from napari_pathdistill.cli._writable import folder_problem
 
-        problem = folder_problem(args.screenshot.expanduser().resolve().parent)
+        problem = folder_problem(args.screenshot.expanduser().resolve().parent, create=True)
         if problem is not None:
             print(f"error: argument --screenshot: {problem}", file=sys.stderr)
             return 2
