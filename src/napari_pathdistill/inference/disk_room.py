@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pathdistill.atomic import atomic_path
 from napari_pathdistill.errors import PathDistillError
 
 #: room for HDF5's metadata of the new groups, datasets and attrs (a few KiB each)
@@ -121,7 +122,8 @@ def _full(path: Path, nbytes: int, rows: int) -> str:
 
 
 def save_npy_whole(target: Path, rows: np.ndarray, kept: str) -> None:
-    """``np.save(target, rows)`` whole or not at all: written beside it, checked, then renamed into place.
+    """``np.save(target, rows)`` whole or not at all: written beside it (``atomic.atomic_path``), its size
+    checked, then renamed into place.
 
     ``np.save`` says nothing when a file-size limit cuts its write short (measured: 5,000 of 5,024 bytes, no
     error), and a full disk or Ctrl-C leaves a truncated file that plismbench globs and fails on.
@@ -132,15 +134,13 @@ def save_npy_whole(target: Path, rows: np.ndarray, kept: str) -> None:
     Raises:
         PathDistillError: ``target`` cannot be written whole (nothing is left of it).
     """
-    tmp = target.with_name(target.name + ".partial")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:  # replaced into place only if written whole
             np.save(fh, rows)
             fh.flush()
             wanted, written = fh.tell(), os.fstat(fh.fileno()).st_size
-        if written != wanted:
-            raise OSError(f"only {written:,} of its {wanted:,} bytes were written")
-        tmp.replace(target)
+            if written != wanted:
+                raise OSError(f"only {written:,} of its {wanted:,} bytes were written")
     except OSError as exc:
         free = shutil.disk_usage(target.parent).free
         raise PathDistillError(
@@ -148,5 +148,3 @@ def save_npy_whole(target: Path, rows: np.ndarray, kept: str) -> None:
             "there): free some space, raise the file-size limit (ulimit -f) or write to another --out folder, "
             f"then rerun ({kept} is kept)."
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
