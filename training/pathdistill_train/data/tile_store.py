@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from napari_pathdistill.atomic import atomic_write_text
+from napari_pathdistill.inference.disk_room import file_size_limit
 from pathdistill_train.data.device_views import DeviceViewMaker
 from pathdistill_train.data.samplers import InfiniteSampler
 from pathdistill_train.data.sources import ConcatSource
@@ -97,23 +98,13 @@ def check_room(path: Path, nbytes: int) -> None:
         TrainDataError: not enough room, naming the size needed and the room there.
     """
     free = shutil.disk_usage(path.parent).free
-    limit = _file_size_limit()
+    limit = file_size_limit()
     if nbytes >= free or (limit is not None and nbytes >= limit):
         room = (
             f"{free / 1e9:.1f} GB free there" if nbytes >= free else f"the file-size limit is {limit:,} bytes"
         )
         size = f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
         raise TrainDataError(f"the tile store {path} needs {size} and {room}: {_STORE_HINT}")
-
-
-def _file_size_limit() -> int | None:
-    """This process's file-size limit in bytes (``ulimit -f``), None when there is none (or on Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def store_identity(data_cfg: Any, px: int, seed: int) -> dict[str, Any]:
