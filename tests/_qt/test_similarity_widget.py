@@ -18,6 +18,17 @@ from napari_pathdistill.progress import Progress
 pytestmark = pytest.mark.napari
 
 
+def _os2_widget(make_napari_viewer, os2_pair, tiny_vit, open_slide, *, mpp: float):
+    """A viewer with the real OS-2 scanner pair and the widget set on it (A, B, the tiny ViT, ``mpp`` um/px)."""
+    viewer = make_napari_viewer()
+    a, b = (open_slide(viewer, p) for p in os2_pair)
+    widget = SimilarityWidget(viewer)
+    widget.model.set_model(tiny_vit)
+    widget.slide_a.value, widget.slide_b.value = a, b
+    widget.mpp.value = mpp
+    return viewer, a, b, widget
+
+
 def _compare_os2(
     make_napari_viewer,
     os2_pair,
@@ -31,13 +42,8 @@ def _compare_os2(
 ):
     """Run the widget on the real OS-2 scanner pair at ``mpp`` um/px with default tissue settings and top-k;
     ``swap``: choose B as slide A (and A as B) right after the run starts."""
-    viewer = make_napari_viewer()
-    a, b = (open_slide(viewer, p) for p in os2_pair)
-    widget = SimilarityWidget(viewer)
-    widget.model.set_model(tiny_vit)
-    widget.slide_a.value, widget.slide_b.value = a, b
+    viewer, a, b, widget = _os2_widget(make_napari_viewer, os2_pair, tiny_vit, open_slide, mpp=mpp)
     widget.tile_px.value = tiny_vit.spec.tile_px
-    widget.mpp.value = mpp
     assert widget.min_tissue.value == 0.5  # the default
     widget.top_k.value = top_k
     widget.run()
@@ -284,12 +290,7 @@ def test_cancel_during_the_registered_view_adds_nothing(
             yield item
 
     monkeypatch.setattr(similarity_widget, "iter_pair_similarity", paused_in_the_view)
-    viewer = make_napari_viewer()
-    a, b = (open_slide(viewer, p) for p in os2_pair)
-    widget = SimilarityWidget(viewer)
-    widget.model.set_model(tiny_vit)
-    widget.slide_a.value, widget.slide_b.value = a, b
-    widget.mpp.value = 4.0
+    viewer, a, b, widget = _os2_widget(make_napari_viewer, os2_pair, tiny_vit, open_slide, mpp=4.0)
     widget.run()
     qtbot.waitUntil(in_view.is_set, timeout=120_000)
     widget.cancel_button.native.click()
@@ -304,12 +305,7 @@ def test_removing_slide_a_stops_the_run(make_napari_viewer, qtbot, os2_pair, tin
     """Removing slide A while the pair was registered let the run register, tile and embed both slides to its end,
     then show nothing (its overlays lie on A): the removal now cancels it. B alone removed does not (A's
     overlays still show)."""
-    viewer = make_napari_viewer()
-    a, b = (open_slide(viewer, p) for p in os2_pair)
-    widget = SimilarityWidget(viewer)
-    widget.model.set_model(tiny_vit)
-    widget.slide_a.value, widget.slide_b.value = a, b
-    widget.mpp.value = 4.0
+    viewer, a, b, widget = _os2_widget(make_napari_viewer, os2_pair, tiny_vit, open_slide, mpp=4.0)
     widget.run()
     stages: list[str] = []
 
