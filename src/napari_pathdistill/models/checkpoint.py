@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from napari_pathdistill.atomic import atomic_path, atomic_write_text
 from napari_pathdistill.errors import ModelLoadError
 from napari_pathdistill.models.spec import DEFAULT_MEAN, DEFAULT_STD, ModelSpec, build_module
+from napari_pathdistill.models.torch_file import DamagedTorchFile, load_checked
 
 FORMAT = "pathdistill-checkpoint/1"
 WEIGHTS = "model.safetensors"
@@ -141,7 +142,9 @@ def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
     try:
         if weights.suffix == ".safetensors":
             return load_file(weights)
-        return torch.load(weights, map_location="cpu", weights_only=True)
+        return load_checked(weights)
+    except DamagedTorchFile as exc:
+        raise ModelLoadError(f"{exc}; copy or download it again.") from exc
     except FileNotFoundError as exc:
         raise ModelLoadError(
             f"{weights} is missing: the checkpoint folder has config.json but no weights."

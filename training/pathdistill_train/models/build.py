@@ -24,6 +24,7 @@ from napari_pathdistill.models.pretrained import (
 )
 from napari_pathdistill.models.registry import get_spec
 from napari_pathdistill.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, build_module
+from napari_pathdistill.models.torch_file import DamagedTorchFile
 from pathdistill_train.errors import TrainConfigError
 
 
@@ -144,6 +145,8 @@ def _read_teacher_file(path: Path) -> dict:
     """Tensors of a local teacher file, read weights-only; a pickle with code in it is a config error."""
     try:
         return read_state_dict(path)
+    except DamagedTorchFile as e:
+        raise TrainConfigError(f"teacher.weights {e}; copy or download it again") from e
     except (pickle.UnpicklingError, RuntimeError, EOFError, SafetensorError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TrainConfigError(

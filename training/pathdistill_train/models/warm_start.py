@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from napari_pathdistill.models.pretrained import read_state_dict
+from napari_pathdistill.models.torch_file import DamagedTorchFile
 from pathdistill_train.errors import TrainConfigError
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -39,6 +40,8 @@ def read_init_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise TrainConfigError(f"student.init_weights: {p} not found")
     try:
         state = read_state_dict(p)
+    except DamagedTorchFile as e:
+        raise TrainConfigError(f"student.init_weights: {e}; copy or export it again") from e
     except Exception as e:
         raise TrainConfigError(f"student.init_weights: {p} is not a weights-only state dict ({e})") from e
     if state and all(k.startswith("model.") for k in state):

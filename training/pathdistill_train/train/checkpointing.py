@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 
 from napari_pathdistill.atomic import atomic_path
+from napari_pathdistill.models.torch_file import DamagedTorchFile, load_checked
 from pathdistill_train.errors import TrainConfigError, TrainWriteError
 
 
@@ -150,10 +151,16 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
 
     Raises:
         TrainConfigError: the file is not a checkpoint this trainer wrote (e.g. a planted pickle, an older
-            trainer's checkpoint with pickled RNG states, or a truncated file).
+            trainer's checkpoint with pickled RNG states, a truncated file, or one whose bytes changed after
+            it was written: CRC-32s are checked, which torch does not).
     """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_checked(path)
+    except DamagedTorchFile as e:
+        raise TrainConfigError(
+            f"cannot resume from {e}. Restore a copy of it, or delete it to start afresh (or set "
+            "train.resume=false)"
+        ) from e
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TrainConfigError(
