@@ -93,6 +93,34 @@ def test_another_checkpoint_of_the_same_name_is_extracted_again(tmp_path):
     assert json.loads(out.with_name("pathdistill.json").read_text())["weights"] == second.weights_id
 
 
+def test_a_run_killed_between_features_and_stamp_is_not_kept_for_another_model(tmp_path, monkeypatch):
+    """The stamp was written after features.npy: killed between the two, the file had no stamp, so the next
+    run, with another checkpoint of the name, kept it as its own. A pending stamp now goes first."""
+    import napari_pathdistill.evaluation.plism_extract as pe
+
+    write_plism_h5(tmp_path / "plism", stains=("GM",), scanners=("AT2",))
+    first, second = tiny_model("vit", tile_px=56, seed=0), tiny_model("vit", tile_px=56, seed=1)
+    out = tmp_path / "out" / "m" / "GM_AT2_to_GMH_S60.tif" / "features.npy"
+    real = pe.atomic_write_text
+
+    def killed_before_the_final_stamp(path, text):
+        if '"pending"' not in text:
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(pe, "atomic_write_text", killed_before_the_final_stamp)
+    with pytest.raises(KeyboardInterrupt):
+        drain(iter_plism_extract(tmp_path / "plism", first, tmp_path / "out", extractor="m"))
+    assert out.is_file()  # first's features, written whole, not yet stamped as done
+    monkeypatch.setattr(pe, "atomic_write_text", real)
+    drain(iter_plism_extract(tmp_path / "plism", second, tmp_path / "out", extractor="m"))
+    with h5py.File(tmp_path / "plism" / "GM_AT2_to_GMH_S60.tif.h5") as f:
+        tile = f["tile_0_0_0"][()]
+    np.testing.assert_allclose(np.load(out)[0, 3:], second.embed(tile[None])[0], atol=1e-5)
+    assert json.loads(out.with_name("pathdistill.json").read_text()) == {
+        "model": second.spec.name, "weights": second.weights_id}  # fmt: skip
+
+
 def test_bad_tile_files_are_clear_errors(tmp_path):
     model = tiny_model("vit", tile_px=56)
     with pytest.raises(EvaluationError, match="no PLISM tile files"):

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_pathdistill.atomic import atomic_path, atomic_write_text
+from napari_pathdistill.atomic import atomic_write_text
 from napari_pathdistill.errors import Cancelled, EvaluationError
+from napari_pathdistill.inference.disk_room import save_npy_whole
 from napari_pathdistill.progress import Progress
 
 if TYPE_CHECKING:
@@ -142,20 +143,32 @@ def iter_plism_extract(
         if arr is None:
             raise EvaluationError(f"{h5_path}: extraction ended without features")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
-            np.save(tmp, arr)
-        atomic_write_text(target.with_name(STAMP_FILE), json.dumps(stamp))
+        _write_stamped(target, arr, stamp, kept=h5_path.name)
     yield Progress(len(files), len(files), "done")
     yield outputs
 
 
+def _write_stamped(target: Path, arr: np.ndarray, stamp: dict[str, str], kept: str) -> None:
+    """Write ``target`` whole (its size checked: ``disk_room.save_npy_whole``) between a pending stamp and the
+    final one, so that a run killed between the two writes leaves a file no model takes as its own."""
+    stamp_file = target.with_name(STAMP_FILE)
+    atomic_write_text(stamp_file, json.dumps({**stamp, "pending": True}))
+    save_npy_whole(target, arr, kept=kept, elsewhere="another --export-dir")
+    atomic_write_text(stamp_file, json.dumps(stamp))
+
+
 def _same_model(target: Path, stamp: dict[str, str]) -> bool:
-    """Whether ``target`` (a features.npy) was written by the model of ``stamp``: its ``pathdistill.json`` says so,
-    or it has none (plismbench's own export, or one of an earlier version: kept, as before)."""
+    """Whether ``target`` (a features.npy) was written by the model of ``stamp``: its ``pathdistill.json`` says so
+    (and not that the write was still pending), or it has none (plismbench's own export, or one of an earlier
+    version: kept, as before)."""
     try:
         written = json.loads(target.with_name(STAMP_FILE).read_text())
     except FileNotFoundError:
         return True
     except (OSError, ValueError):
         return False
-    return isinstance(written, dict) and all(written.get(k) == v for k, v in stamp.items())
+    return (
+        isinstance(written, dict)
+        and not written.get("pending")
+        and all(written.get(k) == v for k, v in stamp.items())
+    )

@@ -121,7 +121,9 @@ def _full(path: Path, nbytes: int, rows: int) -> str:
     )
 
 
-def save_npy_whole(target: Path, rows: np.ndarray, kept: str) -> None:
+def save_npy_whole(
+    target: Path, rows: np.ndarray, kept: str, elsewhere: str = "another --out folder"
+) -> None:
     """``np.save(target, rows)`` whole or not at all: written beside it (``atomic.atomic_path``), its size
     checked, then renamed into place.
 
@@ -130,6 +132,7 @@ def save_npy_whole(target: Path, rows: np.ndarray, kept: str) -> None:
 
     Args:
         kept: the file the data come from, named in the error (it is kept).
+        elsewhere: where else to write, named in the error (the command's output option).
 
     Raises:
         PathDistillError: ``target`` cannot be written whole (nothing is left of it).
@@ -145,6 +148,6 @@ def save_npy_whole(target: Path, rows: np.ndarray, kept: str) -> None:
         free = shutil.disk_usage(target.parent).free
         raise PathDistillError(
             f"cannot write {target} ({exc.strerror or exc}; {rows.nbytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free "
-            "there): free some space, raise the file-size limit (ulimit -f) or write to another --out folder, "
+            f"there): free some space, raise the file-size limit (ulimit -f) or write to {elsewhere}, "
             f"then rerun ({kept} is kept)."
         ) from exc
