@@ -214,7 +214,7 @@ def tissue_grid() -> None:
     tiles = viewer.layers[-1]
     viewer.layers.selection.active = tiles
     viewer.reset_view()
-    viewer.camera.zoom *= 1.6
+    viewer.scene.camera.zoom *= 1.6
     rows, cols = (
         (tiles.data > 0) & ((tiles.data - 1) // 2 == 26)
     ).nonzero()  # tile 26 (values 2 t + 1, 2 t + 2)
