@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from napari_pathdistill.errors import Cancelled, EmptyTissueError, PathDistillError
+from napari_pathdistill.errors import Cancelled, CorruptTileWarning, EmptyTissueError, PathDistillError
 from napari_pathdistill.inference.dense_tokens import TokenCanvas, fit_pca, map_tiles, patch_size
 from napari_pathdistill.inference.embed import tile_geometry
 from napari_pathdistill.models.embedding_model import EmbeddingModel
@@ -181,9 +182,15 @@ def iter_dense_map(
         g, k = tile_px // patch, stride // patch
         canvas = TokenCanvas(((shape[0] - 1) * k + g, (shape[1] - 1) * k + g))
         offsets = lattice * k
-        pca = yield from map_tiles(model, pyramid, grid, offsets, canvas, batch_size, n_fit_tokens, cancel)
+        skipped: list[int] = []
+        pca = yield from map_tiles(model, pyramid, grid, offsets, canvas, batch_size, n_fit_tokens, cancel,
+                                   skipped)  # fmt: skip
     if pca is None:
         raise Cancelled("Dense map cancelled.")
+    if skipped:  # relayed to a notification by the widget's TaskRunner
+        warnings.warn(f"{Path(slide).name}: skipped {len(skipped)} unreadable tiles (they cannot be decoded: the "
+                      "slide file is corrupt there); the patch-token map is transparent where no other tile "
+                      "covers them", CorruptTileWarning, stacklevel=2)  # fmt: skip
     yield Progress(len(grid), len(grid), "colours")
     dense = _finish(canvas, grid, offsets, pca, model.spec.name, (g, k))
     scale, translate = scale_placement(dense.scale, dense.translate, to_layer)

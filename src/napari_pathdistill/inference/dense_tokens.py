@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.errors import CorruptTileError, PathDistillError
 from napari_pathdistill.inference.embed import iter_batches
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
@@ -78,41 +78,54 @@ def fit_pca(tokens: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
 
 def map_tiles(
     model: EmbeddingModel, pyramid: Pyramid, grid: TileGrid, offsets: np.ndarray, canvas: TokenCanvas,
-    batch_size: int, n_fit_tokens: int, cancel: threading.Event | None,
+    batch_size: int, n_fit_tokens: int, cancel: threading.Event | None, skipped: list[int],
 ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
     """Fit the PCA on the tokens of random tiles (projected into ``canvas`` from memory), then compute and
-    project the other tiles on the model's device; returns (mean, components), or None when cancelled."""
+    project the other tiles on the model's device; returns (mean, components), or None when cancelled. A tile
+    that cannot be decoded is left out (its grid index appended to ``skipped``), as the tile-level map does.
+
+    Raises:
+        CorruptTileError: not one tile of the PCA sample can be decoded.
+    """
     n, g2 = len(grid), (grid.tile_px // patch_size(model)) ** 2
     n_fit = min(n, max(1, math.ceil(n_fit_tokens / g2)))
     fit = np.sort(np.random.default_rng(0).choice(n, n_fit, replace=False))
-    tokens, tokens_of = [], _token_fn(model, None)
+    tokens, tokens_of, bad = [], _token_fn(model, None), list[int]()
     for start, batch in iter_batches(model, pyramid, grid.subset(fit), batch_size=batch_size, cancel=cancel,
-                                     embed=lambda t: tokens_of(t).cpu().numpy()):  # fmt: skip
+                                     skipped=bad, embed=lambda t: tokens_of(t).cpu().numpy()):  # fmt: skip
         tokens.append(batch)
         yield Progress(start + len(batch), n, "patch tokens")
     if sum(map(len, tokens)) < len(fit):
         return None
-    fitted = np.concatenate(tokens)
+    readable = np.setdiff1d(np.arange(len(fit)), bad)
+    skipped.extend(fit[bad].tolist())
+    if not len(readable):
+        raise CorruptTileError(f"{pyramid.path.name}: none of the {len(fit)} tiles the patch-token PCA is fitted "
+                               "on can be decoded (the slide file is corrupt there).")  # fmt: skip
+    fitted = np.concatenate(tokens)[readable]
     mean, comps = fit_pca(fitted.reshape(-1, fitted.shape[-1]), fitted.shape[-1])
-    canvas.add(offsets[fit], (fitted - mean) @ comps.T)
-    rest = np.setdiff1d(np.arange(n), fit)
+    canvas.add(offsets[fit[readable]], (fitted - mean) @ comps.T)
+    rest, bad_rest = np.setdiff1d(np.arange(n), fit), list[int]()
     done = yield from _project_rest(model, pyramid, grid.subset(rest), offsets[rest], canvas, (mean, comps),
-                                    batch_size, cancel, n)  # fmt: skip
+                                    (batch_size, n), cancel, bad_rest)  # fmt: skip
+    skipped.extend(rest[bad_rest].tolist())
     return (mean, comps) if done == len(rest) else None
 
 
 def _project_rest(
     model: EmbeddingModel, pyramid: Pyramid, grid: TileGrid, offsets: np.ndarray, canvas: TokenCanvas,
-    pca: tuple[np.ndarray, np.ndarray], batch_size: int, cancel: threading.Event | None, total: int,
+    pca: tuple[np.ndarray, np.ndarray], sizes: tuple[int, int], cancel: threading.Event | None, bad: list[int],
 ) -> Generator[Progress, None, int]:  # fmt: skip
-    """Project the tiles of ``grid`` on ``pca`` into ``canvas`` batch by batch (the last of ``total`` tiles);
-    returns how many were done."""
+    """Project the tiles of ``grid`` on ``pca`` into ``canvas`` batch by batch; ``sizes`` = (batch size, total
+    tiles, of which ``grid`` holds the last); returns how many were done. Undecodable tiles are appended to
+    ``bad`` (indices into ``grid``) and left out of ``canvas``."""
     mean, comps = (torch.from_numpy(a).to(model.device) for a in pca)
     project = _token_fn(model, (mean, comps))
-    done = 0
-    for start, batch in iter_batches(model, pyramid, grid, batch_size=batch_size, cancel=cancel,
+    done, total = 0, sizes[1]
+    for start, batch in iter_batches(model, pyramid, grid, batch_size=sizes[0], cancel=cancel, skipped=bad,
                                      embed=lambda t: project(t).cpu().numpy()):  # fmt: skip
-        canvas.add(offsets[start : start + len(batch)], batch)
+        ok = np.setdiff1d(np.arange(len(batch)), np.asarray(bad, int) - start)
+        canvas.add(offsets[start + ok], batch[ok])
         done += len(batch)
         yield Progress(total - len(offsets) + done, total, "patch tokens")
     return done
