@@ -136,3 +136,20 @@ def test_cancel_raises_cancelled(cmu_svs):
             if item.stage == "patch tokens":
                 cancel.set()
     assert seen[-1].done < seen[-1].total
+
+
+def test_a_tile_or_stride_off_the_patch_grid_is_refused_with_a_size_that_works(cmu_svs):
+    """Found trying 210 px tiles (15 patches) with a half-tile stride of 100: the refusal suggested 105 px, itself
+    refused; and 60 px tiles without a stride were refused as "stride 60 px and tile 60 px" (no stride was set)."""
+    import re
+
+    vit = tiny_model("h0-mini", tile_px=56)  # patch 14, dynamic image size: timm takes 60 or 210 px tiles
+    with pytest.raises(PathDistillError, match=r"tile 60 px is not a multiple of the patch size of tiny-h0-mini \(14 px\)"
+                       r".* e\.g\. 56 or 70 px tiles") as exc:  # fmt: skip
+        drain(iter_dense_map(vit, cmu_svs, tile_px=60, mpp=4.0))
+    assert "stride" not in str(exc.value)
+    with pytest.raises(PathDistillError, match="multiples of the patch size") as exc:
+        drain(iter_dense_map(vit, cmu_svs, tile_px=210, mpp=4.0, min_tissue=0.1, stride_px=100))
+    suggested = int(re.search(r"e\.g\. (\d+) px", str(exc.value)).group(1))  # type: ignore[union-attr]
+    res = drain(iter_dense_map(vit, cmu_svs, tile_px=210, mpp=4.0, min_tissue=0.1, stride_px=suggested))
+    assert res.stride_cells == suggested // 14 and res.counts.max() > 1

@@ -102,13 +102,22 @@ def dense_grid(
     return grid, lattice[keep], (rows, cols)
 
 
-def _check_stride(stride_px: int | None, tile_px: int, patch: int) -> int:
-    """The stride in model px (``tile_px`` when None), a multiple of the patch size in (0, tile_px]."""
+def _check_stride(stride_px: int | None, tile_px: int, patch: int, name: str) -> int:
+    """The stride in model px (``tile_px`` when None), a multiple of the patch size in (0, tile_px], on tiles
+    whose side is a multiple of the patch size of the model ``name``."""
+    if tile_px % patch:
+        low = tile_px // patch * patch
+        raise PathDistillError(
+            f"tile {tile_px} px is not a multiple of the patch size of {name} ({patch} px): its patch tokens "
+            f"would not cover the tile. Use e.g. {low} or {low + patch} px tiles (um/px sets the magnification)."
+        )
     stride = tile_px if stride_px is None else int(stride_px)
-    if not 0 < stride <= tile_px or stride % patch or tile_px % patch:
+    if not 0 < stride <= tile_px or stride % patch:
+        half = max(1, tile_px // patch // 2) * patch
         raise PathDistillError(
             f"stride {stride} px and tile {tile_px} px must be multiples of the patch size ({patch} px), with "
-            f"stride <= tile, so that the patch grids of overlapping tiles align (e.g. {tile_px // 2} px)."
+            f"stride <= tile, so that the patch grids of overlapping tiles align (e.g. {half} px, about half a "
+            "tile)."
         )
     return stride
 
@@ -167,7 +176,7 @@ def iter_dense_map(
     """
     tile_px, mpp = tile_geometry(model, tile_px, mpp)
     patch = patch_size(model)
-    stride = _check_stride(stride_px, tile_px, patch)
+    stride = _check_stride(stride_px, tile_px, patch, model.spec.name)
     with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyramid:
         to_layer = layer_factor(pyramid)
         yield Progress(0, 0, "tissue detection")
