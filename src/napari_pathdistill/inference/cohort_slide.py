@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_pathdistill.errors import PathDistillError
-from napari_pathdistill.inference.embed import embed_slide, write_plism
+from napari_pathdistill.inference.embed import embed_slide
+from napari_pathdistill.inference.plism_output import write_plism
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.batches import iter_batches
+from napari_pathdistill.inference.plism_output import write_plism as write_plism  # re-exported
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid
 from napari_pathdistill.wsi.tiling import TileGrid
@@ -248,41 +249,3 @@ def output_clashes(slides: Iterable[str | Path]) -> list[list[str]]:
 
 class NoMPPWarning(UserWarning):
     """A slide states no um/px: its tiles are cut in level-0 pixels, not at the model's resolution."""
-
-
-#: suffix of PLISM slide names (every slide registered to GMH_S60), which plismbench requires
-PLISM_SLIDE_SUFFIX = "_to_GMH_S60.tif"
-#: feature rows read at a time into the plismbench array (4,096 x 1,536 float32: 25 MB)
-PLISM_READ_ROWS = 4096
-
-
-def write_plism(h5_path: str | Path, out_dir: str | Path) -> Path:
-    """Copy an ``embed_slide`` HDF5 into plismbench's layout, ``<out>/<model>/<slide>_to_GMH_S60.tif/features.npy``.
-
-    The array is (N, 3 + D) float32: columns (level, x, y) with level = 0 and level-0 (x, y), then features,
-    in the HDF5's row order. The slide folder ends in ``_to_GMH_S60.tif`` (added
-    unless the stem already ends in ``_to_GMH_S60[.tif]``, as PLISM's slides do): plismbench and
-    ``evaluation.features_io.discover_plism`` list only such folders and read the stain and scanner from the
-    first two ``_``-separated fields of the name, so name slides ``<stain>_<scanner>[...]``. The file is written
-    whole or not at all.
-
-    Raises:
-        PathDistillError: the file cannot be written whole (full disk, file-size limit).
-    """
-    import h5py
-
-    from napari_pathdistill.inference.disk_room import save_npy_whole
-
-    h5_path = Path(h5_path)
-    with h5py.File(h5_path, "r") as f:  # one (N, 3 + D) array, filled in place (no float64 or other copies)
-        feats, name = f["features"], str(f.attrs["model"])
-        rows = np.empty((feats.shape[0], 3 + feats.shape[1]), np.float32)  # the HDF5's row order
-        rows[:, 0] = 0
-        rows[:, 1:3] = f["coords"][()]
-        for start in range(0, len(rows), PLISM_READ_ROWS):
-            rows[start : start + PLISM_READ_ROWS, 3:] = feats[start : start + PLISM_READ_ROWS]
-    slide = h5_path.stem.removesuffix(PLISM_SLIDE_SUFFIX).removesuffix(PLISM_SLIDE_SUFFIX[:-4])
-    target = Path(out_dir) / name / (slide + PLISM_SLIDE_SUFFIX) / "features.npy"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save_npy_whole(target, rows, kept=h5_path.name)
-    return target
