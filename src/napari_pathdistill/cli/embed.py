@@ -9,7 +9,9 @@ child process (per dask worker on a cluster), killed and replaced on a timeout.
 Refused before any work, with one ``error:`` line and exit code 2: out-of-range option values (argparse), a
 ``--device`` this machine lacks, and two different slides of the same file name (both would write
 ``<out>/<stem>.h5``). A complete output made with other settings or from another slide is kept and its slide
-reported failed, unless ``--overwrite``.
+reported failed, unless ``--overwrite``. Each slide's outcome (embedded, kept or failed and why, its tiles, outputs
+and warnings) is also a row of ``<out>/embed_summary.csv`` (:mod:`~napari_pathdistill.cli._embed_summary`), which
+reruns update in place.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--model", default="pathdistill-student", help="registry name, checkpoint folder or hf-hub: id"
     )
     p.add_argument(
-        "--out", required=True, help="output folder: <out>/<slide>.h5 per slide (created if needed)"
+        "--out",
+        required=True,
+        help="output folder: <out>/<slide>.h5 per slide and embed_summary.csv (created if needed)",
     )
     p.add_argument(
         "--tile-px", type=positive_int, default=None, help="tile side in px (default: the model's)"
@@ -144,8 +148,9 @@ def _options(args: argparse.Namespace):
     )  # fmt: skip
 
 
-def _report(outcomes, total: int) -> int:
-    """Show a slides bar over ``outcomes``; print outputs (stdout) and failures (stderr); 1 if any failed."""
+def _report(outcomes, total: int, summary) -> int:
+    """Show a slides bar over ``outcomes``; print outputs (stdout) and failures (stderr); record each in
+    ``summary`` (an :class:`~napari_pathdistill.cli._embed_summary.EmbedSummary`); 1 if any failed."""
     from tqdm import tqdm
 
     from napari_pathdistill.cli._bars import progress_bar
@@ -153,6 +158,7 @@ def _report(outcomes, total: int) -> int:
     failed, skipped = [], 0
     with progress_bar(total=total, desc="slides", unit="slide") as bar:
         for o in outcomes:
+            summary.add(o)
             for w in o.warnings:
                 tqdm.write(f"WARNING {o.slide}: {w}", file=sys.stderr)
             if o.skipped:
@@ -172,6 +178,8 @@ def _report(outcomes, total: int) -> int:
         print(
             f"{len(failed)} of {total} slides failed: {', '.join(o.slide for o in failed)}", file=sys.stderr
         )
+    if (path := summary.write()) is not None:
+        print(f"summary: {path}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -224,6 +232,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     Slides that would write the same output and a ``--device`` this machine lacks are refused before any
     work (``parser.error``: exit code 2).
     """
+    from napari_pathdistill.cli._embed_summary import EmbedSummary
     from napari_pathdistill.errors import CorruptTileWarning, PathDistillError
     from napari_pathdistill.inference.embed import NoMPPWarning
 
@@ -243,12 +252,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
                   "'napari-pathdistill[distributed]'", file=sys.stderr)  # fmt: skip
             return 2
     outcomes = _distributed(args, opts) if distributed else _serial(args, opts)
+    summary = EmbedSummary(args.out, create=args.scheduler is None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoMPPWarning)  # _report prints it once per slide, with its name
             # likewise ("skipped N unreadable tiles", "tissue detection: N tiles of level L cannot be ...")
             warnings.simplefilter("ignore", CorruptTileWarning)
-            return _report(outcomes, len(args.slides))
+            return _report(outcomes, len(args.slides), summary)
     except (PathDistillError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:  # also on Ctrl-C: the slides finished so far
+        summary.write()

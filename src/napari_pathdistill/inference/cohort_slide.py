@@ -54,7 +54,7 @@ class SlideOutcome:
     """Result of one slide: the files written (or kept: ``skipped``), or the error (``"<Type>: <message>"``).
 
     ``warnings`` are the lines of the output's ``warning`` attr (e.g. the slide has no MPP, tissue detection
-    met undecodable tiles) and its skipped tiles.
+    met undecodable tiles) and its skipped tiles; ``tiles`` the rows of its output (None: failed).
     """
 
     slide: str
@@ -63,6 +63,7 @@ class SlideOutcome:
     worker: str = "local"
     skipped: bool = False
     warnings: tuple[str, ...] = ()
+    tiles: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -98,7 +99,8 @@ def embed_one(
         if "plism" in opts.formats:
             outputs.append(write_plism(h5, opts.out_dir))
         skipped = stages[-1:] == ["skipped"]
-        return SlideOutcome(str(slide), tuple(map(str, outputs)), skipped=skipped, warnings=_warnings(h5))
+        said, tiles = _facts(h5)
+        return SlideOutcome(str(slide), tuple(map(str, outputs)), skipped=skipped, warnings=said, tiles=tiles)
     except Exception as exc:  # per-slide failure: reported, the cohort goes on
         return SlideOutcome(str(slide), error=_describe(exc))
 
@@ -124,15 +126,16 @@ def reader_threads(device: object) -> int:
     return 2
 
 
-def _warnings(h5: Path) -> tuple[str, ...]:
-    """The ``warning`` attr lines of an embedding HDF5 and its skipped (undecodable) tiles, as a tuple."""
+def _facts(h5: Path) -> tuple[tuple[str, ...], int]:
+    """The ``warning`` attr lines of an embedding HDF5 and its skipped (undecodable) tiles; its rows."""
     import h5py
 
     from napari_pathdistill.inference.outputs import skipped_message
 
     with h5py.File(h5, "r") as f:
         w, n_skipped = f.attrs.get("warning"), int(f.attrs.get("skipped_tiles", 0))
-    return tuple(str(w or "").splitlines()) + ((skipped_message(n_skipped),) if n_skipped else ())
+        rows = int(f["coords"].shape[0])
+    return tuple(str(w or "").splitlines()) + ((skipped_message(n_skipped),) if n_skipped else ()), rows
 
 
 def _describe(exc: BaseException) -> str:
