@@ -2,8 +2,10 @@
 
 Each tile becomes a square ``Polygon`` in level-0 pixel coordinates (QuPath's image space), with
 ``properties.objectType`` (``"detection"`` by default, so thousands of tiles stay light in QuPath; or
-``"annotation"``), ``properties.classification = {"name": ..., "color": [r, g, b]}`` (QuPath >= 0.3 reads
-``color``) and measurements such as the cosine similarity. Three exports: k-means clusters of a slide's
+``"annotation"``), ``properties.classification = {"name": ..., "color": [r, g, b]}`` and
+``properties.measurements = {name: value}`` such as the cosine similarity: QuPath 0.4's GeoJSON, which QuPath
+>= 0.4 reads (``PathObjectTypeAdapters``, ``GsonTools.PathClassTypeAdapter``; before 0.4 QuPath wrote classes
+with ``colorRGB`` and measurements as a list of name/value objects). Three exports: k-means clusters of a slide's
 features, the tiles most similar to a query tile, and the tiles whose similarity passes a threshold.
 """
 
