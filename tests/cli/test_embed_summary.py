@@ -106,3 +106,23 @@ def test_slides_finished_before_ctrl_c_are_in_the_summary(ckpt, cmu_svs, tcga_sv
     assert not (out / "tcga-cr-7395-01a-01-ts1.h5").exists()
     rows = _rows(out)
     assert list(rows) == ["CMU-1-Small-Region.svs"] and rows["CMU-1-Small-Region.svs"]["status"] == "embedded"
+
+
+def test_two_runs_into_one_folder_keep_each_other_s_rows(tmp_path) -> None:
+    """Two ``pathdistill embed`` processes may share an --out folder (per-slide locks); each summary write used to
+    replace the file with that run's rows and those it read at its start, dropping the other run's."""
+    from napari_pathdistill.cli._embed_summary import EmbedSummary
+    from napari_pathdistill.inference.cohort_slide import SlideOutcome
+
+    first, second = EmbedSummary(tmp_path), EmbedSummary(tmp_path)
+    first.add(SlideOutcome(str(tmp_path / "a.svs"), (str(tmp_path / "a.h5"),), tiles=3))
+    second.add(SlideOutcome(str(tmp_path / "b.svs"), error="WSIError: truncated"))
+    assert first.write() and second.write()
+    first.add(SlideOutcome(str(tmp_path / "c.svs"), (str(tmp_path / "c.h5"),), tiles=5))
+    first.write()
+    rows = _rows(tmp_path)
+    assert {k: v["status"] for k, v in rows.items()} == {
+        "a.svs": "embedded",
+        "b.svs": "failed",
+        "c.svs": "embedded",
+    }

@@ -4,7 +4,9 @@ One row per slide (its absolute path): ``status`` ``embedded``, ``kept`` (a comp
 was there) or ``failed``, the ``tiles`` of its output, its ``outputs`` (space-separated), the ``error`` of a failed
 slide, its ``warnings`` (`` | ``-separated: no MPP, undecodable tiles) and when it ``finished`` (UTC). A rerun
 updates the rows of its slides in place and keeps the others', so a cohort embedded in several runs (resumed
-after Ctrl-C, failed slides retried) has one row per slide, its latest outcome. The file is written atomically,
+after Ctrl-C, failed slides retried) has one row per slide, its latest outcome; each write merges this run's
+rows into the file as it is then, so two runs writing into one folder at once (the per-slide locks let them)
+keep each other's rows. The file is written atomically,
 at most every :data:`WRITE_EVERY_S` seconds while slides finish and once more at the end (also when interrupted).
 """
 
@@ -50,7 +52,7 @@ class EmbedSummary:
     def __init__(self, out_dir: str | Path, *, create: bool = True) -> None:
         self.path = Path(out_dir).expanduser() / SUMMARY_NAME
         self.create = create
-        self.rows = read_summary(self.path)
+        self.rows: dict[str, dict[str, str]] = {}  # this run's outcomes, by slide
         self._dirty, self._written_at, self._failed = False, time.monotonic(), False
 
     def add(self, outcome: Any) -> None:
@@ -80,7 +82,7 @@ class EmbedSummary:
         text = io.StringIO()
         writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(self.rows.values())
+        writer.writerows({**read_summary(self.path), **self.rows}.values())
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, text.getvalue())
