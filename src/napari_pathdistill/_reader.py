@@ -133,6 +133,13 @@ def _check_displayable(pyramid: Any) -> None:
         return
     convert = ("Convert it to a pyramidal TIFF first, e.g. `vips tiffsave in.tif out.tif --tile --pyramid "
                "--compression jpeg`; `pathdistill tiles` can still tile it.")  # fmt: skip
+    if (size := getattr(pyramid, "truncated_at", None)) is not None:  # lost its smaller levels: no vips
+        intact = ", ".join(f"{lv.shape[1]}x{lv.shape[0]}" for lv in pyramid.levels)
+        raise WSIError(
+            f"{pyramid.path.name} is truncated (the file ends at byte {size:,}); its intact level(s): {intact} px, "
+            f"and napari would have to load the smallest whole ({h * w * 3 / 2**30:.1f} GiB as RGB). Its smaller "
+            "levels are lost: copy the file again. `pathdistill tiles` can still tile what is intact."
+        )
     if len(pyramid.levels) == 1:
         raise WSIError(
             f"{pyramid.path.name} is a {w}x{h} image without a pyramid: napari would have to load it whole. "

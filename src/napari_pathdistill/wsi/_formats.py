@@ -96,9 +96,12 @@ def _openslide_unless_it_loses_mpp(path: Path, tiff: Backend) -> Backend:
     """A single-level generic TIFF: OpenSlide reads its tiles natively, but takes its pixel size from the
     resolution tags only; when tifffile found one OpenSlide lacks (an OME-XML ``PhysicalSizeX``, as QuPath and
     Bio-Formats write), the tifffile backend keeps it. It also keeps 12-bit (10, 14) samples stored in 16 bits,
-    which OpenSlide (libtiff's RGBA reads: the high byte) shows nearly black, and an OME-TIFF's label and
-    macro Images, which OpenSlide does not expose."""
+    which OpenSlide (libtiff's RGBA reads: the high byte) shows nearly black, an OME-TIFF's label and
+    macro Images, which OpenSlide does not expose, and a truncated pyramid left with its level 0 (what it lost is
+    known here: the reader says so instead of calling it an image without a pyramid)."""
     if getattr(tiff, "sample_white", None) is not None or tiff.associated_image_names():
+        return tiff
+    if getattr(tiff, "truncated_at", None) is not None:
         return tiff
     slide = OpenSlideBackend(path)
     if microscope_mpp(slide.mpp) is None and microscope_mpp(tiff.mpp) is not None:

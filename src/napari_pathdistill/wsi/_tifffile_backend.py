@@ -113,7 +113,9 @@ class TiffFileBackend:
             pages, declared = pyramid_pages(self._tif, series)
             if note := other_planes_note(path.name, series):
                 warnings.warn(note, UserWarning, stacklevel=3)
-        self._pages = intact_levels(path, self._tif, pages, declared)
+        #: the size (bytes) of a truncated file (levels or tiles lost past its end), None when intact
+        self.truncated_at: int | None = None
+        self._pages, self.truncated_at = intact_levels(path, self._tif, pages, declared)
         #: a vendor flavour OpenSlide reads (svs, ndpi, ...) as tifffile recognises it, else None
         self.vendor = next(
             (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None

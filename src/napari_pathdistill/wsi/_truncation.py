@@ -44,12 +44,17 @@ def _dangling_next_ifd(tif: Any, size: int) -> int | None:
     return offset or None  # not 0: a directory follows that tifffile could not read
 
 
-def intact_levels(path: Path, tif: Any, pages: list[Any], declared: int | None = None) -> list[Any]:
+def intact_levels(
+    path: Path, tif: Any, pages: list[Any], declared: int | None = None
+) -> tuple[list[Any], int | None]:
     """``pages`` (level 0 first) without the reduced levels a truncation damaged; warns about what was lost.
 
     Level 0 is always kept (its tiles past the end read as corrupt tiles: grey in the viewer, skipped by
     embedding). Nothing is said about an intact file. ``declared``: the number of levels the file declares
     (default: level 0 and its SubIFDs, else ``len(pages)``).
+
+    Returns:
+        (the intact level pages, the file's size in bytes when it is truncated, else None).
     """
     size = path.stat().st_size
     if declared is None:
@@ -76,4 +81,4 @@ def intact_levels(path: Path, tif: Any, pages: list[Any], declared: int | None =
             TruncatedFileWarning,
             stacklevel=3,
         )
-    return keep
+    return keep, size if lost else None

@@ -59,6 +59,8 @@ class Pyramid:
         #: call that met such tiles: tissue detection counted them as background
         self.thumbnail_warnings: list[str] = []
         self.properties: dict[str, str] = dict(backend.properties)
+        #: the size in bytes of a TIFF cut short (pyramid levels or tiles lost past its end), None when intact
+        self.truncated_at: int | None = getattr(backend, "truncated_at", None)
         self._dask: list[Any] | None = None
         self._token = uuid.uuid4().hex
         self._cache = BlockCache(int(float(os.environ.get("PATHDISTILL_CHUNK_CACHE_MB", "128")) * 2**20))
