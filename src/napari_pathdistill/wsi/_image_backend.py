@@ -7,10 +7,17 @@ rule, :func:`~napari_pathdistill.wsi.pil_rgb.pil_rgb` (alpha and transparent pal
 chunks. The EXIF Orientation tag is not applied, as napari's own reader (imageio) does not apply it: the widgets
 place their results on that layer in its pixels, so the image is used as stored. Such files carry no microscope
 pixel size, so ``mpp`` is None unless the caller supplies one (``open_pyramid(path, fallback_mpp=...)``).
+
+Pillow's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``: a warning over 89 M px, an error over 179 M) is
+off while a file is opened here: ``MAX_PIXELS`` is this backend's limit, checked before anything is decoded, and
+Pillow's refused a 15,000 x 15,000 JPEG as a possible "decompression bomb DOS attack".
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +30,20 @@ SUFFIXES = (".jpg", ".jpeg", ".png")
 #: larger plain images would be decoded whole: convert them to a pyramidal (OME-)TIFF instead
 MAX_PIXELS = 20_000 * 20_000
 CHUNK = 512
+_PIL_LIMIT = threading.Lock()
+
+
+@contextmanager
+def _without_pillow_bomb_limit() -> Iterator[None]:
+    """Pillow's ``MAX_IMAGE_PIXELS`` off for the block (it is a module global: restored after, under a lock)."""
+    from PIL import Image
+
+    with _PIL_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 class ImageBackend:
@@ -34,7 +55,9 @@ class ImageBackend:
         from PIL import Image
 
         try:
-            with Image.open(path) as im:
+            with _without_pillow_bomb_limit():  # only the header is read here; decoding follows
+                opened = Image.open(path)
+            with opened as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise WSIError(
                         f"{path.name} is a {im.width} x {im.height} plain image: too large to decode whole. "
