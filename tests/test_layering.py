@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "models": set(),
     "inference": {"metrics", "wsi", "models"},
     "evaluation": {"metrics", "wsi", "models", "inference"},
-    "_reader": {"wsi"},
+    "_reader": {"wsi", "_channel_layers"},
+    "_channel_layers": set(),  # the reader's multiplex channel layers
     "_sample_data": {"wsi", "_reader"},
     "_feature_reader": {"wsi", "inference", "_reader", "_qt"},  # front end: map layers of feature HDF5 files
     "_native": set(),

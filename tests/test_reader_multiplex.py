@@ -85,7 +85,7 @@ def test_limits_of_a_large_level_come_from_its_tiles_whatever_their_size(tile: i
     """Before, tiles over 512 px gave no sample, and a 12-bit channel got the dtype's range (shown black)."""
     import dask.array as da
 
-    from napari_pathdistill._reader import _contrast_limits
+    from napari_pathdistill._channel_layers import _contrast_limits
 
     rng = np.random.default_rng(tile)
     level = rng.gamma(2.0, 300.0, (4600, 4600)).clip(0, 4095).astype(np.uint16)
