@@ -21,6 +21,7 @@ import numpy as np
 
 from napari_pathdistill.errors import WSIError
 from napari_pathdistill.wsi._backend_utils import open_fd, to_rgb
+from napari_pathdistill.wsi._dicom_positions import raw_positions
 
 #: native (uncompressed) little-endian transfer syntaxes -> length of the Pixel Data element header
 NATIVE = {"1.2.840.10008.1.2": 8, "1.2.840.10008.1.2.1": 12}
@@ -196,8 +197,13 @@ class InstanceFrames:
 def frame_positions(ds: Any, n_frames: int) -> list[tuple[int, int, int]]:
     """(frame index, x0, y0) in total-pixel-matrix pixels of the frames of the first plane/optical path."""
     th, tw = int(ds.Rows), int(ds.Columns)
+    sparse = ds.get("DimensionOrganizationType") != "TILED_FULL" and n_frames > 1
+    if (
+        sparse and (fast := raw_positions(ds, n_frames)) is not None
+    ):  # no Dataset per frame (_dicom_positions)
+        return fast
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if ds.get("DimensionOrganizationType") != "TILED_FULL" and per_frame and n_frames > 1:
+    if sparse and per_frame:
         out, first = [], None
         for i, item in enumerate(per_frame[:n_frames]):
             try:
