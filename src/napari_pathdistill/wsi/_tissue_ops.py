@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["block_mean", "border_labels", "label_sums", "lookup", "od_channels", "upsample"]
+__all__ = ["block_mean", "border_labels", "is_grey", "label_sums", "lookup", "od_channels", "upsample"]
+
+
+def is_grey(rgb: np.ndarray) -> bool:
+    """Whether an (h, w, 3) image is greyscale (R = G = B everywhere: a one-sample slide shown as RGB), row by row."""
+    return all(np.array_equal(row[:, 0], row[:, 1]) and np.array_equal(row[:, 1], row[:, 2]) for row in rgb)
 
 
 def block_mean(a: np.ndarray, k: int) -> np.ndarray:

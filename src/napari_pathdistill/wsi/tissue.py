@@ -20,6 +20,7 @@ from skimage import morphology
 from napari_pathdistill.wsi._tissue_ops import (
     block_mean,
     border_labels,
+    is_grey,
     label_sums,
     lookup,
     od_channels,
@@ -67,12 +68,14 @@ class TissueMaps:
         stain_ratio: (h, w) float32 (max - min) / sum of the smoothed per-channel densities: ~0 for grey or
             black (dust, a cover-slip edge, out-of-focus glass), > 0.1 for H&E, haematoxylin and DAB.
         background: (3,) float glass colour the densities are relative to.
+        greyscale: the image has no colour at all (a one-sample slide): ``stain_ratio`` is 0 on its tissue too.
     """
 
     density: np.ndarray
     texture: np.ndarray
     stain_ratio: np.ndarray
     background: np.ndarray
+    greyscale: bool = False
 
 
 def background_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -145,7 +148,7 @@ def tissue_maps(rgb: np.ndarray, smooth_px: float = 2.0) -> TissueMaps:
             upsample(maps[1], k, img.shape[:2]),
             upsample(maps[2], k, img.shape[:2]),
         )
-    return TissueMaps(*maps, bg)
+    return TissueMaps(*maps, bg, is_grey(img))
 
 
 def _maps_from_moments(od: list[np.ndarray], second: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,8 +189,8 @@ def mask_from_maps(
         threshold: minimum smoothed optical density (sum over RGB, relative to glass; glass ~ 0.03, pale IHC
             counterstain 0.1-0.3, H&E 0.5-1.5). The tissue widget previews it.
         min_texture: minimum local standard deviation of the density (flat grey glass has ~ 0.005).
-        min_stain_ratio: minimum mean colour of the density over a connected object (a grey or black mark,
-            e.g. a cover-slip edge, is not tissue; a near-black DAB nucleus within stained tissue is).
+        min_stain_ratio: minimum mean colour of the density over a connected object (a grey or black cover-slip
+            edge is not tissue, a near-black DAB nucleus in stained tissue is); none on a greyscale image.
         closing_radius: radius (px) of the binary closing disk.
         min_object_frac: objects and holes smaller than this fraction of the image are removed / filled.
     """
@@ -200,7 +203,7 @@ def mask_from_maps(
     n = ndi.label(mask, output=labels)
     counts, colour = label_sums(labels, n + 1, maps.stain_ratio)
     # per object, not per pixel: near-black DAB nuclei inside stained tissue stay tissue; then small objects
-    keep = (colour >= min_stain_ratio * counts) & (counts > min_size)
+    keep = ((colour >= min_stain_ratio * counts) | maps.greyscale) & (counts > min_size)
     keep[0] = False
     mask = lookup(keep, labels)
     n = ndi.label(~mask, output=labels)  # holes: enclosed background, or small background at the border
@@ -229,9 +232,7 @@ TISSUE_SMOOTH_UM = 8.0
 
 def tissue_smooth_px(pyramid: Pyramid, downsample: float) -> float:
     """Window sigma (thumbnail px) of ``TISSUE_SMOOTH_UM`` on a thumbnail of ``downsample`` (2 px without MPP)."""
-    if not pyramid.mpp:
-        return 2.0
-    return max(1.0, TISSUE_SMOOTH_UM / (float(np.mean(pyramid.mpp)) * downsample))
+    return max(1.0, TISSUE_SMOOTH_UM / (float(np.mean(pyramid.mpp)) * downsample)) if pyramid.mpp else 2.0
 
 
 #: most pixels of the image tissue detection works on (2048 x 2048): its memory, ~40 bytes per pixel, is bounded
