@@ -8,8 +8,6 @@ the weights.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from napari_pathdistill.errors import ModelLoadError
@@ -41,13 +39,12 @@ def test_h0_mini_by_its_hub_name_embeds_cls_and_mean_patch_1536d() -> None:
 
 
 @pytest.mark.parametrize("name", ["bioptimus/H-optimus-0", "bioptimus/H0-mini"])
-def test_a_hub_name_offline_fails_at_once_saying_where_to_put_the_weights(name, monkeypatch) -> None:
+def test_a_hub_name_offline_fails_at_once_saying_where_to_put_the_weights(name, monkeypatch, created) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    t0 = time.perf_counter()
     with pytest.raises(ModelLoadError) as err:
         load_model(name, device="cpu")
-    assert time.perf_counter() - t0 < 20  # no retries (in practice < 1 s)
+    assert created == []  # no hub download (network retries), no random init of the model (ViT-H/g)
     msg = str(err.value)
     assert f"https://huggingface.co/{name}" in msg and "checkpoint folder" in msg and "HF_HUB_OFFLINE" in msg
