@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +108,10 @@ def test_head_range_comes_from_the_model_and_is_checked_before_any_work(cmu_svs)
         spec_heads(resolve_spec("h-optimus-0")) == 24
         and spec_heads(resolve_spec("efficientnet-lite2-imagenet")) == 0
     )
-    t0 = time.perf_counter()
+    steps = iter_attention_pair(tiny_model("cnn"), student, cmu_svs, heads=(None, 3))
+    # raised by the first next(): before the first Progress ("finding tissue"), so before any tile is read
     with pytest.raises(ValueError, match=r"head 3 out of range: pathdistill-student has 3 heads \(0-2"):
-        next(iter_attention_pair(tiny_model("cnn"), student, cmu_svs, heads=(None, 3)))
-    assert time.perf_counter() - t0 < 1.0  # not after ~35 s of tiles
+        next(steps)
 
 
 def test_peak_memory_is_bounded_over_many_tiles_of_a_large_generated_slide(tmp_path):
