@@ -1,6 +1,7 @@
 """Registration time against the resolution it works at, on the real OS-2 cross-scanner pair.
 
-Usage: ``python benchmarks/registration_work.py [--thumb 256] [--fine 1.0 0.5]``
+Usage: ``python benchmarks/registration_work.py [--thumb 256] [--fine 1.0 0.5] [--data ../shared/data]``
+(``--quick``: 96 px thumbnails, one finer resolution (2 um/px), 3 NCC repeats: a smoke run, tests/test_benchmarks.py)
 
 Both scans (NDPI 0.227 um/px, VSI 0.346 um/px, one 500 um field) are reduced to ``--thumb`` px thumbnails
 (about 2 um/px), as ``register_pair`` hands them to ``register_images``. Timed side by side in one process:
@@ -16,12 +17,14 @@ native one: upsampling costs time and buys no accuracy.
 
 Then one overlap-NCC evaluation (the search's unit of work, hundreds per registration) on work images of 256 and
 512 px: the earlier BLAS formula (``a @ b``, ``np.linalg.norm``: multi-threaded OpenBLAS dots, slow to wake up on
-a busy CPU) against ``registration.overlap_ncc`` (``einsum``). Run it beside other work to see the difference.
+a busy CPU) against ``registration.overlap_ncc`` (``einsum``). Run it beside other work to see the difference;
+the load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -37,9 +40,10 @@ from napari_pathdistill.wsi.registration import (
     work_to_um,
 )
 
-PAIR = (
-    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "paired" / "openslide_OS-2_ndpi_vs_vsi"
+DATA = Path(
+    os.environ.get("PATHDISTILL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
+PAIR = Path("paired") / "openslide_OS-2_ndpi_vs_vsi"
 GRID = np.stack(np.meshgrid(np.linspace(0, 500, 6), np.linspace(0, 500, 6)), -1).reshape(-1, 2)
 
 
@@ -69,7 +73,7 @@ def _blas_ncc(fixed: np.ndarray, warped: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def _per_call(fn, *args, repeats: int = 50) -> float:
+def _per_call(fn, *args, repeats: int) -> float:
     fn(*args)
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -77,32 +81,46 @@ def _per_call(fn, *args, repeats: int = 50) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def ncc_evaluations(fa: np.ndarray) -> None:
-    """Time one overlap NCC both ways on A's optical density at two work sizes (B: A shifted, NaN outside)."""
+def ncc_evaluations(fa: np.ndarray, repeats: int) -> dict[str, float]:
+    """Time one overlap NCC both ways on A's optical density at two work sizes (B: A shifted, NaN outside);
+    returns the BLAS / einsum time ratio per size."""
     from napari_pathdistill.wsi.registration import density
 
+    ratios = {}
     for side in (256, 512):
         f = rescale(density(fa), side / max(fa.shape[:2]), order=1)
         w = np.full_like(f, np.nan)
         w[5:, 3:] = f[:-5, :-3]
         assert abs(_blas_ncc(f, w) - overlap_ncc(f, w)) < 1e-9
-        old, new = _per_call(_blas_ncc, f, w), _per_call(overlap_ncc, f, w)
+        old, new = _per_call(_blas_ncc, f, w, repeats=repeats), _per_call(overlap_ncc, f, w, repeats=repeats)
+        ratios[f"ncc {f.shape[1]}x{f.shape[0]}"] = old / new
         print(f"overlap NCC {f.shape[1]}x{f.shape[0]} px: BLAS {old * 1e3:.2f} ms, einsum {new * 1e3:.2f} ms, "
               f"x{old / new:.1f} faster")  # fmt: skip
+    return ratios
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the comparison; returns each line's time ratio to ``native`` (``asked 1.0``, ``upsampled 1.0``, ...)
+    and the BLAS / einsum ratio of each NCC size."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--thumb", type=int, default=256)
     ap.add_argument("--fine", type=float, nargs="+", default=[1.0, 0.5])
-    args = ap.parse_args()
+    ap.add_argument("--ncc-repeats", type=int, default=50, help="timed calls per NCC formula and size")
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared data root (../shared/data)")
+    ap.add_argument("--quick", action="store_true", help="--thumb 96 --fine 2.0 --ncc-repeats 3: a smoke run")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.thumb, args.fine, args.ncc_repeats = 96, [2.0], 3
+    load_before = os.getloadavg()
+    pair = args.data / PAIR
     (fa, ma), (fb, mb) = (
-        _thumb(PAIR / "OS-2-ndpi.ome.tif", 0.227, args.thumb),
-        _thumb(PAIR / "OS-2-vsi.ome.tif", 0.346, args.thumb),
+        _thumb(pair / "OS-2-ndpi.ome.tif", 0.227, args.thumb),
+        _thumb(pair / "OS-2-vsi.ome.tif", 0.346, args.thumb),
     )
     native = max(ma, mb)
     base_t, base = _timed(fa, fb, ma, mb, native)
     print(f"native    {native:5.2f} um/px: {base_t:6.2f} s  (NCC {base.ncc:.3f})")
+    ratios = {}
     for fine in args.fine:
         (ua, to_a), (ub, to_b) = _up(fa, ma, fine), _up(fb, mb, fine)
         for label, (a, b, pa, pb, fa_um, fb_um) in (
@@ -112,9 +130,14 @@ def main() -> None:
             t, reg = _timed(a, b, pa, pb, fine)
             matrix = fa_um @ reg.matrix @ np.linalg.inv(fb_um)  # in the thumbnails' um, as the native one
             moved = np.abs(apply_affine(matrix, GRID) - apply_affine(base.matrix, GRID)).max()
+            ratios[f"{label} {fine:g}"] = t / base_t
             print(f"{label:9s} {fine:5.2f} um/px: worked at {reg.work_mpp:5.2f}, time x{t / base_t:5.1f}, "
                   f"points within {moved:.2f} um of native's (NCC {reg.ncc:.3f})")  # fmt: skip
-    ncc_evaluations(fa)
+    ratios |= ncc_evaluations(fa, args.ncc_repeats)
+    after = os.getloadavg()
+    print(f"load average (1, 5, 15 min) before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+          f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}; {os.cpu_count()} CPUs")  # fmt: skip
+    return ratios
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Smoke tests of benchmarks/embed.py and benchmarks/student.py: their ``main`` runs end to end with tiny
-settings on the real data, so the scripts cannot rot. No speed is asserted (timings belong to the scripts)."""
+"""Smoke tests of the benchmarks/ scripts: each one's ``main`` runs end to end with tiny settings on the real data,
+so the scripts cannot rot. No speed is asserted (timings belong to the scripts)."""
 
 from __future__ import annotations
 
@@ -237,3 +237,18 @@ def test_tiles_cli_benchmark_prints_both_previews_and_the_command(cmu_svs: Path,
     out = capsys.readouterr().out
     assert "preview per tile: before" in out and "now" in out
     assert "pathdistill tiles CMU-1-Small-Region.svs: exit 0" in out and "peak RSS" in out
+
+
+def test_robustness_benchmark_times_both_implementations_of_a_pair(capsys) -> None:
+    res = _bench("robustness").main(["--n", "300", "--dim", "16", "--loop-queries", "20"])
+    assert {"loop", "cpu"} <= set(res) and all(math.isfinite(t) and t > 0 for t in res.values())
+    out = capsys.readouterr().out
+    assert "extrapolated from 20 queries/direction" in out and "speed-up x" in out and "load average" in out
+
+
+def test_registration_work_benchmark_prints_ratios_to_the_native_run(shared_data: Path, capsys) -> None:
+    res = _bench("registration_work").main(["--quick", "--data", str(shared_data)])
+    assert set(res) == {"asked 2", "upsampled 2", "ncc 256x256", "ncc 512x512"}
+    assert all(math.isfinite(r) and r > 0 for r in res.values())
+    out = capsys.readouterr().out
+    assert "native" in out and "worked at" in out and "faster" in out and "load average" in out
