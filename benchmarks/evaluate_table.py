@@ -46,23 +46,27 @@ print(json.dumps({"s": dt, "mb": (resource.getrusage(resource.RUSAGE_SELF).ru_ma
 
 
 def _run(kind: str, n: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, kind, str(n)], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    proc = subprocess.run([sys.executable, "-c", _CHILD, kind, str(n)], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the {kind} fill of {n} rows failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run both fills per row count; returns one dict per count (rows, items/model seconds and MB, ratio)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 50_000, 100_000])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'rows':>8} {'items s':>8} {'model s':>8} {'ratio':>6} {'items MB':>9} {'model MB':>9}")
+    results = []
     for n in args.rows:
         old, new = _run("items", n), _run("model", n)
         ratio = old["s"] / max(new["s"], 1e-9)
-        print(f"{n:8d} {old['s']:8.2f} {new['s']:8.3f} {ratio:6.0f} {old['mb']:9.0f} {new['mb']:9.0f}")
+        results.append({"rows": n, "items": old, "model": new, "ratio": ratio})
+        print(f"{n:8d} {old['s']:8.2f} {new['s']:8.3f} {ratio:6.1f} {old['mb']:9.0f} {new['mb']:9.0f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return results
 
 
 if __name__ == "__main__":

@@ -252,3 +252,28 @@ def test_registration_work_benchmark_prints_ratios_to_the_native_run(shared_data
     assert all(math.isfinite(r) and r > 0 for r in res.values())
     out = capsys.readouterr().out
     assert "native" in out and "worked at" in out and "faster" in out and "load average" in out
+
+
+@pytest.mark.napari
+def test_evaluate_table_benchmark_fills_both_tables() -> None:
+    """Two child processes (items, model) per row count; a failing child names its stderr."""
+    (row,) = _bench("evaluate_table").main(["--rows", "300"])
+    assert row["rows"] == 300 and math.isfinite(row["ratio"]) and row["ratio"] > 0
+    assert all(row[k]["s"] > 0 for k in ("items", "model"))
+
+
+@pytest.mark.napari
+def test_grid_pan_benchmark_pans_over_each_kind_of_grid(own_napari_app, capsys) -> None:
+    rows = _bench("grid_pan").main(["--tiles", "500", "--steps", "2", "--kinds", "none,labels"])
+    assert [r["kind"] for r in rows] == ["none", "labels"] and all(
+        r["tiles"] == rows[0]["tiles"] for r in rows
+    )
+    assert all(0 < r["median_s"] <= r["max_s"] for r in rows)
+    assert "load average before" in capsys.readouterr().out
+
+
+def test_tissue_memory_benchmark_measures_a_generated_slide(tmp_path: Path) -> None:
+    res = _bench("tissue_memory").main(["--sizes", "2000x1500", "--dir", str(tmp_path)])
+    (row,) = res["rows"]
+    assert row["level0"] == [2000, 1500] and row["detect_mb"] >= 0 and 0 < row["tissue"] < 1
+    assert len(res["load_before"]) == len(res["load_after"]) == 3
