@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--exact-rows", type=int, default=10_000, help="subsample for the exact methods' ratio")
     args = p.parse_args(argv)
+    load_before = os.getloadavg()
     x = features(args.n, args.dim, args.k)
     sub = x[: args.exact_rows]
     weak = features(args.n, args.dim, args.k, seed=1, spread=0.05)
@@ -130,12 +131,23 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
         **h5_reads(x),
     }
     print(f"{args.n:,} x {args.dim} float32 features ({x.nbytes / 2**20:.0f} MB), k={args.k}; "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
+          f"load average before {_load(load_before)}, after {_load(os.getloadavg())}")  # fmt: skip
     for name, (sec, mb) in res.items():
         print(f"  {name:55s} {sec:7.2f} s   " + (f"peak +{mb:7.0f} MB" if mb >= 0 else "(time only)"))
     ratio = inertia(weak, labels["new"]) / inertia(weak, labels["old"])
     print(f"  weak structure: inertia kmeans_labels / before = {ratio:.5f}")
+    rows = f"first {len(sub):,} rows"
+    for before, now in (
+        ("weak structure: every seeding to convergence (before)", "weak structure: k-means (kmeans_labels)"),
+        ("TRIDENT h5 (1-row chunks): h5py dset[()]", "TRIDENT h5 (1-row chunks): read_rows"),
+        (f"full k-means (scikit-learn), {rows}", f"kmeans_labels (numpy Lloyd), {rows}"),
+    ):
+        print(f"  time ratio, same run: {before} / {now} = x{res[before][0] / max(res[now][0], 1e-9):.2f}")
     return res
+
+
+def _load(avg: tuple[float, float, float]) -> str:
+    return " ".join(f"{v:.2f}" for v in avg)
 
 
 if __name__ == "__main__":

@@ -160,10 +160,12 @@ def test_student_arch_benchmark_times_every_candidate_against_the_teacher() -> N
     assert all(r["tiles_s"] > 0 and r["params_m"] > 0 for r in res.values())
 
 
-def test_feature_maps_benchmark_runs_on_a_small_matrix() -> None:
+def test_feature_maps_benchmark_runs_on_a_small_matrix(capsys) -> None:
     bench = _bench("feature_maps")
     res = bench.main(["--n", "3000", "--dim", "64", "--k", "3", "--exact-rows", "500"])
     assert len(res) == 10 and all(sec >= 0 and (mb >= 0 or mb == -1) for sec, mb in res.values())
+    out = capsys.readouterr().out
+    assert out.count("time ratio, same run: ") == 3 and "load average before" in out
 
 
 def test_geojson_export_benchmark_writes_the_same_text_both_ways() -> None:
