@@ -7,7 +7,8 @@ a fresh viewer on top of a grey slide-sized image, exactly as ``TissueWidget`` a
 ``tile_colormap`` + ``tile_features``; before: ``grid_to_shapes`` rectangles with a yellow edge). The view
 is zoomed to show a quarter of the slide's width, then the camera centre moves ``--steps`` times by 5 % of the
 view; a frame is ``viewer.camera.center = ...`` + ``QApplication.processEvents()`` + a canvas screenshot (a
-synchronous render). The baseline is the same without a grid layer. Needs a display (``xvfb-run -a``)::
+synchronous render). The baseline is the same without a grid layer: each kind's median frame is printed as a
+ratio to it (and the ms it adds). Needs a display (``xvfb-run -a``)::
 
     xvfb-run -a python benchmarks/grid_pan.py [--tiles 14459,100000] [--steps 20] [--quick]
 """
@@ -89,6 +90,16 @@ def pan_frames(grid: TileGrid, kind: str, steps: int) -> dict:
         viewer.close()
 
 
+def _vs_baseline(rows: list[dict]) -> None:
+    """Print each grid kind's median frame against the same run's frame without a grid (``none``)."""
+    base = next((r["median_s"] for r in rows if r["kind"] == "none"), None)
+    for r in rows:
+        if base and r["kind"] != "none":
+            r["vs_none"] = r["median_s"] / base
+            print(f"{r['tiles']:>7} tiles  {r['kind']:<7} pan frame x{r['vs_none']:.2f} of no grid "
+                  f"({1e3 * (r['median_s'] - base):+.1f} ms)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiles", default="14459,100000")
@@ -107,6 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             r = rows[-1]
             print(f"{r['tiles']:>7} tiles  {kind:<7} add {r['add_s']:6.2f} s  pan frame median "
                   f"{1e3 * r['median_s']:7.1f} ms  max {1e3 * r['max_s']:7.1f} ms", flush=True)  # fmt: skip
+        _vs_baseline([r for r in rows if r["tiles"] == rows[-1]["tiles"]])
     print(f"load average before {load_before}, after {os.getloadavg()}; {os.cpu_count()} CPUs")
     return rows
 

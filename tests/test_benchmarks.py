@@ -271,7 +271,9 @@ def test_grid_pan_benchmark_pans_over_each_kind_of_grid(own_napari_app, capsys) 
         r["tiles"] == rows[0]["tiles"] for r in rows
     )
     assert all(0 < r["median_s"] <= r["max_s"] for r in rows)
-    assert "load average before" in capsys.readouterr().out
+    assert rows[1]["vs_none"] == pytest.approx(rows[1]["median_s"] / rows[0]["median_s"])
+    out = capsys.readouterr().out
+    assert "load average before" in out and "labels  pan frame x" in out and "of no grid" in out
 
 
 def test_tissue_memory_benchmark_measures_a_generated_slide(tmp_path: Path) -> None:
