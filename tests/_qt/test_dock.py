@@ -27,7 +27,7 @@ LAPTOP = (1280, 720)
 def _dock_from_menu(viewer, qtbot, display_name: str):
     dock, widget = viewer.window.add_plugin_dock_widget("napari-pathdistill", display_name)
     # the widget wraps its dock on the next event-loop turn
-    qtbot.waitUntil(lambda: isinstance(dock.widget(), DockScrollArea), timeout=5000)
+    qtbot.waitUntil(lambda: isinstance(dock.widget(), DockScrollArea), timeout=60_000)
     return dock, widget
 
 
@@ -79,7 +79,7 @@ def test_tabified_docks_fit_a_1280x720_window(make_napari_viewer, qtbot):
     docks = []
     for i, (name, _cls) in enumerate(MENU):
         dock, _ = viewer.window.add_plugin_dock_widget("napari-pathdistill", name, tabify=i > 0)
-        qtbot.waitUntil(lambda d=dock: isinstance(d.widget(), DockScrollArea), timeout=5000)
+        qtbot.waitUntil(lambda d=dock: isinstance(d.widget(), DockScrollArea), timeout=60_000)
         docks.append(dock)
     _settle(qtbot)
     for dock in docks:
@@ -194,7 +194,7 @@ def test_the_tile_search_summary_wraps(make_napari_viewer, qtbot) -> None:
 def _whole_width(qtbot, area) -> None:
     """The form is no wider than the area's viewport (else its right edge is cut off: no sideways scrolling).
     Waited for: while Qt settles a scroll area, its bar can show for a moment over a form that fits."""
-    qtbot.waitUntil(lambda: area.widget().width() <= area.viewport().width(), timeout=3000)
+    qtbot.waitUntil(lambda: area.widget().width() <= area.viewport().width(), timeout=60_000)
 
 
 def test_a_closed_embed_dock_stops_answering_clicks_and_lets_go_of_its_maps(make_napari_viewer, qtbot):

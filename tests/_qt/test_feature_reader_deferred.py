@@ -120,7 +120,7 @@ def test_removing_the_layers_before_the_map_is_ready_is_harmless(make_napari_vie
     viewer.open(str(SLIDE), plugin="napari-pathdistill")
     first = viewer.open(str(big), plugin="napari-pathdistill")
     [job] = deferred_map._MAPS.values()
-    qtbot.waitUntil(lambda: job.worker is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: job.worker is not None, timeout=60_000)
     unfilled = "slide_map" not in first[1].metadata["pathdistill"]
     for layer in first:
         viewer.layers.remove(layer)

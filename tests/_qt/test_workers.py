@@ -114,7 +114,8 @@ def test_error_message_wraps_unexpected_errors():
 
 def test_second_start_is_refused(runner, qtbot):
     arr = np.arange(5)
-    runner.start(lambda c: _sum_squares(200, c, delay=0.002), lambda v: None, "Squares")
+    # long enough to be running at the cancel below whatever the load (200 x 2 ms could end before it)
+    runner.start(lambda c: _sum_squares(100_000, c, delay=0.001), lambda v: None, "Squares")
     with pytest.raises(RuntimeError, match="already running"):
         runner.start(lambda c: iter(arr), lambda v: None, "Other")
     runner.cancel()
@@ -168,13 +169,13 @@ def test_closing_the_window_cancels_a_running_task_and_waits_for_it_to_end(make_
 
     results: list[int] = []
     runner.start(slow, results.append, "Squares")
-    qtbot.waitUntil(lambda: runner.status.value.startswith("squares: "), timeout=10_000)
+    qtbot.waitUntil(lambda: runner.status.value.startswith("squares: "), timeout=60_000)
     assert viewer.window._task_status_manager.get_status() == [f"napari-pathdistill: {runner.status.value}"]
     viewer.close()  # what napari's window close runs (a user's close first lists the task in its dialog)
     assert ended and ended[0] != threading.main_thread().name  # ended before close returned, in the worker
     assert runner.cancel_event.is_set()
     status = runner.status.value
-    qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
     assert results == [] and runner.status.value == status  # the end leaves the closed window's widgets alone
     assert viewer.window._task_status_manager.get_status() == []  # cancelled: nothing busy remains
 

@@ -78,7 +78,7 @@ class _GatedModel(EmbeddingModel):
         self.reads, self.expect, self.calls, self.seen = reads, expect, 0, []
 
     def embed(self, tiles):
-        want, deadline = self.expect(self.calls), time.monotonic() + 10
+        want, deadline = self.expect(self.calls), time.monotonic() + 120  # returns once the reads are in
         while len(self.reads) < want and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(0.02)  # give over-eager readers a chance to exceed the bound
