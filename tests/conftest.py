@@ -1,7 +1,9 @@
 """Shared fixtures and marker handling.
 
 Markers: ``gpu`` (needs CUDA), ``slow`` (opt in with ``--runslow`` or ``PATHDISTILL_RUN_SLOW=1``) and ``napari``
-(needs an X display with OpenGL, i.e. ``xvfb-run -a pytest``). They skip themselves with a reason.
+(needs an X display with OpenGL, i.e. ``xvfb-run -a pytest``). They skip themselves with a reason. A test that uses
+a Qt fixture (``make_napari_viewer``, ``qtbot``, ``own_napari_app``, directly or through another fixture) counts as
+``napari`` marked: without a display, Qt aborts the whole pytest process when it starts.
 Real data live in ``../shared/data`` beside the repository (override with ``PATHDISTILL_SHARED_DATA``).
 """
 
@@ -31,6 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PATHDISTILL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+#: fixtures that start Qt (a QApplication, a napari viewer): their tests need a display
+QT_FIXTURES = {"make_napari_viewer", "qtbot", "own_napari_app"}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
@@ -50,6 +56,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow: pass --runslow or set PATHDISTILL_RUN_SLOW=1"))
+        if "napari" not in item.keywords and QT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.napari)
         if "napari" in item.keywords and not has_display:
             item.add_marker(
                 pytest.mark.skip(reason="napari: needs a display with OpenGL (run under xvfb-run -a)")
