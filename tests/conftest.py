@@ -10,6 +10,7 @@ Real data live in ``../shared/data`` beside the repository (override with ``PATH
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from _big_slide_files import BIG_SLIDE_SHAPE, big_slide_module
 from _wsi_files import write_sparse_tiff
+from napari_pathdistill.inference.feature_cache import CACHE_ENV
 
 # One thread per numerical library, in this process and the ones it starts (trainer runs, torchrun ranks), unless
 # set already: the tests' models and arrays are tiny, and on CI's two shared cores OpenMP / OpenBLAS thread
@@ -67,6 +69,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 has_gpu = _cuda_available()
             if not has_gpu:
                 item.add_marker(pytest.mark.skip(reason="gpu: no CUDA device"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache_of_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``$PATHDISTILL_CACHE_DIR`` (the Embed widget's feature cache) in this process's temporary folder, for the
+    module fixtures that embed; each test then gets its own (below). Unset, embeds wrote to the user cache
+    (~/.cache/napari-pathdistill/features): the next run, or another xdist process, read them back as cache hits."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("feature-cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _feature_cache_of_the_test(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A feature cache of this test's own (not in ``tmp_path``, which some tests list): no cache hit from an
+    earlier test's embed. A test may set its own with ``monkeypatch.setenv``."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("feature-cache")))
 
 
 @pytest.fixture
