@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pkgutil
 
-import pytest
-
 import napari_pathdistill
 from _fresh_process import run_code
 
@@ -50,7 +48,6 @@ def test_core_imports_no_gui() -> None:
 
 
 def test_tissue_widget_imports_no_torch() -> None:
-    pytest.importorskip("napari_pathdistill._qt.tissue_widget")
     assert (
         _imported_after(["napari_pathdistill._qt.tissue_widget", "napari_pathdistill._reader"], ("torch",))
         == []

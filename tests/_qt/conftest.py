@@ -10,8 +10,9 @@ import pytest
 
 def _open_slide(viewer, path: Path):
     """Add the slide at ``path`` to ``viewer`` exactly as File > Open with our reader does."""
-    reader_mod = pytest.importorskip("napari_pathdistill._reader", reason="reader (issue 2) not merged yet")
-    reader = reader_mod.get_reader(str(path))
+    from napari_pathdistill._reader import get_reader
+
+    reader = get_reader(str(path))
     assert reader is not None, f"our reader refuses {path}"
     data, kwargs, kind = reader(str(path))[0]
     assert kind == "image"
@@ -58,10 +59,9 @@ def wait_for(qtbot):
 @pytest.fixture
 def tiny_vit():
     """A tiny randomly initialised ViT of the project's architecture family (fast on CPU)."""
-    testing = pytest.importorskip(
-        "napari_pathdistill.models.testing", reason="models (issue 7) not merged yet"
-    )
-    return testing.tiny_model()
+    from napari_pathdistill.models.testing import tiny_model
+
+    return tiny_model()
 
 
 @pytest.fixture

@@ -12,9 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_pathdistill.wsi.tiling", reason="wsi core (issue 2) not merged yet")
-pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
-
 from napari_pathdistill._qt._model_picker import CHECKPOINT
 from napari_pathdistill._qt.embed_widget import EmbedWidget
 from napari_pathdistill.models.checkpoint import save_checkpoint

