@@ -34,6 +34,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -342,7 +343,10 @@ def main(argv: list[str] | None = None) -> dict:
     sections["probes (paired by fold seed)"] = paired_probe_rows(per_seed)
     sections["agreement"] = cka(rob_dirs, "teacher") if "teacher" in models else {}
     results = {k: {m: v for s in sections.values() for m, v in s.get(k, {}).items()} for k in models}
-    md = table(results) + "\n\n" + error_list(errors)
+    info["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    load = (f"{info['logical_cpus']} CPUs, load average (1, 5, 15 min) at the start "
+            f"{info['load_average_1_5_15min']}, at the end {info['load_average_after']}")  # fmt: skip
+    md = table(results) + "\n\n" + error_list(errors) + "\n\n" + load
     print(f"\nmatmul peak fp32 {peak / 1e9:.1f} GFLOP/s; total {time.perf_counter() - t_start:.0f} s\n\n{md}")
     payload = {"machine": info, "matmul_flops": peak, "args": {k: str(v) for k, v in vars(args).items()},
                "models": {k: m.spec.name for k, m in models.items()}, "sections": sections,

@@ -113,6 +113,7 @@ def test_student_benchmark_main(bench_modules, shared_data: Path, tmp_path: Path
     assert (
         "student vs random-init student" in md and "leaderboard" in md and "misclassified out of fold" in md
     )
+    assert "load average (1, 5, 15 min) at the start" in md and "at the end" in md
     assert (tmp_path / "robustness" / "random" / "metrics" / "summary.json").is_file()
 
 
