@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _data import DATA
+
 TILE = 256
 GLASS = np.array([236, 234, 240], np.float32)
 

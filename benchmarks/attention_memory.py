@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-CMU = ROOT.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+from _data import CMU
+
 TILE = 512
 
 

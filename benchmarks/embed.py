@@ -40,10 +40,10 @@ from pathlib import Path
 
 import torch
 
+from _data import CMU as DEFAULT_SLIDE
+from _data import ROOT
 from _throughput import Job, Row, bench_all, machine, paired_ratio, prepare, tile_grid
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SLIDE = ROOT.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
 MODELS = ("pathdistill-student", "efficientnet-lite2-imagenet", "h0-mini", "h-optimus-0")
 RANDOM_INIT = (
     "h0-mini",

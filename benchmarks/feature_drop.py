@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _data import CMU as SLIDE
 from _slide_scale_meters import StallMeter
-
-SLIDE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
 
 
 def trident_file(out: Path, tile: int, dim: int) -> Path:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SLIDE = ROOT.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+from _data import CMU as DEFAULT_SLIDE
+from _data import ROOT
 
 
 def _positions(shape: tuple[int, int], tile: int, n: int, seed: int = 0) -> np.ndarray:

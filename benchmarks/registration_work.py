@@ -32,6 +32,7 @@ import numpy as np
 import tifffile
 from skimage.transform import rescale
 
+from _data import DATA
 from napari_pathdistill.wsi.registration import (
     Registration,
     apply_affine,
@@ -40,9 +41,6 @@ from napari_pathdistill.wsi.registration import (
     work_to_um,
 )
 
-DATA = Path(
-    os.environ.get("PATHDISTILL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
 PAIR = Path("paired") / "openslide_OS-2_ndpi_vs_vsi"
 GRID = np.stack(np.meshgrid(np.linspace(0, 500, 6), np.linspace(0, 500, 6)), -1).reshape(-1, 2)
 

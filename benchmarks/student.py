@@ -42,10 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _data import DATA, ROOT
 from _throughput import bench_all, machine, paired_ratio, prepare, tile_grid
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 KEYS = ("student", "teacher", "teacher-imnet", "random")
 LABELS = {
     "student": "trained student",

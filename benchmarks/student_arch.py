@@ -30,7 +30,7 @@ import torch
 if TYPE_CHECKING:
     from napari_pathdistill.models.embedding_model import EmbeddingModel
 
-SLIDE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+from _data import CMU as SLIDE
 
 VIT = "vit_small_patch14_reg4_dinov2"
 #: name -> (timm architecture, kwargs); the v1 student is the bundled pathdistill-student's shape

@@ -26,8 +26,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tiles" / "histolab_tiles"
+from _data import DATA
+
+DEFAULT_DATA = DATA / "tiles" / "histolab_tiles"
 
 
 class GpuUtilSampler:

@@ -18,6 +18,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from _big_slide_files import BIG_SLIDE_SHAPE, big_slide_module
+from _shared_data import SHARED_DATA
 from _wsi_files import write_sparse_tiff
 from napari_pathdistill.inference.feature_cache import CACHE_ENV
 
@@ -30,9 +31,6 @@ from napari_pathdistill.inference.feature_cache import CACHE_ENV
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]))
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("PATHDISTILL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 #: fixtures that start Qt (a QApplication, a napari viewer): their tests need a display

@@ -9,11 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
+from _shared_data import SHARED_DATA
 from napari_pathdistill._feature_reader import get_feature_reader
 from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.models.testing import tiny_model
 
-SLIDE = (Path(__file__).parents[2] / ".." / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs").resolve()
+SLIDE = (SHARED_DATA / "wsi" / "CMU-1-Small-Region.svs").resolve()
 
 
 @pytest.fixture(scope="module")

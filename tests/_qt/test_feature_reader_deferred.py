@@ -10,10 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
+from _shared_data import SHARED_DATA
 from napari_pathdistill._feature_reader import read_features
 from napari_pathdistill._qt import deferred_map
 
-SLIDE = (Path(__file__).parents[2] / ".." / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs").resolve()
+SLIDE = (SHARED_DATA / "wsi" / "CMU-1-Small-Region.svs").resolve()
 
 
 def _trident_file(path: Path, tile: int, dim: int = 32) -> Path:
