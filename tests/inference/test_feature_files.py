@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from _shared_data import SHARED_DATA
 from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.inference.feature_files import (
     FeatureFileError,
@@ -18,7 +19,7 @@ from napari_pathdistill.inference.feature_files import (
 )
 from napari_pathdistill.wsi.pyramid import open_pyramid
 
-SLIDE = Path(__file__).parents[2] / ".." / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+SLIDE = SHARED_DATA / "wsi" / "CMU-1-Small-Region.svs"
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from _shared_data import SHARED_DATA
 from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.inference.feature_files import read_feature_file
 from napari_pathdistill.inference.feature_match import slide_mismatch, trident_magnification
 from napari_pathdistill.wsi.pyramid import open_pyramid
 
-SLIDE = Path(__file__).parents[2] / ".." / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+SLIDE = SHARED_DATA / "wsi" / "CMU-1-Small-Region.svs"
 
 
 @pytest.fixture(scope="module")
