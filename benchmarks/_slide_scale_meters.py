@@ -187,11 +187,20 @@ def table(r: dict) -> str:
     if "widget_first_click_ms" in r:
         rows.append(("(d) the first click of the session, repainted (adds the similar-tiles and heatmap layers)",
                      f"{r['widget_first_click_ms']:.0f} ms", "in the max above, not in the median"))  # fmt: skip
+    base = r["pan_none"][1] if "pan_none" in r else None
+    if base is not None:
+        rows.append(("(e) pan frame, no grid layer (the same viewer: the baseline)",
+                     f"{base:.0f} median / {r['pan_none'][2]:.0f} max ms", ""))  # fmt: skip
     for key in ("pan_real", "pan_synthetic"):
         if key in r:
             n, med, mx = r[key]
+            ratio = f"; x{med / base:.2f} of no grid" if base else ""
             rows.append(
-                (f"(e) pan frame, tile grid shown ({n:,} tiles)", f"{med:.0f} median / {mx:.0f} max ms", "")
+                (
+                    f"(e) pan frame, tile grid shown ({n:,} tiles)",
+                    f"{med:.0f} median / {mx:.0f} max ms{ratio}",
+                    "",
+                )
             )
     return render(rows + cuda_rows(r))
 

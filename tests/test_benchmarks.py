@@ -212,12 +212,13 @@ def test_slide_scale_benchmark_quick_on_the_big_slide(big_slide, tmp_path: Path,
     assert res["reopen_widget"]["shown"] and res["reopen_widget"]["first_map_s"] is None  # cache: no live map
     assert res["click_tiles"] == 3000 and res["widget_click_ms"][0] > 0
     assert res["widget_click_ms"][1] >= res["widget_first_click_ms"] > 0  # the first click is in the max
-    assert res["pan_real"][0] == emb["grid_tiles"] and res["pan_synthetic"][1] > 0
+    assert res["pan_real"][0] == emb["grid_tiles"] and res["pan_synthetic"][1] > 0 and res["pan_none"][1] > 0
     md = (tmp_path / "slide_scale.md").read_text()
     assert (
         "longest main-thread stall" in md
         and "load average at start" in md
         and "first click of the session" in md
+        and "of no grid" in md
     )
 
 
