@@ -87,9 +87,8 @@ def _check_outputs(out: Path, proc: subprocess.CompletedProcess) -> None:
 
 def test_a_hanging_slide_times_out_and_the_next_one_is_embedded(slides, ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc, took = _embed(slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", str(LIMIT))
-    _check_outputs(out, proc)
-    assert took < 120 + LIMIT  # two child starts (torch + model) and the limit, not for ever
+    proc, _ = _embed(slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", str(LIMIT))
+    _check_outputs(out, proc)  # "timed out after 15 s": the limit ended it (the run's own bound is 400 s)
     proc, _ = _embed(slides, ckpt, out, tmp_path, None, "--slide-timeout", "60")  # no hang now
     assert proc.returncode == 0, proc.stderr
     assert "skipped" in proc.stderr and not (out / "hang.h5.partial").exists()  # ok.h5 kept, hang.h5 resumed
@@ -100,11 +99,8 @@ def test_a_hanging_slide_times_out_and_the_next_one_is_embedded(slides, ckpt: Pa
 def test_the_timeout_also_holds_on_a_dask_worker(slides, ckpt: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     out = tmp_path / "out"
-    proc, took = _embed(
-        slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", str(LIMIT), "--workers", "1"
-    )
+    proc, _ = _embed(slides, ckpt, out, tmp_path, "hang.svs", "--slide-timeout", str(LIMIT), "--workers", "1")
     _check_outputs(out, proc)
-    assert took < 180 + LIMIT
 
 
 def test_slide_process_reports_a_model_that_cannot_load(tmp_path: Path, cmu_svs: Path) -> None:
