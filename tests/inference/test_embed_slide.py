@@ -117,3 +117,24 @@ def test_cancel_between_flushes_keeps_every_embedded_batch(cmu_svs, tmp_path):
         assert int(f.attrs["done"]) == sum(calls) == 16
         assert np.isfinite(f["features"][:16]).all()
         np.testing.assert_allclose(f["tissue_fraction"][()], grid.tissue_fraction, rtol=1e-6)
+
+
+def test_a_resumed_run_reports_where_it_starts(cmu_svs, tmp_path):
+    """A run killed after its last rows were written but before the rename resumed with no progress at all (the
+    CLI's bar stayed empty, the widget showed nothing); every resumed run now reports its starting point first."""
+    model = tiny_model("vit")
+    kw = {"tile_px": model.spec.tile_px, "mpp": 4.0, "batch_size": 4, "chunk_batches": 1}
+
+    def killed_at_the_end(p):
+        if p.done == p.total:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_slide(cmu_svs, model, tmp_path, progress=killed_at_the_end, **kw)
+    part = next(tmp_path.glob("*.h5.partial"))
+    with h5py.File(part) as f:
+        n = int(f.attrs["done"])
+        assert n == len(f["coords"])
+    seen = []
+    out = embed_slide(cmu_svs, model, tmp_path, progress=seen.append, **kw)
+    assert out.suffix == ".h5" and [(p.done, p.total, p.stage) for p in seen] == [(n, n, "embedding")]

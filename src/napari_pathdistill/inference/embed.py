@@ -189,6 +189,8 @@ def embed_slide(
         require_size_limit(out, output_bytes(len(grid), model.dim))
         with open_partial(out.with_suffix(".h5.partial"), model, grid, attrs) as f:
             done = int(f.attrs["done"])  # resumed rows (all of them when killed before the rename)
+            if done and progress is not None:  # where a resumed run starts (the only item when all are done)
+                progress(Progress(done, len(grid), "embedding"))
             for done in write_rows(f, model, pyr, grid, batch_size=batch_size, chunk_batches=chunk_batches,
                                    num_workers=num_workers, prefetch=prefetch, cancel=cancel):  # fmt: skip
                 if progress is not None:
