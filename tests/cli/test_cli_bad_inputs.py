@@ -137,7 +137,7 @@ def test_embed_checks_a_read_only_out_before_loading_the_model(
     import errno
     import os
 
-    from napari_pathdistill.cli import _writable
+    from napari_pathdistill import atomic  # folder_problem (cli._writable re-exports it)
 
     real_open = os.open
 
@@ -146,7 +146,7 @@ def test_embed_checks_a_read_only_out_before_loading_the_model(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(_writable.os, "open", read_only)
+    monkeypatch.setattr(atomic.os, "open", read_only)
     argv = ["embed", str(cmu_svs), "--model", "no-such-model", "--out", str(tmp_path), "--device", "cpu"]
     _argument_error(argv, capsys, "--out", str(tmp_path), "Read-only file system")
     a_file = tmp_path / "features.h5"

@@ -21,6 +21,7 @@ from napari_pathdistill._qt._layers import mpp_override_box
 from napari_pathdistill._qt._model_picker import ModelPicker, with_models
 from napari_pathdistill._qt._workers import TaskRunner, error_message
 from napari_pathdistill._qt.report_table import ReportTable
+from napari_pathdistill.atomic import folder_problem
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation.plismbench_files import PairStore
 from napari_pathdistill.evaluation.report import Report
@@ -115,6 +116,10 @@ class EvaluateWidget(Container):
             raise EvaluationError("No input chosen: choose a pairs CSV or a tiles folder.")
         if not str(src).strip(". ") or not src.exists():
             raise EvaluationError(f"Input '{src}' does not exist: choose a pairs CSV or a tiles folder.")
+        out_dir = self._out_dir()
+        problem = folder_problem(out_dir) if out_dir is not None else None
+        if problem:  # before the run: its reports are saved only once every tile / pair is done
+            raise EvaluationError(f"'save reports to': {problem}")
         student = self.model.request()
         teacher = self.teacher.request() if kind == "teacher_student" else None
         if kind == "robustness":
