@@ -106,13 +106,35 @@ def test_same_named_slides_of_two_folders_resume_each_their_own_pair(
     again = drain(iter_pair_robustness(model, csv, store=PairStore(out), **GEOMETRY))
     assert again.params["resumed"] == 2 and again.rows == first.rows
 
-    # an earlier version's file (named by the slides alone) of cohort 2's pair is read back
+    # earlier versions' files are read back: cohort 2's named by the slides alone, cohort 1's keyed by the paths
+    # alone (before the key held the request)
     from napari_pathdistill.evaluation.pair_robustness import pair_key
 
     store = PairStore(out)
     a2, b2 = tmp_path / "cohort2" / "source_image.png", tmp_path / "cohort2" / "norm_macenko.png"
     a1, b1 = tmp_path / "cohort1" / "source_image.png", tmp_path / "cohort1" / "norm_macenko.png"
-    store._path(a2.name, b2.name, pair_key(a2, b2)).rename(store._path(a2.name, b2.name))
-    assert pair_key(a1, b1) != pair_key(a2, b2)
+    request = request_stamp(model, 10, {"tile_px": model.spec.tile_px, **GEOMETRY})
+    store._path(a2.name, b2.name, pair_key(a2, b2, request)).rename(store._path(a2.name, b2.name))
+    store._path(a1.name, b1.name, pair_key(a1, b1, request)).rename(
+        store._path(a1.name, b1.name, pair_key(a1, b1))
+    )
+    assert pair_key(a1, b1) != pair_key(a2, b2) and pair_key(a1, b1) != pair_key(a1, b1, request)
     old = drain(iter_pair_robustness(model, csv, store=PairStore(out), **GEOMETRY))
     assert old.params["resumed"] == 2 and old.rows == first.rows
+
+
+def test_two_models_saving_to_one_folder_keep_each_their_pairs(stain_pairs: Path, tmp_path: Path) -> None:
+    """Comparing two models with one "save reports to" folder: both wrote ``<a>---<b>.<key>.json`` (the key held
+    only the paths), each run overwrote the other's pairs, and going back to the first model recomputed every
+    pair (found driving the Evaluate widget: model A, model B, model A again resumed 0 of 1). The key now holds
+    the request too, so each model's pairs stay and both resume."""
+    a, b = tiny_model(seed=0), tiny_model(seed=1)
+    out = tmp_path / "out"
+    first_a = drain(iter_pair_robustness(a, stain_pairs, store=PairStore(out), **GEOMETRY))
+    first_b = drain(iter_pair_robustness(b, stain_pairs, store=PairStore(out), **GEOMETRY))
+    assert first_b.params["resumed"] == 0 and len(list((out / "pairs").iterdir())) == 4
+    again_a = drain(iter_pair_robustness(a, stain_pairs, store=PairStore(out), **GEOMETRY))
+    again_b = drain(iter_pair_robustness(b, stain_pairs, store=PairStore(out), **GEOMETRY))
+    assert again_a.params["resumed"] == 2 and again_a.rows == first_a.rows
+    assert again_b.params["resumed"] == 2 and again_b.rows == first_b.rows
+    assert first_a.rows[0]["mean_cosine"] != first_b.rows[0]["mean_cosine"]

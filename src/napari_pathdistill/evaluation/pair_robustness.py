@@ -3,14 +3,16 @@
 Each pair is registered, tiled and embedded by ``inference.pair_similarity`` and scored with PLISM's metrics
 (mean cosine of matched tiles, top-k accuracy). Finished pairs are not lost: with a
 ``plismbench_files.PairStore`` each one is saved as it ends (``<folder>/pairs/<a>---<b>.<key>.json``, the key
-a hash of both paths: :func:`pair_key`), so a rerun of the same request resumes; a cancelled run yields a report
-of the pairs it finished before raising ``Cancelled``.
+a hash of both paths and the request: :func:`pair_key`), so a rerun of the same request resumes (also after
+another model's run into the same folder); a cancelled run yields a report of the pairs it finished before raising
+``Cancelled``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -61,18 +63,34 @@ def _pair_stamp(a: Path, b: Path, request: dict[str, object]) -> dict[str, objec
     }
 
 
-def pair_key(a: Path, b: Path) -> str:
-    """12 hex digits of both slides' full paths: the store's file of a pair, beside the slides' names, so pairs
-    of same-named slides in other folders (two cohorts' ``slide_01.svs``) keep files of their own."""
-    return hashlib.sha1(f"{a.resolve()}\n{b.resolve()}".encode()).hexdigest()[:12]
+def pair_key(a: Path, b: Path, request: dict[str, object] | None = None) -> str:
+    """12 hex digits of both slides' full paths and the ``request`` (:func:`request_stamp`): the store's file of
+    a pair, beside the slides' names. Pairs of same-named slides in other folders (two cohorts' ``slide_01.svs``)
+    and the same pair compared by two models (or tilings) saving to one folder keep files of their own.
+    Without ``request``: the key of the previous version (paths only), still read back."""
+    text = f"{a.resolve()}\n{b.resolve()}"
+    if request is not None:
+        text += "\n" + json.dumps(request, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _saved_row(store: PairStore | None, a: Path, b: Path, stamp: dict[str, object]) -> dict[str, Cell] | None:
-    """The pair's row saved by an earlier run of the same request, or None (absent, other stamp, unreadable)."""
-    saved = store.get(a.name, b.name, pair_key(a, b)) if store is not None else None
-    if saved is None or any(saved.get(k) != v for k, v in stamp.items()) or not set(ROW_KEYS) <= saved.keys():
+def _saved_row(
+    store: PairStore | None, a: Path, b: Path, request: dict[str, object], stamp: dict[str, object]
+) -> dict[str, Cell] | None:
+    """The pair's row saved by an earlier run of the same request, or None (absent, other stamp, unreadable).
+    Files of earlier versions (keyed by the paths alone, or by the slide names) are read when their stamp
+    matches."""
+    if store is None:
         return None
-    return {k: saved[k] for k in ROW_KEYS}
+    for key in (pair_key(a, b, request), pair_key(a, b)):
+        saved = store.get(a.name, b.name, key)
+        if (
+            saved is not None
+            and all(saved.get(k) == v for k, v in stamp.items())
+            and set(ROW_KEYS) <= saved.keys()
+        ):
+            return {k: saved[k] for k in ROW_KEYS}
+    return None
 
 
 def _pair_row(model: EmbeddingModel, a: Path, b: Path, top_k: int, cancel: threading.Event | None,
@@ -159,7 +177,7 @@ def iter_pair_robustness(
             stage = f"pair {i + 1}/{n}"
             yield Progress(i, n, stage)
             stamp = _pair_stamp(a, b, request)
-            row = _saved_row(store, a, b, stamp)
+            row = _saved_row(store, a, b, request, stamp)
             if row is not None:
                 resumed += 1
                 rows.append(row)
@@ -173,7 +191,7 @@ def iter_pair_robustness(
                 continue
             rows.append(row)
             if store is not None:
-                store.put(a.name, b.name, {**row, **stamp}, pair_key(a, b))
+                store.put(a.name, b.name, {**row, **stamp}, pair_key(a, b, request))
             raise_if_cancelled(cancel, "Robustness cancelled")
     except Cancelled as exc:
         if rows:  # the finished pairs, for the caller to show (they are in ``store`` too)
