@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QPoint, Qt
 
 from napari_pathdistill._qt.evaluate_widget import EvaluateWidget
-from napari_pathdistill._qt.report_table import ReportRowsModel
+from napari_pathdistill._qt.report_table import ReportRowsModel, ReportTable
 from napari_pathdistill.evaluation.report import Report
 
 pytestmark = pytest.mark.napari
@@ -45,3 +45,53 @@ def test_a_50k_row_report_formats_only_the_cells_on_screen(make_napari_viewer, q
     assert 0 < len(formatted) < 20_000  # the painted and column-sized cells, not 150,000
     widget.clear_results()
     assert widget.table.rowCount() == 0 and widget.table.columnCount() == 0
+
+
+def test_a_header_click_sorts_numbers_by_value_with_failed_rows_last(qtbot):
+    """The table could not be sorted (found driving the widget over slide pairs: the worst pair of a cohort had
+    to be found by scrolling). A header click sorts by value: numbers as numbers (10 after 9), a failed pair's
+    NaN and a missing cell last in both orders, text by text; the report and its saved files keep their order."""
+    nan = float("nan")
+    rows = [
+        {"slide_a": "s2", "tiles": 9, "mean_cosine": 0.5, "error": ""},
+        {"slide_a": "s10", "tiles": 0, "mean_cosine": nan, "error": "no um/px"},
+        {"slide_a": "s1", "tiles": 10, "mean_cosine": 0.9, "error": ""},
+        {"slide_a": "s3", "tiles": 120, "error": ""},  # no mean_cosine cell
+        {"slide_a": "s4", "tiles": 40, "mean_cosine": 0.1, "error": ""},
+    ]
+    shown = list(rows)
+    table = ReportTable()
+    qtbot.addWidget(table)
+    table.show_rows(shown)
+    assert table.isSortingEnabled() and table.horizontalHeader().sortIndicatorSection() == -1
+
+    def column(j: int) -> list[str]:
+        return [table.text(i, j) for i in range(table.rowCount())]
+
+    assert column(0) == ["s2", "s10", "s1", "s3", "s4"]  # as reported until a header is clicked
+    table.show()
+    header = table.horizontalHeader()
+
+    def click(j: int) -> None:
+        at = QPoint(header.sectionViewportPosition(j) + header.sectionSize(j) // 2, header.height() // 2)
+        qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=at)
+
+    click(2)  # mean_cosine
+    first = header.sortIndicatorOrder()
+    ascending = ["s4", "s2", "s1", "s10", "s3"]
+    assert column(0) == (
+        ascending if first == Qt.SortOrder.AscendingOrder else ["s1", "s2", "s4", "s10", "s3"]
+    )
+    click(2)
+    assert header.sortIndicatorOrder() != first
+    assert column(0) == (
+        ["s1", "s2", "s4", "s10", "s3"] if first == Qt.SortOrder.AscendingOrder else ascending
+    )
+    assert column(2)[-2:] == ["nan", ""]  # failed and missing last either way
+    table.sortByColumn(1, Qt.SortOrder.AscendingOrder)  # tiles: 0, 9, 10, 40, 120 (not "0", "10", "120", ...)
+    assert column(1) == ["0", "9", "10", "40", "120"]
+    table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+    assert column(0) == ["s4", "s3", "s2", "s10", "s1"]
+    assert table.text(0, 3) == "" and shown == rows  # the report's rows (saved as CSV) keep their order
+    table.show_rows(rows[:2])  # a new report: shown in its own order
+    assert column(0) == ["s2", "s10"] and header.sortIndicatorSection() == -1
