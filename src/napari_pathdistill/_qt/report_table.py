@@ -19,6 +19,8 @@ from qtpy.QtWidgets import QHeaderView, QTableView
 from napari_pathdistill.evaluation.report import Cell
 
 _Index = QModelIndex | QPersistentModelIndex
+#: widest a column is sized to its contents (px): two long slide names left the metrics off a 400 px dock
+MAX_TEXT_COLUMN_PX = 100
 
 
 def cell_text(value: Any) -> str:
@@ -72,7 +74,8 @@ class ReportRowsModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self._keys)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole or not index.isValid():
+        """A cell's text; its tooltip is the same text (whole where the column elides it)."""
+        if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole) or not index.isValid():
             return None
         return cell_text(self._rows[self._row(index.row())].get(self._keys[index.column()], ""))
 
@@ -112,14 +115,19 @@ class ReportTable(QTableView):
         self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # no per-row size pass
         self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # the report's order first
         self.setSortingEnabled(True)  # a header click sorts (ReportRowsModel.sort)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # both ends of a slide name tell pairs apart
+        self.setWordWrap(False)  # one elided line per cell: a wrapped name was cut at the row's height
 
     def show_rows(self, rows: list[dict[str, Cell]]) -> None:
         """Show a report's rows in its order (no column sorted); columns are sized to the header and the first
-        rows' contents."""
+        rows' contents, at most :data:`MAX_TEXT_COLUMN_PX` (a longer text is elided; drag the column wider)."""
         self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.rows_model.set_rows(rows)
         self.horizontalHeader().setResizeContentsPrecision(200)  # rows sampled to size a column
         self.resizeColumnsToContents()
+        for column in range(self.rows_model.columnCount()):
+            if self.columnWidth(column) > MAX_TEXT_COLUMN_PX:
+                self.setColumnWidth(column, MAX_TEXT_COLUMN_PX)
 
     def clear_rows(self) -> None:
         """An empty table (no rows, no columns)."""
