@@ -138,3 +138,22 @@ def test_two_models_saving_to_one_folder_keep_each_their_pairs(stain_pairs: Path
     assert again_a.params["resumed"] == 2 and again_a.rows == first_a.rows
     assert again_b.params["resumed"] == 2 and again_b.rows == first_b.rows
     assert first_a.rows[0]["mean_cosine"] != first_b.rows[0]["mean_cosine"]
+
+
+def test_pairs_embedded_in_another_autocast_dtype_are_not_resumed(stain_pairs: Path, tmp_path: Path) -> None:
+    """The stamp held the weights but not the embedding's autocast dtype: pairs embedded on the CPU (float32) were
+    resumed by a run on CUDA (bfloat16 autocast, ``amp="auto"``), mixing precisions in one report (found reading
+    request_stamp while driving the widget; on OS-2 the tiny ViT's mean cosine is 0.92474 in float32, 0.92480 in
+    bfloat16). The dtype is now stamped and recorded in the report."""
+    from napari_pathdistill.models.embedding_model import EmbeddingModel
+
+    fp32 = tiny_model(seed=0)
+    bf16 = EmbeddingModel(fp32.spec, fp32.module, "cpu", amp="bf16")  # the autocast a CUDA run takes
+    assert fp32.weights_id == bf16.weights_id
+    out = tmp_path / "out"
+    first = drain(iter_pair_robustness(fp32, stain_pairs, store=PairStore(out), **GEOMETRY))
+    other = drain(iter_pair_robustness(bf16, stain_pairs, store=PairStore(out), **GEOMETRY))
+    assert other.params["resumed"] == 0
+    assert (first.params["embedding_dtype"], other.params["embedding_dtype"]) == ("float32", "bfloat16")
+    again = drain(iter_pair_robustness(fp32, stain_pairs, store=PairStore(out), **GEOMETRY))
+    assert again.params["resumed"] == 2 and again.rows == first.rows

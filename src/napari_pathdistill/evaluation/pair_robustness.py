@@ -48,11 +48,17 @@ def _slide_stamp(path: Path) -> str:
 
 def request_stamp(model: EmbeddingModel, top_k: int, kw: dict[str, Any]) -> dict[str, object]:
     """What a saved pair must share with this run to be resumed, less the slides: the CLI's ``precision`` and
-    ``subset`` (float32, every matched tile), the model (name and weights hash), top-k and the tiling."""
+    ``subset`` (float32 metrics, every matched tile), the model (name, weights hash and the autocast dtype of its
+    embeddings: bfloat16 on CUDA, float32 on the CPU), top-k and the tiling."""
     defaults = inspect.signature(iter_pair_similarity).parameters
     geometry = {name: kw.get(name, defaults[name].default) for name in _GEOMETRY}
     return {"precision": "float32", "subset": "all", "model": model.spec.name, "weights": model.weights_id,
-            "top_k": top_k, **geometry}  # fmt: skip
+            "embedding_dtype": _dtype_name(model), "top_k": top_k, **geometry}  # fmt: skip
+
+
+def _dtype_name(model: EmbeddingModel) -> str:
+    """The autocast dtype of the model's embeddings, e.g. "float32", "bfloat16"."""
+    return str(model.amp_dtype).removeprefix("torch.")
 
 
 def _pair_stamp(a: Path, b: Path, request: dict[str, object]) -> dict[str, object]:
@@ -168,6 +174,7 @@ def iter_pair_robustness(
     kw.setdefault("mpp", model.spec.mpp)
     request = request_stamp(model, top_k, kw)
     params: dict[str, object] = {"pairs": str(pairs_csv), "top_k": top_k, "model": model.spec.name,
+                                 "embedding_dtype": request["embedding_dtype"],
                                  **{k: v for k, v in request.items() if k in _GEOMETRY}}  # fmt: skip
     rows: list[dict[str, Cell]] = []
     n, resumed = len(pairs), 0
