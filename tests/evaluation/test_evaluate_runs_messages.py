@@ -219,3 +219,22 @@ def test_widget_probe_uses_the_csv_patient_column_as_the_cli_does(
     feats = drain(iter_embed_tiles(model, paths))
     expected = linear_probe(feats, labels, n_splits=4, groups=groups).fold_scores
     assert [r["balanced_accuracy"] for r in rep.rows] == pytest.approx(expected.tolist())
+
+
+def test_teacher_student_shows_and_cancels_its_knn_overlap_step(histolab_tiles: Path) -> None:
+    """After both models the run went quiet for the k-NN overlap (quadratic in the tiles: ~30 min at 100,000) and
+    a Cancel pressed then was not seen until it ended. It is now a step of its own that Cancel stops."""
+    import threading
+
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.progress import Progress
+
+    teacher, student = _tiny_models()
+    cancel, stages = threading.Event(), []
+    with pytest.raises(Cancelled, match="no report was written"):
+        for item in iter_teacher_student(teacher, student, histolab_tiles, cancel=cancel):
+            assert isinstance(item, Progress), item  # no report once cancelled
+            stages.append(item.stage)
+            if item.stage == "k-NN overlap":
+                cancel.set()
+    assert stages[-1] == "k-NN overlap" and "student" in stages
