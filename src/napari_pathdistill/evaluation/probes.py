@@ -9,11 +9,13 @@ session should not pay ~0.9 s and ~90 MB for scikit-learn before an evaluation r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from napari_pathdistill.errors import EvaluationError
+from napari_pathdistill.progress import checkpoint
 
 
 @dataclass(frozen=True)
@@ -109,16 +111,28 @@ def _folds(
 
 
 def _classify(
-    name: str, model, x: np.ndarray, y: np.ndarray, n_splits: int, seed: int, groups: np.ndarray | None
+    name: str,
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_splits: int,
+    seed: int,
+    groups: np.ndarray | None,
+    progress: Callable[[float], None] | None = None,
 ) -> ProbeResult:
+    """Fit and score ``model`` per fold; each fold is a cancellation point and reports its fraction done."""
     from sklearn.metrics import balanced_accuracy_score
 
     _check_rows(x, y, "labels")
     scores, predictions = [], np.empty(len(y), dtype=y.dtype)
-    for train, test in _folds(y, n_splits, seed, groups):
+    folds = _folds(y, n_splits, seed, groups)
+    for i, (train, test) in enumerate(folds):
+        checkpoint()
         model.fit(x[train], y[train])
         predictions[test] = model.predict(x[test])
         scores.append(balanced_accuracy_score(y[test], predictions[test]))
+        if progress is not None:
+            progress((i + 1) / len(folds))
     return ProbeResult(name, np.asarray(scores), np.empty(0), predictions)
 
 
@@ -130,9 +144,12 @@ def linear_probe(
     seed: int = 0,
     c: float = 1.0,
     groups: np.ndarray | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ProbeResult:
     """Logistic regression on standardised (N, D) features; balanced accuracy per stratified fold (per
-    stratified group fold with ``groups``: (N,) patient/slide ids, so no patient is in train and test)."""
+    stratified group fold with ``groups``: (N,) patient/slide ids, so no patient is in train and test).
+    ``progress(fraction)`` is called after each fold (minutes each for 100,000 tiles); each fold is a
+    cancellation point (``progress.checkpoint``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -140,7 +157,8 @@ def linear_probe(
     model = make_pipeline(
         StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced", random_state=seed)
     )
-    return _classify("linear", model, np.asarray(features), np.asarray(labels), n_splits, seed, groups)
+    x, y = np.asarray(features), np.asarray(labels)
+    return _classify("linear", model, x, y, n_splits, seed, groups, progress)
 
 
 def knn_probe(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -31,6 +32,8 @@ from napari_pathdistill.metrics.agreement import knn_overlap, knn_overlap_chance
 from napari_pathdistill.metrics.pairs import MAX_TOPK_CHANCE
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel, reported
+
+T = TypeVar("T")
 
 __all__ = ["iter_linear_probe", "iter_pair_robustness", "iter_teacher_student", "knn_overlap_note"]
 
@@ -53,20 +56,21 @@ def _embed(
     return feats
 
 
-def _knn_overlap(
-    ft: np.ndarray, fs: np.ndarray, k: int, cancel: threading.Event | None
-) -> Generator[Progress, None, np.ndarray]:
-    """``knn_overlap`` as a step of its own (``k-NN overlap``, quadratic in the tiles: ~30 min for 100,000 on a
-    CPU): its blocks report progress and a Cancel stops it at the next block."""
+def _step(
+    call: Callable[[Callable[[float], None]], T], stage: str, what: str, cancel: threading.Event | None
+) -> Generator[Progress, None, T]:
+    """A long numerical call after the embeddings as a step of its own: ``call(step)`` reports its fraction done
+    through ``step`` (the probe's folds, the k-NN overlap's blocks: minutes at 100,000 tiles), shown as
+    ``<stage>: n/100``, and a Cancel stops it at its next report."""
 
-    def work(report: Callable[[float], None]) -> np.ndarray:
+    def work(report: Callable[[float], None]) -> T:
         def step(fraction: float) -> None:
-            _check(cancel, "teacher vs student")
+            _check(cancel, what)
             report(fraction)
 
-        return knn_overlap(ft, fs, k, progress=step)
+        return call(step)
 
-    return (yield from reported(work, "k-NN overlap"))
+    return (yield from reported(work, stage))
 
 
 def iter_linear_probe(
@@ -97,7 +101,12 @@ def iter_linear_probe(
     if groups is not None:
         folds = max(2, min(folds, len(np.unique(groups))))
     feats = yield from _embed(model, paths, "embedding tiles", cancel)
-    res = linear_probe(feats, labels, n_splits=folds, seed=seed, groups=groups)
+    res = yield from _step(
+        lambda step: linear_probe(feats, labels, n_splits=folds, seed=seed, groups=groups, progress=step),
+        "linear probe",
+        "linear probe",
+        cancel,
+    )
     rows: list[dict[str, Cell]] = [
         {"fold": i + 1, "balanced_accuracy": float(v)} for i, v in enumerate(res.fold_scores)
     ]
@@ -165,7 +174,9 @@ def iter_teacher_student(
     ft = yield from _embed(teacher, paths, "teacher", cancel)
     fs = yield from _embed(student, paths, "student", cancel)
     k = max(1, min(k, len(paths) - 1))
-    overlap = yield from _knn_overlap(ft, fs, k, cancel)
+    overlap = yield from _step(  # quadratic in the tiles: ~30 min for 100,000 on a CPU
+        lambda step: knn_overlap(ft, fs, k, progress=step), "k-NN overlap", "teacher vs student", cancel
+    )
     rows: list[dict[str, Cell]] = [{"tile": p.name, "label": str(lb), f"knn{k}_overlap": float(o)}
                                    for p, lb, o in zip(paths, labels, overlap, strict=True)]  # fmt: skip
     note, chance = knn_overlap_note(len(paths), k), knn_overlap_chance(len(paths), k)
