@@ -118,3 +118,24 @@ def test_long_slide_names_leave_the_numbers_on_screen(qtbot):
     value = table.columnViewportPosition(3) + table.fontMetrics().horizontalAdvance("0.8123")  # mean_cosine
     assert 0 < value < table.viewport().width(), (value, table.viewport().width())
     assert table.columnWidth(2) < MAX_TEXT_COLUMN_PX  # short columns keep their content's width
+
+
+def test_names_are_elided_only_when_the_columns_do_not_fit(qtbot):
+    """The 100 px cap elided the teacher-vs-student table's tile names ('almost…-1.png') with a third of the dock
+    empty beside them (found in the screenshot after the cap), and cut metric headers such as 'topk_accuracy'.
+    Columns now keep their whole width when they fit, share the room left when they do not, and a column is never
+    made narrower than its header."""
+    rows = [
+        {"tile": f"high-nuclei-score-tile-{i}.png", "label": "tissue", "knn5_overlap": 0.2} for i in range(3)
+    ]
+    table = ReportTable()
+    qtbot.addWidget(table)
+    table.resize(400, 300)
+    table.show()
+    table.show_rows(rows)
+    assert table.columnWidth(0) > table.fontMetrics().horizontalAdvance(rows[0]["tile"])  # whole, not elided
+    wide = [{"slide_a": "S" * 80, "slide_b": "T" * 80, "tiles": 1, "topk_accuracy": 0.5, "registration": "x"}]
+    table.show_rows(wide)
+    header = table.horizontalHeader()
+    assert table.columnWidth(0) <= MAX_TEXT_COLUMN_PX
+    assert all(table.columnWidth(c) >= header.sectionSizeHint(c) for c in (2, 3, 4))

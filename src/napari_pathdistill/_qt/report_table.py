@@ -19,7 +19,8 @@ from qtpy.QtWidgets import QHeaderView, QTableView
 from napari_pathdistill.evaluation.report import Cell
 
 _Index = QModelIndex | QPersistentModelIndex
-#: widest a column is sized to its contents (px): two long slide names left the metrics off a 400 px dock
+#: narrowest a long-text column is made when the columns do not fit the view (px): two long slide names left the
+#: metrics off a 400 px dock
 MAX_TEXT_COLUMN_PX = 100
 
 
@@ -120,14 +121,28 @@ class ReportTable(QTableView):
 
     def show_rows(self, rows: list[dict[str, Cell]]) -> None:
         """Show a report's rows in its order (no column sorted); columns are sized to the header and the first
-        rows' contents, at most :data:`MAX_TEXT_COLUMN_PX` (a longer text is elided; drag the column wider)."""
+        rows' contents, then fitted to the view (:meth:`_fit_columns`)."""
         self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.rows_model.set_rows(rows)
         self.horizontalHeader().setResizeContentsPrecision(200)  # rows sampled to size a column
         self.resizeColumnsToContents()
-        for column in range(self.rows_model.columnCount()):
-            if self.columnWidth(column) > MAX_TEXT_COLUMN_PX:
-                self.setColumnWidth(column, MAX_TEXT_COLUMN_PX)
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """When the columns are wider than the view, narrow the ones wider than both :data:`MAX_TEXT_COLUMN_PX`
+        and their header (long names, not a metric) to that, plus an equal share of the room left; their text is
+        elided, whole in the tooltip, and a column can be dragged wider."""
+        header, n = self.horizontalHeader(), self.rows_model.columnCount()
+        widths = [self.columnWidth(c) for c in range(n)]
+        if sum(widths) <= self.viewport().width():
+            return
+        floors = [max(MAX_TEXT_COLUMN_PX, header.sectionSizeHint(c)) for c in range(n)]
+        over = [c for c in range(n) if widths[c] > floors[c]]
+        kept = sum(w for c, w in enumerate(widths) if c not in over)
+        room = self.viewport().width() - kept - sum(floors[c] for c in over)
+        share = max(0, room) // max(1, len(over))
+        for c in over:
+            self.setColumnWidth(c, min(widths[c], floors[c] + share))
 
     def clear_rows(self) -> None:
         """An empty table (no rows, no columns)."""
