@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("napari_pathdistill.inference.embed", reason="inference core (issue 7) not merged yet")
-
 from napari_pathdistill._qt.evaluate_widget import EvaluateWidget
 from napari_pathdistill.metrics.agreement import linear_cka
 
