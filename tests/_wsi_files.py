@@ -95,3 +95,24 @@ def write_png16(path: Path, arr: np.ndarray) -> None:
     header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
     body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def corrupt_tiles(path: Path, page_offsets: np.ndarray, indices: tuple[int, ...]) -> None:
+    """Zero the first 64 bytes (SOI and headers) of the given JPEG tiles: they cannot be decoded."""
+    with path.open("r+b") as fh:
+        for i in indices:
+            fh.seek(int(page_offsets[i]))
+            fh.write(b"\0" * 64)
+
+
+def corrupt_svs_copy(src: Path, dst: Path, indices: tuple[int, ...]) -> Path:
+    """A copy of the SVS ``src`` at ``dst`` whose level-0 tiles ``indices`` cannot be decoded."""
+    import shutil
+
+    import tifffile
+
+    shutil.copy(src, dst)
+    with tifffile.TiffFile(dst) as tif:
+        offsets = tif.pages[0].dataoffsets
+    corrupt_tiles(dst, offsets, indices)
+    return dst

@@ -4,15 +4,14 @@ rest is made, as the Embed widget's tile-level map does, instead of the whole ru
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 
+from _wsi_files import corrupt_svs_copy
 from napari_pathdistill.errors import CorruptTileWarning
 from napari_pathdistill.inference.dense_maps import iter_dense_map
 from napari_pathdistill.models.testing import tiny_model
@@ -26,15 +25,7 @@ BAD = (34, 45)
 
 @pytest.fixture(scope="module")
 def corrupt_cmu(tmp_path_factory, cmu_svs: Path) -> Path:
-    bad = tmp_path_factory.mktemp("dense_corrupt") / "cmu-bad.svs"
-    shutil.copy(cmu_svs, bad)
-    with tifffile.TiffFile(bad) as tif:
-        offsets = tif.pages[0].dataoffsets
-    with bad.open("r+b") as fh:
-        for i in BAD:
-            fh.seek(int(offsets[i]))
-            fh.write(b"\0" * 64)
-    return bad
+    return corrupt_svs_copy(cmu_svs, tmp_path_factory.mktemp("dense_corrupt") / "cmu-bad.svs", BAD)
 
 
 def _unreadable(x: int, y: int, size: float) -> bool:

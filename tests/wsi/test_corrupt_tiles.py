@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from _wsi_files import corrupt_svs_copy, corrupt_tiles
 from napari_pathdistill.cli.main import main
 from napari_pathdistill.errors import CorruptTileError, CorruptTileWarning
 from napari_pathdistill.inference.embed import embed_slide
@@ -38,14 +39,6 @@ def _smooth_rgb(side: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _corrupt(path: Path, page_offsets: np.ndarray, indices: tuple[int, ...]) -> None:
-    """Zero the first 64 bytes (SOI and headers) of the given JPEG tiles: they cannot be decoded."""
-    with path.open("r+b") as fh:
-        for i in indices:
-            fh.seek(int(page_offsets[i]))
-            fh.write(b"\0" * 64)
-
-
 @pytest.fixture(scope="module")
 def jpeg_pyramid(tmp_path_factory) -> tuple[Path, Path]:
     """(intact, corrupt) 1024 px JPEG OME pyramids of 128 px tiles, 2 levels, 0.5 um/px."""
@@ -60,19 +53,14 @@ def jpeg_pyramid(tmp_path_factory) -> tuple[Path, Path]:
     shutil.copy(good, bad)
     with tifffile.TiffFile(bad) as tif:
         offsets = tif.series[0].levels[0].keyframe.dataoffsets
-    _corrupt(bad, offsets, BAD)
+    corrupt_tiles(bad, offsets, BAD)
     return good, bad
 
 
 @pytest.fixture(scope="module")
 def corrupt_svs(tmp_path_factory, cmu_svs: Path) -> Path:
     """CMU-1-Small-Region.svs (240 px JPEG tiles, 10 across) with tiles 3 and 40 corrupt."""
-    bad = tmp_path_factory.mktemp("svs") / "cmu-bad.svs"
-    shutil.copy(cmu_svs, bad)
-    with tifffile.TiffFile(bad) as tif:
-        offsets = tif.pages[0].dataoffsets
-    _corrupt(bad, offsets, BAD)
-    return bad
+    return corrupt_svs_copy(cmu_svs, tmp_path_factory.mktemp("svs") / "cmu-bad.svs", BAD)
 
 
 def _compute(pyr, level: int = 0) -> tuple[np.ndarray, list[warnings.WarningMessage]]:
