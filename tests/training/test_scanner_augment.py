@@ -18,7 +18,7 @@ from pathdistill_train.data.scanner_augment import (
     jpeg_batch,
     resolution_batch,
 )
-from pathdistill_train.data.stain import hed_to_rgb, rgb_to_hed
+from pathdistill_train.data.stain import hed_to_rgb, rgb_to_stains
 from pathdistill_train.train.distill_meta_arch import DistillMetaArch
 
 
@@ -40,7 +40,7 @@ def test_hed_jitter_batch_equals_the_per_image_formula(tiles: torch.Tensor) -> N
     )
     got = hed_jitter_batch(tiles, alpha, beta)
     for i in range(4):
-        want = hed_to_rgb(rgb_to_hed(tiles[i]) * alpha[i, :, None, None] + beta[i, :, None, None])
+        want = hed_to_rgb(rgb_to_stains(tiles[i]) * alpha[i, :, None, None] + beta[i, :, None, None])
         torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-4)
 
 

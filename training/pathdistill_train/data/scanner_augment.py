@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from pathdistill_train.data.stain import hed_to_rgb, rgb_to_hed
+from pathdistill_train.data.stain import hed_to_rgb, rgb_to_stains
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,10 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.T
 
 
 def hed_jitter_batch(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """Scale/shift the HED stain concentrations of each image: (B, 3, H, W), (B, 3), (B, 3) -> (B, 3, H, W)."""
-    hed = rgb_to_hed(x.float())
+    """Scale/shift the HED stain concentrations of each image: (B, 3, H, W), (B, 3), (B, 3) -> (B, 3, H, W).
+
+    The identity at ``alpha = 1, beta = 0`` (negative concentrations are kept: :func:`~.stain.rgb_to_stains`)."""
+    hed = rgb_to_stains(x.float())
     return hed_to_rgb(
         hed * to_device(alpha, x.device)[..., None, None] + to_device(beta, x.device)[..., None, None]
     )
