@@ -6,7 +6,9 @@ gamma/tone curve, focus blur, JPEG compression, optical resolution) asks the stu
 may lack, which is how a distilled student can end up more robust than its teacher (H0-mini, PLISM).
 
 Every op acts per sample (its own random parameters, applied with probability ``p``) on a (B, 3, H, W) float
-batch in [0, 1], on CPU or CUDA; the teacher never sees these images.
+batch in [0, 1], on CPU or CUDA; the teacher never sees these images. JPEG is the exception: whether an image is
+compressed is drawn per sample, but the images drawn in one batch share one quality (torchvision's encoder takes
+one quality per call, and its CUDA encoder is faster on a list), as ``augmentation.student_jpeg_quality`` says.
 """
 
 from __future__ import annotations
