@@ -102,7 +102,9 @@ def _vit_raw(model: EmbeddingModel, x: torch.Tensor, mode: str, head: int | None
             return
         a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], device=a.device)
         a = a / a.sum(-1, keepdim=True)
-        state["joint"] = a @ state["joint"] if "joint" in state else a
+        # the hook runs inside the forward's autocast: a bf16 product lost the map over 12-40 blocks
+        with torch.autocast(a.device.type, enabled=False):
+            state["joint"] = a @ state["joint"] if "joint" in state else a
 
     with _HOOKED:  # one hooked forward at a time: another one would restore fused_attn under this one
         fused = [m.fused_attn for m in mods]
