@@ -157,3 +157,30 @@ def test_a_teacher_of_another_input_size_sees_the_student_s_tiles_resized(cmu_sv
     big = fit_tiles(tiles, 112)
     assert big.shape == (1, 112, 112, 3) and big.dtype == np.uint8
     np.testing.assert_allclose(big.reshape(-1, 3).mean(0), tiles.reshape(-1, 3).mean(0), atol=1.0)
+
+
+def test_a_teacher_fed_at_another_um_px_than_its_own_is_named(cmu_svs, tcga_svs):
+    """The teacher of an XMAG student (training's crossmag: the student's 224 px tile spans 4x the teacher's field,
+    exported at 4x the um/px) sees the student's tiles at 4x its own um/px: a map it never makes at its own
+    magnification. The maps said nothing (found pairing a 2 um/px student with a 0.5 um/px teacher)."""
+    import dataclasses
+
+    from napari_pathdistill._qt._attention_view import agreement_text
+
+    teacher, student = tiny_model(tile_px=56), tiny_model(tile_px=56, seed=1)
+    student.spec = dataclasses.replace(student.spec, mpp=2.0)  # 56 px x 2 um = 112 um tiles
+    pair = drain(iter_attention_pair(teacher, student, cmu_svs, max_tiles=2, overlap=0.0))
+    t, s = pair.sources
+    assert t.fed_mpp == pytest.approx(112 / 56) and t.own_mpp == 0.5 and t.off_scale() == pytest.approx(4.0)
+    assert s.off_scale() is None  # the tiles are cut at the student's own um/px
+    assert t.label() == "teacher last-block attention, head mean, at 2.00 um/px (own 0.50): tiny-vit"
+    assert s.label() == "student last-block attention, head mean: tiny-vit"
+    assert agreement_text(pair).startswith("The teacher saw the tiles at 2.00 um/px, 4.0x its own 0.50")
+    # a 112 px teacher at 0.25 um/px over the same 28 um field sees it at its own um/px: no note
+    fine = tiny_model(tile_px=112)
+    fine.spec = dataclasses.replace(fine.spec, mpp=0.25)
+    same = drain(iter_attention_pair(fine, teacher, cmu_svs, max_tiles=2, overlap=0.0)).sources[0]
+    assert same.fed_mpp == pytest.approx(0.25) and same.off_scale() is None
+    # a slide without um/px cuts tiles in level-0 px: what the models saw is unknown, nothing is claimed
+    unknown = drain(iter_attention_pair(teacher, student, tcga_svs, max_tiles=2, overlap=0.0)).sources[0]
+    assert unknown.fed_mpp is None and unknown.off_scale() is None

@@ -74,8 +74,14 @@ def agreement_text(pair: AttentionPair) -> str:
     if pair.region_tiles > n:
         tiles = (f"{n:,} of the region's {pair.region_tiles:,} tissue tiles: 'max tiles' kept those nearest its "
                  "centre (raise it for all).")  # fmt: skip
+    scale = "".join(
+        f"The {src.role} saw the tiles at {src.fed_mpp:.2f} um/px, {ratio:.1f}x its own {src.own_mpp:.2f}: its "
+        f"map is not the one it makes at its own magnification. "
+        for src in pair.sources
+        if (ratio := src.off_scale()) is not None
+    )
     return (
-        f"{tiles} Pearson r of the two maps: whole map {pair.overall_r:.2f}, per tile median "
+        f"{scale}{tiles} Pearson r of the two maps: whole map {pair.overall_r:.2f}, per tile median "
         f"{med_r} (1 = same layout, 0 = unrelated, < 0 = opposite). Top-{pct} overlap (share of the most attended "
         f"{pct} of one map in the other's): whole map {pair.overall_overlap:.2f}, per tile median {med_ov} "
         f"(chance = {pair.top_frac:.2f}, 1 = same hot spots). Compare with a random-init side for the baseline. "

@@ -49,12 +49,23 @@ class MapSource:
     model: str
     method: str
     head: int | None
+    fed_mpp: float | None = None  #: um/px of the tiles as the model saw them (None: slide without um/px)
+    own_mpp: float | None = None  #: the model's own um/px (its spec)
+
+    def off_scale(self) -> float | None:
+        """fed / own um/px when they differ by more than 5 % (e.g. 4.0 for the teacher of an XMAG student), else
+        None: the map is then not the one the model makes at its own magnification."""
+        if not self.fed_mpp or not self.own_mpp or abs(self.fed_mpp / self.own_mpp - 1) <= 0.05:
+            return None
+        return self.fed_mpp / self.own_mpp
 
     def label(self) -> str:
         """e.g. ``"student last-block attention, head 1: pathdistill-student"``: what the map is comes first, so
-        a grid cell too narrow for the whole name still says it (Grad-CAM or attention, which head)."""
+        a grid cell too narrow for the whole name still says it (Grad-CAM or attention, which head), and a model
+        fed at another um/px than its own says so (``"..., at 2.00 um/px (own 0.50): h-optimus-0"``)."""
         head = "" if self.method == METHODS["cnn"] else f", head {'mean' if self.head is None else self.head}"
-        return f"{self.role} {self.method}{head}: {self.model}"
+        scale = f", at {self.fed_mpp:.2f} um/px (own {self.own_mpp:.2f})" if self.off_scale() else ""
+        return f"{self.role} {self.method}{head}{scale}: {self.model}"
 
 
 @dataclass
@@ -115,10 +126,14 @@ def random_init(model: EmbeddingModel, seed: int = 0) -> EmbeddingModel:
     return random_model(model.spec, model.device, seed)
 
 
-def source_of(role: str, model: EmbeddingModel, mode: str, head: int | None) -> MapSource:
-    """The :class:`MapSource` of ``model``'s map."""
+def source_of(
+    role: str, model: EmbeddingModel, mode: str, head: int | None, field_um: float | None = None
+) -> MapSource:
+    """The :class:`MapSource` of ``model``'s map; ``field_um``: the tiles' side in um (None: unknown)."""
     cnn = model.spec.family == "cnn"
-    return MapSource(role, model.spec.name, METHODS["cnn" if cnn else mode], None if cnn else head)
+    fed = field_um / model.spec.tile_px if field_um else None
+    method = METHODS["cnn" if cnn else mode]
+    return MapSource(role, model.spec.name, method, None if cnn else head, fed, model.spec.mpp)
 
 
 def _batches(region: RegionGrid, pyr: Pyramid, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -184,7 +199,9 @@ def iter_attention_pair(
     """Both models' attention over the tissue tiles of ``bbox`` (None: whole slide); Progress, then the pair.
 
     Tiles are cut at the student's ``tile_px``/``mpp`` with ``overlap``; both models see the same tissue, each
-    at its own input size (a teacher of another ``tile_px`` gets each tile resized: :func:`fit_tiles`).
+    at its own input size (a teacher of another ``tile_px`` gets each tile resized: :func:`fit_tiles`), so a
+    model whose own field differs (the teacher of an XMAG student: 112 um vs 448 um) sees the tissue at another
+    um/px than its own; its :class:`MapSource` says so (``off_scale``, the layer name and the summary).
     ``heads`` = (teacher head, student head), None for the mean; checked before any tile is read. Memory: the
     two float32 canvases, a few numbers per tile and one batch of ``batch_size`` tiles in flight.
     ``fallback_mpp``: level-0 um/px of a slide whose file states none (its tiles are then cut at the student's
@@ -213,8 +230,12 @@ def iter_attention_pair(
         models = {"teacher": (teacher, heads[0]), "student": (student, heads[1])}
         blend, r, ov = yield from _stream(models, region, pyr, mode, batch_size, top_frac, cancel)
     yield Progress(len(region), len(region), "normalising")
-    yield _pair(region, blend, r, ov, units, (source_of("teacher", teacher, mode, heads[0]),
-                source_of("student", student, mode, heads[1])), top_frac)  # fmt: skip
+    field = student.spec.tile_px * student.spec.mpp if units is not None else None  # tiles cut in um, or px
+    sources = (
+        source_of("teacher", teacher, mode, heads[0], field),
+        source_of("student", student, mode, heads[1], field),
+    )
+    yield _pair(region, blend, r, ov, units, sources, top_frac)
 
 
 def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, units: tuple[float, float] | None,
