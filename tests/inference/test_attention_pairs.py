@@ -184,3 +184,31 @@ def test_a_teacher_fed_at_another_um_px_than_its_own_is_named(cmu_svs, tcga_svs)
     # a slide without um/px cuts tiles in level-0 px: what the models saw is unknown, nothing is claimed
     unknown = drain(iter_attention_pair(teacher, student, tcga_svs, max_tiles=2, overlap=0.0)).sources[0]
     assert unknown.fed_mpp is None and unknown.off_scale() is None
+
+
+def test_the_finer_model_gets_the_slide_s_pixels_not_the_coarser_tile_upsampled(cmu_svs):
+    """A 112 px teacher at 1 um/px beside a 56 px student at 2 um/px (the same 112 um field): the tiles were read
+    at the student's 56 px and blown up to 112 for the teacher, half the detail its own um/px holds (found
+    checking how models of different input sizes share one region). Both now get the slide's pixels."""
+    import dataclasses
+
+    from skimage.transform import resize
+
+    teacher, student = tiny_model(tile_px=112), tiny_model(tile_px=56, seed=1)
+    teacher.spec = dataclasses.replace(teacher.spec, mpp=1.0)
+    student.spec = dataclasses.replace(student.spec, mpp=2.0)
+    seen: dict[str, list[np.ndarray]] = {"teacher": [], "student": []}
+    for name, model in (("teacher", teacher), ("student", student)):
+        real = model.preprocess  # the real preprocessing runs: only what each model is given is recorded
+        model.preprocess = lambda t, real=real, name=name: (seen[name].append(np.array(t)), real(t))[1]
+    pair = drain(iter_attention_pair(teacher, student, cmu_svs, max_tiles=3, overlap=0.0))
+    assert pair.sources[0].off_scale() is None  # the teacher sees its own um/px
+    with open_pyramid(cmu_svs) as pyr:
+        side = round(pair.tile_px_level0)  # 112 um at 0.499 um/px: 224 level-0 px
+        for k, (x, y) in enumerate(pair.coords):
+            region = pyr.read_region((int(x), int(y)), 0, (side, side))[..., :3]
+            for name, px in (("teacher", 112), ("student", 56)):
+                want = np.rint(resize(region, (px, px), order=1, anti_aliasing=True) * 255)
+                got = np.concatenate(seen[name])[k].astype(float)
+                # each model's tile is the slide's own (the teacher's 56 px copy blown up differed by 17 levels)
+                np.testing.assert_allclose(got, want, atol=1, err_msg=name)

@@ -36,7 +36,7 @@ from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.spec import ModelSpec, build_module
 from napari_pathdistill.progress import Progress, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
-from napari_pathdistill.wsi.tiling import detect_tissue, read_tiles, square_pixel_mpp
+from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, read_tiles, square_pixel_mpp
 
 SIDES = ("teacher", "student")
 
@@ -136,13 +136,25 @@ def source_of(
     return MapSource(role, model.spec.name, method, None if cnn else head, fed, model.spec.mpp)
 
 
-def _batches(region: RegionGrid, pyr: Pyramid, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first index, (B, H, W, 3) uint8 tiles) per batch, the next batch read in a thread meanwhile."""
-    starts = list(range(0, len(region), batch_size))
+def _read(pyr: Pyramid, grids: dict[str, TileGrid], idx: range) -> dict[str, np.ndarray]:
+    """Each side's tiles of ``idx``, read once per distinct grid."""
+    out: dict[str, np.ndarray] = {}
+    for k, grid in grids.items():
+        same = [j for j in out if grids[j] is grid]
+        out[k] = out[same[0]] if same else read_tiles(pyr, grid, idx)
+    return out
+
+
+def _batches(
+    grids: dict[str, TileGrid], pyr: Pyramid, batch_size: int
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(first index, each side's (B, H, W, 3) uint8 tiles) per batch, the next batch read in a thread meanwhile."""
+    n = len(next(iter(grids.values())))
+    starts = list(range(0, n, batch_size))
     with ThreadPoolExecutor(1) as pool:
 
         def read(s: int) -> Future:
-            return pool.submit(read_tiles, pyr, region.tiles, range(s, min(s + batch_size, len(region))))
+            return pool.submit(_read, pyr, grids, range(s, min(s + batch_size, n)))
 
         pending = read(starts[0]) if starts else None
         for k, s in enumerate(starts):
@@ -153,12 +165,24 @@ def _batches(region: RegionGrid, pyr: Pyramid, batch_size: int) -> Iterator[tupl
 
 def fit_tiles(tiles: np.ndarray, px: int) -> np.ndarray:
     """(B, H, W, 3) uint8 tiles resized to (B, px, px, 3) (bilinear, antialiased; unchanged when already that
-    size): the student's tile field at a model's own input size, for two models of different sizes."""
+    size): a safety net, each side's tiles are already read at its own px (:func:`grid_at`)."""
     if tiles.shape[1:3] == (px, px):
         return tiles
     x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float()
     x = torch.nn.functional.interpolate(x, (px, px), mode="bilinear", antialias=True, align_corners=False)
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def grid_at(grid: TileGrid, pyr: Pyramid, px: int) -> TileGrid:
+    """``grid``'s tiles (the same level-0 squares) read at ``px``: a model of another input size gets the slide's
+    own pixels at its size (before, a 224 px teacher beside a 112 px student over the same field got the
+    student's 112 px tile blown up: half the detail its own um/px holds)."""
+    if px == grid.tile_px:
+        return grid
+    mpp = grid.mpp * grid.tile_px / px if grid.mpp else None
+    return dataclasses.replace(
+        grid, tile_px=px, mpp=mpp, level=pyr.best_level_for_downsample(grid.size_level0 / px)
+    )
 
 
 def _stream(models: dict[str, tuple[EmbeddingModel, int | None]], region: RegionGrid, pyr: Pyramid, mode: str,
@@ -167,13 +191,14 @@ def _stream(models: dict[str, tuple[EmbeddingModel, int | None]], region: Region
     """Blend both models' maps over the region; yields Progress, returns (blender, tile r, tile overlap)."""
     blend = Blender(region, SIDES)
     r, ov = np.full(len(region), np.nan), np.full(len(region), np.nan)
-    for first, tiles in _batches(region, pyr, batch_size):
+    grids = {k: grid_at(region.tiles, pyr, m.spec.tile_px) for k, (m, _h) in models.items()}
+    for first, tiles in _batches(grids, pyr, batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Attention cancelled.")
-        maps = {k: resample(raw_attention_maps(m, fit_tiles(tiles, m.spec.tile_px), mode=mode, head=h),
+        maps = {k: resample(raw_attention_maps(m, fit_tiles(tiles[k], m.spec.tile_px), mode=mode, head=h),
                             region.cells) for k, (m, h) in models.items()}  # fmt: skip
         blend.add(first, maps)
-        end = first + len(tiles)
+        end = first + len(tiles["student"])
         r[first:end] = attention_agreement(maps["teacher"], maps["student"])
         ov[first:end] = top_overlap(maps["teacher"], maps["student"], frac)
         yield Progress(end, len(region), "attention")
@@ -199,7 +224,7 @@ def iter_attention_pair(
     """Both models' attention over the tissue tiles of ``bbox`` (None: whole slide); Progress, then the pair.
 
     Tiles are cut at the student's ``tile_px``/``mpp`` with ``overlap``; both models see the same tissue, each
-    at its own input size (a teacher of another ``tile_px`` gets each tile resized: :func:`fit_tiles`), so a
+    at its own input size (each read at its own px: :func:`grid_at`), so a
     model whose own field differs (the teacher of an XMAG student: 112 um vs 448 um) sees the tissue at another
     um/px than its own; its :class:`MapSource` says so (``off_scale``, the layer name and the summary).
     ``heads`` = (teacher head, student head), None for the mean; checked before any tile is read. Memory: the
