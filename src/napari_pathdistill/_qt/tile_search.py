@@ -25,7 +25,7 @@ from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import map_layers
 from napari_pathdistill._qt._upsert import go_with_slide
 from napari_pathdistill.inference.qupath import clusters_geojson, similarity_collection, write_geojson
-from napari_pathdistill.inference.similarity_map import Heatmap, heatmap
+from napari_pathdistill.inference.similarity_map import Heatmap, SimilarityMapError, heatmap
 from napari_pathdistill.inference.slide_maps import SlideMap
 
 #: what "Export GeoJSON" writes (QuPath classes): tiles >= threshold, the top-k tiles, or the target's clusters
@@ -156,11 +156,9 @@ class TileSearchPanel(Container):
         """Drop the search (its heatmap layer too): its map was recomputed, so its tiles are not this map's."""
         if self.result is None:
             return
-        _, index, target, _ = self.result
+        index = self.result[1]
+        self._drop_heatmap()
         self.result = self._maps = None
-        name = f"{_base_name(target)} similarity"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
         self.summary.value = f"the map of tile {index}'s search was recomputed: click a tile again"
         for ref in self._on_forget:
             callback = ref()
@@ -175,14 +173,32 @@ class TileSearchPanel(Container):
     def query(self, map_layer: Any, index: int) -> napari.layers.Image:
         """Heatmap of the cosine of tile ``index`` of ``map_layer`` to every tile of the "search in" map.
 
+        One search at a time: the previous click's heatmap on another map is removed (it answered another tile),
+        and so is it when this query is refused, whose reason the summary then shows.
+
         Raises:
-            SimilarityMapError: the two maps come from different models.
+            SimilarityMapError: the two maps come from different models (or weights).
         """
         target = self.target.value if self.target.value in self.viewer.layers else map_layer
         maps = (_slide_map(map_layer), _slide_map(target))
-        result = heatmap(maps[0], index, maps[1])
+        try:
+            result = heatmap(maps[0], index, maps[1])
+        except SimilarityMapError as exc:  # no heatmap of an earlier click left under this click's points
+            self._drop_heatmap()
+            self.result = self._maps = None
+            self.summary.value = f"tile {index}: {exc}"
+            raise
+        if self.result is not None and self.result[2] is not target:
+            self._drop_heatmap()  # one search at a time: the last click's heatmap on another slide goes
         self.result, self._maps = (map_layer, index, target, result), maps
         return self._show(target, result)
+
+    def _drop_heatmap(self) -> None:
+        """Remove the heatmap layer of the current search, if any is shown."""
+        if self.result is not None:
+            name = f"{_base_name(self.result[2])} similarity"
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
 
     def _show(self, target: Any, result: Heatmap) -> napari.layers.Image:
         name = f"{_base_name(target)} similarity"

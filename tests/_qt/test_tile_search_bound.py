@@ -1,0 +1,71 @@
+"""The tile search shows one search at a time: a heatmap of an earlier click (on another slide, or before a
+refused query) is not left beside the new click's points (found driving two slides and a no-MPP one with the
+Embed widget: three heatmaps of two clicks, three colour bars)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from napari_pathdistill._qt.embed_widget import EmbedWidget
+from napari_pathdistill.inference.slide_maps import iter_slide_map
+from napari_pathdistill.progress import drain
+
+
+@pytest.fixture(scope="module")
+def tiny_os2_maps(os2_pair):
+    """SlideMaps of the real OS-2 scanner pair by a tiny random H0-mini (56 um tiles, ~80 per slide)."""
+    from napari_pathdistill.models.testing import tiny_model
+
+    model = tiny_model("h0-mini", tile_px=56)
+    return [drain(iter_slide_map(model, p, mpp=1.0, min_tissue=0.1, k=3)) for p in os2_pair]
+
+
+@pytest.fixture
+def pair(make_napari_viewer, os2_pair, tiny_os2_maps, open_slide):
+    """Viewer, Embed widget, (slide, map layer) of A and B, B beside A."""
+    viewer = make_napari_viewer()
+    slides = [open_slide(viewer, p) for p in os2_pair]
+    slides[1].translate = (0.0, 550.0)
+    widget = EmbedWidget(viewer)
+    for smap, layer in zip(tiny_os2_maps, slides, strict=True):
+        widget.show_result(smap, source=(layer.name, layer.units))
+    maps = [viewer.layers[f"{layer.name} clusters"] for layer in slides]
+    return viewer, widget, slides, maps
+
+
+def _heatmaps(viewer):
+    return [layer.name for layer in viewer.layers if layer.name.endswith(" similarity")]
+
+
+def test_a_search_in_another_slide_drops_the_previous_heatmap(pair):
+    viewer, widget, (sa, sb), (a, b) = pair
+    widget.search_tile(3, a)
+    assert _heatmaps(viewer) == [f"{sa.name} similarity"]
+    widget.search.target.value = b
+    widget.search_tile(5, a)  # the star moves to tile 5: tile 3's heatmap on A must not stay beside it
+    assert _heatmaps(viewer) == [f"{sb.name} similarity"]
+    heat = viewer.layers[f"{sb.name} similarity"]
+    smap_a, smap_b = (layer.metadata["pathdistill"]["slide_map"] for layer in (a, b))
+    q = smap_a.features[5].astype(np.float64)
+    fb = smap_b.features.astype(np.float64)
+    want = fb @ q / (np.linalg.norm(fb, axis=1) * np.linalg.norm(q))
+    rr, cc = np.nonzero(smap_b.index_image)
+    np.testing.assert_allclose(heat.data[rr, cc], want[smap_b.index_image[rr, cc] - 1], atol=1e-5)
+
+
+def test_a_refused_query_drops_the_previous_search(pair, errors, tmp_path):
+    viewer, widget, _slides, (a, b) = pair
+    widget.search_tile(3, a)
+    meta = b.metadata["pathdistill"]
+    meta["slide_map"] = dataclasses.replace(meta["slide_map"], weights="0" * 16)  # another checkpoint
+    widget.search.target.value = b
+    widget.search_tile(5, a)
+    assert len(errors) == 1 and "different weights" in errors[0]
+    assert _heatmaps(viewer) == []  # not tile 3's heatmap under tile 5's star
+    assert widget.search.result is None
+    assert "tile 5" in widget.search.summary.value and "different weights" in widget.search.summary.value
+    assert widget.search.export(tmp_path / "x.geojson") is None  # nothing of tile 3's search is written
+    assert not (tmp_path / "x.geojson").exists()
