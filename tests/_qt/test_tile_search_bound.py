@@ -1,6 +1,6 @@
 """The tile search shows one search at a time: a heatmap of an earlier click (on another slide, or before a
 refused query) is not left beside the new click's points (found driving two slides and a no-MPP one with the
-Embed widget: three heatmaps of two clicks, three colour bars)."""
+Embed widget: three heatmaps of two clicks, three colour bars), and a search whose slide was removed is dropped."""
 
 from __future__ import annotations
 
@@ -69,3 +69,24 @@ def test_a_refused_query_drops_the_previous_search(pair, errors, tmp_path):
     assert "tile 5" in widget.search.summary.value and "different weights" in widget.search.summary.value
     assert widget.search.export(tmp_path / "x.geojson") is None  # nothing of tile 3's search is written
     assert not (tmp_path / "x.geojson").exists()
+
+
+@pytest.mark.parametrize("removed", ["searched", "clicked"])
+def test_removing_a_slide_of_the_search_drops_it(pair, tmp_path, qtbot, removed):
+    viewer, widget, (sa, sb), (a, b) = pair
+    widget.search.target.value = b
+    widget.search_tile(2, a)
+    assert _heatmaps(viewer) == [f"{sb.name} similarity"]
+    slide, its_map = (sb, b) if removed == "searched" else (sa, a)
+    viewer.layers.remove(slide)  # its map leaves with it (next event loop turn), and so does the search
+    qtbot.waitUntil(lambda: its_map not in viewer.layers, timeout=5000)
+    assert widget.search.result is None and f"{slide.name} was removed" in widget.search.summary.value
+    qtbot.waitUntil(lambda: _heatmaps(viewer) == [], timeout=5000)  # B's heatmap of A's tile, either way
+    widget.search.threshold.value = 0.5  # no count of the removed slide's tiles
+    assert f"{slide.name} was removed" in widget.search.summary.value
+    assert widget.search.export(tmp_path / "b.geojson") is None and not (tmp_path / "b.geojson").exists()
+    # tile 2's top-k points lie on A: they stay while A does (they are A's own), else they leave with it
+    if removed == "searched":
+        assert "similar tiles" in viewer.layers
+    else:
+        qtbot.waitUntil(lambda: "similar tiles" not in viewer.layers, timeout=5000)

@@ -135,10 +135,25 @@ class TileSearchPanel(Container):
         """List the viewer's map layers in "search in" again: on every layer inserted or removed, and when a layer
         becomes a map in place (the Embed widget's clusters layer, made empty at the press, gets its
         ``slide_map`` at the run's end: ``EmbedWidget.show_result`` calls this). A search whose map was
-        recomputed meanwhile is forgotten (:meth:`forget`)."""
+        recomputed meanwhile is forgotten (:meth:`forget`), and so is one whose clicked or searched map left the
+        viewer (:meth:`drop_removed`)."""
         if self.stale():
             self.forget()
+        self.drop_removed()
         self.target.reset_choices()
+
+    def drop_removed(self) -> None:
+        """Drop the search (its heatmap too) when its clicked or searched map layer left the viewer (its slide
+        was removed): its cosines are no slide's shown, so neither the summary nor Export GeoJSON use them. The
+        top-k points are left alone: they lie on the clicked map, and go with it."""
+        if self.result is None:
+            return
+        source, index, target, _ = self.result
+        gone = [layer for layer in (source, target) if layer not in self.viewer.layers]
+        if gone:
+            self._drop_heatmap()
+            self.result = self._maps = None
+            self.summary.value = f"{_base_name(gone[-1])} was removed: tile {index}'s search is dropped"
 
     def stale(self) -> bool:
         """Whether the clicked or the searched map layer holds another map than at the click (Embed re-run with
@@ -239,6 +254,7 @@ class TileSearchPanel(Container):
         """
         if self.stale():
             self.forget()
+        self.drop_removed()
         if self.result is None:
             napari.utils.notifications.show_warning("Click a tile first: there is no similarity to export.")
             return None
