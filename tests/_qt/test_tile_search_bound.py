@@ -1,6 +1,6 @@
 """The tile search shows one search at a time: a heatmap of an earlier click (on another slide, or before a
 refused query) is not left beside the new click's points (found driving two slides and a no-MPP one with the
-Embed widget: three heatmaps of two clicks, three colour bars), and a search whose slide was removed is dropped."""
+Embed widget: three heatmaps of two clicks, three colour bars), a search whose slide was removed is dropped, and the threshold reaches negative cosines."""
 
 from __future__ import annotations
 
@@ -90,3 +90,27 @@ def test_removing_a_slide_of_the_search_drops_it(pair, tmp_path, qtbot, removed)
         assert "similar tiles" in viewer.layers
     else:
         qtbot.waitUntil(lambda: "similar tiles" not in viewer.layers, timeout=5000)
+
+
+def test_threshold_reaches_negative_cosines(make_napari_viewer, shared_data, open_slide):
+    """A tiny random H0-mini on CMU-1-Small-Region (glass and tissue tiles): cosines down to about -0.8, so a
+    threshold of 0 hid part of the slide and no setting showed its whole heatmap."""
+    from napari_pathdistill.models.testing import tiny_model
+
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, shared_data / "wsi" / "CMU-1-Small-Region.svs")
+    smap = drain(iter_slide_map(tiny_model("h0-mini", tile_px=56), slide.metadata["pathdistill"]["path"],
+                                mpp=2.0, min_tissue=0.3, k=3))  # fmt: skip
+    widget = EmbedWidget(viewer)
+    widget.show_result(smap, source=(slide.name, slide.units))
+    widget.search_tile(len(smap.features) // 2, viewer.layers[f"{slide.name} clusters"])
+    cos = widget.search.result[3].cosine
+    assert (cos < 0).any()  # some tiles point away from the clicked one
+    widget.search.threshold.value = -1.0  # the whole slide's heatmap: every tile drawn
+    heat = viewer.layers[f"{slide.name} similarity"]
+    assert heat.contrast_limits == [-1.0, 1.0]
+    lo, hi = heat.contrast_limits
+    alpha = heat.colormap.map(np.clip((heat.data - lo) / (hi - lo), 0, 1).ravel())[:, 3]
+    tiles = np.isfinite(heat.data).ravel()
+    assert np.all(alpha[tiles] > 0) and np.all(alpha[~tiles] == 0)
+    assert f"{len(cos)} tiles with cosine >= -1.000" in widget.search.summary.value

@@ -94,7 +94,8 @@ class TileSearchPanel(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.target = ComboBox(label="search in", choices=self._choices, nullable=False)
-        self.threshold = FloatSlider(label="similarity >=", value=0.8, min=0.0, max=1.0, step=0.001,
+        # cosines span [-1, 1]: a random model's, or another stain's tiles searched in B, go below 0
+        self.threshold = FloatSlider(label="similarity >=", value=0.8, min=-1.0, max=1.0, step=0.001,
                                      readout=False)  # fmt: skip  # the summary line shows the value
         self.summary = status_label()  # wraps: a long slide name must not widen (or be cut by) the dock
         self.export_kind = ComboBox(label="export", choices=list(EXPORTS), value="thresholded similarity")
