@@ -114,3 +114,26 @@ def test_threshold_reaches_negative_cosines(make_napari_viewer, shared_data, ope
     tiles = np.isfinite(heat.data).ravel()
     assert np.all(alpha[tiles] > 0) and np.all(alpha[~tiles] == 0)
     assert f"{len(cos)} tiles with cosine >= -1.000" in widget.search.summary.value
+
+
+class _Counter:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+
+
+def test_a_recomputed_map_forgets_the_search_once(pair):
+    """Dropping the search removes its heatmap, whose removal event refreshes the panel: that refresh finds no
+    search left to drop, so the top-k points' owner is told once."""
+    viewer, widget, (sa, _sb), (a, _b) = pair
+    widget.search_tile(4, a)
+    counter = _Counter()
+    widget.search.on_forget(counter.__call__)
+    meta = a.metadata["pathdistill"]
+    meta["slide_map"] = dataclasses.replace(meta["slide_map"])  # Embed run again: another map on the layer
+    widget.search.refresh()
+    assert counter.calls == 1 and widget.search.result is None
+    assert "tile 4's search was recomputed" in widget.search.summary.value
+    assert f"{sa.name} similarity" not in viewer.layers and "similar tiles" not in viewer.layers

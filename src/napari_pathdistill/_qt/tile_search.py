@@ -152,8 +152,7 @@ class TileSearchPanel(Container):
         source, index, target, _ = self.result
         gone = [layer for layer in (source, target) if layer not in self.viewer.layers]
         if gone:
-            self._drop_heatmap()
-            self.result = self._maps = None
+            self._drop()
             self.summary.value = f"{_base_name(gone[-1])} was removed: tile {index}'s search is dropped"
 
     def stale(self) -> bool:
@@ -172,9 +171,7 @@ class TileSearchPanel(Container):
         """Drop the search (its heatmap layer too): its map was recomputed, so its tiles are not this map's."""
         if self.result is None:
             return
-        index = self.result[1]
-        self._drop_heatmap()
-        self.result = self._maps = None
+        index = self._drop()
         self.summary.value = f"the map of tile {index}'s search was recomputed: click a tile again"
         for ref in self._on_forget:
             callback = ref()
@@ -200,21 +197,25 @@ class TileSearchPanel(Container):
         try:
             result = heatmap(maps[0], index, maps[1])
         except SimilarityMapError as exc:  # no heatmap of an earlier click left under this click's points
-            self._drop_heatmap()
-            self.result = self._maps = None
+            self._drop()
             self.summary.value = f"tile {index}: {exc}"
             raise
         if self.result is not None and self.result[2] is not target:
-            self._drop_heatmap()  # one search at a time: the last click's heatmap on another slide goes
+            self._drop()  # one search at a time: the last click's heatmap on another slide goes
         self.result, self._maps = (map_layer, index, target, result), maps
         return self._show(target, result)
 
-    def _drop_heatmap(self) -> None:
-        """Remove the heatmap layer of the current search, if any is shown."""
-        if self.result is not None:
-            name = f"{_base_name(self.result[2])} similarity"
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+    def _drop(self) -> int | None:
+        """Forget the current search, then remove its heatmap layer (the removal's event finds no search to
+        drop again); returns its tile index (None: there was none)."""
+        if self.result is None:
+            return None
+        _, index, target, _ = self.result
+        self.result = self._maps = None
+        name = f"{_base_name(target)} similarity"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        return index
 
     def _show(self, target: Any, result: Heatmap) -> napari.layers.Image:
         name = f"{_base_name(target)} similarity"
