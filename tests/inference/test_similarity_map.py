@@ -146,3 +146,29 @@ def test_two_checkpoints_of_one_name_are_refused(cmu_map, shared_data, tmp_path)
     with pytest.raises(SimilarityMapError, match=r"weights [0-9a-f]{16} vs [0-9a-f]{16}"):
         heatmap(files[0], 0, files[1])
     assert heatmap(files[0], 0, cmu_map).cosine.shape == (len(cmu_map.features),)  # one checkpoint: compared
+
+
+def test_a_trident_file_of_no_stated_model_is_refused_for_that_reason(cmu_map, tmp_path):
+    """The map's own features written in TRIDENT's layout (which names no model): refused, but not as 'different
+    models: tiny-vit vs trident' (they are the same model's here): the file does not say which model it holds."""
+    import h5py
+
+    from napari_pathdistill.inference.feature_files import read_feature_file, slide_map_from_features
+
+    grid = cmu_map.grid
+    path = tmp_path / "CMU-1-Small-Region.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=cmu_map.features)
+        c = f.create_dataset("coords", data=np.asarray(grid.coords, np.int64))
+        c.attrs.update({"patch_size": round(grid.size_level0), "level0_magnification": 20,
+                        "patch_size_level0": round(grid.size_level0)})  # fmt: skip
+    trident = slide_map_from_features(read_feature_file(path), k=3, slide_mpp=0.499)
+    assert trident.model_name == "trident"
+    with pytest.raises(SimilarityMapError) as err:
+        heatmap(cmu_map, 0, trident)
+    msg = str(err.value)
+    assert (
+        "TRIDENT files do not say which model" in msg and "tiny-vit" in msg and "different models" not in msg
+    )
+    both = heatmap(trident, 0, dataclasses.replace(trident))  # two TRIDENT files of one width: compared
+    assert both.cosine[0] == pytest.approx(1.0, abs=1e-5)

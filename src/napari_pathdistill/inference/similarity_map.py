@@ -23,6 +23,10 @@ _NORMS: dict[int, np.ndarray] = {}
 _CELLS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
+#: ``SlideMap.model_name`` of feature files that state no model (their layout: ``feature_files.FeatureFile.source``)
+UNSTATED_MODEL = {"clam": "CLAM", "trident": "TRIDENT"}
+
+
 class SimilarityMapError(PathDistillError):
     """The query cannot be compared with the target map (other model or feature width, tile out of range)."""
 
@@ -122,6 +126,15 @@ def check_comparable(source: SlideMap, target: SlideMap) -> None:
     """Raise unless ``source``'s features can be compared with ``target``'s (same model, width and, where both
     maps know them, weights: two checkpoints of one name, e.g. two training runs' ``pathdistill-student``)."""
     ds, dt = source.features.shape[1], target.features.shape[1]
+    unstated = [m for m in (source.model_name, target.model_name) if m in UNSTATED_MODEL]
+    if ds == dt and len(unstated) == 1:  # not "h0-mini vs trident": the file may well hold h0-mini's features
+        known = target.model_name if source.model_name in UNSTATED_MODEL else source.model_name
+        kind = UNSTATED_MODEL[unstated[0]]
+        raise SimilarityMapError(
+            f"cannot compare tiles of {known} with a {kind} feature file's: {kind} files do not say which model "
+            f"made their features (both {ds}-d), so cosines across them may mean nothing; embed both slides with "
+            f"{known} (or search between two {kind} files of one model)"
+        )
     if ds != dt or source.model_name != target.model_name:
         raise SimilarityMapError(
             f"cannot compare tiles across maps of different models: {source.model_name} ({ds}-d) vs "
