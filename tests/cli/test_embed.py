@@ -64,11 +64,12 @@ def test_slide_with_mpp_has_no_warning(cmu_svs, ckpt, tmp_path, capsys) -> None:
         assert "warning" not in f.attrs and f.attrs["mpp"] == 4.0
 
 
-def test_grayscale_tiff_fails_clearly_without_an_empty_h5(tmp_path, ckpt, capsys) -> None:
+def test_a_slide_without_tissue_fails_clearly_without_an_empty_h5(tmp_path, ckpt, capsys) -> None:
+    """A greyscale TIFF of bare glass (until 2026-12-07 any greyscale image had no tissue, a gradient included:
+    tissue detection dropped colourless objects, since kept on greyscale slides)."""
     gray = tmp_path / "gray.tif"
-    yy, xx = np.mgrid[:1024, :1024]
-    tifffile.imwrite(gray, ((xx + yy) % 256).astype(np.uint8), tile=(256, 256), resolution=(2e4, 2e4),
-                     resolutionunit="CENTIMETER")  # fmt: skip
+    glass = np.random.default_rng(0).normal(228, 1.5, (1024, 1024)).clip(0, 255).astype(np.uint8)
+    tifffile.imwrite(gray, glass, tile=(256, 256), resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
     out = tmp_path / "out"
     args = ["embed", str(gray), "--model", str(ckpt), "--out", str(out), "--device", "cpu", "--mpp", "1"]
     assert main(args) == 1

@@ -55,7 +55,7 @@ def _cancelled(slide, model, out: Path, **kw) -> Path:
 
 
 def _first_progress(slide, model, out: Path, **kw) -> tuple[Path, Progress]:
-    """Embed ``slide``; the path and the first progress (done > one chunk: a partial was resumed)."""
+    """Embed ``slide``; the path and the first progress (stage "resumed": a partial was resumed)."""
     seen: list[Progress] = []
     path = embed_slide(slide, model, out, progress=seen.append, **KW, **kw)
     return path, seen[0]
@@ -105,7 +105,7 @@ def test_a_complete_output_of_another_embedding_is_kept_unless_overwrite(cmu_svs
     with pytest.raises(OutputMismatchError):
         embed_slide(cmu_svs, retrained, tmp_path, **KW)
     out, first = _first_progress(cmu_svs, retrained, tmp_path, overwrite=True)
-    assert first.done > 4  # the matching partial is resumed
+    assert first.stage == "resumed" and first.done >= 4  # the matching partial is resumed
     with h5py.File(out) as f:
         assert f.attrs["weights"] == retrained.weights_id and f.attrs["done"] == 24
 

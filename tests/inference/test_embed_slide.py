@@ -137,4 +137,4 @@ def test_a_resumed_run_reports_where_it_starts(cmu_svs, tmp_path):
         assert n == len(f["coords"])
     seen = []
     out = embed_slide(cmu_svs, model, tmp_path, progress=seen.append, **kw)
-    assert out.suffix == ".h5" and [(p.done, p.total, p.stage) for p in seen] == [(n, n, "embedding")]
+    assert out.suffix == ".h5" and [(p.done, p.total, p.stage) for p in seen] == [(n, n, "resumed")]

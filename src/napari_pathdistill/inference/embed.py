@@ -150,7 +150,8 @@ def embed_slide(
         min_tissue: minimum tissue fraction of a tile (0 keeps the whole grid, without tissue detection).
         overwrite: recompute even when a complete output exists (of this or of another embedding or slide).
         map_k: clusters of the stored map summary (the Embed widget's default k); None stores none.
-        progress: called with ``Progress(done, N, "embedding")`` after every written chunk.
+        progress: called with ``Progress(done, N, "embedding")`` after every written chunk, and first with
+            ``Progress(done, N, "resumed")`` when a partial output's rows are resumed.
 
     Returns:
         The path of the finished HDF5 file (or of the ``.partial`` file when cancelled).
@@ -190,7 +191,7 @@ def embed_slide(
         with open_partial(out.with_suffix(".h5.partial"), model, grid, attrs) as f:
             done = int(f.attrs["done"])  # resumed rows (all of them when killed before the rename)
             if done and progress is not None:  # where a resumed run starts (the only item when all are done)
-                progress(Progress(done, len(grid), "embedding"))
+                progress(Progress(done, len(grid), "resumed"))
             for done in write_rows(f, model, pyr, grid, batch_size=batch_size, chunk_batches=chunk_batches,
                                    num_workers=num_workers, prefetch=prefetch, cancel=cancel):  # fmt: skip
                 if progress is not None:

@@ -85,7 +85,7 @@ def tissue_grid(pyr: Pyramid, tile_px: int, mpp: float, min_tissue: float) -> Ti
     grid = make_tile_grid(pyr, tile_px=tile_px, mpp=mpp, min_tissue=min_tissue)
     if len(grid) == 0:
         raise EmptyTissueError(
-            f"{pyr.path.name}: no {tile_px} px tile has >= {min_tissue:.0%} tissue (an empty, grayscale or "
+            f"{pyr.path.name}: no {tile_px} px tile has >= {min_tissue:.0%} tissue (an empty or "
             "fluorescence image, or a too strict minimum); nothing written. Lower 'min tissue' "
             "(--min-tissue; 0 keeps every tile) or check the tissue mask (Tissue widget, `pathdistill tiles`)."
         )
