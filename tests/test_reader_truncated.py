@@ -49,3 +49,23 @@ def test_a_truncated_pyramid_left_with_a_huge_level_says_it_is_truncated(tmp_pat
         warnings.simplefilter("error", TruncatedFileWarning)
         layers = read_slide(str(full))
     assert [lv.shape[:2] for lv in layers[0][0]] == [(12_000, 12_000), (3_000, 3_000)]
+
+
+def test_a_truncated_flat_image_is_still_called_an_image_without_a_pyramid(tmp_path: Path) -> None:
+    """A 12k single-level TIFF that lost only the end of its last tile never had smaller levels: before, the
+    reader said 'Its smaller levels are lost: copy the file again', a cure that gives back the same unviewable
+    image; the cure is still a pyramidal TIFF (vips), and the warning says the last tiles are grey."""
+    side, tile = 12_000, np.full((512, 512, 3), 200, np.uint8)
+    n = -(-side // 512)
+    full = tmp_path / "flat.tif"
+    with tifffile.TiffWriter(full, bigtiff=True) as tw:
+        tw.write((tile if i in (0, n * n - 1) else None for i in range(n * n)), shape=(side, side, 3),
+                 dtype=np.uint8, tile=(512, 512), photometric="rgb", resolution=(4e4, 4e4),
+                 resolutionunit="CENTIMETER")  # fmt: skip
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(full.read_bytes()[:-1000])  # inside the last tile's data
+    with pytest.warns(TruncatedFileWarning, match="lost the last tiles"), pytest.raises(WSIError) as info:
+        read_slide(str(cut))
+    msg = str(info.value)
+    assert "cut.tif is a 12000x12000 image without a pyramid" in msg and "vips" in msg
+    assert "smaller levels are lost" not in msg

@@ -135,7 +135,8 @@ def _check_displayable(pyramid: Any) -> None:
         return
     convert = ("Convert it to a pyramidal TIFF first, e.g. `vips tiffsave in.tif out.tif --tile --pyramid "
                "--compression jpeg`; `pathdistill tiles` can still tile it.")  # fmt: skip
-    if (size := getattr(pyramid, "truncated_at", None)) is not None:  # lost its smaller levels: no vips
+    size = getattr(pyramid, "truncated_at", None)
+    if size is not None and getattr(pyramid, "lost_levels", True):  # lost its smaller levels: no vips
         intact = ", ".join(f"{lv.shape[1]}x{lv.shape[0]}" for lv in pyramid.levels)
         raise WSIError(
             f"{pyramid.path.name} is truncated (the file ends at byte {size:,}); its intact level(s): {intact} px, "

@@ -115,7 +115,9 @@ class TiffFileBackend:
                 warnings.warn(note, UserWarning, stacklevel=3)
         #: the size (bytes) of a truncated file (levels or tiles lost past its end), None when intact
         self.truncated_at: int | None = None
-        self._pages, self.truncated_at = intact_levels(path, self._tif, pages, declared)
+        #: whether the truncation lost pyramid levels (not only the last tiles of level 0)
+        self.lost_levels = False
+        self._pages, self.truncated_at, self.lost_levels = intact_levels(path, self._tif, pages, declared)
         #: a vendor flavour OpenSlide reads (svs, ndpi, ...) as tifffile recognises it, else None
         self.vendor = next(
             (n for f, n in _VENDOR_FLAGS.items() if getattr(self._tif, f"is_{f}", False)), None

@@ -46,7 +46,7 @@ def _dangling_next_ifd(tif: Any, size: int) -> int | None:
 
 def intact_levels(
     path: Path, tif: Any, pages: list[Any], declared: int | None = None
-) -> tuple[list[Any], int | None]:
+) -> tuple[list[Any], int | None, bool]:
     """``pages`` (level 0 first) without the reduced levels a truncation damaged; warns about what was lost.
 
     Level 0 is always kept (its tiles past the end read as corrupt tiles: grey in the viewer, skipped by
@@ -54,7 +54,8 @@ def intact_levels(
     (default: level 0 and its SubIFDs, else ``len(pages)``).
 
     Returns:
-        (the intact level pages, the file's size in bytes when it is truncated, else None).
+        (the intact level pages, the file's size in bytes when it is truncated, else None, whether pyramid levels
+        were lost: False when only the last tiles of level 0 were, e.g. a single-level TIFF cut short).
     """
     size = path.stat().st_size
     if declared is None:
@@ -71,6 +72,7 @@ def intact_levels(
         lost.append(f"the levels after level {len(pages) - 1} (the next image directory, at byte {nxt:,})")
     if len(keep) < len(pages):
         lost.append(f"{len(pages) - len(keep)} level(s) whose tile data is cut off")
+    levels_lost = bool(lost)
     if _data_end(pages[0]) > size:
         lost.append("the last tiles of level 0 (shown grey)")
     if lost:
@@ -81,4 +83,4 @@ def intact_levels(
             TruncatedFileWarning,
             stacklevel=3,
         )
-    return keep, size if lost else None
+    return keep, size if lost else None, levels_lost

@@ -61,6 +61,8 @@ class Pyramid:
         self.properties: dict[str, str] = dict(backend.properties)
         #: the size in bytes of a TIFF cut short (pyramid levels or tiles lost past its end), None when intact
         self.truncated_at: int | None = getattr(backend, "truncated_at", None)
+        #: whether that truncation lost pyramid levels (False: only the last tiles of level 0, all levels are there)
+        self.lost_levels: bool = bool(getattr(backend, "lost_levels", False))
         self._dask: list[Any] | None = None
         self._token = uuid.uuid4().hex
         self._cache = BlockCache(int(float(os.environ.get("PATHDISTILL_CHUNK_CACHE_MB", "128")) * 2**20))
