@@ -28,6 +28,18 @@ def test_torch_load_alone_loads_a_flipped_bit_and_load_checked_refuses_it(tmp_pa
         load_checked(path)
 
 
+def test_a_file_saved_without_crc32s_loads(tmp_path: Path) -> None:
+    """``torch.serialization.set_crc32_options(False)`` (a faster save) writes CRC-32 0 for every entry; torch
+    loads such a file. Before, load_checked refused it as damaged ('its entry .../data.pkl fails its CRC-32')."""
+    path = tmp_path / "state.pth"
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"w": torch.arange(4096, dtype=torch.float32)}, path)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert damaged_entry(path) is None and torch.equal(load_checked(path)["w"], torch.arange(4096.0))
+
+
 def test_a_truncated_or_legacy_file_is_left_to_torch(tmp_path: Path) -> None:
     path = tmp_path / "state.pth"
     torch.save({"w": torch.ones(1000)}, path)
