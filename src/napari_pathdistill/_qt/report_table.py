@@ -85,14 +85,23 @@ class ReportRowsModel(QAbstractTableModel):
         return shown if self._order is None else self._order[shown]
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        """Show the rows sorted by ``column`` (:func:`sorted_order`); a column < 0: the report's order."""
+        """Show the rows sorted by ``column`` (:func:`sorted_order`); a column < 0: the report's order. The
+        selection and current cell follow their rows (Qt's persistent indexes are moved with them)."""
         self.layoutAboutToBeChanged.emit()
+        kept = self.persistentIndexList()
+        rows = [self._row(i.row()) for i in kept]  # the report rows they are on
         if 0 <= column < len(self._keys):
             key = self._keys[column]
             values = [r.get(key) for r in self._rows]
             self._order = sorted_order(values, descending=order == Qt.SortOrder.DescendingOrder)
         else:
             self._order = None
+        if kept:
+            shown = list(range(len(self._rows))) if self._order is None else [0] * len(self._rows)
+            for at, row in enumerate(self._order or ()):
+                shown[row] = at
+            moved = [self.index(shown[r], i.column()) for r, i in zip(rows, kept, strict=True)]
+            self.changePersistentIndexList(kept, moved)
         self.layoutChanged.emit()
 
     def headerData(
