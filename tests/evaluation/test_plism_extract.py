@@ -118,7 +118,23 @@ def test_a_run_killed_between_features_and_stamp_is_not_kept_for_another_model(t
         tile = f["tile_0_0_0"][()]
     np.testing.assert_allclose(np.load(out)[0, 3:], second.embed(tile[None])[0], atol=1e-5)
     assert json.loads(out.with_name("pathdistill.json").read_text()) == {
-        "model": second.spec.name, "weights": second.weights_id}  # fmt: skip
+        "model": second.spec.name, "weights": second.weights_id, "embedding_dtype": "float32"}  # fmt: skip
+
+
+def test_features_of_another_autocast_dtype_are_extracted_again(tmp_path):
+    """The record held model and weights only: a CUDA run's bfloat16 features resumed a CPU run's float32 ones
+    (found reviewing the pair store's same fix)."""
+    import torch
+
+    write_plism_h5(tmp_path / "plism", stains=("GM",), scanners=("AT2",))
+    fp32, bf16 = tiny_model("vit", tile_px=56), tiny_model("vit", tile_px=56)
+    bf16.amp_dtype = torch.bfloat16  # as on CUDA (autocast on the CPU here)
+    out = tmp_path / "out" / "m" / "GM_AT2_to_GMH_S60.tif" / "features.npy"
+    drain(iter_plism_extract(tmp_path / "plism", fp32, tmp_path / "out", extractor="m"))
+    mtime = out.stat().st_mtime_ns
+    drain(iter_plism_extract(tmp_path / "plism", bf16, tmp_path / "out", extractor="m"))
+    assert out.stat().st_mtime_ns != mtime
+    assert json.loads(out.with_name("pathdistill.json").read_text())["embedding_dtype"] == "bfloat16"
 
 
 def test_bad_tile_files_are_clear_errors(tmp_path):

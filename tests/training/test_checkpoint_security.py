@@ -112,6 +112,6 @@ def test_a_checkpoint_with_a_flipped_bit_is_refused_not_resumed(tmp_path, histol
     entry = flip_bit_in_largest_entry(out / "checkpoint.pth")
     cfg.train.max_steps = 3
     with pytest.raises(
-        TrainConfigError, match=f"cannot resume from .*checkpoint.pth is damaged: its entry {entry}"
+        TrainConfigError, match=f"cannot resume: .*checkpoint.pth is damaged: its entry {entry}"
     ):
         train(cfg)

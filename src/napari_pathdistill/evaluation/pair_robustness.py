@@ -73,7 +73,7 @@ def pair_key(a: Path, b: Path, request: dict[str, object] | None = None) -> str:
     """12 hex digits of both slides' full paths and the ``request`` (:func:`request_stamp`): the store's file of
     a pair, beside the slides' names. Pairs of same-named slides in other folders (two cohorts' ``slide_01.svs``)
     and the same pair compared by two models (or tilings) saving to one folder keep files of their own.
-    Without ``request``: the key of the previous version (paths only), still read back."""
+    Without ``request``: the key of the previous version (paths only), looked up too."""
     text = f"{a.resolve()}\n{b.resolve()}"
     if request is not None:
         text += "\n" + json.dumps(request, sort_keys=True, default=str)
@@ -84,8 +84,8 @@ def _saved_row(
     store: PairStore | None, a: Path, b: Path, request: dict[str, object], stamp: dict[str, object]
 ) -> dict[str, Cell] | None:
     """The pair's row saved by an earlier run of the same request, or None (absent, other stamp, unreadable).
-    Files of earlier versions (keyed by the paths alone, or by the slide names) are read when their stamp
-    matches."""
+    Files of earlier versions (keyed by the paths alone) are read when their stamp matches; those written before
+    the stamp held ``embedding_dtype`` never do (their dtype is unknown: computed again)."""
     if store is None:
         return None
     for key in (pair_key(a, b, request), pair_key(a, b)):

@@ -146,7 +146,7 @@ def _read_teacher_file(path: Path) -> dict:
     try:
         return read_state_dict(path)
     except DamagedTorchFile as e:
-        raise TrainConfigError(f"teacher.weights {e}; copy or download it again") from e
+        raise TrainConfigError(f"teacher.weights: {e}; copy or download it again") from e
     except (pickle.UnpicklingError, RuntimeError, EOFError, SafetensorError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TrainConfigError(

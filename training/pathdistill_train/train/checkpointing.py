@@ -158,7 +158,7 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
         payload = load_checked(path)
     except DamagedTorchFile as e:
         raise TrainConfigError(
-            f"cannot resume from {e}. Restore a copy of it, or delete it to start afresh (or set "
+            f"cannot resume: {e}. Restore a copy of it, or delete it to start afresh (or set "
             "train.resume=false)"
         ) from e
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
