@@ -53,12 +53,7 @@ def request_stamp(model: EmbeddingModel, top_k: int, kw: dict[str, Any]) -> dict
     defaults = inspect.signature(iter_pair_similarity).parameters
     geometry = {name: kw.get(name, defaults[name].default) for name in _GEOMETRY}
     return {"precision": "float32", "subset": "all", "model": model.spec.name, "weights": model.weights_id,
-            "embedding_dtype": _dtype_name(model), "top_k": top_k, **geometry}  # fmt: skip
-
-
-def _dtype_name(model: EmbeddingModel) -> str:
-    """The autocast dtype of the model's embeddings, e.g. "float32", "bfloat16"."""
-    return str(model.amp_dtype).removeprefix("torch.")
+            "embedding_dtype": model.amp_name, "top_k": top_k, **geometry}  # fmt: skip
 
 
 def _pair_stamp(a: Path, b: Path, request: dict[str, object]) -> dict[str, object]:

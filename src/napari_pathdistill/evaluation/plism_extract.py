@@ -126,9 +126,7 @@ def iter_plism_extract(
     if not files:
         raise EvaluationError(f"no PLISM tile files ({PLISM_H5_GLOB}) in {plism_dir}")
     root = Path(export_dir) / (extractor or model.spec.name)
-    # the autocast dtype too: a CUDA run's bfloat16 features are not a CPU run's float32 ones (as for pairs)
-    stamp = {"model": model.spec.name, "weights": model.weights_id,
-             "embedding_dtype": str(model.amp_dtype).removeprefix("torch.")}  # fmt: skip
+    stamp = {"model": model.spec.name, "weights": model.weights_id, "embedding_dtype": model.amp_name}
     outputs = []
     for i, h5_path in enumerate(files):
         target = root / h5_path.name.removesuffix(".h5") / "features.npy"

@@ -53,6 +53,12 @@ class EmbeddingModel:
         self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)
 
+    @property
+    def amp_name(self) -> str:
+        """The autocast dtype of :meth:`embed` by name ("float32", "bfloat16"): recorded with saved features, whose
+        values depend on it (a CUDA run's bfloat16 rows are not a CPU run's float32 ones)."""
+        return str(self.amp_dtype).removeprefix("torch.")
+
     @functools.cached_property
     def weights_id(self) -> str:
         """16 hex digits naming the loaded weights: a SHA-1 of every state-dict entry's name, shape, dtype and up to
