@@ -137,7 +137,7 @@ def test_embed_checks_a_read_only_out_before_loading_the_model(
     import errno
     import os
 
-    from napari_pathdistill import atomic  # folder_problem (cli._writable re-exports it)
+    from napari_pathdistill import atomic  # folder_problem
 
     real_open = os.open
 

@@ -34,7 +34,7 @@ def test_tiles_checks_its_out_folder_before_reading_the_slide(tmp_path: Path, cm
 def test_tiles_into_a_read_only_folder_is_one_line(
     tmp_path: Path, cmu_svs: Path, capsys, monkeypatch
 ) -> None:
-    from napari_pathdistill import atomic  # folder_problem (cli._writable re-exports it)
+    from napari_pathdistill import atomic  # folder_problem
 
     no_file_creation(monkeypatch, atomic)
     assert main(["tiles", str(cmu_svs), "--out", str(tmp_path)]) == 2

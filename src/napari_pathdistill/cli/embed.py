@@ -23,8 +23,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from napari_pathdistill.atomic import folder_problem
 from napari_pathdistill.cli._argtypes import checked_float, fraction, positive_float, positive_int
-from napari_pathdistill.cli._writable import folder_problem
 
 #: the output layouts of ``--format`` (``h5`` is always written: plism's is copied from it)
 FORMATS = ("h5", "plism")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_pathdistill.atomic import atomic_path, atomic_write_text
+from napari_pathdistill.atomic import atomic_path, atomic_write_text, folder_problem
 from napari_pathdistill.cli._argtypes import (
     fraction,
     non_negative_float,
@@ -28,7 +28,6 @@ from napari_pathdistill.cli._argtypes import (
 )
 from napari_pathdistill.cli._bars import advance, progress_bar
 from napari_pathdistill.cli._preview import preview
-from napari_pathdistill.cli._writable import folder_problem
 from napari_pathdistill.errors import PathDistillError
 
 if TYPE_CHECKING:

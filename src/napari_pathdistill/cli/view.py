@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: give a SLIDE path or --sample", file=sys.stderr)
         return 2
     if args.screenshot is not None:  # before napari opens, not in imageio's traceback after
-        from napari_pathdistill.cli._writable import folder_problem
+        from napari_pathdistill.atomic import folder_problem
 
         problem = folder_problem(args.screenshot.expanduser().resolve().parent, create=True)
         if problem is not None:
