@@ -113,10 +113,8 @@ class TiffFileBackend:
             pages, declared = pyramid_pages(self._tif, series)
             if note := other_planes_note(path.name, series):
                 warnings.warn(note, UserWarning, stacklevel=3)
-        #: the size (bytes) of a truncated file (levels or tiles lost past its end), None when intact
-        self.truncated_at: int | None = None
-        #: whether the truncation lost pyramid levels (not only the last tiles of level 0)
-        self.lost_levels = False
+        # truncated_at: the size (bytes) of a truncated file (levels or tiles lost past its end), None when intact;
+        # lost_levels: whether the truncation lost pyramid levels (not only the last tiles of level 0)
         self._pages, self.truncated_at, self.lost_levels = intact_levels(path, self._tif, pages, declared)
         #: a vendor flavour OpenSlide reads (svs, ndpi, ...) as tifffile recognises it, else None
         self.vendor = next(
