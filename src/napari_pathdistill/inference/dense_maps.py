@@ -29,6 +29,7 @@ import numpy as np
 from napari_pathdistill.errors import Cancelled, CorruptTileWarning, EmptyTissueError, PathDistillError
 from napari_pathdistill.inference.dense_tokens import TokenCanvas, fit_pca, map_tiles, patch_size
 from napari_pathdistill.inference.embed import tile_geometry
+from napari_pathdistill.inference.outputs import skipped_message
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid, scale_placement
@@ -197,9 +198,10 @@ def iter_dense_map(
     if pca is None:
         raise Cancelled("Dense map cancelled.")
     if skipped:  # relayed to a notification by the widget's TaskRunner
-        warnings.warn(f"{Path(slide).name}: skipped {len(skipped)} unreadable tiles (they cannot be decoded: the "
-                      "slide file is corrupt there); the patch-token map is transparent where no other tile "
-                      "covers them", CorruptTileWarning, stacklevel=2)  # fmt: skip
+        then = "the patch-token map is transparent where no other tile covers them"
+        warnings.warn(
+            f"{Path(slide).name}: {skipped_message(len(skipped), then)}", CorruptTileWarning, stacklevel=2
+        )
     yield Progress(len(grid), len(grid), "colours")
     dense = _finish(canvas, grid, offsets, pca, model.spec.name, (g, k))
     scale, translate = scale_placement(dense.scale, dense.translate, to_layer)

@@ -181,12 +181,11 @@ def record_skipped(f: Any, rows: list[int]) -> None:
     ds[-len(rows) :] = rows
 
 
-def skipped_message(n: int) -> str:
-    """The user's line for ``n`` tiles left out of an output."""
-    return (
-        f"skipped {n} unreadable tiles (they cannot be decoded: the slide file is corrupt there); their level-0 "
-        "(x, y) are in the output's skipped_coords dataset"
-    )
+def skipped_message(
+    n: int, then: str = "their level-0 (x, y) are in the output's skipped_coords dataset"
+) -> str:
+    """The user's line for ``n`` tiles left out of an output; ``then``: what that leaves (default: an HDF5's)."""
+    return f"skipped {n} unreadable tiles (they cannot be decoded: the slide file is corrupt there); {then}"
 
 
 def skipped_tiles(out: Path) -> int:
