@@ -138,10 +138,14 @@ class TileSearchPanel(Container):
         ``slide_map`` at the run's end: ``EmbedWidget.show_result`` calls this). A search whose map was
         recomputed meanwhile is forgotten (:meth:`forget`), and so is one whose clicked or searched map left the
         viewer (:meth:`drop_removed`)."""
+        self._check_search()
+        self.target.reset_choices()
+
+    def _check_search(self) -> None:
+        """Forget the search if its map was recomputed (:meth:`stale`), or drop it if one of its maps left."""
         if self.stale():
             self.forget()
         self.drop_removed()
-        self.target.reset_choices()
 
     def drop_removed(self) -> None:
         """Drop the search (its heatmap too) when its clicked or searched map layer left the viewer (its slide
@@ -254,9 +258,7 @@ class TileSearchPanel(Container):
                 >= the threshold (class ``similar``), the ``top_k`` most similar ones, or the target's k-means
                 clusters (``cluster 1..k``). The query tile is class ``query`` when it lies on the target slide.
         """
-        if self.stale():
-            self.forget()
-        self.drop_removed()
+        self._check_search()
         if self.result is None:
             napari.utils.notifications.show_warning("Click a tile first: there is no similarity to export.")
             return None
