@@ -26,8 +26,8 @@ from pathlib import Path
 from napari_pathdistill.atomic import folder_problem
 from napari_pathdistill.cli._argtypes import checked_float, fraction, positive_float, positive_int
 
-#: the output layouts of ``--format`` (``h5`` is always written: plism's is copied from it)
-FORMATS = ("h5", "plism")
+#: the output layouts of ``--format`` (``h5`` is always written: plism's and CLAM's are copied from it)
+FORMATS = ("h5", "plism", "clam")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="autocast dtype (auto: bf16 on CUDA, fp32 elsewhere)")  # fmt: skip
     p.add_argument("--format", default="h5", type=_formats, metavar="FORMATS",
-                   help="comma list of h5 (always written) and plism (<out>/<model>/<slide>_to_GMH_S60.tif/features.npy)")  # fmt: skip
+                   help="comma list of h5 (always written), plism (<out>/<model>/<slide>_to_GMH_S60.tif/features.npy) "
+                   "and clam (<out>/h5_files/<slide>.h5 and <out>/pt_files/<slide>.pt, as CLAM's extract_features_fp "
+                   "writes them; CLAM's main.py loads <data_root_dir>/<task folder>/pt_files/<slide>.pt: --out "
+                   "DATA_ROOT/<task folder>, then main.py --data_root_dir DATA_ROOT --embed_dim D)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="recompute slides whose complete <out>/<slide>.h5 exists, also one of other "
                    "settings or of another slide of the same name (default: keep a matching one, refuse "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.inference.clam_output import write_clam
 from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.inference.plism_output import write_plism
 from napari_pathdistill.models.embedding_model import EmbeddingModel
@@ -28,7 +29,8 @@ class CohortOptions:
         out_dir: output folder (shared by all workers): ``<out_dir>/<slide stem>.h5``.
         tile_px, mpp: tile side and um/px (None: the model's).
         fallback_mpp: level-0 um/px of slides whose file states none (the others keep their own).
-        formats: output layouts, "h5" always and "plism" for ``<out>/<model>/<slide>/features.npy``.
+        formats: output layouts, "h5" always, "plism" for ``<out>/<model>/<slide>/features.npy`` and "clam" for
+            ``<out>/h5_files/<slide>.h5`` + ``<out>/pt_files/<slide>.pt`` (``inference.clam_output``).
         overwrite: recompute slides whose complete output exists (default: skip them).
         slide_timeout: seconds one slide may take (None: no limit); with a limit every slide runs in a child
             process that is killed when it exceeds it (see :mod:`~napari_pathdistill.inference.slide_process`).
@@ -98,6 +100,8 @@ def embed_one(
         outputs = [h5]
         if "plism" in opts.formats:
             outputs.append(write_plism(h5, opts.out_dir))
+        if "clam" in opts.formats:
+            outputs.extend(write_clam(h5, opts.out_dir))
         skipped = stages[-1:] == ["skipped"]
         said, tiles = _facts(h5)
         return SlideOutcome(str(slide), tuple(map(str, outputs)), skipped=skipped, warnings=said, tiles=tiles)

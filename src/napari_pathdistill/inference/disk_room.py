@@ -11,7 +11,8 @@ A file-size limit (``ulimit -f``, a batch scheduler's RLIMIT_FSIZE) is checked l
 before embedding, an output whose estimated size (:func:`output_bytes`) exceeds it, and the reservations above
 check it too (``posix_fallocate`` past the limit fails with EFBIG, which is not a file system without it).
 
-Also the plismbench copy's ``features.npy`` is written whole or not at all (:func:`save_npy_whole`).
+Also the plismbench copy's ``features.npy`` is written whole or not at all (:func:`save_npy_whole`), and so are
+CLAM's copies (:func:`whole_file`).
 
 Pure core (no h5py, no Qt).
 """
@@ -21,6 +22,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -145,9 +148,49 @@ def save_npy_whole(
             if written != wanted:
                 raise OSError(f"only {written:,} of its {wanted:,} bytes were written")
     except OSError as exc:
-        free = shutil.disk_usage(target.parent).free
-        raise PathDistillError(
-            f"cannot write {target} ({exc.strerror or exc}; {rows.nbytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free "
-            f"there): free some space, raise the file-size limit (ulimit -f) or write to {elsewhere}, "
-            f"then rerun ({kept} is kept)."
-        ) from exc
+        raise PathDistillError(_cannot_write(target, exc, rows.nbytes, kept, elsewhere)) from exc
+
+
+@contextmanager
+def whole_file(
+    target: Path, nbytes: int, kept: str, elsewhere: str = "another --out folder"
+) -> Iterator[Path]:
+    """A temporary path beside ``target`` to write a file of at least ``nbytes`` bytes into (h5py, ``torch.save``),
+    renamed into place only when the block ends without error and the file holds that many bytes.
+
+    Refused before anything is written when the file-size limit or the folder's free space is below ``nbytes``
+    plus :data:`METADATA_ROOM` (the format's own bytes): h5py may report neither (measured: a file-size limit hit
+    while HDF5 wrote its metadata at the close was only printed, "Exception ignored in ObjectID.__dealloc__ ...
+    errno = 27", and left a cut file), and a file-size limit may cut a write short without an error (as it does
+    ``np.save``'s).
+
+    Args:
+        nbytes: the bytes of the data the file must hold (its arrays).
+        kept, elsewhere: as :func:`save_npy_whole`.
+
+    Raises:
+        PathDistillError: ``target`` cannot be written whole (nothing is left of it), also for an ``OSError``
+            raised inside the block.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        limit, room = file_size_limit(), nbytes + METADATA_ROOM
+        if limit is not None and room > limit:
+            raise OSError(errno.EFBIG, f"{room:,} bytes pass the file-size limit of {limit:,}")
+        if shutil.disk_usage(target.parent).free < room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        with atomic_path(target) as tmp:
+            yield tmp
+            if (written := tmp.stat().st_size) < nbytes:
+                raise OSError(f"only {written:,} of at least {nbytes:,} bytes were written")
+    except OSError as exc:
+        raise PathDistillError(_cannot_write(target, exc, nbytes, kept, elsewhere)) from exc
+
+
+def _cannot_write(target: Path, exc: OSError, nbytes: int, kept: str, elsewhere: str) -> str:
+    free = shutil.disk_usage(target.parent).free
+    return (
+        f"cannot write {target} ({exc.strerror or exc}; {nbytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free "
+        f"there): free some space, raise the file-size limit (ulimit -f) or write to {elsewhere}, "
+        f"then rerun ({kept} is kept)."
+    )
