@@ -539,6 +539,9 @@ def test_patch_token_map_option_runs_the_dense_map(
     layer = viewer.layers[f"{slide.name} patch-token map"]
     assert layer.rgb and tuple(layer.units) == tuple(slide.units) and layer.data[..., 3].any()
     assert f"{slide.name} clusters" not in viewer.layers and widget.progress.value == widget.progress.max
+    meta = layer.metadata["pathdistill"]  # bound to its slide file, model and geometry
+    assert meta["slide_path"] == str(cmu_svs.resolve()) and meta["slide_layer"] == slide.name
+    assert (meta["model"], meta["tile_px"], meta["mpp"]) == (tiny_vit.spec.name, tiny_vit.spec.tile_px, 2.0)
     viewer.layers.remove(slide)  # the map goes with its slide
     qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=30_000)
 

@@ -153,3 +153,29 @@ def test_a_tile_or_stride_off_the_patch_grid_is_refused_with_a_size_that_works(c
     suggested = int(re.search(r"e\.g\. (\d+) px", str(exc.value)).group(1))  # type: ignore[union-attr]
     res = drain(iter_dense_map(vit, cmu_svs, tile_px=210, mpp=4.0, min_tissue=0.1, stride_px=suggested))
     assert res.stride_cells == suggested // 14 and res.counts.max() > 1
+
+
+def test_patch_at_names_the_covering_tile_nearest_its_centre(vit, cmu_svs):
+    """Every cell of a half-tile-stride map (covered by 1-4 tiles): ``patch_at`` gives the covering tile whose
+    centre is nearest (brute force over all tiles) and the patch within it; None off the cells and off the raster."""
+    res = drain(iter_dense_map(vit, cmu_svs, mpp=MPP, min_tissue=0.1, stride_px=112, max_tiles=8))
+    centre = res.offsets + 7.5
+    for r, c in zip(*np.nonzero(res.valid), strict=True):
+        i, pr, pc = res.patch_at(r + 0.3, c - 0.4)  # a position anywhere within the cell
+        covering = np.flatnonzero(((res.offsets <= (r, c)) & (res.offsets + 16 > (r, c))).all(1))
+        dist = np.abs(centre[covering] - (r, c)).max(1)
+        assert i in covering[dist == dist.min()] and (pr, pc) == (
+            r - res.offsets[i, 0],
+            c - res.offsets[i, 1],
+        )
+    r, c = np.argwhere(~res.valid)[0]
+    h, w = res.valid.shape
+    assert res.patch_at(r, c) is None and res.patch_at(-1, 0) is None and res.patch_at(h, w - 1) is None
+
+
+def test_attrs_record_the_slide_model_and_geometry_as_a_feature_file_does(vit, cmu_svs):
+    res = drain(iter_dense_map(vit, cmu_svs, mpp=MPP, min_tissue=0.1, stride_px=112, max_tiles=2))
+    a = res.attrs
+    assert a["slide_path"] == str(cmu_svs.resolve()) and a["model"] == vit.spec.name == res.model_name
+    assert (a["tile_px"], a["mpp"], a["min_tissue"], a["stride_px"]) == (224, MPP, 0.1, 112)
+    assert a["weights"] == vit.weights_id

@@ -21,14 +21,16 @@ import dataclasses
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from napari_pathdistill.errors import Cancelled, CorruptTileWarning, EmptyTissueError, PathDistillError
 from napari_pathdistill.inference.dense_tokens import TokenCanvas, fit_pca, map_tiles, patch_size
 from napari_pathdistill.inference.embed import tile_geometry
+from napari_pathdistill.inference.feature_writer import slide_attrs
 from napari_pathdistill.inference.outputs import skipped_message
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.progress import Progress
@@ -62,6 +64,9 @@ class DenseMap:
         pca_mean: (D,) float32 token mean of the PCA.
         pca_components: (3, D) float32 principal axes (zero rows when fewer than 3 exist).
         colour_limits: (2, 3) float32 score mapped to 0 (row 0) and to 255 (row 1), per channel.
+        attrs: what the map was computed from, under the keys of a tile-level feature file's attrs
+            (``inference.feature_writer.slide_attrs``: ``slide_path``, ``model``, ``weights``, ``tile_px``,
+            ``mpp``, ``min_tissue``, ...) plus ``stride_px`` (model px between neighbouring tiles).
     """
 
     rgb: np.ndarray
@@ -78,10 +83,26 @@ class DenseMap:
     pca_mean: np.ndarray
     pca_components: np.ndarray
     colour_limits: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
 
     def project(self, tokens: np.ndarray) -> np.ndarray:
         """(..., D) patch tokens -> (..., 3) PCA scores with this map's PCA."""
         return (np.asarray(tokens, np.float32) - self.pca_mean) @ self.pca_components.T
+
+    def patch_at(self, row: float, col: float) -> tuple[int, int, int] | None:
+        """(tile index, patch row, patch col) under a raster position (napari data coordinates, cell centres at
+        integers): where tiles overlap, the tile whose centre is nearest; None outside the mapped cells."""
+        r, c = int(np.floor(row + 0.5)), int(np.floor(col + 0.5))
+        (h, w), (gh, gw) = self.valid.shape, self.patch_grid
+        if not (0 <= r < h and 0 <= c < w and self.valid[r, c]):
+            return None
+        lo, hi = np.searchsorted(self.offsets[:, 0], [r - gh + 1, r + 1])  # offsets are row-major
+        d = np.array([r, c]) - self.offsets[lo:hi]
+        inside = np.flatnonzero((d >= 0).all(1) & (d[:, 0] < gh) & (d[:, 1] < gw))
+        if not len(inside):
+            return None
+        near = inside[np.argmin(np.abs(d[inside] - (np.array([gh, gw]) - 1) / 2).max(1))]
+        return lo + int(near), int(d[near, 0]), int(d[near, 1])
 
 
 def dense_grid(
@@ -180,6 +201,7 @@ def iter_dense_map(
     stride = _check_stride(stride_px, tile_px, patch, model.spec.name)
     with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyramid:
         to_layer = layer_factor(pyramid)
+        attrs = {**slide_attrs(pyramid, model, tile_px, mpp, min_tissue), "stride_px": stride}
         yield Progress(0, 0, "tissue detection")
         grid, lattice, shape = dense_grid(pyramid, tile_px, mpp, min_tissue, stride)
         if len(grid.coords) == 0:
@@ -205,7 +227,7 @@ def iter_dense_map(
     yield Progress(len(grid), len(grid), "colours")
     dense = _finish(canvas, grid, offsets, pca, model.spec.name, (g, k))
     scale, translate = scale_placement(dense.scale, dense.translate, to_layer)
-    yield dataclasses.replace(dense, scale=scale, translate=translate)
+    yield dataclasses.replace(dense, scale=scale, translate=translate, attrs=attrs)
 
 
 def _finish(
