@@ -66,3 +66,19 @@ def test_undecodable_tiles_are_left_out_of_the_map_with_one_warning(corrupt_cmu,
         for i, proj in zip(good, res.project(tokens.numpy()), strict=True):
             r, c = res.offsets[i]
             np.testing.assert_allclose(res.scores[r : r + g, c : c + g], proj, atol=2e-4)
+
+
+def test_hover_lookup_never_names_an_undecodable_tile(corrupt_cmu):
+    """At half stride a cell an undecodable tile would cover is shown from its readable neighbours only:
+    ``patch_at`` names one of those (the nearest readable), not the tile that is not on the map."""
+    vit = tiny_model("vit", tile_px=224)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorruptTileWarning)
+        res = drain(
+            iter_dense_map(vit, corrupt_cmu, mpp=1.0, min_tissue=0.1, stride_px=112, n_fit_tokens=16 * 256)
+        )
+    size = res.grid.size_level0
+    bad = np.flatnonzero([_unreadable(x, y, size) for x, y in res.grid.coords])
+    np.testing.assert_array_equal(res.skipped, bad)
+    named = {res.patch_at(r, c)[0] for r, c in zip(*np.nonzero(res.valid), strict=True)}
+    assert named and not named & set(bad.tolist())

@@ -67,6 +67,7 @@ class DenseMap:
         attrs: what the map was computed from, under the keys of a tile-level feature file's attrs
             (``inference.feature_writer.slide_attrs``: ``slide_path``, ``model``, ``weights``, ``tile_px``,
             ``mpp``, ``min_tissue``, ...) plus ``stride_px`` (model px between neighbouring tiles).
+        skipped: (S,) int indices into ``grid`` of the tiles that could not be decoded (not on the map).
     """
 
     rgb: np.ndarray
@@ -84,6 +85,7 @@ class DenseMap:
     pca_components: np.ndarray
     colour_limits: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    skipped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def project(self, tokens: np.ndarray) -> np.ndarray:
         """(..., D) patch tokens -> (..., 3) PCA scores with this map's PCA."""
@@ -91,7 +93,7 @@ class DenseMap:
 
     def patch_at(self, row: float, col: float) -> tuple[int, int, int] | None:
         """(tile index, patch row, patch col) under a raster position (napari data coordinates, cell centres at
-        integers): where tiles overlap, the tile whose centre is nearest; None outside the mapped cells."""
+        integers): where tiles overlap, the decoded tile whose centre is nearest; None outside the mapped cells."""
         r, c = int(np.floor(row + 0.5)), int(np.floor(col + 0.5))
         (h, w), (gh, gw) = self.valid.shape, self.patch_grid
         if not (0 <= r < h and 0 <= c < w and self.valid[r, c]):
@@ -99,6 +101,7 @@ class DenseMap:
         lo, hi = np.searchsorted(self.offsets[:, 0], [r - gh + 1, r + 1])  # offsets are row-major
         d = np.array([r, c]) - self.offsets[lo:hi]
         inside = np.flatnonzero((d >= 0).all(1) & (d[:, 0] < gh) & (d[:, 1] < gw))
+        inside = inside[~np.isin(lo + inside, self.skipped)]
         if not len(inside):
             return None
         near = inside[np.argmin(np.abs(d[inside] - (np.array([gh, gw]) - 1) / 2).max(1))]
@@ -227,7 +230,7 @@ def iter_dense_map(
     yield Progress(len(grid), len(grid), "colours")
     dense = _finish(canvas, grid, offsets, pca, model.spec.name, (g, k))
     scale, translate = scale_placement(dense.scale, dense.translate, to_layer)
-    yield dataclasses.replace(dense, scale=scale, translate=translate, attrs=attrs)
+    yield dataclasses.replace(dense, scale=scale, translate=translate, attrs=attrs, skipped=np.sort(skipped))
 
 
 def _finish(
