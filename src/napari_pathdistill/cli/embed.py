@@ -12,6 +12,10 @@ Refused before any work, with one ``error:`` line and exit code 2: out-of-range 
 reported failed, unless ``--overwrite``. Each slide's outcome (embedded, kept or failed and why, its tiles, outputs
 and warnings) is also a row of ``<out>/embed_summary.csv`` (:mod:`~napari_pathdistill.cli._embed_summary`), which
 reruns update in place.
+
+Ctrl-C (and SIGTERM of this process) ends with ``interrupted`` (exit code 130; 143 ``terminated``) once the rows
+embedded so far are written and the slides' locks released, on a cluster by its workers (a second Ctrl-C quits at
+once); a rerun resumes them (``resumed SLIDE: k of N tiles ...``).
 """
 
 from __future__ import annotations
@@ -164,6 +168,9 @@ def _report(outcomes, total: int, summary) -> int:
             summary.add(o)
             for w in o.warnings:
                 tqdm.write(f"WARNING {o.slide}: {w}", file=sys.stderr)
+            if o.resumed:
+                tqdm.write(f"resumed {o.slide}: {o.resumed} of {o.tiles} tiles were embedded by an earlier run",
+                           file=sys.stderr)  # fmt: skip
             if o.skipped:
                 skipped += 1
                 tqdm.write(
@@ -226,7 +233,13 @@ def _distributed(args: argparse.Namespace, opts):
     ) as (client, device):
         n = len(client.scheduler_info(n_workers=-1)["workers"])
         print(f"dask: {n} workers ({client.scheduler.address})", file=sys.stderr)
-        yield from iter_cohort(args.slides, dataclasses.replace(opts, device=device), client)
+        yield from iter_cohort(args.slides, dataclasses.replace(opts, device=device), client, _stopping)
+
+
+def _stopping() -> None:
+    """Said on Ctrl-C while the dask workers write their rows (which may take a batch's time on each)."""
+    print("stopping: each worker writes the rows it has embedded and releases its slide (Ctrl-C again to quit "
+          "at once)", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
@@ -265,5 +278,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     except (PathDistillError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:  # also on Ctrl-C: the slides finished so far
-        summary.write()
+    finally:
+        try:  # on Ctrl-C the cluster's workers first write their rows and release their slides
+            outcomes.close()
+        finally:  # also on Ctrl-C: the slides finished so far
+            summary.write()

@@ -4,14 +4,19 @@ Every slide goes through :func:`~napari_pathdistill.inference.embed.embed_slide`
 rerun resumes. On a cluster the model is loaded once per worker process (cached by model, device and amp),
 GPU workers see one GPU each and take one slide at a time (``resources={"GPU": 1}``), and CPU workers split
 the cores (``torch.set_num_threads``). A slide that fails is reported with its name; the others go on.
+
+Stopping a cohort (Ctrl-C in the driver, or its consumer giving up) tells the workers first: each running slide
+stops after its current batch, writes the rows embedded since its last chunk and releases its lock, slides not
+started are cancelled, and only then does the caller's cluster close (:func:`iter_cohort`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +47,23 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def slide_task(slide: str, opts: CohortOptions, slots_by_host: dict[str, int]) -> SlideOutcome:
+_STOPS: dict[str, threading.Event] = {}
+_STOPS_LOCK = threading.Lock()
+
+
+def stop_event(run: str) -> threading.Event:
+    """This process's stop flag of the cohort run ``run`` (created unset on first use)."""
+    with _STOPS_LOCK:
+        return _STOPS.setdefault(run, threading.Event())
+
+
+def stop_run(run: str) -> None:
+    """Runs on every worker (``client.run``) when the driver stops: the slides of ``run`` stop after their current
+    batch, and its slides that start later return at once."""
+    stop_event(run).set()
+
+
+def slide_task(slide: str, opts: CohortOptions, slots_by_host: dict[str, int], run: str = "") -> SlideOutcome:
     """Runs on a dask worker: cap torch threads to this worker's share of the host's cores, embed one slide.
 
     Args:
@@ -50,23 +71,27 @@ def slide_task(slide: str, opts: CohortOptions, slots_by_host: dict[str, int]) -
         opts: the cohort options.
         slots_by_host: concurrent task slots (sum of worker threads) per host name, so that
             slots * torch threads <= cores on every host.
+        run: the cohort run's id: once :func:`stop_run` of it ran on this worker, the slide stops after its
+            current batch with its rows written (an ``interrupted`` outcome).
     """
     import torch
     from distributed import get_worker
 
-    worker = get_worker()
+    worker, cancel = get_worker(), stop_event(run)
+    name = str(worker.name)
+    if cancel.is_set():  # the driver stopped before this slide started
+        return SlideOutcome(slide, error="interrupted", worker=name, interrupted=True)
     quiet_slide_warnings()  # the outcome carries them to the CLI's report
     slots = slots_by_host.get(urlparse(worker.address).hostname or "", 0) or worker.state.nthreads
     torch.set_num_threads(max(1, cpu_count() // slots))
-    name = str(worker.name)
     if opts.slide_timeout:  # in this worker's child process, killed (and replaced) when the slide hangs
-        return replace(_worker_process(opts, max(1, cpu_count() // slots)).run(slide, opts.slide_timeout),
-                       worker=name)  # fmt: skip
+        process = _worker_process(opts, max(1, cpu_count() // slots))
+        return replace(process.run(slide, opts.slide_timeout, cancel=cancel), worker=name)
     try:
         model = worker_model(opts)
     except Exception as exc:
         return SlideOutcome(slide, error=_describe(exc), worker=name)
-    return replace(embed_one(slide, model, opts), worker=name)
+    return replace(embed_one(slide, model, opts, cancel=cancel), worker=name)
 
 
 _PROCESSES: dict[tuple[CohortOptions, int], Any] = {}
@@ -85,11 +110,18 @@ def _worker_process(opts: CohortOptions, threads: int) -> Any:
         return _PROCESSES[key]
 
 
-def iter_cohort(slides: Iterable[str | Path], opts: CohortOptions, client: Client) -> Iterator[SlideOutcome]:
+def iter_cohort(
+    slides: Iterable[str | Path],
+    opts: CohortOptions,
+    client: Client,
+    stopping: Callable[[], None] | None = None,
+) -> Iterator[SlideOutcome]:
     """Submit one :func:`slide_task` per slide to ``client``'s cluster; yield outcomes as slides finish.
 
     When the workers advertise a ``GPU`` resource every task asks for one, so a GPU never runs two slides.
-    A task lost with its worker (e.g. killed for memory) is reported like any other failure.
+    A task lost with its worker (e.g. killed for memory) is reported like any other failure. Stopped early (a
+    KeyboardInterrupt while waiting for slides, or the generator closed: the CLI closes it on Ctrl-C), it stops
+    the cohort before it re-raises (:func:`stop_cohort`; ``stopping`` is called once the workers were told).
     """
     from distributed import as_completed
 
@@ -98,18 +130,47 @@ def iter_cohort(slides: Iterable[str | Path], opts: CohortOptions, client: Clien
     for address, w in workers.items():
         slots[urlparse(address).hostname or ""] += int(w["nthreads"])
     gpu = any("GPU" in (w.get("resources") or {}) for w in workers.values())
+    run = uuid.uuid4().hex
     futures = {
-        client.submit(slide_task, str(s), opts, dict(slots), key=f"embed-{i}-{Path(s).name}", pure=False,
+        client.submit(slide_task, str(s), opts, dict(slots), run, key=f"embed-{i}-{Path(s).name}", pure=False,
                       resources={"GPU": 1} if gpu else None): str(s)
         for i, s in enumerate(slides)
     }  # fmt: skip
-    for future in as_completed(futures):
-        try:
-            yield future.result()
-        except Exception as exc:
-            yield SlideOutcome(futures[future], error=_describe(exc), worker="?")
-        finally:
-            future.release()
+    pending = dict(futures)
+    try:
+        for future in as_completed(futures):
+            del pending[future]
+            try:
+                yield future.result()
+            except Exception as exc:
+                yield SlideOutcome(futures[future], error=_describe(exc), worker="?")
+            finally:
+                future.release()
+    except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C, or the consumer stopped: the workers keep their rows
+        if pending:
+            stop_cohort(client, list(pending), run, stopping)
+        raise
+
+
+def stop_cohort(client: Client, futures: list, run: str, stopping: Callable[[], None] | None = None) -> None:
+    """Stop the slides of ``run``: every worker's running slide stops after its current batch (its rows written,
+    its lock released), slides not yet on a worker are cancelled; returns once ``futures`` are done.
+
+    A second KeyboardInterrupt meanwhile propagates at once (the caller's cluster then closes and kills them).
+    """
+    import contextlib
+
+    from distributed import wait
+
+    with contextlib.suppress(Exception):  # a worker already gone: nothing of it to stop
+        client.run(stop_run, run)
+    if stopping is not None:
+        stopping()
+    with contextlib.suppress(Exception):  # queued on the scheduler: never started, nothing to keep
+        on_workers = {key for keys in client.processing().values() for key in keys}
+        client.cancel([f for f in futures if f.key not in on_workers])
+    with contextlib.suppress(Exception):
+        wait(futures)
 
 
 def visible_gpus() -> list[str]:

@@ -56,7 +56,9 @@ class SlideOutcome:
     """Result of one slide: the files written (or kept: ``skipped``), or the error (``"<Type>: <message>"``).
 
     ``warnings`` are the lines of the output's ``warning`` attr (e.g. the slide has no MPP, tissue detection
-    met undecodable tiles) and its skipped tiles; ``tiles`` the rows of its output (None: failed).
+    met undecodable tiles) and its skipped tiles; ``tiles`` the rows of its output (None: failed); ``resumed``
+    the rows an earlier run had embedded into its partial output (0: none); ``interrupted`` a slide stopped by
+    its cancel event (its embedded rows are kept in the partial output, the next run resumes them).
     """
 
     slide: str
@@ -66,6 +68,8 @@ class SlideOutcome:
     skipped: bool = False
     warnings: tuple[str, ...] = ()
     tiles: int | None = None
+    resumed: int = 0
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -78,15 +82,21 @@ def embed_one(
     model: EmbeddingModel,
     opts: CohortOptions,
     progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> SlideOutcome:
     """Embed one slide with a loaded model; any error becomes ``SlideOutcome.error`` instead of raising.
 
-    A complete output of the same embedding is kept (``skipped``) unless ``opts.overwrite``.
+    A complete output of the same embedding is kept (``skipped``) unless ``opts.overwrite``. When ``cancel`` is
+    set the slide stops after its current batch, with its embedded rows written (``interrupted``).
     """
     stages: list[str] = []
+    resumed = 0
 
     def seen(p: Progress) -> None:
+        nonlocal resumed
         stages.append(p.stage)
+        if p.stage == "resumed":
+            resumed = p.done
         if progress is not None:
             progress(p)
 
@@ -95,8 +105,10 @@ def embed_one(
             slide, model, opts.out_dir, tile_px=opts.tile_px, mpp=opts.mpp, fallback_mpp=opts.fallback_mpp,
             min_tissue=opts.min_tissue, batch_size=opts.batch_size,
             num_workers=reader_threads(model.device) if opts.num_workers is None else opts.num_workers,
-            overwrite=opts.overwrite, progress=seen,
+            overwrite=opts.overwrite, progress=seen, cancel=cancel,
         )  # fmt: skip
+        if h5.name.endswith(".partial"):  # cancelled: its rows are kept for the next run
+            return SlideOutcome(str(slide), error="interrupted", resumed=resumed, interrupted=True)
         outputs = [h5]
         if "plism" in opts.formats:
             outputs.append(write_plism(h5, opts.out_dir))
@@ -104,7 +116,8 @@ def embed_one(
             outputs.extend(write_clam(h5, opts.out_dir))
         skipped = stages[-1:] == ["skipped"]
         said, tiles = _facts(h5)
-        return SlideOutcome(str(slide), tuple(map(str, outputs)), skipped=skipped, warnings=said, tiles=tiles)
+        return SlideOutcome(str(slide), tuple(map(str, outputs)), skipped=skipped, warnings=said, tiles=tiles,
+                            resumed=resumed)  # fmt: skip
     except Exception as exc:  # per-slide failure: reported, the cohort goes on
         return SlideOutcome(str(slide), error=_describe(exc))
 

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -74,9 +75,15 @@ class SlideProcess:
         return None if status == "ready" else str(status)
 
     def run(
-        self, slide: str, timeout: float, progress: Callable[[Progress], None] | None = None
+        self,
+        slide: str,
+        timeout: float,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> SlideOutcome:
-        """Embed ``slide`` in the child; a slide not done within ``timeout`` seconds is a failed outcome."""
+        """Embed ``slide`` in the child; a slide not done within ``timeout`` seconds is a failed outcome. When
+        ``cancel`` is set (checked every second) the child is stopped as on Ctrl-C: its rows are kept
+        (``interrupted``)."""
         if self._proc is None or self._proc.poll() is not None:
             error = self._start()
             if error is not None:
@@ -84,16 +91,25 @@ class SlideProcess:
         assert self._conn is not None and self._proc is not None
         self._conn.send(slide)
         try:
-            return self._wait(slide, timeout, progress)
+            return self._wait(slide, timeout, progress, cancel)
         except BaseException:  # Ctrl-C, the CLI's SIGTERM: the child keeps its rows too
             self._interrupt(slide)
             raise
 
-    def _wait(self, slide: str, timeout: float, progress: Callable[[Progress], None] | None) -> SlideOutcome:
-        """The outcome of ``slide``, sent to the child, or a failed one when it dies or times out."""
+    def _wait(
+        self,
+        slide: str,
+        timeout: float,
+        progress: Callable[[Progress], None] | None,
+        cancel: threading.Event | None = None,
+    ) -> SlideOutcome:
+        """The outcome of ``slide``, sent to the child, or a failed one when it dies, times out or is cancelled."""
         assert self._conn is not None and self._proc is not None
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
+            if cancel is not None and cancel.is_set():
+                self._interrupt(slide)
+                return SlideOutcome(slide, error="interrupted", interrupted=True)
             if not self._conn.poll(min(left, 1.0)):
                 continue
             try:
