@@ -29,9 +29,10 @@ import pytest
 
 from _fresh_process import python_env
 from napari_pathdistill.cli.main import main
-from napari_pathdistill.inference.cohort import CohortOptions, embed_one
+from napari_pathdistill.inference.cohort import CohortOptions, cohort_client, embed_one, iter_cohort
 from napari_pathdistill.inference.embed import embed_slide
 from napari_pathdistill.models.checkpoint import save_checkpoint
+from napari_pathdistill.models.factory import load_model
 from napari_pathdistill.models.testing import tiny_model
 
 pytest.importorskip("distributed")
@@ -231,3 +232,27 @@ def test_embed_one_stopped_by_its_cancel_event_keeps_its_rows_and_the_next_call_
     reference = embed_slide(cmu_svs, model, tmp_path / "ref", mpp=4.0, min_tissue=0.0, batch_size=BATCH)
     with h5py.File(reference) as a, h5py.File(resumed.outputs[0]) as b:
         np.testing.assert_array_equal(a["features"][()], b["features"][()])
+
+
+def test_closing_iter_cohort_early_stops_the_slides_it_has_not_yielded(
+    ckpt: Path, cmu_svs: Path, tcga_svs: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """A consumer that stops (the CLI closes the generator when Ctrl-C lands outside it) leaves no lock and no
+    half-stopped slide behind: the running one keeps its rows, the queued one never starts; a rerun finishes
+    both with the features of an uninterrupted run."""
+    slides = [cmu_svs, tcga_svs, shared_data / "wsi" / "CMU-1-Small-Region_DICOM"]
+    opts = CohortOptions(str(ckpt), str(tmp_path / "out"), device="cpu", mpp=4.0, fallback_mpp=0.5,
+                         min_tissue=0.0, batch_size=BATCH)  # fmt: skip
+    with cohort_client(workers=1, device="cpu") as (client, _device):
+        outcomes = iter_cohort(slides, opts, client)
+        assert next(outcomes).ok
+        outcomes.close()
+        assert not list((tmp_path / "out").glob("*.lock"))
+        again = list(iter_cohort(slides, opts, client))
+    assert all(o.ok for o in again) and len(again) == 3
+    model = load_model(str(ckpt), device="cpu")
+    for slide in slides:
+        ref = embed_slide(slide, model, tmp_path / "ref", mpp=4.0, fallback_mpp=0.5, min_tissue=0.0,
+                          batch_size=BATCH)  # fmt: skip
+        with h5py.File(ref) as a, h5py.File(tmp_path / "out" / ref.name) as b:
+            np.testing.assert_array_equal(a["features"][()], b["features"][()])
