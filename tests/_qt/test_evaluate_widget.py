@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_pathdistill._qt.evaluate_widget import EvaluateWidget
+from napari_pathdistill._qt.evaluate_widget import TASKS, EvaluateWidget
 from napari_pathdistill.metrics.agreement import linear_cka
 
 pytestmark = pytest.mark.napari
@@ -472,14 +472,20 @@ def test_the_probe_csv_can_be_picked_not_only_typed(
     "task", ["linear probe (labelled tiles folder/CSV)", "teacher vs student (tiles folder)"]
 )
 def test_an_unwritable_reports_folder_is_refused_before_the_run(
-    make_napari_viewer, histolab_tiles, tiny_vit, tmp_path, errors, monkeypatch, task
+    make_napari_viewer, histolab_tiles, tiny_vit, tmp_path, errors, monkeypatch, task, wait_for
 ):
     """Was: the probe / teacher-vs-student run embedded every tile, then saving failed with 'Evaluation (showing
     results) failed: PermissionError: ... /sys/.linear_probe.d4s3s2do.csv' (found driving the widget): hours of a
-    large tile set were computed for a report that could not be saved. The folder is now checked at Run."""
+    large tile set were computed for a report that could not be saved. The folder is now checked first thing in
+    the run's worker, before any model is loaded or tile embedded."""
     from _read_only_fs import no_file_creation
     from napari_pathdistill import atomic
+    from napari_pathdistill._qt import evaluate_widget
 
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("a tile was embedded before the folder was refused")
+
+    monkeypatch.setattr(evaluate_widget, "with_models", no_embedding)
     widget = EvaluateWidget(make_napari_viewer())
     widget.task.value = task
     widget.inputs.value = histolab_tiles
@@ -489,12 +495,51 @@ def test_an_unwritable_reports_folder_is_refused_before_the_run(
     a_file.write_text("")
     widget.out_dir.value = a_file
     widget.run()
-    assert not widget.runner.running and widget.report is None
+    wait_for(widget)
+    assert widget.report is None
     assert errors[-1] == f"'save reports to': cannot write into {a_file} ({a_file} is not a folder): choose a " \
         "writable folder"  # fmt: skip
     assert widget.status.value == errors[-1]
     no_file_creation(monkeypatch, atomic)  # a read-only mount (tests may run as root)
     widget.out_dir.value = tmp_path
     widget.run()
-    assert not widget.runner.running and widget.report is None
+    wait_for(widget)
+    assert widget.report is None
     assert "Read-only file system" in errors[-1] and "choose a writable folder" in errors[-1]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_reports_folder_is_probed_off_the_main_thread(
+    make_napari_viewer, histolab_tiles, tiny_vit, tmp_path, errors, monkeypatch, task, wait_for
+):
+    """Was: Run wrote ``folder_problem``'s probe file from the button's handler, on the Qt main thread: on a slow
+    or hung network mount the whole napari window froze until the mount answered. Now Run returns at once, the
+    probe runs in the worker (here it hangs until released), and the run goes on once it answers."""
+    import threading
+
+    from napari_pathdistill._qt import evaluate_widget
+
+    seen, release = [], threading.Event()
+
+    def hung_mount(folder, create=False):
+        seen.append(threading.current_thread())
+        release.wait(5)  # a mount that does not answer (on the old code: the main thread waits here)
+        return "cannot write into it (Input/output error): choose a writable folder"
+
+    monkeypatch.setattr(evaluate_widget, "folder_problem", hung_mount)
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = task
+    widget.inputs.value = histolab_tiles if task != "robustness (slide pairs CSV)" else tmp_path / "x.csv"
+    (tmp_path / "x.csv").write_text("slide_a,slide_b\n")
+    widget.model.set_model(tiny_vit)
+    widget.teacher.set_model(tiny_vit)
+    widget.out_dir.value = tmp_path
+    widget.run()  # returns while the probe hangs
+    assert not release.is_set() and widget.runner.running
+    release.set()
+    wait_for(widget)
+    assert seen and all(t is not threading.main_thread() for t in seen)
+    assert (
+        errors[-1] == "'save reports to': cannot write into it (Input/output error): choose a writable folder"
+    )
+    assert widget.report is None and not (tmp_path / "pairs").exists()

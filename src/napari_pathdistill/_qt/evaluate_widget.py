@@ -6,6 +6,8 @@ canvas, and the saved files ``Report.save`` (``<name>.csv``, ``.json``, ``.png``
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,13 +21,14 @@ from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import mpp_override_box
 from napari_pathdistill._qt._model_picker import ModelPicker, with_models
-from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill._qt._workers import GeneratorFactory, TaskRunner, error_message
 from napari_pathdistill._qt.report_table import ReportTable
 from napari_pathdistill.atomic import folder_problem
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation.plismbench_files import PairStore
 from napari_pathdistill.evaluation.report import Report
 from napari_pathdistill.evaluation.runs import iter_linear_probe, iter_pair_robustness, iter_teacher_student
+from napari_pathdistill.progress import Progress
 
 TASKS = {
     "robustness (slide pairs CSV)": "robustness",
@@ -117,24 +120,24 @@ class EvaluateWidget(Container):
         if not str(src).strip(". ") or not src.exists():
             raise EvaluationError(f"Input '{src}' does not exist: choose a pairs CSV or a tiles folder.")
         out_dir = self._out_dir()
-        problem = folder_problem(out_dir) if out_dir is not None else None
-        if problem:  # before the run: its reports are saved only once every tile / pair is done
-            raise EvaluationError(f"'save reports to': {problem}")
         student = self.model.request()
         teacher = self.teacher.request() if kind == "teacher_student" else None
         if kind == "robustness":
             fallback = float(self.mpp_override.value) or None
-            store = self._store = self._pair_store()
-            return lambda cancel: with_models(cancel, [student], lambda model: iter_pair_robustness(
-                model, src, fallback_mpp=fallback, store=store, cancel=cancel))  # fmt: skip
+
+            def robustness(cancel: threading.Event) -> Generator[Any, None, Any]:
+                yield from _check_folder(out_dir)
+                store = self._store = self._pair_store()  # in the worker too: it makes <out>/pairs/
+                return (yield from with_models(cancel, [student], lambda model: iter_pair_robustness(
+                    model, src, fallback_mpp=fallback, store=store, cancel=cancel)))  # fmt: skip
+
+            return robustness
         if kind == "probe":
-            return lambda cancel: with_models(
-                cancel, [student], lambda model: iter_linear_probe(model, src, cancel=cancel)
-            )
+            return _checked(out_dir, lambda cancel: with_models(
+                cancel, [student], lambda model: iter_linear_probe(model, src, cancel=cancel)))  # fmt: skip
         assert teacher is not None
-        return lambda cancel: with_models(
-            cancel, [teacher, student], lambda t, s: iter_teacher_student(t, s, src, cancel=cancel)
-        )
+        return _checked(out_dir, lambda cancel: with_models(
+            cancel, [teacher, student], lambda t, s: iter_teacher_student(t, s, src, cancel=cancel)))  # fmt: skip
 
     def _out_dir(self) -> Path | None:
         """The 'save reports to' folder, None when none is chosen."""
@@ -256,6 +259,32 @@ class EvaluateWidget(Container):
         self.figure.clear()
         report.plot(self.figure)
         self.canvas.draw_idle()
+
+
+def _check_folder(out_dir: Path | None) -> Generator[Progress, None, None]:
+    """Refuse an unwritable 'save reports to' folder before the run (its reports are saved only once every tile /
+    pair is done). In the worker: the check writes a probe file (``atomic.folder_problem``), which on a slow or
+    hung network mount froze the whole napari window when it ran in the Run button's handler.
+
+    Raises:
+        EvaluationError: the folder cannot be written (the message names it and why).
+    """
+    if out_dir is None:
+        return
+    yield Progress(0, 0, f"checking {out_dir}")
+    problem = folder_problem(out_dir)
+    if problem:
+        raise EvaluationError(f"'save reports to': {problem}")
+
+
+def _checked(out_dir: Path | None, run: GeneratorFactory) -> GeneratorFactory:
+    """``run`` after :func:`_check_folder` of ``out_dir``, both in the worker."""
+
+    def task(cancel: threading.Event) -> Generator[Any, None, Any]:
+        yield from _check_folder(out_dir)
+        return (yield from run(cancel))
+
+    return task
 
 
 def _summary_item(key: str, value: float) -> str:
