@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -49,21 +50,22 @@ def raise_if_cancelled(cancel: threading.Event | None, message: str) -> None:
         raise Cancelled(message)
 
 
-#: the cancellation of the long numerical work running in this thread (:func:`cancel_scope`)
+#: the cancellations of the long numerical work running in this thread (:func:`cancel_scope`): (event, message)s
 _SCOPE = threading.local()
 
 
 @contextlib.contextmanager
-def cancel_scope(cancel: threading.Event | None, message: str) -> Iterator[None]:
+def cancel_scope(cancel: threading.Event | None, message: str, *, inherit: bool = False) -> Iterator[None]:
     """Within it, in this thread, :func:`checkpoint` raises :class:`~napari_pathdistill.errors.Cancelled`
     (``message``) once ``cancel`` is set.
 
     For long numerical calls that take no ``check`` (a 100k-row read, PCA, k-means: seconds each), so that a
-    worker stops within one of their steps instead of at the end of the call. Scopes nest (the inner one rules
-    until it exits); outside any, :func:`checkpoint` does nothing.
+    worker stops within one of their steps instead of at the end of the call. Scopes nest: the inner one rules
+    until it exits, or with ``inherit`` applies besides the outer ones. Outside any, :func:`checkpoint` does
+    nothing.
     """
-    outer = getattr(_SCOPE, "current", None)
-    _SCOPE.current = (cancel, message)
+    outer: tuple[tuple[threading.Event | None, str], ...] = getattr(_SCOPE, "current", ())
+    _SCOPE.current = (*(outer if inherit else ()), (cancel, message))
     try:
         yield
     finally:
@@ -77,11 +79,38 @@ def shielded() -> contextlib.AbstractContextManager[None]:
 
 
 def checkpoint() -> None:
-    """A cancellation point of a long loop: raises ``Cancelled`` when this thread's :func:`cancel_scope` is
-    cancelled; else nothing (a thread-local lookup)."""
-    scope = getattr(_SCOPE, "current", None)
-    if scope is not None:
+    """A cancellation point of a long loop: raises ``Cancelled`` when one of this thread's :func:`cancel_scope`
+    events is set; else nothing (a thread-local lookup)."""
+    for scope in getattr(_SCOPE, "current", ()):
         raise_if_cancelled(*scope)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within it, every Python function call in this thread is a :func:`checkpoint`.
+
+    For a library call that takes no callback and runs for minutes, e.g. scikit-learn's ``LogisticRegression``
+    fit (L-BFGS on 80,000 x 1,536 features: each loss evaluation, ~0.3 s, goes through Python calls): Cancel
+    stops it at its next Python call instead of at the end of the fit. It is a ``sys.settrace`` hook of this
+    thread for the block that only reads the scope's events, so the numbers are those of the plain call.
+    While it is active a debugger's or coverage's trace function of this thread is suspended (restored at the
+    end). Outside any cancel scope it does nothing. A ``Cancelled`` that the library catches and swallows ends
+    the hook (Python drops a trace function that raised): the caller's next :func:`checkpoint` stops the work.
+    """
+    if not any(cancel is not None for cancel, _ in getattr(_SCOPE, "current", ())):
+        yield
+        return
+
+    def trace(frame: object, event: str, arg: object) -> None:
+        if event == "call":
+            checkpoint()
+
+    before = sys.gettrace()
+    sys.settrace(trace)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        sys.settrace(before)
 
 
 def drain(items: Iterable[Any], on_progress: Callable[[Progress], None] | None = None) -> Any:
@@ -140,12 +169,16 @@ def reported(
     each time ``n = int(fraction * total)`` goes up (never down; ``Progress(0, total)`` first, ``total`` last),
     then returns ``call``'s result or raises its exception (``Cancelled`` from its own checks included). Closed
     early (the consumer stops), it makes ``call``'s next ``report`` raise :class:`Cancelled` and waits for it.
+    ``call`` runs in the consumer thread's :func:`cancel_scope` and in one that closing sets, so its
+    :func:`checkpoint` calls (between two reports, or in an :func:`interruptible` library call) stop it too: a
+    call that reports once a fold or a block no longer holds a Cancel for a whole one.
     Use as ``result = yield from reported(lambda report: work(progress=report), "registration")``.
     """
     yield Progress(0, total, stage)
     items: queue.SimpleQueue[Any] = queue.SimpleQueue()
     abandoned = threading.Event()
     out: dict[str, Any] = {}
+    scopes = getattr(_SCOPE, "current", ())  # the consumer thread's, taken into the helper thread
 
     def report(fraction: float) -> None:
         if abandoned.is_set():
@@ -153,8 +186,10 @@ def reported(
         items.put(fraction)
 
     def run() -> None:
+        _SCOPE.current = scopes
         try:
-            out["result"] = call(report)
+            with cancel_scope(abandoned, f"{stage} abandoned.", inherit=True):
+                out["result"] = call(report)
         except BaseException as exc:  # handed to the consumer's thread
             out["error"] = exc
         finally:

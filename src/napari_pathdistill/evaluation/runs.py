@@ -31,7 +31,7 @@ from napari_pathdistill.evaluation.report import Cell, Report
 from napari_pathdistill.metrics.agreement import knn_overlap, knn_overlap_chance, linear_cka
 from napari_pathdistill.metrics.pairs import MAX_TOPK_CHANCE
 from napari_pathdistill.models.embedding_model import EmbeddingModel
-from napari_pathdistill.progress import Progress, raise_if_cancelled, relabel, reported
+from napari_pathdistill.progress import Progress, cancel_scope, raise_if_cancelled, relabel, reported
 
 T = TypeVar("T")
 
@@ -61,14 +61,16 @@ def _step(
 ) -> Generator[Progress, None, T]:
     """A long numerical call after the embeddings as a step of its own: ``call(step)`` reports its fraction done
     through ``step`` (the probe's folds, the k-NN overlap's blocks: minutes at 100,000 tiles), shown as
-    ``<stage>: n/100``, and a Cancel stops it at its next report."""
+    ``<stage>: n/100``. It runs in a ``progress.cancel_scope`` of ``cancel`` (and of the caller's scope), so a
+    Cancel stops it at its next checkpoint: within a probe fold's fit, between the k-NN overlap's products."""
 
     def work(report: Callable[[float], None]) -> T:
         def step(fraction: float) -> None:
             _check(cancel, what)
             report(fraction)
 
-        return call(step)
+        with cancel_scope(cancel, f"{what} cancelled; no report was written.", inherit=True):
+            return call(step)
 
     return (yield from reported(work, stage))
 
