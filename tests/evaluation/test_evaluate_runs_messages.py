@@ -257,3 +257,23 @@ def test_linear_probe_shows_and_cancels_its_folds(histolab_tiles: Path) -> None:
             if item.stage == "linear probe":
                 cancel.set()
     assert stages[-1] == "linear probe" and "embedding tiles" in stages
+
+
+def test_teacher_student_shows_its_cka_step_and_a_cancel_there_writes_no_report(histolab_tiles: Path) -> None:
+    """After the k-NN overlap, the linear CKA (three D x D products over the tiles: seconds at 100,000 x 1,536)
+    ran silently in the report's summary, under the last 'k-NN overlap: 100/100', and a Cancel waited for it.
+    It is now a step of its own, each product a cancellation point."""
+    import threading
+
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.progress import Progress
+
+    teacher, student = _tiny_models()
+    cancel, stages = threading.Event(), []
+    with pytest.raises(Cancelled, match="no report was written"):
+        for item in iter_teacher_student(teacher, student, histolab_tiles, cancel=cancel):
+            assert isinstance(item, Progress), item  # no report once cancelled
+            stages.append(item.stage)
+            if item.stage == "linear CKA":
+                cancel.set()
+    assert stages[-1] == "linear CKA" and stages.count("linear CKA") == 1
