@@ -331,3 +331,28 @@ def test_cancel_stops_a_task_inside_a_long_numerical_call(runner, qtbot, monkeyp
     _wait_finished(runner, qtbot)
     assert got == [] and runner.status.value == "Clusters cancelled"
     assert iterations[0] < 3_000  # stopped inside the call, not after 30 s of it
+
+
+def test_after_cancel_the_status_says_what_it_waits_for_until_the_task_ends(runner, qtbot, monkeypatch):
+    """Was: Cancel showed 'cancelling...', and the next progress of the step still running (a probe's fold, a
+    similarity block) replaced it with 'fold: 1/5 20%', as if the Cancel had not been seen. The status now names
+    the stage the Cancel waits for until the task has stopped."""
+    monkeypatch.setattr(_workers, "show_info", lambda *_: None)
+    items, release = [], threading.Event()
+
+    def task(cancel):
+        yield Progress(0, 5, "fold")
+        cancel.wait(30)
+        yield Progress(1, 5, "fold")  # the fold in flight reports once more before it stops
+        release.wait(30)
+        raise Cancelled("stopped")
+
+    runner.start(task, lambda _: None, "Evaluation", on_item=items.append)
+    qtbot.waitUntil(lambda: runner.status.value.startswith("fold"), timeout=30_000)
+    runner.cancel_button.changed.emit(True)
+    assert runner.status.value == "cancelling: waiting for fold to stop..."
+    qtbot.waitUntil(lambda: len(items) == 2, timeout=30_000)
+    assert runner.status.value == "cancelling: waiting for fold to stop..."
+    release.set()
+    _wait_finished(runner, qtbot)
+    assert runner.status.value == "Evaluation cancelled"

@@ -210,10 +210,12 @@ class TaskRunner:
         self.cancel_button.enabled = not on
 
     def cancel(self) -> None:
-        """Ask the running core generator to stop (it checks the event between batches)."""
+        """Ask the running core generator to stop (it checks the event between batches and at the checkpoints of
+        long calls). Until it has, the status names the stage it waits for (a probe's fold, a similarity block),
+        and the progress the task still yields does not replace that."""
         if self.worker is not None:
             self.cancel_event.set()
-            self.status.value = "cancelling..."
+            self.status.value = f"cancelling: waiting for {self._stage} to stop..."
 
     def _on_yielded(
         self, item: Any, worker: GeneratorWorker, on_item: Callable[[Any], None] | None = None
@@ -224,7 +226,8 @@ class TaskRunner:
             on_item(item)
         if isinstance(item, Progress):
             pct = f" {100 * item.fraction:.0f}%" if item.total else ""
-            self.status.value = f"{item.stage or 'working'}: {item.done}/{item.total or '?'}{pct}"
+            if not self.cancel_event.is_set():  # else it says what the Cancel waits for
+                self.status.value = f"{item.stage or 'working'}: {item.done}/{item.total or '?'}{pct}"
             if self._task is not None:
                 self._task.update("busy", self.status.value)
             self._update_bar(item)  # last: napari's bar may process events (re-entrant signals)
