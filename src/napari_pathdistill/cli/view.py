@@ -37,7 +37,9 @@ NO_NAPARI = "pathdistill view needs napari, which is not installed: pip install 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``view``."""
     p = subparsers.add_parser("view", help="open a slide in napari with the PathDistill widgets")
-    p.add_argument("slide", nargs="?", type=Path, help="slide file or DICOM folder")
+    p.add_argument(
+        "slide", nargs="?", type=Path, help="slide file, DICOM folder, feature .h5 or plain JPEG/PNG"
+    )
     p.add_argument(
         "--sample", action="store_true", help="open the bundled CMU-1-Small-Region sample (offline)"
     )
@@ -123,7 +125,7 @@ def open_viewer(args: argparse.Namespace) -> tuple[Any, list[tuple[Any, Any]]]:
             if args.sample:
                 viewer.open_sample("napari-pathdistill", "cmu_small_region")
             else:
-                viewer.open(str(args.slide), plugin="napari-pathdistill")
+                viewer.open(str(args.slide), plugin=_plugin_for(args.slide))
     except Exception as exc:
         viewer.close()
         cause = exc.__cause__ if isinstance(exc.__cause__, PathDistillError) else exc
@@ -134,6 +136,37 @@ def open_viewer(args: argparse.Namespace) -> tuple[Any, list[tuple[Any, Any]]]:
     viewer.scale_bar.visible = True
     viewer.reset_view()
     return viewer, docks
+
+
+def _plugin_for(path: Path) -> str:
+    """The napari plugin that opens ``path``: ours for slides (also broken ones: our reader says why) and feature
+    files, napari's own for a plain JPEG/PNG, which the widgets take as a slide in pixels; a missing path is left to
+    napari, which says so.
+
+    Raises:
+        PathDistillError: ``path`` exists but is none of these (napari would say only that no reader accepts it).
+    """
+    from napari_pathdistill._reader import get_reader
+    from napari_pathdistill.wsi import _image_backend
+    from napari_pathdistill.wsi._formats import SUPPORTED
+
+    if not path.exists() or get_reader(str(path)) or _feature_file(path):
+        return "napari-pathdistill"
+    if path.is_file() and path.suffix.lower() in _image_backend.SUFFIXES:
+        return "napari"
+    raise PathDistillError(
+        f"{path.name} is neither a whole-slide image nor a tile-feature file PathDistill opens. Supported: "
+        f"{SUPPORTED}; feature .h5/.hdf5 files (pathdistill embed, CLAM, TRIDENT)."
+    )
+
+
+def _feature_file(path: Path) -> bool:
+    """Whether the feature reader takes ``path``: a feature HDF5, or a damaged ``.h5`` it says is damaged."""
+    from napari_pathdistill.inference.feature_files import is_damaged_hdf5, is_feature_file
+
+    if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
+        return False
+    return is_feature_file(path) or is_damaged_hdf5(path)
 
 
 def _notify(said: list[warnings.WarningMessage]) -> None:

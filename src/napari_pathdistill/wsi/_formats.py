@@ -66,10 +66,13 @@ def choose_backend(path: Path) -> Backend:
             "backend, which is not installed: `pip install fastslide` (Python 3.11), then open it again."
         )
     raise WSIError(
-        f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: .svs .tif/.tiff "
-        ".ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF, pyramidal TIFF and small JPEG/PNG."
+        f"{path.name} is not a whole-slide image that OpenSlide or tifffile can read. Supported: {SUPPORTED}."
     )
 
+
+#: the slides read, as the messages for a file that is none name them
+SUPPORTED = (".svs .tif/.tiff .ndpi .mrxs .scn .bif .vms .svslide, DICOM WSI folders, OME-TIFF, pyramidal TIFF and "
+             "small JPEG/PNG")  # fmt: skip
 
 #: suffixes of the slide files named in the message for a folder that is no slide (e.g. ``x.svs/`` unzipped)
 SLIDE_FILE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".btf",
