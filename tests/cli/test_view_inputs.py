@@ -47,3 +47,24 @@ def test_view_of_a_file_that_is_no_slide_says_so(
     assert "Supported:" in err and "JPEG/PNG" in err
     assert "reader" not in err  # napari's "Given reader ... is not a compatible reader"
     assert not (tmp_path / "v.png").exists()
+
+
+def test_each_reader_warning_is_one_line_on_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, own_napari_app, tcga_svs: Path, capsys
+) -> None:
+    """napari prints each notification on the console itself (``WARNING: ...`` on stdout, its default console
+    notification level); ``view`` printed its own ``warning: ...`` line on stderr too: every warning twice."""
+    from napari.settings import get_settings
+    from napari.utils.notifications import NotificationSeverity
+
+    from napari_pathdistill.cli.view import open_viewer
+
+    monkeypatch.setenv("PATHDISTILL_ASSOCIATED", "")
+    for level, printed_by_napari in ((NotificationSeverity.NONE, True), (NotificationSeverity.ERROR, False)):
+        monkeypatch.setattr(get_settings().application, "console_notification_level", level)
+        viewer, _ = open_viewer(build_parser().parse_args(["view", str(tcga_svs), "--widgets", ""]))
+        viewer.close()
+        out, err = capsys.readouterr()
+        said = [line for line in (out + err).splitlines() if "has no pixel size (MPP)" in line]
+        assert len(said) == 1, said
+        assert said[0].startswith("WARNING: " if printed_by_napari else "warning: ")

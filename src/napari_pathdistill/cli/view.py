@@ -171,14 +171,18 @@ def _feature_file(path: Path) -> bool:
 
 def _notify(said: list[warnings.WarningMessage]) -> None:
     """The reader's warnings (no MPP, an unknown associated image) as napari notifications in the window, and
-    one ``warning:`` line each on stderr, instead of Python's file:line dump of them."""
-    from napari.utils.notifications import show_warning
+    one line each on the terminal, instead of Python's file:line dump of them: napari's own ``WARNING: ...``
+    (stdout) at its default console notification level, else a ``warning: ...`` line on stderr."""
+    from napari.settings import get_settings
+    from napari.utils.notifications import NotificationSeverity, show_warning
 
+    napari_prints = get_settings().application.console_notification_level <= NotificationSeverity.WARNING
     for w in said:
         if not issubclass(w.category, UserWarning):  # a library's deprecation: as Python would show it
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     for text in dict.fromkeys(str(w.message) for w in said if issubclass(w.category, UserWarning)):
-        print(f"warning: {text}", file=sys.stderr)
+        if not napari_prints:
+            print(f"warning: {text}", file=sys.stderr)
         show_warning(text)
 
 
