@@ -138,10 +138,12 @@ def mpp_override_box(what: str = "its tiles are cut at the requested um/px") -> 
     """The widgets' "slide um/px override" field: the level-0 um/px of a slide whose file states none.
 
     Four decimals (scanners' MPPs are e.g. 0.2527 or 0.2265: two would be 1-2 % off), arrows step by 0.25;
-    0 = none. ``what`` completes the tooltip: what the value is used for.
+    0 = none, and reads "none" (not "0.0000", a pixel size of zero). ``what`` completes the tooltip: what the value
+    is used for.
     """
     box = FloatSpinBox(label="slide um/px override", value=0.0, min=0.0, max=100.0, step=0.25)
     box.native.setDecimals(4)
+    box.native.setSpecialValueText("none")
     box.tooltip = (
         f"Level-0 um/px of a slide whose file states none (0.25 at 40x, 0.5 at 20x), so that {what}; a file's "
         "own MPP always wins. 0 = none."
