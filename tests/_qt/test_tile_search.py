@@ -167,3 +167,13 @@ def test_standalone_panel_and_maps_of_another_model(two_slides):
     panel.target.value = b
     with pytest.raises(SimilarityMapError, match="different models"):
         panel.query(a, 2)
+
+
+def test_before_a_click_the_summary_shows_the_threshold_and_what_to_do(make_napari_viewer) -> None:
+    """The slider has no readout (the summary line shows its value), but that line stayed empty until a tile was
+    clicked: a threshold set first was set blind, and the empty panel said nothing of how to use it."""
+    panel = EmbedWidget(make_napari_viewer()).search
+    assert panel.result is None
+    assert panel.summary.value.startswith("similarity >= 0.800: click a tile")
+    panel.threshold.value = 0.5
+    assert panel.summary.value.startswith("similarity >= 0.500: click a tile")

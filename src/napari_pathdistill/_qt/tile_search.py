@@ -84,6 +84,10 @@ def _base_name(layer: Any) -> str:
     return str(layer.metadata["pathdistill"].get("slide_layer") or layer.name.removesuffix(" clusters"))
 
 
+#: the start of the summary line before any search (the threshold follows)
+IDLE_PREFIX = "similarity >= "
+
+
 class TileSearchPanel(Container):
     """Similarity heatmap of a clicked tile over this slide or another one, with a threshold and GeoJSON export.
 
@@ -115,6 +119,7 @@ class TileSearchPanel(Container):
         self._maps: tuple[SlideMap, SlideMap] | None = None  # the source's and target's maps at the query
         self._on_forget: list[Callable[[], Any]] = []  # told when a recomputed map voids the search
         self.threshold.changed.connect(self._apply_threshold)
+        self._apply_threshold()
         self.export_button.changed.connect(lambda _v=None: self.export())
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             # a bound method: napari holds it weakly (a lambda kept a closed dock alive)
@@ -238,11 +243,18 @@ class TileSearchPanel(Container):
         return layer
 
     def _apply_threshold(self, _value: Any = None) -> None:
+        """The heatmap's contrast limits and the summary at the slider's threshold; before any search, the summary
+        shows the threshold (the slider has no readout) and says how to start one. A dropped search's line (why it
+        was dropped) stays."""
+        thr = float(self.threshold.value)
         if self.result is None:
+            if not self.summary.value or self.summary.value.startswith(IDLE_PREFIX):
+                self.summary.value = (
+                    f"{IDLE_PREFIX}{thr:.3f}: click a tile of an embedding map to find tiles like it"
+                )
             return
         source, index, target, result = self.result
         name = f"{_base_name(target)} similarity"
-        thr = float(self.threshold.value)
         if name in self.viewer.layers:
             self.viewer.layers[name].contrast_limits = similarity_limits(thr)
         n = len(result.above(thr))
