@@ -564,3 +564,18 @@ def test_the_empty_plot_says_what_fills_it(make_napari_viewer, histolab_tiles, t
     assert widget.report is not None and widget.figure.axes and EMPTY_PLOT not in words()
     widget.clear_results()
     assert not widget.figure.axes and words() == [EMPTY_PLOT]
+
+
+@pytest.mark.parametrize(
+    ("task", "what"),
+    [("robustness (slide pairs CSV)", "a slide pairs CSV"),
+     ("linear probe (labelled tiles folder/CSV)", "a labelled tiles folder or path,label CSV"),
+     ("teacher vs student (tiles folder)", "a tiles folder")],
+)  # fmt: skip
+def test_run_without_an_input_says_none_is_chosen(make_napari_viewer, errors, task, what) -> None:
+    """An empty input box is Path('.'): Run said "Input '.' does not exist" (it does: the working folder)."""
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = task
+    widget.run()
+    assert errors == [f"No input chosen: choose {what}."]
+    assert widget.status.value == errors[-1]

@@ -35,6 +35,12 @@ TASKS = {
     "linear probe (labelled tiles folder/CSV)": "probe",
     "teacher vs student (tiles folder)": "teacher_student",
 }
+#: what each task's input box takes, as the messages for a missing input name it
+INPUTS = {
+    "robustness": "a slide pairs CSV",
+    "probe": "a labelled tiles folder or path,label CSV",
+    "teacher_student": "a tiles folder",
+}
 #: what the plot area says while no report is shown (before a run, after a failed one): a blank white rectangle
 #: under an empty table said nothing
 EMPTY_PLOT = (
@@ -121,10 +127,11 @@ class EvaluateWidget(Container):
     def _factory(self) -> Any:
         kind = TASKS[self.task.value]
         src = self.inputs.value
-        if not isinstance(src, Path):  # None or several paths: not possible in single-path modes
-            raise EvaluationError("No input chosen: choose a pairs CSV or a tiles folder.")
-        if not str(src).strip(". ") or not src.exists():
-            raise EvaluationError(f"Input '{src}' does not exist: choose a pairs CSV or a tiles folder.")
+        # an empty box is Path("."): it said "Input '.' does not exist" (the working folder, which does)
+        if not isinstance(src, Path) or not str(src).strip(". "):
+            raise EvaluationError(f"No input chosen: choose {INPUTS[kind]}.")
+        if not src.exists():
+            raise EvaluationError(f"Input '{src}' does not exist: choose {INPUTS[kind]}.")
         out_dir = self._out_dir()
         student = self.model.request()
         teacher = self.teacher.request() if kind == "teacher_student" else None
