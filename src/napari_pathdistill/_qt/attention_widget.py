@@ -112,7 +112,9 @@ class AttentionWidget(Container):
             sides = [(p.request(), w.value) for p, w in ((self.teacher, self.teacher_weights),
                                                          (self.student, self.student_weights))]  # fmt: skip
         except Exception as exc:
-            napari.utils.notifications.show_error(error_message(exc, "Attention"))
+            msg = error_message(exc, "Attention")
+            self.status.value = msg  # not the previous run's status beside this notification
+            napari.utils.notifications.show_error(msg)
             return
         bbox = view_bbox_level0(self.viewer, layer) if self.region.value == REGIONS[0] else None
         heads = tuple(None if h.value < 0 else int(h.value) for h in (self.teacher_head, self.student_head))

@@ -114,7 +114,9 @@ class SimilarityWidget(Container):
             landmarks = self._landmarks()
             request = self.model.request()
         except Exception as exc:
-            napari.utils.notifications.show_error(error_message(exc, "Similarity"))
+            msg = error_message(exc, "Similarity")
+            self.status.value = msg  # not the previous run's status beside this notification
+            napari.utils.notifications.show_error(msg)
             return
         tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
         top_k, fallback_mpp = self.top_k.value, self.mpp_override.value or None

@@ -14,7 +14,7 @@ from typing import Any
 
 import napari
 from magicgui.widgets import Container, FloatSpinBox, PushButton, SpinBox
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
@@ -106,7 +106,7 @@ class TissueWidget(Container):
         try:
             path = slide_path(self.slide.value)
         except PathDistillError as exc:
-            show_error(str(exc))
+            self._refuse(str(exc))
             return
         kw: dict[str, Any] = {
             "tile_px": int(self.tile_px.value),
@@ -119,12 +119,18 @@ class TissueWidget(Container):
         self.runner.start(lambda cancel: tissue_grid_steps(path, cancel=cancel, **kw),
                           lambda result: self._apply(result, slide), "Tissue")  # fmt: skip
 
+    def _refuse(self, message: str) -> None:
+        """A request refused before it starts: its notification, and the same line in the status (not the
+        previous run's 'done' next to it)."""
+        self.status.value = message
+        napari.utils.notifications.show_error(message)
+
     def start_preview(self, _: Any = None) -> None:
         """Compute the slide's tissue maps once (worker); the mask then follows 'tissue threshold' live."""
         try:
             path = slide_path(self.slide.value)
         except PathDistillError as exc:
-            show_error(str(exc))
+            self._refuse(str(exc))
             return
         fallback = float(self.mpp_override.value) or None
         factory = lambda cancel: tissue_preview_steps(path, fallback_mpp=fallback, cancel=cancel)  # noqa: E731
@@ -201,7 +207,7 @@ class TissueWidget(Container):
             with open_pyramid(slide_path(self.slide.value)) as pyr:
                 layers = associated_layers(pyr, [n for n in pyr.associated_image_names() if n != "thumbnail"])
         except PathDistillError as exc:
-            show_error(str(exc))
+            self._refuse(str(exc))
             return
         if not layers:
             show_info("This slide has no label or macro image.")
