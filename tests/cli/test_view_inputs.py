@@ -68,3 +68,18 @@ def test_each_reader_warning_is_one_line_on_the_terminal(
         said = [line for line in (out + err).splitlines() if "has no pixel size (MPP)" in line]
         assert len(said) == 1, said
         assert said[0].startswith("WARNING: " if printed_by_napari else "warning: ")
+
+
+def test_view_of_a_folder_of_slides_names_the_slide_files_in_it(
+    tmp_path: Path, capsys, own_napari_app, cmu_svs: Path
+) -> None:
+    """A folder that is no DICOM series gets the reader's message naming the slide files to open instead, not
+    'is neither a whole-slide image nor a tile-feature file'."""
+    folder = tmp_path / "case_12"
+    folder.mkdir()
+    (folder / "CMU-1-Small-Region.svs").symlink_to(cmu_svs)
+    assert main(["view", str(folder), "--screenshot", str(tmp_path / "v.png")]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {folder} is a folder, not a slide file, and holds no DICOM whole-slide series; open the slide "
+        "file in it instead: CMU-1-Small-Region.svs.\n"
+    )

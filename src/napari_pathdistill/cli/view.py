@@ -144,7 +144,8 @@ def _plugin_for(path: Path) -> str:
     napari, which says so.
 
     Raises:
-        PathDistillError: ``path`` exists but is none of these (napari would say only that no reader accepts it).
+        PathDistillError: ``path`` exists but is none of these (napari would say only that no reader accepts it);
+            for a folder, the reader's message (it names the slide files in it).
     """
     from napari_pathdistill._reader import get_reader
     from napari_pathdistill.wsi import _image_backend
@@ -154,6 +155,11 @@ def _plugin_for(path: Path) -> str:
         return "napari-pathdistill"
     if path.is_file() and path.suffix.lower() in _image_backend.SUFFIXES:
         return "napari"
+    if path.is_dir():  # the reader's refusal names the slide files in it (WSIError, a PathDistillError)
+        from napari_pathdistill.wsi import open_pyramid
+
+        open_pyramid(path).close()
+        return "napari-pathdistill"
     raise PathDistillError(
         f"{path.name} is neither a whole-slide image nor a tile-feature file PathDistill opens. Supported: "
         f"{SUPPORTED}; feature .h5/.hdf5 files (pathdistill embed, CLAM, TRIDENT)."
