@@ -56,3 +56,31 @@ def test_lists_and_sections_given_right_still_load():
         "smoke_cpu", ["data.tile_dirs=[/a,/b]", "data.slides=null", "teacher.mean=[0.5,0.5,0.5]"]
     )
     assert list(cfg.data.tile_dirs) == ["/a", "/b"] and cfg.data.slides is None
+
+
+def test_an_extra_teacher_lists_only_the_keys_it_sets():
+    """Before, an entry without all seven keys died building the model (``Key 'arch' is not in struct``)."""
+    from pathdistill_train.models.build import build_teacher
+
+    cfg = load_config("smoke_cpu", ["teacher.extra=[{name: efficientnet-lite2-imagenet, weights: random}]"])
+    (entry,) = cfg.teacher.extra
+    assert (entry.arch, entry.mean, entry.std, dict(entry.model_kwargs)) == ("", [], [], {})
+    assert build_teacher(entry).model.default_cfg["architecture"] == "tf_efficientnet_lite2"
+    assert load_config("smoke_cpu", ["teacher.extra=null"]).teacher.extra == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "text"),
+    [
+        ("{name: h0-mini, wieghts: random}", "unknown config key teacher.extra[0].wieghts: a teacher.extra entry takes"),
+        ("{name: h0-mini, fsdp: true}", "unknown config key teacher.extra[0].fsdp"),
+        ("h0-mini", "teacher.extra[0]='h0-mini': expected a mapping of teacher keys"),
+        ("{name: h0-mini, mean: 0.5}", "teacher.extra[0].mean=0.5: expected a list"),
+        ("{name: h0-mini, extra: [{name: h0-mini}]}", "teacher.extra[0].extra: list every further teacher"),
+    ],
+)  # fmt: skip
+def test_a_wrong_extra_teacher_is_one_line_naming_its_key(tmp_path, capsys, entry, text):
+    """Before, a mistyped key was accepted (and the run then died in a traceback for the key it lacked)."""
+    assert main([*BASE, f"output_dir={tmp_path / 'out'}", f"teacher.extra=[{entry}]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("pathdistill-train: error: ") and text in err, err

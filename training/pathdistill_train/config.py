@@ -107,7 +107,11 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         if bad:
             raise TrainConfigError(f"overrides must look like key=value, got {bad}")
         cfg = _merge_overrides(cfg, overrides)
-        _check_types(OmegaConf.load(CONFIG_DIR / "default.yaml"), cfg, "")
+        default = OmegaConf.load(CONFIG_DIR / "default.yaml")
+        _check_types(default, cfg, "")
+        cfg.teacher.extra = [
+            _extra_teacher(default.teacher, e, i) for i, e in enumerate(cfg.teacher.extra or [])
+        ]
         validate(cfg)
     except (ConfigKeyError, ConfigAttributeError) as e:
         raise TrainConfigError(
@@ -173,6 +177,40 @@ def _check_types(default: Any, cfg: Any, prefix: str) -> None:
 
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+#: the keys of a ``teacher.extra`` entry: the ``teacher`` keys of one teacher (heads and fsdp are per run)
+TEACHER_KEYS = ("name", "arch", "model_kwargs", "weights", "mean", "std", "extra")
+
+
+def _extra_teacher(default: Any, entry: Any, i: int) -> DictConfig:
+    """``teacher.extra[i]`` with the ``teacher`` defaults of the keys it leaves out, type-checked like them.
+
+    Raises:
+        TrainConfigError: an entry that is not a mapping, a key that is not one of :data:`TEACHER_KEYS`, a
+            value of another type than default.yaml's, or a nested ``extra`` that is not empty.
+    """
+    where = f"teacher.extra[{i}]"
+    if not isinstance(entry, DictConfig):
+        raise TrainConfigError(
+            f"invalid config value {where}={_plain(entry)!r}: expected a mapping of teacher keys, e.g. "
+            "teacher.extra='[{name: h0-mini}]'"
+        )
+    unknown = [str(k) for k in entry if k not in TEACHER_KEYS]
+    if unknown:
+        raise TrainConfigError(
+            f"unknown config key {where}.{unknown[0]}: a teacher.extra entry takes {', '.join(TEACHER_KEYS)} "
+            "(see teacher in default.yaml)"
+        )
+    ref = OmegaConf.create({k: default[k] for k in TEACHER_KEYS})
+    full = OmegaConf.merge(ref, entry)
+    assert isinstance(full, DictConfig)
+    _check_types(ref, full, f"{where}.")
+    if full.extra:
+        raise TrainConfigError(
+            f"{where}.extra: list every further teacher in teacher.extra itself, not nested"
+        )
+    return full
 
 
 def validate(cfg: Any) -> None:
