@@ -86,6 +86,21 @@ def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(names, stacked.tolist()))
 
 
+def gather_batch(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along ``dim`` (the batch), in rank order, with gradients flowing back to
+    each rank's own part (``x`` itself without a process group).
+
+    For the terms over a whole batch (CKA, relational, spread): every rank computes the global batch's value,
+    and the backward of the gather sums the ranks' gradients of each part, so after DDP's average over ranks
+    the gradient is that of one process holding the global batch.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=dim)
+
+
 def seed_rank(seed: int, rank: int) -> None:
     """Give rank ``rank`` > 0 its own torch (CPU and CUDA), numpy and python RNG streams.
 

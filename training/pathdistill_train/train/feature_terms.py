@@ -2,7 +2,9 @@
 CLS against each teacher's over the view pairs of ``loss.pairing``, patch tokens view by view, the CLS spread,
 and the (student, student, teacher) CLS triples of the CKA and relational terms.
 
-Tokens are flattened view-major: (V * B, ...) with rows ``v * B + b`` (V = 2 global views).
+Tokens are flattened view-major: (V * B, ...) with rows ``v * B + b`` (V = 2 global views). The terms on the
+geometry of a batch (spread, CKA, relational) see the global batch: every rank's CLS tokens, gathered (B = the
+global batch in their shapes below), as one process holding that batch would.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from pathdistill_train.distributed import gather_batch
 from pathdistill_train.loss import FeatureDistillLoss
 from pathdistill_train.loss.views import view_pairs
 
@@ -34,7 +37,8 @@ def feature_terms(
         out["feat_cls"].append(torch.stack([fl.cls_term(s_cls[j], t_cls[i]) for i, j in pairs]).mean())
         out["feat_patch"].append(fl.patch_term(student["patch"], t["patch"]))
     if fls[0].spread_weight > 0:  # on the student's own CLS, once (not per teacher), per view
-        out["feat_spread"] = [torch.stack([fls[0].spread_term(s_cls[j]) for j in range(v)]).mean()]
+        every = gather_batch(s_cls, dim=1)  # (V, global B, Ds)
+        out["feat_spread"] = [torch.stack([fls[0].spread_term(every[j]) for j in range(v)]).mean()]
     return out
 
 
@@ -49,10 +53,10 @@ def cls_view_triples(
     geometry (CKA, relational). Targets are the feature loss's (normalised, centred when
     ``feature_center_teacher``)."""
     v = 2
-    s_cls = student["cls"].unflatten(0, (v, -1))
+    s_cls = gather_batch(student["cls"].unflatten(0, (v, -1)), dim=1)
     fls: list[FeatureDistillLoss] = list(feature_losses)  # type: ignore[arg-type]
     triples = []
     for fl, t in zip(fls, teacher_tokens):
-        t_cls = fl.cls_target(t["cls"]).unflatten(0, (v, -1))
+        t_cls = gather_batch(fl.cls_target(t["cls"]).unflatten(0, (v, -1)), dim=1)
         triples += [(s_cls[j], s_cls[i], t_cls[i]) for i, j in view_pairs(v, v, pairing)]
     return triples
