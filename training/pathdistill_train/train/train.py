@@ -137,6 +137,9 @@ def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, floa
     if env.is_main:  # written once the checkpoint (if any) is known to fit
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
+    if start >= sched["total"]:  # a finished run: no data pipeline to build (tissue grids, tile store)
+        _finished(env, out_dir, start, sched["total"])
+        return []
     model: torch.nn.Module = meta
     if env.world_size > 1:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(meta, meta.ddp_ignored_names())
@@ -152,6 +155,18 @@ def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, floa
         close_workers(it)
     distributed.cleanup()
     return history
+
+
+def _finished(env: distributed.DistEnv, out_dir: Path, start: int, total: int) -> None:
+    """Say (rank 0) that the checkpoint is at the schedule's end, so this invocation trains nothing."""
+    if env.is_main:
+        print(
+            f"[pathdistill-train] nothing to train: {out_dir / 'checkpoint.pth'} is at step {start} of {total}, "
+            f"the end of the schedule, and {out_dir / 'export'} holds its EMA student (to train on, raise "
+            "optim.epochs; the schedules then change from this step on)",
+            flush=True,
+        )
+    distributed.cleanup()
 
 
 def _run_record(command: Sequence[str] | None, start: int) -> dict[str, Any]:
