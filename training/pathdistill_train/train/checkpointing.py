@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import random
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,30 @@ def _state_without_teachers(meta_arch: torch.nn.Module) -> dict[str, torch.Tenso
     state.update({n: t.detach() for n, t in meta_arch.named_parameters(recurse=False)})
     state.update({n: t for n, t in meta_arch.named_buffers(recurse=False)})
     return state
+
+
+#: the run folder's files written through ``atomic.atomic_path`` (by this trainer alone: checkpoint, metrics.csv
+#: truncated on resume, config.yaml); a kill mid-write leaves its temporary ``.<stem>.<8 mkstemp chars><suffix>``
+ATOMIC_RUN_FILES = ("checkpoint.pth", "metrics.csv", "config.yaml")
+
+
+def orphan_temps(out_dir: Path) -> list[Path]:
+    """The temporary files that killed atomic writes of :data:`ATOMIC_RUN_FILES` left in ``out_dir``.
+
+    Only names of exactly ``atomic_path``'s pattern for those files match (``.checkpoint.k3x_9a2b.pth``), so
+    nothing else in the folder is ever touched. Call it before this run writes anything (rank 0 alone writes).
+    """
+    patterns = [
+        re.compile(rf"\.{re.escape(Path(n).stem)}\.[a-z0-9_]{{8}}{re.escape(Path(n).suffix)}")
+        for n in ATOMIC_RUN_FILES
+    ]
+    if not out_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in out_dir.iterdir()
+        if p.is_file() and not p.is_symlink() and any(r.fullmatch(p.name) for r in patterns)
+    )
 
 
 def save_training_checkpoint(

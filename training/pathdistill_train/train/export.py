@@ -2,10 +2,17 @@
 
 The spec is the plugin's ``ModelSpec`` and the files are written by the plugin's ``save_checkpoint``, so the
 export is, by construction, what ``napari_pathdistill.models.load_model(folder)`` reads.
+
+The folder is replaced whole, so its weights and ``config.json`` are always of the same step: both are written
+into a hidden sibling ``.export.partial``, which, once complete, is renamed ``.export.new``; then the old
+``export`` is renamed ``.export.old``, ``.export.new`` renamed ``export`` and ``.export.old`` removed (POSIX
+cannot rename onto a non-empty folder). :func:`recover_export`, run when a run (re)starts, finishes a swap that a
+kill interrupted and removes what a killed export left. Only rank 0 writes, so the names are fixed.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +71,61 @@ def export_student(
     Args:
         model: the timm module of the EMA student (``TokenEncoder.model``).
         cfg: the training config.
-        folder: checkpoint folder to write (``model.safetensors`` + ``config.json``, atomic per file).
+        folder: checkpoint folder to write (``model.safetensors`` + ``config.json``), replaced as a whole.
         step: optimisation steps run, recorded in ``config.json``.
         run: the run record written with it (see :func:`training_info`).
     """
-    return save_checkpoint(model, student_spec(cfg), Path(folder), training=training_info(cfg, step, run))
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial, new = _sibling(folder, "partial"), _sibling(folder, "new")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        save_checkpoint(model, student_spec(cfg), partial, training=training_info(cfg, step, run))
+        shutil.rmtree(new, ignore_errors=True)
+        partial.rename(new)  # complete: from here on a restart finishes the swap (recover_export)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    _swap_in(folder)
+    return folder
+
+
+def _sibling(folder: Path, kind: str) -> Path:
+    """``.export.partial`` / ``.export.new`` / ``.export.old`` beside ``export``."""
+    return folder.with_name(f".{folder.name}.{kind}")
+
+
+def _swap_in(folder: Path) -> None:
+    """Replace ``folder`` by its complete ``.new`` sibling: old -> ``.old``, ``.new`` -> ``folder``, drop ``.old``."""
+    new, old = _sibling(folder, "new"), _sibling(folder, "old")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_export(folder: Path) -> list[str]:
+    """Finish an export swap a kill interrupted and remove the leftovers of a killed export (rank 0, at start).
+
+    A complete ``.export.new`` (written after its checkpoint) becomes ``export``; ``.export.old`` is restored
+    when neither exists (else removed); ``.export.partial`` (a killed write) is removed.
+
+    Returns:
+        What was done, one short phrase per folder (empty: nothing left over).
+    """
+    folder = Path(folder)
+    new, old, done = _sibling(folder, "new"), _sibling(folder, "old"), []
+    if new.is_dir():
+        _swap_in(folder)
+        done.append(f"{folder.name}/ completed from {new.name}")
+    elif old.is_dir() and not folder.exists():
+        old.rename(folder)
+        done.append(f"{folder.name}/ restored from {old.name}")
+    elif old.is_dir():
+        shutil.rmtree(old)
+        done.append(f"removed {old.name}")
+    partial = _sibling(folder, "partial")
+    if partial.is_dir():
+        shutil.rmtree(partial)
+        done.append(f"removed {partial.name}")
+    return done

@@ -14,6 +14,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from pathdistill_train.errors import TrainConfigError
+from pathdistill_train.train.checkpointing import orphan_temps
+from pathdistill_train.train.export import recover_export
 
 # Settings that shape the checkpoint's tensors (model, heads, loss buffers), and the student's input
 # normalisation: a resume must keep them.
@@ -107,6 +109,18 @@ def prepare_output_dir(cfg: Any, clear: bool = True) -> None:
             (out / "checkpoint.pth").unlink(missing_ok=True)
             (out / "metrics.csv").unlink(missing_ok=True)
             shutil.rmtree(out / "export", ignore_errors=True)
+
+
+def tidy_after_kill(out_dir: Path) -> None:
+    """Remove the temporary files of atomic writes a kill (SIGKILL, SLURM's KillWait) interrupted and finish or
+    undo an interrupted export swap; one log line says what (a checkpoint's temporary file can be GBs)."""
+    done = recover_export(out_dir / "export")
+    for tmp in orphan_temps(out_dir):
+        size = tmp.stat().st_size
+        tmp.unlink()
+        done.append(f"removed {tmp.name} ({size / 1e9:.2f} GB)")
+    if done:
+        print(f"[pathdistill-train] leftovers of a killed write in {out_dir}: {'; '.join(done)}", flush=True)
 
 
 def resume_conflicts(old_yaml: Path, cfg: Any) -> list[str]:

@@ -45,6 +45,7 @@ from pathdistill_train.train.run_dir import (
     git_commit,
     package_version,
     prepare_output_dir,
+    tidy_after_kill,
     utc_now,
 )
 from pathdistill_train.train.schedules import apply_schedules, build_schedules, clip_gradients, param_groups
@@ -132,6 +133,9 @@ def train(cfg: Any, command: Sequence[str] | None = None) -> list[dict[str, floa
     check_inputs(cfg)
     env = distributed.enable(cfg.distributed.backend, cfg.train.device)
     out_dir = Path(cfg.output_dir)
+    if env.is_main:
+        tidy_after_kill(out_dir)
+    distributed.barrier()  # the other ranks check the folder once rank 0 has tidied it
     prepare_output_dir(cfg, clear=env.is_main)
     meta, optimizer, sched, start, rng = _setup(cfg, env)
     if env.is_main:  # written once the checkpoint (if any) is known to fit
