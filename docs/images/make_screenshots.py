@@ -71,10 +71,14 @@ def embed() -> None:
     w.k.value, w.min_tissue.value = 5, 0.3
     w.run()
     wait(w)
-    w.show_similar(len(w.result.features) // 2)
-    viewer.layers[-3].visible = False  # show the clusters over the slide; the embedding map stays in the list
+    layers = viewer.layers
+    clusters, pca = layers["CMU-1-Small-Region.svs clusters"], layers["CMU-1-Small-Region.svs embedding map"]
+    # as a click does: the similar tiles and the tile search (its summary line, its heatmap layer)
+    w.search_tile(len(w.result.features) // 2, clusters)
+    layers["CMU-1-Small-Region.svs similarity"].visible = False  # its heatmap would hide the clusters
+    pca.visible = False  # show the clusters over the slide; the embedding map stays in the list
     shoot(viewer, "embed_widget.png")
-    viewer.layers[-3].visible, viewer.layers[-2].visible = True, False
+    pca.visible, clusters.visible = True, False
     shoot(viewer, "embed_widget_pca.png")
     viewer.close()
 
