@@ -53,7 +53,7 @@ def test_drop_on_open_slide_aligned_in_um(make_napari_viewer, ours, save_screens
     viewer.window.add_dock_widget(widget)
     hit = map_layer_at(viewer, centre[i])
     assert hit == (labels, i)
-    widget.show_similar(hit[1], hit[0])
+    widget.search_tile(hit[1], hit[0])  # as a click: top-k points, heatmap and the search line
     similar = viewer.layers["similar tiles"]
     assert similar.features["tile"].iloc[0] == i and len(similar.data) > 1
     viewer.window.show()
