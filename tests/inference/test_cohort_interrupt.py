@@ -1,14 +1,17 @@
-"""``pathdistill embed --workers 2`` stopped by Ctrl-C while both dask workers are mid-slide.
+"""``pathdistill embed --workers 2`` stopped by Ctrl-C, or by a batch scheduler's SIGTERM to every process of the
+job, while both dask workers are mid-slide.
 
 Like the serial path, the workers must write the rows they embedded since their last chunk and release the slides'
-locks before the cluster closes, the CLI must end with ``interrupted`` (exit code 130), and a rerun must resume
-those rows and finish with the features of an uninterrupted serial run. A second Ctrl-C quits without waiting.
+locks before the cluster closes, the CLI must end with ``interrupted`` (exit code 130; ``terminated``, 143, on
+SIGTERM), no process of the job may be left, and a rerun must resume those rows and finish with the features of an
+uninterrupted serial run. A second Ctrl-C quits without waiting.
 
 The stall is real: a ``sitecustomize`` on PYTHONPATH makes the model of every process hold its
 ``STALL_AFTER + 1``-th batch (before computing it) after writing ``<pid>.rows`` (the rows it has embedded), until
-the test writes ``go``; ``chunk_batches`` is 4, so none of those rows is flushed yet. The test sends SIGINT to the
-CLI's process group (as a terminal's Ctrl-C does), waits until the CLI says it is stopping the workers (or exits),
-then lets the models go on.
+the test writes ``go``; ``chunk_batches`` is 4, so none of those rows is flushed yet. The test sends SIGINT (as a
+terminal's Ctrl-C does) or SIGTERM (as SLURM's scancel, preemption or time limit, or Kubernetes do) to the CLI's
+process group, the dask workers included, waits until the CLI says it is stopping the workers (or exits), then
+lets the models go on.
 """
 
 from __future__ import annotations
@@ -139,6 +142,27 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _group_left(pgid: int) -> list[str]:
+    """The running processes of process group ``pgid``, as ``pid: command line`` (via procfs; [] without it), once
+    they are gone or after :data:`WAIT` (the CLI's exit does not wait for, e.g., multiprocessing's resource tracker
+    to see its pipes closed)."""
+    deadline = time.monotonic() + WAIT
+    while (left := _group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _group(pgid: int) -> list[str]:
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                left.append(f"{stat.parent.name}: {cmd}")
+    return left
+
+
 def _last_line(err: str) -> str:
     return err.strip().splitlines()[-1].split("\r")[-1].strip()
 
@@ -152,27 +176,44 @@ def _stall_until_both_workers_hold_rows(job: Embed, stall: Path) -> dict[str, in
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [(), ("--slide-timeout", "600")], ids=["in-worker", "slide-process"])
+@pytest.mark.parametrize(
+    ("signum", "code", "last"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl-c", "sigterm-to-all"],
+)
 def test_ctrl_c_stops_the_workers_with_their_rows_kept_and_the_rerun_resumes(
-    ckpt: Path, cmu_svs: Path, tcga_svs: Path, tmp_path: Path, extra: tuple[str, ...]
+    ckpt: Path,
+    cmu_svs: Path,
+    tcga_svs: Path,
+    tmp_path: Path,
+    extra: tuple[str, ...],
+    signum: int,
+    code: int,
+    last: str,
 ) -> None:
-    """With ``--slide-timeout`` each worker's slide runs in its child process, which the worker stops."""
+    """With ``--slide-timeout`` each worker's slide runs in its child process, which the worker stops.
+
+    SIGTERM reaches the worker processes too (a batch scheduler signals the whole job): each worker stops its slide
+    as the driver's stop would (before, the workers died at once, losing their unflushed rows, leaving their locks).
+    """
     slides, out, stall = [cmu_svs, tcga_svs], tmp_path / "out", tmp_path / "stall"
     job = Embed(ckpt, slides, out, stall, extra)
     try:
         reported = _stall_until_both_workers_hold_rows(job, stall)
         assert sorted(reported.values()) == [STALL_AFTER * BATCH] * 2
-        os.killpg(job.proc.pid, signal.SIGINT)
+        os.killpg(job.proc.pid, signum)
         job.wait_for("'stopping' line", lambda: "stopping" in job.stderr)
         if "stopping" in job.stderr:  # the workers were told: let the models go on
             (stall / "go").write_text("")
-        code, err = job.finish()
+        rc, err = job.finish()
         # the stalled processes (workers, or their slide processes) ended with the CLI, not orphaned mid-slide
         assert not [pid for pid in reported if _running(int(pid))], err
+        assert not _group_left(job.proc.pid), err
     finally:
         (stall / "go").write_text("")
         job.kill()
-    assert code == 130, err
-    assert _last_line(err) == "interrupted", err
+    assert rc == code, err
+    assert _last_line(err) == last, err
     assert "Traceback" not in err, err
     assert not list(out.glob("*.lock")), err
     for slide in slides:

@@ -13,9 +13,9 @@ reported failed, unless ``--overwrite``. Each slide's outcome (embedded, kept or
 and warnings) is also a row of ``<out>/embed_summary.csv`` (:mod:`~napari_pathdistill.cli._embed_summary`), which
 reruns update in place.
 
-Ctrl-C (and SIGTERM of this process) ends with ``interrupted`` (exit code 130; 143 ``terminated``) once the rows
-embedded so far are written and the slides' locks released, on a cluster by its workers (a second Ctrl-C quits at
-once); a rerun resumes them (``resumed SLIDE: k of N tiles ...``).
+Ctrl-C (and SIGTERM of this process, or of the whole job with its local dask workers) ends with ``interrupted``
+(exit code 130; 143 ``terminated``) once the rows embedded so far are written and the slides' locks released, on a
+cluster by its workers (a second Ctrl-C quits at once); a rerun resumes them (``resumed SLIDE: k of N tiles ...``).
 """
 
 from __future__ import annotations

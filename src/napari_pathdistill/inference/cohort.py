@@ -7,7 +7,9 @@ the cores (``torch.set_num_threads``). A slide that fails is reported with its n
 
 Stopping a cohort (Ctrl-C in the driver, or its consumer giving up) tells the workers first: each running slide
 stops after its current batch, writes the rows embedded since its last chunk and releases its lock, slides not
-started are cancelled, and only then does the caller's cluster close (:func:`iter_cohort`).
+started are cancelled, and only then does the caller's cluster close (:func:`iter_cohort`). A local worker process
+that receives SIGTERM itself (a batch scheduler stops the whole job) stops its slides in the same way
+(``_stops.stop_all``) and exits when the driver, stopped by the same signal, closes the cluster.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from napari_pathdistill.errors import PathDistillError
+from napari_pathdistill.inference._stops import stop_event, stop_run
 from napari_pathdistill.inference.cohort_slide import (
     CohortOptions,
     SlideOutcome,
@@ -45,22 +48,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
-
-
-_STOPS: dict[str, threading.Event] = {}
-_STOPS_LOCK = threading.Lock()
-
-
-def stop_event(run: str) -> threading.Event:
-    """This process's stop flag of the cohort run ``run`` (created unset on first use)."""
-    with _STOPS_LOCK:
-        return _STOPS.setdefault(run, threading.Event())
-
-
-def stop_run(run: str) -> None:
-    """Runs on every worker (``client.run``) when the driver stops: the slides of ``run`` stop after their current
-    batch, and its slides that start later return at once."""
-    stop_event(run).set()
 
 
 def slide_task(slide: str, opts: CohortOptions, slots_by_host: dict[str, int], run: str = "") -> SlideOutcome:
@@ -226,9 +213,9 @@ def cohort_client(
             raise PathDistillError(
                 f"dask workers did not start within {startup_timeout:.0f} s; see the worker logs above."
             ) from exc
-        from napari_pathdistill.inference._dask_plugins import IgnoreSigint
+        from napari_pathdistill.inference._dask_plugins import WorkerSignals
 
-        client.register_plugin(IgnoreSigint())
+        client.register_plugin(WorkerSignals())
         try:
             yield client, device
         except KeyboardInterrupt:
