@@ -152,6 +152,16 @@ def test_tile_fields_follow_an_injected_model(make_napari_viewer, tiny_vit):
     assert (widget.tile_px.value, widget.mpp.value) == (224, 0.5)
 
 
+def test_um_per_px_keeps_four_decimals(make_napari_viewer):
+    """The tile um/px field had Qt's 2 decimals, which round the value itself: a 0.2527 um/px model's tiles (a
+    scanner's MPP) were cut at 0.25, and 0.125 became 0.13. Four, as Embed's um/px and the override fields."""
+    widget = SimilarityWidget(make_napari_viewer())
+    widget.mpp.value = 0.2527
+    assert widget.mpp.value == pytest.approx(0.2527)
+    widget.mpp.value = 0.125
+    assert widget.mpp.value == pytest.approx(0.125)
+
+
 def test_same_layer_and_half_landmarks_are_refused(make_napari_viewer, os2_pair, errors, open_slide):
     viewer = make_napari_viewer()
     a = open_slide(viewer, os2_pair[0])
