@@ -28,3 +28,10 @@ def tiny_vit_2um():
     tiny = tiny_model("vit")
     tiny.spec = dataclasses.replace(tiny.spec, mpp=2.0)
     return tiny
+
+
+@pytest.fixture(scope="module")
+def saved_tiny_vit(tmp_path_factory):
+    """The tiny ViT saved as a checkpoint and loaded back on the CPU, as the CLI's workers load a model."""
+    tiny = tiny_model("vit")
+    return load_model(str(save_checkpoint(tiny.module, tiny.spec, tmp_path_factory.mktemp("ckpt"))), "cpu")

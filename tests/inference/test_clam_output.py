@@ -16,17 +16,13 @@ import torch
 from napari_pathdistill.errors import PathDistillError
 from napari_pathdistill.inference.clam_output import write_clam
 from napari_pathdistill.inference.cohort import CohortOptions, embed_one
-from napari_pathdistill.models.checkpoint import save_checkpoint
-from napari_pathdistill.models.factory import load_model
-from napari_pathdistill.models.testing import tiny_model
 
 SLIDE_ID = "CMU-1-Small-Region"
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    tiny = tiny_model("vit")
-    return load_model(str(save_checkpoint(tiny.module, tiny.spec, tmp_path_factory.mktemp("ckpt"))), "cpu")
+def model(saved_tiny_vit):
+    return saved_tiny_vit
 
 
 def _opts(out, **kw) -> CohortOptions:

@@ -13,15 +13,11 @@ import numpy as np
 import pytest
 
 from napari_pathdistill.inference.cohort import CohortOptions, embed_one
-from napari_pathdistill.models.checkpoint import save_checkpoint
-from napari_pathdistill.models.factory import load_model
-from napari_pathdistill.models.testing import tiny_model
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    tiny = tiny_model("vit")
-    return load_model(str(save_checkpoint(tiny.module, tiny.spec, tmp_path_factory.mktemp("ckpt"))), "cpu")
+def model(saved_tiny_vit):
+    return saved_tiny_vit
 
 
 def _opts(out, **kw) -> CohortOptions:
