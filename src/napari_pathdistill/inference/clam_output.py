@@ -100,6 +100,21 @@ def _file_attrs(attrs: Any) -> dict[str, Any]:
     return out
 
 
+def _ends(n: int) -> set[int]:
+    """The first and last of ``n`` rows (none of 0): what a copy's check reads, whatever ``n``."""
+    return {0, n - 1} if n else set()
+
+
+def _holds(cf: Any, cc: Any, feats: Any, coords: Any) -> bool:
+    """Whether features / coords datasets ``cf`` / ``cc`` have the shapes of ``feats`` / ``coords`` and their first
+    and last rows (two rows read of each, whatever N)."""
+    if cf.shape != feats.shape or cc.shape != coords.shape:
+        return False
+    return all(
+        np.array_equal(cf[i], feats[i]) and np.array_equal(cc[i], coords[i]) for i in _ends(len(feats))
+    )
+
+
 def _newer(copy: Path, source: Path) -> bool:
     """``copy`` exists and was written after ``source`` (a recomputed HDF5 is newer than its predecessor's copy)."""
     try:
@@ -118,12 +133,9 @@ def _is_h5_copy(target: Path, h5_path: Path, feats: Any, coords: Any, patch_size
     try:
         with h5py.File(target, "r") as c:
             cf, cc = c["features"], c["coords"]
-            if cf.dtype != np.float32 or cf.shape != feats.shape or cc.shape != coords.shape:
+            if cf.dtype != np.float32 or int(cc.attrs.get("patch_size", -1)) != patch_size:
                 return False
-            if int(cc.attrs.get("patch_size", -1)) != patch_size:
-                return False
-            rows = {0, len(feats) - 1} if len(feats) else set()
-            return all(np.array_equal(cf[i], feats[i]) and np.array_equal(cc[i], coords[i]) for i in rows)
+            return _holds(cf, cc, feats, coords)
     except (OSError, KeyError, TypeError, ValueError):
         return False
 
@@ -141,8 +153,7 @@ def _is_pt_copy(target: Path, h5_path: Path, feats: Any) -> bool:
         return False
     if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or tuple(t.shape) != feats.shape:
         return False
-    rows = {0, len(feats) - 1} if len(feats) else set()
-    return all(np.array_equal(t[i].numpy(), feats[i]) for i in rows)
+    return all(np.array_equal(t[i].numpy(), feats[i]) for i in _ends(len(feats)))
 
 
 def _write_h5(
@@ -175,13 +186,7 @@ def _read_back(path: Path, rows: np.ndarray, xy: np.ndarray) -> None:
 
     try:
         with h5py.File(path, "r") as f:
-            cf, cc = f["features"], f["coords"]
-            ends = {0, len(rows) - 1} if len(rows) else set()
-            whole = (
-                cf.shape == rows.shape
-                and cc.shape == xy.shape
-                and all(np.array_equal(cf[i], rows[i]) and np.array_equal(cc[i], xy[i]) for i in ends)
-            )
+            whole = _holds(f["features"], f["coords"], rows, xy)
     except (OSError, KeyError, RuntimeError, ValueError):
         whole = False
     if not whole:
