@@ -249,13 +249,18 @@ class TaskRunner:
         else:
             bar.refresh()
 
+    def say_error(self, exc: BaseException, what: str) -> None:
+        """A failed or refused ``what``: one error notification, and the same line in the status (not the last
+        run's 'done' beside it). For a run refused before it starts as for one that failed."""
+        msg = error_message(exc, what)
+        self.status.value = msg
+        show_error(msg)
+
     def _on_error(self, exc: BaseException, what: str) -> None:
         self._failed = True
         if isinstance(exc, Cancelled):
             return
-        msg = error_message(exc, what)
-        self.status.value = msg
-        show_error(msg)
+        self.say_error(exc, what)
 
     def _on_finished(
         self,
@@ -295,9 +300,7 @@ class TaskRunner:
         try:
             on_result(self._result)
         except Exception as exc:
-            msg = error_message(exc, f"{what} (showing results)")
-            self.status.value = msg
-            show_error(msg)
+            self.say_error(exc, f"{what} (showing results)")
             return
         if self.status.value == before:  # the handler said nothing of its own: never overwrite what it said
             self.status.value = f"{what}: done"

@@ -34,7 +34,7 @@ from napari_pathdistill._qt._layers import (
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, ModelRequest
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
-from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.device import resolve_device
 from napari_pathdistill.inference.attention import spec_heads
 from napari_pathdistill.inference.attention_pairs import (
@@ -112,9 +112,7 @@ class AttentionWidget(Container):
             sides = [(p.request(), w.value) for p, w in ((self.teacher, self.teacher_weights),
                                                          (self.student, self.student_weights))]  # fmt: skip
         except Exception as exc:
-            msg = error_message(exc, "Attention")
-            self.status.value = msg  # not the previous run's status beside this notification
-            napari.utils.notifications.show_error(msg)
+            self.runner.say_error(exc, "Attention")
             return
         bbox = view_bbox_level0(self.viewer, layer) if self.region.value == REGIONS[0] else None
         heads = tuple(None if h.value < 0 else int(h.value) for h in (self.teacher_head, self.student_head))

@@ -33,7 +33,7 @@ from napari_pathdistill._qt._layers import (
     slide_removed,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec, with_models
-from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill._qt.embed_clicks import TileClicks
 from napari_pathdistill._qt.embed_maps import MapPainter
 from napari_pathdistill._qt.similar_tiles import map_layer_at
@@ -146,12 +146,6 @@ class EmbedWidget(TileClicks, Container):
         if patch:
             self.stride.step = patch
 
-    def _fail(self, exc: BaseException) -> None:
-        """A run refused before it starts: one notification, the same line in the status (nothing else changes)."""
-        msg = error_message(exc, "Embedding")
-        self.status.value = msg
-        napari.utils.notifications.show_error(msg)
-
     def run(self) -> None:
         """Start embedding the chosen slide (handler of the Embed button)."""
         layer, dense = self.slide.value, self.map_kind.value == TOKENS
@@ -161,7 +155,7 @@ class EmbedWidget(TileClicks, Container):
             if not dense:  # the patch-token map is not cached
                 cache = ensure_cache_dir(resolve_cache_dir(_folder(self.cache_dir.value)), writable=False)
         except Exception as exc:  # no slide, no model, a cache folder that cannot be made: no run
-            self._fail(exc)
+            self.runner.say_error(exc, "Embedding")
             return
         tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
         fallback = float(self.mpp_override.value) or None

@@ -21,7 +21,7 @@ from napari_pathdistill._qt._dock import scroll_when_docked
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import mpp_override_box
 from napari_pathdistill._qt._model_picker import ModelPicker, with_models
-from napari_pathdistill._qt._workers import GeneratorFactory, TaskRunner, error_message
+from napari_pathdistill._qt._workers import GeneratorFactory, TaskRunner
 from napari_pathdistill._qt.report_table import ReportTable
 from napari_pathdistill.atomic import folder_problem
 from napari_pathdistill.errors import EvaluationError
@@ -176,9 +176,7 @@ class EvaluateWidget(Container):
         try:
             factory = self._factory()
         except Exception as exc:
-            msg = error_message(exc, "Evaluation")
-            self.status.value = msg  # not the previous run's status next to this error's notification
-            napari.utils.notifications.show_error(msg)
+            self.runner.say_error(exc, "Evaluation")
             return
         self.clear_results()
         robustness = TASKS[self.task.value] == "robustness"

@@ -24,7 +24,7 @@ from napari_pathdistill._qt._layers import (
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec, with_models
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
-from napari_pathdistill._qt._workers import TaskRunner, error_message
+from napari_pathdistill._qt._workers import TaskRunner
 from napari_pathdistill.inference.pair_similarity import PairSimilarity, iter_pair_similarity
 from napari_pathdistill.wsi.registration import checkerboard
 
@@ -115,9 +115,7 @@ class SimilarityWidget(Container):
             landmarks = self._landmarks()
             request = self.model.request()
         except Exception as exc:
-            msg = error_message(exc, "Similarity")
-            self.status.value = msg  # not the previous run's status beside this notification
-            napari.utils.notifications.show_error(msg)
+            self.runner.say_error(exc, "Similarity")
             return
         tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
         top_k, fallback_mpp = self.top_k.value, self.mpp_override.value or None

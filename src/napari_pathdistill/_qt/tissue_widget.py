@@ -106,7 +106,7 @@ class TissueWidget(Container):
         try:
             path = slide_path(self.slide.value)
         except PathDistillError as exc:
-            self._refuse(str(exc))
+            self.runner.say_error(exc, "Tissue")
             return
         kw: dict[str, Any] = {
             "tile_px": int(self.tile_px.value),
@@ -119,18 +119,12 @@ class TissueWidget(Container):
         self.runner.start(lambda cancel: tissue_grid_steps(path, cancel=cancel, **kw),
                           lambda result: self._apply(result, slide), "Tissue")  # fmt: skip
 
-    def _refuse(self, message: str) -> None:
-        """A request refused before it starts: its notification, and the same line in the status (not the
-        previous run's 'done' next to it)."""
-        self.status.value = message
-        napari.utils.notifications.show_error(message)
-
     def start_preview(self, _: Any = None) -> None:
         """Compute the slide's tissue maps once (worker); the mask then follows 'tissue threshold' live."""
         try:
             path = slide_path(self.slide.value)
         except PathDistillError as exc:
-            self._refuse(str(exc))
+            self.runner.say_error(exc, "Tissue")
             return
         fallback = float(self.mpp_override.value) or None
         factory = lambda cancel: tissue_preview_steps(path, fallback_mpp=fallback, cancel=cancel)  # noqa: E731
@@ -207,7 +201,7 @@ class TissueWidget(Container):
             with open_pyramid(slide_path(self.slide.value)) as pyr:
                 layers = associated_layers(pyr, [n for n in pyr.associated_image_names() if n != "thumbnail"])
         except PathDistillError as exc:
-            self._refuse(str(exc))
+            self.runner.say_error(exc, "Tissue")
             return
         if not layers:
             show_info("This slide has no label or macro image.")
