@@ -284,3 +284,12 @@ def test_mask_and_grid_stay_on_a_slide_with_non_square_pixels(
         lo_px, hi_px = lo / (0.505, 0.5), hi / (0.505, 0.5)
         np.testing.assert_allclose(lo_px, np.array([y, x]) - 0.5, atol=0.5)
         np.testing.assert_allclose(hi_px - lo_px, (res.grid.size_level0,) * 2, rtol=1e-6)
+
+
+def test_tile_um_per_px_keeps_four_decimals(make_napari_viewer):
+    """'tile um/px' had Qt's 2 decimals, which round the value itself (0.2527 -> 0.25): the grid was cut at another
+    scale than the model's; four, as the other widgets' um/px fields (``_qt._layers.tile_mpp_box``)."""
+    widget = TissueWidget(make_napari_viewer())
+    widget.mpp.value = 0.2527
+    assert widget.mpp.value == pytest.approx(0.2527)
+    assert (widget.mpp.min, widget.mpp.max, widget.mpp.step) == (0.05, 64.0, 0.05)

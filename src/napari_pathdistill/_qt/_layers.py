@@ -134,6 +134,14 @@ def stop_when_removed(viewer: napari.viewer.Viewer, slide: SlideRef, runner: Any
     return on_end
 
 
+def tile_mpp_box(label: str = "um/px", max: float = 100.0, step: float = 0.25) -> FloatSpinBox:
+    """A widget's tile um/px field (0.5 at first): four decimals, as :func:`mpp_override_box`'s, because Qt's two
+    round the value itself (a model's or scanner's 0.2527 um/px became 0.25, 0.125 became 0.13)."""
+    box = FloatSpinBox(label=label, value=0.5, min=0.05, max=max, step=step)
+    box.native.setDecimals(4)
+    return box
+
+
 def mpp_override_box(what: str = "its tiles are cut at the requested um/px") -> FloatSpinBox:
     """The widgets' "slide um/px override" field: the level-0 um/px of a slide whose file states none.
 

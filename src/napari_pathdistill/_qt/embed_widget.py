@@ -31,6 +31,7 @@ from napari_pathdistill._qt._layers import (
     no_mpp_note,
     slide_path,
     slide_removed,
+    tile_mpp_box,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec, with_models
 from napari_pathdistill._qt._workers import TaskRunner
@@ -85,8 +86,7 @@ class EmbedWidget(TileClicks, Container):
         self.slide = SlideLayerChooser(viewer)
         self.model = ModelPicker()
         self.tile_px = SpinBox(label="tile px", value=224, min=32, max=1024, step=16)
-        self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
-        self.mpp.native.setDecimals(4)  # as 'slide um/px override': 0.125 stays 0.125, not 0.13
+        self.mpp = tile_mpp_box()
         self.mpp_override = mpp_override_box("its tiles are cut at 'um/px' like any other slide's")
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)

@@ -21,6 +21,7 @@ from napari_pathdistill._qt._layers import (
     slide_path,
     slide_removed,
     stop_when_removed,
+    tile_mpp_box,
 )
 from napari_pathdistill._qt._model_picker import ModelPicker, follow_spec, with_models
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
@@ -54,8 +55,7 @@ class SimilarityWidget(Container):
         self.landmarks_b = LayerChooser(viewer, Points, label="landmarks B")
         self.model = ModelPicker()
         self.tile_px = SpinBox(label="tile px", value=224, min=32, max=1024, step=16)
-        self.mpp = FloatSpinBox(label="um/px", value=0.5, min=0.05, max=100.0, step=0.25)
-        self.mpp.native.setDecimals(4)  # Qt's 2 round the value: 0.2527 um/px became 0.25
+        self.mpp = tile_mpp_box()
         self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.top_k = SpinBox(label="top-k", value=5, min=1, max=100)
         self.mpp_override = mpp_override_box(

@@ -25,6 +25,7 @@ from napari_pathdistill._qt._layers import (
     on_slide_layer,
     slide_path,
     slide_removed,
+    tile_mpp_box,
 )
 from napari_pathdistill._qt._upsert import go_with_slide, upsert_layer
 from napari_pathdistill._qt._workers import TaskRunner
@@ -71,7 +72,7 @@ class TissueWidget(Container):
         self._viewer = viewer
         self.slide = SlideLayerChooser(viewer)
         self.tile_px = SpinBox(value=224, min=16, max=4096, label="tile px")
-        self.mpp = FloatSpinBox(value=0.5, min=0.05, max=64.0, step=0.05, label="tile um/px")
+        self.mpp = tile_mpp_box("tile um/px", max=64.0, step=0.05)
         self.min_tissue = FloatSpinBox(value=0.5, min=0.0, max=1.0, step=0.05, label="min tissue")
         self.threshold = FloatSpinBox(
             value=TISSUE_THRESHOLD, min=0.0, max=3.0, step=0.01, label="tissue threshold",
