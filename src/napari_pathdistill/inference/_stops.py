@@ -7,9 +7,13 @@ A leaf of :mod:`~napari_pathdistill.inference.cohort` and of ``_dask_plugins`` (
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _STOPS: dict[str, threading.Event] = {}
 _STOPS_LOCK = threading.Lock()
+_RUNNING: Counter[str] = Counter()  # slides of each run executing in this process
 _TERMINATED = threading.Event()  # set by stop_all: every run of this process stops
 
 
@@ -35,3 +39,24 @@ def stop_all() -> None:
         _TERMINATED.set()
         for event in _STOPS.values():
             event.set()
+
+
+@contextmanager
+def running(run: str) -> Iterator[None]:
+    """Counts a slide of ``run`` as executing in this process while the block runs (:func:`running_slides`)."""
+    with _STOPS_LOCK:
+        _RUNNING[run] += 1
+    try:
+        yield
+    finally:
+        with _STOPS_LOCK:
+            _RUNNING[run] -= 1
+            if not _RUNNING[run]:
+                del _RUNNING[run]
+
+
+def running_slides(run: str) -> int:
+    """Slides of ``run`` still executing in this process (``client.run``: a task that dask cancelled while it ran
+    goes on in its thread until it sees its stop flag, holding its slide's lock until then)."""
+    with _STOPS_LOCK:
+        return _RUNNING[run]

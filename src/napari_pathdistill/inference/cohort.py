@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from napari_pathdistill.errors import PathDistillError
-from napari_pathdistill.inference._stops import stop_event, stop_run
+from napari_pathdistill.inference._stops import running, running_slides, stop_event, stop_run
 from napari_pathdistill.inference.cohort_slide import (
     CohortOptions,
     SlideOutcome,
@@ -61,24 +61,34 @@ def slide_task(slide: str, opts: CohortOptions, slots_by_host: dict[str, int], r
         run: the cohort run's id: once :func:`stop_run` of it ran on this worker, the slide stops after its
             current batch with its rows written (an ``interrupted`` outcome).
     """
-    import torch
     from distributed import get_worker
 
     worker, cancel = get_worker(), stop_event(run)
     name = str(worker.name)
     if cancel.is_set():  # the driver stopped before this slide started
         return SlideOutcome(slide, error="interrupted", worker=name, interrupted=True)
+    with running(run):
+        return replace(_slide_on_worker(slide, opts, slots_by_host, cancel, worker), worker=name)
+
+
+def _slide_on_worker(
+    slide: str, opts: CohortOptions, slots_by_host: dict[str, int], cancel: threading.Event, worker: Any
+) -> SlideOutcome:
+    """:func:`slide_task`'s body: the torch threads of this worker's share, then the slide (in a child process
+    when ``opts.slide_timeout``)."""
+    import torch
+
     quiet_slide_warnings()  # the outcome carries them to the CLI's report
     slots = slots_by_host.get(urlparse(worker.address).hostname or "", 0) or worker.state.nthreads
     torch.set_num_threads(max(1, cpu_count() // slots))
     if opts.slide_timeout:  # in this worker's child process, killed (and replaced) when the slide hangs
         process = _worker_process(opts, max(1, cpu_count() // slots))
-        return replace(process.run(slide, opts.slide_timeout, cancel=cancel), worker=name)
+        return process.run(slide, opts.slide_timeout, cancel=cancel)
     try:
         model = worker_model(opts)
     except Exception as exc:
-        return SlideOutcome(slide, error=_describe(exc), worker=name)
-    return replace(embed_one(slide, model, opts, cancel=cancel), worker=name)
+        return SlideOutcome(slide, error=_describe(exc))
+    return embed_one(slide, model, opts, cancel=cancel)
 
 
 _PROCESSES: dict[tuple[CohortOptions, int], Any] = {}
@@ -119,8 +129,8 @@ def iter_cohort(
     gpu = any("GPU" in (w.get("resources") or {}) for w in workers.values())
     run = uuid.uuid4().hex
     futures = {
-        client.submit(slide_task, str(s), opts, dict(slots), run, key=f"embed-{i}-{Path(s).name}", pure=False,
-                      resources={"GPU": 1} if gpu else None): str(s)
+        client.submit(slide_task, str(s), opts, dict(slots), run, key=f"embed-{run[:8]}-{i}-{Path(s).name}",
+                      pure=False, resources={"GPU": 1} if gpu else None): str(s)
         for i, s in enumerate(slides)
     }  # fmt: skip
     pending = dict(futures)
@@ -141,7 +151,8 @@ def iter_cohort(
 
 def stop_cohort(client: Client, futures: list, run: str, stopping: Callable[[], None] | None = None) -> None:
     """Stop the slides of ``run``: every worker's running slide stops after its current batch (its rows written,
-    its lock released), slides not yet on a worker are cancelled; returns once ``futures`` are done.
+    its lock released), slides not yet on a worker are cancelled; returns once ``futures`` are done and no worker runs a slide of
+    ``run`` any more.
 
     A second KeyboardInterrupt meanwhile propagates at once (the caller's cluster then closes and kills them).
     """
@@ -158,6 +169,23 @@ def stop_cohort(client: Client, futures: list, run: str, stopping: Callable[[], 
         client.cancel([f for f in futures if f.key not in on_workers])
     with contextlib.suppress(Exception):
         wait(futures)
+    _wait_for_running_slides(client, run)
+
+
+def _wait_for_running_slides(client: Client, run: str, poll_s: float = 0.1) -> None:
+    """Return once no worker executes a slide of ``run``: a task that dask cancelled while it ran (the scheduler
+    had not yet listed it as processing) is done for its future but goes on in its worker thread until its
+    current batch ends, with its slide's lock held."""
+    import time
+
+    while True:
+        try:  # a worker gone meanwhile has nothing left running
+            counts = client.run(running_slides, run, on_error="ignore")
+        except Exception:  # the cluster itself is gone
+            return
+        if not any(counts.values()):
+            return
+        time.sleep(poll_s)
 
 
 def visible_gpus() -> list[str]:
