@@ -148,9 +148,10 @@ def test_bad_pairs_csvs_give_one_clear_line_and_a_pre_run_error_replaces_the_sta
         f"'{histolab_tiles}' is a folder, not a pair list: give a CSV with columns slide_a,slide_b and one slide "
         "pair per line."
     )
-    # refused before any run: the status kept the previous run's error next to this one's notification
+    # refused (the worker checks the input first): the status kept the previous run's error next to this one's
     widget.inputs.value = tmp_path / "nosuch.csv"
     widget.run()
+    wait_for(widget)
     assert "does not exist" in errors[-1] and widget.status.value == errors[-1]
 
 
@@ -186,6 +187,7 @@ def test_cancel_writes_nothing_and_bad_input_notifies(
     widget.task.value = "linear probe (labelled tiles folder/CSV)"
     widget.inputs.value = tmp_path / "missing"
     widget.run()
+    wait_for(widget)
     assert "does not exist" in errors[-1]
     widget.inputs.value = histolab_tiles
     widget.model.set_model(tiny_vit)
@@ -517,7 +519,7 @@ def test_the_reports_folder_is_probed_off_the_main_thread(
     probe runs in the worker (here it hangs until released), and the run goes on once it answers."""
     import threading
 
-    from napari_pathdistill._qt import evaluate_widget
+    from napari_pathdistill._qt import _evaluate_tasks
 
     seen, release = [], threading.Event()
 
@@ -526,7 +528,7 @@ def test_the_reports_folder_is_probed_off_the_main_thread(
         release.wait(5)  # a mount that does not answer (on the old code: the main thread waits here)
         return "cannot write into it (Input/output error): choose a writable folder"
 
-    monkeypatch.setattr(evaluate_widget, "folder_problem", hung_mount)
+    monkeypatch.setattr(_evaluate_tasks, "folder_problem", hung_mount)
     widget = EvaluateWidget(make_napari_viewer())
     widget.task.value = task
     widget.inputs.value = histolab_tiles if task != "robustness (slide pairs CSV)" else tmp_path / "x.csv"
@@ -543,6 +545,50 @@ def test_the_reports_folder_is_probed_off_the_main_thread(
         errors[-1] == "'save reports to': cannot write into it (Input/output error): choose a writable folder"
     )
     assert widget.report is None and not (tmp_path / "pairs").exists()
+
+
+def test_the_input_is_checked_and_the_reports_saved_off_the_main_thread(
+    make_napari_viewer, histolab_tiles, tiny_vit, tmp_path, errors, monkeypatch, wait_for
+):
+    """Was: Run's handler stat-ed the input (``exists``) and the result handler wrote the CSV / JSON and rendered
+    the PNG (``Report.save``), both on the Qt main thread: a slow network mount froze napari, and a save that
+    failed (disk full) was reported as a failure to show the results. Both now run in the worker."""
+    import pathlib
+    import threading
+
+    from napari_pathdistill.evaluation.report import Report
+
+    stats, saves = [], []
+    exists, save = pathlib.Path.exists, Report.save
+
+    def watched_exists(self, *args, **kwargs):
+        if self.name in (histolab_tiles.name, "missing"):
+            stats.append(threading.current_thread())
+        return exists(self, *args, **kwargs)
+
+    def watched_save(self, out_dir):
+        saves.append(threading.current_thread())
+        return save(self, out_dir)
+
+    monkeypatch.setattr(pathlib.Path, "exists", watched_exists)
+    monkeypatch.setattr(Report, "save", watched_save)
+    widget = EvaluateWidget(make_napari_viewer())
+    widget.task.value = "linear probe (labelled tiles folder/CSV)"
+    widget.model.set_model(tiny_vit)
+    widget.out_dir.value = tmp_path
+    widget.inputs.value = tmp_path / "missing"
+    widget.run()
+    wait_for(widget)
+    assert errors[-1].startswith(f"Input '{tmp_path / 'missing'}' does not exist: choose a labelled tiles")
+    widget.inputs.value = histolab_tiles
+    widget.run()
+    wait_for(widget)
+    assert widget.report is not None and widget.status.value.startswith(
+        "Evaluation: done; saved linear_probe.csv"
+    )
+    assert (tmp_path / "linear_probe.png").stat().st_size > 0
+    assert len(stats) >= 2 and len(saves) == 1
+    assert all(t is not threading.main_thread() for t in stats + saves)
 
 
 def test_the_empty_plot_says_what_fills_it(make_napari_viewer, histolab_tiles, tiny_vit, wait_for) -> None:

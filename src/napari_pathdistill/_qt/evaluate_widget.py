@@ -18,17 +18,16 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 
 from napari_pathdistill._qt._dock import scroll_when_docked
+from napari_pathdistill._qt._evaluate_tasks import Finished, evaluation_task
 from napari_pathdistill._qt._labels import status_label
 from napari_pathdistill._qt._layers import mpp_override_box
 from napari_pathdistill._qt._model_picker import ModelPicker, with_models
 from napari_pathdistill._qt._workers import GeneratorFactory, TaskRunner
 from napari_pathdistill._qt.report_table import ReportTable
-from napari_pathdistill.atomic import folder_problem
 from napari_pathdistill.errors import EvaluationError
 from napari_pathdistill.evaluation.plismbench_files import PairStore
 from napari_pathdistill.evaluation.report import Report
 from napari_pathdistill.evaluation.runs import iter_linear_probe, iter_pair_robustness, iter_teacher_student
-from napari_pathdistill.progress import Progress
 
 TASKS = {
     "robustness (slide pairs CSV)": "robustness",
@@ -124,14 +123,12 @@ class EvaluateWidget(Container):
         if chosen:
             self.inputs.value = chosen
 
-    def _factory(self) -> Any:
+    def _factory(self) -> GeneratorFactory:
         kind = TASKS[self.task.value]
         src = self.inputs.value
         # an empty box is Path("."): it said "Input '.' does not exist" (the working folder, which does)
         if not isinstance(src, Path) or not str(src).strip(". "):
             raise EvaluationError(f"No input chosen: choose {INPUTS[kind]}.")
-        if not src.exists():
-            raise EvaluationError(f"Input '{src}' does not exist: choose {INPUTS[kind]}.")
         out_dir = self._out_dir()
         student = self.model.request()
         teacher = self.teacher.request() if kind == "teacher_student" else None
@@ -139,17 +136,16 @@ class EvaluateWidget(Container):
             fallback = float(self.mpp_override.value) or None
 
             def robustness(cancel: threading.Event) -> Generator[Any, None, Any]:
-                yield from _check_folder(out_dir)
-                store = self._store = self._pair_store()  # in the worker too: it makes <out>/pairs/
+                store = self._store = self._pair_store()  # in the worker: it makes <out>/pairs/
                 return (yield from with_models(cancel, [student], lambda model: iter_pair_robustness(
                     model, src, fallback_mpp=fallback, store=store, cancel=cancel)))  # fmt: skip
 
-            return robustness
+            return evaluation_task(src, INPUTS[kind], out_dir, robustness)
         if kind == "probe":
-            return _checked(out_dir, lambda cancel: with_models(
+            return evaluation_task(src, INPUTS[kind], out_dir, lambda cancel: with_models(
                 cancel, [student], lambda model: iter_linear_probe(model, src, cancel=cancel)))  # fmt: skip
         assert teacher is not None
-        return _checked(out_dir, lambda cancel: with_models(
+        return evaluation_task(src, INPUTS[kind], out_dir, lambda cancel: with_models(
             cancel, [teacher, student], lambda t, s: iter_teacher_student(t, s, src, cancel=cancel)))  # fmt: skip
 
     def _out_dir(self) -> Path | None:
@@ -187,7 +183,7 @@ class EvaluateWidget(Container):
         )
         self.runner.start(
             factory,
-            self.show_result,
+            self._finished,
             "Evaluation",
             on_item=self._on_item,
             cancel_note=note,
@@ -232,26 +228,28 @@ class EvaluateWidget(Container):
         self.figure.text(0.5, 0.5, EMPTY_PLOT, ha="center", va="center", color="0.35", fontsize=9)
         self.canvas.draw_idle()
 
-    def show_result(self, report: Report) -> None:
-        """Fill the table, draw the plot and save the reports (main thread; written only on success).
+    def _finished(self, done: Finished) -> None:
+        """The run's result (main thread): its report shown, with where the worker saved it."""
+        self.show_result(done.report, done.saved)
 
-        The status says where the reports were saved (the task runner keeps it), or that none were.
-        """
-        self.report = report
+    def show_result(self, report: Report, saved: dict[str, Path] | None = None) -> None:
+        """Fill the table, draw the plot and say where the reports were saved (``saved``, written by the worker
+        once the run succeeded), or that none were."""
+        self.report, self.saved = report, saved
         self._show(report)
         out_dir = self._out_dir()
-        if out_dir is not None:  # no folder chosen: nothing is saved
-            self.saved = report.save(out_dir)
-            names = ", ".join(p.name for p in self.saved.values())
+        if saved:
+            names = ", ".join(p.name for p in saved.values())
+            folder = next(iter(saved.values())).parent
             resumed = report.params.get("resumed")
             again = (
-                f" ({resumed} of {len(report.rows)} pairs resumed from {out_dir / 'pairs'})"
-                if resumed
-                else ""
+                f" ({resumed} of {len(report.rows)} pairs resumed from {folder / 'pairs'})" if resumed else ""
             )
-            self.status.value = f"Evaluation: done; saved {names} in {out_dir}{again}"
-        else:
+            self.status.value = f"Evaluation: done; saved {names} in {folder}{again}"
+        elif out_dir is None:
             self.status.value = "Evaluation: done; no report saved (choose a 'save reports to' folder)"
+        else:
+            self.status.value = "Evaluation: done; no report saved"
 
     def _show(self, report: Report) -> None:
         """The report's table, plot and summary line (with its notes and failed pairs)."""
@@ -275,32 +273,6 @@ class EvaluateWidget(Container):
         self.figure.clear()
         report.plot(self.figure)
         self.canvas.draw_idle()
-
-
-def _check_folder(out_dir: Path | None) -> Generator[Progress, None, None]:
-    """Refuse an unwritable 'save reports to' folder before the run (its reports are saved only once every tile /
-    pair is done). In the worker: the check writes a probe file (``atomic.folder_problem``), which on a slow or
-    hung network mount froze the whole napari window when it ran in the Run button's handler.
-
-    Raises:
-        EvaluationError: the folder cannot be written (the message names it and why).
-    """
-    if out_dir is None:
-        return
-    yield Progress(0, 0, f"checking {out_dir}")
-    problem = folder_problem(out_dir)
-    if problem:
-        raise EvaluationError(f"'save reports to': {problem}")
-
-
-def _checked(out_dir: Path | None, run: GeneratorFactory) -> GeneratorFactory:
-    """``run`` after :func:`_check_folder` of ``out_dir``, both in the worker."""
-
-    def task(cancel: threading.Event) -> Generator[Any, None, Any]:
-        yield from _check_folder(out_dir)
-        return (yield from run(cancel))
-
-    return task
 
 
 def _summary_item(key: str, value: float) -> str:
