@@ -284,3 +284,18 @@ def test_stride_names_the_chosen_models_patch_size(make_napari_viewer, tiny_vit)
     assert (
         f"gives {grid} x {grid} patch tokens" in section and f"({cell:g} um at {spec.mpp:g} um/px)" in section
     )
+
+
+def test_the_token_stride_reads_tile_px_and_is_only_offered_for_the_token_map(make_napari_viewer) -> None:
+    """The stride field showed "0" (a stride of 0 px) for "one tile apart, no overlap", and took edits while the
+    tile map, which has no stride, was chosen."""
+    from napari_pathdistill._qt.embed_widget import TILES, TOKENS
+
+    widget = EmbedWidget(make_napari_viewer())
+    assert widget.stride.native.text() == "tile px" and not widget.stride.enabled
+    widget.map_kind.value = TOKENS
+    assert widget.stride.enabled
+    widget.stride.value = 112
+    assert widget.stride.native.text() == "112"
+    widget.map_kind.value = TILES
+    assert not widget.stride.enabled

@@ -93,7 +93,9 @@ class EmbedWidget(TileClicks, Container):
         self.k = SpinBox(label="clusters (k)", value=6, min=1, max=64)
         self.top_k = SpinBox(label="similar tiles", value=10, min=1, max=500)
         self.map_kind = ComboBox(label="map", choices=[TILES, TOKENS], value=TILES)
-        self.stride = SpinBox(label="token stride px", value=0, min=0, max=1024, step=14)
+        # a whole-number QDoubleSpinBox: magicgui's SpinBox (superqt's) shows no special value text
+        self.stride = FloatSpinBox(label="token stride px", value=0, min=0, max=1024, step=14)
+        self.stride.native.setDecimals(0)
         self.cache_dir = FileEdit(
             label="feature cache", mode=FileDialogMode.EXISTING_DIRECTORY, value=default_cache_dir()
         )
@@ -123,6 +125,9 @@ class EmbedWidget(TileClicks, Container):
             "cancelled run resumes. Empty: $PATHDISTILL_CACHE_DIR, else the user cache folder."
         )
         self.stride.tooltip = stride_tooltip(None)
+        self.stride.native.setSpecialValueText("tile px")  # 0 = the tile px (no overlap), not a stride of 0 px
+        self.stride.enabled = False  # the patch-token map's only
+        self.map_kind.changed.connect(lambda kind: setattr(self.stride, "enabled", kind == TOKENS))
         follow_spec(self.model, self.tile_px, self.mpp)
         self.model.on_spec(self._follow_patch_size)
         # one colour, one cosine: the similar-tiles points follow the heatmap's contrast limits
@@ -209,7 +214,7 @@ class EmbedWidget(TileClicks, Container):
         from napari_pathdistill.inference.dense_maps import iter_dense_map
 
         tile_px, mpp, min_tissue = self.tile_px.value, self.mpp.value, self.min_tissue.value
-        batch_size, stride = self.batch_size.value, self.stride.value or None
+        batch_size, stride = self.batch_size.value, int(self.stride.value) or None
 
         def factory(cancel: Any) -> Any:
             return with_models(cancel, [request], lambda model: iter_dense_map(
