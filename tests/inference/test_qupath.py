@@ -167,3 +167,21 @@ def test_cluster_colours_are_the_napari_clusters_layers(h5: Path) -> None:
     for feat in col["features"]:
         c = int(feat["properties"]["classification"]["name"].split()[1])
         assert tuple(feat["properties"]["classification"]["color"]) == cluster_rgb255(3)[c - 1]
+
+
+def test_cli_query_row_is_the_files_row_when_nan_rows_are_left_out(h5: Path, tmp_path: Path, capsys) -> None:
+    """``--query ROW`` names a row of the file; with a NaN row before it the reader's rows shift by one, and the
+    export took the next tile as the query (its coords and its similar tiles). A NaN query row is refused."""
+    nan = tmp_path / "nan.h5"
+    with h5py.File(h5) as src, h5py.File(nan, "w") as dst:
+        feats, coords = src["features"][()], src["coords"][()]
+        feats[1] = np.nan
+        dst["features"], dst["coords"] = feats, coords
+        dst.attrs.update(dict(src.attrs))
+    out = tmp_path / "q.geojson"
+    assert main(["qupath", str(nan), "--out", str(out), "--query", "5", "--top-k", "3"]) == 0
+    query = json.loads(out.read_text())["features"][0]
+    assert query["properties"]["classification"]["name"] == "query"
+    assert query["geometry"]["coordinates"][0][0] == coords[5].astype(float).tolist()
+    assert main(["qupath", str(nan), "--out", str(out), "--query", "1"]) == 1
+    assert "query tile 1 of nan.h5 has NaN or inf features" in capsys.readouterr().err
