@@ -142,3 +142,28 @@ def test_compare_figure_says_when_no_robustness_was_given() -> None:
     fig = Figure()
     _compare_report({"robustness/teacher/cosine_similarity__all": 0.8}).plot(fig)
     assert len(fig.axes[2].patches) == 1 and not fig.axes[2].texts
+
+
+def test_a_plain_feature_matrix_npy_is_refused_not_stripped_of_three_features(tmp_path, capsys) -> None:
+    """``.npy`` features are read in plismbench's (N, 3 + D) layout; a plain (N, D) matrix (the natural way to
+    save one slide's tile features for ``eval concordance``) lost its first 3 features to the 'coordinates'
+    without a word and was scored on the rest. Its non-integer first columns are refused now."""
+    from napari_pathdistill.cli.main import main
+    from napari_pathdistill.evaluation.features_io import load_features
+
+    rng = np.random.default_rng(0)
+    rows = ["block,condition,label,path"]
+    for b in range(6):
+        for cond in ("he", "ihc"):
+            np.save(tmp_path / f"{b}_{cond}.npy", rng.normal(loc=b % 2, size=(10, 8)).astype(np.float32))
+            rows.append(f"{b},{cond},{b % 2},{b}_{cond}.npy")
+    (tmp_path / "slides.csv").write_text("\n".join(rows) + "\n")
+    argv = ["eval", "concordance", "--slides", str(tmp_path / "slides.csv"), "--train-condition", "he",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "0_he.npy: a .npy of features is read in plismbench's (N, 3 + D) layout" in err
+    assert "not integer tile coordinates (shape (10, 8)" in err
+    plism = tmp_path / "plism.npy"  # embed --format plism: level, x, y then the features
+    np.save(plism, np.c_[np.zeros(4), np.arange(4) * 224, np.zeros(4), np.ones((4, 5))].astype(np.float32))
+    assert load_features(plism)[0].shape == (4, 5)

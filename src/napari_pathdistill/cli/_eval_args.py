@@ -31,7 +31,10 @@ def _top_k(text: str) -> list[int]:
 
 def _robustness(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--manifest", help="CSV with slide,stain,scanner,path[,tissue] (features .h5 or .npy)")
+    src.add_argument(
+        "--manifest",
+        help="CSV with slide,stain,scanner,path[,tissue] (features .h5, or plismbench (N, 3 + D) .npy)",
+    )
     src.add_argument(
         "--plism-dir",
         help="folder that directly holds <stain>_<scanner>_to_GMH_S60.tif/features.npy slide folders "
@@ -129,7 +132,11 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
     _common(p, "regression")
 
     p = ev.add_parser("concordance", help="BreastBm protocol: mean pooling + logistic regression, Lin's CCC")
-    p.add_argument("--slides", required=True, help="CSV with block,condition,label,path (features .h5/.npy)")
+    p.add_argument(
+        "--slides",
+        required=True,
+        help="CSV with block,condition,label,path (features .h5, or plismbench (N, 3 + D) .npy)",
+    )
     p.add_argument("--train-condition", required=True, help="condition whose slides train the classifier")
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the block folds and the classifier (default 0)"

@@ -38,10 +38,27 @@ def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             raise EvaluationError(
                 f"{path}: expected plismbench (N, 3 + D) features.npy, got shape {arr.shape}"
             )
+        _check_plism_coords(arr, path)
         return arr[:, 3:].astype(np.float32), arr[:, :3]
     if path.suffix in (".h5", ".hdf5"):
         return _load_h5(path)
     raise EvaluationError(f"{path}: unsupported features file (use .h5 with features/coords, or .npy)")
+
+
+def _check_plism_coords(arr: np.ndarray, path: Path) -> None:
+    """plismbench's (N, 3 + D) layout starts with three integer columns (the tile id, or ``embed``'s level, x, y).
+
+    Raises:
+        EvaluationError: they are not integers: a plain (N, D) feature matrix, whose first three features would
+            otherwise be taken for coordinates and dropped without a word.
+    """
+    head = arr[:, :3]
+    if not np.array_equal(head, np.rint(head)):
+        raise EvaluationError(
+            f"{path}: a .npy of features is read in plismbench's (N, 3 + D) layout, but its first 3 columns are "
+            f"not integer tile coordinates (shape {arr.shape}: a plain (N, D) feature matrix?); put the tile "
+            "coordinates first (level, x, y), or give an HDF5 with 'features' and 'coords' datasets"
+        )
 
 
 def _load_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
