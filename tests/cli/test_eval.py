@@ -245,6 +245,34 @@ def test_eval_regression_refuses_targets_of_another_length(tmp_path, capsys):
     assert not (tmp_path / "regression.json").exists()
 
 
+def test_eval_regression_bad_files_and_alpha_are_one_line(tmp_path, capsys):
+    """A features CSV with a word in it and a negative --alpha ended in numpy's / scikit-learn's traceback (the
+    latter after loading everything), and a missing targets file was a bare '[Errno 2] ...'."""
+    rng = np.random.default_rng(8)
+    np.save(tmp_path / "x.npy", rng.normal(size=(20, 4)))
+    np.save(tmp_path / "y.npy", rng.normal(size=(20, 1)))
+    (tmp_path / "x.csv").write_text("f1,f2\n1,oops\n2,3\n")
+    base = ["eval", "regression", "--out", str(tmp_path)]
+    assert main([*base, "--features", str(tmp_path / "x.csv"), "--targets", str(tmp_path / "y.npy")]) == 1
+    assert "x.csv: features must be numbers after one header line" in capsys.readouterr().err
+    assert main([*base, "--features", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "gone.csv")]) == 1
+    assert f"error: targets file not found: {tmp_path / 'gone.csv'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                *base,
+                "--features",
+                str(tmp_path / "x.npy"),
+                "--targets",
+                str(tmp_path / "y.npy"),
+                "--alpha",
+                "-1",
+            ]
+        )
+    assert exit_.value.code == 2 and "argument --alpha: must be a number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "regression.json").exists()
+
+
 def test_eval_concordance_bad_slides_csv_is_one_line(tmp_path, capsys):
     """A slides CSV without a 'block' column ended in a KeyError traceback."""
     _h5(tmp_path / "a.h5", np.zeros((3, 4)))

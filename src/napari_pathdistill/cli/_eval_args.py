@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from napari_pathdistill.cli._argtypes import int_at_least, positive_int
+from napari_pathdistill.cli._argtypes import int_at_least, non_negative_float, positive_int
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
@@ -125,8 +125,8 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
         "--components", type=positive_int, default=256, help="PCA components (capped at min(n, D))"
     )
     p.add_argument(
-        "--alpha", type=float, default=None,
-        help="ridge strength (default HEST's 100 / (components x targets))",
+        "--alpha", type=non_negative_float, default=None,
+        help="ridge strength >= 0 (default HEST's 100 / (components x targets))",
     )  # fmt: skip
     _cv(p)
     _common(p, "regression")
