@@ -414,3 +414,34 @@ def test_eval_robustness_notes_top_k_that_chance_alone_scores(tmp_path, capsys, 
             f"the smallest pair has {n} matched tiles: 31 candidates, a random ranking scores 0.32"
             in notes[-1]
         )
+
+
+@pytest.mark.parametrize("source", ["--plism-dir", "--features-dir"])
+def test_eval_robustness_ctrl_c_says_where_the_finished_pairs_are(tmp_path, capsys, monkeypatch, source):
+    """Ctrl-C after two pairs: exit 130 with 'interrupted' last, as before, but first a line that says how many
+    finished pairs are kept where and that the same command resumes them (it said only 'interrupted'); the
+    rerun then resumes those two."""
+    from napari_pathdistill.evaluation.plismbench_files import PairStore
+
+    _plism_cohort(tmp_path / "features" / "tiny")
+    put = PairStore.put
+
+    def put_then_stop(self, *args, **kwargs):
+        put(self, *args, **kwargs)
+        if len(list(self.dir.glob("*.json"))) == 2:
+            raise KeyboardInterrupt
+
+    src = [source, str(tmp_path / "features" / ("tiny" if source == "--plism-dir" else ""))]
+    argv = ["eval", "robustness", *src, "--out", str(tmp_path / "out"), "--device", "cpu"]
+    argv += ["--extractor", "tiny"] if source == "--features-dir" else []
+    monkeypatch.setattr(PairStore, "put", put_then_stop)
+    assert main(argv) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    pairs = tmp_path / "out" / ("pairs" if source == "--plism-dir" else "16_tiles/tiny/pairs")
+    assert lines[-1] == "interrupted"
+    assert (
+        f"stopping: 2 finished pair(s) are kept in {pairs}; run the same command again to resume" in lines[-2]
+    )
+    monkeypatch.setattr(PairStore, "put", put)
+    assert main(argv) == 0
+    assert "over 4 computed pairs, 2 resumed from pairs/" in capsys.readouterr().out
