@@ -286,6 +286,13 @@ def test_eval_concordance_bad_slides_csv_is_one_line(tmp_path, capsys):
         (tmp_path / "s.csv").write_text(text)
         assert main(argv) == 1
         assert f"error: {said}" in capsys.readouterr().err
+    # a missing CSV was a bare "[Errno 2] ..."; a train condition that no slide has did not say which there are
+    (tmp_path / "s.csv").unlink()
+    assert main(argv) == 1
+    assert f"error: slides CSV not found: {tmp_path / 's.csv'}" in capsys.readouterr().err
+    (tmp_path / "s.csv").write_text("block,condition,label,path\nb1,hes,0,a.h5\nb2,ihc,1,a.h5\n")
+    assert main(argv) == 1
+    assert "error: no slide has condition 'he' (the conditions are ['hes', 'ihc'])" in capsys.readouterr().err
 
 
 def test_eval_robustness_plism_dir_resumes_and_redoes_re_extracted_slides(tmp_path, capsys):

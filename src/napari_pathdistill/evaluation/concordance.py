@@ -102,6 +102,8 @@ def read_slides_csv(path: str | Path) -> list[dict[str, object]]:
     from napari_pathdistill.evaluation.features_io import load_features
 
     path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"slides CSV not found: {path} (give a block,condition,label,path CSV)")
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader]
@@ -147,7 +149,8 @@ def _out_of_fold_probs(
 
     train = [s for s in slides if s["condition"] == train_condition]
     if not train:
-        raise EvaluationError(f"no slide has condition {train_condition!r}")
+        present = sorted({str(s["condition"]) for s in slides})
+        raise EvaluationError(f"no slide has condition {train_condition!r} (the conditions are {present})")
     labels = np.asarray([s["label"] for s in train])
     _, counts = np.unique(labels, return_counts=True)
     if len(counts) < 2 or counts.min() < 2:
