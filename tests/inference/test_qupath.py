@@ -109,7 +109,9 @@ def test_cli_path_that_is_no_feature_file_is_one_clear_line(tmp_path: Path, caps
 
 
 @pytest.mark.parametrize("argv", [["--clusters", "0"], ["--clusters", "-2"], ["--query", "1", "--top-k", "0"],
-                                  ["--query", "-1"], ["--query", "1", "--top-k", "3", "--threshold", "0.5"]])  # fmt: skip
+                                  ["--query", "-1"], ["--query", "1", "--top-k", "3", "--threshold", "0.5"],
+                                  # a threshold no cosine reaches exported the query alone, without a word
+                                  ["--query", "1", "--threshold", "60"], ["--query", "1", "--threshold", "nan"]])  # fmt: skip
 def test_cli_counts_below_one_are_argument_errors(h5: Path, tmp_path: Path, capsys, argv) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["qupath", str(h5), "--out", str(tmp_path / "o.geojson"), *argv])
