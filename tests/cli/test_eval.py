@@ -463,3 +463,26 @@ def test_eval_probe_checks_n_splits_before_the_model_loads(tmp_path, capsys, his
     err = capsys.readouterr().err
     assert "error: the smallest class has 8 samples, fewer than n_splits=10; lower n_splits" in err
     assert "no-such-checkpoint" not in err
+
+
+def test_eval_concordance_features_of_two_widths_are_one_line(tmp_path, capsys):
+    """One slide embedded by another model (another width) ended in numpy's 'all input arrays must have the same
+    shape' or scikit-learn's 'X has 7 features, but StandardScaler is expecting 16' traceback, naming no slide."""
+    rng = np.random.default_rng(4)
+    rows = ["block,condition,label,path"]
+    for b in range(6):
+        for cond in ("he", "ihc"):
+            _h5(
+                tmp_path / f"{b}_{cond}.h5",
+                rng.normal(loc=b % 2, size=(5, 3 if (b, cond) == (3, "ihc") else 8)),
+            )
+            rows.append(f"{b},{cond},{b % 2},{b}_{cond}.h5")
+    (tmp_path / "slides.csv").write_text("\n".join(rows) + "\n")
+    argv = ["eval", "concordance", "--slides", str(tmp_path / "slides.csv"), "--train-condition", "he",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        "error: the slides' features have different widths (D=3: 1 slide(s), e.g. '3 ihc'; D=8: 11 slide(s)"
+        in err
+    )

@@ -174,6 +174,22 @@ def _out_of_fold_probs(
     return probs, folds
 
 
+def _check_one_width(slides: Sequence[Mapping[str, object]]) -> None:
+    """Every slide's features (N_i, D) of one width D (one model), else an error naming examples of each width
+    (two widths ended in numpy's or scikit-learn's shape traceback naming no slide)."""
+    widths: dict[int, list[str]] = {}
+    for s in slides:
+        f = np.asarray(s["features"])
+        width = f.shape[1] if f.ndim == 2 else -1
+        widths.setdefault(width, []).append(f"{s['block']} {s['condition']}")
+    if len(widths) > 1:
+        parts = "; ".join(f"D={d}: {len(n)} slide(s), e.g. {n[0]!r}" for d, n in sorted(widths.items()))
+        raise EvaluationError(
+            f"the slides' features have different widths ({parts}): every slide must be embedded by the same "
+            "model (D=-1: not an (N, D) matrix)"
+        )
+
+
 def breastbm_ccc(
     slides: Sequence[Mapping[str, object]], train_condition: str, *, seed: int = 0, n_splits: int = 5
 ) -> dict[str, float]:
@@ -199,6 +215,7 @@ def breastbm_ccc(
         EvaluationError: no slide of ``train_condition``, fewer than 2 blocks of a class there, or a block
             listed twice under one condition.
     """
+    _check_one_width(slides)
     seen: set[tuple[str, object]] = set()
     for s in slides:
         key = (str(s["condition"]), s["block"])
