@@ -167,3 +167,36 @@ def test_a_plain_feature_matrix_npy_is_refused_not_stripped_of_three_features(tm
     plism = tmp_path / "plism.npy"  # embed --format plism: level, x, y then the features
     np.save(plism, np.c_[np.zeros(4), np.arange(4) * 224, np.zeros(4), np.ones((4, 5))].astype(np.float32))
     assert load_features(plism)[0].shape == (4, 5)
+
+
+@pytest.mark.parametrize(
+    "bad", ["GM", "HR"]
+)  # the first slide is read for its tile count, the other per pair
+def test_a_features_npy_that_is_no_npy_is_one_error_line(tmp_path, capsys, bad) -> None:
+    """A features.npy that is text (or a truncated download, a pickle) ended in numpy's traceback ('This file
+    contains pickled (object) data. If you trust the file ...'), naming no file."""
+    from napari_pathdistill.cli.main import main
+
+    _two_slides(tmp_path, np.random.default_rng(0).normal(size=(6, 4)))
+    npy = tmp_path / f"{bad}_AT2_to_GMH_S60.tif" / "features.npy"
+    npy.write_text("not an array\n")
+    assert (
+        main(
+            [
+                "eval",
+                "robustness",
+                "--plism-dir",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert (
+        f"error: {npy}: not a readable .npy file (This file contains pickled (object) data); extract" in err
+    )
+    assert "Traceback" not in err and "If you trust" not in err

@@ -35,7 +35,7 @@ def _report(res, out_files: list[Path]) -> None:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from napari_pathdistill.evaluation.features_io import discover_plism, load_tile_subset
+    from napari_pathdistill.evaluation.features_io import discover_plism, load_tile_subset, npy_rows
     from napari_pathdistill.evaluation.manifest import read_manifest
     from napari_pathdistill.evaluation.plism import iter_robustness
     from napari_pathdistill.evaluation.plismbench_files import PairStore, tile_subset
@@ -60,9 +60,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     subset = load_tile_subset(args.tile_subset)
     entries = discover_plism(args.plism_dir) if args.plism_dir else read_manifest(args.manifest)
     if subset is None and entries[0].path is not None and Path(entries[0].path).suffix == ".npy":
-        import numpy as np
-
-        subset = tile_subset(args.n_tiles, np.load(entries[0].path, mmap_mode="r").shape[0])
+        subset = tile_subset(args.n_tiles, npy_rows(entries[0].path))
     elif args.n_tiles is not None and subset is None:
         raise PathDistillError(
             "--n-tiles applies to plismbench features.npy; use --tile-subset for .h5 features"

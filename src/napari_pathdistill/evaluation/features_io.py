@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise EvaluationError(f"features file not found: {path}")
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = _read_npy(path)
         if arr.ndim != 2 or arr.shape[1] < 4:
             raise EvaluationError(
                 f"{path}: expected plismbench (N, 3 + D) features.npy, got shape {arr.shape}"
@@ -43,6 +44,23 @@ def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if path.suffix in (".h5", ".hdf5"):
         return _load_h5(path)
     raise EvaluationError(f"{path}: unsupported features file (use .h5 with features/coords, or .npy)")
+
+
+def _read_npy(path: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
+    """``np.load`` of a features ``.npy``; a file that is none (truncated, a pickle, text) is an EvaluationError
+    naming it, where numpy's ValueError ('This file contains pickled (object) data ...') named no file."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        why = str(err).split(". ")[0]  # numpy's pickle advice ("If you trust the file ...") does not apply
+        raise EvaluationError(
+            f"{path}: not a readable .npy file ({why}); extract its features again"
+        ) from None
+
+
+def npy_rows(path: str | Path) -> int:
+    """Rows (tiles) of a features ``.npy``, read from its header. Raises EvaluationError as :func:`load_features`."""
+    return int(_read_npy(Path(path), mmap_mode="r").shape[0])
 
 
 def _check_plism_coords(arr: np.ndarray, path: Path) -> None:
