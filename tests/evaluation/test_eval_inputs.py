@@ -200,3 +200,14 @@ def test_a_features_npy_that_is_no_npy_is_one_error_line(tmp_path, capsys, bad) 
         f"error: {npy}: not a readable .npy file (This file contains pickled (object) data); extract" in err
     )
     assert "Traceback" not in err and "If you trust" not in err
+
+
+def test_a_slide_without_tiles_is_named_as_such(tmp_path) -> None:
+    """A features file of 0 rows made its pairs fail with 'share fewer than 2 tile coordinates ...; are they
+    registered?', which sent one looking at the registration."""
+    entries = _two_slides(tmp_path, np.random.default_rng(0).normal(size=(6, 4)))
+    np.save(entries[1].path, np.zeros((0, 7), np.float32))
+    with pytest.raises(
+        EvaluationError, match=r"HR_AT2_to_GMH_S60.tif/features.npy: holds no tiles \(0 feature rows\)"
+    ):
+        run_robustness(entries, (1,), device="cpu")

@@ -28,22 +28,32 @@ def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         path: ``.h5``/``.hdf5`` (our format) or ``.npy`` (plismbench layout).
 
     Returns:
-        ``(features, coords)``: (N, D) float32 and (N, C) coordinates (C = 2 for HDF5, 3 for plismbench).
+        ``(features, coords)``: (N, D) float32 and (N, C) coordinates (C = 2 for HDF5, 3 for plismbench), N >= 1.
+
+    Raises:
+        EvaluationError: no such file, an unreadable or unsupported one, or one without tiles (0 rows: a
+            robustness pair said the two slides "share fewer than 2 tile coordinates; are they registered?").
     """
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"features file not found: {path}")
     if path.suffix == ".npy":
-        arr = _read_npy(path)
-        if arr.ndim != 2 or arr.shape[1] < 4:
-            raise EvaluationError(
-                f"{path}: expected plismbench (N, 3 + D) features.npy, got shape {arr.shape}"
-            )
-        _check_plism_coords(arr, path)
-        return arr[:, 3:].astype(np.float32), arr[:, :3]
-    if path.suffix in (".h5", ".hdf5"):
-        return _load_h5(path)
-    raise EvaluationError(f"{path}: unsupported features file (use .h5 with features/coords, or .npy)")
+        feats, coords = _load_npy(path)
+    elif path.suffix in (".h5", ".hdf5"):
+        feats, coords = _load_h5(path)
+    else:
+        raise EvaluationError(f"{path}: unsupported features file (use .h5 with features/coords, or .npy)")
+    if not len(feats):
+        raise EvaluationError(f"{path}: holds no tiles (0 feature rows); embed that slide again")
+    return feats, coords
+
+
+def _load_npy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    arr = _read_npy(path)
+    if arr.ndim != 2 or arr.shape[1] < 4:
+        raise EvaluationError(f"{path}: expected plismbench (N, 3 + D) features.npy, got shape {arr.shape}")
+    _check_plism_coords(arr, path)
+    return arr[:, 3:].astype(np.float32), arr[:, :3]
 
 
 def _read_npy(path: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
