@@ -187,3 +187,14 @@ def test_cli_query_row_is_the_files_row_when_nan_rows_are_left_out(h5: Path, tmp
     assert query["geometry"]["coordinates"][0][0] == coords[5].astype(float).tolist()
     assert main(["qupath", str(nan), "--out", str(out), "--query", "1"]) == 1
     assert "query tile 1 of nan.h5 has NaN or inf features" in capsys.readouterr().err
+
+
+def test_cli_out_that_is_a_folder_is_one_clear_line(h5: Path, tmp_path: Path, capsys) -> None:
+    """``--out`` naming a folder failed after the export was computed, with the atomic write's temporary name:
+    "[Errno 21] Is a directory: '.../.out.1a2b3c' -> 'out'"."""
+    assert main(["qupath", str(h5), "--out", str(tmp_path), "--clusters", "2"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"error: --out {tmp_path} is a folder: give the .geojson file to write" in err and "Errno" not in err
+    )
+    assert list(tmp_path.iterdir()) == []

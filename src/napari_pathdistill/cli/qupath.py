@@ -63,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
         print("pathdistill qupath: error: --top-k / --threshold select similar tiles; they do not apply to "
               "--clusters", file=sys.stderr)  # fmt: skip
         return 2
+    if args.out.is_dir():  # said before the export is computed (the write's error named its temporary file)
+        example = args.out / "tiles.geojson"
+        print(
+            f"error: --out {args.out} is a folder: give the .geojson file to write, e.g. {example}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         collection = _collection(args)
         if args.annotations:
