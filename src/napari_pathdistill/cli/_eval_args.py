@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from napari_pathdistill.cli._argtypes import int_at_least, positive_int
+from napari_pathdistill.cli._argtypes import int_at_least, non_negative_float, positive_int
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
@@ -31,7 +31,10 @@ def _top_k(text: str) -> list[int]:
 
 def _robustness(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--manifest", help="CSV with slide,stain,scanner,path[,tissue] (features .h5 or .npy)")
+    src.add_argument(
+        "--manifest",
+        help="CSV with slide,stain,scanner,path[,tissue] (features .h5, or plismbench (N, 3 + D) .npy)",
+    )
     src.add_argument(
         "--plism-dir",
         help="folder that directly holds <stain>_<scanner>_to_GMH_S60.tif/features.npy slide folders "
@@ -122,14 +125,18 @@ def add_all(ev, handlers: dict[str, Callable], wrap: Callable) -> None:
         "--components", type=positive_int, default=256, help="PCA components (capped at min(n, D))"
     )
     p.add_argument(
-        "--alpha", type=float, default=None,
-        help="ridge strength (default HEST's 100 / (components x targets))",
+        "--alpha", type=non_negative_float, default=None,
+        help="ridge strength >= 0 (default HEST's 100 / (components x targets))",
     )  # fmt: skip
     _cv(p)
     _common(p, "regression")
 
     p = ev.add_parser("concordance", help="BreastBm protocol: mean pooling + logistic regression, Lin's CCC")
-    p.add_argument("--slides", required=True, help="CSV with block,condition,label,path (features .h5/.npy)")
+    p.add_argument(
+        "--slides",
+        required=True,
+        help="CSV with block,condition,label,path (features .h5, or plismbench (N, 3 + D) .npy)",
+    )
     p.add_argument("--train-condition", required=True, help="condition whose slides train the classifier")
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the block folds and the classifier (default 0)"

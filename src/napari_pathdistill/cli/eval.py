@@ -40,10 +40,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
         list_labelled_tiles,
         tile_groups,
     )
-    from napari_pathdistill.evaluation.probes import knn_probe, linear_probe
+    from napari_pathdistill.evaluation.probes import check_folds, knn_probe, linear_probe
 
     groups, col = tile_groups(args.tiles)  # checked before the model loads
-    check_probe_labels(args.tiles, list_labelled_tiles(args.tiles)[1], groups)
+    labels = list_labelled_tiles(args.tiles)[1]
+    check_probe_labels(args.tiles, labels, groups)
+    check_folds(labels, n_splits=args.n_splits, seed=args.seed, groups=groups)
     if groups is None:
         print(
             "note: tile-level StratifiedKFold: tiles of one slide/patient fall in both train and test folds; "

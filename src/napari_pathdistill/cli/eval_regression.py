@@ -15,13 +15,22 @@ from napari_pathdistill.errors import EvaluationError
 GROUP_COLUMNS = ("group", "patient")
 
 
-def load_matrix(path: str) -> np.ndarray:
-    """(N, D) array from ``.npy``, ``.csv`` with a header line, or a features ``.h5``."""
+def load_matrix(path: str, what: str = "features") -> np.ndarray:
+    """(N, D) array from ``.npy``, ``.csv`` with a header line, or a features ``.h5``.
+
+    Raises:
+        EvaluationError: no such file, or a CSV cell that is not a number (was numpy's traceback).
+    """
     from napari_pathdistill.evaluation.features_io import load_features
 
     p = Path(path)
+    if not p.is_file():
+        raise EvaluationError(f"{what} file not found: {p}")
     if p.suffix == ".csv":
-        return np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
+        try:
+            return np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
+        except ValueError as err:
+            raise EvaluationError(f"{p}: {what} must be numbers after one header line ({err})") from None
     return np.load(p, allow_pickle=False) if p.suffix == ".npy" else load_features(p)[0]
 
 
@@ -32,7 +41,7 @@ def _csv_targets(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     header = [h.strip().lower() for h in rows[0]] if rows else []
     gcol = next((i for i, h in enumerate(header) if h in GROUP_COLUMNS), None)
     if gcol is None:
-        return load_matrix(str(path)), None
+        return load_matrix(str(path), "targets"), None
     try:
         y = np.array([[float(v) for i, v in enumerate(r) if i != gcol] for r in rows[1:]], ndmin=2)
     except ValueError as err:
@@ -52,7 +61,9 @@ def _group_file(path: str) -> np.ndarray:
 def targets_and_groups(targets: str, groups: str | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The (N, T) targets and (N,) group ids (``--groups`` wins over a targets-CSV column)."""
     p = Path(targets)
-    y, g = _csv_targets(p) if p.suffix == ".csv" else (load_matrix(targets), None)
+    if not p.is_file():
+        raise EvaluationError(f"targets file not found: {p}")
+    y, g = _csv_targets(p) if p.suffix == ".csv" else (load_matrix(targets, "targets"), None)
     return y, _group_file(groups) if groups else g
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from napari_pathdistill.cli._bars import drive
@@ -34,7 +35,7 @@ def _report(res, out_files: list[Path]) -> None:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from napari_pathdistill.evaluation.features_io import discover_plism, load_tile_subset
+    from napari_pathdistill.evaluation.features_io import discover_plism, load_tile_subset, npy_rows
     from napari_pathdistill.evaluation.manifest import read_manifest
     from napari_pathdistill.evaluation.plism import iter_robustness
     from napari_pathdistill.evaluation.plismbench_files import PairStore, tile_subset
@@ -46,11 +47,12 @@ def cmd_robustness(args: argparse.Namespace) -> int:
             raise PathDistillError(
                 "--features-dir needs --extractor (the folder under it holding the slides)"
             )
+        metrics_dir = Path(args.metrics_dir or args.out)
         gen = iter_plismbench_evaluate(
-            args.features_dir, args.extractor, args.metrics_dir or args.out, n_tiles=args.n_tiles, ks=ks,
+            args.features_dir, args.extractor, metrics_dir, n_tiles=args.n_tiles, ks=ks,
             overwrite=args.overwrite, **opts,
         )  # fmt: skip
-        out = drive(gen, "robustness")
+        out = _drive_resumable(gen, lambda: _plismbench_pairs(metrics_dir, args.extractor))
         _report(out.result, list(out.files))
         if out.note:
             print(f"note: {out.note}", file=sys.stderr)
@@ -58,17 +60,39 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     subset = load_tile_subset(args.tile_subset)
     entries = discover_plism(args.plism_dir) if args.plism_dir else read_manifest(args.manifest)
     if subset is None and entries[0].path is not None and Path(entries[0].path).suffix == ".npy":
-        import numpy as np
-
-        subset = tile_subset(args.n_tiles, np.load(entries[0].path, mmap_mode="r").shape[0])
+        subset = tile_subset(args.n_tiles, npy_rows(entries[0].path))
     elif args.n_tiles is not None and subset is None:
         raise PathDistillError(
             "--n-tiles applies to plismbench features.npy; use --tile-subset for .h5 features"
         )
     store = PairStore(Path(args.out), overwrite=args.overwrite)  # <out>/pairs/: an interrupted run resumes
-    res = drive(iter_robustness(entries, ks, subset=subset, store=store, **opts), "robustness")
+    res = _drive_resumable(
+        iter_robustness(entries, ks, subset=subset, store=store, **opts), lambda: store.dir
+    )
     _report(res, list(res.save(args.out)))
     return 0
+
+
+def _plismbench_pairs(metrics_dir: Path, extractor: str) -> Path | None:
+    """The ``<metrics-dir>/<n>_tiles/<extractor>/pairs`` folder a ``--features-dir`` run writes (the newest)."""
+    found = metrics_dir.glob(f"*_tiles/{extractor}/pairs")
+    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def _drive_resumable(gen, pairs_dir: Callable[[], Path | None]):
+    """``drive(gen)``; on Ctrl-C (or SIGTERM) first says where the finished pairs are and that a rerun resumes."""
+    try:
+        return drive(gen, "robustness")
+    except KeyboardInterrupt:
+        folder = pairs_dir()
+        if folder is not None and folder.is_dir():
+            n = sum(1 for _ in folder.glob("*.json"))
+            print(
+                f"stopping: {n} finished pair(s) are kept in {folder}; run the same command again to resume "
+                "(pairs.csv and summary.json are written when every pair is done)",
+                file=sys.stderr,
+            )
+        raise
 
 
 def cmd_plism_extract(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from napari_pathdistill.cli._argtypes import non_negative_int, positive_int
+from napari_pathdistill.cli._argtypes import checked_float, non_negative_int, positive_int
 from napari_pathdistill.errors import PathDistillError
 
 #: similar tiles kept when neither --top-k nor --threshold is given
@@ -42,11 +42,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--top-k", type=positive_int, default=None, help=f"similar tiles to keep (default {DEFAULT_TOP_K})"
     )
     keep.add_argument(
-        "--threshold", type=float, default=None, help="keep every tile with cosine >= this instead"
+        "--threshold",
+        type=_cosine,
+        default=None,
+        help="keep every tile with cosine >= this (-1 to 1) instead",
     )
     p.add_argument("--annotations", action="store_true", help="export annotations instead of detections")
     p.add_argument("--seed", type=int, default=0, help="k-means seed")
     p.set_defaults(func=run)
+
+
+def _cosine(text: str) -> float:
+    """A cosine threshold in [-1, 1] (``--threshold 60`` or ``nan`` exported the query tile alone)."""
+    return checked_float(text, lambda v: -1 <= v <= 1, "a cosine between -1 and 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
         print("pathdistill qupath: error: --top-k / --threshold select similar tiles; they do not apply to "
               "--clusters", file=sys.stderr)  # fmt: skip
         return 2
+    if args.out.is_dir():  # said before the export is computed (the write's error named its temporary file)
+        example = args.out / "tiles.geojson"
+        print(
+            f"error: --out {args.out} is a folder: give the .geojson file to write, e.g. {example}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         collection = _collection(args)
         if args.annotations:

@@ -102,6 +102,8 @@ def read_slides_csv(path: str | Path) -> list[dict[str, object]]:
     from napari_pathdistill.evaluation.features_io import load_features
 
     path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"slides CSV not found: {path} (give a block,condition,label,path CSV)")
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader]
@@ -147,7 +149,8 @@ def _out_of_fold_probs(
 
     train = [s for s in slides if s["condition"] == train_condition]
     if not train:
-        raise EvaluationError(f"no slide has condition {train_condition!r}")
+        present = sorted({str(s["condition"]) for s in slides})
+        raise EvaluationError(f"no slide has condition {train_condition!r} (the conditions are {present})")
     labels = np.asarray([s["label"] for s in train])
     _, counts = np.unique(labels, return_counts=True)
     if len(counts) < 2 or counts.min() < 2:
@@ -169,6 +172,22 @@ def _out_of_fold_probs(
         p = float(model.predict_proba(mean_pool([np.asarray(s["features"])]))[0, 1])
         probs.setdefault(str(s["condition"]), {})[s["block"]] = p
     return probs, folds
+
+
+def _check_one_width(slides: Sequence[Mapping[str, object]]) -> None:
+    """Every slide's features (N_i, D) of one width D (one model), else an error naming examples of each width
+    (two widths ended in numpy's or scikit-learn's shape traceback naming no slide)."""
+    widths: dict[int, list[str]] = {}
+    for s in slides:
+        f = np.asarray(s["features"])
+        width = f.shape[1] if f.ndim == 2 else -1
+        widths.setdefault(width, []).append(f"{s['block']} {s['condition']}")
+    if len(widths) > 1:
+        parts = "; ".join(f"D={d}: {len(n)} slide(s), e.g. {n[0]!r}" for d, n in sorted(widths.items()))
+        raise EvaluationError(
+            f"the slides' features have different widths ({parts}): every slide must be embedded by the same "
+            "model (D=-1: not an (N, D) matrix)"
+        )
 
 
 def breastbm_ccc(
@@ -196,6 +215,7 @@ def breastbm_ccc(
         EvaluationError: no slide of ``train_condition``, fewer than 2 blocks of a class there, or a block
             listed twice under one condition.
     """
+    _check_one_width(slides)
     seen: set[tuple[str, object]] = set()
     for s in slides:
         key = (str(s["condition"]), s["block"])

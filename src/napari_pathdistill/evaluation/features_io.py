@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -27,21 +28,65 @@ def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         path: ``.h5``/``.hdf5`` (our format) or ``.npy`` (plismbench layout).
 
     Returns:
-        ``(features, coords)``: (N, D) float32 and (N, C) coordinates (C = 2 for HDF5, 3 for plismbench).
+        ``(features, coords)``: (N, D) float32 and (N, C) coordinates (C = 2 for HDF5, 3 for plismbench), N >= 1.
+
+    Raises:
+        EvaluationError: no such file, an unreadable or unsupported one, or one without tiles (0 rows: a
+            robustness pair said the two slides "share fewer than 2 tile coordinates; are they registered?").
     """
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"features file not found: {path}")
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-        if arr.ndim != 2 or arr.shape[1] < 4:
-            raise EvaluationError(
-                f"{path}: expected plismbench (N, 3 + D) features.npy, got shape {arr.shape}"
-            )
-        return arr[:, 3:].astype(np.float32), arr[:, :3]
-    if path.suffix in (".h5", ".hdf5"):
-        return _load_h5(path)
-    raise EvaluationError(f"{path}: unsupported features file (use .h5 with features/coords, or .npy)")
+        feats, coords = _load_npy(path)
+    elif path.suffix in (".h5", ".hdf5"):
+        feats, coords = _load_h5(path)
+    else:
+        raise EvaluationError(f"{path}: unsupported features file (use .h5 with features/coords, or .npy)")
+    if not len(feats):
+        raise EvaluationError(f"{path}: holds no tiles (0 feature rows); embed that slide again")
+    return feats, coords
+
+
+def _load_npy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    arr = _read_npy(path)
+    if arr.ndim != 2 or arr.shape[1] < 4:
+        raise EvaluationError(f"{path}: expected plismbench (N, 3 + D) features.npy, got shape {arr.shape}")
+    _check_plism_coords(arr, path)
+    return arr[:, 3:].astype(np.float32), arr[:, :3]
+
+
+def _read_npy(path: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
+    """``np.load`` of a features ``.npy``; a file that is none (truncated, a pickle, text) is an EvaluationError
+    naming it, where numpy's ValueError ('This file contains pickled (object) data ...') named no file."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        why = str(err).split(". ")[0]  # numpy's pickle advice ("If you trust the file ...") does not apply
+        raise EvaluationError(
+            f"{path}: not a readable .npy file ({why}); extract its features again"
+        ) from None
+
+
+def npy_rows(path: str | Path) -> int:
+    """Rows (tiles) of a features ``.npy``, read from its header. Raises EvaluationError as :func:`load_features`."""
+    return int(_read_npy(Path(path), mmap_mode="r").shape[0])
+
+
+def _check_plism_coords(arr: np.ndarray, path: Path) -> None:
+    """plismbench's (N, 3 + D) layout starts with three integer columns (the tile id, or ``embed``'s level, x, y).
+
+    Raises:
+        EvaluationError: they are not integers: a plain (N, D) feature matrix, whose first three features would
+            otherwise be taken for coordinates and dropped without a word.
+    """
+    head = arr[:, :3]
+    if not np.array_equal(head, np.rint(head)):
+        raise EvaluationError(
+            f"{path}: a .npy of features is read in plismbench's (N, 3 + D) layout, but its first 3 columns are "
+            f"not integer tile coordinates (shape {arr.shape}: a plain (N, D) feature matrix?); put the tile "
+            "coordinates first (level, x, y), or give an HDF5 with 'features' and 'coords' datasets"
+        )
 
 
 def _load_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:

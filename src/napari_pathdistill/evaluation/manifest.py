@@ -223,11 +223,16 @@ def leaderboard_terms(agg: Mapping[str, Mapping[str, Mapping[str, float]]]) -> d
     """
     out = {}
     for group, metric in LEADERBOARD_TERMS:
-        if metric not in agg.get(group, {}):
+        if group not in agg:
             raise EvaluationError(
                 f"the PLISM leaderboard needs the median {metric} over {group} pairs, but there are none "
-                f"(groups present: {sorted(agg)}; top-k must include 10). It needs slides of at least two "
-                "stainings and two scanners, with both stainings on one scanner and both scanners on one staining."
+                f"(groups present: {sorted(agg)}). It needs slides of at least two stainings and two scanners, "
+                "with both stainings on one scanner and both scanners on one staining."
+            )
+        if metric not in agg[group]:
+            raise EvaluationError(
+                f"the PLISM leaderboard needs the median {metric} over {group} pairs, but it was not computed "
+                f"(metrics: {', '.join(agg[group])}): include 10 in --top-k."
             )
         out[f"{metric} ({group})"] = round3(agg[group][metric]["median"])
     return out

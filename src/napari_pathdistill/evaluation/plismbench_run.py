@@ -15,11 +15,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from napari_pathdistill.errors import EvaluationError
-from napari_pathdistill.evaluation.features_io import discover_plism
+from napari_pathdistill.evaluation.features_io import discover_plism, npy_rows
 from napari_pathdistill.evaluation.manifest import SlideEntry
 from napari_pathdistill.evaluation.plism import RobustnessResult, iter_robustness
 from napari_pathdistill.evaluation.plismbench_files import (
@@ -46,7 +45,7 @@ class PlismbenchOutput:
 def _n_rows(entries: Sequence[SlideEntry]) -> int:
     path = entries[0].path
     assert path is not None
-    return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+    return npy_rows(path)
 
 
 def _plismbench_rows(result: RobustnessResult, entries: Sequence[SlideEntry]) -> list[dict]:

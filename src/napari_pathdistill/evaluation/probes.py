@@ -110,6 +110,19 @@ def _folds(
     return folds
 
 
+def check_folds(
+    labels: np.ndarray, *, n_splits: int = 5, seed: int = 0, groups: np.ndarray | None = None
+) -> None:
+    """The probes' fold checks on the (N,) labels (and patient ``groups``) alone, so that a caller can run them
+    before any tile is embedded: ``eval probe --n-splits 10`` with a class of 8 tiles failed after embedding them all.
+
+    Raises:
+        EvaluationError: as the probes (a class with fewer tiles, or fewer patients, than ``n_splits``; a training
+            fold without a class).
+    """
+    _folds(np.asarray(labels), n_splits, seed, groups)
+
+
 def _classify(
     name: str,
     model,

@@ -119,15 +119,39 @@ def similar_collection(
 
     Args:
         h5_path: the embedding file.
-        query: row of the query tile.
+        query: row of the query tile in the file (rows with NaN / inf features, which :func:`read_features`
+            leaves out, are counted: row 5 is the file's row 5 whatever rows before it were dropped).
         top_k: keep the k most similar tiles, or
         threshold: keep every tile with cosine >= threshold.
     """
     feats, coords, size = read_features(h5_path)
-    if not 0 <= query < len(feats):
-        raise PathDistillError(f"query tile {query} is out of range: the file has {len(feats)} tiles.")
-    return similarity_collection(coords, size, cosine_to(feats, query), query=query, top_k=top_k,
+    row = _kept_row(h5_path, query, coords)
+    return similarity_collection(coords, size, cosine_to(feats, row), query=row, top_k=top_k,
                                  threshold=threshold)  # fmt: skip
+
+
+def _kept_row(h5_path: str | Path, row: int, coords: np.ndarray) -> int:
+    """The row among the read (finite) rows, whose level-0 ``coords`` (M, 2) are given, of the file's ``row``.
+
+    Raises:
+        PathDistillError: ``row`` is past the file's rows, or its features are NaN / inf (left out).
+    """
+    import h5py
+
+    name = Path(h5_path).name
+    with h5py.File(h5_path, "r") as f:
+        n = len(f["coords"])
+        if not 0 <= row < n:
+            raise PathDistillError(f"query tile {row} is out of range: {name} has {n} tiles.")
+        if n == len(coords):  # no row left out: rows are the file's
+            return row
+        xy, finite = np.asarray(f["coords"][row])[:2], bool(np.isfinite(f["features"][row]).all())
+    hit = np.flatnonzero((np.asarray(coords)[:, :2] == xy).all(axis=1)) if finite else np.empty(0, np.int64)
+    if not len(hit):
+        raise PathDistillError(
+            f"query tile {row} of {name} has NaN or inf features (left out of the export): choose another tile."
+        )
+    return int(hit[0])
 
 
 def similarity_collection(
