@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -53,8 +54,11 @@ def test_eval_probe_records_and_prints_the_knn_k_it_used(tmp_path, checkpoints, 
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     knn = json.loads((tmp_path / "a" / "probe.json").read_text())["knn"]
     assert knn["k"] == 5 and knn["k_requested"] == 20
-    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("knn"))
+    said = capsys.readouterr()
+    line = next(ln for ln in said.out.splitlines() if ln.startswith("knn"))
     assert "k=5: --knn-k 20 capped" in line
+    # a bar per probe over its folds (was none: minutes per fold at 100,000 tiles without a word)
+    assert re.search(r"linear probe: 100%.*3/3", said.err) and re.search(r"knn probe: 100%.*3/3", said.err)
     assert main([*base, "--knn-k", "3", "--out", str(tmp_path / "b")]) == 0
     knn = json.loads((tmp_path / "b" / "probe.json").read_text())["knn"]
     assert knn["k"] == knn["k_requested"] == 3 and "k=3)" in capsys.readouterr().out

@@ -187,12 +187,14 @@ def knn_probe(
     n_splits: int = 5,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ProbeResult:
     """Distance-weighted cosine kNN on (N, D) features; balanced accuracy per stratified fold.
 
     ``k`` is capped at the smallest class count of a training fold, so that on small, imbalanced sets (e.g. 8
     background vs 26 tissue tiles) the minority class can still win a vote instead of the probe collapsing
-    to the majority class. The result's ``k`` is the value used. ``groups`` as :func:`linear_probe`.
+    to the majority class. The result's ``k`` is the value used. ``groups`` and ``progress`` as
+    :func:`linear_probe`.
 
     Raises:
         EvaluationError: ``k < 1`` (and the errors of the folds: one class, too few samples per class).
@@ -206,7 +208,7 @@ def knn_probe(
     from sklearn.neighbors import KNeighborsClassifier
 
     model = KNeighborsClassifier(n_neighbors=k_eff, metric="cosine", weights="distance")
-    return replace(_classify("knn", model, x, y, n_splits, seed, groups), k=k_eff)
+    return replace(_classify("knn", model, x, y, n_splits, seed, groups, progress), k=k_eff)
 
 
 def pearson_per_column(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
