@@ -237,6 +237,24 @@ def test_widget_probe_uses_the_csv_patient_column_as_the_cli_does(
     assert [r["balanced_accuracy"] for r in rep.rows] == pytest.approx(expected.tolist())
 
 
+def test_widget_probe_refuses_a_class_of_one_patient_before_embedding(
+    histolab_tiles: Path, tmp_path: Path
+) -> None:
+    """Every kidney tile from one patient: the fold that tests that patient trains without kidney. The Evaluate
+    widget's probe said so only after embedding every tile (minutes on a real tile set); the CLI checked first."""
+    from napari_pathdistill.evaluation.runs import iter_linear_probe
+    from napari_pathdistill.models.testing import tiny_model
+
+    rows = ["path,label,patient"]
+    for label, patients in (("liver", 2), ("tissue-", 2), ("kidney", 1)):
+        rows += [f"{p},{label.strip('-')},{label}{i % patients}" for i, p in
+                 enumerate(sorted(histolab_tiles.glob(f"{label}*")))]  # fmt: skip
+    (tmp_path / "tiles.csv").write_text("\n".join(rows) + "\n")
+    run = iter_linear_probe(tiny_model("vit"), tmp_path / "tiles.csv")
+    with pytest.raises(EvaluationError, match="a training fold lacks a class"):
+        next(run)  # before the first tile goes through the model
+
+
 def test_teacher_student_shows_and_cancels_its_knn_overlap_step(histolab_tiles: Path) -> None:
     """After both models the run went quiet for the k-NN overlap (quadratic in the tiles: ~30 min at 100,000) and
     a Cancel pressed then was not seen until it ended. It is now a step of its own that Cancel stops."""

@@ -26,7 +26,7 @@ from napari_pathdistill.evaluation.labelled_tiles import (
     tile_groups,
 )
 from napari_pathdistill.evaluation.pair_robustness import iter_pair_robustness
-from napari_pathdistill.evaluation.probes import linear_probe
+from napari_pathdistill.evaluation.probes import check_folds, linear_probe
 from napari_pathdistill.evaluation.report import Cell, Report
 from napari_pathdistill.metrics.agreement import knn_overlap, knn_overlap_chance, linear_cka
 from napari_pathdistill.metrics.pairs import MAX_TOPK_CHANCE
@@ -102,6 +102,8 @@ def iter_linear_probe(
     folds = max(2, min(n_splits, int(np.unique(labels, return_counts=True)[1].min())))
     if groups is not None:
         folds = max(2, min(folds, len(np.unique(groups))))
+    # a training fold without a class is refused here, before any tile is embedded (as the CLI's)
+    check_folds(labels, n_splits=folds, seed=seed, groups=groups)
     feats = yield from _embed(model, paths, "embedding tiles", cancel)
     res = yield from _step(
         lambda step: linear_probe(feats, labels, n_splits=folds, seed=seed, groups=groups, progress=step),
