@@ -211,3 +211,27 @@ def test_a_slide_without_tiles_is_named_as_such(tmp_path) -> None:
         EvaluationError, match=r"HR_AT2_to_GMH_S60.tif/features.npy: holds no tiles \(0 feature rows\)"
     ):
         run_robustness(entries, (1,), device="cpu")
+
+
+def test_compare_figure_shows_the_leaderboard_medians_readably() -> None:
+    """With every median of two robustness runs (5 metrics x 4 groups) the panel drew 40 vertical bars under 20
+    rotated labels that overlapped, the legend over the bars. It now shows plismbench's leaderboard terms (median
+    cosine of all pairs, median top-10 of each cross group) as labelled horizontal bars; other runs' medians
+    (no top-10 computed) are all shown."""
+    from matplotlib.figure import Figure
+
+    metrics = ("cosine_similarity", "top_1_accuracy", "top_3_accuracy", "top_5_accuracy", "top_10_accuracy")
+    groups = ("all", "cross-scanner", "cross-staining", "cross-both")
+    every = {f"robustness/{m}/{k}__{g}": 0.5 for m in ("teacher", "student") for k in metrics for g in groups}
+    fig = Figure()
+    _compare_report(every).plot(fig)
+    panel = fig.axes[2]
+    labels = [t.get_text() for t in panel.get_yticklabels()]
+    assert labels == ["cosine\nall", "top-10\ncross-scanner", "top-10\ncross-staining", "top-10\ncross-both"]
+    assert len(panel.patches) == 8 and [t.get_text() for t in panel.get_legend().get_texts()] == [
+        "teacher",
+        "student",
+    ]
+    fig = Figure()
+    _compare_report({k: v for k, v in every.items() if "top_10" not in k}).plot(fig)
+    assert len(fig.axes[2].get_yticklabels()) == 16

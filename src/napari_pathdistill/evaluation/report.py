@@ -241,8 +241,19 @@ def _plot_compare(report: Report, fig: Figure) -> None:
 NO_ROBUSTNESS = "not given\n(pass --teacher-robustness /\n--student-robustness)"
 
 
+#: the robustness medians of plismbench's leaderboard (``get_leaderboard_results``): the compare figure's panel
+LEADERBOARD_TERMS = (
+    "cosine_similarity__all",
+    "top_10_accuracy__cross-scanner",
+    "top_10_accuracy__cross-staining",
+    "top_10_accuracy__cross-both",
+)
+
+
 def _plot_robustness(ax: Axes, summary: dict[str, float]) -> None:
-    """Bars of the ``robustness/<model>/<metric>`` medians per model, or :data:`NO_ROBUSTNESS` without any."""
+    """Horizontal bars of the ``robustness/<model>/<metric>`` medians per model: the leaderboard's terms
+    (:data:`LEADERBOARD_TERMS`) when the runs have all four, else every median; :data:`NO_ROBUSTNESS` without any.
+    (All 20 medians as vertical bars were unreadable: labels on top of each other, the legend over the bars.)"""
     rob: dict[str, dict[str, float]] = {}
     for key, v in summary.items():
         if key.startswith("robustness/"):
@@ -253,12 +264,17 @@ def _plot_robustness(ax: Axes, summary: dict[str, float]) -> None:
         ax.text(0.5, 0.5, NO_ROBUSTNESS, ha="center", va="center", transform=ax.transAxes, color="0.4")
         ax.set(xticks=[], yticks=[])
         return
-    keys = sorted({k for v in rob.values() for k in v})
+    found = {k for v in rob.values() for k in v}
+    keys = list(LEADERBOARD_TERMS) if found >= set(LEADERBOARD_TERMS) else sorted(found)
+    y, height = np.arange(len(keys)), 0.8 / len(rob)
     for i, (model, vals) in enumerate(rob.items()):
-        ax.bar(np.arange(len(keys)) + 0.4 * i, [vals.get(k, np.nan) for k in keys], width=0.4, label=model)
-    ax.set_xticks(np.arange(len(keys)) + 0.2, keys, rotation=45, ha="right", fontsize=7)
-    ax.set(ylim=(0, 1))
-    ax.legend(fontsize=8)
+        ax.barh(y + height * i, [vals.get(k, np.nan) for k in keys], height=height, label=model)
+    labels = [k.replace("cosine_similarity", "cosine").replace("_accuracy", "").replace("top_", "top-")
+              .replace("__", "\n") for k in keys]  # fmt: skip
+    ax.set_yticks(y + height * (len(rob) - 1) / 2, labels, fontsize=7)
+    ax.invert_yaxis()  # the leaderboard's order, top down
+    ax.set(xlim=(0, 1))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(rob), frameon=False)
 
 
 PLOTS: dict[str, Callable[[Report, Figure], None]] = {"linear_probe": _plot_folds, "compare": _plot_compare}
