@@ -274,3 +274,16 @@ def test_too_few_matched_tiles_say_whether_a_s_tissue_or_the_registration_is_why
     with pytest.raises(EmptyTissueError, match=r"^0 of slide A's 16 tissue tiles map inside B \(2 needed\)\. The "
                        r"auto-affine registration looks wrong: .*same tissue"):  # fmt: skip
         drain(iter_pair_similarity(tiny_vit_2um, tissue, glass, **kw))
+
+
+def test_each_embedding_stage_is_named_before_its_first_batch(os2_pair, tiny_vit_2um):
+    """The first progress of 'embedding A' came after its first batch (32 tiles through the model): meanwhile the
+    dock read 'tissue and tile grids: 100/100' (and 'embedding A: 14/14' during B's first batch), 7-8 s each
+    with EfficientNet-Lite2 on the CPU, minutes with a large ViT. Each stage now starts with 0/N."""
+    from napari_pathdistill.progress import Progress
+
+    items = list(iter_pair_similarity(tiny_vit_2um, *os2_pair, min_tissue=0.0, top_k=1, view_size=None))
+    res = items[-1]
+    for stage in ("embedding A", "embedding B"):
+        steps = [(p.done, p.total) for p in items if isinstance(p, Progress) and p.stage == stage]
+        assert steps[0] == (0, len(res.cosine)) and steps[-1] == (len(res.cosine), len(res.cosine)), steps

@@ -121,7 +121,9 @@ def _embed(
     read_fn: Callable[[Pyramid, TileGrid, Any], np.ndarray] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Embed ``grid``'s tiles (read by ``read_fn``, default ``read_tiles``), yielding Progress re-labelled
-    ``stage``; returns the (N, D) features."""
+    ``stage`` (``0/N`` first: the status names the stage while the first batch goes through the model, tens of
+    seconds for a large model on a CPU); returns the (N, D) features."""
+    yield Progress(0, len(grid), stage)
     result = yield from relabel(
         iter_embeddings(model, pyr, grid, batch_size=batch_size, cancel=cancel, read_fn=read_fn), stage
     )
