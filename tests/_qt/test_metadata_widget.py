@@ -13,7 +13,7 @@ import pytest
 
 from _icc_files import imagecms_srgb, srgb_profile_of, swap_primaries, write_icc_tiff
 from napari_pathdistill._qt import metadata_widget
-from napari_pathdistill._qt.metadata_widget import NO_MPP_STYLE, NO_SLIDE, MetadataWidget
+from napari_pathdistill._qt.metadata_widget import NO_MPP_STYLE, NO_SLIDE, OTHER_LAYER, MetadataWidget
 from napari_pathdistill.wsi.metadata import NO_MPP
 
 pytestmark = pytest.mark.napari
@@ -67,6 +67,36 @@ def test_follows_the_selection_and_highlights_no_mpp(
     assert widget.meta is None and widget.hint.value == NO_SLIDE
     assert not widget.hint.native.isHidden() and widget.rows["MPP"].native.isHidden()
     assert notices["error"] == []
+
+
+def test_another_layer_selected_says_whose_facts_are_shown(
+    make_napari_viewer, cmu_svs: Path, tcga_svs: Path, open_slide
+) -> None:
+    """A feature map (or points) selected left the last slide's rows on screen without a word: with a map of a
+    slide in pixels selected, 'no MPP: shown in pixels' read as the map's own facts. The hint now names both."""
+    viewer = make_napari_viewer()
+    widget = _docked(viewer)
+    cmu = open_slide(viewer, cmu_svs)
+    assert widget.hint.native.isHidden()  # the shown slide is the selected one
+    # (the docked widget holds napari proxies of the layers: compared with ==)
+    fmap = viewer.add_image(np.zeros((20, 30), np.float32), name="some feature map", colormap="viridis")
+    assert widget.layer == cmu and not widget.hint.native.isHidden()
+    assert widget.hint.value == OTHER_LAYER.format(active="some feature map", slide=cmu.name)
+    assert (
+        widget.hint.value
+        == "'some feature map' is not a slide layer: showing slide 'CMU-1-Small-Region.svs'."
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the reader's no-MPP warning
+        tcga = open_slide(viewer, tcga_svs)
+    assert widget.layer == tcga and widget.hint.native.isHidden()
+    viewer.layers.selection.active = fmap
+    assert widget.hint.value == OTHER_LAYER.format(active="some feature map", slide=tcga.name)
+    viewer.layers.selection.active = cmu
+    assert widget.layer == cmu and widget.hint.native.isHidden()
+    viewer.layers.remove(cmu)
+    viewer.layers.remove(tcga)
+    assert widget.meta is None and widget.hint.value == NO_SLIDE and not widget.hint.native.isHidden()
 
 
 def test_associated_image_buttons_add_layers(make_napari_viewer, cmu_svs: Path, open_slide) -> None:

@@ -128,6 +128,27 @@ def test_lowered_top_k_is_said_and_results_stay_on_the_run_s_slide_a(
         assert (lo >= a_lo - 5).all() and (hi <= a_hi + 5).all(), (layer.name, lo, hi, a_lo, a_hi)
 
 
+def test_overlays_land_on_slide_a_moved_while_the_run_works(
+    make_napari_viewer, os2_pair, tiny_vit, open_slide, wait_for
+):
+    """Slide A moved 600 um to the right while the pair was registered: the cosine overlay and registered B were
+    placed where A sat when the run started (beside it, over nothing); they now lie on A where it is."""
+    viewer, a, _, widget = _os2_widget(make_napari_viewer, os2_pair, tiny_vit, open_slide, mpp=4.0)
+    widget.run()
+
+    def move_a(item) -> None:  # on the main thread, while the worker goes on
+        if isinstance(item, Progress) and item.stage == "registration" and a.translate[-1] == 0:
+            a.translate = (0.0, 600.0)
+
+    widget.runner.worker.yielded.connect(move_a)
+    wait_for(widget)
+    assert widget.result is not None and a.translate[-1] == 600.0, widget.status.value
+    a_lo, a_hi = np.asarray(a.extent.world)
+    for name in (f"{a.name} cosine to B", f"{a.name} registered B"):
+        lo, hi = np.asarray(viewer.layers[name].extent.world)
+        assert (lo >= a_lo - 5).all() and (hi <= a_hi + 5).all(), (name, lo, hi, a_lo, a_hi)
+
+
 def test_slide_b_defaults_to_another_slide(make_napari_viewer, os2_pair, open_slide):
     viewer = make_napari_viewer()
     widget = SimilarityWidget(viewer)

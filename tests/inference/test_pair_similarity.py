@@ -254,3 +254,36 @@ def test_a_large_slide_registers_on_at_most_512_px(tmp_path, shared_data):
     pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
     err_um = np.linalg.norm(t.apply(pts) - (pts @ a_to_b[:2, :2].T + a_to_b[:2, 2]), axis=1) * 2.5
     assert err_um.max() < 5.0, err_um.round(2)
+
+
+def test_too_few_matched_tiles_say_whether_a_s_tissue_or_the_registration_is_why(
+    histolab_tiles, tiny_vit_2um
+):
+    """A glass-only A (0 tissue tiles) was told 'check the registration/landmarks'; a pair that did not register
+    (tissue against glass: the registration stretched B 0.58-1.47x and mapped all 16 of A's tiles outside B) was
+    told the same, without the registration's doubt. Now each says what went wrong."""
+    from napari_pathdistill.errors import EmptyTissueError
+
+    tissue = histolab_tiles / "tissue-level0-4302-10273-4814-10785.png"
+    glass = histolab_tiles / "no-tissue.png"
+    kw = {"tile_px": 56, "mpp": 1.0, "fallback_mpp": 0.5, "min_tissue": 0.1, "view_size": None}
+    with pytest.raises(
+        EmptyTissueError, match=r"^Slide A \(no-tissue.png\) has 0 tissue tiles at min tissue 0.1"
+    ):
+        drain(iter_pair_similarity(tiny_vit_2um, glass, tissue, **kw))
+    with pytest.raises(EmptyTissueError, match=r"^0 of slide A's 16 tissue tiles map inside B \(2 needed\)\. The "
+                       r"auto-affine registration looks wrong: .*same tissue"):  # fmt: skip
+        drain(iter_pair_similarity(tiny_vit_2um, tissue, glass, **kw))
+
+
+def test_each_embedding_stage_is_named_before_its_first_batch(os2_pair, tiny_vit_2um):
+    """The first progress of 'embedding A' came after its first batch (32 tiles through the model): meanwhile the
+    dock read 'tissue and tile grids: 100/100' (and 'embedding A: 14/14' during B's first batch), 7-8 s each
+    with EfficientNet-Lite2 on the CPU, minutes with a large ViT. Each stage now starts with 0/N."""
+    from napari_pathdistill.progress import Progress
+
+    items = list(iter_pair_similarity(tiny_vit_2um, *os2_pair, min_tissue=0.0, top_k=1, view_size=None))
+    res = items[-1]
+    for stage in ("embedding A", "embedding B"):
+        steps = [(p.done, p.total) for p in items if isinstance(p, Progress) and p.stage == stage]
+        assert steps[0] == (0, len(res.cosine)) and steps[-1] == (len(res.cosine), len(res.cosine)), steps

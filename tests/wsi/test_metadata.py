@@ -61,6 +61,25 @@ def test_dicom_folder(cmu_dicom_dir: Path) -> None:
     assert meta.icc_profile  # the series carries an ICC profile
 
 
+def test_dicom_scan_date_scanner_and_objective(cmu_dicom_dir: Path) -> None:
+    """A DICOM series states when it was acquired (AcquisitionDateTime), by which scanner (Manufacturer,
+    ManufacturerModelName) and objective (OpticalPathSequence's ObjectiveLensPower): the dock said none of them
+    (only an SVS's aperio.Date and Aperio/Hamamatsu/Leica scanner properties were read)."""
+    from napari_pathdistill.wsi.metadata import _openslide_facts
+
+    with open_pyramid(cmu_dicom_dir) as pyr:
+        rows = dict(metadata_rows(slide_metadata(pyr)))
+    assert rows["scan date"] == "2009-12-29 09:59:15"  # its dicom.AcquisitionDateTime 20091229095915
+    assert rows["scanner"] == "not stated"  # this series' Manufacturer is the converter's "Unknown"
+    props = {  # the keys OpenSlide lists for a DICOM series of a scanner that states them
+        "openslide.vendor": "dicom",
+        "dicom.Manufacturer": "Leica Biosystems",
+        "dicom.ManufacturerModelName": "Aperio GT 450",
+        "dicom.OpticalPathSequence[0].ObjectiveLensPower": "40",
+    }
+    assert _openslide_facts(props) == ("dicom", 40.0, "Leica Biosystems Aperio GT 450")
+
+
 def test_ome_tiff_facts_from_its_xml(os2_pair: tuple[Path, Path]) -> None:
     with open_pyramid(os2_pair[0]) as pyr:
         meta = slide_metadata(pyr)

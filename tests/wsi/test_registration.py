@@ -113,6 +113,9 @@ def test_the_search_checks_for_a_stop_before_each_angle_and_each_evaluation(os2_
         (np.eye(2) * 2.4, 0.9, "stretches B by 2.40-2.40x"),
         (np.array([[1.0, 0.0], [0.0, 0.4]]), 0.9, "stretches B by 0.40-1.00x"),
         (np.eye(2), 0.1, "agree poorly after it (NCC 0.10 < 0.25)"),
+        # just outside the range: rounded outwards, not to a bound (it read "0.80-0.99x (a rescan: 0.8-1.25x)")
+        (np.diag([0.7996, 0.99]), 0.9, "stretches B by 0.79-0.99x"),
+        (np.diag([1.0, 1.2504]), 0.9, "stretches B by 1.00-1.26x"),
     ],
 )
 def test_a_registration_no_rescan_makes_is_doubted(linear, ncc, why):

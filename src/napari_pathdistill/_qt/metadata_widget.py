@@ -43,6 +43,8 @@ ROWS = (
 #: 12-bit slide is stretched from: ``wsi.metadata``'s extra rows)
 OPTIONAL_ROWS = ("channels", "pixel values", "scan date")
 NO_SLIDE = "Select a slide layer (opened with the napari-pathdistill reader) to see its metadata."
+#: above the rows while another kind of layer (a map, points, an array) is selected: whose facts they are
+OTHER_LAYER = "'{active}' is not a slide layer: showing slide '{slide}'."
 NO_MPP_STYLE = "background-color: #ffd54f; color: #202020; font-weight: bold; padding: 2px;"
 MIXED_UNITS = (
     "{names} has no MPP and is shown in pixels; the other layers keep their own units ({units}), but napari's "
@@ -131,6 +133,8 @@ class MetadataWidget(Container):
             # else the topmost slide layer (``view --associated all`` leaves the last associated image active)
             slides = [lay for lay in self._viewer.layers if is_slide_layer(lay)]
             self.show_layer(slides[-1] if slides else None)
+        else:
+            self._say_which()
 
     def _on_inserted(self, _event: Any = None) -> None:
         notice = mixed_units_notice(self._viewer)
@@ -160,7 +164,7 @@ class MetadataWidget(Container):
 
     def _render(self) -> None:
         meta = self.meta
-        self.hint.visible = meta is None
+        self._say_which()
         values = dict(metadata_rows(meta)) if meta is not None else {}
         for name, label in self.rows.items():
             label.value = _breakable(values.get(name, "")) if name == "file" else values.get(name, "")
@@ -177,6 +181,19 @@ class MetadataWidget(Container):
             self.srgb.value = meta is not None and meta.color == "srgb"
         self.srgb.enabled = bool(meta is not None and meta.icc_profile and ours and not meta.channels)
         self.srgb.visible = meta is not None
+
+    def _say_which(self) -> None:
+        """The hint: :data:`NO_SLIDE` without facts; whose facts they are while another layer is selected (a map
+        or an array read as 'no MPP, not stated' facts of its own); hidden while the shown slide is selected."""
+        active, slide = self._viewer.layers.selection.active, self.layer
+        # != not 'is not': a docked widget's viewer is napari's proxy, whose layers are proxies of the layers
+        if self.meta is not None and slide is not None and active is not None and active != slide:
+            self.hint.value, self.hint.visible = (
+                OTHER_LAYER.format(active=active.name, slide=slide.name),
+                True,
+            )
+        else:
+            self.hint.value, self.hint.visible = NO_SLIDE, self.meta is None
 
     def add_associated(self, name: str) -> None:
         """Add the slide's associated image ``name`` (label, macro, thumbnail) as a layer beside it."""

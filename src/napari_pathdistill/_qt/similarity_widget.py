@@ -130,6 +130,14 @@ class SimilarityWidget(Container):
         on_end = stop_when_removed(self.viewer, slide, self.runner, "Similarity")  # not B: A shows its result
         self.runner.start(factory, lambda r: self.show_result(r, slide, top_k), "Similarity", on_end=on_end)
 
+    def _on_a(
+        self, scale: Any, translate: Any, mpp_a: float
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """napari (scale, translate) of a result in um (``mpp_a`` um per A level-0 px) on slide A where its layer
+        sits now (moved while the run worked, or since), else where it sat when the run started."""
+        live = self._slide.layer(self.viewer) if self._slide is not None else None
+        return on_slide_layer(live if live is not None else self._slide, scale, translate, mpp_a)
+
     def _names(self) -> tuple[str, str]:
         name = self._slide.name if self._slide is not None else "A"
         return f"{name} cosine to B", f"{name} registered B"
@@ -150,7 +158,7 @@ class SimilarityWidget(Container):
         if slide is None and self.slide_a.value is not None:
             slide = SlideRef.of(self.slide_a.value)
         self._slide = slide
-        scale, translate = on_slide_layer(slide, result.scale, result.translate, result.mpp_a)
+        scale, translate = self._on_a(result.scale, result.translate, result.mpp_a)
         cos_name, _ = self._names()
         layer = upsert_layer(self.viewer, "image", result.overlay, cos_name, colormap="viridis",
                              contrast_limits=(-1.0, 1.0) if result.cosine.min() < 0 else (0.0, 1.0), opacity=0.6,
@@ -174,7 +182,7 @@ class SimilarityWidget(Container):
         cos_name, name = self._names()
         layers = self.viewer.layers
         slide = self._slide
-        scale, translate = on_slide_layer(slide, view.scale, view.translate, result.mpp_a)
+        scale, translate = self._on_a(view.scale, view.translate, result.mpp_a)
         if name in layers and layers[name].data.shape == data.shape:  # a toggle or a rerun: same layer
             layer = layers[name]
             layer.data = data

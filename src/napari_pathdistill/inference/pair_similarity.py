@@ -121,13 +121,29 @@ def _embed(
     read_fn: Callable[[Pyramid, TileGrid, Any], np.ndarray] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Embed ``grid``'s tiles (read by ``read_fn``, default ``read_tiles``), yielding Progress re-labelled
-    ``stage``; returns the (N, D) features."""
+    ``stage`` (``0/N`` first: the status names the stage while the first batch goes through the model, tens of
+    seconds for a large model on a CPU); returns the (N, D) features."""
+    yield Progress(0, len(grid), stage)
     result = yield from relabel(
         iter_embeddings(model, pyr, grid, batch_size=batch_size, cancel=cancel, read_fn=read_fn), stage
     )
     if result is None:
         raise Cancelled(CANCELLED)
     return result.features
+
+
+def _too_few_tiles(
+    name_a: str, n_a: int, matched: int, min_tissue: float, doubt: str | None
+) -> EmptyTissueError:
+    """Why a pair has fewer than 2 matched tiles: slide A's tissue (``n_a`` tiles pass ``min_tissue``), or the
+    registration that maps A's tiles outside B (its ``doubt`` when it has one)."""
+    if n_a < 2:
+        return EmptyTissueError(
+            f"Slide A ({name_a}) has {n_a} tissue tile{'' if n_a == 1 else 's'} at min tissue {min_tissue:g} (2 "
+            "needed): lower 'min tissue', or choose a slide A with tissue."
+        )
+    why = doubt[0].upper() + doubt[1:] if doubt else "Check the registration/landmarks."
+    return EmptyTissueError(f"{matched} of slide A's {n_a} tissue tiles map inside B (2 needed). {why}")
 
 
 def iter_pair_similarity(
@@ -185,10 +201,8 @@ def iter_pair_similarity(
         stop()
         n_a = len(grid_a)
         grid_a, grid_b, moved, read_b = match_tiles(pa, grid_a, pb, grid_b, reg.matrix, max_overhang)
-        if len(grid_a.coords) < 2:
-            raise EmptyTissueError(
-                "Fewer than 2 tissue tiles of A map inside B: check the registration/landmarks."
-            )
+        if len(grid_a) < 2:
+            raise _too_few_tiles(pa.path.name, n_a, len(grid_a), min_tissue, reg.registration.doubt())
         fa = yield from _embed(model, pa, grid_a, "embedding A", batch_size, cancel)
         fb = yield from _embed(model, pb, grid_b, "embedding B", batch_size, cancel, read_b)
         view = None

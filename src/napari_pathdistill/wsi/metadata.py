@@ -64,12 +64,39 @@ def _float(value: Any) -> float | None:
     return out if out > 0 else None
 
 
+def _dicom(props: dict[str, str], key: str) -> str | None:
+    """A DICOM attribute as OpenSlide lists it (``dicom.<key>``); None when empty or the converters' "Unknown"."""
+    value = props.get(f"dicom.{key}", "").strip()
+    return value if value and value.lower() != "unknown" else None
+
+
 def _openslide_facts(props: dict[str, str]) -> tuple[str | None, float | None, str | None]:
     vendor = props.get("openslide.vendor")
-    scanner = (
-        props.get("aperio.ScanScope ID") or props.get("hamamatsu.Product") or props.get("leica.device-model")
+    dicom_scanner = " ".join(
+        filter(None, (_dicom(props, "Manufacturer"), _dicom(props, "ManufacturerModelName")))
     )
-    return vendor, _float(props.get("openslide.objective-power")), scanner
+    scanner = (
+        props.get("aperio.ScanScope ID")
+        or props.get("hamamatsu.Product")
+        or props.get("leica.device-model")
+        or dicom_scanner
+    )
+    power = props.get("openslide.objective-power") or _dicom(
+        props, "OpticalPathSequence[0].ObjectiveLensPower"
+    )
+    return vendor, _float(power), scanner or None
+
+
+def _scan_date(props: dict[str, str]) -> str | None:
+    """When the slide was scanned: an SVS's ``aperio.Date`` as written, a DICOM's AcquisitionDateTime
+    (YYYYMMDDHHMMSS...) as ``YYYY-MM-DD HH:MM:SS``; None when the file does not say."""
+    if props.get("aperio.Date"):
+        return props["aperio.Date"]
+    m = re.match(r"(\d{4})(\d\d)(\d\d)(?:(\d\d)(\d\d)(\d\d)?)?", _dicom(props, "AcquisitionDateTime") or "")
+    if m is None:
+        return None
+    date, hh, mm, ss = "-".join(m.groups()[:3]), *m.groups()[3:]
+    return f"{date} {hh}:{mm}" + (f":{ss}" if ss else "") if hh else date
 
 
 def _ome_attr(xml: str, element: str, attr: str) -> str | None:
@@ -121,8 +148,8 @@ def slide_metadata(pyramid: Any) -> SlideMetadata:
         )
         for lv in pyramid.levels
     )
-    labels = (("aperio.Date", "scan date"), ("pathdistill.sample-range", "pixel values"))
-    extra = {label: props[k] for k, label in labels if props.get(k)}
+    found = {"scan date": _scan_date(props), "pixel values": props.get("pathdistill.sample-range")}
+    extra = {label: value for label, value in found.items() if value}
     return SlideMetadata(
         path=Path(pyramid.path),
         backend=pyramid.backend,

@@ -93,9 +93,12 @@ class Registration:
         if self.ncc < MIN_NCC:
             why.append(f"the images agree poorly after it (NCC {self.ncc:.2f} < {MIN_NCC})")
         if scales.min() < lo or scales.max() > hi:
-            why.append(
-                f"it stretches B by {scales.min():.2f}-{scales.max():.2f}x in um (a rescan: {lo}-{hi}x)"
+            # rounded outwards: a 0.7996x stretch read "0.80-0.99x (a rescan: 0.8-1.25x)", inside the range it broke
+            least, most = (
+                np.floor(round(scales.min() * 100, 6)) / 100,
+                np.ceil(round(scales.max() * 100, 6)) / 100,
             )
+            why.append(f"it stretches B by {least:.2f}-{most:.2f}x in um (a rescan: {lo}-{hi}x)")
         if not why:
             return None
         return (
