@@ -60,6 +60,18 @@ def test_landmark_affine_recovers_known_transform():
         landmark_affine(fixed[:2], moving[:2])
 
 
+@pytest.mark.parametrize("which", ["fixed", "moving"])
+def test_collinear_landmarks_are_refused_not_fitted_to_a_singular_affine(which: str) -> None:
+    """Three points on one line (clicked along a tissue edge) gave a singular matrix (both rows [1, 0, -10]): the
+    run went on to a registered view squashed onto a line, with only a 'stretches B by 12.7x' doubt."""
+    on_line = np.array([[0.0, 0.0], [100.0, 100.0], [200.0, 201.0]])
+    spread = np.array([[10.0, 5.0], [110.0, 104.0], [30.0, 206.0]])
+    fixed, moving = (on_line, spread) if which == "fixed" else (spread, on_line)
+    with pytest.raises(RegistrationError, match=f"landmarks of the {which} slide lie on .*one line"):
+        landmark_affine(fixed, moving)
+    assert np.isfinite(landmark_affine(spread, spread + 3.0)).all()  # a real triangle still fits
+
+
 def test_warp_rgb_identity_shift_and_outside(cmu_svs) -> None:
     """On a real thumbnail: the identity gives the image back; out -> in shifted by (+7, +3) px reads the
     pixels 7 right / 3 down; what falls outside is white and marked outside."""

@@ -176,6 +176,12 @@ def landmark_affine(fixed_pts: np.ndarray, moving_pts: np.ndarray) -> np.ndarray
             f"manual registration needs >= 3 matching landmark pairs (x, y), the same number on each slide in "
             f"the same order; got {len(fixed_pts)} on the fixed slide and {len(moving_pts)} on the moving one"
         )
+    for pts, which in ((fixed_pts, "fixed"), (moving_pts, "moving")):
+        if _flatness(pts) < MIN_LANDMARK_SPREAD:
+            raise RegistrationError(
+                f"the landmarks of the {which} slide lie on (or near) one line, which fixes no affine across it "
+                "(3 collinear points gave a singular transform); add points off that line"
+            )
     if hasattr(AffineTransform, "from_estimate"):  # scikit-image >= 0.26
         tf = AffineTransform.from_estimate(moving_pts, fixed_pts)
         ok = bool(tf)
@@ -185,6 +191,16 @@ def landmark_affine(fixed_pts: np.ndarray, moving_pts: np.ndarray) -> np.ndarray
     if not ok or not np.isfinite(tf.params).all():
         raise RegistrationError("landmarks are degenerate (collinear?); add non-collinear points")
     return tf.params
+
+
+#: the least width / length of a landmark set (:func:`_flatness`) from which an affine is fitted
+MIN_LANDMARK_SPREAD = 0.02
+
+
+def _flatness(pts: np.ndarray) -> float:
+    """Width over length of (n, 2) points: the ratio of the singular values of the centred points (0: on a line)."""
+    sv = np.linalg.svd(pts - pts.mean(0), compute_uv=False)
+    return float(sv[-1] / sv[0]) if sv[0] > 0 else 0.0
 
 
 def apply_affine(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
