@@ -389,3 +389,31 @@ def test_removing_the_slide_stops_its_run(make_napari_viewer, qtbot, cmu_svs, ti
     assert widget.runner.cancel_event.is_set() and tiles[-1].done < tiles[0].total, [t.done for t in tiles]
     assert widget.status.value == f"Attention stopped: '{slide.name}' was removed while it ran"
     assert widget.result is None and len(viewer.layers) == 0
+
+
+def test_the_hover_tiles_draw_nothing_over_the_teacher_map(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """The "attention tiles" points (the hover targets) were drawn with a white border of width 0, which the
+    canvas still draws as a one-pixel outline: zoomed out over thousands of tiles (a whole 60k x 60k slide, or
+    the CMU slide with small tiles in a grid cell) the teacher's cell turned white over the tissue, map hidden.
+    They now draw nothing: the canvas is the same with them shown or hidden (and hover still names a tile)."""
+    viewer = make_napari_viewer(show=True)
+    slide = open_slide(viewer, cmu_svs)
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=400)
+    widget.run()
+    wait_for(widget)
+    assert widget.result is not None, widget.status.value
+    pair, mpp = widget.result, slide.scale[-1]
+    viewer.scene.camera.zoom = 2 / (pair.tile_px_level0 * mpp)  # a tile spans 2 screen px, as on a big slide
+    viewer.scene.camera.center = tuple((pair.coords.mean(0) + pair.tile_px_level0 / 2)[::-1] * mpp)
+    tiles = viewer.layers["attention tiles"]
+    qtbot.wait(200)
+    shown = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    tiles.visible = False
+    qtbot.wait(200)
+    hidden = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    assert np.abs(shown - hidden).max() <= 2, np.abs(shown - hidden).mean()
+    tiles.visible = True
+    centre = (pair.coords[0] + pair.tile_px_level0 / 2 - 0.5)[::-1] * mpp
+    assert tiles.get_value(tuple(centre), world=True) == 0

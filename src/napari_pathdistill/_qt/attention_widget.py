@@ -169,10 +169,11 @@ class AttentionWidget(Container):
             {"scale": on_view.scale[-2:], "translate": on_view.translate[-2:]} if on_view is not None else {}
         )
         # hovering a map names the tile nearest the cursor: each point answers over the square of its tile's centre
-        # (napari's Points hit test), drawn transparent (a hidden layer is not sliced, so it would answer nothing)
+        # (napari's Points hit test), drawn transparent (a hidden layer is not sliced, so it would answer nothing);
+        # border too: one of width 0 is still a 1 px outline, which turned the teacher's cell white zoomed out
         side = pair.stride_level0 or pair.tile_px_level0
         tiles = upsert_layer(self.viewer, "points", tile_centres(pair), "attention tiles", size=side, symbol="square",
-                             face_color="transparent", border_color="white", border_width=0,
+                             face_color="transparent", border_color="transparent", border_width=0,
                              features=pair.feature_table(), units=units, **frame)  # fmt: skip
         self._map_layers = [*maps, diff, tiles]
         self.summary.value = agreement_text(pair)
