@@ -212,3 +212,18 @@ def test_the_finer_model_gets_the_slide_s_pixels_not_the_coarser_tile_upsampled(
                 got = np.concatenate(seen[name])[k].astype(float)
                 # each model's tile is the slide's own (the teacher's 56 px copy blown up differed by 17 levels)
                 np.testing.assert_allclose(got, want, atol=1, err_msg=name)
+
+
+def test_a_region_off_the_slide_is_refused_before_the_tissue_detection(cmu_svs):
+    """A view panned off the slide ran the whole tissue detection, then said 'No tissue tile in the chosen region:
+    ... lower min tissue', which could not help: it now says the region shows none of the slide, at once."""
+    from napari_pathdistill.errors import EmptyTissueError
+
+    vit = tiny_model(tile_px=56)
+    right_of_it, above_left = (3000.0, 100.0, 4000.0, 900.0), (-900.0, -800.0, -10.0, -5.0)
+    for bbox in (right_of_it, above_left):
+        steps = iter_attention_pair(vit, vit, cmu_svs, bbox=bbox)
+        with pytest.raises(EmptyTissueError, match="shows none of the slide"):
+            next(steps)  # before the first Progress ("finding tissue")
+    edge = drain(iter_attention_pair(vit, vit, cmu_svs, bbox=(1000.0, 2700.0, 1600.0, 3500.0), max_tiles=2))
+    assert len(edge.coords) == 2  # a view over the slide's bottom edge still maps the tissue tiles in it

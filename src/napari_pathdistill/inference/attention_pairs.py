@@ -237,6 +237,7 @@ def iter_attention_pair(
     stop = partial(raise_if_cancelled, cancel, "Attention cancelled.")
     with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         square_pixel_mpp(pyr)  # non-square pixels are refused before the detection, not after
+        _check_on_slide(bbox, pyr.levels[0].shape)
         yield Progress(0, 0, "finding tissue")
         mask = detect_tissue(pyr, check=stop)  # Cancel reaches it between the blocks of the level it reads
         stop()
@@ -261,6 +262,16 @@ def iter_attention_pair(
         source_of("student", student, mode, heads[1], field),
     )
     yield _pair(region, blend, r, ov, units, sources, top_frac)
+
+
+def _check_on_slide(bbox: tuple[float, float, float, float] | None, shape: tuple[int, int]) -> None:
+    """Raise EmptyTissueError when ``bbox`` (x0, y0, x1, y1 level-0 px) holds none of a (h, w) slide: a view panned
+    off the slide was told to lower 'min tissue' after the whole tissue detection, which could not help."""
+    h, w = shape
+    if bbox is not None and not (bbox[0] < w and bbox[2] > 0 and bbox[1] < h and bbox[3] > 0):
+        raise EmptyTissueError(
+            "The chosen region shows none of the slide: pan/zoom onto the slide, or choose the whole slide."
+        )
 
 
 def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, units: tuple[float, float] | None,
