@@ -417,3 +417,35 @@ def test_the_hover_tiles_draw_nothing_over_the_teacher_map(
     tiles.visible = True
     centre = (pair.coords[0] + pair.tile_px_level0 / 2 - 0.5)[::-1] * mpp
     assert tiles.get_value(tuple(centre), world=True) == 0
+
+
+def test_a_view_of_glass_says_lower_min_tissue_and_the_widget_has_it(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for, errors
+):
+    """A view without a tile of >= 50 % tissue failed with "pan/zoom onto tissue or lower 'min tissue'", but the
+    Attention dock had no 'min tissue' (Embed and Similarity have one): the advice could not be followed. The dock
+    now has it; 0 maps every tile of the view, glass included."""
+    viewer = make_napari_viewer(show=True)
+    slide = open_slide(viewer, cmu_svs)
+    widget = AttentionWidget(viewer)
+    widget.teacher.set_model(tiny_vit)
+    widget.student.set_model(tiny_vit)
+    widget.slide.value = slide
+    mpp = slide.scale[-1]
+    viewer.scene.camera.center = (200 * mpp, 2050 * mpp)  # level-0 (y, x): the glass at the upper right
+    viewer.scene.camera.zoom = 400 / (300 * mpp)  # ~300 level-0 px across
+    widget.run()
+    wait_for(widget)
+    assert errors and "lower 'min tissue'" in errors[-1] and widget.result is None, (
+        widget.status.value,
+        view_bbox_level0(viewer, slide),
+    )
+    widget.min_tissue.value = 0.0
+    widget.run()
+    wait_for(widget)
+    pair = widget.result
+    assert pair is not None, widget.status.value
+    x0, y0, x1, y1 = view_bbox_level0(viewer, slide)
+    centres, side = pair.coords + pair.tile_px_level0 / 2, pair.tile_px_level0
+    assert len(pair.coords) and (centres >= np.array([x0, y0]) - side).all()
+    assert (centres <= np.array([x1, y1]) + side).all(), (centres, (x0, y0, x1, y1))

@@ -71,6 +71,7 @@ class AttentionWidget(Container):
         self.region = ComboBox(label="tiles", choices=REGIONS, value=REGIONS[0])
         self.max_tiles = SpinBox(label="max tiles", value=512, min=1, max=1_000_000)
         self.overlap = FloatSpinBox(label="tile overlap", value=0.5, min=0.0, max=0.75, step=0.25)
+        self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.mpp_override = mpp_override_box("its tiles are cut at the student's um/px")
         self.mode = ComboBox(label="ViT map", choices=("last", "rollout"), value="last")
         self.opacity = FloatSlider(label="opacity", value=1.0, min=0.0, max=1.0)
@@ -82,7 +83,7 @@ class AttentionWidget(Container):
         self.histogram = status_label()
         widgets = [self.slide, self.teacher, self.teacher_weights, self.teacher_head, self.student,
                    self.student_weights, self.student_head, self.region, self.max_tiles, self.overlap,
-                   self.mpp_override, self.mode, self.opacity, self.side_by_side, self.run_button,
+                   self.min_tissue, self.mpp_override, self.mode, self.opacity, self.side_by_side, self.run_button,
                    self.cancel_button, self.status, self.summary, self.histogram]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         scroll_when_docked(self)
@@ -117,7 +118,8 @@ class AttentionWidget(Container):
         bbox = view_bbox_level0(self.viewer, layer) if self.region.value == REGIONS[0] else None
         heads = tuple(None if h.value < 0 else int(h.value) for h in (self.teacher_head, self.student_head))
         kw = {"bbox": bbox, "max_tiles": self.max_tiles.value, "mode": self.mode.value, "heads": heads,
-              "overlap": float(self.overlap.value), "fallback_mpp": float(self.mpp_override.value) or None}  # fmt: skip
+              "overlap": float(self.overlap.value), "min_tissue": float(self.min_tissue.value),
+              "fallback_mpp": float(self.mpp_override.value) or None}  # fmt: skip
         spec = self.student.spec()  # the tiles are cut at the student's tile px / um/px
         tiling = (spec.tile_px, spec.mpp) if spec is not None else (224, 0.5)
         if (note := no_mpp_note(layer, kw["fallback_mpp"], *tiling)) is not None:
