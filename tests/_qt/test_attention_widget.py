@@ -449,3 +449,28 @@ def test_a_view_of_glass_says_lower_min_tissue_and_the_widget_has_it(
     centres, side = pair.coords + pair.tile_px_level0 / 2, pair.tile_px_level0
     assert len(pair.coords) and (centres >= np.array([x0, y0]) - side).all()
     assert (centres <= np.array([x1, y1]) + side).all(), (centres, (x0, y0, x1, y1))
+
+
+def test_a_random_init_side_says_it_is_built_and_a_cancel_meanwhile_stops_after_it():
+    """A 'random init' side is built from its spec in the worker (h-optimus-0: 1.1 B parameters, 42 s on a CPU)
+    with no stage shown (the status stayed at 'Attention: starting...') and a Cancel pressed meanwhile went on
+    to the other side's load (another 42 s): it now names the build, and a Cancel stops the task right after it."""
+    import threading
+
+    from napari_pathdistill._qt._model_picker import ModelRequest
+    from napari_pathdistill._qt.attention_widget import _load
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.progress import Progress
+
+    cancel = threading.Event()
+    steps = _load(ModelRequest("pathdistill-student", "cpu"), "random init", cancel)
+    first = next(steps)
+    assert isinstance(first, Progress) and first.stage == "building pathdistill-student (random init)"
+    cancel.set()  # pressed while it is built
+    with pytest.raises(Cancelled, match="pathdistill-student"):
+        next(steps)
+    steps = _load(ModelRequest("pathdistill-student", "cpu"), "random init", threading.Event())
+    next(steps)
+    with pytest.raises(StopIteration) as done:
+        next(steps)
+    assert done.value.value.spec.name == "pathdistill-student (random init)"

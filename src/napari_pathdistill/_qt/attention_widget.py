@@ -46,7 +46,7 @@ from napari_pathdistill.inference.attention_pairs import (
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.factory import resolve_spec
 from napari_pathdistill.models.spec import ModelSpec
-from napari_pathdistill.progress import Progress
+from napari_pathdistill.progress import Progress, raise_if_cancelled
 
 REGIONS = ("tiles in current view", "whole slide")
 WEIGHTS = ("pretrained", "random init")
@@ -234,10 +234,14 @@ def _load(
     request: ModelRequest, weights: str, cancel: threading.Event
 ) -> Generator[Progress, None, EmbeddingModel]:
     """The model of one side (in the worker): pretrained (the copy a task already holds, see
-    ``ModelRequest.load_steps``), or the architecture's random initialisation."""
+    ``ModelRequest.load_steps``), or the architecture's random initialisation: its build is named (h-optimus-0's
+    takes ~40 s on a CPU) and a Cancel pressed meanwhile stops the task once it is built."""
     if weights == WEIGHTS[0]:
         return (yield from request.load_steps(cancel))
+    yield Progress(0, 0, f"building {request.source} (random init)")
     if request.model is not None:
-        return random_init(request.model)
-    # the spec alone (registry entry or checkpoint config.json): no weights are read, a hub model works offline
-    return random_model(resolve_spec(request.source), resolve_device(request.device))
+        model = random_init(request.model)
+    else:  # the spec alone (registry entry or checkpoint config.json): no weights are read, a hub model works offline
+        model = random_model(resolve_spec(request.source), resolve_device(request.device))
+    raise_if_cancelled(cancel, f"Cancelled while building {request.source} (random init).")
+    return model
