@@ -474,3 +474,27 @@ def test_a_random_init_side_says_it_is_built_and_a_cancel_meanwhile_stops_after_
     with pytest.raises(StopIteration) as done:
         next(steps)
     assert done.value.value.spec.name == "pathdistill-student (random init)"
+
+
+def test_removing_the_student_view_ends_the_grid_the_run_started(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """Removing the "(student view)" layer (the slide's copy under the student map) left the grid on: the student
+    map sat alone in the second cell over black (as it did when the slide left, before go_with_slide). The grid the
+    run switched on now ends with it, both maps stay over the slide; a grid the user switched on stays."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=4)
+    widget.run()
+    wait_for(widget)
+    assert widget.result is not None and viewer.grid.enabled, widget.status.value
+    viewer.layers.remove(f"{slide.name} (student view)")
+    assert not viewer.grid.enabled
+    names = [layer.name for layer in viewer.layers]
+    assert "student last-block attention, head mean: tiny-vit" in names and slide.name in names
+    viewer.grid.enabled = True  # the user's own grid, before the rerun: it stays when the view leaves
+    widget.run()
+    wait_for(widget)
+    assert f"{slide.name} (student view)" in [layer.name for layer in viewer.layers]
+    viewer.layers.remove(f"{slide.name} (student view)")
+    assert viewer.grid.enabled

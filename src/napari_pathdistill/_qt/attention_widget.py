@@ -95,6 +95,7 @@ class AttentionWidget(Container):
         self.result: AttentionPair | None = None
         self._map_layers: list[napari.layers.Layer] = []
         self._grid_ours = False  # grid mode was switched on by "side by side", so a run without it ends it
+        self._view: napari.layers.Layer | None = None  # the student view of the last side-by-side run
 
     @staticmethod
     def _set_head_range(head: SpinBox, spec: ModelSpec) -> None:
@@ -148,6 +149,7 @@ class AttentionWidget(Container):
         if slide is None and self.slide.value is not None:
             slide = SlideRef.of(self.slide.value)
         units = slide.units if slide is not None else None
+        self._view = None  # the old view goes below: a re-run replaces it, the grid stays
         for old in self._map_layers:
             if old in self.viewer.layers:
                 self.viewer.layers.remove(old)
@@ -206,6 +208,13 @@ class AttentionWidget(Container):
         if self._grid_ours:
             self.viewer.grid.enabled = self._grid_ours = False
 
+    def _view_left(self, event: Any) -> None:
+        """The student view left (removed by the user): the student map would sit alone over black in its cell, so
+        the grid the run started ends, both maps then over the slide (a re-run's replaced view ends nothing)."""
+        if event.value is not None and event.value is self._view:
+            self._view = None
+            self._end_grid()
+
     def _arrange_grid(self, slide: Any, teacher: Any, tiles: Any, student: Any, diff: Any) -> Any:
         """Grid mode, stride 3: cell 1 = slide + teacher map + the (transparent) tile points, cell 2 = a view of the
         slide + student map + the difference (hidden); one camera, fitted to the maps (the grid halves each cell's
@@ -221,6 +230,8 @@ class AttentionWidget(Container):
         self.viewer.grid.stride = 3
         self._grid_ours = self._grid_ours or not self.viewer.grid.enabled  # the user's own grid stays
         self.viewer.grid.enabled = True
+        self._view = view
+        layers.events.removed.connect(self._view_left)  # a bound method: held weakly, connected once
         self.viewer.fit_to_view(layers=[teacher, student])
         return view
 
