@@ -34,7 +34,7 @@ from napari_pathdistill.inference.attention_region import (
 from napari_pathdistill.metrics.agreement import attention_agreement, map_agreement, top_overlap
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.spec import ModelSpec, build_module
-from napari_pathdistill.progress import Progress, raise_if_cancelled
+from napari_pathdistill.progress import Progress, cancel_scope, interruptible, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, read_tiles, square_pixel_mpp
 
@@ -195,8 +195,10 @@ def _stream(models: dict[str, tuple[EmbeddingModel, int | None]], region: Region
     for first, tiles in _batches(grids, pyr, batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Attention cancelled.")
-        maps = {k: resample(raw_attention_maps(m, fit_tiles(tiles[k], m.spec.tile_px), mode=mode, head=h),
-                            region.cells) for k, (m, h) in models.items()}  # fmt: skip
+        # a batch of the real teacher and student takes seconds on a CPU: Cancel stops it at its next Python call
+        with cancel_scope(cancel, "Attention cancelled.", inherit=True), interruptible():
+            maps = {k: resample(raw_attention_maps(m, fit_tiles(tiles[k], m.spec.tile_px), mode=mode, head=h),
+                                region.cells) for k, (m, h) in models.items()}  # fmt: skip
         blend.add(first, maps)
         end = first + len(tiles["student"])
         r[first:end] = attention_agreement(maps["teacher"], maps["student"])
