@@ -389,3 +389,112 @@ def test_removing_the_slide_stops_its_run(make_napari_viewer, qtbot, cmu_svs, ti
     assert widget.runner.cancel_event.is_set() and tiles[-1].done < tiles[0].total, [t.done for t in tiles]
     assert widget.status.value == f"Attention stopped: '{slide.name}' was removed while it ran"
     assert widget.result is None and len(viewer.layers) == 0
+
+
+def test_the_hover_tiles_draw_nothing_over_the_teacher_map(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """The "attention tiles" points (the hover targets) were drawn with a white border of width 0, which the
+    canvas still draws as a one-pixel outline: zoomed out over thousands of tiles (a whole 60k x 60k slide, or
+    the CMU slide with small tiles in a grid cell) the teacher's cell turned white over the tissue, map hidden.
+    They now draw nothing: the canvas is the same with them shown or hidden (and hover still names a tile)."""
+    viewer = make_napari_viewer(show=True)
+    slide = open_slide(viewer, cmu_svs)
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=400)
+    widget.run()
+    wait_for(widget)
+    assert widget.result is not None, widget.status.value
+    pair, mpp = widget.result, slide.scale[-1]
+    viewer.scene.camera.zoom = 2 / (pair.tile_px_level0 * mpp)  # a tile spans 2 screen px, as on a big slide
+    viewer.scene.camera.center = tuple((pair.coords.mean(0) + pair.tile_px_level0 / 2)[::-1] * mpp)
+    tiles = viewer.layers["attention tiles"]
+    qtbot.wait(200)
+    shown = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    tiles.visible = False
+    qtbot.wait(200)
+    hidden = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    assert np.abs(shown - hidden).max() <= 2, np.abs(shown - hidden).mean()
+    tiles.visible = True
+    centre = (pair.coords[0] + pair.tile_px_level0 / 2 - 0.5)[::-1] * mpp
+    assert tiles.get_value(tuple(centre), world=True) == 0
+
+
+def test_a_view_of_glass_says_lower_min_tissue_and_the_widget_has_it(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for, errors
+):
+    """A view without a tile of >= 50 % tissue failed with "pan/zoom onto tissue or lower 'min tissue'", but the
+    Attention dock had no 'min tissue' (Embed and Similarity have one): the advice could not be followed. The dock
+    now has it; 0 maps every tile of the view, glass included."""
+    viewer = make_napari_viewer(show=True)
+    slide = open_slide(viewer, cmu_svs)
+    widget = AttentionWidget(viewer)
+    widget.teacher.set_model(tiny_vit)
+    widget.student.set_model(tiny_vit)
+    widget.slide.value = slide
+    mpp = slide.scale[-1]
+    viewer.scene.camera.center = (200 * mpp, 2050 * mpp)  # level-0 (y, x): the glass at the upper right
+    viewer.scene.camera.zoom = 400 / (300 * mpp)  # ~300 level-0 px across
+    widget.run()
+    wait_for(widget)
+    assert errors and "lower 'min tissue'" in errors[-1] and widget.result is None, (
+        widget.status.value,
+        view_bbox_level0(viewer, slide),
+    )
+    widget.min_tissue.value = 0.0
+    widget.run()
+    wait_for(widget)
+    pair = widget.result
+    assert pair is not None, widget.status.value
+    x0, y0, x1, y1 = view_bbox_level0(viewer, slide)
+    centres, side = pair.coords + pair.tile_px_level0 / 2, pair.tile_px_level0
+    assert len(pair.coords) and (centres >= np.array([x0, y0]) - side).all()
+    assert (centres <= np.array([x1, y1]) + side).all(), (centres, (x0, y0, x1, y1))
+
+
+def test_a_random_init_side_says_it_is_built_and_a_cancel_meanwhile_stops_after_it():
+    """A 'random init' side is built from its spec in the worker (h-optimus-0: 1.1 B parameters, 42 s on a CPU)
+    with no stage shown (the status stayed at 'Attention: starting...') and a Cancel pressed meanwhile went on
+    to the other side's load (another 42 s): it now names the build, and a Cancel stops the task right after it."""
+    import threading
+
+    from napari_pathdistill._qt._model_picker import ModelRequest
+    from napari_pathdistill._qt.attention_widget import _load
+    from napari_pathdistill.errors import Cancelled
+    from napari_pathdistill.progress import Progress
+
+    cancel = threading.Event()
+    steps = _load(ModelRequest("pathdistill-student", "cpu"), "random init", cancel)
+    first = next(steps)
+    assert isinstance(first, Progress) and first.stage == "building pathdistill-student (random init)"
+    cancel.set()  # pressed while it is built
+    with pytest.raises(Cancelled, match="pathdistill-student"):
+        next(steps)
+    steps = _load(ModelRequest("pathdistill-student", "cpu"), "random init", threading.Event())
+    next(steps)
+    with pytest.raises(StopIteration) as done:
+        next(steps)
+    assert done.value.value.spec.name == "pathdistill-student (random init)"
+
+
+def test_removing_the_student_view_ends_the_grid_the_run_started(
+    make_napari_viewer, qtbot, cmu_svs, tiny_vit, open_slide, wait_for
+):
+    """Removing the "(student view)" layer (the slide's copy under the student map) left the grid on: the student
+    map sat alone in the second cell over black (as it did when the slide left, before go_with_slide). The grid the
+    run switched on now ends with it, both maps stay over the slide; a grid the user switched on stays."""
+    viewer = make_napari_viewer()
+    slide = open_slide(viewer, cmu_svs)
+    widget = _whole_slide_widget(viewer, tiny_vit, slide, max_tiles=4)
+    widget.run()
+    wait_for(widget)
+    assert widget.result is not None and viewer.grid.enabled, widget.status.value
+    viewer.layers.remove(f"{slide.name} (student view)")
+    assert not viewer.grid.enabled
+    names = [layer.name for layer in viewer.layers]
+    assert "student last-block attention, head mean: tiny-vit" in names and slide.name in names
+    viewer.grid.enabled = True  # the user's own grid, before the rerun: it stays when the view leaves
+    widget.run()
+    wait_for(widget)
+    assert f"{slide.name} (student view)" in [layer.name for layer in viewer.layers]
+    viewer.layers.remove(f"{slide.name} (student view)")
+    assert viewer.grid.enabled

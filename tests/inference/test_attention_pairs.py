@@ -212,3 +212,36 @@ def test_the_finer_model_gets_the_slide_s_pixels_not_the_coarser_tile_upsampled(
                 got = np.concatenate(seen[name])[k].astype(float)
                 # each model's tile is the slide's own (the teacher's 56 px copy blown up differed by 17 levels)
                 np.testing.assert_allclose(got, want, atol=1, err_msg=name)
+
+
+def test_a_region_off_the_slide_is_refused_before_the_tissue_detection(cmu_svs):
+    """A view panned off the slide ran the whole tissue detection, then said 'No tissue tile in the chosen region:
+    ... lower min tissue', which could not help: it now says the region shows none of the slide, at once."""
+    from napari_pathdistill.errors import EmptyTissueError
+
+    vit = tiny_model(tile_px=56)
+    right_of_it, above_left = (3000.0, 100.0, 4000.0, 900.0), (-900.0, -800.0, -10.0, -5.0)
+    for bbox in (right_of_it, above_left):
+        steps = iter_attention_pair(vit, vit, cmu_svs, bbox=bbox)
+        with pytest.raises(EmptyTissueError, match="shows none of the slide"):
+            next(steps)  # before the first Progress ("finding tissue")
+    edge = drain(iter_attention_pair(vit, vit, cmu_svs, bbox=(1000.0, 2700.0, 1600.0, 3500.0), max_tiles=2))
+    assert len(edge.coords) == 2  # a view over the slide's bottom edge still maps the tissue tiles in it
+
+
+def test_cancel_stops_a_batch_inside_the_teacher_s_forward(cmu_svs):
+    """Cancel was read between batches only: a batch of 8 tiles through the EfficientNet-Lite2 teacher's Grad-CAM
+    and the bundled student takes 2.5 s on an idle CPU (7.9 s measured at load 7), all of it run after the press.
+    The forwards now stop at their next Python call: pressed in the teacher's first block, the teacher's later
+    blocks and the student never run."""
+    teacher, student = tiny_model(tile_px=56), tiny_model(tile_px=56, seed=1)
+    blocks = list(teacher.module.get_submodule("blocks").children())
+    cancel, ran = threading.Event(), []
+    blocks[0].register_forward_hook(lambda *_: cancel.set())  # Cancel pressed while the first block runs
+    blocks[-1].register_forward_hook(lambda *_: ran.append("teacher's last block"))
+    student.module.register_forward_hook(lambda *_: ran.append("student"))
+    items = iter_attention_pair(teacher, student, cmu_svs, max_tiles=16, batch_size=8, cancel=cancel)
+    assert next(items).stage == "finding tissue"
+    with pytest.raises(Cancelled, match="Attention cancelled"):
+        next(items)
+    assert ran == []

@@ -75,6 +75,24 @@ def test_rank_normalisation_is_one_map_wide_and_keeps_nan():
     assert lo < hi
 
 
+def test_tied_pixels_get_the_middle_rank_of_their_tie():
+    """Tied pixels got the top rank of their tie (np.interp over repeated quantiles): a map 70 % zero (Grad-CAM's
+    ReLU over a region it finds nothing in) drew its zeros at rank 0.7, tinted as more attended than 70 % of the
+    region, and a flat map (a collapsed student's uniform attention) drew every pixel at rank 1: all yellow, "top
+    10 %". A tie now gets the middle of its ranks: below the median stays transparent; untied maps are unchanged."""
+    img = np.zeros((10, 10), np.float32)
+    img[:3] = np.arange(1, 31, dtype=np.float32).reshape(3, 10)  # 30 % of the pixels attended, 70 % zero
+    ranks = normalise_region(img)[0].astype(np.float64)
+    np.testing.assert_allclose(ranks[3:], 0.35, atol=0.005)  # the middle of ranks 0 .. 0.7
+    assert ranks[:3].min() > 0.7 and ranks.max() == 1
+    flat = normalise_region(np.full((8, 8), 0.0049, np.float32))[0].astype(np.float64)
+    np.testing.assert_allclose(flat, 0.5, atol=0.001)  # at the colormap's transparent median, not yellow
+    plain = np.arange(100, dtype=np.float32).reshape(10, 10) ** 3  # no ties: the ranks of before
+    q = np.percentile(plain, np.linspace(0, 100, 1001))
+    want = np.interp(plain, q, np.linspace(0, 1, 1001)).astype(np.float16)
+    np.testing.assert_array_equal(normalise_region(plain)[0], want)
+
+
 def _border_ratio(m: np.ndarray, stride: int) -> float:
     """Mean |gradient| across tile borders (columns/rows at multiples of ``stride``) over the mean inside tiles."""
     border, inside = [], []

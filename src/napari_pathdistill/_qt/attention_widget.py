@@ -46,7 +46,7 @@ from napari_pathdistill.inference.attention_pairs import (
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.factory import resolve_spec
 from napari_pathdistill.models.spec import ModelSpec
-from napari_pathdistill.progress import Progress
+from napari_pathdistill.progress import Progress, raise_if_cancelled
 
 REGIONS = ("tiles in current view", "whole slide")
 WEIGHTS = ("pretrained", "random init")
@@ -71,6 +71,7 @@ class AttentionWidget(Container):
         self.region = ComboBox(label="tiles", choices=REGIONS, value=REGIONS[0])
         self.max_tiles = SpinBox(label="max tiles", value=512, min=1, max=1_000_000)
         self.overlap = FloatSpinBox(label="tile overlap", value=0.5, min=0.0, max=0.75, step=0.25)
+        self.min_tissue = FloatSpinBox(label="min tissue", value=0.5, min=0.0, max=1.0, step=0.05)
         self.mpp_override = mpp_override_box("its tiles are cut at the student's um/px")
         self.mode = ComboBox(label="ViT map", choices=("last", "rollout"), value="last")
         self.opacity = FloatSlider(label="opacity", value=1.0, min=0.0, max=1.0)
@@ -82,7 +83,7 @@ class AttentionWidget(Container):
         self.histogram = status_label()
         widgets = [self.slide, self.teacher, self.teacher_weights, self.teacher_head, self.student,
                    self.student_weights, self.student_head, self.region, self.max_tiles, self.overlap,
-                   self.mpp_override, self.mode, self.opacity, self.side_by_side, self.run_button,
+                   self.min_tissue, self.mpp_override, self.mode, self.opacity, self.side_by_side, self.run_button,
                    self.cancel_button, self.status, self.summary, self.histogram]  # fmt: skip
         super().__init__(widgets=widgets, labels=True)
         scroll_when_docked(self)
@@ -94,6 +95,7 @@ class AttentionWidget(Container):
         self.result: AttentionPair | None = None
         self._map_layers: list[napari.layers.Layer] = []
         self._grid_ours = False  # grid mode was switched on by "side by side", so a run without it ends it
+        self._view: napari.layers.Layer | None = None  # the student view of the last side-by-side run
 
     @staticmethod
     def _set_head_range(head: SpinBox, spec: ModelSpec) -> None:
@@ -117,7 +119,8 @@ class AttentionWidget(Container):
         bbox = view_bbox_level0(self.viewer, layer) if self.region.value == REGIONS[0] else None
         heads = tuple(None if h.value < 0 else int(h.value) for h in (self.teacher_head, self.student_head))
         kw = {"bbox": bbox, "max_tiles": self.max_tiles.value, "mode": self.mode.value, "heads": heads,
-              "overlap": float(self.overlap.value), "fallback_mpp": float(self.mpp_override.value) or None}  # fmt: skip
+              "overlap": float(self.overlap.value), "min_tissue": float(self.min_tissue.value),
+              "fallback_mpp": float(self.mpp_override.value) or None}  # fmt: skip
         spec = self.student.spec()  # the tiles are cut at the student's tile px / um/px
         tiling = (spec.tile_px, spec.mpp) if spec is not None else (224, 0.5)
         if (note := no_mpp_note(layer, kw["fallback_mpp"], *tiling)) is not None:
@@ -146,6 +149,7 @@ class AttentionWidget(Container):
         if slide is None and self.slide.value is not None:
             slide = SlideRef.of(self.slide.value)
         units = slide.units if slide is not None else None
+        self._view = None  # the old view goes below: a re-run replaces it, the grid stays
         for old in self._map_layers:
             if old in self.viewer.layers:
                 self.viewer.layers.remove(old)
@@ -169,10 +173,11 @@ class AttentionWidget(Container):
             {"scale": on_view.scale[-2:], "translate": on_view.translate[-2:]} if on_view is not None else {}
         )
         # hovering a map names the tile nearest the cursor: each point answers over the square of its tile's centre
-        # (napari's Points hit test), drawn transparent (a hidden layer is not sliced, so it would answer nothing)
+        # (napari's Points hit test), drawn transparent (a hidden layer is not sliced, so it would answer nothing);
+        # border too: one of width 0 is still a 1 px outline, which turned the teacher's cell white zoomed out
         side = pair.stride_level0 or pair.tile_px_level0
         tiles = upsert_layer(self.viewer, "points", tile_centres(pair), "attention tiles", size=side, symbol="square",
-                             face_color="transparent", border_color="white", border_width=0,
+                             face_color="transparent", border_color="transparent", border_width=0,
                              features=pair.feature_table(), units=units, **frame)  # fmt: skip
         self._map_layers = [*maps, diff, tiles]
         self.summary.value = agreement_text(pair)
@@ -203,6 +208,13 @@ class AttentionWidget(Container):
         if self._grid_ours:
             self.viewer.grid.enabled = self._grid_ours = False
 
+    def _view_left(self, event: Any) -> None:
+        """The student view left (removed by the user): the student map would sit alone over black in its cell, so
+        the grid the run started ends, both maps then over the slide (a re-run's replaced view ends nothing)."""
+        if event.value is not None and event.value is self._view:
+            self._view = None
+            self._end_grid()
+
     def _arrange_grid(self, slide: Any, teacher: Any, tiles: Any, student: Any, diff: Any) -> Any:
         """Grid mode, stride 3: cell 1 = slide + teacher map + the (transparent) tile points, cell 2 = a view of the
         slide + student map + the difference (hidden); one camera, fitted to the maps (the grid halves each cell's
@@ -218,6 +230,8 @@ class AttentionWidget(Container):
         self.viewer.grid.stride = 3
         self._grid_ours = self._grid_ours or not self.viewer.grid.enabled  # the user's own grid stays
         self.viewer.grid.enabled = True
+        self._view = view
+        layers.events.removed.connect(self._view_left)  # a bound method: held weakly, connected once
         self.viewer.fit_to_view(layers=[teacher, student])
         return view
 
@@ -231,10 +245,14 @@ def _load(
     request: ModelRequest, weights: str, cancel: threading.Event
 ) -> Generator[Progress, None, EmbeddingModel]:
     """The model of one side (in the worker): pretrained (the copy a task already holds, see
-    ``ModelRequest.load_steps``), or the architecture's random initialisation."""
+    ``ModelRequest.load_steps``), or the architecture's random initialisation: its build is named (h-optimus-0's
+    takes ~40 s on a CPU) and a Cancel pressed meanwhile stops the task once it is built."""
     if weights == WEIGHTS[0]:
         return (yield from request.load_steps(cancel))
+    yield Progress(0, 0, f"building {request.source} (random init)")
     if request.model is not None:
-        return random_init(request.model)
-    # the spec alone (registry entry or checkpoint config.json): no weights are read, a hub model works offline
-    return random_model(resolve_spec(request.source), resolve_device(request.device))
+        model = random_init(request.model)
+    else:  # the spec alone (registry entry or checkpoint config.json): no weights are read, a hub model works offline
+        model = random_model(resolve_spec(request.source), resolve_device(request.device))
+    raise_if_cancelled(cancel, f"Cancelled while building {request.source} (random init).")
+    return model

@@ -34,7 +34,7 @@ from napari_pathdistill.inference.attention_region import (
 from napari_pathdistill.metrics.agreement import attention_agreement, map_agreement, top_overlap
 from napari_pathdistill.models.embedding_model import EmbeddingModel
 from napari_pathdistill.models.spec import ModelSpec, build_module
-from napari_pathdistill.progress import Progress, raise_if_cancelled
+from napari_pathdistill.progress import Progress, cancel_scope, interruptible, raise_if_cancelled
 from napari_pathdistill.wsi.pyramid import Pyramid, layer_factor, open_pyramid
 from napari_pathdistill.wsi.tiling import TileGrid, detect_tissue, read_tiles, square_pixel_mpp
 
@@ -195,8 +195,10 @@ def _stream(models: dict[str, tuple[EmbeddingModel, int | None]], region: Region
     for first, tiles in _batches(grids, pyr, batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Attention cancelled.")
-        maps = {k: resample(raw_attention_maps(m, fit_tiles(tiles[k], m.spec.tile_px), mode=mode, head=h),
-                            region.cells) for k, (m, h) in models.items()}  # fmt: skip
+        # a batch of the real teacher and student takes seconds on a CPU: Cancel stops it at its next Python call
+        with cancel_scope(cancel, "Attention cancelled.", inherit=True), interruptible():
+            maps = {k: resample(raw_attention_maps(m, fit_tiles(tiles[k], m.spec.tile_px), mode=mode, head=h),
+                                region.cells) for k, (m, h) in models.items()}  # fmt: skip
         blend.add(first, maps)
         end = first + len(tiles["student"])
         r[first:end] = attention_agreement(maps["teacher"], maps["student"])
@@ -237,6 +239,7 @@ def iter_attention_pair(
     stop = partial(raise_if_cancelled, cancel, "Attention cancelled.")
     with open_pyramid(slide, fallback_mpp=fallback_mpp) as pyr:
         square_pixel_mpp(pyr)  # non-square pixels are refused before the detection, not after
+        _check_on_slide(bbox, pyr.levels[0].shape)
         yield Progress(0, 0, "finding tissue")
         mask = detect_tissue(pyr, check=stop)  # Cancel reaches it between the blocks of the level it reads
         stop()
@@ -261,6 +264,16 @@ def iter_attention_pair(
         source_of("student", student, mode, heads[1], field),
     )
     yield _pair(region, blend, r, ov, units, sources, top_frac)
+
+
+def _check_on_slide(bbox: tuple[float, float, float, float] | None, shape: tuple[int, int]) -> None:
+    """Raise EmptyTissueError when ``bbox`` (x0, y0, x1, y1 level-0 px) holds none of a (h, w) slide: a view panned
+    off the slide was told to lower 'min tissue' after the whole tissue detection, which could not help."""
+    h, w = shape
+    if bbox is not None and not (bbox[0] < w and bbox[2] > 0 and bbox[1] < h and bbox[3] > 0):
+        raise EmptyTissueError(
+            "The chosen region shows none of the slide: pan/zoom onto the slide, or choose the whole slide."
+        )
 
 
 def _pair(region: RegionGrid, blend: Blender, r: np.ndarray, ov: np.ndarray, units: tuple[float, float] | None,

@@ -174,7 +174,8 @@ def normalise_region(image: np.ndarray, sample: int = 1 << 22) -> tuple[np.ndarr
     Ranks put two models' maps on the same footing whatever their units (attention probabilities, Grad-CAM
     activations) and peakiness: 0.9 means "more attended than 90 % of this region" on either side, so the top
     10 % of both maps are the pixels above 0.9. The ranks come from 1,001 quantiles of at most ``sample``
-    evenly strided finite pixels, so memory stays bounded on any region.
+    evenly strided finite pixels, so memory stays bounded on any region. Tied pixels get the middle of their ranks
+    (a flat map is 0.5 everywhere: not shaded).
 
     Returns:
         (rank map (NaN kept), raw p1, raw p99) of the map's finite pixels.
@@ -183,7 +184,11 @@ def normalise_region(image: np.ndarray, sample: int = 1 << 22) -> tuple[np.ndarr
     if not finite.size:
         return image.astype(np.float16), 0.0, 1.0
     finite = finite[:: max(1, finite.size // sample)]
-    q = np.percentile(finite, np.linspace(0, 100, 1001))
-    ranks = np.interp(image, q, np.linspace(0.0, 1.0, 1001)).astype(np.float16)
+    q, p = np.percentile(finite, np.linspace(0, 100, 1001)), np.linspace(0.0, 1.0, 1001)
+    ranks = np.interp(image, q, p)  # a run of equal quantiles (tied pixels) gives its top rank
+    if (np.diff(q) == 0).any():  # ties (a flat map, Grad-CAM's zeros): the middle of the tie's ranks instead
+        bottom = np.interp(-image, -q[::-1], p[::-1])  # the reversed lookup gives a tie's bottom rank
+        ranks = (ranks + bottom) / 2
+    ranks = ranks.astype(np.float16)
     ranks[~np.isfinite(image)] = np.nan
     return ranks, float(np.percentile(finite, 1)), float(np.percentile(finite, 99))
