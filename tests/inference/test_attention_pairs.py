@@ -245,3 +245,18 @@ def test_cancel_stops_a_batch_inside_the_teacher_s_forward(cmu_svs):
     with pytest.raises(Cancelled, match="Attention cancelled"):
         next(items)
     assert ran == []
+
+
+def test_a_flat_map_is_called_flat_not_shown_as_attention(cmu_svs) -> None:
+    """Each map is shown as percentile ranks, so a random-init ViT's uniform attention (raw p1-p99 apart by 1e-4 of
+    its value) looked as structured as a trained model's: the summary now says which side's map is flat."""
+    from napari_pathdistill._qt._attention_view import agreement_text
+    from napari_pathdistill.models.factory import load_model
+
+    flat = drain(iter_attention_pair(tiny_model(), tiny_model(seed=1), cmu_svs, max_tiles=2, overlap=0.0))
+    text = agreement_text(flat)
+    assert "The teacher's map is flat (raw p1-p99" in text and "The student's map is flat" in text
+    trained = load_model("pathdistill-student", "cpu")
+    real = drain(iter_attention_pair(trained, tiny_model(), cmu_svs, max_tiles=2, overlap=0.0))
+    text = agreement_text(real)
+    assert "teacher's map is flat" not in text and "The student's map is flat" in text

@@ -63,6 +63,17 @@ def r_histogram(counts: np.ndarray, edges: np.ndarray) -> str:
     return f"per-tile r  {edges[0]:+.0f} [{bars}] {edges[-1]:+.0f}  ({int(counts.sum())} tiles)"
 
 
+#: (p99 - p1) / max(|p1|, |p99|) of a raw map below which it is called flat: a random-init ViT's last-block
+#: attention is uniform to 1e-4 (1e-5 for the tiny test ViTs), trained students' and Grad-CAM maps spread ~1
+FLAT_SPREAD = 0.01
+
+
+def relative_spread(lo: float, hi: float) -> float:
+    """(hi - lo) relative to the larger magnitude (0 for an all-zero map)."""
+    top = max(abs(lo), abs(hi))
+    return (hi - lo) / top if top > 0 else 0.0
+
+
 def agreement_text(pair: AttentionPair) -> str:
     """What the agreement numbers are and what they mean."""
     r, ov = pair.tile_r[np.isfinite(pair.tile_r)], pair.tile_overlap[np.isfinite(pair.tile_overlap)]
@@ -80,8 +91,14 @@ def agreement_text(pair: AttentionPair) -> str:
         for src in pair.sources
         if (ratio := src.off_scale()) is not None
     )
+    flat = "".join(
+        f"The {src.role}'s map is flat (raw p1-p99 {lo:.4g}-{hi:.4g}, {100 * spread:.2g} % apart, e.g. a random-init "
+        "ViT's uniform attention): its ranks and colours show noise, not where it looks. "
+        for src, (lo, hi) in zip(pair.sources, pair.percentiles, strict=True)
+        if (spread := relative_spread(lo, hi)) < FLAT_SPREAD
+    )
     return (
-        f"{scale}{tiles} Pearson r of the two maps: whole map {pair.overall_r:.2f}, per tile median "
+        f"{scale}{tiles} {flat}Pearson r of the two maps: whole map {pair.overall_r:.2f}, per tile median "
         f"{med_r} (1 = same layout, 0 = unrelated, < 0 = opposite). Top-{pct} overlap (share of the most attended "
         f"{pct} of one map in the other's): whole map {pair.overall_overlap:.2f}, per tile median {med_ov} "
         f"(chance = {pair.top_frac:.2f}, 1 = same hot spots). Compare with a random-init side for the baseline. "
