@@ -65,9 +65,9 @@ def slide_task(slide: str, opts: CohortOptions, slots_by_host: dict[str, int], r
 
     worker, cancel = get_worker(), stop_event(run)
     name = str(worker.name)
-    if cancel.is_set():  # the driver stopped before this slide started
-        return SlideOutcome(slide, error="interrupted", worker=name, interrupted=True)
-    with running(run):
+    with running(run):  # counted before the stop flag is read: a stop waits for this slide or sees it return
+        if cancel.is_set():  # the driver stopped before this slide started
+            return SlideOutcome(slide, error="interrupted", worker=name, interrupted=True)
         return replace(_slide_on_worker(slide, opts, slots_by_host, cancel, worker), worker=name)
 
 
