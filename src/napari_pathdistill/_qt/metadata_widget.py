@@ -184,10 +184,18 @@ class MetadataWidget(Container):
 
     def _say_which(self) -> None:
         """The hint: :data:`NO_SLIDE` without facts; whose facts they are while another layer is selected (a map
-        or an array read as 'no MPP, not stated' facts of its own); hidden while the shown slide is selected."""
+        or an array read as 'no MPP, not stated' facts of its own); hidden while the shown slide, or one of its
+        associated images (label, macro, thumbnail), is selected."""
         active, slide = self._viewer.layers.selection.active, self.layer
         # != not 'is not': a docked widget's viewer is napari's proxy, whose layers are proxies of the layers
-        if self.meta is not None and slide is not None and active is not None and active != slide:
+        if (
+            self.meta is not None
+            and slide is not None
+            and active is not None
+            and active != slide
+            # an associated image of the shown slide (the reader names it '<slide> [label]') has its facts
+            and not (active.name.startswith(f"{slide.name} [") and active.name.endswith("]"))
+        ):
             self.hint.value, self.hint.visible = (
                 OTHER_LAYER.format(active=active.name, slide=slide.name),
                 True,
