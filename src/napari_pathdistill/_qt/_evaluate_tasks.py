@@ -45,9 +45,8 @@ def evaluation_task(src: Path, what: str, out_dir: Path | None, run: GeneratorFa
             raise EvaluationError(f"Input '{src}' does not exist: choose {what}.")
         yield from _check_folder(out_dir)
         report = yield from _report_of(run(cancel))
-        if (
-            out_dir is None or cancel.is_set()
-        ):  # cancelled at the last moment: the runner says nothing was saved
+        # no folder, or cancelled at the last moment (the runner then says nothing was saved)
+        if out_dir is None or cancel.is_set():
             return Finished(report, None)
         yield Progress(0, 0, f"saving reports in {out_dir}")
         return Finished(report, report.save(out_dir))
