@@ -125,7 +125,8 @@ class EmbedWidget(TileClicks, Container):
             "cancelled run resumes. Empty: $PATHDISTILL_CACHE_DIR, else the user cache folder."
         )
         self.stride.tooltip = stride_tooltip(None)
-        self.stride.native.setSpecialValueText("tile px")  # 0 = the tile px (no overlap), not a stride of 0 px
+        # 0 = the tile px (no overlap), not a stride of 0 px
+        self.stride.native.setSpecialValueText("tile px")
         self.stride.enabled = False  # the patch-token map's only
         self.map_kind.changed.connect(lambda kind: setattr(self.stride, "enabled", kind == TOKENS))
         follow_spec(self.model, self.tile_px, self.mpp)
