@@ -151,8 +151,8 @@ def iter_cohort(
 
 def stop_cohort(client: Client, futures: list, run: str, stopping: Callable[[], None] | None = None) -> None:
     """Stop the slides of ``run``: every worker's running slide stops after its current batch (its rows written,
-    its lock released), slides not yet on a worker are cancelled; returns once ``futures`` are done and no worker runs a slide of
-    ``run`` any more.
+    its lock released), slides not yet on a worker are cancelled; returns once ``futures`` are done and no worker
+    runs a slide of ``run`` any more.
 
     A second KeyboardInterrupt meanwhile propagates at once (the caller's cluster then closes and kills them).
     """
